@@ -1,0 +1,75 @@
+# gptvq - plain Makefile. Targets:
+#   make            library + CLI ($(B)/gptvq)
+#   make test       unit/integration tests (optimised) + reader/tokenizer tests under ASan/UBSan
+#   make fuzz       libFuzzer targets (clang)
+#   make bench      benchmark binaries
+CC      ?= gcc
+CLANG   ?= clang
+B       ?= build
+BA      ?= build-asan
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -Iinclude -Isrc
+LDLIBS  := -lopenblas -llapacke -lpcre2-8 -lcjson -lm -fopenmp
+ASAN    := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+SRC     := $(sort $(wildcard src/*/*.c))
+OBJ     := $(SRC:%.c=$(B)/%.o)
+AOBJ    := $(SRC:%.c=$(BA)/%.o)
+TESTS   := $(sort $(wildcard tests/test_*.c))
+TBIN    := $(TESTS:tests/%.c=$(B)/tests/%)
+# Tests that also run under AddressSanitizer + UBSan (readers and tokenizers).
+ASAN_TESTS := test_gguf test_readers test_tokenizer
+ATBIN   := $(ASAN_TESTS:%=$(BA)/tests/%)
+FUZZ    := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FBIN    := $(FUZZ:tests/fuzz/%.c=$(B)/fuzz/%)
+BENCH   := $(sort $(wildcard bench/*.c))
+BBIN    := $(BENCH:bench/%.c=$(B)/bench/%)
+
+all: $(B)/gptvq
+
+$(B)/%.o: %.c $(wildcard include/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BA)/%.o: %.c $(wildcard include/*.h src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -O1 $(ASAN) -c $< -o $@
+
+$(B)/libgptvq.a: $(OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BA)/libgptvq.a: $(AOBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/gptvq: tools/gptvq.c $(B)/libgptvq.a
+	$(CC) $(CFLAGS) $< $(B)/libgptvq.a $(LDLIBS) -o $@
+
+$(B)/tests/%: tests/%.c tests/test.h $(B)/libgptvq.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(B)/libgptvq.a $(LDLIBS) -o $@
+
+$(BA)/tests/%: tests/%.c tests/test.h $(BA)/libgptvq.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -O1 $(ASAN) $< $(BA)/libgptvq.a $(LDLIBS) -o $@
+
+$(B)/fuzz/%: tests/fuzz/%.c $(SRC)
+	@mkdir -p $(dir $@)
+	$(CLANG) -O1 -g -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -fopenmp -fsanitize=fuzzer,address,undefined $< $(SRC) $(LDLIBS) -o $@
+
+$(B)/bench/%: bench/%.c $(B)/libgptvq.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(B)/libgptvq.a $(LDLIBS) -o $@
+
+tests: $(TBIN) $(ATBIN) $(B)/gptvq
+test: tests
+	B=$(B) BA=$(BA) bash tests/run.sh
+fuzz: $(FBIN)
+bench: $(BBIN) $(B)/gptvq
+
+clean:
+	rm -rf $(B) $(BA)
+
+.PHONY: all test tests fuzz bench clean
+.SECONDARY:

@@ -1,0 +1,128 @@
+// gptvq.h - the one public header of the gptvq library.
+//
+// Conventions: every fallible call returns enum gq_status; on failure
+// gq_last_error() holds one line saying what was expected and what was found
+// (with the file and offset where there is one). Handles are opaque, created
+// by *_load/*_open and released by *_free. The library never calls exit().
+#ifndef GPTVQ_H
+#define GPTVQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define GQ_VERSION_STRING "0.1.0"
+
+enum gq_status {
+    GQ_OK = 0,
+    GQ_ERR_IO,          // open/read/mmap/write failed
+    GQ_ERR_FORMAT,      // file is corrupt, truncated or not what it claims
+    GQ_ERR_UNSUPPORTED, // valid file, but a feature we do not implement
+    GQ_ERR_NOMEM,       // allocation failed or size overflow
+    GQ_ERR_ARG,         // bad argument / impossible option
+    GQ_ERR_NUMERIC,     // NaN/Inf or a numerical failure
+};
+
+// Message of the last error on this thread ("" if none).
+const char *gq_last_error(void);
+const char *gq_status_str(enum gq_status s);
+
+// ---------------------------------------------------------------------------
+// Models
+
+struct gq_model;      // weights + hyperparameters + tokenizer
+struct gq_tokenizer;  // owned by the model
+
+struct gq_load_params {
+    const char *tokenizer_path; // llama2.c tokenizer.bin (NULL: tokenizer.bin / tok512.bin beside the model)
+    bool verbose;
+};
+
+// Loads a GGUF file, a Hugging Face model directory (config.json +
+// *.safetensors + tokenizer.json) or a llama2.c checkpoint (.bin).
+enum gq_status gq_model_load(const char *path, const struct gq_load_params *params,
+                             struct gq_model **out);
+void gq_model_free(struct gq_model *m);
+
+struct gq_model_info {
+    const char *arch;        // "llama", "qwen2", ...
+    const char *name;
+    const char *source_format; // "gguf", "safetensors", "llama2c"
+    int n_vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, hidden_dim, ctx_len;
+    float rope_theta, rms_eps;
+    bool rope_interleaved, tied_output, qkv_bias;
+    int64_t n_params;
+    size_t weight_bytes;     // bytes of weights as used by the forward (f32)
+    int bos_id, eos_id;
+    bool add_bos;
+};
+void gq_model_get_info(const struct gq_model *m, struct gq_model_info *info);
+const struct gq_tokenizer *gq_model_tokenizer(const struct gq_model *m);
+
+// ---------------------------------------------------------------------------
+// Tokenizer
+
+// Tokenizes text. add_bos: prepend BOS (ignored if the vocab has none).
+// parse_special: recognise special/control tokens written in the text.
+// *ids is malloc'd; caller frees.
+enum gq_status gq_tokenize(const struct gq_tokenizer *t, const char *text, size_t len,
+                           bool add_bos, bool parse_special, int32_t **ids, size_t *n_ids);
+// Bytes that token `id` stands for when printed (byte-level and <0xNN>
+// fallback decoded). Writes at most cap bytes, returns the full length.
+size_t gq_token_to_bytes(const struct gq_tokenizer *t, int32_t id, char *buf, size_t cap);
+int gq_tokenizer_n_vocab(const struct gq_tokenizer *t);
+int32_t gq_tokenizer_find(const struct gq_tokenizer *t, const char *piece); // -1 if absent
+
+// ---------------------------------------------------------------------------
+// Inference
+
+struct gq_context; // KV cache + scratch for one sequence
+
+enum gq_status gq_context_new(const struct gq_model *m, int n_ctx, struct gq_context **out);
+void gq_context_free(struct gq_context *c);
+void gq_context_reset(struct gq_context *c);
+int gq_context_pos(const struct gq_context *c);
+
+// Runs n tokens at positions pos..pos+n-1 (pos = current cache length) and
+// appends them to the KV cache. logits: NULL, or (n, n_vocab) row-major when
+// all_logits, else (n_vocab) for the last token only.
+enum gq_status gq_forward(struct gq_context *c, const int32_t *tokens, int n,
+                          float *logits, bool all_logits);
+
+// ---------------------------------------------------------------------------
+// Perplexity
+
+enum gq_ppl_protocol { GQ_PPL_GPTQ = 0, GQ_PPL_LLAMACPP = 1 };
+
+struct gq_ppl_params {
+    enum gq_ppl_protocol protocol;
+    int n_ctx;            // 0: protocol default (gptq: min(2048, model ctx); llama.cpp: 512)
+    int max_windows;      // 0: all
+    int wikitext;         // -1 auto (file name wiki.*.raw), 0 no, 1 yes
+    bool progress;        // progress + ETA on stderr
+};
+
+struct gq_ppl_result {
+    double ppl, nll_mean, nll_stderr;
+    int64_t n_tokens_text; // tokens in the whole text
+    int64_t n_scored;
+    int n_windows, n_windows_total, n_ctx;
+    double seconds;
+};
+
+enum gq_status gq_perplexity(const struct gq_model *m, const char *text, size_t len,
+                             const struct gq_ppl_params *p, struct gq_ppl_result *r);
+
+// Text preprocessing of the gptq protocol for WikiText files: rows (lines
+// with their newline, a blank line is an empty row) joined with "\n\n".
+// Returns malloc'd text.
+char *gq_wikitext_join(const char *raw, size_t len, size_t *out_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif // GPTVQ_H

@@ -1,0 +1,66 @@
+// model.h - internal model representation shared by the loaders and the forward.
+//
+// Weights are f32, row-major W: (n_out, n_in), the layout of GGUF, llama2.c and
+// safetensors alike. A weight either borrows the mapping of an F32 file or is
+// an owned, dequantized copy (registered with gq_model_own).
+#ifndef GQ_MODEL_H
+#define GQ_MODEL_H
+
+#include "../util/common.h"
+
+enum gq_rope_scaling { GQ_ROPE_SCALING_NONE = 0, GQ_ROPE_SCALING_LINEAR, GQ_ROPE_SCALING_LLAMA3 };
+
+struct gq_hparams {
+    int n_vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, hidden_dim, ctx_len;
+    int rope_dim;            // rotated dims per head (== head_dim for Llama)
+    float rms_eps, rope_theta;
+    bool rope_interleaved;   // true: pairs (2i, 2i+1) (GGUF llama, llama2.c); false: rotate-half (HF, NeoX)
+    enum gq_rope_scaling rope_scaling;
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_orig_ctx;
+};
+
+struct gq_layer_w {
+    const float *attn_norm;          // (dim)
+    const float *wq, *wk, *wv;       // (n_heads*head_dim, dim), (n_kv_heads*head_dim, dim) x2
+    const float *bq, *bk, *bv;       // optional biases (Qwen2), NULL otherwise
+    const float *wo;                 // (dim, n_heads*head_dim)
+    const float *ffn_norm;           // (dim)
+    const float *w_gate, *w_up;      // (hidden_dim, dim)
+    const float *w_down;             // (dim, hidden_dim)
+};
+
+struct gq_model {
+    struct gq_hparams hp;
+    const float *tok_embd;    // (n_vocab, dim)
+    const float *output_norm; // (dim)
+    const float *output;      // (n_vocab, dim); == tok_embd when tied
+    struct gq_layer_w *layers;
+    struct gq_tokenizer *tok;
+
+    char *arch, *name, *source_format, *chat_template; // owned (chat_template may be NULL)
+
+    // Ownership: buffers freed with the model, plus the source (mapping) that
+    // borrowed weights point into.
+    void **owned;
+    size_t n_owned, cap_owned;
+    void *source;
+    void (*source_free)(void *source);
+};
+
+struct gq_model *gq_model_alloc(void);
+// Registers a malloc'd buffer to be freed with the model; frees p and fails
+// when the list cannot grow.
+enum gq_status gq_model_own(struct gq_model *m, void *p);
+// Checks shapes, required tensors and hparams; fills derived fields
+// (head_dim, rope_dim defaults). Called by every loader at the end.
+enum gq_status gq_model_finish(struct gq_model *m, const char *path);
+// Returns GQ_ERR_NUMERIC naming `what` if x holds a NaN or Inf.
+enum gq_status gq_check_finite(const float *x, size_t n, const char *path, const char *what);
+
+// Loaders (one per source format).
+enum gq_status gq_load_gguf(const char *path, struct gq_model *m);
+enum gq_status gq_load_hf_dir(const char *dir, struct gq_model *m);
+enum gq_status gq_load_llama2c(const char *path, const char *tokenizer_path, struct gq_model *m);
+
+#endif

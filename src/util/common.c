@@ -1,0 +1,167 @@
+// common.c - error state, file mapping, timing and progress.
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Thread_local char g_err[1024];
+
+const char *gq_last_error(void) { return g_err; }
+
+const char *gq_status_str(enum gq_status s) {
+    switch (s) {
+    case GQ_OK: return "ok";
+    case GQ_ERR_IO: return "I/O error";
+    case GQ_ERR_FORMAT: return "bad file format";
+    case GQ_ERR_UNSUPPORTED: return "unsupported";
+    case GQ_ERR_NOMEM: return "out of memory";
+    case GQ_ERR_ARG: return "bad argument";
+    case GQ_ERR_NUMERIC: return "numerical error";
+    }
+    return "unknown error";
+}
+
+enum gq_status gq_fail(enum gq_status s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_err, sizeof g_err, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+void gq_error_prefix(const char *fmt, ...) {
+    char pre[512], old[sizeof g_err];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(pre, sizeof pre, fmt, ap);
+    va_end(ap);
+    memcpy(old, g_err, sizeof old);
+    snprintf(g_err, sizeof g_err, "%s: %s", pre, old);
+}
+
+enum gq_status gq_map_file(const char *path, struct gq_mapped_file *f) {
+    memset(f, 0, sizeof *f);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return gq_fail(GQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return gq_fail(GQ_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return gq_fail(GQ_ERR_IO, "%s: not a regular file", path);
+    }
+    f->size = (size_t)st.st_size;
+    if (f->size > 0) {
+        void *p = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            close(fd);
+            return gq_fail(GQ_ERR_IO, "%s: mmap failed: %s", path, strerror(errno));
+        }
+        f->data = p;
+    }
+    close(fd);
+    f->path = strdup(path);
+    if (!f->path) {
+        gq_unmap_file(f);
+        return gq_fail(GQ_ERR_NOMEM, "%s: out of memory", path);
+    }
+    return GQ_OK;
+}
+
+void gq_unmap_file(struct gq_mapped_file *f) {
+    if (f->data && f->size) munmap((void *)f->data, f->size);
+    free(f->path);
+    memset(f, 0, sizeof *f);
+}
+
+enum gq_status gq_read_file(const char *path, char **data, size_t *size) {
+    *data = NULL;
+    *size = 0;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return gq_fail(GQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        fclose(fp);
+        return gq_fail(GQ_ERR_NOMEM, "%s: out of memory", path);
+    }
+    for (;;) {
+        if (n == cap) {
+            cap *= 2;
+            char *nb = realloc(buf, cap + 1);
+            if (!nb) {
+                free(buf);
+                fclose(fp);
+                return gq_fail(GQ_ERR_NOMEM, "%s: out of memory", path);
+            }
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n, fp);
+        n += r;
+        if (r == 0) break;
+    }
+    int err = ferror(fp);
+    fclose(fp);
+    if (err) {
+        free(buf);
+        return gq_fail(GQ_ERR_IO, "%s: read error", path);
+    }
+    buf[n] = 0;
+    *data = buf;
+    *size = n;
+    return GQ_OK;
+}
+
+double gq_time_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void fmt_secs(char *buf, size_t cap, double s) {
+    if (s < 0) s = 0;
+    if (s < 120) snprintf(buf, cap, "%.1fs", s);
+    else if (s < 7200) snprintf(buf, cap, "%dm%02ds", (int)(s / 60), (int)s % 60);
+    else snprintf(buf, cap, "%dh%02dm", (int)(s / 3600), ((int)s % 3600) / 60);
+}
+
+void gq_progress_start(struct gq_progress *p, const char *label, int64_t total, bool enabled) {
+    p->label = label;
+    p->total = total;
+    p->done = 0;
+    p->t0 = gq_time_s();
+    p->last_print = 0;
+    p->enabled = enabled;
+}
+
+void gq_progress_update(struct gq_progress *p, int64_t done, const char *extra) {
+    p->done = done;
+    if (!p->enabled) return;
+    double now = gq_time_s();
+    if (done < p->total && now - p->last_print < 0.5) return;
+    p->last_print = now;
+    double el = now - p->t0;
+    double eta = done > 0 ? el * (double)(p->total - done) / (double)done : 0;
+    int width = 24, fill = p->total > 0 ? (int)(width * done / p->total) : width;
+    char bar[32], se[32], seta[32];
+    for (int i = 0; i < width; i++) bar[i] = i < fill ? '#' : '.';
+    bar[width] = 0;
+    fmt_secs(se, sizeof se, el);
+    fmt_secs(seta, sizeof seta, eta);
+    fprintf(stderr, "\r%s [%s] %lld/%lld  %s  ETA %s  %s\033[K", p->label, bar, (long long)done,
+            (long long)p->total, se, seta, extra ? extra : "");
+    fflush(stderr);
+}
+
+void gq_progress_end(struct gq_progress *p) {
+    if (!p->enabled) return;
+    p->last_print = 0;
+    gq_progress_update(p, p->total, NULL);
+    fputc('\n', stderr);
+}

@@ -1,0 +1,78 @@
+// common.h - internal helpers shared by every module (not public API).
+#ifndef GQ_COMMON_H
+#define GQ_COMMON_H
+
+#include "gptvq.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Sets the thread's error message (printf-style) and returns `s`, so that
+// `return gq_fail(GQ_ERR_FORMAT, "%s: bad magic", path);` reads naturally.
+enum gq_status gq_fail(enum gq_status s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+// Prefixes the current error message with "prefix: ".
+void gq_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// Broken invariants only (never for bad input).
+#define GQ_ASSERT(x)                                                              \
+    do {                                                                          \
+        if (!(x)) {                                                               \
+            fprintf(stderr, "gptvq: internal error %s:%d: %s\n", __FILE__, __LINE__, #x); \
+            abort();                                                              \
+        }                                                                         \
+    } while (0)
+
+#define GQ_TRY(expr)                                 \
+    do {                                             \
+        enum gq_status gq__s = (expr);               \
+        if (gq__s != GQ_OK) return gq__s;            \
+    } while (0)
+
+// Overflow-checked size arithmetic: return false on overflow.
+static inline bool gq_mul_ok(size_t a, size_t b, size_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline bool gq_add_ok(size_t a, size_t b, size_t *out) {
+    return !__builtin_add_overflow(a, b, out);
+}
+
+// A read-only mapping of a whole file.
+struct gq_mapped_file {
+    const unsigned char *data;
+    size_t size;
+    char *path; // owned copy
+};
+enum gq_status gq_map_file(const char *path, struct gq_mapped_file *f);
+void gq_unmap_file(struct gq_mapped_file *f);
+// Reads a whole file into malloc'd memory (NUL-terminated for convenience).
+enum gq_status gq_read_file(const char *path, char **data, size_t *size);
+
+double gq_time_s(void); // monotonic seconds
+
+// Progress line on stderr: "label  [####....] 42/100  12.3s  ETA 17.0s".
+struct gq_progress {
+    const char *label;
+    int64_t total, done;
+    double t0, last_print;
+    bool enabled;
+};
+void gq_progress_start(struct gq_progress *p, const char *label, int64_t total, bool enabled);
+void gq_progress_update(struct gq_progress *p, int64_t done, const char *extra);
+void gq_progress_end(struct gq_progress *p);
+
+// IEEE half / bfloat16 -> f32.
+static inline float gq_f16_to_f32(uint16_t h) {
+    _Float16 f;
+    memcpy(&f, &h, 2);
+    return (float)f;
+}
+static inline float gq_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+#endif
