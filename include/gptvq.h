@@ -102,7 +102,8 @@ struct gq_ppl_params {
     enum gq_ppl_protocol protocol;
     int n_ctx;            // 0: protocol default (gptq: min(2048, model ctx); llama.cpp: 512)
     int max_windows;      // 0: all
-    int wikitext;         // -1 auto (file name wiki.*.raw), 0 no, 1 yes
+    int wikitext;         // 1: join WikiText rows (gptq protocol); the caller resolves
+                          // "auto" with gq_ppl_is_wikitext_file()
     bool progress;        // progress + ETA on stderr
 };
 
@@ -121,6 +122,39 @@ enum gq_status gq_perplexity(const struct gq_model *m, const char *text, size_t 
 // with their newline, a blank line is an empty row) joined with "\n\n".
 // Returns malloc'd text.
 char *gq_wikitext_join(const char *raw, size_t len, size_t *out_len);
+// True for WikiText file names (wiki.*.raw): the gptq protocol joins their rows.
+bool gq_ppl_is_wikitext_file(const char *path);
+
+// ---------------------------------------------------------------------------
+// Generation
+
+struct gq_gen_params {
+    const char *prompt;
+    int n_predict;        // tokens to generate
+    float temperature;    // 0: greedy (argmax)
+    float top_p;          // nucleus sampling threshold in (0, 1]; 1: off
+    uint64_t seed;
+    bool chat;            // wrap the prompt in the model's chat format
+    bool stop_at_eog;     // stop at end-of-generation tokens (EOS, <|im_end|>, ...)
+    int n_ctx;            // 0: min(model context, prompt + n_predict)
+};
+
+struct gq_gen_stats {
+    int n_prompt, n_generated;
+    double prompt_seconds, gen_seconds;
+};
+
+// Called for every generated token with its printable bytes; return false to stop.
+typedef bool (*gq_token_cb)(void *user, int32_t id, const char *bytes, size_t n_bytes);
+
+enum gq_status gq_generate(const struct gq_model *m, const struct gq_gen_params *p, gq_token_cb cb,
+                           void *user, struct gq_gen_stats *stats);
+// The prompt wrapped in the model's chat format (ChatML, Llama 3); malloc'd.
+// GQ_ERR_UNSUPPORTED when the model's template is not a known one.
+enum gq_status gq_chat_format(const struct gq_model *m, const char *prompt, char **out);
+
+// Threads for OpenMP and OpenBLAS (0: leave the default).
+void gq_set_threads(int n);
 
 #ifdef __cplusplus
 }

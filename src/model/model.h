@@ -35,6 +35,7 @@ struct gq_model {
     const float *tok_embd;    // (n_vocab, dim)
     const float *output_norm; // (dim)
     const float *output;      // (n_vocab, dim); == tok_embd when tied
+    const float *rope_freq_factors; // (rope_dim/2) divisors of the RoPE frequencies (GGUF rope_freqs), or NULL
     struct gq_layer_w *layers;
     struct gq_tokenizer *tok;
 

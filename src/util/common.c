@@ -40,7 +40,16 @@ void gq_error_prefix(const char *fmt, ...) {
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
     memcpy(old, g_err, sizeof old);
-    snprintf(g_err, sizeof g_err, "%s: %s", pre, old);
+    // Truncation is acceptable for an error line; keep the prefix whole.
+    size_t n = strlen(pre);
+    if (n > sizeof g_err - 3) n = sizeof g_err - 3;
+    memcpy(g_err, pre, n);
+    memcpy(g_err + n, ": ", 2);
+    size_t rest = sizeof g_err - n - 3;
+    size_t m = strlen(old);
+    if (m > rest) m = rest;
+    memcpy(g_err + n + 2, old, m);
+    g_err[n + 2 + m] = 0;
 }
 
 enum gq_status gq_map_file(const char *path, struct gq_mapped_file *f) {

@@ -63,10 +63,19 @@ void gq_progress_update(struct gq_progress *p, int64_t done, const char *extra);
 void gq_progress_end(struct gq_progress *p);
 
 // IEEE half / bfloat16 -> f32.
+// Bit manipulation rather than _Float16, which clang < 15 lacks on x86-64 (the
+// fuzz build): em << 13 puts exponent and mantissa in float position, and the
+// 2^(127-15) rebias is exact for normals and subnormals; Inf/NaN keep an
+// all-ones exponent.
 static inline float gq_f16_to_f32(uint16_t h) {
-    _Float16 f;
-    memcpy(&f, &h, 2);
-    return (float)f;
+    uint32_t em = h & 0x7fffu, bits = em << 13, u;
+    float f;
+    memcpy(&f, &bits, 4);
+    f *= 0x1p112f;
+    memcpy(&u, &f, 4);
+    u = (em >= 0x7c00u ? (0x7f800000u | bits) : u) | (uint32_t)(h & 0x8000u) << 16;
+    memcpy(&f, &u, 4);
+    return f;
 }
 static inline float gq_bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;

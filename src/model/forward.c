@@ -1,0 +1,254 @@
+// forward.c - Llama-family decoder forward on the CPU.
+//
+// Batched: n tokens at a time go through every layer as (n, dim) matrices, so
+// prefill is sgemm-bound (OpenBLAS); attention per head is two sgemms over the
+// KV cache (scores = Q K^T, out = softmax(scores) V) with a causal mask.
+// Decode is the same code with n = 1.
+#include "model.h"
+
+#include <cblas.h>
+#include <math.h>
+
+struct gq_context {
+    const struct gq_model *m;
+    int n_ctx, pos;
+    float *k_cache, *v_cache; // (n_layers, n_ctx, kv_dim)
+    float *inv_freq;          // (rope_dim/2) RoPE frequencies after scaling
+    // scratch, sized for n_cap tokens
+    int n_cap;
+    float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *scores;
+};
+
+// y = x W^T for x (n, n_in), W (n_out, n_in): y (n, n_out).
+static void matmul(float *y, const float *x, const float *w, int n, int n_in, int n_out) {
+    if (n == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, n_out, n_in, 1.0f, w, n_in, x, 1, 0.0f, y, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n_out, n_in, 1.0f, x, n_in, w, n_in,
+                    0.0f, y, n_out);
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, int n, int dim, float eps) {
+#pragma omp parallel for if (n > 1)
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * dim;
+        float *oi = out + (size_t)i * dim;
+        double ss = 0;
+        for (int j = 0; j < dim; j++) ss += (double)xi[j] * xi[j];
+        float scale = (float)(1.0 / sqrt(ss / dim + eps));
+        for (int j = 0; j < dim; j++) oi[j] = xi[j] * scale * w[j];
+    }
+}
+
+// Rotates heads of x (n, n_heads*head_dim) at positions pos0..pos0+n-1.
+static void rope(float *x, int n, int n_heads, int head_dim, int rope_dim, bool interleaved,
+                 const float *inv_freq, int pos0) {
+    int half = rope_dim / 2;
+#pragma omp parallel for if (n > 1)
+    for (int i = 0; i < n; i++) {
+        int pos = pos0 + i;
+        for (int j = 0; j < half; j++) {
+            double a = (double)pos * inv_freq[j];
+            float c = (float)cos(a), s = (float)sin(a);
+            for (int h = 0; h < n_heads; h++) {
+                float *xh = x + ((size_t)i * n_heads + h) * head_dim;
+                // interleaved: pairs (2j, 2j+1); rotate-half: pairs (j, j + half)
+                int a0 = interleaved ? 2 * j : j, a1 = interleaved ? 2 * j + 1 : j + half;
+                float x0 = xh[a0], x1 = xh[a1];
+                xh[a0] = x0 * c - x1 * s;
+                xh[a1] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+static enum gq_status compute_inv_freq(struct gq_context *c) {
+    const struct gq_hparams *hp = &c->m->hp;
+    int half = hp->rope_dim / 2;
+    c->inv_freq = malloc((size_t)half * sizeof(float));
+    if (!c->inv_freq) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    for (int j = 0; j < half; j++) {
+        double f = pow((double)hp->rope_theta, -2.0 * j / hp->rope_dim);
+        if (c->m->rope_freq_factors) f /= c->m->rope_freq_factors[j];
+        if (hp->rope_scaling == GQ_ROPE_SCALING_LINEAR && hp->rope_factor > 0) f /= hp->rope_factor;
+        if (hp->rope_scaling == GQ_ROPE_SCALING_LLAMA3) {
+            // Llama 3.1: long wavelengths slowed by `factor`, short ones kept,
+            // smooth interpolation between.
+            double lo = hp->rope_low_freq_factor, hi = hp->rope_high_freq_factor, fac = hp->rope_factor;
+            double orig = hp->rope_orig_ctx, wavelen = 2 * M_PI / f;
+            if (wavelen > orig / lo) f /= fac;
+            else if (wavelen >= orig / hi) {
+                double smooth = (orig / wavelen - lo) / (hi - lo);
+                f = (1 - smooth) * f / fac + smooth * f;
+            }
+        }
+        c->inv_freq[j] = (float)f;
+    }
+    return GQ_OK;
+}
+
+enum gq_status gq_context_new(const struct gq_model *m, int n_ctx, struct gq_context **out) {
+    *out = NULL;
+    if (n_ctx <= 0) return gq_fail(GQ_ERR_ARG, "context length must be positive (got %d)", n_ctx);
+    struct gq_context *c = calloc(1, sizeof *c);
+    if (!c) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    c->m = m;
+    c->n_ctx = n_ctx;
+    size_t kv_dim = (size_t)m->hp.n_kv_heads * m->hp.head_dim, n;
+    if (!gq_mul_ok((size_t)m->hp.n_layers * n_ctx, kv_dim, &n) || !gq_mul_ok(n, sizeof(float), &n)) {
+        free(c);
+        return gq_fail(GQ_ERR_NOMEM, "KV cache size overflows");
+    }
+    c->k_cache = malloc(n);
+    c->v_cache = malloc(n);
+    enum gq_status s = GQ_OK;
+    if (!c->k_cache || !c->v_cache)
+        s = gq_fail(GQ_ERR_NOMEM, "cannot allocate a KV cache of %.1f MiB for %d tokens", 2.0 * n / (1 << 20), n_ctx);
+    if (s == GQ_OK) s = compute_inv_freq(c);
+    if (s != GQ_OK) {
+        gq_context_free(c);
+        return s;
+    }
+    *out = c;
+    return GQ_OK;
+}
+
+static void free_scratch(struct gq_context *c) {
+    free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v);
+    free(c->att_out); free(c->hb); free(c->hb2); free(c->scores);
+    c->x = c->xb = c->q = c->k = c->v = c->att_out = c->hb = c->hb2 = c->scores = NULL;
+    c->n_cap = 0;
+}
+
+void gq_context_free(struct gq_context *c) {
+    if (!c) return;
+    free_scratch(c);
+    free(c->k_cache);
+    free(c->v_cache);
+    free(c->inv_freq);
+    free(c);
+}
+
+void gq_context_reset(struct gq_context *c) { c->pos = 0; }
+int gq_context_pos(const struct gq_context *c) { return c->pos; }
+
+static enum gq_status ensure_scratch(struct gq_context *c, int n) {
+    if (n <= c->n_cap) return GQ_OK;
+    free_scratch(c);
+    const struct gq_hparams *hp = &c->m->hp;
+    size_t q_dim = (size_t)hp->n_heads * hp->head_dim, kv_dim = (size_t)hp->n_kv_heads * hp->head_dim;
+    size_t N = (size_t)n;
+    c->x = malloc(N * hp->dim * sizeof(float));
+    c->xb = malloc(N * ((size_t)hp->dim > q_dim ? (size_t)hp->dim : q_dim) * sizeof(float));
+    c->q = malloc(N * q_dim * sizeof(float));
+    c->k = malloc(N * kv_dim * sizeof(float));
+    c->v = malloc(N * kv_dim * sizeof(float));
+    c->att_out = malloc(N * q_dim * sizeof(float));
+    c->hb = malloc(N * hp->hidden_dim * sizeof(float));
+    c->hb2 = malloc(N * hp->hidden_dim * sizeof(float));
+    c->scores = malloc(N * (size_t)c->n_ctx * sizeof(float));
+    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att_out || !c->hb || !c->hb2 || !c->scores) {
+        free_scratch(c);
+        return gq_fail(GQ_ERR_NOMEM, "cannot allocate scratch for a batch of %d tokens", n);
+    }
+    c->n_cap = n;
+    return GQ_OK;
+}
+
+// Causal attention of n new queries (positions pos0..) over the cache 0..pos0+n-1.
+static void attention(struct gq_context *c, int layer, int n, int pos0) {
+    const struct gq_hparams *hp = &c->m->hp;
+    int hd = hp->head_dim, q_dim = hp->n_heads * hd, kv_dim = hp->n_kv_heads * hd;
+    int T = pos0 + n, group = hp->n_heads / hp->n_kv_heads;
+    const float *kc = c->k_cache + (size_t)layer * c->n_ctx * kv_dim;
+    const float *vc = c->v_cache + (size_t)layer * c->n_ctx * kv_dim;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < hp->n_heads; h++) {
+        int g = h / group;
+        float *S = c->scores; // (n, T)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, T, hd, scale, c->q + h * hd, q_dim,
+                    kc + g * hd, kv_dim, 0.0f, S, T);
+#pragma omp parallel for if (n > 1)
+        for (int i = 0; i < n; i++) {
+            float *s = S + (size_t)i * T;
+            int last = pos0 + i; // causal: keys 0..last
+            float mx = -INFINITY;
+            for (int t = 0; t <= last; t++) mx = s[t] > mx ? s[t] : mx;
+            double sum = 0;
+            for (int t = 0; t <= last; t++) {
+                s[t] = expf(s[t] - mx);
+                sum += s[t];
+            }
+            float inv = (float)(1.0 / sum);
+            for (int t = 0; t <= last; t++) s[t] *= inv;
+            for (int t = last + 1; t < T; t++) s[t] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, T, 1.0f, S, T, vc + g * hd, kv_dim,
+                    0.0f, c->att_out + h * hd, q_dim);
+    }
+}
+
+static void add_bias(float *x, const float *b, int n, int dim) {
+    if (!b) return;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < dim; j++) x[(size_t)i * dim + j] += b[j];
+}
+
+enum gq_status gq_forward(struct gq_context *c, const int32_t *tokens, int n, float *logits,
+                          bool all_logits) {
+    const struct gq_model *m = c->m;
+    const struct gq_hparams *hp = &m->hp;
+    if (n <= 0) return gq_fail(GQ_ERR_ARG, "forward: no tokens");
+    if (c->pos + n > c->n_ctx)
+        return gq_fail(GQ_ERR_ARG, "forward: %d tokens at position %d exceed the context of %d", n, c->pos, c->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
+            return gq_fail(GQ_ERR_ARG, "forward: token id %d out of range [0, %d)", tokens[i], hp->n_vocab);
+    GQ_TRY(ensure_scratch(c, n));
+
+    int dim = hp->dim, hd = hp->head_dim, q_dim = hp->n_heads * hd, kv_dim = hp->n_kv_heads * hd;
+    int ffn = hp->hidden_dim, pos0 = c->pos;
+    for (int i = 0; i < n; i++)
+        memcpy(c->x + (size_t)i * dim, m->tok_embd + (size_t)tokens[i] * dim, (size_t)dim * sizeof(float));
+
+    for (int l = 0; l < hp->n_layers; l++) {
+        const struct gq_layer_w *L = &m->layers[l];
+        rmsnorm(c->xb, c->x, L->attn_norm, n, dim, hp->rms_eps);
+        matmul(c->q, c->xb, L->wq, n, dim, q_dim);
+        matmul(c->k, c->xb, L->wk, n, dim, kv_dim);
+        matmul(c->v, c->xb, L->wv, n, dim, kv_dim);
+        add_bias(c->q, L->bq, n, q_dim);
+        add_bias(c->k, L->bk, n, kv_dim);
+        add_bias(c->v, L->bv, n, kv_dim);
+        rope(c->q, n, hp->n_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0);
+        rope(c->k, n, hp->n_kv_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0);
+        float *kc = c->k_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim;
+        float *vc = c->v_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim;
+        memcpy(kc, c->k, (size_t)n * kv_dim * sizeof(float));
+        memcpy(vc, c->v, (size_t)n * kv_dim * sizeof(float));
+        attention(c, l, n, pos0);
+        matmul(c->xb, c->att_out, L->wo, n, q_dim, dim);
+        for (size_t i = 0; i < (size_t)n * dim; i++) c->x[i] += c->xb[i];
+
+        rmsnorm(c->xb, c->x, L->ffn_norm, n, dim, hp->rms_eps);
+        matmul(c->hb, c->xb, L->w_gate, n, dim, ffn);
+        matmul(c->hb2, c->xb, L->w_up, n, dim, ffn);
+#pragma omp parallel for if (n > 1)
+        for (size_t i = 0; i < (size_t)n * ffn; i++) {
+            float g = c->hb[i];
+            c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i]; // SwiGLU: silu(gate) * up
+        }
+        matmul(c->xb, c->hb, L->w_down, n, ffn, dim);
+        for (size_t i = 0; i < (size_t)n * dim; i++) c->x[i] += c->xb[i];
+    }
+    c->pos += n;
+    if (!logits) return GQ_OK;
+    if (all_logits) {
+        rmsnorm(c->xb, c->x, m->output_norm, n, dim, hp->rms_eps);
+        matmul(logits, c->xb, m->output, n, dim, hp->n_vocab);
+    } else {
+        rmsnorm(c->xb, c->x + (size_t)(n - 1) * dim, m->output_norm, 1, dim, hp->rms_eps);
+        matmul(logits, c->xb, m->output, 1, dim, hp->n_vocab);
+    }
+    return GQ_OK;
+}

@@ -1,0 +1,159 @@
+// load_gguf.c - builds a gq_model from a GGUF file (llama.cpp tensor names).
+//
+// F32 tensors are borrowed from the mapping; every other type is dequantized
+// to an owned f32 buffer (gq_gguf_tensor_to_f32 also rejects NaN/Inf).
+#include "model.h"
+#include "tokenizer.h"
+#include "../io/gguf.h"
+
+static void close_gguf(void *p) { gq_gguf_close(p); }
+
+// Fetches tensor `name` as f32, checking its shape is (ne1 rows, ne0 cols).
+// A missing optional tensor leaves *out NULL.
+static enum gq_status get_w(struct gq_model *m, const struct gq_gguf *g, const char *name,
+                            int64_t ne0, int64_t ne1, bool required, const float **out) {
+    *out = NULL;
+    const struct gq_gguf_tensor *t = gq_gguf_find_tensor(g, name);
+    if (!t) {
+        if (!required) return GQ_OK;
+        return gq_fail(GQ_ERR_FORMAT, "%s: missing tensor '%s'", g->file.path, name);
+    }
+    int64_t n1 = 1;
+    for (int d = 1; d < t->n_dims; d++) n1 *= t->ne[d];
+    if (t->ne[0] != ne0 || n1 != ne1)
+        return gq_fail(GQ_ERR_FORMAT, "%s: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]",
+                       g->file.path, name, (long long)t->ne[0], (long long)n1, (long long)ne0,
+                       (long long)ne1);
+    if (t->type == GQ_TYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0) {
+        GQ_TRY(gq_check_finite(t->data, (size_t)(ne0 * ne1), g->file.path, name));
+        *out = t->data;
+        return GQ_OK;
+    }
+    float *f = NULL;
+    GQ_TRY(gq_gguf_tensor_to_f32(g, t, &f));
+    GQ_TRY(gq_model_own(m, f));
+    *out = f;
+    return GQ_OK;
+}
+
+static enum gq_status get_int(const struct gq_gguf *g, const char *arch, const char *suffix,
+                              bool required, int def, int *out) {
+    char key[256];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int64_t v;
+    if (!gq_gguf_find_kv(g, key)) {
+        if (required) return gq_fail(GQ_ERR_FORMAT, "%s: missing metadata key '%s'", g->file.path, key);
+        *out = def;
+        return GQ_OK;
+    }
+    enum gq_status s = gq_gguf_get_i64(g, key, &v);
+    if (s != GQ_OK) return s;
+    if (v < 0 || v > (1 << 30)) return gq_fail(GQ_ERR_FORMAT, "%s: '%s' = %lld out of range", g->file.path, key, (long long)v);
+    *out = (int)v;
+    return GQ_OK;
+}
+
+static enum gq_status get_float(const struct gq_gguf *g, const char *arch, const char *suffix,
+                                float def, float *out) {
+    char key[256];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    *out = def;
+    if (!gq_gguf_find_kv(g, key)) return GQ_OK;
+    double v;
+    GQ_TRY(gq_gguf_get_f64(g, key, &v));
+    *out = (float)v;
+    return GQ_OK;
+}
+
+enum gq_status gq_load_gguf(const char *path, struct gq_model *m) {
+    struct gq_gguf *g = NULL;
+    GQ_TRY(gq_gguf_open(path, &g));
+    m->source = g;
+    m->source_free = close_gguf;
+    m->source_format = strdup("gguf");
+
+    char *arch = NULL;
+    GQ_TRY(gq_gguf_get_str(g, "general.architecture", &arch));
+    m->arch = arch;
+    if (gq_gguf_find_kv(g, "general.name")) GQ_TRY(gq_gguf_get_str(g, "general.name", &m->name));
+    if (gq_gguf_find_kv(g, "tokenizer.chat_template"))
+        GQ_TRY(gq_gguf_get_str(g, "tokenizer.chat_template", &m->chat_template));
+
+    bool is_qwen2 = strcmp(arch, "qwen2") == 0;
+    if (strcmp(arch, "llama") != 0 && !is_qwen2)
+        return gq_fail(GQ_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (llama, qwen2)", path, arch);
+
+    struct gq_hparams *hp = &m->hp;
+    GQ_TRY(get_int(g, arch, "block_count", true, 0, &hp->n_layers));
+    GQ_TRY(get_int(g, arch, "embedding_length", true, 0, &hp->dim));
+    GQ_TRY(get_int(g, arch, "feed_forward_length", true, 0, &hp->hidden_dim));
+    GQ_TRY(get_int(g, arch, "attention.head_count", true, 0, &hp->n_heads));
+    GQ_TRY(get_int(g, arch, "attention.head_count_kv", false, hp->n_heads, &hp->n_kv_heads));
+    GQ_TRY(get_int(g, arch, "context_length", false, 2048, &hp->ctx_len));
+    GQ_TRY(get_int(g, arch, "attention.key_length", false, 0, &hp->head_dim));
+    GQ_TRY(get_int(g, arch, "rope.dimension_count", false, 0, &hp->rope_dim));
+    GQ_TRY(get_float(g, arch, "rope.freq_base", 10000.0f, &hp->rope_theta));
+    GQ_TRY(get_float(g, arch, "attention.layer_norm_rms_epsilon", 1e-5f, &hp->rms_eps));
+    if (hp->n_layers <= 0 || hp->dim <= 0 || hp->n_heads <= 0 || hp->hidden_dim <= 0 || hp->n_kv_heads <= 0)
+        return gq_fail(GQ_ERR_FORMAT, "%s: zero-sized hyperparameter", path);
+    // llama.cpp: LLAMA_ROPE_TYPE_NORM (interleaved pairs) for llama, NEOX for qwen2.
+    hp->rope_interleaved = !is_qwen2;
+
+    char key[256];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    if (gq_gguf_find_kv(g, key)) {
+        char *type = NULL;
+        GQ_TRY(gq_gguf_get_str(g, key, &type));
+        enum gq_status s = GQ_OK;
+        if (strcmp(type, "linear") == 0) {
+            hp->rope_scaling = GQ_ROPE_SCALING_LINEAR;
+            s = get_float(g, arch, "rope.scaling.factor", 1.0f, &hp->rope_factor);
+        } else if (strcmp(type, "none") != 0) {
+            s = gq_fail(GQ_ERR_UNSUPPORTED, "%s: rope scaling '%s' is not supported (none, linear, llama3 via rope_freqs)", path, type);
+        }
+        free(type);
+        GQ_TRY(s);
+    }
+
+    const struct gq_gguf_tensor *te = gq_gguf_find_tensor(g, "token_embd.weight");
+    if (!te || te->n_dims != 2) return gq_fail(GQ_ERR_FORMAT, "%s: missing 2-D tensor 'token_embd.weight'", path);
+    if (te->ne[1] <= 0 || te->ne[1] > (1 << 24)) return gq_fail(GQ_ERR_FORMAT, "%s: bad vocab size %lld", path, (long long)te->ne[1]);
+    hp->n_vocab = (int)te->ne[1];
+    int head_dim = hp->head_dim > 0 ? hp->head_dim : (hp->dim % hp->n_heads == 0 ? hp->dim / hp->n_heads : 0);
+    if (head_dim <= 0) return gq_fail(GQ_ERR_FORMAT, "%s: dim %d not divisible by %d heads", path, hp->dim, hp->n_heads);
+    int64_t dim = hp->dim, q_dim = (int64_t)hp->n_heads * head_dim, kv_dim = (int64_t)hp->n_kv_heads * head_dim,
+            ffn = hp->hidden_dim;
+
+    GQ_TRY(get_w(m, g, "token_embd.weight", dim, hp->n_vocab, true, &m->tok_embd));
+    GQ_TRY(get_w(m, g, "output_norm.weight", dim, 1, true, &m->output_norm));
+    GQ_TRY(get_w(m, g, "output.weight", dim, hp->n_vocab, false, &m->output));
+    int rope_dim = hp->rope_dim > 0 ? hp->rope_dim : head_dim;
+    GQ_TRY(get_w(m, g, "rope_freqs.weight", rope_dim / 2, 1, false, &m->rope_freq_factors));
+
+    m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers);
+    if (!m->layers) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    for (int l = 0; l < hp->n_layers; l++) {
+        struct gq_layer_w *L = &m->layers[l];
+        char n[128];
+#define W(field, nm, ne0, ne1, req)                                    \
+    snprintf(n, sizeof n, "blk.%d.%s", l, nm);                         \
+    GQ_TRY(get_w(m, g, n, ne0, ne1, req, &L->field));
+        W(attn_norm, "attn_norm.weight", dim, 1, true);
+        W(wq, "attn_q.weight", dim, q_dim, true);
+        W(wk, "attn_k.weight", dim, kv_dim, true);
+        W(wv, "attn_v.weight", dim, kv_dim, true);
+        W(wo, "attn_output.weight", q_dim, dim, true);
+        W(bq, "attn_q.bias", q_dim, 1, false);
+        W(bk, "attn_k.bias", kv_dim, 1, false);
+        W(bv, "attn_v.bias", kv_dim, 1, false);
+        W(ffn_norm, "ffn_norm.weight", dim, 1, true);
+        W(w_gate, "ffn_gate.weight", dim, ffn, true);
+        W(w_up, "ffn_up.weight", dim, ffn, true);
+        W(w_down, "ffn_down.weight", ffn, dim, true);
+#undef W
+        if (!L->bq != !L->bk || !L->bq != !L->bv)
+            return gq_fail(GQ_ERR_FORMAT, "%s: layer %d has some but not all q/k/v biases", path, l);
+    }
+    GQ_TRY(gq_tokenizer_from_gguf(g, &m->tok));
+    return gq_model_finish(m, path);
+}

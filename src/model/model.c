@@ -1,0 +1,165 @@
+// model.c - model lifetime, validation and format dispatch.
+#include "model.h"
+#include "tokenizer.h"
+
+#include <math.h>
+#include <sys/stat.h>
+
+struct gq_model *gq_model_alloc(void) {
+    struct gq_model *m = calloc(1, sizeof *m);
+    return m;
+}
+
+enum gq_status gq_model_own(struct gq_model *m, void *p) {
+    if (!p) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    if (m->n_owned == m->cap_owned) {
+        size_t cap = m->cap_owned ? 2 * m->cap_owned : 64;
+        void **o = realloc(m->owned, cap * sizeof *o);
+        if (!o) {
+            free(p);
+            return gq_fail(GQ_ERR_NOMEM, "out of memory");
+        }
+        m->owned = o;
+        m->cap_owned = cap;
+    }
+    m->owned[m->n_owned++] = p;
+    return GQ_OK;
+}
+
+void gq_model_free(struct gq_model *m) {
+    if (!m) return;
+    for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    if (m->source_free) m->source_free(m->source);
+    if (m->tok) gq_tokenizer_free(m->tok);
+    free(m->layers);
+    free(m->arch);
+    free(m->name);
+    free(m->source_format);
+    free(m->chat_template);
+    free(m);
+}
+
+enum gq_status gq_check_finite(const float *x, size_t n, const char *path, const char *what) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return gq_fail(GQ_ERR_NUMERIC, "%s: tensor '%s' holds a non-finite value (%g) at element %zu",
+                           path, what, (double)x[i], i);
+    return GQ_OK;
+}
+
+enum gq_status gq_model_finish(struct gq_model *m, const char *path) {
+    struct gq_hparams *hp = &m->hp;
+    if (hp->n_vocab <= 0 || hp->dim <= 0 || hp->n_layers <= 0 || hp->n_heads <= 0 ||
+        hp->hidden_dim <= 0)
+        return gq_fail(GQ_ERR_FORMAT, "%s: bad hyperparameters (vocab %d, dim %d, layers %d, heads %d, ffn %d)",
+                       path, hp->n_vocab, hp->dim, hp->n_layers, hp->n_heads, hp->hidden_dim);
+    if (hp->n_kv_heads <= 0) hp->n_kv_heads = hp->n_heads;
+    if (hp->n_heads % hp->n_kv_heads != 0)
+        return gq_fail(GQ_ERR_FORMAT, "%s: %d attention heads not a multiple of %d kv heads", path,
+                       hp->n_heads, hp->n_kv_heads);
+    if (hp->head_dim <= 0) {
+        if (hp->dim % hp->n_heads != 0)
+            return gq_fail(GQ_ERR_FORMAT, "%s: dim %d not a multiple of %d heads", path, hp->dim, hp->n_heads);
+        hp->head_dim = hp->dim / hp->n_heads;
+    }
+    if (hp->head_dim % 2 != 0) return gq_fail(GQ_ERR_FORMAT, "%s: odd head dim %d", path, hp->head_dim);
+    if (hp->rope_dim <= 0) hp->rope_dim = hp->head_dim;
+    if (hp->rope_dim > hp->head_dim || hp->rope_dim % 2)
+        return gq_fail(GQ_ERR_FORMAT, "%s: rope dim %d invalid for head dim %d", path, hp->rope_dim, hp->head_dim);
+    if (hp->ctx_len <= 0) hp->ctx_len = 2048;
+    if (!(hp->rms_eps > 0)) hp->rms_eps = 1e-5f;
+    if (!(hp->rope_theta > 0)) hp->rope_theta = 10000.0f;
+    if (!m->tok_embd || !m->output_norm || !m->layers)
+        return gq_fail(GQ_ERR_FORMAT, "%s: missing token embedding or output norm", path);
+    if (!m->output) m->output = m->tok_embd;
+    for (int l = 0; l < hp->n_layers; l++) {
+        const struct gq_layer_w *L = &m->layers[l];
+        if (!L->attn_norm || !L->wq || !L->wk || !L->wv || !L->wo || !L->ffn_norm || !L->w_gate ||
+            !L->w_up || !L->w_down)
+            return gq_fail(GQ_ERR_FORMAT, "%s: layer %d is missing a weight tensor", path, l);
+    }
+    if (!m->tok) return gq_fail(GQ_ERR_FORMAT, "%s: no tokenizer", path);
+    if (gq_tokenizer_n_vocab(m->tok) > hp->n_vocab)
+        return gq_fail(GQ_ERR_FORMAT, "%s: tokenizer has %d tokens but the model only %d rows", path,
+                       gq_tokenizer_n_vocab(m->tok), hp->n_vocab);
+    if (!m->arch) m->arch = strdup("llama");
+    if (!m->name) m->name = strdup("");
+    if (!m->arch || !m->name) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    return GQ_OK;
+}
+
+static bool ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+enum gq_status gq_model_load(const char *path, const struct gq_load_params *params,
+                             struct gq_model **out) {
+    *out = NULL;
+    if (!path) return gq_fail(GQ_ERR_ARG, "no model path given");
+    struct stat st;
+    if (stat(path, &st) != 0) return gq_fail(GQ_ERR_IO, "%s: no such file or directory", path);
+    struct gq_model *m = gq_model_alloc();
+    if (!m) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    enum gq_status s;
+    if (S_ISDIR(st.st_mode)) {
+        s = gq_load_hf_dir(path, m);
+    } else {
+        // Sniff the magic: GGUF has one; llama2.c legacy checkpoints do not.
+        unsigned char magic[4] = {0};
+        FILE *fp = fopen(path, "rb");
+        if (!fp) {
+            gq_model_free(m);
+            return gq_fail(GQ_ERR_IO, "%s: cannot open", path);
+        }
+        size_t got = fread(magic, 1, 4, fp);
+        fclose(fp);
+        if (got == 4 && memcmp(magic, "GGUF", 4) == 0) s = gq_load_gguf(path, m);
+        else if (ends_with(path, ".bin"))
+            s = gq_load_llama2c(path, params ? params->tokenizer_path : NULL, m);
+        else if (ends_with(path, ".safetensors"))
+            s = gq_fail(GQ_ERR_ARG, "%s: pass the model directory (with config.json and tokenizer.json), not a .safetensors file", path);
+        else
+            s = gq_fail(GQ_ERR_FORMAT, "%s: not a GGUF file (magic %02x%02x%02x%02x), not a llama2.c .bin, not a directory",
+                        path, magic[0], magic[1], magic[2], magic[3]);
+    }
+    if (s != GQ_OK) {
+        gq_model_free(m);
+        return s;
+    }
+    *out = m;
+    return GQ_OK;
+}
+
+void gq_model_get_info(const struct gq_model *m, struct gq_model_info *info) {
+    const struct gq_hparams *hp = &m->hp;
+    memset(info, 0, sizeof *info);
+    info->arch = m->arch;
+    info->name = m->name;
+    info->source_format = m->source_format;
+    info->n_vocab = hp->n_vocab;
+    info->dim = hp->dim;
+    info->n_layers = hp->n_layers;
+    info->n_heads = hp->n_heads;
+    info->n_kv_heads = hp->n_kv_heads;
+    info->head_dim = hp->head_dim;
+    info->hidden_dim = hp->hidden_dim;
+    info->ctx_len = hp->ctx_len;
+    info->rope_theta = hp->rope_theta;
+    info->rms_eps = hp->rms_eps;
+    info->rope_interleaved = hp->rope_interleaved;
+    info->tied_output = m->output == m->tok_embd;
+    info->qkv_bias = m->layers[0].bq != NULL;
+    int64_t q = (int64_t)hp->n_heads * hp->head_dim, kv = (int64_t)hp->n_kv_heads * hp->head_dim;
+    int64_t per_layer = 2 * hp->dim + q * hp->dim * 2 + kv * hp->dim * 2 + 3 * (int64_t)hp->hidden_dim * hp->dim;
+    if (info->qkv_bias) per_layer += q + 2 * kv;
+    info->n_params = per_layer * hp->n_layers + (int64_t)hp->n_vocab * hp->dim + hp->dim +
+                     (info->tied_output ? 0 : (int64_t)hp->n_vocab * hp->dim);
+    info->weight_bytes = (size_t)info->n_params * sizeof(float);
+    info->bos_id = gq_tokenizer_bos(m->tok);
+    info->eos_id = gq_tokenizer_eos(m->tok);
+    info->add_bos = gq_tokenizer_add_bos(m->tok);
+}
+
+const struct gq_tokenizer *gq_model_tokenizer(const struct gq_model *m) { return m->tok; }

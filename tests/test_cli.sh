@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# CLI behaviour on bad input: one clear error line naming the file, exit != 0,
+# and --help that works for every command.
+set -u
+cd "$(dirname "$0")/.."
+G=${B:-build}/gptvq
+D=${GQ_DATA:-../shared/data}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail=0
+expect_error() { # desc, grep-pattern, command...
+    local desc=$1 pat=$2; shift 2
+    "$@" >"$T/out" 2>"$T/err"
+    local rc=$?
+    local lines; lines=$(wc -l <"$T/err")
+    if [ $rc -eq 0 ] || [ "$lines" -ne 1 ] || ! grep -q -- "$pat" "$T/err"; then
+        echo "FAIL: $desc: rc=$rc, stderr ($lines lines):"; cat "$T/err"; fail=1
+    else
+        echo "ok: $desc: $(cat "$T/err")"
+    fi
+}
+expect_ok() {
+    local desc=$1; shift
+    if "$@" >"$T/out" 2>"$T/err"; then echo "ok: $desc"; else echo "FAIL: $desc"; cat "$T/err"; fail=1; fi
+}
+
+expect_error "missing model" "nope.gguf" $G ppl nope.gguf "$D/tinystories/tinystories_sample.txt"
+head -c 1000 "$D/models/stories260K/stories260K.gguf" >"$T/trunc.gguf"
+expect_error "truncated gguf" "trunc.gguf" $G ppl "$T/trunc.gguf" "$D/tinystories/tinystories_sample.txt"
+printf 'GGUF\x63\x00\x00\x00' >"$T/v99.gguf"; head -c 100 /dev/zero >>"$T/v99.gguf"
+expect_error "bad gguf version" "v99.gguf" $G inspect "$T/v99.gguf"
+printf 'NOPE' >"$T/bad.gguf"; head -c 100 /dev/zero >>"$T/bad.gguf"
+expect_error "wrong magic" "bad.gguf" $G generate "$T/bad.gguf" -n 4
+head -c 5000 "$D/models/stories260K/stories260K.bin" >"$T/trunc.bin"
+cp "$D/models/stories260K/tok512.bin" "$T/tokenizer.bin"
+expect_error "truncated llama2.c" "trunc.bin" $G generate "$T/trunc.bin" -n 4
+expect_error "missing text" "missing.txt" $G ppl "$D/models/stories260K/stories260K.gguf" "$T/missing.txt"
+expect_error "bad option value" "--ctx" $G ppl "$D/models/stories260K/stories260K.gguf" x --ctx abc
+expect_error "unknown option" "--bogus" $G generate "$D/models/stories260K/stories260K.gguf" --bogus
+expect_error "text shorter than a window" "fewer than one window" $G ppl "$D/models/stories260K/stories260K.gguf" "$D/tinystories/tinystories_sample.txt" --ctx 100000 --quiet
+for c in ppl generate inspect; do expect_ok "$c --help" $G $c --help; done
+expect_ok "inspect gguf" $G inspect "$D/models/stories260K/stories260K.gguf"
+grep -q "blk.0.attn_q.weight" "$T/out" || { echo "FAIL: inspect lists no tensors"; fail=1; }
+expect_ok "generate from .bin" $G generate "$D/models/stories260K/stories260K.bin" -n 16 --ids --ignore-eos
+[ "$(head -3 "$T/out")" = "$(head -3 "$D/models/stories260K/greedy_t0_tokens.txt")" ] || { echo "FAIL: CLI greedy ids differ"; fail=1; }
+exit $fail

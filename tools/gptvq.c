@@ -1,0 +1,377 @@
+// gptvq - command-line interface: parse arguments -> params -> one library call.
+#include "gptvq.h"
+#include "../src/io/gguf.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *g_prog = "gptvq";
+
+static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: error: ", g_prog);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return 1;
+}
+static int die_status(enum gq_status s) { return die("%s", *gq_last_error() ? gq_last_error() : gq_status_str(s)); }
+
+static bool parse_int(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+static bool parse_float(const char *s, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+// Common option parsing: returns the value of option `argv[*i]` or NULL.
+static const char *opt_value(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        die("option %s needs a value", argv[*i]);
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+#define INT_OPT(name, var, lo, hi)                                                         \
+    if (strcmp(a, name) == 0) {                                                            \
+        const char *v_ = opt_value(argc, argv, &i);                                        \
+        long x_;                                                                           \
+        if (!v_) return 2;                                                                 \
+        if (!parse_int(v_, lo, hi, &x_)) {                                                 \
+            die("%s: expected an integer in [%ld, %ld], got '%s'", name, (long)(lo), (long)(hi), v_); \
+            return 2;                                                                      \
+        }                                                                                  \
+        var = x_;                                                                          \
+        continue;                                                                          \
+    }
+#define FLOAT_OPT(name, var)                                                               \
+    if (strcmp(a, name) == 0) {                                                            \
+        const char *v_ = opt_value(argc, argv, &i);                                        \
+        double x_;                                                                         \
+        if (!v_) return 2;                                                                 \
+        if (!parse_float(v_, &x_)) {                                                       \
+            die("%s: expected a number, got '%s'", name, v_);                             \
+            return 2;                                                                      \
+        }                                                                                  \
+        var = x_;                                                                          \
+        continue;                                                                          \
+    }
+
+static void print_model_line(const struct gq_model *m) {
+    struct gq_model_info in;
+    gq_model_get_info(m, &in);
+    fprintf(stderr, "model: %s (%s, %s) %d layers, dim %d, %d/%d heads, ffn %d, vocab %d, ctx %d, %.1fM params\n",
+            in.name && *in.name ? in.name : "?", in.arch, in.source_format, in.n_layers, in.dim, in.n_heads,
+            in.n_kv_heads, in.hidden_dim, in.n_vocab, in.ctx_len, in.n_params / 1e6);
+}
+
+static int load_model(const char *path, const char *tok_path, struct gq_model **m) {
+    struct gq_load_params lp = {.tokenizer_path = tok_path};
+    double t0 = 0;
+    (void)t0;
+    enum gq_status s = gq_model_load(path, &lp, m);
+    if (s != GQ_OK) return die_status(s);
+    print_model_line(*m);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+static const char *PPL_HELP =
+    "usage: gptvq ppl MODEL TEXT [options]\n"
+    "\n"
+    "Perplexity of MODEL (GGUF file, HF directory or llama2.c .bin) on TEXT.\n"
+    "\n"
+    "  --protocol gptq|llama.cpp  how the text is windowed and scored (default gptq)\n"
+    "      gptq:      what GPTQ, GPTVQ, AQLM and QuIP# report. WikiText files (wiki.*.raw,\n"
+    "                 or --wikitext) are the dataset rows joined with \"\\n\\n\" (a row is a\n"
+    "                 line with its newline; a blank line is an empty row); other files as is.\n"
+    "                 Tokenized once with one BOS at the start if the model adds BOS, cut\n"
+    "                 into non-overlapping windows of --ctx tokens (remainder dropped); every\n"
+    "                 position after the first of each window is scored; ppl = exp(mean NLL).\n"
+    "      llama.cpp: what llama.cpp's perplexity tool reports: the raw file, windows of\n"
+    "                 --ctx (default 512), each window's first token replaced by BOS, only\n"
+    "                 the second half of each window scored.\n"
+    "  --ctx N               window length (default: gptq 2048 or the model's context if\n"
+    "                        smaller; llama.cpp 512)\n"
+    "  --max-windows N       score only the first N windows (default all)\n"
+    "  --wikitext / --no-wikitext  force the WikiText row joining on/off (gptq protocol)\n"
+    "  --json                print the result as one JSON object on stdout\n"
+    "  --threads N           threads (default: all cores)\n"
+    "  --tokenizer FILE      llama2.c tokenizer.bin (default: beside the model)\n"
+    "  --quiet               no progress bar\n"
+    "\n"
+    "The last line of stdout is machine-readable: ppl=... protocol=... ctx=... windows=...\n";
+
+static int cmd_ppl(int argc, char **argv) {
+    const char *model = NULL, *text = NULL, *tok = NULL;
+    struct gq_ppl_params p = {.protocol = GQ_PPL_GPTQ, .wikitext = -1, .progress = true};
+    bool json = false;
+    long threads = 0, ctx = 0, maxw = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(PPL_HELP, stdout);
+            return 0;
+        }
+        INT_OPT("--ctx", ctx, 2, 1 << 20);
+        INT_OPT("--max-windows", maxw, 0, 1 << 30);
+        INT_OPT("--threads", threads, 0, 4096);
+        if (!strcmp(a, "--protocol")) {
+            const char *v = opt_value(argc, argv, &i);
+            if (!v) return 2;
+            if (!strcmp(v, "gptq")) p.protocol = GQ_PPL_GPTQ;
+            else if (!strcmp(v, "llama.cpp") || !strcmp(v, "llamacpp")) p.protocol = GQ_PPL_LLAMACPP;
+            else return die("--protocol: expected gptq or llama.cpp, got '%s'", v), 2;
+            continue;
+        }
+        if (!strcmp(a, "--tokenizer")) {
+            if (!(tok = opt_value(argc, argv, &i))) return 2;
+            continue;
+        }
+        if (!strcmp(a, "--json")) { json = true; continue; }
+        if (!strcmp(a, "--quiet")) { p.progress = false; continue; }
+        if (!strcmp(a, "--wikitext")) { p.wikitext = 1; continue; }
+        if (!strcmp(a, "--no-wikitext")) { p.wikitext = 0; continue; }
+        if (a[0] == '-' && a[1]) return die("ppl: unknown option '%s' (see gptvq ppl --help)", a), 2;
+        if (!model) model = a;
+        else if (!text) text = a;
+        else return die("ppl: unexpected argument '%s'", a), 2;
+    }
+    if (!model || !text) {
+        fputs(PPL_HELP, stderr);
+        return 2;
+    }
+    p.n_ctx = (int)ctx;
+    p.max_windows = (int)maxw;
+    if (p.wikitext < 0) p.wikitext = gq_ppl_is_wikitext_file(text);
+    if (p.protocol != GQ_PPL_GPTQ) p.wikitext = 0;
+    gq_set_threads((int)threads);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *fp = fopen(text, "rb");
+    if (!fp) return die("%s: cannot open: %s", text, strerror(errno));
+    fseek(fp, 0, SEEK_END);
+    long sz = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    buf = malloc((size_t)(sz > 0 ? sz : 0) + 1);
+    if (!buf) return die("out of memory");
+    len = fread(buf, 1, (size_t)sz, fp);
+    fclose(fp);
+    buf[len] = 0;
+    struct gq_model *m = NULL;
+    if (load_model(model, tok, &m)) {
+        free(buf);
+        return 1;
+    }
+    const char *proto = p.protocol == GQ_PPL_GPTQ ? "gptq" : "llama.cpp";
+    fprintf(stderr, "ppl: protocol %s%s, text %s (%zu bytes)\n", proto,
+            p.wikitext == 1 ? " (WikiText rows joined with \\n\\n)" : "", text, len);
+    struct gq_ppl_result r;
+    enum gq_status s = gq_perplexity(m, buf, len, &p, &r);
+    free(buf);
+    gq_model_free(m);
+    if (s != GQ_OK) return die_status(s);
+    fprintf(stderr, "ppl: %lld tokens in the text, %d of %d windows of %d, %lld tokens scored, %.1fs (%.1f tok/s)\n",
+            (long long)r.n_tokens_text, r.n_windows, r.n_windows_total, r.n_ctx, (long long)r.n_scored,
+            r.seconds, (double)r.n_windows * r.n_ctx / r.seconds);
+    if (json)
+        printf("{\"ppl\": %.6f, \"nll_mean\": %.8f, \"nll_stderr\": %.8f, \"protocol\": \"%s\", \"ctx\": %d, "
+               "\"windows\": %d, \"windows_total\": %d, \"tokens_scored\": %lld, \"tokens_text\": %lld, "
+               "\"seconds\": %.3f}\n",
+               r.ppl, r.nll_mean, r.nll_stderr, proto, r.n_ctx, r.n_windows, r.n_windows_total,
+               (long long)r.n_scored, (long long)r.n_tokens_text, r.seconds);
+    else
+        printf("ppl=%.4f protocol=%s ctx=%d windows=%d/%d scored=%lld nll=%.6f+-%.6f\n", r.ppl, proto, r.n_ctx,
+               r.n_windows, r.n_windows_total, (long long)r.n_scored, r.nll_mean, r.nll_stderr);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+static const char *GEN_HELP =
+    "usage: gptvq generate MODEL [-p PROMPT] [options]\n"
+    "\n"
+    "Streams a continuation of PROMPT to stdout.\n"
+    "\n"
+    "  -p, --prompt TEXT   prompt (default: empty, i.e. start from BOS)\n"
+    "  -n N                tokens to generate (default 128)\n"
+    "  --temp T            temperature; 0 = greedy argmax (default 0)\n"
+    "  --top-p P           nucleus sampling threshold (default 0.95; with --temp > 0)\n"
+    "  --seed S            RNG seed for sampling (default 42)\n"
+    "  --chat              wrap the prompt in the model's chat format (ChatML for SmolLM2)\n"
+    "  --ignore-eos        do not stop at end-of-generation tokens\n"
+    "  --ids               print generated token ids, one per line, instead of text\n"
+    "  --threads N         threads (default: all cores)\n"
+    "  --tokenizer FILE    llama2.c tokenizer.bin (default: beside the model)\n"
+    "\n"
+    "Speed (prompt and generation tokens/s) goes to stderr.\n";
+
+static bool print_piece(void *user, int32_t id, const char *bytes, size_t n) {
+    bool ids = *(bool *)user;
+    if (ids) printf("%d\n", id);
+    else fwrite(bytes, 1, n, stdout);
+    fflush(stdout);
+    return true;
+}
+
+static int cmd_generate(int argc, char **argv) {
+    const char *model = NULL, *tok = NULL;
+    struct gq_gen_params p = {.prompt = "", .n_predict = 128, .temperature = 0, .top_p = 0.95f, .seed = 42,
+                              .stop_at_eog = true};
+    long n = 128, threads = 0, seed = 42;
+    double temp = 0, top_p = 0.95;
+    bool ids = false;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(GEN_HELP, stdout);
+            return 0;
+        }
+        INT_OPT("-n", n, 0, 1 << 20);
+        INT_OPT("--threads", threads, 0, 4096);
+        INT_OPT("--seed", seed, 0, 0x7fffffffL);
+        FLOAT_OPT("--temp", temp);
+        FLOAT_OPT("--top-p", top_p);
+        if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) {
+            if (!(p.prompt = opt_value(argc, argv, &i))) return 2;
+            continue;
+        }
+        if (!strcmp(a, "--tokenizer")) {
+            if (!(tok = opt_value(argc, argv, &i))) return 2;
+            continue;
+        }
+        if (!strcmp(a, "--chat")) { p.chat = true; continue; }
+        if (!strcmp(a, "--ignore-eos")) { p.stop_at_eog = false; continue; }
+        if (!strcmp(a, "--ids")) { ids = true; continue; }
+        if (a[0] == '-' && a[1]) return die("generate: unknown option '%s' (see gptvq generate --help)", a), 2;
+        if (!model) model = a;
+        else return die("generate: unexpected argument '%s'", a), 2;
+    }
+    if (!model) {
+        fputs(GEN_HELP, stderr);
+        return 2;
+    }
+    p.n_predict = (int)n;
+    p.temperature = (float)temp;
+    p.top_p = (float)top_p;
+    p.seed = (uint64_t)seed;
+    gq_set_threads((int)threads);
+    struct gq_model *m = NULL;
+    if (load_model(model, tok, &m)) return 1;
+    struct gq_gen_stats st;
+    enum gq_status s = gq_generate(m, &p, print_piece, &ids, &st);
+    gq_model_free(m);
+    if (!ids) printf("\n");
+    if (s != GQ_OK) return die_status(s);
+    fprintf(stderr, "generate: prompt %d tokens in %.3fs (%.1f tok/s), generated %d tokens in %.3fs (%.1f tok/s)\n",
+            st.n_prompt, st.prompt_seconds, st.n_prompt / (st.prompt_seconds > 0 ? st.prompt_seconds : 1e-9),
+            st.n_generated, st.gen_seconds, st.n_generated / (st.gen_seconds > 0 ? st.gen_seconds : 1e-9));
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+static const char *INSPECT_HELP =
+    "usage: gptvq inspect FILE [--full]\n"
+    "\n"
+    "GGUF: header, every metadata key, every tensor (type, shape, bytes, offset) and totals.\n"
+    "HF directory / llama2.c .bin: the model's hyperparameters and tokenizer.\n"
+    "  --full   print long strings and arrays in full\n";
+
+static int cmd_inspect(int argc, char **argv) {
+    const char *path = NULL;
+    bool full = false;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(INSPECT_HELP, stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--full")) { full = true; continue; }
+        if (a[0] == '-' && a[1]) return die("inspect: unknown option '%s'", a), 2;
+        if (!path) path = a;
+        else return die("inspect: unexpected argument '%s'", a), 2;
+    }
+    if (!path) {
+        fputs(INSPECT_HELP, stderr);
+        return 2;
+    }
+    unsigned char magic[4] = {0};
+    FILE *fp = fopen(path, "rb");
+    if (fp) {
+        if (fread(magic, 1, 4, fp) != 4) memset(magic, 0, 4);
+        fclose(fp);
+    }
+    if (memcmp(magic, "GGUF", 4) == 0) {
+        struct gq_gguf *g = NULL;
+        enum gq_status s = gq_gguf_open(path, &g);
+        if (s != GQ_OK) return die_status(s);
+        printf("file: %s\n", path);
+        gq_gguf_dump(g, stdout, full);
+        gq_gguf_close(g);
+        return 0;
+    }
+    struct gq_model *m = NULL;
+    struct gq_load_params lp = {0};
+    enum gq_status s = gq_model_load(path, &lp, &m);
+    if (s != GQ_OK) return die_status(s);
+    struct gq_model_info in;
+    gq_model_get_info(m, &in);
+    printf("file: %s\nformat: %s\narch: %s\nname: %s\n", path, in.source_format, in.arch, in.name);
+    printf("layers: %d\ndim: %d\nheads: %d\nkv_heads: %d\nhead_dim: %d\nffn: %d\nvocab: %d\nctx: %d\n",
+           in.n_layers, in.dim, in.n_heads, in.n_kv_heads, in.head_dim, in.hidden_dim, in.n_vocab, in.ctx_len);
+    printf("rope_theta: %g\nrope_layout: %s\nrms_eps: %g\ntied_output: %s\nqkv_bias: %s\nparams: %lld\n",
+           in.rope_theta, in.rope_interleaved ? "interleaved" : "rotate-half", in.rms_eps,
+           in.tied_output ? "yes" : "no", in.qkv_bias ? "yes" : "no", (long long)in.n_params);
+    printf("bos: %d\neos: %d\nadd_bos: %s\n", in.bos_id, in.eos_id, in.add_bos ? "yes" : "no");
+    gq_model_free(m);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+static const char *MAIN_HELP =
+    "gptvq " GQ_VERSION_STRING " - GPTVQ vector quantization for LLMs, and a runtime for the results\n"
+    "\n"
+    "usage: gptvq COMMAND [options]    (gptvq COMMAND --help for details)\n"
+    "\n"
+    "commands:\n"
+    "  ppl MODEL TEXT        perplexity (protocols gptq and llama.cpp)\n"
+    "  generate MODEL        text generation (greedy or sampled), streamed\n"
+    "  inspect FILE          metadata, tensors, shapes, types, sizes\n"
+    "  version               print the version\n"
+    "\n"
+    "MODEL is a GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K tensors), a Hugging\n"
+    "Face model directory (config.json, *.safetensors, tokenizer.json) or a llama2.c .bin\n"
+    "(with tokenizer.bin beside it or --tokenizer). Architectures: llama, qwen2.\n";
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        fputs(MAIN_HELP, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "ppl")) return cmd_ppl(argc, argv);
+    if (!strcmp(cmd, "generate")) return cmd_generate(argc, argv);
+    if (!strcmp(cmd, "inspect")) return cmd_inspect(argc, argv);
+    if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+        printf("gptvq %s\n", GQ_VERSION_STRING);
+        return 0;
+    }
+    die("unknown command '%s' (see gptvq --help)", cmd);
+    return 2;
+}
