@@ -18,7 +18,7 @@ AOBJ    := $(SRC:%.c=$(BA)/%.o)
 TESTS   := $(sort $(wildcard tests/test_*.c))
 TBIN    := $(TESTS:tests/%.c=$(B)/tests/%)
 # Tests that also run under AddressSanitizer + UBSan (readers and tokenizers).
-ASAN_TESTS := test_gguf test_readers test_tokenizer
+ASAN_TESTS := test_gguf test_readers test_tokenizer test_fuzz_replay
 ATBIN   := $(ASAN_TESTS:%=$(BA)/tests/%)
 FUZZ    := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FBIN    := $(FUZZ:tests/fuzz/%.c=$(B)/fuzz/%)
@@ -44,15 +44,15 @@ $(BA)/libgptvq.a: $(AOBJ)
 	ar rcs $@ $^
 
 $(B)/gptvq: tools/gptvq.c $(B)/libgptvq.a
-	$(CC) $(CFLAGS) $< $(B)/libgptvq.a $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) -Itests $< $(B)/libgptvq.a $(LDLIBS) -o $@
 
 $(B)/tests/%: tests/%.c tests/test.h $(B)/libgptvq.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< $(B)/libgptvq.a $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) -Itests $< $(B)/libgptvq.a $(LDLIBS) -o $@
 
 $(BA)/tests/%: tests/%.c tests/test.h $(BA)/libgptvq.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -O1 $(ASAN) $< $(BA)/libgptvq.a $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) -Itests -O1 $(ASAN) $< $(BA)/libgptvq.a $(LDLIBS) -o $@
 
 $(B)/fuzz/%: tests/fuzz/%.c $(SRC)
 	@mkdir -p $(dir $@)
@@ -60,7 +60,7 @@ $(B)/fuzz/%: tests/fuzz/%.c $(SRC)
 
 $(B)/bench/%: bench/%.c $(B)/libgptvq.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< $(B)/libgptvq.a $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) -Itests $< $(B)/libgptvq.a $(LDLIBS) -o $@
 
 tests: $(TBIN) $(ATBIN) $(B)/gptvq
 test: tests

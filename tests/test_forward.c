@@ -198,8 +198,8 @@ int main(void) {
 
     if (file_exists(SMOL)) {
         check_forward(SMOL, "tests/golden/fwd_smollm2_wikitext512.bin", 1e-3, 0.999);
-        check_ppl(SMOL, wiki, "tests/golden/ppl_smollm2_wikitext_gptq_ctx2048_w2.json", GQ_PPL_GPTQ, 1e-4);
-        check_ppl(SMOL, wiki, "tests/golden/ppl_smollm2_wikitext_llamacpp_ctx512_w4.json", GQ_PPL_LLAMACPP, 1e-4);
+        check_ppl(SMOL, wiki, "tests/golden/ppl_smollm2_wikitext_gptq_ctx2048.json", GQ_PPL_GPTQ, 1e-4);
+        check_ppl(SMOL, wiki, "tests/golden/ppl_smollm2_wikitext_llamacpp_ctx512.json", GQ_PPL_LLAMACPP, 1e-4);
     } else {
         fprintf(stderr, "note: %s missing (run scripts/setup.sh); SmolLM2 checks not run\n", SMOL);
         CHECKF(getenv("CI") == NULL, "SmolLM2 model missing in CI");

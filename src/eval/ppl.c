@@ -3,8 +3,11 @@
 // gptq (GPTQ/GPTVQ/AQLM/QuIP#): WikiText rows joined by "\n\n", one BOS at the
 //   start if the model adds BOS, non-overlapping windows of n_ctx tokens, the
 //   remainder dropped, every position after the first of a window scored.
-// llama.cpp (its perplexity tool): the raw file, windows of n_ctx (512), each
-//   window's first token replaced by BOS, only the second half scored.
+// llama.cpp (tools/perplexity, function perplexity()): the raw file, windows
+//   of n_ctx (512), each window's first token replaced by BOS when the model
+//   adds BOS (`if (add_bos && j == 0)`; SmolLM2 adds none, so its windows
+//   stay as they are), only the second half scored: logits first..n_ctx-2
+//   with first = n_ctx/2.
 #include "../model/model.h"
 #include "../model/tokenizer.h"
 
@@ -115,7 +118,7 @@ enum gq_status gq_perplexity(const struct gq_model *m, const char *text, size_t 
     int first = gptq ? 0 : n_ctx / 2;
     for (int w = 0; w < n_win && s == GQ_OK; w++) {
         memcpy(win, ids + (size_t)w * n_ctx, (size_t)n_ctx * sizeof(int32_t));
-        if (!gptq && gq_tokenizer_bos(tok) >= 0) win[0] = gq_tokenizer_bos(tok);
+        if (!gptq && add_bos) win[0] = gq_tokenizer_bos(tok);
         gq_context_reset(c);
         for (int b = 0; b < n_ctx && s == GQ_OK; b += n_batch) {
             int nb = n_ctx - b < n_batch ? n_ctx - b : n_batch;
