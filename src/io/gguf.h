@@ -21,7 +21,7 @@ enum gq_ggml_type {
     GQ_TYPE_Q2_K = 10, GQ_TYPE_Q3_K = 11, GQ_TYPE_Q4_K = 12, GQ_TYPE_Q5_K = 13,
     GQ_TYPE_Q6_K = 14, GQ_TYPE_Q8_K = 15, GQ_TYPE_I8 = 24, GQ_TYPE_I16 = 25,
     GQ_TYPE_I32 = 26, GQ_TYPE_I64 = 27, GQ_TYPE_F64 = 28, GQ_TYPE_BF16 = 30,
-    GQ_TYPE_COUNT_ = 40,
+    GQ_TYPE_COUNT_ = 42, // one past the largest type number we know (Q1_0 = 41)
 };
 
 struct gq_gguf_str {
@@ -63,6 +63,7 @@ struct gq_gguf {
     struct gq_gguf_tensor *tensors;
     uint32_t alignment;
     uint64_t data_offset;
+    bool owns_mapping; // false for gq_gguf_open_memory (the caller owns the buffer)
 };
 
 enum gq_status gq_gguf_open(const char *path, struct gq_gguf **out);
@@ -84,6 +85,20 @@ enum gq_status gq_gguf_get_bool(const struct gq_gguf *g, const char *key, bool *
 // Returns a malloc'd NUL-terminated copy.
 enum gq_status gq_gguf_get_str(const struct gq_gguf *g, const char *key, char **out);
 const char *gq_gguf_vtype_name(enum gq_gguf_vtype t);
+// An array KV whose elements have type elem_type (GQ_GGUF_ARRAY + elem_type);
+// missing key or other type -> GQ_ERR_FORMAT naming expected and found types.
+enum gq_status gq_gguf_get_array(const struct gq_gguf *g, const char *key,
+                                 enum gq_gguf_vtype elem_type, const struct gq_gguf_kv **out);
+// Element i (< arr_n) of a non-string array, widened (arr_data is unaligned).
+// Integers/bool for _i64 (uint64 values above INT64_MAX wrap), any number for _f64.
+int64_t gq_gguf_arr_i64(const struct gq_gguf_kv *kv, uint64_t i);
+double gq_gguf_arr_f64(const struct gq_gguf_kv *kv, uint64_t i);
+// Element count of a tensor (validated not to overflow at open).
+int64_t gq_gguf_tensor_nelements(const struct gq_gguf_tensor *t);
+
+// Human-readable listing (gptvq inspect): header, every KV (long strings and
+// arrays abbreviated unless full), tensor table, per-type totals.
+void gq_gguf_dump(const struct gq_gguf *g, FILE *fp, bool full);
 
 // ggml type info.
 const char *gq_ggml_type_name(enum gq_ggml_type t); // "?" if unknown
