@@ -24,4 +24,14 @@ const char *gq_tokenizer_kind(const struct gq_tokenizer *t); // "gpt2", "llama",
 // End-of-generation tokens (eos, <|im_end|>, <|eot_id|>, ...).
 bool gq_tokenizer_is_eog(const struct gq_tokenizer *t, int32_t id);
 
+// Like gq_token_to_bytes, for streaming output: prev is the token before id
+// (-1 at the start). Drops the dummy-prefix space of a SentencePiece or
+// llama2.c token at the start or after BOS (run.c decode()); gpt2: as is.
+size_t gq_token_to_bytes_after(const struct gq_tokenizer *t, int32_t prev, int32_t id, char *buf, size_t cap);
+// Decodes a whole sequence (malloc'd, NUL-terminated; *out_len excludes the
+// NUL). special: also print the text of control tokens (BOS, <|im_start|>).
+// decode(encode(x)) == x for every tokenizer kind and valid UTF-8 x.
+enum gq_status gq_detokenize(const struct gq_tokenizer *t, const int32_t *ids, size_t n, bool special,
+                             char **out, size_t *out_len);
+
 #endif
