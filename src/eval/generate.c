@@ -141,12 +141,15 @@ enum gq_status gq_generate(const struct gq_model *m, const struct gq_gen_params 
     stats->prompt_seconds = t1 - t0;
     uint64_t rng = p->seed;
     char piece[256];
+    int32_t prev = ids[n_ids - 1];
     for (int i = 0; i < p->n_predict && s == GQ_OK; i++) {
         int32_t next = sample(logits, m->hp.n_vocab, p->temperature, p->top_p, buf, &rng);
         stats->n_generated++;
         if (p->stop_at_eog && gq_tokenizer_is_eog(tok, next)) break;
-        size_t nb = gq_token_to_bytes(tok, next, piece, sizeof piece);
+        // _after: drops the leading space of the first word after BOS (as run.c)
+        size_t nb = gq_token_to_bytes_after(tok, prev, next, piece, sizeof piece);
         if (nb > sizeof piece) nb = sizeof piece;
+        prev = next;
         if (cb && !cb(user, next, piece, nb)) break;
         if (i + 1 < p->n_predict) s = gq_forward(c, &next, 1, logits, false);
     }

@@ -59,7 +59,7 @@ static void score_rows(const float *logits, int n_vocab, const int32_t *tokens, 
         float mx = row[0];
         for (int v = 1; v < n_vocab; v++) mx = row[v] > mx ? row[v] : mx;
         double z = 0;
-        for (int v = 0; v < n_vocab; v++) z += exp((double)(row[v] - mx));
+        for (int v = 0; v < n_vocab; v++) z += expf(row[v] - mx); // terms in (0, 1]: float exp, double sum
         double nll = log(z) + mx - row[tokens[j + 1]];
         s += nll;
         s2 += nll * nll;
