@@ -105,4 +105,7 @@ make_bad_ggufs "$out/hostile" || rc=1
 mkdir -p "$out/smollm2" "$out/stories260k"
 make_json models/SmolLM2-135M-Instruct.Q4_1.gguf "$out/smollm2/tokenizer.json" || rc=1
 make_json "$data/models/stories260K/stories260K.gguf" "$out/stories260k/tokenizer.json" || rc=1
+# Hugging Face model directories of stories260K (F32 single file, F16 sharded),
+# written with the safetensors package: test_readers loads them.
+"$py" tests/reference/make_hf_dir.py "$out" || rc=1
 exit $rc

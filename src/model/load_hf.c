@@ -1,0 +1,406 @@
+// load_hf.c - builds a gq_model from a Hugging Face model directory:
+// config.json, model.safetensors or model.safetensors.index.json + shards,
+// tokenizer.json (+ tokenizer_config.json / generation_config.json).
+//
+// HF Llama/Qwen2 checkpoints keep q/k in the layout of rotate-half RoPE (the
+// GGUF converter permutes them for interleaved RoPE), so the model is marked
+// rope_interleaved = false and the weights are used as they are.
+#include "model.h"
+#include "tokenizer.h"
+#include "../io/safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <sys/stat.h>
+
+struct hf_source {
+    struct gq_st_file **shards;
+    char **shard_names; // file names as listed in the index (or "model.safetensors")
+    size_t n;
+    cJSON *weight_map; // owned index root (NULL for a single file)
+};
+
+static void hf_source_free(void *p) {
+    struct hf_source *s = p;
+    if (!s) return;
+    for (size_t i = 0; i < s->n; i++) {
+        gq_st_close(s->shards[i]);
+        free(s->shard_names[i]);
+    }
+    free(s->shards);
+    free(s->shard_names);
+    cJSON_Delete(s->weight_map);
+    free(s);
+}
+
+static char *join(const char *dir, const char *file) {
+    size_t a = strlen(dir), b = strlen(file);
+    char *p = malloc(a + b + 2);
+    if (!p) return NULL;
+    memcpy(p, dir, a);
+    p[a] = '/';
+    memcpy(p + a + 1, file, b + 1);
+    return p;
+}
+
+static bool is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+// Strings from JSON files go into one-line error messages.
+static const char *safe(const char *s) {
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) return "<string with control characters>";
+    return s;
+}
+
+// Parses dir/file as JSON; *out NULL (and GQ_OK) when absent and optional.
+static enum gq_status read_json(const char *dir, const char *file, bool required, cJSON **out) {
+    *out = NULL;
+    char *path = join(dir, file);
+    if (!path) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    enum gq_status s = GQ_OK;
+    if (!is_file(path)) {
+        if (required) s = gq_fail(GQ_ERR_IO, "%s: missing (a Hugging Face model directory needs it)", path);
+        free(path);
+        return s;
+    }
+    char *data = NULL;
+    size_t size = 0;
+    s = gq_read_file(path, &data, &size);
+    if (s == GQ_OK) {
+        cJSON *root = cJSON_ParseWithLength(data, size);
+        if (!root) {
+            const char *e = cJSON_GetErrorPtr();
+            size_t off = e && e >= data && e <= data + size ? (size_t)(e - data) : 0;
+            s = gq_fail(GQ_ERR_FORMAT, "%s: not valid JSON (near byte %zu)", path, off);
+        } else if (!cJSON_IsObject(root)) {
+            cJSON_Delete(root);
+            s = gq_fail(GQ_ERR_FORMAT, "%s: top level is not a JSON object", path);
+        } else {
+            *out = root;
+        }
+    }
+    free(data);
+    free(path);
+    return s;
+}
+
+// Integer config field: absent -> def (or an error when def < 0).
+static enum gq_status cfg_int(const cJSON *cfg, const char *path, const char *key, int def, int lo, int hi, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (def < 0) return gq_fail(GQ_ERR_FORMAT, "%s: missing '%s'", path, key);
+        *out = def;
+        return GQ_OK;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < lo || v->valuedouble > hi)
+        return gq_fail(GQ_ERR_FORMAT, "%s: '%s' must be an integer in [%d, %d]", path, key, lo, hi);
+    *out = (int)v->valuedouble;
+    return GQ_OK;
+}
+
+static enum gq_status cfg_float(const cJSON *cfg, const char *path, const char *key, float def, float *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    if (!v || cJSON_IsNull(v)) {
+        *out = def;
+        return GQ_OK;
+    }
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || !(v->valuedouble > 0) || v->valuedouble > 1e30)
+        return gq_fail(GQ_ERR_FORMAT, "%s: '%s' must be a positive number", path, key);
+    *out = (float)v->valuedouble;
+    return GQ_OK;
+}
+
+static enum gq_status parse_rope_scaling(const cJSON *cfg, const char *path, struct gq_hparams *hp) {
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
+    hp->rope_scaling = GQ_ROPE_SCALING_NONE;
+    if (!rs || cJSON_IsNull(rs)) return GQ_OK;
+    if (!cJSON_IsObject(rs)) return gq_fail(GQ_ERR_FORMAT, "%s: 'rope_scaling' is not an object", path);
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+    if (!cJSON_IsString(ty)) ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
+    if (!cJSON_IsString(ty)) return gq_fail(GQ_ERR_FORMAT, "%s: 'rope_scaling' has no string 'rope_type'/'type'", path);
+    const char *t = ty->valuestring;
+    if (strcmp(t, "default") == 0) return GQ_OK;
+    if (strcmp(t, "linear") == 0) {
+        hp->rope_scaling = GQ_ROPE_SCALING_LINEAR;
+        return cfg_float(rs, path, "factor", -1, &hp->rope_factor) != GQ_OK || hp->rope_factor <= 0
+                   ? gq_fail(GQ_ERR_FORMAT, "%s: linear rope_scaling needs a positive 'factor'", path)
+                   : GQ_OK;
+    }
+    if (strcmp(t, "llama3") == 0) {
+        hp->rope_scaling = GQ_ROPE_SCALING_LLAMA3;
+        GQ_TRY(cfg_float(rs, path, "factor", -1, &hp->rope_factor));
+        GQ_TRY(cfg_float(rs, path, "low_freq_factor", -1, &hp->rope_low_freq_factor));
+        GQ_TRY(cfg_float(rs, path, "high_freq_factor", -1, &hp->rope_high_freq_factor));
+        GQ_TRY(cfg_int(rs, path, "original_max_position_embeddings", -1, 1, 1 << 24, &hp->rope_orig_ctx));
+        if (!(hp->rope_factor > 0) || !(hp->rope_low_freq_factor > 0) ||
+            !(hp->rope_high_freq_factor > hp->rope_low_freq_factor))
+            return gq_fail(GQ_ERR_FORMAT, "%s: llama3 rope_scaling needs factor, low_freq_factor < high_freq_factor, "
+                           "original_max_position_embeddings", path);
+        return GQ_OK;
+    }
+    return gq_fail(GQ_ERR_UNSUPPORTED, "%s: rope_scaling type '%s' is not supported (linear, llama3)", path, safe(t));
+}
+
+// Opens model.safetensors, or the shards of model.safetensors.index.json.
+static enum gq_status open_weights(const char *dir, struct hf_source *src) {
+    char *single = join(dir, "model.safetensors");
+    if (!single) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    if (is_file(single)) {
+        src->shards = calloc(1, sizeof *src->shards);
+        src->shard_names = calloc(1, sizeof *src->shard_names);
+        if (!src->shards || !src->shard_names || !(src->shard_names[0] = strdup("model.safetensors"))) {
+            free(single);
+            return gq_fail(GQ_ERR_NOMEM, "out of memory");
+        }
+        src->n = 1;
+        enum gq_status s = gq_st_open(single, &src->shards[0]);
+        free(single);
+        return s;
+    }
+    free(single);
+    cJSON *idx = NULL;
+    GQ_TRY(read_json(dir, "model.safetensors.index.json", false, &idx));
+    if (!idx)
+        return gq_fail(GQ_ERR_IO, "%s: neither model.safetensors nor model.safetensors.index.json found", dir);
+    src->weight_map = idx;
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(idx, "weight_map");
+    if (!cJSON_IsObject(wm))
+        return gq_fail(GQ_ERR_FORMAT, "%s/model.safetensors.index.json: no 'weight_map' object", dir);
+    size_t cap = (size_t)cJSON_GetArraySize(wm);
+    src->shards = calloc(cap + 1, sizeof *src->shards);
+    src->shard_names = calloc(cap + 1, sizeof *src->shard_names);
+    if (!src->shards || !src->shard_names) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    for (const cJSON *e = wm->child; e; e = e->next) {
+        if (!cJSON_IsString(e))
+            return gq_fail(GQ_ERR_FORMAT, "%s/model.safetensors.index.json: weight_map['%s'] is not a string", dir,
+                           safe(e->string));
+        const char *fn = e->valuestring;
+        // Shards live in the model directory: refuse paths that leave it.
+        if (!fn[0] || strchr(fn, '/') || safe(fn) != fn || strcmp(fn, "..") == 0 || strcmp(fn, ".") == 0)
+            return gq_fail(GQ_ERR_FORMAT, "%s/model.safetensors.index.json: shard name '%s' for '%s' is not a plain "
+                           "file name", dir, safe(fn), safe(e->string));
+        bool seen = false;
+        for (size_t i = 0; i < src->n && !seen; i++) seen = strcmp(src->shard_names[i], fn) == 0;
+        if (seen) continue;
+        if (!(src->shard_names[src->n] = strdup(fn))) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+        char *p = join(dir, fn);
+        if (!p) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+        enum gq_status s = is_file(p) ? gq_st_open(p, &src->shards[src->n])
+                                      : gq_fail(GQ_ERR_IO, "%s: shard listed in model.safetensors.index.json is missing", p);
+        free(p);
+        src->n++; // counted even on failure so that the name is freed
+        GQ_TRY(s);
+    }
+    if (src->n == 0) return gq_fail(GQ_ERR_FORMAT, "%s/model.safetensors.index.json: empty weight_map", dir);
+    return GQ_OK;
+}
+
+// The tensor `name` and the shard holding it (NULL if absent).
+static enum gq_status find_tensor(const char *dir, const struct hf_source *src, const char *name,
+                                  const struct gq_st_file **file, const struct gq_st_tensor **t) {
+    *file = NULL;
+    *t = NULL;
+    if (!src->weight_map) {
+        *file = src->shards[0];
+        *t = gq_st_find(src->shards[0], name);
+        return GQ_OK;
+    }
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(src->weight_map, "weight_map"), name);
+    if (!e) return GQ_OK;
+    for (size_t i = 0; i < src->n; i++)
+        if (strcmp(src->shard_names[i], e->valuestring) == 0) {
+            *file = src->shards[i];
+            *t = gq_st_find(src->shards[i], name);
+            if (!*t)
+                return gq_fail(GQ_ERR_FORMAT, "%s/%s: tensor '%s' is not there, though the index places it there", dir,
+                               e->valuestring, name);
+            return GQ_OK;
+        }
+    GQ_ASSERT(0); // every weight_map value was opened
+    return GQ_ERR_FORMAT;
+}
+
+// Fetches `name` as f32 of shape (rows, cols) (cols == 0: a vector of rows).
+static enum gq_status get_w(struct gq_model *m, const char *dir, const struct hf_source *src, const char *name,
+                            int64_t rows, int64_t cols, bool required, const float **out) {
+    *out = NULL;
+    const struct gq_st_file *f;
+    const struct gq_st_tensor *t;
+    GQ_TRY(find_tensor(dir, src, name, &f, &t));
+    if (!t) return required ? gq_fail(GQ_ERR_FORMAT, "%s: missing tensor '%s'", dir, name) : GQ_OK;
+    bool ok = cols ? t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols
+                   : t->n_dims == 1 && t->shape[0] == rows;
+    if (!ok) {
+        char got[128] = "";
+        size_t n = 0;
+        for (int d = 0; d < t->n_dims && n < sizeof got - 24; d++)
+            n += (size_t)snprintf(got + n, sizeof got - n, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+        if (cols)
+            return gq_fail(GQ_ERR_FORMAT, "%s: tensor '%s' has shape [%s], config.json implies [%lld, %lld]",
+                           f->file.path, name, got, (long long)rows, (long long)cols);
+        return gq_fail(GQ_ERR_FORMAT, "%s: tensor '%s' has shape [%s], config.json implies [%lld]", f->file.path, name,
+                       got, (long long)rows);
+    }
+    size_t n = (size_t)t->numel;
+    if (t->dtype == GQ_ST_F32 && (uintptr_t)t->data % sizeof(float) == 0) {
+        GQ_TRY(gq_check_finite(t->data, n, f->file.path, name));
+        *out = t->data;
+        return GQ_OK;
+    }
+    float *y = NULL;
+    GQ_TRY(gq_st_to_f32(f, t, &y));
+    GQ_TRY(gq_model_own(m, y));
+    GQ_TRY(gq_check_finite(y, n, f->file.path, name));
+    *out = y;
+    return GQ_OK;
+}
+
+// A special token from tokenizer_config.json: "<s>" or {"content": "<s>", ...}.
+static int32_t special_id(const struct gq_tokenizer *tok, const cJSON *v) {
+    if (cJSON_IsObject(v)) v = cJSON_GetObjectItemCaseSensitive(v, "content");
+    int32_t id = cJSON_IsString(v) ? gq_tokenizer_find(tok, v->valuestring) : -1;
+    return id >= 0 ? id : -2; // unknown: fall back to the configs' ids
+}
+
+// A token id field (an int, or a list whose first element is used); -2 if absent.
+static int32_t id_field(const cJSON *cfg, const char *key, int n_vocab) {
+    const cJSON *v = cfg ? cJSON_GetObjectItemCaseSensitive(cfg, key) : NULL;
+    if (cJSON_IsArray(v)) v = v->child;
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble >= n_vocab || v->valuedouble != floor(v->valuedouble))
+        return -2;
+    return (int32_t)v->valuedouble;
+}
+
+static enum gq_status load_tokenizer(const char *dir, const cJSON *cfg, struct gq_model *m) {
+    char *tp = join(dir, "tokenizer.json");
+    if (!tp) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    enum gq_status s = is_file(tp) ? gq_tokenizer_from_json(tp, &m->tok)
+                                   : gq_fail(GQ_ERR_IO, "%s: missing (only tokenizer.json tokenizers are supported)", tp);
+    free(tp);
+    GQ_TRY(s);
+    // BOS/EOS: tokenizer_config.json's token strings win over the ids of
+    // generation_config.json, which win over config.json's.
+    cJSON *tc = NULL, *gc = NULL;
+    GQ_TRY(read_json(dir, "tokenizer_config.json", false, &tc));
+    s = read_json(dir, "generation_config.json", false, &gc);
+    if (s != GQ_OK) {
+        cJSON_Delete(tc);
+        return s;
+    }
+    int nv = gq_tokenizer_n_vocab(m->tok);
+    int32_t bos = -2, eos = -2;
+    int add_bos = -1;
+    if (tc) {
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(tc, "bos_token");
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(tc, "eos_token");
+        const cJSON *ab = cJSON_GetObjectItemCaseSensitive(tc, "add_bos_token");
+        if (b) bos = cJSON_IsNull(b) ? -1 : special_id(m->tok, b);
+        if (e) eos = cJSON_IsNull(e) ? -1 : special_id(m->tok, e);
+        if (cJSON_IsBool(ab)) add_bos = cJSON_IsTrue(ab);
+    }
+    if (bos == -2) bos = id_field(gc, "bos_token_id", nv);
+    if (bos == -2) bos = id_field(cfg, "bos_token_id", nv);
+    if (eos == -2) eos = id_field(gc, "eos_token_id", nv);
+    if (eos == -2) eos = id_field(cfg, "eos_token_id", nv);
+    gq_tokenizer_set_special(m->tok, bos, eos, add_bos);
+    cJSON_Delete(tc);
+    cJSON_Delete(gc);
+    return GQ_OK;
+}
+
+static enum gq_status load(const char *dir, const cJSON *cfg, const char *cfg_path, struct gq_model *m) {
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(cfg, "model_type");
+    if (!cJSON_IsString(mt)) return gq_fail(GQ_ERR_FORMAT, "%s: missing string 'model_type'", cfg_path);
+    bool qwen2 = strcmp(mt->valuestring, "qwen2") == 0;
+    if (!qwen2 && strcmp(mt->valuestring, "llama") != 0 && strcmp(mt->valuestring, "mistral") != 0)
+        return gq_fail(GQ_ERR_UNSUPPORTED, "%s: model_type '%s' is not supported (llama, mistral, qwen2)", cfg_path,
+                       safe(mt->valuestring));
+    if (!(m->arch = strdup(qwen2 ? "qwen2" : "llama"))) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+
+    struct gq_hparams *hp = &m->hp;
+    GQ_TRY(cfg_int(cfg, cfg_path, "hidden_size", -1, 1, 1 << 20, &hp->dim));
+    GQ_TRY(cfg_int(cfg, cfg_path, "intermediate_size", -1, 1, 1 << 22, &hp->hidden_dim));
+    GQ_TRY(cfg_int(cfg, cfg_path, "num_hidden_layers", -1, 1, 4096, &hp->n_layers));
+    GQ_TRY(cfg_int(cfg, cfg_path, "num_attention_heads", -1, 1, 4096, &hp->n_heads));
+    GQ_TRY(cfg_int(cfg, cfg_path, "num_key_value_heads", hp->n_heads, 1, 4096, &hp->n_kv_heads));
+    GQ_TRY(cfg_int(cfg, cfg_path, "vocab_size", -1, 1, 1 << 24, &hp->n_vocab));
+    GQ_TRY(cfg_int(cfg, cfg_path, "max_position_embeddings", 2048, 1, 1 << 24, &hp->ctx_len));
+    if (hp->dim % hp->n_heads != 0 && !cJSON_GetObjectItemCaseSensitive(cfg, "head_dim"))
+        return gq_fail(GQ_ERR_FORMAT, "%s: hidden_size %d is not a multiple of num_attention_heads %d", cfg_path,
+                       hp->dim, hp->n_heads);
+    GQ_TRY(cfg_int(cfg, cfg_path, "head_dim", hp->dim / hp->n_heads, 2, 1 << 16, &hp->head_dim));
+    if (hp->n_heads % hp->n_kv_heads != 0)
+        return gq_fail(GQ_ERR_FORMAT, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d",
+                       cfg_path, hp->n_heads, hp->n_kv_heads);
+    GQ_TRY(cfg_float(cfg, cfg_path, "rms_norm_eps", 1e-6f, &hp->rms_eps));
+    GQ_TRY(cfg_float(cfg, cfg_path, "rope_theta", 10000.0f, &hp->rope_theta));
+    GQ_TRY(parse_rope_scaling(cfg, cfg_path, hp));
+    hp->rope_dim = hp->head_dim;
+    hp->rope_interleaved = false; // HF: rotate-half on unpermuted q/k
+    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(cfg, "tie_word_embeddings");
+    bool tied = cJSON_IsTrue(tie);
+    const cJSON *ab = cJSON_GetObjectItemCaseSensitive(cfg, "attention_bias");
+    bool bias_required = qwen2 || cJSON_IsTrue(ab);
+
+    struct hf_source *src = calloc(1, sizeof *src);
+    if (!src) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    m->source = src;
+    m->source_free = hf_source_free;
+    GQ_TRY(open_weights(dir, src));
+
+    int64_t dim = hp->dim, q_dim = (int64_t)hp->n_heads * hp->head_dim,
+            kv_dim = (int64_t)hp->n_kv_heads * hp->head_dim, ffn = hp->hidden_dim, V = hp->n_vocab;
+    GQ_TRY(get_w(m, dir, src, "model.embed_tokens.weight", V, dim, true, &m->tok_embd));
+    GQ_TRY(get_w(m, dir, src, "model.norm.weight", dim, 0, true, &m->output_norm));
+    if (!tied) GQ_TRY(get_w(m, dir, src, "lm_head.weight", V, dim, false, &m->output));
+    if (!m->output) m->output = m->tok_embd;
+
+    m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers);
+    if (!m->layers) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    for (int l = 0; l < hp->n_layers; l++) {
+        struct gq_layer_w *L = &m->layers[l];
+        char n[160];
+#define W(field, nm, rows, cols, req)                           \
+    snprintf(n, sizeof n, "model.layers.%d.%s", l, nm);         \
+    GQ_TRY(get_w(m, dir, src, n, rows, cols, req, &L->field));
+        W(attn_norm, "input_layernorm.weight", dim, 0, true);
+        W(wq, "self_attn.q_proj.weight", q_dim, dim, true);
+        W(wk, "self_attn.k_proj.weight", kv_dim, dim, true);
+        W(wv, "self_attn.v_proj.weight", kv_dim, dim, true);
+        W(wo, "self_attn.o_proj.weight", dim, q_dim, true);
+        W(bq, "self_attn.q_proj.bias", q_dim, 0, bias_required);
+        W(bk, "self_attn.k_proj.bias", kv_dim, 0, bias_required);
+        W(bv, "self_attn.v_proj.bias", kv_dim, 0, bias_required);
+        W(ffn_norm, "post_attention_layernorm.weight", dim, 0, true);
+        W(w_gate, "mlp.gate_proj.weight", ffn, dim, true);
+        W(w_up, "mlp.up_proj.weight", ffn, dim, true);
+        W(w_down, "mlp.down_proj.weight", dim, ffn, true);
+#undef W
+        if (!L->bq != !L->bk || !L->bq != !L->bv)
+            return gq_fail(GQ_ERR_FORMAT, "%s: layer %d has some but not all q/k/v biases", dir, l);
+    }
+    GQ_TRY(load_tokenizer(dir, cfg, m));
+
+    // Name: the directory's last component.
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/') len--;
+    size_t start = len;
+    while (start > 0 && dir[start - 1] != '/') start--;
+    if (!(m->name = strndup(dir + start, len - start))) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    return GQ_OK;
+}
+
+enum gq_status gq_load_hf_dir(const char *dir, struct gq_model *m) {
+    if (!(m->source_format = strdup("safetensors"))) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    cJSON *cfg = NULL;
+    GQ_TRY(read_json(dir, "config.json", true, &cfg));
+    char *cfg_path = join(dir, "config.json");
+    enum gq_status s = cfg_path ? load(dir, cfg, cfg_path, m) : gq_fail(GQ_ERR_NOMEM, "out of memory");
+    free(cfg_path);
+    cJSON_Delete(cfg);
+    GQ_TRY(s);
+    return gq_model_finish(m, dir);
+}
