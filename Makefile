@@ -18,7 +18,7 @@ AOBJ    := $(SRC:%.c=$(BA)/%.o)
 TESTS   := $(sort $(wildcard tests/test_*.c))
 TBIN    := $(TESTS:tests/%.c=$(B)/tests/%)
 # Tests that also run under AddressSanitizer + UBSan (readers and tokenizers).
-ASAN_TESTS := test_gguf test_readers test_tokenizer test_fuzz_replay
+ASAN_TESTS := test_gguf test_gguf_write test_readers test_tokenizer test_fuzz_replay
 ATBIN   := $(ASAN_TESTS:%=$(BA)/tests/%)
 FUZZ    := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FBIN    := $(FUZZ:tests/fuzz/%.c=$(B)/fuzz/%)

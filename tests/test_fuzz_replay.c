@@ -16,6 +16,9 @@
 #define LLVMFuzzerTestOneInput fuzz_llama2c_one
 #include "fuzz/fuzz_llama2c.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_tokenizer_one
+#include "fuzz/fuzz_tokenizer.c"
+#undef LLVMFuzzerTestOneInput
 
 static int replay(const char *dir, int (*fn)(const uint8_t *, size_t)) {
     DIR *d = opendir(dir);
@@ -50,6 +53,7 @@ int main(void) {
         {"tests/fuzz/corpus/gguf", fuzz_gguf_one},
         {"tests/fuzz/corpus/safetensors", fuzz_safetensors_one},
         {"tests/fuzz/corpus/llama2c", fuzz_llama2c_one},
+        {"tests/fuzz/corpus/tokenizer", fuzz_tokenizer_one},
     };
     for (size_t i = 0; i < sizeof targets / sizeof targets[0]; i++) {
         int n = replay(targets[i].dir, targets[i].fn);

@@ -463,22 +463,28 @@ static enum gq_status from_json(cJSON *root, const char *src, struct gq_tokenize
     return GQ_OK;
 }
 
+enum gq_status gq_tokenizer_from_json_memory(const char *data, size_t size, const char *path,
+                                             struct gq_tokenizer **out) {
+    *out = NULL;
+    cJSON *root = cJSON_ParseWithLength(data, size);
+    if (!root) {
+        const char *e = cJSON_GetErrorPtr();
+        size_t off = e && e >= data && e <= data + size ? (size_t)(e - data) : 0;
+        return gq_fail(GQ_ERR_FORMAT, "%s: not valid JSON (near byte %zu)", path, off);
+    }
+    enum gq_status s = cJSON_IsObject(root) ? from_json(root, path, out)
+                                            : gq_fail(GQ_ERR_FORMAT, "%s: top level is not a JSON object", path);
+    cJSON_Delete(root);
+    return s;
+}
+
 enum gq_status gq_tokenizer_from_json(const char *path, struct gq_tokenizer **out) {
     *out = NULL;
     char *data;
     size_t size;
     GQ_TRY(gq_read_file(path, &data, &size));
-    cJSON *root = cJSON_ParseWithLength(data, size);
-    if (!root) {
-        const char *e = cJSON_GetErrorPtr();
-        size_t off = e && e >= data && e <= data + size ? (size_t)(e - data) : 0;
-        free(data);
-        return gq_fail(GQ_ERR_FORMAT, "%s: not valid JSON (near byte %zu)", path, off);
-    }
+    enum gq_status s = gq_tokenizer_from_json_memory(data, size, path, out);
     free(data);
-    enum gq_status s = cJSON_IsObject(root) ? from_json(root, path, out)
-                                            : gq_fail(GQ_ERR_FORMAT, "%s: top level is not a JSON object", path);
-    cJSON_Delete(root);
     return s;
 }
 
@@ -488,11 +494,19 @@ enum gq_status gq_tokenizer_from_json(const char *path, struct gq_tokenizer **ou
 
 enum gq_status gq_tokenizer_from_llama2c(const char *path, int vocab_size, struct gq_tokenizer **out) {
     *out = NULL;
-    if (vocab_size <= 0 || vocab_size > (1 << 26))
-        return gq_fail(GQ_ERR_ARG, "%s: vocab_size %d from the checkpoint is out of range", path, vocab_size);
     char *data;
     size_t size;
     GQ_TRY(gq_read_file(path, &data, &size));
+    enum gq_status s = gq_tokenizer_from_llama2c_memory(data, size, path, vocab_size, out);
+    free(data);
+    return s;
+}
+
+enum gq_status gq_tokenizer_from_llama2c_memory(const char *data, size_t size, const char *path, int vocab_size,
+                                                struct gq_tokenizer **out) {
+    *out = NULL;
+    if (vocab_size <= 0 || vocab_size > (1 << 26))
+        return gq_fail(GQ_ERR_ARG, "%s: vocab_size %d from the checkpoint is out of range", path, vocab_size);
     const unsigned char *p = (const unsigned char *)data;
     enum gq_status s = GQ_OK;
     struct gq_tokenizer *t = NULL;
@@ -559,7 +573,6 @@ enum gq_status gq_tokenizer_from_llama2c(const char *path, int vocab_size, struc
     t->type[0] = TT_UNKNOWN;
     s = tok_finish(t, path);
 done:
-    free(data);
     if (s != GQ_OK) {
         gq_tokenizer_free(t);
         return s;

@@ -13,6 +13,11 @@ enum gq_status gq_tokenizer_from_gguf(const struct gq_gguf *g, struct gq_tokeniz
 enum gq_status gq_tokenizer_from_json(const char *path, struct gq_tokenizer **out);
 // From a llama2.c tokenizer.bin; vocab_size from the checkpoint header.
 enum gq_status gq_tokenizer_from_llama2c(const char *path, int vocab_size, struct gq_tokenizer **out);
+// The same from memory (`path` names the source in messages; used by the fuzzer).
+enum gq_status gq_tokenizer_from_json_memory(const char *data, size_t size, const char *path,
+                                             struct gq_tokenizer **out);
+enum gq_status gq_tokenizer_from_llama2c_memory(const char *data, size_t size, const char *path, int vocab_size,
+                                                struct gq_tokenizer **out);
 void gq_tokenizer_free(struct gq_tokenizer *t);
 
 int32_t gq_tokenizer_bos(const struct gq_tokenizer *t); // -1 if none
