@@ -321,6 +321,12 @@ static enum gq_status from_json(cJSON *root, const char *src, struct gq_tokenize
         }
     }
     if (n == 0) return gq_fail(GQ_ERR_FORMAT, "%s: empty vocab", src);
+    // Ids are dense in real files; a huge id with few entries is hostile (it
+    // would size every table by the id).
+    int64_t n_entries = cJSON_GetArraySize(vocab) + (cJSON_IsArray(added) ? cJSON_GetArraySize(added) : 0);
+    if (n > n_entries)
+        return gq_fail(GQ_ERR_FORMAT, "%s: token ids reach %lld but only %lld tokens are defined (ids must be dense)",
+                       src, (long long)(n - 1), (long long)n_entries);
 
     // Byte-level (gpt2) or SentencePiece-style?
     const cJSON *pre = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
