@@ -188,7 +188,7 @@ static int cmd_ppl(int argc, char **argv) {
     enum gq_status s = gq_perplexity(m, buf, len, &p, &r);
     free(buf);
     gq_model_free(m);
-    if (s != GQ_OK) return die_status(s);
+    if (s != GQ_OK) return die("%s: %s", text, gq_last_error());
     fprintf(stderr, "ppl: %lld tokens in the text, %d of %d windows of %d, %lld tokens scored, %.1fs (%.1f tok/s)\n",
             (long long)r.n_tokens_text, r.n_windows, r.n_windows_total, r.n_ctx, (long long)r.n_scored,
             r.seconds, (double)r.n_windows * r.n_ctx / r.seconds);
