@@ -82,7 +82,8 @@ static enum gq_status rd_str(struct reader *r, struct gq_gguf_str *s, const char
 
 // Strict UTF-8 (no overlongs, no surrogates, <= U+10FFFF). Control characters
 // are rejected too: keys and tensor names end up in one-line error messages.
-static bool valid_name(const unsigned char *s, size_t n) {
+bool gq_gguf_valid_name(const char *str, size_t n) {
+    const unsigned char *s = (const unsigned char *)str;
     size_t i = 0;
     while (i < n) {
         unsigned c = s[i];
@@ -113,7 +114,7 @@ static enum gq_status rd_name(struct reader *r, char **out, const char *what) {
     size_t at = r->pos;
     GQ_TRY(rd_str(r, &s, what));
     if (s.len == 0) return rd_fail(r, GQ_ERR_FORMAT, at, "empty %s", what);
-    if (!valid_name((const unsigned char *)s.data, (size_t)s.len))
+    if (!gq_gguf_valid_name(s.data, (size_t)s.len))
         return rd_fail(r, GQ_ERR_FORMAT, at, "%s is not valid UTF-8 text (or has control characters)",
                        what);
     *out = malloc((size_t)s.len + 1);
@@ -135,8 +136,7 @@ const char *gq_gguf_vtype_name(enum gq_gguf_vtype t) {
     return "?";
 }
 
-// Bytes of a fixed-size value; 0 for string/array/unknown.
-static size_t vtype_size(uint32_t t) {
+size_t gq_gguf_vtype_size(uint32_t t) {
     switch (t) {
     case GQ_GGUF_UINT8: case GQ_GGUF_INT8: case GQ_GGUF_BOOL: return 1;
     case GQ_GGUF_UINT16: case GQ_GGUF_INT16: return 2;
@@ -172,7 +172,7 @@ static double f64_from_bits(uint64_t u) {
 
 // Decodes one fixed-size value at p into the KV's union.
 static void decode_scalar(enum gq_gguf_vtype t, const unsigned char *p, struct gq_gguf_kv *kv) {
-    uint64_t raw = load_le(p, (int)vtype_size(t));
+    uint64_t raw = load_le(p, (int)gq_gguf_vtype_size(t));
     switch (t) {
     case GQ_GGUF_INT8: kv->v.i64 = (int8_t)raw; break;
     case GQ_GGUF_INT16: kv->v.i64 = (int16_t)raw; break;
@@ -193,7 +193,7 @@ static enum gq_status parse_value(struct reader *r, struct gq_gguf_kv *kv) {
     kv->type = (enum gq_gguf_vtype)t;
     if (t == GQ_GGUF_STRING) return rd_str(r, &kv->v.str, "string value");
     if (t != GQ_GGUF_ARRAY) {
-        size_t n = vtype_size(t);
+        size_t n = gq_gguf_vtype_size(t);
         GQ_TRY(rd_need(r, n, "value"));
         if (t == GQ_GGUF_BOOL && r->p[r->pos] > 1)
             return rd_fail(r, GQ_ERR_FORMAT, r->pos, "key '%s': bool value %u is not 0 or 1", kv->key,
@@ -227,7 +227,7 @@ static enum gq_status parse_value(struct reader *r, struct gq_gguf_kv *kv) {
         for (uint64_t i = 0; i < n; i++) GQ_TRY(rd_str(r, &kv->arr_str[i], "array string"));
         return GQ_OK;
     }
-    size_t es = vtype_size(et);
+    size_t es = gq_gguf_vtype_size(et);
     if (n > left / es)
         return rd_fail(r, GQ_ERR_FORMAT, at, "key '%s': %llu x %s array past end of file (%zu bytes left)",
                        kv->key, (unsigned long long)n, gq_gguf_vtype_name(kv->arr_type), left);
@@ -687,7 +687,7 @@ enum gq_status gq_gguf_get_array(const struct gq_gguf *g, const char *key,
 
 int64_t gq_gguf_arr_i64(const struct gq_gguf_kv *kv, uint64_t i) {
     GQ_ASSERT(kv->type == GQ_GGUF_ARRAY && i < kv->arr_n);
-    size_t es = vtype_size(kv->arr_type);
+    size_t es = gq_gguf_vtype_size(kv->arr_type);
     GQ_ASSERT(es > 0);
     struct gq_gguf_kv tmp = {.type = kv->arr_type};
     decode_scalar(kv->arr_type, kv->arr_data + (size_t)i * es, &tmp);
@@ -702,7 +702,7 @@ int64_t gq_gguf_arr_i64(const struct gq_gguf_kv *kv, uint64_t i) {
 
 double gq_gguf_arr_f64(const struct gq_gguf_kv *kv, uint64_t i) {
     GQ_ASSERT(kv->type == GQ_GGUF_ARRAY && i < kv->arr_n);
-    size_t es = vtype_size(kv->arr_type);
+    size_t es = gq_gguf_vtype_size(kv->arr_type);
     GQ_ASSERT(es > 0);
     struct gq_gguf_kv tmp = {.type = kv->arr_type};
     decode_scalar(kv->arr_type, kv->arr_data + (size_t)i * es, &tmp);

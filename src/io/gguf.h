@@ -85,6 +85,11 @@ enum gq_status gq_gguf_get_bool(const struct gq_gguf *g, const char *key, bool *
 // Returns a malloc'd NUL-terminated copy.
 enum gq_status gq_gguf_get_str(const struct gq_gguf *g, const char *key, char **out);
 const char *gq_gguf_vtype_name(enum gq_gguf_vtype t);
+// Bytes of a fixed-size value type; 0 for string/array/unknown.
+size_t gq_gguf_vtype_size(uint32_t t);
+// Keys and tensor names: strict UTF-8 (no overlongs, no surrogates, <= U+10FFFF)
+// and no control characters (they end up in one-line error messages).
+bool gq_gguf_valid_name(const char *s, size_t n);
 // An array KV whose elements have type elem_type (GQ_GGUF_ARRAY + elem_type);
 // missing key or other type -> GQ_ERR_FORMAT naming expected and found types.
 enum gq_status gq_gguf_get_array(const struct gq_gguf *g, const char *key,

@@ -104,47 +104,8 @@ static void bb_str(struct bbuf *b, const char *s, uint64_t len) {
 }
 
 // ---------------------------------------------------------------------------
-// Validation helpers
-
-static size_t vtype_size(enum gq_gguf_vtype t) {
-    switch (t) {
-    case GQ_GGUF_UINT8: case GQ_GGUF_INT8: case GQ_GGUF_BOOL: return 1;
-    case GQ_GGUF_UINT16: case GQ_GGUF_INT16: return 2;
-    case GQ_GGUF_UINT32: case GQ_GGUF_INT32: case GQ_GGUF_FLOAT32: return 4;
-    case GQ_GGUF_UINT64: case GQ_GGUF_INT64: case GQ_GGUF_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
-// Same rule as the reader (gguf.c): strict UTF-8, no control characters, so
-// whatever we write we can read back.
-static bool valid_name(const char *str) {
-    const unsigned char *s = (const unsigned char *)str;
-    size_t n = strlen(str), i = 0;
-    if (n == 0) return false;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f) return false;
-            i++;
-            continue;
-        }
-        int len;
-        unsigned cp, min;
-        if ((c & 0xe0) == 0xc0) len = 2, cp = c & 0x1f, min = 0x80;
-        else if ((c & 0xf0) == 0xe0) len = 3, cp = c & 0x0f, min = 0x800;
-        else if ((c & 0xf8) == 0xf0) len = 4, cp = c & 0x07, min = 0x10000;
-        else return false;
-        if ((size_t)len > n - i) return false;
-        for (int k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) return false;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
-        i += (size_t)len;
-    }
-    return true;
-}
+// Validation helpers (names and value sizes: gq_gguf_valid_name and
+// gq_gguf_vtype_size from the reader, so whatever we write we can read back)
 
 static bool is_pow2(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
 
@@ -196,7 +157,7 @@ static struct wkv *find_kv(struct gq_gguf_writer *w, const char *key) {
 static enum gq_status set_kv(struct gq_gguf_writer *w, const char *key, enum gq_gguf_vtype type,
                              struct bbuf *b) {
     enum gq_status s = GQ_OK;
-    if (!key || !valid_name(key))
+    if (!key || !*key || !gq_gguf_valid_name(key, strlen(key)))
         s = gq_fail(GQ_ERR_ARG, "gguf writer: key '%s' is empty or not valid UTF-8 text",
                     key ? key : "(null)");
     else if (b->oom) s = gq_fail(GQ_ERR_NOMEM, "gguf writer: key '%s': out of memory", key);
@@ -247,7 +208,7 @@ static enum gq_status set_kv(struct gq_gguf_writer *w, const char *key, enum gq_
 static enum gq_status set_scalar(struct gq_gguf_writer *w, const char *key, enum gq_gguf_vtype t,
                                  uint64_t bits) {
     struct bbuf b = {0};
-    bb_le(&b, bits, vtype_size(t));
+    bb_le(&b, bits, gq_gguf_vtype_size(t));
     return set_kv(w, key, t, &b);
 }
 
@@ -304,7 +265,7 @@ enum gq_status gq_gguf_writer_set_str(struct gq_gguf_writer *w, const char *key,
 
 enum gq_status gq_gguf_writer_set_arr(struct gq_gguf_writer *w, const char *key,
                                       enum gq_gguf_vtype vtype, const void *data, size_t n) {
-    size_t es = vtype_size(vtype);
+    size_t es = gq_gguf_vtype_size(vtype);
     if (es == 0)
         return gq_fail(GQ_ERR_ARG, "gguf writer: key '%s': array element type %s is not a scalar",
                        key, gq_gguf_vtype_name(vtype));
@@ -371,7 +332,7 @@ static enum gq_status copy_kv(struct gq_gguf_writer *w, const struct gq_gguf_kv 
         break;
     }
     case GQ_GGUF_INT8: case GQ_GGUF_INT16: case GQ_GGUF_INT32: case GQ_GGUF_INT64:
-        bb_le(&b, (uint64_t)kv->v.i64, vtype_size(kv->type));
+        bb_le(&b, (uint64_t)kv->v.i64, gq_gguf_vtype_size(kv->type));
         break;
     case GQ_GGUF_ARRAY:
         bb_le(&b, (uint64_t)kv->arr_type, 4);
@@ -380,11 +341,11 @@ static enum gq_status copy_kv(struct gq_gguf_writer *w, const struct gq_gguf_kv 
             for (uint64_t i = 0; i < kv->arr_n; i++) bb_str(&b, kv->arr_str[i].data, kv->arr_str[i].len);
         } else {
             size_t n;
-            if (!gq_mul_ok((size_t)kv->arr_n, vtype_size(kv->arr_type), &n)) b.oom = true;
+            if (!gq_mul_ok((size_t)kv->arr_n, gq_gguf_vtype_size(kv->arr_type), &n)) b.oom = true;
             else bb_bytes(&b, kv->arr_data, n);
         }
         break;
-    default: bb_le(&b, kv->v.u64, vtype_size(kv->type)); break; // unsigned ints, bool
+    default: bb_le(&b, kv->v.u64, gq_gguf_vtype_size(kv->type)); break; // unsigned ints, bool
     }
     return set_kv(w, kv->key, kv->type, &b);
 }
@@ -428,7 +389,7 @@ static enum gq_status add_tensor(struct gq_gguf_writer *w, const char *name,
                                  enum gq_ggml_type type, int n_dims, const int64_t *ne,
                                  const void *data, size_t nbytes, bool copy,
                                  gq_gguf_tensor_fill fill, void *user) {
-    if (!name || !valid_name(name))
+    if (!name || !*name || !gq_gguf_valid_name(name, strlen(name)))
         return gq_fail(GQ_ERR_ARG, "gguf writer: tensor name '%s' is empty or not valid UTF-8 text",
                        name ? name : "(null)");
     if (strlen(name) >= GGUF_MAX_TENSOR_NAME)
