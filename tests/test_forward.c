@@ -2,6 +2,7 @@
 // independent numpy reference (tests/reference/llama_ref.py goldens) and the
 // published stories260K greedy output.
 #include "gptvq.h"
+#include "model/model.h"
 #include "test.h"
 
 #include <cjson/cJSON.h>
@@ -183,6 +184,66 @@ static void check_ppl(const char *model_path, const char *text_path, const char 
     gq_model_free(m);
 }
 
+struct cap {
+    int calls[GQ_IN_COUNT];
+    double sum[GQ_IN_COUNT];
+};
+static void on_capture(void *u, int layer, enum gq_block_input which, const float *x, int n, int n_in) {
+    struct cap *c = u;
+    c->calls[which]++;
+    for (size_t i = 0; i < (size_t)n * n_in; i++) c->sum[which] += x[i];
+}
+
+// The block-level API (used by calibration) reproduces gq_forward's hidden
+// states, captures each linear group's input once per block, and stopping
+// before the first residual add leaves x untouched.
+static void check_block_api(const char *model_path) {
+    struct gq_model *m = NULL;
+    CHECK_OK(gq_model_load(model_path, NULL, &m));
+    if (!m) return;
+    const int n = 16, dim = m->hp.dim;
+    int32_t toks[16];
+    for (int i = 0; i < n; i++) toks[i] = (i * 37 + 5) % m->hp.n_vocab;
+    struct gq_context *c = NULL;
+    CHECK_OK(gq_context_new(m, n, &c));
+    float *x = malloc((size_t)n * dim * sizeof(float)), *x0 = malloc((size_t)n * dim * sizeof(float));
+    CHECK_OK(gq_embed(m, toks, n, x));
+    struct cap cap = {0};
+    for (int l = 0; l < m->hp.n_layers; l++) {
+        memcpy(x0, x, (size_t)n * dim * sizeof(float));
+        struct gq_block_hooks stop = {.capture = NULL, .stop_after = GQ_IN_ATTN_OUT};
+        CHECK_OK(gq_block_forward(c, l, &m->layers[l], x, n, 0, &stop));
+        CHECK(memcmp(x, x0, (size_t)n * dim * sizeof(float)) == 0);
+        struct gq_block_hooks h = {.capture = on_capture, .user = &cap, .stop_after = -1};
+        CHECK_OK(gq_block_forward(c, l, &m->layers[l], x, n, 0, &h));
+    }
+    for (int k = 0; k < GQ_IN_COUNT; k++) CHECK(cap.calls[k] == m->hp.n_layers && isfinite(cap.sum[k]));
+    // The head applied (naively, in double) to the last hidden state must give
+    // gq_forward's last-token logits.
+    float *want = malloc((size_t)m->hp.n_vocab * sizeof(float));
+    gq_context_reset(c);
+    CHECK_OK(gq_forward(c, toks, n, want, false));
+    float *got = malloc((size_t)m->hp.n_vocab * sizeof(float));
+    const float *h = x + (size_t)(n - 1) * dim;
+    double ss = 0;
+    for (int j = 0; j < dim; j++) ss += (double)h[j] * h[j];
+    double inv = 1.0 / sqrt(ss / dim + m->hp.rms_eps);
+    for (int v = 0; v < m->hp.n_vocab; v++) {
+        double acc = 0;
+        for (int j = 0; j < dim; j++) acc += h[j] * inv * m->output_norm[j] * m->output[(size_t)v * dim + j];
+        got[v] = (float)acc;
+    }
+    double d = max_abs_diff(want, got, (size_t)m->hp.n_vocab);
+    fprintf(stderr, "block API: hidden state -> logits max|diff| %.3g vs gq_forward\n", d);
+    CHECKF(d < 1e-4, "block forward disagrees with gq_forward: %g", d);
+    free(want);
+    free(got);
+    free(x);
+    free(x0);
+    gq_context_free(c);
+    gq_model_free(m);
+}
+
 int main(void) {
     char gguf[1024], bin[1024], ts[1024], wiki[1024];
     snprintf(gguf, sizeof gguf, "%s/models/stories260K/stories260K.gguf", data_dir());
@@ -192,6 +253,7 @@ int main(void) {
     if (!file_exists(gguf)) SKIP("%s not found (set GQ_DATA)", gguf);
 
     check_forward(gguf, "tests/golden/fwd_stories260k_tinystories256.bin", 1e-4, 1.0);
+    check_block_api(gguf);
     check_greedy(gguf);
     check_greedy(bin);
     check_ppl(gguf, ts, "tests/golden/ppl_stories260k_tinystories_gptq_ctx256.json", GQ_PPL_GPTQ, 1e-4);

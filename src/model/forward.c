@@ -194,6 +194,65 @@ static void add_bias(float *x, const float *b, int n, int dim) {
         for (int j = 0; j < dim; j++) x[(size_t)i * dim + j] += b[j];
 }
 
+enum gq_status gq_block_forward(struct gq_context *c, int l, const struct gq_layer_w *L, float *x, int n,
+                                int pos0, const struct gq_block_hooks *hooks) {
+    const struct gq_hparams *hp = &c->m->hp;
+    if (n <= 0 || pos0 < 0 || pos0 + n > c->n_ctx)
+        return gq_fail(GQ_ERR_ARG, "block forward: %d tokens at position %d exceed the context of %d", n, pos0, c->n_ctx);
+    GQ_TRY(ensure_scratch(c, n));
+    int dim = hp->dim, hd = hp->head_dim, q_dim = hp->n_heads * hd, kv_dim = hp->n_kv_heads * hd;
+    int ffn = hp->hidden_dim;
+    // Each linear group's input goes to the hook before use; stop_after ends
+    // the block right there, for calibration passes.
+#define CAPTURE(which, buf, width)                                                  \
+    if (hooks && hooks->capture) hooks->capture(hooks->user, l, which, buf, n, width); \
+    if (hooks && hooks->stop_after == (which)) return GQ_OK;
+
+    rmsnorm(c->xb, x, L->attn_norm, n, dim, hp->rms_eps);
+    CAPTURE(GQ_IN_ATTN, c->xb, dim);
+    matmul(c->q, c->xb, L->wq, n, dim, q_dim);
+    matmul(c->k, c->xb, L->wk, n, dim, kv_dim);
+    matmul(c->v, c->xb, L->wv, n, dim, kv_dim);
+    add_bias(c->q, L->bq, n, q_dim);
+    add_bias(c->k, L->bk, n, kv_dim);
+    add_bias(c->v, L->bv, n, kv_dim);
+    rope(c->q, n, hp->n_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0);
+    rope(c->k, n, hp->n_kv_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0);
+    float *kc = c->k_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim;
+    float *vc = c->v_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim;
+    memcpy(kc, c->k, (size_t)n * kv_dim * sizeof(float));
+    memcpy(vc, c->v, (size_t)n * kv_dim * sizeof(float));
+    attention(c, l, n, pos0);
+    CAPTURE(GQ_IN_ATTN_OUT, c->att_out, q_dim);
+    matmul(c->xb, c->att_out, L->wo, n, q_dim, dim);
+    for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += c->xb[i];
+
+    rmsnorm(c->xb, x, L->ffn_norm, n, dim, hp->rms_eps);
+    CAPTURE(GQ_IN_FFN, c->xb, dim);
+    matmul(c->hb, c->xb, L->w_gate, n, dim, ffn);
+    matmul(c->hb2, c->xb, L->w_up, n, dim, ffn);
+#pragma omp parallel for if (n > 1)
+    for (size_t i = 0; i < (size_t)n * ffn; i++) {
+        float g = c->hb[i];
+        c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i]; // SwiGLU: silu(gate) * up
+    }
+    CAPTURE(GQ_IN_FFN_DOWN, c->hb, ffn);
+    matmul(c->xb, c->hb, L->w_down, n, ffn, dim);
+    for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += c->xb[i];
+#undef CAPTURE
+    return GQ_OK;
+}
+
+enum gq_status gq_embed(const struct gq_model *m, const int32_t *tokens, int n, float *x) {
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= m->hp.n_vocab)
+            return gq_fail(GQ_ERR_ARG, "token id %d out of range [0, %d)", tokens[i], m->hp.n_vocab);
+        memcpy(x + (size_t)i * m->hp.dim, m->tok_embd + (size_t)tokens[i] * m->hp.dim,
+               (size_t)m->hp.dim * sizeof(float));
+    }
+    return GQ_OK;
+}
+
 enum gq_status gq_forward(struct gq_context *c, const int32_t *tokens, int n, float *logits,
                           bool all_logits) {
     const struct gq_model *m = c->m;
@@ -201,48 +260,12 @@ enum gq_status gq_forward(struct gq_context *c, const int32_t *tokens, int n, fl
     if (n <= 0) return gq_fail(GQ_ERR_ARG, "forward: no tokens");
     if (c->pos + n > c->n_ctx)
         return gq_fail(GQ_ERR_ARG, "forward: %d tokens at position %d exceed the context of %d", n, c->pos, c->n_ctx);
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab)
-            return gq_fail(GQ_ERR_ARG, "forward: token id %d out of range [0, %d)", tokens[i], hp->n_vocab);
     GQ_TRY(ensure_scratch(c, n));
-
-    int dim = hp->dim, hd = hp->head_dim, q_dim = hp->n_heads * hd, kv_dim = hp->n_kv_heads * hd;
-    int ffn = hp->hidden_dim, pos0 = c->pos;
-    for (int i = 0; i < n; i++)
-        memcpy(c->x + (size_t)i * dim, m->tok_embd + (size_t)tokens[i] * dim, (size_t)dim * sizeof(float));
-
-    for (int l = 0; l < hp->n_layers; l++) {
-        const struct gq_layer_w *L = &m->layers[l];
-        rmsnorm(c->xb, c->x, L->attn_norm, n, dim, hp->rms_eps);
-        matmul(c->q, c->xb, L->wq, n, dim, q_dim);
-        matmul(c->k, c->xb, L->wk, n, dim, kv_dim);
-        matmul(c->v, c->xb, L->wv, n, dim, kv_dim);
-        add_bias(c->q, L->bq, n, q_dim);
-        add_bias(c->k, L->bk, n, kv_dim);
-        add_bias(c->v, L->bv, n, kv_dim);
-        rope(c->q, n, hp->n_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0);
-        rope(c->k, n, hp->n_kv_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0);
-        float *kc = c->k_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim;
-        float *vc = c->v_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim;
-        memcpy(kc, c->k, (size_t)n * kv_dim * sizeof(float));
-        memcpy(vc, c->v, (size_t)n * kv_dim * sizeof(float));
-        attention(c, l, n, pos0);
-        matmul(c->xb, c->att_out, L->wo, n, q_dim, dim);
-        for (size_t i = 0; i < (size_t)n * dim; i++) c->x[i] += c->xb[i];
-
-        rmsnorm(c->xb, c->x, L->ffn_norm, n, dim, hp->rms_eps);
-        matmul(c->hb, c->xb, L->w_gate, n, dim, ffn);
-        matmul(c->hb2, c->xb, L->w_up, n, dim, ffn);
-#pragma omp parallel for if (n > 1)
-        for (size_t i = 0; i < (size_t)n * ffn; i++) {
-            float g = c->hb[i];
-            c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i]; // SwiGLU: silu(gate) * up
-        }
-        matmul(c->xb, c->hb, L->w_down, n, ffn, dim);
-        for (size_t i = 0; i < (size_t)n * dim; i++) c->x[i] += c->xb[i];
-    }
+    GQ_TRY(gq_embed(m, tokens, n, c->x));
+    for (int l = 0; l < hp->n_layers; l++) GQ_TRY(gq_block_forward(c, l, &m->layers[l], c->x, n, c->pos, NULL));
     c->pos += n;
     if (!logits) return GQ_OK;
+    int dim = hp->dim;
     if (all_logits) {
         rmsnorm(c->xb, c->x, m->output_norm, n, dim, hp->rms_eps);
         matmul(logits, c->xb, m->output, n, dim, hp->n_vocab);

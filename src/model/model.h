@@ -64,4 +64,28 @@ enum gq_status gq_load_gguf(const char *path, struct gq_model *m);
 enum gq_status gq_load_hf_dir(const char *dir, struct gq_model *m);
 enum gq_status gq_load_llama2c(const char *path, const char *tokenizer_path, struct gq_model *m);
 
+// ---------------------------------------------------------------------------
+// Block-level forward (the body of gq_forward, exposed for calibration).
+
+// Inputs of a block's linear groups, in execution order; linears of one group
+// share their input (and so their Hessian): q/k/v, o, gate/up, down.
+enum gq_block_input { GQ_IN_ATTN = 0, GQ_IN_ATTN_OUT, GQ_IN_FFN, GQ_IN_FFN_DOWN, GQ_IN_COUNT };
+
+struct gq_block_hooks {
+    // Called with each group's input x (n, n_in) before the group runs.
+    void (*capture)(void *user, int layer, enum gq_block_input which, const float *x, int n, int n_in);
+    void *user;
+    int stop_after; // a gq_block_input: return right after capturing it; -1: whole block.
+                    // x then holds only the residual adds done so far (none before
+                    // GQ_IN_FFN): callers that stop early keep their own copy.
+};
+
+// Runs decoder block `layer` with weights w (the model's, or replacements such
+// as quantized ones) on x (n, dim), in place, for tokens at positions
+// pos0..pos0+n-1 of the context's KV cache (the block's K/V are written there).
+enum gq_status gq_block_forward(struct gq_context *c, int layer, const struct gq_layer_w *w, float *x, int n,
+                                int pos0, const struct gq_block_hooks *hooks);
+// x (n, dim) = token embeddings.
+enum gq_status gq_embed(const struct gq_model *m, const int32_t *tokens, int n, float *x);
+
 #endif
