@@ -3,6 +3,7 @@
 // F32 tensors are borrowed from the mapping; every other type is dequantized
 // to an owned f32 buffer (gq_gguf_tensor_to_f32 also rejects NaN/Inf).
 #include "model.h"
+#include "arch.h"
 #include "tokenizer.h"
 #include "../io/gguf.h"
 
@@ -79,9 +80,8 @@ enum gq_status gq_load_gguf(const char *path, struct gq_model *m) {
     if (gq_gguf_find_kv(g, "tokenizer.chat_template"))
         GQ_TRY(gq_gguf_get_str(g, "tokenizer.chat_template", &m->chat_template));
 
-    bool is_qwen2 = strcmp(arch, "qwen2") == 0;
-    if (strcmp(arch, "llama") != 0 && !is_qwen2)
-        return gq_fail(GQ_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (llama, qwen2)", path, arch);
+    const struct gq_arch *A = gq_arch_find(arch);
+    if (!A) return gq_fail(GQ_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (llama, qwen2)", path, arch);
 
     struct gq_hparams *hp = &m->hp;
     GQ_TRY(get_int(g, arch, "block_count", true, 0, &hp->n_layers));
@@ -97,7 +97,7 @@ enum gq_status gq_load_gguf(const char *path, struct gq_model *m) {
     if (hp->n_layers <= 0 || hp->dim <= 0 || hp->n_heads <= 0 || hp->hidden_dim <= 0 || hp->n_kv_heads <= 0)
         return gq_fail(GQ_ERR_FORMAT, "%s: zero-sized hyperparameter", path);
     // llama.cpp: LLAMA_ROPE_TYPE_NORM (interleaved pairs) for llama, NEOX for qwen2.
-    hp->rope_interleaved = !is_qwen2;
+    hp->rope_interleaved = A->rope_interleaved_gguf;
 
     char key[256];
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
@@ -121,9 +121,8 @@ enum gq_status gq_load_gguf(const char *path, struct gq_model *m) {
     hp->n_vocab = (int)te->ne[1];
     int head_dim = hp->head_dim > 0 ? hp->head_dim : (hp->dim % hp->n_heads == 0 ? hp->dim / hp->n_heads : 0);
     if (head_dim <= 0) return gq_fail(GQ_ERR_FORMAT, "%s: dim %d not divisible by %d heads", path, hp->dim, hp->n_heads);
-    int64_t dim = hp->dim, q_dim = (int64_t)hp->n_heads * head_dim, kv_dim = (int64_t)hp->n_kv_heads * head_dim,
-            ffn = hp->hidden_dim;
-
+    hp->head_dim = head_dim;
+    int64_t dim = hp->dim;
     GQ_TRY(get_w(m, g, "token_embd.weight", dim, hp->n_vocab, true, &m->tok_embd));
     GQ_TRY(get_w(m, g, "output_norm.weight", dim, 1, true, &m->output_norm));
     GQ_TRY(get_w(m, g, "output.weight", dim, hp->n_vocab, false, &m->output));
@@ -134,23 +133,15 @@ enum gq_status gq_load_gguf(const char *path, struct gq_model *m) {
     if (!m->layers) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     for (int l = 0; l < hp->n_layers; l++) {
         struct gq_layer_w *L = &m->layers[l];
-        char n[128];
-#define W(field, nm, ne0, ne1, req)                                    \
-    snprintf(n, sizeof n, "blk.%d.%s", l, nm);                         \
-    GQ_TRY(get_w(m, g, n, ne0, ne1, req, &L->field));
-        W(attn_norm, "attn_norm.weight", dim, 1, true);
-        W(wq, "attn_q.weight", dim, q_dim, true);
-        W(wk, "attn_k.weight", dim, kv_dim, true);
-        W(wv, "attn_v.weight", dim, kv_dim, true);
-        W(wo, "attn_output.weight", q_dim, dim, true);
-        W(bq, "attn_q.bias", q_dim, 1, false);
-        W(bk, "attn_k.bias", kv_dim, 1, false);
-        W(bv, "attn_v.bias", kv_dim, 1, false);
-        W(ffn_norm, "ffn_norm.weight", dim, 1, true);
-        W(w_gate, "ffn_gate.weight", dim, ffn, true);
-        W(w_up, "ffn_up.weight", dim, ffn, true);
-        W(w_down, "ffn_down.weight", ffn, dim, true);
-#undef W
+        for (int i = 0; i < A->n_tensors; i++) {
+            const struct gq_block_tensor *t = &A->tensors[i];
+            char n[128];
+            snprintf(n, sizeof n, "blk.%d.%s", l, t->gguf);
+            // GGUF ne = (n_in, n_out); 1-D tensors (n, 1)
+            int64_t rows = gq_dim_value(hp, t->rows), cols = gq_dim_value(hp, t->cols);
+            bool required = t->kind != GQ_T_BIAS || A->qkv_bias;
+            GQ_TRY(get_w(m, g, n, t->cols ? cols : rows, t->cols ? rows : 1, required, gq_block_slot(L, t)));
+        }
         if (!L->bq != !L->bk || !L->bq != !L->bv)
             return gq_fail(GQ_ERR_FORMAT, "%s: layer %d has some but not all q/k/v biases", path, l);
     }

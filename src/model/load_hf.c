@@ -6,6 +6,7 @@
 // GGUF converter permutes them for interleaved RoPE), so the model is marked
 // rope_interleaved = false and the weights are used as they are.
 #include "model.h"
+#include "arch.h"
 #include "tokenizer.h"
 #include "../io/safetensors.h"
 
@@ -314,11 +315,11 @@ static enum gq_status load_tokenizer(const char *dir, const cJSON *cfg, struct g
 static enum gq_status load(const char *dir, const cJSON *cfg, const char *cfg_path, struct gq_model *m) {
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(cfg, "model_type");
     if (!cJSON_IsString(mt)) return gq_fail(GQ_ERR_FORMAT, "%s: missing string 'model_type'", cfg_path);
-    bool qwen2 = strcmp(mt->valuestring, "qwen2") == 0;
-    if (!qwen2 && strcmp(mt->valuestring, "llama") != 0 && strcmp(mt->valuestring, "mistral") != 0)
+    const struct gq_arch *A = gq_arch_find(mt->valuestring);
+    if (!A)
         return gq_fail(GQ_ERR_UNSUPPORTED, "%s: model_type '%s' is not supported (llama, mistral, qwen2)", cfg_path,
                        safe(mt->valuestring));
-    if (!(m->arch = strdup(qwen2 ? "qwen2" : "llama"))) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    if (!(m->arch = strdup(A->name))) return gq_fail(GQ_ERR_NOMEM, "out of memory");
 
     struct gq_hparams *hp = &m->hp;
     GQ_TRY(cfg_int(cfg, cfg_path, "hidden_size", -1, 1, 1 << 20, &hp->dim));
@@ -343,7 +344,7 @@ static enum gq_status load(const char *dir, const cJSON *cfg, const char *cfg_pa
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(cfg, "tie_word_embeddings");
     bool tied = cJSON_IsTrue(tie);
     const cJSON *ab = cJSON_GetObjectItemCaseSensitive(cfg, "attention_bias");
-    bool bias_required = qwen2 || cJSON_IsTrue(ab);
+    bool bias_required = A->qkv_bias || cJSON_IsTrue(ab);
 
     struct hf_source *src = calloc(1, sizeof *src);
     if (!src) return gq_fail(GQ_ERR_NOMEM, "out of memory");
@@ -351,8 +352,7 @@ static enum gq_status load(const char *dir, const cJSON *cfg, const char *cfg_pa
     m->source_free = hf_source_free;
     GQ_TRY(open_weights(dir, src));
 
-    int64_t dim = hp->dim, q_dim = (int64_t)hp->n_heads * hp->head_dim,
-            kv_dim = (int64_t)hp->n_kv_heads * hp->head_dim, ffn = hp->hidden_dim, V = hp->n_vocab;
+    int64_t dim = hp->dim, V = hp->n_vocab;
     GQ_TRY(get_w(m, dir, src, "model.embed_tokens.weight", V, dim, true, &m->tok_embd));
     GQ_TRY(get_w(m, dir, src, "model.norm.weight", dim, 0, true, &m->output_norm));
     if (!tied) GQ_TRY(get_w(m, dir, src, "lm_head.weight", V, dim, false, &m->output));
@@ -362,23 +362,14 @@ static enum gq_status load(const char *dir, const cJSON *cfg, const char *cfg_pa
     if (!m->layers) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     for (int l = 0; l < hp->n_layers; l++) {
         struct gq_layer_w *L = &m->layers[l];
-        char n[160];
-#define W(field, nm, rows, cols, req)                           \
-    snprintf(n, sizeof n, "model.layers.%d.%s", l, nm);         \
-    GQ_TRY(get_w(m, dir, src, n, rows, cols, req, &L->field));
-        W(attn_norm, "input_layernorm.weight", dim, 0, true);
-        W(wq, "self_attn.q_proj.weight", q_dim, dim, true);
-        W(wk, "self_attn.k_proj.weight", kv_dim, dim, true);
-        W(wv, "self_attn.v_proj.weight", kv_dim, dim, true);
-        W(wo, "self_attn.o_proj.weight", dim, q_dim, true);
-        W(bq, "self_attn.q_proj.bias", q_dim, 0, bias_required);
-        W(bk, "self_attn.k_proj.bias", kv_dim, 0, bias_required);
-        W(bv, "self_attn.v_proj.bias", kv_dim, 0, bias_required);
-        W(ffn_norm, "post_attention_layernorm.weight", dim, 0, true);
-        W(w_gate, "mlp.gate_proj.weight", ffn, dim, true);
-        W(w_up, "mlp.up_proj.weight", ffn, dim, true);
-        W(w_down, "mlp.down_proj.weight", dim, ffn, true);
-#undef W
+        for (int i = 0; i < A->n_tensors; i++) {
+            const struct gq_block_tensor *t = &A->tensors[i];
+            char n[160];
+            snprintf(n, sizeof n, "model.layers.%d.%s", l, t->hf);
+            bool required = t->kind != GQ_T_BIAS || bias_required;
+            GQ_TRY(get_w(m, dir, src, n, gq_dim_value(hp, t->rows), t->cols ? gq_dim_value(hp, t->cols) : 0, required,
+                         gq_block_slot(L, t)));
+        }
         if (!L->bq != !L->bk || !L->bq != !L->bv)
             return gq_fail(GQ_ERR_FORMAT, "%s: layer %d has some but not all q/k/v biases", dir, l);
     }

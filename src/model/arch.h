@@ -1,0 +1,42 @@
+// arch.h - model description tables: which tensors a decoder block has, their
+// shapes, their names in each file format, and (for linears) which input they
+// read, so loaders, calibration and quantizers iterate one table instead of
+// hard-coding a block. A new architecture is a new table.
+#ifndef GQ_ARCH_H
+#define GQ_ARCH_H
+
+#include "model.h"
+
+#include <stddef.h>
+
+// A shape dimension, resolved against the hyperparameters.
+enum gq_dim { GQ_D_NONE = 0, GQ_D_DIM, GQ_D_Q, GQ_D_KV, GQ_D_FFN };
+
+enum gq_tensor_kind { GQ_T_NORM, GQ_T_LINEAR, GQ_T_BIAS };
+
+struct gq_block_tensor {
+    const char *name;      // short name: "attn_q"
+    enum gq_tensor_kind kind;
+    size_t offset;         // offsetof(struct gq_layer_w, field)
+    enum gq_dim rows, cols; // W: (rows, cols) = (n_out, n_in); 1-D tensors: cols = NONE
+    enum gq_block_input input; // linears: the input they read (linears sharing it share a Hessian)
+    const char *gguf;      // "blk.%d." + this
+    const char *hf;        // "model.layers.%d." + this
+};
+
+struct gq_arch {
+    const char *name;               // "llama", "qwen2"
+    const struct gq_block_tensor *tensors; // in execution order
+    int n_tensors;
+    bool qkv_bias;                  // biases required
+    bool rope_interleaved_gguf;     // GGUF stores q/k for interleaved RoPE (llama) or not (qwen2: NeoX)
+};
+
+// NULL when unknown. "mistral" maps to llama.
+const struct gq_arch *gq_arch_find(const char *name);
+int64_t gq_dim_value(const struct gq_hparams *hp, enum gq_dim d);
+static inline const float **gq_block_slot(struct gq_layer_w *L, const struct gq_block_tensor *t) {
+    return (const float **)((char *)L + t->offset);
+}
+
+#endif
