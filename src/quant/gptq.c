@@ -1,0 +1,304 @@
+// gptq.c - GPTQ (Frantar et al. 2022, "fasterquant") on one weight matrix.
+//
+// The objective is ‖WX - QX‖² = tr(ΔHΔᵀ) (GPTVQ paper Eq. 2). Columns are
+// quantized left to right; after column q the error is spread over the
+// columns not yet quantized with the OBS update (Eq. 3)
+//     δ = -(w_q - quant(w_q)) / [H⁻¹]_qq · [H⁻¹]_{q,:}
+// taken from the inverse Hessian of the remaining columns. GPTQ's observation:
+// row q of the upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), divided by U_qq,
+// is exactly that row of the successively reduced inverse, so
+//     err_q = (w_q - quant(w_q)) / U_qq,   w_j -= err_q · U_qj  (j > q).
+// Lazy batches: inside a block of B columns the update is applied only to the
+// block; the columns right of it get all B updates at once with one GEMM,
+// W[:, i2:] -= Err · U[i1:i2, i2:].
+//
+// Group parameters.
+//  - default (static_groups off): computed when the first column of a group
+//    is reached, from the weights as updated by every earlier column. Columns
+//    of the group that lie right of the current block have not had the
+//    block's pending updates yet; we add them to a scratch copy first
+//    (w_c - Σ_k err_k U_kc). Reference GPTQ reads the stale W there when a
+//    group starts inside a block; our way gives the same result for every B
+//    (the plain column-by-column recursion), which the tests check.
+//  - act_order (or static_groups): all parameters are computed up front from
+//    the original W, per ORIGINAL column group, as GPTQ's static_groups=True.
+//    With act-order the columns of one group are visited at scattered
+//    positions, so "first column of the group" has no useful meaning, and
+//    static groups keep group membership = original column / group_size,
+//    so the packed format needs no g_idx permutation.
+//
+// Numerics: H, its inverse and the Cholesky factor are in double (LAPACK),
+// and so is the working copy of W; the outputs are float.
+#include "quant/quant.h"
+#include "util/common.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define GQ_GPTQ_MAX_TRIES 7
+
+// A (n, n) row-major holds the damped H (full). On success A is the upper
+// Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), zero below the diagonal; returns the
+// LAPACK info of the step that failed otherwise. Since the matrices are
+// symmetric we call LAPACK in column-major on row-major memory: the
+// column-major lower triangle is the row-major upper one, so the last potrf
+// leaves exactly GPTQ's torch.linalg.cholesky(Hinv, upper=True).
+static int chol_inverse_upper(double *A, int n) {
+    int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', n, A, n);
+    if (info) return info;
+    info = LAPACKE_dpotri(LAPACK_COL_MAJOR, 'L', n, A, n);
+    if (info) return info;
+    // potri left H⁻¹ in the row-major upper triangle; mirror it.
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++) A[(size_t)j * n + i] = A[(size_t)i * n + j];
+    info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', n, A, n);
+    if (info) return info;
+    for (int i = 0; i < n; i++) {
+        double d = A[(size_t)i * n + i];
+        if (!(d > 0) || !isfinite(d)) return i + 1;
+        for (int j = 0; j < i; j++) A[(size_t)i * n + j] = 0;
+    }
+    return 0;
+}
+
+// Stable sort of column indices by descending diag (ties: lower index first).
+static void sort_desc(int32_t *perm, const double *key, int n) {
+    for (int i = 0; i < n; i++) perm[i] = i;
+    // Bottom-up merge sort (stable, O(n log n)).
+    int32_t *tmp = malloc(sizeof(int32_t) * (size_t)n);
+    if (!tmp) { // fall back to insertion sort
+        for (int i = 1; i < n; i++) {
+            int32_t v = perm[i];
+            int j = i;
+            while (j > 0 && key[perm[j - 1]] < key[v]) perm[j] = perm[j - 1], j--;
+            perm[j] = v;
+        }
+        return;
+    }
+    for (int w = 1; w < n; w *= 2) {
+        for (int lo = 0; lo < n; lo += 2 * w) {
+            int mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
+            int a = lo, b = mid, k = lo;
+            while (a < mid && b < hi) tmp[k++] = key[perm[b]] > key[perm[a]] ? perm[b++] : perm[a++];
+            while (a < mid) tmp[k++] = perm[a++];
+            while (b < hi) tmp[k++] = perm[b++];
+        }
+        memcpy(perm, tmp, sizeof(int32_t) * (size_t)n);
+    }
+    free(tmp);
+}
+
+struct gptq_buf {
+    double *U, *Wd, *Err, *scratch, *diag;
+    float *Q, *ssc, *szr, *cur_s, *cur_z;
+    uint8_t *codes;
+    int32_t *perm;
+};
+
+static void buf_free(struct gptq_buf *b) {
+    free(b->U), free(b->Wd), free(b->Err), free(b->scratch), free(b->diag);
+    free(b->Q), free(b->ssc), free(b->szr), free(b->cur_s), free(b->cur_z);
+    free(b->codes), free(b->perm);
+}
+
+enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
+                                const struct gq_quant_params *p, struct gq_gptq_result *res) {
+    GQ_TRY(gq_quant_params_check(p, rows, cols));
+    if (!W || !H || !res) return gq_fail(GQ_ERR_ARG, "gptq: NULL W, H or result");
+    const int n = cols, maxq = (1 << p->wbits) - 1;
+    const int gs = gq_quant_group_cols(p, cols), ng = gq_quant_n_groups(p, cols);
+    const int B = p->block_size > 0 ? p->block_size : 128;
+    const bool stat = p->act_order || p->static_groups;
+    size_t nn, nw;
+    if (!gq_mul_ok((size_t)n, (size_t)n, &nn) || !gq_mul_ok((size_t)rows, (size_t)n, &nw))
+        return gq_fail(GQ_ERR_NOMEM, "gptq: shape (%d, %d) too large", rows, cols);
+    for (size_t i = 0; i < nw; i++)
+        if (!isfinite(W[i]))
+            return gq_fail(GQ_ERR_NUMERIC, "gptq: non-finite weight at row %zu col %zu", i / (size_t)n,
+                           i % (size_t)n);
+    for (size_t i = 0; i < nn; i++)
+        if (!isfinite(H[i]))
+            return gq_fail(GQ_ERR_NUMERIC, "gptq: non-finite Hessian entry (%zu, %zu)", i / (size_t)n,
+                           i % (size_t)n);
+    int nt = 1;
+#ifdef _OPENMP
+    nt = omp_get_max_threads();
+#endif
+
+    struct gptq_buf b = {0};
+    b.U = malloc(sizeof(double) * nn);
+    b.Wd = malloc(sizeof(double) * nw);
+    b.Err = malloc(sizeof(double) * (size_t)rows * B);
+    b.scratch = malloc(sizeof(double) * (size_t)gs * nt);
+    b.diag = malloc(sizeof(double) * n);
+    b.Q = malloc(sizeof(float) * nw);
+    b.codes = malloc(nw);
+    b.perm = malloc(sizeof(int32_t) * n);
+    b.cur_s = malloc(sizeof(float) * rows);
+    b.cur_z = malloc(sizeof(float) * rows);
+    if (stat) {
+        b.ssc = malloc(sizeof(float) * (size_t)rows * ng);
+        b.szr = malloc(sizeof(float) * (size_t)rows * ng);
+    }
+    if (!b.U || !b.Wd || !b.Err || !b.scratch || !b.diag || !b.Q || !b.codes || !b.perm ||
+        !b.cur_s || !b.cur_z || (stat && (!b.ssc || !b.szr))) {
+        buf_free(&b);
+        return gq_fail(GQ_ERR_NOMEM, "gptq: buffers for a (%d, %d) layer", rows, cols);
+    }
+
+    // Dead inputs (never active in the calibration data): H_ii = 1 keeps H
+    // invertible and W[:, i] = 0 is the natural quantized value (GPTQ).
+    int n_dead = 0;
+    for (int i = 0; i < n; i++) {
+        b.diag[i] = H[(size_t)i * n + i];
+        if (b.diag[i] == 0) b.diag[i] = 1, n_dead++;
+    }
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < n; i++)
+            b.Wd[(size_t)r * n + i] = H[(size_t)i * n + i] == 0 ? 0.0 : (double)W[(size_t)r * n + i];
+
+    if (stat) {
+        for (int r = 0; r < rows; r++)
+            for (int g = 0; g < ng; g++) {
+                int c0 = g * gs, len = n - c0 < gs ? n - c0 : gs;
+                gq_quant_find_params(b.Wd + (size_t)r * n + c0, len, p, &b.ssc[(size_t)r * ng + g],
+                                     &b.szr[(size_t)r * ng + g]);
+            }
+    }
+    if (p->act_order) {
+        sort_desc(b.perm, b.diag, n);
+    } else {
+        for (int i = 0; i < n; i++) b.perm[i] = i;
+    }
+    if (p->act_order) { // Wd[:, i] = W[:, perm[i]]
+        double *tmp = malloc(sizeof(double) * n);
+        if (!tmp) {
+            buf_free(&b);
+            return gq_fail(GQ_ERR_NOMEM, "gptq: %d doubles", n);
+        }
+        for (int r = 0; r < rows; r++) {
+            double *w = b.Wd + (size_t)r * n;
+            for (int i = 0; i < n; i++) tmp[i] = w[b.perm[i]];
+            memcpy(w, tmp, sizeof(double) * n);
+        }
+        free(tmp);
+    }
+
+    // Damping λ = damp · mean(diag H) (after the dead-input fix, as GPTQ).
+    // If a Cholesky step fails (H indefinite from a bad accumulation, or too
+    // ill-conditioned for H⁻¹ to factor), retry with 10× the damping and a
+    // floor on the diagonal.
+    double mean = 0;
+    for (int i = 0; i < n; i++) mean += b.diag[i];
+    mean /= n;
+    if (!(mean > 0)) mean = 1.0;
+    double damp_rel = p->damp;
+    int tries = 0, info = 0;
+    for (;;) {
+        tries++;
+        double lam = damp_rel * mean, floor = tries > 1 ? 1e-8 * mean : -INFINITY;
+        for (int i = 0; i < n; i++) {
+            int pi = b.perm[i];
+            for (int j = 0; j < n; j++) b.U[(size_t)i * n + j] = H[(size_t)pi * n + b.perm[j]];
+            double d = b.diag[pi];
+            b.U[(size_t)i * n + i] = (d > floor ? d : floor) + lam;
+        }
+        info = chol_inverse_upper(b.U, n);
+        if (!info) {
+            res->damp_abs = lam;
+            break;
+        }
+        if (tries >= GQ_GPTQ_MAX_TRIES) {
+            buf_free(&b);
+            return gq_fail(GQ_ERR_NUMERIC,
+                           "gptq: Hessian (%d x %d) not positive definite even with damping %g x "
+                           "mean(diag H) (LAPACK info %d after %d tries)",
+                           n, n, damp_rel, info, tries);
+        }
+        damp_rel = damp_rel > 0 ? damp_rel * 10 : 0.01;
+    }
+    if (tries > 1)
+        fprintf(stderr, "gptvq: warning: gptq: Hessian (%d x %d) needed damping %g x mean(diag H) "
+                        "(asked %g, %d Cholesky tries)\n",
+                n, n, damp_rel, (double)p->damp, tries);
+
+    const double *U = b.U;
+    for (int i1 = 0; i1 < n; i1 += B) {
+        const int i2 = i1 + B < n ? i1 + B : n, count = i2 - i1;
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            int t = 0;
+#ifdef _OPENMP
+            t = omp_get_thread_num();
+#endif
+            double *w = b.Wd + (size_t)r * n, *e = b.Err + (size_t)r * B;
+            for (int i = i1; i < i2; i++) {
+                float s, z;
+                if (stat) {
+                    size_t gi = (size_t)r * ng + b.perm[i] / gs;
+                    s = b.ssc[gi], z = b.szr[gi];
+                } else {
+                    if (i % gs == 0) {
+                        int gend = i + gs < n ? i + gs : n;
+                        double *x = b.scratch + (size_t)t * gs;
+                        for (int c = i; c < gend; c++) {
+                            double v = w[c];
+                            if (c >= i2) // pending updates of this block's columns i1..i-1
+                                for (int k = 0; k < i - i1; k++) v -= e[k] * U[(size_t)(i1 + k) * n + c];
+                            x[c - i] = v;
+                        }
+                        gq_quant_find_params(x, gend - i, p, &b.cur_s[r], &b.cur_z[r]);
+                        if (res->scales) res->scales[(size_t)r * ng + i / gs] = b.cur_s[r];
+                        if (res->zeros) res->zeros[(size_t)r * ng + i / gs] = b.cur_z[r];
+                    }
+                    s = b.cur_s[r], z = b.cur_z[r];
+                }
+                int code;
+                float q = gq_quant_value(w[i], s, z, maxq, &code);
+                size_t o = (size_t)r * n + b.perm[i];
+                b.Q[o] = q;
+                b.codes[o] = (uint8_t)code;
+                double err = (w[i] - q) / U[(size_t)i * n + i];
+                e[i - i1] = err;
+                const double *u = U + (size_t)i * n;
+                for (int j = i + 1; j < i2; j++) w[j] -= err * u[j];
+            }
+        }
+        if (i2 < n)
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n - i2, count, -1.0, b.Err, B,
+                        U + (size_t)i1 * n + i2, n, 1.0, b.Wd + i2, n);
+    }
+
+    for (size_t i = 0; i < nw; i++)
+        if (!isfinite(b.Q[i])) {
+            buf_free(&b);
+            return gq_fail(GQ_ERR_NUMERIC,
+                           "gptq: non-finite quantized weight at row %zu col %zu (damping %g)",
+                           i / (size_t)n, i % (size_t)n, damp_rel);
+        }
+    free(b.U), b.U = NULL; // the objective needs its own n² doubles
+    double obj = 0, ref = 0;
+    enum gq_status st = gq_layer_objective(W, b.Q, rows, cols, H, &obj, &ref);
+    if (st != GQ_OK) {
+        buf_free(&b);
+        return st;
+    }
+    if (stat && (res->scales || res->zeros))
+        for (size_t i = 0; i < (size_t)rows * ng; i++) {
+            if (res->scales) res->scales[i] = b.ssc[i];
+            if (res->zeros) res->zeros[i] = b.szr[i];
+        }
+    if (res->codes) memcpy(res->codes, b.codes, nw);
+    if (res->perm) memcpy(res->perm, b.perm, sizeof(int32_t) * n);
+    memcpy(W, b.Q, sizeof(float) * nw);
+    res->damp_rel = damp_rel;
+    res->n_tries = tries;
+    res->n_dead = n_dead;
+    res->objective = obj;
+    res->rel_error = ref > 0 ? obj / ref : 0.0;
+    buf_free(&b);
+    return GQ_OK;
+}

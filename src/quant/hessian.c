@@ -1,0 +1,102 @@
+// hessian.c - H = 2/N · Σ x xᵀ over calibration tokens, and the layer objective.
+//
+// Why double: a calibration set is ~128 × 2048 = 262k tokens and each H entry
+// sums that many products. In float32 the running sum reaches ~10^5 times the
+// size of each addend, so every addition drops ~17 of the addend's 24 bits and
+// the result keeps only 3-4 correct digits; GPTQ's Cholesky of a nearly
+// singular H then amplifies that. In double the same sum keeps ~11 digits.
+// GPTQ rescales H by n/(n+k) on every batch so that it always holds the mean;
+// we keep the plain sum and apply 2/N once at the end, which is the same
+// value without a rounding per batch.
+#include "quant/quant.h"
+#include "util/common.h"
+
+#include <cblas.h>
+
+enum gq_status gq_hessian_init(struct gq_hessian *H, int n) {
+    memset(H, 0, sizeof *H);
+    size_t nn;
+    if (n <= 0 || !gq_mul_ok((size_t)n, (size_t)n, &nn) || nn > ((size_t)1 << 32))
+        return gq_fail(GQ_ERR_ARG, "hessian: dimension %d, expected 1..65536", n);
+    H->h = calloc(nn, sizeof(double));
+    H->scratch = malloc(sizeof(double) * (size_t)GQ_HESSIAN_CHUNK * n);
+    if (!H->h || !H->scratch) {
+        gq_hessian_free(H);
+        return gq_fail(GQ_ERR_NOMEM, "hessian: %d x %d doubles", n, n);
+    }
+    H->n = n;
+    return GQ_OK;
+}
+
+enum gq_status gq_hessian_add(struct gq_hessian *H, const float *X, int n_tokens, int dim) {
+    if (!H->h) return gq_fail(GQ_ERR_ARG, "hessian: not initialised");
+    if (dim != H->n) return gq_fail(GQ_ERR_ARG, "hessian: input dimension %d, expected %d", dim, H->n);
+    if (n_tokens < 0) return gq_fail(GQ_ERR_ARG, "hessian: %d tokens", n_tokens);
+    int n = H->n;
+    for (int t0 = 0; t0 < n_tokens; t0 += GQ_HESSIAN_CHUNK) {
+        int k = n_tokens - t0 < GQ_HESSIAN_CHUNK ? n_tokens - t0 : GQ_HESSIAN_CHUNK;
+        const float *x = X + (size_t)t0 * n;
+        for (size_t i = 0; i < (size_t)k * n; i++) {
+            if (!isfinite(x[i]))
+                return gq_fail(GQ_ERR_NUMERIC, "hessian: non-finite input at token %zu dim %zu",
+                               t0 + i / (size_t)n, i % (size_t)n);
+            H->scratch[i] = x[i];
+        }
+        // Upper triangle of H += Xcᵀ Xc (Xc: (k, n) row-major).
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, n, k, 1.0, H->scratch, n, 1.0, H->h, n);
+    }
+    H->n_samples += n_tokens;
+    return GQ_OK;
+}
+
+enum gq_status gq_hessian_finish(const struct gq_hessian *H, float *out) {
+    if (!H->h) return gq_fail(GQ_ERR_ARG, "hessian: not initialised");
+    int n = H->n;
+    double s = H->n_samples > 0 ? 2.0 / (double)H->n_samples : 0.0;
+    for (int i = 0; i < n; i++)
+        for (int j = i; j < n; j++) {
+            float v = (float)(s * H->h[(size_t)i * n + j]);
+            out[(size_t)i * n + j] = out[(size_t)j * n + i] = v;
+        }
+    return GQ_OK;
+}
+
+void gq_hessian_free(struct gq_hessian *H) {
+    free(H->h);
+    free(H->scratch);
+    memset(H, 0, sizeof *H);
+}
+
+// tr(A H Aᵀ) for A (rows, cols) double, Hd (cols, cols) double; T is scratch.
+static double trace_quad(const double *A, const double *Hd, double *T, int rows, int cols) {
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, cols, 1.0, A, cols, Hd, cols,
+                0.0, T, cols);
+    double s = 0;
+    for (size_t i = 0; i < (size_t)rows * cols; i++) s += A[i] * T[i];
+    return s;
+}
+
+enum gq_status gq_layer_objective(const float *W, const float *Q, int rows, int cols,
+                                  const float *H, double *obj, double *ref) {
+    size_t nw, nh;
+    if (rows <= 0 || cols <= 0 || !gq_mul_ok((size_t)rows, (size_t)cols, &nw) ||
+        !gq_mul_ok((size_t)cols, (size_t)cols, &nh))
+        return gq_fail(GQ_ERR_ARG, "objective: bad shape (%d, %d)", rows, cols);
+    double *Hd = malloc(sizeof(double) * nh), *A = malloc(sizeof(double) * nw),
+           *T = malloc(sizeof(double) * nw);
+    if (!Hd || !A || !T) {
+        free(Hd), free(A), free(T);
+        return gq_fail(GQ_ERR_NOMEM, "objective: (%d, %d) scratch", rows, cols);
+    }
+    for (size_t i = 0; i < nh; i++) Hd[i] = H[i];
+    if (obj) {
+        for (size_t i = 0; i < nw; i++) A[i] = (double)W[i] - (double)Q[i];
+        *obj = trace_quad(A, Hd, T, rows, cols);
+    }
+    if (ref) {
+        for (size_t i = 0; i < nw; i++) A[i] = W[i];
+        *ref = trace_quad(A, Hd, T, rows, cols);
+    }
+    free(Hd), free(A), free(T);
+    return GQ_OK;
+}

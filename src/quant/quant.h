@@ -1,0 +1,129 @@
+// quant.h - uniform scalar quantization of one weight matrix: RTN, GPTQ and
+// the layer Hessian H = 2/N · Σ x xᵀ they use. Pure math, no model I/O: the
+// quantization engine calls these once per linear layer.
+//
+// Shapes: W is (rows, cols) row-major = (n_out, n_in) of a linear layer
+// y = W x; H is (cols, cols). Groups run along the input dimension (columns):
+// group g of a row holds columns [g·group_size, min((g+1)·group_size, cols)),
+// so the last group is narrower when group_size does not divide cols.
+//
+// Quantizer (GPTQ's Quantizer, quant.py, per channel): maxq = 2^wbits - 1,
+//   asym: xmin = min(min x, 0), xmax = max(max x, 0) (the grid always holds 0),
+//         scale = (xmax - xmin)/maxq, zero = round(-xmin/scale)
+//   sym:  xmax = max(|xmin|, xmax), xmin = -xmax, zero = (maxq + 1)/2
+//   an all-zero group gets xmin = -1, xmax = 1 (as GPTQ)
+//   code q = clamp(round(x/scale) + zero, 0, maxq)   (round half to even, as torch)
+//   value  = scale · (q - zero)                        (float arithmetic)
+// scale is rounded to float before it is used, so the stored (scale, zero,
+// code) reproduce the dequantized values bit for bit.
+// Deviation from GPTQ: in sym mode GPTQ keeps xmin = 0 for a group without
+// negative entries, which with zero = (maxq+1)/2 clips its positive half; we
+// always use xmin = -xmax.
+#ifndef GQ_QUANT_H
+#define GQ_QUANT_H
+
+#include "gptvq.h"
+#include <math.h>
+
+// GPTQ's --mse search (Quantizer(mse=True): grid=100, maxshrink=0.8,
+// norm=2.4): shrink factors p = 1 - i/100 for i = 0..79 (1.00 down to 0.21),
+// the range [p·xmin, p·xmax] with the lowest Σ |x - q(x)|^2.4 wins (p = 1,
+// plain min/max, is a candidate, so the search never increases that error).
+#define GQ_MSE_GRID 100
+#define GQ_MSE_MAXSHRINK 0.8
+#define GQ_MSE_NORM 2.4
+
+struct gq_quant_params {
+    int wbits;          // 1..8
+    int group_size;     // columns per group; <= 0: one group per row
+    bool sym;           // default false: asymmetric min/max
+    bool mse_clip;      // shrink-factor grid search per group (see GQ_MSE_*)
+    float damp;         // GPTQ percdamp: λ = damp · mean(diag H) on the diagonal (0.01)
+    int block_size;     // GPTQ lazy batch B (<= 0: 128)
+    bool act_order;     // quantize columns in order of descending diag(H)
+    bool static_groups; // group params from the original W up front (implied by act_order)
+};
+// Measured (tests/test_gptq.c [2]): with outlier-heavy activations at 2 bits
+// and groups of 32/64, dynamic groups can end up WORSE than RTN in the layer
+// objective (GPTQ/RTN ≈ 1.17); static groups (≈ 0.62) and act-order (≈ 0.38)
+// stay well below. Prefer act_order (or static_groups) for 2-bit.
+
+// wbits 4, per row, asym, no mse, damp 0.01, block 128, no act-order.
+void gq_quant_params_default(struct gq_quant_params *p);
+// Checks p against a (rows, cols) matrix; GQ_ERR_ARG with a message.
+enum gq_status gq_quant_params_check(const struct gq_quant_params *p, int rows, int cols);
+// Columns per group (cols for per-row) and groups per row.
+int gq_quant_group_cols(const struct gq_quant_params *p, int cols);
+int gq_quant_n_groups(const struct gq_quant_params *p, int cols);
+
+// Scale and zero of one group of n values (x contiguous), as described above.
+void gq_quant_find_params(const double *x, int n, const struct gq_quant_params *p, float *scale,
+                          float *zero);
+
+// One value on the grid of (scale, zero); *code gets q in [0, maxq].
+static inline float gq_quant_value(double x, float scale, float zero, int maxq, int *code) {
+    double q = nearbyint(x / scale) + zero;
+    if (!(q >= 0)) q = 0; // also NaN
+    if (q > maxq) q = maxq;
+    *code = (int)q;
+    return scale * ((float)q - zero);
+}
+
+// Round to nearest: Q_out (rows, cols) gets the dequantized values.
+// scales, zeros: NULL, or (rows, n_groups) row-major outputs.
+enum gq_status gq_rtn_quantize(const float *W, int rows, int cols, const struct gq_quant_params *p,
+                               float *Q_out, float *scales, float *zeros);
+
+// ---------------------------------------------------------------------------
+// Hessian of the layer reconstruction error ‖WX - QX‖² (GPTQ's add_batch).
+
+struct gq_hessian {
+    int n;             // input dimension
+    double *h;         // (n, n); only the upper triangle is accumulated
+    int64_t n_samples; // rows (tokens) added so far
+    double *scratch;   // (GQ_HESSIAN_CHUNK, n) double copy of the input chunk
+};
+#define GQ_HESSIAN_CHUNK 256
+
+enum gq_status gq_hessian_init(struct gq_hessian *H, int n);
+// Adds Σ x xᵀ over the n_tokens rows of X (n_tokens, dim) row-major.
+enum gq_status gq_hessian_add(struct gq_hessian *H, const float *X, int n_tokens, int dim);
+// out (n, n) float, full symmetric: 2/N · Σ x xᵀ with N = n_samples (tokens).
+// GPTQ divides by the number of sequences instead; the scale does not change
+// GPTQ's result (its damping is relative to mean(diag H)). N = 0 gives zeros.
+enum gq_status gq_hessian_finish(const struct gq_hessian *H, float *out);
+void gq_hessian_free(struct gq_hessian *H);
+
+// tr(ΔHΔᵀ) with Δ = W - Q, and tr(WHWᵀ) (either output may be NULL):
+// ‖(W - Q)X‖² and ‖WX‖² up to the 2/N scale of H. Double precision.
+enum gq_status gq_layer_objective(const float *W, const float *Q, int rows, int cols,
+                                  const float *H, double *obj, double *ref);
+
+// ---------------------------------------------------------------------------
+// GPTQ (Frantar et al. 2022, Alg. 1; GPTVQ paper Eq. 2-3).
+
+struct gq_gptq_result {
+    // Optional caller-owned outputs, set before the call (NULL: skip):
+    float *scales;     // (rows, n_groups), by ORIGINAL column group
+    float *zeros;      // (rows, n_groups)
+    uint8_t *codes;    // (rows, cols) integer codes q, original column order
+    int32_t *perm;     // (cols) quantization order (act_order; identity otherwise)
+    // Filled by the call:
+    double damp_rel;   // relative damping finally used (= p->damp unless retried)
+    double damp_abs;   // λ added to the diagonal
+    int n_tries;       // Cholesky attempts (1 = no retry)
+    int n_dead;        // inputs with H_ii == 0 (their weights are quantized to 0)
+    double objective;  // tr((W-Q)H(W-Q)ᵀ) with the H passed in
+    double rel_error;  // objective / tr(WHWᵀ) (0 when tr(WHWᵀ) <= 0)
+};
+
+// W (rows, cols) row-major is replaced by its quantized values; H (cols, cols)
+// is the layer Hessian (symmetric, read whole). On failure W is untouched.
+// Group parameters are computed when the first column of a group is reached,
+// from the weights as updated by all earlier columns (exact, whatever the
+// block size; reference GPTQ reads stale in-block weights there), or with
+// static_groups / act_order from the original W (see gptq.c).
+enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
+                                const struct gq_quant_params *p, struct gq_gptq_result *res);
+
+#endif

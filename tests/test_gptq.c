@@ -1,0 +1,641 @@
+// test_gptq.c - RTN, Hessian accumulation and GPTQ against plain references
+// written here: a column-by-column GPTQ recursion on the full inverse Hessian
+// (OBQ-style, double), brute-force grid quantizers and a naive XᵀX.
+#include "quant/quant.h"
+#include "test.h"
+#include "util/common.h"
+
+#include <stdint.h>
+
+// ---------------------------------------------------------------------------
+// Random data
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rng_u64(void) {
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static double rng_unif(void) { return (double)(rng_u64() >> 11) * 0x1p-53; }
+static double rng_normal(void) {
+    double u = rng_unif(), v = rng_unif();
+    if (u < 1e-300) u = 1e-300;
+    return sqrt(-2 * log(u)) * cos(2 * M_PI * v);
+}
+
+static float *rand_matrix(int rows, int cols, double sd) {
+    float *m = malloc(sizeof(float) * (size_t)rows * cols);
+    for (size_t i = 0; i < (size_t)rows * cols; i++) m[i] = (float)(sd * rng_normal());
+    return m;
+}
+
+// Correlated activations X = Z·A (tokens, dim): random mixing A with column
+// scales spread over ~2 decades, so H = XᵀX is ill-conditioned like real
+// activations (a few outlier channels, strongly correlated inputs).
+static float *rand_activations_spread(int tokens, int dim, int dead_col, double spread) {
+    double *A = malloc(sizeof(double) * (size_t)dim * dim);
+    for (int i = 0; i < dim; i++)
+        for (int j = 0; j < dim; j++) A[(size_t)i * dim + j] = rng_normal() * (i == j ? 3.0 : 1.0);
+    double *cs = malloc(sizeof(double) * dim);
+    for (int j = 0; j < dim; j++) cs[j] = exp(spread * rng_normal());
+    float *X = malloc(sizeof(float) * (size_t)tokens * dim);
+    double *z = malloc(sizeof(double) * dim);
+    for (int t = 0; t < tokens; t++) {
+        for (int k = 0; k < dim; k++) z[k] = rng_normal();
+        for (int j = 0; j < dim; j++) {
+            double s = 0;
+            for (int k = 0; k < dim; k++) s += z[k] * A[(size_t)k * dim + j];
+            X[(size_t)t * dim + j] = j == dead_col ? 0.0f : (float)(s * cs[j] / sqrt(dim));
+        }
+    }
+    free(A), free(cs), free(z);
+    return X;
+}
+
+static float *rand_activations(int tokens, int dim, int dead_col) {
+    return rand_activations_spread(tokens, dim, dead_col, 1.2);
+}
+
+static float *hessian_of(const float *X, int tokens, int dim) {
+    struct gq_hessian h;
+    float *H = malloc(sizeof(float) * (size_t)dim * dim);
+    CHECK_OK(gq_hessian_init(&h, dim));
+    CHECK_OK(gq_hessian_add(&h, X, tokens, dim));
+    CHECK_OK(gq_hessian_finish(&h, H));
+    gq_hessian_free(&h);
+    return H;
+}
+
+// ---------------------------------------------------------------------------
+// Reference quantizer: the grid of quant.h written out independently.
+
+struct grid {
+    float scale, zero;
+    int maxq;
+};
+
+static struct grid ref_grid(const double *x, int n, int wbits, bool sym) {
+    struct grid g = {.maxq = (1 << wbits) - 1};
+    double lo = 0, hi = 0;
+    for (int i = 0; i < n; i++) lo = x[i] < lo ? x[i] : lo, hi = x[i] > hi ? x[i] : hi;
+    if (sym) {
+        hi = fabs(lo) > hi ? fabs(lo) : hi;
+        lo = -hi;
+    }
+    if (lo == 0 && hi == 0) lo = -1, hi = 1;
+    g.scale = (float)((hi - lo) / g.maxq);
+    g.zero = sym ? (float)(g.maxq + 1) / 2 : (float)nearbyint(-lo / g.scale);
+    return g;
+}
+
+static float ref_round(double x, struct grid g) {
+    double q = nearbyint(x / g.scale) + g.zero;
+    q = q < 0 ? 0 : q > g.maxq ? g.maxq : q;
+    return g.scale * ((float)q - g.zero);
+}
+
+// Nearest level by enumeration: checks that rounding picked the closest level.
+static double nearest_level_dist(double x, struct grid g) {
+    double best = INFINITY;
+    for (int q = 0; q <= g.maxq; q++) {
+        double d = fabs(x - (double)(g.scale * ((float)q - g.zero)));
+        best = d < best ? d : best;
+    }
+    return best;
+}
+
+// ---------------------------------------------------------------------------
+// Reference GPTQ: Eq. 3 one column at a time on the full inverse Hessian of
+// the not-yet-quantized columns, reduced OBQ-style after each column.
+
+static void invert(double *A, int n) { // Gauss-Jordan, partial pivoting, in place
+    int *piv = malloc(sizeof(int) * n);
+    double *M = malloc(sizeof(double) * (size_t)n * 2 * n);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < 2 * n; j++)
+            M[(size_t)i * 2 * n + j] = j < n ? A[(size_t)i * n + j] : (j - n == i);
+    for (int c = 0; c < n; c++) {
+        int p = c;
+        for (int r = c + 1; r < n; r++)
+            if (fabs(M[(size_t)r * 2 * n + c]) > fabs(M[(size_t)p * 2 * n + c])) p = r;
+        for (int j = 0; j < 2 * n; j++) {
+            double t = M[(size_t)c * 2 * n + j];
+            M[(size_t)c * 2 * n + j] = M[(size_t)p * 2 * n + j], M[(size_t)p * 2 * n + j] = t;
+        }
+        double d = M[(size_t)c * 2 * n + c];
+        for (int j = 0; j < 2 * n; j++) M[(size_t)c * 2 * n + j] /= d;
+        for (int r = 0; r < n; r++) {
+            if (r == c) continue;
+            double f = M[(size_t)r * 2 * n + c];
+            if (f != 0)
+                for (int j = 0; j < 2 * n; j++) M[(size_t)r * 2 * n + j] -= f * M[(size_t)c * 2 * n + j];
+        }
+    }
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) A[(size_t)i * n + j] = M[(size_t)i * 2 * n + n + j];
+    free(M), free(piv);
+}
+
+static void ref_gptq(const float *W, int rows, int n, const float *H, int wbits, int group_size,
+                     bool sym, double damp, bool act_order, float *Q) {
+    int gs = group_size <= 0 || group_size > n ? n : group_size, ng = (n + gs - 1) / gs;
+    double *Hd = malloc(sizeof(double) * (size_t)n * n), *Wd = malloc(sizeof(double) * (size_t)rows * n);
+    for (size_t i = 0; i < (size_t)n * n; i++) Hd[i] = H[i];
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < n; i++)
+            Wd[(size_t)r * n + i] = H[(size_t)i * n + i] == 0 ? 0 : W[(size_t)r * n + i];
+    double mean = 0;
+    for (int i = 0; i < n; i++) {
+        if (Hd[(size_t)i * n + i] == 0) Hd[(size_t)i * n + i] = 1;
+        mean += Hd[(size_t)i * n + i] / n;
+    }
+    struct grid *sg = malloc(sizeof(struct grid) * (size_t)rows * ng), cur[1024];
+    GQ_ASSERT(rows <= 1024);
+    for (int r = 0; r < rows; r++)
+        for (int g = 0; g < ng; g++) {
+            int c0 = g * gs, len = n - c0 < gs ? n - c0 : gs;
+            sg[(size_t)r * ng + g] = ref_grid(Wd + (size_t)r * n + c0, len, wbits, sym);
+        }
+    int *perm = malloc(sizeof(int) * n);
+    for (int i = 0; i < n; i++) perm[i] = i;
+    if (act_order) // insertion sort: descending diag, ties by index
+        for (int i = 1; i < n; i++) {
+            int v = perm[i], j = i;
+            while (j > 0 && Hd[(size_t)perm[j - 1] * n + perm[j - 1]] < Hd[(size_t)v * n + v])
+                perm[j] = perm[j - 1], j--;
+            perm[j] = v;
+        }
+    double *Hinv = malloc(sizeof(double) * (size_t)n * n), *Wp = malloc(sizeof(double) * (size_t)rows * n);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            Hinv[(size_t)i * n + j] = Hd[(size_t)perm[i] * n + perm[j]] + (i == j ? damp * mean : 0);
+    invert(Hinv, n);
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < n; i++) Wp[(size_t)r * n + i] = Wd[(size_t)r * n + perm[i]];
+    double *x = malloc(sizeof(double) * n);
+    for (int q = 0; q < n; q++) {
+        double d = Hinv[(size_t)q * n + q];
+        for (int r = 0; r < rows; r++) {
+            double *w = Wp + (size_t)r * n;
+            struct grid g;
+            if (act_order) {
+                g = sg[(size_t)r * ng + perm[q] / gs];
+            } else {
+                if (q % gs == 0) {
+                    int len = n - q < gs ? n - q : gs;
+                    for (int k = 0; k < len; k++) x[k] = w[q + k];
+                    cur[r] = ref_grid(x, len, wbits, sym);
+                }
+                g = cur[r];
+            }
+            float v = ref_round(w[q], g);
+            Q[(size_t)r * n + perm[q]] = v;
+            double err = (w[q] - v) / d;
+            for (int j = q + 1; j < n; j++) w[j] -= err * Hinv[(size_t)q * n + j];
+        }
+        for (int i = q + 1; i < n; i++)
+            for (int j = q + 1; j < n; j++)
+                Hinv[(size_t)i * n + j] -= Hinv[(size_t)i * n + q] * Hinv[(size_t)q * n + j] / d;
+    }
+    free(Hd), free(Wd), free(sg), free(perm), free(Hinv), free(Wp), free(x);
+}
+
+static struct gq_quant_params qp(int wbits, int gs, bool sym, int B, bool act) {
+    struct gq_quant_params p;
+    gq_quant_params_default(&p);
+    p.wbits = wbits, p.group_size = gs, p.sym = sym, p.block_size = B, p.act_order = act;
+    return p;
+}
+
+static bool all_finite(const float *a, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(a[i])) return false;
+    return true;
+}
+
+// ---------------------------------------------------------------------------
+// 1. lazy-batch GPTQ == column-by-column recursion
+
+static void test_vs_reference(void) {
+    struct {
+        int rows, cols, wbits, gs, B;
+        bool sym, act;
+        int dead;
+    } cs[] = {
+        {16, 96, 4, 32, 1, false, false, -1},   {16, 96, 4, 32, 7, false, false, -1},
+        {16, 96, 4, 32, 128, false, false, -1}, {33, 172, 3, 64, 7, false, false, 5},
+        {33, 172, 3, 64, 128, false, false, -1}, {24, 100, 4, 0, 128, true, false, -1},
+        {24, 100, 2, 0, 7, false, false, -1},   {40, 256, 3, 48, 32, false, false, -1},
+        {20, 172, 3, 64, 7, false, true, 3},    {20, 172, 4, 32, 128, true, true, -1},
+        {8, 64, 4, 16, 1, false, true, -1},
+    };
+    for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
+        int rows = cs[k].rows, n = cs[k].cols;
+        float *X = rand_activations(2 * n, n, cs[k].dead);
+        float *H = hessian_of(X, 2 * n, n);
+        float *W = rand_matrix(rows, n, 0.05), *Q = malloc(sizeof(float) * (size_t)rows * n);
+        float *Wq = malloc(sizeof(float) * (size_t)rows * n);
+        memcpy(Wq, W, sizeof(float) * (size_t)rows * n);
+        struct gq_quant_params p = qp(cs[k].wbits, cs[k].gs, cs[k].sym, cs[k].B, cs[k].act);
+        struct gq_gptq_result res = {0};
+        CHECK_OK(gq_gptq_quantize(Wq, rows, n, H, &p, &res));
+        ref_gptq(W, rows, n, H, cs[k].wbits, cs[k].gs, cs[k].sym, p.damp, cs[k].act, Q);
+        double md = max_abs_diff(Wq, Q, (size_t)rows * n);
+        double obj_ref;
+        CHECK_OK(gq_layer_objective(W, Q, rows, n, H, &obj_ref, NULL));
+        fprintf(stderr, "  ref %2zu: %3dx%-3d w%d g%-3d B%-3d %s%s dead=%d  max|Q-Qref| = %.3g  "
+                        "obj %.6g vs ref %.6g  rel_err %.4f\n",
+                k, rows, n, cs[k].wbits, cs[k].gs, cs[k].B, cs[k].sym ? "sym" : "asym",
+                cs[k].act ? " act" : "", res.n_dead, md, res.objective, obj_ref, res.rel_error);
+        CHECKF(md <= 1e-5, "case %zu: max diff %g", k, md);
+        CHECK(res.n_dead == (cs[k].dead >= 0));
+        CHECK(fabs(res.objective - obj_ref) <= 1e-6 * obj_ref + 1e-12);
+        free(X), free(H), free(W), free(Q), free(Wq);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1b. against a numpy port of GPTQ's published fasterquant (golden file)
+
+static void test_vs_golden(void) {
+    const char *path = "tests/golden/gptq_ref.bin";
+    char *data;
+    size_t size;
+    if (gq_read_file(path, &data, &size) != GQ_OK) {
+        fprintf(stderr, "  %s missing (run tests/reference/gptq_ref.py)\n", path);
+        CHECK(0);
+        return;
+    }
+    size_t off = 0;
+    int32_t n_cases;
+    memcpy(&n_cases, data, 4), off = 4;
+    for (int k = 0; k < n_cases; k++) {
+        int32_t h[8];
+        CHECK(off + sizeof h <= size);
+        if (off + sizeof h > size) break;
+        memcpy(h, data + off, sizeof h), off += sizeof h;
+        int rows = h[0], n = h[1];
+        size_t nw = (size_t)rows * n, nh = (size_t)n * n;
+        CHECK(off + 4 * (2 * nw + nh) <= size);
+        if (off + 4 * (2 * nw + nh) > size) break;
+        float *W = malloc(4 * nw), *H = malloc(4 * nh), *Qref = malloc(4 * nw);
+        memcpy(W, data + off, 4 * nw), off += 4 * nw;
+        memcpy(H, data + off, 4 * nh), off += 4 * nh;
+        memcpy(Qref, data + off, 4 * nw), off += 4 * nw;
+        struct gq_quant_params p = qp(h[2], h[3], h[4], h[7], h[6]);
+        p.mse_clip = h[5];
+        struct gq_gptq_result res = {0};
+        CHECK_OK(gq_gptq_quantize(W, rows, n, H, &p, &res));
+        double md = max_abs_diff(W, Qref, nw);
+        fprintf(stderr, "  golden %d: %dx%d w%d g%d sym%d mse%d act%d B%d dead=%d: max|Q-Qgptq| = %.3g\n", k,
+                rows, n, h[2], h[3], h[4], h[5], h[6], h[7], res.n_dead, md);
+        CHECKF(md <= 1e-5, "golden case %d: max diff %g", k, md);
+        free(W), free(H), free(Qref);
+    }
+    CHECK(off == size);
+    free(data);
+}
+
+// ---------------------------------------------------------------------------
+// 2. GPTQ objective <= RTN objective; 3. act-order + groups bookkeeping
+
+// Two activation models: moderate channel spread (scales e^(0.5·N(0,1))) and
+// outlier-heavy (e^(1.2·N(0,1)), diag(H) over ~4 decades). Three group modes:
+// dynamic (params at the group's first column from the updated weights),
+// static (from the original W) and act-order (static, permuted).
+// Finding: on the outlier-heavy H at 2 bits with groups of 32/64, dynamic
+// groups lose to RTN (the error feedback drifts later columns far outside
+// their original range, and a grid fitted to the drifted weights is coarse);
+// static groups and act-order do not. That case is reported, not asserted:
+// greedy GPTQ has no guarantee of beating RTN.
+static void test_vs_rtn(void) {
+    const int rows = 64, n = 256;
+    const char *mode_name[] = {"dynamic", "static ", "act-ord"};
+    float *W = rand_matrix(rows, n, 0.05), *Qr = malloc(sizeof(float) * rows * n),
+          *Qg = malloc(sizeof(float) * rows * n);
+    int bits[] = {2, 3, 4}, gsz[] = {32, 64, 0};
+    double spreads[] = {0.5, 1.2};
+    for (int h = 0; h < 2; h++) {
+        float *X = rand_activations_spread(512, n, -1, spreads[h]);
+        float *H = hessian_of(X, 512, n);
+        for (int mode = 0; mode < 3; mode++) {
+            fprintf(stderr, "  spread %.1f %s GPTQ/RTN:", spreads[h], mode_name[mode]);
+            for (int b = 0; b < 3; b++)
+                for (int g = 0; g < 3; g++) {
+                    struct gq_quant_params p = qp(bits[b], gsz[g], false, 128, mode == 2);
+                    p.static_groups = mode == 1;
+                    double orr, og;
+                    CHECK_OK(gq_rtn_quantize(W, rows, n, &p, Qr, NULL, NULL));
+                    CHECK_OK(gq_layer_objective(W, Qr, rows, n, H, &orr, NULL));
+                    memcpy(Qg, W, sizeof(float) * rows * n);
+                    struct gq_gptq_result res = {0};
+                    CHECK_OK(gq_gptq_quantize(Qg, rows, n, H, &p, &res));
+                    CHECK_OK(gq_layer_objective(W, Qg, rows, n, H, &og, NULL));
+                    fprintf(stderr, " w%dg%d %.3f", bits[b], gsz[g], og / orr);
+                    bool known_bad = h == 1 && mode == 0 && bits[b] == 2 && gsz[g] > 0;
+                    if (!known_bad)
+                        CHECKF(og <= orr, "spread %.1f %s w%d g%d: gptq %g > rtn %g", spreads[h],
+                               mode_name[mode], bits[b], gsz[g], og, orr);
+                    CHECK(fabs(og - res.objective) <= 1e-9 * og);
+                }
+            fputc('\n', stderr);
+        }
+        free(X), free(H);
+    }
+    free(W), free(Qr), free(Qg);
+}
+
+static void test_act_order_groups(void) {
+    const int rows = 48, n = 192, gs = 64, wbits = 3, ng = 3;
+    float *X = rand_activations(400, n, -1);
+    float *H = hessian_of(X, 400, n);
+    float *W = rand_matrix(rows, n, 0.05), *Q = malloc(sizeof(float) * rows * n),
+          *Qr = malloc(sizeof(float) * rows * n);
+    memcpy(Q, W, sizeof(float) * rows * n);
+    float *sc = malloc(sizeof(float) * rows * ng), *zr = malloc(sizeof(float) * rows * ng);
+    uint8_t *codes = malloc(rows * n);
+    int32_t *perm = malloc(sizeof(int32_t) * n);
+    struct gq_quant_params p = qp(wbits, gs, false, 32, true);
+    struct gq_gptq_result res = {.scales = sc, .zeros = zr, .codes = codes, .perm = perm};
+    CHECK_OK(gq_gptq_quantize(Q, rows, n, H, &p, &res));
+    // perm: a permutation, by descending diag(H)
+    int *seen = calloc(n, sizeof(int)), perm_ok = 1, identity = 1;
+    for (int i = 0; i < n; i++) {
+        if (perm[i] < 0 || perm[i] >= n || seen[perm[i]]++) perm_ok = 0;
+        if (perm[i] != i) identity = 0;
+        if (i && perm_ok && H[(size_t)perm[i] * n + perm[i]] > H[(size_t)perm[i - 1] * n + perm[i - 1]]) perm_ok = 0;
+    }
+    CHECK(perm_ok);
+    CHECK(!identity);
+    int bad_grid = 0, max_levels = 0;
+    for (int r = 0; r < rows; r++)
+        for (int g = 0; g < ng; g++) {
+            float lv[256];
+            int nl = 0;
+            float s = sc[r * ng + g], z = zr[r * ng + g];
+            for (int c = g * gs; c < (g + 1) * gs; c++) {
+                float v = Q[r * n + c];
+                int code = codes[r * n + c];
+                if (code > 7 || v != s * ((float)code - z)) bad_grid++;
+                int f = 0;
+                for (int k = 0; k < nl; k++) f |= lv[k] == v;
+                if (!f && nl < 256) lv[nl++] = v;
+            }
+            if (nl > max_levels) max_levels = nl;
+            // static groups: the group's grid is min/max of the ORIGINAL weights
+            double x[64];
+            for (int c = 0; c < gs; c++) x[c] = W[r * n + g * gs + c];
+            struct grid rg = ref_grid(x, gs, wbits, false);
+            if (rg.scale != s || rg.zero != z) bad_grid++;
+        }
+    fprintf(stderr, "  act-order g64 w3: max distinct levels per (row, group) %d, off-grid %d\n", max_levels,
+            bad_grid);
+    CHECK(max_levels <= 8);
+    CHECK(bad_grid == 0);
+    // columns line up: the quantized column stays near its own original
+    // column (a mis-permutation would pair it with a random other column).
+    double near = 0, far = 0;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < n; c++) {
+            near += fabs(Q[r * n + c] - W[r * n + c]);
+            far += fabs(Q[r * n + c] - W[r * n + (c + 1) % n]);
+        }
+    fprintf(stderr, "  act-order alignment: mean|Q-W| %.4g vs shifted %.4g\n", near / (rows * n), far / (rows * n));
+    CHECK(near < 0.6 * far);
+    double og, orr;
+    CHECK_OK(gq_layer_objective(W, Q, rows, n, H, &og, NULL));
+    CHECK_OK(gq_rtn_quantize(W, rows, n, &p, Qr, NULL, NULL));
+    CHECK_OK(gq_layer_objective(W, Qr, rows, n, H, &orr, NULL));
+    fprintf(stderr, "  act-order g64 w3: GPTQ/RTN objective %.4f\n", og / orr);
+    CHECK(og <= orr);
+    free(X), free(H), free(W), free(Q), free(Qr), free(sc), free(zr), free(codes), free(perm), free(seen);
+}
+
+// ---------------------------------------------------------------------------
+// 4. Hessian accumulation
+
+static void test_hessian(void) {
+    const int dim = 40, T = 700;
+    float *X = rand_matrix(T, dim, 1.0);
+    for (int t = 0; t < T; t++) X[t * dim + 3] += 50.0f; // large mean: cancellation-prone
+    struct gq_hessian h;
+    CHECK_OK(gq_hessian_init(&h, dim));
+    int chunks[] = {1, 300, 0, 399};
+    int t0 = 0;
+    for (int k = 0; k < 4; k++) {
+        CHECK_OK(gq_hessian_add(&h, X + (size_t)t0 * dim, chunks[k], dim));
+        t0 += chunks[k];
+    }
+    CHECK(t0 == T && h.n_samples == T);
+    float *H = malloc(sizeof(float) * dim * dim);
+    CHECK_OK(gq_hessian_finish(&h, H));
+    double maxrel = 0;
+    for (int i = 0; i < dim; i++)
+        for (int j = 0; j < dim; j++) {
+            double s = 0;
+            for (int t = 0; t < T; t++) s += (double)X[t * dim + i] * X[t * dim + j];
+            s *= 2.0 / T;
+            double d = fabs(H[i * dim + j] - s) / (fabs(s) + 1e-3);
+            maxrel = d > maxrel ? d : maxrel;
+        }
+    fprintf(stderr, "  hessian 700x40 in chunks 1/300/0/399: max rel diff vs naive 2/N XᵀX %.3g\n", maxrel);
+    CHECK(maxrel < 1e-6);
+    CHECK(gq_hessian_add(&h, X, 1, dim + 1) == GQ_ERR_ARG);
+    X[5] = NAN;
+    CHECK(gq_hessian_add(&h, X, 2, dim) == GQ_ERR_NUMERIC);
+    gq_hessian_free(&h);
+    free(X), free(H);
+}
+
+// ---------------------------------------------------------------------------
+// 5. dead inputs, indefinite H, non-finite input
+
+static void test_robustness(void) {
+    const int rows = 12, n = 32;
+    float *X = rand_activations(100, n, 7);
+    float *H = hessian_of(X, 100, n);
+    float *W = rand_matrix(rows, n, 0.05), *Q = malloc(sizeof(float) * rows * n);
+    memcpy(Q, W, sizeof(float) * rows * n);
+    struct gq_quant_params p = qp(3, 16, false, 128, false);
+    struct gq_gptq_result res = {0};
+    CHECK_OK(gq_gptq_quantize(Q, rows, n, H, &p, &res));
+    int zero_col = 1;
+    for (int r = 0; r < rows; r++) zero_col &= Q[r * n + 7] == 0.0f;
+    CHECK(zero_col && res.n_dead == 1 && all_finite(Q, rows * n));
+    p.act_order = true;
+    memcpy(Q, W, sizeof(float) * rows * n);
+    CHECK_OK(gq_gptq_quantize(Q, rows, n, H, &p, &res));
+    zero_col = 1;
+    for (int r = 0; r < rows; r++) zero_col &= Q[r * n + 7] == 0.0f;
+    CHECK(zero_col && res.n_dead == 1 && all_finite(Q, rows * n));
+
+    // Indefinite: H = A Aᵀ (rank 8) - 0.5·mean(diag)·v vᵀ with v ⟂ range(A):
+    // eigenvalue -0.5·mean(diag), so damping 0.01 and 0.1 fail, 1.0 works.
+    double A[32 * 8], v[32];
+    for (int i = 0; i < n * 8; i++) A[i] = rng_normal();
+    for (int i = 0; i < n; i++) v[i] = rng_normal();
+    // Orthogonalise A's columns, then project them out of v (twice, for accuracy).
+    for (int k = 0; k < 8; k++)
+        for (int j = 0; j < k; j++) {
+            double aa = 0, ak = 0;
+            for (int i = 0; i < n; i++) aa += A[i * 8 + j] * A[i * 8 + j], ak += A[i * 8 + j] * A[i * 8 + k];
+            for (int i = 0; i < n; i++) A[i * 8 + k] -= ak / aa * A[i * 8 + j];
+        }
+    for (int it = 0; it < 2; it++)
+        for (int k = 0; k < 8; k++) {
+            double aa = 0, av = 0;
+            for (int i = 0; i < n; i++) aa += A[i * 8 + k] * A[i * 8 + k], av += A[i * 8 + k] * v[i];
+            for (int i = 0; i < n; i++) v[i] -= av / aa * A[i * 8 + k];
+        }
+    double vn = 0;
+    for (int i = 0; i < n; i++) vn += v[i] * v[i];
+    double md = 0;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < 8; k++) md += A[i * 8 + k] * A[i * 8 + k] / n;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int k = 0; k < 8; k++) s += A[i * 8 + k] * A[j * 8 + k];
+            H[i * n + j] = (float)(s - 0.5 * md * v[i] * v[j] / vn);
+        }
+    memcpy(Q, W, sizeof(float) * rows * n);
+    p.act_order = false;
+    CHECK_OK(gq_gptq_quantize(Q, rows, n, H, &p, &res));
+    fprintf(stderr, "  indefinite H: %d Cholesky tries, damping %g x mean(diag) (asked %g), finite %d\n",
+            res.n_tries, res.damp_rel, (double)p.damp, all_finite(Q, rows * n));
+    CHECK(res.n_tries > 1 && res.damp_rel > p.damp && all_finite(Q, rows * n));
+
+    // Non-finite H: error, W untouched.
+    H[3] = NAN;
+    memcpy(Q, W, sizeof(float) * rows * n);
+    CHECK(gq_gptq_quantize(Q, rows, n, H, &p, &res) == GQ_ERR_NUMERIC);
+    CHECK(memcmp(Q, W, sizeof(float) * rows * n) == 0);
+    p.wbits = 9;
+    CHECK(gq_gptq_quantize(Q, rows, n, H, &p, &res) == GQ_ERR_ARG);
+    free(X), free(H), free(W), free(Q);
+}
+
+// ---------------------------------------------------------------------------
+// 6. RTN on ragged shapes vs a brute-force per-group quantizer
+
+static void rtn_case(int rows, int cols, int wbits, int gs, bool sym, const float *Win) {
+    float *W = Win ? (float *)Win : rand_matrix(rows, cols, 1.0);
+    float *Q = malloc(sizeof(float) * rows * cols);
+    int egs = gs <= 0 || gs > cols ? cols : gs, eng = (cols + egs - 1) / egs;
+    float *sc = malloc(sizeof(float) * rows * eng), *zr = malloc(sizeof(float) * rows * eng);
+    struct gq_quant_params p = qp(wbits, gs, sym, 128, false);
+    CHECK_OK(gq_rtn_quantize(W, rows, cols, &p, Q, sc, zr));
+    CHECK(gq_quant_n_groups(&p, cols) == eng);
+    int bad = 0;
+    double worst = 0;
+    double *x = malloc(sizeof(double) * cols);
+    for (int r = 0; r < rows; r++) {
+        int g = 0;
+        for (int c0 = 0; c0 < cols; c0 += egs, g++) {
+            int len = 0;
+            for (int c = c0; c < cols && c < c0 + egs; c++) x[len++] = W[r * cols + c];
+            struct grid rg = ref_grid(x, len, wbits, sym);
+            if (rg.scale != sc[r * eng + g] || rg.zero != zr[r * eng + g]) bad++;
+            for (int k = 0; k < len; k++) {
+                float v = Q[r * cols + c0 + k];
+                double d = fabs(x[k] - v), best = nearest_level_dist(x[k], rg);
+                int on_grid = 0;
+                for (int q = 0; q <= rg.maxq; q++) on_grid |= v == rg.scale * ((float)q - rg.zero);
+                if (!on_grid || d > best + 1e-6 * rg.scale) bad++;
+                worst = d - best > worst ? d - best : worst;
+            }
+        }
+    }
+    fprintf(stderr, "  rtn %dx%d w%d g%d %s: %d groups/row, mismatches %d, max(|x-q| - nearest) %.3g\n", rows,
+            cols, wbits, gs, sym ? "sym" : "asym", eng, bad, worst);
+    CHECK(bad == 0);
+    if (!Win) free(W);
+    free(Q), free(sc), free(zr), free(x);
+}
+
+static void test_rtn(void) {
+    rtn_case(4, 172, 3, 64, false, NULL);
+    rtn_case(4, 172, 4, 64, true, NULL);
+    rtn_case(3, 5, 2, 4, false, NULL);
+    rtn_case(3, 5, 3, 4, true, NULL);
+    rtn_case(1, 3, 2, 0, false, NULL);
+    rtn_case(2, 7, 4, -1, false, NULL);
+    float one[1] = {0.3f}, neg[1] = {-2.5f}, zero[1] = {0.0f}, pos3[3] = {0.5f, 1.0f, 2.0f};
+    rtn_case(1, 1, 2, 0, false, one);
+    rtn_case(1, 1, 2, 0, false, neg);
+    rtn_case(1, 1, 4, 0, true, zero);
+    rtn_case(1, 3, 2, 64, true, pos3);
+    rtn_case(1, 3, 3, 0, false, pos3);
+    // the single value is representable exactly (the grid holds 0 and x)
+    float q;
+    struct gq_quant_params p = qp(2, 0, false, 128, false);
+    CHECK_OK(gq_rtn_quantize(one, 1, 1, &p, &q, NULL, NULL));
+    CHECK(fabsf(q - 0.3f) < 1e-7f);
+    CHECK_OK(gq_rtn_quantize(zero, 1, 1, &p, &q, NULL, NULL));
+    CHECK(q == 0.0f);
+}
+
+// ---------------------------------------------------------------------------
+// 7. MSE clip never increases the per-group error it minimises
+
+static void test_mse(void) {
+    const int rows = 32, cols = 192;
+    float *W = rand_matrix(rows, cols, 0.05);
+    for (int i = 0; i < 40; i++) W[rng_u64() % (rows * cols)] *= 8; // outliers: clipping pays
+    float *Q0 = malloc(sizeof(float) * rows * cols), *Q1 = malloc(sizeof(float) * rows * cols);
+    int bits[] = {2, 3, 4};
+    for (int sym = 0; sym <= 1; sym++)
+        for (int b = 0; b < 3; b++) {
+            struct gq_quant_params p = qp(bits[b], 64, sym, 128, false);
+            CHECK_OK(gq_rtn_quantize(W, rows, cols, &p, Q0, NULL, NULL));
+            p.mse_clip = true;
+            CHECK_OK(gq_rtn_quantize(W, rows, cols, &p, Q1, NULL, NULL));
+            int worse = 0;
+            double l2_0 = 0, l2_1 = 0;
+            for (int r = 0; r < rows; r++)
+                for (int g = 0; g < 3; g++) {
+                    double e0 = 0, e1 = 0;
+                    for (int c = g * 64; c < g * 64 + 64; c++) {
+                        size_t i = (size_t)r * cols + c;
+                        e0 += pow(fabs(W[i] - Q0[i]), 2.4), e1 += pow(fabs(W[i] - Q1[i]), 2.4);
+                        l2_0 += (W[i] - Q0[i]) * (W[i] - Q0[i]), l2_1 += (W[i] - Q1[i]) * (W[i] - Q1[i]);
+                    }
+                    if (e1 > e0 * (1 + 1e-12)) worse++;
+                }
+            fprintf(stderr, "  mse clip w%d %s: groups worse %d, L2 error ratio mse/minmax %.4f\n", bits[b],
+                    sym ? "sym " : "asym", worse, l2_1 / l2_0);
+            CHECK(worse == 0);
+            CHECK(l2_1 < l2_0); // with outliers clipping must help on the whole
+        }
+    // GPTQ with mse clip runs and stays finite
+    float *X = rand_activations(256, cols, -1), *H = hessian_of(X, 256, cols);
+    struct gq_quant_params p = qp(3, 64, false, 128, false);
+    p.mse_clip = true;
+    struct gq_gptq_result res = {0};
+    memcpy(Q1, W, sizeof(float) * rows * cols);
+    CHECK_OK(gq_gptq_quantize(Q1, rows, cols, H, &p, &res));
+    CHECK(all_finite(Q1, rows * cols));
+    free(W), free(Q0), free(Q1), free(X), free(H);
+}
+
+int main(void) {
+    double t0 = gq_time_s();
+    fprintf(stderr, "[1] lazy-batch GPTQ vs column-by-column reference\n");
+    test_vs_reference();
+    test_vs_golden();
+    fprintf(stderr, "[2] GPTQ vs RTN objective\n");
+    test_vs_rtn();
+    fprintf(stderr, "[3] act-order + groups\n");
+    test_act_order_groups();
+    fprintf(stderr, "[4] Hessian accumulation\n");
+    test_hessian();
+    fprintf(stderr, "[5] robustness\n");
+    test_robustness();
+    fprintf(stderr, "[6] RTN ragged shapes\n");
+    test_rtn();
+    fprintf(stderr, "[7] MSE clip\n");
+    test_mse();
+    fprintf(stderr, "%.2f s\n", gq_time_s() - t0);
+    return test_done("test_gptq");
+}
