@@ -153,6 +153,59 @@ enum gq_status gq_generate(const struct gq_model *m, const struct gq_gen_params 
 // GQ_ERR_UNSUPPORTED when the model's template is not a known one.
 enum gq_status gq_chat_format(const struct gq_model *m, const char *prompt, char **out);
 
+// ---------------------------------------------------------------------------
+// Quantization (RTN, GPTQ): weights of every block linear replaced in place by
+// their quantized values ("fake-quant"); embeddings, norms and the head keep
+// their precision.
+
+enum gq_method { GQ_METHOD_RTN = 0, GQ_METHOD_GPTQ = 1 };
+
+struct gq_quantize_params {
+    enum gq_method method;
+    int wbits;            // 2..8
+    int group_size;       // columns per group; <= 0: one group per row
+    bool sym, act_order, static_groups, mse_clip;
+    float damp;           // GPTQ damping, fraction of mean(diag H) (0.01)
+    int block_size;       // GPTQ lazy batch (128)
+    const char *calib_path; // calibration text (GPTQ); WikiText files joined as in ppl
+    int nsamples, seqlen; // calibration windows (128 x min(2048, model ctx))
+    uint64_t seed;
+    bool progress;
+};
+
+// Per-linear outcome, in quantization order.
+struct gq_quant_layer_report {
+    int layer;
+    char name[32];        // "attn_q", ...
+    int rows, cols;
+    double rel_error;     // ‖WX − QX‖² / ‖WX‖² through the layer's H (GPTQ), or
+                          // through H = I for RTN (‖W − Q‖² / ‖W‖²)
+    double damp;          // relative damping used (GPTQ; retries raise it)
+    int n_dead;
+    double seconds;
+};
+struct gq_quant_report {
+    int n;
+    struct gq_quant_layer_report *layers; // malloc'd
+    int64_t calib_tokens;
+    char calib_source[256];
+    double seconds_total, seconds_forward, seconds_quant;
+    size_t activation_bytes; // memory held for the calibration activations
+};
+void gq_quant_report_free(struct gq_quant_report *r);
+// The report as JSON (atomically written).
+enum gq_status gq_quant_report_write_json(const struct gq_quant_report *r, const struct gq_quantize_params *p,
+                                          const char *path);
+
+void gq_quantize_params_default(struct gq_quantize_params *p);
+enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep);
+
+// Writes m as GGUF (the source must be a GGUF: its metadata and the tensors
+// that were not quantized are copied; quantized linears are stored as F32),
+// plus gptvq.* metadata, atomically (temp file + rename).
+enum gq_status gq_model_save_gguf(const struct gq_model *m, const char *path, const struct gq_quantize_params *p,
+                                  const struct gq_quant_report *rep);
+
 // Threads for OpenMP and OpenBLAS (0: leave the default).
 void gq_set_threads(int n);
 

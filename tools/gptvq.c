@@ -344,6 +344,122 @@ static int cmd_inspect(int argc, char **argv) {
     return 0;
 }
 
+
+// ---------------------------------------------------------------------------
+static const char *QUANT_HELP =
+    "usage: gptvq quantize MODEL -o OUT.gguf [options]\n"
+    "\n"
+    "Quantizes every linear layer of the decoder blocks (embeddings, norms and the head keep\n"
+    "their precision) and writes OUT.gguf with the quantized weights stored dequantized as\n"
+    "F32 (\"fake-quant\"), gptvq.* metadata, and a JSON report OUT.gguf.report.json with\n"
+    "each linear's relative output error. MODEL must be a GGUF file for now.\n"
+    "\n"
+    "  --method rtn|gptq     round-to-nearest or GPTQ (default gptq)\n"
+    "  --wbits N             bits per weight, 2..8 (default 4)\n"
+    "  --group-size N        columns per scale/zero group; 0 = one per row (default 128)\n"
+    "  --sym                 symmetric grid (default asymmetric min/max)\n"
+    "  --mse                 per-group clipping search (GPTQ's --mse)\n"
+    "  --act-order           GPTQ: quantize columns by descending diag(H) (static groups)\n"
+    "  --static-groups       GPTQ: group scales from the original weights\n"
+    "  --damp F              GPTQ damping, fraction of mean(diag H) (default 0.01)\n"
+    "  --block-size N        GPTQ lazy batch size (default 128)\n"
+    "  --calib FILE          calibration text (GPTQ; required); WikiText files are joined as in ppl.\n"
+    "                        Never calibrate on the evaluation text.\n"
+    "  --nsamples N          calibration windows (default 128)\n"
+    "  --seqlen N            tokens per window (default 2048 or the model's context)\n"
+    "  --seed N              window sampling seed (default 0)\n"
+    "  --threads N           threads (default: all cores)\n"
+    "  --quiet               no progress bar\n";
+
+static int cmd_quantize(int argc, char **argv) {
+    const char *model = NULL, *out = NULL;
+    struct gq_quantize_params p;
+    gq_quantize_params_default(&p);
+    long wbits = p.wbits, group = p.group_size, block = p.block_size, nsamples = p.nsamples, seqlen = 0, seed = 0,
+         threads = 0;
+    double damp = p.damp;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(QUANT_HELP, stdout);
+            return 0;
+        }
+        INT_OPT("--wbits", wbits, 2, 8);
+        INT_OPT("--group-size", group, 0, 1 << 20);
+        INT_OPT("--block-size", block, 1, 1 << 20);
+        INT_OPT("--nsamples", nsamples, 1, 1 << 20);
+        INT_OPT("--seqlen", seqlen, 2, 1 << 20);
+        INT_OPT("--seed", seed, 0, 0x7fffffffL);
+        INT_OPT("--threads", threads, 0, 4096);
+        FLOAT_OPT("--damp", damp);
+        if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
+            if (!(out = opt_value(argc, argv, &i))) return 2;
+            continue;
+        }
+        if (!strcmp(a, "--calib")) {
+            if (!(p.calib_path = opt_value(argc, argv, &i))) return 2;
+            continue;
+        }
+        if (!strcmp(a, "--method")) {
+            const char *v = opt_value(argc, argv, &i);
+            if (!v) return 2;
+            if (!strcmp(v, "rtn")) p.method = GQ_METHOD_RTN;
+            else if (!strcmp(v, "gptq")) p.method = GQ_METHOD_GPTQ;
+            else return die("--method: expected rtn or gptq, got '%s'", v), 2;
+            continue;
+        }
+        if (!strcmp(a, "--sym")) { p.sym = true; continue; }
+        if (!strcmp(a, "--mse")) { p.mse_clip = true; continue; }
+        if (!strcmp(a, "--act-order")) { p.act_order = true; continue; }
+        if (!strcmp(a, "--static-groups")) { p.static_groups = true; continue; }
+        if (!strcmp(a, "--quiet")) { p.progress = false; continue; }
+        if (a[0] == '-' && a[1]) return die("quantize: unknown option '%s' (see gptvq quantize --help)", a), 2;
+        if (!model) model = a;
+        else return die("quantize: unexpected argument '%s'", a), 2;
+    }
+    if (!model || !out) {
+        fputs(QUANT_HELP, stderr);
+        return 2;
+    }
+    if (!(damp >= 0 && damp < 10)) return die("--damp: expected a value in [0, 10), got %g", damp), 2;
+    if (p.method == GQ_METHOD_GPTQ && !p.calib_path)
+        return die("quantize: GPTQ needs --calib FILE (data-free calibration is not implemented yet)"), 2;
+    p.wbits = (int)wbits;
+    p.group_size = (int)group;
+    p.block_size = (int)block;
+    p.nsamples = (int)nsamples;
+    p.seqlen = (int)seqlen;
+    p.seed = (uint64_t)seed;
+    p.damp = (float)damp;
+    gq_set_threads((int)threads);
+    struct gq_model *m = NULL;
+    if (load_model(model, NULL, &m)) return 1;
+    struct gq_quant_report rep;
+    enum gq_status s = gq_quantize(m, &p, &rep);
+    char report[4096];
+    snprintf(report, sizeof report, "%s.report.json", out);
+    if (s == GQ_OK) s = gq_quant_report_write_json(&rep, &p, report);
+    if (s == GQ_OK) {
+        s = gq_model_save_gguf(m, out, &p, &rep);
+        if (s != GQ_OK) remove(report); // no partial output
+    }
+    if (s == GQ_OK) {
+        double worst = 0, mean = 0;
+        for (int i = 0; i < rep.n; i++) {
+            mean += rep.layers[i].rel_error / rep.n;
+            if (rep.layers[i].rel_error > worst) worst = rep.layers[i].rel_error;
+        }
+        fprintf(stderr, "quantize: %d linears, relative output error mean %.4g, worst %.4g\n", rep.n, mean, worst);
+        fprintf(stderr, "quantize: %.1fs total (calibration forward %.1fs, quantization %.1fs)\n", rep.seconds_total,
+                rep.seconds_forward, rep.seconds_quant);
+        printf("wrote %s and %s\n", out, report);
+    }
+    gq_quant_report_free(&rep);
+    gq_model_free(m);
+    if (s != GQ_OK) return die_status(s);
+    return 0;
+}
+
 // ---------------------------------------------------------------------------
 static const char *MAIN_HELP =
     "gptvq " GQ_VERSION_STRING " - GPTVQ vector quantization for LLMs, and a runtime for the results\n"
@@ -354,6 +470,7 @@ static const char *MAIN_HELP =
     "  ppl MODEL TEXT        perplexity (protocols gptq and llama.cpp)\n"
     "  generate MODEL        text generation (greedy or sampled), streamed\n"
     "  inspect FILE          metadata, tensors, shapes, types, sizes\n"
+    "  quantize MODEL -o OUT RTN or GPTQ quantization (fake-quant GGUF output)\n"
     "  version               print the version\n"
     "\n"
     "MODEL is a GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K tensors), a Hugging\n"
@@ -369,6 +486,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "ppl")) return cmd_ppl(argc, argv);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc, argv);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc, argv);
+    if (!strcmp(cmd, "quantize")) return cmd_quantize(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("gptvq %s\n", GQ_VERSION_STRING);
         return 0;

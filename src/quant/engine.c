@@ -1,0 +1,330 @@
+// engine.c - the quantization engine: sequential layer-wise calibration
+// (GPTQ's protocol) around the per-matrix quantizers of quant.h.
+//
+// For each decoder block, for each linear group in execution order (q/k/v,
+// o, gate/up, down: the model description table says which linears share an
+// input), the block is run over every calibration window up to that group's
+// input, H = 2/N Σ x xᵀ is accumulated (double), and the group's linears are
+// quantized. Because the block's weight slots already point at the quantized
+// copies of the earlier groups, each H sees the quantized upstream
+// ("true-sequential"). Finally the windows run through the whole quantized
+// block to become the next block's inputs. Memory: one (nsamples, seqlen, dim)
+// activation buffer plus one block's scratch.
+#include "../model/arch.h"
+#include "../model/model.h"
+#include "../model/tokenizer.h"
+#include "quant.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+
+void gq_quantize_params_default(struct gq_quantize_params *p) {
+    memset(p, 0, sizeof *p);
+    p->method = GQ_METHOD_GPTQ;
+    p->wbits = 4;
+    p->group_size = 128;
+    p->damp = 0.01f;
+    p->block_size = 128;
+    p->nsamples = 128;
+    p->seqlen = 0;
+    p->progress = true;
+}
+
+void gq_quant_report_free(struct gq_quant_report *r) {
+    free(r->layers);
+    memset(r, 0, sizeof *r);
+}
+
+static uint64_t splitmix(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// nsamples random windows of seqlen tokens of the calibration text, tokenized
+// once (WikiText files joined as the gptq ppl protocol does, BOS if the model
+// adds one), as GPTQ's get_wikitext2 draws them.
+static enum gq_status calib_windows(const struct gq_model *m, const struct gq_quantize_params *p, int seqlen,
+                                    int32_t **out, struct gq_quant_report *rep) {
+    *out = NULL;
+    if (!p->calib_path)
+        return gq_fail(GQ_ERR_ARG, "GPTQ needs calibration text: pass --calib FILE (data-free sampling is not implemented yet)");
+    char *text;
+    size_t len;
+    GQ_TRY(gq_read_file(p->calib_path, &text, &len));
+    if (gq_ppl_is_wikitext_file(p->calib_path)) {
+        size_t jl;
+        char *j = gq_wikitext_join(text, len, &jl);
+        free(text);
+        if (!j) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+        text = j;
+        len = jl;
+    }
+    int32_t *ids = NULL;
+    size_t n = 0;
+    bool add_bos = gq_tokenizer_add_bos(m->tok) && gq_tokenizer_bos(m->tok) >= 0;
+    enum gq_status s = gq_tokenize(m->tok, text, len, add_bos, false, &ids, &n);
+    free(text);
+    if (s != GQ_OK) {
+        gq_error_prefix("%s", p->calib_path);
+        return s;
+    }
+    if (n <= (size_t)seqlen) {
+        free(ids);
+        return gq_fail(GQ_ERR_ARG, "%s: %zu tokens, too few for calibration windows of %d", p->calib_path, n, seqlen);
+    }
+    int32_t *w = malloc((size_t)p->nsamples * seqlen * sizeof *w);
+    if (!w) {
+        free(ids);
+        return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    }
+    uint64_t rng = p->seed;
+    for (int i = 0; i < p->nsamples; i++) {
+        size_t start = (size_t)(splitmix(&rng) % (uint64_t)(n - (size_t)seqlen));
+        memcpy(w + (size_t)i * seqlen, ids + start, (size_t)seqlen * sizeof *w);
+    }
+    rep->calib_tokens = (int64_t)p->nsamples * seqlen;
+    snprintf(rep->calib_source, sizeof rep->calib_source, "%s: %d random windows of %d tokens (of %zu), seed %llu",
+             p->calib_path, p->nsamples, seqlen, n, (unsigned long long)p->seed);
+    free(ids);
+    *out = w;
+    return GQ_OK;
+}
+
+static void to_quant_params(const struct gq_quantize_params *p, struct gq_quant_params *q) {
+    gq_quant_params_default(q);
+    q->wbits = p->wbits;
+    q->group_size = p->group_size;
+    q->sym = p->sym;
+    q->mse_clip = p->mse_clip;
+    q->damp = p->damp;
+    q->block_size = p->block_size;
+    q->act_order = p->act_order;
+    q->static_groups = p->static_groups;
+}
+
+// Replaces the weight in slot `t` of block l by its quantized copy (owned by
+// the model). H: the group's Hessian (GPTQ), or NULL (RTN).
+static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq_block_tensor *t, const float *H,
+                                      const struct gq_quantize_params *p, struct gq_quant_layer_report *r) {
+    double t0 = gq_time_s();
+    const float **slot = gq_block_slot(&m->layers[l], t);
+    int rows = (int)gq_dim_value(&m->hp, t->rows), cols = (int)gq_dim_value(&m->hp, t->cols);
+    size_t n = (size_t)rows * cols;
+    float *W = malloc(n * sizeof *W);
+    if (!W) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    memcpy(W, *slot, n * sizeof *W);
+    struct gq_quant_params q;
+    to_quant_params(p, &q);
+    enum gq_status s;
+    memset(r, 0, sizeof *r);
+    if (H) {
+        struct gq_gptq_result res = {0};
+        s = gq_gptq_quantize(W, rows, cols, H, &q, &res);
+        r->rel_error = res.rel_error;
+        r->damp = res.damp_rel;
+        r->n_dead = res.n_dead;
+    } else {
+        float *Q = malloc(n * sizeof *Q);
+        s = Q ? gq_rtn_quantize(W, rows, cols, &q, Q, NULL, NULL) : gq_fail(GQ_ERR_NOMEM, "out of memory");
+        if (s == GQ_OK) {
+            double e = 0, w2 = 0;
+            for (size_t i = 0; i < n; i++) {
+                double d = (double)W[i] - Q[i];
+                e += d * d;
+                w2 += (double)W[i] * W[i];
+            }
+            r->rel_error = w2 > 0 ? e / w2 : 0;
+            memcpy(W, Q, n * sizeof *W);
+        }
+        free(Q);
+    }
+    if (s != GQ_OK) {
+        free(W);
+        gq_error_prefix("blk.%d.%s", l, t->name);
+        return s;
+    }
+    GQ_TRY(gq_model_own(m, W));
+    *slot = W;
+    r->layer = l;
+    snprintf(r->name, sizeof r->name, "%s", t->name);
+    r->rows = rows;
+    r->cols = cols;
+    r->seconds = gq_time_s() - t0;
+    return GQ_OK;
+}
+
+struct capture {
+    enum gq_block_input want;
+    struct gq_hessian *H;
+    enum gq_status status;
+};
+static void on_capture(void *u, int layer, enum gq_block_input which, const float *x, int n, int n_in) {
+    struct capture *c = u;
+    if (which != c->want || c->status != GQ_OK) return;
+    for (size_t i = 0; i < (size_t)n * n_in; i++)
+        if (!isfinite(x[i])) {
+            c->status = gq_fail(GQ_ERR_NUMERIC, "blk.%d: non-finite calibration activation (input group %d, element %zu)",
+                                layer, (int)which, i);
+            return;
+        }
+    c->status = gq_hessian_add(c->H, x, n, n_in);
+}
+
+enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep) {
+    memset(rep, 0, sizeof *rep);
+    double t_start = gq_time_s();
+    const struct gq_arch *A = gq_arch_find(m->arch);
+    if (!A) return gq_fail(GQ_ERR_UNSUPPORTED, "quantize: architecture '%s' has no model description", m->arch);
+    if (p->wbits < 2 || p->wbits > 8) return gq_fail(GQ_ERR_ARG, "--wbits must be in [2, 8] (got %d)", p->wbits);
+    int n_lin = 0;
+    for (int i = 0; i < A->n_tensors; i++) n_lin += A->tensors[i].kind == GQ_T_LINEAR;
+    rep->layers = calloc((size_t)m->hp.n_layers * n_lin, sizeof *rep->layers);
+    if (!rep->layers) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    struct gq_progress pr;
+    gq_progress_start(&pr, p->method == GQ_METHOD_GPTQ ? "gptq" : "rtn", (int64_t)m->hp.n_layers * n_lin, p->progress);
+    char extra[96];
+
+    if (p->method == GQ_METHOD_RTN) {
+        for (int l = 0; l < m->hp.n_layers; l++)
+            for (int i = 0; i < A->n_tensors; i++) {
+                if (A->tensors[i].kind != GQ_T_LINEAR) continue;
+                struct gq_quant_layer_report *r = &rep->layers[rep->n];
+                GQ_TRY(quantize_linear(m, l, &A->tensors[i], NULL, p, r));
+                rep->n++;
+                snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g", l, r->name, r->rel_error);
+                gq_progress_update(&pr, rep->n, extra);
+            }
+        gq_progress_end(&pr);
+        rep->seconds_quant = rep->seconds_total = gq_time_s() - t_start;
+        return GQ_OK;
+    }
+
+    int seqlen = p->seqlen > 0 ? p->seqlen : (m->hp.ctx_len < 2048 ? m->hp.ctx_len : 2048);
+    if (p->nsamples <= 0) return gq_fail(GQ_ERR_ARG, "--nsamples must be positive (got %d)", p->nsamples);
+    int32_t *toks = NULL;
+    GQ_TRY(calib_windows(m, p, seqlen, &toks, rep));
+    const int dim = m->hp.dim;
+    size_t per = (size_t)seqlen * dim;
+    rep->activation_bytes = (size_t)p->nsamples * per * sizeof(float);
+    if (p->progress)
+        fprintf(stderr, "quantize: calibration %s\nquantize: activations %.1f MiB (%d x %d x %d floats) + one block's scratch\n",
+                rep->calib_source, rep->activation_bytes / 1048576.0, p->nsamples, seqlen, dim);
+    float *X = malloc(rep->activation_bytes), *tmp = malloc(per * sizeof(float));
+    float *Hf = NULL;
+    struct gq_context *c = NULL;
+    enum gq_status s = X && tmp ? GQ_OK : gq_fail(GQ_ERR_NOMEM, "cannot allocate %.1f MiB of calibration activations",
+                                                  rep->activation_bytes / 1048576.0);
+    if (s == GQ_OK) s = gq_context_new(m, seqlen, &c);
+    for (int i = 0; i < p->nsamples && s == GQ_OK; i++) s = gq_embed(m, toks + (size_t)i * seqlen, seqlen, X + i * per);
+    free(toks);
+
+    for (int l = 0; l < m->hp.n_layers && s == GQ_OK; l++) {
+        for (int g = 0; g < GQ_IN_COUNT && s == GQ_OK; g++) {
+            const struct gq_block_tensor *first = NULL;
+            for (int i = 0; i < A->n_tensors; i++)
+                if (A->tensors[i].kind == GQ_T_LINEAR && (int)A->tensors[i].input == g && !first) first = &A->tensors[i];
+            if (!first) continue;
+            int n_in = (int)gq_dim_value(&m->hp, first->cols);
+            struct gq_hessian H;
+            if ((s = gq_hessian_init(&H, n_in)) != GQ_OK) break;
+            struct capture cap = {.want = (enum gq_block_input)g, .H = &H, .status = GQ_OK};
+            struct gq_block_hooks hooks = {.capture = on_capture, .user = &cap, .stop_after = g};
+            double t0 = gq_time_s();
+            for (int i = 0; i < p->nsamples && s == GQ_OK && cap.status == GQ_OK; i++) {
+                memcpy(tmp, X + i * per, per * sizeof(float));
+                s = gq_block_forward(c, l, &m->layers[l], tmp, seqlen, 0, &hooks);
+            }
+            if (s == GQ_OK) s = cap.status;
+            rep->seconds_forward += gq_time_s() - t0;
+            free(Hf);
+            Hf = malloc((size_t)n_in * n_in * sizeof *Hf);
+            if (s == GQ_OK) s = Hf ? gq_hessian_finish(&H, Hf) : gq_fail(GQ_ERR_NOMEM, "out of memory");
+            gq_hessian_free(&H);
+            t0 = gq_time_s();
+            for (int i = 0; i < A->n_tensors && s == GQ_OK; i++) {
+                const struct gq_block_tensor *t = &A->tensors[i];
+                if (t->kind != GQ_T_LINEAR || (int)t->input != g) continue;
+                struct gq_quant_layer_report *r = &rep->layers[rep->n];
+                s = quantize_linear(m, l, t, Hf, p, r);
+                if (s != GQ_OK) break;
+                rep->n++;
+                snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g", l, r->name, r->rel_error);
+                gq_progress_update(&pr, rep->n, extra);
+            }
+            rep->seconds_quant += gq_time_s() - t0;
+        }
+        // The quantized block's outputs are the next block's inputs.
+        double t0 = gq_time_s();
+        for (int i = 0; i < p->nsamples && s == GQ_OK; i++) {
+            s = gq_block_forward(c, l, &m->layers[l], X + i * per, seqlen, 0, NULL);
+            if (s == GQ_OK && gq_check_finite(X + i * per, per, "calibration", "block output") != GQ_OK)
+                s = gq_fail(GQ_ERR_NUMERIC, "blk.%d: the quantized block's output is not finite (window %d)", l, i);
+        }
+        rep->seconds_forward += gq_time_s() - t0;
+    }
+    gq_progress_end(&pr);
+    free(Hf);
+    free(X);
+    free(tmp);
+    gq_context_free(c);
+    rep->seconds_total = gq_time_s() - t_start;
+    return s;
+}
+
+enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, const struct gq_quantize_params *p,
+                                          const char *path) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "method", p->method == GQ_METHOD_GPTQ ? "gptq" : "rtn");
+    cJSON_AddNumberToObject(o, "wbits", p->wbits);
+    cJSON_AddNumberToObject(o, "group_size", p->group_size);
+    cJSON_AddBoolToObject(o, "sym", p->sym);
+    cJSON_AddBoolToObject(o, "act_order", p->act_order);
+    cJSON_AddBoolToObject(o, "mse_clip", p->mse_clip);
+    cJSON_AddNumberToObject(o, "damp", p->damp);
+    cJSON_AddNumberToObject(o, "seed", (double)p->seed);
+    cJSON_AddStringToObject(o, "calib_source", rep->calib_source);
+    cJSON_AddNumberToObject(o, "calib_tokens", (double)rep->calib_tokens);
+    cJSON_AddNumberToObject(o, "seconds_total", rep->seconds_total);
+    cJSON_AddNumberToObject(o, "seconds_calibration_forward", rep->seconds_forward);
+    cJSON_AddNumberToObject(o, "seconds_quantization", rep->seconds_quant);
+    cJSON_AddStringToObject(o, "rel_error_definition",
+                            p->method == GQ_METHOD_GPTQ ? "||WX-QX||^2/||WX||^2 through the layer Hessian"
+                                                        : "||W-Q||^2/||W||^2 (no calibration)");
+    cJSON *arr = cJSON_AddArrayToObject(o, "layers");
+    for (int i = 0; i < rep->n; i++) {
+        const struct gq_quant_layer_report *r = &rep->layers[i];
+        cJSON *e = cJSON_CreateObject();
+        char name[48];
+        snprintf(name, sizeof name, "blk.%d.%s", r->layer, r->name);
+        cJSON_AddStringToObject(e, "name", name);
+        cJSON_AddNumberToObject(e, "rows", r->rows);
+        cJSON_AddNumberToObject(e, "cols", r->cols);
+        cJSON_AddNumberToObject(e, "rel_error", r->rel_error);
+        if (p->method == GQ_METHOD_GPTQ) {
+            cJSON_AddNumberToObject(e, "damp", r->damp);
+            cJSON_AddNumberToObject(e, "dead_inputs", r->n_dead);
+        }
+        cJSON_AddNumberToObject(e, "seconds", r->seconds);
+        cJSON_AddItemToArray(arr, e);
+    }
+    char *txt = cJSON_Print(o);
+    cJSON_Delete(o);
+    if (!txt) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    enum gq_status s = GQ_OK;
+    if (!f) s = gq_fail(GQ_ERR_IO, "%s: cannot write", tmp);
+    else {
+        bool ok = fputs(txt, f) >= 0 && fputc('\n', f) != EOF;
+        ok = (fclose(f) == 0) && ok;
+        if (!ok || rename(tmp, path) != 0) {
+            remove(tmp);
+            s = gq_fail(GQ_ERR_IO, "%s: write failed", path);
+        }
+    }
+    free(txt);
+    return s;
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# End-to-end quantize -> ppl on stories260K (reduced: 16 calibration windows
+# of 128 tokens from wiki.valid.raw, never the evaluation text), checked
+# against the full-precision perplexity on tinystories_sample.txt (ctx 256):
+#   GPTQ W4 g32 within 12% of FP, GPTQ beats RTN at W4 and W3,
+#   and the output carries its gptvq.* metadata and JSON report;
+# plus bad options / unwritable output leave no file behind.
+set -u
+cd "$(dirname "$0")/.."
+G=${B:-build}/gptvq
+D=${GQ_DATA:-../shared/data}
+S=$D/models/stories260K/stories260K.gguf
+TXT=$D/tinystories/tinystories_sample.txt
+CAL=$D/wikitext-2-raw/wiki.valid.raw
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+fail=0
+ppl() { "$G" ppl "$1" "$TXT" --ctx 256 --quiet 2>/dev/null | sed -n 's/^ppl=\([0-9.]*\) .*/\1/p'; }
+quant() { # out, options...
+    local out=$1; shift
+    "$G" quantize "$S" -o "$out" --calib "$CAL" --nsamples 16 --seqlen 128 --quiet "$@" >"$T/q.out" 2>"$T/q.err" ||
+        { echo "FAIL: quantize $*"; cat "$T/q.err"; fail=1; }
+}
+check() { # description, python-style condition on the numbers
+    if awk "BEGIN { exit !($2) }"; then echo "ok: $1"; else echo "FAIL: $1 ($2)"; fail=1; fi
+}
+
+fp=$(ppl "$S")
+for cfg in "rtn 4" "gptq 4" "rtn 3" "gptq 3"; do
+    set -- $cfg
+    quant "$T/$1$2.gguf" --method "$1" --wbits "$2" --group-size 32
+    eval "p_$1$2=\$(ppl \"\$T/$1$2.gguf\")"
+done
+echo "fp=$fp rtn4=$p_rtn4 gptq4=$p_gptq4 rtn3=$p_rtn3 gptq3=$p_gptq3"
+check "GPTQ W4 g32 within 12% of full precision" "$p_gptq4 <= 1.12 * $fp"
+check "GPTQ beats RTN at W4 g32" "$p_gptq4 < $p_rtn4"
+check "GPTQ beats RTN at W3 g32" "$p_gptq3 < $p_rtn3"
+check "quantization costs perplexity (W3 > FP)" "$p_gptq3 > $fp"
+
+"$G" inspect "$T/gptq4.gguf" >"$T/inspect" 2>&1
+for k in gptvq.method gptvq.wbits gptvq.calib_source gptvq.rel_errors; do
+    grep -q "$k" "$T/inspect" && echo "ok: metadata $k" || { echo "FAIL: metadata $k missing"; fail=1; }
+done
+[ -s "$T/gptq4.gguf.report.json" ] && grep -q '"rel_error"' "$T/gptq4.gguf.report.json" &&
+    echo "ok: JSON report" || { echo "FAIL: JSON report"; fail=1; }
+
+# Failures leave nothing behind.
+"$G" quantize "$S" -o "$T/nodir/x.gguf" --method rtn --quiet >/dev/null 2>"$T/err"
+rc=$?
+[ $rc -ne 0 ] && [ ! -e "$T/nodir" ] && grep -q "error:" "$T/err" && echo "ok: unwritable output: $(cat "$T/err")" ||
+    { echo "FAIL: unwritable output (rc=$rc)"; fail=1; }
+"$G" quantize "$S" -o "$T/nocal.gguf" --method gptq >/dev/null 2>"$T/err"
+[ $? -ne 0 ] && [ ! -e "$T/nocal.gguf" ] && echo "ok: gptq without --calib: $(cat "$T/err")" ||
+    { echo "FAIL: gptq without --calib"; fail=1; }
+"$G" quantize "$S" -o "$T/w9.gguf" --wbits 9 >/dev/null 2>"$T/err"
+[ $? -ne 0 ] && [ ! -e "$T/w9.gguf" ] && echo "ok: --wbits 9 rejected" || { echo "FAIL: --wbits 9"; fail=1; }
+exit $fail
