@@ -234,27 +234,18 @@ enum gq_status gq_llama2c_build(const void *data, size_t size, const char *name,
         PER_LAYER(attn_norm, dim, "rms_att", take_f32);
         PER_LAYER(ffn_norm, dim, "rms_ffn", take_f32);
         GQ_TRY(take_f32(&c, dim, "rms_final", &m->output_norm));
-        if (L.version == 1) {
-            GQ_TRY(take_f32(&c, V * dim, "token_embedding", &m->tok_embd));
-            PER_LAYER(wq, dim * dim, "wq", take_f32);
-            PER_LAYER(wk, kv * dim, "wk", take_f32);
-            PER_LAYER(wv, kv * dim, "wv", take_f32);
-            PER_LAYER(wo, dim * dim, "wo", take_f32);
-            PER_LAYER(w_gate, hid * dim, "w1", take_f32);
-            PER_LAYER(w_down, dim * hid, "w2", take_f32);
-            PER_LAYER(w_up, hid * dim, "w3", take_f32);
-            if (!L.shared_classifier) GQ_TRY(take_f32(&c, V * dim, "wcls", &m->output));
-        } else {
-            GQ_TRY(take_q8(&c, V * dim, "token_embedding", &m->tok_embd));
-            PER_LAYER(wq, dim * dim, "wq", take_q8);
-            PER_LAYER(wk, kv * dim, "wk", take_q8);
-            PER_LAYER(wv, kv * dim, "wv", take_q8);
-            PER_LAYER(wo, dim * dim, "wo", take_q8);
-            PER_LAYER(w_gate, hid * dim, "w1", take_q8);
-            PER_LAYER(w_down, dim * hid, "w2", take_q8);
-            PER_LAYER(w_up, hid * dim, "w3", take_q8);
-            if (!L.shared_classifier) GQ_TRY(take_q8(&c, V * dim, "wcls", &m->output));
-        }
+        // v1: f32 weights; v2: Q8_0-style groups (dequantized on load). Same order.
+        enum gq_status (*take)(struct cursor *, size_t, const char *, const float **) =
+            L.version == 1 ? take_f32 : take_q8;
+        GQ_TRY(take(&c, V * dim, "token_embedding", &m->tok_embd));
+        PER_LAYER(wq, dim * dim, "wq", take);
+        PER_LAYER(wk, kv * dim, "wk", take);
+        PER_LAYER(wv, kv * dim, "wv", take);
+        PER_LAYER(wo, dim * dim, "wo", take);
+        PER_LAYER(w_gate, hid * dim, "w1", take);
+        PER_LAYER(w_down, dim * hid, "w2", take);
+        PER_LAYER(w_up, hid * dim, "w3", take);
+        if (!L.shared_classifier) GQ_TRY(take(&c, V * dim, "wcls", &m->output));
     }
 #undef PER_LAYER
     GQ_ASSERT(c.off == size);
