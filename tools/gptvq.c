@@ -322,7 +322,6 @@ static int cmd_inspect(int argc, char **argv) {
         struct gq_gguf *g = NULL;
         enum gq_status s = gq_gguf_open(path, &g);
         if (s != GQ_OK) return die_status(s);
-        printf("file: %s\n", path);
         gq_gguf_dump(g, stdout, full);
         gq_gguf_close(g);
         return 0;
