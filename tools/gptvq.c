@@ -423,6 +423,13 @@ static int cmd_quantize(int argc, char **argv) {
     if (!(damp >= 0 && damp < 10)) return die("--damp: expected a value in [0, 10), got %g", damp), 2;
     if (p.method == GQ_METHOD_GPTQ && !p.calib_path)
         return die("quantize: GPTQ needs --calib FILE (data-free calibration is not implemented yet)"), 2;
+    // Fail before hours of calibration, not after: the output folder must be writable.
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", out);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    if (access(slash ? (dir[0] ? dir : "/") : ".", W_OK) != 0)
+        return die("%s: cannot write into the output folder: %s", out, strerror(errno));
     p.wbits = (int)wbits;
     p.group_size = (int)group;
     p.block_size = (int)block;
