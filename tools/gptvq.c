@@ -84,8 +84,6 @@ static void print_model_line(const struct gq_model *m) {
 
 static int load_model(const char *path, const char *tok_path, struct gq_model **m) {
     struct gq_load_params lp = {.tokenizer_path = tok_path};
-    double t0 = 0;
-    (void)t0;
     enum gq_status s = gq_model_load(path, &lp, m);
     if (s != GQ_OK) return die_status(s);
     print_model_line(*m);
