@@ -1,6 +1,6 @@
 # gptvq - plain Makefile. Targets:
 #   make            library + CLI ($(B)/gptvq)
-#   make test       unit/integration tests (optimised) + reader/tokenizer tests under ASan/UBSan
+#   make test       fixtures, then unit/integration tests (optimised) + reader/tokenizer tests under ASan/UBSan
 #   make fuzz       libFuzzer targets (clang)
 #   make bench      benchmark binaries
 CC      ?= gcc
@@ -64,6 +64,7 @@ $(B)/bench/%: bench/%.c $(B)/libgptvq.a
 
 tests: $(TBIN) $(ATBIN) $(B)/gptvq
 test: tests
+	bash tests/setup_fixtures.sh
 	B=$(B) BA=$(BA) bash tests/run.sh
 fuzz: $(FBIN)
 bench: $(BBIN) $(B)/gptvq

@@ -3,6 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-make -j"$(nproc)" tests
-bash tests/setup_fixtures.sh
-bash tests/run.sh
+make -j"$(nproc)" test
