@@ -45,3 +45,24 @@ int64_t gq_dim_value(const struct gq_hparams *hp, enum gq_dim d) {
     }
     return 0;
 }
+
+enum gq_status gq_arch_load_blocks(struct gq_model *m, const struct gq_arch *A, bool hf, bool bias_required,
+                                   gq_weight_getter get, void *ctx, const char *path) {
+    const struct gq_hparams *hp = &m->hp;
+    m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers);
+    if (!m->layers) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    for (int l = 0; l < hp->n_layers; l++) {
+        struct gq_layer_w *L = &m->layers[l];
+        for (int i = 0; i < A->n_tensors; i++) {
+            const struct gq_block_tensor *t = &A->tensors[i];
+            char n[160];
+            snprintf(n, sizeof n, hf ? "model.layers.%d.%s" : "blk.%d.%s", l, hf ? t->hf : t->gguf);
+            bool required = t->kind != GQ_T_BIAS || bias_required;
+            GQ_TRY(get(ctx, n, gq_dim_value(hp, t->rows), t->cols ? gq_dim_value(hp, t->cols) : 0, required,
+                       gq_block_slot(L, t)));
+        }
+        if (!L->bq != !L->bk || !L->bq != !L->bv)
+            return gq_fail(GQ_ERR_FORMAT, "%s: layer %d has some but not all q/k/v biases", path, l);
+    }
+    return GQ_OK;
+}

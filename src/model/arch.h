@@ -39,4 +39,13 @@ static inline const float **gq_block_slot(struct gq_layer_w *L, const struct gq_
     return (const float **)((char *)L + t->offset);
 }
 
+// Fills m->layers (allocated here) from a weight source: get(ctx, name, rows,
+// cols, required, out) fetches tensor `name` as f32 (rows, cols) = (n_out,
+// n_in), cols 0 for 1-D; names are "blk.%d." + gguf (hf false) or
+// "model.layers.%d." + hf (hf true). Biases are required when bias_required.
+typedef enum gq_status (*gq_weight_getter)(void *ctx, const char *name, int64_t rows, int64_t cols, bool required,
+                                           const float **out);
+enum gq_status gq_arch_load_blocks(struct gq_model *m, const struct gq_arch *A, bool hf, bool bias_required,
+                                   gq_weight_getter get, void *ctx, const char *path);
+
 #endif

@@ -37,6 +37,17 @@ static enum gq_status get_w(struct gq_model *m, const struct gq_gguf *g, const c
     return GQ_OK;
 }
 
+// gq_weight_getter over a GGUF: (rows, cols) = (ne[1], ne[0]); 1-D: cols 0.
+struct gguf_getter {
+    struct gq_model *m;
+    const struct gq_gguf *g;
+};
+static enum gq_status gguf_get(void *ctx, const char *name, int64_t rows, int64_t cols, bool required,
+                               const float **out) {
+    struct gguf_getter *gg = ctx;
+    return get_w(gg->m, gg->g, name, cols ? cols : rows, cols ? rows : 1, required, out);
+}
+
 static enum gq_status get_int(const struct gq_gguf *g, const char *arch, const char *suffix,
                               bool required, int def, int *out) {
     char key[256];
@@ -129,22 +140,8 @@ enum gq_status gq_load_gguf(const char *path, struct gq_model *m) {
     int rope_dim = hp->rope_dim > 0 ? hp->rope_dim : head_dim;
     GQ_TRY(get_w(m, g, "rope_freqs.weight", rope_dim / 2, 1, false, &m->rope_freq_factors));
 
-    m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers);
-    if (!m->layers) return gq_fail(GQ_ERR_NOMEM, "out of memory");
-    for (int l = 0; l < hp->n_layers; l++) {
-        struct gq_layer_w *L = &m->layers[l];
-        for (int i = 0; i < A->n_tensors; i++) {
-            const struct gq_block_tensor *t = &A->tensors[i];
-            char n[128];
-            snprintf(n, sizeof n, "blk.%d.%s", l, t->gguf);
-            // GGUF ne = (n_in, n_out); 1-D tensors (n, 1)
-            int64_t rows = gq_dim_value(hp, t->rows), cols = gq_dim_value(hp, t->cols);
-            bool required = t->kind != GQ_T_BIAS || A->qkv_bias;
-            GQ_TRY(get_w(m, g, n, t->cols ? cols : rows, t->cols ? rows : 1, required, gq_block_slot(L, t)));
-        }
-        if (!L->bq != !L->bk || !L->bq != !L->bv)
-            return gq_fail(GQ_ERR_FORMAT, "%s: layer %d has some but not all q/k/v biases", path, l);
-    }
+    struct gguf_getter gg = {m, g};
+    GQ_TRY(gq_arch_load_blocks(m, A, false, A->qkv_bias, gguf_get, &gg, path));
     GQ_TRY(gq_tokenizer_from_gguf(g, &m->tok));
     return gq_model_finish(m, path);
 }

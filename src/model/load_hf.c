@@ -312,6 +312,18 @@ static enum gq_status load_tokenizer(const char *dir, const cJSON *cfg, struct g
     return GQ_OK;
 }
 
+// gq_weight_getter over the safetensors shards (HF names, (rows, cols) as stored).
+struct hf_getter {
+    struct gq_model *m;
+    const char *dir;
+    const struct hf_source *src;
+};
+static enum gq_status hf_get(void *ctx, const char *name, int64_t rows, int64_t cols, bool required,
+                             const float **out) {
+    struct hf_getter *hg = ctx;
+    return get_w(hg->m, hg->dir, hg->src, name, rows, cols, required, out);
+}
+
 static enum gq_status load(const char *dir, const cJSON *cfg, const char *cfg_path, struct gq_model *m) {
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(cfg, "model_type");
     if (!cJSON_IsString(mt)) return gq_fail(GQ_ERR_FORMAT, "%s: missing string 'model_type'", cfg_path);
@@ -358,21 +370,8 @@ static enum gq_status load(const char *dir, const cJSON *cfg, const char *cfg_pa
     if (!tied) GQ_TRY(get_w(m, dir, src, "lm_head.weight", V, dim, false, &m->output));
     if (!m->output) m->output = m->tok_embd;
 
-    m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers);
-    if (!m->layers) return gq_fail(GQ_ERR_NOMEM, "out of memory");
-    for (int l = 0; l < hp->n_layers; l++) {
-        struct gq_layer_w *L = &m->layers[l];
-        for (int i = 0; i < A->n_tensors; i++) {
-            const struct gq_block_tensor *t = &A->tensors[i];
-            char n[160];
-            snprintf(n, sizeof n, "model.layers.%d.%s", l, t->hf);
-            bool required = t->kind != GQ_T_BIAS || bias_required;
-            GQ_TRY(get_w(m, dir, src, n, gq_dim_value(hp, t->rows), t->cols ? gq_dim_value(hp, t->cols) : 0, required,
-                         gq_block_slot(L, t)));
-        }
-        if (!L->bq != !L->bk || !L->bq != !L->bv)
-            return gq_fail(GQ_ERR_FORMAT, "%s: layer %d has some but not all q/k/v biases", dir, l);
-    }
+    struct hf_getter hg = {m, dir, src};
+    GQ_TRY(gq_arch_load_blocks(m, A, true, bias_required, hf_get, &hg, dir));
     GQ_TRY(load_tokenizer(dir, cfg, m));
 
     // Name: the directory's last component.
