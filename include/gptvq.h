@@ -171,6 +171,12 @@ struct gq_quantize_params {
     int nsamples, seqlen; // calibration windows (128 x min(2048, model ctx))
     uint64_t seed;
     bool progress;
+    // Hessian artefacts: DIR/blk.<layer>.<input>.hessian, one per linear group.
+    // Saving writes each H as it is computed. Loading takes every H from DIR
+    // instead of calibrating (no calibration text or forward passes needed);
+    // the Hessians of later blocks depend on how earlier blocks were quantized,
+    // so loading reproduces the saving run exactly when the settings match.
+    const char *save_hessians, *load_hessians;
 };
 
 // Per-linear outcome, in quantization order.

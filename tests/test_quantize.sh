@@ -38,6 +38,20 @@ check "GPTQ beats RTN at W4 g32" "$p_gptq4 < $p_rtn4"
 check "GPTQ beats RTN at W3 g32" "$p_gptq3 < $p_rtn3"
 check "quantization costs perplexity (W3 > FP)" "$p_gptq3 > $fp"
 
+# Hessian artefacts: a run from saved Hessians (no calibration) reproduces the
+# saving run exactly.
+quant "$T/save.gguf" --method gptq --wbits 3 --group-size 32 --save-hessians "$T/hess"
+n_h=$(ls "$T/hess" | wc -l)
+"$G" quantize "$S" -o "$T/load.gguf" --method gptq --wbits 3 --group-size 32 --load-hessians "$T/hess" --quiet \
+    >/dev/null 2>"$T/err" || { echo "FAIL: --load-hessians"; cat "$T/err"; fail=1; }
+a=$("$G" ppl "$T/save.gguf" "$TXT" --ctx 256 --quiet 2>/dev/null); b=$("$G" ppl "$T/load.gguf" "$TXT" --ctx 256 --quiet 2>/dev/null)
+[ "$n_h" -eq 20 ] && [ -n "$a" ] && [ "$a" = "$b" ] && echo "ok: --load-hessians reproduces --save-hessians ($n_h files; $a)" ||
+    { echo "FAIL: load/save Hessians: $n_h files; '$a' vs '$b'"; fail=1; }
+head -c 100 "$T/hess/blk.2.ffn_in.hessian" >"$T/hess/blk.2.ffn_in.hessian.cut" && mv "$T/hess/blk.2.ffn_in.hessian.cut" "$T/hess/blk.2.ffn_in.hessian"
+"$G" quantize "$S" -o "$T/bad.gguf" --method gptq --load-hessians "$T/hess" --quiet >/dev/null 2>"$T/err"
+[ $? -ne 0 ] && [ ! -e "$T/bad.gguf" ] && grep -q "blk.2.ffn_in.hessian" "$T/err" && echo "ok: truncated Hessian rejected: $(grep error: "$T/err")" ||
+    { echo "FAIL: truncated Hessian"; cat "$T/err"; fail=1; }
+
 "$G" inspect "$T/gptq4.gguf" >"$T/inspect" 2>&1
 for k in gptvq.method gptvq.wbits gptvq.calib_source gptvq.rel_errors; do
     grep -q "$k" "$T/inspect" && echo "ok: metadata $k" || { echo "FAIL: metadata $k missing"; fail=1; }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char *g_prog = "gptvq";
@@ -365,6 +366,12 @@ static const char *QUANT_HELP =
     "  --nsamples N          calibration windows (default 128)\n"
     "  --seqlen N            tokens per window (default 2048 or the model's context)\n"
     "  --seed N              window sampling seed (default 0)\n"
+    "  --save-hessians DIR   GPTQ: also write each linear group's Hessian to DIR\n"
+    "                        (blk.<layer>.<input>.hessian, with its token count)\n"
+    "  --load-hessians DIR   GPTQ: take every Hessian from DIR instead of calibrating (no\n"
+    "                        --calib, no forward passes). Later blocks' Hessians depend on how\n"
+    "                        earlier blocks were quantized: with the saving run's settings the\n"
+    "                        output is identical; with others it reuses that run's curvature.\n"
     "  --threads N           threads (default: all cores)\n"
     "  --quiet               no progress bar\n";
 
@@ -397,6 +404,14 @@ static int cmd_quantize(int argc, char **argv) {
             if (!(p.calib_path = opt_value(argc, argv, &i))) return 2;
             continue;
         }
+        if (!strcmp(a, "--save-hessians")) {
+            if (!(p.save_hessians = opt_value(argc, argv, &i))) return 2;
+            continue;
+        }
+        if (!strcmp(a, "--load-hessians")) {
+            if (!(p.load_hessians = opt_value(argc, argv, &i))) return 2;
+            continue;
+        }
         if (!strcmp(a, "--method")) {
             const char *v = opt_value(argc, argv, &i);
             if (!v) return 2;
@@ -419,8 +434,15 @@ static int cmd_quantize(int argc, char **argv) {
         return 2;
     }
     if (!(damp >= 0 && damp < 10)) return die("--damp: expected a value in [0, 10), got %g", damp), 2;
-    if (p.method == GQ_METHOD_GPTQ && !p.calib_path)
-        return die("quantize: GPTQ needs --calib FILE (data-free calibration is not implemented yet)"), 2;
+    if (p.method == GQ_METHOD_GPTQ && !p.calib_path && !p.load_hessians)
+        return die("quantize: GPTQ needs --calib FILE or --load-hessians DIR (data-free calibration is not implemented yet)"), 2;
+    if (p.method != GQ_METHOD_GPTQ && (p.save_hessians || p.load_hessians))
+        return die("quantize: --save-hessians/--load-hessians need --method gptq"), 2;
+    if (p.save_hessians && p.load_hessians) return die("quantize: --save-hessians and --load-hessians exclude each other"), 2;
+    if (p.load_hessians && access(p.load_hessians, R_OK | X_OK) != 0)
+        return die("%s: cannot read the Hessian folder: %s", p.load_hessians, strerror(errno));
+    if (p.save_hessians && mkdir(p.save_hessians, 0777) != 0 && errno != EEXIST)
+        return die("%s: cannot create the Hessian folder: %s", p.save_hessians, strerror(errno));
     // Fail before hours of calibration, not after: the output folder must be writable.
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", out);

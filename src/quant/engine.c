@@ -155,6 +155,70 @@ static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq
     return GQ_OK;
 }
 
+// ---------------------------------------------------------------------------
+// Hessian artefacts. File DIR/blk.<layer>.<input>.hessian, little-endian:
+//   char magic[8] = "GQHESS01"; u32 n; u32 layer; u32 input (gq_block_input);
+//   u32 reserved = 0; u64 n_samples (calibration tokens);
+//   f32 H[n][n] (H = 2/N Σ x xᵀ, full symmetric)
+
+static const char *const input_names[GQ_IN_COUNT] = {"attn_in", "attn_out", "ffn_in", "ffn_down_in"};
+#define HESS_MAGIC "GQHESS01"
+#define HESS_HEADER 32
+
+static void hessian_path(char *buf, size_t cap, const char *dir, int l, int g) {
+    snprintf(buf, cap, "%s/blk.%d.%s.hessian", dir, l, input_names[g]);
+}
+
+static enum gq_status hessian_save(const char *dir, int l, int g, const float *H, int n, int64_t n_samples) {
+    char path[4096], tmp[4200];
+    hessian_path(path, sizeof path, dir, l, g);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    unsigned char hdr[HESS_HEADER] = {0};
+    uint32_t u[4] = {(uint32_t)n, (uint32_t)l, (uint32_t)g, 0};
+    uint64_t ns = (uint64_t)n_samples;
+    memcpy(hdr, HESS_MAGIC, 8);
+    memcpy(hdr + 8, u, 16);
+    memcpy(hdr + 24, &ns, 8);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return gq_fail(GQ_ERR_IO, "%s: cannot write", tmp);
+    bool ok = fwrite(hdr, 1, sizeof hdr, f) == sizeof hdr && fwrite(H, sizeof *H, (size_t)n * n, f) == (size_t)n * n;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return gq_fail(GQ_ERR_IO, "%s: write failed", path);
+    }
+    return GQ_OK;
+}
+
+static enum gq_status hessian_load(const char *dir, int l, int g, float *H, int n, int64_t *n_samples) {
+    char path[4096];
+    hessian_path(path, sizeof path, dir, l, g);
+    struct gq_mapped_file f;
+    GQ_TRY(gq_map_file(path, &f));
+    enum gq_status s = GQ_OK;
+    uint32_t u[4];
+    uint64_t ns = 0;
+    size_t want = HESS_HEADER + (size_t)n * n * sizeof(float);
+    if (f.size < HESS_HEADER || memcmp(f.data, HESS_MAGIC, 8) != 0) {
+        s = gq_fail(GQ_ERR_FORMAT, "%s: not a gptvq Hessian file (magic)", path);
+    } else {
+        memcpy(u, f.data + 8, 16);
+        memcpy(&ns, f.data + 24, 8);
+        if (u[0] != (uint32_t)n || u[1] != (uint32_t)l || u[2] != (uint32_t)g)
+            s = gq_fail(GQ_ERR_FORMAT, "%s: holds a %u x %u Hessian of block %u input %u, expected %d x %d of block %d input %d",
+                        path, u[0], u[0], u[1], u[2], n, n, l, g);
+        else if (f.size != want)
+            s = gq_fail(GQ_ERR_FORMAT, "%s: %zu bytes, expected %zu", path, f.size, want);
+    }
+    if (s == GQ_OK) {
+        memcpy(H, f.data + HESS_HEADER, (size_t)n * n * sizeof(float));
+        *n_samples = (int64_t)ns;
+        s = gq_check_finite(H, (size_t)n * n, path, "H");
+    }
+    gq_unmap_file(&f);
+    return s;
+}
+
 struct capture {
     enum gq_block_input want;
     struct gq_hessian *H;
@@ -203,22 +267,30 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
 
     int seqlen = p->seqlen > 0 ? p->seqlen : (m->hp.ctx_len < 2048 ? m->hp.ctx_len : 2048);
     if (p->nsamples <= 0) return gq_fail(GQ_ERR_ARG, "--nsamples must be positive (got %d)", p->nsamples);
-    int32_t *toks = NULL;
-    GQ_TRY(calib_windows(m, p, seqlen, &toks, rep));
+    bool load = p->load_hessians != NULL;
     const int dim = m->hp.dim;
     size_t per = (size_t)seqlen * dim;
-    rep->activation_bytes = (size_t)p->nsamples * per * sizeof(float);
-    if (p->progress)
-        fprintf(stderr, "quantize: calibration %s\nquantize: activations %.1f MiB (%d x %d x %d floats) + one block's scratch\n",
-                rep->calib_source, rep->activation_bytes / 1048576.0, p->nsamples, seqlen, dim);
-    float *X = malloc(rep->activation_bytes), *tmp = malloc(per * sizeof(float));
-    float *Hf = NULL;
+    float *X = NULL, *tmp = NULL, *Hf = NULL;
     struct gq_context *c = NULL;
-    enum gq_status s = X && tmp ? GQ_OK : gq_fail(GQ_ERR_NOMEM, "cannot allocate %.1f MiB of calibration activations",
-                                                  rep->activation_bytes / 1048576.0);
-    if (s == GQ_OK) s = gq_context_new(m, seqlen, &c);
-    for (int i = 0; i < p->nsamples && s == GQ_OK; i++) s = gq_embed(m, toks + (size_t)i * seqlen, seqlen, X + i * per);
-    free(toks);
+    enum gq_status s = GQ_OK;
+    if (load) {
+        // Every H comes from the files: no calibration text, no forward passes.
+        snprintf(rep->calib_source, sizeof rep->calib_source, "Hessians loaded from %s", p->load_hessians);
+    } else {
+        int32_t *toks = NULL;
+        GQ_TRY(calib_windows(m, p, seqlen, &toks, rep));
+        rep->activation_bytes = (size_t)p->nsamples * per * sizeof(float);
+        if (p->progress)
+            fprintf(stderr, "quantize: calibration %s\nquantize: activations %.1f MiB (%d x %d x %d floats) + one block's scratch\n",
+                    rep->calib_source, rep->activation_bytes / 1048576.0, p->nsamples, seqlen, dim);
+        X = malloc(rep->activation_bytes);
+        tmp = malloc(per * sizeof(float));
+        if (!X || !tmp)
+            s = gq_fail(GQ_ERR_NOMEM, "cannot allocate %.1f MiB of calibration activations", rep->activation_bytes / 1048576.0);
+        if (s == GQ_OK) s = gq_context_new(m, seqlen, &c);
+        for (int i = 0; i < p->nsamples && s == GQ_OK; i++) s = gq_embed(m, toks + (size_t)i * seqlen, seqlen, X + i * per);
+        free(toks);
+    }
 
     for (int l = 0; l < m->hp.n_layers && s == GQ_OK; l++) {
         for (int g = 0; g < GQ_IN_COUNT && s == GQ_OK; g++) {
@@ -227,21 +299,32 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
                 if (A->tensors[i].kind == GQ_T_LINEAR && (int)A->tensors[i].input == g && !first) first = &A->tensors[i];
             if (!first) continue;
             int n_in = (int)gq_dim_value(&m->hp, first->cols);
-            struct gq_hessian H;
-            if ((s = gq_hessian_init(&H, n_in)) != GQ_OK) break;
-            struct capture cap = {.want = (enum gq_block_input)g, .H = &H, .status = GQ_OK};
-            struct gq_block_hooks hooks = {.capture = on_capture, .user = &cap, .stop_after = g};
-            double t0 = gq_time_s();
-            for (int i = 0; i < p->nsamples && s == GQ_OK && cap.status == GQ_OK; i++) {
-                memcpy(tmp, X + i * per, per * sizeof(float));
-                s = gq_block_forward(c, l, &m->layers[l], tmp, seqlen, 0, &hooks);
-            }
-            if (s == GQ_OK) s = cap.status;
-            rep->seconds_forward += gq_time_s() - t0;
             free(Hf);
             Hf = malloc((size_t)n_in * n_in * sizeof *Hf);
-            if (s == GQ_OK) s = Hf ? gq_hessian_finish(&H, Hf) : gq_fail(GQ_ERR_NOMEM, "out of memory");
-            gq_hessian_free(&H);
+            if (!Hf) {
+                s = gq_fail(GQ_ERR_NOMEM, "out of memory");
+                break;
+            }
+            double t0 = gq_time_s();
+            if (load) {
+                int64_t ns = 0;
+                s = hessian_load(p->load_hessians, l, g, Hf, n_in, &ns);
+                rep->calib_tokens = ns;
+            } else {
+                struct gq_hessian H;
+                if ((s = gq_hessian_init(&H, n_in)) != GQ_OK) break;
+                struct capture cap = {.want = (enum gq_block_input)g, .H = &H, .status = GQ_OK};
+                struct gq_block_hooks hooks = {.capture = on_capture, .user = &cap, .stop_after = g};
+                for (int i = 0; i < p->nsamples && s == GQ_OK && cap.status == GQ_OK; i++) {
+                    memcpy(tmp, X + i * per, per * sizeof(float));
+                    s = gq_block_forward(c, l, &m->layers[l], tmp, seqlen, 0, &hooks);
+                }
+                if (s == GQ_OK) s = cap.status;
+                if (s == GQ_OK) s = gq_hessian_finish(&H, Hf);
+                if (s == GQ_OK && p->save_hessians) s = hessian_save(p->save_hessians, l, g, Hf, n_in, H.n_samples);
+                gq_hessian_free(&H);
+            }
+            rep->seconds_forward += gq_time_s() - t0;
             t0 = gq_time_s();
             for (int i = 0; i < A->n_tensors && s == GQ_OK; i++) {
                 const struct gq_block_tensor *t = &A->tensors[i];
@@ -255,6 +338,7 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
             }
             rep->seconds_quant += gq_time_s() - t0;
         }
+        if (load) continue;
         // The quantized block's outputs are the next block's inputs.
         double t0 = gq_time_s();
         for (int i = 0; i < p->nsamples && s == GQ_OK; i++) {
