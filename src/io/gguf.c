@@ -685,12 +685,18 @@ enum gq_status gq_gguf_get_array(const struct gq_gguf *g, const char *key,
     return GQ_OK;
 }
 
-int64_t gq_gguf_arr_i64(const struct gq_gguf_kv *kv, uint64_t i) {
+// Element i of a scalar array, decoded like a scalar KV.
+static struct gq_gguf_kv arr_elem(const struct gq_gguf_kv *kv, uint64_t i) {
     GQ_ASSERT(kv->type == GQ_GGUF_ARRAY && i < kv->arr_n);
     size_t es = gq_gguf_vtype_size(kv->arr_type);
     GQ_ASSERT(es > 0);
     struct gq_gguf_kv tmp = {.type = kv->arr_type};
     decode_scalar(kv->arr_type, kv->arr_data + (size_t)i * es, &tmp);
+    return tmp;
+}
+
+int64_t gq_gguf_arr_i64(const struct gq_gguf_kv *kv, uint64_t i) {
+    struct gq_gguf_kv tmp = arr_elem(kv, i);
     if (kv->arr_type == GQ_GGUF_FLOAT32 || kv->arr_type == GQ_GGUF_FLOAT64) {
         // Out-of-range (or NaN) float -> int conversion is undefined; saturate instead.
         double f = tmp.v.f64;
@@ -701,11 +707,7 @@ int64_t gq_gguf_arr_i64(const struct gq_gguf_kv *kv, uint64_t i) {
 }
 
 double gq_gguf_arr_f64(const struct gq_gguf_kv *kv, uint64_t i) {
-    GQ_ASSERT(kv->type == GQ_GGUF_ARRAY && i < kv->arr_n);
-    size_t es = gq_gguf_vtype_size(kv->arr_type);
-    GQ_ASSERT(es > 0);
-    struct gq_gguf_kv tmp = {.type = kv->arr_type};
-    decode_scalar(kv->arr_type, kv->arr_data + (size_t)i * es, &tmp);
+    struct gq_gguf_kv tmp = arr_elem(kv, i);
     if (kv->arr_type == GQ_GGUF_FLOAT32 || kv->arr_type == GQ_GGUF_FLOAT64) return tmp.v.f64;
     if (vtype_is_signed(kv->arr_type)) return (double)tmp.v.i64;
     return (double)tmp.v.u64;
