@@ -177,6 +177,13 @@ struct gq_quantize_params {
     // the Hessians of later blocks depend on how earlier blocks were quantized,
     // so loading reproduces the saving run exactly when the settings match.
     const char *save_hessians, *load_hessians;
+    // Token weights in the Hessians of o and down, the linears whose output is
+    // added to the residual stream. NONE: GPTQ's H = 2/N Σ x xᵀ. RESIDUAL:
+    // token t counts with dim/‖h_t‖², h_t the residual stream after the add
+    // (original weights), so H measures each token's error relative to the
+    // residual the next RMSNorm rescales. Attention-sink tokens carry
+    // activations 10^2..10^5 times the median there and otherwise own H.
+    enum gq_token_weights { GQ_TW_RESIDUAL = 0, GQ_TW_NONE = 1 } token_weights;
 };
 
 // Per-linear outcome, in quantization order.
@@ -186,6 +193,7 @@ struct gq_quant_layer_report {
     int rows, cols;
     double rel_error;     // ‖WX − QX‖² / ‖WX‖² through the layer's H (GPTQ), or
                           // through H = I for RTN (‖W − Q‖² / ‖W‖²)
+    double rel_error_rtn; // GPTQ runs: RTN's error through the same H, for comparison
     double damp;          // relative damping used (GPTQ; retries raise it)
     int n_dead;
     double seconds;

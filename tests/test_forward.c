@@ -188,7 +188,9 @@ struct cap {
     int calls[GQ_IN_COUNT];
     double sum[GQ_IN_COUNT];
 };
-static void on_capture(void *u, int layer, enum gq_block_input which, const float *x, int n, int n_in) {
+static void on_capture(void *u, int layer, enum gq_block_input which, const float *x, int n, int n_in,
+                       const float *resid) {
+    (void)resid;
     struct cap *c = u;
     c->calls[which]++;
     for (size_t i = 0; i < (size_t)n * n_in; i++) c->sum[which] += x[i];
@@ -244,6 +246,60 @@ static void check_block_api(const char *model_path) {
     gq_model_free(m);
 }
 
+// Resuming a block at its FFN half (engine's in-place pass) gives the same
+// output as the whole block; lockstep decode of several sequences gives each
+// sequence's logits as running it alone.
+static void check_resume_and_lockstep(const char *model_path) {
+    struct gq_model *m = NULL;
+    CHECK_OK(gq_model_load(model_path, NULL, &m));
+    if (!m) return;
+    const int n = 24, dim = m->hp.dim, V = m->hp.n_vocab, B = 3;
+    int32_t toks[3][24];
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < n; i++) toks[b][i] = (i * 37 + 11 * b + 5) % V;
+    struct gq_context *c = NULL;
+    CHECK_OK(gq_context_new(m, n, &c));
+    float *x = malloc(sizeof(float) * n * dim), *y = malloc(sizeof(float) * n * dim);
+    CHECK_OK(gq_embed(m, toks[0], n, x));
+    memcpy(y, x, sizeof(float) * n * dim);
+    int same = 1;
+    for (int l = 0; l < m->hp.n_layers; l++) {
+        CHECK_OK(gq_block_forward(c, l, &m->layers[l], x, n, 0, NULL));
+        struct gq_block_hooks a = {.stop_after = GQ_IN_FFN}, b = {.stop_after = -1, .start_at = GQ_IN_FFN};
+        CHECK_OK(gq_block_forward(c, l, &m->layers[l], y, n, 0, &a));
+        CHECK_OK(gq_block_forward(c, l, &m->layers[l], y, n, 0, &b));
+        same &= memcmp(x, y, sizeof(float) * n * dim) == 0;
+    }
+    CHECKF(same, "block resumed at the FFN half differs from the whole block");
+
+    float *want = malloc(sizeof(float) * B * n * V), *got = malloc(sizeof(float) * B * V);
+    for (int b = 0; b < B; b++) {
+        gq_context_reset(c);
+        CHECK_OK(gq_forward(c, toks[b], n, want + (size_t)b * n * V, true));
+    }
+    struct gq_context *seqs[3] = {0}, *batch = NULL;
+    CHECK_OK(gq_context_new(m, n, &batch));
+    for (int b = 0; b < B; b++) CHECK_OK(gq_context_new(m, n, &seqs[b]));
+    double worst = 0;
+    for (int t = 0; t < n; t++) {
+        int32_t step[3] = {toks[0][t], toks[1][t], toks[2][t]};
+        CHECK_OK(gq_forward_lockstep(batch, seqs, B, step, got));
+        for (int b = 0; b < B; b++) {
+            double d = max_abs_diff(want + ((size_t)b * n + t) * V, got + (size_t)b * V, (size_t)V);
+            worst = d > worst ? d : worst;
+        }
+    }
+    fprintf(stderr, "lockstep decode of %d sequences x %d tokens vs each alone: max|diff| %.3g\n", B, n, worst);
+    CHECKF(worst < 1e-4, "lockstep decode disagrees with single-sequence forward: %g", worst);
+    int32_t more[3] = {1, 1, 1};
+    CHECK(gq_forward_lockstep(batch, seqs, B, more, got) != GQ_OK); // contexts are full
+    for (int b = 0; b < B; b++) gq_context_free(seqs[b]);
+    gq_context_free(batch);
+    gq_context_free(c);
+    free(x), free(y), free(want), free(got);
+    gq_model_free(m);
+}
+
 int main(void) {
     char gguf[1024], bin[1024], ts[1024], wiki[1024];
     snprintf(gguf, sizeof gguf, "%s/models/stories260K/stories260K.gguf", data_dir());
@@ -254,6 +310,7 @@ int main(void) {
 
     check_forward(gguf, "tests/golden/fwd_stories260k_tinystories256.bin", 1e-4, 1.0);
     check_block_api(gguf);
+    check_resume_and_lockstep(gguf);
     check_greedy(gguf);
     check_greedy(bin);
     check_ppl(gguf, ts, "tests/golden/ppl_stories260k_tinystories_gptq_ctx256.json", GQ_PPL_GPTQ, 1e-4);

@@ -2,7 +2,8 @@
 # End-to-end quantize -> ppl on stories260K (reduced: 16 calibration windows
 # of 128 tokens from wiki.valid.raw, never the evaluation text), checked
 # against the full-precision perplexity on tinystories_sample.txt (ctx 256):
-#   GPTQ W4 g32 within 12% of FP, GPTQ beats RTN at W4 and W3,
+#   GPTQ W4 g32 within 12% of FP, GPTQ beats RTN at W4 and W3, data-free
+#   GPTQ (model-sampled calibration) beats RTN at W4,
 #   and the output carries its gptvq.* metadata and JSON report;
 # plus bad options / unwritable output leave no file behind.
 set -u
@@ -32,7 +33,14 @@ for cfg in "rtn 4" "gptq 4" "rtn 3" "gptq 3"; do
     quant "$T/$1$2.gguf" --method "$1" --wbits "$2" --group-size 32
     eval "p_$1$2=\$(ppl \"\$T/$1$2.gguf\")"
 done
-echo "fp=$fp rtn4=$p_rtn4 gptq4=$p_gptq4 rtn3=$p_rtn3 gptq3=$p_gptq3"
+# Data-free calibration (no --calib): sequences sampled from the model itself.
+"$G" quantize "$S" -o "$T/df4.gguf" --method gptq --wbits 4 --group-size 32 --nsamples 16 --seqlen 128 --quiet \
+    >/dev/null 2>"$T/err" || { echo "FAIL: data-free quantize"; cat "$T/err"; fail=1; }
+p_df4=$(ppl "$T/df4.gguf")
+grep -q '"calib_source":.*"data-free' "$T/df4.gguf.report.json" && echo "ok: data-free calibration recorded" ||
+    { echo "FAIL: data-free calib_source"; fail=1; }
+echo "fp=$fp rtn4=$p_rtn4 gptq4=$p_gptq4 rtn3=$p_rtn3 gptq3=$p_gptq3 datafree_gptq4=$p_df4"
+check "data-free GPTQ beats RTN at W4 g32" "$p_df4 < $p_rtn4"
 check "GPTQ W4 g32 within 12% of full precision" "$p_gptq4 <= 1.12 * $fp"
 check "GPTQ beats RTN at W4 g32" "$p_gptq4 < $p_rtn4"
 check "GPTQ beats RTN at W3 g32" "$p_gptq3 < $p_rtn3"
@@ -64,9 +72,11 @@ done
 rc=$?
 [ $rc -ne 0 ] && [ ! -e "$T/nodir" ] && grep -q "error: .*nodir/x.gguf: cannot write" "$T/err" && echo "ok: unwritable output: $(cat "$T/err")" ||
     { echo "FAIL: unwritable output (rc=$rc)"; fail=1; }
-"$G" quantize "$S" -o "$T/nocal.gguf" --method gptq >/dev/null 2>"$T/err"
-[ $? -ne 0 ] && [ ! -e "$T/nocal.gguf" ] && echo "ok: gptq without --calib: $(cat "$T/err")" ||
-    { echo "FAIL: gptq without --calib"; fail=1; }
+"$G" quantize "$S" -o "$T/nocal.gguf" --method gptq --calib "$T/missing.txt" >/dev/null 2>"$T/err"
+[ $? -ne 0 ] && [ ! -e "$T/nocal.gguf" ] && grep -q "missing.txt" "$T/err" && echo "ok: missing --calib file: $(cat "$T/err")" ||
+    { echo "FAIL: missing --calib file"; fail=1; }
+"$G" quantize "$S" -o "$T/tw.gguf" --token-weights some >/dev/null 2>"$T/err"
+[ $? -ne 0 ] && [ ! -e "$T/tw.gguf" ] && echo "ok: --token-weights some rejected" || { echo "FAIL: --token-weights some"; fail=1; }
 "$G" quantize "$S" -o "$T/w9.gguf" --wbits 9 >/dev/null 2>"$T/err"
 [ $? -ne 0 ] && [ ! -e "$T/w9.gguf" ] && echo "ok: --wbits 9 rejected" || { echo "FAIL: --wbits 9"; fail=1; }
 exit $fail

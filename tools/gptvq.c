@@ -359,10 +359,17 @@ static const char *QUANT_HELP =
     "  --mse                 per-group clipping search (GPTQ's --mse)\n"
     "  --act-order           GPTQ: quantize columns by descending diag(H) (static groups)\n"
     "  --static-groups       GPTQ: group scales from the original weights\n"
+    "  --token-weights residual|none\n"
+    "                        GPTQ: weight each calibration token in the Hessians of o and down\n"
+    "                        by dim/|residual after the add|^2, so attention-sink tokens with\n"
+    "                        huge activations do not own H (default residual); none = plain GPTQ\n"
     "  --damp F              GPTQ damping, fraction of mean(diag H) (default 0.01)\n"
     "  --block-size N        GPTQ lazy batch size (default 128)\n"
-    "  --calib FILE          calibration text (GPTQ; required); WikiText files are joined as in ppl.\n"
-    "                        Never calibrate on the evaluation text.\n"
+    "  --calib FILE          calibration text (GPTQ); WikiText files are joined as in ppl.\n"
+    "                        Never calibrate on the evaluation text. Without --calib the\n"
+    "                        calibration is data-free: N sequences sampled from the model itself\n"
+    "                        (first token uniform over the vocabulary, then temperature-1 sampling,\n"
+    "                        end-of-text tokens masked; seeded by --seed)\n"
     "  --nsamples N          calibration windows (default 128)\n"
     "  --seqlen N            tokens per window (default 2048 or the model's context)\n"
     "  --seed N              window sampling seed (default 0)\n"
@@ -420,6 +427,14 @@ static int cmd_quantize(int argc, char **argv) {
             else return die("--method: expected rtn or gptq, got '%s'", v), 2;
             continue;
         }
+        if (!strcmp(a, "--token-weights")) {
+            const char *v = opt_value(argc, argv, &i);
+            if (!v) return 2;
+            if (!strcmp(v, "residual")) p.token_weights = GQ_TW_RESIDUAL;
+            else if (!strcmp(v, "none")) p.token_weights = GQ_TW_NONE;
+            else return die("--token-weights: expected residual or none, got '%s'", v), 2;
+            continue;
+        }
         if (!strcmp(a, "--sym")) { p.sym = true; continue; }
         if (!strcmp(a, "--mse")) { p.mse_clip = true; continue; }
         if (!strcmp(a, "--act-order")) { p.act_order = true; continue; }
@@ -434,8 +449,6 @@ static int cmd_quantize(int argc, char **argv) {
         return 2;
     }
     if (!(damp >= 0 && damp < 10)) return die("--damp: expected a value in [0, 10), got %g", damp), 2;
-    if (p.method == GQ_METHOD_GPTQ && !p.calib_path && !p.load_hessians)
-        return die("quantize: GPTQ needs --calib FILE or --load-hessians DIR (data-free calibration is not implemented yet)"), 2;
     if (p.method != GQ_METHOD_GPTQ && (p.save_hessians || p.load_hessians))
         return die("quantize: --save-hessians/--load-hessians need --method gptq"), 2;
     if (p.save_hessians && p.load_hessians) return die("quantize: --save-hessians and --load-hessians exclude each other"), 2;

@@ -113,6 +113,8 @@ enum gq_status gq_context_new(const struct gq_model *m, int n_ctx, struct gq_con
     return GQ_OK;
 }
 
+#define ATT_TILE 256 // attention query rows per tile (see attention())
+
 static void free_scratch(struct gq_context *c) {
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v);
     free(c->att_out); free(c->hb); free(c->hb2); free(c->scores);
@@ -146,7 +148,7 @@ static enum gq_status ensure_scratch(struct gq_context *c, int n) {
     c->att_out = malloc(N * q_dim * sizeof(float));
     c->hb = malloc(N * hp->hidden_dim * sizeof(float));
     c->hb2 = malloc(N * hp->hidden_dim * sizeof(float));
-    c->scores = malloc(N * (size_t)c->n_ctx * sizeof(float));
+    c->scores = malloc((N < ATT_TILE ? N : ATT_TILE) * (size_t)c->n_ctx * sizeof(float));
     if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att_out || !c->hb || !c->hb2 || !c->scores) {
         free_scratch(c);
         return gq_fail(GQ_ERR_NOMEM, "cannot allocate scratch for a batch of %d tokens", n);
@@ -156,35 +158,43 @@ static enum gq_status ensure_scratch(struct gq_context *c, int n) {
 }
 
 // Causal attention of n new queries (positions pos0..) over the cache 0..pos0+n-1.
-static void attention(struct gq_context *c, int layer, int n, int pos0) {
+// Queries go in tiles of ATT_TILE rows; a tile only multiplies against the keys
+// it can see (0..pos0+i1-1), which halves a long prefill's attention work.
+// kv: the context whose cache holds the keys/values; q (n, q_dim) and
+// out (n, q_dim) rows; S: scratch for min(n, ATT_TILE) x (pos0 + n) scores.
+static void attention(const struct gq_context *kv, const float *q, float *out, float *S, int layer, int n,
+                      int pos0) {
+    const struct gq_context *c = kv;
     const struct gq_hparams *hp = &c->m->hp;
     int hd = hp->head_dim, q_dim = hp->n_heads * hd, kv_dim = hp->n_kv_heads * hd;
-    int T = pos0 + n, group = hp->n_heads / hp->n_kv_heads;
+    int group = hp->n_heads / hp->n_kv_heads;
     const float *kc = c->k_cache + (size_t)layer * c->n_ctx * kv_dim;
     const float *vc = c->v_cache + (size_t)layer * c->n_ctx * kv_dim;
     float scale = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < hp->n_heads; h++) {
         int g = h / group;
-        float *S = c->scores; // (n, T)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, T, hd, scale, c->q + h * hd, q_dim,
-                    kc + g * hd, kv_dim, 0.0f, S, T);
-#pragma omp parallel for if (n > 1)
-        for (int i = 0; i < n; i++) {
-            float *s = S + (size_t)i * T;
-            int last = pos0 + i; // causal: keys 0..last
-            float mx = -INFINITY;
-            for (int t = 0; t <= last; t++) mx = s[t] > mx ? s[t] : mx;
-            double sum = 0;
-            for (int t = 0; t <= last; t++) {
-                s[t] = expf(s[t] - mx);
-                sum += s[t];
+        for (int i0 = 0; i0 < n; i0 += ATT_TILE) {
+            int m = n - i0 < ATT_TILE ? n - i0 : ATT_TILE, T = pos0 + i0 + m;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, T, hd, scale, q + (size_t)i0 * q_dim + h * hd,
+                        q_dim, kc + g * hd, kv_dim, 0.0f, S, T);
+#pragma omp parallel for if (m > 1)
+            for (int i = 0; i < m; i++) {
+                float *s = S + (size_t)i * T;
+                int last = pos0 + i0 + i; // causal: keys 0..last
+                float mx = -INFINITY;
+                for (int t = 0; t <= last; t++) mx = s[t] > mx ? s[t] : mx;
+                double sum = 0;
+                for (int t = 0; t <= last; t++) {
+                    s[t] = expf(s[t] - mx);
+                    sum += s[t];
+                }
+                float inv = (float)(1.0 / sum);
+                for (int t = 0; t <= last; t++) s[t] *= inv;
+                for (int t = last + 1; t < T; t++) s[t] = 0.0f;
             }
-            float inv = (float)(1.0 / sum);
-            for (int t = 0; t <= last; t++) s[t] *= inv;
-            for (int t = last + 1; t < T; t++) s[t] = 0.0f;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, T, 1.0f, S, T, vc + g * hd, kv_dim, 0.0f,
+                        out + (size_t)i0 * q_dim + h * hd, q_dim);
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, T, 1.0f, S, T, vc + g * hd, kv_dim,
-                    0.0f, c->att_out + h * hd, q_dim);
     }
 }
 
@@ -194,20 +204,24 @@ static void add_bias(float *x, const float *b, int n, int dim) {
         for (int j = 0; j < dim; j++) x[(size_t)i * dim + j] += b[j];
 }
 
-enum gq_status gq_block_forward(struct gq_context *c, int l, const struct gq_layer_w *L, float *x, int n,
-                                int pos0, const struct gq_block_hooks *hooks) {
+// One decoder block on x (n, dim). seqs NULL: the n rows are consecutive
+// tokens of c's sequence at pos0..pos0+n-1. Otherwise row i is the token at
+// position pos0 of sequence seqs[i] (lockstep decode): RoPE, the KV cache
+// and attention are per row, everything else is batched in c's scratch.
+static enum gq_status block_forward(struct gq_context *c, struct gq_context *const *seqs, int l,
+                                    const struct gq_layer_w *L, float *x, int n, int pos0,
+                                    const struct gq_block_hooks *hooks) {
     const struct gq_hparams *hp = &c->m->hp;
-    if (n <= 0 || pos0 < 0 || pos0 + n > c->n_ctx)
-        return gq_fail(GQ_ERR_ARG, "block forward: %d tokens at position %d exceed the context of %d", n, pos0, c->n_ctx);
     GQ_TRY(ensure_scratch(c, n));
     int dim = hp->dim, hd = hp->head_dim, q_dim = hp->n_heads * hd, kv_dim = hp->n_kv_heads * hd;
     int ffn = hp->hidden_dim;
     // Each linear group's input goes to the hook before use; stop_after ends
     // the block right there, for calibration passes.
 #define CAPTURE(which, buf, width)                                                  \
-    if (hooks && hooks->capture) hooks->capture(hooks->user, l, which, buf, n, width); \
+    if (hooks && hooks->capture) hooks->capture(hooks->user, l, which, buf, n, width, x); \
     if (hooks && hooks->stop_after == (which)) return GQ_OK;
 
+    if (hooks && hooks->start_at == GQ_IN_FFN) goto ffn;
     rmsnorm(c->xb, x, L->attn_norm, n, dim, hp->rms_eps);
     CAPTURE(GQ_IN_ATTN, c->xb, dim);
     matmul(c->q, c->xb, L->wq, n, dim, q_dim);
@@ -216,17 +230,28 @@ enum gq_status gq_block_forward(struct gq_context *c, int l, const struct gq_lay
     add_bias(c->q, L->bq, n, q_dim);
     add_bias(c->k, L->bk, n, kv_dim);
     add_bias(c->v, L->bv, n, kv_dim);
-    rope(c->q, n, hp->n_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0);
-    rope(c->k, n, hp->n_kv_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0);
-    float *kc = c->k_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim;
-    float *vc = c->v_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim;
-    memcpy(kc, c->k, (size_t)n * kv_dim * sizeof(float));
-    memcpy(vc, c->v, (size_t)n * kv_dim * sizeof(float));
-    attention(c, l, n, pos0);
+    if (!seqs) {
+        rope(c->q, n, hp->n_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0);
+        rope(c->k, n, hp->n_kv_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0);
+        memcpy(c->k_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim, c->k, (size_t)n * kv_dim * sizeof(float));
+        memcpy(c->v_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim, c->v, (size_t)n * kv_dim * sizeof(float));
+        attention(c, c->q, c->att_out, c->scores, l, n, pos0);
+    } else {
+        for (int i = 0; i < n; i++) {
+            struct gq_context *s = seqs[i];
+            float *qi = c->q + (size_t)i * q_dim, *ki = c->k + (size_t)i * kv_dim, *vi = c->v + (size_t)i * kv_dim;
+            rope(qi, 1, hp->n_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0);
+            rope(ki, 1, hp->n_kv_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0);
+            memcpy(s->k_cache + ((size_t)l * s->n_ctx + pos0) * kv_dim, ki, (size_t)kv_dim * sizeof(float));
+            memcpy(s->v_cache + ((size_t)l * s->n_ctx + pos0) * kv_dim, vi, (size_t)kv_dim * sizeof(float));
+            attention(s, qi, c->att_out + (size_t)i * q_dim, c->scores, l, 1, pos0);
+        }
+    }
     CAPTURE(GQ_IN_ATTN_OUT, c->att_out, q_dim);
     matmul(c->xb, c->att_out, L->wo, n, q_dim, dim);
     for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += c->xb[i];
 
+ffn:
     rmsnorm(c->xb, x, L->ffn_norm, n, dim, hp->rms_eps);
     CAPTURE(GQ_IN_FFN, c->xb, dim);
     matmul(c->hb, c->xb, L->w_gate, n, dim, ffn);
@@ -240,6 +265,38 @@ enum gq_status gq_block_forward(struct gq_context *c, int l, const struct gq_lay
     matmul(c->xb, c->hb, L->w_down, n, ffn, dim);
     for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += c->xb[i];
 #undef CAPTURE
+    return GQ_OK;
+}
+
+enum gq_status gq_block_forward(struct gq_context *c, int l, const struct gq_layer_w *L, float *x, int n,
+                                int pos0, const struct gq_block_hooks *hooks) {
+    if (n <= 0 || pos0 < 0 || pos0 + n > c->n_ctx)
+        return gq_fail(GQ_ERR_ARG, "block forward: %d tokens at position %d exceed the context of %d", n, pos0, c->n_ctx);
+    return block_forward(c, NULL, l, L, x, n, pos0, hooks);
+}
+
+enum gq_status gq_forward_lockstep(struct gq_context *batch, struct gq_context *const *seqs, int n,
+                                   const int32_t *tokens, float *logits) {
+    const struct gq_model *m = batch->m;
+    const struct gq_hparams *hp = &m->hp;
+    if (n <= 0) return gq_fail(GQ_ERR_ARG, "lockstep forward: no sequences");
+    int pos = seqs[0]->pos;
+    for (int i = 0; i < n; i++) {
+        if (seqs[i]->m != m || seqs[i]->pos != pos)
+            return gq_fail(GQ_ERR_ARG, "lockstep forward: sequence %d is at position %d, sequence 0 at %d", i,
+                           seqs[i]->pos, pos);
+        if (pos >= seqs[i]->n_ctx)
+            return gq_fail(GQ_ERR_ARG, "lockstep forward: sequence %d is full (%d tokens)", i, seqs[i]->n_ctx);
+    }
+    if (batch->n_ctx < seqs[0]->n_ctx)
+        return gq_fail(GQ_ERR_ARG, "lockstep forward: batch context (%d) shorter than the sequences' (%d)",
+                       batch->n_ctx, seqs[0]->n_ctx);
+    GQ_TRY(ensure_scratch(batch, n));
+    GQ_TRY(gq_embed(m, tokens, n, batch->x));
+    for (int l = 0; l < hp->n_layers; l++) GQ_TRY(block_forward(batch, seqs, l, &m->layers[l], batch->x, n, pos, NULL));
+    for (int i = 0; i < n; i++) seqs[i]->pos++;
+    rmsnorm(batch->xb, batch->x, m->output_norm, n, hp->dim, hp->rms_eps);
+    matmul(logits, batch->xb, m->output, n, hp->dim, hp->n_vocab);
     return GQ_OK;
 }
 

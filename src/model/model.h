@@ -72,12 +72,18 @@ enum gq_status gq_load_llama2c(const char *path, const char *tokenizer_path, str
 enum gq_block_input { GQ_IN_ATTN = 0, GQ_IN_ATTN_OUT, GQ_IN_FFN, GQ_IN_FFN_DOWN, GQ_IN_COUNT };
 
 struct gq_block_hooks {
-    // Called with each group's input x (n, n_in) before the group runs.
-    void (*capture)(void *user, int layer, enum gq_block_input which, const float *x, int n, int n_in);
+    // Called with each group's input x (n, n_in) before the group runs, and the
+    // block's residual stream at that point, resid (n, dim): the block input
+    // for GQ_IN_ATTN/GQ_IN_ATTN_OUT, the post-attention residual after.
+    void (*capture)(void *user, int layer, enum gq_block_input which, const float *x, int n, int n_in,
+                    const float *resid);
     void *user;
     int stop_after; // a gq_block_input: return right after capturing it; -1: whole block.
                     // x then holds only the residual adds done so far (none before
                     // GQ_IN_FFN): callers that stop early keep their own copy.
+    int start_at;   // GQ_IN_ATTN (0): whole block; GQ_IN_FFN: x already holds the
+                    // block's post-attention residual (a pass that stopped at
+                    // GQ_IN_FFN), so only the FFN half runs.
 };
 
 // Runs decoder block `layer` with weights w (the model's, or replacements such
@@ -85,6 +91,12 @@ struct gq_block_hooks {
 // pos0..pos0+n-1 of the context's KV cache (the block's K/V are written there).
 enum gq_status gq_block_forward(struct gq_context *c, int layer, const struct gq_layer_w *w, float *x, int n,
                                 int pos0, const struct gq_block_hooks *hooks);
+// Lockstep decode of n independent sequences, all at the same position:
+// tokens[i] is appended to seqs[i] (each its own context and KV cache);
+// logits (n, n_vocab). The matmuls run batched in `batch`'s scratch, whose
+// context must be at least as long as the sequences'.
+enum gq_status gq_forward_lockstep(struct gq_context *batch, struct gq_context *const *seqs, int n,
+                                   const int32_t *tokens, float *logits);
 // x (n, dim) = token embeddings.
 enum gq_status gq_embed(const struct gq_model *m, const int32_t *tokens, int n, float *x);
 

@@ -5,7 +5,10 @@
 // o, gate/up, down: the model description table says which linears share an
 // input), the block is run over every calibration window up to that group's
 // input, H = 2/N Σ x xᵀ is accumulated (double), and the group's linears are
-// quantized. Because the block's weight slots already point at the quantized
+// quantized. Once o is quantized, the pass for the FFN input runs in place and
+// leaves the post-attention residual in the activation buffer, so attention
+// runs twice per block (for the o input, and with the quantized o) instead of
+// once per linear group. Because the block's weight slots already point at the quantized
 // copies of the earlier groups, each H sees the quantized upstream
 // ("true-sequential"). Finally the windows run through the whole quantized
 // block to become the next block's inputs. Memory: one (nsamples, seqlen, dim)
@@ -15,6 +18,7 @@
 #include "../model/tokenizer.h"
 #include "quant.h"
 
+#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <math.h>
 
@@ -42,14 +46,88 @@ static uint64_t splitmix(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
+// Data-free calibration (as LLM-QAT's data generation): each window starts
+// with a token drawn uniformly from the vocabulary (end-of-generation tokens
+// excluded) and continues with tokens sampled from the model's own next-token
+// distribution at temperature 1 (EOG tokens masked, so every window has
+// seqlen tokens). Sequences are decoded in lockstep, SAMPLE_WAVE at a time,
+// so each step is one batched forward.
+#define SAMPLE_WAVE 32
+static int32_t draw(const float *logits, int n, const struct gq_tokenizer *tok, double *prob, uint64_t *rng) {
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (!gq_tokenizer_is_eog(tok, i) && logits[i] > mx) mx = logits[i];
+    double z = 0;
+    for (int i = 0; i < n; i++) z += prob[i] = gq_tokenizer_is_eog(tok, i) ? 0.0 : exp((double)logits[i] - mx);
+    double r = (double)(splitmix(rng) >> 11) * 0x1.0p-53 * z, acc = 0;
+    int32_t last = 0;
+    for (int i = 0; i < n; i++) {
+        if (prob[i] == 0) continue;
+        acc += prob[i];
+        last = i;
+        if (r < acc) return i;
+    }
+    return last;
+}
+
+static enum gq_status sample_windows(const struct gq_model *m, const struct gq_quantize_params *p, int seqlen,
+                                     int32_t **out, struct gq_quant_report *rep) {
+    const int V = m->hp.n_vocab, wave = p->nsamples < SAMPLE_WAVE ? p->nsamples : SAMPLE_WAVE;
+    int32_t *w = malloc(sizeof *w * (size_t)p->nsamples * seqlen);
+    float *logits = malloc(sizeof(float) * (size_t)wave * V);
+    double *prob = malloc(sizeof(double) * (size_t)V);
+    int32_t *tok = malloc(sizeof(int32_t) * wave);
+    struct gq_context **seqs = calloc((size_t)wave, sizeof *seqs), *batch = NULL;
+    enum gq_status s = GQ_OK;
+    if (!w || !logits || !prob || !tok || !seqs) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
+    if (s == GQ_OK) s = gq_context_new(m, seqlen, &batch);
+    for (int i = 0; i < wave && s == GQ_OK; i++) s = gq_context_new(m, seqlen, &seqs[i]);
+    if (s == GQ_OK && p->progress)
+        fprintf(stderr, "quantize: data-free calibration: sampling %d sequences of %d tokens from the model, %d at a time\n"
+                        "quantize: KV caches %.1f MiB\n",
+                p->nsamples, seqlen, wave,
+                (wave + 1.0) * 2.0 * m->hp.n_layers * seqlen * m->hp.n_kv_heads * m->hp.head_dim * sizeof(float) / 1048576.0);
+    struct gq_progress pr;
+    gq_progress_start(&pr, "sample", (int64_t)p->nsamples * seqlen, p->progress && s == GQ_OK);
+    uint64_t rng = p->seed ^ 0x5DA7AF1EEull;
+    for (int w0 = 0; w0 < p->nsamples && s == GQ_OK; w0 += wave) {
+        int nb = p->nsamples - w0 < wave ? p->nsamples - w0 : wave;
+        for (int i = 0; i < nb; i++) {
+            gq_context_reset(seqs[i]);
+            do tok[i] = (int32_t)(splitmix(&rng) % (uint64_t)V);
+            while (gq_tokenizer_is_eog(m->tok, tok[i]));
+        }
+        for (int t = 0; t < seqlen && s == GQ_OK; t++) {
+            for (int i = 0; i < nb; i++) w[(size_t)(w0 + i) * seqlen + t] = tok[i];
+            if (t + 1 == seqlen) break;
+            s = gq_forward_lockstep(batch, seqs, nb, tok, logits);
+            for (int i = 0; i < nb && s == GQ_OK; i++) tok[i] = draw(logits + (size_t)i * V, V, m->tok, prob, &rng);
+            gq_progress_update(&pr, (int64_t)w0 * seqlen + (int64_t)nb * (t + 1), NULL);
+        }
+    }
+    gq_progress_end(&pr);
+    for (int i = 0; i < wave && seqs; i++) gq_context_free(seqs[i]);
+    gq_context_free(batch);
+    free(seqs), free(tok), free(prob), free(logits);
+    if (s != GQ_OK) {
+        free(w);
+        return s;
+    }
+    rep->calib_tokens = (int64_t)p->nsamples * seqlen;
+    snprintf(rep->calib_source, sizeof rep->calib_source,
+             "data-free: %d sequences of %d tokens sampled from the model (temperature 1), seed %llu", p->nsamples,
+             seqlen, (unsigned long long)p->seed);
+    *out = w;
+    return GQ_OK;
+}
+
 // nsamples random windows of seqlen tokens of the calibration text, tokenized
 // once (WikiText files joined as the gptq ppl protocol does, BOS if the model
 // adds one), as GPTQ's get_wikitext2 draws them.
 static enum gq_status calib_windows(const struct gq_model *m, const struct gq_quantize_params *p, int seqlen,
                                     int32_t **out, struct gq_quant_report *rep) {
     *out = NULL;
-    if (!p->calib_path)
-        return gq_fail(GQ_ERR_ARG, "GPTQ needs calibration text: pass --calib FILE (data-free sampling is not implemented yet)");
+    if (!p->calib_path) return sample_windows(m, p, seqlen, out, rep);
     char *text;
     size_t len;
     GQ_TRY(gq_read_file(p->calib_path, &text, &len));
@@ -121,7 +199,15 @@ static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq
     memset(r, 0, sizeof *r);
     if (H) {
         struct gq_gptq_result res = {0};
-        s = gq_gptq_quantize(W, rows, cols, H, &q, &res);
+        // RTN through the same H first: the report shows per layer what
+        // GPTQ's error feedback gained over plain rounding.
+        float *Q = malloc(n * sizeof *Q);
+        s = Q ? gq_rtn_quantize(W, rows, cols, &q, Q, NULL, NULL) : gq_fail(GQ_ERR_NOMEM, "out of memory");
+        double obj = 0, ref = 0;
+        if (s == GQ_OK) s = gq_layer_objective(W, Q, rows, cols, H, &obj, &ref);
+        free(Q);
+        r->rel_error_rtn = ref > 0 ? obj / ref : 0;
+        if (s == GQ_OK) s = gq_gptq_quantize(W, rows, cols, H, &q, &res);
         r->rel_error = res.rel_error;
         r->damp = res.damp_rel;
         r->n_dead = res.n_dead;
@@ -223,8 +309,34 @@ struct capture {
     enum gq_block_input want;
     struct gq_hessian *H;
     enum gq_status status;
+    // GQ_TW_RESIDUAL on an o/down input: the linear's original weight W
+    // (dim, n_in), so the hook can form the residual after the add.
+    const float *W;
+    int dim;
 };
-static void on_capture(void *u, int layer, enum gq_block_input which, const float *x, int n, int n_in) {
+
+// x (n, n_in) scaled row by row by sqrt(dim / ‖resid_t + W x_t‖²) into xs.
+static enum gq_status residual_weighted(const struct capture *c, const float *x, const float *resid, int n,
+                                        int n_in, float *xs) {
+    float *y = malloc(sizeof(float) * (size_t)n * c->dim);
+    if (!y) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c->dim, n_in, 1.0f, x, n_in, c->W, n_in, 0.0f, y,
+                c->dim);
+    for (int t = 0; t < n; t++) {
+        double ss = 0;
+        for (int j = 0; j < c->dim; j++) {
+            double h = (double)resid[(size_t)t * c->dim + j] + y[(size_t)t * c->dim + j];
+            ss += h * h;
+        }
+        float w = ss > 0 ? (float)sqrt(c->dim / ss) : 1.0f;
+        for (int j = 0; j < n_in; j++) xs[(size_t)t * n_in + j] = x[(size_t)t * n_in + j] * w;
+    }
+    free(y);
+    return GQ_OK;
+}
+
+static void on_capture(void *u, int layer, enum gq_block_input which, const float *x, int n, int n_in,
+                       const float *resid) {
     struct capture *c = u;
     if (which != c->want || c->status != GQ_OK) return;
     for (size_t i = 0; i < (size_t)n * n_in; i++)
@@ -233,7 +345,18 @@ static void on_capture(void *u, int layer, enum gq_block_input which, const floa
                                 layer, (int)which, i);
             return;
         }
-    c->status = gq_hessian_add(c->H, x, n, n_in);
+    if (!c->W) {
+        c->status = gq_hessian_add(c->H, x, n, n_in);
+        return;
+    }
+    float *xs = malloc(sizeof(float) * (size_t)n * n_in);
+    if (!xs) {
+        c->status = gq_fail(GQ_ERR_NOMEM, "out of memory");
+        return;
+    }
+    c->status = residual_weighted(c, x, resid, n, n_in, xs);
+    if (c->status == GQ_OK) c->status = gq_hessian_add(c->H, xs, n, n_in);
+    free(xs);
 }
 
 enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep) {
@@ -293,6 +416,7 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
     }
 
     for (int l = 0; l < m->hp.n_layers && s == GQ_OK; l++) {
+        int stage = GQ_IN_ATTN; // what X holds: block input, or post-attention residual (GQ_IN_FFN)
         for (int g = 0; g < GQ_IN_COUNT && s == GQ_OK; g++) {
             const struct gq_block_tensor *first = NULL;
             for (int i = 0; i < A->n_tensors; i++)
@@ -313,12 +437,23 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
             } else {
                 struct gq_hessian H;
                 if ((s = gq_hessian_init(&H, n_in)) != GQ_OK) break;
-                struct capture cap = {.want = (enum gq_block_input)g, .H = &H, .status = GQ_OK};
-                struct gq_block_hooks hooks = {.capture = on_capture, .user = &cap, .stop_after = g};
+                struct capture cap = {.want = (enum gq_block_input)g, .H = &H, .status = GQ_OK, .dim = dim};
+                int n_group = 0;
+                for (int i = 0; i < A->n_tensors; i++) n_group += A->tensors[i].kind == GQ_T_LINEAR && (int)A->tensors[i].input == g;
+                if (p->token_weights == GQ_TW_RESIDUAL && n_group == 1 &&
+                    (g == GQ_IN_ATTN_OUT || g == GQ_IN_FFN_DOWN) && gq_dim_value(&m->hp, first->rows) == dim)
+                    cap.W = *gq_block_slot(&m->layers[l], first);
+                struct gq_block_hooks hooks = {.capture = on_capture, .user = &cap, .stop_after = g, .start_at = stage};
+                // The pass that reaches the FFN input first runs in place: X
+                // becomes the post-attention residual (o is quantized by now),
+                // and later passes skip the attention half.
+                bool in_place = stage == GQ_IN_ATTN && g >= GQ_IN_FFN;
                 for (int i = 0; i < p->nsamples && s == GQ_OK && cap.status == GQ_OK; i++) {
-                    memcpy(tmp, X + i * per, per * sizeof(float));
-                    s = gq_block_forward(c, l, &m->layers[l], tmp, seqlen, 0, &hooks);
+                    float *x = X + i * per;
+                    if (!in_place) x = memcpy(tmp, x, per * sizeof(float));
+                    s = gq_block_forward(c, l, &m->layers[l], x, seqlen, 0, &hooks);
                 }
+                if (in_place) stage = GQ_IN_FFN;
                 if (s == GQ_OK) s = cap.status;
                 if (s == GQ_OK) s = gq_hessian_finish(&H, Hf);
                 if (s == GQ_OK && p->save_hessians) s = hessian_save(p->save_hessians, l, g, Hf, n_in, H.n_samples);
@@ -333,7 +468,7 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
                 s = quantize_linear(m, l, t, Hf, p, r);
                 if (s != GQ_OK) break;
                 rep->n++;
-                snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g", l, r->name, r->rel_error);
+                snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g (rtn %.3g)", l, r->name, r->rel_error, r->rel_error_rtn);
                 gq_progress_update(&pr, rep->n, extra);
             }
             rep->seconds_quant += gq_time_s() - t0;
@@ -341,8 +476,9 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
         if (load) continue;
         // The quantized block's outputs are the next block's inputs.
         double t0 = gq_time_s();
+        struct gq_block_hooks rest = {.stop_after = -1, .start_at = stage};
         for (int i = 0; i < p->nsamples && s == GQ_OK; i++) {
-            s = gq_block_forward(c, l, &m->layers[l], X + i * per, seqlen, 0, NULL);
+            s = gq_block_forward(c, l, &m->layers[l], X + i * per, seqlen, 0, &rest);
             if (s == GQ_OK && gq_check_finite(X + i * per, per, "calibration", "block output") != GQ_OK)
                 s = gq_fail(GQ_ERR_NUMERIC, "blk.%d: the quantized block's output is not finite (window %d)", l, i);
         }
@@ -367,6 +503,8 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
     cJSON_AddBoolToObject(o, "act_order", p->act_order);
     cJSON_AddBoolToObject(o, "mse_clip", p->mse_clip);
     cJSON_AddNumberToObject(o, "damp", p->damp);
+    if (p->method == GQ_METHOD_GPTQ)
+        cJSON_AddStringToObject(o, "token_weights", p->token_weights == GQ_TW_NONE ? "none" : "residual");
     cJSON_AddNumberToObject(o, "seed", (double)p->seed);
     cJSON_AddStringToObject(o, "calib_source", rep->calib_source);
     cJSON_AddNumberToObject(o, "calib_tokens", (double)rep->calib_tokens);
@@ -387,6 +525,7 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
         cJSON_AddNumberToObject(e, "cols", r->cols);
         cJSON_AddNumberToObject(e, "rel_error", r->rel_error);
         if (p->method == GQ_METHOD_GPTQ) {
+            cJSON_AddNumberToObject(e, "rel_error_rtn", r->rel_error_rtn);
             cJSON_AddNumberToObject(e, "damp", r->damp);
             cJSON_AddNumberToObject(e, "dead_inputs", r->n_dead);
         }
