@@ -168,7 +168,7 @@ struct gq_quantize_params {
     float damp;           // GPTQ damping, fraction of mean(diag H) (0.01)
     int block_size;       // GPTQ lazy batch (128)
     const char *calib_path; // calibration text (GPTQ); WikiText files joined as in ppl
-    int nsamples, seqlen; // calibration windows (128 x min(2048, model ctx))
+    int nsamples, seqlen; // calibration windows (128 x min(2048, model ctx); data-free: 512)
     uint64_t seed;
     bool progress;
     // Hessian artefacts: DIR/blk.<layer>.<input>.hessian, one per linear group.
@@ -194,6 +194,7 @@ struct gq_quant_layer_report {
     double rel_error;     // ‖WX − QX‖² / ‖WX‖² through the layer's H (GPTQ), or
                           // through H = I for RTN (‖W − Q‖² / ‖W‖²)
     double rel_error_rtn; // GPTQ runs: RTN's error through the same H, for comparison
+    bool rtn_fallback;    // GPTQ lost to RTN on this layer's objective; RTN's result was kept
     double damp;          // relative damping used (GPTQ; retries raise it)
     int n_dead;
     double seconds;
@@ -204,6 +205,7 @@ struct gq_quant_report {
     int64_t calib_tokens;
     char calib_source[256];
     double seconds_total, seconds_forward, seconds_quant;
+    double seconds_sampling; // data-free: generating the calibration sequences
     size_t activation_bytes; // memory held for the calibration activations
 };
 void gq_quant_report_free(struct gq_quant_report *r);

@@ -350,14 +350,19 @@ static const char *QUANT_HELP =
     "Quantizes every linear layer of the decoder blocks (embeddings, norms and the head keep\n"
     "their precision) and writes OUT.gguf with the quantized weights stored dequantized as\n"
     "F32 (\"fake-quant\"), gptvq.* metadata, and a JSON report OUT.gguf.report.json with\n"
-    "each linear's relative output error. MODEL must be a GGUF file for now.\n"
+    "each linear's relative output error (GPTQ: also RTN's error through the same Hessian;\n"
+    "a layer where GPTQ would lose to RTN keeps RTN's result and says so). MODEL must be a\n"
+    "GGUF file for now.\n"
     "\n"
     "  --method rtn|gptq     round-to-nearest or GPTQ (default gptq)\n"
     "  --wbits N             bits per weight, 2..8 (default 4)\n"
     "  --group-size N        columns per scale/zero group; 0 = one per row (default 128)\n"
     "  --sym                 symmetric grid (default asymmetric min/max)\n"
     "  --mse                 per-group clipping search (GPTQ's --mse)\n"
-    "  --act-order           GPTQ: quantize columns by descending diag(H) (static groups)\n"
+    "  --act-order           GPTQ: quantize columns by descending diag(H), group scales from\n"
+    "                        the original weights (default; on SmolLM2 W4 g128 it lowers the\n"
+    "                        perplexity GPTQ reaches, see docs/results.md)\n"
+    "  --no-act-order        GPTQ: columns left to right, group scales from the updated weights\n"
     "  --static-groups       GPTQ: group scales from the original weights\n"
     "  --token-weights residual|none\n"
     "                        GPTQ: weight each calibration token in the Hessians of o and down\n"
@@ -371,7 +376,8 @@ static const char *QUANT_HELP =
     "                        (first token uniform over the vocabulary, then temperature-1 sampling,\n"
     "                        end-of-text tokens masked; seeded by --seed)\n"
     "  --nsamples N          calibration windows (default 128)\n"
-    "  --seqlen N            tokens per window (default 2048 or the model's context)\n"
+    "  --seqlen N            tokens per window (default 2048, data-free 512; at most the model's\n"
+    "                        context)\n"
     "  --seed N              window sampling seed (default 0)\n"
     "  --save-hessians DIR   GPTQ: also write each linear group's Hessian to DIR\n"
     "                        (blk.<layer>.<input>.hessian, with its token count)\n"
@@ -438,6 +444,7 @@ static int cmd_quantize(int argc, char **argv) {
         if (!strcmp(a, "--sym")) { p.sym = true; continue; }
         if (!strcmp(a, "--mse")) { p.mse_clip = true; continue; }
         if (!strcmp(a, "--act-order")) { p.act_order = true; continue; }
+        if (!strcmp(a, "--no-act-order")) { p.act_order = false; continue; }
         if (!strcmp(a, "--static-groups")) { p.static_groups = true; continue; }
         if (!strcmp(a, "--quiet")) { p.progress = false; continue; }
         if (a[0] == '-' && a[1]) return die("quantize: unknown option '%s' (see gptvq quantize --help)", a), 2;
@@ -488,9 +495,16 @@ static int cmd_quantize(int argc, char **argv) {
             mean += rep.layers[i].rel_error / rep.n;
             if (rep.layers[i].rel_error > worst) worst = rep.layers[i].rel_error;
         }
-        fprintf(stderr, "quantize: %d linears, relative output error mean %.4g, worst %.4g\n", rep.n, mean, worst);
-        fprintf(stderr, "quantize: %.1fs total (calibration forward %.1fs, quantization %.1fs)\n", rep.seconds_total,
-                rep.seconds_forward, rep.seconds_quant);
+        int n_fb = 0;
+        double mean_rtn = 0;
+        for (int i = 0; i < rep.n; i++) n_fb += rep.layers[i].rtn_fallback, mean_rtn += rep.layers[i].rel_error_rtn / rep.n;
+        fprintf(stderr, "quantize: %d linears, relative output error mean %.4g, worst %.4g", rep.n, mean, worst);
+        if (p.method == GQ_METHOD_GPTQ)
+            fprintf(stderr, " (RTN through the same H: mean %.4g; %d layers kept RTN)", mean_rtn, n_fb);
+        fputc('\n', stderr);
+        fprintf(stderr, "quantize: %.1fs total (", rep.seconds_total);
+        if (rep.seconds_sampling > 0) fprintf(stderr, "sampling calibration sequences %.1fs, ", rep.seconds_sampling);
+        fprintf(stderr, "calibration forward %.1fs, quantization %.1fs)\n", rep.seconds_forward, rep.seconds_quant);
         printf("wrote %s and %s\n", out, report);
     }
     gq_quant_report_free(&rep);

@@ -30,6 +30,8 @@ enum gq_status gq_model_save_gguf(const struct gq_model *m, const char *path, co
     if (s == GQ_OK && p->method == GQ_METHOD_GPTQ) {
         s = gq_gguf_writer_set_str(w, "gptvq.calib_source", rep->calib_source);
         if (s == GQ_OK) s = gq_gguf_writer_set_f32(w, "gptvq.damp", p->damp);
+        if (s == GQ_OK)
+            s = gq_gguf_writer_set_str(w, "gptvq.token_weights", p->token_weights == GQ_TW_NONE ? "none" : "residual");
     }
     if (s == GQ_OK && rep->n > 0) {
         // per-linear relative output errors, in quantization order, with names

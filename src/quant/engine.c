@@ -27,6 +27,7 @@ void gq_quantize_params_default(struct gq_quantize_params *p) {
     p->method = GQ_METHOD_GPTQ;
     p->wbits = 4;
     p->group_size = 128;
+    p->act_order = true;
     p->damp = 0.01f;
     p->block_size = 128;
     p->nsamples = 128;
@@ -199,16 +200,11 @@ static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq
     memset(r, 0, sizeof *r);
     if (H) {
         struct gq_gptq_result res = {0};
-        // RTN through the same H first: the report shows per layer what
-        // GPTQ's error feedback gained over plain rounding.
-        float *Q = malloc(n * sizeof *Q);
-        s = Q ? gq_rtn_quantize(W, rows, cols, &q, Q, NULL, NULL) : gq_fail(GQ_ERR_NOMEM, "out of memory");
-        double obj = 0, ref = 0;
-        if (s == GQ_OK) s = gq_layer_objective(W, Q, rows, cols, H, &obj, &ref);
-        free(Q);
-        r->rel_error_rtn = ref > 0 ? obj / ref : 0;
-        if (s == GQ_OK) s = gq_gptq_quantize(W, rows, cols, H, &q, &res);
+        s = gq_gptq_quantize(W, rows, cols, H, &q, &res);
         r->rel_error = res.rel_error;
+        // RTN through the same H: what GPTQ's error feedback gained.
+        r->rel_error_rtn = res.rel_error > 0 ? res.rtn_objective * res.rel_error / res.objective : 0;
+        r->rtn_fallback = res.rtn_fallback;
         r->damp = res.damp_rel;
         r->n_dead = res.n_dead;
     } else {
@@ -388,7 +384,10 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
         return GQ_OK;
     }
 
-    int seqlen = p->seqlen > 0 ? p->seqlen : (m->hp.ctx_len < 2048 ? m->hp.ctx_len : 2048);
+    // Default window: 2048 tokens of calibration text (GPTQ's protocol); 512
+    // for data-free calibration, where every token costs a decode step.
+    int def_len = p->calib_path ? 2048 : 512;
+    int seqlen = p->seqlen > 0 ? p->seqlen : (m->hp.ctx_len < def_len ? m->hp.ctx_len : def_len);
     if (p->nsamples <= 0) return gq_fail(GQ_ERR_ARG, "--nsamples must be positive (got %d)", p->nsamples);
     bool load = p->load_hessians != NULL;
     const int dim = m->hp.dim;
@@ -401,7 +400,9 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
         snprintf(rep->calib_source, sizeof rep->calib_source, "Hessians loaded from %s", p->load_hessians);
     } else {
         int32_t *toks = NULL;
+        double t0 = gq_time_s();
         GQ_TRY(calib_windows(m, p, seqlen, &toks, rep));
+        if (!p->calib_path) rep->seconds_sampling = gq_time_s() - t0;
         rep->activation_bytes = (size_t)p->nsamples * per * sizeof(float);
         if (p->progress)
             fprintf(stderr, "quantize: calibration %s\nquantize: activations %.1f MiB (%d x %d x %d floats) + one block's scratch\n",
@@ -511,6 +512,7 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
     cJSON_AddNumberToObject(o, "seconds_total", rep->seconds_total);
     cJSON_AddNumberToObject(o, "seconds_calibration_forward", rep->seconds_forward);
     cJSON_AddNumberToObject(o, "seconds_quantization", rep->seconds_quant);
+    cJSON_AddNumberToObject(o, "seconds_sampling", rep->seconds_sampling);
     cJSON_AddStringToObject(o, "rel_error_definition",
                             p->method == GQ_METHOD_GPTQ ? "||WX-QX||^2/||WX||^2 through the layer Hessian"
                                                         : "||W-Q||^2/||W||^2 (no calibration)");
@@ -526,6 +528,7 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
         cJSON_AddNumberToObject(e, "rel_error", r->rel_error);
         if (p->method == GQ_METHOD_GPTQ) {
             cJSON_AddNumberToObject(e, "rel_error_rtn", r->rel_error_rtn);
+            cJSON_AddBoolToObject(e, "rtn_fallback", r->rtn_fallback);
             cJSON_AddNumberToObject(e, "damp", r->damp);
             cJSON_AddNumberToObject(e, "dead_inputs", r->n_dead);
         }

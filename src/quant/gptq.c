@@ -280,17 +280,40 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
                            i / (size_t)n, i % (size_t)n, damp_rel);
         }
     free(b.U), b.U = NULL; // the objective needs its own n² doubles
-    double obj = 0, ref = 0;
+    double obj = 0, ref = 0, obj_rtn = 0;
     enum gq_status st = gq_layer_objective(W, b.Q, rows, cols, H, &obj, &ref);
+    // RTN on the same grid, reusing Wd (no longer needed) as its output.
+    float *Qr = (float *)b.Wd, *rs = malloc(sizeof(float) * (size_t)rows * ng),
+          *rz = malloc(sizeof(float) * (size_t)rows * ng);
+    if (st == GQ_OK && (!rs || !rz)) st = gq_fail(GQ_ERR_NOMEM, "gptq: RTN scales of a (%d, %d) layer", rows, cols);
+    if (st == GQ_OK) st = gq_rtn_quantize(W, rows, cols, p, Qr, rs, rz);
+    if (st == GQ_OK) st = gq_layer_objective(W, Qr, rows, cols, H, &obj_rtn, NULL);
     if (st != GQ_OK) {
+        free(rs), free(rz);
         buf_free(&b);
         return st;
     }
-    if (stat && (res->scales || res->zeros))
+    res->rtn_objective = obj_rtn;
+    res->rtn_fallback = obj_rtn < obj;
+    if (res->rtn_fallback) {
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < n; c++) {
+                size_t gi = (size_t)r * ng + c / gs;
+                int code;
+                (void)gq_quant_value(W[(size_t)r * n + c], rs[gi], rz[gi], maxq, &code);
+                b.codes[(size_t)r * n + c] = (uint8_t)code;
+            }
+        for (int i = 0; i < n; i++) b.perm[i] = i;
+        if (res->scales) memcpy(res->scales, rs, sizeof(float) * (size_t)rows * ng);
+        if (res->zeros) memcpy(res->zeros, rz, sizeof(float) * (size_t)rows * ng);
+        memcpy(b.Q, Qr, sizeof(float) * nw);
+        obj = obj_rtn;
+    } else if (stat && (res->scales || res->zeros))
         for (size_t i = 0; i < (size_t)rows * ng; i++) {
             if (res->scales) res->scales[i] = b.ssc[i];
             if (res->zeros) res->zeros[i] = b.szr[i];
         }
+    free(rs), free(rz);
     if (res->codes) memcpy(res->codes, b.codes, nw);
     if (res->perm) memcpy(res->perm, b.perm, sizeof(int32_t) * n);
     memcpy(W, b.Q, sizeof(float) * nw);

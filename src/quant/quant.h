@@ -115,6 +115,8 @@ struct gq_gptq_result {
     int n_dead;        // inputs with H_ii == 0 (their weights are quantized to 0)
     double objective;  // tr((W-Q)H(W-Q)ᵀ) with the H passed in
     double rel_error;  // objective / tr(WHWᵀ) (0 when tr(WHWᵀ) <= 0)
+    double rtn_objective; // RTN's tr((W-Q)H(W-Q)ᵀ) on the same grid settings
+    bool rtn_fallback; // GPTQ's result was worse than RTN's, so RTN's was kept
 };
 
 // W (rows, cols) row-major is replaced by its quantized values; H (cols, cols)
@@ -123,6 +125,10 @@ struct gq_gptq_result {
 // from the weights as updated by all earlier columns (exact, whatever the
 // block size; reference GPTQ reads stale in-block weights there), or with
 // static_groups / act_order from the original W (see gptq.c).
+// Guard: greedy GPTQ can lose to plain rounding (dynamic groups at 2 bits
+// under outlier-heavy H, tests/test_gptq.c [2]); the RTN solution is always
+// evaluated too and kept when its objective is lower (rtn_fallback), so the
+// result is never worse than RTN in the layer objective.
 enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
                                 const struct gq_quant_params *p, struct gq_gptq_result *res);
 
