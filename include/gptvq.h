@@ -178,12 +178,17 @@ struct gq_quantize_params {
     // so loading reproduces the saving run exactly when the settings match.
     const char *save_hessians, *load_hessians;
     // Token weights in the Hessians of o and down, the linears whose output is
-    // added to the residual stream. NONE: GPTQ's H = 2/N Σ x xᵀ. RESIDUAL:
+    // added to the residual stream. NONE (default): GPTQ's H = 2/N Σ x xᵀ. RESIDUAL:
     // token t counts with dim/‖h_t‖², h_t the residual stream after the add
     // (original weights), so H measures each token's error relative to the
     // residual the next RMSNorm rescales. Attention-sink tokens carry
     // activations 10^2..10^5 times the median there and otherwise own H.
-    enum gq_token_weights { GQ_TW_RESIDUAL = 0, GQ_TW_NONE = 1 } token_weights;
+    enum gq_token_weights { GQ_TW_NONE = 0, GQ_TW_RESIDUAL = 1 } token_weights;
+    // Weight of each calibration window's first token in every Hessian (1 =
+    // plain GPTQ; <= 0: seqlen/32, at least 1). LLMs turn the first token into an attention
+    // sink that every later token attends to, so errors in its path reach the
+    // whole window; see docs/results.md for the measurements behind the default.
+    float sink_weight;
 };
 
 // Per-linear outcome, in quantization order.
@@ -206,6 +211,7 @@ struct gq_quant_report {
     char calib_source[256];
     double seconds_total, seconds_forward, seconds_quant;
     double seconds_sampling; // data-free: generating the calibration sequences
+    float sink_weight;       // first-token weight used in the Hessians
     size_t activation_bytes; // memory held for the calibration activations
 };
 void gq_quant_report_free(struct gq_quant_report *r);

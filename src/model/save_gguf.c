@@ -32,6 +32,7 @@ enum gq_status gq_model_save_gguf(const struct gq_model *m, const char *path, co
         if (s == GQ_OK) s = gq_gguf_writer_set_f32(w, "gptvq.damp", p->damp);
         if (s == GQ_OK)
             s = gq_gguf_writer_set_str(w, "gptvq.token_weights", p->token_weights == GQ_TW_NONE ? "none" : "residual");
+        if (s == GQ_OK) s = gq_gguf_writer_set_f32(w, "gptvq.sink_weight", rep->sink_weight);
     }
     if (s == GQ_OK && rep->n > 0) {
         // per-linear relative output errors, in quantization order, with names
