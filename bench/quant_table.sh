@@ -33,7 +33,7 @@ row() { # label, file, seconds
 quant() { # name, options...
     local name=$1; shift
     local t0=$SECONDS
-    "$G" quantize "$M" -o "$OUT/$name.gguf" --quiet "$@" 2>"$OUT/$name.log"
+    "$G" quantize "$M" -o "$OUT/$name.gguf" --quiet "$@" >"$OUT/$name.log" 2>&1
     echo $((SECONDS - t0))
 }
 

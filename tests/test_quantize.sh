@@ -3,7 +3,8 @@
 # of 128 tokens from wiki.valid.raw, never the evaluation text), checked
 # against the full-precision perplexity on tinystories_sample.txt (ctx 256):
 #   GPTQ W4 g32 within 12% of FP, GPTQ beats RTN at W4 and W3, data-free
-#   GPTQ (model-sampled calibration) beats RTN at W4,
+#   GPTQ (model-sampled calibration) beats RTN at W4, the first-token weight
+#   adds exactly a rank-one term to H,
 #   and the output carries its gptvq.* metadata and JSON report;
 # plus bad options / unwritable output leave no file behind.
 set -u
@@ -59,6 +60,37 @@ head -c 100 "$T/hess/blk.2.ffn_in.hessian" >"$T/hess/blk.2.ffn_in.hessian.cut" &
 "$G" quantize "$S" -o "$T/bad.gguf" --method gptq --load-hessians "$T/hess" --quiet >/dev/null 2>"$T/err"
 [ $? -ne 0 ] && [ ! -e "$T/bad.gguf" ] && grep -q "blk.2.ffn_in.hessian" "$T/err" && echo "ok: truncated Hessian rejected: $(grep error: "$T/err")" ||
     { echo "FAIL: truncated Hessian"; cat "$T/err"; fail=1; }
+
+# First-token weight: with one calibration window, H(weight 5) - H(weight 1) of
+# block 0's attention input must be 4 * 2/N x0 x0ᵀ: rank one, PSD, and
+# x0 = that window's first token input (checked with numpy, .venv).
+for w in 1 5; do
+    "$G" quantize "$S" -o "$T/sw$w.gguf" --calib "$CAL" --nsamples 1 --seqlen 64 --sink-weight $w \
+        --save-hessians "$T/h$w" --quiet >/dev/null 2>"$T/err" || { echo "FAIL: --sink-weight $w"; cat "$T/err"; fail=1; }
+done
+PY=${PYTHON:-.venv/bin/python}
+if [ -x "$PY" ]; then
+    "$PY" - "$T/h1/blk.0.attn_in.hessian" "$T/h5/blk.0.attn_in.hessian" <<'PYEOF' && echo "ok: first-token weight is a rank-one Hessian term" || { echo "FAIL: first-token weight"; fail=1; }
+import sys, numpy as np
+def load(p):
+    b = open(p, "rb").read(); n = int.from_bytes(b[8:12], "little"); ns = int.from_bytes(b[24:32], "little")
+    return np.frombuffer(b[32:], dtype=np.float32).reshape(n, n).astype(np.float64), ns
+H1, n1 = load(sys.argv[1]); H5, n5 = load(sys.argv[2])
+D = H5 - H1
+ev = np.linalg.eigvalsh(D)
+# rank one: the top eigenvalue carries the trace, the rest is float32 noise
+ok = n1 == n5 == 64 and ev[-1] > 0 and abs(ev[-1] - np.trace(D)) < 1e-3 * ev[-1] and np.abs(ev[:-1]).max() < 1e-4 * ev[-1]
+# the size: D/4 is one of H1's 64 terms, so H1 - D/4 stays PSD, H1 - D/2 not
+# (a weight applied as 5^2 instead of 5 would break the first)
+lo = np.linalg.eigvalsh(H1 - D / 4)[0]; lo2 = np.linalg.eigvalsh(H1 - D / 2)[0]
+ok = ok and lo > -1e-4 * ev[-1] and lo2 < 0
+print("sink term: top eigenvalue %.6g, trace %.6g, next |eigenvalue| %.3g, tokens %d, min eig H1-D/4 %.3g, H1-D/2 %.3g"
+      % (ev[-1], np.trace(D), np.abs(ev[:-1]).max(), n1, lo, lo2))
+sys.exit(0 if ok else 1)
+PYEOF
+else
+    echo "FAIL: $PY missing (run scripts/setup.sh)"; fail=1
+fi
 
 "$G" inspect "$T/gptq4.gguf" >"$T/inspect" 2>&1
 for k in gptvq.method gptvq.wbits gptvq.calib_source gptvq.rel_errors; do
