@@ -8,7 +8,8 @@
 // quantized. Once o is quantized, the pass for the FFN input runs in place and
 // leaves the post-attention residual in the activation buffer, so attention
 // runs twice per block (for the o input, and with the quantized o) instead of
-// once per linear group. Because the block's weight slots already point at the quantized
+// once per linear group. Each window's first token (an attention sink in
+// most LLMs) counts with weight sink_weight in every H; see gptvq.h. Because the block's weight slots already point at the quantized
 // copies of the earlier groups, each H sees the quantized upstream
 // ("true-sequential"). Finally the windows run through the whole quantized
 // block to become the next block's inputs. Memory: one (nsamples, seqlen, dim)
@@ -241,7 +242,8 @@ static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq
 // Hessian artefacts. File DIR/blk.<layer>.<input>.hessian, little-endian:
 //   char magic[8] = "GQHESS01"; u32 n; u32 layer; u32 input (gq_block_input);
 //   u32 reserved = 0; u64 n_samples (calibration tokens);
-//   f32 H[n][n] (H = 2/N Σ x xᵀ, full symmetric)
+//   f32 H[n][n] (H = 2/N Σ w_t x_t x_tᵀ as GPTQ used it: w_t = 1 except each
+//   window's first token (--sink-weight) and --token-weights; full symmetric)
 
 static const char *const input_names[GQ_IN_COUNT] = {"attn_in", "attn_out", "ffn_in", "ffn_down_in"};
 #define HESS_MAGIC "GQHESS01"
@@ -353,6 +355,8 @@ static void on_capture(void *u, int layer, enum gq_block_input which, const floa
     }
     if (c->W) c->status = residual_weighted(c, x, resid, n, n_in, xs);
     else memcpy(xs, x, sizeof(float) * (size_t)n * n_in);
+    // Row 0 is the window's first token: calibration passes run one whole
+    // window at position 0.
     if (c->sink_weight != 1)
         for (int j = 0; j < n_in; j++) xs[j] *= sqrtf(c->sink_weight);
     if (c->status == GQ_OK) c->status = gq_hessian_add(c->H, xs, n, n_in);
@@ -446,8 +450,8 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
             } else {
                 struct gq_hessian H;
                 if ((s = gq_hessian_init(&H, n_in)) != GQ_OK) break;
-                struct capture cap = {.want = (enum gq_block_input)g, .H = &H, .status = GQ_OK, .dim = dim,
-.sink_weight = sink_w};
+                struct capture cap = {
+                    .want = (enum gq_block_input)g, .H = &H, .status = GQ_OK, .dim = dim, .sink_weight = sink_w};
                 int n_group = 0;
                 for (int i = 0; i < A->n_tensors; i++) n_group += A->tensors[i].kind == GQ_T_LINEAR && (int)A->tensors[i].input == g;
                 if (p->token_weights == GQ_TW_RESIDUAL && n_group == 1 &&
