@@ -36,14 +36,6 @@ enum gq_status gq_chat_format(const struct gq_model *m, const char *prompt, char
     return GQ_OK;
 }
 
-static uint64_t rng_next(uint64_t *s) { // splitmix64
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static double rng_uniform(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
-
 struct prob_idx {
     float p;
     int32_t id;
@@ -85,7 +77,7 @@ static int32_t sample(float *logits, int n, float temp, float top_p, struct prob
     }
     double total = 0;
     for (int i = 0; i < keep; i++) total += buf[i].p;
-    double r = rng_uniform(rng) * total, acc = 0;
+    double r = gq_rng_uniform(rng) * total, acc = 0;
     for (int i = 0; i < keep; i++) {
         acc += buf[i].p;
         if (r < acc) return buf[i].id;

@@ -41,13 +41,6 @@ void gq_quant_report_free(struct gq_quant_report *r) {
     memset(r, 0, sizeof *r);
 }
 
-static uint64_t splitmix(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 // Data-free calibration (as LLM-QAT's data generation): each window starts
 // with a token drawn uniformly from the vocabulary (end-of-generation tokens
 // excluded) and continues with tokens sampled from the model's own next-token
@@ -61,7 +54,7 @@ static int32_t draw(const float *logits, int n, const struct gq_tokenizer *tok, 
         if (!gq_tokenizer_is_eog(tok, i) && logits[i] > mx) mx = logits[i];
     double z = 0;
     for (int i = 0; i < n; i++) z += prob[i] = gq_tokenizer_is_eog(tok, i) ? 0.0 : exp((double)logits[i] - mx);
-    double r = (double)(splitmix(rng) >> 11) * 0x1.0p-53 * z, acc = 0;
+    double r = gq_rng_uniform(rng) * z, acc = 0;
     int32_t last = 0;
     for (int i = 0; i < n; i++) {
         if (prob[i] == 0) continue;
@@ -96,7 +89,7 @@ static enum gq_status sample_windows(const struct gq_model *m, const struct gq_q
         int nb = p->nsamples - w0 < wave ? p->nsamples - w0 : wave;
         for (int i = 0; i < nb; i++) {
             gq_context_reset(seqs[i]);
-            do tok[i] = (int32_t)(splitmix(&rng) % (uint64_t)V);
+            do tok[i] = (int32_t)(gq_splitmix64(&rng) % (uint64_t)V);
             while (gq_tokenizer_is_eog(m->tok, tok[i]));
         }
         for (int t = 0; t < seqlen && s == GQ_OK; t++) {
@@ -161,7 +154,7 @@ static enum gq_status calib_windows(const struct gq_model *m, const struct gq_qu
     }
     uint64_t rng = p->seed;
     for (int i = 0; i < p->nsamples; i++) {
-        size_t start = (size_t)(splitmix(&rng) % (uint64_t)(n - (size_t)seqlen));
+        size_t start = (size_t)(gq_splitmix64(&rng) % (uint64_t)(n - (size_t)seqlen));
         memcpy(w + (size_t)i * seqlen, ids + start, (size_t)seqlen * sizeof *w);
     }
     rep->calib_tokens = (int64_t)p->nsamples * seqlen;
@@ -203,8 +196,7 @@ static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq
         struct gq_gptq_result res = {0};
         s = gq_gptq_quantize(W, rows, cols, H, &q, &res);
         r->rel_error = res.rel_error;
-        // RTN through the same H: what GPTQ's error feedback gained.
-        r->rel_error_rtn = res.rel_error > 0 ? res.rtn_objective * res.rel_error / res.objective : 0;
+        r->rel_error_rtn = res.rtn_rel_error; // what GPTQ's error feedback gained over rounding
         r->rtn_fallback = res.rtn_fallback;
         r->damp = res.damp_rel;
         r->n_dead = res.n_dead;
@@ -432,8 +424,10 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
         int stage = GQ_IN_ATTN; // what X holds: block input, or post-attention residual (GQ_IN_FFN)
         for (int g = 0; g < GQ_IN_COUNT && s == GQ_OK; g++) {
             const struct gq_block_tensor *first = NULL;
+            int n_group = 0; // linears reading this input
             for (int i = 0; i < A->n_tensors; i++)
-                if (A->tensors[i].kind == GQ_T_LINEAR && (int)A->tensors[i].input == g && !first) first = &A->tensors[i];
+                if (A->tensors[i].kind == GQ_T_LINEAR && (int)A->tensors[i].input == g && !n_group++)
+                    first = &A->tensors[i];
             if (!first) continue;
             int n_in = (int)gq_dim_value(&m->hp, first->cols);
             free(Hf);
@@ -452,8 +446,6 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
                 if ((s = gq_hessian_init(&H, n_in)) != GQ_OK) break;
                 struct capture cap = {
                     .want = (enum gq_block_input)g, .H = &H, .status = GQ_OK, .dim = dim, .sink_weight = sink_w};
-                int n_group = 0;
-                for (int i = 0; i < A->n_tensors; i++) n_group += A->tensors[i].kind == GQ_T_LINEAR && (int)A->tensors[i].input == g;
                 if (p->token_weights == GQ_TW_RESIDUAL && n_group == 1 &&
                     (g == GQ_IN_ATTN_OUT || g == GQ_IN_FFN_DOWN) && gq_dim_value(&m->hp, first->rows) == dim)
                     cap.W = *gq_block_slot(&m->layers[l], first);
@@ -517,9 +509,10 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
     cJSON_AddBoolToObject(o, "act_order", p->act_order);
     cJSON_AddBoolToObject(o, "mse_clip", p->mse_clip);
     cJSON_AddNumberToObject(o, "damp", p->damp);
-    if (p->method == GQ_METHOD_GPTQ)
+    if (p->method == GQ_METHOD_GPTQ) {
         cJSON_AddStringToObject(o, "token_weights", p->token_weights == GQ_TW_NONE ? "none" : "residual");
-    if (p->method == GQ_METHOD_GPTQ) cJSON_AddNumberToObject(o, "sink_weight", rep->sink_weight);
+        cJSON_AddNumberToObject(o, "sink_weight", rep->sink_weight);
+    }
     cJSON_AddNumberToObject(o, "seed", (double)p->seed);
     cJSON_AddStringToObject(o, "calib_source", rep->calib_source);
     cJSON_AddNumberToObject(o, "calib_tokens", (double)rep->calib_tokens);

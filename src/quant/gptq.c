@@ -322,6 +322,7 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
     res->n_dead = n_dead;
     res->objective = obj;
     res->rel_error = ref > 0 ? obj / ref : 0.0;
+    res->rtn_rel_error = ref > 0 ? obj_rtn / ref : 0.0;
     buf_free(&b);
     return GQ_OK;
 }

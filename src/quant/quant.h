@@ -116,6 +116,7 @@ struct gq_gptq_result {
     double objective;  // tr((W-Q)H(W-Q)ᵀ) with the H passed in
     double rel_error;  // objective / tr(WHWᵀ) (0 when tr(WHWᵀ) <= 0)
     double rtn_objective; // RTN's tr((W-Q)H(W-Q)ᵀ) on the same grid settings
+    double rtn_rel_error; // rtn_objective / tr(WHWᵀ)
     bool rtn_fallback; // GPTQ's result was worse than RTN's, so RTN's was kept
 };
 

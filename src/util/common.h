@@ -30,6 +30,16 @@ void gq_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
         if (gq__s != GQ_OK) return gq__s;            \
     } while (0)
 
+// splitmix64: the seeded generator behind every --seed (sampling, calibration
+// windows); gq_rng_uniform: a double in [0, 1) from its top 53 bits.
+static inline uint64_t gq_splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static inline double gq_rng_uniform(uint64_t *s) { return (double)(gq_splitmix64(s) >> 11) * 0x1.0p-53; }
+
 // Overflow-checked size arithmetic: return false on overflow.
 static inline bool gq_mul_ok(size_t a, size_t b, size_t *out) {
     return !__builtin_mul_overflow(a, b, out);
