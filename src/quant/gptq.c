@@ -91,17 +91,107 @@ static void sort_desc(int32_t *perm, const double *key, int n) {
     free(tmp);
 }
 
+// Shared with GPTVQ: dead inputs, the column order and the damped Cholesky
+// factor of H⁻¹ with the retry ladder.
+enum gq_status gq_hinv_prepare(const float *H, int n, float damp, bool act_order, const int32_t *perm_in,
+                               struct gq_hinv *o) {
+    memset(o, 0, sizeof *o);
+    size_t nn;
+    if (!gq_mul_ok((size_t)n, (size_t)n, &nn)) return gq_fail(GQ_ERR_NOMEM, "gptq: Hessian %d x %d too large", n, n);
+    for (size_t i = 0; i < nn; i++)
+        if (!isfinite(H[i]))
+            return gq_fail(GQ_ERR_NUMERIC, "gptq: non-finite Hessian entry (%zu, %zu)", i / (size_t)n,
+                           i % (size_t)n);
+    o->n = n;
+    o->U = malloc(sizeof(double) * nn);
+    o->perm = malloc(sizeof(int32_t) * n);
+    o->diag = malloc(sizeof(double) * n);
+    if (!o->U || !o->perm || !o->diag) {
+        gq_hinv_free(o);
+        return gq_fail(GQ_ERR_NOMEM, "gptq: Hessian buffers (%d x %d)", n, n);
+    }
+    // Dead inputs (never active in the calibration data): H_ii = 1 keeps H
+    // invertible and W[:, i] = 0 is the natural quantized value (GPTQ).
+    for (int i = 0; i < n; i++) {
+        o->diag[i] = H[(size_t)i * n + i];
+        if (o->diag[i] == 0) o->diag[i] = 1, o->n_dead++;
+    }
+    if (perm_in)
+        memcpy(o->perm, perm_in, sizeof(int32_t) * n);
+    else if (act_order)
+        sort_desc(o->perm, o->diag, n);
+    else
+        for (int i = 0; i < n; i++) o->perm[i] = i;
+
+    // Damping λ = damp · mean(diag H) (after the dead-input fix, as GPTQ).
+    // If a Cholesky step fails (H indefinite from a bad accumulation, or too
+    // ill-conditioned for H⁻¹ to factor), retry with 10× the damping and a
+    // floor on the diagonal.
+    double mean = 0;
+    for (int i = 0; i < n; i++) mean += o->diag[i];
+    mean /= n;
+    if (!(mean > 0)) mean = 1.0;
+    double damp_rel = damp;
+    int tries = 0, info = 0;
+    for (;;) {
+        tries++;
+        double lam = damp_rel * mean, floor = tries > 1 ? 1e-8 * mean : -INFINITY;
+        for (int i = 0; i < n; i++) {
+            int pi = o->perm[i];
+            for (int j = 0; j < n; j++) o->U[(size_t)i * n + j] = H[(size_t)pi * n + o->perm[j]];
+            double d = o->diag[pi];
+            o->U[(size_t)i * n + i] = (d > floor ? d : floor) + lam;
+        }
+        info = chol_inverse_upper(o->U, n);
+        if (!info) {
+            o->damp_abs = lam;
+            break;
+        }
+        if (tries >= GQ_GPTQ_MAX_TRIES) {
+            gq_hinv_free(o);
+            return gq_fail(GQ_ERR_NUMERIC,
+                           "gptq: Hessian (%d x %d) not positive definite even with damping %g x "
+                           "mean(diag H) (LAPACK info %d after %d tries)",
+                           n, n, damp_rel, info, tries);
+        }
+        damp_rel = damp_rel > 0 ? damp_rel * 10 : 0.01;
+    }
+    if (tries > 1)
+        fprintf(stderr, "gptvq: warning: gptq: Hessian (%d x %d) needed damping %g x mean(diag H) "
+                        "(asked %g, %d Cholesky tries)\n",
+                n, n, damp_rel, (double)damp, tries);
+    o->damp_rel = damp_rel;
+    o->n_tries = tries;
+    return GQ_OK;
+}
+
+void gq_hinv_free(struct gq_hinv *h) {
+    free(h->U), free(h->perm), free(h->diag);
+    h->U = NULL, h->perm = NULL, h->diag = NULL;
+}
+
+enum gq_status gq_permuted_weights(const float *W, int rows, int n, const float *H, const int32_t *perm,
+                                   double *Wd) {
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < n; i++) {
+            int c = perm[i];
+            Wd[(size_t)r * n + i] = H[(size_t)c * n + c] == 0 ? 0.0 : (double)W[(size_t)r * n + c];
+        }
+    return GQ_OK;
+}
+
 struct gptq_buf {
-    double *U, *Wd, *Err, *scratch, *diag;
+    double *Wd, *Err, *scratch;
     float *Q, *ssc, *szr, *cur_s, *cur_z;
     uint8_t *codes;
-    int32_t *perm;
+    struct gq_hinv hv;
 };
 
 static void buf_free(struct gptq_buf *b) {
-    free(b->U), free(b->Wd), free(b->Err), free(b->scratch), free(b->diag);
+    free(b->Wd), free(b->Err), free(b->scratch);
     free(b->Q), free(b->ssc), free(b->szr), free(b->cur_s), free(b->cur_z);
-    free(b->codes), free(b->perm);
+    free(b->codes);
+    gq_hinv_free(&b->hv);
 }
 
 enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
@@ -119,113 +209,45 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
         if (!isfinite(W[i]))
             return gq_fail(GQ_ERR_NUMERIC, "gptq: non-finite weight at row %zu col %zu", i / (size_t)n,
                            i % (size_t)n);
-    for (size_t i = 0; i < nn; i++)
-        if (!isfinite(H[i]))
-            return gq_fail(GQ_ERR_NUMERIC, "gptq: non-finite Hessian entry (%zu, %zu)", i / (size_t)n,
-                           i % (size_t)n);
     int nt = 1;
 #ifdef _OPENMP
     nt = omp_get_max_threads();
 #endif
 
     struct gptq_buf b = {0};
-    b.U = malloc(sizeof(double) * nn);
+    GQ_TRY(gq_hinv_prepare(H, n, p->damp, p->act_order, NULL, &b.hv));
     b.Wd = malloc(sizeof(double) * nw);
     b.Err = malloc(sizeof(double) * (size_t)rows * B);
     b.scratch = malloc(sizeof(double) * (size_t)gs * nt);
-    b.diag = malloc(sizeof(double) * n);
     b.Q = malloc(sizeof(float) * nw);
     b.codes = malloc(nw);
-    b.perm = malloc(sizeof(int32_t) * n);
     b.cur_s = malloc(sizeof(float) * rows);
     b.cur_z = malloc(sizeof(float) * rows);
     if (stat) {
         b.ssc = malloc(sizeof(float) * (size_t)rows * ng);
         b.szr = malloc(sizeof(float) * (size_t)rows * ng);
     }
-    if (!b.U || !b.Wd || !b.Err || !b.scratch || !b.diag || !b.Q || !b.codes || !b.perm ||
-        !b.cur_s || !b.cur_z || (stat && (!b.ssc || !b.szr))) {
+    if (!b.Wd || !b.Err || !b.scratch || !b.Q || !b.codes || !b.cur_s || !b.cur_z ||
+        (stat && (!b.ssc || !b.szr))) {
         buf_free(&b);
         return gq_fail(GQ_ERR_NOMEM, "gptq: buffers for a (%d, %d) layer", rows, cols);
     }
-
-    // Dead inputs (never active in the calibration data): H_ii = 1 keeps H
-    // invertible and W[:, i] = 0 is the natural quantized value (GPTQ).
-    int n_dead = 0;
-    for (int i = 0; i < n; i++) {
-        b.diag[i] = H[(size_t)i * n + i];
-        if (b.diag[i] == 0) b.diag[i] = 1, n_dead++;
-    }
-    for (int r = 0; r < rows; r++)
-        for (int i = 0; i < n; i++)
-            b.Wd[(size_t)r * n + i] = H[(size_t)i * n + i] == 0 ? 0.0 : (double)W[(size_t)r * n + i];
-
-    if (stat) {
+    const int32_t *perm = b.hv.perm;
+    if (stat) { // static group parameters from the original W (dead inputs zeroed)
+        double *x = b.scratch;
         for (int r = 0; r < rows; r++)
             for (int g = 0; g < ng; g++) {
                 int c0 = g * gs, len = n - c0 < gs ? n - c0 : gs;
-                gq_quant_find_params(b.Wd + (size_t)r * n + c0, len, p, &b.ssc[(size_t)r * ng + g],
-                                     &b.szr[(size_t)r * ng + g]);
+                for (int c = 0; c < len; c++)
+                    x[c] = H[(size_t)(c0 + c) * n + c0 + c] == 0 ? 0.0 : (double)W[(size_t)r * n + c0 + c];
+                gq_quant_find_params(x, len, p, &b.ssc[(size_t)r * ng + g], &b.szr[(size_t)r * ng + g]);
             }
     }
-    if (p->act_order) {
-        sort_desc(b.perm, b.diag, n);
-    } else {
-        for (int i = 0; i < n; i++) b.perm[i] = i;
-    }
-    if (p->act_order) { // Wd[:, i] = W[:, perm[i]]
-        double *tmp = malloc(sizeof(double) * n);
-        if (!tmp) {
-            buf_free(&b);
-            return gq_fail(GQ_ERR_NOMEM, "gptq: %d doubles", n);
-        }
-        for (int r = 0; r < rows; r++) {
-            double *w = b.Wd + (size_t)r * n;
-            for (int i = 0; i < n; i++) tmp[i] = w[b.perm[i]];
-            memcpy(w, tmp, sizeof(double) * n);
-        }
-        free(tmp);
-    }
+    gq_permuted_weights(W, rows, n, H, perm, b.Wd);
+    const double damp_rel = b.hv.damp_rel;
+    res->damp_abs = b.hv.damp_abs;
 
-    // Damping λ = damp · mean(diag H) (after the dead-input fix, as GPTQ).
-    // If a Cholesky step fails (H indefinite from a bad accumulation, or too
-    // ill-conditioned for H⁻¹ to factor), retry with 10× the damping and a
-    // floor on the diagonal.
-    double mean = 0;
-    for (int i = 0; i < n; i++) mean += b.diag[i];
-    mean /= n;
-    if (!(mean > 0)) mean = 1.0;
-    double damp_rel = p->damp;
-    int tries = 0, info = 0;
-    for (;;) {
-        tries++;
-        double lam = damp_rel * mean, floor = tries > 1 ? 1e-8 * mean : -INFINITY;
-        for (int i = 0; i < n; i++) {
-            int pi = b.perm[i];
-            for (int j = 0; j < n; j++) b.U[(size_t)i * n + j] = H[(size_t)pi * n + b.perm[j]];
-            double d = b.diag[pi];
-            b.U[(size_t)i * n + i] = (d > floor ? d : floor) + lam;
-        }
-        info = chol_inverse_upper(b.U, n);
-        if (!info) {
-            res->damp_abs = lam;
-            break;
-        }
-        if (tries >= GQ_GPTQ_MAX_TRIES) {
-            buf_free(&b);
-            return gq_fail(GQ_ERR_NUMERIC,
-                           "gptq: Hessian (%d x %d) not positive definite even with damping %g x "
-                           "mean(diag H) (LAPACK info %d after %d tries)",
-                           n, n, damp_rel, info, tries);
-        }
-        damp_rel = damp_rel > 0 ? damp_rel * 10 : 0.01;
-    }
-    if (tries > 1)
-        fprintf(stderr, "gptvq: warning: gptq: Hessian (%d x %d) needed damping %g x mean(diag H) "
-                        "(asked %g, %d Cholesky tries)\n",
-                n, n, damp_rel, (double)p->damp, tries);
-
-    const double *U = b.U;
+    const double *U = b.hv.U;
     for (int i1 = 0; i1 < n; i1 += B) {
         const int i2 = i1 + B < n ? i1 + B : n, count = i2 - i1;
 #pragma omp parallel for schedule(static)
@@ -238,7 +260,7 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
             for (int i = i1; i < i2; i++) {
                 float s, z;
                 if (stat) {
-                    size_t gi = (size_t)r * ng + b.perm[i] / gs;
+                    size_t gi = (size_t)r * ng + perm[i] / gs;
                     s = b.ssc[gi], z = b.szr[gi];
                 } else {
                     if (i % gs == 0) {
@@ -258,7 +280,7 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
                 }
                 int code;
                 float q = gq_quant_value(w[i], s, z, maxq, &code);
-                size_t o = (size_t)r * n + b.perm[i];
+                size_t o = (size_t)r * n + perm[i];
                 b.Q[o] = q;
                 b.codes[o] = (uint8_t)code;
                 double err = (w[i] - q) / U[(size_t)i * n + i];
@@ -279,7 +301,7 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
                            "gptq: non-finite quantized weight at row %zu col %zu (damping %g)",
                            i / (size_t)n, i % (size_t)n, damp_rel);
         }
-    free(b.U), b.U = NULL; // the objective needs its own n² doubles
+    free(b.hv.U), b.hv.U = NULL; // the objective needs its own n² doubles
     double obj = 0, ref = 0, obj_rtn = 0;
     enum gq_status st = gq_layer_objective(W, b.Q, rows, cols, H, &obj, &ref);
     // RTN on the same grid, reusing Wd (no longer needed) as its output.
@@ -303,7 +325,7 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
                 (void)gq_quant_value(W[(size_t)r * n + c], rs[gi], rz[gi], maxq, &code);
                 b.codes[(size_t)r * n + c] = (uint8_t)code;
             }
-        for (int i = 0; i < n; i++) b.perm[i] = i;
+        for (int i = 0; i < n; i++) b.hv.perm[i] = i;
         if (res->scales) memcpy(res->scales, rs, sizeof(float) * (size_t)rows * ng);
         if (res->zeros) memcpy(res->zeros, rz, sizeof(float) * (size_t)rows * ng);
         memcpy(b.Q, Qr, sizeof(float) * nw);
@@ -315,11 +337,11 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
         }
     free(rs), free(rz);
     if (res->codes) memcpy(res->codes, b.codes, nw);
-    if (res->perm) memcpy(res->perm, b.perm, sizeof(int32_t) * n);
+    if (res->perm) memcpy(res->perm, b.hv.perm, sizeof(int32_t) * n);
     memcpy(W, b.Q, sizeof(float) * nw);
     res->damp_rel = damp_rel;
-    res->n_tries = tries;
-    res->n_dead = n_dead;
+    res->n_tries = b.hv.n_tries;
+    res->n_dead = b.hv.n_dead;
     res->objective = obj;
     res->rel_error = ref > 0 ? obj / ref : 0.0;
     res->rtn_rel_error = ref > 0 ? obj_rtn / ref : 0.0;

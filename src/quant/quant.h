@@ -102,6 +102,28 @@ enum gq_status gq_layer_objective(const float *W, const float *Q, int rows, int 
 // ---------------------------------------------------------------------------
 // GPTQ (Frantar et al. 2022, Alg. 1; GPTVQ paper Eq. 2-3).
 
+// What GPTQ and GPTVQ share before their column loop: the column order and
+// the upper Cholesky factor U of the damped H⁻¹ in that order (H⁻¹ = UᵀU).
+struct gq_hinv {
+    int n;
+    double *U;        // (n, n) row-major, zero below the diagonal
+    int32_t *perm;    // (n) position -> original column
+    double *diag;     // (n) diag H in original order, dead inputs (H_ii = 0) set to 1
+    int n_dead;
+    double damp_rel;  // relative damping finally used (retries raise it)
+    double damp_abs;  // λ added to the diagonal
+    int n_tries;      // Cholesky attempts
+};
+// perm_in: the column order to use, or NULL: descending diag H (act_order)
+// or identity. Damping λ = damp · mean(diag H); on a failed factorisation
+// retried with 10× damping and a diagonal floor (warning on stderr).
+enum gq_status gq_hinv_prepare(const float *H, int n, float damp, bool act_order, const int32_t *perm_in,
+                               struct gq_hinv *out);
+void gq_hinv_free(struct gq_hinv *h);
+// Wd (rows, n) = W with columns in `perm` order, dead inputs zeroed.
+enum gq_status gq_permuted_weights(const float *W, int rows, int n, const float *H, const int32_t *perm,
+                                   double *Wd);
+
 struct gq_gptq_result {
     // Optional caller-owned outputs, set before the call (NULL: skip):
     float *scales;     // (rows, n_groups), by ORIGINAL column group
