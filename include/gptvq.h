@@ -158,7 +158,30 @@ enum gq_status gq_chat_format(const struct gq_model *m, const char *prompt, char
 // their quantized values ("fake-quant"); embeddings, norms and the head keep
 // their precision.
 
-enum gq_method { GQ_METHOD_RTN = 0, GQ_METHOD_GPTQ = 1 };
+enum gq_method { GQ_METHOD_RTN = 0, GQ_METHOD_GPTQ = 1, GQ_METHOD_GPTVQ = 2 };
+
+// GPTVQ (seed paper 003): vector quantization of d consecutive columns with
+// GPTQ error feedback, one codebook of k centroids per group of l weights.
+enum gq_vq_init { GQ_VQ_INIT_MAHALANOBIS = 0, GQ_VQ_INIT_KMEANSPP = 1 };
+enum gq_cb_format { GQ_CB_INT8 = 0, GQ_CB_FP16 = 1, GQ_CB_F32 = 2 };
+enum gq_cb_update { GQ_CB_UPDATE_EXACT = 0, GQ_CB_UPDATE_GD = 1, GQ_CB_UPDATE_NONE = 2 };
+struct gq_gptvq_params {
+    int dim;              // d: 1, 2, 4 or 8 (2)
+    double bpv;           // target bits per value (2.125); k and l follow from it
+    int k;                // centroids per codebook (0: from bpv)
+    int64_t group;        // l, weights per codebook (0: from bpv)
+    int em_iters;         // EM iterations of the codebook initialisation (100)
+    enum gq_vq_init em_init;
+    enum gq_cb_update cb_update; // after the pass, with assignments fixed (EXACT)
+    int gd_iters;         // steps of the GD codebook update (25)
+    enum gq_cb_format cb_format; // codebook storage (INT8 with an fp16 scale)
+    bool feedback_diag;   // reference code's error feedback: only the diagonal of the d×d block
+    bool full_subhessian; // assignment metric = full d×d inverse sub-Hessian instead of its diagonal
+    int norm_block;       // blockwise normalisation, weights per sub-row block (0: off)
+    int stages;           // 1, or 2 = residual VQ (VPTQ): a second codebook on the residual
+    double outlier_frac;  // fraction of columns kept in fp16 (VPTQ outliers; 0: none)
+    size_t assign_budget; // bytes (reserved; assignment needs O(k·d) per thread)
+};
 
 struct gq_quantize_params {
     enum gq_method method;
@@ -189,6 +212,7 @@ struct gq_quantize_params {
     // sink that every later token attends to, so errors in its path reach the
     // whole window; see docs/results.md for the measurements behind the default.
     float sink_weight;
+    struct gq_gptvq_params vq; // method GPTVQ
 };
 
 // Per-linear outcome, in quantization order.
@@ -203,6 +227,14 @@ struct gq_quant_layer_report {
     double damp;          // relative damping used (GPTQ; retries raise it)
     int n_dead;
     double seconds;
+    // GPTVQ
+    double bpv;           // achieved bits per value of this matrix (all stored bits)
+    int64_t bits;         // stored bits
+    int k;
+    int64_t group;        // weights per codebook group (largest)
+    double rel_error_pass; // before the codebook update
+    bool update_kept;     // the codebook update lowered the objective
+    double t_em, t_assign, t_feedback, t_update; // seconds (assign includes in-block feedback)
 };
 struct gq_quant_report {
     int n;
@@ -213,6 +245,7 @@ struct gq_quant_report {
     double seconds_sampling; // data-free: generating the calibration sequences
     float sink_weight;       // first-token weight used in the Hessians
     size_t activation_bytes; // memory held for the calibration activations
+    int64_t vq_bits, vq_weights; // GPTVQ: stored bits and weights over all quantized linears
 };
 void gq_quant_report_free(struct gq_quant_report *r);
 // The report as JSON (atomically written).

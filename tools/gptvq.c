@@ -354,7 +354,8 @@ static const char *QUANT_HELP =
     "a layer where GPTQ would lose to RTN keeps RTN's result and says so). MODEL must be a\n"
     "GGUF file for now.\n"
     "\n"
-    "  --method rtn|gptq     round-to-nearest or GPTQ (default gptq)\n"
+    "  --method rtn|gptq|gptvq\n"
+    "                        round-to-nearest, GPTQ, or GPTVQ vector quantization (default gptq)\n"
     "  --wbits N             bits per weight, 2..8 (default 4)\n"
     "  --group-size N        columns per scale/zero group; 0 = one per row (default 128)\n"
     "  --sym                 symmetric grid (default asymmetric min/max)\n"
@@ -392,7 +393,39 @@ static const char *QUANT_HELP =
     "                        earlier blocks were quantized: with the saving run's settings the\n"
     "                        output is identical; with others it reuses that run's curvature.\n"
     "  --threads N           threads (default: all cores)\n"
-    "  --quiet               no progress bar\n";
+    "  --quiet               no progress bar\n"
+    "\n"
+    "GPTVQ (--method gptvq; the calibration, Hessian, --act-order, --damp, --block-size and\n"
+    "--sink-weight options above apply too):\n"
+    "  --bpv F               target bits per value (default 2.125). Index bits per value b = the\n"
+    "                        largest integer below F, k = 2^(b*d) centroids, and the group size\n"
+    "                        l = k*d*b_c / (F - b) from the paper's formula bpv = log2(k)/d +\n"
+    "                        k*d*b_c/l (b_c = codebook bits). 2D 2.125 -> k 16, l 2048; 4D 2.125 ->\n"
+    "                        k 256, l 65536. The run prints k, l and the achieved bpv counted\n"
+    "                        from every stored bit (codebook scales, normalisation codes,\n"
+    "                        outliers, column order included), which is slightly above F.\n"
+    "  --vq-dim D            VQ dimension d: 1, 2, 4 or 8 (default 2)\n"
+    "  --k N                 centroids per codebook (overrides the one from --bpv)\n"
+    "  --group-size N        with gptvq: weights per codebook l (overrides the one from --bpv)\n"
+    "  --em-iters N          EM iterations of each codebook's initialisation (default 100)\n"
+    "  --em-init mahalanobis|kmeans++\n"
+    "                        EM seeds (default mahalanobis: points sorted by Mahalanobis distance\n"
+    "                        to their mean, k of them evenly spaced)\n"
+    "  --cb-update exact|gd|none\n"
+    "                        codebook update after all assignments (default exact: the convex\n"
+    "                        quadratic solved by Cholesky, or conjugate gradients when large; gd:\n"
+    "                        the paper's gradient descent, --gd-iters steps with exact line\n"
+    "                        search). A result that does not lower the layer error is dropped.\n"
+    "  --gd-iters N          steps of --cb-update gd (default 25)\n"
+    "  --cb-format int8|fp16|f32\n"
+    "                        codebook storage (default int8 with an fp16 scale per codebook)\n"
+    "  --feedback exact|diag error feedback of the d columns: exact d x d solve (default) or the\n"
+    "                        reference code's diagonal-only update\n"
+    "  --full-subhessian     assign with the full d x d inverse sub-Hessian instead of its diagonal\n"
+    "  --norm-block N        blockwise normalisation: per N weights of a row, a 4-bit log2 scale\n"
+    "                        (default 0 = off; paid from the overhead budget)\n"
+    "  --residual 1|2        2 = a second codebook quantizes the residual (VPTQ); counted in bpv\n"
+    "  --outlier-frac F      fraction of columns (highest |W_c|^2 H_cc) kept in fp16 (default 0)\n";
 
 static int cmd_quantize(int argc, char **argv) {
     const char *model = NULL, *out = NULL;
@@ -400,7 +433,10 @@ static int cmd_quantize(int argc, char **argv) {
     gq_quantize_params_default(&p);
     long wbits = p.wbits, group = p.group_size, block = p.block_size, nsamples = p.nsamples, seqlen = 0, seed = 0,
          threads = 0;
-    double damp = p.damp, sink_weight = p.sink_weight;
+    double damp = p.damp, sink_weight = p.sink_weight, bpv = p.vq.bpv, outlier_frac = 0;
+    long vq_dim = p.vq.dim, vq_k = 0, em_iters = p.vq.em_iters, gd_iters = p.vq.gd_iters, norm_block = 0,
+         residual = 1;
+    bool group_given = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -408,7 +444,16 @@ static int cmd_quantize(int argc, char **argv) {
             return 0;
         }
         INT_OPT("--wbits", wbits, 2, 8);
-        INT_OPT("--group-size", group, 0, 1 << 20);
+        if (!strcmp(a, "--group-size")) group_given = true;
+        INT_OPT("--group-size", group, 0, 1L << 30);
+        INT_OPT("--vq-dim", vq_dim, 1, 8);
+        INT_OPT("--k", vq_k, 2, 65536);
+        INT_OPT("--em-iters", em_iters, 0, 100000);
+        INT_OPT("--gd-iters", gd_iters, 0, 100000);
+        INT_OPT("--norm-block", norm_block, 0, 4096);
+        INT_OPT("--residual", residual, 1, 2);
+        FLOAT_OPT("--bpv", bpv);
+        FLOAT_OPT("--outlier-frac", outlier_frac);
         INT_OPT("--block-size", block, 1, 1 << 20);
         INT_OPT("--nsamples", nsamples, 1, 1 << 20);
         INT_OPT("--seqlen", seqlen, 2, 1 << 20);
@@ -437,9 +482,45 @@ static int cmd_quantize(int argc, char **argv) {
             if (!v) return 2;
             if (!strcmp(v, "rtn")) p.method = GQ_METHOD_RTN;
             else if (!strcmp(v, "gptq")) p.method = GQ_METHOD_GPTQ;
-            else return die("--method: expected rtn or gptq, got '%s'", v), 2;
+            else if (!strcmp(v, "gptvq")) p.method = GQ_METHOD_GPTVQ;
+            else return die("--method: expected rtn, gptq or gptvq, got '%s'", v), 2;
             continue;
         }
+        if (!strcmp(a, "--em-init")) {
+            const char *v = opt_value(argc, argv, &i);
+            if (!v) return 2;
+            if (!strcmp(v, "mahalanobis")) p.vq.em_init = GQ_VQ_INIT_MAHALANOBIS;
+            else if (!strcmp(v, "kmeans++")) p.vq.em_init = GQ_VQ_INIT_KMEANSPP;
+            else return die("--em-init: expected mahalanobis or kmeans++, got '%s'", v), 2;
+            continue;
+        }
+        if (!strcmp(a, "--cb-update")) {
+            const char *v = opt_value(argc, argv, &i);
+            if (!v) return 2;
+            if (!strcmp(v, "exact")) p.vq.cb_update = GQ_CB_UPDATE_EXACT;
+            else if (!strcmp(v, "gd")) p.vq.cb_update = GQ_CB_UPDATE_GD;
+            else if (!strcmp(v, "none")) p.vq.cb_update = GQ_CB_UPDATE_NONE;
+            else return die("--cb-update: expected exact, gd or none, got '%s'", v), 2;
+            continue;
+        }
+        if (!strcmp(a, "--cb-format")) {
+            const char *v = opt_value(argc, argv, &i);
+            if (!v) return 2;
+            if (!strcmp(v, "int8")) p.vq.cb_format = GQ_CB_INT8;
+            else if (!strcmp(v, "fp16")) p.vq.cb_format = GQ_CB_FP16;
+            else if (!strcmp(v, "f32")) p.vq.cb_format = GQ_CB_F32;
+            else return die("--cb-format: expected int8, fp16 or f32, got '%s'", v), 2;
+            continue;
+        }
+        if (!strcmp(a, "--feedback")) {
+            const char *v = opt_value(argc, argv, &i);
+            if (!v) return 2;
+            if (!strcmp(v, "exact")) p.vq.feedback_diag = false;
+            else if (!strcmp(v, "diag")) p.vq.feedback_diag = true;
+            else return die("--feedback: expected exact or diag, got '%s'", v), 2;
+            continue;
+        }
+        if (!strcmp(a, "--full-subhessian")) { p.vq.full_subhessian = true; continue; }
         if (!strcmp(a, "--token-weights")) {
             const char *v = opt_value(argc, argv, &i);
             if (!v) return 2;
@@ -466,8 +547,23 @@ static int cmd_quantize(int argc, char **argv) {
     if (sink_weight != p.sink_weight && !(sink_weight >= 1 && sink_weight <= 1e6))
         return die("--sink-weight: expected a value in [1, 1e6], got %g", sink_weight), 2;
     p.sink_weight = (float)sink_weight;
-    if (p.method != GQ_METHOD_GPTQ && (p.save_hessians || p.load_hessians))
-        return die("quantize: --save-hessians/--load-hessians need --method gptq"), 2;
+    if (p.method == GQ_METHOD_RTN && (p.save_hessians || p.load_hessians))
+        return die("quantize: --save-hessians/--load-hessians need --method gptq or gptvq"), 2;
+    if (!(bpv > 0 && bpv <= 16)) return die("--bpv: expected a value in (0, 16], got %g", bpv), 2;
+    if (!(outlier_frac >= 0 && outlier_frac < 0.5))
+        return die("--outlier-frac: expected a value in [0, 0.5), got %g", outlier_frac), 2;
+    if (vq_dim != 1 && vq_dim != 2 && vq_dim != 4 && vq_dim != 8)
+        return die("--vq-dim must be 1, 2, 4 or 8 (got %ld)", vq_dim), 2;
+    if (vq_k && (vq_k & (vq_k - 1))) return die("--k must be a power of two (got %ld)", vq_k), 2;
+    p.vq.bpv = bpv;
+    p.vq.dim = (int)vq_dim;
+    p.vq.k = (int)vq_k;
+    p.vq.group = p.method == GQ_METHOD_GPTVQ && group_given ? group : 0;
+    p.vq.em_iters = (int)em_iters;
+    p.vq.gd_iters = (int)gd_iters;
+    p.vq.norm_block = (int)norm_block;
+    p.vq.stages = (int)residual;
+    p.vq.outlier_frac = outlier_frac;
     if (p.save_hessians && p.load_hessians) return die("quantize: --save-hessians and --load-hessians exclude each other"), 2;
     if (p.load_hessians && access(p.load_hessians, R_OK | X_OK) != 0)
         return die("%s: cannot read the Hessian folder: %s", p.load_hessians, strerror(errno));
@@ -512,6 +608,20 @@ static int cmd_quantize(int argc, char **argv) {
         if (p.method == GQ_METHOD_GPTQ)
             fprintf(stderr, " (RTN through the same H: mean %.4g; %d layers kept RTN)", mean_rtn, n_fb);
         fputc('\n', stderr);
+        if (p.method == GQ_METHOD_GPTVQ) {
+            double em = 0, as = 0, fb = 0, up = 0;
+            int kept = 0;
+            for (int i = 0; i < rep.n; i++) {
+                const struct gq_quant_layer_report *r = &rep.layers[i];
+                em += r->t_em, as += r->t_assign, fb += r->t_feedback, up += r->t_update, kept += r->update_kept;
+            }
+            fprintf(stderr,
+                    "quantize: gptvq %lld bits for %lld weights = %.4f bpv achieved; codebook update kept on %d/%d "
+                    "linears; time EM %.1fs, assignment + in-block feedback %.1fs, lazy feedback %.1fs, "
+                    "codebook update %.1fs\n",
+                    (long long)rep.vq_bits, (long long)rep.vq_weights,
+                    rep.vq_weights ? (double)rep.vq_bits / rep.vq_weights : 0, kept, rep.n, em, as, fb, up);
+        }
         fprintf(stderr, "quantize: %.1fs total (", rep.seconds_total);
         if (rep.seconds_sampling > 0) fprintf(stderr, "sampling calibration sequences %.1fs, ", rep.seconds_sampling);
         fprintf(stderr, "calibration forward %.1fs, quantization %.1fs)\n", rep.seconds_forward, rep.seconds_quant);
@@ -533,7 +643,7 @@ static const char *MAIN_HELP =
     "  ppl MODEL TEXT        perplexity (protocols gptq and llama.cpp)\n"
     "  generate MODEL        text generation (greedy or sampled), streamed\n"
     "  inspect FILE          metadata, tensors, shapes, types, sizes\n"
-    "  quantize MODEL -o OUT RTN or GPTQ quantization (fake-quant GGUF output)\n"
+    "  quantize MODEL -o OUT RTN, GPTQ or GPTVQ quantization (fake-quant GGUF output)\n"
     "  version               print the version\n"
     "\n"
     "MODEL is a GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K tensors), a Hugging\n"

@@ -18,16 +18,28 @@ enum gq_status gq_model_save_gguf(const struct gq_model *m, const char *path, co
     if (!w) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     static const char *const skip[] = {"gptvq.", "general.file_type", NULL};
     enum gq_status s = gq_gguf_writer_copy_kvs(w, g, skip);
-    const char *method = p->method == GQ_METHOD_GPTQ ? "gptq" : "rtn";
+    const char *method = p->method == GQ_METHOD_GPTVQ ? "gptvq" : p->method == GQ_METHOD_GPTQ ? "gptq" : "rtn";
     if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.version", GQ_VERSION_STRING);
     if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.format", "fake-quant-f32");
     if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.method", method);
-    if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.wbits", p->wbits);
-    if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.group_size", p->group_size);
+    if (p->method == GQ_METHOD_GPTVQ) {
+        if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.vq_dim", p->vq.dim);
+        if (s == GQ_OK) s = gq_gguf_writer_set_f32(w, "gptvq.bpv_target", (float)p->vq.bpv);
+        if (s == GQ_OK)
+            s = gq_gguf_writer_set_f32(w, "gptvq.bpv", rep->vq_weights ? (float)((double)rep->vq_bits / rep->vq_weights) : 0);
+        if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.k", rep->n ? rep->layers[0].k : 0);
+        if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.em_iters", p->vq.em_iters);
+        if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.norm_block", p->vq.norm_block);
+        if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.stages", p->vq.stages);
+        if (s == GQ_OK) s = gq_gguf_writer_set_f32(w, "gptvq.outlier_frac", (float)p->vq.outlier_frac);
+    } else {
+        if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.wbits", p->wbits);
+        if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.group_size", p->group_size);
+    }
     if (s == GQ_OK) s = gq_gguf_writer_set_bool(w, "gptvq.sym", p->sym);
     if (s == GQ_OK) s = gq_gguf_writer_set_bool(w, "gptvq.act_order", p->act_order);
     if (s == GQ_OK) s = gq_gguf_writer_set_u64(w, "gptvq.seed", p->seed);
-    if (s == GQ_OK && p->method == GQ_METHOD_GPTQ) {
+    if (s == GQ_OK && p->method != GQ_METHOD_RTN) {
         s = gq_gguf_writer_set_str(w, "gptvq.calib_source", rep->calib_source);
         if (s == GQ_OK) s = gq_gguf_writer_set_f32(w, "gptvq.damp", p->damp);
         if (s == GQ_OK)

@@ -18,6 +18,7 @@
 #include "../model/model.h"
 #include "../model/tokenizer.h"
 #include "quant.h"
+#include "vq.h"
 
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -34,6 +35,18 @@ void gq_quantize_params_default(struct gq_quantize_params *p) {
     p->nsamples = 128;
     p->seqlen = 0;
     p->progress = true;
+    p->vq.dim = 2;
+    p->vq.bpv = 2.125;
+    p->vq.em_iters = 100;
+    p->vq.em_init = GQ_VQ_INIT_MAHALANOBIS;
+    p->vq.cb_update = GQ_CB_UPDATE_EXACT;
+    p->vq.gd_iters = 25;
+    p->vq.cb_format = GQ_CB_INT8;
+    p->vq.stages = 1;
+}
+
+static const char *method_name(enum gq_method m) {
+    return m == GQ_METHOD_GPTVQ ? "gptvq" : m == GQ_METHOD_GPTQ ? "gptq" : "rtn";
 }
 
 void gq_quant_report_free(struct gq_quant_report *r) {
@@ -180,7 +193,8 @@ static void to_quant_params(const struct gq_quantize_params *p, struct gq_quant_
 // Replaces the weight in slot `t` of block l by its quantized copy (owned by
 // the model). H: the group's Hessian (GPTQ), or NULL (RTN).
 static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq_block_tensor *t, const float *H,
-                                      const struct gq_quantize_params *p, struct gq_quant_layer_report *r) {
+                                      const struct gq_quantize_params *p, const struct gq_vq_config *cfg,
+                                      struct gq_quant_layer_report *r) {
     double t0 = gq_time_s();
     const float **slot = gq_block_slot(&m->layers[l], t);
     int rows = (int)gq_dim_value(&m->hp, t->rows), cols = (int)gq_dim_value(&m->hp, t->cols);
@@ -192,7 +206,25 @@ static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq
     to_quant_params(p, &q);
     enum gq_status s;
     memset(r, 0, sizeof *r);
-    if (H) {
+    if (H && p->method == GQ_METHOD_GPTVQ) {
+        struct gq_vq_tensor vt;
+        struct gq_vq_result res;
+        uint64_t seed = p->seed ^ ((uint64_t)l << 20) ^ (uint64_t)(t - gq_arch_find(m->arch)->tensors) << 8;
+        s = gq_gptvq_quantize(W, rows, cols, H, &q, &p->vq, cfg, seed, &vt, &res);
+        if (s == GQ_OK) {
+            r->rel_error = res.rel_error;
+            r->rel_error_pass = res.ref > 0 ? res.objective_pass / res.ref : 0;
+            r->update_kept = res.update_kept;
+            r->damp = res.damp_rel;
+            r->n_dead = res.n_dead;
+            r->bits = gq_vq_tensor_bits(&vt);
+            r->bpv = res.bpv;
+            r->k = vt.k;
+            r->group = res.l;
+            r->t_em = res.t_em, r->t_assign = res.t_assign, r->t_feedback = res.t_feedback, r->t_update = res.t_update;
+            gq_vq_tensor_free(&vt);
+        }
+    } else if (H) {
         struct gq_gptq_result res = {0};
         s = gq_gptq_quantize(W, rows, cols, H, &q, &res);
         r->rel_error = res.rel_error;
@@ -355,18 +387,82 @@ static void on_capture(void *u, int layer, enum gq_block_input which, const floa
     free(xs);
 }
 
+// Residual VQ (2 stages): the index bits b·d of one stage are split between
+// the two (k = 2^(b·d/2) each, unless --k is given) and both codebooks are
+// paid from the overhead, so l doubles for the same overhead.
+static enum gq_status residual_config(const struct gq_quantize_params *p, struct gq_vq_config *cfg) {
+    const int d = cfg->d;
+    if (!p->vq.k) {
+        if (cfg->log2k % 2)
+            return gq_fail(GQ_ERR_ARG, "--residual 2: %d index bits per vector do not split evenly between two "
+                           "codebooks; give --k", cfg->log2k);
+        cfg->log2k /= 2;
+        cfg->k = 1 << cfg->log2k;
+    }
+    cfg->index_bpv = 2.0 * cfg->log2k / d;
+    double o = p->vq.bpv - cfg->index_bpv - (p->vq.norm_block ? 4.0 / p->vq.norm_block : 0);
+    int bc = p->vq.cb_format == GQ_CB_INT8 ? 8 : p->vq.cb_format == GQ_CB_FP16 ? 16 : 32;
+    if (!p->vq.group) {
+        if (!(o > 0))
+            return gq_fail(GQ_ERR_ARG, "--residual 2: --bpv %g leaves no room for the codebooks (indices take %g)",
+                           p->vq.bpv, cfg->index_bpv);
+        cfg->l = (int64_t)ceil(2.0 * cfg->k * d * bc / o);
+    }
+    cfg->overhead_bpv = 2.0 * cfg->k * d * bc / (double)cfg->l + (p->vq.norm_block ? 4.0 / p->vq.norm_block : 0);
+    return GQ_OK;
+}
+
+// GPTVQ: every linear must split into d-vectors; print the configuration
+// and a memory estimate for the largest linear before any work starts.
+static enum gq_status vq_preflight(const struct gq_model *m, const struct gq_arch *A, const struct gq_quantize_params *p,
+                                   const struct gq_vq_config *cfg) {
+    double peak = 0;
+    for (int i = 0; i < A->n_tensors; i++) {
+        const struct gq_block_tensor *t = &A->tensors[i];
+        if (t->kind != GQ_T_LINEAR) continue;
+        int64_t rows = gq_dim_value(&m->hp, t->rows), cols = gq_dim_value(&m->hp, t->cols);
+        if (cols % cfg->d)
+            return gq_fail(GQ_ERR_ARG, "--vq-dim %d: %s has %lld input columns, not a multiple of %d", cfg->d, t->name,
+                           (long long)cols, cfg->d);
+        // Wd, Qp, Err, U / Hp, the update's Y·H and dense normal equations per thread
+        double mt = (double)p->vq.stages * ((cols + 255) / 256 + 1) * cfg->k * cfg->d;
+        if (mt > 3072) mt = 0; // conjugate gradients instead
+        double b = rows * cols * (8.0 * 3 + 4 * 2) + cols * cols * 8.0 * 2 + mt * mt * 8 * 3;
+        if (b > peak) peak = b;
+    }
+    if (p->progress) {
+        double ob = cfg->overhead_bpv;
+        fprintf(stderr,
+                "quantize: gptvq %dD, k = %d (%d index bits, %.4f bpv), group l = %lld weights, codebooks %s: "
+                "overhead %.4f bpv (paper formula; + codebook scales%s) -> %.4f bpv target\n",
+                cfg->d, cfg->k, cfg->log2k, cfg->index_bpv, (long long)cfg->l,
+                p->vq.cb_format == GQ_CB_INT8 ? "int8" : p->vq.cb_format == GQ_CB_FP16 ? "fp16" : "f32", ob,
+                p->vq.norm_block ? ", tile log-scale parameters" : "", cfg->index_bpv + ob);
+        fprintf(stderr, "quantize: gptvq working memory about %.0f MiB for the largest linear (plus its Hessian)\n",
+                peak / 1048576.0);
+    }
+    return GQ_OK;
+}
+
 enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep) {
     memset(rep, 0, sizeof *rep);
     double t_start = gq_time_s();
     const struct gq_arch *A = gq_arch_find(m->arch);
     if (!A) return gq_fail(GQ_ERR_UNSUPPORTED, "quantize: architecture '%s' has no model description", m->arch);
-    if (p->wbits < 2 || p->wbits > 8) return gq_fail(GQ_ERR_ARG, "--wbits must be in [2, 8] (got %d)", p->wbits);
+    if (p->method != GQ_METHOD_GPTVQ && (p->wbits < 2 || p->wbits > 8))
+        return gq_fail(GQ_ERR_ARG, "--wbits must be in [2, 8] (got %d)", p->wbits);
+    struct gq_vq_config cfg = {0};
+    if (p->method == GQ_METHOD_GPTVQ) {
+        GQ_TRY(gq_vq_config_from_bpv(p->vq.bpv, p->vq.dim, p->vq.k, p->vq.group, p->vq.cb_format, p->vq.norm_block, &cfg));
+        if (p->vq.stages == 2) GQ_TRY(residual_config(p, &cfg));
+        GQ_TRY(vq_preflight(m, A, p, &cfg));
+    }
     int n_lin = 0;
     for (int i = 0; i < A->n_tensors; i++) n_lin += A->tensors[i].kind == GQ_T_LINEAR;
     rep->layers = calloc((size_t)m->hp.n_layers * n_lin, sizeof *rep->layers);
     if (!rep->layers) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     struct gq_progress pr;
-    gq_progress_start(&pr, p->method == GQ_METHOD_GPTQ ? "gptq" : "rtn", (int64_t)m->hp.n_layers * n_lin, p->progress);
+    gq_progress_start(&pr, method_name(p->method), (int64_t)m->hp.n_layers * n_lin, p->progress);
     char extra[96];
 
     if (p->method == GQ_METHOD_RTN) {
@@ -374,7 +470,7 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
             for (int i = 0; i < A->n_tensors; i++) {
                 if (A->tensors[i].kind != GQ_T_LINEAR) continue;
                 struct gq_quant_layer_report *r = &rep->layers[rep->n];
-                GQ_TRY(quantize_linear(m, l, &A->tensors[i], NULL, p, r));
+                GQ_TRY(quantize_linear(m, l, &A->tensors[i], NULL, p, NULL, r));
                 rep->n++;
                 snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g", l, r->name, r->rel_error);
                 gq_progress_update(&pr, rep->n, extra);
@@ -393,7 +489,7 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
     // Default sink weight seqlen/32: the first token carries ~3 % of each
     // window's weight (measured optimum on SmolLM2 W4 g128, docs/results.md).
     float sink_w = p->sink_weight > 0 ? p->sink_weight : (seqlen / 32 > 1 ? seqlen / 32.0f : 1.0f);
-    if (p->method == GQ_METHOD_GPTQ && !load) rep->sink_weight = sink_w;
+    if (!load) rep->sink_weight = sink_w;
     const int dim = m->hp.dim;
     size_t per = (size_t)seqlen * dim;
     float *X = NULL, *tmp = NULL, *Hf = NULL;
@@ -471,10 +567,14 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
                 const struct gq_block_tensor *t = &A->tensors[i];
                 if (t->kind != GQ_T_LINEAR || (int)t->input != g) continue;
                 struct gq_quant_layer_report *r = &rep->layers[rep->n];
-                s = quantize_linear(m, l, t, Hf, p, r);
+                s = quantize_linear(m, l, t, Hf, p, &cfg, r);
                 if (s != GQ_OK) break;
                 rep->n++;
-                snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g (rtn %.3g)", l, r->name, r->rel_error, r->rel_error_rtn);
+                if (p->method == GQ_METHOD_GPTVQ) {
+                    rep->vq_bits += r->bits, rep->vq_weights += (int64_t)r->rows * r->cols;
+                    snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g, %.4f bpv", l, r->name, r->rel_error, r->bpv);
+                } else
+                    snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g (rtn %.3g)", l, r->name, r->rel_error, r->rel_error_rtn);
                 gq_progress_update(&pr, rep->n, extra);
             }
             rep->seconds_quant += gq_time_s() - t0;
@@ -502,14 +602,32 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
 enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, const struct gq_quantize_params *p,
                                           const char *path) {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "method", p->method == GQ_METHOD_GPTQ ? "gptq" : "rtn");
-    cJSON_AddNumberToObject(o, "wbits", p->wbits);
-    cJSON_AddNumberToObject(o, "group_size", p->group_size);
+    cJSON_AddStringToObject(o, "method", method_name(p->method));
+    if (p->method == GQ_METHOD_GPTVQ) {
+        const struct gq_gptvq_params *v = &p->vq;
+        cJSON_AddNumberToObject(o, "vq_dim", v->dim);
+        cJSON_AddNumberToObject(o, "bpv_target", v->bpv);
+        cJSON_AddNumberToObject(o, "bpv_achieved", rep->vq_weights ? (double)rep->vq_bits / rep->vq_weights : 0);
+        cJSON_AddNumberToObject(o, "k", rep->n ? rep->layers[0].k : 0);
+        cJSON_AddNumberToObject(o, "em_iters", v->em_iters);
+        cJSON_AddStringToObject(o, "em_init", v->em_init == GQ_VQ_INIT_KMEANSPP ? "kmeans++" : "mahalanobis");
+        cJSON_AddStringToObject(o, "cb_update", v->cb_update == GQ_CB_UPDATE_EXACT ? "exact"
+                                                : v->cb_update == GQ_CB_UPDATE_GD ? "gd" : "none");
+        cJSON_AddStringToObject(o, "cb_format", v->cb_format == GQ_CB_INT8 ? "int8" : v->cb_format == GQ_CB_FP16 ? "fp16" : "f32");
+        cJSON_AddStringToObject(o, "feedback", v->feedback_diag ? "diag" : "exact");
+        cJSON_AddBoolToObject(o, "full_subhessian", v->full_subhessian);
+        cJSON_AddNumberToObject(o, "norm_block", v->norm_block);
+        cJSON_AddNumberToObject(o, "stages", v->stages);
+        cJSON_AddNumberToObject(o, "outlier_frac", v->outlier_frac);
+    } else {
+        cJSON_AddNumberToObject(o, "wbits", p->wbits);
+        cJSON_AddNumberToObject(o, "group_size", p->group_size);
+    }
     cJSON_AddBoolToObject(o, "sym", p->sym);
     cJSON_AddBoolToObject(o, "act_order", p->act_order);
     cJSON_AddBoolToObject(o, "mse_clip", p->mse_clip);
     cJSON_AddNumberToObject(o, "damp", p->damp);
-    if (p->method == GQ_METHOD_GPTQ) {
+    if (p->method != GQ_METHOD_RTN) {
         cJSON_AddStringToObject(o, "token_weights", p->token_weights == GQ_TW_NONE ? "none" : "residual");
         cJSON_AddNumberToObject(o, "sink_weight", rep->sink_weight);
     }
@@ -521,7 +639,7 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
     cJSON_AddNumberToObject(o, "seconds_quantization", rep->seconds_quant);
     cJSON_AddNumberToObject(o, "seconds_sampling", rep->seconds_sampling);
     cJSON_AddStringToObject(o, "rel_error_definition",
-                            p->method == GQ_METHOD_GPTQ ? "||WX-QX||^2/||WX||^2 through the layer Hessian"
+                            p->method != GQ_METHOD_RTN ? "||WX-QX||^2/||WX||^2 through the layer Hessian"
                                                         : "||W-Q||^2/||W||^2 (no calibration)");
     cJSON *arr = cJSON_AddArrayToObject(o, "layers");
     for (int i = 0; i < rep->n; i++) {
@@ -533,6 +651,17 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
         cJSON_AddNumberToObject(e, "rows", r->rows);
         cJSON_AddNumberToObject(e, "cols", r->cols);
         cJSON_AddNumberToObject(e, "rel_error", r->rel_error);
+        if (p->method == GQ_METHOD_GPTVQ) {
+            cJSON_AddNumberToObject(e, "rel_error_before_update", r->rel_error_pass);
+            cJSON_AddBoolToObject(e, "update_kept", r->update_kept);
+            cJSON_AddNumberToObject(e, "bpv", r->bpv);
+            cJSON_AddNumberToObject(e, "group", (double)r->group);
+            cJSON_AddNumberToObject(e, "seconds_em", r->t_em);
+            cJSON_AddNumberToObject(e, "seconds_assign", r->t_assign);
+            cJSON_AddNumberToObject(e, "seconds_feedback", r->t_feedback);
+            cJSON_AddNumberToObject(e, "seconds_update", r->t_update);
+            cJSON_AddNumberToObject(e, "damp", r->damp);
+        }
         if (p->method == GQ_METHOD_GPTQ) {
             cJSON_AddNumberToObject(e, "rel_error_rtn", r->rel_error_rtn);
             cJSON_AddBoolToObject(e, "rtn_fallback", r->rtn_fallback);

@@ -1,0 +1,1029 @@
+// gptvq.c - GPTVQ (seed paper 003, Algorithm 1) on one weight matrix:
+// d columns at a time, one codebook per group, GPTQ error feedback.
+//
+// Error feedback for d columns at once. With U the upper Cholesky factor of
+// the (damped, permuted) H⁻¹, the inverse Hessian of the columns not yet
+// quantized, restricted to the d columns S about to be quantized and the
+// columns R right of them, is
+//     [H⁻¹]_SS = U_SSᵀ U_SS,   [H⁻¹]_SR = U_SSᵀ U_SR.
+// The OBS update for quantizing S jointly with error e = w_S − q_S (a row) is
+//     w_R −= e [H⁻¹]_SS⁻¹ [H⁻¹]_SR = (e U_SS⁻¹) U_SR,
+// so err = e U_SS⁻¹ (a d×d triangular solve) replaces GPTQ's e / U_qq and the
+// lazy batch update W[:, i2:] −= Err U[i1:i2, i2:] is unchanged. The increase
+// of the objective is ‖e U_SS⁻¹‖² = eᵀ [H⁻¹]_SS⁻¹ e, which is why
+// --full-subhessian assigns with the metric M = (U_SSᵀU_SS)⁻¹; the default
+// metric is its diagonal approximation D = diag(1/[H⁻¹]_jj) (paper Eq. 4),
+// with [H⁻¹]_jj = (U_SSᵀU_SS)_jj of the reduced inverse.
+// --feedback diag reproduces the reference code: err_j = e_j / U_jj (the
+// coupling inside the d×d block dropped) and D_j = 1/U_jj².
+//
+// Groups: see gq_vq_tensor in vq.h. A column tile's codebooks are fitted (EM)
+// when the tile is reached, from the weights as updated by every earlier
+// column; blocks never straddle a tile boundary, so every pending lazy update
+// has been applied by then.
+//
+// Codebook update (paper §2.2, "codebook update"): with the assignments
+// fixed, Q is linear in the codebook entries θ, so tr((W−Q)H(W−Q)ᵀ) is a
+// convex quadratic Σ_r (y_r − A_r θ)ᵀ H (y_r − A_r θ). Rows of different row
+// tiles share no entry, so the normal equations G θ = b are block diagonal by
+// row tile: G = Σ_r A_rᵀ H A_r is built directly (entry (a_p, a_p') gets
+// σ_p σ_p' H_pp' for the entries a the positions p of a row select) and
+// solved by Cholesky (EXACT). GD (the paper's variant) is steepest descent
+// with exact line search, matrix-free: one GEMM (rows × n × n) for the
+// gradient and one for the step. Either result is rounded to the codebook
+// format again and kept only when the objective drops.
+#include "quant/vq.h"
+#include "util/common.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define TILE_MAX_COLS 256
+// EXACT codebook update: dense normal equations (Cholesky) up to this many
+// unknowns per row tile, conjugate gradients (at most GQ_VQ_CG_MAX_ITERS
+// GEMMs) above, where the dense system would cost O(m³) time and m² memory.
+int gq_vq_dense_max = 3072;
+// G is only semi-definite when entries always occur together (a residual
+// stage's centroid used only under one first-stage centroid: +δ on one, −δ
+// on the other leaves Q unchanged). Both solvers minimise
+// f(θ) + ε‖θ − θ_pass‖² with ε = GQ_VQ_RIDGE · max diag G, which is definite
+// and keeps such directions at their pass values instead of letting them
+// drift to large cancelling values that int8 rounding would destroy.
+#define GQ_VQ_RIDGE 1e-10
+#define GQ_VQ_CG_MAX_ITERS 200
+
+void gq_vq_tensor_free(struct gq_vq_tensor *t) {
+    if (!t) return;
+    free(t->perm), free(t->ct_start), free(t->rt_start), free(t->cb), free(t->cb_scale), free(t->idx);
+    free(t->sint), free(t->norm), free(t->outl);
+    memset(t, 0, sizeof *t);
+}
+
+static int ilog2(int k) {
+    int b = 0;
+    while ((1 << b) < k) b++;
+    return b;
+}
+
+int64_t gq_vq_tensor_bits(const struct gq_vq_tensor *t) {
+    int64_t nv = (t->cols - t->n_out) / t->d, groups = (int64_t)t->n_rt * t->n_ct;
+    int64_t bits = (int64_t)t->stages * t->rows * nv * ilog2(t->k);
+    bits += (int64_t)t->stages * groups *
+            ((int64_t)t->k * t->d * gq_cb_bits(t->cb_format) + gq_cb_scale_bits(t->cb_format));
+    if (t->norm_block) bits += (int64_t)t->rows * t->n_nblk * 4 + groups * 32;
+    bits += (int64_t)t->rows * t->n_out * 16;
+    bool ident = true;
+    for (int i = 0; i < t->cols; i++) ident &= t->perm[i] == i;
+    if (!ident) bits += (int64_t)t->cols * ilog2(t->cols);
+    return bits;
+}
+
+// Row tile of each row and column tile / normalisation-block offset of each
+// vector, precomputed once.
+struct tile_maps {
+    int *row_rt;   // (rows)
+    int *vec_ct;   // (n_vec)
+    int *vec_blk;  // (n_vec) normalisation block index within the row (0 without)
+};
+
+static void maps_free(struct tile_maps *m) { free(m->row_rt), free(m->vec_ct), free(m->vec_blk); }
+
+// Normalisation scale of row r, vector v (1 without normalisation).
+static inline float vec_scale(const struct gq_vq_tensor *t, const struct tile_maps *mp, int r, int v) {
+    if (!t->norm_block) return 1.0f;
+    const struct gq_vq_norm nm = t->norm[(size_t)mp->row_rt[r] * t->n_ct + mp->vec_ct[v]];
+    return gq_vq_norm_scale(nm, t->sint[(size_t)r * t->n_nblk + mp->vec_blk[v]]);
+}
+
+static inline const float *cb_of(const struct gq_vq_tensor *t, int stage, int rt, int ct) {
+    return t->cb + ((((size_t)stage * t->n_rt + rt) * t->n_ct + ct) * t->k) * t->d;
+}
+
+// The decode rule of vq.h for one vector, written to q[0..d).
+static inline void vec_decode(const struct gq_vq_tensor *t, const struct tile_maps *mp, int r, int v, float *q) {
+    const int rt = mp->row_rt[r], ct = mp->vec_ct[v], d = t->d;
+    const size_t nv = (size_t)(t->cols - t->n_out) / d;
+    const float *c0 = cb_of(t, 0, rt, ct) + (size_t)t->idx[(size_t)r * nv + v] * d;
+    for (int j = 0; j < d; j++) q[j] = c0[j];
+    if (t->stages > 1) {
+        const float *c1 = cb_of(t, 1, rt, ct) + (size_t)t->idx[((size_t)t->rows + r) * nv + v] * d;
+        for (int j = 0; j < d; j++) q[j] = q[j] + c1[j];
+    }
+    if (t->norm_block) {
+        float s = vec_scale(t, mp, r, v);
+        for (int j = 0; j < d; j++) q[j] = q[j] * s;
+    }
+}
+
+static enum gq_status maps_build(const struct gq_vq_tensor *t, struct tile_maps *mp) {
+    const int nv = (t->cols - t->n_out) / t->d;
+    mp->row_rt = malloc(sizeof(int) * t->rows);
+    mp->vec_ct = malloc(sizeof(int) * (nv ? nv : 1));
+    mp->vec_blk = malloc(sizeof(int) * (nv ? nv : 1));
+    if (!mp->row_rt || !mp->vec_ct || !mp->vec_blk) {
+        maps_free(mp);
+        return gq_fail(GQ_ERR_NOMEM, "gptvq: tile maps");
+    }
+    for (int rt = 0; rt < t->n_rt; rt++)
+        for (int r = t->rt_start[rt]; r < t->rt_start[rt + 1]; r++) mp->row_rt[r] = rt;
+    int blk0 = 0;
+    for (int ct = 0; ct < t->n_ct; ct++) {
+        int v0 = (t->ct_start[ct] - t->n_out) / t->d, v1 = (t->ct_start[ct + 1] - t->n_out) / t->d;
+        int vpb = t->norm_block ? t->norm_block / t->d : 1;
+        for (int v = v0; v < v1; v++) {
+            mp->vec_ct[v] = ct;
+            mp->vec_blk[v] = t->norm_block ? blk0 + (v - v0) / vpb : 0;
+        }
+        if (t->norm_block) blk0 += (v1 - v0 + vpb - 1) / vpb;
+    }
+    return GQ_OK;
+}
+
+// Decoded matrix in POSITION order (rows, cols).
+static void decode_positions(const struct gq_vq_tensor *t, const struct tile_maps *mp, float *Qp) {
+    const int n = t->cols, d = t->d, nv = (n - t->n_out) / d;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < t->rows; r++) {
+        float *q = Qp + (size_t)r * n;
+        for (int p = 0; p < t->n_out; p++) q[p] = gq_f16_to_f32(t->outl[(size_t)r * t->n_out + p]);
+        for (int v = 0; v < nv; v++) vec_decode(t, mp, r, v, q + t->n_out + (size_t)v * d);
+    }
+}
+
+void gq_vq_decode(const struct gq_vq_tensor *t, float *Q) {
+    struct tile_maps mp = {0};
+    float *Qp = malloc(sizeof(float) * (size_t)t->rows * t->cols);
+    if (!Qp || maps_build(t, &mp) != GQ_OK) { // decode is for tensors we built; only OOM fails
+        free(Qp);
+        for (size_t i = 0; i < (size_t)t->rows * t->cols; i++) Q[i] = NAN;
+        return;
+    }
+    decode_positions(t, &mp, Qp);
+    for (int r = 0; r < t->rows; r++)
+        for (int p = 0; p < t->cols; p++) Q[(size_t)r * t->cols + t->perm[p]] = Qp[(size_t)r * t->cols + p];
+    free(Qp);
+    maps_free(&mp);
+}
+
+// ---------------------------------------------------------------------------
+// Tiling: n_ct column tiles × n_rt row tiles with about l weights each.
+
+static void pick_tiles(int rows, int n_vec, int d, int64_t l, int *n_ct, int *n_rt) {
+    const int64_t total = (int64_t)rows * n_vec * d;
+    int64_t target = total / l;
+    if (target < 1) target = 1;
+    int min_ct = (n_vec * d + TILE_MAX_COLS - 1) / TILE_MAX_COLS;
+    if (min_ct > target) min_ct = (int)target; // the budget forces tiles wider than 256
+    if (min_ct < 1) min_ct = 1;
+    int64_t best = -1;
+    int best_ct = min_ct, best_rt = 1;
+    bool best_exact = false;
+    for (int ct = min_ct; ct <= n_vec && ct <= target; ct++) {
+        int64_t rt = target / ct;
+        if (rt > rows) rt = rows;
+        if (rt < 1) rt = 1;
+        int64_t prod = ct * rt;
+        // exact: equal tiles of exactly l weights
+        bool exact = n_vec % ct == 0 && rows % rt == 0 && (int64_t)(rows / rt) * (n_vec / ct) * d == l;
+        if (prod > best || (prod == best && exact && !best_exact)) {
+            best = prod, best_ct = ct, best_rt = (int)rt, best_exact = exact;
+        }
+    }
+    *n_ct = best_ct, *n_rt = best_rt;
+}
+
+// ---------------------------------------------------------------------------
+
+struct vq_work {
+    double *Wd;     // (rows, n) working weights, position order
+    double *Err;    // (rows, B)
+    double *metric; // (n_vec, d, d) assignment metric per slot
+    double *Uinv;   // (n_vec, d, d) U_SS⁻¹ per slot (exact feedback)
+    float *Qp;      // (rows, n) quantized values, position order
+    double *gsum;   // (rows) Σ ‖err‖² of each row: the greedy objective increments
+};
+
+static void work_free(struct vq_work *w) {
+    free(w->Wd), free(w->Err), free(w->metric), free(w->Uinv), free(w->Qp), free(w->gsum);
+}
+
+// Inverse of an upper-triangular d×d matrix (row-major), in place.
+static bool triu_inverse(double *A, int d) {
+    for (int i = 0; i < d; i++)
+        if (!(A[i * d + i] != 0) || !isfinite(A[i * d + i])) return false;
+    return LAPACKE_dtrtri(LAPACK_ROW_MAJOR, 'U', 'N', d, A, d) == 0;
+}
+
+// Slot metrics and U_SS⁻¹ from U.
+static enum gq_status slot_metrics(const double *U, int n, int n_out, int d, int n_vec, const struct gq_gptvq_params *vp,
+                                   double *metric, double *Uinv) {
+    for (int v = 0; v < n_vec; v++) {
+        int i = n_out + v * d;
+        double S[GQ_VQ_MAX_DIM * GQ_VQ_MAX_DIM] = {0}, Hs[GQ_VQ_MAX_DIM * GQ_VQ_MAX_DIM] = {0};
+        for (int a = 0; a < d; a++)
+            for (int b = a; b < d; b++) S[a * d + b] = U[(size_t)(i + a) * n + i + b];
+        for (int a = 0; a < d; a++) // Hs = U_SSᵀ U_SS: reduced [H⁻¹]_SS
+            for (int b = 0; b < d; b++) {
+                double s = 0;
+                for (int t = 0; t <= (a < b ? a : b); t++) s += S[t * d + a] * S[t * d + b];
+                Hs[a * d + b] = s;
+            }
+        double *M = metric + (size_t)v * d * d, *Ui = Uinv + (size_t)v * d * d;
+        memset(M, 0, sizeof(double) * d * d);
+        memcpy(Ui, S, sizeof(double) * d * d);
+        if (!triu_inverse(Ui, d))
+            return gq_fail(GQ_ERR_NUMERIC, "gptvq: singular Cholesky block at column position %d", i);
+        if (vp->feedback_diag) {
+            for (int a = 0; a < d; a++) M[a * d + a] = 1.0 / (S[a * d + a] * S[a * d + a]);
+        } else if (vp->full_subhessian) { // (U_SSᵀU_SS)⁻¹ = U_SS⁻¹ U_SS⁻ᵀ
+            for (int a = 0; a < d; a++)
+                for (int b = 0; b < d; b++) {
+                    double s = 0;
+                    for (int t = 0; t < d; t++) s += Ui[a * d + t] * Ui[b * d + t];
+                    M[a * d + b] = s;
+                }
+        } else {
+            for (int a = 0; a < d; a++) M[a * d + a] = 1.0 / Hs[a * d + a];
+        }
+    }
+    return GQ_OK;
+}
+
+// Codebooks of group (rt, ct) from the current weights (EM per stage).
+static enum gq_status init_group(struct gq_vq_tensor *t, const struct tile_maps *mp, const struct vq_work *w,
+                                 const struct gq_gptvq_params *vp, uint64_t seed, int rt, int ct,
+                                 int64_t *em_iters, int64_t *reseeded) {
+    const int d = t->d, n = t->cols, k = t->k;
+    const int r0 = t->rt_start[rt], r1 = t->rt_start[rt + 1], nr = r1 - r0;
+    const int v0 = (t->ct_start[ct] - t->n_out) / d, v1 = (t->ct_start[ct + 1] - t->n_out) / d, nvs = v1 - v0;
+    const int64_t np = (int64_t)nr * nvs;
+    if (t->norm_block) {
+        uint8_t *sint = malloc((size_t)nr * t->n_nblk);
+        if (!sint) return gq_fail(GQ_ERR_NOMEM, "gptvq: normalisation codes");
+        int width = t->ct_start[ct + 1] - t->ct_start[ct], blk0 = mp->vec_blk[v0];
+        int nb = (width + t->norm_block - 1) / t->norm_block;
+        struct gq_vq_norm nm = gq_vq_norm_fit(w->Wd + (size_t)r0 * n + t->ct_start[ct], nr, width, n, t->norm_block, sint);
+        t->norm[(size_t)rt * t->n_ct + ct] = nm;
+        for (int r = 0; r < nr; r++)
+            memcpy(t->sint + (size_t)(r0 + r) * t->n_nblk + blk0, sint + (size_t)r * nb, nb);
+        free(sint);
+    }
+    double *x = malloc(sizeof(double) * np * d), *s2 = malloc(sizeof(double) * np);
+    double *C = malloc(sizeof(double) * k * d);
+    int32_t *idx = malloc(sizeof(int32_t) * np);
+    if (!x || !s2 || !C || !idx) {
+        free(x), free(s2), free(C), free(idx);
+        return gq_fail(GQ_ERR_NOMEM, "gptvq: EM buffers for %lld points", (long long)np);
+    }
+    // Points slot-major: slot v (columns of vector v0 + v), then rows.
+    for (int v = 0; v < nvs; v++)
+        for (int r = 0; r < nr; r++) {
+            int64_t i = (int64_t)v * nr + r;
+            double s = vec_scale(t, mp, r0 + r, v0 + v);
+            const double *src = w->Wd + (size_t)(r0 + r) * n + t->n_out + (size_t)(v0 + v) * d;
+            for (int j = 0; j < d; j++) x[i * d + j] = src[j] / s;
+            s2[i] = s * s;
+        }
+    struct gq_vq_data D = {.d = d, .n_slots = nvs, .per_slot = nr, .x = x, .s2 = t->norm_block ? s2 : NULL,
+                           .metric = w->metric + (size_t)v0 * d * d, .diag = !vp->full_subhessian};
+    enum gq_status st = GQ_OK;
+    for (int stage = 0; stage < t->stages && st == GQ_OK; stage++) {
+        uint64_t sd = seed ^ ((uint64_t)(rt + 1) * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(ct + 1) << 32) ^ (uint64_t)stage;
+        struct gq_vq_em_stats es = {0};
+        st = gq_vq_em(&D, k, vp->em_iters, vp->em_init, gq_splitmix64(&sd), C, idx, &es);
+        if (st != GQ_OK) break;
+        *em_iters += es.iters, *reseeded += es.n_reseeded;
+        size_t gi = ((size_t)stage * t->n_rt + rt) * t->n_ct + ct;
+        gq_cb_round(C, k * d, t->cb_format, NULL, NULL, &t->cb_scale[gi]);
+        float *cb = t->cb + gi * k * d;
+        for (int i = 0; i < k * d; i++) cb[i] = (float)C[i];
+        if (stage + 1 < t->stages) // the next stage fits the residual of this one
+            for (int64_t i = 0; i < np; i++)
+                for (int j = 0; j < d; j++) x[i * d + j] -= C[(size_t)idx[i] * d + j];
+    }
+    free(x), free(s2), free(C), free(idx);
+    return st;
+}
+
+// One block [i1, i2) of VQ positions inside one column tile: assignment, in-
+// block feedback; the caller applies the lazy update right of i2.
+static void quantize_block(struct gq_vq_tensor *t, const struct tile_maps *mp, struct vq_work *w, const double *U,
+                           const struct gq_gptvq_params *vp, int i1, int i2, int B, const double *P,
+                           const double *nrm) {
+    const int n = t->cols, d = t->d, k = t->k, nv = (n - t->n_out) / d;
+    const int va = (i1 - t->n_out) / d, vb = (i2 - t->n_out) / d, nsl = vb - va;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < t->rows; r++) {
+        double *wr = w->Wd + (size_t)r * n, *e = w->Err + (size_t)r * B;
+        const int rt = mp->row_rt[r];
+        for (int v = va; v < vb; v++) {
+            const int i = t->n_out + v * d;
+            double xn[GQ_VQ_MAX_DIM], res[GQ_VQ_MAX_DIM], ev[GQ_VQ_MAX_DIM], er[GQ_VQ_MAX_DIM];
+            float q[GQ_VQ_MAX_DIM];
+            double s = vec_scale(t, mp, r, v);
+            for (int j = 0; j < d; j++) xn[j] = wr[i + j] / s;
+            for (int stage = 0; stage < t->stages; stage++) {
+                size_t o = ((size_t)(stage * t->n_rt + rt) * nsl + (v - va)) * k;
+                int m = gq_vq_nearest(xn, d, P + o * d, nrm + o, k);
+                t->idx[((size_t)stage * t->rows + r) * nv + v] = (uint16_t)m;
+                if (stage + 1 < t->stages) {
+                    const float *c = cb_of(t, stage, rt, mp->vec_ct[v]) + (size_t)m * d;
+                    for (int j = 0; j < d; j++) res[j] = xn[j] - c[j], xn[j] = res[j];
+                }
+            }
+            vec_decode(t, mp, r, v, q);
+            for (int j = 0; j < d; j++) {
+                w->Qp[(size_t)r * n + i + j] = q[j];
+                ev[j] = wr[i + j] - q[j];
+            }
+            if (vp->feedback_diag) {
+                for (int j = 0; j < d; j++) er[j] = ev[j] / U[(size_t)(i + j) * n + i + j];
+            } else { // er = ev · U_SS⁻¹
+                const double *Ui = w->Uinv + (size_t)v * d * d;
+                for (int j = 0; j < d; j++) {
+                    double acc = 0;
+                    for (int a = 0; a <= j; a++) acc += ev[a] * Ui[a * d + j];
+                    er[j] = acc;
+                }
+            }
+            for (int j = 0; j < d; j++) {
+                w->gsum[r] += er[j] * er[j];
+                e[i - i1 + j] = er[j];
+                const double *u = U + (size_t)(i + j) * n;
+                for (int c = i + d; c < i2; c++) wr[c] -= er[j] * u[c];
+            }
+        }
+    }
+}
+
+// Outlier positions [i1, i2) ⊂ [0, n_out): fp16 scalars with GPTQ feedback.
+static void quantize_outliers(struct gq_vq_tensor *t, struct vq_work *w, const double *U, int i1, int i2, int B) {
+    const int n = t->cols;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < t->rows; r++) {
+        double *wr = w->Wd + (size_t)r * n, *e = w->Err + (size_t)r * B;
+        for (int i = i1; i < i2; i++) {
+            uint16_t h = gq_f32_to_f16((float)wr[i]);
+            float q = gq_f16_to_f32(h);
+            t->outl[(size_t)r * t->n_out + i] = h;
+            w->Qp[(size_t)r * n + i] = q;
+            double err = (wr[i] - q) / U[(size_t)i * n + i];
+            w->gsum[r] += err * err;
+            e[i - i1] = err;
+            const double *u = U + (size_t)i * n;
+            for (int c = i + 1; c < i2; c++) wr[c] -= err * u[c];
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Codebook update.
+
+// Objective tr((Y − Qp)H(Y − Qp)ᵀ) in position order; Y, H: double.
+static double objective_pos(const double *Y, const float *Qp, const double *Hp, int rows, int n, double *tmp) {
+    // tmp (rows, n) = Y − Qp; obj = Σ (tmp H) ⊙ tmp
+    for (size_t i = 0; i < (size_t)rows * n; i++) tmp[i] = Y[i] - Qp[i];
+    double obj = 0;
+#pragma omp parallel for reduction(+ : obj) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        const double *e = tmp + (size_t)r * n;
+        double s = 0;
+        for (int a = 0; a < n; a++) {
+            if (e[a] == 0) continue;
+            const double *h = Hp + (size_t)a * n;
+            double acc = 0;
+            for (int b = 0; b < n; b++) acc += h[b] * e[b];
+            s += e[a] * acc;
+        }
+        obj += s;
+    }
+    return obj;
+}
+
+// θ (stages, n_rt, n_ct, k, d) in the cb layout. Entry of row r, vector v,
+// coordinate j, stage s and the coefficient σ (normalisation scale).
+static inline size_t theta_index(const struct gq_vq_tensor *t, const struct tile_maps *mp, int stage, int r, int v,
+                                 int j) {
+    const size_t nv = (size_t)(t->cols - t->n_out) / t->d;
+    size_t g = ((size_t)stage * t->n_rt + mp->row_rt[r]) * t->n_ct + mp->vec_ct[v];
+    return (g * t->k + t->idx[((size_t)stage * t->rows + r) * nv + v]) * t->d + j;
+}
+
+// Q(θ) over the VQ positions (outlier positions 0), double, position order.
+static void lookup_theta(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *theta, double *Q) {
+    const int n = t->cols, d = t->d, nv = (n - t->n_out) / d;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < t->rows; r++) {
+        double *q = Q + (size_t)r * n;
+        for (int p = 0; p < t->n_out; p++) q[p] = 0;
+        for (int v = 0; v < nv; v++) {
+            double s = vec_scale(t, mp, r, v);
+            for (int j = 0; j < d; j++) {
+                double c = 0;
+                for (int st = 0; st < t->stages; st++) c += theta[theta_index(t, mp, st, r, v, j)];
+                q[t->n_out + v * d + j] = c * s;
+            }
+        }
+    }
+}
+
+// g = Aᵀ R: g[a] = Σ over (r, p) selecting a of σ R[r, p]. Sequential (fixed order).
+static void scatter_theta(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *R, double *g,
+                          size_t m) {
+    const int n = t->cols, d = t->d, nv = (n - t->n_out) / d;
+    memset(g, 0, sizeof(double) * m);
+    for (int r = 0; r < t->rows; r++)
+        for (int v = 0; v < nv; v++) {
+            double s = vec_scale(t, mp, r, v);
+            for (int j = 0; j < d; j++)
+                for (int st = 0; st < t->stages; st++)
+                    g[theta_index(t, mp, st, r, v, j)] += s * R[(size_t)r * n + t->n_out + v * d + j];
+        }
+}
+
+// Exact solve per row tile. theta in/out (current codebooks as double).
+static enum gq_status update_exact(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *Hp,
+                                   const double *HY, double *theta) {
+    const int n = t->cols, d = t->d, nv = (n - t->n_out) / d, S = t->stages;
+    const size_t per_g = (size_t)t->k * d;            // entries of one codebook
+    const size_t m = (size_t)S * t->n_ct * per_g;      // unknowns of one row tile
+    int nt = 1;
+#ifdef _OPENMP
+    nt = omp_get_max_threads();
+#endif
+    size_t mm;
+    if (!gq_mul_ok(m, m, &mm) || !gq_mul_ok(mm, (size_t)(nt + 1) * sizeof(double), &mm))
+        return gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update system of %zu unknowns too large", m);
+    double *G = malloc(sizeof(double) * m * m * (size_t)(nt + 1)), *bv = malloc(sizeof(double) * m);
+    size_t *loc = malloc(sizeof(size_t) * (size_t)nt * n * S);
+    double *sig = malloc(sizeof(double) * (size_t)nt * n);
+    if (!G || !bv || !loc || !sig) {
+        free(G), free(bv), free(loc), free(sig);
+        return gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update system of %zu unknowns (%.1f MiB)", m,
+                       (double)m * m * (nt + 1) * 8 / 1048576.0);
+    }
+    enum gq_status st = GQ_OK;
+    // local index of an entry inside its row tile's θ block: (stage, ct, idx, j)
+    for (int rt = 0; rt < t->n_rt && st == GQ_OK; rt++) {
+        const int r0 = t->rt_start[rt], r1 = t->rt_start[rt + 1];
+        memset(G, 0, sizeof(double) * m * m * (size_t)(nt + 1));
+        memset(bv, 0, sizeof(double) * m);
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int r = r0; r < r1; r++) {
+            int tid = 0;
+#ifdef _OPENMP
+            tid = omp_get_thread_num();
+#endif
+            double *Gt = G + (size_t)(tid + 1) * m * m, *sg = sig + (size_t)tid * n;
+            size_t *lc = loc + (size_t)tid * n * S;
+            for (int v = 0; v < nv; v++) {
+                double s = vec_scale(t, mp, r, v);
+                for (int j = 0; j < d; j++) {
+                    int p = v * d + j;
+                    sg[p] = s;
+                    for (int stg = 0; stg < S; stg++) {
+                        size_t gi = theta_index(t, mp, stg, r, v, j);
+                        size_t base = (((size_t)stg * t->n_rt + rt) * t->n_ct) * per_g;
+                        lc[(size_t)p * S + stg] = (size_t)stg * t->n_ct * per_g + (gi - base);
+                    }
+                }
+            }
+            const int nvp = nv * d;
+            for (int p = 0; p < nvp; p++) {
+                const double *h = Hp + (size_t)(t->n_out + p) * n + t->n_out;
+                for (int sa = 0; sa < S; sa++) {
+                    double *Ga = Gt + lc[(size_t)p * S + sa] * m;
+                    const double sp = sg[p];
+                    // every ordered pair (p, q) once: G comes out whole and symmetric
+                    for (int q = 0; q < nvp; q++) {
+                        double hv = h[q];
+                        if (hv == 0) continue;
+                        double c = sp * sg[q] * hv;
+                        for (int sb = 0; sb < S; sb++) Ga[lc[(size_t)q * S + sb]] += c;
+                    }
+                }
+            }
+        }
+        for (int tid = 0; tid < nt; tid++) {
+            const double *Gt = G + (size_t)(tid + 1) * m * m;
+            for (size_t i = 0; i < m * m; i++) G[i] += Gt[i];
+        }
+        for (int r = r0; r < r1; r++) // b = Σ_r A_rᵀ (H y_r)
+            for (int v = 0; v < nv; v++) {
+                double s = vec_scale(t, mp, r, v);
+                for (int j = 0; j < d; j++)
+                    for (int stg = 0; stg < S; stg++) {
+                        size_t gi = theta_index(t, mp, stg, r, v, j);
+                        size_t base = (((size_t)stg * t->n_rt + rt) * t->n_ct) * per_g;
+                        bv[(size_t)stg * t->n_ct * per_g + (gi - base)] += s * HY[(size_t)r * n + t->n_out + v * d + j];
+                    }
+            }
+        // Entries no weight selects keep their value (zero row and column).
+        double dmax = 0;
+        for (size_t a = 0; a < m; a++) dmax = fmax(dmax, G[a * m + a]);
+        const double eps = GQ_VQ_RIDGE * dmax;
+        double *cur = malloc(sizeof(double) * m);
+        if (!cur) {
+            st = gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update");
+            break;
+        }
+        for (int stg = 0; stg < S; stg++)
+            for (size_t e = 0; e < (size_t)t->n_ct * per_g; e++)
+                cur[(size_t)stg * t->n_ct * per_g + e] =
+                    theta[(((size_t)stg * t->n_rt + rt) * t->n_ct) * per_g + e];
+        for (size_t a = 0; a < m; a++)
+            if (!(G[a * m + a] > 1e-14 * dmax)) {
+                for (size_t b = 0; b < m; b++) G[a * m + b] = G[b * m + a] = 0;
+                G[a * m + a] = 1, bv[a] = cur[a];
+            } else { // min f(θ) + ε‖θ − θ0‖²: see GQ_VQ_RIDGE
+                G[a * m + a] += eps, bv[a] += eps * cur[a];
+            }
+        int info = LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', (lapack_int)m, 1, G, (lapack_int)m, bv, 1);
+        if (info == 0) {
+            for (size_t a = 0; a < m; a++)
+                if (!isfinite(bv[a])) info = -1;
+        }
+        if (info == 0)
+            for (int stg = 0; stg < S; stg++)
+                for (size_t e = 0; e < (size_t)t->n_ct * per_g; e++)
+                    theta[(((size_t)stg * t->n_rt + rt) * t->n_ct) * per_g + e] = bv[(size_t)stg * t->n_ct * per_g + e];
+        // info != 0: this row tile keeps its codebooks (semi-definite G from
+        // entries that always co-occur); the objective check downstream holds.
+        free(cur);
+    }
+    free(G), free(bv), free(loc), free(sig);
+    return st;
+}
+
+// Block-Jacobi preconditioner of the conjugate-gradient solve: for every
+// group g = (rt, ct) the diagonal block G_gg (its codebooks of all stages;
+// costs rows_rt · width² per group instead of rows · n² for all of G),
+// Cholesky-factored once.
+struct precond {
+    size_t mg;   // stages · k · d
+    double *F;   // (n_rt · n_ct, mg, mg) factors
+    double eps;  // ridge added to G (GQ_VQ_RIDGE · max diag G)
+};
+
+static inline size_t group_base(const struct gq_vq_tensor *t, int stage, int rt, int ct) {
+    return (((size_t)stage * t->n_rt + rt) * t->n_ct + ct) * (size_t)t->k * t->d;
+}
+
+static enum gq_status precond_build(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *Hp,
+                                    struct precond *pc) {
+    const int n = t->cols, d = t->d, S = t->stages, nv = (n - t->n_out) / d;
+    const size_t kd = (size_t)t->k * d, mg = S * kd, ngr = (size_t)t->n_rt * t->n_ct;
+    pc->mg = mg;
+    pc->F = calloc(ngr * mg * mg, sizeof(double));
+    if (!pc->F) return gq_fail(GQ_ERR_NOMEM, "gptvq: preconditioner (%zu blocks of %zu^2)", ngr, mg);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t g = 0; g < ngr; g++) {
+        const int rt = (int)(g / t->n_ct), ct = (int)(g % t->n_ct);
+        const int p0 = t->ct_start[ct] - t->n_out, p1 = t->ct_start[ct + 1] - t->n_out, w = p1 - p0;
+        double *F = pc->F + g * mg * mg;
+        size_t *loc = malloc(sizeof(size_t) * (size_t)w * S);
+        double *sg = malloc(sizeof(double) * w);
+        if (!loc || !sg) { // leave the block zero: identity below
+            free(loc), free(sg);
+            continue;
+        }
+        for (int r = t->rt_start[rt]; r < t->rt_start[rt + 1]; r++) {
+            for (int p = 0; p < w; p++) {
+                int v = (p0 + p) / d, j = (p0 + p) % d;
+                sg[p] = vec_scale(t, mp, r, v);
+                for (int st = 0; st < S; st++)
+                    loc[(size_t)p * S + st] =
+                        st * kd + (size_t)t->idx[((size_t)st * t->rows + r) * nv + v] * d + j;
+            }
+            for (int p = 0; p < w; p++) {
+                const double *h = Hp + (size_t)(t->n_out + p0 + p) * n + t->n_out + p0;
+                for (int sa = 0; sa < S; sa++) {
+                    double *Fa = F + loc[(size_t)p * S + sa] * mg;
+                    for (int q = 0; q < w; q++) {
+                        double c = sg[p] * sg[q] * h[q];
+                        for (int sb = 0; sb < S; sb++) Fa[loc[(size_t)q * S + sb]] += c;
+                    }
+                }
+            }
+        }
+        free(loc), free(sg);
+    }
+    double dmax = 0;
+    for (size_t g = 0; g < ngr; g++)
+        for (size_t a = 0; a < mg; a++) dmax = fmax(dmax, pc->F[g * mg * mg + a * mg + a]);
+    pc->eps = GQ_VQ_RIDGE * dmax;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (size_t g = 0; g < ngr; g++) {
+        double *F = pc->F + g * mg * mg;
+        for (size_t a = 0; a < mg; a++) {
+            if (!(F[a * mg + a] > 1e-14 * dmax)) { // unused entry: decoupled, unit
+                for (size_t b = 0; b < mg; b++) F[a * mg + b] = F[b * mg + a] = 0;
+                F[a * mg + a] = 1;
+            } else
+                F[a * mg + a] += pc->eps;
+        }
+        double ridge = 0;
+        for (int tries = 0; tries < 6; tries++) {
+            double *tmp = malloc(sizeof(double) * mg * mg);
+            if (!tmp) break;
+            memcpy(tmp, F, sizeof(double) * mg * mg);
+            for (size_t a = 0; a < mg && ridge > 0; a++) tmp[a * mg + a] += ridge;
+            int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)mg, tmp, (lapack_int)mg);
+            if (info == 0) {
+                memcpy(F, tmp, sizeof(double) * mg * mg);
+                free(tmp);
+                ridge = -1;
+                break;
+            }
+            free(tmp);
+            ridge = ridge > 0 ? ridge * 100 : 1e-12 * (dmax > 0 ? dmax : 1);
+        }
+        if (ridge >= 0) { // could not factor: Jacobi (diagonal) for this block
+            for (size_t a = 0; a < mg; a++)
+                for (size_t b = 0; b < mg; b++)
+                    if (a != b) F[a * mg + b] = 0;
+            for (size_t a = 0; a < mg; a++) F[a * mg + a] = sqrt(F[a * mg + a] > 0 ? F[a * mg + a] : 1);
+        }
+    }
+    return GQ_OK;
+}
+
+// z = M⁻¹ r
+static void precond_apply(const struct gq_vq_tensor *t, const struct precond *pc, const double *r, double *z) {
+    const size_t mg = pc->mg, kd = mg / t->stages, ngr = (size_t)t->n_rt * t->n_ct;
+#pragma omp parallel for schedule(static)
+    for (size_t g = 0; g < ngr; g++) {
+        const int rt = (int)(g / t->n_ct), ct = (int)(g % t->n_ct);
+        double buf[4096], *x = mg <= 4096 ? buf : malloc(sizeof(double) * mg);
+        if (!x) continue;
+        for (int st = 0; st < t->stages; st++) memcpy(x + st * kd, r + group_base(t, st, rt, ct), sizeof(double) * kd);
+        LAPACKE_dpotrs(LAPACK_ROW_MAJOR, 'U', (lapack_int)mg, 1, pc->F + g * mg * mg, (lapack_int)mg, x, 1);
+        for (int st = 0; st < t->stages; st++) memcpy(z + group_base(t, st, rt, ct), x + st * kd, sizeof(double) * kd);
+        if (x != buf) free(x);
+    }
+}
+
+// Matrix-free: G x = Aᵀ H A x with one symmetric GEMM (rows × n × n).
+// cg = false: steepest descent with exact line search (the paper's GD, one
+// GEMM per step); cg = true: conjugate gradients on G θ = b with the
+// block-Jacobi preconditioner above, stopped when rᵀM⁻¹r <= 1e-20 of its
+// start or after `iters` (the EXACT update when the dense system would be
+// too large). Both decrease the objective monotonically. Entries no weight
+// selects have zero gradient and keep their value.
+static enum gq_status update_iterative(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *Hp,
+                                       const double *Y, int iters, bool cg, double *theta, size_t m, int *iters_done) {
+    const int rows = t->rows, n = t->cols;
+    size_t nw = (size_t)rows * n;
+    struct precond pc = {0};
+    double *Q = malloc(sizeof(double) * nw), *R = malloc(sizeof(double) * nw), *g = malloc(sizeof(double) * m),
+           *Gp = malloc(sizeof(double) * m), *pd = malloc(sizeof(double) * m), *z = malloc(sizeof(double) * m);
+    if (!Q || !R || !g || !Gp || !pd || !z) {
+        free(Q), free(R), free(g), free(Gp), free(pd), free(z);
+        return gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update buffers (%zu entries)", m);
+    }
+    enum gq_status st = cg ? precond_build(t, mp, Hp, &pc) : GQ_OK;
+    if (st != GQ_OK) {
+        free(Q), free(R), free(g), free(Gp), free(pd), free(z);
+        return st;
+    }
+    // r = Aᵀ H (Y − Aθ)
+    lookup_theta(t, mp, theta, Q);
+    for (size_t i = 0; i < nw; i++) Q[i] = Y[i] - Q[i];
+    cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, rows, n, 1.0, Hp, n, Q, n, 0.0, R, n);
+    scatter_theta(t, mp, R, g, m);
+    if (cg)
+        precond_apply(t, &pc, g, z);
+    else
+        memcpy(z, g, sizeof(double) * m);
+    double rz = 0;
+    for (size_t a = 0; a < m; a++) rz += g[a] * z[a];
+    const double rz0 = rz;
+    memcpy(pd, z, sizeof(double) * m);
+    int it = 0;
+    for (; it < iters && rz > 1e-20 * rz0 && rz > 0; it++) {
+        lookup_theta(t, mp, pd, Q);
+        cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, rows, n, 1.0, Hp, n, Q, n, 0.0, R, n);
+        scatter_theta(t, mp, R, Gp, m);
+        for (size_t a = 0; a < m; a++) Gp[a] += pc.eps * pd[a]; // ridge around θ_pass (r starts at b − Gθ_pass)
+        double pGp = 0;
+        for (size_t a = 0; a < m; a++) pGp += pd[a] * Gp[a];
+        if (!(pGp > 0)) break;
+        double alpha = rz / pGp; // rᵀp = rᵀz for PCG and for steepest descent (p = z = r)
+        for (size_t a = 0; a < m; a++) theta[a] += alpha * pd[a], g[a] -= alpha * Gp[a];
+        if (cg)
+            precond_apply(t, &pc, g, z);
+        else
+            memcpy(z, g, sizeof(double) * m);
+        double rn = 0;
+        for (size_t a = 0; a < m; a++) rn += g[a] * z[a];
+        if (cg) {
+            double beta = rn / rz;
+            for (size_t a = 0; a < m; a++) pd[a] = z[a] + beta * pd[a];
+        } else {
+            memcpy(pd, z, sizeof(double) * m);
+        }
+        rz = rn;
+    }
+    if (iters_done) *iters_done = it;
+    free(Q), free(R), free(g), free(Gp), free(pd), free(z), free(pc.F);
+    return GQ_OK;
+}
+
+// ---------------------------------------------------------------------------
+
+static enum gq_status check_args(int rows, int cols, const struct gq_gptvq_params *vp, const struct gq_vq_config *cfg) {
+    const int d = cfg->d;
+    if (rows < 1 || cols < 1) return gq_fail(GQ_ERR_ARG, "gptvq: empty matrix (%d, %d)", rows, cols);
+    if (cols % d)
+        return gq_fail(GQ_ERR_ARG, "--vq-dim %d needs the input dimension to be a multiple of %d (matrix has %d columns)",
+                       d, d, cols);
+    if (cfg->k < 1 || cfg->k > 65536) return gq_fail(GQ_ERR_ARG, "gptvq: k = %d out of range [1, 65536]", cfg->k);
+    if (vp->stages < 1 || vp->stages > 2) return gq_fail(GQ_ERR_ARG, "--residual must be 1 or 2 (got %d)", vp->stages);
+    if (vp->norm_block < 0 || (vp->norm_block && vp->norm_block % d))
+        return gq_fail(GQ_ERR_ARG, "--norm-block must be 0 or a positive multiple of --vq-dim %d (got %d)", d,
+                       vp->norm_block);
+    if (!(vp->outlier_frac >= 0 && vp->outlier_frac < 1))
+        return gq_fail(GQ_ERR_ARG, "--outlier-frac must be in [0, 1) (got %g)", vp->outlier_frac);
+    if (vp->em_iters < 0) return gq_fail(GQ_ERR_ARG, "--em-iters must be >= 0 (got %d)", vp->em_iters);
+    if (vp->feedback_diag && vp->full_subhessian)
+        return gq_fail(GQ_ERR_ARG, "--full-subhessian needs the exact d x d feedback (not --feedback diag)");
+    return GQ_OK;
+}
+
+// Column order: outliers (by saliency ‖W_c‖² H_cc, descending) first, then
+// the rest by descending diag H (act_order) or in natural order.
+static enum gq_status column_order(const float *W, int rows, int cols, const float *H, int n_out, bool act_order,
+                                   int32_t *perm) {
+    double *key = malloc(sizeof(double) * cols);
+    char *taken = calloc((size_t)cols, 1);
+    if (!key || !taken) {
+        free(key), free(taken);
+        return gq_fail(GQ_ERR_NOMEM, "gptvq: column order");
+    }
+    for (int c = 0; c < cols; c++) {
+        double s = 0;
+        for (int r = 0; r < rows; r++) s += (double)W[(size_t)r * cols + c] * W[(size_t)r * cols + c];
+        key[c] = s * H[(size_t)c * cols + c];
+    }
+    for (int i = 0; i < n_out; i++) { // n_out is small: selection
+        int best = -1;
+        for (int c = 0; c < cols; c++)
+            if (!taken[c] && (best < 0 || key[c] > key[best])) best = c;
+        perm[i] = best, taken[best] = 1;
+    }
+    int p = n_out;
+    if (act_order) {
+        for (int c = 0; c < cols; c++) key[c] = H[(size_t)c * cols + c];
+        for (; p < cols; p++) {
+            int best = -1; // stable: lowest column among equal keys
+            for (int c = 0; c < cols; c++)
+                if (!taken[c] && (best < 0 || key[c] > key[best])) best = c;
+            perm[p] = best, taken[best] = 1;
+        }
+    } else {
+        for (int c = 0; c < cols; c++)
+            if (!taken[c]) perm[p++] = c;
+    }
+    free(key), free(taken);
+    return GQ_OK;
+}
+
+enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, const struct gq_quant_params *qp,
+                                 const struct gq_gptvq_params *vp, const struct gq_vq_config *cfg, uint64_t seed,
+                                 struct gq_vq_tensor *tout, struct gq_vq_result *res) {
+    GQ_TRY(check_args(rows, cols, vp, cfg));
+    const int n = cols, d = cfg->d, k = cfg->k;
+    size_t nw;
+    if (!gq_mul_ok((size_t)rows, (size_t)n, &nw)) return gq_fail(GQ_ERR_NOMEM, "gptvq: shape too large");
+    for (size_t i = 0; i < nw; i++)
+        if (!isfinite(W[i]))
+            return gq_fail(GQ_ERR_NUMERIC, "gptvq: non-finite weight at row %zu col %zu", i / (size_t)n, i % (size_t)n);
+    memset(res, 0, sizeof *res);
+    double t0 = gq_time_s();
+    int B = qp->block_size > 0 ? qp->block_size : 128;
+    B = (B + d - 1) / d * d;
+
+    int n_out = 0;
+    if (vp->outlier_frac > 0) {
+        n_out = (int)ceil(vp->outlier_frac * cols / d) * d;
+        if (n_out > cols - d) n_out = cols - d;
+    }
+    struct gq_vq_tensor T = {0};
+    struct tile_maps mp = {0};
+    struct vq_work w = {0};
+    struct gq_hinv hv = {0};
+    enum gq_status st = GQ_OK;
+    T.rows = rows, T.cols = n, T.d = d, T.k = k, T.stages = vp->stages, T.n_out = n_out;
+    T.cb_format = vp->cb_format, T.norm_block = vp->norm_block;
+    T.perm = malloc(sizeof(int32_t) * n);
+    if (!T.perm) return gq_fail(GQ_ERR_NOMEM, "gptvq: permutation");
+    if ((st = column_order(W, rows, n, H, n_out, qp->act_order, T.perm)) != GQ_OK) goto done;
+    if ((st = gq_hinv_prepare(H, n, qp->damp, false, T.perm, &hv)) != GQ_OK) goto done;
+    res->damp_rel = hv.damp_rel, res->n_dead = hv.n_dead, res->n_tries = hv.n_tries;
+
+    const int nv = (n - n_out) / d;
+    pick_tiles(rows, nv, d, cfg->l, &T.n_ct, &T.n_rt);
+    T.ct_start = malloc(sizeof(int) * (T.n_ct + 1));
+    T.rt_start = malloc(sizeof(int) * (T.n_rt + 1));
+    size_t ng = (size_t)T.stages * T.n_rt * T.n_ct;
+    T.cb = malloc(sizeof(float) * ng * k * d);
+    T.cb_scale = malloc(sizeof(float) * ng);
+    T.idx = malloc(sizeof(uint16_t) * (size_t)T.stages * rows * (nv ? nv : 1));
+    T.outl = malloc(sizeof(uint16_t) * (size_t)rows * (n_out ? n_out : 1));
+    if (!T.ct_start || !T.rt_start || !T.cb || !T.cb_scale || !T.idx || !T.outl) {
+        st = gq_fail(GQ_ERR_NOMEM, "gptvq: codebooks (%zu groups of %d x %d)", ng, k, d);
+        goto done;
+    }
+    for (int c = 0; c <= T.n_ct; c++) T.ct_start[c] = n_out + (int)((int64_t)nv * c / T.n_ct) * d;
+    for (int r = 0; r <= T.n_rt; r++) T.rt_start[r] = (int)((int64_t)rows * r / T.n_rt);
+    if (T.norm_block) {
+        T.n_nblk = 0;
+        for (int c = 0; c < T.n_ct; c++)
+            T.n_nblk += (T.ct_start[c + 1] - T.ct_start[c] + T.norm_block - 1) / T.norm_block;
+        T.sint = calloc((size_t)rows * T.n_nblk, 1);
+        T.norm = calloc((size_t)T.n_rt * T.n_ct, sizeof *T.norm);
+        if (!T.sint || !T.norm) {
+            st = gq_fail(GQ_ERR_NOMEM, "gptvq: normalisation codes");
+            goto done;
+        }
+    }
+    if ((st = maps_build(&T, &mp)) != GQ_OK) goto done;
+    int64_t lmax = 0;
+    for (int rt = 0; rt < T.n_rt; rt++)
+        for (int ct = 0; ct < T.n_ct; ct++) {
+            int64_t g = (int64_t)(T.rt_start[rt + 1] - T.rt_start[rt]) * (T.ct_start[ct + 1] - T.ct_start[ct]);
+            if (g > lmax) lmax = g;
+        }
+    res->l = lmax;
+
+    w.Wd = malloc(sizeof(double) * nw);
+    w.Err = malloc(sizeof(double) * (size_t)rows * B);
+    w.metric = malloc(sizeof(double) * (size_t)(nv ? nv : 1) * d * d);
+    w.Uinv = malloc(sizeof(double) * (size_t)(nv ? nv : 1) * d * d);
+    w.Qp = malloc(sizeof(float) * nw);
+    w.gsum = calloc((size_t)rows, sizeof(double));
+    if (!w.Wd || !w.Err || !w.metric || !w.Uinv || !w.Qp || !w.gsum) {
+        st = gq_fail(GQ_ERR_NOMEM, "gptvq: buffers for a (%d, %d) layer", rows, n);
+        goto done;
+    }
+    gq_permuted_weights(W, rows, n, H, T.perm, w.Wd);
+    const double *U = hv.U;
+    if ((st = slot_metrics(U, n, n_out, d, nv, vp, w.metric, w.Uinv)) != GQ_OK) goto done;
+    res->t_prep = gq_time_s() - t0;
+
+    // Segments: the outlier columns, then each column tile; blocks of B
+    // columns never cross a segment boundary.
+    for (int seg = -1; seg < T.n_ct && st == GQ_OK; seg++) {
+        int c0 = seg < 0 ? 0 : T.ct_start[seg], c1 = seg < 0 ? n_out : T.ct_start[seg + 1];
+        if (c1 <= c0) continue;
+        if (seg >= 0) {
+            double te = gq_time_s();
+            int64_t emi = 0, rs = 0;
+            enum gq_status gst = GQ_OK;
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : emi, rs) if (T.n_rt > 1)
+            for (int rt = 0; rt < T.n_rt; rt++) {
+                int64_t e1 = 0, r1 = 0;
+                enum gq_status s1 = init_group(&T, &mp, &w, vp, seed, rt, seg, &e1, &r1);
+                emi += e1, rs += r1;
+                if (s1 != GQ_OK) {
+#pragma omp critical
+                    gst = s1;
+                }
+            }
+            res->em_iters_total += emi, res->n_reseeded += rs;
+            res->t_em += gq_time_s() - te;
+            if ((st = gst) != GQ_OK) break;
+        }
+        for (int i1 = c0; i1 < c1; i1 += B) {
+            const int i2 = i1 + B < c1 ? i1 + B : c1, count = i2 - i1;
+            double ta = gq_time_s();
+            if (seg < 0) {
+                quantize_outliers(&T, &w, U, i1, i2, B);
+            } else {
+                const int nsl = count / d, va = (i1 - n_out) / d;
+                size_t np = (size_t)T.stages * T.n_rt * nsl * k;
+                double *P = malloc(sizeof(double) * np * d), *nrm = malloc(sizeof(double) * np);
+                if (!P || !nrm) {
+                    free(P), free(nrm);
+                    st = gq_fail(GQ_ERR_NOMEM, "gptvq: %zu centroid projections", np);
+                    break;
+                }
+#pragma omp parallel for collapse(2) schedule(static)
+                for (int sr = 0; sr < T.stages * T.n_rt; sr++)
+                    for (int sl = 0; sl < nsl; sl++) {
+                        int stage = sr / T.n_rt, rt = sr % T.n_rt;
+                        const float *cb = cb_of(&T, stage, rt, seg);
+                        double C[256 * GQ_VQ_MAX_DIM], *Cd = k * d <= 256 * GQ_VQ_MAX_DIM ? C : malloc(sizeof(double) * k * d);
+                        for (int i = 0; i < k * d; i++) Cd[i] = cb[i];
+                        size_t o = ((size_t)sr * nsl + sl) * k;
+                        gq_vq_precompute(w.metric + (size_t)(va + sl) * d * d, !vp->full_subhessian, d, Cd, k,
+                                         P + o * d, nrm + o);
+                        if (Cd != C) free(Cd);
+                    }
+                quantize_block(&T, &mp, &w, U, vp, i1, i2, B, P, nrm);
+                free(P), free(nrm);
+            }
+            double tf = gq_time_s();
+            res->t_assign += tf - ta;
+            if (i2 < n)
+                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n - i2, count, -1.0, w.Err, B,
+                            U + (size_t)i1 * n + i2, n, 1.0, w.Wd + i2, n);
+            res->t_feedback += gq_time_s() - tf;
+        }
+    }
+    if (st != GQ_OK) goto done;
+    for (int r = 0; r < rows; r++) res->greedy += w.gsum[r];
+    res->damp_abs = hv.damp_abs;
+    gq_hinv_free(&hv); // frees U (n² doubles) before the update needs its own
+
+    {
+        // Objective in position order against the original W (dead inputs zeroed).
+        double tu = gq_time_s();
+        double *Y = w.Wd, *Hp = malloc(sizeof(double) * (size_t)n * n), *tmp = malloc(sizeof(double) * nw);
+        if (!Hp || !tmp) {
+            free(Hp), free(tmp);
+            st = gq_fail(GQ_ERR_NOMEM, "gptvq: objective buffers");
+            goto done;
+        }
+        gq_permuted_weights(W, rows, n, H, T.perm, Y);
+        for (int a = 0; a < n; a++)
+            for (int b = 0; b < n; b++) Hp[(size_t)a * n + b] = H[(size_t)T.perm[a] * n + T.perm[b]];
+        float *Q0 = w.Qp;
+        decode_positions(&T, &mp, Q0); // identical to the loop's values (same rule)
+        res->objective_pass = objective_pos(Y, Q0, Hp, rows, n, tmp);
+        {
+            float *zero = calloc(nw, sizeof(float));
+            res->ref = zero ? objective_pos(Y, zero, Hp, rows, n, tmp) : 0;
+            free(zero);
+        }
+        res->objective = res->objective_pass;
+        if (vp->cb_update != GQ_CB_UPDATE_NONE && nv > 0) {
+            size_t m = ng * k * d;
+            double *theta = malloc(sizeof(double) * m), *HY = malloc(sizeof(double) * nw);
+            float *cb_old = malloc(sizeof(float) * m), *sc_old = malloc(sizeof(float) * ng);
+            if (!theta || !HY || !cb_old || !sc_old) {
+                free(theta), free(HY), free(cb_old), free(sc_old), free(Hp), free(tmp);
+                st = gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update buffers");
+                goto done;
+            }
+            for (size_t a = 0; a < m; a++) theta[a] = T.cb[a];
+            memcpy(cb_old, T.cb, sizeof(float) * m);
+            memcpy(sc_old, T.cb_scale, sizeof(float) * ng);
+            // Y minus the (fixed) outlier part is what the VQ part must match.
+            for (int r = 0; r < rows; r++)
+                for (int p = 0; p < n_out; p++) tmp[(size_t)r * n + p] = Y[(size_t)r * n + p] - Q0[(size_t)r * n + p];
+            for (int r = 0; r < rows; r++)
+                for (int p = n_out; p < n; p++) tmp[(size_t)r * n + p] = Y[(size_t)r * n + p];
+            size_t m_tile = (size_t)T.stages * T.n_ct * k * d; // unknowns of one row tile
+            if (vp->cb_update == GQ_CB_UPDATE_EXACT && m_tile <= (size_t)gq_vq_dense_max) {
+                cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, rows, n, 1.0, Hp, n, tmp, n, 0.0, HY, n);
+                st = update_exact(&T, &mp, Hp, HY, theta);
+                res->update_iters = 1;
+            } else if (vp->cb_update == GQ_CB_UPDATE_EXACT) {
+                st = update_iterative(&T, &mp, Hp, tmp, GQ_VQ_CG_MAX_ITERS, true, theta, m, &res->update_iters);
+            } else {
+                st = update_iterative(&T, &mp, Hp, tmp, vp->gd_iters, false, theta, m, &res->update_iters);
+            }
+            if (st == GQ_OK) {
+                for (size_t g = 0; g < ng; g++) {
+                    double *c = theta + g * k * d;
+                    gq_cb_round(c, k * d, T.cb_format, NULL, NULL, &T.cb_scale[g]);
+                    for (int i = 0; i < k * d; i++) T.cb[g * k * d + i] = (float)c[i];
+                }
+                decode_positions(&T, &mp, Q0);
+                double obj = objective_pos(Y, Q0, Hp, rows, n, tmp);
+                if (obj < res->objective_pass) {
+                    res->objective = obj, res->update_kept = true;
+                } else {
+                    memcpy(T.cb, cb_old, sizeof(float) * m);
+                    memcpy(T.cb_scale, sc_old, sizeof(float) * ng);
+                }
+            }
+            free(theta), free(HY), free(cb_old), free(sc_old);
+        }
+        free(Hp), free(tmp);
+        res->t_update = gq_time_s() - tu;
+        if (st != GQ_OK) goto done;
+    }
+    gq_vq_decode(&T, W);
+    for (size_t i = 0; i < nw; i++)
+        if (!isfinite(W[i])) {
+            st = gq_fail(GQ_ERR_NUMERIC, "gptvq: non-finite quantized weight at row %zu col %zu", i / (size_t)n,
+                         i % (size_t)n);
+            goto done;
+        }
+    res->rel_error = res->ref > 0 ? res->objective / res->ref : 0;
+    res->bpv = (double)gq_vq_tensor_bits(&T) / ((double)rows * n);
+done:
+    gq_hinv_free(&hv);
+    work_free(&w);
+    maps_free(&mp);
+    if (st == GQ_OK && tout)
+        *tout = T;
+    else
+        gq_vq_tensor_free(&T);
+    return st;
+}
