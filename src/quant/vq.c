@@ -6,6 +6,8 @@
 
 #include <lapacke.h>
 
+#include <omp.h>
+
 void gq_vq_precompute(const double *metric, bool diag, int d, const double *C, int k, double *P, double *nrm) {
     for (int m = 0; m < k; m++) {
         const double *c = C + (size_t)m * d;
@@ -23,17 +25,119 @@ void gq_vq_precompute(const double *metric, bool diag, int d, const double *C, i
     }
 }
 
-int gq_vq_nearest(const double *x, int d, const double *P, const double *nrm, int k) {
+// The argmin runs over blocks of NB centroids: the block's scores go to a small
+// buffer in a loop without dependences (vectorised by `omp simd`), then a min
+// reduction and a first-match scan, so the lowest index wins ties exactly as in
+// a scalar left-to-right scan. The score of P_m is P at m·sm + a·sa: (k, d)
+// rows (sm = d, sa = 1) or the transposed (d, k) copy gq_vq_assign keeps
+// (sm = 1, sa = k) for unit-stride loads. DIM is a compile-time constant in
+// the specialised copies below.
+#define NB 64
+static inline __attribute__((always_inline)) int nearest_impl(const double *restrict x, const int DIM,
+                                                              const double *restrict P, const size_t sm,
+                                                              const size_t sa, const double *restrict nrm,
+                                                              const int k) {
+    double buf[NB], bv = INFINITY, xv[GQ_VQ_MAX_DIM];
     int best = 0;
-    double bv = INFINITY;
-    for (int m = 0; m < k; m++) {
-        const double *pm = P + (size_t)m * d;
-        double dot = 0;
-        for (int a = 0; a < d; a++) dot += x[a] * pm[a];
-        double v = nrm[m] - 2 * dot;
-        if (v < bv) bv = v, best = m;
+    for (int a = 0; a < DIM; a++) xv[a] = x[a];
+    for (int m0 = 0; m0 < k; m0 += NB) {
+        const int nb = k - m0 < NB ? k - m0 : NB;
+        const double *Pb = P + (size_t)m0 * sm, *nb0 = nrm + m0;
+#pragma omp simd
+        for (int j = 0; j < nb; j++) {
+            double dot = 0;
+            for (int a = 0; a < DIM; a++) dot += xv[a] * Pb[(size_t)j * sm + (size_t)a * sa];
+            buf[j] = nb0[j] - 2 * dot;
+        }
+        double mn = INFINITY;
+#pragma omp simd reduction(min : mn)
+        for (int j = 0; j < nb; j++) mn = buf[j] < mn ? buf[j] : mn;
+        if (mn < bv) {
+            bv = mn;
+            for (int j = 0; j < nb; j++)
+                if (buf[j] == mn) {
+                    best = m0 + j;
+                    break;
+                }
+        }
     }
     return best;
+}
+
+// Four points at once on the transposed P: each P load serves four scores
+// (the single-point loop is bound by those loads). Same block scores and
+// the same min / first-match rule per point as nearest_impl.
+static inline __attribute__((always_inline)) void nearest4_impl(const double *restrict x, const int DIM,
+                                                                const double *restrict Pt, const double *restrict nrm,
+                                                                const int k, int32_t *out) {
+    double buf[4][NB], bv[4] = {INFINITY, INFINITY, INFINITY, INFINITY}, xv[4][GQ_VQ_MAX_DIM];
+    int best[4] = {0, 0, 0, 0};
+    for (int p = 0; p < 4; p++)
+        for (int a = 0; a < DIM; a++) xv[p][a] = x[p * DIM + a];
+    for (int m0 = 0; m0 < k; m0 += NB) {
+        const int nb = k - m0 < NB ? k - m0 : NB;
+        const double *Pb = Pt + m0, *nb0 = nrm + m0;
+#pragma omp simd
+        for (int j = 0; j < nb; j++) {
+            double d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+            for (int a = 0; a < DIM; a++) {
+                const double pv = Pb[j + (size_t)a * k];
+                d0 += xv[0][a] * pv, d1 += xv[1][a] * pv, d2 += xv[2][a] * pv, d3 += xv[3][a] * pv;
+            }
+            buf[0][j] = nb0[j] - 2 * d0, buf[1][j] = nb0[j] - 2 * d1;
+            buf[2][j] = nb0[j] - 2 * d2, buf[3][j] = nb0[j] - 2 * d3;
+        }
+        for (int p = 0; p < 4; p++) {
+            double mn = INFINITY;
+            const double *bp = buf[p];
+#pragma omp simd reduction(min : mn)
+            for (int j = 0; j < nb; j++) mn = bp[j] < mn ? bp[j] : mn;
+            if (mn < bv[p]) {
+                bv[p] = mn;
+                for (int j = 0; j < nb; j++)
+                    if (bp[j] == mn) {
+                        best[p] = m0 + j;
+                        break;
+                    }
+            }
+        }
+    }
+    for (int p = 0; p < 4; p++) out[p] = best[p];
+}
+
+static void nearest4_cols(const double *x, int d, const double *Pt, const double *nrm, int k, int32_t *out) {
+    switch (d) {
+    case 1: nearest4_impl(x, 1, Pt, nrm, k, out); break;
+    case 2: nearest4_impl(x, 2, Pt, nrm, k, out); break;
+    case 4: nearest4_impl(x, 4, Pt, nrm, k, out); break;
+    case 8: nearest4_impl(x, 8, Pt, nrm, k, out); break;
+    default: nearest4_impl(x, d, Pt, nrm, k, out); break;
+    }
+}
+
+static int nearest_rows(const double *x, int d, const double *P, const double *nrm, int k) {
+    switch (d) {
+    case 1: return nearest_impl(x, 1, P, 1, 1, nrm, k);
+    case 2: return nearest_impl(x, 2, P, 2, 1, nrm, k);
+    case 4: return nearest_impl(x, 4, P, 4, 1, nrm, k);
+    case 8: return nearest_impl(x, 8, P, 8, 1, nrm, k);
+    default: return nearest_impl(x, d, P, (size_t)d, 1, nrm, k);
+    }
+}
+
+static int nearest_cols(const double *x, int d, const double *Pt, const double *nrm, int k) {
+    switch (d) {
+    case 1: return nearest_impl(x, 1, Pt, 1, (size_t)k, nrm, k);
+    case 2: return nearest_impl(x, 2, Pt, 1, (size_t)k, nrm, k);
+    case 4: return nearest_impl(x, 4, Pt, 1, (size_t)k, nrm, k);
+    case 8: return nearest_impl(x, 8, Pt, 1, (size_t)k, nrm, k);
+    default: return nearest_impl(x, d, Pt, 1, (size_t)k, nrm, k);
+    }
+}
+#undef NB
+
+int gq_vq_nearest(const double *x, int d, const double *P, const double *nrm, int k) {
+    return nearest_rows(x, d, P, nrm, k);
 }
 
 // (x − c)ᵀ M (x − c)
@@ -52,87 +156,122 @@ static double qform(const double *M, bool diag, int d, const double *x, const do
     return s;
 }
 
+// Points are processed in fixed chunks of one slot each; the objective is the
+// sequential sum of the chunks' partial sums, so it does not depend on the
+// number of threads or on the schedule.
+#define ASSIGN_CHUNK 2048
+
 double gq_vq_assign(const struct gq_vq_data *D, const double *C, int k, int32_t *idx, double *dist) {
     const int d = D->d, ns = D->n_slots, ps = D->per_slot;
-    double *part = malloc(sizeof(double) * (ns ? ns : 1));
-    if (!part) return NAN;
-#pragma omp parallel
+    const int64_t cps = (ps + ASSIGN_CHUNK - 1) / ASSIGN_CHUNK, nch = (int64_t)ns * cps;
+    if (nch <= 0) return 0;
+    const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+    double *part = malloc(sizeof(double) * (size_t)nch);
+    double *Pall = malloc(sizeof(double) * (size_t)nt * k * d), *nall = malloc(sizeof(double) * (size_t)nt * k);
+    if (!part || !Pall || !nall) {
+        free(part), free(Pall), free(nall);
+        return NAN;
+    }
+#pragma omp parallel num_threads(nt)
     {
-        double *P = malloc(sizeof(double) * (size_t)k * d), *nrm = malloc(sizeof(double) * k);
+        const int tid = omp_get_thread_num();
+        double *Pt = Pall + (size_t)tid * k * d, *nrm = nall + (size_t)tid * k;
+        int64_t cur = -1;
 #pragma omp for schedule(dynamic, 1)
-        for (int s = 0; s < ns; s++) {
+        for (int64_t ch = 0; ch < nch; ch++) {
+            const int64_t s = ch / cps;
             const double *M = D->metric + (size_t)s * d * d;
+            if (s != cur) { // P of this slot, transposed to (d, k)
+                double pm[GQ_VQ_MAX_DIM];
+                for (int m = 0; m < k; m++) {
+                    gq_vq_precompute(M, D->diag, d, C + (size_t)m * d, 1, pm, nrm + m);
+                    for (int a = 0; a < d; a++) Pt[(size_t)a * k + m] = pm[a];
+                }
+                cur = s;
+            }
+            const int64_t i0 = s * ps + (ch % cps) * ASSIGN_CHUNK;
+            const int64_t i1 = (ch % cps + 1) * ASSIGN_CHUNK < ps ? i0 + ASSIGN_CHUNK : (s + 1) * ps;
             double acc = 0;
-            if (P && nrm) gq_vq_precompute(M, D->diag, d, C, k, P, nrm);
-            for (int i = 0; i < ps; i++) {
-                size_t pi = (size_t)s * ps + i;
-                const double *x = D->x + pi * d;
-                int m = P && nrm ? gq_vq_nearest(x, d, P, nrm, k) : 0;
-                idx[pi] = m;
-                double v = qform(M, D->diag, d, x, C + (size_t)m * d) * (D->s2 ? D->s2[pi] : 1.0);
-                if (dist) dist[pi] = v;
+            int64_t i4 = i0;
+            for (; i4 + 4 <= i1; i4 += 4) nearest4_cols(D->x + (size_t)i4 * d, d, Pt, nrm, k, idx + i4);
+            for (int64_t i = i4; i < i1; i++) idx[i] = nearest_cols(D->x + (size_t)i * d, d, Pt, nrm, k);
+            for (int64_t i = i0; i < i1; i++) {
+                const double *x = D->x + (size_t)i * d;
+                const int m = idx[i];
+                const double v = qform(M, D->diag, d, x, C + (size_t)m * d) * (D->s2 ? D->s2[i] : 1.0);
+                if (dist) dist[i] = v;
                 acc += v;
             }
-            part[s] = acc;
+            part[ch] = acc;
         }
-        free(P), free(nrm);
     }
     double tot = 0;
-    for (int s = 0; s < ns; s++) tot += part[s];
-    free(part);
+    for (int64_t c = 0; c < nch; c++) tot += part[c];
+    free(part), free(Pall), free(nall);
     return tot;
 }
 
+// The right-hand side is accumulated relative to an anchor, the cluster's
+// first point: c = x_ref + A⁻¹ Σ s2 M (x − x_ref). Same solution, but a cluster
+// of identical points gets its point back exactly (no rounding residue that
+// would raise a zero objective), and the sums stay centred.
 int gq_vq_mstep(const struct gq_vq_data *D, const int32_t *idx, int k, double *C) {
     const int d = D->d, dd = d * d;
     const int64_t n = gq_vq_n_points(D);
     double *A = calloc((size_t)k * dd, sizeof(double)), *b = calloc((size_t)k * d, sizeof(double));
-    int64_t *cnt = calloc((size_t)k, sizeof(int64_t));
-    if (!A || !b || !cnt) {
-        free(A), free(b), free(cnt);
+    int64_t *anchor = malloc(sizeof(int64_t) * (size_t)k);
+    if (!A || !b || !anchor) {
+        free(A), free(b), free(anchor);
         return k; // out of memory: nothing updated
     }
+    for (int m = 0; m < k; m++) anchor[m] = -1;
     for (int64_t i = 0; i < n; i++) {
         const int m = idx[i];
         const double *M = D->metric + (size_t)(i / D->per_slot) * dd, *x = D->x + (size_t)i * d;
         const double w = D->s2 ? D->s2[i] : 1.0;
-        double *Am = A + (size_t)m * dd, *bm = b + (size_t)m * d;
-        cnt[m]++;
+        double *Am = A + (size_t)m * dd, *bm = b + (size_t)m * d, e[GQ_VQ_MAX_DIM];
+        if (anchor[m] < 0) anchor[m] = i;
+        const double *xr = D->x + (size_t)anchor[m] * d;
+        for (int a = 0; a < d; a++) e[a] = x[a] - xr[a];
         if (D->diag) {
             for (int a = 0; a < d; a++) {
                 Am[a * d + a] += w * M[a * d + a];
-                bm[a] += w * M[a * d + a] * x[a];
+                bm[a] += w * M[a * d + a] * e[a];
             }
         } else {
             for (int a = 0; a < d; a++)
                 for (int c = 0; c < d; c++) {
                     Am[a * d + c] += w * M[a * d + c];
-                    bm[a] += w * M[a * d + c] * x[c];
+                    bm[a] += w * M[a * d + c] * e[c];
                 }
         }
     }
     int empty = 0;
     for (int m = 0; m < k; m++) {
-        if (!cnt[m]) {
+        if (anchor[m] < 0) {
             empty++;
             continue;
         }
-        double *Am = A + (size_t)m * dd, *bm = b + (size_t)m * d, *c = C + (size_t)m * d;
+        const double *Am = A + (size_t)m * dd, *bm = b + (size_t)m * d, *xr = D->x + (size_t)anchor[m] * d;
+        double *c = C + (size_t)m * d;
         if (D->diag) {
             for (int a = 0; a < d; a++)
-                if (Am[a * d + a] > 0) c[a] = bm[a] / Am[a * d + a];
+                if (Am[a * d + a] > 0) c[a] = xr[a] + bm[a] / Am[a * d + a];
         } else {
+            // A is symmetric: column-major is the same matrix and spares
+            // LAPACKE's row-major transposition copies
             double Af[GQ_VQ_MAX_DIM * GQ_VQ_MAX_DIM], bf[GQ_VQ_MAX_DIM];
             memcpy(Af, Am, sizeof(double) * dd);
             memcpy(bf, bm, sizeof(double) * d);
-            if (LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', d, 1, Af, d, bf, 1) == 0) {
+            if (LAPACKE_dposv(LAPACK_COL_MAJOR, 'U', d, 1, Af, d, bf, d) == 0) {
                 bool ok = true;
                 for (int a = 0; a < d; a++) ok &= isfinite(bf[a]);
-                if (ok) memcpy(c, bf, sizeof(double) * d);
+                if (ok)
+                    for (int a = 0; a < d; a++) c[a] = xr[a] + bf[a];
             }
         }
     }
-    free(A), free(b), free(cnt);
+    free(A), free(b), free(anchor);
     return empty;
 }
 
@@ -192,7 +331,7 @@ enum gq_status gq_vq_seed(const struct gq_vq_data *D, int k, enum gq_vq_init ini
         free(key), free(ord), free(tmp);
         return GQ_OK;
     }
-    // k-means++ under the slot metrics
+    // k-means++ under the slot metrics (dist_i including s2)
     uint64_t st = seed;
     double *best = malloc(sizeof(double) * n);
     if (!best) return gq_fail(GQ_ERR_NOMEM, "vq: k-means++ for %lld points", (long long)n);
@@ -202,16 +341,23 @@ enum gq_status gq_vq_seed(const struct gq_vq_data *D, int k, enum gq_vq_init ini
     for (int64_t i = 0; i < n; i++) best[i] = INFINITY;
     for (int m = 1; m < k; m++) {
         const double *cp = C + (size_t)(m - 1) * d;
-        double tot = 0;
+#pragma omp parallel for schedule(static) if (n >= 4096)
         for (int64_t i = 0; i < n; i++) {
             const double *M = D->metric + (size_t)(i / D->per_slot) * d * d;
             double v = qform(M, D->diag, d, D->x + (size_t)i * d, cp) * (D->s2 ? D->s2[i] : 1.0);
             if (v < best[i]) best[i] = v;
-            tot += best[i];
         }
-        int64_t pick = n - 1;
-        if (tot > 0) {
-            double u = gq_rng_uniform(&st) * tot, acc = 0;
+        double tot = 0; // sequential: the draw must not depend on the thread count
+        int64_t last = -1;
+        for (int64_t i = 0; i < n; i++) {
+            tot += best[i];
+            if (best[i] > 0) last = i;
+        }
+        int64_t pick;
+        if (tot > 0 && isfinite(tot)) {
+            const double u = gq_rng_uniform(&st) * tot;
+            double acc = 0;
+            pick = last; // if rounding leaves acc <= u to the end: the last point with mass
             for (int64_t i = 0; i < n; i++) {
                 acc += best[i];
                 if (acc > u && best[i] > 0) {
@@ -219,7 +365,7 @@ enum gq_status gq_vq_seed(const struct gq_vq_data *D, int k, enum gq_vq_init ini
                     break;
                 }
             }
-        } else {
+        } else { // every point sits on a chosen centroid
             pick = (int64_t)(gq_rng_uniform(&st) * n);
             if (pick >= n) pick = n - 1;
         }
@@ -236,41 +382,52 @@ enum gq_status gq_vq_em(const struct gq_vq_data *D, int k, int iters, enum gq_vq
     GQ_TRY(gq_vq_seed(D, k, init, seed, C));
     double *dist = malloc(sizeof(double) * n);
     int32_t *prev = malloc(sizeof(int32_t) * n);
-    if (!dist || !prev) {
-        free(dist), free(prev);
-        return gq_fail(GQ_ERR_NOMEM, "vq: EM buffers for %lld points", (long long)n);
+    char *used = malloc((size_t)k);
+    if (!dist || !prev || !used) {
+        free(dist), free(prev), free(used);
+        return gq_fail(GQ_ERR_NOMEM, "vq: EM buffers for %lld points, %d centroids", (long long)n, k);
     }
+    enum gq_status ret = GQ_OK;
     double obj = gq_vq_assign(D, C, k, idx, dist);
     if (st && st->trace) st->trace[0] = obj;
     int it = 0, reseeded = 0;
-    char *used = malloc((size_t)k);
-    for (; it < iters && used; it++) {
-        int empty = gq_vq_mstep(D, idx, k, C);
-        if (empty) { // move each empty centroid onto the worst-served point
+    while (it < iters && !isnan(obj)) {
+        memcpy(prev, idx, sizeof(int32_t) * n);
+        const int empty = gq_vq_mstep(D, idx, k, C);
+        if (empty) {
+            // Each empty centroid, in increasing order, moves onto the point
+            // worst served by the M-step's centroids (lowest index on ties),
+            // which joins it at distance 0. The centroid had no points, so no
+            // other distance changes: the objective cannot increase.
+#pragma omp parallel for schedule(static) if (n >= 4096)
+            for (int64_t i = 0; i < n; i++)
+                dist[i] = qform(D->metric + (size_t)(i / D->per_slot) * d * d, D->diag, d, D->x + (size_t)i * d,
+                                C + (size_t)idx[i] * d) *
+                          (D->s2 ? D->s2[i] : 1.0);
             memset(used, 0, (size_t)k);
             for (int64_t i = 0; i < n; i++) used[idx[i]] = 1;
             for (int m = 0; m < k; m++) {
                 if (used[m]) continue;
-                int64_t w = -1;
-                for (int64_t i = 0; i < n; i++)
-                    if (w < 0 || dist[i] > dist[w]) w = i;
-                if (w < 0 || !(dist[w] > 0)) break; // every point sits on a centroid
+                int64_t w = 0;
+                for (int64_t i = 1; i < n; i++)
+                    if (dist[i] > dist[w]) w = i;
+                if (!(dist[w] > 0)) break; // every point sits on a centroid
                 memcpy(C + (size_t)m * d, D->x + (size_t)w * d, sizeof(double) * d);
                 idx[w] = m, dist[w] = 0, used[m] = 1;
                 reseeded++;
             }
         }
-        memcpy(prev, idx, sizeof(int32_t) * n);
         obj = gq_vq_assign(D, C, k, idx, dist);
-        if (st && st->trace) st->trace[it + 1] = obj;
-        if (!memcmp(prev, idx, sizeof(int32_t) * n) && !empty) {
-            it++;
-            break;
-        }
+        it++;
+        if (st && st->trace) st->trace[it] = obj;
+        if (!memcmp(prev, idx, sizeof(int32_t) * n)) break;
     }
+    if (isnan(obj))
+        ret = gq_fail(GQ_ERR_NUMERIC, "vq: EM objective is NaN (%lld points of dimension %d, %d centroids: "
+                      "non-finite data or out of memory)", (long long)n, d, k);
     free(used), free(dist), free(prev);
     if (st) st->iters = it, st->n_reseeded = reseeded, st->objective = obj;
-    return GQ_OK;
+    return ret;
 }
 
 // ---------------------------------------------------------------------------
@@ -316,7 +473,10 @@ void gq_cb_round(double *C, int n, enum gq_cb_format f, int8_t *q8, uint16_t *h1
     double mx = 0;
     for (int i = 0; i < n; i++) mx = fmax(mx, fabs(C[i]));
     float s = gq_f16_to_f32(gq_f32_to_f16((float)(mx / 127)));
-    if (mx > 0 && !(s > 0)) s = gq_f16_to_f32(1); // below fp16's smallest subnormal: cannot happen for real weights
+    // Outside fp16's range (never for real weights): the nearest finite
+    // scale, codes clamped.
+    if (mx > 0 && !(s > 0)) s = gq_f16_to_f32(1);
+    if (isinf(s)) s = gq_f16_to_f32(0x7bff);
     // fp16 rounding can make s slightly smaller than max/127: clamp at ±127
     for (int i = 0; i < n; i++) {
         int q = 0;
@@ -334,34 +494,51 @@ void gq_cb_round(double *C, int n, enum gq_cb_format f, int8_t *q8, uint16_t *h1
 
 static float f16r(float x) { return gq_f16_to_f32(gq_f32_to_f16(x)); }
 
+// Smallest fp16 value >= x (x finite, >= 0, below fp16's max).
+static float f16_up(float x) {
+    uint16_t h = gq_f32_to_f16(x);
+    if (gq_f16_to_f32(h) < x) h++; // positive fp16 bit patterns are ordered
+    return gq_f16_to_f32(h);
+}
+
+static double block_max(const double *w, int ld, int r, int c0, int c1) {
+    double s = 0;
+    for (int c = c0; c < c1; c++) s = fmax(s, fabs(w[(size_t)r * ld + c]));
+    return s;
+}
+
 struct gq_vq_norm gq_vq_norm_fit(const double *w, int rows, int width, int ld, int nb, uint8_t *sint) {
     const int nblk = (width + nb - 1) / nb;
-    double lo = INFINITY, hi = -INFINITY;
+    double lo = INFINITY, hi = -INFINITY, smax = 0;
     for (int r = 0; r < rows; r++)
         for (int b = 0; b < nblk; b++) {
-            double s = 0;
-            for (int c = b * nb; c < width && c < (b + 1) * nb; c++) s = fmax(s, fabs(w[(size_t)r * ld + c]));
+            double s = block_max(w, ld, r, b * nb, (b + 1) * nb < width ? (b + 1) * nb : width);
             if (s > 0) {
                 double L = log2(s);
-                lo = fmin(lo, L), hi = fmax(hi, L);
+                lo = fmin(lo, L), hi = fmax(hi, L), smax = fmax(smax, s);
             }
         }
     struct gq_vq_norm nm = {.a = 1.0f, .z = 0.0f};
     if (lo <= hi) {
         nm.z = f16r((float)lo);
-        nm.a = hi > lo ? f16r((float)((hi - lo) / 15)) : 1.0f;
-        if (!(nm.a > 0)) nm.a = 1.0f;
+        if (hi > lo) {
+            // a rounded up (not to nearest), so that the top code still covers
+            // the largest block after z's rounding: exp2f(15a + z) >= max s.
+            // Rounding to nearest could leave it short by 2^(ulp(z)/2 + 15·ulp(a)/2),
+            // ~0.3% for weights.
+            float t = (float)((hi - nm.z) / 15);
+            nm.a = t > 0 ? f16_up(t) : 1.0f; // t <= 0: z alone covers every block
+            while (gq_vq_norm_scale(nm, 15) < smax && nm.a < 65504.0f) nm.a = f16_up(nextafterf(nm.a, INFINITY));
+        }
     }
     for (int r = 0; r < rows; r++)
         for (int b = 0; b < nblk; b++) {
-            double s = 0;
-            for (int c = b * nb; c < width && c < (b + 1) * nb; c++) s = fmax(s, fabs(w[(size_t)r * ld + c]));
+            double s = block_max(w, ld, r, b * nb, (b + 1) * nb < width ? (b + 1) * nb : width);
             int q = 0;
             if (s > 0) {
-                q = (int)ceil((log2(s) - nm.z) / nm.a);
-                if (q < 0) q = 0;
-                while (q < 15 && gq_vq_norm_scale(nm, q) < s) q++; // fp16 rounding of a, z
-                if (q > 15) q = 15;
+                double e = ceil((log2(s) - nm.z) / nm.a);
+                q = e < 0 ? 0 : e > 15 ? 15 : (int)e;
+                while (q < 15 && gq_vq_norm_scale(nm, q) < s) q++; // float rounding of the scale
             }
             sint[(size_t)r * nblk + b] = (uint8_t)q;
         }
@@ -377,17 +554,19 @@ enum gq_status gq_vq_config_from_bpv(double bpv, int d, int k, int64_t l, enum g
     if (!(bpv > 0 && isfinite(bpv))) return gq_fail(GQ_ERR_ARG, "--bpv must be positive (got %g)", bpv);
     if (norm_block < 0 || (norm_block && norm_block % d))
         return gq_fail(GQ_ERR_ARG, "--norm-block must be 0 or a positive multiple of --vq-dim %d (got %d)", d, norm_block);
+    if (k < 0) return gq_fail(GQ_ERR_ARG, "--k must be a power of two >= 2 or 0 (from --bpv) (got %d)", k);
+    if (l < 0) return gq_fail(GQ_ERR_ARG, "--group must be positive or 0 (from --bpv) (got %lld)", (long long)l);
     int log2k;
     if (k > 0) {
         if (k & (k - 1)) return gq_fail(GQ_ERR_ARG, "--k must be a power of two (got %d)", k);
         log2k = 0;
         while ((1 << log2k) < k) log2k++;
     } else {
-        int b = (int)ceil(bpv) - 1; // largest integer strictly below bpv
+        double b = ceil(bpv) - 1; // largest integer strictly below bpv
         if (b < 1) return gq_fail(GQ_ERR_ARG, "--bpv %g leaves less than 1 index bit per value (need > 1)", bpv);
-        log2k = b * d;
+        log2k = b * d > 30 ? 31 : (int)b * d;
     }
-    if (log2k < 1 || (int64_t)d << log2k > (1 << 20))
+    if (log2k < 1 || log2k > 20 || (int64_t)d << log2k > (1 << 20))
         return gq_fail(GQ_ERR_ARG, "gptvq: k = 2^%d centroids of dimension %d is out of range (k*d <= 2^20)", log2k, d);
     out->d = d, out->log2k = log2k, out->k = 1 << log2k;
     out->index_bpv = (double)log2k / d;

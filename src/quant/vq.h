@@ -121,11 +121,13 @@ uint16_t gq_f32_to_f16(float f);
 // columns (the last block of a row may be shorter). Per block s = max|w|;
 // over the tile, with L = log2 s of the non-zero blocks:
 //     z = min L, a = (max L − min L) / 15 (a = 1 when max L == min L),
-// both rounded to fp16 (stored as fp16, 32 bits per tile), then
+// both stored as fp16 (32 bits per tile; z rounded to nearest, a rounded UP
+// so that the top code still covers the largest block), then
 //     s_int = clamp(ceil((log2 s − z) / a), 0, 15)   (all-zero block: 0)
 //     scale = exp2f(a · s_int + z)                    (float arithmetic)
-// so every |w| / scale <= 1 up to the fp16 rounding of a and z. The
-// normalised weights are w / scale; decode multiplies back.
+// (s_int raised where float rounding left the scale below s), so every
+// |w| / scale <= 1. The normalised weights are w / scale; decode multiplies
+// back.
 struct gq_vq_norm {
     float a, z;       // fp16-rounded step and offset of the tile
 };
