@@ -71,16 +71,19 @@ fi
 if [ "$WHAT" = ablations ] || [ "$WHAT" = all ]; then
     A="--method gptvq --vq-dim 2 --bpv 2.125 $VQ_OPTS"
     header "Ablations, GPTVQ 2D 2.125 (defaults: EM 100 Mahalanobis, exact update, int8, no normalisation)" "$ABL_WINDOWS"
-    for it in 10 30 50 75 100; do row "abl-em$it" "$ABL_WINDOWS" "EM iterations $it" $A --em-iters $it; done
-    row abl-kpp "$ABL_WINDOWS" "k-means++ seeds" $A --em-init kmeans++
+    row abl-base "$ABL_WINDOWS" "defaults (EM 100, exact update)" $A
     row abl-upd-none "$ABL_WINDOWS" "codebook update none" $A --cb-update none
     row abl-upd-gd "$ABL_WINDOWS" "codebook update gd (25 steps)" $A --cb-update gd
+    for it in 10 30; do row "abl-em$it" "$ABL_WINDOWS" "EM iterations $it" $A --em-iters $it; done
+    row abl-kpp "$ABL_WINDOWS" "k-means++ seeds" $A --em-init kmeans++
     # equal overhead: fp16 codebooks need twice the group size of int8 ones
     row abl-fp16 "$ABL_WINDOWS" "fp16 codebooks, l 4096 (equal overhead)" $A --cb-format fp16 --group-size 4096
     row abl-norm "$ABL_WINDOWS" "normalisation, blocks of 64 (l doubles)" $A --norm-block 64
-    row abl-res "$ABL_WINDOWS" "residual stage: 2 x (1 bit/value, k 4) at 2.25" --method gptvq --vq-dim 2 --bpv 2.25 --k 4 --residual 2 $VQ_OPTS
+    row abl-res1 "$ABL_WINDOWS" "2D 2.25, one stage (k 16, l 1024)" --method gptvq --vq-dim 2 --bpv 2.25 $VQ_OPTS
+    row abl-res2 "$ABL_WINDOWS" "2D 2.25, residual: 2 stages of k 4 (l 512)" --method gptvq --vq-dim 2 --bpv 2.25 --residual 2 $VQ_OPTS
     row abl-fbdiag "$ABL_WINDOWS" "feedback diag (reference code)" $A --feedback diag
     row abl-full "$ABL_WINDOWS" "full sub-Hessian assignment" $A --full-subhessian
+    for it in 50 75; do row "abl-em$it" "$ABL_WINDOWS" "EM iterations $it" $A --em-iters $it; done
     row abl-noact "$ABL_WINDOWS" "no act-order" $A --no-act-order
     row abl-outl "$ABL_WINDOWS" "outliers 1% fp16 (adds ~0.15 bpv)" $A --outlier-frac 0.01
 fi

@@ -459,9 +459,9 @@ static enum gq_status update_exact(const struct gq_vq_tensor *t, const struct ti
         return gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update system of %zu unknowns too large", m);
     double *G = malloc(sizeof(double) * m * m * (size_t)(nt + 1)), *bv = malloc(sizeof(double) * m);
     size_t *loc = malloc(sizeof(size_t) * (size_t)nt * n * S);
-    double *sig = malloc(sizeof(double) * (size_t)nt * n);
-    if (!G || !bv || !loc || !sig) {
-        free(G), free(bv), free(loc), free(sig);
+    double *sig = malloc(sizeof(double) * (size_t)nt * n), *tbuf = malloc(sizeof(double) * (size_t)nt * m * n);
+    if (!G || !bv || !loc || !sig || !tbuf) {
+        free(G), free(bv), free(loc), free(sig), free(tbuf);
         return gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update system of %zu unknowns (%.1f MiB)", m,
                        (double)m * m * (nt + 1) * 8 / 1048576.0);
     }
@@ -491,21 +491,25 @@ static enum gq_status update_exact(const struct gq_vq_tensor *t, const struct ti
                     }
                 }
             }
+            // G_r = A_rᵀ H A_r in two dense passes: Tt = A_rᵀ H (m × nvp: row
+            // a gathers σ_q H[q, :] over the positions q selecting a;
+            // contiguous axpys), then G_r[a_p, :] += σ_p Tt[:, p].
             const int nvp = nv * d;
-            for (int p = 0; p < nvp; p++) {
-                const double *h = Hp + (size_t)(t->n_out + p) * n + t->n_out;
+            double *Tt = tbuf + (size_t)tid * m * nvp;
+            memset(Tt, 0, sizeof(double) * m * nvp);
+            for (int q = 0; q < nvp; q++) {
+                const double *hq = Hp + (size_t)(t->n_out + q) * n + t->n_out, c = sg[q];
+                for (int sb = 0; sb < S; sb++) {
+                    double *dst = Tt + lc[(size_t)q * S + sb] * nvp;
+                    for (int x = 0; x < nvp; x++) dst[x] += c * hq[x];
+                }
+            }
+            for (int p = 0; p < nvp; p++)
                 for (int sa = 0; sa < S; sa++) {
                     double *Ga = Gt + lc[(size_t)p * S + sa] * m;
                     const double sp = sg[p];
-                    // every ordered pair (p, q) once: G comes out whole and symmetric
-                    for (int q = 0; q < nvp; q++) {
-                        double hv = h[q];
-                        if (hv == 0) continue;
-                        double c = sp * sg[q] * hv;
-                        for (int sb = 0; sb < S; sb++) Ga[lc[(size_t)q * S + sb]] += c;
-                    }
+                    for (size_t b = 0; b < m; b++) Ga[b] += sp * Tt[b * nvp + p];
                 }
-            }
         }
         for (int tid = 0; tid < nt; tid++) {
             const double *Gt = G + (size_t)(tid + 1) * m * m;
@@ -554,7 +558,7 @@ static enum gq_status update_exact(const struct gq_vq_tensor *t, const struct ti
         // entries that always co-occur); the objective check downstream holds.
         free(cur);
     }
-    free(G), free(bv), free(loc), free(sig);
+    free(G), free(bv), free(loc), free(sig), free(tbuf);
     return st;
 }
 
