@@ -383,24 +383,20 @@ static void quantize_outliers(struct gq_vq_tensor *t, struct vq_work *w, const d
 // Codebook update.
 
 // Objective tr((Y − Qp)H(Y − Qp)ᵀ) in position order; Y, H: double.
-static double objective_pos(const double *Y, const float *Qp, const double *Hp, int rows, int n, double *tmp) {
-    // tmp (rows, n) = Y − Qp; obj = Σ (tmp H) ⊙ tmp
-    for (size_t i = 0; i < (size_t)rows * n; i++) tmp[i] = Y[i] - Qp[i];
+// tr(E H Eᵀ) for E (rows, n): one symmetric GEMM into EH, then a dot
+// product in a fixed order.
+static double quad_form(const double *E, const double *Hp, int rows, int n, double *EH) {
+    cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, rows, n, 1.0, Hp, n, E, n, 0.0, EH, n);
     double obj = 0;
-#pragma omp parallel for reduction(+ : obj) schedule(static)
-    for (int r = 0; r < rows; r++) {
-        const double *e = tmp + (size_t)r * n;
-        double s = 0;
-        for (int a = 0; a < n; a++) {
-            if (e[a] == 0) continue;
-            const double *h = Hp + (size_t)a * n;
-            double acc = 0;
-            for (int b = 0; b < n; b++) acc += h[b] * e[b];
-            s += e[a] * acc;
-        }
-        obj += s;
-    }
+    for (size_t i = 0; i < (size_t)rows * n; i++) obj += E[i] * EH[i];
     return obj;
+}
+
+// Objective tr((Y − Qp)H(Y − Qp)ᵀ) in position order; tmp, tmp2 (rows, n).
+static double objective_pos(const double *Y, const float *Qp, const double *Hp, int rows, int n, double *tmp,
+                            double *tmp2) {
+    for (size_t i = 0; i < (size_t)rows * n; i++) tmp[i] = Y[i] - Qp[i];
+    return quad_form(tmp, Hp, rows, n, tmp2);
 }
 
 // θ (stages, n_rt, n_ct, k, d) in the cb layout. Entry of row r, vector v,
@@ -500,13 +496,14 @@ static enum gq_status update_exact(const struct gq_vq_tensor *t, const struct ti
             for (int q = 0; q < nvp; q++) {
                 const double *hq = Hp + (size_t)(t->n_out + q) * n + t->n_out, c = sg[q];
                 for (int sb = 0; sb < S; sb++) {
-                    double *dst = Tt + lc[(size_t)q * S + sb] * nvp;
+                    double *restrict dst = Tt + lc[(size_t)q * S + sb] * nvp;
+#pragma omp simd
                     for (int x = 0; x < nvp; x++) dst[x] += c * hq[x];
                 }
             }
             for (int p = 0; p < nvp; p++)
                 for (int sa = 0; sa < S; sa++) {
-                    double *Ga = Gt + lc[(size_t)p * S + sa] * m;
+                    double *restrict Ga = Gt + lc[(size_t)p * S + sa] * m;
                     const double sp = sg[p];
                     for (size_t b = 0; b < m; b++) Ga[b] += sp * Tt[b * nvp + p];
                 }
@@ -664,7 +661,10 @@ static void precond_apply(const struct gq_vq_tensor *t, const struct precond *pc
         double buf[4096], *x = mg <= 4096 ? buf : malloc(sizeof(double) * mg);
         if (!x) continue;
         for (int st = 0; st < t->stages; st++) memcpy(x + st * kd, r + group_base(t, st, rt, ct), sizeof(double) * kd);
-        LAPACKE_dpotrs(LAPACK_ROW_MAJOR, 'U', (lapack_int)mg, 1, pc->F + g * mg * mg, (lapack_int)mg, x, 1);
+        // the row-major upper factor U is the column-major lower L = Uᵀ; the
+        // _work call skips LAPACKE's transposed copy and NaN scan per solve
+        LAPACKE_dpotrs_work(LAPACK_COL_MAJOR, 'L', (lapack_int)mg, 1, pc->F + g * mg * mg, (lapack_int)mg, x,
+                            (lapack_int)mg);
         for (int st = 0; st < t->stages; st++) memcpy(z + group_base(t, st, rt, ct), x + st * kd, sizeof(double) * kd);
         if (x != buf) free(x);
     }
@@ -946,9 +946,10 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
     {
         // Objective in position order against the original W (dead inputs zeroed).
         double tu = gq_time_s();
-        double *Y = w.Wd, *Hp = malloc(sizeof(double) * (size_t)n * n), *tmp = malloc(sizeof(double) * nw);
-        if (!Hp || !tmp) {
-            free(Hp), free(tmp);
+        double *Y = w.Wd, *Hp = malloc(sizeof(double) * (size_t)n * n), *tmp = malloc(sizeof(double) * nw),
+               *tmp2 = malloc(sizeof(double) * nw);
+        if (!Hp || !tmp || !tmp2) {
+            free(Hp), free(tmp), free(tmp2);
             st = gq_fail(GQ_ERR_NOMEM, "gptvq: objective buffers");
             goto done;
         }
@@ -957,19 +958,15 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
             for (int b = 0; b < n; b++) Hp[(size_t)a * n + b] = H[(size_t)T.perm[a] * n + T.perm[b]];
         float *Q0 = w.Qp;
         decode_positions(&T, &mp, Q0); // identical to the loop's values (same rule)
-        res->objective_pass = objective_pos(Y, Q0, Hp, rows, n, tmp);
-        {
-            float *zero = calloc(nw, sizeof(float));
-            res->ref = zero ? objective_pos(Y, zero, Hp, rows, n, tmp) : 0;
-            free(zero);
-        }
+        res->objective_pass = objective_pos(Y, Q0, Hp, rows, n, tmp, tmp2);
+        res->ref = quad_form(Y, Hp, rows, n, tmp2);
         res->objective = res->objective_pass;
         if (vp->cb_update != GQ_CB_UPDATE_NONE && nv > 0) {
             size_t m = ng * k * d;
             double *theta = malloc(sizeof(double) * m), *HY = malloc(sizeof(double) * nw);
             float *cb_old = malloc(sizeof(float) * m), *sc_old = malloc(sizeof(float) * ng);
             if (!theta || !HY || !cb_old || !sc_old) {
-                free(theta), free(HY), free(cb_old), free(sc_old), free(Hp), free(tmp);
+                free(theta), free(HY), free(cb_old), free(sc_old), free(Hp), free(tmp), free(tmp2);
                 st = gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update buffers");
                 goto done;
             }
@@ -998,7 +995,7 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
                     for (int i = 0; i < k * d; i++) T.cb[g * k * d + i] = (float)c[i];
                 }
                 decode_positions(&T, &mp, Q0);
-                double obj = objective_pos(Y, Q0, Hp, rows, n, tmp);
+                double obj = objective_pos(Y, Q0, Hp, rows, n, tmp, tmp2);
                 if (obj < res->objective_pass) {
                     res->objective = obj, res->update_kept = true;
                 } else {
@@ -1008,7 +1005,7 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
             }
             free(theta), free(HY), free(cb_old), free(sc_old);
         }
-        free(Hp), free(tmp);
+        free(Hp), free(tmp), free(tmp2);
         res->t_update = gq_time_s() - tu;
         if (st != GQ_OK) goto done;
     }

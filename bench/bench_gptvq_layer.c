@@ -1,0 +1,234 @@
+// bench_gptvq_layer - GPTVQ on one Llama-2-7B-shaped linear (4096 x 4096) on
+// this machine: total time and the split between preparation, EM codebook
+// initialisation, assignment (+ in-block d x d feedback), the lazy feedback
+// GEMM and the codebook update, for 2D and 4D VQ at 2.125 bpv, with GPTQ W2
+// g128 act-order as a time reference.
+//
+// Data (nothing downloaded): W Gaussian, sd 0.02. Calibration inputs X
+// (tokens, cols) are correlated and heavy-tailed like real activations:
+//   X = Z·B + 0.1·noise,  Z (tokens, r) Gaussian, B (r, cols) Gaussian/√r,
+//   r = cols/8 (low-rank: neighbouring channels are strongly correlated),
+// then column j scaled by exp(g_j), g_j Gaussian (log-normal channel scales),
+// and ~0.5% of the columns 20x larger (outlier channels). H = 2/N XᵀX through
+// the library's gq_hessian_* (dsyrk), timed apart from the quantization.
+//
+// Environment (defaults): BENCH_ROWS (4096) BENCH_COLS (4096) BENCH_TOKENS
+// (8192) BENCH_CONFIGS ("gptq,2d,4d") BENCH_EM_ITERS (100) BENCH_UPDATE
+// (exact|gd|none; exact) BENCH_SEED (1). Threads: OMP_NUM_THREADS.
+// usage: OMP_WAIT_POLICY=PASSIVE build/bench/bench_gptvq_layer
+#include "gptvq.h"
+#include "quant/quant.h"
+#include "quant/vq.h"
+#include "util/common.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static long env_long(const char *name, long def) {
+    const char *s = getenv(name);
+    if (!s || !*s) return def;
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*end || v <= 0) {
+        fprintf(stderr, "bench: %s=%s is not a positive integer; using %ld\n", name, s, def);
+        return def;
+    }
+    return v;
+}
+
+static const char *env_str(const char *name, const char *def) {
+    const char *s = getenv(name);
+    return s && *s ? s : def;
+}
+
+// Standard normal by Box-Muller (one value per call; the cosine half is
+// dropped to keep the state a single splitmix64 counter).
+static double gauss(uint64_t *s) {
+    double u1 = gq_rng_uniform(s), u2 = gq_rng_uniform(s);
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * sin(2.0 * M_PI * u2);
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "bench: out of memory (%zu bytes)\n", n);
+        exit(1);
+    }
+    return p;
+}
+
+// H (cols, cols) from `tokens` synthetic activation rows, generated chunk by
+// chunk so X is never held whole. *t_gen / *t_hess: seconds spent generating X
+// and accumulating H (dsyrk + finish).
+static int build_hessian(int cols, int tokens, uint64_t seed, float *H, double *t_gen, double *t_hess) {
+    const int r = cols / 8 > 0 ? cols / 8 : 1, chunk = 1024;
+    uint64_t s = seed;
+    float *Bm = xmalloc(sizeof(float) * (size_t)r * cols);
+    float *scale = xmalloc(sizeof(float) * cols);
+    float *Z = xmalloc(sizeof(float) * (size_t)chunk * r);
+    float *X = xmalloc(sizeof(float) * (size_t)chunk * cols);
+    double t0 = gq_time_s();
+    for (size_t i = 0; i < (size_t)r * cols; i++) Bm[i] = (float)(gauss(&s) / sqrt((double)r));
+    int n_outlier = 0;
+    for (int j = 0; j < cols; j++) {
+        scale[j] = (float)exp(1.0 * gauss(&s));
+        if (gq_rng_uniform(&s) < 0.005) scale[j] *= 20.0f, n_outlier++;
+    }
+    *t_gen = gq_time_s() - t0;
+    *t_hess = 0;
+    struct gq_hessian hs;
+    if (gq_hessian_init(&hs, cols) != GQ_OK) {
+        fprintf(stderr, "bench: %s\n", gq_last_error());
+        return 1;
+    }
+    for (int t0k = 0; t0k < tokens; t0k += chunk) {
+        int nt = tokens - t0k < chunk ? tokens - t0k : chunk;
+        double tg = gq_time_s();
+        for (size_t i = 0; i < (size_t)nt * r; i++) Z[i] = (float)gauss(&s);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nt, cols, r, 1.0f, Z, r, Bm, cols, 0.0f, X, cols);
+        for (int t = 0; t < nt; t++)
+            for (int j = 0; j < cols; j++) {
+                float *x = &X[(size_t)t * cols + j];
+                *x = (*x + 0.1f * (float)gauss(&s)) * scale[j];
+            }
+        double th = gq_time_s();
+        *t_gen += th - tg;
+        if (gq_hessian_add(&hs, X, nt, cols) != GQ_OK) {
+            fprintf(stderr, "bench: %s\n", gq_last_error());
+            gq_hessian_free(&hs);
+            return 1;
+        }
+        *t_hess += gq_time_s() - th;
+    }
+    double th = gq_time_s();
+    enum gq_status st = gq_hessian_finish(&hs, H);
+    *t_hess += gq_time_s() - th;
+    gq_hessian_free(&hs);
+    free(Bm), free(scale), free(Z), free(X);
+    if (st != GQ_OK) {
+        fprintf(stderr, "bench: %s\n", gq_last_error());
+        return 1;
+    }
+    printf("inputs: rank %d + 0.1 noise, log-normal channel scales, %d outlier channels (x20)\n", r, n_outlier);
+    return 0;
+}
+
+static void pct(double part, double total, char *buf, size_t n) {
+    snprintf(buf, n, "%8.2f %4.1f%%", part, total > 0 ? 100.0 * part / total : 0.0);
+}
+
+int main(void) {
+    const int rows = (int)env_long("BENCH_ROWS", 4096), cols = (int)env_long("BENCH_COLS", 4096);
+    const int tokens = (int)env_long("BENCH_TOKENS", 8192), em_iters = (int)env_long("BENCH_EM_ITERS", 100);
+    const uint64_t seed = (uint64_t)env_long("BENCH_SEED", 1);
+    const char *configs = env_str("BENCH_CONFIGS", "gptq,2d,4d"), *update = env_str("BENCH_UPDATE", "exact");
+    enum gq_cb_update cb_update;
+    if (!strcmp(update, "exact")) cb_update = GQ_CB_UPDATE_EXACT;
+    else if (!strcmp(update, "gd")) cb_update = GQ_CB_UPDATE_GD;
+    else if (!strcmp(update, "none")) cb_update = GQ_CB_UPDATE_NONE;
+    else {
+        fprintf(stderr, "bench: BENCH_UPDATE must be exact, gd or none (got '%s')\n", update);
+        return 2;
+    }
+    printf("bench_gptvq_layer: W (%d, %d), %d calibration tokens, EM iters %d, codebook update %s, configs %s\n",
+           rows, cols, tokens, em_iters, update, configs);
+    printf("threads: %d (omp_get_max_threads); the paper's timings are on one H100 GPU, these are CPU\n",
+           omp_get_max_threads());
+
+    size_t nw = (size_t)rows * cols;
+    float *W0 = xmalloc(sizeof(float) * nw), *W = xmalloc(sizeof(float) * nw);
+    float *H = xmalloc(sizeof(float) * (size_t)cols * cols);
+    uint64_t ws = seed * 0x9E3779B97F4A7C15ull + 7;
+    for (size_t i = 0; i < nw; i++) W0[i] = (float)(0.02 * gauss(&ws));
+    double t_gen, t_hess;
+    if (build_hessian(cols, tokens, seed, H, &t_gen, &t_hess)) return 1;
+    printf("calibration: generating X %.2f s, H = 2/N XᵀX (dsyrk) %.2f s (not in the times below)\n\n", t_gen,
+           t_hess);
+
+    struct gq_quantize_params qpar;
+    gq_quantize_params_default(&qpar);
+    struct gq_quant_params q;
+    gq_quant_params_default(&q);
+    q.damp = 0.01f, q.block_size = 128, q.act_order = true;
+
+    printf("%-6s %5s %7s %7s %9s %9s %9s | %14s %14s %14s %14s %14s %8s\n", "config", "k", "l", "bpv", "rel_err",
+           "rel_pass", "total_s", "prep", "EM", "assign+fb", "lazy_gemm", "update", "upd_it");
+    double sec_by_config[16] = {0};
+    char names[16][8];
+    int n_done = 0;
+    char list[256];
+    snprintf(list, sizeof list, "%s", configs);
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        memcpy(W, W0, sizeof(float) * nw);
+        if (!strcmp(tok, "gptq")) {
+            struct gq_quant_params g = q;
+            g.wbits = 2, g.group_size = 128;
+            struct gq_gptq_result gr;
+            memset(&gr, 0, sizeof gr);
+            double t0 = gq_time_s();
+            if (gq_gptq_quantize(W, rows, cols, H, &g, &gr) != GQ_OK) {
+                fprintf(stderr, "bench: gptq: %s\n", gq_last_error());
+                return 1;
+            }
+            double t = gq_time_s() - t0;
+            printf("%-6s %5s %7s %7s %9.5f %9s %9.2f |  (GPTQ W2 g128 act-order; RTN rel_err %.5f%s)\n", "gptq",
+                   "-", "128", "-", gr.rel_error, "-", t, gr.rtn_rel_error,
+                   gr.rtn_fallback ? ", RTN kept" : "");
+            fflush(stdout);
+            if (n_done < 16) snprintf(names[n_done], sizeof names[n_done], "gptq"), sec_by_config[n_done++] = t;
+            continue;
+        }
+        int d = 0;
+        if (!strcmp(tok, "1d")) d = 1;
+        else if (!strcmp(tok, "2d")) d = 2;
+        else if (!strcmp(tok, "4d")) d = 4;
+        else if (!strcmp(tok, "8d")) d = 8;
+        else {
+            fprintf(stderr, "bench: unknown config '%s' (gptq, 1d, 2d, 4d, 8d)\n", tok);
+            return 2;
+        }
+        struct gq_gptvq_params vp = qpar.vq;
+        vp.dim = d, vp.bpv = 2.125, vp.em_iters = em_iters, vp.cb_update = cb_update;
+        struct gq_vq_config cfg;
+        if (gq_vq_config_from_bpv(vp.bpv, d, vp.k, vp.group, vp.cb_format, vp.norm_block, &cfg) != GQ_OK) {
+            fprintf(stderr, "bench: %s: %s\n", tok, gq_last_error());
+            return 1;
+        }
+        struct gq_vq_result res;
+        double t0 = gq_time_s();
+        if (gq_gptvq_quantize(W, rows, cols, H, &q, &vp, &cfg, 0, NULL, &res) != GQ_OK) {
+            fprintf(stderr, "bench: %s: %s\n", tok, gq_last_error());
+            return 1;
+        }
+        double t = gq_time_s() - t0;
+        char a[5][32];
+        pct(res.t_prep, t, a[0], sizeof a[0]);
+        pct(res.t_em, t, a[1], sizeof a[1]);
+        pct(res.t_assign, t, a[2], sizeof a[2]);
+        pct(res.t_feedback, t, a[3], sizeof a[3]);
+        pct(res.t_update, t, a[4], sizeof a[4]);
+        printf("%-6s %5d %7lld %7.4f %9.5f %9.5f %9.2f | %14s %14s %14s %14s %14s %8d%s\n", tok, cfg.k,
+               (long long)res.l, res.bpv, res.rel_error, res.ref > 0 ? res.objective_pass / res.ref : 0.0, t, a[0],
+               a[1], a[2], a[3], a[4], res.update_iters, res.update_kept ? "" : " (update not kept)");
+        printf("       EM iterations %lld over all groups, %lld re-seeded clusters; other (decode, checks) %.2f s\n",
+               (long long)res.em_iters_total, (long long)res.n_reseeded,
+               t - res.t_prep - res.t_em - res.t_assign - res.t_feedback - res.t_update);
+        fflush(stdout);
+        if (n_done < 16) snprintf(names[n_done], sizeof names[n_done], "%s", tok), sec_by_config[n_done++] = t;
+    }
+    printf("\nupdate column: the codebook update including the three objective evaluations it needs\n"
+           "(before, tr(WHWᵀ), after). assign+fb: nearest-centroid search plus the exact in-block d x d\n"
+           "error feedback; lazy_gemm: the rank-B update of the remaining columns (GPTQ's lazy batch).\n");
+    printf("naive projection to Llama-2-7B (32 blocks x 7 linears, all treated as %dx%d; 7B's MLP\n"
+           "linears are 4096x11008 / 11008x4096, so this underestimates):\n", rows, cols);
+    for (int i = 0; i < n_done; i++)
+        printf("  %-5s %9.2f s/layer x 224 = %7.2f h\n", names[i], sec_by_config[i],
+               sec_by_config[i] * 224.0 / 3600.0);
+    free(W0), free(W), free(H);
+    return 0;
+}
