@@ -33,7 +33,9 @@ ppl() { "$G" ppl "$1" "$TEST" --protocol gptq --ctx 2048 --max-windows "$2" --qu
 row() {
     local name=$1 win=$2 label=$3; shift 3
     local t0=$SECONDS
-    if ! "$G" quantize "$M" -o "$OUT/$name.gguf" --quiet --load-hessians "$H" "$@" >"$OUT/$name.log" 2>&1; then
+    local hess=(--load-hessians "$H")
+    [ "$2" = rtn ] && hess=() # "--method rtn" (after the shift): no Hessians
+    if ! "$G" quantize "$M" -o "$OUT/$name.gguf" --quiet "${hess[@]}" "$@" >"$OUT/$name.log" 2>&1; then
         echo "| $label | failed: $(tail -1 "$OUT/$name.log") | | |" | tee -a "$OUT/table.md"
         return
     fi
@@ -50,7 +52,7 @@ header() {
 
 if [ "$WHAT" = main ] || [ "$WHAT" = all ]; then
     header "Main table" "$WINDOWS"
-    printf '| source (Q4_1 GGUF) | %s | - | - |\n' "$(ppl "$M" "$WINDOWS")" | tee -a "$OUT/table.md"
+    printf '| source (Q4_1 GGUF) | %s | - | - |\n' "${SOURCE_PPL:-$(ppl "$M" "$WINDOWS")}" | tee -a "$OUT/table.md"
     # 2.125 bpv: W2 g128 (one fp16 scale + zero per 128 = 0.25 for asymmetric;
     # the paper counts W2@g128 as 2.125, i.e. scale only) vs VQ at 2.125
     row rtn-w2g128 "$WINDOWS" "RTN W2 g128 (2.125)" --method rtn --wbits 2 --group-size 128
