@@ -401,7 +401,7 @@ static enum gq_status residual_config(const struct gq_quantize_params *p, struct
     }
     cfg->index_bpv = 2.0 * cfg->log2k / d;
     double o = p->vq.bpv - cfg->index_bpv - (p->vq.norm_block ? 4.0 / p->vq.norm_block : 0);
-    int bc = p->vq.cb_format == GQ_CB_INT8 ? 8 : p->vq.cb_format == GQ_CB_FP16 ? 16 : 32;
+    int bc = gq_cb_bits(p->vq.cb_format);
     if (!p->vq.group) {
         if (!(o > 0))
             return gq_fail(GQ_ERR_ARG, "--residual 2: --bpv %g leaves no room for the codebooks (indices take %g)",
@@ -426,7 +426,7 @@ static enum gq_status vq_preflight(const struct gq_model *m, const struct gq_arc
                            (long long)cols, cfg->d);
         // Wd, Qp, Err, U / Hp, the update's Y·H and dense normal equations per thread
         double mt = (double)p->vq.stages * ((cols + 255) / 256 + 1) * cfg->k * cfg->d;
-        if (mt > 3072) mt = 0; // conjugate gradients instead
+        if (mt > gq_vq_dense_max) mt = 0; // conjugate gradients instead
         double b = rows * cols * (8.0 * 3 + 4 * 2) + cols * cols * 8.0 * 2 + mt * mt * 8 * 3;
         if (b > peak) peak = b;
     }

@@ -64,8 +64,8 @@ static int chol_inverse_upper(double *A, int n) {
     return 0;
 }
 
-// Stable sort of column indices by descending diag (ties: lower index first).
-static void sort_desc(int32_t *perm, const double *key, int n) {
+// Stable sort of column indices by descending key (ties: lower index first).
+void gq_sort_desc(int32_t *perm, const double *key, int n) {
     for (int i = 0; i < n; i++) perm[i] = i;
     // Bottom-up merge sort (stable, O(n log n)).
     int32_t *tmp = malloc(sizeof(int32_t) * (size_t)n);
@@ -96,6 +96,7 @@ static void sort_desc(int32_t *perm, const double *key, int n) {
 enum gq_status gq_hinv_prepare(const float *H, int n, float damp, bool act_order, const int32_t *perm_in,
                                struct gq_hinv *o) {
     memset(o, 0, sizeof *o);
+    if (n < 1) return gq_fail(GQ_ERR_ARG, "gptq: empty Hessian (n = %d)", n);
     size_t nn;
     if (!gq_mul_ok((size_t)n, (size_t)n, &nn)) return gq_fail(GQ_ERR_NOMEM, "gptq: Hessian %d x %d too large", n, n);
     for (size_t i = 0; i < nn; i++)
@@ -119,7 +120,7 @@ enum gq_status gq_hinv_prepare(const float *H, int n, float damp, bool act_order
     if (perm_in)
         memcpy(o->perm, perm_in, sizeof(int32_t) * n);
     else if (act_order)
-        sort_desc(o->perm, o->diag, n);
+        gq_sort_desc(o->perm, o->diag, n);
     else
         for (int i = 0; i < n; i++) o->perm[i] = i;
 

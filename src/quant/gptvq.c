@@ -670,6 +670,15 @@ static void precond_apply(const struct gq_vq_tensor *t, const struct precond *pc
     }
 }
 
+// z = M⁻¹ r (PCG) or z = r (steepest descent)
+static void precondition(const struct gq_vq_tensor *t, const struct precond *pc, bool cg, const double *r, double *z,
+                         size_t m) {
+    if (cg)
+        precond_apply(t, pc, r, z);
+    else
+        memcpy(z, r, sizeof(double) * m);
+}
+
 // Matrix-free: G x = Aᵀ H A x with one symmetric GEMM (rows × n × n).
 // cg = false: steepest descent with exact line search (the paper's GD, one
 // GEMM per step); cg = true: conjugate gradients on G θ = b with the
@@ -698,10 +707,7 @@ static enum gq_status update_iterative(const struct gq_vq_tensor *t, const struc
     for (size_t i = 0; i < nw; i++) Q[i] = Y[i] - Q[i];
     cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, rows, n, 1.0, Hp, n, Q, n, 0.0, R, n);
     scatter_theta(t, mp, R, g, m);
-    if (cg)
-        precond_apply(t, &pc, g, z);
-    else
-        memcpy(z, g, sizeof(double) * m);
+    precondition(t, &pc, cg, g, z, m);
     double rz = 0;
     for (size_t a = 0; a < m; a++) rz += g[a] * z[a];
     const double rz0 = rz;
@@ -717,10 +723,7 @@ static enum gq_status update_iterative(const struct gq_vq_tensor *t, const struc
         if (!(pGp > 0)) break;
         double alpha = rz / pGp; // rᵀp = rᵀz for PCG and for steepest descent (p = z = r)
         for (size_t a = 0; a < m; a++) theta[a] += alpha * pd[a], g[a] -= alpha * Gp[a];
-        if (cg)
-            precond_apply(t, &pc, g, z);
-        else
-            memcpy(z, g, sizeof(double) * m);
+        precondition(t, &pc, cg, g, z, m);
         double rn = 0;
         for (size_t a = 0; a < m; a++) rn += g[a] * z[a];
         if (cg) {
@@ -761,37 +764,29 @@ static enum gq_status check_args(int rows, int cols, const struct gq_gptvq_param
 // the rest by descending diag H (act_order) or in natural order.
 static enum gq_status column_order(const float *W, int rows, int cols, const float *H, int n_out, bool act_order,
                                    int32_t *perm) {
-    double *key = malloc(sizeof(double) * cols);
+    double *key = calloc((size_t)cols, sizeof(double));
     char *taken = calloc((size_t)cols, 1);
-    if (!key || !taken) {
-        free(key), free(taken);
+    int32_t *ord = malloc(sizeof(int32_t) * cols);
+    if (!key || !taken || !ord) {
+        free(key), free(taken), free(ord);
         return gq_fail(GQ_ERR_NOMEM, "gptvq: column order");
     }
-    for (int c = 0; c < cols; c++) {
-        double s = 0;
-        for (int r = 0; r < rows; r++) s += (double)W[(size_t)r * cols + c] * W[(size_t)r * cols + c];
-        key[c] = s * H[(size_t)c * cols + c];
-    }
-    for (int i = 0; i < n_out; i++) { // n_out is small: selection
-        int best = -1;
-        for (int c = 0; c < cols; c++)
-            if (!taken[c] && (best < 0 || key[c] > key[best])) best = c;
-        perm[i] = best, taken[best] = 1;
-    }
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) key[c] += (double)W[(size_t)r * cols + c] * W[(size_t)r * cols + c];
+    for (int c = 0; c < cols; c++) key[c] *= H[(size_t)c * cols + c];
+    gq_sort_desc(ord, key, cols);
+    for (int i = 0; i < n_out; i++) perm[i] = ord[i], taken[ord[i]] = 1;
     int p = n_out;
-    if (act_order) {
+    if (act_order) { // the rest by descending diag H, as GPTQ's act-order
         for (int c = 0; c < cols; c++) key[c] = H[(size_t)c * cols + c];
-        for (; p < cols; p++) {
-            int best = -1; // stable: lowest column among equal keys
-            for (int c = 0; c < cols; c++)
-                if (!taken[c] && (best < 0 || key[c] > key[best])) best = c;
-            perm[p] = best, taken[best] = 1;
-        }
+        gq_sort_desc(ord, key, cols);
+        for (int i = 0; i < cols; i++)
+            if (!taken[ord[i]]) perm[p++] = ord[i];
     } else {
         for (int c = 0; c < cols; c++)
             if (!taken[c]) perm[p++] = c;
     }
-    free(key), free(taken);
+    free(key), free(taken), free(ord);
     return GQ_OK;
 }
 

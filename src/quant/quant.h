@@ -114,6 +114,8 @@ struct gq_hinv {
     double damp_abs;  // λ added to the diagonal
     int n_tries;      // Cholesky attempts
 };
+// perm (n) = 0..n-1 stably sorted by descending key (ties: lower index first).
+void gq_sort_desc(int32_t *perm, const double *key, int n);
 // perm_in: the column order to use, or NULL: descending diag H (act_order)
 // or identity. Damping λ = damp · mean(diag H); on a failed factorisation
 // retried with 10× damping and a diagonal floor (warning on stderr).
