@@ -195,7 +195,7 @@ int main(void) {
         struct gq_gptvq_params vp = qpar.vq;
         vp.dim = d, vp.bpv = 2.125, vp.em_iters = em_iters, vp.cb_update = cb_update;
         struct gq_vq_config cfg;
-        if (gq_vq_config_from_bpv(vp.bpv, d, vp.k, vp.group, vp.cb_format, vp.norm_block, &cfg) != GQ_OK) {
+        if (gq_vq_config_from_bpv(vp.bpv, d, vp.k, vp.group, vp.cb_format, vp.norm_block, vp.cb_svd_rank, &cfg) != GQ_OK) {
             fprintf(stderr, "bench: %s: %s\n", tok, gq_last_error());
             return 1;
         }

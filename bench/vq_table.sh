@@ -11,7 +11,8 @@
 # wiki.valid.raw, i.e. the inputs of the unquantized model up to 8-bit
 # rounding). Every method below loads the SAME Hessians, so the rows differ
 # only in the quantizer. Environment: WINDOWS (default 32), ABL_WINDOWS
-# (ablations, default 8), VQ_OPTS (extra options for every GPTVQ row).
+# (ablations, default 8), VQ_OPTS (extra options for every GPTVQ row), ONLY
+# (a regex of row names to run, e.g. ONLY='abl-em50|abl-em75').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 G=${G:-build/gptvq}
@@ -32,6 +33,7 @@ ppl() { "$G" ppl "$1" "$TEST" --protocol gptq --ctx 2048 --max-windows "$2" --qu
 # name, windows, label, quantize options...: one table row with bpv and time
 row() {
     local name=$1 win=$2 label=$3; shift 3
+    [[ -z "${ONLY:-}" || "$name" =~ ^(${ONLY})$ ]] || return 0
     local t0=$SECONDS
     local hess=(--load-hessians "$H")
     [ "$2" = rtn ] && hess=() # "--method rtn" (after the shift): no Hessians

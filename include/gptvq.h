@@ -180,6 +180,7 @@ struct gq_gptvq_params {
     int norm_block;       // blockwise normalisation, weights per sub-row block (0: off)
     int stages;           // 1, or 2 = residual VQ (VPTQ): a second codebook on the residual
     double outlier_frac;  // fraction of columns kept in fp16 (VPTQ outliers; 0: none)
+    int cb_svd_rank;      // d = 1: codebook SVD (paper App. H), rank r of the stacked codebooks (0: off)
     // (No memory budget for the assignment: it is fused, O(k·d) per thread,
     // without an n × k distance matrix; see src/quant/vq.h.)
 };

@@ -12,7 +12,11 @@
 //      the CG path agrees with the dense path; GD approaches the optimum;
 //  [4] exact feedback beats diagonal feedback and the full sub-Hessian beats
 //      the diagonal metric on average; GPTVQ 2D beats GPTQ at equal bits;
-//  [5] bad input: non-finite weights, columns not a multiple of d.
+//  [5] bad input: non-finite weights, columns not a multiple of d;
+//  [6] codebook SVD (d = 1): stored factors on their int8 / fp16 grids,
+//      codebooks = U Vᵀ, decode and bits; full rank reproduces the pass;
+//      ALS never increases the objective; its V refit = dense least squares
+//      over V, and after many rounds U is near the dense optimum given V.
 #include "quant/vq.h"
 #include "test.h"
 #include "test_rand.h"
@@ -155,8 +159,10 @@ static void test_identity_and_decode(void) {
     free_problem(&p);
 }
 
-// Dense least squares over all codebook entries of t for W ≈ A θ under H.
-static double lstsq_objective(const struct problem *p, const struct gq_vq_tensor *t) {
+// The stacked system of all codebook entries θ of t: W ≈ A θ under H becomes
+// min ‖y − M θ‖² with M (neq, m) and y (max(neq, m)), neq = rows · cols.
+static void lstsq_system(const struct problem *p, const struct gq_vq_tensor *t, double **Mo, double **yo, size_t *neqo,
+                         size_t *mo) {
     const int rows = p->rows, n = p->cols, d = t->d, k = t->k, nv = (n - t->n_out) / d;
     const size_t m = (size_t)t->stages * t->n_rt * t->n_ct * k * d;
     // H = L Lᵀ (original column order)
@@ -193,11 +199,14 @@ static double lstsq_objective(const struct problem *p, const struct gq_vq_tensor
             y[(size_t)r * n + i] = acc;
         }
     }
-    double *sv = malloc(sizeof(double) * m);
-    lapack_int rank;
-    CHECK(LAPACKE_dgelsd(LAPACK_ROW_MAJOR, (lapack_int)neq, (lapack_int)m, 1, M, (lapack_int)m, y, 1, sv, 1e-12,
-                         &rank) == 0);
-    // Objective of θ = y[0..m): rebuild Q and evaluate under H.
+    free(L);
+    *Mo = M, *yo = y, *neqo = neq, *mo = m;
+}
+
+// Objective under H of the matrix t decodes to with codebook entries θ.
+static double theta_objective(const struct problem *p, const struct gq_vq_tensor *t, const double *y) {
+    const int rows = p->rows, n = p->cols, d = t->d, k = t->k, nv = (n - t->n_out) / d;
+    size_t neq = (size_t)rows * n;
     float *Q = malloc(sizeof(float) * neq);
     for (int r = 0; r < rows; r++) {
         int rt = 0;
@@ -217,7 +226,28 @@ static double lstsq_objective(const struct problem *p, const struct gq_vq_tensor
         }
     }
     double obj = objective(p->W, Q, p->H, rows, n, 0);
-    free(L), free(M), free(y), free(sv), free(Q);
+    free(Q);
+    return obj;
+}
+
+// min over x of ‖y − M x‖² (M: neq × m, y: max(neq, m), both destroyed);
+// x = y[0..m) afterwards.
+static void dense_lstsq(double *M, double *y, size_t neq, size_t m) {
+    double *sv = malloc(sizeof(double) * m);
+    lapack_int rank;
+    CHECK(LAPACKE_dgelsd(LAPACK_ROW_MAJOR, (lapack_int)neq, (lapack_int)m, 1, M, (lapack_int)m, y, 1, sv, 1e-12,
+                         &rank) == 0);
+    free(sv);
+}
+
+// Dense least squares over all codebook entries of t for W ≈ A θ under H.
+static double lstsq_objective(const struct problem *p, const struct gq_vq_tensor *t) {
+    double *M, *y;
+    size_t neq, m;
+    lstsq_system(p, t, &M, &y, &neq, &m);
+    dense_lstsq(M, y, neq, m);
+    double obj = theta_objective(p, t, y);
+    free(M), free(y);
     return obj;
 }
 
@@ -286,6 +316,117 @@ static void test_codebook_update(void) {
     CHECK(r.objective <= r.objective_pass);
     free(Q);
     free_problem(&p), free_problem(&wide);
+}
+
+// [6] codebook SVD (d = 1): stored form, decode, bits, truncation, ALS.
+// Least squares over the factor U with V fixed (or V with U fixed): θ = K x,
+// solved densely; returns the objective of the optimum.
+static double lstsq_factor(const struct problem *p, const struct gq_vq_tensor *t, bool over_u) {
+    double *M, *y;
+    size_t neq, m;
+    lstsq_system(p, t, &M, &y, &neq, &m);
+    const int k = t->k, r = t->svd_rank;
+    const size_t ng = (size_t)t->n_rt * t->n_ct, mx = over_u ? ng * r : (size_t)k * r;
+    double *Mx = calloc(neq * mx, sizeof(double)), *th = calloc(m, sizeof(double));
+    for (size_t e = 0; e < neq; e++)
+        for (size_t g = 0; g < ng; g++)
+            for (int c = 0; c < k; c++) {
+                double a = M[e * m + g * k + c];
+                if (a == 0) continue;
+                for (int j = 0; j < r; j++)
+                    if (over_u) Mx[e * mx + g * r + j] += a * t->svd_v[c * r + j];
+                    else Mx[e * mx + (size_t)c * r + j] += a * t->svd_u[g * r + j];
+            }
+    dense_lstsq(Mx, y, neq, mx);
+    for (size_t g = 0; g < ng; g++) // θ of the optimum
+        for (int c = 0; c < k; c++)
+            for (int j = 0; j < r; j++)
+                th[g * k + c] += over_u ? y[g * r + j] * t->svd_v[c * r + j] : t->svd_u[g * r + j] * y[(size_t)c * r + j];
+    double obj = theta_objective(p, t, th);
+    free(M), free(y), free(Mx), free(th);
+    return obj;
+}
+
+static void test_codebook_svd(void) {
+    struct problem p = make_problem(32, 96, 4);
+    size_t nw = (size_t)p.rows * p.cols;
+    float *Q = malloc(sizeof(float) * nw), *D = malloc(sizeof(float) * nw);
+    struct gq_gptvq_params vp;
+    struct gq_quant_params qp;
+    struct gq_vq_tensor t;
+    struct gq_vq_result r;
+    // (a) int8 U, fp16 V, with normalisation and outliers: stored form,
+    // decode = fake-quant output bit for bit, bits as written out here.
+    default_vq(&vp, &qp, 1);
+    vp.cb_svd_rank = 2, vp.cb_update = GQ_CB_UPDATE_EXACT, vp.norm_block = 16, vp.outlier_frac = 0.05;
+    CHECK_OK(run(&p, &qp, &vp, 8, 96, Q, &t, &r));
+    const size_t ng = (size_t)t.n_rt * t.n_ct;
+    int bad_u = 0, bad_v = 0, bad_cb = 0;
+    for (size_t g = 0; g < ng; g++)
+        for (int j = 0; j < 2; j++) {
+            float q = t.svd_u[g * 2 + j] / t.svd_uscale[j];
+            bad_u += !(q == nearbyintf(q) && fabsf(q) <= 127);
+        }
+    for (int i = 0; i < 8 * 2; i++) bad_v += gq_f16_to_f32(gq_f32_to_f16(t.svd_v[i])) != t.svd_v[i];
+    for (size_t g = 0; g < ng; g++)
+        for (int c = 0; c < 8; c++) {
+            float s = t.svd_u[g * 2] * t.svd_v[c * 2];
+            s += t.svd_u[g * 2 + 1] * t.svd_v[c * 2 + 1];
+            bad_cb += t.cb[g * 8 + c] != s;
+        }
+    CHECKF(!bad_u && !bad_v && !bad_cb, "svd storage: %d U values off the int8 grid, %d V not fp16, %d codebooks != UVt",
+           bad_u, bad_v, bad_cb);
+    gq_vq_decode(&t, D);
+    CHECK(memcmp(D, Q, sizeof(float) * nw) == 0);
+    int64_t nvv = t.cols - t.n_out, bits = (int64_t)t.rows * nvv * 3 + 2 * ((int64_t)ng * 8 + 16 + 8 * 16) +
+                                          (int64_t)t.rows * t.n_nblk * 4 + (int64_t)ng * 32 + (int64_t)t.rows * t.n_out * 16 +
+                                          (int64_t)t.cols * ilog2i(t.cols);
+    CHECKF(gq_vq_tensor_bits(&t) == bits, "svd bits %lld, expected %lld", (long long)gq_vq_tensor_bits(&t),
+           (long long)bits);
+    gq_vq_tensor_free(&t);
+    // (b) full rank, f32, no refinement: sorting + SVD reproduce the pass
+    default_vq(&vp, &qp, 1);
+    vp.cb_format = GQ_CB_F32, vp.cb_svd_rank = 4;
+    CHECK_OK(run(&p, &qp, &vp, 4, 96, Q, NULL, &r));
+    CHECKF(fabs(r.objective - r.objective_pass) <= 1e-5 * r.objective_pass &&
+               fabs(r.objective_svd_trunc - r.objective_pass) <= 1e-5 * r.objective_pass,
+           "full-rank SVD: pass %.9g, truncation %.9g, final %.9g", r.objective_pass, r.objective_svd_trunc, r.objective);
+    // (c) rank 2 of 8, f32: the ALS objective never increases with more
+    // rounds; the last V refit equals a dense least-squares solve over V
+    // given U, and after many rounds U is (nearly) optimal given V too.
+    vp.cb_svd_rank = 2, vp.cb_update = GQ_CB_UPDATE_EXACT;
+    const int its[] = {0, 1, 4, 200};
+    double prev = INFINITY, trunc = 0;
+    int save = gq_vq_svd_als_iters;
+    for (int i = 0; i < 4; i++) {
+        gq_vq_svd_als_iters = its[i];
+        CHECK_OK(run(&p, &qp, &vp, 8, 96, Q, &t, &r));
+        trunc = r.objective_svd_trunc;
+        CHECKF(r.objective <= prev * (1 + 1e-7) && r.objective <= trunc * (1 + 1e-7),
+               "ALS %d rounds: %.9g (previous %.9g, truncation %.9g)", its[i], r.objective, prev, trunc);
+        prev = r.objective;
+        double lv = lstsq_factor(&p, &t, false);
+        CHECKF(fabs(lv - r.objective) <= 1e-5 * r.objective, "ALS %d: V refit %.9g vs dense lstsq over V %.9g", its[i],
+               r.objective, lv);
+        if (its[i] == 200) {
+            double lu = lstsq_factor(&p, &t, true);
+            CHECKF(lu <= r.objective * (1 + 1e-6) && r.objective - lu <= 1e-3 * r.objective,
+                   "ALS converged: %.9g vs dense lstsq over U given V %.9g", r.objective, lu);
+            fprintf(stderr, "  [6] codebook SVD rank 2 of 8: pass %.6g, truncation %.6g, ALS 200 %.6g (U lstsq %.6g)\n",
+                    r.objective_pass, trunc, r.objective, lu);
+        }
+        gq_vq_tensor_free(&t);
+    }
+    gq_vq_svd_als_iters = save;
+    // (d) bad options
+    default_vq(&vp, &qp, 2);
+    vp.cb_svd_rank = 2;
+    CHECK(run(&p, &qp, &vp, 4, 96, Q, NULL, &r) == GQ_ERR_ARG && strstr(gq_last_error(), "--cb-svd"));
+    default_vq(&vp, &qp, 1);
+    vp.cb_svd_rank = 2, vp.cb_update = GQ_CB_UPDATE_GD;
+    CHECK(run(&p, &qp, &vp, 4, 96, Q, NULL, &r) == GQ_ERR_ARG && strstr(gq_last_error(), "--cb-svd"));
+    free(Q), free(D);
+    free_problem(&p);
 }
 
 // [4] averages over several problems
@@ -359,6 +500,7 @@ int main(void) {
     test_codebook_update();
     test_quality();
     test_bad_input();
+    test_codebook_svd();
     fprintf(stderr, "%.2f s\n", gq_time_s() - t0);
     return test_done("test_gptvq");
 }

@@ -658,7 +658,7 @@ static void test_config(void) {
                {2.25, 2, 16, 1024}};
     for (size_t i = 0; i < sizeof tab / sizeof *tab; i++) {
         struct gq_vq_config c;
-        CHECK_OK(gq_vq_config_from_bpv(tab[i].bpv, tab[i].d, 0, 0, GQ_CB_INT8, 0, &c));
+        CHECK_OK(gq_vq_config_from_bpv(tab[i].bpv, tab[i].d, 0, 0, GQ_CB_INT8, 0, 0, &c));
         CHECKF(c.k == tab[i].k && c.l == tab[i].l && c.d == tab[i].d && (1 << c.log2k) == c.k,
                "%gbpv %dD: k %d l %lld (paper: k %d l %lld)", tab[i].bpv, tab[i].d, c.k, (long long)c.l, tab[i].k,
                (long long)tab[i].l);
@@ -666,10 +666,19 @@ static void test_config(void) {
         CHECKF(fabs(bpv - tab[i].bpv) < 1e-12, "%gbpv %dD: formula gives %.9g", tab[i].bpv, tab[i].d, bpv);
     }
     struct gq_vq_config c;
-    CHECK_OK(gq_vq_config_from_bpv(2.125, 2, 0, 0, GQ_CB_INT8, 64, &c)); // 4/64 of the 0.125 for the codes
+    CHECK_OK(gq_vq_config_from_bpv(2.125, 2, 0, 0, GQ_CB_INT8, 64, 0, &c)); // 4/64 of the 0.125 for the codes
     CHECKF(c.k == 16 && c.l == 4096, "norm 64: k %d l %lld", c.k, (long long)c.l);
-    CHECK_OK(gq_vq_config_from_bpv(2.125, 2, 64, 512, GQ_CB_FP16, 0, &c));
+    CHECK_OK(gq_vq_config_from_bpv(2.125, 2, 64, 512, GQ_CB_FP16, 0, 0, &c));
     CHECK(c.k == 64 && c.log2k == 6 && c.l == 512 && fabs(c.overhead_bpv - 64.0 * 2 * 16 / 512) < 1e-12);
+    // Codebook SVD rank 2 of k = 4 (paper App. H, "rank reducing by 50 %"): a
+    // group stores 2 int8 factor values, so equal overhead halves l.
+    CHECK_OK(gq_vq_config_from_bpv(2.125, 1, 0, 0, GQ_CB_INT8, 0, 2, &c));
+    CHECKF(c.k == 4 && c.l == 128 && fabs(c.index_bpv + c.overhead_bpv - 2.125) < 1e-12, "svd 2: k %d l %lld", c.k,
+           (long long)c.l);
+    CHECK_OK(gq_vq_config_from_bpv(3.125, 1, 0, 0, GQ_CB_INT8, 0, 8, &c)); // full rank: l as without SVD
+    CHECK(c.k == 8 && c.l == 512);
+    CHECK(gq_vq_config_from_bpv(2.125, 2, 0, 0, GQ_CB_INT8, 0, 2, &c) == GQ_ERR_ARG && strstr(gq_last_error(), "--cb-svd"));
+    CHECK(gq_vq_config_from_bpv(2.125, 1, 0, 0, GQ_CB_INT8, 0, 5, &c) == GQ_ERR_ARG && strstr(gq_last_error(), "--cb-svd"));
     struct {
         double bpv;
         int d, k, nb;
@@ -678,7 +687,7 @@ static void test_config(void) {
                {0, 2, 0, 0, "--bpv"},      {NAN, 2, 0, 0, "--bpv"},      {2.125, 2, 12, 0, "power of two"},
                {2.125, 2, 0, 3, "--norm"}, {2.125, 2, 0, -8, "--norm"},  {1e300, 2, 0, 0, "range"}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        enum gq_status s = gq_vq_config_from_bpv(bad[i].bpv, bad[i].d, bad[i].k, 0, GQ_CB_INT8, bad[i].nb, &c);
+        enum gq_status s = gq_vq_config_from_bpv(bad[i].bpv, bad[i].d, bad[i].k, 0, GQ_CB_INT8, bad[i].nb, 0, &c);
         CHECKF(s == GQ_ERR_ARG && strstr(gq_last_error(), bad[i].msg), "bad config %zu: %s: %s", i, gq_status_str(s),
                gq_last_error());
     }

@@ -425,7 +425,13 @@ static const char *QUANT_HELP =
     "  --norm-block N        blockwise normalisation: per N weights of a row, a 4-bit log2 scale\n"
     "                        (default 0 = off; paid from the overhead budget)\n"
     "  --residual 1|2        2 = a second codebook quantizes the residual (VPTQ); counted in bpv\n"
-    "  --outlier-frac F      fraction of columns (highest |W_c|^2 H_cc) kept in fp16 (default 0)\n";
+    "  --outlier-frac F      fraction of columns (highest |W_c|^2 H_cc) kept in fp16 (default 0)\n"
+    "  --cb-svd R            --vq-dim 1: codebook SVD (paper App. H). The sorted codebooks of a\n"
+    "                        matrix are stacked and factored to rank R <= k: a group stores R\n"
+    "                        values (in --cb-format, one scale per factor column) instead of k,\n"
+    "                        so --bpv gives l = R*b_c/overhead (R = k/2 halves l). The factors\n"
+    "                        are refined by alternating exact least squares (--cb-update exact;\n"
+    "                        none: truncation only). Default 0 = off.\n";
 
 static int cmd_quantize(int argc, char **argv) {
     const char *model = NULL, *out = NULL;
@@ -435,7 +441,7 @@ static int cmd_quantize(int argc, char **argv) {
          threads = 0;
     double damp = p.damp, sink_weight = p.sink_weight, bpv = p.vq.bpv, outlier_frac = 0;
     long vq_dim = p.vq.dim, vq_k = 0, em_iters = p.vq.em_iters, gd_iters = p.vq.gd_iters, norm_block = 0,
-         residual = 1;
+         residual = 1, cb_svd = 0;
     bool group_given = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -452,6 +458,7 @@ static int cmd_quantize(int argc, char **argv) {
         INT_OPT("--gd-iters", gd_iters, 0, 100000);
         INT_OPT("--norm-block", norm_block, 0, 4096);
         INT_OPT("--residual", residual, 1, 2);
+        INT_OPT("--cb-svd", cb_svd, 0, 65536);
         FLOAT_OPT("--bpv", bpv);
         FLOAT_OPT("--outlier-frac", outlier_frac);
         INT_OPT("--block-size", block, 1, 1 << 20);
@@ -564,6 +571,7 @@ static int cmd_quantize(int argc, char **argv) {
     p.vq.norm_block = (int)norm_block;
     p.vq.stages = (int)residual;
     p.vq.outlier_frac = outlier_frac;
+    p.vq.cb_svd_rank = (int)cb_svd;
     if (p.save_hessians && p.load_hessians) return die("quantize: --save-hessians and --load-hessians exclude each other"), 2;
     if (p.load_hessians && access(p.load_hessians, R_OK | X_OK) != 0)
         return die("%s: cannot read the Hessian folder: %s", p.load_hessians, strerror(errno));

@@ -31,6 +31,7 @@ enum gq_status gq_model_save_gguf(const struct gq_model *m, const char *path, co
         if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.em_iters", p->vq.em_iters);
         if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.norm_block", p->vq.norm_block);
         if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.stages", p->vq.stages);
+        if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.cb_svd_rank", p->vq.cb_svd_rank);
         if (s == GQ_OK) s = gq_gguf_writer_set_f32(w, "gptvq.outlier_frac", (float)p->vq.outlier_frac);
     } else {
         if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.wbits", p->wbits);

@@ -433,10 +433,11 @@ static enum gq_status vq_preflight(const struct gq_model *m, const struct gq_arc
     if (p->progress) {
         double ob = cfg->overhead_bpv;
         fprintf(stderr,
-                "quantize: gptvq %dD, k = %d (%d index bits, %.4f bpv), group l = %lld weights, codebooks %s: "
+                "quantize: gptvq %dD, k = %d (%d index bits, %.4f bpv), group l = %lld weights, codebooks %s%s: "
                 "overhead %.4f bpv (paper formula; + codebook scales%s) -> %.4f bpv target\n",
                 cfg->d, cfg->k, cfg->log2k, cfg->index_bpv, (long long)cfg->l,
-                p->vq.cb_format == GQ_CB_INT8 ? "int8" : p->vq.cb_format == GQ_CB_FP16 ? "fp16" : "f32", ob,
+                p->vq.cb_format == GQ_CB_INT8 ? "int8" : p->vq.cb_format == GQ_CB_FP16 ? "fp16" : "f32",
+                p->vq.cb_svd_rank ? " as SVD factors (R values per group + fp16 V per matrix)" : "", ob,
                 p->vq.norm_block ? ", tile log-scale parameters" : "", cfg->index_bpv + ob);
         fprintf(stderr, "quantize: gptvq working memory about %.0f MiB for the largest linear (plus its Hessian)\n",
                 peak / 1048576.0);
@@ -453,7 +454,7 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
         return gq_fail(GQ_ERR_ARG, "--wbits must be in [2, 8] (got %d)", p->wbits);
     struct gq_vq_config cfg = {0};
     if (p->method == GQ_METHOD_GPTVQ) {
-        GQ_TRY(gq_vq_config_from_bpv(p->vq.bpv, p->vq.dim, p->vq.k, p->vq.group, p->vq.cb_format, p->vq.norm_block, &cfg));
+        GQ_TRY(gq_vq_config_from_bpv(p->vq.bpv, p->vq.dim, p->vq.k, p->vq.group, p->vq.cb_format, p->vq.norm_block, p->vq.cb_svd_rank, &cfg));
         if (p->vq.stages == 2) GQ_TRY(residual_config(p, &cfg));
         GQ_TRY(vq_preflight(m, A, p, &cfg));
     }
@@ -618,6 +619,7 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
         cJSON_AddBoolToObject(o, "full_subhessian", v->full_subhessian);
         cJSON_AddNumberToObject(o, "norm_block", v->norm_block);
         cJSON_AddNumberToObject(o, "stages", v->stages);
+        cJSON_AddNumberToObject(o, "cb_svd_rank", v->cb_svd_rank);
         cJSON_AddNumberToObject(o, "outlier_frac", v->outlier_frac);
     } else {
         cJSON_AddNumberToObject(o, "wbits", p->wbits);

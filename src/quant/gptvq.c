@@ -58,7 +58,7 @@ int gq_vq_dense_max = 3072;
 void gq_vq_tensor_free(struct gq_vq_tensor *t) {
     if (!t) return;
     free(t->perm), free(t->ct_start), free(t->rt_start), free(t->cb), free(t->cb_scale), free(t->idx);
-    free(t->sint), free(t->norm), free(t->outl);
+    free(t->sint), free(t->norm), free(t->outl), free(t->svd_u), free(t->svd_uscale), free(t->svd_v);
     memset(t, 0, sizeof *t);
 }
 
@@ -71,14 +71,33 @@ static int ilog2(int k) {
 int64_t gq_vq_tensor_bits(const struct gq_vq_tensor *t) {
     int64_t nv = (t->cols - t->n_out) / t->d, groups = (int64_t)t->n_rt * t->n_ct;
     int64_t bits = (int64_t)t->stages * t->rows * nv * ilog2(t->k);
-    bits += (int64_t)t->stages * groups *
-            ((int64_t)t->k * t->d * gq_cb_bits(t->cb_format) + gq_cb_scale_bits(t->cb_format));
+    if (t->svd_rank) // U in cb_format with a scale per column, V in fp16 (f32)
+        bits += (int64_t)t->svd_rank * (groups * gq_cb_bits(t->cb_format) + gq_cb_scale_bits(t->cb_format) +
+                                        (int64_t)t->k * (t->cb_format == GQ_CB_F32 ? 32 : 16));
+    else
+        bits += (int64_t)t->stages * groups *
+                ((int64_t)t->k * t->d * gq_cb_bits(t->cb_format) + gq_cb_scale_bits(t->cb_format));
     if (t->norm_block) bits += (int64_t)t->rows * t->n_nblk * 4 + groups * 32;
     bits += (int64_t)t->rows * t->n_out * 16;
     bool ident = true;
     for (int i = 0; i < t->cols; i++) ident &= t->perm[i] == i;
     if (!ident) bits += (int64_t)t->cols * ilog2(t->cols);
     return bits;
+}
+
+void gq_vq_svd_codebooks(struct gq_vq_tensor *t) {
+    const int r = t->svd_rank, k = t->k;
+    const size_t ng = (size_t)t->n_rt * t->n_ct;
+    for (size_t g = 0; g < ng; g++) {
+        const float *u = t->svd_u + g * r;
+        for (int c = 0; c < k; c++) {
+            const float *v = t->svd_v + (size_t)c * r;
+            float s = 0;
+            for (int j = 0; j < r; j++) s += u[j] * v[j];
+            t->cb[g * k + c] = s;
+        }
+        t->cb_scale[g] = 1;
+    }
 }
 
 // Row tile of each row and column tile / normalisation-block offset of each
@@ -297,7 +316,8 @@ static enum gq_status init_group(struct gq_vq_tensor *t, const struct tile_maps 
         if (st != GQ_OK) break;
         *em_iters += es.iters, *reseeded += es.n_reseeded;
         size_t gi = ((size_t)stage * t->n_rt + rt) * t->n_ct + ct;
-        gq_cb_round(C, k * d, t->cb_format, NULL, NULL, &t->cb_scale[gi]);
+        // codebook SVD: the pass keeps exact codebooks; svd_compress stores them
+        gq_cb_round(C, k * d, t->svd_rank ? GQ_CB_F32 : t->cb_format, NULL, NULL, &t->cb_scale[gi]);
         float *cb = t->cb + gi * k * d;
         for (int i = 0; i < k * d; i++) cb[i] = (float)C[i];
         if (stage + 1 < t->stages) // the next stage fits the residual of this one
@@ -440,122 +460,375 @@ static void scatter_theta(const struct gq_vq_tensor *t, const struct tile_maps *
         }
 }
 
-// Exact solve per row tile. theta in/out (current codebooks as double).
-static enum gq_status update_exact(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *Hp,
-                                   const double *HY, double *theta) {
-    const int n = t->cols, d = t->d, nv = (n - t->n_out) / d, S = t->stages;
-    const size_t per_g = (size_t)t->k * d;            // entries of one codebook
-    const size_t m = (size_t)S * t->n_ct * per_g;      // unknowns of one row tile
-    int nt = 1;
+// The normal equations of one row tile: with the assignments fixed the
+// objective restricted to row tile rt is θᵀGθ − 2bᵀθ + const over its
+// m = stages·n_ct·k·d codebook entries θ, local order (stage, ct, centroid,
+// coordinate); G = Σ_r A_rᵀ H A_r, b = Σ_r A_rᵀ (H y_r).
+struct tile_sys {
+    size_t m;
+    int nt;
+    double *G;    // (nt + 1, m, m): [0] the system, then per-thread partial sums
+    double *bv;   // (m)
+    size_t *loc;  // per thread (n, stages): local entry of each position
+    double *sig;  // per thread (n): normalisation scale of each position
+    double *tbuf; // per thread (m, n)
+};
+
+static void tile_sys_free(struct tile_sys *s) {
+    free(s->G), free(s->bv), free(s->loc), free(s->sig), free(s->tbuf);
+    memset(s, 0, sizeof *s);
+}
+
+static enum gq_status tile_sys_init(const struct gq_vq_tensor *t, struct tile_sys *s) {
+    const int n = t->cols, S = t->stages;
+    memset(s, 0, sizeof *s);
+    s->m = (size_t)S * t->n_ct * t->k * t->d;
+    s->nt = 1;
 #ifdef _OPENMP
-    nt = omp_get_max_threads();
+    s->nt = omp_get_max_threads();
 #endif
+    const size_t m = s->m, nt = (size_t)s->nt;
     size_t mm;
-    if (!gq_mul_ok(m, m, &mm) || !gq_mul_ok(mm, (size_t)(nt + 1) * sizeof(double), &mm))
+    if (!gq_mul_ok(m, m, &mm) || !gq_mul_ok(mm, (nt + 1) * sizeof(double), &mm))
         return gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update system of %zu unknowns too large", m);
-    double *G = malloc(sizeof(double) * m * m * (size_t)(nt + 1)), *bv = malloc(sizeof(double) * m);
-    size_t *loc = malloc(sizeof(size_t) * (size_t)nt * n * S);
-    double *sig = malloc(sizeof(double) * (size_t)nt * n), *tbuf = malloc(sizeof(double) * (size_t)nt * m * n);
-    if (!G || !bv || !loc || !sig || !tbuf) {
-        free(G), free(bv), free(loc), free(sig), free(tbuf);
+    s->G = malloc(sizeof(double) * m * m * (nt + 1)), s->bv = malloc(sizeof(double) * m);
+    s->loc = malloc(sizeof(size_t) * nt * n * S);
+    s->sig = malloc(sizeof(double) * nt * n), s->tbuf = malloc(sizeof(double) * nt * m * n);
+    if (!s->G || !s->bv || !s->loc || !s->sig || !s->tbuf) {
+        tile_sys_free(s);
         return gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update system of %zu unknowns (%.1f MiB)", m,
                        (double)m * m * (nt + 1) * 8 / 1048576.0);
     }
-    enum gq_status st = GQ_OK;
-    // local index of an entry inside its row tile's θ block: (stage, ct, idx, j)
-    for (int rt = 0; rt < t->n_rt && st == GQ_OK; rt++) {
-        const int r0 = t->rt_start[rt], r1 = t->rt_start[rt + 1];
-        memset(G, 0, sizeof(double) * m * m * (size_t)(nt + 1));
-        memset(bv, 0, sizeof(double) * m);
-#pragma omp parallel for schedule(dynamic, 1)
-        for (int r = r0; r < r1; r++) {
-            int tid = 0;
+    return GQ_OK;
+}
+
+static void tile_sys_build(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *Hp,
+                           const double *HY, int rt, struct tile_sys *s) {
+    const int n = t->cols, d = t->d, nv = (n - t->n_out) / d, S = t->stages, nt = s->nt;
+    const size_t per_g = (size_t)t->k * d, m = s->m;
+    const int r0 = t->rt_start[rt], r1 = t->rt_start[rt + 1];
+    double *G = s->G, *bv = s->bv;
+    memset(G, 0, sizeof(double) * m * m * (size_t)(nt + 1));
+    memset(bv, 0, sizeof(double) * m);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
+    for (int r = r0; r < r1; r++) {
+        int tid = 0;
 #ifdef _OPENMP
-            tid = omp_get_thread_num();
+        tid = omp_get_thread_num();
 #endif
-            double *Gt = G + (size_t)(tid + 1) * m * m, *sg = sig + (size_t)tid * n;
-            size_t *lc = loc + (size_t)tid * n * S;
-            for (int v = 0; v < nv; v++) {
-                double s = vec_scale(t, mp, r, v);
-                for (int j = 0; j < d; j++) {
-                    int p = v * d + j;
-                    sg[p] = s;
-                    for (int stg = 0; stg < S; stg++) {
-                        size_t gi = theta_index(t, mp, stg, r, v, j);
-                        size_t base = (((size_t)stg * t->n_rt + rt) * t->n_ct) * per_g;
-                        lc[(size_t)p * S + stg] = (size_t)stg * t->n_ct * per_g + (gi - base);
-                    }
+        double *Gt = G + (size_t)(tid + 1) * m * m, *sg = s->sig + (size_t)tid * n;
+        size_t *lc = s->loc + (size_t)tid * n * S;
+        for (int v = 0; v < nv; v++) {
+            double sc = vec_scale(t, mp, r, v);
+            for (int j = 0; j < d; j++) {
+                int p = v * d + j;
+                sg[p] = sc;
+                for (int stg = 0; stg < S; stg++) {
+                    size_t gi = theta_index(t, mp, stg, r, v, j);
+                    size_t base = (((size_t)stg * t->n_rt + rt) * t->n_ct) * per_g;
+                    lc[(size_t)p * S + stg] = (size_t)stg * t->n_ct * per_g + (gi - base);
                 }
             }
-            // G_r = A_rᵀ H A_r in two dense passes: Tt = A_rᵀ H (m × nvp: row
-            // a gathers σ_q H[q, :] over the positions q selecting a;
-            // contiguous axpys), then G_r[a_p, :] += σ_p Tt[:, p].
-            const int nvp = nv * d;
-            double *Tt = tbuf + (size_t)tid * m * nvp;
-            memset(Tt, 0, sizeof(double) * m * nvp);
-            for (int q = 0; q < nvp; q++) {
-                const double *hq = Hp + (size_t)(t->n_out + q) * n + t->n_out, c = sg[q];
-                for (int sb = 0; sb < S; sb++) {
-                    double *restrict dst = Tt + lc[(size_t)q * S + sb] * nvp;
+        }
+        // G_r = A_rᵀ H A_r in two dense passes: Tt = A_rᵀ H (m × nvp: row
+        // a gathers σ_q H[q, :] over the positions q selecting a;
+        // contiguous axpys), then G_r[a_p, :] += σ_p Tt[:, p].
+        const int nvp = nv * d;
+        double *Tt = s->tbuf + (size_t)tid * m * nvp;
+        memset(Tt, 0, sizeof(double) * m * nvp);
+        for (int q = 0; q < nvp; q++) {
+            const double *hq = Hp + (size_t)(t->n_out + q) * n + t->n_out, c = sg[q];
+            for (int sb = 0; sb < S; sb++) {
+                double *restrict dst = Tt + lc[(size_t)q * S + sb] * nvp;
 #pragma omp simd
-                    for (int x = 0; x < nvp; x++) dst[x] += c * hq[x];
-                }
+                for (int x = 0; x < nvp; x++) dst[x] += c * hq[x];
             }
-            for (int p = 0; p < nvp; p++)
-                for (int sa = 0; sa < S; sa++) {
-                    double *restrict Ga = Gt + lc[(size_t)p * S + sa] * m;
-                    const double sp = sg[p];
-                    for (size_t b = 0; b < m; b++) Ga[b] += sp * Tt[b * nvp + p];
-                }
         }
-        for (int tid = 0; tid < nt; tid++) {
-            const double *Gt = G + (size_t)(tid + 1) * m * m;
-            for (size_t i = 0; i < m * m; i++) G[i] += Gt[i];
-        }
-        for (int r = r0; r < r1; r++) // b = Σ_r A_rᵀ (H y_r)
-            for (int v = 0; v < nv; v++) {
-                double s = vec_scale(t, mp, r, v);
-                for (int j = 0; j < d; j++)
-                    for (int stg = 0; stg < S; stg++) {
-                        size_t gi = theta_index(t, mp, stg, r, v, j);
-                        size_t base = (((size_t)stg * t->n_rt + rt) * t->n_ct) * per_g;
-                        bv[(size_t)stg * t->n_ct * per_g + (gi - base)] += s * HY[(size_t)r * n + t->n_out + v * d + j];
-                    }
+        for (int p = 0; p < nvp; p++)
+            for (int sa = 0; sa < S; sa++) {
+                double *restrict Ga = Gt + lc[(size_t)p * S + sa] * m;
+                const double sp = sg[p];
+                for (size_t b = 0; b < m; b++) Ga[b] += sp * Tt[b * nvp + p];
             }
-        // Entries no weight selects keep their value (zero row and column).
-        double dmax = 0;
-        for (size_t a = 0; a < m; a++) dmax = fmax(dmax, G[a * m + a]);
-        const double eps = GQ_VQ_RIDGE * dmax;
-        double *cur = malloc(sizeof(double) * m);
-        if (!cur) {
-            st = gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update");
-            break;
-        }
-        for (int stg = 0; stg < S; stg++)
-            for (size_t e = 0; e < (size_t)t->n_ct * per_g; e++)
-                cur[(size_t)stg * t->n_ct * per_g + e] =
-                    theta[(((size_t)stg * t->n_rt + rt) * t->n_ct) * per_g + e];
-        for (size_t a = 0; a < m; a++)
-            if (!(G[a * m + a] > 1e-14 * dmax)) {
-                for (size_t b = 0; b < m; b++) G[a * m + b] = G[b * m + a] = 0;
-                G[a * m + a] = 1, bv[a] = cur[a];
-            } else { // min f(θ) + ε‖θ − θ0‖²: see GQ_VQ_RIDGE
-                G[a * m + a] += eps, bv[a] += eps * cur[a];
-            }
-        int info = LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', (lapack_int)m, 1, G, (lapack_int)m, bv, 1);
-        if (info == 0) {
-            for (size_t a = 0; a < m; a++)
-                if (!isfinite(bv[a])) info = -1;
-        }
-        if (info == 0)
-            for (int stg = 0; stg < S; stg++)
-                for (size_t e = 0; e < (size_t)t->n_ct * per_g; e++)
-                    theta[(((size_t)stg * t->n_rt + rt) * t->n_ct) * per_g + e] = bv[(size_t)stg * t->n_ct * per_g + e];
-        // info != 0: this row tile keeps its codebooks (semi-definite G from
-        // entries that always co-occur); the objective check downstream holds.
-        free(cur);
     }
-    free(G), free(bv), free(loc), free(sig), free(tbuf);
+    for (int tid = 0; tid < nt; tid++) {
+        const double *Gt = G + (size_t)(tid + 1) * m * m;
+        for (size_t i = 0; i < m * m; i++) G[i] += Gt[i];
+    }
+    for (int r = r0; r < r1; r++) // b = Σ_r A_rᵀ (H y_r)
+        for (int v = 0; v < nv; v++) {
+            double sc = vec_scale(t, mp, r, v);
+            for (int j = 0; j < d; j++)
+                for (int stg = 0; stg < S; stg++) {
+                    size_t gi = theta_index(t, mp, stg, r, v, j);
+                    size_t base = (((size_t)stg * t->n_rt + rt) * t->n_ct) * per_g;
+                    bv[(size_t)stg * t->n_ct * per_g + (gi - base)] += sc * HY[(size_t)r * n + t->n_out + v * d + j];
+                }
+        }
+}
+
+// min xᵀGx − 2bᵀx + ε‖x − x0‖² (ε = GQ_VQ_RIDGE · max diag G); unknowns no
+// weight touches (zero diagonal) keep x0. x (m) gets the solution; G and b are
+// destroyed. false (x untouched) when the Cholesky factorisation fails.
+static bool ridge_solve(double *G, double *b, const double *x0, size_t m, double *x) {
+    double dmax = 0;
+    for (size_t a = 0; a < m; a++) dmax = fmax(dmax, G[a * m + a]);
+    const double eps = GQ_VQ_RIDGE * dmax;
+    for (size_t a = 0; a < m; a++)
+        if (!(G[a * m + a] > 1e-14 * dmax)) {
+            for (size_t c = 0; c < m; c++) G[a * m + c] = G[c * m + a] = 0;
+            G[a * m + a] = 1, b[a] = x0[a];
+        } else {
+            G[a * m + a] += eps, b[a] += eps * x0[a];
+        }
+    if (LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', (lapack_int)m, 1, G, (lapack_int)m, b, 1) != 0) return false;
+    for (size_t a = 0; a < m; a++)
+        if (!isfinite(b[a])) return false;
+    memcpy(x, b, sizeof(double) * m);
+    return true;
+}
+
+// Exact solve per row tile. theta in/out (current codebooks as double).
+static enum gq_status update_exact(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *Hp,
+                                   const double *HY, double *theta) {
+    const int S = t->stages;
+    const size_t per_g = (size_t)t->k * t->d, tile = (size_t)t->n_ct * per_g;
+    struct tile_sys sys;
+    GQ_TRY(tile_sys_init(t, &sys));
+    const size_t m = sys.m;
+    double *cur = malloc(sizeof(double) * m), *x = malloc(sizeof(double) * m);
+    if (!cur || !x) {
+        free(cur), free(x), tile_sys_free(&sys);
+        return gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update");
+    }
+    for (int rt = 0; rt < t->n_rt; rt++) {
+        tile_sys_build(t, mp, Hp, HY, rt, &sys);
+        for (int stg = 0; stg < S; stg++)
+            memcpy(cur + stg * tile, theta + ((size_t)stg * t->n_rt + rt) * tile, sizeof(double) * tile);
+        // failure: this row tile keeps its codebooks (semi-definite G from
+        // entries that always co-occur); the objective check downstream holds.
+        if (ridge_solve(sys.G, sys.bv, cur, m, x))
+            for (int stg = 0; stg < S; stg++)
+                memcpy(theta + ((size_t)stg * t->n_rt + rt) * tile, x + stg * tile, sizeof(double) * tile);
+    }
+    free(cur), free(x), tile_sys_free(&sys);
+    return GQ_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Codebook SVD (paper App. H; d = 1, one stage). The pass leaves exact
+// (unrounded) codebooks. Each codebook is sorted ascending (indices remapped),
+// the (groups, k) stack C is factored by SVD and truncated to rank r:
+// U = (UΣ)_r, V = V_r, C ≈ U Vᵀ. The paper then runs gradient descent on
+// the factors; with the assignments fixed the objective is quadratic in U
+// for fixed V and in V for fixed U, so we alternate EXACT least-squares
+// solves instead (each one can only lower the objective): the U step is
+// independent per row tile (n_ct·r unknowns from the tile's normal equations
+// G, b of the full codebooks, projected through V), the V step (k·r unknowns)
+// sums the projected systems of all row tiles. Then U is rounded per column
+// (cb_format), V is refitted once to the rounded U, and rounded to fp16.
+
+int gq_vq_svd_als_iters = 8;
+
+// Full-codebook systems of all row tiles are cached when they fit in this
+// many bytes, else rebuilt in every ALS round.
+#define GQ_VQ_SVD_CACHE_BYTES ((size_t)512 << 20)
+
+struct svd_als {
+    const struct gq_vq_tensor *t;
+    const struct tile_maps *mp;
+    const double *Hp, *HY;
+    struct tile_sys sys;
+    double *cache;     // (n_rt, m² + m) or NULL
+    bool *cached;
+    double *Gr, *br, *x0, *x, *GV; // scratch
+    double *Gv, *bvv;  // (kr, kr), (kr): the V step's system
+};
+
+// G, b of row tile rt (from the cache when there is one).
+static void als_system(struct svd_als *a, int rt, const double **G, const double **b) {
+    const size_t m = a->sys.m;
+    if (a->cache && a->cached[rt]) {
+        *G = a->cache + (size_t)rt * (m * m + m), *b = *G + m * m;
+        return;
+    }
+    tile_sys_build(a->t, a->mp, a->Hp, a->HY, rt, &a->sys);
+    *G = a->sys.G, *b = a->sys.bv;
+    if (a->cache) {
+        double *c = a->cache + (size_t)rt * (m * m + m);
+        memcpy(c, a->sys.G, sizeof(double) * m * m), memcpy(c + m * m, a->sys.bv, sizeof(double) * m);
+        a->cached[rt] = true;
+    }
+}
+
+// One ALS round: the U step of every row tile (skipped when update_u is
+// false), each followed by its contribution to the V step; then the V step.
+static void als_round(struct svd_als *a, double *u, double *v, bool update_u) {
+    const struct gq_vq_tensor *t = a->t;
+    const int k = t->k, r = t->svd_rank, nct = t->n_ct;
+    const size_t m = a->sys.m, nr = (size_t)nct * r, kr = (size_t)k * r;
+    memset(a->Gv, 0, sizeof(double) * kr * kr), memset(a->bvv, 0, sizeof(double) * kr);
+    for (int rt = 0; rt < t->n_rt; rt++) {
+        const double *G, *b;
+        als_system(a, rt, &G, &b);
+        double *ut = u + (size_t)rt * nct * r;
+        if (update_u) {
+            // θ[(ct, c)] = Σ_j v[c, j] u[ct, j]: Gr = Kᵀ G K, br = Kᵀ b
+            for (size_t e = 0; e < m; e++) // GV = G K (m, nr)
+                for (int bc = 0; bc < nct; bc++)
+                    for (int j = 0; j < r; j++) {
+                        double s2 = 0;
+                        for (int c = 0; c < k; c++) s2 += G[e * m + (size_t)bc * k + c] * v[(size_t)c * r + j];
+                        a->GV[e * nr + (size_t)bc * r + j] = s2;
+                    }
+            for (int ac = 0; ac < nct; ac++)
+                for (int j = 0; j < r; j++) {
+                    double *row = a->Gr + ((size_t)ac * r + j) * nr, bs = 0;
+                    for (size_t f = 0; f < nr; f++) {
+                        double s2 = 0;
+                        for (int c = 0; c < k; c++) s2 += v[(size_t)c * r + j] * a->GV[((size_t)ac * k + c) * nr + f];
+                        row[f] = s2;
+                    }
+                    for (int c = 0; c < k; c++) bs += v[(size_t)c * r + j] * b[(size_t)ac * k + c];
+                    a->br[(size_t)ac * r + j] = bs;
+                }
+            memcpy(a->x0, ut, sizeof(double) * nr);
+            if (ridge_solve(a->Gr, a->br, a->x0, nr, a->x)) memcpy(ut, a->x, sizeof(double) * nr);
+        }
+        // V step: θ[(ct, c)] = Σ_j u[ct, j] v[c, j]
+        for (size_t e = 0; e < m; e++) // GV = G J (m, kr): J[(bc, c'), (c', j')] = u[bc, j']
+            for (int c2 = 0; c2 < k; c2++)
+                for (int j2 = 0; j2 < r; j2++) {
+                    double s2 = 0;
+                    for (int bc = 0; bc < nct; bc++) s2 += G[e * m + (size_t)bc * k + c2] * ut[(size_t)bc * r + j2];
+                    a->GV[e * kr + (size_t)c2 * r + j2] = s2;
+                }
+        for (int c = 0; c < k; c++)
+            for (int j = 0; j < r; j++) {
+                double *row = a->Gv + ((size_t)c * r + j) * kr, bs = 0;
+                for (size_t f = 0; f < kr; f++) {
+                    double s2 = 0;
+                    for (int ac = 0; ac < nct; ac++) s2 += ut[(size_t)ac * r + j] * a->GV[((size_t)ac * k + c) * kr + f];
+                    row[f] += s2;
+                }
+                for (int ac = 0; ac < nct; ac++) bs += ut[(size_t)ac * r + j] * b[(size_t)ac * k + c];
+                a->bvv[(size_t)c * r + j] += bs;
+            }
+    }
+    memcpy(a->x0, v, sizeof(double) * kr);
+    if (ridge_solve(a->Gv, a->bvv, a->x0, kr, a->x)) memcpy(v, a->x, sizeof(double) * kr);
+}
+
+static void als_free(struct svd_als *a) {
+    tile_sys_free(&a->sys);
+    free(a->cache), free(a->cached), free(a->Gr), free(a->br), free(a->x0), free(a->x), free(a->GV), free(a->Gv),
+        free(a->bvv);
+}
+
+// Stores u, v (double) in the tensor's factor arrays and products; rounded
+// per the format when `round` (U per column, V to fp16 / f32).
+static void svd_store(struct gq_vq_tensor *t, double *u, double *v, bool round) {
+    const int k = t->k, r = t->svd_rank;
+    const size_t ng = (size_t)t->n_rt * t->n_ct;
+    for (int j = 0; j < r; j++) t->svd_uscale[j] = 1;
+    if (round) {
+        double *col = malloc(sizeof(double) * (ng > (size_t)k ? ng : (size_t)k));
+        for (int j = 0; j < r && col; j++) {
+            for (size_t g = 0; g < ng; g++) col[g] = u[g * r + j];
+            gq_cb_round(col, (int)ng, t->cb_format, NULL, NULL, &t->svd_uscale[j]);
+            for (size_t g = 0; g < ng; g++) u[g * r + j] = col[g];
+        }
+        free(col);
+        gq_cb_round(v, k * r, t->cb_format == GQ_CB_F32 ? GQ_CB_F32 : GQ_CB_FP16, NULL, NULL, NULL);
+    }
+    for (size_t i = 0; i < ng * r; i++) t->svd_u[i] = (float)u[i];
+    for (size_t i = 0; i < (size_t)k * r; i++) t->svd_v[i] = (float)v[i];
+    gq_vq_svd_codebooks(t);
+}
+
+// Y, Hp: the objective's data; Q, tmp, tmp2: scratch for the truncation's
+// objective (res->objective_svd_trunc).
+static enum gq_status svd_compress(struct gq_vq_tensor *t, const struct tile_maps *mp, const double *Hp,
+                                   const double *HY, bool als, const double *Y, float *Q, double *tmp, double *tmp2,
+                                   struct gq_vq_result *res) {
+    const int k = t->k, r = t->svd_rank, nv = t->cols - t->n_out;
+    const size_t ng = (size_t)t->n_rt * t->n_ct, mn = ng < (size_t)k ? ng : (size_t)k;
+    enum gq_status st = GQ_OK;
+    t->svd_u = malloc(sizeof(float) * ng * r), t->svd_uscale = malloc(sizeof(float) * r);
+    t->svd_v = malloc(sizeof(float) * k * r);
+    double *C = malloc(sizeof(double) * ng * k), *S = malloc(sizeof(double) * mn);
+    double *Us = malloc(sizeof(double) * ng * mn), *VT = malloc(sizeof(double) * mn * k);
+    double *sup = malloc(sizeof(double) * (mn + 1)), *u = calloc(ng * r, sizeof(double));
+    double *v = calloc((size_t)k * r, sizeof(double));
+    int32_t *inv = malloc(sizeof(int32_t) * ng * k), *ord = malloc(sizeof(int32_t) * k);
+    struct svd_als a = {0};
+    if (!t->svd_u || !t->svd_uscale || !t->svd_v || !C || !S || !Us || !VT || !sup || !u || !v || !inv || !ord) {
+        st = gq_fail(GQ_ERR_NOMEM, "gptvq: codebook SVD of %zu codebooks", ng);
+        goto out;
+    }
+    // 1. sort every codebook ascending (stable), remap the indices
+    for (size_t g = 0; g < ng; g++) {
+        const float *cb = t->cb + g * k;
+        for (int i = 0; i < k; i++) {
+            int j = i;
+            while (j > 0 && cb[ord[j - 1]] > cb[i]) ord[j] = ord[j - 1], j--;
+            ord[j] = i;
+        }
+        for (int i = 0; i < k; i++) C[g * k + i] = cb[ord[i]], inv[g * k + ord[i]] = i;
+    }
+    for (int row = 0; row < t->rows; row++)
+        for (int vi = 0; vi < nv; vi++) {
+            size_t g = (size_t)mp->row_rt[row] * t->n_ct + mp->vec_ct[vi];
+            uint16_t *ix = &t->idx[(size_t)row * nv + vi];
+            *ix = (uint16_t)inv[g * k + *ix];
+        }
+    // 2. SVD, rank-r truncation
+    if (LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'S', 'S', (lapack_int)ng, k, C, k, S, Us, (lapack_int)mn, VT, k, sup) != 0) {
+        st = gq_fail(GQ_ERR_NUMERIC, "gptvq: codebook SVD did not converge");
+        goto out;
+    }
+    for (int j = 0; j < r && (size_t)j < mn; j++) {
+        for (size_t g = 0; g < ng; g++) u[g * r + j] = Us[g * mn + j] * S[j];
+        for (int c = 0; c < k; c++) v[(size_t)c * r + j] = VT[(size_t)j * k + c];
+    }
+    svd_store(t, u, v, false);
+    decode_positions(t, mp, Q);
+    res->objective_svd_trunc = objective_pos(Y, Q, Hp, t->rows, t->cols, tmp, tmp2);
+    // 3. alternating exact solves
+    const size_t m = (size_t)t->n_ct * k, nr = (size_t)t->n_ct * r, kr = (size_t)k * r;
+    if (als && m <= (size_t)gq_vq_dense_max) {
+        a.t = t, a.mp = mp, a.Hp = Hp, a.HY = HY;
+        if ((st = tile_sys_init(t, &a.sys)) != GQ_OK) goto out;
+        a.Gr = malloc(sizeof(double) * nr * nr), a.br = malloc(sizeof(double) * nr);
+        a.x0 = malloc(sizeof(double) * (nr > kr ? nr : kr)), a.x = malloc(sizeof(double) * (nr > kr ? nr : kr));
+        a.GV = malloc(sizeof(double) * m * (nr > kr ? nr : kr)), a.Gv = malloc(sizeof(double) * kr * kr);
+        a.bvv = malloc(sizeof(double) * kr);
+        if (!a.Gr || !a.br || !a.x0 || !a.x || !a.GV || !a.Gv || !a.bvv) {
+            st = gq_fail(GQ_ERR_NOMEM, "gptvq: codebook SVD least squares");
+            goto out;
+        }
+        if ((double)t->n_rt * (m * m + m) * sizeof(double) <= (double)GQ_VQ_SVD_CACHE_BYTES) {
+            a.cache = malloc(sizeof(double) * t->n_rt * (m * m + m)), a.cached = calloc(t->n_rt, sizeof(bool));
+            if (!a.cache || !a.cached) free(a.cache), free(a.cached), a.cache = NULL, a.cached = NULL;
+        }
+        for (int it = 0; it < gq_vq_svd_als_iters; it++) als_round(&a, u, v, true);
+        res->update_iters = gq_vq_svd_als_iters;
+        // rank components scaled so that V's columns have unit norm (fp16 V)
+        for (int j = 0; j < r; j++) {
+            double nrm = 0;
+            for (int c = 0; c < k; c++) nrm += v[(size_t)c * r + j] * v[(size_t)c * r + j];
+            nrm = sqrt(nrm);
+            if (!(nrm > 0)) continue;
+            for (int c = 0; c < k; c++) v[(size_t)c * r + j] /= nrm;
+            for (size_t g = 0; g < ng; g++) u[g * r + j] *= nrm;
+        }
+        svd_store(t, u, v, true); // rounds u (and v)
+        als_round(&a, u, v, false); // V refitted to the rounded U
+    }
+    svd_store(t, u, v, true);
+out:
+    als_free(&a);
+    free(C), free(S), free(Us), free(VT), free(sup), free(u), free(v), free(inv), free(ord);
     return st;
 }
 
@@ -755,6 +1028,9 @@ static enum gq_status check_args(int rows, int cols, const struct gq_gptvq_param
     if (!(vp->outlier_frac >= 0 && vp->outlier_frac < 1))
         return gq_fail(GQ_ERR_ARG, "--outlier-frac must be in [0, 1) (got %g)", vp->outlier_frac);
     if (vp->em_iters < 0) return gq_fail(GQ_ERR_ARG, "--em-iters must be >= 0 (got %d)", vp->em_iters);
+    if (vp->cb_svd_rank && (d != 1 || vp->stages != 1 || vp->cb_update == GQ_CB_UPDATE_GD || vp->cb_svd_rank > cfg->k))
+        return gq_fail(GQ_ERR_ARG, "--cb-svd %d needs --vq-dim 1, one stage, --cb-update exact|none and a rank <= k = %d",
+                       vp->cb_svd_rank, cfg->k);
     if (vp->feedback_diag && vp->full_subhessian)
         return gq_fail(GQ_ERR_ARG, "--full-subhessian needs the exact d x d feedback (not --feedback diag)");
     return GQ_OK;
@@ -816,7 +1092,7 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
     struct gq_hinv hv = {0};
     enum gq_status st = GQ_OK;
     T.rows = rows, T.cols = n, T.d = d, T.k = k, T.stages = vp->stages, T.n_out = n_out;
-    T.cb_format = vp->cb_format, T.norm_block = vp->norm_block;
+    T.cb_format = vp->cb_format, T.norm_block = vp->norm_block, T.svd_rank = vp->cb_svd_rank;
     T.perm = malloc(sizeof(int32_t) * n);
     if (!T.perm) return gq_fail(GQ_ERR_NOMEM, "gptvq: permutation");
     if ((st = column_order(W, rows, n, H, n_out, qp->act_order, T.perm)) != GQ_OK) goto done;
@@ -956,7 +1232,25 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
         res->objective_pass = objective_pos(Y, Q0, Hp, rows, n, tmp, tmp2);
         res->ref = quad_form(Y, Hp, rows, n, tmp2);
         res->objective = res->objective_pass;
-        if (vp->cb_update != GQ_CB_UPDATE_NONE && nv > 0) {
+        if (T.svd_rank && nv > 0) {
+            double *HY = malloc(sizeof(double) * nw);
+            if (!HY) {
+                free(Hp), free(tmp), free(tmp2);
+                st = gq_fail(GQ_ERR_NOMEM, "gptvq: codebook SVD buffers");
+                goto done;
+            }
+            for (int r = 0; r < rows; r++) // Y minus the (fixed) outlier part
+                for (int p = 0; p < n; p++)
+                    tmp[(size_t)r * n + p] = Y[(size_t)r * n + p] - (p < n_out ? Q0[(size_t)r * n + p] : 0);
+            cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, rows, n, 1.0, Hp, n, tmp, n, 0.0, HY, n);
+            st = svd_compress(&T, &mp, Hp, HY, vp->cb_update == GQ_CB_UPDATE_EXACT, Y, Q0, tmp, tmp2, res);
+            free(HY);
+            if (st == GQ_OK) {
+                decode_positions(&T, &mp, Q0);
+                res->objective = objective_pos(Y, Q0, Hp, rows, n, tmp, tmp2);
+                res->update_kept = true; // the factors replace the pass's codebooks
+            }
+        } else if (vp->cb_update != GQ_CB_UPDATE_NONE && nv > 0) {
             size_t m = ng * k * d;
             double *theta = malloc(sizeof(double) * m), *HY = malloc(sizeof(double) * nw);
             float *cb_old = malloc(sizeof(float) * m), *sc_old = malloc(sizeof(float) * ng);

@@ -548,7 +548,7 @@ struct gq_vq_norm gq_vq_norm_fit(const double *w, int rows, int width, int ld, i
 // ---------------------------------------------------------------------------
 
 enum gq_status gq_vq_config_from_bpv(double bpv, int d, int k, int64_t l, enum gq_cb_format f, int norm_block,
-                                     struct gq_vq_config *out) {
+                                     int svd_rank, struct gq_vq_config *out) {
     memset(out, 0, sizeof *out);
     if (d != 1 && d != 2 && d != 4 && d != 8) return gq_fail(GQ_ERR_ARG, "--vq-dim must be 1, 2, 4 or 8 (got %d)", d);
     if (!(bpv > 0 && isfinite(bpv))) return gq_fail(GQ_ERR_ARG, "--bpv must be positive (got %g)", bpv);
@@ -569,10 +569,13 @@ enum gq_status gq_vq_config_from_bpv(double bpv, int d, int k, int64_t l, enum g
     if (log2k < 1 || log2k > 20 || (int64_t)d << log2k > (1 << 20))
         return gq_fail(GQ_ERR_ARG, "gptvq: k = 2^%d centroids of dimension %d is out of range (k*d <= 2^20)", log2k, d);
     out->d = d, out->log2k = log2k, out->k = 1 << log2k;
+    if (svd_rank < 0 || (svd_rank && (d != 1 || svd_rank > out->k)))
+        return gq_fail(GQ_ERR_ARG, "--cb-svd %d: codebook SVD needs --vq-dim 1 and a rank in [1, k = %d]", svd_rank,
+                       out->k);
     out->index_bpv = (double)log2k / d;
     double nrm = norm_block ? 4.0 / norm_block : 0;
     double o = bpv - out->index_bpv - nrm;
-    double cb = (double)out->k * d * gq_cb_bits(f);
+    double cb = (double)(svd_rank ? svd_rank : out->k * d) * gq_cb_bits(f);
     if (l > 0) {
         out->l = l;
     } else {

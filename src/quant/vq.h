@@ -149,8 +149,13 @@ static inline float gq_vq_norm_scale(struct gq_vq_norm n, int sint) {
 // real stored bits too; they are NOT in the paper's formula, so the paper's
 // configurations come out exactly (2D 2.125 -> k = 16, l = 2048) and the
 // achieved bpv the driver reports is slightly higher (2.1328 there).
+// Codebook SVD (svd_rank r > 0, d = 1 only): a group stores r factor values
+// instead of k·d centroids, so l = ceil(r·b_c / o') (the per-tensor factor
+// V and the r factor scales are not in the formula; the achieved bpv counts
+// them).
 // Errors (GQ_ERR_ARG, message): bpv too small for any k >= 2, overhead <= 0
-// after the normalisation codes, k not a power of two, k·d > 2^20.
+// after the normalisation codes, k not a power of two, k·d > 2^20, svd_rank
+// with d > 1 or above k.
 struct gq_vq_config {
     int d, k, log2k;
     int64_t l;          // target weights per codebook group
@@ -158,7 +163,7 @@ struct gq_vq_config {
     double overhead_bpv; // paper formula k·d·b_c/l (+ 4/nb with normalisation)
 };
 enum gq_status gq_vq_config_from_bpv(double bpv, int d, int k, int64_t l, enum gq_cb_format f, int norm_block,
-                                     struct gq_vq_config *out);
+                                     int svd_rank, struct gq_vq_config *out);
 
 // ---------------------------------------------------------------------------
 // GPTVQ on one weight matrix (gptvq.c; paper Algorithm 1).
@@ -189,7 +194,20 @@ struct gq_vq_tensor {
     uint8_t *sint;          // (rows, n_nblk) 4-bit codes
     struct gq_vq_norm *norm; // (n_rt, n_ct)
     uint16_t *outl;         // (rows, n_out) fp16 bits
+    // Codebook SVD (paper App. H; d = 1, one stage): the n_rt·n_ct codebooks
+    // (rows of a (groups, k) matrix) are C = U Vᵀ, rank r. U (groups, r) is
+    // stored in cb_format with one scale per factor column (int8: value =
+    // code · scale, the gq_cb_round rule applied to each column), V (k, r)
+    // in fp16 (f32 when cb_format is F32). cb then holds the products
+    // (gq_vq_svd_codebooks) and cb_scale is 1.
+    int svd_rank;           // 0: off
+    float *svd_u;           // (groups, r) stored values
+    float *svd_uscale;      // (r)
+    float *svd_v;           // (k, r) stored values
 };
+// cb[g][c] = Σ_{j<r} svd_u[g][j] · svd_v[c][j], float, j ascending (the
+// decode rule of a codebook-SVD tensor; a packed reader calls it too).
+void gq_vq_svd_codebooks(struct gq_vq_tensor *t);
 void gq_vq_tensor_free(struct gq_vq_tensor *t);
 // Q (rows, cols) row-major in ORIGINAL column order.
 void gq_vq_decode(const struct gq_vq_tensor *t, float *Q);
@@ -207,7 +225,8 @@ struct gq_vq_result {
     double bpv;              // achieved, from gq_vq_tensor_bits
     int64_t l;               // weights per group (largest)
     bool update_kept;        // the codebook update lowered the objective and was kept
-    int update_iters;        // GD steps / CG iterations (1: dense exact solve)
+    int update_iters;        // GD steps / CG iterations (1: dense exact solve); codebook SVD: ALS iterations
+    double objective_svd_trunc; // codebook SVD: after sorting and rank-r truncation, before ALS and rounding
     double greedy;           // Σ over steps of ‖err‖² = ‖e U_SS⁻¹‖²: with exact feedback this
                              // equals tr((W−Q)(H+λI)(W−Q)ᵀ) of the pass (the OBS identity)
     double damp_abs;         // λ
@@ -224,6 +243,9 @@ struct gq_vq_result {
 // EXACT update: dense solve up to this many unknowns per row tile, conjugate
 // gradients above (a variable so tests can force either path).
 extern int gq_vq_dense_max;
+// Codebook SVD: alternating exact least-squares rounds on the factors U and V
+// (a variable so tests can vary it).
+extern int gq_vq_svd_als_iters;
 
 enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, const struct gq_quant_params *qp,
                                  const struct gq_gptvq_params *vp, const struct gq_vq_config *cfg, uint64_t seed,
