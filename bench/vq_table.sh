@@ -4,7 +4,7 @@
 # 3.125 bpv next to RTN and GPTQ at equal bpv, then the ablations. Long: run
 # by hand, not in CI.
 #
-#   bash bench/vq_table.sh HESSDIR [OUTDIR] [main|ablations|all]
+#   bash bench/vq_table.sh HESSDIR [OUTDIR] [main|svd|ablations|all]
 #
 # HESSDIR holds the Hessians of one calibration pass (gptvq quantize
 # --save-hessians; docs/results.md: GPTQ W8 g128 on 128 x 512 tokens of
@@ -19,7 +19,7 @@ G=${G:-build/gptvq}
 M=models/SmolLM2-135M-Instruct.Q4_1.gguf
 D=${GQ_DATA:-../shared/data}
 TEST=$D/wikitext-2-raw/wiki.test.raw
-H=${1:?usage: vq_table.sh HESSDIR [OUTDIR] [main|ablations|all]}
+H=${1:?usage: vq_table.sh HESSDIR [OUTDIR] [main|svd|ablations|all]}
 OUT=${2:-/tmp/gptvq-vq-table}
 WHAT=${3:-all}
 WINDOWS=${WINDOWS:-32}
@@ -70,6 +70,17 @@ if [ "$WHAT" = main ] || [ "$WHAT" = all ]; then
     row gptq-w3g128 "$WINDOWS" "GPTQ W3 g128 (3.125)" --method gptq --wbits 3 --group-size 128
     row vq1d-3.125 "$WINDOWS" "GPTVQ 1D 3.125" --method gptvq --vq-dim 1 --bpv 3.125 $VQ_OPTS
     row vq2d-3.125 "$WINDOWS" "GPTVQ 2D 3.125" --method gptvq --vq-dim 2 --bpv 3.125 $VQ_OPTS
+fi
+
+if [ "$WHAT" = svd ] || [ "$WHAT" = all ]; then
+    # Paper Table 15 / App. H: codebook compression at equal overhead (1D 2.125)
+    header "Codebook compression at equal overhead, GPTVQ 1D 2.125 (k 4)" "$WINDOWS"
+    B="--method gptvq --vq-dim 1 --bpv 2.125 $VQ_OPTS"
+    row svd-int8 "$WINDOWS" "int8 codebooks, l 256 (default)" $B
+    row svd-fp16 "$WINDOWS" "fp16 codebooks, l 512" $B --cb-format fp16
+    row svd-r4 "$WINDOWS" "codebook SVD rank 4 = k (int8 U, l 256)" $B --cb-svd 4
+    row svd-r2 "$WINDOWS" "codebook SVD rank 2 (int8 U, l 128)" $B --cb-svd 2
+    row svd-r2-none "$WINDOWS" "codebook SVD rank 2, truncation only (no ALS)" $B --cb-svd 2 --cb-update none
 fi
 
 if [ "$WHAT" = ablations ] || [ "$WHAT" = all ]; then

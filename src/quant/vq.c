@@ -105,7 +105,17 @@ static inline __attribute__((always_inline)) void nearest4_impl(const double *re
     for (int p = 0; p < 4; p++) out[p] = best[p];
 }
 
-static void nearest4_cols(const double *x, int d, const double *Pt, const double *nrm, int k, int32_t *out) {
+// Compiled for AVX-512, AVX2 and the x86-64 baseline, picked at load time
+// (ifunc). Scores are computed per centroid in the same order in every
+// clone (ISO C mode: no FMA contraction), so the result does not depend on
+// the CPU.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define GQ_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define GQ_SIMD_CLONES
+#endif
+
+GQ_SIMD_CLONES static void nearest4_cols(const double *x, int d, const double *Pt, const double *nrm, int k, int32_t *out) {
     switch (d) {
     case 1: nearest4_impl(x, 1, Pt, nrm, k, out); break;
     case 2: nearest4_impl(x, 2, Pt, nrm, k, out); break;
@@ -125,7 +135,7 @@ static int nearest_rows(const double *x, int d, const double *P, const double *n
     }
 }
 
-static int nearest_cols(const double *x, int d, const double *Pt, const double *nrm, int k) {
+GQ_SIMD_CLONES static int nearest_cols(const double *x, int d, const double *Pt, const double *nrm, int k) {
     switch (d) {
     case 1: return nearest_impl(x, 1, Pt, 1, (size_t)k, nrm, k);
     case 2: return nearest_impl(x, 2, Pt, 1, (size_t)k, nrm, k);
