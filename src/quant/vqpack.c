@@ -1,0 +1,251 @@
+// vqpack.c - packing and unpacking one GPTVQ matrix (contract: vqpack.h,
+// layout: docs/format.md).
+#include "quant/vqpack.h"
+#include "io/gguf.h"
+#include "util/common.h"
+
+static const char *const suffixes[GQ_VQP_COUNT] = {"vq_idx",   "vq_cb",   "vq_cbs",  "vq_svdu", "vq_svdus",
+                                                    "vq_svdv",  "vq_nsint", "vq_npar", "vq_outl", "vq_perm"};
+
+const char *gq_vqpack_suffix(int part) { return part >= 0 && part < GQ_VQP_COUNT ? suffixes[part] : "?"; }
+
+static int ceil_log2(int64_t x) {
+    int b = 0;
+    while (((int64_t)1 << b) < x) b++;
+    return b;
+}
+
+// Tile bounds: the formulas gptvq.c cuts tiles with.
+static int ct_start(const struct gq_vqpack_hdr *h, int c) {
+    int nv = (h->cols - h->n_out) / h->d;
+    return h->n_out + (int)((int64_t)nv * c / h->n_ct) * h->d;
+}
+static int rt_start(const struct gq_vqpack_hdr *h, int r) { return (int)((int64_t)h->rows * r / h->n_rt); }
+static int64_t norm_blocks(const struct gq_vqpack_hdr *h) {
+    int64_t n = 0;
+    for (int c = 0; h->norm_block && c < h->n_ct; c++)
+        n += (ct_start(h, c + 1) - ct_start(h, c) + h->norm_block - 1) / h->norm_block;
+    return n;
+}
+static int cb_bits(int f) { return f == GQ_CB_INT8 ? 8 : f == GQ_CB_FP16 ? 16 : 32; }
+
+enum gq_status gq_vqpack_layout(const struct gq_vqpack_hdr *h, const char *what, int64_t bits[GQ_VQP_COUNT]) {
+    int64_t b[GQ_VQP_COUNT] = {0};
+    if (h->version != GQ_VQPACK_VERSION)
+        return gq_fail(GQ_ERR_FORMAT, "%s: packed VQ format version %d (this build reads %d)", what, h->version,
+                       GQ_VQPACK_VERSION);
+    if (h->rows < 1 || h->cols < 1) return gq_fail(GQ_ERR_FORMAT, "%s: bad shape (%d, %d)", what, h->rows, h->cols);
+    if (h->d != 1 && h->d != 2 && h->d != 4 && h->d != 8)
+        return gq_fail(GQ_ERR_FORMAT, "%s: VQ dimension %d (expected 1, 2, 4 or 8)", what, h->d);
+    if (h->k < 2 || h->k > 65536 || (h->k & (h->k - 1)))
+        return gq_fail(GQ_ERR_FORMAT, "%s: codebook size k = %d (expected a power of two in [2, 65536])", what, h->k);
+    if (h->stages < 1 || h->stages > 2) return gq_fail(GQ_ERR_FORMAT, "%s: %d codebook stages", what, h->stages);
+    if (h->n_out < 0 || h->n_out >= h->cols || (h->cols - h->n_out) % h->d)
+        return gq_fail(GQ_ERR_FORMAT, "%s: %d outlier columns do not leave whole %d-vectors of %d columns", what,
+                       h->n_out, h->d, h->cols);
+    int nv = (h->cols - h->n_out) / h->d;
+    if (h->n_ct < 1 || h->n_ct > nv || h->n_rt < 1 || h->n_rt > h->rows)
+        return gq_fail(GQ_ERR_FORMAT, "%s: codebook count mismatch: %d x %d tiles for %d rows and %d vectors", what,
+                       h->n_rt, h->n_ct, h->rows, nv);
+    if (h->norm_block < 0 || (h->norm_block && h->norm_block % h->d))
+        return gq_fail(GQ_ERR_FORMAT, "%s: normalisation block %d", what, h->norm_block);
+    if (h->cb_format < GQ_CB_INT8 || h->cb_format > GQ_CB_F32)
+        return gq_fail(GQ_ERR_FORMAT, "%s: codebook format %d", what, h->cb_format);
+    if (h->svd_rank < 0 || h->svd_rank > h->k || (h->svd_rank && (h->d != 1 || h->stages != 1)))
+        return gq_fail(GQ_ERR_FORMAT, "%s: codebook SVD rank %d", what, h->svd_rank);
+    if (h->has_perm != 0 && h->has_perm != 1) return gq_fail(GQ_ERR_FORMAT, "%s: has_perm = %d", what, h->has_perm);
+    const int64_t groups = (int64_t)h->n_rt * h->n_ct, cbb = cb_bits(h->cb_format);
+    b[GQ_VQP_IDX] = (int64_t)h->stages * h->rows * nv * ceil_log2(h->k);
+    if (h->svd_rank) {
+        b[GQ_VQP_SVDU] = groups * h->svd_rank * cbb;
+        if (h->cb_format == GQ_CB_INT8) b[GQ_VQP_SVDUS] = (int64_t)h->svd_rank * 16;
+        b[GQ_VQP_SVDV] = (int64_t)h->k * h->svd_rank * (h->cb_format == GQ_CB_F32 ? 32 : 16);
+    } else {
+        b[GQ_VQP_CB] = h->stages * groups * h->k * h->d * cbb;
+        if (h->cb_format == GQ_CB_INT8) b[GQ_VQP_CBS] = h->stages * groups * 16;
+    }
+    if (h->norm_block) b[GQ_VQP_NSINT] = (int64_t)h->rows * norm_blocks(h) * 4, b[GQ_VQP_NPAR] = groups * 32;
+    b[GQ_VQP_OUTL] = (int64_t)h->rows * h->n_out * 16;
+    if (h->has_perm) b[GQ_VQP_PERM] = (int64_t)h->cols * ceil_log2(h->cols);
+    if (bits) memcpy(bits, b, sizeof b);
+    return GQ_OK;
+}
+
+void gq_vqpack_part_type(const struct gq_vqpack_hdr *h, int part, int64_t bits, int *type, int64_t *ne) {
+    *type = GQ_TYPE_I8, *ne = (bits + 7) / 8;
+    bool coded = part == GQ_VQP_CB || part == GQ_VQP_SVDU;
+    if ((coded && h->cb_format == GQ_CB_FP16) || part == GQ_VQP_CBS || part == GQ_VQP_SVDUS || part == GQ_VQP_NPAR ||
+        part == GQ_VQP_OUTL || (part == GQ_VQP_SVDV && h->cb_format != GQ_CB_F32))
+        *type = GQ_TYPE_F16, *ne = bits / 16;
+    else if ((coded || part == GQ_VQP_SVDV) && h->cb_format == GQ_CB_F32)
+        *type = GQ_TYPE_F32, *ne = bits / 32;
+}
+
+static int8_t int8_code(float v, float s) { return s > 0 ? (int8_t)lrintf(v / s) : 0; }
+
+enum gq_status gq_vqpack_pack(const struct gq_vq_tensor *t, struct gq_vqpack *p, uint8_t **owned) {
+    memset(p, 0, sizeof *p);
+    *owned = NULL;
+    struct gq_vqpack_hdr *h = &p->h;
+    h->version = GQ_VQPACK_VERSION, h->rows = t->rows, h->cols = t->cols, h->d = t->d, h->k = t->k;
+    h->stages = t->stages, h->n_out = t->n_out, h->n_ct = t->n_ct, h->n_rt = t->n_rt, h->norm_block = t->norm_block;
+    h->cb_format = t->cb_format, h->svd_rank = t->svd_rank;
+    for (int i = 0; i < t->cols; i++) h->has_perm |= t->perm[i] != i;
+    int64_t bits[GQ_VQP_COUNT];
+    GQ_TRY(gq_vqpack_layout(h, "gptvq: pack", bits));
+    size_t total = 0, off[GQ_VQP_COUNT];
+    for (int i = 0; i < GQ_VQP_COUNT; i++) off[i] = total, p->bytes[i] = (size_t)(bits[i] + 7) / 8, total += p->bytes[i];
+    uint8_t *buf = calloc(total ? total : 1, 1);
+    if (!buf) return gq_fail(GQ_ERR_NOMEM, "gptvq: packing %zu bytes", total);
+    for (int i = 0; i < GQ_VQP_COUNT; i++) p->part[i] = p->bytes[i] ? buf + off[i] : NULL;
+    const int nv = (t->cols - t->n_out) / t->d, lk = ceil_log2(t->k), r = t->svd_rank;
+    const int64_t groups = (int64_t)t->n_rt * t->n_ct, kd = (int64_t)t->k * t->d;
+    uint8_t *idx = buf + off[GQ_VQP_IDX];
+    for (int64_t i = 0; i < (int64_t)t->stages * t->rows * nv; i++) gq_bits_put(idx, i, lk, t->idx[i]);
+    // values of a coded array in the format (int8 codes with scales, fp16, f32)
+#define PUT_CODED(PART, SCALEPART, N, VAL, SCALE)                                                                      \
+    do {                                                                                                               \
+        uint8_t *dst = buf + off[PART];                                                                                \
+        for (int64_t i_ = 0; i_ < (N); i_++) {                                                                         \
+            float v_ = (VAL);                                                                                          \
+            if (t->cb_format == GQ_CB_INT8) ((int8_t *)dst)[i_] = int8_code(v_, (SCALE));                              \
+            else if (t->cb_format == GQ_CB_FP16) { uint16_t h_ = gq_f32_to_f16(v_); memcpy(dst + 2 * i_, &h_, 2); }    \
+            else memcpy(dst + 4 * i_, &v_, 4);                                                                         \
+        }                                                                                                              \
+        (void)(SCALEPART);                                                                                             \
+    } while (0)
+    if (!r) {
+        PUT_CODED(GQ_VQP_CB, 0, t->stages * groups * kd, t->cb[i_], t->cb_scale[i_ / kd]);
+        if (t->cb_format == GQ_CB_INT8)
+            for (int64_t g = 0; g < t->stages * groups; g++) {
+                uint16_t hs = gq_f32_to_f16(t->cb_scale[g]);
+                memcpy(buf + off[GQ_VQP_CBS] + 2 * g, &hs, 2);
+            }
+    } else {
+        PUT_CODED(GQ_VQP_SVDU, 0, groups * r, t->svd_u[i_], t->svd_uscale[i_ % r]);
+        for (int j = 0; j < r && t->cb_format == GQ_CB_INT8; j++) {
+            uint16_t hs = gq_f32_to_f16(t->svd_uscale[j]);
+            memcpy(buf + off[GQ_VQP_SVDUS] + 2 * j, &hs, 2);
+        }
+        for (int64_t i = 0; i < (int64_t)t->k * r; i++) {
+            if (t->cb_format == GQ_CB_F32) {
+                memcpy(buf + off[GQ_VQP_SVDV] + 4 * i, &t->svd_v[i], 4);
+            } else {
+                uint16_t hv = gq_f32_to_f16(t->svd_v[i]);
+                memcpy(buf + off[GQ_VQP_SVDV] + 2 * i, &hv, 2);
+            }
+        }
+    }
+#undef PUT_CODED
+    if (t->norm_block) {
+        for (int64_t i = 0; i < (int64_t)t->rows * t->n_nblk; i++) gq_bits_put(buf + off[GQ_VQP_NSINT], i, 4, t->sint[i]);
+        for (int64_t g = 0; g < groups; g++) {
+            uint16_t az[2] = {gq_f32_to_f16(t->norm[g].a), gq_f32_to_f16(t->norm[g].z)};
+            memcpy(buf + off[GQ_VQP_NPAR] + 4 * g, az, 4);
+        }
+    }
+    if (t->n_out) memcpy(buf + off[GQ_VQP_OUTL], t->outl, sizeof(uint16_t) * (size_t)t->rows * t->n_out);
+    if (h->has_perm)
+        for (int i = 0; i < t->cols; i++) gq_bits_put(buf + off[GQ_VQP_PERM], i, ceil_log2(t->cols), (uint32_t)t->perm[i]);
+    *owned = buf;
+    return GQ_OK;
+}
+
+static float f16_at(const uint8_t *p, int64_t i) {
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return gq_f16_to_f32(h);
+}
+static float f32_at(const uint8_t *p, int64_t i) {
+    float f;
+    memcpy(&f, p + 4 * i, 4);
+    return f;
+}
+// Value i of a coded array (int8 code × scale, fp16, f32).
+static float coded_at(int f, const uint8_t *p, int64_t i, float scale) {
+    return f == GQ_CB_INT8 ? (float)(int8_t)p[i] * scale : f == GQ_CB_FP16 ? f16_at(p, i) : f32_at(p, i);
+}
+
+enum gq_status gq_vqpack_unpack(const struct gq_vqpack *p, const char *what, struct gq_vq_tensor *t) {
+    const struct gq_vqpack_hdr *h = &p->h;
+    int64_t bits[GQ_VQP_COUNT];
+    memset(t, 0, sizeof *t);
+    GQ_TRY(gq_vqpack_layout(h, what, bits));
+    for (int i = 0; i < GQ_VQP_COUNT; i++) {
+        size_t want = (size_t)(bits[i] + 7) / 8;
+        if (want && !p->part[i]) return gq_fail(GQ_ERR_FORMAT, "%s: missing part %s", what, suffixes[i]);
+        if (p->bytes[i] != want)
+            return gq_fail(GQ_ERR_FORMAT, "%s.%s: %zu bytes, the header implies %zu (index width, codebook count "
+                           "or shape mismatch, or a truncated tensor)", what, suffixes[i], p->bytes[i], want);
+    }
+    const int nv = (h->cols - h->n_out) / h->d, lk = ceil_log2(h->k), r = h->svd_rank, f = h->cb_format;
+    const int64_t groups = (int64_t)h->n_rt * h->n_ct, kd = (int64_t)h->k * h->d;
+    t->rows = h->rows, t->cols = h->cols, t->d = h->d, t->k = h->k, t->stages = h->stages, t->n_out = h->n_out;
+    t->n_ct = h->n_ct, t->n_rt = h->n_rt, t->cb_format = (enum gq_cb_format)f, t->norm_block = h->norm_block;
+    t->svd_rank = r;
+    t->perm = malloc(sizeof(int32_t) * h->cols);
+    t->ct_start = malloc(sizeof(int) * (h->n_ct + 1)), t->rt_start = malloc(sizeof(int) * (h->n_rt + 1));
+    t->cb = malloc(sizeof(float) * h->stages * groups * kd), t->cb_scale = malloc(sizeof(float) * h->stages * groups);
+    t->idx = malloc(sizeof(uint16_t) * ((size_t)h->stages * h->rows * nv + 1));
+    t->outl = malloc(sizeof(uint16_t) * ((size_t)h->rows * h->n_out + 1));
+    t->n_nblk = (int)norm_blocks(h);
+    if (h->norm_block) t->sint = malloc((size_t)h->rows * t->n_nblk), t->norm = malloc(sizeof *t->norm * groups);
+    if (r) {
+        t->svd_u = malloc(sizeof(float) * groups * r), t->svd_uscale = malloc(sizeof(float) * r);
+        t->svd_v = malloc(sizeof(float) * h->k * r);
+    }
+    if (!t->perm || !t->ct_start || !t->rt_start || !t->cb || !t->cb_scale || !t->idx || !t->outl ||
+        (h->norm_block && (!t->sint || !t->norm)) || (r && (!t->svd_u || !t->svd_uscale || !t->svd_v))) {
+        gq_vq_tensor_free(t);
+        return gq_fail(GQ_ERR_NOMEM, "%s: unpacking", what);
+    }
+    for (int c = 0; c <= h->n_ct; c++) t->ct_start[c] = ct_start(h, c);
+    for (int q = 0; q <= h->n_rt; q++) t->rt_start[q] = rt_start(h, q);
+    enum gq_status st = GQ_OK;
+    if (h->has_perm) {
+        char *seen = calloc((size_t)h->cols, 1);
+        if (!seen) st = gq_fail(GQ_ERR_NOMEM, "%s: unpacking", what);
+        for (int i = 0; st == GQ_OK && i < h->cols; i++) {
+            uint32_t c = gq_bits_get(p->part[GQ_VQP_PERM], i, ceil_log2(h->cols));
+            if (c >= (uint32_t)h->cols || seen[c])
+                st = gq_fail(GQ_ERR_FORMAT, "%s.%s: not a permutation of %d columns (entry %d = %u)", what,
+                             suffixes[GQ_VQP_PERM], h->cols, i, c);
+            else
+                seen[c] = 1, t->perm[i] = (int32_t)c;
+        }
+        free(seen);
+    } else {
+        for (int i = 0; i < h->cols; i++) t->perm[i] = i;
+    }
+    for (int64_t i = 0; i < (int64_t)h->stages * h->rows * nv; i++)
+        t->idx[i] = (uint16_t)gq_bits_get(p->part[GQ_VQP_IDX], i, lk);
+    if (!r) {
+        for (int64_t g = 0; g < h->stages * groups; g++)
+            t->cb_scale[g] = f == GQ_CB_INT8 ? f16_at(p->part[GQ_VQP_CBS], g) : 1.0f;
+        for (int64_t i = 0; i < h->stages * groups * kd; i++)
+            t->cb[i] = coded_at(f, p->part[GQ_VQP_CB], i, t->cb_scale[i / kd]);
+    } else {
+        for (int j = 0; j < r; j++) t->svd_uscale[j] = f == GQ_CB_INT8 ? f16_at(p->part[GQ_VQP_SVDUS], j) : 1.0f;
+        for (int64_t i = 0; i < groups * r; i++) t->svd_u[i] = coded_at(f, p->part[GQ_VQP_SVDU], i, t->svd_uscale[i % r]);
+        for (int64_t i = 0; i < (int64_t)h->k * r; i++)
+            t->svd_v[i] = f == GQ_CB_F32 ? f32_at(p->part[GQ_VQP_SVDV], i) : f16_at(p->part[GQ_VQP_SVDV], i);
+        gq_vq_svd_codebooks(t);
+    }
+    if (h->norm_block) {
+        for (int64_t i = 0; i < (int64_t)h->rows * t->n_nblk; i++)
+            t->sint[i] = (uint8_t)gq_bits_get(p->part[GQ_VQP_NSINT], i, 4);
+        for (int64_t g = 0; g < groups; g++)
+            t->norm[g].a = f16_at(p->part[GQ_VQP_NPAR], 2 * g), t->norm[g].z = f16_at(p->part[GQ_VQP_NPAR], 2 * g + 1);
+    }
+    if (h->n_out) memcpy(t->outl, p->part[GQ_VQP_OUTL], sizeof(uint16_t) * (size_t)h->rows * h->n_out);
+    // every stored value finite (a NaN or Inf would poison whole rows)
+    for (int64_t i = 0; st == GQ_OK && i < h->stages * groups * kd; i++)
+        if (!isfinite(t->cb[i])) st = gq_fail(GQ_ERR_FORMAT, "%s: non-finite codebook value", what);
+    for (int64_t i = 0; st == GQ_OK && h->norm_block && i < groups; i++)
+        if (!isfinite(t->norm[i].a) || !isfinite(t->norm[i].z))
+            st = gq_fail(GQ_ERR_FORMAT, "%s: non-finite normalisation parameter", what);
+    for (int64_t i = 0; st == GQ_OK && i < (int64_t)h->rows * h->n_out; i++)
+        if (!isfinite(gq_f16_to_f32(t->outl[i]))) st = gq_fail(GQ_ERR_FORMAT, "%s: non-finite outlier value", what);
+    if (st != GQ_OK) gq_vq_tensor_free(t);
+    return st;
+}

@@ -1,0 +1,72 @@
+// vqpack.h - the packed form of a GPTVQ matrix: the bytes a packed GGUF
+// stores for one quantized linear (layout: docs/format.md).
+//
+// A matrix is a small header (13 int32, kept in the GGUF metadata as
+// "gptvq.vq.<tensor name>") plus up to GQ_VQP_COUNT parts, each written as
+// its own GGUF tensor "<tensor name>.<suffix>" of a standard type. Every part
+// holds exactly ceil(bits / 8) bytes, and the bits of all parts add up to
+// gq_vq_tensor_bits(): the file stores what the reported bpv counts, no more.
+// Bit streams are little-endian: value i occupies bits [i·w, (i+1)·w) of the
+// stream, bit b of the stream being bit (b % 8) of byte b / 8.
+#ifndef GQ_VQPACK_H
+#define GQ_VQPACK_H
+
+#include "quant/vq.h"
+
+#define GQ_VQPACK_VERSION 1
+
+enum gq_vqp_part {
+    GQ_VQP_IDX = 0, // bit stream (stages, rows, n_vec) × log2 k bits
+    GQ_VQP_CB,      // codebooks (stages, groups, k, d): int8 codes / fp16 / f32 (absent with SVD)
+    GQ_VQP_CBS,     // fp16 (stages, groups) int8 codebook scales
+    GQ_VQP_SVDU,    // codebook SVD: U (groups, r) int8 codes / fp16 / f32
+    GQ_VQP_SVDUS,   // fp16 (r) int8 scales of U's columns
+    GQ_VQP_SVDV,    // fp16 (k, r) (f32 when the format is f32)
+    GQ_VQP_NSINT,   // bit stream (rows, n_nblk) × 4 bits: normalisation codes
+    GQ_VQP_NPAR,    // fp16 (groups, 2): normalisation step a and offset z per group
+    GQ_VQP_OUTL,    // fp16 (rows, n_out) outlier columns
+    GQ_VQP_PERM,    // bit stream (cols) × ceil(log2 cols) bits: position -> column (absent: identity)
+    GQ_VQP_COUNT
+};
+
+// Header fields, in their stored order.
+struct gq_vqpack_hdr {
+    int32_t version, rows, cols, d, k, stages, n_out, n_ct, n_rt, norm_block, cb_format, svd_rank, has_perm;
+};
+#define GQ_VQPACK_HDR_N 13
+
+struct gq_vqpack {
+    struct gq_vqpack_hdr h;
+    const uint8_t *part[GQ_VQP_COUNT]; // NULL when absent
+    size_t bytes[GQ_VQP_COUNT];
+};
+
+const char *gq_vqpack_suffix(int part);            // "vq_idx", ...
+// Checks a header; bits[] (optional) gets the size of every part in bits
+// (0: absent). what names the tensor in the error message.
+enum gq_status gq_vqpack_layout(const struct gq_vqpack_hdr *h, const char *what, int64_t bits[GQ_VQP_COUNT]);
+// GGUF element type (GQ_TYPE_I8 for bytes and int8 codes, F16, F32) and the
+// element count of a present part.
+void gq_vqpack_part_type(const struct gq_vqpack_hdr *h, int part, int64_t bits, int *type, int64_t *ne);
+
+// Packs t; the parts point into one malloc'd buffer returned in *owned.
+enum gq_status gq_vqpack_pack(const struct gq_vq_tensor *t, struct gq_vqpack *p, uint8_t **owned);
+// Checks p (header, part sizes, permutation, finite values) and rebuilds the
+// quantizer's form, whose gq_vq_decode is the packed matrix.
+enum gq_status gq_vqpack_unpack(const struct gq_vqpack *p, const char *what, struct gq_vq_tensor *t);
+
+// Bit streams.
+static inline uint32_t gq_bits_get(const uint8_t *s, int64_t i, int w) {
+    uint64_t b = (uint64_t)i * (uint64_t)w, v = 0;
+    const uint8_t *p = s + (b >> 3);
+    int nbytes = (int)(((b & 7) + (uint64_t)w + 7) >> 3);
+    for (int j = 0; j < nbytes; j++) v |= (uint64_t)p[j] << (8 * j);
+    return (uint32_t)((v >> (b & 7)) & ((1ull << w) - 1));
+}
+static inline void gq_bits_put(uint8_t *s, int64_t i, int w, uint32_t x) {
+    uint64_t b = (uint64_t)i * (uint64_t)w;
+    for (int j = 0; j < w; j++, b++)
+        if ((x >> j) & 1) s[b >> 3] |= (uint8_t)(1u << (b & 7));
+}
+
+#endif

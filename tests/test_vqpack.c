@@ -1,0 +1,165 @@
+// test_vqpack.c - the packed form of GPTVQ matrices (src/quant/vqpack.c):
+//  [1] round trip: quantize → pack → unpack → decode is bit-identical to the
+//      quantizer's fake-quant output for d = 1, 2, 4, 8, int8 / fp16 / f32
+//      codebooks, normalisation, residual, outliers, codebook SVD, with and
+//      without act-order; the parts hold exactly ceil(bits / 8) bytes and the
+//      bits add up to gq_vq_tensor_bits;
+//  [2] bit streams against a bit-by-bit reference;
+//  [3] corrupt packs (wrong index width, codebook count mismatch, truncated
+//      part, not a permutation, wrong version, NaN codebook) are refused with
+//      a message naming the tensor and the problem.
+#include "quant/vqpack.h"
+#include "test.h"
+#include "test_rand.h"
+#include "util/common.h"
+
+struct cfg {
+    int d, k, rows, cols;
+    int64_t l;
+    enum gq_cb_format f;
+    int norm, stages, svd;
+    double outl;
+    bool act;
+};
+
+static void quantize(const struct cfg *c, struct gq_vq_tensor *t, float *Q) {
+    float *W = rand_matrix(c->rows, c->cols, 0.5);
+    float *X = rand_activations(3 * c->cols, c->cols, 1);
+    float *H = hessian_of(X, 3 * c->cols, c->cols);
+    struct gq_gptvq_params vp = {0};
+    vp.dim = c->d, vp.em_iters = 10, vp.em_init = GQ_VQ_INIT_MAHALANOBIS, vp.cb_update = GQ_CB_UPDATE_EXACT;
+    vp.cb_format = c->f, vp.stages = c->stages, vp.norm_block = c->norm, vp.outlier_frac = c->outl;
+    vp.cb_svd_rank = c->svd;
+    struct gq_quant_params qp;
+    gq_quant_params_default(&qp);
+    qp.block_size = 16, qp.act_order = c->act;
+    struct gq_vq_config cfg = {.d = c->d, .k = c->k, .l = c->l};
+    struct gq_vq_result res;
+    memcpy(Q, W, sizeof(float) * (size_t)c->rows * c->cols);
+    CHECK_OK(gq_gptvq_quantize(Q, c->rows, c->cols, H, &qp, &vp, &cfg, 3, t, &res));
+    free(W), free(X), free(H);
+}
+
+static const struct cfg cases[] = {
+    {1, 4, 24, 64, 128, GQ_CB_INT8, 0, 1, 0, 0, true},     {1, 8, 16, 96, 256, GQ_CB_FP16, 16, 1, 0, 0.05, true},
+    {2, 16, 32, 64, 512, GQ_CB_INT8, 0, 1, 0, 0, false},   {2, 16, 32, 72, 384, GQ_CB_INT8, 8, 1, 0, 0.1, true},
+    {2, 4, 20, 60, 300, GQ_CB_F32, 0, 2, 0, 0, true},      {4, 64, 40, 64, 1280, GQ_CB_INT8, 16, 1, 0, 0, true},
+    {4, 16, 24, 48, 384, GQ_CB_FP16, 0, 2, 0, 0.1, false}, {8, 32, 24, 64, 768, GQ_CB_INT8, 0, 1, 0, 0, true},
+    {1, 8, 32, 96, 128, GQ_CB_INT8, 0, 1, 4, 0, true},     {1, 4, 24, 64, 64, GQ_CB_FP16, 16, 1, 2, 0.05, true},
+    {1, 8, 16, 48, 96, GQ_CB_F32, 0, 1, 8, 0, false},      {2, 256, 16, 64, 512, GQ_CB_INT8, 0, 1, 0, 0, true},
+};
+#define N_CASES (int)(sizeof cases / sizeof *cases)
+
+static void test_round_trip(void) {
+    for (int ci = 0; ci < N_CASES; ci++) {
+        const struct cfg *c = &cases[ci];
+        size_t nw = (size_t)c->rows * c->cols;
+        float *Q = malloc(sizeof(float) * nw), *D = malloc(sizeof(float) * nw);
+        struct gq_vq_tensor t, u;
+        quantize(c, &t, Q);
+        struct gq_vqpack p;
+        uint8_t *buf;
+        CHECK_OK(gq_vqpack_pack(&t, &p, &buf));
+        int64_t bits[GQ_VQP_COUNT], sum = 0;
+        CHECK_OK(gq_vqpack_layout(&p.h, "t", bits));
+        size_t bytes = 0;
+        for (int i = 0; i < GQ_VQP_COUNT; i++) {
+            sum += bits[i], bytes += p.bytes[i];
+            CHECK(p.bytes[i] == (size_t)(bits[i] + 7) / 8);
+            if (bits[i]) { // the GGUF element type covers the part exactly
+                int type;
+                int64_t ne;
+                gq_vqpack_part_type(&p.h, i, bits[i], &type, &ne);
+                int64_t eb = type == 0 ? 4 : type == 1 ? 2 : 1; // F32, F16, I8
+                CHECKF(ne * eb == (int64_t)p.bytes[i], "case %d part %s: %lld elements of %lld bytes for %zu", ci,
+                       gq_vqpack_suffix(i), (long long)ne, (long long)eb, p.bytes[i]);
+            }
+        }
+        CHECKF(sum == gq_vq_tensor_bits(&t), "case %d: parts %lld bits, tensor %lld", ci, (long long)sum,
+               (long long)gq_vq_tensor_bits(&t));
+        CHECK(bytes * 8 - sum < 8 * GQ_VQP_COUNT);
+        CHECK_OK(gq_vqpack_unpack(&p, "t", &u));
+        gq_vq_decode(&u, D);
+        size_t diff = 0;
+        for (size_t i = 0; i < nw; i++) diff += memcmp(&D[i], &Q[i], 4) != 0;
+        CHECKF(diff == 0, "case %d (d %d k %d fmt %d norm %d stages %d svd %d): %zu of %zu values differ", ci, c->d,
+               c->k, c->f, c->norm, c->stages, c->svd, diff, nw);
+        gq_vq_tensor_free(&u);
+        gq_vq_tensor_free(&t);
+        free(buf), free(Q), free(D);
+    }
+    fprintf(stderr, "  [1] %d configurations: pack -> unpack -> decode bit-identical\n", N_CASES);
+}
+
+static void test_bits(void) {
+    uint8_t s[64];
+    for (int w = 1; w <= 16; w++) {
+        memset(s, 0, sizeof s);
+        uint32_t vals[24];
+        for (int i = 0; i < 24; i++) vals[i] = (uint32_t)(rng_u64() & ((1u << w) - 1)), gq_bits_put(s, i, w, vals[i]);
+        for (int i = 0; i < 24; i++) {
+            uint32_t ref = 0; // bit by bit, LSB first
+            for (int j = 0; j < w; j++) ref |= (uint32_t)((s[(i * w + j) / 8] >> ((i * w + j) % 8)) & 1) << j;
+            CHECK(ref == vals[i] && gq_bits_get(s, i, w) == vals[i]);
+        }
+    }
+}
+
+static void expect_bad(const struct gq_vqpack *p, const char *msg) {
+    struct gq_vq_tensor u;
+    enum gq_status s = gq_vqpack_unpack(p, "blk.3.ffn_up.weight", &u);
+    CHECKF(s == GQ_ERR_FORMAT && strstr(gq_last_error(), msg) && strstr(gq_last_error(), "blk.3.ffn_up.weight"),
+           "expected '%s': %s: %s", msg, gq_status_str(s), gq_last_error());
+    if (s == GQ_OK) gq_vq_tensor_free(&u);
+}
+
+static void test_corrupt(void) {
+    const struct cfg c = {2, 16, 32, 72, 384, GQ_CB_INT8, 8, 1, 0, 0.1, true};
+    float *Q = malloc(sizeof(float) * c.rows * c.cols);
+    struct gq_vq_tensor t;
+    quantize(&c, &t, Q);
+    struct gq_vqpack p, q;
+    uint8_t *buf;
+    CHECK_OK(gq_vqpack_pack(&t, &p, &buf));
+    q = p, q.h.k = 32; // 5-bit indices against 4-bit data
+    expect_bad(&q, "bytes");
+    q = p, q.h.n_ct = p.h.n_ct + 1; // codebook count
+    expect_bad(&q, "bytes");
+    q = p, q.h.n_ct = 1000;
+    expect_bad(&q, "codebook count");
+    q = p, q.bytes[GQ_VQP_IDX]--; // truncated
+    expect_bad(&q, "truncated");
+    q = p, q.part[GQ_VQP_CB] = NULL;
+    expect_bad(&q, "missing");
+    q = p, q.h.version = 2;
+    expect_bad(&q, "version");
+    q = p, q.h.d = 3;
+    expect_bad(&q, "dimension");
+    // duplicate permutation entry
+    uint8_t *copy = malloc(p.bytes[GQ_VQP_PERM]);
+    memcpy(copy, p.part[GQ_VQP_PERM], p.bytes[GQ_VQP_PERM]);
+    int w = 0;
+    while ((1 << w) < c.cols) w++;
+    uint32_t first = gq_bits_get(copy, 0, w), second = gq_bits_get(copy, 1, w);
+    for (int j = 0; j < w; j++) // entry 1 := entry 0
+        if (((first ^ second) >> j) & 1) copy[(w + j) / 8] ^= (uint8_t)(1u << ((w + j) % 8));
+    q = p, q.part[GQ_VQP_PERM] = copy;
+    expect_bad(&q, "not a permutation");
+    free(copy);
+    // NaN scale -> non-finite codebook
+    copy = malloc(p.bytes[GQ_VQP_CBS]);
+    memcpy(copy, p.part[GQ_VQP_CBS], p.bytes[GQ_VQP_CBS]);
+    copy[0] = 0x00, copy[1] = 0x7e; // fp16 NaN
+    q = p, q.part[GQ_VQP_CBS] = copy;
+    expect_bad(&q, "non-finite codebook");
+    free(copy);
+    gq_vq_tensor_free(&t);
+    free(buf), free(Q);
+}
+
+int main(void) {
+    test_bits();
+    test_round_trip();
+    test_corrupt();
+    return test_done("test_vqpack");
+}
