@@ -46,11 +46,11 @@ $(BA)/libgptvq.a: $(AOBJ)
 $(B)/gptvq: tools/gptvq.c $(B)/libgptvq.a
 	$(CC) $(CFLAGS) -Itests $< $(B)/libgptvq.a $(LDLIBS) -o $@
 
-$(B)/tests/%: tests/%.c tests/test.h $(B)/libgptvq.a
+$(B)/tests/%: tests/%.c $(wildcard tests/*.h) $(B)/libgptvq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(B)/libgptvq.a $(LDLIBS) -o $@
 
-$(BA)/tests/%: tests/%.c tests/test.h $(BA)/libgptvq.a
+$(BA)/tests/%: tests/%.c $(wildcard tests/*.h) $(BA)/libgptvq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -O1 $(ASAN) $< $(BA)/libgptvq.a $(LDLIBS) -o $@
 

@@ -51,7 +51,7 @@ enum gq_status gq_vqpack_layout(const struct gq_vqpack_hdr *h, const char *what,
         return gq_fail(GQ_ERR_FORMAT, "%s: normalisation block %d", what, h->norm_block);
     if (h->cb_format < GQ_CB_INT8 || h->cb_format > GQ_CB_F32)
         return gq_fail(GQ_ERR_FORMAT, "%s: codebook format %d", what, h->cb_format);
-    if (h->svd_rank < 0 || h->svd_rank > h->k || (h->svd_rank && (h->d != 1 || h->stages != 1)))
+    if (h->svd_rank < 0 || h->svd_rank > h->k || h->svd_rank > 256 || (h->svd_rank && (h->d != 1 || h->stages != 1)))
         return gq_fail(GQ_ERR_FORMAT, "%s: codebook SVD rank %d", what, h->svd_rank);
     if (h->has_perm != 0 && h->has_perm != 1) return gq_fail(GQ_ERR_FORMAT, "%s: has_perm = %d", what, h->has_perm);
     const int64_t groups = (int64_t)h->n_rt * h->n_ct, cbb = cb_bits(h->cb_format);

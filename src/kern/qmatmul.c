@@ -1,0 +1,506 @@
+// qmatmul.c - compressed-weight matrix products (contract: qmatmul.h).
+//
+// Layout of this file: the packed-VQ runtime view and its decode rule; then,
+// per weight kind, the scalar reference GEMV and beside it the AVX2/FMA GEMV;
+// then the prefill path (decode chunks of rows, sgemm) and the dispatch.
+// The AVX2 functions are compiled with a target attribute and only called
+// when the CPU reports AVX2, FMA and F16C.
+#include "kern/qmatmul.h"
+#include "util/common.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <omp.h>
+
+#define AVX2_FN __attribute__((target("avx2,fma,f16c")))
+
+// ---------------------------------------------------------------------------
+// Packed VQ: runtime view and decode rule.
+
+void gq_vqrt_free(struct gq_vqrt *v) {
+    if (!v) return;
+    free(v->ct_start), free(v->rt_start), free(v->blk0), free(v->perm);
+    memset(v, 0, sizeof *v);
+}
+
+enum gq_status gq_vqrt_init(struct gq_vqrt *v, const struct gq_vqpack *p, const char *what) {
+    memset(v, 0, sizeof *v);
+    struct gq_vq_tensor t; // full check of the pack (sizes, permutation, finite values)
+    GQ_TRY(gq_vqpack_unpack(p, what, &t));
+    v->p = *p;
+    const struct gq_vqpack_hdr *h = &p->h;
+    v->nv = (h->cols - h->n_out) / h->d;
+    while ((1 << v->lk) < h->k) v->lk++;
+    v->n_nblk = t.n_nblk;
+    v->ct_start = malloc(sizeof(int) * (h->n_ct + 1)), v->rt_start = malloc(sizeof(int) * (h->n_rt + 1));
+    v->blk0 = malloc(sizeof(int) * h->n_ct);
+    if (h->has_perm) v->perm = malloc(sizeof(int32_t) * h->cols);
+    if (!v->ct_start || !v->rt_start || !v->blk0 || (h->has_perm && !v->perm)) {
+        gq_vq_tensor_free(&t), gq_vqrt_free(v);
+        return gq_fail(GQ_ERR_NOMEM, "%s: packed matrix view", what);
+    }
+    memcpy(v->ct_start, t.ct_start, sizeof(int) * (h->n_ct + 1));
+    memcpy(v->rt_start, t.rt_start, sizeof(int) * (h->n_rt + 1));
+    if (v->perm) memcpy(v->perm, t.perm, sizeof(int32_t) * h->cols);
+    for (int c = 0, b = 0; c < h->n_ct; c++) {
+        v->blk0[c] = b;
+        if (h->norm_block) b += (v->ct_start[c + 1] - v->ct_start[c] + h->norm_block - 1) / h->norm_block;
+    }
+    gq_vq_tensor_free(&t);
+    return GQ_OK;
+}
+
+static inline float f16_at(const uint8_t *p, int64_t i) {
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return gq_f16_to_f32(h);
+}
+static inline float coded_at(int f, const uint8_t *p, int64_t i, float scale) {
+    if (f == GQ_CB_INT8) return (float)(int8_t)p[i] * scale;
+    if (f == GQ_CB_FP16) return f16_at(p, i);
+    float x;
+    memcpy(&x, p + 4 * i, 4);
+    return x;
+}
+
+// Codebook of group g (= rt · n_ct + ct), stage s as floats (k, d): the values
+// gq_vqpack_unpack produces (same arithmetic).
+static void vq_codebook(const struct gq_vqrt *v, int s, int64_t g, float *cb) {
+    const struct gq_vqpack_hdr *h = &v->p.h;
+    const int f = h->cb_format, kd = h->k * h->d;
+    const int64_t groups = (int64_t)h->n_rt * h->n_ct;
+    if (h->svd_rank) {
+        const int r = h->svd_rank;
+        float u[256], vv;
+        for (int j = 0; j < r; j++) {
+            float sc = f == GQ_CB_INT8 ? f16_at(v->p.part[GQ_VQP_SVDUS], j) : 1.0f;
+            u[j] = coded_at(f, v->p.part[GQ_VQP_SVDU], g * r + j, sc);
+        }
+        for (int c = 0; c < h->k; c++) {
+            float acc = 0;
+            for (int j = 0; j < r; j++) {
+                int64_t i = (int64_t)c * r + j;
+                vv = f == GQ_CB_F32 ? coded_at(GQ_CB_F32, v->p.part[GQ_VQP_SVDV], i, 1) : f16_at(v->p.part[GQ_VQP_SVDV], i);
+                acc += u[j] * vv;
+            }
+            cb[c] = acc;
+        }
+        return;
+    }
+    const int64_t gi = (int64_t)s * groups + g;
+    const float sc = f == GQ_CB_INT8 ? f16_at(v->p.part[GQ_VQP_CBS], gi) : 1.0f;
+    for (int i = 0; i < kd; i++) cb[i] = coded_at(f, v->p.part[GQ_VQP_CB], gi * kd + i, sc);
+}
+
+static inline float vq_norm_scale(const struct gq_vqrt *v, int64_t g, int r, int blk) {
+    const struct gq_vqpack_hdr *h = &v->p.h;
+    struct gq_vq_norm nm = {f16_at(v->p.part[GQ_VQP_NPAR], 2 * g), f16_at(v->p.part[GQ_VQP_NPAR], 2 * g + 1)};
+    int si = (int)gq_bits_get(v->p.part[GQ_VQP_NSINT], (int64_t)r * v->n_nblk + blk, 4);
+    (void)h;
+    return gq_vq_norm_scale(nm, si);
+}
+
+static inline uint32_t vq_index(const struct gq_vqrt *v, int s, int r, int vec) {
+    return gq_bits_get(v->p.part[GQ_VQP_IDX], ((int64_t)s * v->p.h.rows + r) * v->nv + vec, v->lk);
+}
+
+static int row_tile_of(const struct gq_vqrt *v, int r) {
+    int lo = 0, hi = v->p.h.n_rt - 1;
+    while (lo < hi) { // last tile whose start <= r
+        int mid = (lo + hi + 1) / 2;
+        if (v->rt_start[mid] <= r) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+// Rows [r0, r1) in position order (the decode rule of vq.h: c0 (+ c1), then
+// × the normalisation scale, float arithmetic). cb: scratch of 2·k·d floats.
+static void vq_decode_rows_pos(const struct gq_vqrt *v, int r0, int r1, float *out, float *cb) {
+    const struct gq_vqpack_hdr *h = &v->p.h;
+    const int d = h->d, kd = h->k * d, n = h->cols;
+    for (int r = r0; r < r1; r++)
+        for (int p = 0; p < h->n_out; p++)
+            out[(size_t)(r - r0) * n + p] = f16_at(v->p.part[GQ_VQP_OUTL], (int64_t)r * h->n_out + p);
+    for (int rt = row_tile_of(v, r0); rt < h->n_rt && v->rt_start[rt] < r1; rt++) {
+        const int ra = v->rt_start[rt] > r0 ? v->rt_start[rt] : r0;
+        const int rb = v->rt_start[rt + 1] < r1 ? v->rt_start[rt + 1] : r1;
+        for (int ct = 0; ct < h->n_ct; ct++) {
+            const int64_t g = (int64_t)rt * h->n_ct + ct;
+            for (int s = 0; s < h->stages; s++) vq_codebook(v, s, g, cb + (size_t)s * kd);
+            const int v0 = (v->ct_start[ct] - h->n_out) / d, v1 = (v->ct_start[ct + 1] - h->n_out) / d;
+            for (int r = ra; r < rb; r++) {
+                float *q = out + (size_t)(r - r0) * n + h->n_out;
+                for (int vec = v0; vec < v1; vec++) {
+                    const float *c0 = cb + (size_t)vq_index(v, 0, r, vec) * d;
+                    float qv[8];
+                    for (int j = 0; j < d; j++) qv[j] = c0[j];
+                    if (h->stages > 1) {
+                        const float *c1 = cb + kd + (size_t)vq_index(v, 1, r, vec) * d;
+                        for (int j = 0; j < d; j++) qv[j] = qv[j] + c1[j];
+                    }
+                    if (h->norm_block) {
+                        float sc = vq_norm_scale(v, g, r, v->blk0[ct] + (vec - v0) / (h->norm_block / d));
+                        for (int j = 0; j < d; j++) qv[j] = qv[j] * sc;
+                    }
+                    for (int j = 0; j < d; j++) q[(size_t)vec * d + j] = qv[j];
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Packed VQ GEMV: y = W x with xp = x in position order (xp[p] = x[perm[p]]).
+// Per row tile (one OpenMP task each): outlier columns, then per column tile
+// its codebook(s) decoded once to floats, and for each row of the tile the
+// sum over vectors of c[idx] · xp (per normalisation block, then × its scale).
+
+// Scalar reference.
+static void vq_gemv_scalar(const struct gq_vqrt *v, const float *xp, float *y, float *cbs) {
+    const struct gq_vqpack_hdr *h = &v->p.h;
+    const int d = h->d, kd = h->k * d, nb = h->norm_block ? h->norm_block / d : 0;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int rt = 0; rt < h->n_rt; rt++) {
+        float *cb = cbs + (size_t)omp_get_thread_num() * 2 * kd;
+        for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
+            float acc = 0;
+            for (int p = 0; p < h->n_out; p++) acc += f16_at(v->p.part[GQ_VQP_OUTL], (int64_t)r * h->n_out + p) * xp[p];
+            y[r] = acc;
+        }
+        for (int ct = 0; ct < h->n_ct; ct++) {
+            const int64_t g = (int64_t)rt * h->n_ct + ct;
+            for (int s = 0; s < h->stages; s++) vq_codebook(v, s, g, cb + (size_t)s * kd);
+            const int v0 = (v->ct_start[ct] - h->n_out) / d, v1 = (v->ct_start[ct + 1] - h->n_out) / d;
+            const float *x = xp + h->n_out;
+            for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
+                float acc = 0;
+                for (int b0 = v0, blk = v->blk0[ct]; b0 < v1; blk++) {
+                    const int b1 = nb && b0 + nb < v1 ? b0 + nb : v1;
+                    float part = 0;
+                    for (int vec = b0; vec < b1; vec++) {
+                        const float *c0 = cb + (size_t)vq_index(v, 0, r, vec) * d;
+                        const float *c1 = h->stages > 1 ? cb + kd + (size_t)vq_index(v, 1, r, vec) * d : NULL;
+                        for (int j = 0; j < d; j++) part += (c1 ? c0[j] + c1[j] : c0[j]) * x[(size_t)vec * d + j];
+                    }
+                    acc += nb ? part * vq_norm_scale(v, g, r, blk) : part;
+                    b0 = b1;
+                }
+                y[r] += acc;
+            }
+        }
+    }
+}
+
+AVX2_FN static inline float hsum256(__m256 a) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// Eight indices of stage s, row r, vectors vec..vec+7, as int32 lanes.
+AVX2_FN static inline __m256i vq_index8(const struct gq_vqrt *v, int s, int r, int vec) {
+    const int lk = v->lk;
+    const int64_t bit = (((int64_t)s * v->p.h.rows + r) * v->nv + vec) * lk;
+    const size_t byte = (size_t)(bit >> 3), sh = (size_t)(bit & 7);
+    if (lk <= 7 && byte + 8 <= v->p.bytes[GQ_VQP_IDX]) {
+        uint64_t w;
+        memcpy(&w, v->p.part[GQ_VQP_IDX] + byte, 8);
+        w >>= sh;
+        if (lk <= 4) { // all eight in the low 32 bits
+            const __m256i shifts = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(lk));
+            return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)(uint32_t)w), shifts),
+                                    _mm256_set1_epi32((1 << lk) - 1));
+        }
+        const uint64_t m = (1u << lk) - 1;
+        return _mm256_setr_epi32((int)(w & m), (int)((w >> lk) & m), (int)((w >> 2 * lk) & m), (int)((w >> 3 * lk) & m),
+                                 (int)((w >> 4 * lk) & m), (int)((w >> 5 * lk) & m), (int)((w >> 6 * lk) & m),
+                                 (int)((w >> 7 * lk) & m));
+    }
+    int32_t ix[8];
+    for (int i = 0; i < 8; i++) ix[i] = (int32_t)vq_index(v, s, r, vec + i);
+    return _mm256_loadu_si256((const __m256i *)ix);
+}
+
+// AVX2: eight vectors per step, each coordinate j a gather from the codebook
+// times eight consecutive x values of coordinate j (x de-interleaved once per
+// call: xd[j·nv + vec] = xp[n_out + vec·d + j]).
+AVX2_FN static void vq_gemv_avx2(const struct gq_vqrt *v, const float *xp, const float *xd, float *y, float *cbs) {
+    const struct gq_vqpack_hdr *h = &v->p.h;
+    const int d = h->d, kd = h->k * d, nb = h->norm_block ? h->norm_block / d : 0, nv = v->nv;
+    const int ld = d == 1 ? 0 : d == 2 ? 1 : d == 4 ? 2 : 3;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int rt = 0; rt < h->n_rt; rt++) {
+        float *cb = cbs + (size_t)omp_get_thread_num() * 2 * kd;
+        for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
+            float acc = 0;
+            for (int p = 0; p < h->n_out; p++) acc += f16_at(v->p.part[GQ_VQP_OUTL], (int64_t)r * h->n_out + p) * xp[p];
+            y[r] = acc;
+        }
+        for (int ct = 0; ct < h->n_ct; ct++) {
+            const int64_t g = (int64_t)rt * h->n_ct + ct;
+            for (int s = 0; s < h->stages; s++) vq_codebook(v, s, g, cb + (size_t)s * kd);
+            const int v0 = (v->ct_start[ct] - h->n_out) / d, v1 = (v->ct_start[ct + 1] - h->n_out) / d;
+            for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
+                float acc = 0;
+                for (int b0 = v0, blk = v->blk0[ct]; b0 < v1; blk++) {
+                    const int b1 = nb && b0 + nb < v1 ? b0 + nb : v1;
+                    __m256 pv = _mm256_setzero_ps();
+                    int vec = b0;
+                    for (; vec + 8 <= b1; vec += 8) {
+                        __m256i o0 = _mm256_slli_epi32(vq_index8(v, 0, r, vec), ld), o1 = o0;
+                        if (h->stages > 1) o1 = _mm256_slli_epi32(vq_index8(v, 1, r, vec), ld);
+                        for (int j = 0; j < d; j++) {
+                            __m256 c = _mm256_i32gather_ps(cb + j, o0, 4);
+                            if (h->stages > 1) c = _mm256_add_ps(c, _mm256_i32gather_ps(cb + kd + j, o1, 4));
+                            pv = _mm256_fmadd_ps(c, _mm256_loadu_ps(xd + (size_t)j * nv + vec), pv);
+                        }
+                    }
+                    float part = hsum256(pv);
+                    for (; vec < b1; vec++) {
+                        const float *c0 = cb + (size_t)vq_index(v, 0, r, vec) * d;
+                        const float *c1 = h->stages > 1 ? cb + kd + (size_t)vq_index(v, 1, r, vec) * d : NULL;
+                        for (int j = 0; j < d; j++) part += (c1 ? c0[j] + c1[j] : c0[j]) * xd[(size_t)j * nv + vec];
+                    }
+                    acc += nb ? part * vq_norm_scale(v, g, r, blk) : part;
+                    b0 = b1;
+                }
+                y[r] += acc;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ggml block types. Q8_0: 32 weights = fp16 scale + 32 int8 (34 bytes);
+// Q4_0: fp16 scale + 16 bytes, low nibbles weights 0..15, high 16..31, value
+// (q − 8) · scale (18 bytes); F16: fp16 values. Each scalar reference sums a
+// block in float, then adds block sum × scale.
+
+static void q8_0_gemv_scalar(const struct gq_qweight *w, const float *x, float *y) {
+    const int nb = w->cols / 32;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < w->rows; r++) {
+        const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
+        float acc = 0;
+        for (int i = 0; i < nb; i++, b += 34) {
+            float s = 0;
+            for (int j = 0; j < 32; j++) s += (float)(int8_t)b[2 + j] * x[i * 32 + j];
+            acc += s * f16_at(b, 0);
+        }
+        y[r] = acc;
+    }
+}
+
+AVX2_FN static void q8_0_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
+    const int nb = w->cols / 32;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < w->rows; r++) {
+        const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
+        __m256 acc = _mm256_setzero_ps();
+        for (int i = 0; i < nb; i++, b += 34) {
+            __m256 s = _mm256_setzero_ps();
+            for (int q = 0; q < 4; q++) {
+                __m128i bytes = _mm_loadl_epi64((const __m128i *)(b + 2 + 8 * q));
+                __m256 wq = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+                s = _mm256_fmadd_ps(wq, _mm256_loadu_ps(x + i * 32 + 8 * q), s);
+            }
+            acc = _mm256_fmadd_ps(s, _mm256_set1_ps(f16_at(b, 0)), acc);
+        }
+        y[r] = hsum256(acc);
+    }
+}
+
+static void q4_0_gemv_scalar(const struct gq_qweight *w, const float *x, float *y) {
+    const int nb = w->cols / 32;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < w->rows; r++) {
+        const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
+        float acc = 0;
+        for (int i = 0; i < nb; i++, b += 18) {
+            float s = 0;
+            for (int j = 0; j < 16; j++) {
+                s += (float)((b[2 + j] & 15) - 8) * x[i * 32 + j];
+                s += (float)((b[2 + j] >> 4) - 8) * x[i * 32 + 16 + j];
+            }
+            acc += s * f16_at(b, 0);
+        }
+        y[r] = acc;
+    }
+}
+
+AVX2_FN static void q4_0_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
+    const int nb = w->cols / 32;
+    const __m256i eight = _mm256_set1_epi32(8);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < w->rows; r++) {
+        const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
+        __m256 acc = _mm256_setzero_ps();
+        for (int i = 0; i < nb; i++, b += 18) {
+            __m128i q = _mm_loadu_si128((const __m128i *)(b + 2));
+            __m128i lo = _mm_and_si128(q, _mm_set1_epi8(15)), hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(15));
+            const float *xb = x + i * 32;
+            __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(lo), eight)),
+                                     _mm256_loadu_ps(xb));
+            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)), eight)),
+                                _mm256_loadu_ps(xb + 8), s);
+            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(hi), eight)),
+                                _mm256_loadu_ps(xb + 16), s);
+            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)), eight)),
+                                _mm256_loadu_ps(xb + 24), s);
+            acc = _mm256_fmadd_ps(s, _mm256_set1_ps(f16_at(b, 0)), acc);
+        }
+        y[r] = hsum256(acc);
+    }
+}
+
+static void f16_gemv_scalar(const struct gq_qweight *w, const float *x, float *y) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < w->rows; r++) {
+        const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
+        float acc = 0;
+        for (int j = 0; j < w->cols; j++) acc += f16_at(b, j) * x[j];
+        y[r] = acc;
+    }
+}
+
+AVX2_FN static void f16_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < w->rows; r++) {
+        const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        int j = 0;
+        for (; j + 16 <= w->cols; j += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + 2 * j))), _mm256_loadu_ps(x + j), a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + 2 * j + 16))),
+                                 _mm256_loadu_ps(x + j + 8), a1);
+        }
+        float acc = hsum256(_mm256_add_ps(a0, a1));
+        for (; j < w->cols; j++) acc += f16_at(b, j) * x[j];
+        y[r] = acc;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Decode and dispatch.
+
+size_t gq_qweight_bytes(const struct gq_qweight *w) {
+    if (w->kind == GQ_QW_GGML) return (size_t)w->rows * w->row_size;
+    size_t b = 0;
+    for (int i = 0; i < GQ_VQP_COUNT; i++) b += w->vq->p.bytes[i];
+    return b;
+}
+
+static size_t vq_cb_floats(const struct gq_vqrt *v) { return (size_t)2 * v->p.h.k * v->p.h.d; }
+
+void gq_qweight_decode_rows(const struct gq_qweight *w, int r0, int r1, float *out) {
+    if (w->kind == GQ_QW_GGML) {
+        for (int r = r0; r < r1; r++)
+            gq_dequantize(w->type, (const uint8_t *)w->data + (size_t)r * w->row_size, out + (size_t)(r - r0) * w->cols,
+                          w->cols);
+        return;
+    }
+    const struct gq_vqrt *v = w->vq;
+    const int n = w->cols;
+    float *cb = malloc(sizeof(float) * vq_cb_floats(v)), *pos = v->perm ? malloc(sizeof(float) * n) : NULL;
+    if (!cb || (v->perm && !pos)) { // only under memory exhaustion; zeros are visible in any result
+        free(cb), free(pos);
+        memset(out, 0, sizeof(float) * (size_t)(r1 - r0) * n);
+        return;
+    }
+    vq_decode_rows_pos(v, r0, r1, out, cb);
+    if (v->perm) // position order -> column order, row by row
+        for (int r = r0; r < r1; r++) {
+            float *q = out + (size_t)(r - r0) * n;
+            memcpy(pos, q, sizeof(float) * n);
+            for (int p = 0; p < n; p++) q[v->perm[p]] = pos[p];
+        }
+    free(cb), free(pos);
+}
+
+static int isa_cur = -1;
+static bool cpu_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+enum gq_isa gq_qmatmul_isa(void) {
+    if (isa_cur < 0) isa_cur = cpu_avx2() ? GQ_ISA_AVX2 : GQ_ISA_SCALAR;
+    return (enum gq_isa)isa_cur;
+}
+enum gq_isa gq_qmatmul_set_isa(enum gq_isa isa) {
+    isa_cur = isa == GQ_ISA_AVX2 && !cpu_avx2() ? GQ_ISA_SCALAR : isa;
+    return (enum gq_isa)isa_cur;
+}
+
+static enum gq_status vq_gemv(const struct gq_qweight *w, const float *x, float *y) {
+    const struct gq_vqrt *v = w->vq;
+    const int n = w->cols, nt = omp_get_max_threads(), d = v->p.h.d, nv = v->nv, no = v->p.h.n_out;
+    float *xp = malloc(sizeof(float) * n * 2), *cbs = malloc(sizeof(float) * vq_cb_floats(v) * nt);
+    if (!xp || !cbs) {
+        free(xp), free(cbs);
+        return gq_fail(GQ_ERR_NOMEM, "qmatmul: scratch for a (%d, %d) packed matrix", w->rows, n);
+    }
+    for (int p = 0; p < n; p++) xp[p] = x[v->perm ? v->perm[p] : p];
+    if (gq_qmatmul_isa() == GQ_ISA_AVX2) {
+        float *xd = xp + n;
+        for (int vec = 0; vec < nv; vec++)
+            for (int j = 0; j < d; j++) xd[(size_t)j * nv + vec] = xp[no + vec * d + j];
+        vq_gemv_avx2(v, xp, xd, y, cbs);
+    } else {
+        vq_gemv_scalar(v, xp, y, cbs);
+    }
+    free(xp), free(cbs);
+    return GQ_OK;
+}
+
+static enum gq_status ggml_gemv(const struct gq_qweight *w, const float *x, float *y) {
+    const bool avx2 = gq_qmatmul_isa() == GQ_ISA_AVX2;
+    switch (w->type) {
+    case GQ_TYPE_Q8_0: avx2 ? q8_0_gemv_avx2(w, x, y) : q8_0_gemv_scalar(w, x, y); return GQ_OK;
+    case GQ_TYPE_Q4_0: avx2 ? q4_0_gemv_avx2(w, x, y) : q4_0_gemv_scalar(w, x, y); return GQ_OK;
+    case GQ_TYPE_F16: avx2 ? f16_gemv_avx2(w, x, y) : f16_gemv_scalar(w, x, y); return GQ_OK;
+    default: break;
+    }
+    // any other type: rows decoded in chunks, then a dot product per row
+    enum { CH = 64 };
+    const int nt = omp_get_max_threads();
+    float *buf = malloc(sizeof(float) * (size_t)CH * w->cols * nt);
+    if (!buf) return gq_fail(GQ_ERR_NOMEM, "qmatmul: decode buffer");
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int r0 = 0; r0 < w->rows; r0 += CH) {
+        const int r1 = r0 + CH < w->rows ? r0 + CH : w->rows;
+        float *b = buf + (size_t)omp_get_thread_num() * CH * w->cols;
+        gq_qweight_decode_rows(w, r0, r1, b);
+        for (int r = r0; r < r1; r++) {
+            float acc = 0;
+            const float *br = b + (size_t)(r - r0) * w->cols;
+            for (int j = 0; j < w->cols; j++) acc += br[j] * x[j];
+            y[r] = acc;
+        }
+    }
+    free(buf);
+    return GQ_OK;
+}
+
+enum gq_status gq_qmatmul(float *y, const float *x, const struct gq_qweight *w, int n) {
+    if (n == 1) return w->kind == GQ_QW_VQ ? vq_gemv(w, x, y) : ggml_gemv(w, x, y);
+    // prefill: chunks of rows decoded to f32 (in parallel), then one sgemm each
+    const int CH = 256, nt = omp_get_max_threads();
+    const int nch = (w->rows + CH - 1) / CH, per = nch < nt ? nch : nt;
+    float *buf = malloc(sizeof(float) * (size_t)CH * w->cols * per);
+    if (!buf) return gq_fail(GQ_ERR_NOMEM, "qmatmul: decode buffer of %d x %d", CH, w->cols);
+    for (int c0 = 0; c0 < nch; c0 += per) {
+        const int c1 = c0 + per < nch ? c0 + per : nch;
+#pragma omp parallel for schedule(static, 1)
+        for (int c = c0; c < c1; c++) {
+            const int r0 = c * CH, r1 = r0 + CH < w->rows ? r0 + CH : w->rows;
+            gq_qweight_decode_rows(w, r0, r1, buf + (size_t)(c - c0) * CH * w->cols);
+        }
+        const int r0 = c0 * CH, r1 = c1 * CH < w->rows ? c1 * CH : w->rows;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r1 - r0, w->cols, 1.0f, x, w->cols, buf, w->cols, 0.0f,
+                    y + r0, w->rows);
+    }
+    free(buf);
+    return GQ_OK;
+}

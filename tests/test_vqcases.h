@@ -1,0 +1,50 @@
+// test_vqcases.h - small GPTVQ matrices over the option space (d = 1, 2, 4,
+// 8; int8 / fp16 / f32 codebooks; normalisation; residual; outliers; codebook
+// SVD; act-order on / off; ragged tiles), shared by test_vqpack and
+// test_qmatmul. Include after test.h and test_rand.h.
+#ifndef GQ_TEST_VQCASES_H
+#define GQ_TEST_VQCASES_H
+#include "quant/vq.h"
+
+struct cfg {
+    int d, k, rows, cols;
+    int64_t l;
+    enum gq_cb_format f;
+    int norm, stages, svd;
+    double outl;
+    bool act;
+};
+
+static void quantize(const struct cfg *c, struct gq_vq_tensor *t, float *Q) {
+    float *W = rand_matrix(c->rows, c->cols, 0.5);
+    float *X = rand_activations(3 * c->cols, c->cols, 1);
+    float *H = hessian_of(X, 3 * c->cols, c->cols);
+    struct gq_gptvq_params vp = {0};
+    vp.dim = c->d, vp.em_iters = 10, vp.em_init = GQ_VQ_INIT_MAHALANOBIS, vp.cb_update = GQ_CB_UPDATE_EXACT;
+    vp.cb_format = c->f, vp.stages = c->stages, vp.norm_block = c->norm, vp.outlier_frac = c->outl;
+    vp.cb_svd_rank = c->svd;
+    struct gq_quant_params qp;
+    gq_quant_params_default(&qp);
+    qp.block_size = 16, qp.act_order = c->act;
+    struct gq_vq_config cfg = {.d = c->d, .k = c->k, .l = c->l};
+    struct gq_vq_result res;
+    memcpy(Q, W, sizeof(float) * (size_t)c->rows * c->cols);
+    CHECK_OK(gq_gptvq_quantize(Q, c->rows, c->cols, H, &qp, &vp, &cfg, 3, t, &res));
+    free(W), free(X), free(H);
+}
+
+static const struct cfg vq_cases[] = {
+    {1, 4, 24, 64, 128, GQ_CB_INT8, 0, 1, 0, 0, true},     {1, 8, 16, 96, 256, GQ_CB_FP16, 16, 1, 0, 0.05, true},
+    {2, 16, 32, 64, 512, GQ_CB_INT8, 0, 1, 0, 0, false},   {2, 16, 32, 72, 384, GQ_CB_INT8, 8, 1, 0, 0.1, true},
+    {2, 4, 20, 60, 300, GQ_CB_F32, 0, 2, 0, 0, true},      {4, 64, 40, 64, 1280, GQ_CB_INT8, 16, 1, 0, 0, true},
+    {4, 16, 24, 48, 384, GQ_CB_FP16, 0, 2, 0, 0.1, false}, {8, 32, 24, 64, 768, GQ_CB_INT8, 0, 1, 0, 0, true},
+    {1, 8, 32, 96, 128, GQ_CB_INT8, 0, 1, 4, 0, true},     {1, 4, 24, 64, 64, GQ_CB_FP16, 16, 1, 2, 0.05, true},
+    {1, 8, 16, 48, 96, GQ_CB_F32, 0, 1, 8, 0, false},      {2, 256, 16, 64, 512, GQ_CB_INT8, 0, 1, 0, 0, true},
+    // wider, ragged: vectors per tile and normalisation blocks not multiples of 8
+    {2, 16, 48, 172, 2048, GQ_CB_INT8, 0, 1, 0, 0, true},  {2, 16, 40, 172, 1024, GQ_CB_INT8, 12, 1, 0, 0.03, true},
+    {4, 256, 64, 256, 8192, GQ_CB_INT8, 0, 1, 0, 0, true}, {1, 8, 40, 344, 512, GQ_CB_INT8, 20, 1, 0, 0, true},
+    {2, 64, 36, 200, 4096, GQ_CB_INT8, 0, 2, 0, 0, false},
+};
+#define N_CASES (int)(sizeof vq_cases / sizeof *vq_cases)
+
+#endif
