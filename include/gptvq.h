@@ -40,6 +40,11 @@ struct gq_tokenizer;  // owned by the model
 struct gq_load_params {
     const char *tokenizer_path; // llama2.c tokenizer.bin (NULL: tokenizer.bin / tok512.bin beside the model)
     bool verbose;
+    // GGUF: keep packed GPTVQ matrices and F16 / Q8_0 / Q4_0 / Q4_1 tensors
+    // compressed in memory and run them with the compressed kernels (ppl,
+    // generate, bench). false: every weight dequantized to f32 (what
+    // quantize and export need).
+    bool keep_quantized;
 };
 
 // Loads a GGUF file, a Hugging Face model directory (config.json +

@@ -3,7 +3,7 @@
 //      matrix; GEMV (scalar reference and AVX2) and prefill agree with a
 //      double-precision product of that matrix within the stated tolerance,
 //      for every configuration of test_vqcases.h (ragged tiles included);
-//  [2] Q8_0, Q4_0, F16 and a type without its own kernel (Q4_1): the same
+//  [2] Q8_0, Q4_0, Q4_1, F16 and a type without its own kernel (Q5_0): the same
 //      against gq_dequantize, for ragged row counts.
 // Tolerance: |y − y_ref| <= 1e-5 · Σ_j |w_j x_j| + 1e-30 per output (float
 // accumulation of at most a few thousand terms in a different order).
@@ -86,7 +86,8 @@ static void test_ggml(void) {
         enum gq_ggml_type type;
         int rows, cols;
     } cases[] = {{GQ_TYPE_Q8_0, 37, 96},  {GQ_TYPE_Q8_0, 5, 1536}, {GQ_TYPE_Q4_0, 37, 96}, {GQ_TYPE_Q4_0, 9, 576},
-                 {GQ_TYPE_F16, 13, 200},  {GQ_TYPE_F16, 3, 1536}, {GQ_TYPE_Q4_1, 11, 64}};
+                 {GQ_TYPE_F16, 13, 200},  {GQ_TYPE_F16, 3, 1536}, {GQ_TYPE_Q4_1, 11, 64},
+                 {GQ_TYPE_Q4_1, 7, 576},  {GQ_TYPE_Q5_0, 6, 64}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const int rows = cases[i].rows, cols = cases[i].cols;
         size_t rs = gq_ggml_row_size(cases[i].type, cols);
@@ -100,6 +101,7 @@ static void test_ggml(void) {
             }
         } else {
             const int bs = (int)gq_ggml_type_size(cases[i].type), scales = cases[i].type == GQ_TYPE_Q4_1 ? 2 : 1;
+            // (Q5_0: scale, then 4 bytes of high bits: random is fine)
             for (size_t b = 0; b < rs * rows; b += bs)
                 for (int s = 0; s < scales; s++) {
                     uint16_t h = gq_f32_to_f16((float)(0.01 + 0.02 * rng_unif()));

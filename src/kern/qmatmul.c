@@ -355,6 +355,50 @@ AVX2_FN static void q4_0_gemv_avx2(const struct gq_qweight *w, const float *x, f
     }
 }
 
+// Q4_1: fp16 scale d, fp16 offset m, 16 bytes of nibbles as Q4_0; value
+// q · d + m, so a block adds d · Σ q x + m · Σ x.
+static void q4_1_gemv_scalar(const struct gq_qweight *w, const float *x, float *y) {
+    const int nb = w->cols / 32;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < w->rows; r++) {
+        const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
+        float acc = 0;
+        for (int i = 0; i < nb; i++, b += 20) {
+            float s = 0, sx = 0;
+            for (int j = 0; j < 16; j++) {
+                s += (float)(b[4 + j] & 15) * x[i * 32 + j] + (float)(b[4 + j] >> 4) * x[i * 32 + 16 + j];
+                sx += x[i * 32 + j] + x[i * 32 + 16 + j];
+            }
+            acc += s * f16_at(b, 0) + sx * f16_at(b, 1);
+        }
+        y[r] = acc;
+    }
+}
+
+AVX2_FN static void q4_1_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
+    const int nb = w->cols / 32;
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < w->rows; r++) {
+        const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
+        __m256 acc = _mm256_setzero_ps();
+        for (int i = 0; i < nb; i++, b += 20) {
+            __m128i q = _mm_loadu_si128((const __m128i *)(b + 4));
+            __m128i lo = _mm_and_si128(q, _mm_set1_epi8(15)), hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(15));
+            const float *xb = x + i * 32;
+            __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8), x2 = _mm256_loadu_ps(xb + 16),
+                   x3 = _mm256_loadu_ps(xb + 24);
+            __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), x0);
+            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), x1, s);
+            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), x2, s);
+            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), x3, s);
+            __m256 sx = _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3));
+            acc = _mm256_fmadd_ps(s, _mm256_set1_ps(f16_at(b, 0)), acc);
+            acc = _mm256_fmadd_ps(sx, _mm256_set1_ps(f16_at(b, 1)), acc);
+        }
+        y[r] = hsum256(acc);
+    }
+}
+
 static void f16_gemv_scalar(const struct gq_qweight *w, const float *x, float *y) {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < w->rows; r++) {
@@ -459,6 +503,7 @@ static enum gq_status ggml_gemv(const struct gq_qweight *w, const float *x, floa
     switch (w->type) {
     case GQ_TYPE_Q8_0: avx2 ? q8_0_gemv_avx2(w, x, y) : q8_0_gemv_scalar(w, x, y); return GQ_OK;
     case GQ_TYPE_Q4_0: avx2 ? q4_0_gemv_avx2(w, x, y) : q4_0_gemv_scalar(w, x, y); return GQ_OK;
+    case GQ_TYPE_Q4_1: avx2 ? q4_1_gemv_avx2(w, x, y) : q4_1_gemv_scalar(w, x, y); return GQ_OK;
     case GQ_TYPE_F16: avx2 ? f16_gemv_avx2(w, x, y) : f16_gemv_scalar(w, x, y); return GQ_OK;
     default: break;
     }

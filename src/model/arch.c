@@ -1,8 +1,9 @@
 // arch.c - the model description tables (see arch.h).
 #include "arch.h"
 
-#define LIN(nm, field, r, c, in, g, h) {nm, GQ_T_LINEAR, offsetof(struct gq_layer_w, field), r, c, in, g, h}
-#define VEC(nm, kind, field, r, g, h) {nm, kind, offsetof(struct gq_layer_w, field), r, GQ_D_NONE, 0, g, h}
+#define LIN(nm, field, r, c, in, g, h)                                                                                \
+    {nm, GQ_T_LINEAR, offsetof(struct gq_layer_w, field), r, c, in, offsetof(struct gq_layer_w, q_##field), g, h}
+#define VEC(nm, kind, field, r, g, h) {nm, kind, offsetof(struct gq_layer_w, field), r, GQ_D_NONE, 0, 0, g, h}
 
 // Llama (and Mistral, Qwen2 with biases): pre-norm attention + SwiGLU MLP.
 static const struct gq_block_tensor llama_block[] = {
@@ -47,7 +48,7 @@ int64_t gq_dim_value(const struct gq_hparams *hp, enum gq_dim d) {
 }
 
 enum gq_status gq_arch_load_blocks(struct gq_model *m, const struct gq_arch *A, bool hf, bool bias_required,
-                                   gq_weight_getter get, void *ctx, const char *path) {
+                                   gq_weight_getter get, gq_qweight_getter qget, void *ctx, const char *path) {
     const struct gq_hparams *hp = &m->hp;
     m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers);
     if (!m->layers) return gq_fail(GQ_ERR_NOMEM, "out of memory");
@@ -58,6 +59,10 @@ enum gq_status gq_arch_load_blocks(struct gq_model *m, const struct gq_arch *A, 
             char n[160];
             snprintf(n, sizeof n, hf ? "model.layers.%d.%s" : "blk.%d.%s", l, hf ? t->hf : t->gguf);
             bool required = t->kind != GQ_T_BIAS || bias_required;
+            if (qget && t->kind == GQ_T_LINEAR) {
+                GQ_TRY(qget(ctx, n, gq_dim_value(hp, t->rows), gq_dim_value(hp, t->cols), gq_block_qslot(L, t)));
+                if (*gq_block_qslot(L, t)) continue;
+            }
             GQ_TRY(get(ctx, n, gq_dim_value(hp, t->rows), t->cols ? gq_dim_value(hp, t->cols) : 0, required,
                        gq_block_slot(L, t)));
         }

@@ -20,6 +20,7 @@ struct gq_block_tensor {
     size_t offset;         // offsetof(struct gq_layer_w, field)
     enum gq_dim rows, cols; // W: (rows, cols) = (n_out, n_in); 1-D tensors: cols = NONE
     enum gq_block_input input; // linears: the input they read (linears sharing it share a Hessian)
+    size_t qoffset;        // linears: offsetof(struct gq_layer_w, compressed form)
     const char *gguf;      // "blk.%d." + this
     const char *hf;        // "model.layers.%d." + this
 };
@@ -38,6 +39,10 @@ int64_t gq_dim_value(const struct gq_hparams *hp, enum gq_dim d);
 static inline const float **gq_block_slot(struct gq_layer_w *L, const struct gq_block_tensor *t) {
     return (const float **)((char *)L + t->offset);
 }
+// The compressed form's slot of a linear.
+static inline const struct gq_qweight **gq_block_qslot(struct gq_layer_w *L, const struct gq_block_tensor *t) {
+    return (const struct gq_qweight **)((char *)L + t->qoffset);
+}
 
 // Fills m->layers (allocated here) from a weight source: get(ctx, name, rows,
 // cols, required, out) fetches tensor `name` as f32 (rows, cols) = (n_out,
@@ -45,7 +50,11 @@ static inline const float **gq_block_slot(struct gq_layer_w *L, const struct gq_
 // "model.layers.%d." + hf (hf true). Biases are required when bias_required.
 typedef enum gq_status (*gq_weight_getter)(void *ctx, const char *name, int64_t rows, int64_t cols, bool required,
                                            const float **out);
+// Optional: asked first for every linear; setting *out (compressed form)
+// skips the f32 getter for it.
+typedef enum gq_status (*gq_qweight_getter)(void *ctx, const char *name, int64_t rows, int64_t cols,
+                                            const struct gq_qweight **out);
 enum gq_status gq_arch_load_blocks(struct gq_model *m, const struct gq_arch *A, bool hf, bool bias_required,
-                                   gq_weight_getter get, void *ctx, const char *path);
+                                   gq_weight_getter get, gq_qweight_getter qget, void *ctx, const char *path);
 
 #endif

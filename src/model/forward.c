@@ -5,6 +5,7 @@
 // KV cache (scores = Q K^T, out = softmax(scores) V) with a causal mask.
 // Decode is the same code with n = 1.
 #include "model.h"
+#include "kern/qmatmul.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -19,13 +20,17 @@ struct gq_context {
     float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *scores;
 };
 
-// y = x W^T for x (n, n_in), W (n_out, n_in): y (n, n_out).
-static void matmul(float *y, const float *x, const float *w, int n, int n_in, int n_out) {
+// y = x W^T for x (n, n_in), W (n_out, n_in): y (n, n_out); the compressed
+// form q when the weight is kept compressed.
+static enum gq_status matmul(float *y, const float *x, const float *w, const struct gq_qweight *q, int n, int n_in,
+                             int n_out) {
+    if (q) return gq_qmatmul(y, x, q, n);
     if (n == 1)
         cblas_sgemv(CblasRowMajor, CblasNoTrans, n_out, n_in, 1.0f, w, n_in, x, 1, 0.0f, y, 1);
     else
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n_out, n_in, 1.0f, x, n_in, w, n_in,
                     0.0f, y, n_out);
+    return GQ_OK;
 }
 
 static void rmsnorm(float *out, const float *x, const float *w, int n, int dim, float eps) {
@@ -224,9 +229,9 @@ static enum gq_status block_forward(struct gq_context *c, struct gq_context *con
     if (hooks && hooks->start_at == GQ_IN_FFN) goto ffn;
     rmsnorm(c->xb, x, L->attn_norm, n, dim, hp->rms_eps);
     CAPTURE(GQ_IN_ATTN, c->xb, dim);
-    matmul(c->q, c->xb, L->wq, n, dim, q_dim);
-    matmul(c->k, c->xb, L->wk, n, dim, kv_dim);
-    matmul(c->v, c->xb, L->wv, n, dim, kv_dim);
+    GQ_TRY(matmul(c->q, c->xb, L->wq, L->q_wq, n, dim, q_dim));
+    GQ_TRY(matmul(c->k, c->xb, L->wk, L->q_wk, n, dim, kv_dim));
+    GQ_TRY(matmul(c->v, c->xb, L->wv, L->q_wv, n, dim, kv_dim));
     add_bias(c->q, L->bq, n, q_dim);
     add_bias(c->k, L->bk, n, kv_dim);
     add_bias(c->v, L->bv, n, kv_dim);
@@ -248,21 +253,21 @@ static enum gq_status block_forward(struct gq_context *c, struct gq_context *con
         }
     }
     CAPTURE(GQ_IN_ATTN_OUT, c->att_out, q_dim);
-    matmul(c->xb, c->att_out, L->wo, n, q_dim, dim);
+    GQ_TRY(matmul(c->xb, c->att_out, L->wo, L->q_wo, n, q_dim, dim));
     for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += c->xb[i];
 
 ffn:
     rmsnorm(c->xb, x, L->ffn_norm, n, dim, hp->rms_eps);
     CAPTURE(GQ_IN_FFN, c->xb, dim);
-    matmul(c->hb, c->xb, L->w_gate, n, dim, ffn);
-    matmul(c->hb2, c->xb, L->w_up, n, dim, ffn);
+    GQ_TRY(matmul(c->hb, c->xb, L->w_gate, L->q_w_gate, n, dim, ffn));
+    GQ_TRY(matmul(c->hb2, c->xb, L->w_up, L->q_w_up, n, dim, ffn));
 #pragma omp parallel for if (n > 1)
     for (size_t i = 0; i < (size_t)n * ffn; i++) {
         float g = c->hb[i];
         c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i]; // SwiGLU: silu(gate) * up
     }
     CAPTURE(GQ_IN_FFN_DOWN, c->hb, ffn);
-    matmul(c->xb, c->hb, L->w_down, n, ffn, dim);
+    GQ_TRY(matmul(c->xb, c->hb, L->w_down, L->q_w_down, n, ffn, dim));
     for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += c->xb[i];
 #undef CAPTURE
     return GQ_OK;
@@ -296,7 +301,7 @@ enum gq_status gq_forward_lockstep(struct gq_context *batch, struct gq_context *
     for (int l = 0; l < hp->n_layers; l++) GQ_TRY(block_forward(batch, seqs, l, &m->layers[l], batch->x, n, pos, NULL));
     for (int i = 0; i < n; i++) seqs[i]->pos++;
     rmsnorm(batch->xb, batch->x, m->output_norm, n, hp->dim, hp->rms_eps);
-    matmul(logits, batch->xb, m->output, n, hp->dim, hp->n_vocab);
+    GQ_TRY(matmul(logits, batch->xb, m->output, m->q_output, n, hp->dim, hp->n_vocab));
     return GQ_OK;
 }
 
@@ -304,8 +309,11 @@ enum gq_status gq_embed(const struct gq_model *m, const int32_t *tokens, int n, 
     for (int i = 0; i < n; i++) {
         if (tokens[i] < 0 || tokens[i] >= m->hp.n_vocab)
             return gq_fail(GQ_ERR_ARG, "token id %d out of range [0, %d)", tokens[i], m->hp.n_vocab);
-        memcpy(x + (size_t)i * m->hp.dim, m->tok_embd + (size_t)tokens[i] * m->hp.dim,
-               (size_t)m->hp.dim * sizeof(float));
+        if (m->q_tok_embd)
+            gq_qweight_decode_rows(m->q_tok_embd, tokens[i], tokens[i] + 1, x + (size_t)i * m->hp.dim);
+        else
+            memcpy(x + (size_t)i * m->hp.dim, m->tok_embd + (size_t)tokens[i] * m->hp.dim,
+                   (size_t)m->hp.dim * sizeof(float));
     }
     return GQ_OK;
 }
@@ -325,10 +333,10 @@ enum gq_status gq_forward(struct gq_context *c, const int32_t *tokens, int n, fl
     int dim = hp->dim;
     if (all_logits) {
         rmsnorm(c->xb, c->x, m->output_norm, n, dim, hp->rms_eps);
-        matmul(logits, c->xb, m->output, n, dim, hp->n_vocab);
+        GQ_TRY(matmul(logits, c->xb, m->output, m->q_output, n, dim, hp->n_vocab));
     } else {
         rmsnorm(c->xb, c->x + (size_t)(n - 1) * dim, m->output_norm, 1, dim, hp->rms_eps);
-        matmul(logits, c->xb, m->output, 1, dim, hp->n_vocab);
+        GQ_TRY(matmul(logits, c->xb, m->output, m->q_output, 1, dim, hp->n_vocab));
     }
     return GQ_OK;
 }

@@ -6,8 +6,113 @@
 #include "arch.h"
 #include "tokenizer.h"
 #include "../io/gguf.h"
+#include "../kern/qmatmul.h"
 
 static void close_gguf(void *p) { gq_gguf_close(p); }
+
+// Packed GPTVQ matrix `name` (docs/format.md): header "gptvq.vq.<name>" (13
+// int32) and the part tensors "<name>.<suffix>", each of exactly the type
+// and size the header implies. *found false: not a packed matrix.
+static enum gq_status gguf_vqpack(const struct gq_gguf *g, const char *name, int64_t rows, int64_t cols,
+                                  struct gq_vqpack *p, bool *found) {
+    char key[256];
+    snprintf(key, sizeof key, "gptvq.vq.%s", name);
+    const struct gq_gguf_kv *kv = gq_gguf_find_kv(g, key);
+    *found = kv != NULL;
+    if (!kv) return GQ_OK;
+    memset(p, 0, sizeof *p);
+    if (kv->type != GQ_GGUF_ARRAY || kv->arr_type != GQ_GGUF_INT32 || kv->arr_n != GQ_VQPACK_HDR_N)
+        return gq_fail(GQ_ERR_FORMAT, "%s: '%s' is not an array of %d int32", g->file.path, key, GQ_VQPACK_HDR_N);
+    memcpy(&p->h, kv->arr_data, sizeof p->h);
+    if (p->h.rows != rows || p->h.cols != cols)
+        return gq_fail(GQ_ERR_FORMAT, "%s: packed '%s' is (%d, %d), expected (%lld, %lld)", g->file.path, name,
+                       p->h.rows, p->h.cols, (long long)rows, (long long)cols);
+    int64_t bits[GQ_VQP_COUNT];
+    char what[200];
+    snprintf(what, sizeof what, "%s: %s", g->file.path, name);
+    GQ_TRY(gq_vqpack_layout(&p->h, what, bits));
+    for (int i = 0; i < GQ_VQP_COUNT; i++) {
+        char tn[256];
+        snprintf(tn, sizeof tn, "%s.%s", name, gq_vqpack_suffix(i));
+        const struct gq_gguf_tensor *t = gq_gguf_find_tensor(g, tn);
+        if (!bits[i]) {
+            if (t) return gq_fail(GQ_ERR_FORMAT, "%s: tensor '%s' is not part of this packed matrix", g->file.path, tn);
+            continue;
+        }
+        if (!t) return gq_fail(GQ_ERR_FORMAT, "%s: missing tensor '%s'", g->file.path, tn);
+        int type;
+        int64_t ne;
+        gq_vqpack_part_type(&p->h, i, bits[i], &type, &ne);
+        if ((int)t->type != type || t->n_dims != 1 || t->ne[0] != ne)
+            return gq_fail(GQ_ERR_FORMAT,
+                           "%s: tensor '%s' is %s [%lld], the header implies %s [%lld] (index width, codebook count "
+                           "or shape mismatch)",
+                           g->file.path, tn, gq_ggml_type_name(t->type), (long long)t->ne[0],
+                           gq_ggml_type_name((enum gq_ggml_type)type), (long long)ne);
+        p->part[i] = t->data, p->bytes[i] = t->nbytes;
+    }
+    return GQ_OK;
+}
+
+// The f32 matrix of a packed one (decoded whole; quantize / export).
+static enum gq_status vq_to_f32(struct gq_model *m, const struct gq_gguf *g, const char *name,
+                                const struct gq_vqpack *p, const float **out) {
+    struct gq_vqrt v;
+    char what[200];
+    snprintf(what, sizeof what, "%s: %s", g->file.path, name);
+    GQ_TRY(gq_vqrt_init(&v, p, what));
+    float *f = malloc(sizeof(float) * (size_t)p->h.rows * p->h.cols);
+    if (!f) {
+        gq_vqrt_free(&v);
+        return gq_fail(GQ_ERR_NOMEM, "%s: out of memory", what);
+    }
+    struct gq_qweight q = {.kind = GQ_QW_VQ, .rows = p->h.rows, .cols = p->h.cols, .vq = &v};
+    gq_qweight_decode_rows(&q, 0, p->h.rows, f);
+    gq_vqrt_free(&v);
+    GQ_TRY(gq_model_own(m, f));
+    *out = f;
+    return GQ_OK;
+}
+
+// ggml types the compressed kernels run directly.
+static bool kept_type(enum gq_ggml_type t) {
+    return t == GQ_TYPE_F16 || t == GQ_TYPE_Q8_0 || t == GQ_TYPE_Q4_0 || t == GQ_TYPE_Q4_1;
+}
+
+// keep_quantized: the compressed form of tensor `name` (rows, cols), or NULL
+// (then the f32 path loads it).
+static enum gq_status get_q(struct gq_model *m, const struct gq_gguf *g, const char *name, int64_t rows, int64_t cols,
+                            const struct gq_qweight **out) {
+    *out = NULL;
+    if (!m->keep_quantized) return GQ_OK;
+    struct gq_vqpack p;
+    bool found;
+    GQ_TRY(gguf_vqpack(g, name, rows, cols, &p, &found));
+    struct gq_qweight *q = calloc(1, sizeof *q);
+    GQ_TRY(gq_model_own(m, q));
+    q->rows = (int)rows, q->cols = (int)cols;
+    if (found) {
+        struct gq_vqrt *v = calloc(1, sizeof *v);
+        GQ_TRY(gq_model_own(m, v));
+        char what[200];
+        snprintf(what, sizeof what, "%s: %s", g->file.path, name);
+        GQ_TRY(gq_vqrt_init(v, &p, what));
+        // the view's arrays go with the model too
+        void *arrs[4] = {v->ct_start, v->rt_start, v->blk0, v->perm};
+        for (int i = 0; i < 4; i++)
+            if (arrs[i]) GQ_TRY(gq_model_own(m, arrs[i]));
+        q->kind = GQ_QW_VQ, q->vq = v;
+        *out = q;
+        return GQ_OK;
+    }
+    const struct gq_gguf_tensor *t = gq_gguf_find_tensor(g, name);
+    if (!t || !kept_type(t->type) || t->n_dims < 1 || t->ne[0] != cols || gq_gguf_tensor_nelements(t) != rows * cols)
+        return GQ_OK; // absent or f32 / other type: the f32 path reports or dequantizes
+    q->kind = GQ_QW_GGML, q->type = t->type, q->data = t->data;
+    q->row_size = gq_ggml_row_size(t->type, cols);
+    *out = q;
+    return GQ_OK;
+}
 
 // Fetches tensor `name` as f32, checking its shape is (ne1 rows, ne0 cols).
 // A missing optional tensor leaves *out NULL.
@@ -16,6 +121,10 @@ static enum gq_status get_w(struct gq_model *m, const struct gq_gguf *g, const c
     *out = NULL;
     const struct gq_gguf_tensor *t = gq_gguf_find_tensor(g, name);
     if (!t) {
+        struct gq_vqpack p;
+        bool found;
+        GQ_TRY(gguf_vqpack(g, name, ne1, ne0, &p, &found));
+        if (found) return vq_to_f32(m, g, name, &p, out);
         if (!required) return GQ_OK;
         return gq_fail(GQ_ERR_FORMAT, "%s: missing tensor '%s'", g->file.path, name);
     }
@@ -46,6 +155,11 @@ static enum gq_status gguf_get(void *ctx, const char *name, int64_t rows, int64_
                                const float **out) {
     struct gguf_getter *gg = ctx;
     return get_w(gg->m, gg->g, name, cols ? cols : rows, cols ? rows : 1, required, out);
+}
+static enum gq_status gguf_qget(void *ctx, const char *name, int64_t rows, int64_t cols,
+                                const struct gq_qweight **out) {
+    struct gguf_getter *gg = ctx;
+    return get_q(gg->m, gg->g, name, rows, cols, out);
 }
 
 static enum gq_status get_int(const struct gq_gguf *g, const char *arch, const char *suffix,
@@ -134,14 +248,16 @@ enum gq_status gq_load_gguf(const char *path, struct gq_model *m) {
     if (head_dim <= 0) return gq_fail(GQ_ERR_FORMAT, "%s: dim %d not divisible by %d heads", path, hp->dim, hp->n_heads);
     hp->head_dim = head_dim;
     int64_t dim = hp->dim;
-    GQ_TRY(get_w(m, g, "token_embd.weight", dim, hp->n_vocab, true, &m->tok_embd));
+    GQ_TRY(get_q(m, g, "token_embd.weight", hp->n_vocab, dim, &m->q_tok_embd));
+    if (!m->q_tok_embd) GQ_TRY(get_w(m, g, "token_embd.weight", dim, hp->n_vocab, true, &m->tok_embd));
     GQ_TRY(get_w(m, g, "output_norm.weight", dim, 1, true, &m->output_norm));
-    GQ_TRY(get_w(m, g, "output.weight", dim, hp->n_vocab, false, &m->output));
+    GQ_TRY(get_q(m, g, "output.weight", hp->n_vocab, dim, &m->q_output));
+    if (!m->q_output) GQ_TRY(get_w(m, g, "output.weight", dim, hp->n_vocab, false, &m->output));
     int rope_dim = hp->rope_dim > 0 ? hp->rope_dim : head_dim;
     GQ_TRY(get_w(m, g, "rope_freqs.weight", rope_dim / 2, 1, false, &m->rope_freq_factors));
 
     struct gguf_getter gg = {m, g};
-    GQ_TRY(gq_arch_load_blocks(m, A, false, A->qkv_bias, gguf_get, &gg, path));
+    GQ_TRY(gq_arch_load_blocks(m, A, false, A->qkv_bias, gguf_get, gguf_qget, &gg, path));
     GQ_TRY(gq_tokenizer_from_gguf(g, &m->tok));
     return gq_model_finish(m, path);
 }

@@ -371,7 +371,7 @@ static enum gq_status load(const char *dir, const cJSON *cfg, const char *cfg_pa
     if (!m->output) m->output = m->tok_embd;
 
     struct hf_getter hg = {m, dir, src};
-    GQ_TRY(gq_arch_load_blocks(m, A, true, bias_required, hf_get, &hg, dir));
+    GQ_TRY(gq_arch_load_blocks(m, A, true, bias_required, hf_get, NULL, &hg, dir));
     GQ_TRY(load_tokenizer(dir, cfg, m));
 
     // Name: the directory's last component.

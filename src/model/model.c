@@ -70,13 +70,14 @@ enum gq_status gq_model_finish(struct gq_model *m, const char *path) {
     if (hp->ctx_len <= 0) hp->ctx_len = 2048;
     if (!(hp->rms_eps > 0)) hp->rms_eps = 1e-5f;
     if (!(hp->rope_theta > 0)) hp->rope_theta = 10000.0f;
-    if (!m->tok_embd || !m->output_norm || !m->layers)
+    if ((!m->tok_embd && !m->q_tok_embd) || !m->output_norm || !m->layers)
         return gq_fail(GQ_ERR_FORMAT, "%s: missing token embedding or output norm", path);
-    if (!m->output) m->output = m->tok_embd;
+    if (!m->output && !m->q_output) m->output = m->tok_embd, m->q_output = m->q_tok_embd;
     for (int l = 0; l < hp->n_layers; l++) {
         const struct gq_layer_w *L = &m->layers[l];
-        if (!L->attn_norm || !L->wq || !L->wk || !L->wv || !L->wo || !L->ffn_norm || !L->w_gate ||
-            !L->w_up || !L->w_down)
+        if (!L->attn_norm || (!L->wq && !L->q_wq) || (!L->wk && !L->q_wk) || (!L->wv && !L->q_wv) ||
+            (!L->wo && !L->q_wo) || !L->ffn_norm || (!L->w_gate && !L->q_w_gate) || (!L->w_up && !L->q_w_up) ||
+            (!L->w_down && !L->q_w_down))
             return gq_fail(GQ_ERR_FORMAT, "%s: layer %d is missing a weight tensor", path, l);
     }
     if (!m->tok) return gq_fail(GQ_ERR_FORMAT, "%s: no tokenizer", path);
@@ -102,6 +103,7 @@ enum gq_status gq_model_load(const char *path, const struct gq_load_params *para
     if (stat(path, &st) != 0) return gq_fail(GQ_ERR_IO, "%s: no such file or directory", path);
     struct gq_model *m = gq_model_alloc();
     if (!m) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    m->keep_quantized = params && params->keep_quantized;
     enum gq_status s;
     if (S_ISDIR(st.st_mode)) {
         s = gq_load_hf_dir(path, m);
@@ -149,7 +151,7 @@ void gq_model_get_info(const struct gq_model *m, struct gq_model_info *info) {
     info->rope_theta = hp->rope_theta;
     info->rms_eps = hp->rms_eps;
     info->rope_interleaved = hp->rope_interleaved;
-    info->tied_output = m->output == m->tok_embd;
+    info->tied_output = m->output == m->tok_embd && m->q_output == m->q_tok_embd;
     info->qkv_bias = m->layers[0].bq != NULL;
     int64_t q = (int64_t)hp->n_heads * hp->head_dim, kv = (int64_t)hp->n_kv_heads * hp->head_dim;
     int64_t per_layer = 2 * hp->dim + q * hp->dim * 2 + kv * hp->dim * 2 + 3 * (int64_t)hp->hidden_dim * hp->dim;

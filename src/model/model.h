@@ -8,6 +8,8 @@
 
 #include "../util/common.h"
 
+struct gq_qweight;
+
 enum gq_rope_scaling { GQ_ROPE_SCALING_NONE = 0, GQ_ROPE_SCALING_LINEAR, GQ_ROPE_SCALING_LLAMA3 };
 
 struct gq_hparams {
@@ -28,6 +30,10 @@ struct gq_layer_w {
     const float *ffn_norm;           // (dim)
     const float *w_gate, *w_up;      // (hidden_dim, dim)
     const float *w_down;             // (dim, hidden_dim)
+    // The same linears kept compressed (packed VQ, F16, Q8_0, Q4_0, ...) when
+    // the model was loaded with keep_quantized; the f32 pointer is then NULL
+    // and the forward runs the compressed kernels (src/kern/qmatmul.h).
+    const struct gq_qweight *q_wq, *q_wk, *q_wv, *q_wo, *q_w_gate, *q_w_up, *q_w_down;
 };
 
 struct gq_model {
@@ -36,6 +42,9 @@ struct gq_model {
     const float *output_norm; // (dim)
     const float *output;      // (n_vocab, dim); == tok_embd when tied
     const float *rope_freq_factors; // (rope_dim/2) divisors of the RoPE frequencies (GGUF rope_freqs), or NULL
+    // keep_quantized loads: compressed embedding / output head (f32 pointer NULL)
+    const struct gq_qweight *q_tok_embd, *q_output;
+    bool keep_quantized;      // set before loading (gq_load_params)
     struct gq_layer_w *layers;
     struct gq_tokenizer *tok;
 
