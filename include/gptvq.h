@@ -220,6 +220,10 @@ struct gq_quantize_params {
     // whole window; see docs/results.md for the measurements behind the default.
     float sink_weight;
     struct gq_gptvq_params vq; // method GPTVQ
+    // GPTVQ output: false (default) keeps every matrix's packed form so that
+    // gq_model_save_gguf writes the packed format (docs/format.md); true
+    // writes dequantized f32 weights ("fake-quant", for research).
+    bool fake_quant;
 };
 
 // Per-linear outcome, in quantization order.

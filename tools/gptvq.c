@@ -83,8 +83,10 @@ static void print_model_line(const struct gq_model *m) {
             in.n_kv_heads, in.hidden_dim, in.n_vocab, in.ctx_len, in.n_params / 1e6);
 }
 
-static int load_model(const char *path, const char *tok_path, struct gq_model **m) {
-    struct gq_load_params lp = {.tokenizer_path = tok_path};
+// keep: run packed / F16 / Q8_0 / Q4_x weights with the compressed kernels
+// (ppl, generate); false: everything f32 (quantize).
+static int load_model(const char *path, const char *tok_path, bool keep, struct gq_model **m) {
+    struct gq_load_params lp = {.tokenizer_path = tok_path, .keep_quantized = keep};
     enum gq_status s = gq_model_load(path, &lp, m);
     if (s != GQ_OK) return die_status(s);
     print_model_line(*m);
@@ -115,6 +117,8 @@ static const char *PPL_HELP =
     "  --json                print the result as one JSON object on stdout\n"
     "  --threads N           threads (default: all cores)\n"
     "  --tokenizer FILE      llama2.c tokenizer.bin (default: beside the model)\n"
+    "  --dequantize          load every weight as f32 (default: packed GPTVQ, F16, Q8_0, Q4_0\n"
+    "                        and Q4_1 weights stay compressed and run with their kernels)\n"
     "  --quiet               no progress bar\n"
     "\n"
     "The last line of stdout is machine-readable: ppl=... protocol=... ctx=... windows=...\n";
@@ -122,7 +126,7 @@ static const char *PPL_HELP =
 static int cmd_ppl(int argc, char **argv) {
     const char *model = NULL, *text = NULL, *tok = NULL;
     struct gq_ppl_params p = {.protocol = GQ_PPL_GPTQ, .wikitext = -1, .progress = true};
-    bool json = false;
+    bool json = false, dequant = false;
     long threads = 0, ctx = 0, maxw = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -146,6 +150,7 @@ static int cmd_ppl(int argc, char **argv) {
             continue;
         }
         if (!strcmp(a, "--json")) { json = true; continue; }
+        if (!strcmp(a, "--dequantize")) { dequant = true; continue; }
         if (!strcmp(a, "--quiet")) { p.progress = false; continue; }
         if (!strcmp(a, "--wikitext")) { p.wikitext = 1; continue; }
         if (!strcmp(a, "--no-wikitext")) { p.wikitext = 0; continue; }
@@ -176,7 +181,7 @@ static int cmd_ppl(int argc, char **argv) {
     fclose(fp);
     buf[len] = 0;
     struct gq_model *m = NULL;
-    if (load_model(model, tok, &m)) {
+    if (load_model(model, tok, !dequant, &m)) {
         free(buf);
         return 1;
     }
@@ -219,6 +224,8 @@ static const char *GEN_HELP =
     "  --ids               print generated token ids, one per line, instead of text\n"
     "  --threads N         threads (default: all cores)\n"
     "  --tokenizer FILE    llama2.c tokenizer.bin (default: beside the model)\n"
+    "  --dequantize        load every weight as f32 (default: packed GPTVQ, F16, Q8_0, Q4_0 and\n"
+    "                      Q4_1 weights stay compressed and run with their kernels)\n"
     "\n"
     "Speed (prompt and generation tokens/s) goes to stderr.\n";
 
@@ -236,7 +243,7 @@ static int cmd_generate(int argc, char **argv) {
                               .stop_at_eog = true};
     long n = 128, threads = 0, seed = 42;
     double temp = 0, top_p = 0.95;
-    bool ids = false;
+    bool ids = false, dequant = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -259,6 +266,7 @@ static int cmd_generate(int argc, char **argv) {
         if (!strcmp(a, "--chat")) { p.chat = true; continue; }
         if (!strcmp(a, "--ignore-eos")) { p.stop_at_eog = false; continue; }
         if (!strcmp(a, "--ids")) { ids = true; continue; }
+        if (!strcmp(a, "--dequantize")) { dequant = true; continue; }
         if (a[0] == '-' && a[1]) return die("generate: unknown option '%s' (see gptvq generate --help)", a), 2;
         if (!model) model = a;
         else return die("generate: unexpected argument '%s'", a), 2;
@@ -273,7 +281,7 @@ static int cmd_generate(int argc, char **argv) {
     p.seed = (uint64_t)seed;
     gq_set_threads((int)threads);
     struct gq_model *m = NULL;
-    if (load_model(model, tok, &m)) return 1;
+    if (load_model(model, tok, !dequant, &m)) return 1;
     struct gq_gen_stats st;
     enum gq_status s = gq_generate(m, &p, print_piece, &ids, &st);
     gq_model_free(m);
@@ -426,6 +434,11 @@ static const char *QUANT_HELP =
     "                        (default 0 = off; paid from the overhead budget)\n"
     "  --residual 1|2        2 = a second codebook quantizes the residual (VPTQ); counted in bpv\n"
     "  --outlier-frac F      fraction of columns (highest |W_c|^2 H_cc) kept in fp16 (default 0)\n"
+    "  --packed              write the packed GPTVQ format (default; docs/format.md): indices,\n"
+    "                        codebooks and scales as GGUF tensors, the file size follows the\n"
+    "                        achieved bpv; gptvq ppl / generate run it directly\n"
+    "  --fake-quant          write the dequantized weights as F32 instead (research; RTN and\n"
+    "                        GPTQ always write this)\n"
     "  --cb-svd R            --vq-dim 1: codebook SVD (paper App. H). The sorted codebooks of a\n"
     "                        matrix are stacked and factored to rank R <= k: a group stores R\n"
     "                        values (in --cb-format, one scale per factor column) instead of k,\n"
@@ -442,6 +455,7 @@ static int cmd_quantize(int argc, char **argv) {
     double damp = p.damp, sink_weight = p.sink_weight, bpv = p.vq.bpv, outlier_frac = 0;
     long vq_dim = p.vq.dim, vq_k = 0, em_iters = p.vq.em_iters, gd_iters = p.vq.gd_iters, norm_block = 0,
          residual = 1, cb_svd = 0;
+    int packed = -1; // -1: default (packed for gptvq)
     bool group_given = false;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -541,6 +555,8 @@ static int cmd_quantize(int argc, char **argv) {
         if (!strcmp(a, "--act-order")) { p.act_order = true; continue; }
         if (!strcmp(a, "--no-act-order")) { p.act_order = false; continue; }
         if (!strcmp(a, "--static-groups")) { p.static_groups = true; continue; }
+        if (!strcmp(a, "--packed")) { packed = 1; continue; }
+        if (!strcmp(a, "--fake-quant")) { packed = 0; continue; }
         if (!strcmp(a, "--quiet")) { p.progress = false; continue; }
         if (a[0] == '-' && a[1]) return die("quantize: unknown option '%s' (see gptvq quantize --help)", a), 2;
         if (!model) model = a;
@@ -572,6 +588,9 @@ static int cmd_quantize(int argc, char **argv) {
     p.vq.stages = (int)residual;
     p.vq.outlier_frac = outlier_frac;
     p.vq.cb_svd_rank = (int)cb_svd;
+    if (packed == 1 && p.method != GQ_METHOD_GPTVQ)
+        return die("--packed: the packed format holds GPTVQ results; RTN and GPTQ write fake-quant F32"), 2;
+    p.fake_quant = packed == 0;
     if (p.save_hessians && p.load_hessians) return die("quantize: --save-hessians and --load-hessians exclude each other"), 2;
     if (p.load_hessians && access(p.load_hessians, R_OK | X_OK) != 0)
         return die("%s: cannot read the Hessian folder: %s", p.load_hessians, strerror(errno));
@@ -593,7 +612,7 @@ static int cmd_quantize(int argc, char **argv) {
     p.damp = (float)damp;
     gq_set_threads((int)threads);
     struct gq_model *m = NULL;
-    if (load_model(model, NULL, &m)) return 1;
+    if (load_model(model, NULL, false, &m)) return 1;
     struct gq_quant_report rep;
     enum gq_status s = gq_quantize(m, &p, &rep);
     char report[4096];

@@ -33,6 +33,7 @@ void gq_model_free(struct gq_model *m) {
     if (m->source_free) m->source_free(m->source);
     if (m->tok) gq_tokenizer_free(m->tok);
     free(m->layers);
+    free(m->packs); // their buffers are in `owned`
     free(m->arch);
     free(m->name);
     free(m->source_format);

@@ -9,6 +9,7 @@
 #include "../util/common.h"
 
 struct gq_qweight;
+struct gq_vqpack;
 
 enum gq_rope_scaling { GQ_ROPE_SCALING_NONE = 0, GQ_ROPE_SCALING_LINEAR, GQ_ROPE_SCALING_LLAMA3 };
 
@@ -45,6 +46,9 @@ struct gq_model {
     // keep_quantized loads: compressed embedding / output head (f32 pointer NULL)
     const struct gq_qweight *q_tok_embd, *q_output;
     bool keep_quantized;      // set before loading (gq_load_params)
+    // Packed GPTVQ matrices produced by gq_quantize (NULL unless GPTVQ without
+    // fake_quant): (n_layers, arch n_tensors), h.version 0 where none.
+    struct gq_vqpack *packs;
     struct gq_layer_w *layers;
     struct gq_tokenizer *tok;
 

@@ -5,6 +5,27 @@
 #include "model.h"
 #include "../io/gguf.h"
 #include "../io/gguf_write.h"
+#include "../quant/vqpack.h"
+
+// Packed GPTVQ matrix `name`: its header as "gptvq.vq.<name>" and one tensor
+// per part (docs/format.md).
+static enum gq_status write_packed(struct gq_gguf_writer *w, const char *name, const struct gq_vqpack *pk) {
+    char key[256];
+    snprintf(key, sizeof key, "gptvq.vq.%s", name);
+    enum gq_status s = gq_gguf_writer_set_arr(w, key, GQ_GGUF_INT32, &pk->h, GQ_VQPACK_HDR_N);
+    int64_t bits[GQ_VQP_COUNT];
+    if (s == GQ_OK) s = gq_vqpack_layout(&pk->h, name, bits);
+    for (int i = 0; s == GQ_OK && i < GQ_VQP_COUNT; i++) {
+        if (!bits[i]) continue;
+        int type;
+        int64_t ne;
+        gq_vqpack_part_type(&pk->h, i, bits[i], &type, &ne);
+        char tn[256];
+        snprintf(tn, sizeof tn, "%s.%s", name, gq_vqpack_suffix(i));
+        s = gq_gguf_writer_add_tensor(w, tn, (enum gq_ggml_type)type, 1, &ne, pk->part[i], pk->bytes[i]);
+    }
+    return s;
+}
 
 enum gq_status gq_model_save_gguf(const struct gq_model *m, const char *path, const struct gq_quantize_params *p,
                                   const struct gq_quant_report *rep) {
@@ -20,7 +41,8 @@ enum gq_status gq_model_save_gguf(const struct gq_model *m, const char *path, co
     enum gq_status s = gq_gguf_writer_copy_kvs(w, g, skip);
     const char *method = p->method == GQ_METHOD_GPTVQ ? "gptvq" : p->method == GQ_METHOD_GPTQ ? "gptq" : "rtn";
     if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.version", GQ_VERSION_STRING);
-    if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.format", "fake-quant-f32");
+    if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.format", m->packs ? "packed-vq" : "fake-quant-f32");
+    if (s == GQ_OK && m->packs) s = gq_gguf_writer_set_i32(w, "gptvq.format_version", GQ_VQPACK_VERSION);
     if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.method", method);
     if (p->method == GQ_METHOD_GPTVQ) {
         if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.vq_dim", p->vq.dim);
@@ -73,6 +95,11 @@ enum gq_status gq_model_save_gguf(const struct gq_model *m, const char *path, co
                 if (A->tensors[k].kind == GQ_T_LINEAR && !strcmp(t->name + off, A->tensors[k].gguf)) bt = &A->tensors[k];
         if (!bt) {
             s = gq_gguf_writer_copy_tensor(w, g, t, NULL);
+            continue;
+        }
+        const struct gq_vqpack *pk = m->packs ? &m->packs[(size_t)l * A->n_tensors + (size_t)(bt - A->tensors)] : NULL;
+        if (pk && pk->h.version) {
+            s = write_packed(w, t->name, pk);
             continue;
         }
         int64_t rows = gq_dim_value(&m->hp, bt->rows), cols = gq_dim_value(&m->hp, bt->cols);

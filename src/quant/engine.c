@@ -19,6 +19,7 @@
 #include "../model/tokenizer.h"
 #include "quant.h"
 #include "vq.h"
+#include "vqpack.h"
 
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -211,6 +212,14 @@ static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq
         struct gq_vq_result res;
         uint64_t seed = p->seed ^ ((uint64_t)l << 20) ^ (uint64_t)(t - gq_arch_find(m->arch)->tensors) << 8;
         s = gq_gptvq_quantize(W, rows, cols, H, &q, &p->vq, cfg, seed, &vt, &res);
+        if (s == GQ_OK && m->packs) { // packed output: keep the compressed form
+            uint8_t *buf = NULL;
+            const struct gq_arch *A = gq_arch_find(m->arch);
+            struct gq_vqpack *pk = &m->packs[(size_t)l * A->n_tensors + (size_t)(t - A->tensors)];
+            s = gq_vqpack_pack(&vt, pk, &buf);
+            if (s == GQ_OK) s = gq_model_own(m, buf);
+            if (s != GQ_OK) gq_vq_tensor_free(&vt);
+        }
         if (s == GQ_OK) {
             r->rel_error = res.rel_error;
             r->rel_error_pass = res.ref > 0 ? res.objective_pass / res.ref : 0;
@@ -460,6 +469,11 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
     }
     int n_lin = 0;
     for (int i = 0; i < A->n_tensors; i++) n_lin += A->tensors[i].kind == GQ_T_LINEAR;
+    free(m->packs), m->packs = NULL;
+    if (p->method == GQ_METHOD_GPTVQ && !p->fake_quant) {
+        m->packs = calloc((size_t)m->hp.n_layers * A->n_tensors, sizeof *m->packs);
+        if (!m->packs) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    }
     rep->layers = calloc((size_t)m->hp.n_layers * n_lin, sizeof *rep->layers);
     if (!rep->layers) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     struct gq_progress pr;
