@@ -7,12 +7,20 @@
 //  [2] bit streams against a bit-by-bit reference;
 //  [3] corrupt packs (wrong index width, codebook count mismatch, truncated
 //      part, not a permutation, wrong version, NaN codebook) are refused with
-//      a message naming the tensor and the problem.
+//      a message naming the tensor and the problem;
+//  [4] the same in a GGUF file: a packed matrix written as its header key and
+//      part tensors reads back bit for bit, and a file whose header, part
+//      sizes or part types disagree, or which is truncated, is refused with
+//      one error naming the file and tensor.
 #include "quant/vqpack.h"
 #include "test.h"
 #include "test_rand.h"
 #include "test_vqcases.h"
 #include "util/common.h"
+#include "io/gguf.h"
+#include "io/gguf_write.h"
+
+#include <unistd.h>
 
 
 static void test_round_trip(void) {
@@ -122,9 +130,88 @@ static void test_corrupt(void) {
     free(buf), free(Q);
 }
 
+// Writes the packed matrix p as "m.weight" with the given corruption:
+// 0 none, 1 header k doubled, 2 n_ct + 1, 3 index part one byte short,
+// 4 codebook part missing, 5 codebook part typed F16.
+static void write_gguf(const char *path, const struct gq_vqpack *p, int corrupt) {
+    struct gq_gguf_writer *w = gq_gguf_writer_new(32);
+    struct gq_vqpack_hdr h = p->h;
+    if (corrupt == 1) h.k *= 2;
+    if (corrupt == 2) h.n_ct += 1;
+    CHECK_OK(gq_gguf_writer_set_arr(w, "gptvq.vq.m.weight", GQ_GGUF_INT32, &h, GQ_VQPACK_HDR_N));
+    int64_t bits[GQ_VQP_COUNT];
+    CHECK_OK(gq_vqpack_layout(&p->h, "m", bits));
+    for (int i = 0; i < GQ_VQP_COUNT; i++) {
+        if (!bits[i] || (corrupt == 4 && i == GQ_VQP_CB)) continue;
+        int type;
+        int64_t ne;
+        gq_vqpack_part_type(&p->h, i, bits[i], &type, &ne);
+        size_t nb = p->bytes[i];
+        if (corrupt == 3 && i == GQ_VQP_IDX) ne--, nb--;
+        if (corrupt == 5 && i == GQ_VQP_CB) type = GQ_TYPE_F16, ne /= 2, nb = (size_t)ne * 2;
+        char tn[64];
+        snprintf(tn, sizeof tn, "m.weight.%s", gq_vqpack_suffix(i));
+        CHECK_OK(gq_gguf_writer_add_tensor(w, tn, (enum gq_ggml_type)type, 1, &ne, p->part[i], nb));
+    }
+    CHECK_OK(gq_gguf_writer_write(w, path));
+    gq_gguf_writer_free(w);
+}
+
+static void test_gguf_file(void) {
+    const struct cfg c = {2, 16, 32, 72, 384, GQ_CB_INT8, 8, 1, 0, 0.1, true};
+    float *Q = malloc(sizeof(float) * c.rows * c.cols), *D = malloc(sizeof(float) * c.rows * c.cols);
+    struct gq_vq_tensor t, u;
+    quantize(&c, &t, Q);
+    struct gq_vqpack p, q;
+    uint8_t *buf;
+    CHECK_OK(gq_vqpack_pack(&t, &p, &buf));
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/test_vqpack_%d.gguf", (int)getpid());
+    const char *msgs[] = {NULL, "index width", "codebook count", "index width", "missing tensor", "F16"};
+    for (int corrupt = 0; corrupt < 6; corrupt++) {
+        write_gguf(path, &p, corrupt);
+        struct gq_gguf *g = NULL;
+        CHECK_OK(gq_gguf_open(path, &g));
+        if (!g) continue;
+        bool found = false;
+        enum gq_status s = gq_vqpack_from_gguf(g, "m.weight", c.rows, c.cols, &q, &found);
+        if (!corrupt) {
+            CHECK_OK(s);
+            CHECK(found);
+            CHECK_OK(gq_vqpack_unpack(&q, "m.weight", &u));
+            gq_vq_decode(&u, D);
+            CHECK(memcmp(D, Q, sizeof(float) * c.rows * c.cols) == 0);
+            gq_vq_tensor_free(&u);
+            bool f2 = true;
+            CHECK_OK(gq_vqpack_from_gguf(g, "other.weight", c.rows, c.cols, &q, &f2));
+            CHECK(!f2);
+        } else {
+            CHECKF(s == GQ_ERR_FORMAT && strstr(gq_last_error(), msgs[corrupt]) && strstr(gq_last_error(), path) &&
+                       strstr(gq_last_error(), "m.weight"),
+                   "corruption %d: %s: %s", corrupt, gq_status_str(s), gq_last_error());
+        }
+        gq_gguf_close(g);
+    }
+    // truncated file: the reader refuses it before any part is used
+    write_gguf(path, &p, 0);
+    FILE *f = fopen(path, "rb+");
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    CHECK(truncate(path, size - 40) == 0);
+    struct gq_gguf *g = NULL;
+    enum gq_status s = gq_gguf_open(path, &g);
+    CHECKF(s == GQ_ERR_FORMAT && strstr(gq_last_error(), path), "truncated: %s: %s", gq_status_str(s), gq_last_error());
+    if (g) gq_gguf_close(g);
+    remove(path);
+    gq_vq_tensor_free(&t);
+    free(buf), free(Q), free(D);
+}
+
 int main(void) {
     test_bits();
     test_round_trip();
     test_corrupt();
+    test_gguf_file();
     return test_done("test_vqpack");
 }

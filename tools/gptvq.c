@@ -1,6 +1,7 @@
 // gptvq - command-line interface: parse arguments -> params -> one library call.
 #include "gptvq.h"
 #include "../src/io/gguf.h"
+#include "../src/quant/vqpack.h"
 
 #include <errno.h>
 #include <math.h>
@@ -297,7 +298,10 @@ static int cmd_generate(int argc, char **argv) {
 static const char *INSPECT_HELP =
     "usage: gptvq inspect FILE [--full]\n"
     "\n"
-    "GGUF: header, every metadata key, every tensor (type, shape, bytes, offset) and totals.\n"
+    "GGUF: header, every metadata key, every tensor (type, shape, bytes, offset) and totals;\n"
+    "packed GPTVQ files also a table of every packed matrix (d, k, group size l, stored bits,\n"
+    "bytes, bpv) and the total achieved bpv, with the file size split into packed parts,\n"
+    "other tensors and header + alignment.\n"
     "HF directory / llama2.c .bin: the model's hyperparameters and tokenizer.\n"
     "  --full   print long strings and arrays in full\n";
 
@@ -330,8 +334,9 @@ static int cmd_inspect(int argc, char **argv) {
         enum gq_status s = gq_gguf_open(path, &g);
         if (s != GQ_OK) return die_status(s);
         gq_gguf_dump(g, stdout, full);
+        s = gq_vqpack_summary(g, stdout);
         gq_gguf_close(g);
-        return 0;
+        return s == GQ_OK ? 0 : die_status(s);
     }
     struct gq_model *m = NULL;
     struct gq_load_params lp = {0};

@@ -10,50 +10,6 @@
 
 static void close_gguf(void *p) { gq_gguf_close(p); }
 
-// Packed GPTVQ matrix `name` (docs/format.md): header "gptvq.vq.<name>" (13
-// int32) and the part tensors "<name>.<suffix>", each of exactly the type
-// and size the header implies. *found false: not a packed matrix.
-static enum gq_status gguf_vqpack(const struct gq_gguf *g, const char *name, int64_t rows, int64_t cols,
-                                  struct gq_vqpack *p, bool *found) {
-    char key[256];
-    snprintf(key, sizeof key, "gptvq.vq.%s", name);
-    const struct gq_gguf_kv *kv = gq_gguf_find_kv(g, key);
-    *found = kv != NULL;
-    if (!kv) return GQ_OK;
-    memset(p, 0, sizeof *p);
-    if (kv->type != GQ_GGUF_ARRAY || kv->arr_type != GQ_GGUF_INT32 || kv->arr_n != GQ_VQPACK_HDR_N)
-        return gq_fail(GQ_ERR_FORMAT, "%s: '%s' is not an array of %d int32", g->file.path, key, GQ_VQPACK_HDR_N);
-    memcpy(&p->h, kv->arr_data, sizeof p->h);
-    if (p->h.rows != rows || p->h.cols != cols)
-        return gq_fail(GQ_ERR_FORMAT, "%s: packed '%s' is (%d, %d), expected (%lld, %lld)", g->file.path, name,
-                       p->h.rows, p->h.cols, (long long)rows, (long long)cols);
-    int64_t bits[GQ_VQP_COUNT];
-    char what[200];
-    snprintf(what, sizeof what, "%s: %s", g->file.path, name);
-    GQ_TRY(gq_vqpack_layout(&p->h, what, bits));
-    for (int i = 0; i < GQ_VQP_COUNT; i++) {
-        char tn[256];
-        snprintf(tn, sizeof tn, "%s.%s", name, gq_vqpack_suffix(i));
-        const struct gq_gguf_tensor *t = gq_gguf_find_tensor(g, tn);
-        if (!bits[i]) {
-            if (t) return gq_fail(GQ_ERR_FORMAT, "%s: tensor '%s' is not part of this packed matrix", g->file.path, tn);
-            continue;
-        }
-        if (!t) return gq_fail(GQ_ERR_FORMAT, "%s: missing tensor '%s'", g->file.path, tn);
-        int type;
-        int64_t ne;
-        gq_vqpack_part_type(&p->h, i, bits[i], &type, &ne);
-        if ((int)t->type != type || t->n_dims != 1 || t->ne[0] != ne)
-            return gq_fail(GQ_ERR_FORMAT,
-                           "%s: tensor '%s' is %s [%lld], the header implies %s [%lld] (index width, codebook count "
-                           "or shape mismatch)",
-                           g->file.path, tn, gq_ggml_type_name(t->type), (long long)t->ne[0],
-                           gq_ggml_type_name((enum gq_ggml_type)type), (long long)ne);
-        p->part[i] = t->data, p->bytes[i] = t->nbytes;
-    }
-    return GQ_OK;
-}
-
 // The f32 matrix of a packed one (decoded whole; quantize / export).
 static enum gq_status vq_to_f32(struct gq_model *m, const struct gq_gguf *g, const char *name,
                                 const struct gq_vqpack *p, const float **out) {
@@ -87,7 +43,7 @@ static enum gq_status get_q(struct gq_model *m, const struct gq_gguf *g, const c
     if (!m->keep_quantized) return GQ_OK;
     struct gq_vqpack p;
     bool found;
-    GQ_TRY(gguf_vqpack(g, name, rows, cols, &p, &found));
+    GQ_TRY(gq_vqpack_from_gguf(g, name, rows, cols, &p, &found));
     struct gq_qweight *q = calloc(1, sizeof *q);
     GQ_TRY(gq_model_own(m, q));
     q->rows = (int)rows, q->cols = (int)cols;
@@ -123,7 +79,7 @@ static enum gq_status get_w(struct gq_model *m, const struct gq_gguf *g, const c
     if (!t) {
         struct gq_vqpack p;
         bool found;
-        GQ_TRY(gguf_vqpack(g, name, ne1, ne0, &p, &found));
+        GQ_TRY(gq_vqpack_from_gguf(g, name, ne1, ne0, &p, &found));
         if (found) return vq_to_f32(m, g, name, &p, out);
         if (!required) return GQ_OK;
         return gq_fail(GQ_ERR_FORMAT, "%s: missing tensor '%s'", g->file.path, name);

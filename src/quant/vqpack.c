@@ -249,3 +249,92 @@ enum gq_status gq_vqpack_unpack(const struct gq_vqpack *p, const char *what, str
     if (st != GQ_OK) gq_vq_tensor_free(t);
     return st;
 }
+
+// Packed GPTVQ matrix `name` (docs/format.md): header "gptvq.vq.<name>" (13
+// int32) and the part tensors "<name>.<suffix>", each of exactly the type
+// and size the header implies. *found false: not a packed matrix.
+enum gq_status gq_vqpack_from_gguf(const struct gq_gguf *g, const char *name, int64_t rows, int64_t cols,
+                                   struct gq_vqpack *p, bool *found) {
+    char key[256];
+    snprintf(key, sizeof key, "gptvq.vq.%s", name);
+    const struct gq_gguf_kv *kv = gq_gguf_find_kv(g, key);
+    *found = kv != NULL;
+    if (!kv) return GQ_OK;
+    memset(p, 0, sizeof *p);
+    if (kv->type != GQ_GGUF_ARRAY || kv->arr_type != GQ_GGUF_INT32 || kv->arr_n != GQ_VQPACK_HDR_N)
+        return gq_fail(GQ_ERR_FORMAT, "%s: '%s' is not an array of %d int32", g->file.path, key, GQ_VQPACK_HDR_N);
+    memcpy(&p->h, kv->arr_data, sizeof p->h);
+    if (p->h.rows != rows || p->h.cols != cols)
+        return gq_fail(GQ_ERR_FORMAT, "%s: packed '%s' is (%d, %d), expected (%lld, %lld)", g->file.path, name,
+                       p->h.rows, p->h.cols, (long long)rows, (long long)cols);
+    int64_t bits[GQ_VQP_COUNT];
+    char what[200];
+    snprintf(what, sizeof what, "%s: %s", g->file.path, name);
+    GQ_TRY(gq_vqpack_layout(&p->h, what, bits));
+    for (int i = 0; i < GQ_VQP_COUNT; i++) {
+        char tn[256];
+        snprintf(tn, sizeof tn, "%s.%s", name, gq_vqpack_suffix(i));
+        const struct gq_gguf_tensor *t = gq_gguf_find_tensor(g, tn);
+        if (!bits[i]) {
+            if (t) return gq_fail(GQ_ERR_FORMAT, "%s: tensor '%s' is not part of this packed matrix", g->file.path, tn);
+            continue;
+        }
+        if (!t) return gq_fail(GQ_ERR_FORMAT, "%s: missing tensor '%s'", g->file.path, tn);
+        int type;
+        int64_t ne;
+        gq_vqpack_part_type(&p->h, i, bits[i], &type, &ne);
+        if ((int)t->type != type || t->n_dims != 1 || t->ne[0] != ne)
+            return gq_fail(GQ_ERR_FORMAT,
+                           "%s: tensor '%s' is %s [%lld], the header implies %s [%lld] (index width, codebook count "
+                           "or shape mismatch)",
+                           g->file.path, tn, gq_ggml_type_name(t->type), (long long)t->ne[0],
+                           gq_ggml_type_name((enum gq_ggml_type)type), (long long)ne);
+        p->part[i] = t->data, p->bytes[i] = t->nbytes;
+    }
+    return GQ_OK;
+}
+
+enum gq_status gq_vqpack_summary(const struct gq_gguf *g, FILE *out) {
+    int64_t n_mat = 0, weights = 0, bits = 0, pbytes = 0, all_bytes = 0;
+    bool exact = true;
+    for (uint64_t i = 0; i < g->n_tensors; i++) all_bytes += (int64_t)g->tensors[i].nbytes;
+    for (uint64_t i = 0; i < g->n_kv; i++) {
+        const struct gq_gguf_kv *kv = &g->kv[i];
+        if (strncmp(kv->key, "gptvq.vq.", 9) != 0) continue;
+        const char *name = kv->key + 9;
+        if (kv->type != GQ_GGUF_ARRAY || kv->arr_type != GQ_GGUF_INT32 || kv->arr_n != GQ_VQPACK_HDR_N)
+            return gq_fail(GQ_ERR_FORMAT, "%s: '%s' is not an array of %d int32", g->file.path, kv->key, GQ_VQPACK_HDR_N);
+        struct gq_vqpack_hdr h;
+        memcpy(&h, kv->arr_data, sizeof h);
+        int64_t b[GQ_VQP_COUNT], tb = 0, by = 0;
+        GQ_TRY(gq_vqpack_layout(&h, name, b));
+        for (int p = 0; p < GQ_VQP_COUNT; p++) {
+            if (!b[p]) continue;
+            char tn[256];
+            snprintf(tn, sizeof tn, "%s.%s", name, suffixes[p]);
+            const struct gq_gguf_tensor *t = gq_gguf_find_tensor(g, tn);
+            if (!t) return gq_fail(GQ_ERR_FORMAT, "%s: missing tensor '%s'", g->file.path, tn);
+            tb += b[p], by += (int64_t)t->nbytes;
+            exact &= (int64_t)t->nbytes == (b[p] + 7) / 8;
+        }
+        if (n_mat == 0)
+            fprintf(out, "\npacked GPTVQ matrices (bits: what the bpv counts; bytes: the part tensors)\n"
+                         "%-32s %12s %2s %6s %9s %6s %12s %10s %8s\n",
+                    "tensor", "shape", "d", "k", "l", "stages", "bits", "bytes", "bpv");
+        int64_t l = (int64_t)((h.rows + h.n_rt - 1) / h.n_rt) * (((h.cols - h.n_out) / h.d + h.n_ct - 1) / h.n_ct) * h.d;
+        char shape[32];
+        snprintf(shape, sizeof shape, "%dx%d", h.rows, h.cols);
+        fprintf(out, "%-32s %12s %2d %6d %9lld %6d %12lld %10lld %8.4f%s%s\n", name, shape, h.d, h.k, (long long)l,
+                h.stages, (long long)tb, (long long)by, (double)tb / ((double)h.rows * h.cols),
+                h.norm_block ? " norm" : "", h.svd_rank ? " svd" : "");
+        n_mat++, weights += (int64_t)h.rows * h.cols, bits += tb, pbytes += by;
+    }
+    if (!n_mat) return GQ_OK;
+    fprintf(out,
+            "total: %lld matrices, %lld weights, %lld bits = %.4f bpv achieved; part bytes %lld (%s ceil(bits/8) per "
+            "part)\nfile %lld bytes = packed parts %lld + other tensors %lld + header and alignment %lld\n",
+            (long long)n_mat, (long long)weights, (long long)bits, (double)bits / (double)weights, (long long)pbytes,
+            exact ? "exactly" : "NOT", (long long)g->file.size, (long long)pbytes, (long long)(all_bytes - pbytes),
+            (long long)((int64_t)g->file.size - all_bytes));
+    return GQ_OK;
+}

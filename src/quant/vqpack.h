@@ -13,6 +13,8 @@
 
 #include "quant/vq.h"
 
+#include <stdio.h>
+
 #define GQ_VQPACK_VERSION 1
 
 enum gq_vqp_part {
@@ -54,6 +56,19 @@ enum gq_status gq_vqpack_pack(const struct gq_vq_tensor *t, struct gq_vqpack *p,
 // Checks p (header, part sizes, permutation, finite values) and rebuilds the
 // quantizer's form, whose gq_vq_decode is the packed matrix.
 enum gq_status gq_vqpack_unpack(const struct gq_vqpack *p, const char *what, struct gq_vq_tensor *t);
+
+// inspect: one line per packed matrix of a GGUF (shape, d, k, l, bits,
+// bytes, bpv) and the totals, with the file size split into packed parts,
+// other tensors and header + alignment. Nothing printed without packed
+// matrices.
+struct gq_gguf;
+enum gq_status gq_vqpack_summary(const struct gq_gguf *g, FILE *out);
+// Packed matrix `name` (rows, cols) of a GGUF: header "gptvq.vq.<name>" and
+// the part tensors "<name>.<suffix>", each of exactly the type and size the
+// header implies (else GQ_ERR_FORMAT naming the file and tensor); parts point
+// into the mapping. *found false (GQ_OK): no packed matrix of that name.
+enum gq_status gq_vqpack_from_gguf(const struct gq_gguf *g, const char *name, int64_t rows, int64_t cols,
+                                   struct gq_vqpack *p, bool *found);
 
 // Bit streams.
 static inline uint32_t gq_bits_get(const uint8_t *s, int64_t i, int w) {
