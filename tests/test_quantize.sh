@@ -6,7 +6,8 @@
 #   GPTQ (model-sampled calibration) beats RTN at W4, the first-token weight
 #   adds exactly a rank-one term to H,
 #   and the output carries its gptvq.* metadata and JSON report; GPTVQ beats
-#   GPTQ at fewer bits per value (2.125 vs W2 g32, 3.125 vs W3 g64);
+#   GPTQ at fewer bits per value (2.125 vs W2 g32, 3.125 vs W3 g64); the
+#   packed GPTVQ file gives the fake-quant perplexity at a third of the size;
 # plus bad options / unwritable output leave no file behind.
 set -u
 cd "$(dirname "$0")/.."
@@ -110,6 +111,28 @@ check "GPTVQ 2D 2.125 achieved bpv in [2.125, 2.3]" "$b_vq2 >= 2.125 && $b_vq2 <
 "$G" inspect "$T/vq2.gguf" >"$T/inspect2" 2>&1
 grep -q "gptvq.bpv" "$T/inspect2" && grep -q "gptvq.vq_dim" "$T/inspect2" && echo "ok: GPTVQ metadata" ||
     { echo "FAIL: GPTVQ metadata"; fail=1; }
+# Packed format (the default for GPTVQ): same perplexity as the fake-quant
+# F32 file, run from the packed weights by the VQ kernels and after decoding
+# to f32; the file holds exactly ceil(bits/8) bytes per part and the bpv the
+# report states; a truncated packed file is refused with one error line.
+quant "$T/vq2f.gguf" --method gptvq --vq-dim 2 --bpv 2.125 --fake-quant
+p_vq2f=$(ppl "$T/vq2f.gguf")
+p_vq2d=$("$G" ppl "$T/vq2.gguf" "$TXT" --ctx 256 --quiet --dequantize 2>/dev/null | sed -n 's/^ppl=\([0-9.]*\) .*/\1/p')
+[ -n "$p_vq2" ] && [ "$p_vq2" = "$p_vq2f" ] && [ "$p_vq2" = "$p_vq2d" ] &&
+    echo "ok: packed ppl $p_vq2 = fake-quant $p_vq2f = packed decoded to f32 $p_vq2d" ||
+    { echo "FAIL: packed ppl '$p_vq2', fake-quant '$p_vq2f', decoded '$p_vq2d'"; fail=1; }
+sz_p=$(stat -c %s "$T/vq2.gguf"); sz_f=$(stat -c %s "$T/vq2f.gguf")
+check "packed file smaller than fake-quant ($sz_p vs $sz_f bytes)" "$sz_p * 3 < $sz_f"
+grep -q "exactly ceil(bits/8) per part" "$T/inspect2" && echo "ok: packed parts hold exactly their bits" ||
+    { echo "FAIL: inspect packed byte count"; grep "^total" "$T/inspect2"; fail=1; }
+b_insp=$(sed -n 's/.* bits = \([0-9.]*\) bpv achieved.*/\1/p' "$T/inspect2")
+check "inspect bpv ($b_insp) = report bpv ($b_vq2)" "($b_insp - $b_vq2) < 5e-5 && ($b_vq2 - $b_insp) < 5e-5"
+"$G" generate "$T/vq2.gguf" -p "Once upon a time" -n 16 >"$T/gen" 2>"$T/err" && [ -s "$T/gen" ] &&
+    echo "ok: generate from packed weights: $(head -c 60 "$T/gen" | tr '\n' ' ')" || { echo "FAIL: generate packed"; cat "$T/err"; fail=1; }
+head -c $((sz_p - 1000)) "$T/vq2.gguf" >"$T/cut.gguf"
+"$G" ppl "$T/cut.gguf" "$TXT" --ctx 256 --quiet >/dev/null 2>"$T/err"
+[ $? -ne 0 ] && [ "$(wc -l <"$T/err")" -eq 1 ] && grep -q "cut.gguf" "$T/err" && echo "ok: truncated packed file: $(cat "$T/err")" ||
+    { echo "FAIL: truncated packed file"; cat "$T/err"; fail=1; }
 "$G" quantize "$S" -o "$T/vq8.gguf" --method gptvq --vq-dim 8 --calib "$CAL" --nsamples 2 --seqlen 32 >/dev/null 2>"$T/err"
 [ $? -ne 0 ] && [ ! -e "$T/vq8.gguf" ] && grep -q "not a multiple of 8" "$T/err" && echo "ok: --vq-dim 8 on 172-wide ffn_down rejected: $(cat "$T/err")" ||
     { echo "FAIL: --vq-dim 8"; cat "$T/err"; fail=1; }
