@@ -272,6 +272,15 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
 enum gq_status gq_model_save_gguf(const struct gq_model *m, const char *path, const struct gq_quantize_params *p,
                                   const struct gq_quant_report *rep);
 
+// A standard GGUF for runtimes that do not know the packed format: every 2-D
+// weight (linears, embedding, output head) of m (loaded without
+// keep_quantized, so packed matrices are decoded) stored as `type`, 1-D
+// tensors as F32, the source's metadata without the packed-format keys.
+// llama.cpp's reference rounding for Q8_0 / Q4_0; their block types need
+// every row length to be a multiple of 32.
+enum gq_export_type { GQ_EXPORT_F16 = 0, GQ_EXPORT_Q8_0 = 1, GQ_EXPORT_Q4_0 = 2 };
+enum gq_status gq_model_export_gguf(const struct gq_model *m, const char *path, enum gq_export_type type);
+
 // Threads for OpenMP and OpenBLAS (0: leave the default).
 void gq_set_threads(int n);
 

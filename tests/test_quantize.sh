@@ -129,6 +129,25 @@ b_insp=$(sed -n 's/.* bits = \([0-9.]*\) bpv achieved.*/\1/p' "$T/inspect2")
 check "inspect bpv ($b_insp) = report bpv ($b_vq2)" "($b_insp - $b_vq2) < 5e-5 && ($b_vq2 - $b_insp) < 5e-5"
 "$G" generate "$T/vq2.gguf" -p "Once upon a time" -n 16 >"$T/gen" 2>"$T/err" && [ -s "$T/gen" ] &&
     echo "ok: generate from packed weights: $(head -c 60 "$T/gen" | tr '\n' ' ')" || { echo "FAIL: generate packed"; cat "$T/err"; fail=1; }
+# export: a standard F16 GGUF of the packed model, same perplexity up to fp16
+# rounding; stock readers see only F32/F16 tensors and no packed-format keys
+"$G" export "$T/vq2.gguf" -o "$T/vq2-f16.gguf" --to f16 >/dev/null 2>"$T/err" || { echo "FAIL: export"; cat "$T/err"; fail=1; }
+p_exp=$(ppl "$T/vq2-f16.gguf")
+check "export f16 ppl $p_exp within 0.1% of packed $p_vq2" "$p_exp < 1.001 * $p_vq2 && $p_exp > 0.999 * $p_vq2"
+if [ -x .venv/bin/python ]; then
+    .venv/bin/python -c "
+import sys
+from gguf import GGUFReader
+r = GGUFReader(sys.argv[1])
+types = sorted({t.tensor_type.name for t in r.tensors})
+keys = [k for k in r.fields if k.startswith('gptvq.vq.')]
+assert types == ['F16', 'F32'] and not keys, (types, keys[:3])
+print(len(r.tensors), 'tensors', types)" "$T/vq2-f16.gguf" >"$T/py" 2>&1 &&
+        echo "ok: gguf (Python) reads the export: $(cat "$T/py")" || { echo "FAIL: gguf reader on export"; cat "$T/py"; fail=1; }
+fi
+"$G" export "$T/vq2.gguf" -o "$T/vq2-q8.gguf" --to q8_0 >/dev/null 2>"$T/err"
+[ $? -ne 0 ] && [ ! -e "$T/vq2-q8.gguf" ] && grep -q "blocks of 32" "$T/err" && echo "ok: q8_0 export of 172-wide rows refused: $(cat "$T/err")" ||
+    { echo "FAIL: q8_0 export"; cat "$T/err"; fail=1; }
 head -c $((sz_p - 1000)) "$T/vq2.gguf" >"$T/cut.gguf"
 "$G" ppl "$T/cut.gguf" "$TXT" --ctx 256 --quiet >/dev/null 2>"$T/err"
 [ $? -ne 0 ] && [ "$(wc -l <"$T/err")" -eq 1 ] && grep -q "cut.gguf" "$T/err" && echo "ok: truncated packed file: $(cat "$T/err")" ||

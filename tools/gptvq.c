@@ -666,6 +666,58 @@ static int cmd_quantize(int argc, char **argv) {
 }
 
 // ---------------------------------------------------------------------------
+static const char *EXPORT_HELP =
+    "usage: gptvq export MODEL -o OUT --to f16|q8_0|q4_0\n"
+    "\n"
+    "Writes a standard GGUF that llama.cpp, transformers and other GGUF runtimes load: every 2-D\n"
+    "weight (linears, embedding, output head) of MODEL as F16, Q8_0 or Q4_0 (llama.cpp's\n"
+    "reference rounding), 1-D tensors as F32, the metadata of MODEL without the packed-format\n"
+    "keys. MODEL: a GGUF file, typically a packed GPTVQ model (its matrices are decoded first).\n"
+    "Q8_0 / Q4_0 need every row length to be a multiple of 32.\n"
+    "  --threads N           threads (default: all cores)\n";
+
+static int cmd_export(int argc, char **argv) {
+    const char *model = NULL, *out = NULL, *to = NULL;
+    long threads = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(EXPORT_HELP, stdout);
+            return 0;
+        }
+        INT_OPT("--threads", threads, 0, 4096);
+        if (!strcmp(a, "-o")) {
+            if (!(out = opt_value(argc, argv, &i))) return 2;
+            continue;
+        }
+        if (!strcmp(a, "--to")) {
+            if (!(to = opt_value(argc, argv, &i))) return 2;
+            continue;
+        }
+        if (a[0] == '-' && a[1]) return die("export: unknown option '%s' (see gptvq export --help)", a), 2;
+        if (!model) model = a;
+        else return die("export: unexpected argument '%s'", a), 2;
+    }
+    if (!model || !out || !to) {
+        fputs(EXPORT_HELP, stderr);
+        return 2;
+    }
+    enum gq_export_type type;
+    if (!strcmp(to, "f16")) type = GQ_EXPORT_F16;
+    else if (!strcmp(to, "q8_0")) type = GQ_EXPORT_Q8_0;
+    else if (!strcmp(to, "q4_0")) type = GQ_EXPORT_Q4_0;
+    else return die("--to: expected f16, q8_0 or q4_0, got '%s'", to), 2;
+    gq_set_threads((int)threads);
+    struct gq_model *m = NULL;
+    if (load_model(model, NULL, false, &m)) return 1;
+    enum gq_status s = gq_model_export_gguf(m, out, type);
+    gq_model_free(m);
+    if (s != GQ_OK) return die_status(s);
+    printf("wrote %s\n", out);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
 static const char *MAIN_HELP =
     "gptvq " GQ_VERSION_STRING " - GPTVQ vector quantization for LLMs, and a runtime for the results\n"
     "\n"
@@ -675,7 +727,10 @@ static const char *MAIN_HELP =
     "  ppl MODEL TEXT        perplexity (protocols gptq and llama.cpp)\n"
     "  generate MODEL        text generation (greedy or sampled), streamed\n"
     "  inspect FILE          metadata, tensors, shapes, types, sizes\n"
-    "  quantize MODEL -o OUT RTN, GPTQ or GPTVQ quantization (fake-quant GGUF output)\n"
+    "  quantize MODEL -o OUT RTN, GPTQ or GPTVQ quantization (GPTVQ: packed GGUF; RTN, GPTQ:\n"
+    "                        fake-quant F32 GGUF)\n"
+    "  export MODEL -o OUT --to f16|q8_0|q4_0\n"
+    "                        a standard GGUF (e.g. of a packed GPTVQ model) for other runtimes\n"
     "  version               print the version\n"
     "\n"
     "MODEL is a GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K tensors), a Hugging\n"
@@ -692,6 +747,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "generate")) return cmd_generate(argc, argv);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc, argv);
     if (!strcmp(cmd, "quantize")) return cmd_quantize(argc, argv);
+    if (!strcmp(cmd, "export")) return cmd_export(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("gptvq %s\n", GQ_VERSION_STRING);
         return 0;

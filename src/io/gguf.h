@@ -115,6 +115,9 @@ size_t gq_ggml_row_size(enum gq_ggml_type t, int64_t n);
 
 // Dequantizes n elements (n a multiple of the block size) of type t to f32.
 enum gq_status gq_dequantize(enum gq_ggml_type t, const void *src, float *dst, int64_t n);
+// n f32 values to type t (F32, F16, Q8_0, Q4_0; n a multiple of 32 for the
+// block types) with llama.cpp's reference rounding (src/io/requant.c).
+enum gq_status gq_quantize_row_ggml(enum gq_ggml_type t, const float *x, void *dst, int64_t n);
 
 // Dequantizes a whole tensor to a malloc'd f32 buffer. Rejects NaN/Inf
 // values with a message naming the tensor.

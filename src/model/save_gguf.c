@@ -112,3 +112,89 @@ enum gq_status gq_model_save_gguf(const struct gq_model *m, const char *path, co
     gq_gguf_writer_free(w);
     return s;
 }
+
+// The f32 weight a source tensor name stands for (NULL: not a model weight),
+// with its shape. Packed matrices are found through their index part.
+static const float *model_weight(const struct gq_model *m, const struct gq_arch *A, const char *name, int64_t *rows,
+                                 int64_t *cols) {
+    if (!strcmp(name, "token_embd.weight")) {
+        *rows = m->hp.n_vocab, *cols = m->hp.dim;
+        return m->tok_embd;
+    }
+    if (!strcmp(name, "output.weight")) {
+        *rows = m->hp.n_vocab, *cols = m->hp.dim;
+        return m->output;
+    }
+    int l = -1, off = 0;
+    if (sscanf(name, "blk.%d.%n", &l, &off) != 1 || off <= 0 || l < 0 || l >= m->hp.n_layers) return NULL;
+    for (int k = 0; k < A->n_tensors; k++)
+        if (A->tensors[k].kind == GQ_T_LINEAR && !strcmp(name + off, A->tensors[k].gguf)) {
+            *rows = gq_dim_value(&m->hp, A->tensors[k].rows), *cols = gq_dim_value(&m->hp, A->tensors[k].cols);
+            return *gq_block_slot(&m->layers[l], &A->tensors[k]);
+        }
+    return NULL;
+}
+
+struct export_ctx {
+    const struct gq_model *m;
+    const struct gq_arch *A;
+    enum gq_ggml_type type;
+};
+// Produces one exported tensor at write time (one tensor in memory at once).
+static enum gq_status export_fill(void *user, const char *name, void *dst, size_t nbytes) {
+    const struct export_ctx *e = user;
+    int64_t rows = 0, cols = 0;
+    const float *f = model_weight(e->m, e->A, name, &rows, &cols);
+    size_t rs = gq_ggml_row_size(e->type, cols);
+    if (!f || rs * (size_t)rows != nbytes) return gq_fail(GQ_ERR_ARG, "export: tensor '%s' changed shape", name);
+    for (int64_t r = 0; r < rows; r++) GQ_TRY(gq_quantize_row_ggml(e->type, f + r * cols, (uint8_t *)dst + r * rs, cols));
+    return GQ_OK;
+}
+
+enum gq_status gq_model_export_gguf(const struct gq_model *m, const char *path, enum gq_export_type type) {
+    static const enum gq_ggml_type types[] = {GQ_TYPE_F16, GQ_TYPE_Q8_0, GQ_TYPE_Q4_0};
+    static const uint32_t ftypes[] = {1, 7, 2}; // llama.cpp LLAMA_FTYPE_MOSTLY_F16 / Q8_0 / Q4_0
+    if ((int)type < 0 || type > GQ_EXPORT_Q4_0) return gq_fail(GQ_ERR_ARG, "export: unknown type %d", (int)type);
+    if (!m->source_format || strcmp(m->source_format, "gguf") != 0)
+        return gq_fail(GQ_ERR_UNSUPPORTED, "%s: export needs a GGUF source model (this one is %s)", path,
+                       m->source_format ? m->source_format : "?");
+    if (m->keep_quantized) return gq_fail(GQ_ERR_ARG, "%s: export needs the model loaded as f32", path);
+    const enum gq_ggml_type tt = types[type];
+    const struct gq_gguf *g = m->source;
+    const struct gq_arch *A = gq_arch_find(m->arch);
+    if (!A) return gq_fail(GQ_ERR_UNSUPPORTED, "%s: architecture '%s' has no model description", path, m->arch);
+    struct gq_gguf_writer *w = gq_gguf_writer_new(g->alignment);
+    if (!w) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    static const char *const skip[] = {"gptvq.vq.", "gptvq.format", "general.file_type", NULL};
+    struct export_ctx ec = {m, A, tt};
+    enum gq_status s = gq_gguf_writer_copy_kvs(w, g, skip);
+    if (s == GQ_OK) s = gq_gguf_writer_set_u32(w, "general.file_type", ftypes[type]);
+    if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.exported_from", gq_gguf_find_kv(g, "gptvq.format") ? "gptvq" : "source");
+    for (uint64_t i = 0; s == GQ_OK && i < g->n_tensors; i++) {
+        const struct gq_gguf_tensor *t = &g->tensors[i];
+        char base[256];
+        snprintf(base, sizeof base, "%s", t->name);
+        char *dot = strstr(base, ".weight.vq_");
+        if (dot) { // a packed part: the matrix is emitted once, at its index part
+            if (strcmp(dot, ".weight.vq_idx")) continue;
+            dot[7] = 0;
+        }
+        int64_t rows = 0, cols = 0;
+        const float *f = model_weight(m, A, base, &rows, &cols);
+        if (!f) {
+            s = t->n_dims == 1 || t->type == GQ_TYPE_F32 ? gq_gguf_writer_copy_tensor(w, g, t, NULL)
+                                                         : gq_fail(GQ_ERR_UNSUPPORTED, "%s: tensor '%s' is not a model weight", path, t->name);
+            continue;
+        }
+        if (tt != GQ_TYPE_F16 && cols % 32)
+            s = gq_fail(GQ_ERR_ARG, "%s: '%s' has rows of %lld values, not whole blocks of 32 for %s (use --to f16)",
+                        path, base, (long long)cols, gq_ggml_type_name(tt));
+        int64_t ne[2] = {cols, rows};
+        if (s == GQ_OK)
+            s = gq_gguf_writer_add_tensor_fill(w, base, tt, 2, ne, gq_ggml_row_size(tt, cols) * (size_t)rows,
+                                               export_fill, &ec);
+    }
+    if (s == GQ_OK) s = gq_gguf_writer_write(w, path);
+    gq_gguf_writer_free(w);
+    return s;
+}

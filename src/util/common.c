@@ -174,3 +174,24 @@ void gq_progress_end(struct gq_progress *p) {
     gq_progress_update(p, p->total, NULL);
     fputc('\n', stderr);
 }
+
+uint16_t gq_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000, mant = x & 0x7fffff;
+    int exp = (int)((x >> 23) & 0xff);
+    if (exp == 0xff) return (uint16_t)(sign | 0x7c00 | (mant ? 0x200 | (mant >> 13) : 0));
+    int e = exp - 127 + 15;
+    if (e >= 31) return (uint16_t)(sign | 0x7c00);
+    if (e <= 0) { // subnormal or zero: shift the full mantissa, round to nearest even
+        if (e < -10) return (uint16_t)sign;
+        uint32_t m = mant | 0x800000;
+        int shift = 14 - e;
+        uint32_t h = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        if (rem > half || (rem == half && (h & 1))) h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = ((uint32_t)e << 10) | (mant >> 13), rem = mant & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++; // may carry into the exponent: still correct
+    return (uint16_t)(sign | h);
+}

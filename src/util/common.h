@@ -87,6 +87,8 @@ static inline float gq_f16_to_f32(uint16_t h) {
     memcpy(&f, &u, 4);
     return f;
 }
+// f32 -> fp16 bits, round to nearest even, overflow to ±inf, NaN kept.
+uint16_t gq_f32_to_f16(float f);
 static inline float gq_bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
