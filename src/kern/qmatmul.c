@@ -230,6 +230,7 @@ AVX2_FN static void vq_gemv_avx2(const struct gq_vqrt *v, const float *xp, const
     const struct gq_vqpack_hdr *h = &v->p.h;
     const int d = h->d, kd = h->k * d, nb = h->norm_block ? h->norm_block / d : 0, nv = v->nv;
     const int ld = d == 1 ? 0 : d == 2 ? 1 : d == 4 ? 2 : 3;
+    const bool small = h->k <= 16 && h->stages == 1;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int rt = 0; rt < h->n_rt; rt++) {
         float *cb = cbs + (size_t)omp_get_thread_num() * 2 * kd;
@@ -241,6 +242,13 @@ AVX2_FN static void vq_gemv_avx2(const struct gq_vqrt *v, const float *xp, const
         for (int ct = 0; ct < h->n_ct; ct++) {
             const int64_t g = (int64_t)rt * h->n_ct + ct;
             for (int s = 0; s < h->stages; s++) vq_codebook(v, s, g, cb + (size_t)s * kd);
+            __m256 tlo[8], thi[8];
+            if (small)
+                for (int j = 0; j < d; j++) {
+                    float lo[8] = {0}, hv[8] = {0};
+                    for (int m = 0; m < h->k; m++) (m < 8 ? lo : hv)[m & 7] = cb[(size_t)m * d + j];
+                    tlo[j] = _mm256_loadu_ps(lo), thi[j] = _mm256_loadu_ps(hv);
+                }
             const int v0 = (v->ct_start[ct] - h->n_out) / d, v1 = (v->ct_start[ct + 1] - h->n_out) / d;
             for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
                 float acc = 0;
@@ -248,6 +256,16 @@ AVX2_FN static void vq_gemv_avx2(const struct gq_vqrt *v, const float *xp, const
                     const int b1 = nb && b0 + nb < v1 ? b0 + nb : v1;
                     __m256 pv = _mm256_setzero_ps();
                     int vec = b0;
+                    if (small) // k <= 16, one stage: table lookups by permutes instead of gathers
+                        for (; vec + 8 <= b1; vec += 8) {
+                            const __m256i ix = vq_index8(v, 0, r, vec);
+                            const __m256 hi = _mm256_castsi256_ps(_mm256_slli_epi32(ix, 28)); // bit 3 -> sign
+                            for (int j = 0; j < d; j++) {
+                                __m256 c = _mm256_permutevar8x32_ps(tlo[j], ix);
+                                if (h->k > 8) c = _mm256_blendv_ps(c, _mm256_permutevar8x32_ps(thi[j], ix), hi);
+                                pv = _mm256_fmadd_ps(c, _mm256_loadu_ps(xd + (size_t)j * nv + vec), pv);
+                            }
+                        }
                     for (; vec + 8 <= b1; vec += 8) {
                         __m256i o0 = _mm256_slli_epi32(vq_index8(v, 0, r, vec), ld), o1 = o0;
                         if (h->stages > 1) o1 = _mm256_slli_epi32(vq_index8(v, 1, r, vec), ld);
