@@ -250,7 +250,42 @@ AVX2_FN static void vq_gemv_avx2(const struct gq_vqrt *v, const float *xp, const
                     tlo[j] = _mm256_loadu_ps(lo), thi[j] = _mm256_loadu_ps(hv);
                 }
             const int v0 = (v->ct_start[ct] - h->n_out) / d, v1 = (v->ct_start[ct + 1] - h->n_out) / d;
-            for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
+            int r = v->rt_start[rt];
+            // k <= 16: four rows at a time share the x loads and keep four
+            // independent FMA chains; the rows left over go one by one below
+            for (; small && r + 4 <= v->rt_start[rt + 1]; r += 4) {
+                float acc[4] = {0, 0, 0, 0};
+                for (int b0 = v0, blk = v->blk0[ct]; b0 < v1; blk++) {
+                    const int b1 = nb && b0 + nb < v1 ? b0 + nb : v1;
+                    __m256 pv[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+                    int vec = b0;
+                    for (; vec + 8 <= b1; vec += 8) {
+                        __m256i ix[4];
+                        __m256 hi[4];
+                        for (int q = 0; q < 4; q++)
+                            ix[q] = vq_index8(v, 0, r + q, vec), hi[q] = _mm256_castsi256_ps(_mm256_slli_epi32(ix[q], 28));
+                        for (int j = 0; j < d; j++) {
+                            const __m256 xj = _mm256_loadu_ps(xd + (size_t)j * nv + vec);
+                            for (int q = 0; q < 4; q++) {
+                                __m256 c = _mm256_permutevar8x32_ps(tlo[j], ix[q]);
+                                if (h->k > 8) c = _mm256_blendv_ps(c, _mm256_permutevar8x32_ps(thi[j], ix[q]), hi[q]);
+                                pv[q] = _mm256_fmadd_ps(c, xj, pv[q]);
+                            }
+                        }
+                    }
+                    for (int q = 0; q < 4; q++) {
+                        float part = hsum256(pv[q]);
+                        for (int t = vec; t < b1; t++) {
+                            const float *c0 = cb + (size_t)vq_index(v, 0, r + q, t) * d;
+                            for (int j = 0; j < d; j++) part += c0[j] * xd[(size_t)j * nv + t];
+                        }
+                        acc[q] += nb ? part * vq_norm_scale(v, g, r + q, blk) : part;
+                    }
+                    b0 = b1;
+                }
+                for (int q = 0; q < 4; q++) y[r + q] += acc[q];
+            }
+            for (; r < v->rt_start[rt + 1]; r++) {
                 float acc = 0;
                 for (int b0 = v0, blk = v->blk0[ct]; b0 < v1; blk++) {
                     const int b1 = nb && b0 + nb < v1 ? b0 + nb : v1;
