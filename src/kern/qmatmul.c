@@ -200,7 +200,7 @@ AVX2_FN static inline float hsum256(__m256 a) {
 }
 
 // Eight indices of stage s, row r, vectors vec..vec+7, as int32 lanes.
-AVX2_FN static inline __m256i vq_index8(const struct gq_vqrt *v, int s, int r, int vec) {
+AVX2_FN static inline __attribute__((always_inline)) __m256i vq_index8(const struct gq_vqrt *v, int s, int r, int vec) {
     const int lk = v->lk;
     const int64_t bit = (((int64_t)s * v->p.h.rows + r) * v->nv + vec) * lk;
     const size_t byte = (size_t)(bit >> 3), sh = (size_t)(bit & 7);
@@ -221,6 +221,38 @@ AVX2_FN static inline __m256i vq_index8(const struct gq_vqrt *v, int s, int r, i
     int32_t ix[8];
     for (int i = 0; i < 8; i++) ix[i] = (int32_t)vq_index(v, s, r, vec + i);
     return _mm256_loadu_si256((const __m256i *)ix);
+}
+
+// Four rows r..r+3, vectors [vec, b1) in steps of 8, k <= 16 (one stage):
+// codebook lookups by permutes of the (lo, hi) tables of each coordinate.
+// Returns the first vector not done.
+AVX2_FN static inline __attribute__((always_inline)) int vq_rows4_small(const struct gq_vqrt *v, int r, int vec,
+                                                                       int b1, const int DIM, const __m256 *tlo,
+                                                                       const __m256 *thi, const float *xd, __m256 *pv) {
+    const int nv = v->nv;
+    const bool two = v->p.h.k > 8;
+    __m256 p0 = pv[0], p1 = pv[1], p2 = pv[2], p3 = pv[3];
+    for (; vec + 8 <= b1; vec += 8) {
+        const __m256i i0 = vq_index8(v, 0, r, vec), i1 = vq_index8(v, 0, r + 1, vec);
+        const __m256i i2 = vq_index8(v, 0, r + 2, vec), i3 = vq_index8(v, 0, r + 3, vec);
+        const __m256 h0 = _mm256_castsi256_ps(_mm256_slli_epi32(i0, 28)), h1 = _mm256_castsi256_ps(_mm256_slli_epi32(i1, 28));
+        const __m256 h2 = _mm256_castsi256_ps(_mm256_slli_epi32(i2, 28)), h3 = _mm256_castsi256_ps(_mm256_slli_epi32(i3, 28));
+        for (int j = 0; j < DIM; j++) {
+            const __m256 xj = _mm256_loadu_ps(xd + (size_t)j * nv + vec);
+            __m256 c0 = _mm256_permutevar8x32_ps(tlo[j], i0), c1 = _mm256_permutevar8x32_ps(tlo[j], i1);
+            __m256 c2 = _mm256_permutevar8x32_ps(tlo[j], i2), c3 = _mm256_permutevar8x32_ps(tlo[j], i3);
+            if (two) {
+                c0 = _mm256_blendv_ps(c0, _mm256_permutevar8x32_ps(thi[j], i0), h0);
+                c1 = _mm256_blendv_ps(c1, _mm256_permutevar8x32_ps(thi[j], i1), h1);
+                c2 = _mm256_blendv_ps(c2, _mm256_permutevar8x32_ps(thi[j], i2), h2);
+                c3 = _mm256_blendv_ps(c3, _mm256_permutevar8x32_ps(thi[j], i3), h3);
+            }
+            p0 = _mm256_fmadd_ps(c0, xj, p0), p1 = _mm256_fmadd_ps(c1, xj, p1);
+            p2 = _mm256_fmadd_ps(c2, xj, p2), p3 = _mm256_fmadd_ps(c3, xj, p3);
+        }
+    }
+    pv[0] = p0, pv[1] = p1, pv[2] = p2, pv[3] = p3;
+    return vec;
 }
 
 // AVX2: eight vectors per step, each coordinate j a gather from the codebook
@@ -259,19 +291,11 @@ AVX2_FN static void vq_gemv_avx2(const struct gq_vqrt *v, const float *xp, const
                     const int b1 = nb && b0 + nb < v1 ? b0 + nb : v1;
                     __m256 pv[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
                     int vec = b0;
-                    for (; vec + 8 <= b1; vec += 8) {
-                        __m256i ix[4];
-                        __m256 hi[4];
-                        for (int q = 0; q < 4; q++)
-                            ix[q] = vq_index8(v, 0, r + q, vec), hi[q] = _mm256_castsi256_ps(_mm256_slli_epi32(ix[q], 28));
-                        for (int j = 0; j < d; j++) {
-                            const __m256 xj = _mm256_loadu_ps(xd + (size_t)j * nv + vec);
-                            for (int q = 0; q < 4; q++) {
-                                __m256 c = _mm256_permutevar8x32_ps(tlo[j], ix[q]);
-                                if (h->k > 8) c = _mm256_blendv_ps(c, _mm256_permutevar8x32_ps(thi[j], ix[q]), hi[q]);
-                                pv[q] = _mm256_fmadd_ps(c, xj, pv[q]);
-                            }
-                        }
+                    switch (d) { // compile-time DIM: ix, hi and pv stay in registers
+                    case 1: vec = vq_rows4_small(v, r, vec, b1, 1, tlo, thi, xd, pv); break;
+                    case 2: vec = vq_rows4_small(v, r, vec, b1, 2, tlo, thi, xd, pv); break;
+                    case 4: vec = vq_rows4_small(v, r, vec, b1, 4, tlo, thi, xd, pv); break;
+                    default: vec = vq_rows4_small(v, r, vec, b1, 8, tlo, thi, xd, pv); break;
                     }
                     for (int q = 0; q < 4; q++) {
                         float part = hsum256(pv[q]);
