@@ -407,27 +407,29 @@ static void q4_0_gemv_scalar(const struct gq_qweight *w, const float *x, float *
     }
 }
 
+// Σ_j (q_j − off) · x_j of one 16-byte nibble block (low nibbles weights
+// 0..15, high 16..31) as 8 partial sums.
+AVX2_FN static inline __attribute__((always_inline)) __m256 q4_block_dot(const uint8_t *q16, const float *xb, int off) {
+    const __m256i o = _mm256_set1_epi32(off);
+    const __m128i q = _mm_loadu_si128((const __m128i *)q16);
+    const __m128i lo = _mm_and_si128(q, _mm_set1_epi8(15)), hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(15));
+#define Q4_PART(P, K) _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(P), o)), _mm256_loadu_ps(xb + 8 * (K))
+    __m256 s = _mm256_mul_ps(Q4_PART(lo, 0));
+    s = _mm256_fmadd_ps(Q4_PART(_mm_srli_si128(lo, 8), 1), s);
+    s = _mm256_fmadd_ps(Q4_PART(hi, 2), s);
+    s = _mm256_fmadd_ps(Q4_PART(_mm_srli_si128(hi, 8), 3), s);
+#undef Q4_PART
+    return s;
+}
+
 AVX2_FN static void q4_0_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
     const int nb = w->cols / 32;
-    const __m256i eight = _mm256_set1_epi32(8);
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < w->rows; r++) {
         const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
         __m256 acc = _mm256_setzero_ps();
-        for (int i = 0; i < nb; i++, b += 18) {
-            __m128i q = _mm_loadu_si128((const __m128i *)(b + 2));
-            __m128i lo = _mm_and_si128(q, _mm_set1_epi8(15)), hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(15));
-            const float *xb = x + i * 32;
-            __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(lo), eight)),
-                                     _mm256_loadu_ps(xb));
-            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)), eight)),
-                                _mm256_loadu_ps(xb + 8), s);
-            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(hi), eight)),
-                                _mm256_loadu_ps(xb + 16), s);
-            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)), eight)),
-                                _mm256_loadu_ps(xb + 24), s);
-            acc = _mm256_fmadd_ps(s, _mm256_set1_ps(f16_at(b, 0)), acc);
-        }
+        for (int i = 0; i < nb; i++, b += 18)
+            acc = _mm256_fmadd_ps(q4_block_dot(b + 2, x + i * 32, 8), _mm256_set1_ps(f16_at(b, 0)), acc);
         y[r] = hsum256(acc);
     }
 }
@@ -459,17 +461,10 @@ AVX2_FN static void q4_1_gemv_avx2(const struct gq_qweight *w, const float *x, f
         const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
         __m256 acc = _mm256_setzero_ps();
         for (int i = 0; i < nb; i++, b += 20) {
-            __m128i q = _mm_loadu_si128((const __m128i *)(b + 4));
-            __m128i lo = _mm_and_si128(q, _mm_set1_epi8(15)), hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(15));
             const float *xb = x + i * 32;
-            __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8), x2 = _mm256_loadu_ps(xb + 16),
-                   x3 = _mm256_loadu_ps(xb + 24);
-            __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), x0);
-            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), x1, s);
-            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), x2, s);
-            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), x3, s);
-            __m256 sx = _mm256_add_ps(_mm256_add_ps(x0, x1), _mm256_add_ps(x2, x3));
-            acc = _mm256_fmadd_ps(s, _mm256_set1_ps(f16_at(b, 0)), acc);
+            __m256 sx = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)),
+                                      _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24)));
+            acc = _mm256_fmadd_ps(q4_block_dot(b + 4, xb, 0), _mm256_set1_ps(f16_at(b, 0)), acc);
             acc = _mm256_fmadd_ps(sx, _mm256_set1_ps(f16_at(b, 1)), acc);
         }
         y[r] = hsum256(acc);
