@@ -12,8 +12,9 @@
 # between runs. The VQ models only need the right format (d, k, l): they are
 # quantized with --em-iters 5 --cb-update none from HESSDIR (saved Hessians,
 # see docs/results.md) or, without it, from a short data-free calibration;
-# their quality is not what this measures. llama.cpp itself is not part of
-# this script yet.
+# their quality is not what this measures. With LLAMA_BENCH=path/to/llama-bench
+# (bench/build_llamacpp.sh builds one) llama.cpp decodes the same F16 / Q8_0 /
+# Q4_0 files in the same run (64 tokens, same threads), as ratios to our Q4_0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make -s bench
@@ -58,3 +59,13 @@ for f in f16 q8_0 q4_0 source vq2d-2.125 vq2d-2.25 vq4d-2.125 vq2d-3.125; do
         "$(v kernel_gbs)" "$(v kernel_frac)"
 done
 echo "threads $THREADS; copy bandwidth $(sed -n 's/.*copy_gbs=\([0-9.]*\).*/\1/p' <<<"${line[q4_0]}") GB/s (read + write)"
+
+if [ -n "${LLAMA_BENCH:-}" ]; then
+    printf '\n| llama.cpp (llama-bench tg64) | decode tok/s | vs our Q4_0 |\n| --- | --- | --- |\n'
+    for f in f16 q8_0 q4_0; do
+        t=$("$LLAMA_BENCH" -m "$W/$f.gguf" -p 0 -n 64 -t "$THREADS" -o csv 2>/dev/null |
+            awk -F, 'NR == 1 {for (i = 1; i <= NF; i++) {h = $i; gsub(/"/, "", h); if (h == "avg_ts") c = i}}
+                     NR > 1 && c {v = $c; gsub(/"/, "", v)} END {print v}')
+        printf '| %s | %s | %.2f |\n' "$f" "$t" "$(awk "BEGIN{print ($t + 0) / ${tps[q4_0]}}")"
+    done
+fi
