@@ -9,6 +9,7 @@
 #include "util/common.h"
 
 #include <cblas.h>
+#include <cpuid.h>
 #include <immintrin.h>
 #include <omp.h>
 
@@ -258,14 +259,14 @@ AVX2_FN static inline __attribute__((always_inline)) int vq_rows4_small(const st
 // AVX2: eight vectors per step, each coordinate j a gather from the codebook
 // times eight consecutive x values of coordinate j (x de-interleaved once per
 // call: xd[j·nv + vec] = xp[n_out + vec·d + j]).
-AVX2_FN static void vq_gemv_avx2(const struct gq_vqrt *v, const float *xp, const float *xd, float *y, float *cbs) {
+// One row tile (the OpenMP loop is outside: compilers do not all carry the
+// target attribute into outlined parallel regions).
+AVX2_FN static void vq_tile_avx2(const struct gq_vqrt *v, const float *xp, const float *xd, float *y, float *cb, int rt) {
     const struct gq_vqpack_hdr *h = &v->p.h;
     const int d = h->d, kd = h->k * d, nb = h->norm_block ? h->norm_block / d : 0, nv = v->nv;
     const int ld = d == 1 ? 0 : d == 2 ? 1 : d == 4 ? 2 : 3;
     const bool small = h->k <= 16 && h->stages == 1;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int rt = 0; rt < h->n_rt; rt++) {
-        float *cb = cbs + (size_t)omp_get_thread_num() * 2 * kd;
+    {
         for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
             float acc = 0;
             for (int p = 0; p < h->n_out; p++) acc += f16_at(v->p.part[GQ_VQP_OUTL], (int64_t)r * h->n_out + p) * xp[p];
@@ -349,6 +350,12 @@ AVX2_FN static void vq_gemv_avx2(const struct gq_vqrt *v, const float *xp, const
     }
 }
 
+static void vq_gemv_avx2(const struct gq_vqrt *v, const float *xp, const float *xd, float *y, float *cbs) {
+    const size_t kd = (size_t)v->p.h.k * v->p.h.d;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int rt = 0; rt < v->p.h.n_rt; rt++) vq_tile_avx2(v, xp, xd, y, cbs + (size_t)omp_get_thread_num() * 2 * kd, rt);
+}
+
 // ---------------------------------------------------------------------------
 // ggml block types. Q8_0: 32 weights = fp16 scale + 32 int8 (34 bytes);
 // Q4_0: fp16 scale + 16 bytes, low nibbles weights 0..15, high 16..31, value
@@ -370,10 +377,9 @@ static void q8_0_gemv_scalar(const struct gq_qweight *w, const float *x, float *
     }
 }
 
-AVX2_FN static void q8_0_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
+AVX2_FN static void q8_0_row_avx2(const struct gq_qweight *w, const float *x, float *y, int r) {
     const int nb = w->cols / 32;
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < w->rows; r++) {
+    {
         const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
         __m256 acc = _mm256_setzero_ps();
         for (int i = 0; i < nb; i++, b += 34) {
@@ -387,6 +393,10 @@ AVX2_FN static void q8_0_gemv_avx2(const struct gq_qweight *w, const float *x, f
         }
         y[r] = hsum256(acc);
     }
+}
+static void q8_0_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < w->rows; r++) q8_0_row_avx2(w, x, y, r);
 }
 
 static void q4_0_gemv_scalar(const struct gq_qweight *w, const float *x, float *y) {
@@ -422,16 +432,19 @@ AVX2_FN static inline __attribute__((always_inline)) __m256 q4_block_dot(const u
     return s;
 }
 
-AVX2_FN static void q4_0_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
+AVX2_FN static void q4_0_row_avx2(const struct gq_qweight *w, const float *x, float *y, int r) {
     const int nb = w->cols / 32;
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < w->rows; r++) {
+    {
         const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
         __m256 acc = _mm256_setzero_ps();
         for (int i = 0; i < nb; i++, b += 18)
             acc = _mm256_fmadd_ps(q4_block_dot(b + 2, x + i * 32, 8), _mm256_set1_ps(f16_at(b, 0)), acc);
         y[r] = hsum256(acc);
     }
+}
+static void q4_0_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < w->rows; r++) q4_0_row_avx2(w, x, y, r);
 }
 
 // Q4_1: fp16 scale d, fp16 offset m, 16 bytes of nibbles as Q4_0; value
@@ -454,10 +467,9 @@ static void q4_1_gemv_scalar(const struct gq_qweight *w, const float *x, float *
     }
 }
 
-AVX2_FN static void q4_1_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
+AVX2_FN static void q4_1_row_avx2(const struct gq_qweight *w, const float *x, float *y, int r) {
     const int nb = w->cols / 32;
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < w->rows; r++) {
+    {
         const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
         __m256 acc = _mm256_setzero_ps();
         for (int i = 0; i < nb; i++, b += 20) {
@@ -470,6 +482,10 @@ AVX2_FN static void q4_1_gemv_avx2(const struct gq_qweight *w, const float *x, f
         y[r] = hsum256(acc);
     }
 }
+static void q4_1_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < w->rows; r++) q4_1_row_avx2(w, x, y, r);
+}
 
 static void f16_gemv_scalar(const struct gq_qweight *w, const float *x, float *y) {
 #pragma omp parallel for schedule(static)
@@ -481,9 +497,8 @@ static void f16_gemv_scalar(const struct gq_qweight *w, const float *x, float *y
     }
 }
 
-AVX2_FN static void f16_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < w->rows; r++) {
+AVX2_FN static void f16_row_avx2(const struct gq_qweight *w, const float *x, float *y, int r) {
+    {
         const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
         __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
         int j = 0;
@@ -496,6 +511,10 @@ AVX2_FN static void f16_gemv_avx2(const struct gq_qweight *w, const float *x, fl
         for (; j < w->cols; j++) acc += f16_at(b, j) * x[j];
         y[r] = acc;
     }
+}
+static void f16_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < w->rows; r++) f16_row_avx2(w, x, y, r);
 }
 
 // ---------------------------------------------------------------------------
@@ -538,7 +557,9 @@ void gq_qweight_decode_rows(const struct gq_qweight *w, int r0, int r1, float *o
 static int isa_cur = -1;
 static bool cpu_avx2(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    unsigned a, b, c, d; // F16C: CPUID.1:ECX bit 29 (not a feature string of every compiler's builtin)
+    bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
 }
 enum gq_isa gq_qmatmul_isa(void) {
     if (isa_cur < 0) isa_cur = cpu_avx2() ? GQ_ISA_AVX2 : GQ_ISA_SCALAR;
