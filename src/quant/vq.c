@@ -558,8 +558,8 @@ enum gq_status gq_vq_config_from_bpv(double bpv, int d, int k, int64_t l, enum g
     if (log2k < 1 || log2k > 20 || (int64_t)d << log2k > (1 << 20))
         return gq_fail(GQ_ERR_ARG, "gptvq: k = 2^%d centroids of dimension %d is out of range (k*d <= 2^20)", log2k, d);
     out->d = d, out->log2k = log2k, out->k = 1 << log2k;
-    if (svd_rank < 0 || (svd_rank && (d != 1 || svd_rank > out->k)))
-        return gq_fail(GQ_ERR_ARG, "--cb-svd %d: codebook SVD needs --vq-dim 1 and a rank in [1, k = %d]", svd_rank,
+    if (svd_rank < 0 || (svd_rank && (d != 1 || svd_rank > out->k || svd_rank > 256)))
+        return gq_fail(GQ_ERR_ARG, "--cb-svd %d: codebook SVD needs --vq-dim 1 and a rank in [1, min(k = %d, 256)]", svd_rank,
                        out->k);
     out->index_bpv = (double)log2k / d;
     double nrm = norm_block ? 4.0 / norm_block : 0;
