@@ -359,66 +359,44 @@ static void vq_gemv_avx2(const struct gq_vqrt *v, const float *xp, const float *
 // ---------------------------------------------------------------------------
 // ggml block types. Q8_0: 32 weights = fp16 scale + 32 int8 (34 bytes);
 // Q4_0: fp16 scale + 16 bytes, low nibbles weights 0..15, high 16..31, value
-// (q − 8) · scale (18 bytes); F16: fp16 values. Each scalar reference sums a
-// block in float, then adds block sum × scale.
+// (q − 8) · scale (18 bytes); Q4_1: fp16 scale d, fp16 offset m, the nibbles
+// as Q4_0, value q · d + m, so a block adds d · Σ q x + m · Σ x (20 bytes);
+// F16: fp16 values. Each kernel is the dot product of one row b with x; the
+// scalar reference sums a block in float, then adds block sum × scale. One
+// OpenMP loop over rows (ggml_gemv) drives every kernel.
+typedef float (*row_dot_fn)(const uint8_t *b, const float *x, int cols);
 
-static void q8_0_gemv_scalar(const struct gq_qweight *w, const float *x, float *y) {
-    const int nb = w->cols / 32;
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < w->rows; r++) {
-        const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
-        float acc = 0;
-        for (int i = 0; i < nb; i++, b += 34) {
-            float s = 0;
-            for (int j = 0; j < 32; j++) s += (float)(int8_t)b[2 + j] * x[i * 32 + j];
-            acc += s * f16_at(b, 0);
-        }
-        y[r] = acc;
+static float q8_0_dot_scalar(const uint8_t *b, const float *x, int cols) {
+    float acc = 0;
+    for (int i = 0; i < cols / 32; i++, b += 34) {
+        float s = 0;
+        for (int j = 0; j < 32; j++) s += (float)(int8_t)b[2 + j] * x[i * 32 + j];
+        acc += s * f16_at(b, 0);
     }
+    return acc;
 }
 
-AVX2_FN static void q8_0_row_avx2(const struct gq_qweight *w, const float *x, float *y, int r) {
-    const int nb = w->cols / 32;
-    {
-        const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
-        __m256 acc = _mm256_setzero_ps();
-        for (int i = 0; i < nb; i++, b += 34) {
-            __m256 s = _mm256_setzero_ps();
-            for (int q = 0; q < 4; q++) {
-                __m128i bytes = _mm_loadl_epi64((const __m128i *)(b + 2 + 8 * q));
-                __m256 wq = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
-                s = _mm256_fmadd_ps(wq, _mm256_loadu_ps(x + i * 32 + 8 * q), s);
-            }
-            acc = _mm256_fmadd_ps(s, _mm256_set1_ps(f16_at(b, 0)), acc);
+AVX2_FN static float q8_0_dot_avx2(const uint8_t *b, const float *x, int cols) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < cols / 32; i++, b += 34) {
+        __m256 s = _mm256_setzero_ps();
+        for (int q = 0; q < 4; q++) {
+            __m128i bytes = _mm_loadl_epi64((const __m128i *)(b + 2 + 8 * q));
+            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)), _mm256_loadu_ps(x + i * 32 + 8 * q), s);
         }
-        y[r] = hsum256(acc);
+        acc = _mm256_fmadd_ps(s, _mm256_set1_ps(f16_at(b, 0)), acc);
     }
-}
-static void q8_0_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < w->rows; r++) q8_0_row_avx2(w, x, y, r);
-}
-
-static void q4_0_gemv_scalar(const struct gq_qweight *w, const float *x, float *y) {
-    const int nb = w->cols / 32;
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < w->rows; r++) {
-        const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
-        float acc = 0;
-        for (int i = 0; i < nb; i++, b += 18) {
-            float s = 0;
-            for (int j = 0; j < 16; j++) {
-                s += (float)((b[2 + j] & 15) - 8) * x[i * 32 + j];
-                s += (float)((b[2 + j] >> 4) - 8) * x[i * 32 + 16 + j];
-            }
-            acc += s * f16_at(b, 0);
-        }
-        y[r] = acc;
-    }
+    return hsum256(acc);
 }
 
 // Σ_j (q_j − off) · x_j of one 16-byte nibble block (low nibbles weights
-// 0..15, high 16..31) as 8 partial sums.
+// 0..15, high 16..31): scalar, and as 8 partial sums.
+static inline float q4_block_dot_scalar(const uint8_t *q16, const float *xb, int off) {
+    float s = 0;
+    for (int j = 0; j < 16; j++) s += (float)((q16[j] & 15) - off) * xb[j] + (float)((q16[j] >> 4) - off) * xb[16 + j];
+    return s;
+}
+
 AVX2_FN static inline __attribute__((always_inline)) __m256 q4_block_dot(const uint8_t *q16, const float *xb, int off) {
     const __m256i o = _mm256_set1_epi32(off);
     const __m128i q = _mm_loadu_si128((const __m128i *)q16);
@@ -432,89 +410,59 @@ AVX2_FN static inline __attribute__((always_inline)) __m256 q4_block_dot(const u
     return s;
 }
 
-AVX2_FN static void q4_0_row_avx2(const struct gq_qweight *w, const float *x, float *y, int r) {
-    const int nb = w->cols / 32;
-    {
-        const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
-        __m256 acc = _mm256_setzero_ps();
-        for (int i = 0; i < nb; i++, b += 18)
-            acc = _mm256_fmadd_ps(q4_block_dot(b + 2, x + i * 32, 8), _mm256_set1_ps(f16_at(b, 0)), acc);
-        y[r] = hsum256(acc);
-    }
-}
-static void q4_0_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < w->rows; r++) q4_0_row_avx2(w, x, y, r);
+static float q4_0_dot_scalar(const uint8_t *b, const float *x, int cols) {
+    float acc = 0;
+    for (int i = 0; i < cols / 32; i++, b += 18) acc += q4_block_dot_scalar(b + 2, x + i * 32, 8) * f16_at(b, 0);
+    return acc;
 }
 
-// Q4_1: fp16 scale d, fp16 offset m, 16 bytes of nibbles as Q4_0; value
-// q · d + m, so a block adds d · Σ q x + m · Σ x.
-static void q4_1_gemv_scalar(const struct gq_qweight *w, const float *x, float *y) {
-    const int nb = w->cols / 32;
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < w->rows; r++) {
-        const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
-        float acc = 0;
-        for (int i = 0; i < nb; i++, b += 20) {
-            float s = 0, sx = 0;
-            for (int j = 0; j < 16; j++) {
-                s += (float)(b[4 + j] & 15) * x[i * 32 + j] + (float)(b[4 + j] >> 4) * x[i * 32 + 16 + j];
-                sx += x[i * 32 + j] + x[i * 32 + 16 + j];
-            }
-            acc += s * f16_at(b, 0) + sx * f16_at(b, 1);
-        }
-        y[r] = acc;
-    }
+AVX2_FN static float q4_0_dot_avx2(const uint8_t *b, const float *x, int cols) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < cols / 32; i++, b += 18)
+        acc = _mm256_fmadd_ps(q4_block_dot(b + 2, x + i * 32, 8), _mm256_set1_ps(f16_at(b, 0)), acc);
+    return hsum256(acc);
 }
 
-AVX2_FN static void q4_1_row_avx2(const struct gq_qweight *w, const float *x, float *y, int r) {
-    const int nb = w->cols / 32;
-    {
-        const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
-        __m256 acc = _mm256_setzero_ps();
-        for (int i = 0; i < nb; i++, b += 20) {
-            const float *xb = x + i * 32;
-            __m256 sx = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)),
-                                      _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24)));
-            acc = _mm256_fmadd_ps(q4_block_dot(b + 4, xb, 0), _mm256_set1_ps(f16_at(b, 0)), acc);
-            acc = _mm256_fmadd_ps(sx, _mm256_set1_ps(f16_at(b, 1)), acc);
-        }
-        y[r] = hsum256(acc);
+static float q4_1_dot_scalar(const uint8_t *b, const float *x, int cols) {
+    float acc = 0;
+    for (int i = 0; i < cols / 32; i++, b += 20) {
+        const float *xb = x + i * 32;
+        float sx = 0;
+        for (int j = 0; j < 32; j++) sx += xb[j];
+        acc += q4_block_dot_scalar(b + 4, xb, 0) * f16_at(b, 0) + sx * f16_at(b, 1);
     }
-}
-static void q4_1_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < w->rows; r++) q4_1_row_avx2(w, x, y, r);
+    return acc;
 }
 
-static void f16_gemv_scalar(const struct gq_qweight *w, const float *x, float *y) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < w->rows; r++) {
-        const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
-        float acc = 0;
-        for (int j = 0; j < w->cols; j++) acc += f16_at(b, j) * x[j];
-        y[r] = acc;
+AVX2_FN static float q4_1_dot_avx2(const uint8_t *b, const float *x, int cols) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < cols / 32; i++, b += 20) {
+        const float *xb = x + i * 32;
+        __m256 sx = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)),
+                                  _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24)));
+        acc = _mm256_fmadd_ps(q4_block_dot(b + 4, xb, 0), _mm256_set1_ps(f16_at(b, 0)), acc);
+        acc = _mm256_fmadd_ps(sx, _mm256_set1_ps(f16_at(b, 1)), acc);
     }
+    return hsum256(acc);
 }
 
-AVX2_FN static void f16_row_avx2(const struct gq_qweight *w, const float *x, float *y, int r) {
-    {
-        const uint8_t *b = (const uint8_t *)w->data + (size_t)r * w->row_size;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        int j = 0;
-        for (; j + 16 <= w->cols; j += 16) {
-            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + 2 * j))), _mm256_loadu_ps(x + j), a0);
-            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + 2 * j + 16))),
-                                 _mm256_loadu_ps(x + j + 8), a1);
-        }
-        float acc = hsum256(_mm256_add_ps(a0, a1));
-        for (; j < w->cols; j++) acc += f16_at(b, j) * x[j];
-        y[r] = acc;
-    }
+static float f16_dot_scalar(const uint8_t *b, const float *x, int cols) {
+    float acc = 0;
+    for (int j = 0; j < cols; j++) acc += f16_at(b, j) * x[j];
+    return acc;
 }
-static void f16_gemv_avx2(const struct gq_qweight *w, const float *x, float *y) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < w->rows; r++) f16_row_avx2(w, x, y, r);
+
+AVX2_FN static float f16_dot_avx2(const uint8_t *b, const float *x, int cols) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= cols; j += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + 2 * j))), _mm256_loadu_ps(x + j), a0);
+        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + 2 * j + 16))),
+                             _mm256_loadu_ps(x + j + 8), a1);
+    }
+    float acc = hsum256(_mm256_add_ps(a0, a1));
+    for (; j < cols; j++) acc += f16_at(b, j) * x[j];
+    return acc;
 }
 
 // ---------------------------------------------------------------------------
@@ -593,12 +541,18 @@ static enum gq_status vq_gemv(const struct gq_qweight *w, const float *x, float 
 
 static enum gq_status ggml_gemv(const struct gq_qweight *w, const float *x, float *y) {
     const bool avx2 = gq_qmatmul_isa() == GQ_ISA_AVX2;
+    row_dot_fn dot = NULL;
     switch (w->type) {
-    case GQ_TYPE_Q8_0: avx2 ? q8_0_gemv_avx2(w, x, y) : q8_0_gemv_scalar(w, x, y); return GQ_OK;
-    case GQ_TYPE_Q4_0: avx2 ? q4_0_gemv_avx2(w, x, y) : q4_0_gemv_scalar(w, x, y); return GQ_OK;
-    case GQ_TYPE_Q4_1: avx2 ? q4_1_gemv_avx2(w, x, y) : q4_1_gemv_scalar(w, x, y); return GQ_OK;
-    case GQ_TYPE_F16: avx2 ? f16_gemv_avx2(w, x, y) : f16_gemv_scalar(w, x, y); return GQ_OK;
+    case GQ_TYPE_Q8_0: dot = avx2 ? q8_0_dot_avx2 : q8_0_dot_scalar; break;
+    case GQ_TYPE_Q4_0: dot = avx2 ? q4_0_dot_avx2 : q4_0_dot_scalar; break;
+    case GQ_TYPE_Q4_1: dot = avx2 ? q4_1_dot_avx2 : q4_1_dot_scalar; break;
+    case GQ_TYPE_F16: dot = avx2 ? f16_dot_avx2 : f16_dot_scalar; break;
     default: break;
+    }
+    if (dot) {
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < w->rows; r++) y[r] = dot((const uint8_t *)w->data + (size_t)r * w->row_size, x, w->cols);
+        return GQ_OK;
     }
     // any other type: rows decoded in chunks, then a dot product per row
     enum { CH = 64 };
