@@ -157,6 +157,16 @@ static void vq_decode_rows_pos(const struct gq_vqrt *v, int r0, int r1, float *o
 // its codebook(s) decoded once to floats, and for each row of the tile the
 // sum over vectors of c[idx] · xp (per normalisation block, then × its scale).
 
+// y[r] = the outlier columns' part of row r, for the rows of tile rt.
+static void vq_outliers(const struct gq_vqrt *v, const float *xp, float *y, int rt) {
+    const int no = v->p.h.n_out;
+    for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
+        float acc = 0;
+        for (int p = 0; p < no; p++) acc += f16_at(v->p.part[GQ_VQP_OUTL], (int64_t)r * no + p) * xp[p];
+        y[r] = acc;
+    }
+}
+
 // Scalar reference.
 static void vq_gemv_scalar(const struct gq_vqrt *v, const float *xp, float *y, float *cbs) {
     const struct gq_vqpack_hdr *h = &v->p.h;
@@ -164,11 +174,7 @@ static void vq_gemv_scalar(const struct gq_vqrt *v, const float *xp, float *y, f
 #pragma omp parallel for schedule(dynamic, 1)
     for (int rt = 0; rt < h->n_rt; rt++) {
         float *cb = cbs + (size_t)omp_get_thread_num() * 2 * kd;
-        for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
-            float acc = 0;
-            for (int p = 0; p < h->n_out; p++) acc += f16_at(v->p.part[GQ_VQP_OUTL], (int64_t)r * h->n_out + p) * xp[p];
-            y[r] = acc;
-        }
+        vq_outliers(v, xp, y, rt);
         for (int ct = 0; ct < h->n_ct; ct++) {
             const int64_t g = (int64_t)rt * h->n_ct + ct;
             for (int s = 0; s < h->stages; s++) vq_codebook(v, s, g, cb + (size_t)s * kd);
@@ -256,96 +262,81 @@ AVX2_FN static inline __attribute__((always_inline)) int vq_rows4_small(const st
     return vec;
 }
 
-// AVX2: eight vectors per step, each coordinate j a gather from the codebook
-// times eight consecutive x values of coordinate j (x de-interleaved once per
-// call: xd[j·nv + vec] = xp[n_out + vec·d + j]).
-// One row tile (the OpenMP loop is outside: compilers do not all carry the
-// target attribute into outlined parallel regions).
+// AVX2, one row tile (the OpenMP loop is outside: compilers do not all carry
+// the target attribute into outlined parallel regions). Eight vectors per
+// step, each coordinate j a codebook lookup (permutes for k <= 16, else a
+// gather) times eight consecutive x values of coordinate j (x de-interleaved
+// once per call: xd[j·nv + vec] = xp[n_out + vec·d + j]).
 AVX2_FN static void vq_tile_avx2(const struct gq_vqrt *v, const float *xp, const float *xd, float *y, float *cb, int rt) {
     const struct gq_vqpack_hdr *h = &v->p.h;
     const int d = h->d, kd = h->k * d, nb = h->norm_block ? h->norm_block / d : 0, nv = v->nv;
     const int ld = d == 1 ? 0 : d == 2 ? 1 : d == 4 ? 2 : 3;
     const bool small = h->k <= 16 && h->stages == 1;
-    {
-        for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
-            float acc = 0;
-            for (int p = 0; p < h->n_out; p++) acc += f16_at(v->p.part[GQ_VQP_OUTL], (int64_t)r * h->n_out + p) * xp[p];
-            y[r] = acc;
+    vq_outliers(v, xp, y, rt);
+    for (int ct = 0; ct < h->n_ct; ct++) {
+        const int64_t g = (int64_t)rt * h->n_ct + ct;
+        for (int s = 0; s < h->stages; s++) vq_codebook(v, s, g, cb + (size_t)s * kd);
+        __m256 tlo[8], thi[8];
+        if (small)
+            for (int j = 0; j < d; j++) {
+                float lo[8] = {0}, hv[8] = {0};
+                for (int m = 0; m < h->k; m++) (m < 8 ? lo : hv)[m & 7] = cb[(size_t)m * d + j];
+                tlo[j] = _mm256_loadu_ps(lo), thi[j] = _mm256_loadu_ps(hv);
+            }
+        const int v0 = (v->ct_start[ct] - h->n_out) / d, v1 = (v->ct_start[ct + 1] - h->n_out) / d;
+        int r = v->rt_start[rt];
+        // k <= 16: four rows at a time share the x loads and keep four
+        // independent FMA chains; the rows left over (and k > 16) go one
+        // by one with gathers below
+        for (; small && r + 4 <= v->rt_start[rt + 1]; r += 4) {
+            float acc[4] = {0, 0, 0, 0};
+            for (int b0 = v0, blk = v->blk0[ct]; b0 < v1; blk++) {
+                const int b1 = nb && b0 + nb < v1 ? b0 + nb : v1;
+                __m256 pv[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+                int vec = b0;
+                switch (d) { // compile-time DIM: ix, hi and pv stay in registers
+                case 1: vec = vq_rows4_small(v, r, vec, b1, 1, tlo, thi, xd, pv); break;
+                case 2: vec = vq_rows4_small(v, r, vec, b1, 2, tlo, thi, xd, pv); break;
+                case 4: vec = vq_rows4_small(v, r, vec, b1, 4, tlo, thi, xd, pv); break;
+                default: vec = vq_rows4_small(v, r, vec, b1, 8, tlo, thi, xd, pv); break;
+                }
+                for (int q = 0; q < 4; q++) {
+                    float part = hsum256(pv[q]);
+                    for (int t = vec; t < b1; t++) {
+                        const float *c0 = cb + (size_t)vq_index(v, 0, r + q, t) * d;
+                        for (int j = 0; j < d; j++) part += c0[j] * xd[(size_t)j * nv + t];
+                    }
+                    acc[q] += nb ? part * vq_norm_scale(v, g, r + q, blk) : part;
+                }
+                b0 = b1;
+            }
+            for (int q = 0; q < 4; q++) y[r + q] += acc[q];
         }
-        for (int ct = 0; ct < h->n_ct; ct++) {
-            const int64_t g = (int64_t)rt * h->n_ct + ct;
-            for (int s = 0; s < h->stages; s++) vq_codebook(v, s, g, cb + (size_t)s * kd);
-            __m256 tlo[8], thi[8];
-            if (small)
-                for (int j = 0; j < d; j++) {
-                    float lo[8] = {0}, hv[8] = {0};
-                    for (int m = 0; m < h->k; m++) (m < 8 ? lo : hv)[m & 7] = cb[(size_t)m * d + j];
-                    tlo[j] = _mm256_loadu_ps(lo), thi[j] = _mm256_loadu_ps(hv);
-                }
-            const int v0 = (v->ct_start[ct] - h->n_out) / d, v1 = (v->ct_start[ct + 1] - h->n_out) / d;
-            int r = v->rt_start[rt];
-            // k <= 16: four rows at a time share the x loads and keep four
-            // independent FMA chains; the rows left over go one by one below
-            for (; small && r + 4 <= v->rt_start[rt + 1]; r += 4) {
-                float acc[4] = {0, 0, 0, 0};
-                for (int b0 = v0, blk = v->blk0[ct]; b0 < v1; blk++) {
-                    const int b1 = nb && b0 + nb < v1 ? b0 + nb : v1;
-                    __m256 pv[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-                    int vec = b0;
-                    switch (d) { // compile-time DIM: ix, hi and pv stay in registers
-                    case 1: vec = vq_rows4_small(v, r, vec, b1, 1, tlo, thi, xd, pv); break;
-                    case 2: vec = vq_rows4_small(v, r, vec, b1, 2, tlo, thi, xd, pv); break;
-                    case 4: vec = vq_rows4_small(v, r, vec, b1, 4, tlo, thi, xd, pv); break;
-                    default: vec = vq_rows4_small(v, r, vec, b1, 8, tlo, thi, xd, pv); break;
+        for (; r < v->rt_start[rt + 1]; r++) {
+            float acc = 0;
+            for (int b0 = v0, blk = v->blk0[ct]; b0 < v1; blk++) {
+                const int b1 = nb && b0 + nb < v1 ? b0 + nb : v1;
+                __m256 pv = _mm256_setzero_ps();
+                int vec = b0;
+                for (; vec + 8 <= b1; vec += 8) {
+                    __m256i o0 = _mm256_slli_epi32(vq_index8(v, 0, r, vec), ld), o1 = o0;
+                    if (h->stages > 1) o1 = _mm256_slli_epi32(vq_index8(v, 1, r, vec), ld);
+                    for (int j = 0; j < d; j++) {
+                        __m256 c = _mm256_i32gather_ps(cb + j, o0, 4);
+                        if (h->stages > 1) c = _mm256_add_ps(c, _mm256_i32gather_ps(cb + kd + j, o1, 4));
+                        pv = _mm256_fmadd_ps(c, _mm256_loadu_ps(xd + (size_t)j * nv + vec), pv);
                     }
-                    for (int q = 0; q < 4; q++) {
-                        float part = hsum256(pv[q]);
-                        for (int t = vec; t < b1; t++) {
-                            const float *c0 = cb + (size_t)vq_index(v, 0, r + q, t) * d;
-                            for (int j = 0; j < d; j++) part += c0[j] * xd[(size_t)j * nv + t];
-                        }
-                        acc[q] += nb ? part * vq_norm_scale(v, g, r + q, blk) : part;
-                    }
-                    b0 = b1;
                 }
-                for (int q = 0; q < 4; q++) y[r + q] += acc[q];
+                float part = hsum256(pv);
+                for (; vec < b1; vec++) {
+                    const float *c0 = cb + (size_t)vq_index(v, 0, r, vec) * d;
+                    const float *c1 = h->stages > 1 ? cb + kd + (size_t)vq_index(v, 1, r, vec) * d : NULL;
+                    for (int j = 0; j < d; j++) part += (c1 ? c0[j] + c1[j] : c0[j]) * xd[(size_t)j * nv + vec];
+                }
+                acc += nb ? part * vq_norm_scale(v, g, r, blk) : part;
+                b0 = b1;
             }
-            for (; r < v->rt_start[rt + 1]; r++) {
-                float acc = 0;
-                for (int b0 = v0, blk = v->blk0[ct]; b0 < v1; blk++) {
-                    const int b1 = nb && b0 + nb < v1 ? b0 + nb : v1;
-                    __m256 pv = _mm256_setzero_ps();
-                    int vec = b0;
-                    if (small) // k <= 16, one stage: table lookups by permutes instead of gathers
-                        for (; vec + 8 <= b1; vec += 8) {
-                            const __m256i ix = vq_index8(v, 0, r, vec);
-                            const __m256 hi = _mm256_castsi256_ps(_mm256_slli_epi32(ix, 28)); // bit 3 -> sign
-                            for (int j = 0; j < d; j++) {
-                                __m256 c = _mm256_permutevar8x32_ps(tlo[j], ix);
-                                if (h->k > 8) c = _mm256_blendv_ps(c, _mm256_permutevar8x32_ps(thi[j], ix), hi);
-                                pv = _mm256_fmadd_ps(c, _mm256_loadu_ps(xd + (size_t)j * nv + vec), pv);
-                            }
-                        }
-                    for (; vec + 8 <= b1; vec += 8) {
-                        __m256i o0 = _mm256_slli_epi32(vq_index8(v, 0, r, vec), ld), o1 = o0;
-                        if (h->stages > 1) o1 = _mm256_slli_epi32(vq_index8(v, 1, r, vec), ld);
-                        for (int j = 0; j < d; j++) {
-                            __m256 c = _mm256_i32gather_ps(cb + j, o0, 4);
-                            if (h->stages > 1) c = _mm256_add_ps(c, _mm256_i32gather_ps(cb + kd + j, o1, 4));
-                            pv = _mm256_fmadd_ps(c, _mm256_loadu_ps(xd + (size_t)j * nv + vec), pv);
-                        }
-                    }
-                    float part = hsum256(pv);
-                    for (; vec < b1; vec++) {
-                        const float *c0 = cb + (size_t)vq_index(v, 0, r, vec) * d;
-                        const float *c1 = h->stages > 1 ? cb + kd + (size_t)vq_index(v, 1, r, vec) * d : NULL;
-                        for (int j = 0; j < d; j++) part += (c1 ? c0[j] + c1[j] : c0[j]) * xd[(size_t)j * nv + vec];
-                    }
-                    acc += nb ? part * vq_norm_scale(v, g, r, blk) : part;
-                    b0 = b1;
-                }
-                y[r] += acc;
-            }
+            y[r] += acc;
         }
     }
 }
