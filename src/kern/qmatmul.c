@@ -51,53 +51,9 @@ enum gq_status gq_vqrt_init(struct gq_vqrt *v, const struct gq_vqpack *p, const 
     return GQ_OK;
 }
 
-static inline float f16_at(const uint8_t *p, int64_t i) {
-    uint16_t h;
-    memcpy(&h, p + 2 * i, 2);
-    return gq_f16_to_f32(h);
-}
-static inline float coded_at(int f, const uint8_t *p, int64_t i, float scale) {
-    if (f == GQ_CB_INT8) return (float)(int8_t)p[i] * scale;
-    if (f == GQ_CB_FP16) return f16_at(p, i);
-    float x;
-    memcpy(&x, p + 4 * i, 4);
-    return x;
-}
-
-// Codebook of group g (= rt · n_ct + ct), stage s as floats (k, d): the values
-// gq_vqpack_unpack produces (same arithmetic).
-static void vq_codebook(const struct gq_vqrt *v, int s, int64_t g, float *cb) {
-    const struct gq_vqpack_hdr *h = &v->p.h;
-    const int f = h->cb_format, kd = h->k * h->d;
-    const int64_t groups = (int64_t)h->n_rt * h->n_ct;
-    if (h->svd_rank) {
-        const int r = h->svd_rank;
-        float u[256], vv;
-        for (int j = 0; j < r; j++) {
-            float sc = f == GQ_CB_INT8 ? f16_at(v->p.part[GQ_VQP_SVDUS], j) : 1.0f;
-            u[j] = coded_at(f, v->p.part[GQ_VQP_SVDU], g * r + j, sc);
-        }
-        for (int c = 0; c < h->k; c++) {
-            float acc = 0;
-            for (int j = 0; j < r; j++) {
-                int64_t i = (int64_t)c * r + j;
-                vv = f == GQ_CB_F32 ? coded_at(GQ_CB_F32, v->p.part[GQ_VQP_SVDV], i, 1) : f16_at(v->p.part[GQ_VQP_SVDV], i);
-                acc += u[j] * vv;
-            }
-            cb[c] = acc;
-        }
-        return;
-    }
-    const int64_t gi = (int64_t)s * groups + g;
-    const float sc = f == GQ_CB_INT8 ? f16_at(v->p.part[GQ_VQP_CBS], gi) : 1.0f;
-    for (int i = 0; i < kd; i++) cb[i] = coded_at(f, v->p.part[GQ_VQP_CB], gi * kd + i, sc);
-}
-
 static inline float vq_norm_scale(const struct gq_vqrt *v, int64_t g, int r, int blk) {
-    const struct gq_vqpack_hdr *h = &v->p.h;
-    struct gq_vq_norm nm = {f16_at(v->p.part[GQ_VQP_NPAR], 2 * g), f16_at(v->p.part[GQ_VQP_NPAR], 2 * g + 1)};
+    struct gq_vq_norm nm = {gq_vqp_f16(v->p.part[GQ_VQP_NPAR], 2 * g), gq_vqp_f16(v->p.part[GQ_VQP_NPAR], 2 * g + 1)};
     int si = (int)gq_bits_get(v->p.part[GQ_VQP_NSINT], (int64_t)r * v->n_nblk + blk, 4);
-    (void)h;
     return gq_vq_norm_scale(nm, si);
 }
 
@@ -122,13 +78,13 @@ static void vq_decode_rows_pos(const struct gq_vqrt *v, int r0, int r1, float *o
     const int d = h->d, kd = h->k * d, n = h->cols;
     for (int r = r0; r < r1; r++)
         for (int p = 0; p < h->n_out; p++)
-            out[(size_t)(r - r0) * n + p] = f16_at(v->p.part[GQ_VQP_OUTL], (int64_t)r * h->n_out + p);
+            out[(size_t)(r - r0) * n + p] = gq_vqp_f16(v->p.part[GQ_VQP_OUTL], (int64_t)r * h->n_out + p);
     for (int rt = row_tile_of(v, r0); rt < h->n_rt && v->rt_start[rt] < r1; rt++) {
         const int ra = v->rt_start[rt] > r0 ? v->rt_start[rt] : r0;
         const int rb = v->rt_start[rt + 1] < r1 ? v->rt_start[rt + 1] : r1;
         for (int ct = 0; ct < h->n_ct; ct++) {
             const int64_t g = (int64_t)rt * h->n_ct + ct;
-            for (int s = 0; s < h->stages; s++) vq_codebook(v, s, g, cb + (size_t)s * kd);
+            for (int s = 0; s < h->stages; s++) gq_vqpack_codebook(&v->p, s, g, cb + (size_t)s * kd);
             const int v0 = (v->ct_start[ct] - h->n_out) / d, v1 = (v->ct_start[ct + 1] - h->n_out) / d;
             for (int r = ra; r < rb; r++) {
                 float *q = out + (size_t)(r - r0) * n + h->n_out;
@@ -162,7 +118,7 @@ static void vq_outliers(const struct gq_vqrt *v, const float *xp, float *y, int 
     const int no = v->p.h.n_out;
     for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
         float acc = 0;
-        for (int p = 0; p < no; p++) acc += f16_at(v->p.part[GQ_VQP_OUTL], (int64_t)r * no + p) * xp[p];
+        for (int p = 0; p < no; p++) acc += gq_vqp_f16(v->p.part[GQ_VQP_OUTL], (int64_t)r * no + p) * xp[p];
         y[r] = acc;
     }
 }
@@ -177,7 +133,7 @@ static void vq_gemv_scalar(const struct gq_vqrt *v, const float *xp, float *y, f
         vq_outliers(v, xp, y, rt);
         for (int ct = 0; ct < h->n_ct; ct++) {
             const int64_t g = (int64_t)rt * h->n_ct + ct;
-            for (int s = 0; s < h->stages; s++) vq_codebook(v, s, g, cb + (size_t)s * kd);
+            for (int s = 0; s < h->stages; s++) gq_vqpack_codebook(&v->p, s, g, cb + (size_t)s * kd);
             const int v0 = (v->ct_start[ct] - h->n_out) / d, v1 = (v->ct_start[ct + 1] - h->n_out) / d;
             const float *x = xp + h->n_out;
             for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
@@ -275,7 +231,7 @@ AVX2_FN static void vq_tile_avx2(const struct gq_vqrt *v, const float *xp, const
     vq_outliers(v, xp, y, rt);
     for (int ct = 0; ct < h->n_ct; ct++) {
         const int64_t g = (int64_t)rt * h->n_ct + ct;
-        for (int s = 0; s < h->stages; s++) vq_codebook(v, s, g, cb + (size_t)s * kd);
+        for (int s = 0; s < h->stages; s++) gq_vqpack_codebook(&v->p, s, g, cb + (size_t)s * kd);
         __m256 tlo[8], thi[8];
         if (small)
             for (int j = 0; j < d; j++) {
@@ -362,7 +318,7 @@ static float q8_0_dot_scalar(const uint8_t *b, const float *x, int cols) {
     for (int i = 0; i < cols / 32; i++, b += 34) {
         float s = 0;
         for (int j = 0; j < 32; j++) s += (float)(int8_t)b[2 + j] * x[i * 32 + j];
-        acc += s * f16_at(b, 0);
+        acc += s * gq_vqp_f16(b, 0);
     }
     return acc;
 }
@@ -375,7 +331,7 @@ AVX2_FN static float q8_0_dot_avx2(const uint8_t *b, const float *x, int cols) {
             __m128i bytes = _mm_loadl_epi64((const __m128i *)(b + 2 + 8 * q));
             s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)), _mm256_loadu_ps(x + i * 32 + 8 * q), s);
         }
-        acc = _mm256_fmadd_ps(s, _mm256_set1_ps(f16_at(b, 0)), acc);
+        acc = _mm256_fmadd_ps(s, _mm256_set1_ps(gq_vqp_f16(b, 0)), acc);
     }
     return hsum256(acc);
 }
@@ -403,14 +359,14 @@ AVX2_FN static inline __attribute__((always_inline)) __m256 q4_block_dot(const u
 
 static float q4_0_dot_scalar(const uint8_t *b, const float *x, int cols) {
     float acc = 0;
-    for (int i = 0; i < cols / 32; i++, b += 18) acc += q4_block_dot_scalar(b + 2, x + i * 32, 8) * f16_at(b, 0);
+    for (int i = 0; i < cols / 32; i++, b += 18) acc += q4_block_dot_scalar(b + 2, x + i * 32, 8) * gq_vqp_f16(b, 0);
     return acc;
 }
 
 AVX2_FN static float q4_0_dot_avx2(const uint8_t *b, const float *x, int cols) {
     __m256 acc = _mm256_setzero_ps();
     for (int i = 0; i < cols / 32; i++, b += 18)
-        acc = _mm256_fmadd_ps(q4_block_dot(b + 2, x + i * 32, 8), _mm256_set1_ps(f16_at(b, 0)), acc);
+        acc = _mm256_fmadd_ps(q4_block_dot(b + 2, x + i * 32, 8), _mm256_set1_ps(gq_vqp_f16(b, 0)), acc);
     return hsum256(acc);
 }
 
@@ -420,7 +376,7 @@ static float q4_1_dot_scalar(const uint8_t *b, const float *x, int cols) {
         const float *xb = x + i * 32;
         float sx = 0;
         for (int j = 0; j < 32; j++) sx += xb[j];
-        acc += q4_block_dot_scalar(b + 4, xb, 0) * f16_at(b, 0) + sx * f16_at(b, 1);
+        acc += q4_block_dot_scalar(b + 4, xb, 0) * gq_vqp_f16(b, 0) + sx * gq_vqp_f16(b, 1);
     }
     return acc;
 }
@@ -431,15 +387,15 @@ AVX2_FN static float q4_1_dot_avx2(const uint8_t *b, const float *x, int cols) {
         const float *xb = x + i * 32;
         __m256 sx = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)),
                                   _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24)));
-        acc = _mm256_fmadd_ps(q4_block_dot(b + 4, xb, 0), _mm256_set1_ps(f16_at(b, 0)), acc);
-        acc = _mm256_fmadd_ps(sx, _mm256_set1_ps(f16_at(b, 1)), acc);
+        acc = _mm256_fmadd_ps(q4_block_dot(b + 4, xb, 0), _mm256_set1_ps(gq_vqp_f16(b, 0)), acc);
+        acc = _mm256_fmadd_ps(sx, _mm256_set1_ps(gq_vqp_f16(b, 1)), acc);
     }
     return hsum256(acc);
 }
 
 static float f16_dot_scalar(const uint8_t *b, const float *x, int cols) {
     float acc = 0;
-    for (int j = 0; j < cols; j++) acc += f16_at(b, j) * x[j];
+    for (int j = 0; j < cols; j++) acc += gq_vqp_f16(b, j) * x[j];
     return acc;
 }
 
@@ -452,7 +408,7 @@ AVX2_FN static float f16_dot_avx2(const uint8_t *b, const float *x, int cols) {
                              _mm256_loadu_ps(x + j + 8), a1);
     }
     float acc = hsum256(_mm256_add_ps(a0, a1));
-    for (; j < cols; j++) acc += f16_at(b, j) * x[j];
+    for (; j < cols; j++) acc += gq_vqp_f16(b, j) * x[j];
     return acc;
 }
 

@@ -151,19 +151,26 @@ enum gq_status gq_vqpack_pack(const struct gq_vq_tensor *t, struct gq_vqpack *p,
     return GQ_OK;
 }
 
-static float f16_at(const uint8_t *p, int64_t i) {
-    uint16_t h;
-    memcpy(&h, p + 2 * i, 2);
-    return gq_f16_to_f32(h);
-}
-static float f32_at(const uint8_t *p, int64_t i) {
-    float f;
-    memcpy(&f, p + 4 * i, 4);
-    return f;
-}
-// Value i of a coded array (int8 code × scale, fp16, f32).
-static float coded_at(int f, const uint8_t *p, int64_t i, float scale) {
-    return f == GQ_CB_INT8 ? (float)(int8_t)p[i] * scale : f == GQ_CB_FP16 ? f16_at(p, i) : f32_at(p, i);
+void gq_vqpack_codebook(const struct gq_vqpack *p, int s, int64_t g, float *cb) {
+    const struct gq_vqpack_hdr *h = &p->h;
+    const int f = h->cb_format, kd = h->k * h->d;
+    if (h->svd_rank) { // c[m] = Σ_j u[j] · v[m][j] in float, j ascending
+        const int r = h->svd_rank;
+        float u[256];
+        for (int j = 0; j < r; j++)
+            u[j] = gq_vqp_coded(f, p->part[GQ_VQP_SVDU], g * r + j,
+                                f == GQ_CB_INT8 ? gq_vqp_f16(p->part[GQ_VQP_SVDUS], j) : 1.0f);
+        const int vf = f == GQ_CB_F32 ? GQ_CB_F32 : GQ_CB_FP16;
+        for (int c = 0; c < h->k; c++) {
+            float acc = 0;
+            for (int j = 0; j < r; j++) acc += u[j] * gq_vqp_coded(vf, p->part[GQ_VQP_SVDV], (int64_t)c * r + j, 1);
+            cb[c] = acc;
+        }
+        return;
+    }
+    const int64_t gi = (int64_t)s * h->n_rt * h->n_ct + g;
+    const float sc = f == GQ_CB_INT8 ? gq_vqp_f16(p->part[GQ_VQP_CBS], gi) : 1.0f;
+    for (int i = 0; i < kd; i++) cb[i] = gq_vqp_coded(f, p->part[GQ_VQP_CB], gi * kd + i, sc);
 }
 
 enum gq_status gq_vqpack_unpack(const struct gq_vqpack *p, const char *what, struct gq_vq_tensor *t) {
@@ -219,23 +226,24 @@ enum gq_status gq_vqpack_unpack(const struct gq_vqpack *p, const char *what, str
     }
     for (int64_t i = 0; i < (int64_t)h->stages * h->rows * nv; i++)
         t->idx[i] = (uint16_t)gq_bits_get(p->part[GQ_VQP_IDX], i, lk);
-    if (!r) {
-        for (int64_t g = 0; g < h->stages * groups; g++)
-            t->cb_scale[g] = f == GQ_CB_INT8 ? f16_at(p->part[GQ_VQP_CBS], g) : 1.0f;
-        for (int64_t i = 0; i < h->stages * groups * kd; i++)
-            t->cb[i] = coded_at(f, p->part[GQ_VQP_CB], i, t->cb_scale[i / kd]);
-    } else {
-        for (int j = 0; j < r; j++) t->svd_uscale[j] = f == GQ_CB_INT8 ? f16_at(p->part[GQ_VQP_SVDUS], j) : 1.0f;
-        for (int64_t i = 0; i < groups * r; i++) t->svd_u[i] = coded_at(f, p->part[GQ_VQP_SVDU], i, t->svd_uscale[i % r]);
+    for (int stg = 0; stg < h->stages; stg++)
+        for (int64_t g = 0; g < groups; g++) {
+            const int64_t gi = stg * groups + g;
+            gq_vqpack_codebook(p, stg, g, t->cb + gi * kd);
+            t->cb_scale[gi] = f == GQ_CB_INT8 && !r ? gq_vqp_f16(p->part[GQ_VQP_CBS], gi) : 1.0f;
+        }
+    if (r) { // the factors too, for a tensor that can be packed again
+        for (int j = 0; j < r; j++) t->svd_uscale[j] = f == GQ_CB_INT8 ? gq_vqp_f16(p->part[GQ_VQP_SVDUS], j) : 1.0f;
+        for (int64_t i = 0; i < groups * r; i++)
+            t->svd_u[i] = gq_vqp_coded(f, p->part[GQ_VQP_SVDU], i, t->svd_uscale[i % r]);
         for (int64_t i = 0; i < (int64_t)h->k * r; i++)
-            t->svd_v[i] = f == GQ_CB_F32 ? f32_at(p->part[GQ_VQP_SVDV], i) : f16_at(p->part[GQ_VQP_SVDV], i);
-        gq_vq_svd_codebooks(t);
+            t->svd_v[i] = gq_vqp_coded(f == GQ_CB_F32 ? GQ_CB_F32 : GQ_CB_FP16, p->part[GQ_VQP_SVDV], i, 1);
     }
     if (h->norm_block) {
         for (int64_t i = 0; i < (int64_t)h->rows * t->n_nblk; i++)
             t->sint[i] = (uint8_t)gq_bits_get(p->part[GQ_VQP_NSINT], i, 4);
         for (int64_t g = 0; g < groups; g++)
-            t->norm[g].a = f16_at(p->part[GQ_VQP_NPAR], 2 * g), t->norm[g].z = f16_at(p->part[GQ_VQP_NPAR], 2 * g + 1);
+            t->norm[g].a = gq_vqp_f16(p->part[GQ_VQP_NPAR], 2 * g), t->norm[g].z = gq_vqp_f16(p->part[GQ_VQP_NPAR], 2 * g + 1);
     }
     if (h->n_out) memcpy(t->outl, p->part[GQ_VQP_OUTL], sizeof(uint16_t) * (size_t)h->rows * h->n_out);
     // every stored value finite (a NaN or Inf would poison whole rows)

@@ -13,7 +13,10 @@
 
 #include "quant/vq.h"
 
+#include "util/common.h"
+
 #include <stdio.h>
+#include <string.h>
 
 #define GQ_VQPACK_VERSION 1
 
@@ -69,6 +72,24 @@ enum gq_status gq_vqpack_summary(const struct gq_gguf *g, FILE *out);
 // into the mapping. *found false (GQ_OK): no packed matrix of that name.
 enum gq_status gq_vqpack_from_gguf(const struct gq_gguf *g, const char *name, int64_t rows, int64_t cols,
                                    struct gq_vqpack *p, bool *found);
+
+// Value i of a part: fp16, or coded in a codebook format f (int8 code ×
+// scale, fp16, f32). Parts are byte arrays in a file mapping (no alignment).
+static inline float gq_vqp_f16(const uint8_t *part, int64_t i) {
+    uint16_t x;
+    memcpy(&x, part + 2 * i, 2);
+    return gq_f16_to_f32(x);
+}
+static inline float gq_vqp_coded(int f, const uint8_t *part, int64_t i, float scale) {
+    if (f == GQ_CB_INT8) return (float)(int8_t)part[i] * scale;
+    if (f == GQ_CB_FP16) return gq_vqp_f16(part, i);
+    float x;
+    memcpy(&x, part + 4 * i, 4);
+    return x;
+}
+// Codebook of group g (= rt · n_ct + ct), stage s, as k·d floats: the first
+// step of the decode rule (docs/format.md), for unpacking and the kernels.
+void gq_vqpack_codebook(const struct gq_vqpack *p, int s, int64_t g, float *cb);
 
 // Bit streams.
 static inline uint32_t gq_bits_get(const uint8_t *s, int64_t i, int w) {
