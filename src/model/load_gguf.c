@@ -44,28 +44,28 @@ static enum gq_status get_q(struct gq_model *m, const struct gq_gguf *g, const c
     struct gq_vqpack p;
     bool found;
     GQ_TRY(gq_vqpack_from_gguf(g, name, rows, cols, &p, &found));
+    const struct gq_gguf_tensor *t = found ? NULL : gq_gguf_find_tensor(g, name);
+    if (!found && (!t || !kept_type(t->type) || t->n_dims < 1 || t->ne[0] != cols ||
+                   gq_gguf_tensor_nelements(t) != rows * cols))
+        return GQ_OK; // absent or f32 / other type: the f32 path reports or dequantizes
     struct gq_qweight *q = calloc(1, sizeof *q);
     GQ_TRY(gq_model_own(m, q));
     q->rows = (int)rows, q->cols = (int)cols;
-    if (found) {
-        struct gq_vqrt *v = calloc(1, sizeof *v);
-        GQ_TRY(gq_model_own(m, v));
-        char what[200];
-        snprintf(what, sizeof what, "%s: %s", g->file.path, name);
-        GQ_TRY(gq_vqrt_init(v, &p, what));
-        // the view's arrays go with the model too
-        void *arrs[4] = {v->ct_start, v->rt_start, v->blk0, v->perm};
-        for (int i = 0; i < 4; i++)
-            if (arrs[i]) GQ_TRY(gq_model_own(m, arrs[i]));
-        q->kind = GQ_QW_VQ, q->vq = v;
+    if (!found) {
+        q->kind = GQ_QW_GGML, q->type = t->type, q->data = t->data;
+        q->row_size = gq_ggml_row_size(t->type, cols);
         *out = q;
         return GQ_OK;
     }
-    const struct gq_gguf_tensor *t = gq_gguf_find_tensor(g, name);
-    if (!t || !kept_type(t->type) || t->n_dims < 1 || t->ne[0] != cols || gq_gguf_tensor_nelements(t) != rows * cols)
-        return GQ_OK; // absent or f32 / other type: the f32 path reports or dequantizes
-    q->kind = GQ_QW_GGML, q->type = t->type, q->data = t->data;
-    q->row_size = gq_ggml_row_size(t->type, cols);
+    struct gq_vqrt *v = calloc(1, sizeof *v);
+    GQ_TRY(gq_model_own(m, v));
+    char what[200];
+    snprintf(what, sizeof what, "%s: %s", g->file.path, name);
+    GQ_TRY(gq_vqrt_init(v, &p, what));
+    void *arrs[4] = {v->ct_start, v->rt_start, v->blk0, v->perm}; // the view's arrays go with the model too
+    for (int i = 0; i < 4; i++)
+        if (arrs[i]) GQ_TRY(gq_model_own(m, arrs[i]));
+    q->kind = GQ_QW_VQ, q->vq = v;
     *out = q;
     return GQ_OK;
 }
