@@ -7,6 +7,20 @@
 #include "../io/gguf_write.h"
 #include "../quant/vqpack.h"
 
+// The block linear a GGUF tensor name ("blk.L.<gguf name>") stands for, and
+// its layer; NULL for every other tensor.
+static const struct gq_block_tensor *block_linear(const struct gq_model *m, const struct gq_arch *A, const char *name,
+                                                  int *layer) {
+    int l = -1, off = 0;
+    if (sscanf(name, "blk.%d.%n", &l, &off) != 1 || off <= 0 || l < 0 || l >= m->hp.n_layers) return NULL;
+    for (int k = 0; k < A->n_tensors; k++)
+        if (A->tensors[k].kind == GQ_T_LINEAR && !strcmp(name + off, A->tensors[k].gguf)) {
+            *layer = l;
+            return &A->tensors[k];
+        }
+    return NULL;
+}
+
 // Packed GPTVQ matrix `name`: its header as "gptvq.vq.<name>" and one tensor
 // per part (docs/format.md).
 static enum gq_status write_packed(struct gq_gguf_writer *w, const char *name, const struct gq_vqpack *pk) {
@@ -88,11 +102,8 @@ enum gq_status gq_model_save_gguf(const struct gq_model *m, const char *path, co
     }
     for (uint64_t i = 0; s == GQ_OK && i < g->n_tensors; i++) {
         const struct gq_gguf_tensor *t = &g->tensors[i];
-        int l = -1, off = 0;
-        const struct gq_block_tensor *bt = NULL;
-        if (sscanf(t->name, "blk.%d.%n", &l, &off) == 1 && off > 0 && l >= 0 && l < m->hp.n_layers)
-            for (int k = 0; k < A->n_tensors; k++)
-                if (A->tensors[k].kind == GQ_T_LINEAR && !strcmp(t->name + off, A->tensors[k].gguf)) bt = &A->tensors[k];
+        int l = -1;
+        const struct gq_block_tensor *bt = block_linear(m, A, t->name, &l);
         if (!bt) {
             s = gq_gguf_writer_copy_tensor(w, g, t, NULL);
             continue;
@@ -125,14 +136,11 @@ static const float *model_weight(const struct gq_model *m, const struct gq_arch 
         *rows = m->hp.n_vocab, *cols = m->hp.dim;
         return m->output;
     }
-    int l = -1, off = 0;
-    if (sscanf(name, "blk.%d.%n", &l, &off) != 1 || off <= 0 || l < 0 || l >= m->hp.n_layers) return NULL;
-    for (int k = 0; k < A->n_tensors; k++)
-        if (A->tensors[k].kind == GQ_T_LINEAR && !strcmp(name + off, A->tensors[k].gguf)) {
-            *rows = gq_dim_value(&m->hp, A->tensors[k].rows), *cols = gq_dim_value(&m->hp, A->tensors[k].cols);
-            return *gq_block_slot(&m->layers[l], &A->tensors[k]);
-        }
-    return NULL;
+    int l = -1;
+    const struct gq_block_tensor *bt = block_linear(m, A, name, &l);
+    if (!bt) return NULL;
+    *rows = gq_dim_value(&m->hp, bt->rows), *cols = gq_dim_value(&m->hp, bt->cols);
+    return *gq_block_slot(&m->layers[l], bt);
 }
 
 struct export_ctx {
