@@ -44,6 +44,9 @@ static const struct cfg vq_cases[] = {
     {2, 16, 48, 172, 2048, GQ_CB_INT8, 0, 1, 0, 0, true},  {2, 16, 40, 172, 1024, GQ_CB_INT8, 12, 1, 0, 0.03, true},
     {4, 256, 64, 256, 8192, GQ_CB_INT8, 0, 1, 0, 0, true}, {1, 8, 40, 344, 512, GQ_CB_INT8, 20, 1, 0, 0, true},
     {2, 64, 36, 200, 4096, GQ_CB_INT8, 0, 2, 0, 0, false},
+    // int8-activation kernels: odd vectors per row (index nibbles starting
+    // mid-byte), several 32-vector blocks per tile plus a rest
+    {2, 16, 30, 2 * 151, 9060, GQ_CB_INT8, 0, 1, 0, 0, true}, {4, 256, 40, 4 * 45, 7200, GQ_CB_INT8, 0, 1, 0, 0, false},
 };
 #define N_CASES (int)(sizeof vq_cases / sizeof *vq_cases)
 

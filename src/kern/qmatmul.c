@@ -48,6 +48,12 @@ enum gq_status gq_vqrt_init(struct gq_vqrt *v, const struct gq_vqpack *p, const 
         if (h->norm_block) b += (v->ct_start[c + 1] - v->ct_start[c] + h->norm_block - 1) / h->norm_block;
     }
     gq_vq_tensor_free(&t);
+    if (h->cb_format == GQ_CB_INT8 && h->stages == 1 && !h->norm_block && !h->svd_rank) {
+        v->q8 = h->d == 2 && v->lk == 4 ? GQ_VQ_Q8_NIB2 : h->d == 4 && v->lk == 8 ? GQ_VQ_Q8_BYTE4 : 0;
+        // the sign trick of the kernels needs codes in [-127, 127] (ours are)
+        for (size_t i = 0; v->q8 && i < p->bytes[GQ_VQP_CB]; i++)
+            if ((int8_t)p->part[GQ_VQP_CB][i] == -128) v->q8 = 0;
+    }
     return GQ_OK;
 }
 
@@ -304,6 +310,150 @@ static void vq_gemv_avx2(const struct gq_vqrt *v, const float *xp, const float *
 }
 
 // ---------------------------------------------------------------------------
+// Packed VQ GEMV with int8 activations (gq_vqrt.q8, contract in qmatmul.h).
+// xq: x in position order rounded to int8 with scale xs[ct] per column tile;
+// per row and column tile the exact int32 sum of code · xq, then
+// y[r] += (float)sum · (codebook scale · xs[ct]) after the outlier columns.
+
+// Scalar reference.
+static void vq_gemv_q8_scalar(const struct gq_vqrt *v, const float *xp, const int8_t *xq, const float *xs, float *y) {
+    const struct gq_vqpack_hdr *h = &v->p.h;
+    const int d = h->d;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int rt = 0; rt < h->n_rt; rt++) {
+        vq_outliers(v, xp, y, rt);
+        for (int ct = 0; ct < h->n_ct; ct++) {
+            const int64_t g = (int64_t)rt * h->n_ct + ct;
+            const int8_t *cb = (const int8_t *)v->p.part[GQ_VQP_CB] + (size_t)g * h->k * d;
+            const float sc = gq_vqp_f16(v->p.part[GQ_VQP_CBS], g) * xs[ct];
+            const int v0 = (v->ct_start[ct] - h->n_out) / d, v1 = (v->ct_start[ct + 1] - h->n_out) / d;
+            const int8_t *x = xq + h->n_out;
+            for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
+                int32_t sum = 0;
+                for (int vec = v0; vec < v1; vec++) {
+                    const int8_t *c = cb + (size_t)vq_index(v, 0, r, vec) * d;
+                    for (int j = 0; j < d; j++) sum += c[j] * x[(size_t)vec * d + j];
+                }
+                y[r] += (float)sum * sc;
+            }
+        }
+    }
+}
+
+AVX2_FN static inline int32_t hsum_i32(__m256i a) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+// Σ c · x over 32 (or 16) byte pairs: sign trick (|x| unsigned × sign-moved
+// c, pairs summed in int16: at most 2 · 127 · 127), then pairs of int16 into
+// int32 lanes.
+AVX2_FN static inline __m256i dot_i8(__m256i c, __m256i x, __m256i ax) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(c, x)), _mm256_set1_epi16(1));
+}
+
+// x without the outlier positions in the lane order of the kernels (BYTE4:
+// position order; NIB2: per block of 32 vectors (64 bytes) from the start of
+// each column tile, byte H·32 + L·16 + 2i + j holds coordinate j of vector
+// 16H + 2i + L), and its absolute values.
+static void vq_q8_arrange(const struct gq_vqrt *v, const int8_t *xq, int8_t *xa, int8_t *xabs) {
+    const struct gq_vqpack_hdr *h = &v->p.h;
+    const int8_t *x = xq + h->n_out;
+    memcpy(xa, x, (size_t)v->nv * h->d);
+    if (v->q8 == GQ_VQ_Q8_NIB2)
+        for (int ct = 0; ct < h->n_ct; ct++) {
+            const int v0 = (v->ct_start[ct] - h->n_out) / 2, v1 = (v->ct_start[ct + 1] - h->n_out) / 2;
+            for (int b = v0; b + 32 <= v1; b += 32)
+                for (int H = 0; H < 2; H++)
+                    for (int L = 0; L < 2; L++)
+                        for (int i = 0; i < 8; i++)
+                            for (int j = 0; j < 2; j++) xa[2 * b + H * 32 + L * 16 + 2 * i + j] = x[2 * (b + 16 * H + 2 * i + L) + j];
+        }
+    for (int i = 0; i < v->nv * h->d; i++) xabs[i] = (int8_t)(xa[i] < 0 ? -xa[i] : xa[i]);
+}
+
+// The 32 4-bit indices from bit 4·e of the index stream (e = the first
+// vector's element number): lane 0 the even vectors' (0, 2, .., 30), lane 1
+// the odd ones'.
+AVX2_FN static inline __m256i nib32(const uint8_t *s, int64_t e) {
+    const uint8_t *p = s + (e >> 1);
+    __m128i b = _mm_loadu_si128((const __m128i *)p);
+    if (e & 1) // starts at a high nibble: shift the stream down by 4 bits
+        b = _mm_or_si128(_mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(0x0F)),
+                         _mm_and_si128(_mm_slli_epi16(_mm_loadu_si128((const __m128i *)(p + 1)), 4), _mm_set1_epi8((char)0xF0)));
+    const __m256i w = _mm256_srlv_epi64(_mm256_broadcastsi128_si256(b), _mm256_setr_epi64x(0, 0, 4, 4));
+    return _mm256_and_si256(w, _mm256_set1_epi8(0x0F));
+}
+
+// One row tile (the OpenMP loop is outside, as for vq_tile_avx2).
+AVX2_FN static void vq_tile_q8_avx2(const struct gq_vqrt *v, const float *xp, const int8_t *xq, const int8_t *xa,
+                                    const int8_t *xabs, const float *xs, float *y, int rt) {
+    const struct gq_vqpack_hdr *h = &v->p.h;
+    const int d = h->d, nv = v->nv, step = v->q8 == GQ_VQ_Q8_NIB2 ? 32 : 8;
+    const uint8_t *is = v->p.part[GQ_VQP_IDX];
+    const size_t ibytes = v->p.bytes[GQ_VQP_IDX];
+    vq_outliers(v, xp, y, rt);
+    for (int ct = 0; ct < h->n_ct; ct++) {
+        const int64_t g = (int64_t)rt * h->n_ct + ct;
+        const int8_t *cb = (const int8_t *)v->p.part[GQ_VQP_CB] + (size_t)g * h->k * d;
+        const float sc = gq_vqp_f16(v->p.part[GQ_VQP_CBS], g) * xs[ct];
+        const int v0 = (v->ct_start[ct] - h->n_out) / d, v1 = (v->ct_start[ct + 1] - h->n_out) / d;
+        const int vend = v0 + (v1 - v0) / step * step; // whole blocks end here
+        __m256i t0 = _mm256_setzero_si256(), t1 = t0;
+        if (v->q8 == GQ_VQ_Q8_NIB2) { // coordinate tables, 16 entries in both lanes
+            int8_t a[16] = {0}, b[16] = {0};
+            for (int m = 0; m < h->k; m++) a[m] = cb[2 * m], b[m] = cb[2 * m + 1];
+            t0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)a));
+            t1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)b));
+        }
+        for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
+            const int64_t e0 = (int64_t)r * nv;
+            __m256i acc = _mm256_setzero_si256();
+            int vec = v0;
+            if (v->q8 == GQ_VQ_Q8_NIB2) {
+                for (; vec < vend && (size_t)((e0 + vec) >> 1) + 17 <= ibytes; vec += 32) {
+                    const __m256i ix = nib32(is, e0 + vec);
+                    const __m256i c0 = _mm256_shuffle_epi8(t0, ix), c1 = _mm256_shuffle_epi8(t1, ix);
+                    const int8_t *xb = xa + 2 * vec, *ab = xabs + 2 * vec;
+                    acc = _mm256_add_epi32(acc, dot_i8(_mm256_unpacklo_epi8(c0, c1), _mm256_loadu_si256((const __m256i *)xb),
+                                                       _mm256_loadu_si256((const __m256i *)ab)));
+                    acc = _mm256_add_epi32(acc, dot_i8(_mm256_unpackhi_epi8(c0, c1),
+                                                       _mm256_loadu_si256((const __m256i *)(xb + 32)),
+                                                       _mm256_loadu_si256((const __m256i *)(ab + 32))));
+                }
+            } else {
+                for (; vec < vend; vec += 8) {
+                    const __m256i ix = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(is + e0 + vec)));
+                    const __m256i c = _mm256_i32gather_epi32((const int *)cb, ix, 4);
+                    acc = _mm256_add_epi32(acc, dot_i8(c, _mm256_loadu_si256((const __m256i *)(xa + 4 * vec)),
+                                                       _mm256_loadu_si256((const __m256i *)(xabs + 4 * vec))));
+                }
+            }
+            int32_t sum = hsum_i32(acc);
+            for (; vec < v1; vec++) { // the rest (and the last block if the stream ends within 17 bytes)
+                const int8_t *c = cb + (size_t)vq_index(v, 0, r, vec) * d;
+                for (int j = 0; j < d; j++) sum += c[j] * xq[h->n_out + (size_t)vec * d + j];
+            }
+            y[r] += (float)sum * sc;
+        }
+    }
+}
+
+// x (position order) to int8 with one scale per column tile.
+static void vq_q8_quantize(const struct gq_vqrt *v, const float *xp, int8_t *xq, float *xs) {
+    const struct gq_vqpack_hdr *h = &v->p.h;
+    for (int ct = 0; ct < h->n_ct; ct++) {
+        float mx = 0;
+        for (int p = v->ct_start[ct]; p < v->ct_start[ct + 1]; p++) mx = fmaxf(mx, fabsf(xp[p]));
+        const float s = mx / 127, inv = s > 0 ? 1 / s : 0;
+        xs[ct] = s;
+        for (int p = v->ct_start[ct]; p < v->ct_start[ct + 1]; p++) xq[p] = (int8_t)lrintf(xp[p] * inv);
+    }
+}
+
+// ---------------------------------------------------------------------------
 // ggml block types. Q8_0: 32 weights = fp16 scale + 32 int8 (34 bytes);
 // Q4_0: fp16 scale + 16 bytes, low nibbles weights 0..15, high 16..31, value
 // (q − 8) · scale (18 bytes); Q4_1: fp16 scale d, fp16 offset m, the nibbles
@@ -474,6 +624,25 @@ static enum gq_status vq_gemv(const struct gq_qweight *w, const float *x, float 
         return gq_fail(GQ_ERR_NOMEM, "qmatmul: scratch for a (%d, %d) packed matrix", w->rows, n);
     }
     for (int p = 0; p < n; p++) xp[p] = x[v->perm ? v->perm[p] : p];
+    if (v->q8) {
+        int8_t *xq = malloc((size_t)n * 3 + 64); // position order; arranged; |arranged|
+        float *xs = malloc(sizeof(float) * v->p.h.n_ct);
+        if (!xq || !xs) {
+            free(xp), free(cbs), free(xq), free(xs);
+            return gq_fail(GQ_ERR_NOMEM, "qmatmul: int8 activations of a (%d, %d) packed matrix", w->rows, n);
+        }
+        vq_q8_quantize(v, xp, xq, xs);
+        if (gq_qmatmul_isa() == GQ_ISA_AVX2) {
+            int8_t *xa = xq + n, *xabs = xa + n;
+            vq_q8_arrange(v, xq, xa, xabs);
+#pragma omp parallel for schedule(dynamic, 1)
+            for (int rt = 0; rt < v->p.h.n_rt; rt++) vq_tile_q8_avx2(v, xp, xq, xa, xabs, xs, y, rt);
+        } else {
+            vq_gemv_q8_scalar(v, xp, xq, xs, y);
+        }
+        free(xq), free(xs), free(xp), free(cbs);
+        return GQ_OK;
+    }
     if (gq_qmatmul_isa() == GQ_ISA_AVX2) {
         float *xd = xp + n;
         for (int vec = 0; vec < nv; vec++)

@@ -22,7 +22,16 @@ struct gq_vqrt {
     int *blk0;           // (n_ct) first normalisation block of each column tile
     int n_nblk;
     int32_t *perm;       // (cols) position -> column; NULL: identity
+    int q8;              // int8-activation GEMV layout: 0 none, GQ_VQ_Q8_NIB2 or GQ_VQ_Q8_BYTE4
 };
+// Decode GEMVs of int8 codebooks with one stage, no normalisation and no SVD
+// multiply in integers: x is rounded to int8 with one scale per column tile
+// (max|x| / 127, as llama.cpp rounds activations to Q8), the products of
+// codes and int8 x are summed exactly in int32 and y += sum · (codebook
+// scale · x scale) per row and tile. Two layouts have AVX2 kernels (byte
+// shuffles and maddubs); any other matrix takes the float kernels.
+enum { GQ_VQ_Q8_NIB2 = 1,  // d = 2, k <= 16: 4-bit indices, table lookups by pshufb
+       GQ_VQ_Q8_BYTE4 = 2 }; // d = 4, 128 < k <= 256: byte indices, a 4-byte centroid per gather lane
 // Validates p completely (gq_vqpack_unpack's checks) and builds the view.
 enum gq_status gq_vqrt_init(struct gq_vqrt *v, const struct gq_vqpack *p, const char *what);
 void gq_vqrt_free(struct gq_vqrt *v);
