@@ -7,10 +7,12 @@
 //      against gq_dequantize, for ragged row counts.
 // Tolerance: |y − y_ref| <= 1e-5 · Σ_j |w_j x_j| + 1e-30 per output (float
 // accumulation of at most a few thousand terms in a different order). The
-// int8-activation VQ GEMVs (gq_vqrt.q8) add the rounding of x: per column
-// tile at most half its step s = max|x| / 127 per element, so
-// + Σ_tiles (s / 2) · Σ_{j in tile} |w_j| (x 1.0001); there the AVX2 result
-// must also equal the scalar reference bit for bit (exact int32 sums).
+// int8-activation GEMVs (VQ with gq_vqrt.q8; Q8_0, Q4_0, Q4_1) add the
+// rounding of x: per block (VQ column tile, 32 columns for the ggml types) at
+// most half its step s = max|x| / 127 per element, so
+// + Σ_blocks (s / 2) · Σ_{j in block} |w_j| (x 1.0001); for VQ the AVX2 result
+// must also equal the scalar reference bit for bit (exact int32 sums, the
+// same float steps).
 #include "kern/qmatmul.h"
 #include "test.h"
 #include "test_rand.h"
@@ -42,20 +44,23 @@ static void check_product(const char *what, const float *W, int rows, int cols, 
     CHECKF(bad == 0, "%s: %d outputs outside the tolerance", what, bad);
 }
 
-// The x-rounding term of the tolerance for int8-activation VQ GEMVs (else NULL).
+// The x-rounding term of the tolerance for the int8-activation GEMVs (else
+// NULL): x is rounded per block (VQ: column tile, in position order; Q8_0,
+// Q4_0, Q4_1: 32 columns).
 static double *q8_bound(const struct gq_qweight *w, const float *W, const float *x, int n) {
     const struct gq_vqrt *v = w->vq;
-    if (w->kind != GQ_QW_VQ || !v->q8) return NULL;
+    const bool vq = w->kind == GQ_QW_VQ;
+    if (vq ? !v->q8 : w->type != GQ_TYPE_Q8_0 && w->type != GQ_TYPE_Q4_0 && w->type != GQ_TYPE_Q4_1) return NULL;
+    const int nblk = vq ? v->p.h.n_ct : w->cols / 32;
     double *b = calloc((size_t)n * w->rows, sizeof(double));
     for (int t = 0; t < n; t++)
-        for (int ct = 0; ct < v->p.h.n_ct; ct++) {
+        for (int k = 0; k < nblk; k++) {
+            const int p0 = vq ? v->ct_start[k] : 32 * k, p1 = vq ? v->ct_start[k + 1] : 32 * k + 32;
             double mx = 0;
-            for (int p = v->ct_start[ct]; p < v->ct_start[ct + 1]; p++)
-                mx = fmax(mx, fabs(x[(size_t)t * w->cols + (v->perm ? v->perm[p] : p)]));
+            for (int p = p0; p < p1; p++) mx = fmax(mx, fabs(x[(size_t)t * w->cols + (vq && v->perm ? v->perm[p] : p)]));
             for (int r = 0; r < w->rows; r++) {
                 double aw = 0;
-                for (int p = v->ct_start[ct]; p < v->ct_start[ct + 1]; p++)
-                    aw += fabs(W[(size_t)r * w->cols + (v->perm ? v->perm[p] : p)]);
+                for (int p = p0; p < p1; p++) aw += fabs(W[(size_t)r * w->cols + (vq && v->perm ? v->perm[p] : p)]);
                 b[(size_t)t * w->rows + r] += 1.0001 * mx / 127 / 2 * aw;
             }
         }
@@ -75,8 +80,8 @@ static void run_all(const char *what, const struct gq_qweight *w, const float *W
         for (int t = 0; t < n; t++) CHECK_OK(gq_qmatmul(y + (size_t)t * rows, x + (size_t)t * cols, w, 1));
         snprintf(name, sizeof name, "%s gemv %s%s", what, isa ? "avx2" : "scalar", extra ? " (int8 x)" : "");
         check_product(name, W, rows, cols, x, n, y, extra);
-        if (extra && isa == 0) memcpy(y0, y, sizeof(float) * n * rows);
-        if (extra && isa == 1) CHECKF(memcmp(y0, y, sizeof(float) * n * rows) == 0, "%s: avx2 != scalar", name);
+        if (extra && w->kind == GQ_QW_VQ && isa == 0) memcpy(y0, y, sizeof(float) * n * rows);
+        if (extra && w->kind == GQ_QW_VQ && isa == 1) CHECKF(memcmp(y0, y, sizeof(float) * n * rows) == 0, "%s: avx2 != scalar", name);
     }
     gq_qmatmul_set_isa(GQ_ISA_AVX2);
     CHECK_OK(gq_qmatmul(y, x, w, n));
@@ -159,6 +164,6 @@ int main(void) {
     test_vq();
     test_ggml();
     fprintf(stderr, "  worst |y - y_ref| / sum|w x| = %.3g (tolerance 1e-5)\n", worst);
-    fprintf(stderr, "  int8-activation GEMVs: %d configurations, worst error / bound = %.3g\n", n_q8, worst_q8);
+    fprintf(stderr, "  int8-activation GEMVs: %d VQ configurations + Q8_0/Q4_0/Q4_1, worst error / bound = %.3g\n", n_q8, worst_q8);
     return test_done("test_qmatmul");
 }

@@ -315,6 +315,15 @@ static void vq_gemv_avx2(const struct gq_vqrt *v, const float *xp, const float *
 // per row and column tile the exact int32 sum of code · xq, then
 // y[r] += (float)sum · (codebook scale · xs[ct]) after the outlier columns.
 
+// Rounds x[0..n) to int8 codes with the scale max|x| / 127 (returned).
+static float round_i8(const float *x, int n, int8_t *q) {
+    float mx = 0;
+    for (int i = 0; i < n; i++) mx = fmaxf(mx, fabsf(x[i]));
+    const float s = mx / 127, inv = s > 0 ? 1 / s : 0;
+    for (int i = 0; i < n; i++) q[i] = (int8_t)lrintf(x[i] * inv);
+    return s;
+}
+
 // Scalar reference.
 static void vq_gemv_q8_scalar(const struct gq_vqrt *v, const float *xp, const int8_t *xq, const float *xs, float *y) {
     const struct gq_vqpack_hdr *h = &v->p.h;
@@ -444,13 +453,8 @@ AVX2_FN static void vq_tile_q8_avx2(const struct gq_vqrt *v, const float *xp, co
 // x (position order) to int8 with one scale per column tile.
 static void vq_q8_quantize(const struct gq_vqrt *v, const float *xp, int8_t *xq, float *xs) {
     const struct gq_vqpack_hdr *h = &v->p.h;
-    for (int ct = 0; ct < h->n_ct; ct++) {
-        float mx = 0;
-        for (int p = v->ct_start[ct]; p < v->ct_start[ct + 1]; p++) mx = fmaxf(mx, fabsf(xp[p]));
-        const float s = mx / 127, inv = s > 0 ? 1 / s : 0;
-        xs[ct] = s;
-        for (int p = v->ct_start[ct]; p < v->ct_start[ct + 1]; p++) xq[p] = (int8_t)lrintf(xp[p] * inv);
-    }
+    for (int ct = 0; ct < h->n_ct; ct++)
+        xs[ct] = round_i8(xp + v->ct_start[ct], v->ct_start[ct + 1] - v->ct_start[ct], xq + v->ct_start[ct]);
 }
 
 // ---------------------------------------------------------------------------
@@ -461,95 +465,99 @@ static void vq_q8_quantize(const struct gq_vqrt *v, const float *xp, int8_t *xq,
 // F16: fp16 values. Each kernel is the dot product of one row b with x; the
 // scalar reference sums a block in float, then adds block sum × scale. One
 // OpenMP loop over rows (ggml_gemv) drives every kernel.
-typedef float (*row_dot_fn)(const uint8_t *b, const float *x, int cols);
+// Q8_0, Q4_0 and Q4_1 multiply in integers against x rounded to int8 in
+// blocks of 32 (scale max|x| / 127 per block, as llama.cpp's Q8_0 / Q8_1
+// activations): per block the exact int32 sum of weight codes · x codes, then
+// × (weight scale · x scale); Q4_1 adds offset · x scale · Σ x codes.
+struct q8x {
+    const int8_t *q;  // (cols) x codes
+    const float *d;   // (cols / 32) x scales
+    const int32_t *s; // (cols / 32) Σ of the codes of each block
+};
+typedef float (*row_dot_fn)(const uint8_t *b, const float *x, const struct q8x *xq, int cols);
 
-static float q8_0_dot_scalar(const uint8_t *b, const float *x, int cols) {
+static float q8_0_dot_scalar(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
     float acc = 0;
     for (int i = 0; i < cols / 32; i++, b += 34) {
-        float s = 0;
-        for (int j = 0; j < 32; j++) s += (float)(int8_t)b[2 + j] * x[i * 32 + j];
-        acc += s * gq_vqp_f16(b, 0);
+        int32_t s = 0;
+        for (int j = 0; j < 32; j++) s += (int8_t)b[2 + j] * xq->q[i * 32 + j];
+        acc += (float)s * (gq_vqp_f16(b, 0) * xq->d[i]);
     }
     return acc;
 }
 
-AVX2_FN static float q8_0_dot_avx2(const uint8_t *b, const float *x, int cols) {
+// Σ w · x over 32 byte pairs, w any int8 (−128 included): |w| unsigned ×
+// x with w's sign, pairs summed in int16 (at most 2 · 128 · 127), then into
+// int32 lanes.
+AVX2_FN static inline __m256i dot_w8(__m256i w, __m256i x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)), _mm256_set1_epi16(1));
+}
+
+AVX2_FN static float q8_0_dot_avx2(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
     __m256 acc = _mm256_setzero_ps();
     for (int i = 0; i < cols / 32; i++, b += 34) {
-        __m256 s = _mm256_setzero_ps();
-        for (int q = 0; q < 4; q++) {
-            __m128i bytes = _mm_loadl_epi64((const __m128i *)(b + 2 + 8 * q));
-            s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)), _mm256_loadu_ps(x + i * 32 + 8 * q), s);
-        }
-        acc = _mm256_fmadd_ps(s, _mm256_set1_ps(gq_vqp_f16(b, 0)), acc);
+        const __m256i p = dot_w8(_mm256_loadu_si256((const __m256i *)(b + 2)), _mm256_loadu_si256((const __m256i *)(xq->q + 32 * i)));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(gq_vqp_f16(b, 0) * xq->d[i]), acc);
     }
     return hsum256(acc);
 }
 
 // Σ_j (q_j − off) · x_j of one 16-byte nibble block (low nibbles weights
-// 0..15, high 16..31): scalar, and as 8 partial sums.
-static inline float q4_block_dot_scalar(const uint8_t *q16, const float *xb, int off) {
-    float s = 0;
-    for (int j = 0; j < 16; j++) s += (float)((q16[j] & 15) - off) * xb[j] + (float)((q16[j] >> 4) - off) * xb[16 + j];
+// 0..15, high 16..31) in integers: scalar, and as 8 int32 partial sums.
+static inline int32_t q4_block_dot_scalar(const uint8_t *q16, const int8_t *xb, int off) {
+    int32_t s = 0;
+    for (int j = 0; j < 16; j++) s += ((q16[j] & 15) - off) * xb[j] + ((q16[j] >> 4) - off) * xb[16 + j];
     return s;
 }
 
-AVX2_FN static inline __attribute__((always_inline)) __m256 q4_block_dot(const uint8_t *q16, const float *xb, int off) {
-    const __m256i o = _mm256_set1_epi32(off);
-    const __m128i q = _mm_loadu_si128((const __m128i *)q16);
-    const __m128i lo = _mm_and_si128(q, _mm_set1_epi8(15)), hi = _mm_and_si128(_mm_srli_epi16(q, 4), _mm_set1_epi8(15));
-#define Q4_PART(P, K) _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(P), o)), _mm256_loadu_ps(xb + 8 * (K))
-    __m256 s = _mm256_mul_ps(Q4_PART(lo, 0));
-    s = _mm256_fmadd_ps(Q4_PART(_mm_srli_si128(lo, 8), 1), s);
-    s = _mm256_fmadd_ps(Q4_PART(hi, 2), s);
-    s = _mm256_fmadd_ps(Q4_PART(_mm_srli_si128(hi, 8), 3), s);
-#undef Q4_PART
-    return s;
+AVX2_FN static inline __attribute__((always_inline)) __m256i q4_block_dot(const uint8_t *q16, const int8_t *xb, int off) {
+    __m256i w = _mm256_srlv_epi64(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)q16)),
+                                  _mm256_setr_epi64x(0, 0, 4, 4));
+    w = _mm256_sub_epi8(_mm256_and_si256(w, _mm256_set1_epi8(15)), _mm256_set1_epi8((char)off));
+    return dot_w8(w, _mm256_loadu_si256((const __m256i *)xb));
 }
 
-static float q4_0_dot_scalar(const uint8_t *b, const float *x, int cols) {
+static float q4_0_dot_scalar(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
     float acc = 0;
-    for (int i = 0; i < cols / 32; i++, b += 18) acc += q4_block_dot_scalar(b + 2, x + i * 32, 8) * gq_vqp_f16(b, 0);
+    for (int i = 0; i < cols / 32; i++, b += 18)
+        acc += (float)q4_block_dot_scalar(b + 2, xq->q + i * 32, 8) * (gq_vqp_f16(b, 0) * xq->d[i]);
     return acc;
 }
 
-AVX2_FN static float q4_0_dot_avx2(const uint8_t *b, const float *x, int cols) {
+AVX2_FN static float q4_0_dot_avx2(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
     __m256 acc = _mm256_setzero_ps();
     for (int i = 0; i < cols / 32; i++, b += 18)
-        acc = _mm256_fmadd_ps(q4_block_dot(b + 2, x + i * 32, 8), _mm256_set1_ps(gq_vqp_f16(b, 0)), acc);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4_block_dot(b + 2, xq->q + i * 32, 8)),
+                              _mm256_set1_ps(gq_vqp_f16(b, 0) * xq->d[i]), acc);
     return hsum256(acc);
 }
 
-static float q4_1_dot_scalar(const uint8_t *b, const float *x, int cols) {
+static float q4_1_dot_scalar(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
     float acc = 0;
-    for (int i = 0; i < cols / 32; i++, b += 20) {
-        const float *xb = x + i * 32;
-        float sx = 0;
-        for (int j = 0; j < 32; j++) sx += xb[j];
-        acc += q4_block_dot_scalar(b + 4, xb, 0) * gq_vqp_f16(b, 0) + sx * gq_vqp_f16(b, 1);
-    }
+    for (int i = 0; i < cols / 32; i++, b += 20)
+        acc += (float)q4_block_dot_scalar(b + 4, xq->q + i * 32, 0) * (gq_vqp_f16(b, 0) * xq->d[i]) +
+               gq_vqp_f16(b, 1) * (xq->d[i] * (float)xq->s[i]);
     return acc;
 }
 
-AVX2_FN static float q4_1_dot_avx2(const uint8_t *b, const float *x, int cols) {
+AVX2_FN static float q4_1_dot_avx2(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
     __m256 acc = _mm256_setzero_ps();
+    float off = 0;
     for (int i = 0; i < cols / 32; i++, b += 20) {
-        const float *xb = x + i * 32;
-        __m256 sx = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)),
-                                  _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24)));
-        acc = _mm256_fmadd_ps(q4_block_dot(b + 4, xb, 0), _mm256_set1_ps(gq_vqp_f16(b, 0)), acc);
-        acc = _mm256_fmadd_ps(sx, _mm256_set1_ps(gq_vqp_f16(b, 1)), acc);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4_block_dot(b + 4, xq->q + i * 32, 0)),
+                              _mm256_set1_ps(gq_vqp_f16(b, 0) * xq->d[i]), acc);
+        off += gq_vqp_f16(b, 1) * (xq->d[i] * (float)xq->s[i]);
     }
-    return hsum256(acc);
+    return hsum256(acc) + off;
 }
 
-static float f16_dot_scalar(const uint8_t *b, const float *x, int cols) {
+static float f16_dot_scalar(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
     float acc = 0;
     for (int j = 0; j < cols; j++) acc += gq_vqp_f16(b, j) * x[j];
     return acc;
 }
 
-AVX2_FN static float f16_dot_avx2(const uint8_t *b, const float *x, int cols) {
+AVX2_FN static float f16_dot_avx2(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int j = 0;
     for (; j + 16 <= cols; j += 16) {
@@ -666,8 +674,24 @@ static enum gq_status ggml_gemv(const struct gq_qweight *w, const float *x, floa
     default: break;
     }
     if (dot) {
+        struct q8x xq = {0};
+        int8_t *q = NULL;
+        if (w->type != GQ_TYPE_F16) { // ggml block types: cols is a multiple of 32
+            const int nb = w->cols / 32;
+            q = malloc((size_t)w->cols + (sizeof(float) + sizeof(int32_t)) * nb);
+            if (!q) return gq_fail(GQ_ERR_NOMEM, "qmatmul: int8 activations of %d columns", w->cols);
+            float *d = (float *)(q + w->cols); // w->cols is a multiple of 32: aligned
+            int32_t *s = (int32_t *)(d + nb);
+            for (int i = 0; i < nb; i++) {
+                d[i] = round_i8(x + 32 * i, 32, q + 32 * i);
+                s[i] = 0;
+                for (int j = 0; j < 32; j++) s[i] += q[32 * i + j];
+            }
+            xq = (struct q8x){q, d, s};
+        }
 #pragma omp parallel for schedule(static)
-        for (int r = 0; r < w->rows; r++) y[r] = dot((const uint8_t *)w->data + (size_t)r * w->row_size, x, w->cols);
+        for (int r = 0; r < w->rows; r++) y[r] = dot((const uint8_t *)w->data + (size_t)r * w->row_size, x, &xq, w->cols);
+        free(q);
         return GQ_OK;
     }
     // any other type: rows decoded in chunks, then a dot product per row

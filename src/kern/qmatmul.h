@@ -4,7 +4,10 @@
 //
 //   decode (one token, n = 1): fused decode-and-multiply GEMV kernels, a
 //     scalar reference and an AVX2/FMA version picked at run time from the
-//     CPU's features, OpenMP over rows / row tiles;
+//     CPU's features, OpenMP over rows / row tiles. Q8_0, Q4_0, Q4_1 and the
+//     int8-codebook VQ layouts below multiply in integers against x rounded
+//     to int8 (per 32 columns / per column tile, scale max|x| / 127, as
+//     llama.cpp does); F16 and every other VQ matrix multiply in float;
 //   prefill (n > 1): chunks of rows decoded to f32, then sgemm.
 // All kernels live in qmatmul.c with the scalar reference beside each one.
 #ifndef GQ_QMATMUL_H
