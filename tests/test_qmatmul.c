@@ -11,8 +11,8 @@
 // rounding of x: per block (VQ column tile, 32 columns for the ggml types) at
 // most half its step s = max|x| / 127 per element, so
 // + Σ_blocks (s / 2) · Σ_{j in block} |w_j| (x 1.0001); for VQ the AVX2 result
-// must also equal the scalar reference bit for bit (exact int32 sums, the
-// same float steps).
+// must also be within 1e-5 · Σ|w x| of the scalar reference (the same exact
+// int32 sums, scaled and added in another order).
 #include "kern/qmatmul.h"
 #include "test.h"
 #include "test_rand.h"
@@ -81,7 +81,17 @@ static void run_all(const char *what, const struct gq_qweight *w, const float *W
         snprintf(name, sizeof name, "%s gemv %s%s", what, isa ? "avx2" : "scalar", extra ? " (int8 x)" : "");
         check_product(name, W, rows, cols, x, n, y, extra);
         if (extra && w->kind == GQ_QW_VQ && isa == 0) memcpy(y0, y, sizeof(float) * n * rows);
-        if (extra && w->kind == GQ_QW_VQ && isa == 1) CHECKF(memcmp(y0, y, sizeof(float) * n * rows) == 0, "%s: avx2 != scalar", name);
+        if (extra && w->kind == GQ_QW_VQ && isa == 1) {
+            double mag_max = 0, diff = 0;
+            for (int t = 0; t < n; t++)
+                for (int r = 0; r < rows; r++) {
+                    double mag = 0;
+                    for (int j = 0; j < cols; j++) mag += fabs((double)W[(size_t)r * cols + j] * x[(size_t)t * cols + j]);
+                    mag_max = fmax(mag_max, mag);
+                    diff = fmax(diff, fabs(y[(size_t)t * rows + r] - y0[(size_t)t * rows + r]) / (mag + 1e-30));
+                }
+            CHECKF(diff <= 1e-5, "%s: avx2 and scalar differ by %.3g of sum|w x|", name, diff);
+        }
     }
     gq_qmatmul_set_isa(GQ_ISA_AVX2);
     CHECK_OK(gq_qmatmul(y, x, w, n));

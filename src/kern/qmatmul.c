@@ -20,7 +20,7 @@
 
 void gq_vqrt_free(struct gq_vqrt *v) {
     if (!v) return;
-    free(v->ct_start), free(v->rt_start), free(v->blk0), free(v->perm);
+    free(v->ct_start), free(v->rt_start), free(v->vt_start), free(v->blk0), free(v->perm);
     memset(v, 0, sizeof *v);
 }
 
@@ -34,15 +34,16 @@ enum gq_status gq_vqrt_init(struct gq_vqrt *v, const struct gq_vqpack *p, const 
     while ((1 << v->lk) < h->k) v->lk++;
     v->n_nblk = t.n_nblk;
     v->ct_start = malloc(sizeof(int) * (h->n_ct + 1)), v->rt_start = malloc(sizeof(int) * (h->n_rt + 1));
-    v->blk0 = malloc(sizeof(int) * h->n_ct);
+    v->blk0 = malloc(sizeof(int) * h->n_ct), v->vt_start = malloc(sizeof(int) * (h->n_ct + 1));
     if (h->has_perm) v->perm = malloc(sizeof(int32_t) * h->cols);
-    if (!v->ct_start || !v->rt_start || !v->blk0 || (h->has_perm && !v->perm)) {
+    if (!v->ct_start || !v->rt_start || !v->blk0 || !v->vt_start || (h->has_perm && !v->perm)) {
         gq_vq_tensor_free(&t), gq_vqrt_free(v);
         return gq_fail(GQ_ERR_NOMEM, "%s: packed matrix view", what);
     }
     memcpy(v->ct_start, t.ct_start, sizeof(int) * (h->n_ct + 1));
     memcpy(v->rt_start, t.rt_start, sizeof(int) * (h->n_rt + 1));
     if (v->perm) memcpy(v->perm, t.perm, sizeof(int32_t) * h->cols);
+    for (int c = 0; c <= h->n_ct; c++) v->vt_start[c] = (v->ct_start[c] - h->n_out) / h->d;
     for (int c = 0, b = 0; c < h->n_ct; c++) {
         v->blk0[c] = b;
         if (h->norm_block) b += (v->ct_start[c + 1] - v->ct_start[c] + h->norm_block - 1) / h->norm_block;
@@ -316,11 +317,15 @@ static void vq_gemv_avx2(const struct gq_vqrt *v, const float *xp, const float *
 // y[r] += (float)sum · (codebook scale · xs[ct]) after the outlier columns.
 
 // Rounds x[0..n) to int8 codes with the scale max|x| / 127 (returned).
+// (Halves round away from zero; plain arithmetic, no libm calls.)
 static float round_i8(const float *x, int n, int8_t *q) {
     float mx = 0;
-    for (int i = 0; i < n; i++) mx = fmaxf(mx, fabsf(x[i]));
+    for (int i = 0; i < n; i++) mx = fabsf(x[i]) > mx ? fabsf(x[i]) : mx;
     const float s = mx / 127, inv = s > 0 ? 1 / s : 0;
-    for (int i = 0; i < n; i++) q[i] = (int8_t)lrintf(x[i] * inv);
+    for (int i = 0; i < n; i++) {
+        const float t = x[i] * inv;
+        q[i] = (int8_t)(int)(t + (t < 0 ? -0.5f : 0.5f));
+    }
     return s;
 }
 
@@ -396,42 +401,104 @@ AVX2_FN static inline __m256i nib32(const uint8_t *s, int64_t e) {
     return _mm256_and_si256(w, _mm256_set1_epi8(0x0F));
 }
 
-// One row tile (the OpenMP loop is outside, as for vq_tile_avx2).
-AVX2_FN static void vq_tile_q8_avx2(const struct gq_vqrt *v, const float *xp, const int8_t *xq, const int8_t *xa,
-                                    const int8_t *xabs, const float *xs, float *y, int rt) {
-    const struct gq_vqpack_hdr *h = &v->p.h;
-    const int d = h->d, nv = v->nv, step = v->q8 == GQ_VQ_Q8_NIB2 ? 32 : 8;
+// Σ code · x of row r's vectors [vec, v1) (the rest of a column tile).
+static int32_t vq_q8_rest(const struct gq_vqrt *v, int r, int vec, int v1, const int8_t *cb, const int8_t *xq) {
+    const int d = v->p.h.d;
+    int32_t sum = 0;
+    for (; vec < v1; vec++) {
+        const int8_t *c = cb + (size_t)vq_index(v, 0, r, vec) * d;
+        for (int j = 0; j < d; j++) sum += c[j] * xq[v->p.h.n_out + (size_t)vec * d + j];
+    }
+    return sum;
+}
+
+// NIB2: one block of 32 vectors from index element e (8 int32 partial sums).
+AVX2_FN static inline __attribute__((always_inline)) __m256i nib2_block(const uint8_t *is, int64_t e, __m256i t0,
+                                                                      __m256i t1, const int8_t *xb, const int8_t *ab) {
+    const __m256i ix = nib32(is, e);
+    const __m256i c0 = _mm256_shuffle_epi8(t0, ix), c1 = _mm256_shuffle_epi8(t1, ix);
+    return _mm256_add_epi32(
+        dot_i8(_mm256_unpacklo_epi8(c0, c1), _mm256_loadu_si256((const __m256i *)xb), _mm256_loadu_si256((const __m256i *)ab)),
+        dot_i8(_mm256_unpackhi_epi8(c0, c1), _mm256_loadu_si256((const __m256i *)(xb + 32)),
+               _mm256_loadu_si256((const __m256i *)(ab + 32))));
+}
+
+// NIB2, rows r and r + 1 of one row tile across all column tiles (named
+// accumulators: arrays indexed in a loop end up on the stack).
+AVX2_FN static void vq_rows2_nib2(const struct gq_vqrt *v, int r, int rt, const int8_t *xq, const int8_t *xa,
+                                  const int8_t *xabs, const __m256i *tab, const float *sc, float *y) {
     const uint8_t *is = v->p.part[GQ_VQP_IDX];
     const size_t ibytes = v->p.bytes[GQ_VQP_IDX];
-    vq_outliers(v, xp, y, rt);
-    for (int ct = 0; ct < h->n_ct; ct++) {
-        const int64_t g = (int64_t)rt * h->n_ct + ct;
-        const int8_t *cb = (const int8_t *)v->p.part[GQ_VQP_CB] + (size_t)g * h->k * d;
-        const float sc = gq_vqp_f16(v->p.part[GQ_VQP_CBS], g) * xs[ct];
-        const int v0 = (v->ct_start[ct] - h->n_out) / d, v1 = (v->ct_start[ct + 1] - h->n_out) / d;
-        const int vend = v0 + (v1 - v0) / step * step; // whole blocks end here
-        __m256i t0 = _mm256_setzero_si256(), t1 = t0;
-        if (v->q8 == GQ_VQ_Q8_NIB2) { // coordinate tables, 16 entries in both lanes
-            int8_t a[16] = {0}, b[16] = {0};
-            for (int m = 0; m < h->k; m++) a[m] = cb[2 * m], b[m] = cb[2 * m + 1];
-            t0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)a));
-            t1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)b));
+    const int nct = v->p.h.n_ct;
+    const int64_t e0 = (int64_t)r * v->nv, e1 = e0 + v->nv;
+    __m256 f0 = _mm256_setzero_ps(), f1 = _mm256_setzero_ps();
+    float rest0 = 0, rest1 = 0;
+    for (int ct = 0; ct < nct; ct++) {
+        const int v0 = v->vt_start[ct], v1 = v->vt_start[ct + 1], vend = v0 + ((v1 - v0) & ~31);
+        const __m256i t0 = tab[2 * ct], t1 = tab[2 * ct + 1];
+        __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+        int vec = v0;
+        for (; vec < vend && (size_t)((e1 + vec) >> 1) + 17 <= ibytes; vec += 32) {
+            a0 = _mm256_add_epi32(a0, nib2_block(is, e0 + vec, t0, t1, xa + 2 * vec, xabs + 2 * vec));
+            a1 = _mm256_add_epi32(a1, nib2_block(is, e1 + vec, t0, t1, xa + 2 * vec, xabs + 2 * vec));
         }
-        for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
-            const int64_t e0 = (int64_t)r * nv;
+        const __m256 s = _mm256_set1_ps(sc[ct]);
+        f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0), s, f0);
+        f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1), s, f1);
+        if (vec < v1) {
+            const int8_t *cb = (const int8_t *)v->p.part[GQ_VQP_CB] + (size_t)((int64_t)rt * nct + ct) * v->p.h.k * 2;
+            rest0 += (float)vq_q8_rest(v, r, vec, v1, cb, xq) * sc[ct];
+            rest1 += (float)vq_q8_rest(v, r + 1, vec, v1, cb, xq) * sc[ct];
+        }
+    }
+    y[r] += hsum256(f0) + rest0;
+    y[r + 1] += hsum256(f1) + rest1;
+}
+
+// One row tile (the OpenMP loop is outside, as for vq_tile_avx2), row by
+// row across all its column tiles (the index stream is read in order): per
+// column tile the exact int32 sum in 8 lanes, scaled into 8 float lanes.
+// tab: scratch of 2 · n_ct 32-byte tables, sc: n_ct floats.
+AVX2_FN static void vq_tile_q8_avx2(const struct gq_vqrt *v, const float *xp, const int8_t *xq, const int8_t *xa,
+                                    const int8_t *xabs, const float *xs, float *y, int rt, __m256i *tab, float *sc) {
+    const struct gq_vqpack_hdr *h = &v->p.h;
+    const int d = h->d, nv = v->nv, nct = h->n_ct;
+    const unsigned step = v->q8 == GQ_VQ_Q8_NIB2 ? 32 : 8;
+    const uint8_t *is = v->p.part[GQ_VQP_IDX];
+    const int8_t *cbs = (const int8_t *)v->p.part[GQ_VQP_CB];
+    const size_t ibytes = v->p.bytes[GQ_VQP_IDX], kd = (size_t)h->k * d;
+    vq_outliers(v, xp, y, rt);
+    for (int ct = 0; ct < nct; ct++) {
+        const int64_t g = (int64_t)rt * nct + ct;
+        sc[ct] = gq_vqp_f16(v->p.part[GQ_VQP_CBS], g) * xs[ct];
+        if (v->q8 == GQ_VQ_Q8_NIB2) { // coordinate tables (k = 16), 16 entries in both lanes
+            // (c0 c1) pairs of 16 centroids: even bytes to the low half of
+            // each lane, then qwords (0, 2 | 1, 3): all c0, all c1
+            const __m256i cb = _mm256_loadu_si256((const __m256i *)(cbs + (size_t)g * kd));
+            const __m256i ev = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12,
+                                                14, 1, 3, 5, 7, 9, 11, 13, 15);
+            const __m256i sp = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(cb, ev), _MM_SHUFFLE(3, 1, 2, 0));
+            tab[2 * ct] = _mm256_permute2x128_si256(sp, sp, 0x00);
+            tab[2 * ct + 1] = _mm256_permute2x128_si256(sp, sp, 0x11);
+        }
+    }
+    int r = v->rt_start[rt];
+    if (v->q8 == GQ_VQ_Q8_NIB2) // two rows at a time share the tables and x loads
+        for (; r + 2 <= v->rt_start[rt + 1]; r += 2) vq_rows2_nib2(v, r, rt, xq, xa, xabs, tab, sc, y);
+    for (; r < v->rt_start[rt + 1]; r++) {
+        const int64_t e0 = (int64_t)r * nv;
+        __m256 accf = _mm256_setzero_ps();
+        float rest = 0;
+        for (int ct = 0; ct < nct; ct++) {
+            const int8_t *cb = cbs + (size_t)((int64_t)rt * nct + ct) * kd;
+            const int v0 = v->vt_start[ct], v1 = v->vt_start[ct + 1];
+            const int vend = v0 + (int)((unsigned)(v1 - v0) & ~(step - 1)); // whole blocks end here
             __m256i acc = _mm256_setzero_si256();
             int vec = v0;
             if (v->q8 == GQ_VQ_Q8_NIB2) {
-                for (; vec < vend && (size_t)((e0 + vec) >> 1) + 17 <= ibytes; vec += 32) {
-                    const __m256i ix = nib32(is, e0 + vec);
-                    const __m256i c0 = _mm256_shuffle_epi8(t0, ix), c1 = _mm256_shuffle_epi8(t1, ix);
-                    const int8_t *xb = xa + 2 * vec, *ab = xabs + 2 * vec;
-                    acc = _mm256_add_epi32(acc, dot_i8(_mm256_unpacklo_epi8(c0, c1), _mm256_loadu_si256((const __m256i *)xb),
-                                                       _mm256_loadu_si256((const __m256i *)ab)));
-                    acc = _mm256_add_epi32(acc, dot_i8(_mm256_unpackhi_epi8(c0, c1),
-                                                       _mm256_loadu_si256((const __m256i *)(xb + 32)),
-                                                       _mm256_loadu_si256((const __m256i *)(ab + 32))));
-                }
+                const __m256i t0 = tab[2 * ct], t1 = tab[2 * ct + 1];
+                for (; vec < vend && (size_t)((e0 + vec) >> 1) + 17 <= ibytes; vec += 32)
+                    acc = _mm256_add_epi32(acc, nib2_block(is, e0 + vec, t0, t1, xa + 2 * vec, xabs + 2 * vec));
             } else {
                 for (; vec < vend; vec += 8) {
                     const __m256i ix = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(is + e0 + vec)));
@@ -440,13 +507,10 @@ AVX2_FN static void vq_tile_q8_avx2(const struct gq_vqrt *v, const float *xp, co
                                                        _mm256_loadu_si256((const __m256i *)(xabs + 4 * vec))));
                 }
             }
-            int32_t sum = hsum_i32(acc);
-            for (; vec < v1; vec++) { // the rest (and the last block if the stream ends within 17 bytes)
-                const int8_t *c = cb + (size_t)vq_index(v, 0, r, vec) * d;
-                for (int j = 0; j < d; j++) sum += c[j] * xq[h->n_out + (size_t)vec * d + j];
-            }
-            y[r] += (float)sum * sc;
+            accf = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(sc[ct]), accf);
+            if (vec < v1) rest += (float)vq_q8_rest(v, r, vec, v1, cb, xq) * sc[ct];
         }
+        y[r] += hsum256(accf) + rest;
     }
 }
 
@@ -643,8 +707,19 @@ static enum gq_status vq_gemv(const struct gq_qweight *w, const float *x, float 
         if (gq_qmatmul_isa() == GQ_ISA_AVX2) {
             int8_t *xa = xq + n, *xabs = xa + n;
             vq_q8_arrange(v, xq, xa, xabs);
+            const int nct = v->p.h.n_ct;
+            __m256i *tab = aligned_alloc(32, (size_t)nt * nct * 2 * sizeof(__m256i));
+            float *sc = malloc(sizeof(float) * (size_t)nt * nct);
+            if (!tab || !sc) {
+                free(xp), free(cbs), free(xq), free(xs), free(tab), free(sc);
+                return gq_fail(GQ_ERR_NOMEM, "qmatmul: tables of a (%d, %d) packed matrix", w->rows, n);
+            }
 #pragma omp parallel for schedule(dynamic, 1)
-            for (int rt = 0; rt < v->p.h.n_rt; rt++) vq_tile_q8_avx2(v, xp, xq, xa, xabs, xs, y, rt);
+            for (int rt = 0; rt < v->p.h.n_rt; rt++) {
+                const int t = omp_get_thread_num();
+                vq_tile_q8_avx2(v, xp, xq, xa, xabs, xs, y, rt, tab + (size_t)t * nct * 2, sc + (size_t)t * nct);
+            }
+            free(tab), free(sc);
         } else {
             vq_gemv_q8_scalar(v, xp, xq, xs, y);
         }

@@ -22,6 +22,7 @@ struct gq_vqrt {
     struct gq_vqpack p;
     int nv, lk;          // vectors per row, index bits
     int *ct_start, *rt_start; // (n_ct + 1), (n_rt + 1)
+    int *vt_start;       // (n_ct + 1) first vector of each column tile: (ct_start − n_out) / d
     int *blk0;           // (n_ct) first normalisation block of each column tile
     int n_nblk;
     int32_t *perm;       // (cols) position -> column; NULL: identity
