@@ -90,6 +90,8 @@ struct gq_context; // KV cache + scratch for one sequence
 enum gq_status gq_context_new(const struct gq_model *m, int n_ctx, struct gq_context **out);
 void gq_context_free(struct gq_context *c);
 void gq_context_reset(struct gq_context *c);
+// Keeps the first pos cached tokens (no-op when pos >= the current length).
+void gq_context_truncate(struct gq_context *c, int pos);
 int gq_context_pos(const struct gq_context *c);
 
 // Runs n tokens at positions pos..pos+n-1 (pos = current cache length) and
@@ -129,6 +131,66 @@ enum gq_status gq_perplexity(const struct gq_model *m, const char *text, size_t 
 char *gq_wikitext_join(const char *raw, size_t len, size_t *out_len);
 // True for WikiText file names (wiki.*.raw): the gptq protocol joins their rows.
 bool gq_ppl_is_wikitext_file(const char *path);
+
+// ---------------------------------------------------------------------------
+// Zero-shot evaluation (src/eval/zeroshot.c), scored as lm-evaluation-harness
+// (v0.4) does, on the JSON-lines sets of ../shared/data/zeroshot:
+//   piqa           "Question: <goal>\nAnswer:" + " " + sol1 | sol2
+//   arc_easy/_challenge  <query> ("Question: ...\nAnswer:") + " " + choice
+//   hellaswag      clean(activity_label + ": " + ctx_a + " " + ctx_b.capitalize())
+//                  + " " + clean(ending); clean = strip, " [title]" -> ". ",
+//                  "[...]" removed, "  " -> " "
+//   winogrande     partial scoring: (sentence before "_" + option) + " " +
+//                  (sentence after "_").strip()
+//   boolq          passage + "\nQuestion: " + question + "?\nAnswer:" + " no" | " yes"
+//   lambada        text before its last " " + " " + last word (OpenAI version)
+// Tokens: trailing whitespace of the context moves to the continuation;
+// ctx = encode(context), cont = encode(context + continuation) minus its first
+// |ctx| tokens; BOS in front when the model adds one (the harness's HF models
+// do not by default); input = (ctx + cont) without its last token, cut to
+// the model's context from the left. ll = Σ log p(cont token); acc: argmax
+// ll = gold; acc_norm: argmax ll / len(choice in code points) = gold (piqa,
+// arc, hellaswag); lambada: acc = every continuation token greedy, ppl =
+// exp(−mean ll). Ties go to the first choice. stderr = sqrt(p(1−p)/(n−1)).
+
+#define GQ_ZS_MAX_CHOICES 8
+enum gq_zs_task {
+    GQ_ZS_PIQA, GQ_ZS_ARC_EASY, GQ_ZS_ARC_CHALLENGE, GQ_ZS_HELLASWAG, GQ_ZS_WINOGRANDE, GQ_ZS_BOOLQ, GQ_ZS_LAMBADA,
+    GQ_ZS_N_TASKS
+};
+const char *gq_zs_task_name(int task);
+int gq_zs_task_find(const char *name); // -1 when unknown
+
+struct gq_zs_params {
+    const char *data_dir; // NULL: ../shared/data/zeroshot
+    int limit;            // first N examples of the task; 0: all
+    bool progress;        // progress + ETA on stderr
+};
+
+struct gq_zs_example {
+    int idx;              // 0-based line of the data file
+    int gold, n_req;
+    int pred, pred_norm;  // argmax of ll and of ll / chars (lambada: 0 if greedy, else -1)
+    double ll[GQ_ZS_MAX_CHOICES];
+    bool greedy[GQ_ZS_MAX_CHOICES];
+    int ctx_ntok[GQ_ZS_MAX_CHOICES], cont_ntok[GQ_ZS_MAX_CHOICES], chars[GQ_ZS_MAX_CHOICES];
+};
+
+struct gq_zs_result {
+    int task, n;
+    double acc, acc_stderr;
+    bool has_acc_norm;
+    double acc_norm, acc_norm_stderr;
+    double ppl;            // lambada
+    int64_t n_tokens_run;  // tokens through the model (after KV-cache reuse)
+    double seconds;
+    struct gq_zs_example *ex; // (n)
+};
+
+// Malformed data (bad JSON, missing field, label out of range) fails with
+// "FILE:LINE: problem".
+enum gq_status gq_zs_eval(const struct gq_model *m, int task, const struct gq_zs_params *p, struct gq_zs_result *r);
+void gq_zs_result_free(struct gq_zs_result *r);
 
 // ---------------------------------------------------------------------------
 // Generation

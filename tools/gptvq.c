@@ -718,6 +718,172 @@ static int cmd_export(int argc, char **argv) {
 }
 
 // ---------------------------------------------------------------------------
+static const char *EVAL_HELP =
+    "usage: gptvq eval MODEL [options]\n"
+    "\n"
+    "Zero-shot accuracy on the standard tasks, scored as lm-evaluation-harness (v0.4) does,\n"
+    "for any model gptvq reads or writes (original, fake-quant, packed GPTVQ).\n"
+    "\n"
+    "options:\n"
+    "  --tasks LIST       comma-separated, default all seven:\n"
+    "                     piqa,arc_easy,arc_challenge,hellaswag,winogrande,boolq,lambada\n"
+    "  --data-dir DIR     the JSON-lines sets (default ../shared/data/zeroshot)\n"
+    "  --limit N          only the first N examples of each task\n"
+    "  --threads N        OpenMP threads (default: all cores)\n"
+    "  --json FILE        metrics, conventions and settings as JSON\n"
+    "  --samples FILE     one JSON line per example: log-likelihoods, token counts, prediction\n"
+    "  --dequantize       run on f32 weights instead of the compressed kernels\n"
+    "  --quiet            no progress lines\n"
+    "\n"
+    "conventions (the harness's):\n"
+    "  prompts   piqa \"Question: <goal>\\nAnswer:\"; arc <query> = \"Question: ...\\nAnswer:\";\n"
+    "            hellaswag activity_label + \": \" + ctx_a + \" \" + ctx_b.capitalize(), cleaned\n"
+    "            (strip, \" [title]\" -> \". \", [tags] removed, double spaces -> one), endings cleaned;\n"
+    "            winogrande partial scoring (the text after \"_\" given each option substituted);\n"
+    "            boolq passage + \"\\nQuestion: \" + question + \"?\\nAnswer:\" with \" no\" / \" yes\";\n"
+    "            lambada (OpenAI) the last \" \"-separated word given the text before it\n"
+    "  target    the continuation is \" \" + choice\n"
+    "  tokens    context and context+continuation are encoded, the continuation is the\n"
+    "            difference (trailing spaces of the context move to the continuation); BOS\n"
+    "            in front only when the model adds one; inputs longer than the model's\n"
+    "            context are cut from the left\n"
+    "  acc       argmax of the summed log-likelihood of each continuation = gold\n"
+    "  acc_norm  argmax of log-likelihood / length of the choice in characters (piqa, arc,\n"
+    "            hellaswag)\n"
+    "  lambada   acc: the greedy continuation is the whole last word; ppl = exp(-mean ll)\n"
+    "  stderr    sqrt(p(1-p)/(n-1)); the mean over tasks has sqrt(sum se^2)/tasks\n"
+    "  The context's KV cache is computed once and reused by each of its choices.\n";
+
+static int cmd_eval(int argc, char **argv) {
+    const char *model = NULL, *tasks = "piqa,arc_easy,arc_challenge,hellaswag,winogrande,boolq,lambada";
+    const char *json = NULL, *samples = NULL;
+    struct gq_zs_params p = {.progress = true};
+    bool dequant = false;
+    long threads = 0, limit = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(EVAL_HELP, stdout);
+            return 0;
+        }
+        INT_OPT("--limit", limit, 1, 1 << 30);
+        INT_OPT("--threads", threads, 0, 4096);
+        if (!strcmp(a, "--tasks") || !strcmp(a, "--data-dir") || !strcmp(a, "--json") || !strcmp(a, "--samples")) {
+            const char *v = opt_value(argc, argv, &i);
+            if (!v) return 2;
+            *(!strcmp(a, "--tasks") ? &tasks : !strcmp(a, "--data-dir") ? &p.data_dir : !strcmp(a, "--json") ? &json : &samples) = v;
+            continue;
+        }
+        if (!strcmp(a, "--dequantize")) { dequant = true; continue; }
+        if (!strcmp(a, "--quiet")) { p.progress = false; continue; }
+        if (a[0] == '-' && a[1]) return die("eval: unknown option '%s' (see gptvq eval --help)", a), 2;
+        if (!model) model = a;
+        else return die("eval: unexpected argument '%s'", a), 2;
+    }
+    if (!model) {
+        fputs(EVAL_HELP, stderr);
+        return 2;
+    }
+    int list[GQ_ZS_N_TASKS], nt = 0;
+    for (const char *t = tasks; *t;) {
+        size_t n = strcspn(t, ",");
+        char name[32];
+        snprintf(name, sizeof name, "%.*s", (int)(n < 31 ? n : 31), t);
+        int id = gq_zs_task_find(name);
+        if (id < 0) return die("--tasks: unknown task '%s' (piqa, arc_easy, arc_challenge, hellaswag, winogrande, boolq, lambada)", name), 2;
+        for (int k = 0; k < nt; k++)
+            if (list[k] == id) return die("--tasks: '%s' given twice", name), 2;
+        list[nt++] = id;
+        t += n + (t[n] == ',');
+    }
+    p.limit = (int)limit;
+    gq_set_threads((int)threads);
+    struct gq_model *m = NULL;
+    if (load_model(model, NULL, !dequant, &m)) return 1;
+    struct gq_zs_result r[GQ_ZS_N_TASKS];
+    memset(r, 0, sizeof r);
+    for (int k = 0; k < nt; k++) {
+        enum gq_status s = gq_zs_eval(m, list[k], &p, &r[k]);
+        if (s != GQ_OK) {
+            for (int j = 0; j < k; j++) gq_zs_result_free(&r[j]);
+            gq_model_free(m);
+            return die_status(s);
+        }
+        fprintf(stderr, "eval: %s: %d examples, %lld tokens run, %.1fs (%.2f examples/s)\n", gq_zs_task_name(list[k]),
+                r[k].n, (long long)r[k].n_tokens_run, r[k].seconds, r[k].n / r[k].seconds);
+    }
+    gq_model_free(m);
+    printf("| task | n | acc | ± | acc_norm | ± | other | seconds | examples/s |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    double macc = 0, mse = 0;
+    for (int k = 0; k < nt; k++) {
+        const struct gq_zs_result *q = &r[k];
+        char norm[64] = "|", other[48] = "";
+        if (q->has_acc_norm) snprintf(norm, sizeof norm, "%.4f | %.4f", q->acc_norm, q->acc_norm_stderr);
+        if (q->task == GQ_ZS_LAMBADA) snprintf(other, sizeof other, "ppl %.3f", q->ppl);
+        printf("| %s | %d | %.4f | %.4f | %s | %s | %.1f | %.2f |\n", gq_zs_task_name(q->task), q->n, q->acc,
+               q->acc_stderr, norm, other, q->seconds, q->n / q->seconds);
+        macc += q->acc / nt, mse += q->acc_stderr * q->acc_stderr;
+    }
+    mse = sqrt(mse) / nt;
+    printf("| mean acc | | %.4f | %.4f | | | | | |\n", macc, mse);
+    int rc = 0;
+    if (samples) { // one line per example; written to a temporary name, then renamed
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.tmp", samples);
+        FILE *f = fopen(tmp, "w");
+        if (!f) rc = die("%s: cannot create: %s", tmp, strerror(errno));
+        for (int k = 0; f && k < nt; k++)
+            for (int i = 0; i < r[k].n; i++) {
+                const struct gq_zs_example *e = &r[k].ex[i];
+                fprintf(f, "{\"task\": \"%s\", \"idx\": %d, \"gold\": %d, \"pred\": %d, \"pred_norm\": %d, \"ll\": [",
+                        gq_zs_task_name(r[k].task), e->idx, e->gold, e->pred, e->pred_norm);
+                for (int j = 0; j < e->n_req; j++) fprintf(f, "%s%.17g", j ? ", " : "", e->ll[j]);
+                fprintf(f, "], \"is_greedy\": [");
+                for (int j = 0; j < e->n_req; j++) fprintf(f, "%s%s", j ? ", " : "", e->greedy[j] ? "true" : "false");
+                fprintf(f, "], \"ctx_ntok\": [");
+                for (int j = 0; j < e->n_req; j++) fprintf(f, "%s%d", j ? ", " : "", e->ctx_ntok[j]);
+                fprintf(f, "], \"cont_ntok\": [");
+                for (int j = 0; j < e->n_req; j++) fprintf(f, "%s%d", j ? ", " : "", e->cont_ntok[j]);
+                fprintf(f, "], \"choice_chars\": [");
+                for (int j = 0; j < e->n_req; j++) fprintf(f, "%s%d", j ? ", " : "", e->chars[j]);
+                fprintf(f, "]}\n");
+            }
+        if (f && (fclose(f) != 0 || rename(tmp, samples) != 0)) rc = die("%s: cannot write: %s", samples, strerror(errno));
+        if (rc) remove(tmp);
+    }
+    if (json && !rc) {
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.tmp", json);
+        FILE *f = fopen(tmp, "w");
+        if (!f) rc = die("%s: cannot create: %s", tmp, strerror(errno));
+        if (f) {
+            fprintf(f, "{\n  \"model\": \"%s\",\n  \"gptvq_version\": \"%s\",\n  \"limit\": %d,\n  \"weights\": \"%s\",\n",
+                    model, GQ_VERSION_STRING, p.limit, dequant ? "f32" : "as stored");
+            fprintf(f, "  \"conventions\": {\"harness\": \"lm-evaluation-harness v0.4\", \"target_delimiter\": \" \", "
+                       "\"acc\": \"argmax sum log-likelihood\", \"acc_norm\": \"argmax log-likelihood / choice length in characters\", "
+                       "\"tokenization\": \"ctx=encode(context), cont=encode(context+continuation)[len(ctx):], trailing context spaces moved to the continuation\", "
+                       "\"bos\": \"only when the model adds one\", \"winogrande\": \"partial scoring\", "
+                       "\"lambada\": \"acc = greedy continuation equals the last word; ppl = exp(-mean ll)\", "
+                       "\"stderr\": \"sqrt(p(1-p)/(n-1))\"},\n  \"results\": {\n");
+            for (int k = 0; k < nt; k++) {
+                const struct gq_zs_result *q = &r[k];
+                fprintf(f, "    \"%s\": {\"n\": %d, \"acc\": %.6f, \"acc_stderr\": %.6f", gq_zs_task_name(q->task), q->n,
+                        q->acc, q->acc_stderr);
+                if (q->has_acc_norm) fprintf(f, ", \"acc_norm\": %.6f, \"acc_norm_stderr\": %.6f", q->acc_norm, q->acc_norm_stderr);
+                if (q->task == GQ_ZS_LAMBADA) fprintf(f, ", \"ppl\": %.6f", q->ppl);
+                fprintf(f, ", \"seconds\": %.3f, \"examples_per_s\": %.3f, \"tokens_run\": %lld}%s\n", q->seconds,
+                        q->n / q->seconds, (long long)q->n_tokens_run, k + 1 < nt ? "," : "");
+            }
+            fprintf(f, "  },\n  \"mean_acc\": %.6f,\n  \"mean_acc_stderr\": %.6f\n}\n", macc, mse);
+            if (fclose(f) != 0 || rename(tmp, json) != 0) rc = die("%s: cannot write: %s", json, strerror(errno));
+            if (rc) remove(tmp);
+        }
+    }
+    for (int k = 0; k < nt; k++) gq_zs_result_free(&r[k]);
+    return rc ? 1 : 0;
+}
+
+// ---------------------------------------------------------------------------
 static const char *MAIN_HELP =
     "gptvq " GQ_VERSION_STRING " - GPTVQ vector quantization for LLMs, and a runtime for the results\n"
     "\n"
@@ -729,6 +895,8 @@ static const char *MAIN_HELP =
     "  inspect FILE          metadata, tensors, shapes, types, sizes\n"
     "  quantize MODEL -o OUT RTN, GPTQ or GPTVQ quantization (GPTVQ: packed GGUF; RTN, GPTQ:\n"
     "                        fake-quant F32 GGUF)\n"
+    "  eval MODEL            zero-shot accuracy: piqa, arc_easy, arc_challenge, hellaswag,\n"
+    "                        winogrande, boolq, lambada (lm-evaluation-harness scoring)\n"
     "  export MODEL -o OUT --to f16|q8_0|q4_0\n"
     "                        a standard GGUF (e.g. of a packed GPTVQ model) for other runtimes\n"
     "  version               print the version\n"
@@ -748,6 +916,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc, argv);
     if (!strcmp(cmd, "quantize")) return cmd_quantize(argc, argv);
     if (!strcmp(cmd, "export")) return cmd_export(argc, argv);
+    if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("gptvq %s\n", GQ_VERSION_STRING);
         return 0;

@@ -137,6 +137,9 @@ void gq_context_free(struct gq_context *c) {
 }
 
 void gq_context_reset(struct gq_context *c) { c->pos = 0; }
+void gq_context_truncate(struct gq_context *c, int pos) {
+    if (pos >= 0 && pos < c->pos) c->pos = pos;
+}
 int gq_context_pos(const struct gq_context *c) { return c->pos; }
 
 static enum gq_status ensure_scratch(struct gq_context *c, int n) {

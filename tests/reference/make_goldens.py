@@ -1,7 +1,8 @@
 """Regenerates the tokenizer, forward and perplexity goldens in tests/golden/.
 
-Run from the repo root:  .venv/bin/python tests/reference/make_goldens.py [tok] [fwd] [ppl] [check]
-(no argument: everything). See tests/reference/README.md for the file formats.
+Run from the repo root:  .venv/bin/python tests/reference/make_goldens.py [tok] [fwd] [ppl] [check] [zs]
+(no argument: check tok fwd ppl; the zero-shot golden "zs" only when named).
+See tests/reference/README.md for the file formats.
 """
 import hashlib
 import json
@@ -328,6 +329,57 @@ def check_greedy():
     assert k >= 32
 
 
+# ---------------------------------------------------------------------------
+# Zero-shot golden (part "zs", not in the default set: about 3-4 minutes more)
+
+ZS_N = 50
+
+
+def make_zs():
+    import zeroshot_ref as zs
+    t0 = time.time()
+    res = zs.run(SMOL, ZS_N, jobs=2)
+    secs = time.time() - t0
+    assert res["n_decode_mismatch"] == 0, "a request's tokens do not decode back to its text"
+    records = res["records"]
+    name = f"zeroshot_smollm2_first{ZS_N}"
+    path = out(name + ".jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    summ = zs.summarize(records)
+    with open(out(name + ".txt"), "w") as f:
+        f.write(f"file: {name}.jsonl (JSON lines, one example each; fields in tests/reference/README.md, Zero-shot)\n")
+        f.write(f"model: {os.path.basename(SMOL)} sha256 {sha256(SMOL)}\n")
+        f.write(f"examples: first {ZS_N} of each task in file order; {len(records)} lines; "
+                f"{sum(len(r['ll']) for r in records)} requests\n")
+        f.write("reference: tests/reference/zeroshot_ref.py (lm-eval-harness v0.4.x conventions), "
+                "llama_ref.py numpy float64 forward, one fresh forward per request\n")
+        f.write("per task (stderr = sqrt(p(1-p)/(n-1))):\n")
+        for task, s in summ.items():
+            line = f"  {task:14s} n {s['n']}  acc {s['acc']:.4f} +- {s['acc_stderr']:.4f}"
+            if "acc_norm" in s:
+                line += f"  acc_norm {s['acc_norm']:.4f} +- {s['acc_norm_stderr']:.4f}"
+            if "ppl" in s:
+                line += f"  ppl {s['ppl']:.6f} (exp(-mean ll))"
+            f.write(line + "\n")
+        f.write(f"checks: decode(ctx + cont) == context + continuation for every request "
+                f"(mismatches {res['n_decode_mismatch']}); enc(context) not a prefix of "
+                f"enc(context + continuation): {res['n_prefix_mismatch']} requests (information); "
+                f"truncated to 2049 tokens: {res['n_truncated']}\n")
+        f.write("data (../shared/data/zeroshot/):\n")
+        for task in zs.TASKS:
+            for rel in zs.DATA_FILES[task]:
+                f.write(f"  {rel} sha256 {sha256(os.path.join(zs.ZS_DATA, rel))}\n")
+        f.write("regenerate: .venv/bin/python tests/reference/make_goldens.py zs\n")
+        f.write("runtime (worker seconds per task): "
+                + ", ".join(f"{t} {v:.0f}s" for t, v in res["seconds"].items())
+                + f"; wall {secs:.0f}s with model loads, 2 worker processes x 1 BLAS thread\n")
+        f.write(f"sha256 of the .jsonl: {sha256(path)}\n")
+        f.write(f"versions: {json.dumps(versions())}\n")
+    print(f"zs done: {len(records)} examples ({secs:.1f}s)")
+
+
 def main():
     what = set(sys.argv[1:]) or {"check", "tok", "fwd", "ppl"}
     os.makedirs(GOLDEN, exist_ok=True)
@@ -340,6 +392,8 @@ def main():
         make_fwd()
     if "ppl" in what:
         make_ppl()
+    if "zs" in what:
+        make_zs()
 
 
 if __name__ == "__main__":
