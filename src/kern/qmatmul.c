@@ -507,6 +507,14 @@ AVX2_FN static void vq_tile_q8_avx2(const struct gq_vqrt *v, const float *xp, co
                                                        _mm256_loadu_si256((const __m256i *)(xabs + 4 * vec))));
                 }
             }
+            if (v->q8 == GQ_VQ_Q8_BYTE4 && vec < v1) { // the rest: byte indices, 4-byte centroids
+                int32_t rs = 0;
+                for (; vec < v1; vec++) {
+                    const int8_t *c = cb + 4 * (size_t)is[e0 + vec], *xv = xa + 4 * (size_t)vec;
+                    rs += c[0] * xv[0] + c[1] * xv[1] + c[2] * xv[2] + c[3] * xv[3];
+                }
+                rest += (float)rs * sc[ct];
+            }
             accf = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(sc[ct]), accf);
             if (vec < v1) rest += (float)vq_q8_rest(v, r, vec, v1, cb, xq) * sc[ct];
         }
