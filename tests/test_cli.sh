@@ -39,7 +39,18 @@ expect_error "missing text" "missing.txt" $G ppl "$D/models/stories260K/stories2
 expect_error "bad option value" "--ctx" $G ppl "$D/models/stories260K/stories260K.gguf" x --ctx abc
 expect_error "unknown option" "--bogus" $G generate "$D/models/stories260K/stories260K.gguf" --bogus
 expect_error "text shorter than a window" "tinystories_sample.txt: .*fewer than one window" $G ppl "$D/models/stories260K/stories260K.gguf" "$D/tinystories/tinystories_sample.txt" --ctx 100000 --quiet
-for c in ppl generate inspect; do expect_ok "$c --help" $G $c --help; done
+S=$D/models/stories260K/stories260K.gguf
+expect_error "eval: unknown task" "unknown task 'mmlu'" $G eval "$S" --tasks piqa,mmlu
+expect_error "eval: task twice" "'boolq' given twice" $G eval "$S" --tasks boolq,boolq
+expect_error "eval: --limit 0" "--limit" $G eval "$S" --limit 0
+expect_error "eval: missing data" "$T/nodata/boolq/validation.jsonl" $G eval "$S" --tasks boolq --data-dir "$T/nodata" --quiet
+mkdir -p "$T/zs/winogrande"
+printf '{"sentence": "A _ b.", "option1": "x", "option2": "y", "answer": "1"}\n{"sentence": "no blank", "option1": "x", "option2": "y", "answer": "1"}\n' >"$T/zs/winogrande/validation.jsonl"
+expect_error "eval: bad example" "validation.jsonl:2: sentence has no \"_\"" $G eval "$S" --tasks winogrande --data-dir "$T/zs" --json "$T/zs.json" --quiet
+[ -e "$T/zs.json" ] && { echo "FAIL: eval left $T/zs.json behind"; fail=1; }
+expect_ok "eval on stories260K" $G eval "$S" --tasks winogrande,lambada --limit 3 --quiet --json "$T/ok.json" --samples "$T/ok.jsonl"
+[ "$(wc -l <"$T/ok.jsonl")" -eq 6 ] && grep -q '"mean_acc"' "$T/ok.json" || { echo "FAIL: eval outputs"; fail=1; }
+for c in ppl generate inspect eval; do expect_ok "$c --help" $G $c --help; done
 expect_ok "inspect gguf" $G inspect "$D/models/stories260K/stories260K.gguf"
 grep -q "blk.0.attn_q.weight" "$T/out" || { echo "FAIL: inspect lists no tensors"; fail=1; }
 expect_ok "generate from .bin" $G generate "$D/models/stories260K/stories260K.bin" -n 16 --ids --ignore-eos
