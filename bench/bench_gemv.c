@@ -1,0 +1,51 @@
+// bench_gemv - one-token GEMV time of every block linear of a model, on ONE
+// thread, measured in thread CPU time and taking the minimum over R runs per
+// matrix (robust against the wandering speed of shared machines). Prints the
+// sum of the minima (ms per token) and compressed bytes / that time.
+// usage: bench_gemv MODEL [R]      (R default 15)
+#include "gptvq.h"
+#include "kern/qmatmul.h"
+#include "model/model.h"
+
+#include <math.h>
+#include <omp.h>
+#include <time.h>
+
+static double cpu_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return fprintf(stderr, "usage: %s MODEL [R]\n", argv[0]), 2;
+    const int reps = argc > 2 ? atoi(argv[2]) : 15;
+    omp_set_num_threads(1);
+    struct gq_load_params lp = {.keep_quantized = true};
+    struct gq_model *m;
+    if (gq_model_load(argv[1], &lp, &m) != GQ_OK) return fprintf(stderr, "bench_gemv: %s\n", gq_last_error()), 1;
+    const int n = m->hp.hidden_dim > m->hp.dim ? m->hp.hidden_dim : m->hp.dim;
+    float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+    for (int i = 0; i < n; i++) x[i] = sinf(0.37f * (float)i);
+    double t = 0, bytes = 0;
+    int mats = 0;
+    for (int l = 0; l < m->hp.n_layers; l++) {
+        const struct gq_layer_w *w = &m->layers[l];
+        const struct gq_qweight *q[7] = {w->q_wq, w->q_wk, w->q_wv, w->q_wo, w->q_w_gate, w->q_w_up, w->q_w_down};
+        for (int k = 0; k < 7; k++) {
+            if (!q[k]) continue;
+            gq_qmatmul(y, x, q[k], 1); // warm-up
+            double best = 1e30;
+            for (int r = 0; r < reps; r++) {
+                double t0 = cpu_s();
+                gq_qmatmul(y, x, q[k], 1);
+                best = fmin(best, cpu_s() - t0);
+            }
+            t += best, bytes += (double)gq_qweight_bytes(q[k]), mats++;
+        }
+    }
+    printf("bench_gemv model=%s matrices=%d ms_per_token=%.3f gbs=%.2f\n", argv[1], mats, 1e3 * t, bytes / t / 1e9);
+    free(x), free(y);
+    gq_model_free(m);
+    return 0;
+}
