@@ -72,4 +72,18 @@ static inline const char *data_dir(void) {
     return d ? d : "../shared/data";
 }
 static inline int file_exists(const char *p) { return access(p, R_OK) == 0; }
+
+// The whole file, NUL-terminated (malloc'd); *n its size. NULL if unreadable.
+static inline void *test_read_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = sz >= 0 ? malloc((size_t)sz + 1) : NULL;
+    if (b && fread(b, 1, (size_t)sz, f) != (size_t)sz) free(b), b = NULL;
+    fclose(f);
+    if (b) b[sz] = 0, *n = (size_t)sz;
+    return b;
+}
 #endif

@@ -16,18 +16,6 @@ static const char *dpath(const char *rel) {
     return g_path;
 }
 
-static void *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)sz + 1);
-    *n = fread(b, 1, (size_t)sz, f);
-    b[*n] = 0;
-    fclose(f);
-    return b;
-}
 
 // GQFWDREF v1 (tests/reference/README.md)
 struct fwdref {
@@ -40,7 +28,7 @@ struct fwdref {
 
 static int load_fwdref(const char *path, struct fwdref *r) {
     size_t n;
-    unsigned char *b = read_all(path, &n);
+    unsigned char *b = test_read_file(path, &n);
     if (!b || n < 40 || memcmp(b, "GQFWDREF", 8) != 0) return 0;
     uint32_t h[6];
     memcpy(h, b + 8, sizeof h);
@@ -120,7 +108,7 @@ static bool collect(void *u, int32_t id, const char *b, size_t n) {
 
 static void check_greedy(const char *model_path) {
     size_t n;
-    char *txt = read_all(dpath("models/stories260K/greedy_t0_tokens.txt"), &n);
+    char *txt = test_read_file(dpath("models/stories260K/greedy_t0_tokens.txt"), &n);
     if (!txt) {
         CHECKF(0, "greedy_t0_tokens.txt missing");
         return;
@@ -150,7 +138,7 @@ static double json_num(cJSON *o, const char *k) {
 static void check_ppl(const char *model_path, const char *text_path, const char *golden,
                       enum gq_ppl_protocol proto, double rel_tol) {
     size_t n;
-    char *js = read_all(golden, &n);
+    char *js = test_read_file(golden, &n);
     if (!js) {
         CHECKF(0, "golden %s missing", golden);
         return;
@@ -162,7 +150,7 @@ static void check_ppl(const char *model_path, const char *text_path, const char 
     struct gq_model *m = NULL;
     CHECK_OK(gq_model_load(model_path, NULL, &m));
     size_t len;
-    char *text = read_all(text_path, &len);
+    char *text = test_read_file(text_path, &len);
     CHECK(text != NULL);
     if (!m || !text) return;
     struct gq_ppl_params p = {.protocol = proto,

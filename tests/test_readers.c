@@ -36,17 +36,6 @@ static const char *tpath(const char *name) {
     return p[k];
 }
 
-static unsigned char *read_all(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)sz + 1);
-    *n = fread(b, 1, (size_t)sz, f);
-    fclose(f);
-    return b;
-}
 
 static void write_all(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -217,7 +206,7 @@ static void test_llama2c(const struct gq_gguf *g, const struct gq_model *gm) {
 
     // No tokenizer beside a checkpoint in a directory without one.
     size_t n;
-    unsigned char *raw = read_all(bin, &n);
+    unsigned char *raw = test_read_file(bin, &n);
     write_all(tpath("alone.bin"), raw, n);
     m = NULL;
     check_rejects(gq_model_load(tpath("alone.bin"), NULL, &m), tpath("alone.bin"), "no tokenizer");
@@ -276,7 +265,7 @@ static void test_llama2c(const struct gq_gguf *g, const struct gq_model *gm) {
     check_rejects(gq_model_load(p, &lp, &m), p, "all fields huge");
     gq_model_free(m);
     // v1/v2 header problems: unknown version, bad flag, bad group size, truncated header.
-    unsigned char *v2 = read_all(tpath("v2.bin"), &n);
+    unsigned char *v2 = test_read_file(tpath("v2.bin"), &n);
     struct {
         size_t off;
         int32_t v;
@@ -441,7 +430,7 @@ static void test_safetensors_hostile(void) {
 
 static int32_t *sample_tokens(const struct gq_tokenizer *tok, int n) {
     size_t len;
-    char *text = (char *)read_all(dpath("tinystories/tinystories_sample.txt"), &len);
+    char *text = (char *)test_read_file(dpath("tinystories/tinystories_sample.txt"), &len);
     if (!text) return NULL;
     text[len] = 0;
     int32_t *ids = NULL;
@@ -521,7 +510,7 @@ static void test_hf_dir(const char *dir, bool f16, const struct gq_gguf *g, cons
 
 static void copy_file(const char *from, const char *to) {
     size_t n;
-    unsigned char *b = read_all(from, &n);
+    unsigned char *b = test_read_file(from, &n);
     if (!b) {
         fprintf(stderr, "cannot read %s\n", from);
         exit(1);
@@ -543,7 +532,7 @@ static void test_hf_hostile(const char *fix) {
     }
     snprintf(src, sizeof src, "%s/config.json", fix);
     size_t n;
-    char *cfg = (char *)read_all(src, &n);
+    char *cfg = (char *)test_read_file(src, &n);
     cfg[n] = 0;
     struct {
         const char *from, *to, *what;

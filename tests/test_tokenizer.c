@@ -22,26 +22,10 @@
 #define UNDER_ASAN 0
 #endif
 
-static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *d = malloc((size_t)sz + 1);
-    if (d && fread(d, 1, (size_t)sz, f) != (size_t)sz) {
-        free(d);
-        d = NULL;
-    }
-    fclose(f);
-    if (d) d[sz] = 0;
-    *n = (size_t)sz;
-    return d;
-}
 
 static int32_t *read_i32(const char *path, size_t *n) {
     size_t bytes;
-    char *d = slurp(path, &bytes);
+    char *d = test_read_file(path, &bytes);
     if (!d) return NULL;
     *n = bytes / 4;
     int32_t *v = malloc(bytes + 4);
@@ -86,7 +70,7 @@ static void check_ids(const char *what, const struct gq_tokenizer *t, const int3
 // Checks every case of a tok_*_misc.txt golden (JSON lines).
 static void check_misc(const char *name, const struct gq_tokenizer *t, const char *golden, bool spm_ref) {
     size_t n;
-    char *d = slurp(golden, &n);
+    char *d = test_read_file(golden, &n);
     CHECKF(d != NULL, "cannot read %s", golden);
     if (!d) return;
     int cases = 0;
@@ -159,7 +143,7 @@ static void test_smollm2(const char *dd) {
     char path[512];
     snprintf(path, sizeof path, "%s/wikitext-2-raw/wiki.test.raw", dd);
     size_t n_text, n_want;
-    char *text = slurp(path, &n_text);
+    char *text = test_read_file(path, &n_text);
     int32_t *want = read_i32("tests/golden/tok_smollm2_wikitext_test.i32", &n_want);
     CHECKF(text && want, "cannot read %s or the golden", path);
     if (text && want) {
@@ -247,7 +231,7 @@ static void test_stories(const char *dd) {
     char sample[512];
     snprintf(sample, sizeof sample, "%s/tinystories/tinystories_sample.txt", dd);
     size_t n_text = 0, n_want = 0;
-    char *text = slurp(sample, &n_text);
+    char *text = test_read_file(sample, &n_text);
     int32_t *want = read_i32("tests/golden/tok_stories260k_tinystories.i32", &n_want);
     CHECKF(text && want, "cannot read %s or its golden", sample);
 
@@ -312,7 +296,7 @@ static void test_stories(const char *dd) {
         snprintf(p1, sizeof p1, "%s/models/stories260K/greedy_t0_tokens.txt", dd);
         snprintf(p2, sizeof p2, "%s/models/stories260K/greedy_t0.txt", dd);
         size_t n1, n2;
-        char *toks = slurp(p1, &n1), *exp = slurp(p2, &n2);
+        char *toks = test_read_file(p1, &n1), *exp = test_read_file(p2, &n2);
         CHECKF(toks && exp, "cannot read the greedy goldens");
         if (toks && exp) {
             int32_t ids[1024];
@@ -369,7 +353,7 @@ static void test_hostile(const char *dd) {
     char tokbin[512];
     snprintf(tokbin, sizeof tokbin, "%s/models/stories260K/tok512.bin", dd);
     size_t n;
-    char *d = slurp(tokbin, &n);
+    char *d = test_read_file(tokbin, &n);
     if (d) {
         expect_fail(gq_tokenizer_from_llama2c(tokbin, 513, &t), tokbin, "tok512.bin with vocab 513");
         CHECK(strstr(gq_last_error(), "truncated") != NULL);
@@ -469,7 +453,7 @@ static void test_hostile(const char *dd) {
         gq_tokenizer_free(t);
     }
     // Truncations of a real tokenizer.json.
-    d = slurp("build/fixtures/stories260k/tokenizer.json", &n);
+    d = test_read_file("build/fixtures/stories260k/tokenizer.json", &n);
     if (d) {
         size_t step = 211;
         for (size_t cut = 0; cut < n - 1; cut += step) {

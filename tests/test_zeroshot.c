@@ -15,17 +15,6 @@
 #define SMOL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define GOLDEN "tests/golden/zeroshot_smollm2_first50.jsonl"
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    b[fread(b, 1, (size_t)n, f)] = 0;
-    fclose(f);
-    return b;
-}
 
 static int argmax(const double *v, int n) {
     int a = 0;
@@ -36,7 +25,8 @@ static int argmax(const double *v, int n) {
 static double worst_rel = 0;
 
 static void test_golden(const struct gq_model *m, const char *zsdir) {
-    char *text = slurp(GOLDEN);
+    size_t n_text;
+    char *text = test_read_file(GOLDEN, &n_text);
     CHECKF(text != NULL, "cannot read %s", GOLDEN);
     if (!text) return;
     struct gq_zs_params p = {.data_dir = zsdir, .limit = 50};
