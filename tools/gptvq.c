@@ -3,6 +3,7 @@
 #include "../src/io/gguf.h"
 #include "../src/quant/vqpack.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -857,8 +858,11 @@ static int cmd_eval(int argc, char **argv) {
         FILE *f = fopen(tmp, "w");
         if (!f) rc = die("%s: cannot create: %s", tmp, strerror(errno));
         if (f) {
-            fprintf(f, "{\n  \"model\": \"%s\",\n  \"gptvq_version\": \"%s\",\n  \"limit\": %d,\n  \"weights\": \"%s\",\n",
-                    model, GQ_VERSION_STRING, p.limit, dequant ? "f32" : "as stored");
+            cJSON *js = cJSON_CreateString(model); // the path, escaped
+            char *jm = js ? cJSON_PrintUnformatted(js) : NULL;
+            fprintf(f, "{\n  \"model\": %s,\n  \"gptvq_version\": \"%s\",\n  \"limit\": %d,\n  \"weights\": \"%s\",\n",
+                    jm ? jm : "null", GQ_VERSION_STRING, p.limit, dequant ? "f32" : "as stored");
+            free(jm), cJSON_Delete(js);
             fprintf(f, "  \"conventions\": {\"harness\": \"lm-evaluation-harness v0.4\", \"target_delimiter\": \" \", "
                        "\"acc\": \"argmax sum log-likelihood\", \"acc_norm\": \"argmax log-likelihood / choice length in characters\", "
                        "\"tokenization\": \"ctx=encode(context), cont=encode(context+continuation)[len(ctx):], trailing context spaces moved to the continuation\", "
