@@ -153,6 +153,29 @@ static void test_malformed(const struct gq_model *m) {
                "lambada_test.jsonl:1: field \"text\" is not a string");
 }
 
+// A LAMBADA text without a space: empty context, scored after [EOS] (the
+// harness's rule); the continuation keeps all of its tokens.
+static void test_empty_context(const struct gq_model *m) {
+    char dir[] = "/tmp/gq_zs_XXXXXX", sub[512], path[600];
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(sub, sizeof sub, "%s/lambada", dir);
+    mkdir(sub, 0755);
+    snprintf(path, sizeof path, "%s/lambada_test.jsonl", sub);
+    FILE *f = fopen(path, "w");
+    fputs("{\"text\": \"Hello\"}\n{\"text\": \"Hello there\"}\n", f);
+    fclose(f);
+    struct gq_zs_params p = {.data_dir = dir};
+    struct gq_zs_result r;
+    CHECK_OK(gq_zs_eval(m, GQ_ZS_LAMBADA, &p, &r));
+    if (r.n == 2) {
+        CHECKF(r.ex[0].ctx_ntok[0] == 1 && r.ex[0].cont_ntok[0] == 1, "empty context: %d + %d tokens, want 1 + 1",
+               r.ex[0].ctx_ntok[0], r.ex[0].cont_ntok[0]);
+        CHECK(r.ex[1].ctx_ntok[0] == 1 && r.ex[1].cont_ntok[0] == 1 && isfinite(r.ex[0].ll[0]) && r.ex[0].ll[0] < 0);
+        gq_zs_result_free(&r);
+    }
+    remove(path), rmdir(sub), rmdir(dir);
+}
+
 int main(void) {
     if (access(SMOL, R_OK) != 0) SKIP("%s missing (run scripts/setup.sh)", SMOL);
     char zsdir[1024];
@@ -163,6 +186,7 @@ int main(void) {
     CHECK_OK(gq_model_load(SMOL, &lp, &m));
     if (!m) return test_done("test_zeroshot");
     test_malformed(m);
+    test_empty_context(m);
     test_golden(m, zsdir);
     gq_model_free(m);
     return test_done("test_zeroshot");

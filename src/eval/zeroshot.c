@@ -392,22 +392,23 @@ static enum gq_status encode_pair(const struct scorer *sc, const struct zs_req *
     enum gq_status s = gq_tokenize(tok, r->ctx, cut, sc->add_bos, false, &a, &na);
     if (s == GQ_OK) s = gq_tokenize(tok, whole, strlen(whole), sc->add_bos, false, &w, &nw);
     free(whole);
-    if (s == GQ_OK && na == 0) { // empty context: the end-of-text token
+    const size_t na0 = na; // the continuation starts after the context's own tokens
+    if (s == GQ_OK && na == 0) { // empty context: the end-of-text token in front
         free(a);
         a = malloc(sizeof *a);
         if (!a) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
         else a[0] = gq_tokenizer_eos(tok), na = 1;
         if (s == GQ_OK && a[0] < 0) s = gq_fail(GQ_ERR_UNSUPPORTED, "empty context and the model has no EOS token");
     }
-    if (s == GQ_OK && nw <= na)
+    if (s == GQ_OK && nw <= na0)
         s = gq_fail(GQ_ERR_ARG, "continuation \"%.40s\" has no tokens of its own", r->cont);
     if (s != GQ_OK) {
         free(a), free(w);
         return s;
     }
     *ctx = a, *nctx = (int)na;
-    *ncont = (int)(nw > na ? nw - na : 0);
-    memmove(w, w + (nw > na ? na : nw), sizeof(int32_t) * (size_t)*ncont);
+    *ncont = (int)(nw - na0);
+    memmove(w, w + na0, sizeof(int32_t) * (size_t)*ncont);
     *cont = w;
     return GQ_OK;
 }
