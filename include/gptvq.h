@@ -163,7 +163,8 @@ int gq_zs_task_find(const char *name); // -1 when unknown
 
 struct gq_zs_params {
     const char *data_dir; // NULL: ../shared/data/zeroshot
-    int limit;            // first N examples of the task; 0: all
+    int offset;           // skip the first examples (for runs in pieces)
+    int limit;            // N examples of the task (after offset); 0: all
     bool progress;        // progress + ETA on stderr
 };
 

@@ -48,6 +48,9 @@ mkdir -p "$T/zs/winogrande"
 printf '{"sentence": "A _ b.", "option1": "x", "option2": "y", "answer": "1"}\n{"sentence": "no blank", "option1": "x", "option2": "y", "answer": "1"}\n' >"$T/zs/winogrande/validation.jsonl"
 expect_error "eval: bad example" "validation.jsonl:2: sentence has no \"_\"" $G eval "$S" --tasks winogrande --data-dir "$T/zs" --json "$T/zs.json" --quiet
 [ -e "$T/zs.json" ] && { echo "FAIL: eval left $T/zs.json behind"; fail=1; }
+mkdir -p "$T/zs1/boolq"
+printf '{"question": "is it", "passage": "It is.", "answer": true}\n' >"$T/zs1/boolq/validation.jsonl"
+expect_error "eval: offset past the end" "1 examples, none after the first 1" $G eval "$S" --tasks boolq --data-dir "$T/zs1" --offset 1 --quiet
 expect_ok "eval on stories260K" $G eval "$S" --tasks winogrande,lambada --limit 3 --quiet --json "$T/ok.json" --samples "$T/ok.jsonl"
 [ "$(wc -l <"$T/ok.jsonl")" -eq 6 ] && grep -q '"mean_acc"' "$T/ok.json" || { echo "FAIL: eval outputs"; fail=1; }
 for c in ppl generate inspect eval; do expect_ok "$c --help" $G $c --help; done

@@ -730,6 +730,7 @@ static const char *EVAL_HELP =
     "                     piqa,arc_easy,arc_challenge,hellaswag,winogrande,boolq,lambada\n"
     "  --data-dir DIR     the JSON-lines sets (default ../shared/data/zeroshot)\n"
     "  --limit N          only the first N examples of each task\n"
+    "  --offset N         skip the first N examples (with --limit: run a long task in pieces)\n"
     "  --threads N        OpenMP threads (default: all cores)\n"
     "  --json FILE        metrics, conventions and settings as JSON\n"
     "  --samples FILE     one JSON line per example: log-likelihoods, token counts, prediction\n"
@@ -760,7 +761,7 @@ static int cmd_eval(int argc, char **argv) {
     const char *json = NULL, *samples = NULL;
     struct gq_zs_params p = {.progress = true};
     bool dequant = false;
-    long threads = 0, limit = 0;
+    long threads = 0, limit = 0, offset = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -768,6 +769,7 @@ static int cmd_eval(int argc, char **argv) {
             return 0;
         }
         INT_OPT("--limit", limit, 1, 1 << 30);
+        INT_OPT("--offset", offset, 0, 1 << 30);
         INT_OPT("--threads", threads, 0, 4096);
         if (!strcmp(a, "--tasks") || !strcmp(a, "--data-dir") || !strcmp(a, "--json") || !strcmp(a, "--samples")) {
             const char *v = opt_value(argc, argv, &i);
@@ -797,7 +799,7 @@ static int cmd_eval(int argc, char **argv) {
         list[nt++] = id;
         t += n + (t[n] == ',');
     }
-    p.limit = (int)limit;
+    p.limit = (int)limit, p.offset = (int)offset;
     gq_set_threads((int)threads);
     struct gq_model *m = NULL;
     if (load_model(model, NULL, !dequant, &m)) return 1;
@@ -860,8 +862,8 @@ static int cmd_eval(int argc, char **argv) {
         if (f) {
             cJSON *js = cJSON_CreateString(model); // the path, escaped
             char *jm = js ? cJSON_PrintUnformatted(js) : NULL;
-            fprintf(f, "{\n  \"model\": %s,\n  \"gptvq_version\": \"%s\",\n  \"limit\": %d,\n  \"weights\": \"%s\",\n",
-                    jm ? jm : "null", GQ_VERSION_STRING, p.limit, dequant ? "f32" : "as stored");
+            fprintf(f, "{\n  \"model\": %s,\n  \"gptvq_version\": \"%s\",\n  \"offset\": %d,\n  \"limit\": %d,\n  \"weights\": \"%s\",\n",
+                    jm ? jm : "null", GQ_VERSION_STRING, p.offset, p.limit, dequant ? "f32" : "as stored");
             free(jm), cJSON_Delete(js);
             fprintf(f, "  \"conventions\": {\"harness\": \"lm-evaluation-harness v0.4\", \"target_delimiter\": \" \", "
                        "\"acc\": \"argmax sum log-likelihood\", \"acc_norm\": \"argmax log-likelihood / choice length in characters\", "

@@ -304,9 +304,9 @@ static enum gq_status load_doc(int task, const struct at *at, const cJSON *o, co
     }
 }
 
-// Reads the task's file (and PIQA's label file) under dir: the first limit
-// documents (0: all).
-static enum gq_status load_task(int task, const char *dir, int limit, struct zs_docs *ds) {
+// Reads the task's file (and PIQA's label file) under dir: limit documents
+// (0: all) after the first skip ones (which are parsed and checked too).
+static enum gq_status load_task(int task, const char *dir, int skip, int limit, struct zs_docs *ds) {
     char path[4096], lpath[4096];
     snprintf(path, sizeof path, "%s/%s", dir, task_files[task]);
     snprintf(lpath, sizeof lpath, "%s/piqa/valid-labels.lst", dir);
@@ -316,7 +316,7 @@ static enum gq_status load_task(int task, const char *dir, int limit, struct zs_
     if (s == GQ_OK && task == GQ_ZS_PIQA) s = gq_read_file(lpath, &labels, &llen);
     struct at at = {path, 0};
     char *lp = labels;
-    for (size_t i = 0; s == GQ_OK && i < len && (limit <= 0 || ds->n < limit);) {
+    for (size_t i = 0; s == GQ_OK && i < len && (limit <= 0 || ds->n < skip + limit);) {
         size_t j = i;
         while (j < len && text[j] != '\n') j++;
         at.line++;
@@ -355,7 +355,15 @@ static enum gq_status load_task(int task, const char *dir, int limit, struct zs_
         }
         i = j + 1;
     }
-    if (s == GQ_OK && ds->n == 0) s = gq_fail(GQ_ERR_FORMAT, "%s: no examples", path);
+    if (s == GQ_OK && ds->n <= skip)
+        s = ds->n == 0 ? gq_fail(GQ_ERR_FORMAT, "%s: no examples", path)
+                       : gq_fail(GQ_ERR_ARG, "%s: %d examples, none after the first %d", path, ds->n, skip);
+    if (s == GQ_OK && skip > 0) { // drop the skipped documents
+        for (int i = 0; i < skip; i++)
+            for (int j = 0; j < ds->d[i].n; j++) free(ds->d[i].r[j].ctx), free(ds->d[i].r[j].cont);
+        memmove(ds->d, ds->d + skip, sizeof *ds->d * (size_t)(ds->n - skip));
+        ds->n -= skip;
+    }
     free(text), free(labels);
     if (s != GQ_OK) docs_free(ds);
     return s;
@@ -475,7 +483,8 @@ enum gq_status gq_zs_eval(const struct gq_model *m, int task, const struct gq_zs
     if (task < 0 || task >= GQ_ZS_N_TASKS) return gq_fail(GQ_ERR_ARG, "zero-shot: unknown task %d", task);
     const double t0 = gq_time_s();
     struct zs_docs ds = {0};
-    GQ_TRY(load_task(task, p->data_dir ? p->data_dir : "../shared/data/zeroshot", p->limit, &ds));
+    if (p->offset < 0 || p->limit < 0) return gq_fail(GQ_ERR_ARG, "zero-shot: negative offset or limit");
+    GQ_TRY(load_task(task, p->data_dir ? p->data_dir : "../shared/data/zeroshot", p->offset, p->limit, &ds));
     struct scorer sc = {.m = m, .add_bos = gq_tokenizer_add_bos(m->tok) && gq_tokenizer_bos(m->tok) >= 0};
     // tokenize everything first: the longest input sizes the KV cache
     const int nreq_max = GQ_ZS_MAX_CHOICES;
