@@ -340,7 +340,7 @@ static void vq_gemv_q8_scalar(const struct gq_vqrt *v, const float *xp, const in
             const int64_t g = (int64_t)rt * h->n_ct + ct;
             const int8_t *cb = (const int8_t *)v->p.part[GQ_VQP_CB] + (size_t)g * h->k * d;
             const float sc = gq_vqp_f16(v->p.part[GQ_VQP_CBS], g) * xs[ct];
-            const int v0 = (v->ct_start[ct] - h->n_out) / d, v1 = (v->ct_start[ct + 1] - h->n_out) / d;
+            const int v0 = v->vt_start[ct], v1 = v->vt_start[ct + 1];
             const int8_t *x = xq + h->n_out;
             for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
                 int32_t sum = 0;
@@ -354,14 +354,7 @@ static void vq_gemv_q8_scalar(const struct gq_vqrt *v, const float *xp, const in
     }
 }
 
-AVX2_FN static inline int32_t hsum_i32(__m256i a) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
-
-// Σ c · x over 32 (or 16) byte pairs: sign trick (|x| unsigned × sign-moved
+// Σ c · x over 32 byte pairs: sign trick (|x| unsigned × sign-moved
 // c, pairs summed in int16: at most 2 · 127 · 127), then pairs of int16 into
 // int32 lanes.
 AVX2_FN static inline __m256i dot_i8(__m256i c, __m256i x, __m256i ax) {
