@@ -92,7 +92,7 @@ static void vq_decode_rows_pos(const struct gq_vqrt *v, int r0, int r1, float *o
         for (int ct = 0; ct < h->n_ct; ct++) {
             const int64_t g = (int64_t)rt * h->n_ct + ct;
             for (int s = 0; s < h->stages; s++) gq_vqpack_codebook(&v->p, s, g, cb + (size_t)s * kd);
-            const int v0 = (v->ct_start[ct] - h->n_out) / d, v1 = (v->ct_start[ct + 1] - h->n_out) / d;
+            const int v0 = v->vt_start[ct], v1 = v->vt_start[ct + 1];
             for (int r = ra; r < rb; r++) {
                 float *q = out + (size_t)(r - r0) * n + h->n_out;
                 for (int vec = v0; vec < v1; vec++) {
@@ -130,6 +130,17 @@ static void vq_outliers(const struct gq_vqrt *v, const float *xp, float *y, int 
     }
 }
 
+// part + Σ_j (c0[j] (+ c1[j])) · x[j · sj] for vector vec of row r (float, j
+// ascending): the scalar reference's step and the AVX2 kernels' rest.
+static inline float vq_vec_dot(const struct gq_vqrt *v, const float *cb, int r, int vec, const float *x, size_t sj,
+                               float part) {
+    const int d = v->p.h.d;
+    const float *c0 = cb + (size_t)vq_index(v, 0, r, vec) * d;
+    const float *c1 = v->p.h.stages > 1 ? cb + (size_t)v->p.h.k * d + (size_t)vq_index(v, 1, r, vec) * d : NULL;
+    for (int j = 0; j < d; j++) part += (c1 ? c0[j] + c1[j] : c0[j]) * x[(size_t)j * sj];
+    return part;
+}
+
 // Scalar reference.
 static void vq_gemv_scalar(const struct gq_vqrt *v, const float *xp, float *y, float *cbs) {
     const struct gq_vqpack_hdr *h = &v->p.h;
@@ -141,18 +152,14 @@ static void vq_gemv_scalar(const struct gq_vqrt *v, const float *xp, float *y, f
         for (int ct = 0; ct < h->n_ct; ct++) {
             const int64_t g = (int64_t)rt * h->n_ct + ct;
             for (int s = 0; s < h->stages; s++) gq_vqpack_codebook(&v->p, s, g, cb + (size_t)s * kd);
-            const int v0 = (v->ct_start[ct] - h->n_out) / d, v1 = (v->ct_start[ct + 1] - h->n_out) / d;
+            const int v0 = v->vt_start[ct], v1 = v->vt_start[ct + 1];
             const float *x = xp + h->n_out;
             for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) {
                 float acc = 0;
                 for (int b0 = v0, blk = v->blk0[ct]; b0 < v1; blk++) {
                     const int b1 = nb && b0 + nb < v1 ? b0 + nb : v1;
                     float part = 0;
-                    for (int vec = b0; vec < b1; vec++) {
-                        const float *c0 = cb + (size_t)vq_index(v, 0, r, vec) * d;
-                        const float *c1 = h->stages > 1 ? cb + kd + (size_t)vq_index(v, 1, r, vec) * d : NULL;
-                        for (int j = 0; j < d; j++) part += (c1 ? c0[j] + c1[j] : c0[j]) * x[(size_t)vec * d + j];
-                    }
+                    for (int vec = b0; vec < b1; vec++) part = vq_vec_dot(v, cb, r, vec, x + (size_t)vec * d, 1, part);
                     acc += nb ? part * vq_norm_scale(v, g, r, blk) : part;
                     b0 = b1;
                 }
@@ -246,7 +253,7 @@ AVX2_FN static void vq_tile_avx2(const struct gq_vqrt *v, const float *xp, const
                 for (int m = 0; m < h->k; m++) (m < 8 ? lo : hv)[m & 7] = cb[(size_t)m * d + j];
                 tlo[j] = _mm256_loadu_ps(lo), thi[j] = _mm256_loadu_ps(hv);
             }
-        const int v0 = (v->ct_start[ct] - h->n_out) / d, v1 = (v->ct_start[ct + 1] - h->n_out) / d;
+        const int v0 = v->vt_start[ct], v1 = v->vt_start[ct + 1];
         int r = v->rt_start[rt];
         // k <= 16: four rows at a time share the x loads and keep four
         // independent FMA chains; the rows left over (and k > 16) go one
@@ -265,10 +272,7 @@ AVX2_FN static void vq_tile_avx2(const struct gq_vqrt *v, const float *xp, const
                 }
                 for (int q = 0; q < 4; q++) {
                     float part = hsum256(pv[q]);
-                    for (int t = vec; t < b1; t++) {
-                        const float *c0 = cb + (size_t)vq_index(v, 0, r + q, t) * d;
-                        for (int j = 0; j < d; j++) part += c0[j] * xd[(size_t)j * nv + t];
-                    }
+                    for (int t = vec; t < b1; t++) part = vq_vec_dot(v, cb, r + q, t, xd + t, nv, part);
                     acc[q] += nb ? part * vq_norm_scale(v, g, r + q, blk) : part;
                 }
                 b0 = b1;
@@ -291,11 +295,7 @@ AVX2_FN static void vq_tile_avx2(const struct gq_vqrt *v, const float *xp, const
                     }
                 }
                 float part = hsum256(pv);
-                for (; vec < b1; vec++) {
-                    const float *c0 = cb + (size_t)vq_index(v, 0, r, vec) * d;
-                    const float *c1 = h->stages > 1 ? cb + kd + (size_t)vq_index(v, 1, r, vec) * d : NULL;
-                    for (int j = 0; j < d; j++) part += (c1 ? c0[j] + c1[j] : c0[j]) * xd[(size_t)j * nv + vec];
-                }
+                for (; vec < b1; vec++) part = vq_vec_dot(v, cb, r, vec, xd + vec, nv, part);
                 acc += nb ? part * vq_norm_scale(v, g, r, blk) : part;
                 b0 = b1;
             }
