@@ -718,6 +718,22 @@ static int cmd_export(int argc, char **argv) {
     return 0;
 }
 
+// Writes len bytes to path through path.tmp and a rename, so that no partial
+// file is left under the name; returns 0, or die()'s code with the error.
+static int write_file_atomic(const char *path, const char *text, size_t len) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return die("%s: cannot create: %s", tmp, strerror(errno));
+    bool ok = fwrite(text, 1, len, f) == len;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return die("%s: cannot write: %s", path, strerror(errno));
+    }
+    return 0;
+}
+
 // ---------------------------------------------------------------------------
 static const char *EVAL_HELP =
     "usage: gptvq eval MODEL [options]\n"
@@ -830,12 +846,11 @@ static int cmd_eval(int argc, char **argv) {
     mse = sqrt(mse) / nt;
     printf("| mean acc | | %.4f | %.4f | | | | | |\n", macc, mse);
     int rc = 0;
-    if (samples) { // one line per example; written to a temporary name, then renamed
-        char tmp[4096];
-        snprintf(tmp, sizeof tmp, "%s.tmp", samples);
-        FILE *f = fopen(tmp, "w");
-        if (!f) rc = die("%s: cannot create: %s", tmp, strerror(errno));
-        for (int k = 0; f && k < nt; k++)
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f;
+    if (samples && (f = open_memstream(&text, &len))) { // one line per example
+        for (int k = 0; k < nt; k++)
             for (int i = 0; i < r[k].n; i++) {
                 const struct gq_zs_example *e = &r[k].ex[i];
                 fprintf(f, "{\"task\": \"%s\", \"idx\": %d, \"gold\": %d, \"pred\": %d, \"pred_norm\": %d, \"ll\": [",
@@ -851,39 +866,39 @@ static int cmd_eval(int argc, char **argv) {
                 for (int j = 0; j < e->n_req; j++) fprintf(f, "%s%d", j ? ", " : "", e->chars[j]);
                 fprintf(f, "]}\n");
             }
-        if (f && (fclose(f) != 0 || rename(tmp, samples) != 0)) rc = die("%s: cannot write: %s", samples, strerror(errno));
-        if (rc) remove(tmp);
+        fclose(f);
+        rc = write_file_atomic(samples, text, len);
+        free(text), text = NULL;
+    } else if (samples) {
+        rc = die("out of memory");
     }
-    if (json && !rc) {
-        char tmp[4096];
-        snprintf(tmp, sizeof tmp, "%s.tmp", json);
-        FILE *f = fopen(tmp, "w");
-        if (!f) rc = die("%s: cannot create: %s", tmp, strerror(errno));
-        if (f) {
-            cJSON *js = cJSON_CreateString(model); // the path, escaped
-            char *jm = js ? cJSON_PrintUnformatted(js) : NULL;
-            fprintf(f, "{\n  \"model\": %s,\n  \"gptvq_version\": \"%s\",\n  \"offset\": %d,\n  \"limit\": %d,\n  \"weights\": \"%s\",\n",
-                    jm ? jm : "null", GQ_VERSION_STRING, p.offset, p.limit, dequant ? "f32" : "as stored");
-            free(jm), cJSON_Delete(js);
-            fprintf(f, "  \"conventions\": {\"harness\": \"lm-evaluation-harness v0.4\", \"target_delimiter\": \" \", "
-                       "\"acc\": \"argmax sum log-likelihood\", \"acc_norm\": \"argmax log-likelihood / choice length in characters\", "
-                       "\"tokenization\": \"ctx=encode(context), cont=encode(context+continuation)[len(ctx):], trailing context spaces moved to the continuation\", "
-                       "\"bos\": \"only when the model adds one\", \"winogrande\": \"partial scoring\", "
-                       "\"lambada\": \"acc = greedy continuation equals the last word; ppl = exp(-mean ll)\", "
-                       "\"stderr\": \"sqrt(p(1-p)/(n-1))\"},\n  \"results\": {\n");
-            for (int k = 0; k < nt; k++) {
-                const struct gq_zs_result *q = &r[k];
-                fprintf(f, "    \"%s\": {\"n\": %d, \"acc\": %.6f, \"acc_stderr\": %.6f", gq_zs_task_name(q->task), q->n,
-                        q->acc, q->acc_stderr);
-                if (q->has_acc_norm) fprintf(f, ", \"acc_norm\": %.6f, \"acc_norm_stderr\": %.6f", q->acc_norm, q->acc_norm_stderr);
-                if (q->task == GQ_ZS_LAMBADA) fprintf(f, ", \"ppl\": %.6f", q->ppl);
-                fprintf(f, ", \"seconds\": %.3f, \"examples_per_s\": %.3f, \"tokens_run\": %lld}%s\n", q->seconds,
-                        q->n / q->seconds, (long long)q->n_tokens_run, k + 1 < nt ? "," : "");
-            }
-            fprintf(f, "  },\n  \"mean_acc\": %.6f,\n  \"mean_acc_stderr\": %.6f\n}\n", macc, mse);
-            if (fclose(f) != 0 || rename(tmp, json) != 0) rc = die("%s: cannot write: %s", json, strerror(errno));
-            if (rc) remove(tmp);
+    if (json && !rc && (f = open_memstream(&text, &len))) {
+        cJSON *js = cJSON_CreateString(model); // the path, escaped
+        char *jm = js ? cJSON_PrintUnformatted(js) : NULL;
+        fprintf(f, "{\n  \"model\": %s,\n  \"gptvq_version\": \"%s\",\n  \"offset\": %d,\n  \"limit\": %d,\n  \"weights\": \"%s\",\n",
+                jm ? jm : "null", GQ_VERSION_STRING, p.offset, p.limit, dequant ? "f32" : "as stored");
+        free(jm), cJSON_Delete(js);
+        fprintf(f, "  \"conventions\": {\"harness\": \"lm-evaluation-harness v0.4\", \"target_delimiter\": \" \", "
+                   "\"acc\": \"argmax sum log-likelihood\", \"acc_norm\": \"argmax log-likelihood / choice length in characters\", "
+                   "\"tokenization\": \"ctx=encode(context), cont=encode(context+continuation)[len(ctx):], trailing context spaces moved to the continuation\", "
+                   "\"bos\": \"only when the model adds one\", \"winogrande\": \"partial scoring\", "
+                   "\"lambada\": \"acc = greedy continuation equals the last word; ppl = exp(-mean ll)\", "
+                   "\"stderr\": \"sqrt(p(1-p)/(n-1))\"},\n  \"results\": {\n");
+        for (int k = 0; k < nt; k++) {
+            const struct gq_zs_result *q = &r[k];
+            fprintf(f, "    \"%s\": {\"n\": %d, \"acc\": %.6f, \"acc_stderr\": %.6f", gq_zs_task_name(q->task), q->n, q->acc,
+                    q->acc_stderr);
+            if (q->has_acc_norm) fprintf(f, ", \"acc_norm\": %.6f, \"acc_norm_stderr\": %.6f", q->acc_norm, q->acc_norm_stderr);
+            if (q->task == GQ_ZS_LAMBADA) fprintf(f, ", \"ppl\": %.6f", q->ppl);
+            fprintf(f, ", \"seconds\": %.3f, \"examples_per_s\": %.3f, \"tokens_run\": %lld}%s\n", q->seconds,
+                    q->n / q->seconds, (long long)q->n_tokens_run, k + 1 < nt ? "," : "");
         }
+        fprintf(f, "  },\n  \"mean_acc\": %.6f,\n  \"mean_acc_stderr\": %.6f\n}\n", macc, mse);
+        fclose(f);
+        rc = write_file_atomic(json, text, len);
+        free(text);
+    } else if (json && !rc) {
+        rc = die("out of memory");
     }
     for (int k = 0; k < nt; k++) gq_zs_result_free(&r[k]);
     return rc ? 1 : 0;
