@@ -5,6 +5,7 @@
 // usage: bench_gemv MODEL [R]      (R default 15)
 #include "gptvq.h"
 #include "kern/qmatmul.h"
+#include "model/arch.h"
 #include "model/model.h"
 
 #include <math.h>
@@ -29,21 +30,21 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n; i++) x[i] = sinf(0.37f * (float)i);
     double t = 0, bytes = 0;
     int mats = 0;
-    for (int l = 0; l < m->hp.n_layers; l++) {
-        const struct gq_layer_w *w = &m->layers[l];
-        const struct gq_qweight *q[7] = {w->q_wq, w->q_wk, w->q_wv, w->q_wo, w->q_w_gate, w->q_w_up, w->q_w_down};
-        for (int k = 0; k < 7; k++) {
-            if (!q[k]) continue;
-            gq_qmatmul(y, x, q[k], 1); // warm-up
+    const struct gq_arch *A = gq_arch_find(m->arch);
+    for (int l = 0; l < m->hp.n_layers; l++)
+        for (int i = 0; i < A->n_tensors; i++) { // the block linears kept compressed
+            if (A->tensors[i].kind != GQ_T_LINEAR) continue;
+            const struct gq_qweight *q = *gq_block_qslot(&m->layers[l], &A->tensors[i]);
+            if (!q) continue;
+            gq_qmatmul(y, x, q, 1); // warm-up
             double best = 1e30;
             for (int r = 0; r < reps; r++) {
                 double t0 = cpu_s();
-                gq_qmatmul(y, x, q[k], 1);
+                gq_qmatmul(y, x, q, 1);
                 best = fmin(best, cpu_s() - t0);
             }
-            t += best, bytes += (double)gq_qweight_bytes(q[k]), mats++;
+            t += best, bytes += (double)gq_qweight_bytes(q), mats++;
         }
-    }
     printf("bench_gemv model=%s matrices=%d ms_per_token=%.3f gbs=%.2f\n", argv[1], mats, 1e3 * t, bytes / t / 1e9);
     free(x), free(y);
     gq_model_free(m);
