@@ -9,6 +9,9 @@
 # Environment: TASKS (default all seven, smallest first), LIMIT (first N
 # examples per task; default all), THREADS, EVAL_OPTS (e.g. --dequantize, which
 # is faster on small models: the prefill then needs no weight decoding).
+# Several invocations on the same OUTDIR share the work: each (model, task) is
+# claimed with a lock directory OUTDIR/NAME.TASK....json.lock while it runs
+# (a killed run leaves it behind: remove it to redo that pair).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: bash bench/eval_table.sh OUTDIR MODEL [MODEL ...]" >&2; exit 2; }
@@ -24,9 +27,11 @@ for m in "$@"; do
     for t in ${TASKS//,/ }; do
         j=$out/$name.$t${LIMIT:+.limit$LIMIT}.json
         [ -s "$j" ] && continue
+        mkdir "$j.lock" 2>/dev/null || { echo "eval: $name $t claimed by another run, skipped" >&2; continue; }
         echo "eval: $name $t" >&2
         # shellcheck disable=SC2086
         build/gptvq eval "$m" --tasks "$t" "${lim[@]}" "${thr[@]}" --json "$j" ${EVAL_OPTS:-} >/dev/null
+        rmdir "$j.lock"
     done
 done
 .venv/bin/python - "$out" "$TASKS" "${LIMIT:-}" "$@" <<'EOF'
