@@ -25,6 +25,8 @@ enum gq_status {
     GQ_ERR_NOMEM,       // allocation failed or size overflow
     GQ_ERR_ARG,         // bad argument / impossible option
     GQ_ERR_NUMERIC,     // NaN/Inf or a numerical failure
+    GQ_STOPPED,         // stopped on request (gq_quantize_params.stop_after_blocks): not an error,
+                        // the checkpoint holds the finished blocks
 };
 
 // Message of the last error on this thread ("" if none).
@@ -287,6 +289,18 @@ struct gq_quantize_params {
     // gq_model_save_gguf writes the packed format (docs/format.md); true
     // writes dequantized f32 weights ("fake-quant", for research).
     bool fake_quant;
+    // Resumable runs: with a checkpoint folder, every finished block (its
+    // quantized weights, packed form and reports) is written there as
+    // blk.<layer>.ckpt (atomically, after the block), with a fingerprint of
+    // the model and of every setting above in run.ckpt. A run that finds
+    // blocks 0..L-1 there loads them, replays their calibration forward
+    // (same arithmetic as the first run) and continues at block L: its output
+    // is byte-identical to an uninterrupted run. A folder written with other
+    // settings or another model is refused. The caller removes the folder
+    // once the output is written. stop_after_blocks > 0: return GQ_STOPPED
+    // once that many blocks are in the checkpoint (runs split into pieces).
+    const char *checkpoint_dir;
+    int stop_after_blocks;
 };
 
 // Per-linear outcome, in quantization order.
@@ -327,6 +341,9 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *r, const
                                           const char *path);
 
 void gq_quantize_params_default(struct gq_quantize_params *p);
+// Removes a checkpoint folder's files (run.ckpt, blk.*.ckpt) and the folder
+// when nothing else is in it; a missing folder is not an error.
+enum gq_status gq_quantize_checkpoint_remove(const char *dir);
 enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep);
 
 // Writes m as GGUF (the source must be a GGUF: its metadata and the tensors

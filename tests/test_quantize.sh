@@ -8,6 +8,9 @@
 #   and the output carries its gptvq.* metadata and JSON report; GPTVQ beats
 #   GPTQ at fewer bits per value (2.125 vs W2 g32, 3.125 vs W3 g64); the
 #   packed GPTVQ file gives the fake-quant perplexity at a third of the size;
+# resume: a run stopped after 2 blocks (--stop-after, exit 3) or killed with
+# SIGKILL and restarted with the same command writes a byte-identical file
+# (GPTQ, packed GPTVQ); a checkpoint of other settings is refused;
 # plus bad options / unwritable output leave no file behind.
 set -u
 cd "$(dirname "$0")/.."
@@ -165,13 +168,56 @@ done
 [ -s "$T/gptq4.gguf.report.json" ] && grep -q '"rel_error"' "$T/gptq4.gguf.report.json" &&
     echo "ok: JSON report" || { echo "FAIL: JSON report"; fail=1; }
 
+# Resumable runs. Same --threads as the reference run (OpenBLAS sums may
+# depend on the thread count).
+for cfg in "gptq --wbits 3 --group-size 32" "gptvq --vq-dim 2 --bpv 2.25 --em-iters 20"; do
+    set -- $cfg
+    n=$1
+    args=(--calib "$CAL" --nsamples 8 --seqlen 64 --threads 1 --method "$@")
+    "$G" quantize "$S" -o "$T/r_$n.gguf" "${args[@]}" --quiet >/dev/null 2>&1
+    "$G" quantize "$S" -o "$T/s_$n.gguf" "${args[@]}" --quiet --stop-after 2 >/dev/null 2>"$T/err"
+    rc=$?
+    [ $rc -eq 3 ] && [ ! -e "$T/s_$n.gguf" ] && [ -s "$T/s_$n.gguf.ckpt/blk.1.ckpt" ] && [ ! -e "$T/s_$n.gguf.ckpt/blk.2.ckpt" ] &&
+        echo "ok: $n --stop-after 2: exit 3, no output, blocks 0-1 checkpointed" ||
+        { echo "FAIL: $n --stop-after 2 (rc=$rc)"; cat "$T/err"; fail=1; }
+    "$G" quantize "$S" -o "$T/s_$n.gguf" "${args[@]}" --quiet --seed 7 >/dev/null 2>"$T/err"
+    [ $? -ne 0 ] && [ ! -e "$T/s_$n.gguf" ] && grep -q "run.ckpt: this checkpoint belongs to a run with other settings" "$T/err" &&
+        echo "ok: $n checkpoint of other settings refused" || { echo "FAIL: $n foreign checkpoint"; cat "$T/err"; fail=1; }
+    "$G" quantize "$S" -o "$T/s_$n.gguf" "${args[@]}" >/dev/null 2>"$T/err"
+    rc=$?
+    [ $rc -eq 0 ] && grep -q "resuming: blocks 0..1 of 5 restored" "$T/err" && cmp -s "$T/r_$n.gguf" "$T/s_$n.gguf" &&
+        [ ! -e "$T/s_$n.gguf.ckpt" ] && echo "ok: $n resumed run is byte-identical to the uninterrupted one, checkpoint removed" ||
+        { echo "FAIL: $n resume (rc=$rc)"; grep -v $'\e' "$T/err"; fail=1; }
+done
+# A damaged checkpoint block is refused with its name, not misread.
+"$G" quantize "$S" -o "$T/c.gguf" "${args[@]}" --quiet --stop-after 2 >/dev/null 2>&1
+head -c 5000 "$T/c.gguf.ckpt/blk.1.ckpt" >"$T/cut" && mv "$T/cut" "$T/c.gguf.ckpt/blk.1.ckpt"
+"$G" quantize "$S" -o "$T/c.gguf" "${args[@]}" --quiet >/dev/null 2>"$T/err"
+[ $? -ne 0 ] && [ ! -e "$T/c.gguf" ] && grep -q "c.gguf.ckpt/blk.1.ckpt: truncated or corrupt" "$T/err" &&
+    echo "ok: truncated checkpoint block refused: $(grep error "$T/err")" || { echo "FAIL: truncated checkpoint block"; cat "$T/err"; fail=1; }
+# A real kill: SIGKILL once the first block is checkpointed, then the same command.
+args=(--calib "$CAL" --nsamples 8 --seqlen 64 --threads 1 --quiet --method gptvq --vq-dim 2 --bpv 2.25 --em-iters 20)
+"$G" quantize "$S" -o "$T/k.gguf" "${args[@]}" >/dev/null 2>&1 &
+pid=$!
+while kill -0 $pid 2>/dev/null && [ ! -e "$T/k.gguf.ckpt/blk.0.ckpt" ]; do sleep 0.01; done
+kill -9 $pid 2>/dev/null
+wait $pid 2>/dev/null
+if [ -e "$T/k.gguf" ]; then
+    echo "ok: SIGKILL test skipped: the run finished before the kill"
+else
+    nb=$(ls "$T/k.gguf.ckpt" | grep -c '^blk\.[0-9]*\.ckpt$')
+    "$G" quantize "$S" -o "$T/k.gguf" "${args[@]}" >/dev/null 2>"$T/err"
+    [ $? -eq 0 ] && cmp -s "$T/r_gptvq.gguf" "$T/k.gguf" && echo "ok: killed with $nb blocks checkpointed, restarted: byte-identical" ||
+        { echo "FAIL: resume after SIGKILL"; cat "$T/err"; fail=1; }
+fi
+
 # Failures leave nothing behind.
 "$G" quantize "$S" -o "$T/nodir/x.gguf" --method rtn --quiet >/dev/null 2>"$T/err"
 rc=$?
 [ $rc -ne 0 ] && [ ! -e "$T/nodir" ] && grep -q "error: .*nodir/x.gguf: cannot write" "$T/err" && echo "ok: unwritable output: $(cat "$T/err")" ||
     { echo "FAIL: unwritable output (rc=$rc)"; fail=1; }
 "$G" quantize "$S" -o "$T/nocal.gguf" --method gptq --calib "$T/missing.txt" >/dev/null 2>"$T/err"
-[ $? -ne 0 ] && [ ! -e "$T/nocal.gguf" ] && grep -q "missing.txt" "$T/err" && echo "ok: missing --calib file: $(cat "$T/err")" ||
+[ $? -ne 0 ] && [ ! -e "$T/nocal.gguf" ] && [ ! -e "$T/nocal.gguf.ckpt" ] && grep -q "missing.txt" "$T/err" && echo "ok: missing --calib file: $(cat "$T/err")" ||
     { echo "FAIL: missing --calib file"; fail=1; }
 "$G" quantize "$S" -o "$T/tw.gguf" --token-weights some >/dev/null 2>"$T/err"
 [ $? -ne 0 ] && [ ! -e "$T/tw.gguf" ] && echo "ok: --token-weights some rejected" || { echo "FAIL: --token-weights some"; fail=1; }

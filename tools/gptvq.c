@@ -406,6 +406,15 @@ static const char *QUANT_HELP =
     "                        --calib, no forward passes). Later blocks' Hessians depend on how\n"
     "                        earlier blocks were quantized: with the saving run's settings the\n"
     "                        output is identical; with others it reuses that run's curvature.\n"
+    "  --checkpoint DIR      where each finished block is saved (default OUT.gguf.ckpt). A run\n"
+    "                        that stops (killed, out of time, --stop-after) keeps DIR; the same\n"
+    "                        command run again restores the finished blocks, replays their\n"
+    "                        calibration forward and continues: its output is byte-identical\n"
+    "                        to an uninterrupted run with the same --threads. DIR written with\n"
+    "                        other settings or another model is refused. Removed after success.\n"
+    "  --no-checkpoint       no checkpoint\n"
+    "  --stop-after N        stop once N blocks are quantized and checkpointed (exit code 3;\n"
+    "                        split a long run into pieces: rerun without it to continue)\n"
     "  --threads N           threads (default: all cores)\n"
     "  --quiet               no progress bar\n"
     "\n"
@@ -462,7 +471,9 @@ static int cmd_quantize(int argc, char **argv) {
     long vq_dim = p.vq.dim, vq_k = 0, em_iters = p.vq.em_iters, gd_iters = p.vq.gd_iters, norm_block = 0,
          residual = 1, cb_svd = 0;
     int packed = -1; // -1: default (packed for gptvq)
-    bool group_given = false;
+    bool group_given = false, no_ckpt = false;
+    long stop_after = 0;
+    const char *ckpt = NULL;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -486,6 +497,7 @@ static int cmd_quantize(int argc, char **argv) {
         INT_OPT("--seqlen", seqlen, 2, 1 << 20);
         INT_OPT("--seed", seed, 0, 0x7fffffffL);
         INT_OPT("--threads", threads, 0, 4096);
+        INT_OPT("--stop-after", stop_after, 1, 1 << 20);
         FLOAT_OPT("--damp", damp);
         FLOAT_OPT("--sink-weight", sink_weight);
         if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
@@ -500,6 +512,11 @@ static int cmd_quantize(int argc, char **argv) {
             if (!(p.save_hessians = opt_value(argc, argv, &i))) return 2;
             continue;
         }
+        if (!strcmp(a, "--checkpoint")) {
+            if (!(ckpt = opt_value(argc, argv, &i))) return 2;
+            continue;
+        }
+        if (!strcmp(a, "--no-checkpoint")) { no_ckpt = true; continue; }
         if (!strcmp(a, "--load-hessians")) {
             if (!(p.load_hessians = opt_value(argc, argv, &i))) return 2;
             continue;
@@ -616,6 +633,11 @@ static int cmd_quantize(int argc, char **argv) {
     p.seqlen = (int)seqlen;
     p.seed = (uint64_t)seed;
     p.damp = (float)damp;
+    char ckpt_default[4200];
+    snprintf(ckpt_default, sizeof ckpt_default, "%s.ckpt", out);
+    if (no_ckpt && (ckpt || stop_after)) return die("quantize: --no-checkpoint excludes --checkpoint and --stop-after"), 2;
+    p.checkpoint_dir = no_ckpt ? NULL : ckpt ? ckpt : ckpt_default;
+    p.stop_after_blocks = (int)stop_after;
     gq_set_threads((int)threads);
     struct gq_model *m = NULL;
     if (load_model(model, NULL, false, &m)) return 1;
@@ -628,6 +650,15 @@ static int cmd_quantize(int argc, char **argv) {
         s = gq_model_save_gguf(m, out, &p, &rep);
         if (s != GQ_OK) remove(report); // no partial output
     }
+    if (s == GQ_OK && p.checkpoint_dir && gq_quantize_checkpoint_remove(p.checkpoint_dir) != GQ_OK)
+        fprintf(stderr, "quantize: warning: %s\n", gq_last_error());
+    if (s == GQ_STOPPED) {
+        fprintf(stderr, "quantize: %s\n", gq_last_error());
+        gq_quant_report_free(&rep);
+        gq_model_free(m);
+        return 3;
+    }
+    bool kept = s != GQ_OK && p.checkpoint_dir && access(p.checkpoint_dir, F_OK) == 0;
     if (s == GQ_OK) {
         double worst = 0, mean = 0;
         for (int i = 0; i < rep.n; i++) {
@@ -662,7 +693,11 @@ static int cmd_quantize(int argc, char **argv) {
     }
     gq_quant_report_free(&rep);
     gq_model_free(m);
-    if (s != GQ_OK) return die_status(s);
+    if (s != GQ_OK) {
+        die_status(s);
+        if (kept) fprintf(stderr, "quantize: finished blocks are kept in %s: the same command continues from there\n", p.checkpoint_dir);
+        return 1;
+    }
     return 0;
 }
 

@@ -17,6 +17,7 @@
 #include "../model/arch.h"
 #include "../model/model.h"
 #include "../model/tokenizer.h"
+#include "ckpt.h"
 #include "quant.h"
 #include "vq.h"
 #include "vqpack.h"
@@ -454,7 +455,80 @@ static enum gq_status vq_preflight(const struct gq_model *m, const struct gq_arc
     return GQ_OK;
 }
 
-enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep) {
+// The first linear group at or after the FFN input (its calibration pass runs
+// in place and turns the block input into the post-attention residual), or -1.
+static int first_ffn_group(const struct gq_arch *A) {
+    for (int g = GQ_IN_FFN; g < GQ_IN_COUNT; g++)
+        for (int i = 0; i < A->n_tensors; i++)
+            if (A->tensors[i].kind == GQ_T_LINEAR && (int)A->tensors[i].input == g) return g;
+    return -1;
+}
+
+// The rest of block l from `stage` on, in place over every window: the
+// quantized block's outputs become the next block's inputs.
+static enum gq_status finish_block(struct gq_context *c, struct gq_model *m, int l, float *X, int nsamples, int seqlen,
+                                   int stage) {
+    const size_t per = (size_t)seqlen * m->hp.dim;
+    struct gq_block_hooks rest = {.stop_after = -1, .start_at = stage};
+    for (int i = 0; i < nsamples; i++) {
+        GQ_TRY(gq_block_forward(c, l, &m->layers[l], X + i * per, seqlen, 0, &rest));
+        if (gq_check_finite(X + i * per, per, "calibration", "block output") != GQ_OK)
+            return gq_fail(GQ_ERR_NUMERIC, "blk.%d: the quantized block's output is not finite (window %d)", l, i);
+    }
+    return GQ_OK;
+}
+
+// Block l restored from a checkpoint: the windows go through it with the
+// passes the quantizing run made (the in-place pass up to the FFN input, then
+// the rest), so X holds the same bits as in an uninterrupted run.
+static enum gq_status replay_block(struct gq_context *c, struct gq_model *m, const struct gq_arch *A, int l, float *X,
+                                   int nsamples, int seqlen) {
+    const size_t per = (size_t)seqlen * m->hp.dim;
+    int g = first_ffn_group(A);
+    if (g < 0) return finish_block(c, m, l, X, nsamples, seqlen, GQ_IN_ATTN);
+    struct gq_block_hooks upto = {.stop_after = g, .start_at = GQ_IN_ATTN};
+    for (int i = 0; i < nsamples; i++) GQ_TRY(gq_block_forward(c, l, &m->layers[l], X + i * per, seqlen, 0, &upto));
+    return finish_block(c, m, l, X, nsamples, seqlen, GQ_IN_FFN);
+}
+
+// Loads the blocks a checkpoint holds (0, 1, ... up to the first missing
+// one) into the model and the report; *done = how many.
+static enum gq_status resume(struct gq_model *m, const struct gq_quantize_params *p, uint64_t fp,
+                             struct gq_quant_report *rep, int *done) {
+    *done = 0;
+    for (int l = 0; l < m->hp.n_layers; l++) {
+        bool found;
+        int n_r = 0;
+        int64_t ct = 0;
+        GQ_TRY(gq_ckpt_load_block(p->checkpoint_dir, fp, m, l, rep->layers + rep->n, &n_r, &ct, &found));
+        if (!found) break;
+        for (int i = 0; i < n_r; i++) {
+            const struct gq_quant_layer_report *r = &rep->layers[rep->n + i];
+            if (p->method == GQ_METHOD_GPTVQ) rep->vq_bits += r->bits, rep->vq_weights += (int64_t)r->rows * r->cols;
+        }
+        rep->n += n_r;
+        if (p->load_hessians) rep->calib_tokens = ct;
+        *done = l + 1;
+    }
+    if (*done && p->progress)
+        fprintf(stderr, "quantize: resuming: blocks 0..%d of %d restored from %s\n", *done - 1, m->hp.n_layers,
+                p->checkpoint_dir);
+    return GQ_OK;
+}
+
+// After block l: its checkpoint, and the stop a split run asked for.
+static enum gq_status block_done(struct gq_model *m, const struct gq_quantize_params *p, uint64_t fp, int l,
+                                 const struct gq_quant_report *rep, int first_report) {
+    if (!p->checkpoint_dir) return GQ_OK;
+    GQ_TRY(gq_ckpt_save_block(p->checkpoint_dir, fp, m, l, rep->layers + first_report, rep->n - first_report,
+                              rep->calib_tokens));
+    if (p->stop_after_blocks > 0 && l + 1 >= p->stop_after_blocks && l + 1 < m->hp.n_layers)
+        return gq_fail(GQ_STOPPED, "stopped after block %d of %d as asked; the same command without the stop "
+                       "continues from %s", l, m->hp.n_layers, p->checkpoint_dir);
+    return GQ_OK;
+}
+
+static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep) {
     memset(rep, 0, sizeof *rep);
     double t_start = gq_time_s();
     const struct gq_arch *A = gq_arch_find(m->arch);
@@ -476,12 +550,23 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
     }
     rep->layers = calloc((size_t)m->hp.n_layers * n_lin, sizeof *rep->layers);
     if (!rep->layers) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    if (p->stop_after_blocks && !p->checkpoint_dir)
+        return gq_fail(GQ_ERR_ARG, "stopping after %d blocks needs a checkpoint folder", p->stop_after_blocks);
+    uint64_t fp = 0;
+    int done = 0; // blocks restored from the checkpoint
+    if (p->checkpoint_dir) {
+        fp = gq_ckpt_fingerprint(m, p);
+        GQ_TRY(gq_ckpt_open(p->checkpoint_dir, fp));
+        GQ_TRY(resume(m, p, fp, rep, &done));
+    }
     struct gq_progress pr;
     gq_progress_start(&pr, method_name(p->method), (int64_t)m->hp.n_layers * n_lin, p->progress);
+    if (done) gq_progress_update(&pr, rep->n, "restored");
     char extra[96];
 
     if (p->method == GQ_METHOD_RTN) {
-        for (int l = 0; l < m->hp.n_layers; l++)
+        for (int l = done; l < m->hp.n_layers; l++) {
+            int first = rep->n;
             for (int i = 0; i < A->n_tensors; i++) {
                 if (A->tensors[i].kind != GQ_T_LINEAR) continue;
                 struct gq_quant_layer_report *r = &rep->layers[rep->n];
@@ -490,6 +575,12 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
                 snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g", l, r->name, r->rel_error);
                 gq_progress_update(&pr, rep->n, extra);
             }
+            enum gq_status s = block_done(m, p, fp, l, rep, first);
+            if (s != GQ_OK) {
+                gq_progress_end(&pr);
+                return s;
+            }
+        }
         gq_progress_end(&pr);
         rep->seconds_quant = rep->seconds_total = gq_time_s() - t_start;
         return GQ_OK;
@@ -529,9 +620,13 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
         if (s == GQ_OK) s = gq_context_new(m, seqlen, &c);
         for (int i = 0; i < p->nsamples && s == GQ_OK; i++) s = gq_embed(m, toks + (size_t)i * seqlen, seqlen, X + i * per);
         free(toks);
+        double tr = gq_time_s();
+        for (int l = 0; l < done && s == GQ_OK; l++) s = replay_block(c, m, A, l, X, p->nsamples, seqlen);
+        rep->seconds_forward += gq_time_s() - tr;
     }
 
-    for (int l = 0; l < m->hp.n_layers && s == GQ_OK; l++) {
+    for (int l = done; l < m->hp.n_layers && s == GQ_OK; l++) {
+        int first_report = rep->n;
         int stage = GQ_IN_ATTN; // what X holds: block input, or post-attention residual (GQ_IN_FFN)
         for (int g = 0; g < GQ_IN_COUNT && s == GQ_OK; g++) {
             const struct gq_block_tensor *first = NULL;
@@ -594,16 +689,12 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
             }
             rep->seconds_quant += gq_time_s() - t0;
         }
-        if (load) continue;
-        // The quantized block's outputs are the next block's inputs.
-        double t0 = gq_time_s();
-        struct gq_block_hooks rest = {.stop_after = -1, .start_at = stage};
-        for (int i = 0; i < p->nsamples && s == GQ_OK; i++) {
-            s = gq_block_forward(c, l, &m->layers[l], X + i * per, seqlen, 0, &rest);
-            if (s == GQ_OK && gq_check_finite(X + i * per, per, "calibration", "block output") != GQ_OK)
-                s = gq_fail(GQ_ERR_NUMERIC, "blk.%d: the quantized block's output is not finite (window %d)", l, i);
+        if (!load && s == GQ_OK) {
+            double t0 = gq_time_s();
+            s = finish_block(c, m, l, X, p->nsamples, seqlen, stage);
+            rep->seconds_forward += gq_time_s() - t0;
         }
-        rep->seconds_forward += gq_time_s() - t0;
+        if (s == GQ_OK) s = block_done(m, p, fp, l, rep, first_report);
     }
     gq_progress_end(&pr);
     free(Hf);
@@ -611,6 +702,20 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
     free(tmp);
     gq_context_free(c);
     rep->seconds_total = gq_time_s() - t_start;
+    return s;
+}
+
+enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep) {
+    enum gq_status s = quantize_run(m, p, rep);
+    // A run that fails before its first block is checkpointed leaves no
+    // folder behind (the files of a foreign or finished run are not touched:
+    // blk.0 exists then).
+    if (s != GQ_OK && s != GQ_STOPPED && p->checkpoint_dir && !gq_ckpt_has_blocks(p->checkpoint_dir)) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", gq_last_error());
+        gq_quantize_checkpoint_remove(p->checkpoint_dir);
+        gq_fail(s, "%s", msg);
+    }
     return s;
 }
 

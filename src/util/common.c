@@ -21,6 +21,7 @@ const char *gq_status_str(enum gq_status s) {
     case GQ_ERR_NOMEM: return "out of memory";
     case GQ_ERR_ARG: return "bad argument";
     case GQ_ERR_NUMERIC: return "numerical error";
+    case GQ_STOPPED: return "stopped";
     }
     return "unknown error";
 }

@@ -1,0 +1,273 @@
+// ckpt.c - checkpoints of a quantization run (format: ckpt.h).
+#include "ckpt.h"
+
+#include "../model/arch.h"
+#include "../model/model.h"
+#include "vqpack.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define BLK_MAGIC "GQCKBLK1"
+#define BLK_END "GQCKEND1"
+#define RUN_HEADER "gptvq checkpoint 1\n"
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+static uint64_t fnv_str(uint64_t h, const char *s) {
+    if (!s) return fnv(h, "\xff", 1);
+    const char *base = strrchr(s, '/');
+    return fnv(h, base ? base + 1 : s, strlen(base ? base + 1 : s) + 1);
+}
+
+uint64_t gq_ckpt_fingerprint(const struct gq_model *m, const struct gq_quantize_params *p) {
+    // The settings struct with its pointers and the settings that do not
+    // change the output cleared (gq_quantize_params_default zeroes padding).
+    struct gq_quantize_params q;
+    memcpy(&q, p, sizeof q);
+    q.calib_path = q.save_hessians = q.load_hessians = q.checkpoint_dir = NULL;
+    q.progress = false;
+    q.stop_after_blocks = 0;
+    uint64_t h = fnv(0xcbf29ce484222325ull, RUN_HEADER, strlen(RUN_HEADER));
+    h = fnv(h, &q, sizeof q);
+    h = fnv_str(h, p->calib_path);
+    h = fnv_str(h, p->load_hessians);
+    h = fnv_str(h, m->arch);
+    h = fnv(h, &m->hp, sizeof m->hp);
+    const struct gq_arch *A = gq_arch_find(m->arch);
+    for (int i = 0; A && i < A->n_tensors; i++) {
+        const struct gq_block_tensor *t = &A->tensors[i];
+        if (t->kind != GQ_T_LINEAR) continue;
+        size_t n = (size_t)gq_dim_value(&m->hp, t->rows) * (size_t)gq_dim_value(&m->hp, t->cols);
+        for (int l = 0; l < m->hp.n_layers; l += m->hp.n_layers > 1 ? m->hp.n_layers - 1 : 1) {
+            const float *w = *gq_block_slot(&m->layers[l], t);
+            if (w) h = fnv(h, w, n * sizeof *w);
+        }
+        break;
+    }
+    return h;
+}
+
+static void run_path(char *buf, size_t cap, const char *dir) { snprintf(buf, cap, "%s/run.ckpt", dir); }
+static void blk_path(char *buf, size_t cap, const char *dir, int l) { snprintf(buf, cap, "%s/blk.%d.ckpt", dir, l); }
+
+bool gq_ckpt_has_blocks(const char *dir) {
+    char path[4096];
+    blk_path(path, sizeof path, dir, 0);
+    return access(path, F_OK) == 0;
+}
+
+enum gq_status gq_ckpt_open(const char *dir, uint64_t fp) {
+    char path[4096], want[64];
+    snprintf(want, sizeof want, RUN_HEADER "fingerprint %016llx\n", (unsigned long long)fp);
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) return gq_fail(GQ_ERR_IO, "%s: cannot create the checkpoint folder: %s", dir, strerror(errno));
+    run_path(path, sizeof path, dir);
+    char *have = NULL;
+    size_t n = 0;
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        fclose(f);
+        GQ_TRY(gq_read_file(path, &have, &n));
+        bool same = n == strlen(want) && memcmp(have, want, n) == 0;
+        free(have);
+        if (!same)
+            return gq_fail(GQ_ERR_ARG, "%s: this checkpoint belongs to a run with other settings or another model; "
+                           "remove the folder to start over, or restart with that run's settings", path);
+        return GQ_OK;
+    }
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    f = fopen(tmp, "wb");
+    if (!f) return gq_fail(GQ_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
+    bool ok = fputs(want, f) >= 0;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return gq_fail(GQ_ERR_IO, "%s: write failed", path);
+    }
+    return GQ_OK;
+}
+
+enum gq_status gq_quantize_checkpoint_remove(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? GQ_OK : gq_fail(GQ_ERR_IO, "%s: %s", dir, strerror(errno));
+    struct dirent *e;
+    char path[4096];
+    enum gq_status s = GQ_OK;
+    // Only the files a checkpoint consists of: a folder holding anything
+    // else is left in place.
+    while ((e = readdir(d))) {
+        const char *n = e->d_name;
+        size_t len = strlen(n);
+        bool ours = !strcmp(n, "run.ckpt") ||
+                    (!strncmp(n, "blk.", 4) && len > 9 && (!strcmp(n + len - 5, ".ckpt") || !strcmp(n + len - 9, ".ckpt.tmp")));
+        if (!ours) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, n);
+        if (remove(path) != 0 && s == GQ_OK) s = gq_fail(GQ_ERR_IO, "%s: cannot remove: %s", path, strerror(errno));
+    }
+    closedir(d);
+    if (s == GQ_OK && rmdir(dir) != 0 && errno != ENOTEMPTY && errno != EEXIST)
+        s = gq_fail(GQ_ERR_IO, "%s: cannot remove: %s", dir, strerror(errno));
+    return s;
+}
+
+static bool put(FILE *f, const void *p, size_t n) { return fwrite(p, 1, n, f) == n; }
+
+enum gq_status gq_ckpt_save_block(const char *dir, uint64_t fp, struct gq_model *m, int l,
+                                  const struct gq_quant_layer_report *r, int n_r, int64_t calib_tokens) {
+    const struct gq_arch *A = gq_arch_find(m->arch);
+    char path[4096], tmp[4200];
+    blk_path(path, sizeof path, dir, l);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return gq_fail(GQ_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
+    uint32_t n_lin = 0;
+    for (int i = 0; i < A->n_tensors; i++) n_lin += A->tensors[i].kind == GQ_T_LINEAR;
+    uint32_t u[4] = {(uint32_t)l, (uint32_t)n_r, (uint32_t)sizeof *r, n_lin};
+    bool ok = put(f, BLK_MAGIC, 8) && put(f, u, sizeof u) && put(f, &calib_tokens, 8) && put(f, &fp, 8) &&
+              put(f, r, sizeof *r * (size_t)n_r);
+    for (int i = 0; ok && i < A->n_tensors; i++) {
+        const struct gq_block_tensor *t = &A->tensors[i];
+        if (t->kind != GQ_T_LINEAR) continue;
+        const struct gq_vqpack *pk = m->packs ? &m->packs[(size_t)l * A->n_tensors + i] : NULL;
+        if (pk && pk->h.version == 0) pk = NULL;
+        int32_t h[4] = {(int32_t)gq_dim_value(&m->hp, t->rows), (int32_t)gq_dim_value(&m->hp, t->cols), pk != NULL, 0};
+        ok = put(f, h, sizeof h) && put(f, *gq_block_slot(&m->layers[l], t), sizeof(float) * (size_t)h[0] * h[1]);
+        if (ok && pk) {
+            int32_t zero = 0;
+            uint64_t b[GQ_VQP_COUNT];
+            for (int j = 0; j < GQ_VQP_COUNT; j++) b[j] = pk->part[j] ? pk->bytes[j] : 0;
+            ok = put(f, &pk->h, sizeof pk->h) && put(f, &zero, 4) && put(f, b, sizeof b);
+            for (int j = 0; ok && j < GQ_VQP_COUNT; j++) ok = !b[j] || put(f, pk->part[j], b[j]);
+        }
+    }
+    ok = ok && put(f, BLK_END, 8);
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return gq_fail(GQ_ERR_IO, "%s: write failed (disk full?)", path);
+    }
+    return GQ_OK;
+}
+
+// Bounds-checked reader over a mapped file.
+struct rd {
+    const uint8_t *p;
+    size_t n, at;
+    bool bad;
+};
+static const void *take(struct rd *r, size_t n) {
+    if (r->bad || n > r->n - r->at) {
+        r->bad = true;
+        return NULL;
+    }
+    const void *q = r->p + r->at;
+    r->at += n;
+    return q;
+}
+
+enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model *m, int l,
+                                  struct gq_quant_layer_report *rep, int *n_rep, int64_t *calib_tokens, bool *found) {
+    const struct gq_arch *A = gq_arch_find(m->arch);
+    char path[4096];
+    blk_path(path, sizeof path, dir, l);
+    *found = false;
+    FILE *probe = fopen(path, "rb");
+    if (!probe) return GQ_OK;
+    fclose(probe);
+    *found = true;
+    struct gq_mapped_file mf;
+    GQ_TRY(gq_map_file(path, &mf));
+    struct rd r = {.p = (const uint8_t *)mf.data, .n = mf.size};
+    enum gq_status s = GQ_OK;
+    const char *magic = take(&r, 8);
+    uint32_t u[4];
+    uint64_t fp_file = 0;
+    const void *q;
+    if (!magic || memcmp(magic, BLK_MAGIC, 8) != 0) {
+        s = gq_fail(GQ_ERR_FORMAT, "%s: not a gptvq checkpoint block (magic)", path);
+        goto out;
+    }
+    if ((q = take(&r, sizeof u))) memcpy(u, q, sizeof u);
+    if ((q = take(&r, 8))) memcpy(calib_tokens, q, 8);
+    if ((q = take(&r, 8))) memcpy(&fp_file, q, 8);
+    uint32_t n_lin = 0;
+    for (int i = 0; i < A->n_tensors; i++) n_lin += A->tensors[i].kind == GQ_T_LINEAR;
+    if (r.bad || u[0] != (uint32_t)l || u[1] > n_lin || u[2] != sizeof *rep || u[3] != n_lin || fp_file != fp) {
+        s = gq_fail(GQ_ERR_FORMAT, "%s: header does not match this run (block %d, %u linears, this build's report layout)",
+                    path, l, n_lin);
+        goto out;
+    }
+    if ((q = take(&r, sizeof *rep * u[1]))) memcpy(rep, q, sizeof *rep * u[1]);
+    *n_rep = (int)u[1];
+    for (int i = 0; s == GQ_OK && !r.bad && i < A->n_tensors; i++) {
+        const struct gq_block_tensor *t = &A->tensors[i];
+        if (t->kind != GQ_T_LINEAR) continue;
+        int32_t h[4] = {0};
+        if ((q = take(&r, sizeof h))) memcpy(h, q, sizeof h);
+        if (r.bad) break;
+        if (h[0] != gq_dim_value(&m->hp, t->rows) || h[1] != gq_dim_value(&m->hp, t->cols) || (h[2] && !m->packs)) {
+            s = gq_fail(GQ_ERR_FORMAT, "%s: blk.%d.%s: %d x %d%s, this run expects %lld x %lld%s", path, l, t->name,
+                        h[0], h[1], h[2] ? " packed" : "", (long long)gq_dim_value(&m->hp, t->rows),
+                        (long long)gq_dim_value(&m->hp, t->cols), m->packs ? " packed" : "");
+            break;
+        }
+        size_t nb = sizeof(float) * (size_t)h[0] * (size_t)h[1];
+        const void *w = take(&r, nb);
+        if (!w) break;
+        float *W = malloc(nb);
+        if (!W) {
+            s = gq_fail(GQ_ERR_NOMEM, "out of memory");
+            break;
+        }
+        memcpy(W, w, nb);
+        if ((s = gq_model_own(m, W)) != GQ_OK) break;
+        *gq_block_slot(&m->layers[l], t) = W;
+        if (!h[2]) continue;
+        struct gq_vqpack *pk = &m->packs[(size_t)l * A->n_tensors + i];
+        memset(pk, 0, sizeof *pk);
+        uint64_t b[GQ_VQP_COUNT];
+        if ((q = take(&r, sizeof pk->h))) memcpy(&pk->h, q, sizeof pk->h);
+        take(&r, 4);
+        if ((q = take(&r, sizeof b))) memcpy(b, q, sizeof b);
+        if (r.bad) break;
+        int64_t bits[GQ_VQP_COUNT];
+        char what[4200];
+        snprintf(what, sizeof what, "%s: blk.%d.%s", path, l, t->name);
+        if ((s = gq_vqpack_layout(&pk->h, what, bits)) != GQ_OK) break;
+        size_t total = 0;
+        for (int j = 0; j < GQ_VQP_COUNT; j++) {
+            if (b[j] != (uint64_t)(bits[j] + 7) / 8) {
+                s = gq_fail(GQ_ERR_FORMAT, "%s: part %s holds %llu bytes, its header implies %lld", what,
+                            gq_vqpack_suffix(j), (unsigned long long)b[j], (long long)(bits[j] + 7) / 8);
+                break;
+            }
+            total += b[j];
+        }
+        if (s != GQ_OK) break;
+        const uint8_t *src = take(&r, total);
+        if (!src) break;
+        uint8_t *buf = malloc(total ? total : 1);
+        if (!buf) {
+            s = gq_fail(GQ_ERR_NOMEM, "out of memory");
+            break;
+        }
+        memcpy(buf, src, total);
+        if ((s = gq_model_own(m, buf)) != GQ_OK) break;
+        size_t at = 0;
+        for (int j = 0; j < GQ_VQP_COUNT; at += b[j], j++) {
+            pk->part[j] = b[j] ? buf + at : NULL;
+            pk->bytes[j] = b[j];
+        }
+    }
+    if (s == GQ_OK && (r.bad || !(magic = take(&r, 8)) || memcmp(magic, BLK_END, 8) != 0 || r.at != r.n))
+        s = gq_fail(GQ_ERR_FORMAT, "%s: truncated or corrupt checkpoint block", path);
+out:
+    gq_unmap_file(&mf);
+    return s;
+}
