@@ -363,6 +363,11 @@ enum gq_status gq_model_export_gguf(const struct gq_model *m, const char *path, 
 
 // Threads for OpenMP and OpenBLAS (0: leave the default).
 void gq_set_threads(int n);
+// Device of the quantizers' numerical primitives (src/backend/backend.h):
+// "cpu" (default, the reference) or "cuda" (GQ_ERR_UNSUPPORTED with the
+// reason when this build has no CUDA or no device is usable).
+enum gq_status gq_set_device(const char *name);
+const char *gq_device_name(void);
 
 #ifdef __cplusplus
 }

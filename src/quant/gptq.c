@@ -29,6 +29,7 @@
 //
 // Numerics: H, its inverse and the Cholesky factor are in double (LAPACK),
 // and so is the working copy of W; the outputs are float.
+#include "../backend/backend.h"
 #include "quant/quant.h"
 #include "util/common.h"
 
@@ -39,30 +40,6 @@
 #endif
 
 #define GQ_GPTQ_MAX_TRIES 7
-
-// A (n, n) row-major holds the damped H (full). On success A is the upper
-// Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), zero below the diagonal; returns the
-// LAPACK info of the step that failed otherwise. Since the matrices are
-// symmetric we call LAPACK in column-major on row-major memory: the
-// column-major lower triangle is the row-major upper one, so the last potrf
-// leaves exactly GPTQ's torch.linalg.cholesky(Hinv, upper=True).
-static int chol_inverse_upper(double *A, int n) {
-    int info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', n, A, n);
-    if (info) return info;
-    info = LAPACKE_dpotri(LAPACK_COL_MAJOR, 'L', n, A, n);
-    if (info) return info;
-    // potri left H⁻¹ in the row-major upper triangle; mirror it.
-    for (int i = 0; i < n; i++)
-        for (int j = i + 1; j < n; j++) A[(size_t)j * n + i] = A[(size_t)i * n + j];
-    info = LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'L', n, A, n);
-    if (info) return info;
-    for (int i = 0; i < n; i++) {
-        double d = A[(size_t)i * n + i];
-        if (!(d > 0) || !isfinite(d)) return i + 1;
-        for (int j = 0; j < i; j++) A[(size_t)i * n + j] = 0;
-    }
-    return 0;
-}
 
 // Stable sort of column indices by descending key (ties: lower index first).
 void gq_sort_desc(int32_t *perm, const double *key, int n) {
@@ -143,7 +120,11 @@ enum gq_status gq_hinv_prepare(const float *H, int n, float damp, bool act_order
             double d = o->diag[pi];
             o->U[(size_t)i * n + i] = (d > floor ? d : floor) + lam;
         }
-        info = chol_inverse_upper(o->U, n);
+        enum gq_status bs = gq_be()->chol_inverse_upper(o->U, n, &info);
+        if (bs != GQ_OK) {
+            gq_hinv_free(o);
+            return bs;
+        }
         if (!info) {
             o->damp_abs = lam;
             break;
@@ -290,9 +271,14 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
                 for (int j = i + 1; j < i2; j++) w[j] -= err * u[j];
             }
         }
-        if (i2 < n)
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n - i2, count, -1.0, b.Err, B,
-                        U + (size_t)i1 * n + i2, n, 1.0, b.Wd + i2, n);
+        if (i2 < n) {
+            enum gq_status bs = gq_be()->dgemm(false, false, rows, n - i2, count, -1.0, b.Err, B, U + (size_t)i1 * n + i2,
+                                               n, 1.0, b.Wd + i2, n);
+            if (bs != GQ_OK) {
+                buf_free(&b);
+                return bs;
+            }
+        }
     }
 
     for (size_t i = 0; i < nw; i++)

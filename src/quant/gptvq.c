@@ -32,6 +32,7 @@
 // with exact line search, matrix-free: one GEMM (rows × n × n) for the
 // gradient and one for the step. Either result is rounded to the codebook
 // format again and kept only when the objective drops.
+#include "../backend/backend.h"
 #include "quant/vq.h"
 #include "util/common.h"
 
@@ -406,7 +407,7 @@ static void quantize_outliers(struct gq_vq_tensor *t, struct vq_work *w, const d
 // tr(E H Eᵀ) for E (rows, n): one symmetric GEMM into EH, then a dot
 // product in a fixed order.
 static double quad_form(const double *E, const double *Hp, int rows, int n, double *EH) {
-    cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, rows, n, 1.0, Hp, n, E, n, 0.0, EH, n);
+    if (gq_be()->dsymm_right(rows, n, Hp, E, EH) != GQ_OK) return NAN;
     double obj = 0;
     for (size_t i = 0; i < (size_t)rows * n; i++) obj += E[i] * EH[i];
     return obj;
@@ -978,7 +979,7 @@ static enum gq_status update_iterative(const struct gq_vq_tensor *t, const struc
     // r = Aᵀ H (Y − Aθ)
     lookup_theta(t, mp, theta, Q);
     for (size_t i = 0; i < nw; i++) Q[i] = Y[i] - Q[i];
-    cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, rows, n, 1.0, Hp, n, Q, n, 0.0, R, n);
+    enum gq_status bs = gq_be()->dsymm_right(rows, n, Hp, Q, R);
     scatter_theta(t, mp, R, g, m);
     precondition(t, &pc, cg, g, z, m);
     double rz = 0;
@@ -986,9 +987,9 @@ static enum gq_status update_iterative(const struct gq_vq_tensor *t, const struc
     const double rz0 = rz;
     memcpy(pd, z, sizeof(double) * m);
     int it = 0;
-    for (; it < iters && rz > 1e-20 * rz0 && rz > 0; it++) {
+    for (; bs == GQ_OK && it < iters && rz > 1e-20 * rz0 && rz > 0; it++) {
         lookup_theta(t, mp, pd, Q);
-        cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, rows, n, 1.0, Hp, n, Q, n, 0.0, R, n);
+        if ((bs = gq_be()->dsymm_right(rows, n, Hp, Q, R)) != GQ_OK) break;
         scatter_theta(t, mp, R, Gp, m);
         for (size_t a = 0; a < m; a++) Gp[a] += pc.eps * pd[a]; // ridge around θ_pass (r starts at b − Gθ_pass)
         double pGp = 0;
@@ -1009,7 +1010,7 @@ static enum gq_status update_iterative(const struct gq_vq_tensor *t, const struc
     }
     if (iters_done) *iters_done = it;
     free(Q), free(R), free(g), free(Gp), free(pd), free(z), free(pc.F);
-    return GQ_OK;
+    return bs;
 }
 
 // ---------------------------------------------------------------------------
@@ -1203,10 +1204,11 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
             }
             double tf = gq_time_s();
             res->t_assign += tf - ta;
-            if (i2 < n)
-                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n - i2, count, -1.0, w.Err, B,
-                            U + (size_t)i1 * n + i2, n, 1.0, w.Wd + i2, n);
+            if (i2 < n && st == GQ_OK)
+                st = gq_be()->dgemm(false, false, rows, n - i2, count, -1.0, w.Err, B, U + (size_t)i1 * n + i2, n, 1.0,
+                                    w.Wd + i2, n);
             res->t_feedback += gq_time_s() - tf;
+            if (st != GQ_OK) break;
         }
     }
     if (st != GQ_OK) goto done;
@@ -1242,8 +1244,8 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
             for (int r = 0; r < rows; r++) // Y minus the (fixed) outlier part
                 for (int p = 0; p < n; p++)
                     tmp[(size_t)r * n + p] = Y[(size_t)r * n + p] - (p < n_out ? Q0[(size_t)r * n + p] : 0);
-            cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, rows, n, 1.0, Hp, n, tmp, n, 0.0, HY, n);
-            st = svd_compress(&T, &mp, Hp, HY, vp->cb_update == GQ_CB_UPDATE_EXACT, Y, Q0, tmp, tmp2, res);
+            st = gq_be()->dsymm_right(rows, n, Hp, tmp, HY);
+            if (st == GQ_OK) st = svd_compress(&T, &mp, Hp, HY, vp->cb_update == GQ_CB_UPDATE_EXACT, Y, Q0, tmp, tmp2, res);
             free(HY);
             if (st == GQ_OK) {
                 decode_positions(&T, &mp, Q0);
@@ -1269,8 +1271,8 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
                 for (int p = n_out; p < n; p++) tmp[(size_t)r * n + p] = Y[(size_t)r * n + p];
             size_t m_tile = (size_t)T.stages * T.n_ct * k * d; // unknowns of one row tile
             if (vp->cb_update == GQ_CB_UPDATE_EXACT && m_tile <= (size_t)gq_vq_dense_max) {
-                cblas_dsymm(CblasRowMajor, CblasRight, CblasUpper, rows, n, 1.0, Hp, n, tmp, n, 0.0, HY, n);
-                st = update_exact(&T, &mp, Hp, HY, theta);
+                st = gq_be()->dsymm_right(rows, n, Hp, tmp, HY);
+                if (st == GQ_OK) st = update_exact(&T, &mp, Hp, HY, theta);
                 res->update_iters = 1;
             } else if (vp->cb_update == GQ_CB_UPDATE_EXACT) {
                 st = update_iterative(&T, &mp, Hp, tmp, GQ_VQ_CG_MAX_ITERS, true, theta, m, &res->update_iters);
@@ -1297,6 +1299,10 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
         free(Hp), free(tmp), free(tmp2);
         res->t_update = gq_time_s() - tu;
         if (st != GQ_OK) goto done;
+    }
+    if (!isfinite(res->objective)) {
+        st = gq_fail(GQ_ERR_NUMERIC, "gptvq: objective not finite (%s)", *gq_last_error() ? gq_last_error() : "?");
+        goto done;
     }
     gq_vq_decode(&T, W);
     for (size_t i = 0; i < nw; i++)

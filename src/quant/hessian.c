@@ -8,6 +8,7 @@
 // GPTQ rescales H by n/(n+k) on every batch so that it always holds the mean;
 // we keep the plain sum and apply 2/N once at the end, which is the same
 // value without a rounding per batch.
+#include "../backend/backend.h"
 #include "quant/quant.h"
 #include "util/common.h"
 
@@ -43,7 +44,7 @@ enum gq_status gq_hessian_add(struct gq_hessian *H, const float *X, int n_tokens
             H->scratch[i] = x[i];
         }
         // Upper triangle of H += Xcᵀ Xc (Xc: (k, n) row-major).
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, n, k, 1.0, H->scratch, n, 1.0, H->h, n);
+        GQ_TRY(gq_be()->dsyrk_acc(n, k, H->scratch, H->h));
     }
     H->n_samples += n_tokens;
     return GQ_OK;
@@ -69,8 +70,7 @@ void gq_hessian_free(struct gq_hessian *H) {
 
 // tr(A H Aᵀ) for A (rows, cols) double, Hd (cols, cols) double; T is scratch.
 static double trace_quad(const double *A, const double *Hd, double *T, int rows, int cols) {
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, cols, cols, 1.0, A, cols, Hd, cols,
-                0.0, T, cols);
+    if (gq_be()->dgemm(false, false, rows, cols, cols, 1.0, A, cols, Hd, cols, 0.0, T, cols) != GQ_OK) return NAN;
     double s = 0;
     for (size_t i = 0; i < (size_t)rows * cols; i++) s += A[i] * T[i];
     return s;

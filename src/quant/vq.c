@@ -1,6 +1,7 @@
 // vq.c - VQ primitives of GPTVQ: weighted assignment, M-step, seeds, EM,
 // codebook rounding, blockwise normalisation and the bpv configuration.
 // Contract and formulas: vq.h.
+#include "../backend/backend.h"
 #include "quant/vq.h"
 #include "util/common.h"
 
@@ -397,13 +398,15 @@ enum gq_status gq_vq_em(const struct gq_vq_data *D, int k, int iters, enum gq_vq
         free(dist), free(prev), free(used);
         return gq_fail(GQ_ERR_NOMEM, "vq: EM buffers for %lld points, %d centroids", (long long)n, k);
     }
-    enum gq_status ret = GQ_OK;
-    double obj = gq_vq_assign(D, C, k, idx, dist);
+    const struct gq_backend *be = gq_be();
+    double obj = NAN;
+    enum gq_status ret = be->vq_assign(D, C, k, idx, dist, &obj);
     if (st && st->trace) st->trace[0] = obj;
     int it = 0, reseeded = 0;
-    while (it < iters && !isnan(obj)) {
+    while (ret == GQ_OK && it < iters && !isnan(obj)) {
         memcpy(prev, idx, sizeof(int32_t) * n);
-        const int empty = gq_vq_mstep(D, idx, k, C);
+        int empty = 0;
+        if ((ret = be->vq_mstep(D, idx, k, C, &empty)) != GQ_OK) break;
         if (empty) {
             // Each empty centroid, in increasing order, moves onto the point
             // worst served by the M-step's centroids (lowest index on ties),
@@ -427,12 +430,12 @@ enum gq_status gq_vq_em(const struct gq_vq_data *D, int k, int iters, enum gq_vq
                 reseeded++;
             }
         }
-        obj = gq_vq_assign(D, C, k, idx, dist);
+        if ((ret = be->vq_assign(D, C, k, idx, dist, &obj)) != GQ_OK) break;
         it++;
         if (st && st->trace) st->trace[it] = obj;
         if (!memcmp(prev, idx, sizeof(int32_t) * n)) break;
     }
-    if (isnan(obj))
+    if (ret == GQ_OK && isnan(obj))
         ret = gq_fail(GQ_ERR_NUMERIC, "vq: EM objective is NaN (%lld points of dimension %d, %d centroids: "
                       "non-finite data or out of memory)", (long long)n, d, k);
     free(used), free(dist), free(prev);

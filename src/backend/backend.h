@@ -1,0 +1,56 @@
+// backend.h - the small table of numerical primitives the quantizers run on.
+//
+// One algorithm (gptq.c, gptvq.c, hessian.c, vq.c) calls these through the
+// current backend, gq_be(): the CPU backend (cpu.c: OpenBLAS, LAPACKE and the
+// OpenMP VQ kernels of vq.c) is the reference, the CUDA backend (cuda.cu:
+// cuBLAS, cuSOLVER and VQ kernels) implements the same contracts and is
+// checked against it primitive by primitive (tests/test_backend.c).
+// gq_set_device (gptvq.h) selects the backend for the whole process.
+//
+// All matrices are row-major doubles in host memory. Every primitive returns
+// GQ_OK or an error with a message (device errors included).
+#ifndef GQ_BACKEND_H
+#define GQ_BACKEND_H
+
+#include "gptvq.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct gq_vq_data;
+
+struct gq_backend {
+    const char *name;
+    // C (m, n) = alpha · op(A) · op(B) + beta · C, op(X) = X or Xᵀ (ta, tb);
+    // A is (m, k) or (k, m) with leading dimension lda, likewise B and C.
+    // GPTQ's and GPTVQ's lazy block error feedback, the Hessian trace.
+    enum gq_status (*dgemm)(bool ta, bool tb, int m, int n, int k, double alpha, const double *A, int lda,
+                            const double *B, int ldb, double beta, double *C, int ldc);
+    // C (m, n) = A (m, n) · S, S (n, n) symmetric, its upper triangle read.
+    // GPTVQ's objective tr(E H Eᵀ) and codebook update.
+    enum gq_status (*dsymm_right)(int m, int n, const double *S, const double *A, double *C);
+    // H (n, n) += Xᵀ X, X (k, n): the upper triangle of H is updated (the
+    // lower one is left as it is). Hessian accumulation (SYRK).
+    enum gq_status (*dsyrk_acc)(int n, int k, const double *X, double *H);
+    // A (n, n) symmetric positive definite (upper triangle read) is replaced
+    // by the upper Cholesky factor U of A⁻¹ (A⁻¹ = Uᵀ U), the lower triangle
+    // zeroed: GPTQ's "Hinv". *info > 0 when A is not positive definite (A
+    // is then undefined), 0 on success.
+    enum gq_status (*chol_inverse_upper)(double *A, int n, int *info);
+    // Hessian-weighted nearest centroid of every point (contract of
+    // gq_vq_assign, vq.h: argmin, lowest index on ties; dist optional);
+    // *objective = Σ_i dist_i.
+    enum gq_status (*vq_assign)(const struct gq_vq_data *D, const double *C, int k, int32_t *idx, double *dist,
+                                double *objective);
+    // EM M-step (contract of gq_vq_mstep, vq.h); *empty = centroids without points.
+    enum gq_status (*vq_mstep)(const struct gq_vq_data *D, const int32_t *idx, int k, double *C, int *empty);
+};
+
+// The backend gq_set_device selected (the CPU one by default).
+const struct gq_backend *gq_be(void);
+const struct gq_backend *gq_backend_cpu(void);
+// The CUDA backend, or NULL with *why set (built without nvcc, no device,
+// driver error).
+const struct gq_backend *gq_backend_cuda(const char **why);
+
+#endif
