@@ -14,6 +14,15 @@ ASAN    := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 
 SRC     := $(sort $(wildcard src/*/*.c))
 OBJ     := $(SRC:%.c=$(B)/%.o)
+# CUDA plug-in $(B)/libgptvq_cuda.so (src/backend/cuda_kernels.cu), loaded by
+# src/backend/cuda.c on --device cuda: built when nvcc is found (CUDA=0: not).
+# Nothing else links a CUDA library.
+CUDA    ?= $(if $(NVCC),1,0)
+NVCC    ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc))
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+NVFLAGS ?= -O2 -std=c++17 -Xcompiler -fPIC -gencode arch=compute_80,code=sm_80 \
+           -gencode arch=compute_90,code=[sm_90,compute_90]
+CUDA_SO := $(if $(filter 1,$(CUDA)),$(B)/libgptvq_cuda.so)
 AOBJ    := $(SRC:%.c=$(BA)/%.o)
 TESTS   := $(sort $(wildcard tests/test_*.c))
 TBIN    := $(TESTS:tests/%.c=$(B)/tests/%)
@@ -25,11 +34,15 @@ FBIN    := $(FUZZ:tests/fuzz/%.c=$(B)/fuzz/%)
 BENCH   := $(sort $(wildcard bench/*.c))
 BBIN    := $(BENCH:bench/%.c=$(B)/bench/%)
 
-all: $(B)/gptvq
+all: $(B)/gptvq $(CUDA_SO)
 
 $(B)/%.o: %.c $(wildcard include/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+$(B)/libgptvq_cuda.so: src/backend/cuda_kernels.cu src/backend/cuda_kernels.h
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -shared $< -o $@ -L$(CUDA_HOME)/lib64 -Xlinker -rpath,$(CUDA_HOME)/lib64 -lcusolver -lcublas -lcudart
 
 $(BA)/%.o: %.c $(wildcard include/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
@@ -62,7 +75,7 @@ $(B)/bench/%: bench/%.c $(B)/libgptvq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(B)/libgptvq.a $(LDLIBS) -o $@
 
-tests: $(TBIN) $(ATBIN) $(B)/gptvq
+tests: $(TBIN) $(ATBIN) $(B)/gptvq $(CUDA_SO)
 test: tests
 	bash tests/setup_fixtures.sh
 	B=$(B) BA=$(BA) bash tests/run.sh

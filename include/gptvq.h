@@ -367,7 +367,7 @@ void gq_set_threads(int n);
 // "cpu" (default, the reference) or "cuda" (GQ_ERR_UNSUPPORTED with the
 // reason when this build has no CUDA or no device is usable).
 enum gq_status gq_set_device(const char *name);
-const char *gq_device_name(void);
+const char *gq_device_name(void); // "cpu", or the CUDA device ("NVIDIA H200 (139 GiB, sm_90)")
 
 #ifdef __cplusplus
 }

@@ -212,6 +212,12 @@ else
 fi
 
 # Failures leave nothing behind.
+"$G" quantize "$S" -o "$T/dev.gguf" --method rtn --device cuda --quiet >/dev/null 2>"$T/err"
+rc=$?
+if [ $rc -eq 0 ]; then echo "ok: --device cuda ran (a GPU is present)"
+else [ $rc -eq 2 ] && [ ! -e "$T/dev.gguf" ] && [ "$(wc -l <"$T/err")" -eq 1 ] && grep -q "error: --device cuda: " "$T/err" &&
+    echo "ok: --device cuda without a usable GPU: $(cat "$T/err")" || { echo "FAIL: --device cuda (rc=$rc)"; cat "$T/err"; fail=1; }
+fi
 "$G" quantize "$S" -o "$T/nodir/x.gguf" --method rtn --quiet >/dev/null 2>"$T/err"
 rc=$?
 [ $rc -ne 0 ] && [ ! -e "$T/nodir" ] && grep -q "error: .*nodir/x.gguf: cannot write" "$T/err" && echo "ok: unwritable output: $(cat "$T/err")" ||

@@ -416,6 +416,10 @@ static const char *QUANT_HELP =
     "  --stop-after N        stop once N blocks are quantized and checkpointed (exit code 3;\n"
     "                        split a long run into pieces: rerun without it to continue)\n"
     "  --threads N           threads (default: all cores)\n"
+    "  --device cpu|cuda     device of the quantizers' numerical primitives (GEMMs, Hessian\n"
+    "                        SYRK, Cholesky inverse, EM assignment and M-step; default cpu,\n"
+    "                        the reference). cuda needs build/libgptvq_cuda.so (built when\n"
+    "                        nvcc is found) and a GPU; operands are copied per call for now\n"
     "  --quiet               no progress bar\n"
     "\n"
     "GPTVQ (--method gptvq; the calibration, Hessian, --act-order, --damp, --block-size and\n"
@@ -473,7 +477,7 @@ static int cmd_quantize(int argc, char **argv) {
     int packed = -1; // -1: default (packed for gptvq)
     bool group_given = false, no_ckpt = false;
     long stop_after = 0;
-    const char *ckpt = NULL;
+    const char *ckpt = NULL, *device = "cpu";
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -517,6 +521,10 @@ static int cmd_quantize(int argc, char **argv) {
             continue;
         }
         if (!strcmp(a, "--no-checkpoint")) { no_ckpt = true; continue; }
+        if (!strcmp(a, "--device")) {
+            if (!(device = opt_value(argc, argv, &i))) return 2;
+            continue;
+        }
         if (!strcmp(a, "--load-hessians")) {
             if (!(p.load_hessians = opt_value(argc, argv, &i))) return 2;
             continue;
@@ -638,6 +646,8 @@ static int cmd_quantize(int argc, char **argv) {
     if (no_ckpt && (ckpt || stop_after)) return die("quantize: --no-checkpoint excludes --checkpoint and --stop-after"), 2;
     p.checkpoint_dir = no_ckpt ? NULL : ckpt ? ckpt : ckpt_default;
     p.stop_after_blocks = (int)stop_after;
+    if (gq_set_device(device) != GQ_OK) return die("%s", gq_last_error()), 2;
+    if (p.progress && strcmp(device, "cpu") != 0) fprintf(stderr, "quantize: device %s\n", gq_device_name());
     gq_set_threads((int)threads);
     struct gq_model *m = NULL;
     if (load_model(model, NULL, false, &m)) return 1;

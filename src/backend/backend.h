@@ -52,5 +52,7 @@ const struct gq_backend *gq_backend_cpu(void);
 // The CUDA backend, or NULL with *why set (built without nvcc, no device,
 // driver error).
 const struct gq_backend *gq_backend_cuda(const char **why);
+// "NVIDIA H200 (139 GiB, sm_90)" once the CUDA backend is initialised, else NULL.
+const char *gq_cuda_device_name(void);
 
 #endif

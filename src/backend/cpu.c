@@ -86,11 +86,7 @@ enum gq_status gq_set_device(const char *name) {
     return gq_fail(GQ_ERR_ARG, "--device: expected cpu or cuda, got '%s'", name);
 }
 
-const char *gq_device_name(void) { return current->name; }
-
-#ifndef GQ_CUDA
-const struct gq_backend *gq_backend_cuda(const char **why) {
-    *why = "this gptvq was built without CUDA (nvcc was not found at build time)";
-    return NULL;
+const char *gq_device_name(void) {
+    const char *cu = current == &cpu ? NULL : gq_cuda_device_name();
+    return cu ? cu : current->name;
 }
-#endif

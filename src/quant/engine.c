@@ -17,6 +17,7 @@
 #include "../model/arch.h"
 #include "../model/model.h"
 #include "../model/tokenizer.h"
+#include "../backend/backend.h"
 #include "ckpt.h"
 #include "quant.h"
 #include "vq.h"
@@ -516,6 +517,32 @@ static enum gq_status resume(struct gq_model *m, const struct gq_quantize_params
     return GQ_OK;
 }
 
+// Peak memory, printed before the run: the f32 model (every weight is held
+// dequantized today), the calibration activations, and the largest linear's
+// Hessian (double accumulator + float copy) and quantizer work (three (rows,
+// cols) double matrices and the (cols, cols) inverse factor); on CUDA the
+// largest operand set of one primitive call (two (rows, cols) doubles and a
+// (cols, cols) one), since every call copies its operands.
+static void print_memory_estimate(const struct gq_model *m, const struct gq_arch *A, size_t activations) {
+    struct gq_model_info info;
+    gq_model_get_info(m, &info);
+    double work = 0, dev = 0;
+    for (int i = 0; i < A->n_tensors; i++) {
+        const struct gq_block_tensor *t = &A->tensors[i];
+        if (t->kind != GQ_T_LINEAR) continue;
+        double r = (double)gq_dim_value(&m->hp, t->rows), c = (double)gq_dim_value(&m->hp, t->cols);
+        work = fmax(work, c * c * (8 + 4 + 8) + r * c * 8 * 3);
+        dev = fmax(dev, (2 * r * c + c * c) * 8);
+    }
+    char a[32], b[32], c[32], d[32], e[32];
+    fprintf(stderr, "quantize: memory estimate: host %s (f32 weights %s, calibration activations %s, largest linear's "
+                    "Hessian and work %s)", gq_fmt_bytes(a, info.weight_bytes + activations + work),
+            gq_fmt_bytes(b, info.weight_bytes), gq_fmt_bytes(c, activations), gq_fmt_bytes(d, work));
+    if (strcmp(gq_be()->name, "cpu") != 0)
+        fprintf(stderr, "; %s: %s at most per primitive call", gq_be()->name, gq_fmt_bytes(e, dev));
+    fputc('\n', stderr);
+}
+
 // After block l: its checkpoint, and the stop a split run asked for.
 static enum gq_status block_done(struct gq_model *m, const struct gq_quantize_params *p, uint64_t fp, int l,
                                  const struct gq_quant_report *rep, int first_report) {
@@ -598,6 +625,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     if (!load) rep->sink_weight = sink_w;
     const int dim = m->hp.dim;
     size_t per = (size_t)seqlen * dim;
+    if (p->progress) print_memory_estimate(m, A, load ? 0 : (size_t)p->nsamples * per * sizeof(float) * 2);
     float *X = NULL, *tmp = NULL, *Hf = NULL;
     struct gq_context *c = NULL;
     enum gq_status s = GQ_OK;

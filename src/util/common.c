@@ -196,3 +196,11 @@ uint16_t gq_f32_to_f16(float f) {
     if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++; // may carry into the exponent: still correct
     return (uint16_t)(sign | h);
 }
+
+char *gq_fmt_bytes(char *buf, double bytes) {
+    if (bytes < 1024) snprintf(buf, 32, "%.0f B", bytes);
+    else if (bytes < 1048576.0 * 1024) snprintf(buf, 32, "%.1f %s", bytes < 1048576.0 ? bytes / 1024 : bytes / 1048576.0,
+                                               bytes < 1048576.0 ? "KiB" : "MiB");
+    else snprintf(buf, 32, "%.2f GiB", bytes / 1073741824.0);
+    return buf;
+}

@@ -96,4 +96,7 @@ static inline float gq_bf16_to_f32(uint16_t h) {
     return f;
 }
 
+// "512 B", "12.3 MiB", "4.56 GiB" into buf (at least 32 bytes); returns buf.
+char *gq_fmt_bytes(char *buf, double bytes);
+
 #endif

@@ -1,0 +1,228 @@
+// test_backend: every primitive of the CUDA backend (src/backend/backend.h)
+// against the CPU reference on random inputs, then GPTQ and GPTVQ end to end
+// on both devices. Skips (exit 77) with the reason when there is no CUDA
+// plug-in or no device.
+//
+// Tolerances (double precision; the libraries sum in other orders):
+//   GEMM / SYMM / SYRK: |Δ| <= 1e-12 · Σ_k |a||b| bound (max |A| · max |B| · k)
+//   Cholesky inverse factor: |Δ| <= 1e-9 · max |U| (condition number ~1e3)
+//   VQ assignment: objective within 1e-12 relative; a point may pick another
+//     centroid only on a near-tie (its two distances within 1e-9 relative)
+//   M-step: centroids within 1e-10 relative, same number of empty ones
+//   end to end: relative output error within 1e-6 relative (GPTQ) and 2 %
+//     (GPTVQ: a near-tie in one EM assignment may move a centroid)
+#include "test.h"
+#include "test_rand.h"
+
+#include "backend/backend.h"
+#include "quant/vq.h"
+
+static double maxabs(const double *a, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(a[i]));
+    return m;
+}
+static double *rand_d(size_t n) {
+    double *a = malloc(sizeof(double) * n);
+    for (size_t i = 0; i < n; i++) a[i] = rng_normal();
+    return a;
+}
+static double maxdiff(const double *a, const double *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(a[i] - b[i]));
+    return m;
+}
+
+static void check_gemm(const struct gq_backend *cpu, const struct gq_backend *cu, bool ta, bool tb, int m, int n,
+                       int k, double beta) {
+    // leading dimensions wider than the rows, as the lazy feedback uses them
+    int ra = ta ? k : m, ca = ta ? m : k, rb = tb ? n : k, cb = tb ? k : n, lda = ca + 3, ldb = cb + 5, ldc = n + 7;
+    double *A = rand_d((size_t)ra * lda), *B = rand_d((size_t)rb * ldb), *C0 = rand_d((size_t)m * ldc);
+    double *C1 = malloc(sizeof(double) * (size_t)m * ldc), *C2 = malloc(sizeof(double) * (size_t)m * ldc);
+    memcpy(C1, C0, sizeof(double) * (size_t)m * ldc), memcpy(C2, C0, sizeof(double) * (size_t)m * ldc);
+    CHECK_OK(cpu->dgemm(ta, tb, m, n, k, -1.0, A, lda, B, ldb, beta, C1, ldc));
+    CHECK_OK(cu->dgemm(ta, tb, m, n, k, -1.0, A, lda, B, ldb, beta, C2, ldc));
+    double tol = 1e-12 * maxabs(A, (size_t)ra * lda) * maxabs(B, (size_t)rb * ldb) * k + 1e-12 * maxabs(C0, (size_t)m * ldc);
+    double dif = 0;
+    bool gaps = true; // the elements between the rows are left as they were
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < ldc; j++) {
+            size_t o = (size_t)i * ldc + j;
+            if (j < n) dif = fmax(dif, fabs(C1[o] - C2[o]));
+            else gaps &= C2[o] == C0[o];
+        }
+    CHECKF(dif <= tol && gaps, "dgemm ta %d tb %d (%d, %d, %d) beta %g: max |diff| %.3g (tol %.3g), gaps kept %d", ta,
+           tb, m, n, k, beta, dif, tol, gaps);
+    free(A), free(B), free(C0), free(C1), free(C2);
+}
+
+static void check_symm_syrk(const struct gq_backend *cpu, const struct gq_backend *cu, int m, int n, int k) {
+    double *S = rand_d((size_t)n * n), *A = rand_d((size_t)m * n);
+    double *C1 = malloc(sizeof(double) * m * n), *C2 = malloc(sizeof(double) * m * n);
+    for (int i = 0; i < n; i++) // garbage below the diagonal: only the upper triangle may be read
+        for (int j = 0; j < i; j++) S[(size_t)i * n + j] = NAN;
+    CHECK_OK(cpu->dsymm_right(m, n, S, A, C1));
+    CHECK_OK(cu->dsymm_right(m, n, S, A, C2));
+    double tol = 1e-12 * maxabs(A, (size_t)m * n) * 4 * n, d = maxdiff(C1, C2, (size_t)m * n);
+    CHECKF(d <= tol, "dsymm_right (%d, %d): max |diff| %.3g (tol %.3g)", m, n, d, tol);
+
+    double *X = rand_d((size_t)k * n), *H1 = rand_d((size_t)n * n), *H2 = malloc(sizeof(double) * n * n);
+    memcpy(H2, H1, sizeof(double) * n * n);
+    double *H0 = malloc(sizeof(double) * n * n);
+    memcpy(H0, H1, sizeof(double) * n * n);
+    CHECK_OK(cpu->dsyrk_acc(n, k, X, H1));
+    CHECK_OK(cu->dsyrk_acc(n, k, X, H2));
+    double du = 0;
+    bool lower_kept = true;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            size_t o = (size_t)i * n + j;
+            if (j >= i) du = fmax(du, fabs(H1[o] - H2[o]));
+            else lower_kept &= H2[o] == H0[o];
+        }
+    tol = 1e-12 * maxabs(X, (size_t)k * n) * maxabs(X, (size_t)k * n) * k + 1e-12;
+    CHECKF(du <= tol && lower_kept, "dsyrk_acc (%d, k %d): max |diff| %.3g (tol %.3g), lower kept %d", n, k, du, tol,
+           lower_kept);
+    free(S), free(A), free(C1), free(C2), free(X), free(H0), free(H1), free(H2);
+}
+
+static void check_chol(const struct gq_backend *cpu, const struct gq_backend *cu, int n) {
+    int t = 2 * n;
+    double *Z = rand_d((size_t)t * n), *A1 = calloc((size_t)n * n, sizeof(double));
+    for (int a = 0; a < n; a++) // A = ZᵀZ/t + 0.01 I, upper triangle only (lower: garbage)
+        for (int b = 0; b < n; b++) {
+            double s = 0;
+            for (int r = 0; r < t; r++) s += Z[(size_t)r * n + a] * Z[(size_t)r * n + b];
+            A1[(size_t)a * n + b] = b >= a ? s / t + (a == b ? 0.01 : 0) : 1e300;
+        }
+    double *A2 = malloc(sizeof(double) * n * n);
+    memcpy(A2, A1, sizeof(double) * n * n);
+    int i1 = -1, i2 = -1;
+    CHECK_OK(cpu->chol_inverse_upper(A1, n, &i1));
+    CHECK_OK(cu->chol_inverse_upper(A2, n, &i2));
+    double d = maxdiff(A1, A2, (size_t)n * n), tol = 1e-9 * maxabs(A1, (size_t)n * n);
+    CHECKF(i1 == 0 && i2 == 0 && d <= tol, "chol_inverse_upper n %d: info %d / %d, max |diff| %.3g (tol %.3g)", n, i1,
+           i2, d, tol);
+    // not positive definite: both report it
+    for (int a = 0; a < n; a++)
+        for (int b = 0; b < n; b++) A1[(size_t)a * n + b] = A2[(size_t)a * n + b] = a == b ? (a == n / 2 ? -1.0 : 1.0) : 0;
+    CHECK_OK(cpu->chol_inverse_upper(A1, n, &i1));
+    CHECK_OK(cu->chol_inverse_upper(A2, n, &i2));
+    CHECKF(i1 > 0 && i2 > 0, "chol_inverse_upper indefinite: info %d / %d", i1, i2);
+    free(Z), free(A1), free(A2);
+}
+
+// Points of n_slots slots; metrics diag or full SPD; s2 spread.
+static void check_vq(const struct gq_backend *cpu, const struct gq_backend *cu, int d, int k, int n_slots,
+                     int per_slot, bool diag, bool weights) {
+    const int64_t n = (int64_t)n_slots * per_slot;
+    double *x = rand_d((size_t)n * d), *s2 = NULL, *M = malloc(sizeof(double) * n_slots * d * d);
+    if (weights) {
+        s2 = malloc(sizeof(double) * n);
+        for (int64_t i = 0; i < n; i++) s2[i] = exp(rng_normal());
+    }
+    for (int s = 0; s < n_slots; s++) {
+        double L[64];
+        for (int a = 0; a < d * d; a++) L[a] = rng_normal() * 0.3;
+        for (int a = 0; a < d; a++)
+            for (int b = 0; b < d; b++) {
+                double v = a == b ? 1 + rng_unif() : 0;
+                for (int c = 0; c < d; c++) v += L[a * d + c] * L[b * d + c];
+                M[(size_t)s * d * d + a * d + b] = v;
+            }
+    }
+    struct gq_vq_data D = {.d = d, .n_slots = n_slots, .per_slot = per_slot, .x = x, .s2 = s2, .metric = M, .diag = diag};
+    double *C = rand_d((size_t)k * d);
+    int32_t *i1 = malloc(sizeof(int32_t) * n), *i2 = malloc(sizeof(int32_t) * n);
+    double *d1 = malloc(sizeof(double) * n), *d2 = malloc(sizeof(double) * n), o1 = 0, o2 = 0;
+    CHECK_OK(cpu->vq_assign(&D, C, k, i1, d1, &o1));
+    CHECK_OK(cu->vq_assign(&D, C, k, i2, d2, &o2));
+    int64_t moved = 0, bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (i1[i] == i2[i]) continue;
+        moved++;
+        // a near-tie: the GPU's centroid is within 1e-9 of the CPU's distance
+        const double *Ms = M + (size_t)(i / per_slot) * d * d;
+        double q[2];
+        for (int w = 0; w < 2; w++) {
+            const double *c = C + (size_t)(w ? i2[i] : i1[i]) * d;
+            double e[8], s = 0;
+            for (int a = 0; a < d; a++) e[a] = x[(size_t)i * d + a] - c[a];
+            for (int a = 0; a < d; a++)
+                for (int b = 0; b < d; b++)
+                    if (!diag || a == b) s += e[a] * Ms[a * d + b] * e[b];
+            q[w] = s;
+        }
+        if (fabs(q[1] - q[0]) > 1e-9 * fmax(q[0], 1e-300)) bad++;
+    }
+    CHECKF(bad == 0 && fabs(o1 - o2) <= 1e-12 * fabs(o1) + 1e-300,
+           "vq_assign d %d k %d %s%s: objective %.17g / %.17g, %lld points moved, %lld not on a near-tie", d, k,
+           diag ? "diag" : "full", weights ? " weighted" : "", o1, o2, (long long)moved, (long long)bad);
+    // M-step from the same assignment; centroid k-1 left empty
+    for (int64_t i = 0; i < n; i++)
+        if (i1[i] == k - 1) i1[i] = 0;
+    double *C1 = malloc(sizeof(double) * k * d), *C2 = malloc(sizeof(double) * k * d);
+    memcpy(C1, C, sizeof(double) * k * d), memcpy(C2, C, sizeof(double) * k * d);
+    int e1 = -1, e2 = -1;
+    CHECK_OK(cpu->vq_mstep(&D, i1, k, C1, &e1));
+    CHECK_OK(cu->vq_mstep(&D, i1, k, C2, &e2));
+    double dm = maxdiff(C1, C2, (size_t)k * d), tol = 1e-10 * fmax(maxabs(C1, (size_t)k * d), 1);
+    CHECKF(e1 == e2 && e1 >= 1 && dm <= tol, "vq_mstep d %d k %d %s: empty %d / %d, max |diff| %.3g (tol %.3g)", d, k,
+           diag ? "diag" : "full", e1, e2, dm, tol);
+    free(x), free(s2), free(M), free(C), free(i1), free(i2), free(d1), free(d2), free(C1), free(C2);
+}
+
+// GPTQ W3 g32 and GPTVQ 2D on one random layer, on each device.
+static void check_end_to_end(void) {
+    const int rows = 96, cols = 256, tokens = 1024;
+    float *X = rand_activations(tokens, cols, -1), *H = hessian_of(X, tokens, cols), *W = rand_matrix(rows, cols, 0.05);
+    float *Q = malloc(sizeof(float) * rows * cols);
+    double e_gptq[2], e_vq[2];
+    for (int dev = 0; dev < 2; dev++) {
+        CHECK_OK(gq_set_device(dev ? "cuda" : "cpu"));
+        struct gq_quant_params qp;
+        gq_quant_params_default(&qp);
+        qp.wbits = 3, qp.group_size = 32;
+        struct gq_gptq_result gr = {0};
+        memcpy(Q, W, sizeof(float) * rows * cols);
+        CHECK_OK(gq_gptq_quantize(Q, rows, cols, H, &qp, &gr));
+        e_gptq[dev] = gr.rel_error;
+        struct gq_gptvq_params vp;
+        memset(&vp, 0, sizeof vp);
+        vp.dim = 2, vp.em_iters = 30, vp.em_init = GQ_VQ_INIT_MAHALANOBIS, vp.cb_update = GQ_CB_UPDATE_EXACT;
+        vp.gd_iters = 10, vp.cb_format = GQ_CB_INT8, vp.stages = 1;
+        struct gq_vq_config cfg = {.d = 2, .k = 16, .l = 4096};
+        struct gq_vq_result vr;
+        memcpy(Q, W, sizeof(float) * rows * cols);
+        CHECK_OK(gq_gptvq_quantize(Q, rows, cols, H, &qp, &vp, &cfg, 7, NULL, &vr));
+        e_vq[dev] = vr.rel_error;
+    }
+    CHECK_OK(gq_set_device("cpu"));
+    fprintf(stderr, "end to end: GPTQ rel error cpu %.9g cuda %.9g; GPTVQ 2D cpu %.9g cuda %.9g\n", e_gptq[0],
+            e_gptq[1], e_vq[0], e_vq[1]);
+    CHECKF(fabs(e_gptq[0] - e_gptq[1]) <= 1e-6 * e_gptq[0], "GPTQ cpu %.9g vs cuda %.9g", e_gptq[0], e_gptq[1]);
+    CHECKF(fabs(e_vq[0] - e_vq[1]) <= 0.02 * e_vq[0], "GPTVQ cpu %.9g vs cuda %.9g", e_vq[0], e_vq[1]);
+    free(X), free(H), free(W), free(Q);
+}
+
+int main(void) {
+    const char *why = NULL;
+    const struct gq_backend *cpu = gq_backend_cpu(), *cu = gq_backend_cuda(&why);
+    if (!cu) SKIP("no CUDA backend: %s", why);
+    fprintf(stderr, "device: %s\n", gq_cuda_device_name());
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            check_gemm(cpu, cu, ta, tb, 37, 53, 29, 1.0);
+            check_gemm(cpu, cu, ta, tb, 300, 517, 128, 0.0);
+        }
+    check_symm_syrk(cpu, cu, 45, 77, 33);
+    check_symm_syrk(cpu, cu, 512, 384, 700);
+    check_chol(cpu, cu, 5);
+    check_chol(cpu, cu, 300);
+    static const int dk[][2] = {{1, 8}, {2, 16}, {2, 256}, {4, 256}, {8, 64}};
+    for (size_t c = 0; c < sizeof dk / sizeof dk[0]; c++)
+        for (int diag = 0; diag < 2; diag++) check_vq(cpu, cu, dk[c][0], dk[c][1], 7, 1000, diag, diag == 0);
+    check_vq(cpu, cu, 2, 16, 1, 3, true, false); // fewer points than a thread block
+    check_end_to_end();
+    return test_done("test_backend");
+}
