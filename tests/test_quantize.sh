@@ -189,6 +189,18 @@ for cfg in "gptq --wbits 3 --group-size 32" "gptvq --vq-dim 2 --bpv 2.25 --em-it
         [ ! -e "$T/s_$n.gguf.ckpt" ] && echo "ok: $n resumed run is byte-identical to the uninterrupted one, checkpoint removed" ||
         { echo "FAIL: $n resume (rc=$rc)"; grep -v $'\e' "$T/err"; fail=1; }
 done
+# Layer streaming (default: linears kept in the source's F16 form, decoded
+# block by block) gives the same file as loading everything as f32 up front,
+# also when resumed from a checkpoint.
+"$G" export "$S" -o "$T/s16.gguf" --to f16 >/dev/null 2>"$T/err" || { echo "FAIL: export f16"; cat "$T/err"; fail=1; }
+args=(--calib "$CAL" --nsamples 8 --seqlen 64 --threads 1 --quiet --method gptvq --vq-dim 2 --bpv 2.25 --em-iters 20)
+"$G" quantize "$T/s16.gguf" -o "$T/st.gguf" "${args[@]}" >/dev/null 2>&1
+"$G" quantize "$T/s16.gguf" -o "$T/nst.gguf" "${args[@]}" --no-stream >/dev/null 2>&1
+"$G" quantize "$T/s16.gguf" -o "$T/str.gguf" "${args[@]}" --stop-after 3 >/dev/null 2>&1
+"$G" quantize "$T/s16.gguf" -o "$T/str.gguf" "${args[@]}" >/dev/null 2>&1
+[ -s "$T/st.gguf" ] && cmp -s "$T/st.gguf" "$T/nst.gguf" && cmp -s "$T/st.gguf" "$T/str.gguf" &&
+    echo "ok: F16 source: streamed, f32-loaded and streamed+resumed outputs identical" ||
+    { echo "FAIL: streaming changes the output"; fail=1; }
 # A damaged checkpoint block is refused with its name, not misread.
 "$G" quantize "$S" -o "$T/c.gguf" "${args[@]}" --quiet --stop-after 2 >/dev/null 2>&1
 head -c 5000 "$T/c.gguf.ckpt/blk.1.ckpt" >"$T/cut" && mv "$T/cut" "$T/c.gguf.ckpt/blk.1.ckpt"

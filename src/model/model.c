@@ -26,6 +26,15 @@ enum gq_status gq_model_own(struct gq_model *m, void *p) {
     return GQ_OK;
 }
 
+void gq_model_release(struct gq_model *m, void *p) {
+    for (size_t i = m->n_owned; i-- > 0;)
+        if (m->owned[i] == p) {
+            free(p);
+            m->owned[i] = m->owned[--m->n_owned];
+            return;
+        }
+}
+
 void gq_model_free(struct gq_model *m) {
     if (!m) return;
     for (size_t i = 0; i < m->n_owned; i++) free(m->owned[i]);

@@ -66,6 +66,8 @@ struct gq_model *gq_model_alloc(void);
 // Registers a malloc'd buffer to be freed with the model; frees p and fails
 // when the list cannot grow.
 enum gq_status gq_model_own(struct gq_model *m, void *p);
+// Frees an owned buffer before the model goes (no-op for one it does not own).
+void gq_model_release(struct gq_model *m, void *p);
 // Checks shapes, required tensors and hparams; fills derived fields
 // (head_dim, rope_dim defaults). Called by every loader at the end.
 enum gq_status gq_model_finish(struct gq_model *m, const char *path);

@@ -4,6 +4,7 @@
 #include "../model/arch.h"
 #include "../model/model.h"
 #include "vqpack.h"
+#include "../kern/qmatmul.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -46,7 +47,9 @@ uint64_t gq_ckpt_fingerprint(const struct gq_model *m, const struct gq_quantize_
         size_t n = (size_t)gq_dim_value(&m->hp, t->rows) * (size_t)gq_dim_value(&m->hp, t->cols);
         for (int l = 0; l < m->hp.n_layers; l += m->hp.n_layers > 1 ? m->hp.n_layers - 1 : 1) {
             const float *w = *gq_block_slot(&m->layers[l], t);
+            const struct gq_qweight *q = *gq_block_qslot(&m->layers[l], t);
             if (w) h = fnv(h, w, n * sizeof *w);
+            else if (q && q->kind == GQ_QW_GGML) h = fnv(h, q->data, q->row_size * (size_t)q->rows);
         }
         break;
     }
@@ -228,6 +231,7 @@ enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model 
         memcpy(W, w, nb);
         if ((s = gq_model_own(m, W)) != GQ_OK) break;
         *gq_block_slot(&m->layers[l], t) = W;
+        *gq_block_qslot(&m->layers[l], t) = NULL; // the forward must run these weights, not the source's
         if (!h[2]) continue;
         struct gq_vqpack *pk = &m->packs[(size_t)l * A->n_tensors + i];
         memset(pk, 0, sizeof *pk);

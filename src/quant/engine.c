@@ -18,6 +18,8 @@
 #include "../model/model.h"
 #include "../model/tokenizer.h"
 #include "../backend/backend.h"
+#include "../io/gguf.h"
+#include "../kern/qmatmul.h"
 #include "ckpt.h"
 #include "quant.h"
 #include "vq.h"
@@ -517,8 +519,8 @@ static enum gq_status resume(struct gq_model *m, const struct gq_quantize_params
     return GQ_OK;
 }
 
-// Peak memory, printed before the run: the f32 model (every weight is held
-// dequantized today), the calibration activations, and the largest linear's
+// Peak memory, printed before the run: the f32 weights (the whole model, or
+// with streaming one block twice: original and quantized), the calibration activations, and the largest linear's
 // Hessian (double accumulator + float copy) and quantizer work (three (rows,
 // cols) double matrices and the (cols, cols) inverse factor); on CUDA the
 // largest operand set of one primitive call (two (rows, cols) doubles and a
@@ -526,21 +528,73 @@ static enum gq_status resume(struct gq_model *m, const struct gq_quantize_params
 static void print_memory_estimate(const struct gq_model *m, const struct gq_arch *A, size_t activations) {
     struct gq_model_info info;
     gq_model_get_info(m, &info);
-    double work = 0, dev = 0;
+    double work = 0, dev = 0, block = 0;
     for (int i = 0; i < A->n_tensors; i++) {
         const struct gq_block_tensor *t = &A->tensors[i];
         if (t->kind != GQ_T_LINEAR) continue;
         double r = (double)gq_dim_value(&m->hp, t->rows), c = (double)gq_dim_value(&m->hp, t->cols);
         work = fmax(work, c * c * (8 + 4 + 8) + r * c * 8 * 3);
         dev = fmax(dev, (2 * r * c + c * c) * 8);
+        block += r * c * 4;
     }
+    // streaming: a block's decoded originals and quantized copies
+    double mapped = 0; // streaming: the source file's pages come into memory as blocks are decoded
+    if (m->keep_quantized && m->source_format && !strcmp(m->source_format, "gguf"))
+        mapped = (double)((const struct gq_gguf *)m->source)->file.size;
+    const double weights = m->keep_quantized ? 2 * block + mapped : (double)info.weight_bytes;
     char a[32], b[32], c[32], d[32], e[32];
-    fprintf(stderr, "quantize: memory estimate: host %s (f32 weights %s, calibration activations %s, largest linear's "
-                    "Hessian and work %s)", gq_fmt_bytes(a, info.weight_bytes + activations + work),
-            gq_fmt_bytes(b, info.weight_bytes), gq_fmt_bytes(c, activations), gq_fmt_bytes(d, work));
+    fprintf(stderr, "quantize: memory estimate: host %s (f32 weights %s%s, calibration activations %s, largest "
+                    "linear's Hessian and work %s)", gq_fmt_bytes(a, weights + activations + work),
+            gq_fmt_bytes(b, weights), m->keep_quantized ? ": one block decoded at a time + the mapped source file" : "",
+            gq_fmt_bytes(c, activations), gq_fmt_bytes(d, work));
     if (strcmp(gq_be()->name, "cpu") != 0)
         fprintf(stderr, "; %s: %s at most per primitive call", gq_be()->name, gq_fmt_bytes(e, dev));
     fputc('\n', stderr);
+}
+
+// Layer streaming. A model loaded with keep_quantized holds its linears in
+// the source's compressed form (a mapping of the file): block l's linears are
+// decoded to f32 when the block starts (and the compressed slot cleared, so
+// the forward runs the f32 copy) and the decoded originals are freed when it
+// ends; with packed output the block's quantized f32 copies go too, since
+// the file is written from the packed form. Host memory then holds one
+// block's f32 weights instead of the whole model's.
+struct block_mem {
+    float *orig[64];
+    int n;
+};
+
+static enum gq_status block_load(struct gq_model *m, const struct gq_arch *A, int l, struct block_mem *bm) {
+    bm->n = 0;
+    for (int i = 0; i < A->n_tensors; i++) {
+        const struct gq_block_tensor *t = &A->tensors[i];
+        if (t->kind != GQ_T_LINEAR) continue;
+        const float **slot = gq_block_slot(&m->layers[l], t);
+        const struct gq_qweight **qs = gq_block_qslot(&m->layers[l], t);
+        if (*slot || !*qs) continue;
+        int rows = (int)gq_dim_value(&m->hp, t->rows), cols = (int)gq_dim_value(&m->hp, t->cols);
+        float *f = malloc(sizeof(float) * (size_t)rows * cols);
+        GQ_TRY(gq_model_own(m, f));
+        gq_qweight_decode_rows(*qs, 0, rows, f);
+        enum gq_status s = gq_check_finite(f, (size_t)rows * cols, "model", t->name);
+        if (s != GQ_OK) return gq_fail(s, "blk.%d.%s: non-finite weight in the source model", l, t->name);
+        *slot = f, *qs = NULL;
+        if (bm->n < (int)(sizeof bm->orig / sizeof bm->orig[0])) bm->orig[bm->n++] = f;
+    }
+    return GQ_OK;
+}
+
+static void block_release(struct gq_model *m, const struct gq_arch *A, int l, struct block_mem *bm) {
+    for (int i = 0; i < bm->n; i++) gq_model_release(m, bm->orig[i]);
+    bm->n = 0;
+    if (!m->packs || !m->keep_quantized) return;
+    for (int i = 0; i < A->n_tensors; i++) {
+        const struct gq_block_tensor *t = &A->tensors[i];
+        if (t->kind != GQ_T_LINEAR || !m->packs[(size_t)l * A->n_tensors + i].h.version) continue;
+        const float **slot = gq_block_slot(&m->layers[l], t);
+        gq_model_release(m, (void *)*slot);
+        *slot = NULL;
+    }
 }
 
 // After block l: its checkpoint, and the stop a split run asked for.
@@ -594,6 +648,8 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     if (p->method == GQ_METHOD_RTN) {
         for (int l = done; l < m->hp.n_layers; l++) {
             int first = rep->n;
+            struct block_mem bm;
+            GQ_TRY(block_load(m, A, l, &bm));
             for (int i = 0; i < A->n_tensors; i++) {
                 if (A->tensors[i].kind != GQ_T_LINEAR) continue;
                 struct gq_quant_layer_report *r = &rep->layers[rep->n];
@@ -603,6 +659,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
                 gq_progress_update(&pr, rep->n, extra);
             }
             enum gq_status s = block_done(m, p, fp, l, rep, first);
+            block_release(m, A, l, &bm);
             if (s != GQ_OK) {
                 gq_progress_end(&pr);
                 return s;
@@ -649,12 +706,22 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         for (int i = 0; i < p->nsamples && s == GQ_OK; i++) s = gq_embed(m, toks + (size_t)i * seqlen, seqlen, X + i * per);
         free(toks);
         double tr = gq_time_s();
-        for (int l = 0; l < done && s == GQ_OK; l++) s = replay_block(c, m, A, l, X, p->nsamples, seqlen);
+        for (int l = 0; l < done && s == GQ_OK; l++) {
+            struct block_mem none = {.n = 0};
+            s = replay_block(c, m, A, l, X, p->nsamples, seqlen);
+            block_release(m, A, l, &none);
+        }
         rep->seconds_forward += gq_time_s() - tr;
     }
 
+    for (int l = 0; load && l < done; l++) {
+        struct block_mem none = {.n = 0};
+        block_release(m, A, l, &none);
+    }
     for (int l = done; l < m->hp.n_layers && s == GQ_OK; l++) {
         int first_report = rep->n;
+        struct block_mem bm;
+        if ((s = block_load(m, A, l, &bm)) != GQ_OK) break;
         int stage = GQ_IN_ATTN; // what X holds: block input, or post-attention residual (GQ_IN_FFN)
         for (int g = 0; g < GQ_IN_COUNT && s == GQ_OK; g++) {
             const struct gq_block_tensor *first = NULL;
@@ -723,6 +790,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
             rep->seconds_forward += gq_time_s() - t0;
         }
         if (s == GQ_OK) s = block_done(m, p, fp, l, rep, first_report);
+        block_release(m, A, l, &bm);
     }
     gq_progress_end(&pr);
     free(Hf);
