@@ -180,6 +180,10 @@ for cfg in "gptq --wbits 3 --group-size 32" "gptvq --vq-dim 2 --bpv 2.25 --em-it
     [ $rc -eq 3 ] && [ ! -e "$T/s_$n.gguf" ] && [ -s "$T/s_$n.gguf.ckpt/blk.1.ckpt" ] && [ ! -e "$T/s_$n.gguf.ckpt/blk.2.ckpt" ] &&
         echo "ok: $n --stop-after 2: exit 3, no output, blocks 0-1 checkpointed" ||
         { echo "FAIL: $n --stop-after 2 (rc=$rc)"; cat "$T/err"; fail=1; }
+    # packed GPTVQ blocks are checkpointed in their packed form (f32 block: 181,248 bytes)
+    sz=$(stat -c %s "$T/s_$n.gguf.ckpt/blk.1.ckpt")
+    [ "$n" != gptvq ] || [ "$sz" -lt 60000 ] && echo "ok: $n checkpoint block $sz bytes" ||
+        { echo "FAIL: $n checkpoint block of $sz bytes"; fail=1; }
     "$G" quantize "$S" -o "$T/s_$n.gguf" "${args[@]}" --quiet --seed 7 >/dev/null 2>"$T/err"
     [ $? -ne 0 ] && [ ! -e "$T/s_$n.gguf" ] && grep -q "run.ckpt: this checkpoint belongs to a run with other settings" "$T/err" &&
         echo "ok: $n checkpoint of other settings refused" || { echo "FAIL: $n foreign checkpoint"; cat "$T/err"; fail=1; }

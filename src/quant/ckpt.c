@@ -121,6 +121,20 @@ enum gq_status gq_quantize_checkpoint_remove(const char *dir) {
 
 static bool put(FILE *f, const void *p, size_t n) { return fwrite(p, 1, n, f) == n; }
 
+// The packed matrix decodes to W bit for bit (then W need not be stored).
+static bool decodes_to(const struct gq_vqpack *pk, const float *W) {
+    struct gq_vq_tensor t;
+    if (gq_vqpack_unpack(pk, "checkpoint", &t) != GQ_OK) return false;
+    size_t n = (size_t)pk->h.rows * pk->h.cols;
+    float *Q = malloc(sizeof(float) * n);
+    bool same = Q != NULL;
+    if (Q) gq_vq_decode(&t, Q);
+    same = same && memcmp(Q, W, sizeof(float) * n) == 0;
+    free(Q);
+    gq_vq_tensor_free(&t);
+    return same;
+}
+
 enum gq_status gq_ckpt_save_block(const char *dir, uint64_t fp, struct gq_model *m, int l,
                                   const struct gq_quant_layer_report *r, int n_r, int64_t calib_tokens) {
     const struct gq_arch *A = gq_arch_find(m->arch);
@@ -139,8 +153,10 @@ enum gq_status gq_ckpt_save_block(const char *dir, uint64_t fp, struct gq_model 
         if (t->kind != GQ_T_LINEAR) continue;
         const struct gq_vqpack *pk = m->packs ? &m->packs[(size_t)l * A->n_tensors + i] : NULL;
         if (pk && pk->h.version == 0) pk = NULL;
-        int32_t h[4] = {(int32_t)gq_dim_value(&m->hp, t->rows), (int32_t)gq_dim_value(&m->hp, t->cols), pk != NULL, 0};
-        ok = put(f, h, sizeof h) && put(f, *gq_block_slot(&m->layers[l], t), sizeof(float) * (size_t)h[0] * h[1]);
+        const float *W = *gq_block_slot(&m->layers[l], t);
+        int32_t h[4] = {(int32_t)gq_dim_value(&m->hp, t->rows), (int32_t)gq_dim_value(&m->hp, t->cols), pk != NULL,
+                        !pk || !decodes_to(pk, W)};
+        ok = put(f, h, sizeof h) && (!h[3] || put(f, W, sizeof(float) * (size_t)h[0] * h[1]));
         if (ok && pk) {
             int32_t zero = 0;
             uint64_t b[GQ_VQP_COUNT];
@@ -214,22 +230,24 @@ enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model 
         int32_t h[4] = {0};
         if ((q = take(&r, sizeof h))) memcpy(h, q, sizeof h);
         if (r.bad) break;
-        if (h[0] != gq_dim_value(&m->hp, t->rows) || h[1] != gq_dim_value(&m->hp, t->cols) || (h[2] && !m->packs)) {
+        if (h[0] != gq_dim_value(&m->hp, t->rows) || h[1] != gq_dim_value(&m->hp, t->cols) || (h[2] && !m->packs) ||
+            (!h[2] && !h[3])) {
             s = gq_fail(GQ_ERR_FORMAT, "%s: blk.%d.%s: %d x %d%s, this run expects %lld x %lld%s", path, l, t->name,
                         h[0], h[1], h[2] ? " packed" : "", (long long)gq_dim_value(&m->hp, t->rows),
                         (long long)gq_dim_value(&m->hp, t->cols), m->packs ? " packed" : "");
             break;
         }
         size_t nb = sizeof(float) * (size_t)h[0] * (size_t)h[1];
-        const void *w = take(&r, nb);
-        if (!w) break;
         float *W = malloc(nb);
-        if (!W) {
+        if (!W || (s = gq_model_own(m, W)) != GQ_OK) {
             s = gq_fail(GQ_ERR_NOMEM, "out of memory");
             break;
         }
-        memcpy(W, w, nb);
-        if ((s = gq_model_own(m, W)) != GQ_OK) break;
+        if (h[3]) {
+            const void *w = take(&r, nb);
+            if (!w) break;
+            memcpy(W, w, nb);
+        }
         *gq_block_slot(&m->layers[l], t) = W;
         *gq_block_qslot(&m->layers[l], t) = NULL; // the forward must run these weights, not the source's
         if (!h[2]) continue;
@@ -267,6 +285,12 @@ enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model 
         for (int j = 0; j < GQ_VQP_COUNT; at += b[j], j++) {
             pk->part[j] = b[j] ? buf + at : NULL;
             pk->bytes[j] = b[j];
+        }
+        if (!h[3]) { // W is the packed matrix decoded (checked when it was saved)
+            struct gq_vq_tensor vt;
+            if ((s = gq_vqpack_unpack(pk, what, &vt)) != GQ_OK) break;
+            gq_vq_decode(&vt, W);
+            gq_vq_tensor_free(&vt);
         }
     }
     if (s == GQ_OK && (r.bad || !(magic = take(&r, 8)) || memcmp(magic, BLK_END, 8) != 0 || r.at != r.n))

@@ -10,9 +10,12 @@
 //   refused, not misread); u32 n_linear; i64 calib_tokens; u64 fingerprint;
 //   n_reports × report_size bytes: the block's gq_quant_layer_report entries;
 //   per linear of the block, in architecture order: i32 rows, cols, has_pack,
-//   0; f32 W[rows][cols] (the quantized weight the later blocks were
-//   calibrated with); if has_pack: i32 header[13], i32 0, u64
-//   bytes[GQ_VQP_COUNT], then the parts' bytes in order;
+//   has_w; if has_w: f32 W[rows][cols] (the quantized weight the later blocks
+//   were calibrated with); if has_pack: i32 header[13], i32 0, u64
+//   bytes[GQ_VQP_COUNT], then the parts' bytes in order. A packed matrix
+//   whose decoded parts equal W bit for bit (checked when saving: the usual
+//   case) is stored without W, so a GPTVQ checkpoint is the size of the
+//   packed output, not of an f32 model;
 //   char end[8] = "GQCKEND1".
 #ifndef GQ_CKPT_H
 #define GQ_CKPT_H
