@@ -11,11 +11,18 @@
 //   M-step: centroids within 1e-10 relative, same number of empty ones
 //   end to end: relative output error within 1e-6 relative (GPTQ) and 2 %
 //     (GPTVQ: a near-tie in one EM assignment may move a centroid)
+//   inference GEMVs (packed VQ over the option space of test_vqcases.h, Q4_0,
+//     F16): |y − y_ref| <= 1e-5 · Σ|w x| against a double-precision product
+//     of the decoded matrix; normalised VQ matrices are refused (unsupported)
 #include "test.h"
 #include "test_rand.h"
+#include "test_vqcases.h"
 
 #include "backend/backend.h"
+#include "io/gguf.h"
+#include "kern/qmatmul.h"
 #include "quant/vq.h"
+#include "quant/vqpack.h"
 
 static double maxabs(const double *a, size_t n) {
     double m = 0;
@@ -205,6 +212,73 @@ static void check_end_to_end(void) {
     free(X), free(H), free(W), free(Q);
 }
 
+// One GEMV on the device against the double-precision product of W (the
+// decoded matrix) with a random x.
+static void check_gemv_one(const char *what, const struct gq_qweight *w, const float *W) {
+    struct gqcu_mat *m = NULL;
+    CHECK_OK(gq_cuda_mat_new(w, &m));
+    if (!m) return;
+    float *x = malloc(sizeof(float) * w->cols), *y = malloc(sizeof(float) * w->rows);
+    for (int i = 0; i < w->cols; i++) x[i] = (float)rng_normal();
+    CHECK_OK(gq_cuda_mat_gemv(m, x, y));
+    double worst = 0;
+    for (int r = 0; r < w->rows; r++) {
+        double ref = 0, mag = 0;
+        for (int c = 0; c < w->cols; c++) {
+            double p = (double)W[(size_t)r * w->cols + c] * x[c];
+            ref += p, mag += fabs(p);
+        }
+        worst = fmax(worst, fabs(y[r] - ref) / (1e-5 * mag + 1e-30));
+    }
+    CHECKF(worst <= 1, "%s: GPU GEMV off by %.3g of the bound", what, worst);
+    gq_cuda_mat_free(m);
+    free(x), free(y);
+}
+
+static void check_gemv(void) {
+    for (int ci = 0; ci < N_CASES; ci++) {
+        const struct cfg *c = &vq_cases[ci];
+        size_t nw = (size_t)c->rows * c->cols;
+        float *Q = malloc(sizeof(float) * nw);
+        struct gq_vq_tensor t;
+        quantize(c, &t, Q);
+        struct gq_vqpack p;
+        uint8_t *buf;
+        CHECK_OK(gq_vqpack_pack(&t, &p, &buf));
+        struct gq_vqrt v;
+        CHECK_OK(gq_vqrt_init(&v, &p, "case"));
+        struct gq_qweight w = {.kind = GQ_QW_VQ, .rows = c->rows, .cols = c->cols, .vq = &v};
+        char what[64];
+        snprintf(what, sizeof what, "vq case %d (d %d k %d)", ci, c->d, c->k);
+        if (c->norm) {
+            struct gqcu_mat *m = NULL;
+            CHECKF(gq_cuda_mat_new(&w, &m) == GQ_ERR_UNSUPPORTED, "%s: normalised matrix not refused", what);
+        } else
+            check_gemv_one(what, &w, Q);
+        gq_vqrt_free(&v);
+        gq_vq_tensor_free(&t);
+        free(buf), free(Q);
+    }
+    const struct {
+        enum gq_ggml_type type;
+        int rows, cols;
+    } g[] = {{GQ_TYPE_Q4_0, 37, 96}, {GQ_TYPE_Q4_0, 300, 4096}, {GQ_TYPE_F16, 13, 201}, {GQ_TYPE_F16, 257, 1536}};
+    for (size_t i = 0; i < sizeof g / sizeof *g; i++) {
+        const int rows = g[i].rows, cols = g[i].cols;
+        size_t rs = gq_ggml_row_size(g[i].type, cols);
+        float *W0 = rand_matrix(rows, cols, 0.05), *W = malloc(sizeof(float) * rows * cols);
+        uint8_t *data = malloc(rs * rows);
+        for (int r = 0; r < rows; r++) CHECK_OK(gq_quantize_row_ggml(g[i].type, W0 + (size_t)r * cols, data + r * rs, cols));
+        CHECK_OK(gq_dequantize(g[i].type, data, W, (int64_t)rows * cols));
+        struct gq_qweight w = {.kind = GQ_QW_GGML, .rows = rows, .cols = cols, .type = g[i].type, .data = data,
+                               .row_size = rs};
+        char what[64];
+        snprintf(what, sizeof what, "%s %dx%d", gq_ggml_type_name(g[i].type), rows, cols);
+        check_gemv_one(what, &w, W);
+        free(W0), free(W), free(data);
+    }
+}
+
 int main(void) {
     const char *why = NULL;
     const struct gq_backend *cpu = gq_backend_cpu(), *cu = gq_backend_cuda(&why);
@@ -224,5 +298,6 @@ int main(void) {
         for (int diag = 0; diag < 2; diag++) check_vq(cpu, cu, dk[c][0], dk[c][1], 7, 1000, diag, diag == 0);
     check_vq(cpu, cu, 2, 16, 1, 3, true, false); // fewer points than a thread block
     check_end_to_end();
+    check_gemv();
     return test_done("test_backend");
 }

@@ -52,6 +52,18 @@ const struct gq_backend *gq_backend_cpu(void);
 // The CUDA backend, or NULL with *why set (built without nvcc, no device,
 // driver error).
 const struct gq_backend *gq_backend_cuda(const char **why);
+// Inference GEMVs on the CUDA device (one token: y = W x): a compressed
+// weight (packed VQ without normalisation, Q4_0, F16) copied to the device
+// once. GQ_ERR_UNSUPPORTED for other matrices; x and y in host memory.
+struct gqcu_mat;
+struct gq_qweight;
+enum gq_status gq_cuda_mat_new(const struct gq_qweight *q, struct gqcu_mat **out);
+enum gq_status gq_cuda_mat_gemv(struct gqcu_mat *m, const float *x, float *y);
+// Seconds per GEMV on device-resident vectors (iters launches, CUDA events),
+// the bytes the matrix holds in the file, the device's peak bandwidth (GB/s).
+enum gq_status gq_cuda_mat_bench(struct gqcu_mat *m, int iters, double *seconds, size_t *bytes, double *peak_gbs);
+void gq_cuda_mat_free(struct gqcu_mat *m);
+
 // "NVIDIA H200 (139 GiB, sm_90)" once the CUDA backend is initialised, else NULL.
 const char *gq_cuda_device_name(void);
 

@@ -7,7 +7,10 @@
 #include "backend.h"
 #include "cuda_kernels.h"
 
+#include "../io/gguf.h"
+#include "../kern/qmatmul.h"
 #include "../quant/vq.h"
+#include "../quant/vqpack.h"
 #include "../util/common.h"
 
 #include <dlfcn.h>
@@ -26,6 +29,11 @@ static struct {
     __typeof__(gqcu_chol_inverse_upper) *chol_inverse_upper;
     __typeof__(gqcu_vq_assign) *vq_assign;
     __typeof__(gqcu_vq_mstep) *vq_mstep;
+    __typeof__(gqcu_mat_vq) *mat_vq;
+    __typeof__(gqcu_mat_ggml) *mat_ggml;
+    __typeof__(gqcu_mat_free) *mat_free;
+    __typeof__(gqcu_mat_gemv) *mat_gemv;
+    __typeof__(gqcu_mat_bench) *mat_bench;
 } fn;
 
 // Runs one plug-in call under the lock; its message becomes the error.
@@ -109,6 +117,7 @@ static int load(void) {
         return -1;                                                                                                     \
     }
     SYM(init) SYM(dgemm) SYM(dsymm_right) SYM(dsyrk_acc) SYM(chol_inverse_upper) SYM(vq_assign) SYM(vq_mstep)
+    SYM(mat_vq) SYM(mat_ggml) SYM(mat_free) SYM(mat_gemv) SYM(mat_bench)
 #undef SYM
     return fn.init(why_buf, sizeof why_buf, device_name, sizeof device_name) ? -1 : 1;
 }
@@ -125,3 +134,69 @@ const struct gq_backend *gq_backend_cuda(const char **why) {
 }
 
 const char *gq_cuda_device_name(void) { return state > 0 ? device_name : NULL; }
+
+// ---------------------------------------------------------------------------
+// Inference matrices.
+
+static enum gq_status need_device(void) {
+    const char *why = NULL;
+    return gq_backend_cuda(&why) ? GQ_OK : gq_fail(GQ_ERR_UNSUPPORTED, "cuda: %s", why);
+}
+
+enum gq_status gq_cuda_mat_new(const struct gq_qweight *q, struct gqcu_mat **out) {
+    *out = NULL;
+    GQ_TRY(need_device());
+    char err[512] = "";
+    int rc;
+    if (q->kind == GQ_QW_GGML) {
+        if (q->type != GQ_TYPE_Q4_0 && q->type != GQ_TYPE_F16)
+            return gq_fail(GQ_ERR_UNSUPPORTED, "cuda: GEMV of GGML type %d", (int)q->type);
+        pthread_mutex_lock(&lock);
+        rc = fn.mat_ggml(q->type == GQ_TYPE_Q4_0 ? GQCU_Q4_0 : GQCU_F16, q->rows, q->cols, q->data, out, err, sizeof err);
+        pthread_mutex_unlock(&lock);
+        return rc ? gq_fail(GQ_ERR_IO, "%s", err) : GQ_OK;
+    }
+    const struct gq_vqrt *v = q->vq;
+    const struct gq_vqpack_hdr *h = &v->p.h;
+    if (h->norm_block) return gq_fail(GQ_ERR_UNSUPPORTED, "cuda: GEMV of a VQ matrix with normalisation");
+    const int n_g = h->n_rt * h->n_ct, kd = h->k * h->d;
+    float *cb = malloc(sizeof(float) * (size_t)h->stages * n_g * kd);
+    float *outl = h->n_out ? malloc(sizeof(float) * (size_t)h->rows * h->n_out) : NULL;
+    int32_t *vec_ct = malloc(sizeof(int32_t) * (size_t)v->nv), *row_rt = malloc(sizeof(int32_t) * (size_t)h->rows);
+    enum gq_status s = GQ_OK;
+    if (!cb || !vec_ct || !row_rt || (h->n_out && !outl)) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
+    for (int st = 0; s == GQ_OK && st < h->stages; st++)
+        for (int g = 0; g < n_g; g++) gq_vqpack_codebook(&v->p, st, g, cb + ((size_t)st * n_g + g) * kd);
+    for (int ct = 0; s == GQ_OK && ct < h->n_ct; ct++)
+        for (int i = v->vt_start[ct]; i < v->vt_start[ct + 1]; i++) vec_ct[i] = ct;
+    for (int rt = 0; s == GQ_OK && rt < h->n_rt; rt++)
+        for (int r = v->rt_start[rt]; r < v->rt_start[rt + 1]; r++) row_rt[r] = rt;
+    for (int64_t i = 0; s == GQ_OK && outl && i < (int64_t)h->rows * h->n_out; i++)
+        outl[i] = gq_vqp_f16(v->p.part[GQ_VQP_OUTL], i);
+    if (s == GQ_OK) {
+        struct gqcu_vq_desc D = {.rows = h->rows, .cols = h->cols, .d = h->d, .k = h->k, .lk = v->lk,
+                                 .stages = h->stages, .n_out = h->n_out, .nv = v->nv, .n_ct = h->n_ct, .n_rt = h->n_rt,
+                                 .idx = v->p.part[GQ_VQP_IDX], .idx_bytes = v->p.bytes[GQ_VQP_IDX],
+                                 .bytes = gq_qweight_bytes(q), .cb = cb, .outl = outl, .vec_ct = vec_ct,
+                                 .row_rt = row_rt, .perm = v->perm};
+        pthread_mutex_lock(&lock);
+        rc = fn.mat_vq(&D, out, err, sizeof err);
+        pthread_mutex_unlock(&lock);
+        if (rc) s = gq_fail(GQ_ERR_IO, "%s", err);
+    }
+    free(cb), free(outl), free(vec_ct), free(row_rt);
+    return s;
+}
+
+enum gq_status gq_cuda_mat_gemv(struct gqcu_mat *m, const float *x, float *y) { CALL(mat_gemv, m, x, y); }
+
+enum gq_status gq_cuda_mat_bench(struct gqcu_mat *m, int iters, double *seconds, size_t *bytes, double *peak_gbs) {
+    CALL(mat_bench, m, iters, seconds, bytes, peak_gbs);
+}
+
+void gq_cuda_mat_free(struct gqcu_mat *m) {
+    if (!m || state <= 0) return;
+    pthread_mutex_lock(&lock);
+    fn.mat_free(m);
+    pthread_mutex_unlock(&lock);
+}

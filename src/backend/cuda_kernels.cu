@@ -13,6 +13,7 @@
 #include "cuda_kernels.h"
 
 #include <cublas_v2.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cusolverDn.h>
 
@@ -413,5 +414,212 @@ extern "C" int gqcu_vq_mstep(int d, int n_slots, int per_slot, const double *x, 
 out:
     cudaFree(dx), cudaFree(ds2), cudaFree(dM), cudaFree(dC), cudaFree(dA), cudaFree(db), cudaFree(didx);
     cudaFree(danchor), cudaFree(dempty);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// Inference GEMVs y = W x for one token: packed VQ, Q4_0 and F16 matrices kept
+// on the device (gqcu_mat_*). One warp per row, lanes over consecutive
+// vectors / blocks (coalesced index and block loads), a warp-shuffle sum.
+
+enum { MAT_VQ = 1, MAT_Q4_0, MAT_F16 };
+struct gqcu_mat {
+    int kind, rows, cols;
+    // VQ
+    int d, k, lk, stages, n_out, nv, n_ct, n_rt;
+    uint8_t *idx;
+    float *cb, *outl;
+    int32_t *vec_ct, *row_rt, *perm;
+    // Q4_0 / F16: raw GGML rows
+    uint8_t *raw;
+    size_t bytes; // the compressed matrix as stored in the file (what a GEMV must read)
+    float *x, *xp, *y;
+};
+
+__device__ __forceinline__ uint32_t bits_get(const uint8_t *s, int64_t i, int w) {
+    uint64_t b = (uint64_t)i * (uint64_t)w, v = 0;
+    const uint8_t *p = s + (b >> 3);
+    int nbytes = (int)(((b & 7) + (uint64_t)w + 7) >> 3);
+    for (int j = 0; j < nbytes; j++) v |= (uint64_t)p[j] << (8 * j);
+    return (uint32_t)((v >> (b & 7)) & ((1ull << w) - 1));
+}
+__device__ __forceinline__ float warp_sum(float a) {
+    for (int o = 16; o > 0; o >>= 1) a += __shfl_down_sync(0xffffffffu, a, o);
+    return a;
+}
+
+__global__ void permute_x(const float *x, const int32_t *perm, int n, float *xp) {
+    int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p < n) xp[p] = x[perm ? perm[p] : p];
+}
+
+template <int D>
+__global__ void vq_gemv(const gqcu_mat m, const float *xp, float *y) {
+    const int lane = threadIdx.x & 31, row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= m.rows) return;
+    const int d = D > 0 ? D : m.d, rt = m.row_rt[row];
+    float acc = 0;
+    for (int s = 0; s < m.stages; s++) {
+        const int64_t base = ((int64_t)s * m.rows + row) * m.nv;
+        const float *cbs = m.cb + ((size_t)s * m.n_rt + rt) * m.n_ct * m.k * d;
+        for (int v = lane; v < m.nv; v += 32) {
+            const uint32_t c = bits_get(m.idx, base + v, m.lk);
+            const float *cv = cbs + ((size_t)m.vec_ct[v] * m.k + c) * d, *xv = xp + m.n_out + (size_t)v * d;
+            for (int j = 0; j < d; j++) acc += cv[j] * xv[j];
+        }
+    }
+    for (int p = lane; p < m.n_out; p += 32) acc += m.outl[(size_t)row * m.n_out + p] * xp[p];
+    acc = warp_sum(acc);
+    if (!lane) y[row] = acc;
+}
+
+// GGML Q4_0: blocks of 32 values, fp16 scale d + 16 bytes: value j = d·((q_j) − 8),
+// q_j the low nibble of byte j (j < 16) or the high nibble of byte j − 16.
+__global__ void q4_0_gemv(const gqcu_mat m, const float *x, float *y) {
+    const int lane = threadIdx.x & 31, row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= m.rows) return;
+    const int nb = m.cols / 32;
+    const uint8_t *r = m.raw + (size_t)row * nb * 18;
+    float acc = 0;
+    for (int b = lane; b < nb; b += 32) {
+        const uint8_t *blk = r + (size_t)b * 18;
+        const float dd = __half2float(*(const __half *)blk);
+        const float *xb = x + (size_t)b * 32;
+        float s = 0;
+        for (int j = 0; j < 16; j++) s += (float)((blk[2 + j] & 15) - 8) * xb[j] + (float)((blk[2 + j] >> 4) - 8) * xb[j + 16];
+        acc += dd * s;
+    }
+    acc = warp_sum(acc);
+    if (!lane) y[row] = acc;
+}
+
+__global__ void f16_gemv(const gqcu_mat m, const float *x, float *y) {
+    const int lane = threadIdx.x & 31, row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= m.rows) return;
+    const __half2 *r = (const __half2 *)(m.raw + (size_t)row * m.cols * 2);
+    float acc = 0;
+    for (int c = lane; c < m.cols / 2; c += 32) {
+        float2 w = __half22float2(r[c]);
+        acc += w.x * x[2 * c] + w.y * x[2 * c + 1];
+    }
+    if ((m.cols & 1) && !lane) acc += __half2float(((const __half *)r)[m.cols - 1]) * x[m.cols - 1];
+    acc = warp_sum(acc);
+    if (!lane) y[row] = acc;
+}
+
+extern "C" void gqcu_mat_free(struct gqcu_mat *m) {
+    if (!m) return;
+    cudaFree(m->idx), cudaFree(m->cb), cudaFree(m->outl), cudaFree(m->vec_ct), cudaFree(m->row_rt), cudaFree(m->perm);
+    cudaFree(m->raw), cudaFree(m->x), cudaFree(m->xp), cudaFree(m->y);
+    free(m);
+}
+
+template <typename T> static cudaError_t upload(T **dst, const T *src, size_t n) {
+    cudaError_t e = cudaMalloc((void **)dst, sizeof(T) * (n ? n : 1));
+    if (e == cudaSuccess && n) e = cudaMemcpy(*dst, src, sizeof(T) * n, cudaMemcpyHostToDevice);
+    return e;
+}
+
+extern "C" int gqcu_mat_vq(const struct gqcu_vq_desc *D, struct gqcu_mat **out, char *err, size_t cap) {
+    int rc = 0;
+    gqcu_mat *m = (gqcu_mat *)calloc(1, sizeof *m);
+    *out = NULL;
+    if (!m) return fail(err, cap, "gqcu_mat_vq", "out of memory");
+    m->kind = MAT_VQ, m->rows = D->rows, m->cols = D->cols, m->d = D->d, m->k = D->k, m->lk = D->lk;
+    m->stages = D->stages, m->n_out = D->n_out, m->nv = D->nv, m->n_ct = D->n_ct, m->n_rt = D->n_rt;
+    m->bytes = D->bytes;
+    CU(upload(&m->idx, D->idx, D->idx_bytes + 8)); // + 8: the bit reader may touch bytes past the last index
+    CU(upload(&m->cb, D->cb, (size_t)D->stages * D->n_rt * D->n_ct * D->k * D->d));
+    CU(upload(&m->outl, D->outl, D->outl ? (size_t)D->rows * D->n_out : 0));
+    CU(upload(&m->vec_ct, D->vec_ct, (size_t)D->nv));
+    CU(upload(&m->row_rt, D->row_rt, (size_t)D->rows));
+    if (D->perm) CU(upload(&m->perm, D->perm, (size_t)D->cols));
+    CU(cudaMalloc(&m->x, sizeof(float) * D->cols));
+    CU(cudaMalloc(&m->xp, sizeof(float) * D->cols));
+    CU(cudaMalloc(&m->y, sizeof(float) * D->rows));
+    *out = m;
+    return 0;
+out:
+    gqcu_mat_free(m);
+    return rc;
+}
+
+extern "C" int gqcu_mat_ggml(int type, int rows, int cols, const void *data, struct gqcu_mat **out, char *err,
+                             size_t cap) {
+    int rc = 0;
+    gqcu_mat *m = (gqcu_mat *)calloc(1, sizeof *m);
+    *out = NULL;
+    if (!m) return fail(err, cap, "gqcu_mat_ggml", "out of memory");
+    if ((type != GQCU_Q4_0 && type != GQCU_F16) || (type == GQCU_Q4_0 && cols % 32)) {
+        free(m);
+        return fail(err, cap, "gqcu_mat_ggml", "only Q4_0 (rows of whole 32-blocks) and F16 rows");
+    }
+    m->kind = type == GQCU_Q4_0 ? MAT_Q4_0 : MAT_F16, m->rows = rows, m->cols = cols;
+    m->bytes = type == GQCU_Q4_0 ? (size_t)rows * (cols / 32) * 18 : (size_t)rows * cols * 2;
+    CU(upload(&m->raw, (const uint8_t *)data, m->bytes));
+    CU(cudaMalloc(&m->x, sizeof(float) * cols));
+    CU(cudaMalloc(&m->y, sizeof(float) * rows));
+    *out = m;
+    return 0;
+out:
+    gqcu_mat_free(m);
+    return rc;
+}
+
+static cudaError_t launch(const gqcu_mat *m) {
+    const int WARPS = 8, grid = (m->rows + WARPS - 1) / WARPS;
+    if (m->kind == MAT_Q4_0) q4_0_gemv<<<grid, 32 * WARPS>>>(*m, m->x, m->y);
+    else if (m->kind == MAT_F16) f16_gemv<<<grid, 32 * WARPS>>>(*m, m->x, m->y);
+    else {
+        const float *xp = m->x;
+        if (m->perm) {
+            permute_x<<<(m->cols + 255) / 256, 256>>>(m->x, m->perm, m->cols, m->xp);
+            xp = m->xp;
+        }
+        switch (m->d) {
+        case 1: vq_gemv<1><<<grid, 32 * WARPS>>>(*m, xp, m->y); break;
+        case 2: vq_gemv<2><<<grid, 32 * WARPS>>>(*m, xp, m->y); break;
+        case 4: vq_gemv<4><<<grid, 32 * WARPS>>>(*m, xp, m->y); break;
+        default: vq_gemv<0><<<grid, 32 * WARPS>>>(*m, xp, m->y); break;
+        }
+    }
+    return cudaGetLastError();
+}
+
+extern "C" int gqcu_mat_gemv(struct gqcu_mat *m, const float *x, float *y, char *err, size_t cap) {
+    int rc = 0;
+    CU(cudaMemcpy(m->x, x, sizeof(float) * m->cols, cudaMemcpyHostToDevice));
+    CU(launch(m));
+    CU(cudaMemcpy(y, m->y, sizeof(float) * m->rows, cudaMemcpyDeviceToHost));
+out:
+    return rc;
+}
+
+// Seconds per GEMV (device-resident x and y, `iters` back-to-back launches
+// after a warm-up, CUDA events), the matrix's stored bytes, and the device's
+// peak memory bandwidth from its clock and bus width (GB/s, 0 if unknown).
+extern "C" int gqcu_mat_bench(struct gqcu_mat *m, int iters, double *seconds, size_t *bytes, double *peak_gbs,
+                              char *err, size_t cap) {
+    int rc = 0, clk = 0, bus = 0;
+    cudaEvent_t a = NULL, b = NULL;
+    float ms = 0;
+    CU(cudaMemset(m->x, 0, sizeof(float) * m->cols));
+    for (int i = 0; i < 3; i++) CU(launch(m));
+    CU(cudaEventCreate(&a));
+    CU(cudaEventCreate(&b));
+    CU(cudaEventRecord(a));
+    for (int i = 0; i < iters; i++) CU(launch(m));
+    CU(cudaEventRecord(b));
+    CU(cudaEventSynchronize(b));
+    CU(cudaEventElapsedTime(&ms, a, b));
+    *seconds = ms / 1e3 / iters;
+    *bytes = m->bytes;
+    *peak_gbs = 0;
+    if (cudaDeviceGetAttribute(&clk, cudaDevAttrMemoryClockRate, 0) == cudaSuccess &&
+        cudaDeviceGetAttribute(&bus, cudaDevAttrGlobalMemoryBusWidth, 0) == cudaSuccess)
+        *peak_gbs = 2.0 * clk * 1e3 * (bus / 8.0) / 1e9; // DDR: two transfers per clock
+out:
+    if (a) cudaEventDestroy(a);
+    if (b) cudaEventDestroy(b);
     return rc;
 }

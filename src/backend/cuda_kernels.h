@@ -23,6 +23,29 @@ int gqcu_vq_assign(int d, int n_slots, int per_slot, const double *x, const doub
 int gqcu_vq_mstep(int d, int n_slots, int per_slot, const double *x, const double *s2, const double *metric, int diag,
                   const int32_t *idx, int k, double *C, int *empty, char *err, size_t cap);
 
+// Inference GEMVs (one token, y = W x) on device-resident matrices.
+struct gqcu_mat;
+enum { GQCU_Q4_0 = 2, GQCU_F16 = 1 }; // GGML type numbers
+// A packed VQ matrix in the form the kernel reads: the index bit stream as
+// packed ((stages, rows, nv) × lk bits), codebooks decoded to f32 (stages,
+// n_rt, n_ct, k, d), the column tile of each vector, the row tile of each
+// row, position -> column (NULL: identity), outlier columns as f32 (rows,
+// n_out; NULL when n_out is 0). bytes: the matrix's size in the file.
+struct gqcu_vq_desc {
+    int rows, cols, d, k, lk, stages, n_out, nv, n_ct, n_rt;
+    const uint8_t *idx;
+    size_t idx_bytes, bytes;
+    const float *cb, *outl;
+    const int32_t *vec_ct, *row_rt, *perm;
+};
+int gqcu_mat_vq(const struct gqcu_vq_desc *d, struct gqcu_mat **out, char *err, size_t cap);
+int gqcu_mat_ggml(int type, int rows, int cols, const void *data, struct gqcu_mat **out, char *err, size_t cap);
+void gqcu_mat_free(struct gqcu_mat *m);
+// x (cols) and y (rows) in host memory.
+int gqcu_mat_gemv(struct gqcu_mat *m, const float *x, float *y, char *err, size_t cap);
+int gqcu_mat_bench(struct gqcu_mat *m, int iters, double *seconds, size_t *bytes, double *peak_gbs, char *err,
+                   size_t cap);
+
 #ifdef __cplusplus
 }
 #endif
