@@ -496,13 +496,16 @@ __global__ void q4_0_gemv(const gqcu_mat m, const float *x, float *y) {
 __global__ void f16_gemv(const gqcu_mat m, const float *x, float *y) {
     const int lane = threadIdx.x & 31, row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= m.rows) return;
-    const __half2 *r = (const __half2 *)(m.raw + (size_t)row * m.cols * 2);
+    const __half *r = (const __half *)(m.raw + (size_t)row * m.cols * 2);
     float acc = 0;
-    for (int c = lane; c < m.cols / 2; c += 32) {
-        float2 w = __half22float2(r[c]);
-        acc += w.x * x[2 * c] + w.y * x[2 * c + 1];
-    }
-    if ((m.cols & 1) && !lane) acc += __half2float(((const __half *)r)[m.cols - 1]) * x[m.cols - 1];
+    if (m.cols % 2 == 0) { // rows 4-byte aligned: pairs
+        const __half2 *r2 = (const __half2 *)r;
+        for (int c = lane; c < m.cols / 2; c += 32) {
+            float2 w = __half22float2(r2[c]);
+            acc += w.x * x[2 * c] + w.y * x[2 * c + 1];
+        }
+    } else
+        for (int c = lane; c < m.cols; c += 32) acc += __half2float(r[c]) * x[c];
     acc = warp_sum(acc);
     if (!lane) y[row] = acc;
 }
@@ -528,7 +531,10 @@ extern "C" int gqcu_mat_vq(const struct gqcu_vq_desc *D, struct gqcu_mat **out, 
     m->kind = MAT_VQ, m->rows = D->rows, m->cols = D->cols, m->d = D->d, m->k = D->k, m->lk = D->lk;
     m->stages = D->stages, m->n_out = D->n_out, m->nv = D->nv, m->n_ct = D->n_ct, m->n_rt = D->n_rt;
     m->bytes = D->bytes;
-    CU(upload(&m->idx, D->idx, D->idx_bytes + 8)); // + 8: the bit reader may touch bytes past the last index
+    // + 8 zero bytes: the bit reader may touch bytes past the last index
+    CU(cudaMalloc(&m->idx, D->idx_bytes + 8));
+    CU(cudaMemset(m->idx, 0, D->idx_bytes + 8));
+    CU(cudaMemcpy(m->idx, D->idx, D->idx_bytes, cudaMemcpyHostToDevice));
     CU(upload(&m->cb, D->cb, (size_t)D->stages * D->n_rt * D->n_ct * D->k * D->d));
     CU(upload(&m->outl, D->outl, D->outl ? (size_t)D->rows * D->n_out : 0));
     CU(upload(&m->vec_ct, D->vec_ct, (size_t)D->nv));
