@@ -16,13 +16,14 @@
 //     of the decoded matrix; normalised VQ matrices are refused (unsupported)
 #include "test.h"
 #include "test_rand.h"
-#include "test_vqcases.h"
 
 #include "backend/backend.h"
 #include "io/gguf.h"
 #include "kern/qmatmul.h"
 #include "quant/vq.h"
 #include "quant/vqpack.h"
+
+#include "test_vqcases.h"
 
 static double maxabs(const double *a, size_t n) {
     double m = 0;
@@ -238,26 +239,16 @@ static void check_gemv_one(const char *what, const struct gq_qweight *w, const f
 static void check_gemv(void) {
     for (int ci = 0; ci < N_CASES; ci++) {
         const struct cfg *c = &vq_cases[ci];
-        size_t nw = (size_t)c->rows * c->cols;
-        float *Q = malloc(sizeof(float) * nw);
-        struct gq_vq_tensor t;
-        quantize(c, &t, Q);
-        struct gq_vqpack p;
-        uint8_t *buf;
-        CHECK_OK(gq_vqpack_pack(&t, &p, &buf));
-        struct gq_vqrt v;
-        CHECK_OK(gq_vqrt_init(&v, &p, "case"));
-        struct gq_qweight w = {.kind = GQ_QW_VQ, .rows = c->rows, .cols = c->cols, .vq = &v};
+        struct vq_built b;
+        vq_build(c, &b);
         char what[64];
         snprintf(what, sizeof what, "vq case %d (d %d k %d)", ci, c->d, c->k);
         if (c->norm) {
             struct gqcu_mat *m = NULL;
-            CHECKF(gq_cuda_mat_new(&w, &m) == GQ_ERR_UNSUPPORTED, "%s: normalised matrix not refused", what);
+            CHECKF(gq_cuda_mat_new(&b.w, &m) == GQ_ERR_UNSUPPORTED, "%s: normalised matrix not refused", what);
         } else
-            check_gemv_one(what, &w, Q);
-        gq_vqrt_free(&v);
-        gq_vq_tensor_free(&t);
-        free(buf), free(Q);
+            check_gemv_one(what, &b.w, b.Q);
+        vq_built_free(&b);
     }
     const struct {
         enum gq_ggml_type type;

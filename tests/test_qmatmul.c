@@ -104,16 +104,12 @@ static void test_vq(void) {
     for (int ci = 0; ci < N_CASES; ci++) {
         const struct cfg *c = &vq_cases[ci];
         size_t nw = (size_t)c->rows * c->cols;
-        float *Q = malloc(sizeof(float) * nw), *D = malloc(sizeof(float) * nw);
-        struct gq_vq_tensor t;
-        quantize(c, &t, Q);
-        struct gq_vqpack p;
-        uint8_t *buf;
-        CHECK_OK(gq_vqpack_pack(&t, &p, &buf));
-        struct gq_vqrt v;
-        CHECK_OK(gq_vqrt_init(&v, &p, "case"));
-        struct gq_qweight w = {.kind = GQ_QW_VQ, .rows = c->rows, .cols = c->cols, .vq = &v};
-        n_q8 += v.q8 != 0;
+        float *D = malloc(sizeof(float) * nw);
+        struct vq_built b;
+        vq_build(c, &b);
+        const float *Q = b.Q;
+        const struct gq_qweight w = b.w;
+        n_q8 += b.v.q8 != 0;
         // decode in two uneven pieces (a row-tile boundary inside)
         int cut = c->rows / 3 + 1;
         gq_qweight_decode_rows(&w, 0, cut, D);
@@ -122,9 +118,8 @@ static void test_vq(void) {
         char what[64];
         snprintf(what, sizeof what, "vq case %d (d %d k %d)", ci, c->d, c->k);
         run_all(what, &w, Q);
-        gq_vqrt_free(&v);
-        gq_vq_tensor_free(&t);
-        free(buf), free(Q), free(D);
+        vq_built_free(&b);
+        free(D);
     }
 }
 

@@ -180,6 +180,10 @@ for cfg in "gptq --wbits 3 --group-size 32" "gptvq --vq-dim 2 --bpv 2.25 --em-it
     [ $rc -eq 3 ] && [ ! -e "$T/s_$n.gguf" ] && [ -s "$T/s_$n.gguf.ckpt/blk.1.ckpt" ] && [ ! -e "$T/s_$n.gguf.ckpt/blk.2.ckpt" ] &&
         echo "ok: $n --stop-after 2: exit 3, no output, blocks 0-1 checkpointed" ||
         { echo "FAIL: $n --stop-after 2 (rc=$rc)"; cat "$T/err"; fail=1; }
+    "$G" quantize "$S" -o "$T/s_$n.gguf" "${args[@]}" --quiet --stop-after 2 >/dev/null 2>"$T/err"
+    rc=$?
+    [ $rc -eq 3 ] && [ ! -e "$T/s_$n.gguf.ckpt/blk.2.ckpt" ] && grep -q "2 of 5 blocks are in" "$T/err" &&
+        echo "ok: $n --stop-after 2 again: nothing to do" || { echo "FAIL: $n --stop-after 2 again (rc=$rc)"; cat "$T/err"; fail=1; }
     # packed GPTVQ blocks are checkpointed in their packed form (f32 block: 181,248 bytes)
     sz=$(stat -c %s "$T/s_$n.gguf.ckpt/blk.1.ckpt")
     [ "$n" != gptvq ] || [ "$sz" -lt 60000 ] && echo "ok: $n checkpoint block $sz bytes" ||

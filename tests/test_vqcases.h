@@ -50,4 +50,29 @@ static const struct cfg vq_cases[] = {
 };
 #define N_CASES (int)(sizeof vq_cases / sizeof *vq_cases)
 
+// A case quantized (Q: its fake-quant matrix), packed, and viewed as the
+// runtime's compressed weight w (include kern/qmatmul.h and quant/vqpack.h first).
+#ifdef GQ_QMATMUL_H
+struct vq_built {
+    float *Q;
+    struct gq_vq_tensor t;
+    struct gq_vqpack p;
+    uint8_t *buf;
+    struct gq_vqrt v;
+    struct gq_qweight w;
+};
+static void vq_build(const struct cfg *c, struct vq_built *b) {
+    b->Q = malloc(sizeof(float) * (size_t)c->rows * c->cols);
+    quantize(c, &b->t, b->Q);
+    CHECK_OK(gq_vqpack_pack(&b->t, &b->p, &b->buf));
+    CHECK_OK(gq_vqrt_init(&b->v, &b->p, "case"));
+    b->w = (struct gq_qweight){.kind = GQ_QW_VQ, .rows = c->rows, .cols = c->cols, .vq = &b->v};
+}
+static void vq_built_free(struct vq_built *b) {
+    gq_vqrt_free(&b->v);
+    gq_vq_tensor_free(&b->t);
+    free(b->buf), free(b->Q);
+}
+#endif
+
 #endif

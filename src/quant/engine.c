@@ -639,6 +639,9 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         fp = gq_ckpt_fingerprint(m, p);
         GQ_TRY(gq_ckpt_open(p->checkpoint_dir, fp));
         GQ_TRY(resume(m, p, fp, rep, &done));
+        if (p->stop_after_blocks > 0 && done >= p->stop_after_blocks && done < m->hp.n_layers)
+            return gq_fail(GQ_STOPPED, "%d of %d blocks are in %s already (--stop-after %d); nothing to do", done,
+                           m->hp.n_layers, p->checkpoint_dir, p->stop_after_blocks);
     }
     struct gq_progress pr;
     gq_progress_start(&pr, method_name(p->method), (int64_t)m->hp.n_layers * n_lin, p->progress);
