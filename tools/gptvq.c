@@ -413,11 +413,16 @@ static const char *QUANT_HELP =
     "                        to an uninterrupted run with the same --threads. DIR written with\n"
     "                        other settings or another model is refused. Removed after success.\n"
     "  --no-checkpoint       no checkpoint\n"
-    "  --no-stream           load every weight as f32 up front (default: the linears stay in\n"
-    "                        the file's F16/Q8_0/Q4_x form, mapped, and each block is decoded\n"
-    "                        when it is quantized; packed GPTVQ output then never holds more\n"
-    "                        than one block in f32). Same result with --calib or Hessians;\n"
-    "                        data-free sampling runs the compressed kernels when streaming\n"
+    "  --stream / --no-stream\n"
+    "                        streaming: the linears stay in the file's F16/Q8_0/Q4_x form,\n"
+    "                        mapped, and each block is decoded when it is quantized (packed\n"
+    "                        GPTVQ output then never holds more than one block in f32);\n"
+    "                        no-stream: every weight is loaded as f32 up front. Same output\n"
+    "                        either way with --calib or --load-hessians, where streaming is\n"
+    "                        the default. Data-free calibration samples its windows through\n"
+    "                        the whole model, which streaming runs with the compressed\n"
+    "                        kernels (slightly different windows), so there the default is\n"
+    "                        --no-stream and results match earlier releases\n"
     "  --stop-after N        stop once N blocks are quantized and checkpointed (exit code 3;\n"
     "                        split a long run into pieces: rerun without it to continue)\n"
     "  --threads N           threads (default: all cores)\n"
@@ -480,7 +485,8 @@ static int cmd_quantize(int argc, char **argv) {
     long vq_dim = p.vq.dim, vq_k = 0, em_iters = p.vq.em_iters, gd_iters = p.vq.gd_iters, norm_block = 0,
          residual = 1, cb_svd = 0;
     int packed = -1; // -1: default (packed for gptvq)
-    bool group_given = false, no_ckpt = false, stream = true;
+    bool group_given = false, no_ckpt = false;
+    int stream = -1; // -1: default (streaming unless data-free)
     long stop_after = 0;
     const char *ckpt = NULL, *device = "cpu";
     for (int i = 2; i < argc; i++) {
@@ -526,7 +532,8 @@ static int cmd_quantize(int argc, char **argv) {
             continue;
         }
         if (!strcmp(a, "--no-checkpoint")) { no_ckpt = true; continue; }
-        if (!strcmp(a, "--no-stream")) { stream = false; continue; }
+        if (!strcmp(a, "--no-stream")) { stream = 0; continue; }
+        if (!strcmp(a, "--stream")) { stream = 1; continue; }
         if (!strcmp(a, "--device")) {
             if (!(device = opt_value(argc, argv, &i))) return 2;
             continue;
@@ -659,6 +666,7 @@ static int cmd_quantize(int argc, char **argv) {
     // Streaming: the linears stay in the source's compressed form (mapped) and
     // are decoded block by block (gq_quantize), so host memory holds one
     // block's f32 weights, not the whole model's.
+    if (stream < 0) stream = p.calib_path || p.load_hessians || p.method == GQ_METHOD_RTN;
     if (load_model(model, NULL, stream, &m)) return 1;
     struct gq_quant_report rep;
     enum gq_status s = gq_quantize(m, &p, &rep);
