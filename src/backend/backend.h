@@ -39,7 +39,8 @@ struct gq_backend {
     enum gq_status (*chol_inverse_upper)(double *A, int n, int *info);
     // Hessian-weighted nearest centroid of every point (contract of
     // gq_vq_assign, vq.h: argmin, lowest index on ties; dist optional);
-    // *objective = Σ_i dist_i.
+    // *objective = Σ_i dist_i (NaN for non-finite points: not an error here,
+    // the EM loop reports it).
     enum gq_status (*vq_assign)(const struct gq_vq_data *D, const double *C, int k, int32_t *idx, double *dist,
                                 double *objective);
     // EM M-step (contract of gq_vq_mstep, vq.h); *empty = centroids without points.

@@ -47,8 +47,10 @@ static enum gq_status cpu_chol_inverse_upper(double *A, int n, int *info) {
 
 static enum gq_status cpu_vq_assign(const struct gq_vq_data *D, const double *C, int k, int32_t *idx, double *dist,
                                     double *objective) {
+    // NaN (non-finite data, or out of memory) goes back as the objective: the
+    // EM loop reports it, as before the backend table existed.
     *objective = gq_vq_assign(D, C, k, idx, dist);
-    return isnan(*objective) ? gq_fail(GQ_ERR_NOMEM, "vq assign: out of memory") : GQ_OK;
+    return GQ_OK;
 }
 
 static enum gq_status cpu_vq_mstep(const struct gq_vq_data *D, const int32_t *idx, int k, double *C, int *empty) {
