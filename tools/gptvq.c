@@ -780,20 +780,10 @@ static int cmd_export(int argc, char **argv) {
     return 0;
 }
 
-// Writes len bytes to path through path.tmp and a rename, so that no partial
-// file is left under the name; returns 0, or die()'s code with the error.
+// gq_write_file_atomic; returns 0, or die()'s code with the error.
 static int write_file_atomic(const char *path, const char *text, size_t len) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return die("%s: cannot create: %s", tmp, strerror(errno));
-    bool ok = fwrite(text, 1, len, f) == len;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return die("%s: cannot write: %s", path, strerror(errno));
-    }
-    return 0;
+    enum gq_status s = gq_write_file_atomic(path, text, len);
+    return s == GQ_OK ? 0 : die_status(s);
 }
 
 // ---------------------------------------------------------------------------

@@ -83,17 +83,7 @@ enum gq_status gq_ckpt_open(const char *dir, uint64_t fp) {
                            "remove the folder to start over, or restart with that run's settings", path);
         return GQ_OK;
     }
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    f = fopen(tmp, "wb");
-    if (!f) return gq_fail(GQ_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
-    bool ok = fputs(want, f) >= 0;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return gq_fail(GQ_ERR_IO, "%s: write failed", path);
-    }
-    return GQ_OK;
+    return gq_write_file_atomic(path, want, strlen(want));
 }
 
 enum gq_status gq_quantize_checkpoint_remove(const char *dir) {

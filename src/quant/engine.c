@@ -893,20 +893,14 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
     }
     char *txt = cJSON_Print(o);
     cJSON_Delete(o);
-    if (!txt) return gq_fail(GQ_ERR_NOMEM, "out of memory");
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    enum gq_status s = GQ_OK;
-    if (!f) s = gq_fail(GQ_ERR_IO, "%s: cannot write", tmp);
-    else {
-        bool ok = fputs(txt, f) >= 0 && fputc('\n', f) != EOF;
-        ok = (fclose(f) == 0) && ok;
-        if (!ok || rename(tmp, path) != 0) {
-            remove(tmp);
-            s = gq_fail(GQ_ERR_IO, "%s: write failed", path);
-        }
+    size_t n = txt ? strlen(txt) : 0;
+    char *line = txt ? realloc(txt, n + 2) : NULL; // with a final newline
+    if (!line) {
+        free(txt);
+        return gq_fail(GQ_ERR_NOMEM, "out of memory");
     }
-    free(txt);
+    line[n] = '\n', line[n + 1] = 0;
+    enum gq_status s = gq_write_file_atomic(path, line, n + 1);
+    free(line);
     return s;
 }

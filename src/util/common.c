@@ -90,6 +90,21 @@ void gq_unmap_file(struct gq_mapped_file *f) {
     memset(f, 0, sizeof *f);
 }
 
+enum gq_status gq_write_file_atomic(const char *path, const void *data, size_t len) {
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return gq_fail(GQ_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    bool ok = fwrite(data, 1, len, f) == len;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        int e = errno;
+        remove(tmp);
+        return gq_fail(GQ_ERR_IO, "%s: cannot write: %s", path, strerror(e));
+    }
+    return GQ_OK;
+}
+
 enum gq_status gq_read_file(const char *path, char **data, size_t *size) {
     *data = NULL;
     *size = 0;

@@ -58,6 +58,9 @@ enum gq_status gq_map_file(const char *path, struct gq_mapped_file *f);
 void gq_unmap_file(struct gq_mapped_file *f);
 // Reads a whole file into malloc'd memory (NUL-terminated for convenience).
 enum gq_status gq_read_file(const char *path, char **data, size_t *size);
+// Writes len bytes to path through "path.tmp" and a rename, so that no
+// partial file is ever left under the name (the temporary goes on failure).
+enum gq_status gq_write_file_atomic(const char *path, const void *data, size_t len);
 
 double gq_time_s(void); // monotonic seconds
 
