@@ -40,7 +40,7 @@ $(B)/%.o: %.c $(wildcard include/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(B)/libgptvq_cuda.so: src/backend/cuda_kernels.cu src/backend/cuda_kernels.h
+$(B)/libgptvq_cuda.so: src/backend/cuda_kernels.cu src/backend/cuda_kernels.h src/util/bits.h
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -shared $< -o $@ -L$(CUDA_HOME)/lib64 -Xlinker -rpath,$(CUDA_HOME)/lib64 -lcusolver -lcublas -lcudart
 

@@ -12,6 +12,8 @@
 // upper triangle is a column-major lower one.
 #include "cuda_kernels.h"
 
+#include "../util/bits.h"
+
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -436,13 +438,6 @@ struct gqcu_mat {
     float *x, *xp, *y;
 };
 
-__device__ __forceinline__ uint32_t bits_get(const uint8_t *s, int64_t i, int w) {
-    uint64_t b = (uint64_t)i * (uint64_t)w, v = 0;
-    const uint8_t *p = s + (b >> 3);
-    int nbytes = (int)(((b & 7) + (uint64_t)w + 7) >> 3);
-    for (int j = 0; j < nbytes; j++) v |= (uint64_t)p[j] << (8 * j);
-    return (uint32_t)((v >> (b & 7)) & ((1ull << w) - 1));
-}
 __device__ __forceinline__ float warp_sum(float a) {
     for (int o = 16; o > 0; o >>= 1) a += __shfl_down_sync(0xffffffffu, a, o);
     return a;
@@ -463,7 +458,7 @@ __global__ void vq_gemv(const gqcu_mat m, const float *xp, float *y) {
         const int64_t base = ((int64_t)s * m.rows + row) * m.nv;
         const float *cbs = m.cb + ((size_t)s * m.n_rt + rt) * m.n_ct * m.k * d;
         for (int v = lane; v < m.nv; v += 32) {
-            const uint32_t c = bits_get(m.idx, base + v, m.lk);
+            const uint32_t c = gq_bits_get(m.idx, base + v, m.lk);
             const float *cv = cbs + ((size_t)m.vec_ct[v] * m.k + c) * d, *xv = xp + m.n_out + (size_t)v * d;
             for (int j = 0; j < d; j++) acc += cv[j] * xv[j];
         }

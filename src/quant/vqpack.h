@@ -13,6 +13,7 @@
 
 #include "quant/vq.h"
 
+#include "util/bits.h"
 #include "util/common.h"
 
 #include <stdio.h>
@@ -91,14 +92,7 @@ static inline float gq_vqp_coded(int f, const uint8_t *part, int64_t i, float sc
 // step of the decode rule (docs/format.md), for unpacking and the kernels.
 void gq_vqpack_codebook(const struct gq_vqpack *p, int s, int64_t g, float *cb);
 
-// Bit streams.
-static inline uint32_t gq_bits_get(const uint8_t *s, int64_t i, int w) {
-    uint64_t b = (uint64_t)i * (uint64_t)w, v = 0;
-    const uint8_t *p = s + (b >> 3);
-    int nbytes = (int)(((b & 7) + (uint64_t)w + 7) >> 3);
-    for (int j = 0; j < nbytes; j++) v |= (uint64_t)p[j] << (8 * j);
-    return (uint32_t)((v >> (b & 7)) & ((1ull << w) - 1));
-}
+// Bit streams (the reader, gq_bits_get, is in util/bits.h).
 static inline void gq_bits_put(uint8_t *s, int64_t i, int w, uint32_t x) {
     uint64_t b = (uint64_t)i * (uint64_t)w;
     for (int j = 0; j < w; j++, b++)
