@@ -36,6 +36,12 @@ struct gq_arch {
 // NULL when unknown. "mistral" maps to llama.
 const struct gq_arch *gq_arch_find(const char *name);
 int64_t gq_dim_value(const struct gq_hparams *hp, enum gq_dim d);
+// Linear layers per block (the tensors of kind GQ_T_LINEAR).
+static inline int gq_arch_n_linears(const struct gq_arch *A) {
+    int n = 0;
+    for (int i = 0; i < A->n_tensors; i++) n += A->tensors[i].kind == GQ_T_LINEAR;
+    return n;
+}
 static inline const float **gq_block_slot(struct gq_layer_w *L, const struct gq_block_tensor *t) {
     return (const float **)((char *)L + t->offset);
 }

@@ -72,9 +72,7 @@ enum gq_status gq_ckpt_open(const char *dir, uint64_t fp) {
     run_path(path, sizeof path, dir);
     char *have = NULL;
     size_t n = 0;
-    FILE *f = fopen(path, "rb");
-    if (f) {
-        fclose(f);
+    if (access(path, F_OK) == 0) {
         GQ_TRY(gq_read_file(path, &have, &n));
         bool same = n == strlen(want) && memcmp(have, want, n) == 0;
         free(have);
@@ -133,8 +131,7 @@ enum gq_status gq_ckpt_save_block(const char *dir, uint64_t fp, struct gq_model 
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "wb");
     if (!f) return gq_fail(GQ_ERR_IO, "%s: cannot write: %s", tmp, strerror(errno));
-    uint32_t n_lin = 0;
-    for (int i = 0; i < A->n_tensors; i++) n_lin += A->tensors[i].kind == GQ_T_LINEAR;
+    const uint32_t n_lin = (uint32_t)gq_arch_n_linears(A);
     uint32_t u[4] = {(uint32_t)l, (uint32_t)n_r, (uint32_t)sizeof *r, n_lin};
     bool ok = put(f, BLK_MAGIC, 8) && put(f, u, sizeof u) && put(f, &calib_tokens, 8) && put(f, &fp, 8) &&
               put(f, r, sizeof *r * (size_t)n_r);
@@ -185,11 +182,8 @@ enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model 
     const struct gq_arch *A = gq_arch_find(m->arch);
     char path[4096];
     blk_path(path, sizeof path, dir, l);
-    *found = false;
-    FILE *probe = fopen(path, "rb");
-    if (!probe) return GQ_OK;
-    fclose(probe);
-    *found = true;
+    *found = access(path, F_OK) == 0;
+    if (!*found) return GQ_OK;
     struct gq_mapped_file mf;
     GQ_TRY(gq_map_file(path, &mf));
     struct rd r = {.p = (const uint8_t *)mf.data, .n = mf.size};
@@ -205,8 +199,7 @@ enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model 
     if ((q = take(&r, sizeof u))) memcpy(u, q, sizeof u);
     if ((q = take(&r, 8))) memcpy(calib_tokens, q, 8);
     if ((q = take(&r, 8))) memcpy(&fp_file, q, 8);
-    uint32_t n_lin = 0;
-    for (int i = 0; i < A->n_tensors; i++) n_lin += A->tensors[i].kind == GQ_T_LINEAR;
+    const uint32_t n_lin = (uint32_t)gq_arch_n_linears(A);
     if (r.bad || u[0] != (uint32_t)l || u[1] > n_lin || u[2] != sizeof *rep || u[3] != n_lin || fp_file != fp) {
         s = gq_fail(GQ_ERR_FORMAT, "%s: header does not match this run (block %d, %u linears, this build's report layout)",
                     path, l, n_lin);

@@ -622,8 +622,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         if (p->vq.stages == 2) GQ_TRY(residual_config(p, &cfg));
         GQ_TRY(vq_preflight(m, A, p, &cfg));
     }
-    int n_lin = 0;
-    for (int i = 0; i < A->n_tensors; i++) n_lin += A->tensors[i].kind == GQ_T_LINEAR;
+    const int n_lin = gq_arch_n_linears(A);
     free(m->packs), m->packs = NULL;
     if (p->method == GQ_METHOD_GPTVQ && !p->fake_quant) {
         m->packs = calloc((size_t)m->hp.n_layers * A->n_tensors, sizeof *m->packs);
