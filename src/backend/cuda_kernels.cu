@@ -32,29 +32,24 @@ static int fail(char *err, size_t cap, const char *what, const char *detail) {
     snprintf(err, cap, "cuda: %s: %s", what, detail);
     return -1;
 }
-#define CU(call)                                                                                                       \
+// The message of a failed runtime, cuBLAS or cuSOLVER call (overloads, so
+// that one checking macro serves all three).
+static const char *status_str(cudaError_t e) { return cudaGetErrorString(e); }
+static const char *status_str(cublasStatus_t e) { return cublasGetStatusString(e); }
+static const char *status_str(cusolverStatus_t e) {
+    static char b[32]; // calls are serialised by cuda.c
+    snprintf(b, sizeof b, "cusolver status %d", (int)e);
+    return b;
+}
+static bool ok(cudaError_t e) { return e == cudaSuccess; }
+static bool ok(cublasStatus_t e) { return e == CUBLAS_STATUS_SUCCESS; }
+static bool ok(cusolverStatus_t e) { return e == CUSOLVER_STATUS_SUCCESS; }
+// In a function with `int rc`, `err`, `cap` and an `out:` label.
+#define CHECK(call)                                                                                                    \
     do {                                                                                                               \
-        cudaError_t e_ = (call);                                                                                       \
-        if (e_ != cudaSuccess) {                                                                                       \
-            rc = fail(err, cap, #call, cudaGetErrorString(e_));                                                        \
-            goto out;                                                                                                  \
-        }                                                                                                              \
-    } while (0)
-#define CB(call)                                                                                                       \
-    do {                                                                                                               \
-        cublasStatus_t e_ = (call);                                                                                    \
-        if (e_ != CUBLAS_STATUS_SUCCESS) {                                                                             \
-            rc = fail(err, cap, #call, cublasGetStatusString(e_));                                                     \
-            goto out;                                                                                                  \
-        }                                                                                                              \
-    } while (0)
-#define CS(call)                                                                                                       \
-    do {                                                                                                               \
-        cusolverStatus_t e_ = (call);                                                                                  \
-        if (e_ != CUSOLVER_STATUS_SUCCESS) {                                                                           \
-            char b_[32];                                                                                               \
-            snprintf(b_, sizeof b_, "status %d", (int)e_);                                                             \
-            rc = fail(err, cap, #call, b_);                                                                            \
+        auto e_ = (call);                                                                                              \
+        if (!ok(e_)) {                                                                                                 \
+            rc = fail(err, cap, #call, status_str(e_));                                                                \
             goto out;                                                                                                  \
         }                                                                                                              \
     } while (0)
@@ -62,14 +57,14 @@ static int fail(char *err, size_t cap, const char *what, const char *detail) {
 extern "C" int gqcu_init(char *err, size_t cap, char *name, size_t name_cap) {
     int rc = 0, n = 0;
     cudaDeviceProp prop;
-    CU(cudaGetDeviceCount(&n));
+    CHECK(cudaGetDeviceCount(&n));
     if (n < 1) return fail(err, cap, "cudaGetDeviceCount", "no CUDA device");
-    CU(cudaSetDevice(0));
-    CU(cudaGetDeviceProperties(&prop, 0));
+    CHECK(cudaSetDevice(0));
+    CHECK(cudaGetDeviceProperties(&prop, 0));
     snprintf(name, name_cap, "%s (%.0f GiB, sm_%d%d)", prop.name, prop.totalGlobalMem / 1073741824.0, prop.major,
              prop.minor);
-    CB(cublasCreate(&g_blas));
-    CS(cusolverDnCreate(&g_solver));
+    CHECK(cublasCreate(&g_blas));
+    CHECK(cusolverDnCreate(&g_solver));
 out:
     return rc;
 }
@@ -83,17 +78,17 @@ extern "C" int gqcu_dgemm(int ta, int tb, int m, int n, int k, double alpha, con
     double *dA = NULL, *dB = NULL, *dC = NULL;
     size_t sA = ta ? span(k, m, lda) : span(m, k, lda), sB = tb ? span(n, k, ldb) : span(k, n, ldb), sC = span(m, n, ldc);
     if (!sC) return 0;
-    CU(cudaMalloc(&dA, sA ? sA : 8));
-    CU(cudaMalloc(&dB, sB ? sB : 8));
-    CU(cudaMalloc(&dC, sC));
-    if (sA) CU(cudaMemcpy(dA, A, sA, cudaMemcpyHostToDevice));
-    if (sB) CU(cudaMemcpy(dB, B, sB, cudaMemcpyHostToDevice));
+    CHECK(cudaMalloc(&dA, sA ? sA : 8));
+    CHECK(cudaMalloc(&dB, sB ? sB : 8));
+    CHECK(cudaMalloc(&dC, sC));
+    if (sA) CHECK(cudaMemcpy(dA, A, sA, cudaMemcpyHostToDevice));
+    if (sB) CHECK(cudaMemcpy(dB, B, sB, cudaMemcpyHostToDevice));
     // always: the copy back spans the elements between the rows (ldc > n) too
-    CU(cudaMemcpy(dC, C, sC, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(dC, C, sC, cudaMemcpyHostToDevice));
     // Cᵀ (n, m) = op(B)ᵀ op(A)ᵀ in column-major
-    CB(cublasDgemm(g_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, dB, ldb, dA,
+    CHECK(cublasDgemm(g_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, dB, ldb, dA,
                    lda, &beta, dC, ldc));
-    CU(cudaMemcpy(C, dC, sC, cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(C, dC, sC, cudaMemcpyDeviceToHost));
 out:
     cudaFree(dA), cudaFree(dB), cudaFree(dC);
     return rc;
@@ -104,14 +99,14 @@ extern "C" int gqcu_dsymm_right(int m, int n, const double *S, const double *A, 
     double *dS = NULL, *dA = NULL, *dC = NULL, one = 1, zero = 0;
     size_t sS = (size_t)n * n * sizeof(double), sA = (size_t)m * n * sizeof(double);
     if (!sA) return 0;
-    CU(cudaMalloc(&dS, sS));
-    CU(cudaMalloc(&dA, sA));
-    CU(cudaMalloc(&dC, sA));
-    CU(cudaMemcpy(dS, S, sS, cudaMemcpyHostToDevice));
-    CU(cudaMemcpy(dA, A, sA, cudaMemcpyHostToDevice));
+    CHECK(cudaMalloc(&dS, sS));
+    CHECK(cudaMalloc(&dA, sA));
+    CHECK(cudaMalloc(&dC, sA));
+    CHECK(cudaMemcpy(dS, S, sS, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(dA, A, sA, cudaMemcpyHostToDevice));
     // Cᵀ (n, m) = S Aᵀ; the row-major upper triangle of S is the column-major lower one
-    CB(cublasDsymm(g_blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, n, m, &one, dS, n, dA, n, &zero, dC, n));
-    CU(cudaMemcpy(C, dC, sA, cudaMemcpyDeviceToHost));
+    CHECK(cublasDsymm(g_blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, n, m, &one, dS, n, dA, n, &zero, dC, n));
+    CHECK(cudaMemcpy(C, dC, sA, cudaMemcpyDeviceToHost));
 out:
     cudaFree(dS), cudaFree(dA), cudaFree(dC);
     return rc;
@@ -122,13 +117,13 @@ extern "C" int gqcu_dsyrk_acc(int n, int k, const double *X, double *H, char *er
     double *dX = NULL, *dH = NULL, one = 1;
     size_t sX = (size_t)k * n * sizeof(double), sH = (size_t)n * n * sizeof(double);
     if (!sX) return 0;
-    CU(cudaMalloc(&dX, sX));
-    CU(cudaMalloc(&dH, sH));
-    CU(cudaMemcpy(dX, X, sX, cudaMemcpyHostToDevice));
-    CU(cudaMemcpy(dH, H, sH, cudaMemcpyHostToDevice));
+    CHECK(cudaMalloc(&dX, sX));
+    CHECK(cudaMalloc(&dH, sH));
+    CHECK(cudaMemcpy(dX, X, sX, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(dH, H, sH, cudaMemcpyHostToDevice));
     // column-major: Xᵀ is (n, k); Hᵀ += Xᵀ X, lower (= row-major upper)
-    CB(cublasDsyrk(g_blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, n, k, &one, dX, n, &one, dH, n));
-    CU(cudaMemcpy(H, dH, sH, cudaMemcpyDeviceToHost));
+    CHECK(cublasDsyrk(g_blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, n, k, &one, dX, n, &one, dH, n));
+    CHECK(cudaMemcpy(H, dH, sH, cudaMemcpyDeviceToHost));
 out:
     cudaFree(dX), cudaFree(dH);
     return rc;
@@ -159,31 +154,31 @@ extern "C" int gqcu_chol_inverse_upper(double *A, int n, int *info, char *err, s
     size_t sA = (size_t)n * n * sizeof(double);
     dim3 th(16, 16), bl((n + 15) / 16, (n + 15) / 16);
     *info = 0;
-    CU(cudaMalloc(&dA, sA));
-    CU(cudaMalloc(&dinfo, sizeof(int)));
-    CU(cudaMalloc(&dbad, sizeof(int)));
-    CU(cudaMemcpy(dA, A, sA, cudaMemcpyHostToDevice));
-    CS(cusolverDnDpotrf_bufferSize(g_solver, CUBLAS_FILL_MODE_LOWER, n, dA, n, &lw));
-    CS(cusolverDnDpotri_bufferSize(g_solver, CUBLAS_FILL_MODE_LOWER, n, dA, n, &lw2));
+    CHECK(cudaMalloc(&dA, sA));
+    CHECK(cudaMalloc(&dinfo, sizeof(int)));
+    CHECK(cudaMalloc(&dbad, sizeof(int)));
+    CHECK(cudaMemcpy(dA, A, sA, cudaMemcpyHostToDevice));
+    CHECK(cusolverDnDpotrf_bufferSize(g_solver, CUBLAS_FILL_MODE_LOWER, n, dA, n, &lw));
+    CHECK(cusolverDnDpotri_bufferSize(g_solver, CUBLAS_FILL_MODE_LOWER, n, dA, n, &lw2));
     if (lw2 > lw) lw = lw2;
-    CU(cudaMalloc(&work, (size_t)(lw > 0 ? lw : 1) * sizeof(double)));
-    CS(cusolverDnDpotrf(g_solver, CUBLAS_FILL_MODE_LOWER, n, dA, n, work, lw, dinfo));
-    CU(cudaMemcpy(info, dinfo, sizeof(int), cudaMemcpyDeviceToHost));
+    CHECK(cudaMalloc(&work, (size_t)(lw > 0 ? lw : 1) * sizeof(double)));
+    CHECK(cusolverDnDpotrf(g_solver, CUBLAS_FILL_MODE_LOWER, n, dA, n, work, lw, dinfo));
+    CHECK(cudaMemcpy(info, dinfo, sizeof(int), cudaMemcpyDeviceToHost));
     if (*info) goto out;
-    CS(cusolverDnDpotri(g_solver, CUBLAS_FILL_MODE_LOWER, n, dA, n, work, lw, dinfo));
-    CU(cudaMemcpy(info, dinfo, sizeof(int), cudaMemcpyDeviceToHost));
+    CHECK(cusolverDnDpotri(g_solver, CUBLAS_FILL_MODE_LOWER, n, dA, n, work, lw, dinfo));
+    CHECK(cudaMemcpy(info, dinfo, sizeof(int), cudaMemcpyDeviceToHost));
     if (*info) goto out;
     mirror_upper<<<bl, th>>>(dA, n);
-    CU(cudaGetLastError());
-    CS(cusolverDnDpotrf(g_solver, CUBLAS_FILL_MODE_LOWER, n, dA, n, work, lw, dinfo));
-    CU(cudaMemcpy(info, dinfo, sizeof(int), cudaMemcpyDeviceToHost));
+    CHECK(cudaGetLastError());
+    CHECK(cusolverDnDpotrf(g_solver, CUBLAS_FILL_MODE_LOWER, n, dA, n, work, lw, dinfo));
+    CHECK(cudaMemcpy(info, dinfo, sizeof(int), cudaMemcpyDeviceToHost));
     if (*info) goto out;
-    CU(cudaMemcpy(dbad, &bad0, sizeof(int), cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(dbad, &bad0, sizeof(int), cudaMemcpyHostToDevice));
     finish_upper<<<bl, th>>>(dA, n, dbad);
-    CU(cudaGetLastError());
-    CU(cudaMemcpy(&bad, dbad, sizeof(int), cudaMemcpyDeviceToHost));
+    CHECK(cudaGetLastError());
+    CHECK(cudaMemcpy(&bad, dbad, sizeof(int), cudaMemcpyDeviceToHost));
     if (bad <= n) *info = bad;
-    CU(cudaMemcpy(A, dA, sA, cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(A, dA, sA, cudaMemcpyDeviceToHost));
 out:
     cudaFree(dA), cudaFree(work), cudaFree(dinfo), cudaFree(dbad);
     return rc;
@@ -269,27 +264,27 @@ extern "C" int gqcu_vq_assign(int d, int n_slots, int per_slot, const double *x,
     std::vector<double> part((size_t)(nb > 0 ? nb : 1));
     *objective = 0;
     if (n <= 0) return 0;
-    CU(cudaMalloc(&dx, sizeof(double) * n * d));
-    if (s2) CU(cudaMalloc(&ds2, sizeof(double) * n));
-    CU(cudaMalloc(&dM, sizeof(double) * n_slots * d * d));
-    CU(cudaMalloc(&dC, sizeof(double) * k * d));
-    CU(cudaMalloc(&dP, sizeof(double) * n_slots * k * d));
-    CU(cudaMalloc(&dn, sizeof(double) * n_slots * k));
-    CU(cudaMalloc(&didx, sizeof(int32_t) * n));
-    if (dist) CU(cudaMalloc(&ddist, sizeof(double) * n));
-    CU(cudaMalloc(&dpart, sizeof(double) * nb));
-    CU(cudaMemcpy(dx, x, sizeof(double) * n * d, cudaMemcpyHostToDevice));
-    if (s2) CU(cudaMemcpy(ds2, s2, sizeof(double) * n, cudaMemcpyHostToDevice));
-    CU(cudaMemcpy(dM, metric, sizeof(double) * n_slots * d * d, cudaMemcpyHostToDevice));
-    CU(cudaMemcpy(dC, C, sizeof(double) * k * d, cudaMemcpyHostToDevice));
+    CHECK(cudaMalloc(&dx, sizeof(double) * n * d));
+    if (s2) CHECK(cudaMalloc(&ds2, sizeof(double) * n));
+    CHECK(cudaMalloc(&dM, sizeof(double) * n_slots * d * d));
+    CHECK(cudaMalloc(&dC, sizeof(double) * k * d));
+    CHECK(cudaMalloc(&dP, sizeof(double) * n_slots * k * d));
+    CHECK(cudaMalloc(&dn, sizeof(double) * n_slots * k));
+    CHECK(cudaMalloc(&didx, sizeof(int32_t) * n));
+    if (dist) CHECK(cudaMalloc(&ddist, sizeof(double) * n));
+    CHECK(cudaMalloc(&dpart, sizeof(double) * nb));
+    CHECK(cudaMemcpy(dx, x, sizeof(double) * n * d, cudaMemcpyHostToDevice));
+    if (s2) CHECK(cudaMemcpy(ds2, s2, sizeof(double) * n, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(dM, metric, sizeof(double) * n_slots * d * d, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(dC, C, sizeof(double) * k * d, cudaMemcpyHostToDevice));
     vq_precompute<<<(unsigned)(((int64_t)n_slots * k + TB - 1) / TB), TB>>>(dM, diag, d, dC, k, n_slots, dP, dn);
-    CU(cudaGetLastError());
+    CHECK(cudaGetLastError());
     vq_assign_k<<<(unsigned)nb, TB, TB * sizeof(double)>>>(dx, ds2, dM, diag, d, per_slot, n, dC, k, dP, dn, didx,
                                                             ddist, dpart);
-    CU(cudaGetLastError());
-    CU(cudaMemcpy(idx, didx, sizeof(int32_t) * n, cudaMemcpyDeviceToHost));
-    if (dist) CU(cudaMemcpy(dist, ddist, sizeof(double) * n, cudaMemcpyDeviceToHost));
-    CU(cudaMemcpy(part.data(), dpart, sizeof(double) * nb, cudaMemcpyDeviceToHost));
+    CHECK(cudaGetLastError());
+    CHECK(cudaMemcpy(idx, didx, sizeof(int32_t) * n, cudaMemcpyDeviceToHost));
+    if (dist) CHECK(cudaMemcpy(dist, ddist, sizeof(double) * n, cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(part.data(), dpart, sizeof(double) * nb, cudaMemcpyDeviceToHost));
     for (int64_t b = 0; b < nb; b++) *objective += part[(size_t)b]; // fixed order: same sum on every run
 out:
     cudaFree(dx), cudaFree(ds2), cudaFree(dM), cudaFree(dC), cudaFree(dP), cudaFree(dn), cudaFree(didx);
@@ -387,32 +382,32 @@ extern "C" int gqcu_vq_mstep(int d, int n_slots, int per_slot, const double *x, 
         *empty = k;
         return 0;
     }
-    CU(cudaMalloc(&dx, sizeof(double) * n * d));
-    if (s2) CU(cudaMalloc(&ds2, sizeof(double) * n));
-    CU(cudaMalloc(&dM, sizeof(double) * n_slots * d * d));
-    CU(cudaMalloc(&dC, sizeof(double) * k * d));
-    CU(cudaMalloc(&dA, sizeof(double) * k * d * d));
-    CU(cudaMalloc(&db, sizeof(double) * k * d));
-    CU(cudaMalloc(&didx, sizeof(int32_t) * n));
-    CU(cudaMalloc(&danchor, sizeof(unsigned long long) * k));
-    CU(cudaMalloc(&dempty, sizeof(int)));
-    CU(cudaMemcpy(dx, x, sizeof(double) * n * d, cudaMemcpyHostToDevice));
-    if (s2) CU(cudaMemcpy(ds2, s2, sizeof(double) * n, cudaMemcpyHostToDevice));
-    CU(cudaMemcpy(dM, metric, sizeof(double) * n_slots * d * d, cudaMemcpyHostToDevice));
-    CU(cudaMemcpy(dC, C, sizeof(double) * k * d, cudaMemcpyHostToDevice));
-    CU(cudaMemcpy(didx, idx, sizeof(int32_t) * n, cudaMemcpyHostToDevice));
-    CU(cudaMemset(dA, 0, sizeof(double) * k * d * d));
-    CU(cudaMemset(db, 0, sizeof(double) * k * d));
-    CU(cudaMemset(danchor, 0xff, sizeof(unsigned long long) * k));
-    CU(cudaMemset(dempty, 0, sizeof(int)));
+    CHECK(cudaMalloc(&dx, sizeof(double) * n * d));
+    if (s2) CHECK(cudaMalloc(&ds2, sizeof(double) * n));
+    CHECK(cudaMalloc(&dM, sizeof(double) * n_slots * d * d));
+    CHECK(cudaMalloc(&dC, sizeof(double) * k * d));
+    CHECK(cudaMalloc(&dA, sizeof(double) * k * d * d));
+    CHECK(cudaMalloc(&db, sizeof(double) * k * d));
+    CHECK(cudaMalloc(&didx, sizeof(int32_t) * n));
+    CHECK(cudaMalloc(&danchor, sizeof(unsigned long long) * k));
+    CHECK(cudaMalloc(&dempty, sizeof(int)));
+    CHECK(cudaMemcpy(dx, x, sizeof(double) * n * d, cudaMemcpyHostToDevice));
+    if (s2) CHECK(cudaMemcpy(ds2, s2, sizeof(double) * n, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(dM, metric, sizeof(double) * n_slots * d * d, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(dC, C, sizeof(double) * k * d, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(didx, idx, sizeof(int32_t) * n, cudaMemcpyHostToDevice));
+    CHECK(cudaMemset(dA, 0, sizeof(double) * k * d * d));
+    CHECK(cudaMemset(db, 0, sizeof(double) * k * d));
+    CHECK(cudaMemset(danchor, 0xff, sizeof(unsigned long long) * k));
+    CHECK(cudaMemset(dempty, 0, sizeof(int)));
     mstep_anchor<<<(unsigned)((n + TB - 1) / TB), TB>>>(didx, n, danchor);
-    CU(cudaGetLastError());
+    CHECK(cudaGetLastError());
     mstep_accum<<<(unsigned)((n + TB - 1) / TB), TB>>>(dx, ds2, dM, diag, d, per_slot, n, didx, danchor, dA, db);
-    CU(cudaGetLastError());
+    CHECK(cudaGetLastError());
     mstep_solve<<<(unsigned)((k + TB - 1) / TB), TB>>>(dx, d, k, danchor, diag, dA, db, dC, dempty, none);
-    CU(cudaGetLastError());
-    CU(cudaMemcpy(C, dC, sizeof(double) * k * d, cudaMemcpyDeviceToHost));
-    CU(cudaMemcpy(empty, dempty, sizeof(int), cudaMemcpyDeviceToHost));
+    CHECK(cudaGetLastError());
+    CHECK(cudaMemcpy(C, dC, sizeof(double) * k * d, cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(empty, dempty, sizeof(int), cudaMemcpyDeviceToHost));
 out:
     cudaFree(dx), cudaFree(ds2), cudaFree(dM), cudaFree(dC), cudaFree(dA), cudaFree(db), cudaFree(didx);
     cudaFree(danchor), cudaFree(dempty);
@@ -527,17 +522,17 @@ extern "C" int gqcu_mat_vq(const struct gqcu_vq_desc *D, struct gqcu_mat **out, 
     m->stages = D->stages, m->n_out = D->n_out, m->nv = D->nv, m->n_ct = D->n_ct, m->n_rt = D->n_rt;
     m->bytes = D->bytes;
     // + 8 zero bytes: the bit reader may touch bytes past the last index
-    CU(cudaMalloc(&m->idx, D->idx_bytes + 8));
-    CU(cudaMemset(m->idx, 0, D->idx_bytes + 8));
-    CU(cudaMemcpy(m->idx, D->idx, D->idx_bytes, cudaMemcpyHostToDevice));
-    CU(upload(&m->cb, D->cb, (size_t)D->stages * D->n_rt * D->n_ct * D->k * D->d));
-    CU(upload(&m->outl, D->outl, D->outl ? (size_t)D->rows * D->n_out : 0));
-    CU(upload(&m->vec_ct, D->vec_ct, (size_t)D->nv));
-    CU(upload(&m->row_rt, D->row_rt, (size_t)D->rows));
-    if (D->perm) CU(upload(&m->perm, D->perm, (size_t)D->cols));
-    CU(cudaMalloc(&m->x, sizeof(float) * D->cols));
-    CU(cudaMalloc(&m->xp, sizeof(float) * D->cols));
-    CU(cudaMalloc(&m->y, sizeof(float) * D->rows));
+    CHECK(cudaMalloc(&m->idx, D->idx_bytes + 8));
+    CHECK(cudaMemset(m->idx, 0, D->idx_bytes + 8));
+    CHECK(cudaMemcpy(m->idx, D->idx, D->idx_bytes, cudaMemcpyHostToDevice));
+    CHECK(upload(&m->cb, D->cb, (size_t)D->stages * D->n_rt * D->n_ct * D->k * D->d));
+    CHECK(upload(&m->outl, D->outl, D->outl ? (size_t)D->rows * D->n_out : 0));
+    CHECK(upload(&m->vec_ct, D->vec_ct, (size_t)D->nv));
+    CHECK(upload(&m->row_rt, D->row_rt, (size_t)D->rows));
+    if (D->perm) CHECK(upload(&m->perm, D->perm, (size_t)D->cols));
+    CHECK(cudaMalloc(&m->x, sizeof(float) * D->cols));
+    CHECK(cudaMalloc(&m->xp, sizeof(float) * D->cols));
+    CHECK(cudaMalloc(&m->y, sizeof(float) * D->rows));
     *out = m;
     return 0;
 out:
@@ -557,9 +552,9 @@ extern "C" int gqcu_mat_ggml(int type, int rows, int cols, const void *data, str
     }
     m->kind = type == GQCU_Q4_0 ? MAT_Q4_0 : MAT_F16, m->rows = rows, m->cols = cols;
     m->bytes = type == GQCU_Q4_0 ? (size_t)rows * (cols / 32) * 18 : (size_t)rows * cols * 2;
-    CU(upload(&m->raw, (const uint8_t *)data, m->bytes));
-    CU(cudaMalloc(&m->x, sizeof(float) * cols));
-    CU(cudaMalloc(&m->y, sizeof(float) * rows));
+    CHECK(upload(&m->raw, (const uint8_t *)data, m->bytes));
+    CHECK(cudaMalloc(&m->x, sizeof(float) * cols));
+    CHECK(cudaMalloc(&m->y, sizeof(float) * rows));
     *out = m;
     return 0;
 out:
@@ -589,9 +584,9 @@ static cudaError_t launch(const gqcu_mat *m) {
 
 extern "C" int gqcu_mat_gemv(struct gqcu_mat *m, const float *x, float *y, char *err, size_t cap) {
     int rc = 0;
-    CU(cudaMemcpy(m->x, x, sizeof(float) * m->cols, cudaMemcpyHostToDevice));
-    CU(launch(m));
-    CU(cudaMemcpy(y, m->y, sizeof(float) * m->rows, cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(m->x, x, sizeof(float) * m->cols, cudaMemcpyHostToDevice));
+    CHECK(launch(m));
+    CHECK(cudaMemcpy(y, m->y, sizeof(float) * m->rows, cudaMemcpyDeviceToHost));
 out:
     return rc;
 }
@@ -604,15 +599,15 @@ extern "C" int gqcu_mat_bench(struct gqcu_mat *m, int iters, double *seconds, si
     int rc = 0, clk = 0, bus = 0;
     cudaEvent_t a = NULL, b = NULL;
     float ms = 0;
-    CU(cudaMemset(m->x, 0, sizeof(float) * m->cols));
-    for (int i = 0; i < 3; i++) CU(launch(m));
-    CU(cudaEventCreate(&a));
-    CU(cudaEventCreate(&b));
-    CU(cudaEventRecord(a));
-    for (int i = 0; i < iters; i++) CU(launch(m));
-    CU(cudaEventRecord(b));
-    CU(cudaEventSynchronize(b));
-    CU(cudaEventElapsedTime(&ms, a, b));
+    CHECK(cudaMemset(m->x, 0, sizeof(float) * m->cols));
+    for (int i = 0; i < 3; i++) CHECK(launch(m));
+    CHECK(cudaEventCreate(&a));
+    CHECK(cudaEventCreate(&b));
+    CHECK(cudaEventRecord(a));
+    for (int i = 0; i < iters; i++) CHECK(launch(m));
+    CHECK(cudaEventRecord(b));
+    CHECK(cudaEventSynchronize(b));
+    CHECK(cudaEventElapsedTime(&ms, a, b));
     *seconds = ms / 1e3 / iters;
     *bytes = m->bytes;
     *peak_gbs = 0;
