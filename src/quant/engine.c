@@ -537,8 +537,9 @@ static void print_memory_estimate(const struct gq_model *m, const struct gq_arch
         dev = fmax(dev, (2 * r * c + c * c) * 8);
         block += r * c * 4;
     }
-    // streaming: a block's decoded originals and quantized copies
-    double mapped = 0; // streaming: the source file's pages come into memory as blocks are decoded
+    // streaming: a block's decoded originals and quantized copies, and the
+    // source file's pages, which come into memory as blocks are decoded
+    double mapped = 0;
     if (m->keep_quantized && m->source_format && !strcmp(m->source_format, "gguf"))
         mapped = (double)((const struct gq_gguf *)m->source)->file.size;
     const double weights = m->keep_quantized ? 2 * block + mapped : (double)info.weight_bytes;

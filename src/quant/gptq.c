@@ -33,8 +33,6 @@
 #include "quant/quant.h"
 #include "util/common.h"
 
-#include <cblas.h>
-#include <lapacke.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif

@@ -36,7 +36,6 @@
 #include "quant/vq.h"
 #include "util/common.h"
 
-#include <cblas.h>
 #include <lapacke.h>
 #ifdef _OPENMP
 #include <omp.h>

@@ -12,7 +12,6 @@
 #include "quant/quant.h"
 #include "util/common.h"
 
-#include <cblas.h>
 
 enum gq_status gq_hessian_init(struct gq_hessian *H, int n) {
     memset(H, 0, sizeof *H);
