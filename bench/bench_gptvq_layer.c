@@ -127,6 +127,17 @@ static int build_hessian(int cols, int tokens, uint64_t seed, float *H, double *
     return 0;
 }
 
+// A BENCH_CONFIGS entry: 0 for gptq, the VQ dimension for 1d..8d, -1 (with
+// a message) for anything else.
+static int config_dim(const char *tok) {
+    static const char *const names[] = {"gptq", "1d", "2d", "4d", "8d"};
+    static const int dims[] = {0, 1, 2, 4, 8};
+    for (int i = 0; i < 5; i++)
+        if (!strcmp(tok, names[i])) return dims[i];
+    fprintf(stderr, "bench: unknown config '%s' (gptq, 1d, 2d, 4d, 8d)\n", tok);
+    return -1;
+}
+
 static void pct(double part, double total, char *buf, size_t n) {
     snprintf(buf, n, "%8.2f %4.1f%%", part, total > 0 ? 100.0 * part / total : 0.0);
 }
@@ -201,15 +212,8 @@ int main(void) {
             if (n_done < 16) snprintf(names[n_done], sizeof names[n_done], "gptq"), sec_by_config[n_done++] = t;
             continue;
         }
-        int d = 0;
-        if (!strcmp(tok, "1d")) d = 1;
-        else if (!strcmp(tok, "2d")) d = 2;
-        else if (!strcmp(tok, "4d")) d = 4;
-        else if (!strcmp(tok, "8d")) d = 8;
-        else {
-            fprintf(stderr, "bench: unknown config '%s' (gptq, 1d, 2d, 4d, 8d)\n", tok);
-            return 2;
-        }
+        const int d = config_dim(tok);
+        if (d < 0) return 2;
         struct gq_gptvq_params vp = qpar.vq;
         vp.dim = d, vp.bpv = 2.125, vp.em_iters = em_iters, vp.cb_update = cb_update;
         struct gq_vq_config cfg;
@@ -288,12 +292,8 @@ static int block_main(void) {
     char list[256];
     snprintf(list, sizeof list, "%s", configs);
     for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        int d = !strcmp(tok, "gptq") ? 0 : !strcmp(tok, "1d") ? 1 : !strcmp(tok, "2d") ? 2 : !strcmp(tok, "4d") ? 4
-                : !strcmp(tok, "8d") ? 8 : -1;
-        if (d < 0) {
-            fprintf(stderr, "bench: unknown config '%s' (gptq, 1d, 2d, 4d, 8d)\n", tok);
-            return 2;
-        }
+        const int d = config_dim(tok);
+        if (d < 0) return 2;
         struct gq_quant_params q;
         gq_quant_params_default(&q);
         q.damp = 0.01f, q.block_size = 128, q.act_order = true, q.wbits = 3, q.group_size = 128;
