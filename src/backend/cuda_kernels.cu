@@ -44,6 +44,13 @@ static const char *status_str(cusolverStatus_t e) {
 static bool ok(cudaError_t e) { return e == cudaSuccess; }
 static bool ok(cublasStatus_t e) { return e == CUBLAS_STATUS_SUCCESS; }
 static bool ok(cusolverStatus_t e) { return e == CUSOLVER_STATUS_SUCCESS; }
+// A device copy of n host values (one element allocated when n is 0).
+template <typename T> static cudaError_t upload(T **dst, const T *src, size_t n) {
+    cudaError_t e = cudaMalloc((void **)dst, sizeof(T) * (n ? n : 1));
+    if (e == cudaSuccess && n) e = cudaMemcpy(*dst, src, sizeof(T) * n, cudaMemcpyHostToDevice);
+    return e;
+}
+
 // In a function with `int rc`, `err`, `cap` and an `out:` label.
 #define CHECK(call)                                                                                                    \
     do {                                                                                                               \
@@ -264,19 +271,15 @@ extern "C" int gqcu_vq_assign(int d, int n_slots, int per_slot, const double *x,
     std::vector<double> part((size_t)(nb > 0 ? nb : 1));
     *objective = 0;
     if (n <= 0) return 0;
-    CHECK(cudaMalloc(&dx, sizeof(double) * n * d));
-    if (s2) CHECK(cudaMalloc(&ds2, sizeof(double) * n));
-    CHECK(cudaMalloc(&dM, sizeof(double) * n_slots * d * d));
-    CHECK(cudaMalloc(&dC, sizeof(double) * k * d));
+    CHECK(upload(&dx, x, (size_t)n * d));
+    if (s2) CHECK(upload(&ds2, s2, (size_t)n));
+    CHECK(upload(&dM, metric, (size_t)n_slots * d * d));
+    CHECK(upload(&dC, C, (size_t)k * d));
     CHECK(cudaMalloc(&dP, sizeof(double) * n_slots * k * d));
     CHECK(cudaMalloc(&dn, sizeof(double) * n_slots * k));
     CHECK(cudaMalloc(&didx, sizeof(int32_t) * n));
     if (dist) CHECK(cudaMalloc(&ddist, sizeof(double) * n));
     CHECK(cudaMalloc(&dpart, sizeof(double) * nb));
-    CHECK(cudaMemcpy(dx, x, sizeof(double) * n * d, cudaMemcpyHostToDevice));
-    if (s2) CHECK(cudaMemcpy(ds2, s2, sizeof(double) * n, cudaMemcpyHostToDevice));
-    CHECK(cudaMemcpy(dM, metric, sizeof(double) * n_slots * d * d, cudaMemcpyHostToDevice));
-    CHECK(cudaMemcpy(dC, C, sizeof(double) * k * d, cudaMemcpyHostToDevice));
     vq_precompute<<<(unsigned)(((int64_t)n_slots * k + TB - 1) / TB), TB>>>(dM, diag, d, dC, k, n_slots, dP, dn);
     CHECK(cudaGetLastError());
     vq_assign_k<<<(unsigned)nb, TB, TB * sizeof(double)>>>(dx, ds2, dM, diag, d, per_slot, n, dC, k, dP, dn, didx,
@@ -382,20 +385,15 @@ extern "C" int gqcu_vq_mstep(int d, int n_slots, int per_slot, const double *x, 
         *empty = k;
         return 0;
     }
-    CHECK(cudaMalloc(&dx, sizeof(double) * n * d));
-    if (s2) CHECK(cudaMalloc(&ds2, sizeof(double) * n));
-    CHECK(cudaMalloc(&dM, sizeof(double) * n_slots * d * d));
-    CHECK(cudaMalloc(&dC, sizeof(double) * k * d));
+    CHECK(upload(&dx, x, (size_t)n * d));
+    if (s2) CHECK(upload(&ds2, s2, (size_t)n));
+    CHECK(upload(&dM, metric, (size_t)n_slots * d * d));
+    CHECK(upload(&dC, C, (size_t)k * d));
+    CHECK(upload(&didx, idx, (size_t)n));
     CHECK(cudaMalloc(&dA, sizeof(double) * k * d * d));
     CHECK(cudaMalloc(&db, sizeof(double) * k * d));
-    CHECK(cudaMalloc(&didx, sizeof(int32_t) * n));
     CHECK(cudaMalloc(&danchor, sizeof(unsigned long long) * k));
     CHECK(cudaMalloc(&dempty, sizeof(int)));
-    CHECK(cudaMemcpy(dx, x, sizeof(double) * n * d, cudaMemcpyHostToDevice));
-    if (s2) CHECK(cudaMemcpy(ds2, s2, sizeof(double) * n, cudaMemcpyHostToDevice));
-    CHECK(cudaMemcpy(dM, metric, sizeof(double) * n_slots * d * d, cudaMemcpyHostToDevice));
-    CHECK(cudaMemcpy(dC, C, sizeof(double) * k * d, cudaMemcpyHostToDevice));
-    CHECK(cudaMemcpy(didx, idx, sizeof(int32_t) * n, cudaMemcpyHostToDevice));
     CHECK(cudaMemset(dA, 0, sizeof(double) * k * d * d));
     CHECK(cudaMemset(db, 0, sizeof(double) * k * d));
     CHECK(cudaMemset(danchor, 0xff, sizeof(unsigned long long) * k));
@@ -505,12 +503,6 @@ extern "C" void gqcu_mat_free(struct gqcu_mat *m) {
     cudaFree(m->idx), cudaFree(m->cb), cudaFree(m->outl), cudaFree(m->vec_ct), cudaFree(m->row_rt), cudaFree(m->perm);
     cudaFree(m->raw), cudaFree(m->x), cudaFree(m->xp), cudaFree(m->y);
     free(m);
-}
-
-template <typename T> static cudaError_t upload(T **dst, const T *src, size_t n) {
-    cudaError_t e = cudaMalloc((void **)dst, sizeof(T) * (n ? n : 1));
-    if (e == cudaSuccess && n) e = cudaMemcpy(*dst, src, sizeof(T) * n, cudaMemcpyHostToDevice);
-    return e;
 }
 
 extern "C" int gqcu_mat_vq(const struct gqcu_vq_desc *D, struct gqcu_mat **out, char *err, size_t cap) {
