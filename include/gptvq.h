@@ -90,6 +90,17 @@ int32_t gq_tokenizer_find(const struct gq_tokenizer *t, const char *piece); // -
 struct gq_context; // KV cache + scratch for one sequence
 
 enum gq_status gq_context_new(const struct gq_model *m, int n_ctx, struct gq_context **out);
+// A context whose gq_forward runs on `device`: "cpu" (or NULL: as
+// gq_context_new) or "cuda". A CUDA context copies the model's weights to
+// the GPU (the linears compressed as they are in memory when a kernel takes
+// their format: packed VQ without normalisation, F16, Q8_0, Q4_0, Q4_1;
+// others decoded to f32) and keeps its KV cache there; one token runs the
+// GEMV kernels, several the decode-to-tile TF32 tensor-core GEMM. The
+// embedding lookup stays on the host. Only gq_forward runs on a CUDA context.
+enum gq_status gq_context_new_device(const struct gq_model *m, int n_ctx, const char *device,
+                                     struct gq_context **out);
+// Linears of a CUDA context that run decoded to f32 (no kernel for their format); 0 on the CPU.
+int gq_context_device_f32(const struct gq_context *c);
 void gq_context_free(struct gq_context *c);
 void gq_context_reset(struct gq_context *c);
 // Keeps the first pos cached tokens (no-op when pos >= the current length).
@@ -114,6 +125,7 @@ struct gq_ppl_params {
     int wikitext;         // 1: join WikiText rows (gptq protocol); the caller resolves
                           // "auto" with gq_ppl_is_wikitext_file()
     bool progress;        // progress + ETA on stderr
+    const char *device;   // "cpu" (or NULL) or "cuda" (gq_context_new_device)
 };
 
 struct gq_ppl_result {
@@ -122,6 +134,7 @@ struct gq_ppl_result {
     int64_t n_scored;
     int n_windows, n_windows_total, n_ctx;
     double seconds;
+    int device_f32;       // CUDA: linears run decoded to f32 (no kernel for their format)
 };
 
 enum gq_status gq_perplexity(const struct gq_model *m, const char *text, size_t len,
@@ -207,11 +220,13 @@ struct gq_gen_params {
     bool chat;            // wrap the prompt in the model's chat format
     bool stop_at_eog;     // stop at end-of-generation tokens (EOS, <|im_end|>, ...)
     int n_ctx;            // 0: min(model context, prompt + n_predict)
+    const char *device;   // "cpu" (or NULL) or "cuda" (gq_context_new_device)
 };
 
 struct gq_gen_stats {
     int n_prompt, n_generated;
     double prompt_seconds, gen_seconds;
+    int device_f32;       // CUDA: linears run decoded to f32 (no kernel for their format)
 };
 
 // Called for every generated token with its printable bytes; return false to stop.

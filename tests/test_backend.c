@@ -12,8 +12,18 @@
 //   end to end: relative output error within 1e-6 relative (GPTQ) and 2 %
 //     (GPTVQ: a near-tie in one EM assignment may move a centroid)
 //   inference GEMVs (packed VQ over the option space of test_vqcases.h, Q4_0,
-//     F16): |y − y_ref| <= 1e-5 · Σ|w x| against a double-precision product
-//     of the decoded matrix; normalised VQ matrices are refused (unsupported)
+//     Q4_1, Q8_0, F16, F32): |y − y_ref| <= 1e-5 · Σ|w x| against a
+//     double-precision product of the decoded matrix; normalised VQ matrices
+//     are refused (unsupported). The prefill product (decode to f32 tiles of a
+//     few rows, TF32 GEMM, 5 tokens): |Δ| <= 4e-3 · Σ|w x| (TF32 rounds both
+//     operands to 11 significant bits: ~2.4e-4 relative each)
+//   decoder forward on a CUDA context vs the CPU one (stories260K as f32, as
+//     GPTVQ 2D 2.125 bpv packed, as F16; SmolLM2-135M's Q4_1 / Q8_0 file when
+//     models/ has it): token by token (GEMV path) max |Δ logit| <= 1e-4 ·
+//     max |logit|; a 48-token prefill (TF32 path) <= 2e-2 · max |logit| and
+//     its mean next-token NLL within 1e-3 relative.
+//     TEST_BACKEND_DEVICE=cpu runs these model checks CPU against CPU (the
+//     harness itself, without a GPU).
 #include "test.h"
 #include "test_rand.h"
 
@@ -24,6 +34,8 @@
 #include "quant/vqpack.h"
 
 #include "test_vqcases.h"
+
+#include <unistd.h>
 
 static double maxabs(const double *a, size_t n) {
     double m = 0;
@@ -232,8 +244,24 @@ static void check_gemv_one(const char *what, const struct gq_qweight *w, const f
         worst = fmax(worst, fabs(y[r] - ref) / (1e-5 * mag + 1e-30));
     }
     CHECKF(worst <= 1, "%s: GPU GEMV off by %.3g of the bound", what, worst);
+    // prefill path: tiles of 7 rows (several tiles, a partial last one)
+    const int n = 5;
+    float *X = malloc(sizeof(float) * n * w->cols), *Y = malloc(sizeof(float) * n * w->rows);
+    for (size_t i = 0; i < (size_t)n * w->cols; i++) X[i] = (float)rng_normal();
+    CHECK_OK(gq_cuda_mat_gemm(m, n, X, Y, (size_t)7 * w->cols));
+    worst = 0;
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < w->rows; r++) {
+            double ref = 0, mag = 0;
+            for (int c = 0; c < w->cols; c++) {
+                double p = (double)W[(size_t)r * w->cols + c] * X[(size_t)t * w->cols + c];
+                ref += p, mag += fabs(p);
+            }
+            worst = fmax(worst, fabs(Y[(size_t)t * w->rows + r] - ref) / (4e-3 * mag + 1e-30));
+        }
+    CHECKF(worst <= 1, "%s: GPU prefill product off by %.3g of the bound", what, worst);
     gq_cuda_mat_free(m);
-    free(x), free(y);
+    free(x), free(y), free(X), free(Y);
 }
 
 static void check_gemv(void) {
@@ -253,7 +281,9 @@ static void check_gemv(void) {
     const struct {
         enum gq_ggml_type type;
         int rows, cols;
-    } g[] = {{GQ_TYPE_Q4_0, 37, 96}, {GQ_TYPE_Q4_0, 300, 4096}, {GQ_TYPE_F16, 13, 201}, {GQ_TYPE_F16, 257, 1536}};
+    } g[] = {{GQ_TYPE_Q4_0, 37, 96}, {GQ_TYPE_Q4_0, 300, 4096}, {GQ_TYPE_Q4_1, 37, 96}, {GQ_TYPE_Q4_1, 130, 1536},
+             {GQ_TYPE_Q8_0, 41, 64},  {GQ_TYPE_Q8_0, 200, 2048}, {GQ_TYPE_F16, 13, 201},  {GQ_TYPE_F16, 257, 1536},
+             {GQ_TYPE_F32, 19, 77}};
     for (size_t i = 0; i < sizeof g / sizeof *g; i++) {
         const int rows = g[i].rows, cols = g[i].cols;
         size_t rs = gq_ggml_row_size(g[i].type, cols);
@@ -270,7 +300,112 @@ static void check_gemv(void) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Decoder forward: a CUDA context (dev) against a CPU one on the same tokens.
+
+static double max_abs(const float *a, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(a[i]));
+    return m;
+}
+
+// Mean over rows t < n − 1 of −log softmax(logits_t)[tok[t + 1]].
+static double mean_nll(const float *logits, const int32_t *tok, int n, int V) {
+    double sum = 0;
+    for (int t = 0; t + 1 < n; t++) {
+        const float *l = logits + (size_t)t * V;
+        double mx = l[0], z = 0;
+        for (int v = 1; v < V; v++) mx = fmax(mx, l[v]);
+        for (int v = 0; v < V; v++) z += exp(l[v] - mx);
+        sum += mx + log(z) - l[tok[t + 1]];
+    }
+    return sum / (n - 1);
+}
+
+static void check_forward(const char *what, const struct gq_model *m, const char *dev) {
+    struct gq_model_info info;
+    gq_model_get_info(m, &info);
+    const int V = info.n_vocab, n_tok = 24, n_pre = 48;
+    int32_t tok[48];
+    for (int i = 0; i < n_pre; i++) tok[i] = (int32_t)(rng_u64() % (uint64_t)V);
+    struct gq_context *c[2] = {NULL, NULL};
+    float *l[2] = {malloc(sizeof(float) * n_pre * V), malloc(sizeof(float) * n_pre * V)};
+    CHECK_OK(gq_context_new(m, n_pre, &c[0]));
+    CHECK_OK(gq_context_new_device(m, n_pre, dev, &c[1]));
+    if (!c[0] || !c[1]) goto out;
+    fprintf(stderr, "forward %s: %d linears decoded to f32 on %s\n", what, gq_context_device_f32(c[1]), dev);
+    // token by token: the GEMV path
+    double worst = 0;
+    for (int i = 0; i < n_tok; i++) {
+        for (int d = 0; d < 2; d++) CHECK_OK(gq_forward(c[d], &tok[i], 1, l[d], false));
+        worst = fmax(worst, max_abs_diff(l[0], l[1], (size_t)V) / max_abs(l[0], (size_t)V));
+    }
+    fprintf(stderr, "forward %s: token by token max |dlogit| / max |logit| = %.3g\n", what, worst);
+    CHECKF(worst <= 1e-4, "%s: token-by-token logits off by %.3g of max |logit|", what, worst);
+    // prefill: the decode-to-tile GEMM path
+    for (int d = 0; d < 2; d++) {
+        gq_context_reset(c[d]);
+        CHECK_OK(gq_forward(c[d], tok, n_pre, l[d], true));
+    }
+    worst = max_abs_diff(l[0], l[1], (size_t)n_pre * V) / max_abs(l[0], (size_t)n_pre * V);
+    double nll0 = mean_nll(l[0], tok, n_pre, V), nll1 = mean_nll(l[1], tok, n_pre, V);
+    fprintf(stderr, "forward %s: prefill max |dlogit| / max |logit| = %.3g, NLL %.6f vs %.6f\n", what, worst, nll0,
+            nll1);
+    CHECKF(worst <= 2e-2, "%s: prefill logits off by %.3g of max |logit|", what, worst);
+    CHECKF(fabs(nll0 - nll1) <= 1e-3 * nll0, "%s: prefill NLL %.6f vs %.6f", what, nll0, nll1);
+out:
+    gq_context_free(c[0]), gq_context_free(c[1]);
+    free(l[0]), free(l[1]);
+}
+
+// stories260K as f32, packed GPTVQ 2D 2.125 bpv and F16 (written to a
+// temporary folder and loaded compressed), SmolLM2-135M's file if present.
+static void check_models(const char *dev) {
+    char src[512], calib[512], dir[] = "/tmp/gq_test_backend_XXXXXX", vq[600], f16[600];
+    snprintf(src, sizeof src, "%s/models/stories260K/stories260K.gguf", data_dir());
+    snprintf(calib, sizeof calib, "%s/tinystories/tinystories_sample.txt", data_dir());
+    if (!file_exists(src) || !mkdtemp(dir)) {
+        CHECKF(0, "%s missing or no temporary folder", src);
+        return;
+    }
+    snprintf(vq, sizeof vq, "%s/vq.gguf", dir);
+    snprintf(f16, sizeof f16, "%s/f16.gguf", dir);
+    struct gq_model *m = NULL, *q = NULL;
+    struct gq_load_params keep = {.keep_quantized = true};
+    CHECK_OK(gq_model_load(src, NULL, &m));
+    if (!m) return;
+    check_forward("stories260K f32", m, dev);
+    CHECK_OK(gq_model_export_gguf(m, f16, GQ_EXPORT_F16));
+    struct gq_quantize_params p;
+    gq_quantize_params_default(&p);
+    p.method = GQ_METHOD_GPTVQ, p.calib_path = calib, p.nsamples = 4, p.seqlen = 64, p.progress = false;
+    p.vq.dim = 2, p.vq.bpv = 2.125;
+    struct gq_quant_report rep = {0};
+    CHECK_OK(gq_quantize(m, &p, &rep));
+    CHECK_OK(gq_model_save_gguf(m, vq, &p, &rep));
+    gq_quant_report_free(&rep);
+    gq_model_free(m);
+    const char *files[] = {vq, f16, "models/SmolLM2-135M-Instruct.Q4_1.gguf"};
+    const char *names[] = {"stories260K GPTVQ 2D 2.125", "stories260K F16", "SmolLM2-135M Q4_1/Q8_0"};
+    for (int i = 0; i < 3; i++) {
+        if (i == 2 && !file_exists(files[i])) {
+            fprintf(stderr, "(%s absent: SmolLM2 forward not checked)\n", files[i]);
+            continue;
+        }
+        q = NULL;
+        CHECK_OK(gq_model_load(files[i], &keep, &q));
+        if (q) check_forward(names[i], q, dev);
+        gq_model_free(q);
+    }
+    unlink(vq), unlink(f16), rmdir(dir);
+}
+
 int main(void) {
+    const char *self = getenv("TEST_BACKEND_DEVICE");
+    if (self && !strcmp(self, "cpu")) { // the model checks' harness, CPU against CPU
+        check_models("cpu");
+        return test_done("test_backend (TEST_BACKEND_DEVICE=cpu)");
+    }
     const char *why = NULL;
     const struct gq_backend *cpu = gq_backend_cpu(), *cu = gq_backend_cuda(&why);
     if (!cu) SKIP("no CUDA backend: %s", why);
@@ -290,5 +425,6 @@ int main(void) {
     check_vq(cpu, cu, 2, 16, 1, 3, true, false); // fewer points than a thread block
     check_end_to_end();
     check_gemv();
+    check_models("cuda");
     return test_done("test_backend");
 }

@@ -38,6 +38,17 @@ expect_error "truncated llama2.c" "trunc.bin" $G generate "$T/trunc.bin" -n 4
 expect_error "missing text" "missing.txt" $G ppl "$D/models/stories260K/stories260K.gguf" "$T/missing.txt"
 expect_error "bad option value" "--ctx" $G ppl "$D/models/stories260K/stories260K.gguf" x --ctx abc
 expect_error "unknown option" "--bogus" $G generate "$D/models/stories260K/stories260K.gguf" --bogus
+expect_error "unknown device" "expected cpu or cuda" $G ppl "$D/models/stories260K/stories260K.gguf" \
+    "$D/tinystories/tinystories_sample.txt" --device tpu
+# --device cuda runs where a GPU is (test_backend compares it with the CPU), else one error line
+for cmd in ppl generate; do
+    args=("$D/models/stories260K/stories260K.gguf"); [ $cmd = ppl ] && args+=("$D/tinystories/tinystories_sample.txt")
+    $G $cmd "${args[@]}" --device cuda >"$T/out" 2>"$T/err"; rc=$?
+    if [ $rc -eq 0 ]; then echo "ok: $cmd --device cuda ran (a GPU is present)"
+    elif [ $rc -eq 2 ] && [ "$(grep -c "error:" "$T/err")" -eq 1 ] && grep -q "error: $cmd: --device cuda: " "$T/err"; then
+        echo "ok: $cmd --device cuda without a usable GPU: $(cat "$T/err")"
+    else echo "FAIL: $cmd --device cuda (rc=$rc)"; cat "$T/err"; fail=1; fi
+done
 expect_error "text shorter than a window" "tinystories_sample.txt: .*fewer than one window" $G ppl "$D/models/stories260K/stories260K.gguf" "$D/tinystories/tinystories_sample.txt" --ctx 100000 --quiet
 S=$D/models/stories260K/stories260K.gguf
 expect_error "eval: unknown task" "unknown task 'mmlu'" $G eval "$S" --tasks piqa,mmlu

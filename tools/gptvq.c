@@ -96,6 +96,16 @@ static int load_model(const char *path, const char *tok_path, bool keep, struct 
 }
 
 // ---------------------------------------------------------------------------
+// --device of ppl / generate: checked (and the CUDA plug-in loaded) before the
+// model is; prints the device. Returns nonzero after an error message.
+static int use_device(const char *cmd, const char *device) {
+    if (!device || !strcmp(device, "cpu")) return 0;
+    if (strcmp(device, "cuda")) return die("%s: --device: expected cpu or cuda, got '%s'", cmd, device), 1;
+    if (gq_set_device(device) != GQ_OK) return die("%s: %s", cmd, gq_last_error()), 1;
+    fprintf(stderr, "%s: device %s\n", cmd, gq_device_name());
+    return 0;
+}
+
 static const char *PPL_HELP =
     "usage: gptvq ppl MODEL TEXT [options]\n"
     "\n"
@@ -121,6 +131,9 @@ static const char *PPL_HELP =
     "  --tokenizer FILE      llama2.c tokenizer.bin (default: beside the model)\n"
     "  --dequantize          load every weight as f32 (default: packed GPTVQ, F16, Q8_0, Q4_0\n"
     "                        and Q4_1 weights stay compressed and run with their kernels)\n"
+    "  --device cpu|cuda     where the forward runs (default cpu). cuda: weights copied to the\n"
+    "                        GPU compressed (packed VQ without normalisation, F16, Q8_0, Q4_0,\n"
+    "                        Q4_1; other formats decoded to f32), TF32 tensor-core GEMMs\n"
     "  --quiet               no progress bar\n"
     "\n"
     "The last line of stdout is machine-readable: ppl=... protocol=... ctx=... windows=...\n";
@@ -151,6 +164,10 @@ static int cmd_ppl(int argc, char **argv) {
             if (!(tok = opt_value(argc, argv, &i))) return 2;
             continue;
         }
+        if (!strcmp(a, "--device")) {
+            if (!(p.device = opt_value(argc, argv, &i))) return 2;
+            continue;
+        }
         if (!strcmp(a, "--json")) { json = true; continue; }
         if (!strcmp(a, "--dequantize")) { dequant = true; continue; }
         if (!strcmp(a, "--quiet")) { p.progress = false; continue; }
@@ -170,6 +187,7 @@ static int cmd_ppl(int argc, char **argv) {
     if (p.wikitext < 0) p.wikitext = gq_ppl_is_wikitext_file(text);
     if (p.protocol != GQ_PPL_GPTQ) p.wikitext = 0;
     gq_set_threads((int)threads);
+    if (use_device("ppl", p.device)) return 2;
     char *buf = NULL;
     size_t len = 0;
     FILE *fp = fopen(text, "rb");
@@ -198,6 +216,8 @@ static int cmd_ppl(int argc, char **argv) {
     fprintf(stderr, "ppl: %lld tokens in the text, %d of %d windows of %d, %lld tokens scored, %.1fs (%.1f tok/s)\n",
             (long long)r.n_tokens_text, r.n_windows, r.n_windows_total, r.n_ctx, (long long)r.n_scored,
             r.seconds, (double)r.n_windows * r.n_ctx / r.seconds);
+    if (r.device_f32) fprintf(stderr, "ppl: %d linears ran decoded to f32 on the GPU (no kernel for their format)\n",
+                              r.device_f32);
     if (json)
         printf("{\"ppl\": %.6f, \"nll_mean\": %.8f, \"nll_stderr\": %.8f, \"protocol\": \"%s\", \"ctx\": %d, "
                "\"windows\": %d, \"windows_total\": %d, \"tokens_scored\": %lld, \"tokens_text\": %lld, "
@@ -228,6 +248,7 @@ static const char *GEN_HELP =
     "  --tokenizer FILE    llama2.c tokenizer.bin (default: beside the model)\n"
     "  --dequantize        load every weight as f32 (default: packed GPTVQ, F16, Q8_0, Q4_0 and\n"
     "                      Q4_1 weights stay compressed and run with their kernels)\n"
+    "  --device cpu|cuda   where the forward runs (default cpu); cuda: as in gptvq ppl --help\n"
     "\n"
     "Speed (prompt and generation tokens/s) goes to stderr.\n";
 
@@ -267,6 +288,10 @@ static int cmd_generate(int argc, char **argv) {
         }
         if (!strcmp(a, "--chat")) { p.chat = true; continue; }
         if (!strcmp(a, "--ignore-eos")) { p.stop_at_eog = false; continue; }
+        if (!strcmp(a, "--device")) {
+            if (!(p.device = opt_value(argc, argv, &i))) return 2;
+            continue;
+        }
         if (!strcmp(a, "--ids")) { ids = true; continue; }
         if (!strcmp(a, "--dequantize")) { dequant = true; continue; }
         if (a[0] == '-' && a[1]) return die("generate: unknown option '%s' (see gptvq generate --help)", a), 2;
@@ -282,6 +307,7 @@ static int cmd_generate(int argc, char **argv) {
     p.top_p = (float)top_p;
     p.seed = (uint64_t)seed;
     gq_set_threads((int)threads);
+    if (use_device("generate", p.device)) return 2;
     struct gq_model *m = NULL;
     if (load_model(model, tok, !dequant, &m)) return 1;
     struct gq_gen_stats st;
@@ -292,6 +318,9 @@ static int cmd_generate(int argc, char **argv) {
     fprintf(stderr, "generate: prompt %d tokens in %.3fs (%.1f tok/s), generated %d tokens in %.3fs (%.1f tok/s)\n",
             st.n_prompt, st.prompt_seconds, st.n_prompt / (st.prompt_seconds > 0 ? st.prompt_seconds : 1e-9),
             st.n_generated, st.gen_seconds, st.n_generated / (st.gen_seconds > 0 ? st.gen_seconds : 1e-9));
+    if (st.device_f32)
+        fprintf(stderr, "generate: %d linears ran decoded to f32 on the GPU (no kernel for their format)\n",
+                st.device_f32);
     return 0;
 }
 

@@ -53,17 +53,33 @@ const struct gq_backend *gq_backend_cpu(void);
 // The CUDA backend, or NULL with *why set (built without nvcc, no device,
 // driver error).
 const struct gq_backend *gq_backend_cuda(const char **why);
-// Inference GEMVs on the CUDA device (one token: y = W x): a compressed
-// weight (packed VQ without normalisation, Q4_0, F16) copied to the device
-// once. GQ_ERR_UNSUPPORTED for other matrices; x and y in host memory.
+// Inference on the CUDA device: a compressed weight (packed VQ without
+// normalisation, F32, F16, Q8_0, Q4_0, Q4_1) copied to the device once;
+// GQ_ERR_UNSUPPORTED for other matrices. The GEMV (one token: y = W x) and
+// the prefill product (Y (n, rows) = X (n, cols) · Wᵀ: row tiles of at most
+// tile_floats values decoded to f32, TF32 tensor-core GEMM), host vectors.
 struct gqcu_mat;
 struct gq_qweight;
 enum gq_status gq_cuda_mat_new(const struct gq_qweight *q, struct gqcu_mat **out);
 enum gq_status gq_cuda_mat_gemv(struct gqcu_mat *m, const float *x, float *y);
+enum gq_status gq_cuda_mat_gemm(struct gqcu_mat *m, int n, const float *X, float *Y, size_t tile_floats);
 // Seconds per GEMV on device-resident vectors (iters launches, CUDA events),
 // the bytes the matrix holds in the file, the device's peak bandwidth (GB/s).
 enum gq_status gq_cuda_mat_bench(struct gqcu_mat *m, int iters, double *seconds, size_t *bytes, double *peak_gbs);
 void gq_cuda_mat_free(struct gqcu_mat *m);
+
+// The decoder forward of a CUDA context (forward.c): the model's linears on the
+// device (compressed where a kernel takes their format, else decoded to f32),
+// norms, RoPE frequencies inv_freq (rope_dim / 2) and a KV cache of n_ctx.
+// forward: tokens at positions pos0.. (embedded on the host), logits as
+// gq_forward's.
+struct gq_model;
+struct gq_cuda_lm;
+enum gq_status gq_cuda_lm_new(const struct gq_model *m, int n_ctx, const float *inv_freq, struct gq_cuda_lm **out);
+enum gq_status gq_cuda_lm_forward(struct gq_cuda_lm *c, const int32_t *tokens, int n, int pos0, float *logits,
+                                  bool all_logits);
+int gq_cuda_lm_n_f32(const struct gq_cuda_lm *c); // linears running decoded to f32
+void gq_cuda_lm_free(struct gq_cuda_lm *c);
 
 // "NVIDIA H200 (139 GiB, sm_90)" once the CUDA backend is initialised, else NULL.
 const char *gq_cuda_device_name(void);

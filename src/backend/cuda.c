@@ -9,6 +9,7 @@
 
 #include "../io/gguf.h"
 #include "../kern/qmatmul.h"
+#include "../model/model.h"
 #include "../quant/vq.h"
 #include "../quant/vqpack.h"
 #include "../util/common.h"
@@ -33,7 +34,11 @@ static struct {
     __typeof__(gqcu_mat_ggml) *mat_ggml;
     __typeof__(gqcu_mat_free) *mat_free;
     __typeof__(gqcu_mat_gemv) *mat_gemv;
+    __typeof__(gqcu_mat_gemm) *mat_gemm;
     __typeof__(gqcu_mat_bench) *mat_bench;
+    __typeof__(gqcu_lm_new) *lm_new;
+    __typeof__(gqcu_lm_forward) *lm_forward;
+    __typeof__(gqcu_lm_free) *lm_free;
 } fn;
 
 // Runs one plug-in call under the lock; its message becomes the error.
@@ -117,7 +122,8 @@ static int load(void) {
         return -1;                                                                                                     \
     }
     SYM(init) SYM(dgemm) SYM(dsymm_right) SYM(dsyrk_acc) SYM(chol_inverse_upper) SYM(vq_assign) SYM(vq_mstep)
-    SYM(mat_vq) SYM(mat_ggml) SYM(mat_free) SYM(mat_gemv) SYM(mat_bench)
+    SYM(mat_vq) SYM(mat_ggml) SYM(mat_free) SYM(mat_gemv) SYM(mat_gemm) SYM(mat_bench) SYM(lm_new) SYM(lm_forward)
+    SYM(lm_free)
 #undef SYM
     return fn.init(why_buf, sizeof why_buf, device_name, sizeof device_name) ? -1 : 1;
 }
@@ -143,18 +149,35 @@ static enum gq_status need_device(void) {
     return gq_backend_cuda(&why) ? GQ_OK : gq_fail(GQ_ERR_UNSUPPORTED, "cuda: %s", why);
 }
 
+static bool ggml_kernel(enum gq_ggml_type t) {
+    return t == GQ_TYPE_F32 || t == GQ_TYPE_F16 || t == GQ_TYPE_Q4_0 || t == GQ_TYPE_Q4_1 || t == GQ_TYPE_Q8_0;
+}
+
+// Runs one plug-in call that fills a handle, under the lock.
+#define CALL_NEW(f, ...)                                                                                               \
+    do {                                                                                                               \
+        char err_[512] = "";                                                                                           \
+        pthread_mutex_lock(&lock);                                                                                     \
+        int rc_ = fn.f(__VA_ARGS__, err_, sizeof err_);                                                                \
+        pthread_mutex_unlock(&lock);                                                                                   \
+        if (rc_) s = gq_fail(GQ_ERR_IO, "%s", err_);                                                                   \
+    } while (0)
+
+static enum gq_status mat_f32(int rows, int cols, const float *w, struct gqcu_mat **out) {
+    enum gq_status s = GQ_OK;
+    CALL_NEW(mat_ggml, GQ_TYPE_F32, rows, cols, w, out);
+    return s;
+}
+
 enum gq_status gq_cuda_mat_new(const struct gq_qweight *q, struct gqcu_mat **out) {
     *out = NULL;
     GQ_TRY(need_device());
-    char err[512] = "";
-    int rc;
+    enum gq_status s = GQ_OK;
     if (q->kind == GQ_QW_GGML) {
-        if (q->type != GQ_TYPE_Q4_0 && q->type != GQ_TYPE_F16)
-            return gq_fail(GQ_ERR_UNSUPPORTED, "cuda: GEMV of GGML type %d", (int)q->type);
-        pthread_mutex_lock(&lock);
-        rc = fn.mat_ggml(q->type == GQ_TYPE_Q4_0 ? GQCU_Q4_0 : GQCU_F16, q->rows, q->cols, q->data, out, err, sizeof err);
-        pthread_mutex_unlock(&lock);
-        return rc ? gq_fail(GQ_ERR_IO, "%s", err) : GQ_OK;
+        if (!ggml_kernel(q->type))
+            return gq_fail(GQ_ERR_UNSUPPORTED, "cuda: no kernel for GGML type %s", gq_ggml_type_name(q->type));
+        CALL_NEW(mat_ggml, (int)q->type, q->rows, q->cols, q->data, out);
+        return s;
     }
     const struct gq_vqrt *v = q->vq;
     const struct gq_vqpack_hdr *h = &v->p.h;
@@ -163,7 +186,6 @@ enum gq_status gq_cuda_mat_new(const struct gq_qweight *q, struct gqcu_mat **out
     float *cb = malloc(sizeof(float) * (size_t)h->stages * n_g * kd);
     float *outl = h->n_out ? malloc(sizeof(float) * (size_t)h->rows * h->n_out) : NULL;
     int32_t *vec_ct = malloc(sizeof(int32_t) * (size_t)v->nv), *row_rt = malloc(sizeof(int32_t) * (size_t)h->rows);
-    enum gq_status s = GQ_OK;
     if (!cb || !vec_ct || !row_rt || (h->n_out && !outl)) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
     for (int st = 0; s == GQ_OK && st < h->stages; st++)
         for (int g = 0; g < n_g; g++) gq_vqpack_codebook(&v->p, st, g, cb + ((size_t)st * n_g + g) * kd);
@@ -179,16 +201,17 @@ enum gq_status gq_cuda_mat_new(const struct gq_qweight *q, struct gqcu_mat **out
                                  .idx = v->p.part[GQ_VQP_IDX], .idx_bytes = v->p.bytes[GQ_VQP_IDX],
                                  .bytes = gq_qweight_bytes(q), .cb = cb, .outl = outl, .vec_ct = vec_ct,
                                  .row_rt = row_rt, .perm = v->perm};
-        pthread_mutex_lock(&lock);
-        rc = fn.mat_vq(&D, out, err, sizeof err);
-        pthread_mutex_unlock(&lock);
-        if (rc) s = gq_fail(GQ_ERR_IO, "%s", err);
+        CALL_NEW(mat_vq, &D, out);
     }
     free(cb), free(outl), free(vec_ct), free(row_rt);
     return s;
 }
 
 enum gq_status gq_cuda_mat_gemv(struct gqcu_mat *m, const float *x, float *y) { CALL(mat_gemv, m, x, y); }
+
+enum gq_status gq_cuda_mat_gemm(struct gqcu_mat *m, int n, const float *X, float *Y, size_t tile_floats) {
+    CALL(mat_gemm, m, n, X, Y, tile_floats);
+}
 
 enum gq_status gq_cuda_mat_bench(struct gqcu_mat *m, int iters, double *seconds, size_t *bytes, double *peak_gbs) {
     CALL(mat_bench, m, iters, seconds, bytes, peak_gbs);
@@ -199,4 +222,101 @@ void gq_cuda_mat_free(struct gqcu_mat *m) {
     pthread_mutex_lock(&lock);
     fn.mat_free(m);
     pthread_mutex_unlock(&lock);
+}
+
+// ---------------------------------------------------------------------------
+// The decoder forward on the device (gq_context_new_device).
+
+struct gq_cuda_lm {
+    struct gqcu_lm *lm;
+    const struct gq_model *m;
+    float *x; // host embeddings of up to n_x tokens
+    int n_x;
+    int n_f32; // linears without a kernel for their format, uploaded decoded to f32
+};
+
+// A linear's device copy: its compressed form when a kernel takes it, else
+// f32 (decoded from q, or w).
+static enum gq_status linear(const float *w, const struct gq_qweight *q, int rows, int cols, struct gqcu_mat **out,
+                             int *n_f32) {
+    if (!q) return mat_f32(rows, cols, w, out);
+    enum gq_status s = gq_cuda_mat_new(q, out);
+    if (s != GQ_ERR_UNSUPPORTED) return s;
+    float *buf = malloc(sizeof(float) * (size_t)rows * cols);
+    if (!buf) return gq_fail(GQ_ERR_NOMEM, "out of memory (decoding a %dx%d matrix for the GPU)", rows, cols);
+    gq_qweight_decode_rows(q, 0, rows, buf);
+    s = mat_f32(rows, cols, buf, out);
+    free(buf);
+    (*n_f32)++;
+    return s;
+}
+
+enum gq_status gq_cuda_lm_new(const struct gq_model *m, int n_ctx, const float *inv_freq, struct gq_cuda_lm **out) {
+    *out = NULL;
+    GQ_TRY(need_device());
+    const struct gq_hparams *hp = &m->hp;
+    const int dim = hp->dim, q_dim = hp->n_heads * hp->head_dim, kv_dim = hp->n_kv_heads * hp->head_dim;
+    const int ffn = hp->hidden_dim;
+    struct gq_cuda_lm *c = calloc(1, sizeof *c);
+    struct gqcu_lm_layer *L = calloc((size_t)hp->n_layers, sizeof *L);
+    struct gqcu_mat *output = NULL;
+    enum gq_status s = c && L ? GQ_OK : gq_fail(GQ_ERR_NOMEM, "out of memory");
+    for (int l = 0; s == GQ_OK && l < hp->n_layers; l++) {
+        const struct gq_layer_w *W = &m->layers[l];
+        struct gqcu_lm_layer *D = &L[l];
+        D->attn_norm = W->attn_norm, D->ffn_norm = W->ffn_norm, D->bq = W->bq, D->bk = W->bk, D->bv = W->bv;
+        int *nf = &c->n_f32;
+        s = linear(W->wq, W->q_wq, q_dim, dim, &D->wq, nf);
+        if (s == GQ_OK) s = linear(W->wk, W->q_wk, kv_dim, dim, &D->wk, nf);
+        if (s == GQ_OK) s = linear(W->wv, W->q_wv, kv_dim, dim, &D->wv, nf);
+        if (s == GQ_OK) s = linear(W->wo, W->q_wo, dim, q_dim, &D->wo, nf);
+        if (s == GQ_OK) s = linear(W->w_gate, W->q_w_gate, ffn, dim, &D->w_gate, nf);
+        if (s == GQ_OK) s = linear(W->w_up, W->q_w_up, ffn, dim, &D->w_up, nf);
+        if (s == GQ_OK) s = linear(W->w_down, W->q_w_down, dim, ffn, &D->w_down, nf);
+    }
+    if (s == GQ_OK) s = linear(m->output, m->q_output, hp->n_vocab, dim, &output, &c->n_f32);
+    if (s == GQ_OK) {
+        struct gqcu_lm_desc D = {.n_vocab = hp->n_vocab, .dim = dim, .n_layers = hp->n_layers, .n_heads = hp->n_heads,
+                                 .n_kv_heads = hp->n_kv_heads, .head_dim = hp->head_dim, .hidden_dim = ffn,
+                                 .rope_dim = hp->rope_dim, .rope_interleaved = hp->rope_interleaved, .n_ctx = n_ctx,
+                                 .rms_eps = hp->rms_eps, .inv_freq = inv_freq, .output_norm = m->output_norm,
+                                 .output = output, .layers = L};
+        CALL_NEW(lm_new, &D, &c->lm); // the matrices belong to the lm now, also on failure
+    } else {
+        for (int l = 0; L && l < hp->n_layers; l++) {
+            struct gqcu_mat *w[7] = {L[l].wq, L[l].wk, L[l].wv, L[l].wo, L[l].w_gate, L[l].w_up, L[l].w_down};
+            for (int j = 0; j < 7; j++) gq_cuda_mat_free(w[j]);
+        }
+        gq_cuda_mat_free(output);
+    }
+    free(L);
+    if (s != GQ_OK) {
+        free(c);
+        return s;
+    }
+    c->m = m;
+    *out = c;
+    return GQ_OK;
+}
+
+enum gq_status gq_cuda_lm_forward(struct gq_cuda_lm *c, const int32_t *tokens, int n, int pos0, float *logits,
+                                  bool all_logits) {
+    if (n > c->n_x) {
+        float *x = realloc(c->x, sizeof(float) * (size_t)n * c->m->hp.dim);
+        if (!x) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+        c->x = x, c->n_x = n;
+    }
+    GQ_TRY(gq_embed(c->m, tokens, n, c->x));
+    CALL(lm_forward, c->lm, c->x, n, pos0, logits, all_logits);
+}
+
+int gq_cuda_lm_n_f32(const struct gq_cuda_lm *c) { return c ? c->n_f32 : 0; }
+
+void gq_cuda_lm_free(struct gq_cuda_lm *c) {
+    if (!c) return;
+    pthread_mutex_lock(&lock);
+    fn.lm_free(c->lm);
+    pthread_mutex_unlock(&lock);
+    free(c->x);
+    free(c);
 }

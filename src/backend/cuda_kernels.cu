@@ -413,11 +413,14 @@ out:
 }
 
 // ---------------------------------------------------------------------------
-// Inference GEMVs y = W x for one token: packed VQ, Q4_0 and F16 matrices kept
-// on the device (gqcu_mat_*). One warp per row, lanes over consecutive
-// vectors / blocks (coalesced index and block loads), a warp-shuffle sum.
+// Inference: compressed matrices kept on the device (gqcu_mat_*) and the
+// decoder forward (gqcu_lm_*). One token (decode) runs GEMV kernels: one warp
+// per row, lanes over consecutive vectors / blocks (coalesced index and block
+// loads), a warp-shuffle sum. Several tokens (prefill) decode row tiles of W
+// to f32 and multiply with a TF32 tensor-core GEMM (cuBLAS).
 
-enum { MAT_VQ = 1, MAT_Q4_0, MAT_F16 };
+// Kinds are GGML type numbers, plus packed VQ.
+enum { MAT_F32 = 0, MAT_F16 = 1, MAT_Q4_0 = 2, MAT_Q4_1 = 3, MAT_Q8_0 = 8, MAT_VQ = 100 };
 struct gqcu_mat {
     int kind, rows, cols;
     // VQ
@@ -425,10 +428,10 @@ struct gqcu_mat {
     uint8_t *idx;
     float *cb, *outl;
     int32_t *vec_ct, *row_rt, *perm;
-    // Q4_0 / F16: raw GGML rows
+    // GGML: raw rows
     uint8_t *raw;
     size_t bytes; // the compressed matrix as stored in the file (what a GEMV must read)
-    float *x, *xp, *y;
+    float *x, *xp, *y; // x, y: gqcu_mat_gemv / bench; xp: x in position order (VQ)
 };
 
 __device__ __forceinline__ float warp_sum(float a) {
@@ -436,54 +439,67 @@ __device__ __forceinline__ float warp_sum(float a) {
     return a;
 }
 
-__global__ void permute_x(const float *x, const int32_t *perm, int n, float *xp) {
-    int p = blockIdx.x * blockDim.x + threadIdx.x;
-    if (p < n) xp[p] = x[perm ? perm[p] : p];
-}
-
-template <int D>
-__global__ void vq_gemv(const gqcu_mat m, const float *xp, float *y) {
-    const int lane = threadIdx.x & 31, row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (row >= m.rows) return;
-    const int d = D > 0 ? D : m.d, rt = m.row_rt[row];
-    float acc = 0;
-    for (int s = 0; s < m.stages; s++) {
-        const int64_t base = ((int64_t)s * m.rows + row) * m.nv;
-        const float *cbs = m.cb + ((size_t)s * m.n_rt + rt) * m.n_ct * m.k * d;
-        for (int v = lane; v < m.nv; v += 32) {
-            const uint32_t c = gq_bits_get(m.idx, base + v, m.lk);
-            const float *cv = cbs + ((size_t)m.vec_ct[v] * m.k + c) * d, *xv = xp + m.n_out + (size_t)v * d;
-            for (int j = 0; j < d; j++) acc += cv[j] * xv[j];
-        }
-    }
-    for (int p = lane; p < m.n_out; p += 32) acc += m.outl[(size_t)row * m.n_out + p] * xp[p];
-    acc = warp_sum(acc);
-    if (!lane) y[row] = acc;
-}
-
-// GGML Q4_0: blocks of 32 values, fp16 scale d + 16 bytes: value j = d·((q_j) − 8),
-// q_j the low nibble of byte j (j < 16) or the high nibble of byte j − 16.
-__global__ void q4_0_gemv(const gqcu_mat m, const float *x, float *y) {
-    const int lane = threadIdx.x & 31, row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (row >= m.rows) return;
-    const int nb = m.cols / 32;
-    const uint8_t *r = m.raw + (size_t)row * nb * 18;
-    float acc = 0;
-    for (int b = lane; b < nb; b += 32) {
-        const uint8_t *blk = r + (size_t)b * 18;
-        const float dd = __half2float(*(const __half *)blk);
-        const float *xb = x + (size_t)b * 32;
+// GGML blocks of 32 values, an fp16 scale d first. dot: Σ_j w_j x_j of one
+// block; get: w_j.
+struct BlkQ4_0 { // d, 16 bytes: w_j = d·(q_j − 8), q_j the low nibble of byte j (j < 16), else the high one of j − 16
+    static constexpr int bytes = 18;
+    __device__ static float dot(const uint8_t *b, const float *x) {
         float s = 0;
-        for (int j = 0; j < 16; j++) s += (float)((blk[2 + j] & 15) - 8) * xb[j] + (float)((blk[2 + j] >> 4) - 8) * xb[j + 16];
-        acc += dd * s;
+        for (int j = 0; j < 16; j++) s += (float)((b[2 + j] & 15) - 8) * x[j] + (float)((b[2 + j] >> 4) - 8) * x[j + 16];
+        return __half2float(*(const __half *)b) * s;
     }
+    __device__ static float get(const uint8_t *b, int j) {
+        const int q = j < 16 ? (b[2 + j] & 15) : (b[2 + j - 16] >> 4);
+        return __half2float(*(const __half *)b) * (float)(q - 8);
+    }
+};
+struct BlkQ4_1 { // d, m, 16 bytes: w_j = d·q_j + m
+    static constexpr int bytes = 20;
+    __device__ static float dot(const uint8_t *b, const float *x) {
+        float s = 0, sx = 0;
+        for (int j = 0; j < 16; j++) {
+            s += (float)(b[4 + j] & 15) * x[j] + (float)(b[4 + j] >> 4) * x[j + 16];
+            sx += x[j] + x[j + 16];
+        }
+        return __half2float(*(const __half *)b) * s + __half2float(*(const __half *)(b + 2)) * sx;
+    }
+    __device__ static float get(const uint8_t *b, int j) {
+        const int q = j < 16 ? (b[4 + j] & 15) : (b[4 + j - 16] >> 4);
+        return (float)q * __half2float(*(const __half *)b) + __half2float(*(const __half *)(b + 2));
+    }
+};
+struct BlkQ8_0 { // d, 32 int8: w_j = d·q_j
+    static constexpr int bytes = 34;
+    __device__ static float dot(const uint8_t *b, const float *x) {
+        float s = 0;
+        for (int j = 0; j < 32; j++) s += (float)(int8_t)b[2 + j] * x[j];
+        return __half2float(*(const __half *)b) * s;
+    }
+    __device__ static float get(const uint8_t *b, int j) {
+        return __half2float(*(const __half *)b) * (float)(int8_t)b[2 + j];
+    }
+};
+
+// The row of this warp (8 warps per block), or -1 past the end.
+__device__ __forceinline__ int warp_row(int rows) {
+    const int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    return row < rows ? row : -1;
+}
+
+template <typename B> __global__ void blk_gemv(const gqcu_mat m, const float *x, float *y) {
+    const int lane = threadIdx.x & 31, row = warp_row(m.rows);
+    if (row < 0) return;
+    const int nb = m.cols / 32;
+    const uint8_t *r = m.raw + (size_t)row * nb * B::bytes;
+    float acc = 0;
+    for (int b = lane; b < nb; b += 32) acc += B::dot(r + (size_t)b * B::bytes, x + (size_t)b * 32);
     acc = warp_sum(acc);
     if (!lane) y[row] = acc;
 }
 
 __global__ void f16_gemv(const gqcu_mat m, const float *x, float *y) {
-    const int lane = threadIdx.x & 31, row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
-    if (row >= m.rows) return;
+    const int lane = threadIdx.x & 31, row = warp_row(m.rows);
+    if (row < 0) return;
     const __half *r = (const __half *)(m.raw + (size_t)row * m.cols * 2);
     float acc = 0;
     if (m.cols % 2 == 0) { // rows 4-byte aligned: pairs
@@ -498,6 +514,150 @@ __global__ void f16_gemv(const gqcu_mat m, const float *x, float *y) {
     if (!lane) y[row] = acc;
 }
 
+__global__ void f32_gemv(const gqcu_mat m, const float *x, float *y) {
+    const int lane = threadIdx.x & 31, row = warp_row(m.rows);
+    if (row < 0) return;
+    const float *r = (const float *)m.raw + (size_t)row * m.cols;
+    float acc = 0;
+    for (int c = lane; c < m.cols; c += 32) acc += r[c] * x[c];
+    acc = warp_sum(acc);
+    if (!lane) y[row] = acc;
+}
+
+__global__ void permute_x(const float *x, const int32_t *perm, int n, float *xp) {
+    int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p < n) xp[p] = x[perm ? perm[p] : p];
+}
+
+// Codebook entry c of vector v's group in stage s for a row of tile rt.
+__device__ __forceinline__ const float *vq_centroid(const gqcu_mat &m, int s, int rt, int v, uint32_t c, int d) {
+    return m.cb + (((size_t)s * m.n_rt + rt) * m.n_ct + m.vec_ct[v]) * m.k * d + (size_t)c * d;
+}
+
+template <int D> __global__ void vq_gemv(const gqcu_mat m, const float *xp, float *y) {
+    const int lane = threadIdx.x & 31, row = warp_row(m.rows);
+    if (row < 0) return;
+    const int d = D > 0 ? D : m.d, rt = m.row_rt[row];
+    float acc = 0;
+    for (int s = 0; s < m.stages; s++) {
+        const int64_t base = ((int64_t)s * m.rows + row) * m.nv;
+        for (int v = lane; v < m.nv; v += 32) {
+            const float *cv = vq_centroid(m, s, rt, v, gq_bits_get(m.idx, base + v, m.lk), d);
+            const float *xv = xp + m.n_out + (size_t)v * d;
+            for (int j = 0; j < d; j++) acc += cv[j] * xv[j];
+        }
+    }
+    for (int p = lane; p < m.n_out; p += 32) acc += m.outl[(size_t)row * m.n_out + p] * xp[p];
+    acc = warp_sum(acc);
+    if (!lane) y[row] = acc;
+}
+
+// Decode to f32: rows r0..r0+nr-1 of W into out (nr, cols), original column order.
+template <typename B> __global__ void blk_decode(const gqcu_mat m, int r0, int nr, float *out) {
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= (int64_t)nr * m.cols) return;
+    const int r = (int)(t / m.cols), c = (int)(t % m.cols);
+    out[t] = B::get(m.raw + ((size_t)(r0 + r) * (m.cols / 32) + c / 32) * B::bytes, c % 32);
+}
+__global__ void f16_decode(const gqcu_mat m, int r0, int nr, float *out) {
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t < (int64_t)nr * m.cols) out[t] = __half2float(((const __half *)m.raw)[(size_t)r0 * m.cols + t]);
+}
+// One thread per (row, vector or outlier column): c0 (+ c1), as the CPU decode.
+__global__ void vq_decode(const gqcu_mat m, int r0, int nr, float *out) {
+    const int per_row = m.n_out + m.nv;
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= (int64_t)nr * per_row) return;
+    const int r = (int)(t / per_row), e = (int)(t % per_row), row = r0 + r, d = m.d;
+    float *o = out + (size_t)r * m.cols;
+    if (e < m.n_out) {
+        o[m.perm ? m.perm[e] : e] = m.outl[(size_t)row * m.n_out + e];
+        return;
+    }
+    const int v = e - m.n_out, rt = m.row_rt[row];
+    float q[VQ_MAX_DIM];
+    for (int s = 0; s < m.stages; s++) {
+        const float *cv = vq_centroid(m, s, rt, v, gq_bits_get(m.idx, ((int64_t)s * m.rows + row) * m.nv + v, m.lk), d);
+        for (int j = 0; j < d; j++) q[j] = s ? q[j] + cv[j] : cv[j];
+    }
+    for (int j = 0; j < d; j++) {
+        const int p = m.n_out + v * d + j;
+        o[m.perm ? m.perm[p] : p] = q[j];
+    }
+}
+
+static unsigned blocks_for(int64_t n, int tb) { return (unsigned)((n + tb - 1) / tb); }
+
+// y = W x, x and y on the device.
+static cudaError_t gemv(const gqcu_mat *m, const float *x, float *y) {
+    const int WARPS = 8, tb = 32 * WARPS;
+    const unsigned grid = blocks_for(m->rows, WARPS);
+    switch (m->kind) {
+    case MAT_F32: f32_gemv<<<grid, tb>>>(*m, x, y); break;
+    case MAT_F16: f16_gemv<<<grid, tb>>>(*m, x, y); break;
+    case MAT_Q4_0: blk_gemv<BlkQ4_0><<<grid, tb>>>(*m, x, y); break;
+    case MAT_Q4_1: blk_gemv<BlkQ4_1><<<grid, tb>>>(*m, x, y); break;
+    case MAT_Q8_0: blk_gemv<BlkQ8_0><<<grid, tb>>>(*m, x, y); break;
+    default: {
+        const float *xp = x;
+        if (m->perm) {
+            permute_x<<<blocks_for(m->cols, 256), 256>>>(x, m->perm, m->cols, m->xp);
+            xp = m->xp;
+        }
+        switch (m->d) {
+        case 1: vq_gemv<1><<<grid, tb>>>(*m, xp, y); break;
+        case 2: vq_gemv<2><<<grid, tb>>>(*m, xp, y); break;
+        case 4: vq_gemv<4><<<grid, tb>>>(*m, xp, y); break;
+        default: vq_gemv<0><<<grid, tb>>>(*m, xp, y); break;
+        }
+    }
+    }
+    return cudaGetLastError();
+}
+
+// Rows r0..r0+nr-1 of W as f32 (nr, cols) in out (not for F32 matrices).
+static cudaError_t decode(const gqcu_mat *m, int r0, int nr, float *out) {
+    const int tb = 256;
+    const int64_t n = (int64_t)nr * (m->kind == MAT_VQ ? m->n_out + m->nv : m->cols);
+    switch (m->kind) {
+    case MAT_F16: f16_decode<<<blocks_for(n, tb), tb>>>(*m, r0, nr, out); break;
+    case MAT_Q4_0: blk_decode<BlkQ4_0><<<blocks_for(n, tb), tb>>>(*m, r0, nr, out); break;
+    case MAT_Q4_1: blk_decode<BlkQ4_1><<<blocks_for(n, tb), tb>>>(*m, r0, nr, out); break;
+    case MAT_Q8_0: blk_decode<BlkQ8_0><<<blocks_for(n, tb), tb>>>(*m, r0, nr, out); break;
+    default: vq_decode<<<blocks_for(n, tb), tb>>>(*m, r0, nr, out); break;
+    }
+    return cudaGetLastError();
+}
+
+// Y (n, rows) = X (n, cols) · Wᵀ on the device: the GEMV for one token, else
+// W in row tiles of at most tile_floats values decoded to f32 (F32 matrices
+// are used as they are) and a TF32 GEMM per tile: column-major, the tile is
+// Wᵀ (cols, nr) and X is Xᵀ (cols, n), so Y's rows r0.. are op(tile)ᵀ·Xᵀ.
+static int matmul(const gqcu_mat *m, const float *X, float *Y, int n, float *tile, size_t tile_floats, char *err,
+                  size_t cap) {
+    int rc = 0;
+    const float one = 1, zero = 0;
+    if (n == 1) {
+        CHECK(gemv(m, X, Y));
+        return 0;
+    }
+    {
+        const size_t per = tile_floats / (size_t)m->cols;
+        const int R = m->kind == MAT_F32 ? m->rows : (int)(per < (size_t)m->rows ? (per ? per : 1) : m->rows);
+        for (int r0 = 0; r0 < m->rows; r0 += R) {
+            const int nr = m->rows - r0 < R ? m->rows - r0 : R;
+            const float *A = tile;
+            if (m->kind == MAT_F32) A = (const float *)m->raw + (size_t)r0 * m->cols;
+            else CHECK(decode(m, r0, nr, tile));
+            CHECK(cublasGemmEx(g_blas, CUBLAS_OP_T, CUBLAS_OP_N, nr, n, m->cols, &one, A, CUDA_R_32F, m->cols, X,
+                               CUDA_R_32F, m->cols, &zero, Y + r0, CUDA_R_32F, m->rows, CUBLAS_COMPUTE_32F_FAST_TF32,
+                               CUBLAS_GEMM_DEFAULT));
+        }
+    }
+out:
+    return rc;
+}
+
 extern "C" void gqcu_mat_free(struct gqcu_mat *m) {
     if (!m) return;
     cudaFree(m->idx), cudaFree(m->cb), cudaFree(m->outl), cudaFree(m->vec_ct), cudaFree(m->row_rt), cudaFree(m->perm);
@@ -510,6 +670,10 @@ extern "C" int gqcu_mat_vq(const struct gqcu_vq_desc *D, struct gqcu_mat **out, 
     gqcu_mat *m = (gqcu_mat *)calloc(1, sizeof *m);
     *out = NULL;
     if (!m) return fail(err, cap, "gqcu_mat_vq", "out of memory");
+    if (D->d < 1 || D->d > VQ_MAX_DIM) {
+        free(m);
+        return fail(err, cap, "gqcu_mat_vq", "vector dimension out of range");
+    }
     m->kind = MAT_VQ, m->rows = D->rows, m->cols = D->cols, m->d = D->d, m->k = D->k, m->lk = D->lk;
     m->stages = D->stages, m->n_out = D->n_out, m->nv = D->nv, m->n_ct = D->n_ct, m->n_rt = D->n_rt;
     m->bytes = D->bytes;
@@ -534,16 +698,20 @@ out:
 
 extern "C" int gqcu_mat_ggml(int type, int rows, int cols, const void *data, struct gqcu_mat **out, char *err,
                              size_t cap) {
-    int rc = 0;
-    gqcu_mat *m = (gqcu_mat *)calloc(1, sizeof *m);
-    *out = NULL;
-    if (!m) return fail(err, cap, "gqcu_mat_ggml", "out of memory");
-    if ((type != GQCU_Q4_0 && type != GQCU_F16) || (type == GQCU_Q4_0 && cols % 32)) {
-        free(m);
-        return fail(err, cap, "gqcu_mat_ggml", "only Q4_0 (rows of whole 32-blocks) and F16 rows");
+    int rc = 0, blk = 0;
+    switch (type) {
+    case MAT_Q4_0: blk = BlkQ4_0::bytes; break;
+    case MAT_Q4_1: blk = BlkQ4_1::bytes; break;
+    case MAT_Q8_0: blk = BlkQ8_0::bytes; break;
+    case MAT_F32: case MAT_F16: break;
+    default: return fail(err, cap, "gqcu_mat_ggml", "GGML type without a CUDA kernel");
     }
-    m->kind = type == GQCU_Q4_0 ? MAT_Q4_0 : MAT_F16, m->rows = rows, m->cols = cols;
-    m->bytes = type == GQCU_Q4_0 ? (size_t)rows * (cols / 32) * 18 : (size_t)rows * cols * 2;
+    *out = NULL;
+    if (blk && cols % 32) return fail(err, cap, "gqcu_mat_ggml", "block type with rows that are not whole blocks");
+    gqcu_mat *m = (gqcu_mat *)calloc(1, sizeof *m);
+    if (!m) return fail(err, cap, "gqcu_mat_ggml", "out of memory");
+    m->kind = type, m->rows = rows, m->cols = cols;
+    m->bytes = (size_t)rows * (blk ? (size_t)(cols / 32) * blk : (size_t)cols * (type == MAT_F32 ? 4 : 2));
     CHECK(upload(&m->raw, (const uint8_t *)data, m->bytes));
     CHECK(cudaMalloc(&m->x, sizeof(float) * cols));
     CHECK(cudaMalloc(&m->y, sizeof(float) * rows));
@@ -554,32 +722,29 @@ out:
     return rc;
 }
 
-static cudaError_t launch(const gqcu_mat *m) {
-    const int WARPS = 8, grid = (m->rows + WARPS - 1) / WARPS;
-    if (m->kind == MAT_Q4_0) q4_0_gemv<<<grid, 32 * WARPS>>>(*m, m->x, m->y);
-    else if (m->kind == MAT_F16) f16_gemv<<<grid, 32 * WARPS>>>(*m, m->x, m->y);
-    else {
-        const float *xp = m->x;
-        if (m->perm) {
-            permute_x<<<(m->cols + 255) / 256, 256>>>(m->x, m->perm, m->cols, m->xp);
-            xp = m->xp;
-        }
-        switch (m->d) {
-        case 1: vq_gemv<1><<<grid, 32 * WARPS>>>(*m, xp, m->y); break;
-        case 2: vq_gemv<2><<<grid, 32 * WARPS>>>(*m, xp, m->y); break;
-        case 4: vq_gemv<4><<<grid, 32 * WARPS>>>(*m, xp, m->y); break;
-        default: vq_gemv<0><<<grid, 32 * WARPS>>>(*m, xp, m->y); break;
-        }
-    }
-    return cudaGetLastError();
-}
-
 extern "C" int gqcu_mat_gemv(struct gqcu_mat *m, const float *x, float *y, char *err, size_t cap) {
     int rc = 0;
     CHECK(cudaMemcpy(m->x, x, sizeof(float) * m->cols, cudaMemcpyHostToDevice));
-    CHECK(launch(m));
+    CHECK(gemv(m, m->x, m->y));
     CHECK(cudaMemcpy(y, m->y, sizeof(float) * m->rows, cudaMemcpyDeviceToHost));
 out:
+    return rc;
+}
+
+// Y (n, rows) = X (n, cols) · Wᵀ through the prefill path (decode to tiles of
+// at most tile_floats values + TF32 GEMM), host X and Y: for the tests.
+extern "C" int gqcu_mat_gemm(struct gqcu_mat *m, int n, const float *X, float *Y, size_t tile_floats, char *err,
+                             size_t cap) {
+    int rc = 0;
+    float *dX = NULL, *dY = NULL, *tile = NULL;
+    CHECK(upload(&dX, X, (size_t)n * m->cols));
+    CHECK(cudaMalloc(&dY, sizeof(float) * n * m->rows));
+    CHECK(cudaMalloc(&tile, sizeof(float) * (tile_floats > (size_t)m->cols ? tile_floats : (size_t)m->cols)));
+    rc = matmul(m, dX, dY, n, tile, tile_floats, err, cap);
+    if (rc) goto out;
+    CHECK(cudaMemcpy(Y, dY, sizeof(float) * n * m->rows, cudaMemcpyDeviceToHost));
+out:
+    cudaFree(dX), cudaFree(dY), cudaFree(tile);
     return rc;
 }
 
@@ -592,11 +757,11 @@ extern "C" int gqcu_mat_bench(struct gqcu_mat *m, int iters, double *seconds, si
     cudaEvent_t a = NULL, b = NULL;
     float ms = 0;
     CHECK(cudaMemset(m->x, 0, sizeof(float) * m->cols));
-    for (int i = 0; i < 3; i++) CHECK(launch(m));
+    for (int i = 0; i < 3; i++) CHECK(gemv(m, m->x, m->y));
     CHECK(cudaEventCreate(&a));
     CHECK(cudaEventCreate(&b));
     CHECK(cudaEventRecord(a));
-    for (int i = 0; i < iters; i++) CHECK(launch(m));
+    for (int i = 0; i < iters; i++) CHECK(gemv(m, m->x, m->y));
     CHECK(cudaEventRecord(b));
     CHECK(cudaEventSynchronize(b));
     CHECK(cudaEventElapsedTime(&ms, a, b));
@@ -609,5 +774,283 @@ extern "C" int gqcu_mat_bench(struct gqcu_mat *m, int iters, double *seconds, si
 out:
     if (a) cudaEventDestroy(a);
     if (b) cudaEventDestroy(b);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// Decoder forward (Llama family) on the device: the arithmetic of
+// src/model/forward.c (RMSNorm with a double sum of squares, RoPE angles in
+// double, SwiGLU), KV cache on the device; the embedding rows come from the
+// host (one row per token). Attention: one warp per (query, head), online
+// softmax over the keys 0..pos, lanes over the head dimension.
+
+#define ATT_MAX_HD 256 // head_dim <= 32 lanes × 8
+
+struct lm_layer {
+    float *attn_norm, *ffn_norm, *bq, *bk, *bv;
+    gqcu_mat *w[7]; // q, k, v, o, gate, up, down
+};
+struct gqcu_lm {
+    int n_vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, hidden_dim, rope_dim, rope_interleaved, n_ctx;
+    float rms_eps;
+    lm_layer *L;
+    gqcu_mat *output;
+    float *output_norm, *inv_freq;
+    float *kc, *vc; // (n_layers, n_ctx, kv_dim)
+    float *tile;
+    size_t tile_floats;
+    int n_cap; // scratch sized for n_cap tokens
+    float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logits;
+};
+
+__global__ void rmsnorm_k(const float *x, const float *w, float *out, int dim, float eps) {
+    __shared__ double red[256];
+    const float *xi = x + (size_t)blockIdx.x * dim;
+    float *oi = out + (size_t)blockIdx.x * dim;
+    double ss = 0;
+    for (int j = threadIdx.x; j < dim; j += blockDim.x) ss += (double)xi[j] * xi[j];
+    red[threadIdx.x] = ss;
+    __syncthreads();
+    for (int h = blockDim.x / 2; h > 0; h >>= 1) {
+        if ((int)threadIdx.x < h) red[threadIdx.x] += red[threadIdx.x + h];
+        __syncthreads();
+    }
+    const float scale = (float)(1.0 / sqrt(red[0] / dim + eps));
+    for (int j = threadIdx.x; j < dim; j += blockDim.x) oi[j] = xi[j] * scale * w[j];
+}
+
+// Heads of x (n, n_heads·hd) at positions pos0..: one thread per (token, head, pair).
+__global__ void rope_k(float *x, int n, int n_heads, int hd, int half, int interleaved, const float *inv_freq,
+                       int pos0) {
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= (int64_t)n * n_heads * half) return;
+    const int j = (int)(t % half), h = (int)(t / half % n_heads), i = (int)(t / ((int64_t)half * n_heads));
+    const double a = (double)(pos0 + i) * inv_freq[j];
+    const float c = (float)cos(a), s = (float)sin(a);
+    float *xh = x + ((size_t)i * n_heads + h) * hd;
+    const int a0 = interleaved ? 2 * j : j, a1 = interleaved ? 2 * j + 1 : j + half;
+    const float x0 = xh[a0], x1 = xh[a1];
+    xh[a0] = x0 * c - x1 * s;
+    xh[a1] = x0 * s + x1 * c;
+}
+
+// Causal attention of queries q (n, n_heads·hd) at positions pos0.. over the
+// layer's cache kc, vc (positions, kv_dim); out (n, n_heads·hd).
+__global__ void attention_k(const float *q, const float *kc, const float *vc, float *out, int n, int pos0,
+                            int n_heads, int group, int hd, int kv_dim, float scale) {
+    const int lane = threadIdx.x & 31;
+    const int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    if (w >= (int64_t)n * n_heads) return; // whole warps
+    const int i = (int)(w / n_heads), h = (int)(w % n_heads), g = h / group, q_dim = n_heads * hd;
+    const float *qi = q + (size_t)i * q_dim + (size_t)h * hd;
+    float qr[ATT_MAX_HD / 32], acc[ATT_MAX_HD / 32];
+#pragma unroll
+    for (int e = 0; e < ATT_MAX_HD / 32; e++) {
+        const int j = lane + 32 * e;
+        qr[e] = j < hd ? qi[j] : 0.0f;
+        acc[e] = 0;
+    }
+    float mx = -INFINITY, l = 0;
+    for (int t = 0; t <= pos0 + i; t++) {
+        const float *kt = kc + (size_t)t * kv_dim + (size_t)g * hd, *vt = vc + (size_t)t * kv_dim + (size_t)g * hd;
+        float dot = 0;
+#pragma unroll
+        for (int e = 0; e < ATT_MAX_HD / 32; e++)
+            if (lane + 32 * e < hd) dot += qr[e] * kt[lane + 32 * e];
+        for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        const float s = dot * scale, nm = fmaxf(mx, s), corr = expf(mx - nm), p = expf(s - nm);
+        l = l * corr + p;
+#pragma unroll
+        for (int e = 0; e < ATT_MAX_HD / 32; e++)
+            if (lane + 32 * e < hd) acc[e] = acc[e] * corr + p * vt[lane + 32 * e];
+        mx = nm;
+    }
+    float *oi = out + (size_t)i * q_dim + (size_t)h * hd;
+#pragma unroll
+    for (int e = 0; e < ATT_MAX_HD / 32; e++)
+        if (lane + 32 * e < hd) oi[lane + 32 * e] = acc[e] / l;
+}
+
+__global__ void add_k(float *x, const float *y, int64_t n) {
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t < n) x[t] += y[t];
+}
+__global__ void bias_k(float *x, const float *b, int64_t n, int dim) {
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t < n) x[t] += b[t % dim];
+}
+__global__ void swiglu_k(float *g, const float *u, int64_t n) { // silu(gate) · up
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t < n) {
+        const float a = g[t];
+        g[t] = a / (1.0f + expf(-a)) * u[t];
+    }
+}
+
+static void free_scratch(gqcu_lm *lm) {
+    cudaFree(lm->x), cudaFree(lm->xb), cudaFree(lm->q), cudaFree(lm->k), cudaFree(lm->v), cudaFree(lm->att);
+    cudaFree(lm->hb), cudaFree(lm->hb2), cudaFree(lm->logits);
+    lm->x = lm->xb = lm->q = lm->k = lm->v = lm->att = lm->hb = lm->hb2 = lm->logits = NULL;
+    lm->n_cap = 0;
+}
+
+extern "C" void gqcu_lm_free(struct gqcu_lm *lm) {
+    if (!lm) return;
+    free_scratch(lm);
+    for (int l = 0; lm->L && l < lm->n_layers; l++) {
+        lm_layer *L = &lm->L[l];
+        cudaFree(L->attn_norm), cudaFree(L->ffn_norm), cudaFree(L->bq), cudaFree(L->bk), cudaFree(L->bv);
+        for (int j = 0; j < 7; j++) gqcu_mat_free(L->w[j]);
+    }
+    free(lm->L);
+    gqcu_mat_free(lm->output);
+    cudaFree(lm->output_norm), cudaFree(lm->inv_freq), cudaFree(lm->kc), cudaFree(lm->vc), cudaFree(lm->tile);
+    free(lm);
+}
+
+static int grow_scratch(gqcu_lm *lm, int n, char *err, size_t cap) {
+    int rc = 0;
+    const size_t N = (size_t)n, q_dim = (size_t)lm->n_heads * lm->head_dim,
+                 kv_dim = (size_t)lm->n_kv_heads * lm->head_dim, wide = q_dim > (size_t)lm->dim ? q_dim : lm->dim;
+    free_scratch(lm);
+    CHECK(cudaMalloc(&lm->x, sizeof(float) * N * lm->dim));
+    CHECK(cudaMalloc(&lm->xb, sizeof(float) * N * wide));
+    CHECK(cudaMalloc(&lm->q, sizeof(float) * N * q_dim));
+    CHECK(cudaMalloc(&lm->k, sizeof(float) * N * kv_dim));
+    CHECK(cudaMalloc(&lm->v, sizeof(float) * N * kv_dim));
+    CHECK(cudaMalloc(&lm->att, sizeof(float) * N * q_dim));
+    CHECK(cudaMalloc(&lm->hb, sizeof(float) * N * lm->hidden_dim));
+    CHECK(cudaMalloc(&lm->hb2, sizeof(float) * N * lm->hidden_dim));
+    CHECK(cudaMalloc(&lm->logits, sizeof(float) * N * lm->n_vocab));
+    lm->n_cap = n;
+out:
+    if (rc) free_scratch(lm);
+    return rc;
+}
+
+extern "C" int gqcu_lm_new(const struct gqcu_lm_desc *D, struct gqcu_lm **out, char *err, size_t cap) {
+    int rc = 0;
+    const size_t kv_dim = (size_t)D->n_kv_heads * D->head_dim, cache = (size_t)D->n_layers * D->n_ctx * kv_dim;
+    size_t tile = 0, widest = 0;
+    gqcu_lm *lm = (gqcu_lm *)calloc(1, sizeof *lm);
+    *out = NULL;
+    if (!lm || !(lm->L = (lm_layer *)calloc((size_t)D->n_layers, sizeof *lm->L))) {
+        for (int l = 0; l < D->n_layers; l++) {
+            const gqcu_lm_layer *S = &D->layers[l];
+            gqcu_mat_free(S->wq), gqcu_mat_free(S->wk), gqcu_mat_free(S->wv), gqcu_mat_free(S->wo);
+            gqcu_mat_free(S->w_gate), gqcu_mat_free(S->w_up), gqcu_mat_free(S->w_down);
+        }
+        gqcu_mat_free(D->output);
+        rc = fail(err, cap, "gqcu_lm_new", "out of memory");
+        goto out;
+    }
+    lm->n_vocab = D->n_vocab, lm->dim = D->dim, lm->n_layers = D->n_layers, lm->n_heads = D->n_heads;
+    lm->n_kv_heads = D->n_kv_heads, lm->head_dim = D->head_dim, lm->hidden_dim = D->hidden_dim;
+    lm->rope_dim = D->rope_dim, lm->rope_interleaved = D->rope_interleaved, lm->n_ctx = D->n_ctx;
+    lm->rms_eps = D->rms_eps;
+    // the lm owns the matrices from here on, also when this call fails
+    for (int l = 0; l < D->n_layers; l++) {
+        const gqcu_lm_layer *S = &D->layers[l];
+        gqcu_mat *const w[7] = {S->wq, S->wk, S->wv, S->wo, S->w_gate, S->w_up, S->w_down};
+        memcpy(lm->L[l].w, w, sizeof w);
+    }
+    lm->output = D->output;
+    if (D->head_dim > ATT_MAX_HD || D->n_heads % D->n_kv_heads) {
+        rc = fail(err, cap, "gqcu_lm_new", "head_dim above 256 or heads not a multiple of the KV heads");
+        goto out;
+    }
+    for (int l = 0; l < D->n_layers; l++) {
+        const gqcu_lm_layer *S = &D->layers[l];
+        lm_layer *L = &lm->L[l];
+        const size_t q_dim = (size_t)D->n_heads * D->head_dim;
+        CHECK(upload(&L->attn_norm, S->attn_norm, (size_t)D->dim));
+        CHECK(upload(&L->ffn_norm, S->ffn_norm, (size_t)D->dim));
+        if (S->bq) CHECK(upload(&L->bq, S->bq, q_dim));
+        if (S->bk) CHECK(upload(&L->bk, S->bk, kv_dim));
+        if (S->bv) CHECK(upload(&L->bv, S->bv, kv_dim));
+        for (int j = 0; j < 7; j++) {
+            const gqcu_mat *m = L->w[j];
+            if (m->kind != MAT_F32 && (size_t)m->rows * m->cols > tile) tile = (size_t)m->rows * m->cols;
+            if ((size_t)m->cols > widest) widest = m->cols;
+        }
+    }
+    if (lm->output->kind != MAT_F32 && (size_t)lm->output->rows * lm->output->cols > tile)
+        tile = (size_t)lm->output->rows * lm->output->cols;
+    if ((size_t)lm->output->cols > widest) widest = lm->output->cols;
+    CHECK(upload(&lm->output_norm, D->output_norm, (size_t)D->dim));
+    CHECK(upload(&lm->inv_freq, D->inv_freq, (size_t)(D->rope_dim / 2)));
+    CHECK(cudaMalloc(&lm->kc, sizeof(float) * (cache ? cache : 1)));
+    CHECK(cudaMalloc(&lm->vc, sizeof(float) * (cache ? cache : 1)));
+    // prefill tiles: whole matrices up to 32 Mi values (128 MiB), at least one row
+    lm->tile_floats = tile < ((size_t)1 << 25) ? tile : (size_t)1 << 25;
+    if (lm->tile_floats < widest) lm->tile_floats = widest;
+    CHECK(cudaMalloc(&lm->tile, sizeof(float) * lm->tile_floats));
+    *out = lm;
+    return 0;
+out:
+    gqcu_lm_free(lm);
+    return rc;
+}
+
+static cudaError_t launch_add(float *x, const float *y, int64_t n) {
+    add_k<<<blocks_for(n, 256), 256>>>(x, y, n);
+    return cudaGetLastError();
+}
+
+extern "C" int gqcu_lm_forward(struct gqcu_lm *lm, const float *x, int n, int pos0, float *logits, int all_logits,
+                               char *err, size_t cap) {
+    int rc = 0;
+    const int dim = lm->dim, hd = lm->head_dim, q_dim = lm->n_heads * hd, kv_dim = lm->n_kv_heads * hd;
+    const int ffn = lm->hidden_dim, half = lm->rope_dim / 2, group = lm->n_heads / lm->n_kv_heads;
+    const float scale = 1.0f / sqrtf((float)hd);
+    if (n <= 0 || pos0 < 0 || pos0 + n > lm->n_ctx) return fail(err, cap, "gqcu_lm_forward", "tokens outside the context");
+    if (n > lm->n_cap && (rc = grow_scratch(lm, n, err, cap))) return rc;
+#define MATMUL(w, X, Y, rows_)                                                                                         \
+    if ((rc = matmul(w, X, Y, rows_, lm->tile, lm->tile_floats, err, cap))) goto out;
+    CHECK(cudaMemcpy(lm->x, x, sizeof(float) * n * dim, cudaMemcpyHostToDevice));
+    for (int l = 0; l < lm->n_layers; l++) {
+        const lm_layer *L = &lm->L[l];
+        float *kc = lm->kc + (size_t)l * lm->n_ctx * kv_dim, *vc = lm->vc + (size_t)l * lm->n_ctx * kv_dim;
+        rmsnorm_k<<<n, 256>>>(lm->x, L->attn_norm, lm->xb, dim, lm->rms_eps);
+        CHECK(cudaGetLastError());
+        MATMUL(L->w[0], lm->xb, lm->q, n);
+        MATMUL(L->w[1], lm->xb, lm->k, n);
+        MATMUL(L->w[2], lm->xb, lm->v, n);
+        if (L->bq) bias_k<<<blocks_for((int64_t)n * q_dim, 256), 256>>>(lm->q, L->bq, (int64_t)n * q_dim, q_dim);
+        if (L->bk) bias_k<<<blocks_for((int64_t)n * kv_dim, 256), 256>>>(lm->k, L->bk, (int64_t)n * kv_dim, kv_dim);
+        if (L->bv) bias_k<<<blocks_for((int64_t)n * kv_dim, 256), 256>>>(lm->v, L->bv, (int64_t)n * kv_dim, kv_dim);
+        if (half > 0) {
+            rope_k<<<blocks_for((int64_t)n * lm->n_heads * half, 256), 256>>>(lm->q, n, lm->n_heads, hd, half,
+                                                                               lm->rope_interleaved, lm->inv_freq, pos0);
+            rope_k<<<blocks_for((int64_t)n * lm->n_kv_heads * half, 256), 256>>>(
+                lm->k, n, lm->n_kv_heads, hd, half, lm->rope_interleaved, lm->inv_freq, pos0);
+        }
+        CHECK(cudaGetLastError());
+        CHECK(cudaMemcpy(kc + (size_t)pos0 * kv_dim, lm->k, sizeof(float) * n * kv_dim, cudaMemcpyDeviceToDevice));
+        CHECK(cudaMemcpy(vc + (size_t)pos0 * kv_dim, lm->v, sizeof(float) * n * kv_dim, cudaMemcpyDeviceToDevice));
+        attention_k<<<blocks_for((int64_t)n * lm->n_heads * 32, 128), 128>>>(lm->q, kc, vc, lm->att, n, pos0,
+                                                                              lm->n_heads, group, hd, kv_dim, scale);
+        CHECK(cudaGetLastError());
+        MATMUL(L->w[3], lm->att, lm->xb, n);
+        CHECK(launch_add(lm->x, lm->xb, (int64_t)n * dim));
+        rmsnorm_k<<<n, 256>>>(lm->x, L->ffn_norm, lm->xb, dim, lm->rms_eps);
+        CHECK(cudaGetLastError());
+        MATMUL(L->w[4], lm->xb, lm->hb, n);
+        MATMUL(L->w[5], lm->xb, lm->hb2, n);
+        swiglu_k<<<blocks_for((int64_t)n * ffn, 256), 256>>>(lm->hb, lm->hb2, (int64_t)n * ffn);
+        CHECK(cudaGetLastError());
+        MATMUL(L->w[6], lm->hb, lm->xb, n);
+        CHECK(launch_add(lm->x, lm->xb, (int64_t)n * dim));
+    }
+    if (logits) {
+        const int rows = all_logits ? n : 1;
+        rmsnorm_k<<<rows, 256>>>(lm->x + (size_t)(n - rows) * dim, lm->output_norm, lm->xb, dim, lm->rms_eps);
+        CHECK(cudaGetLastError());
+        MATMUL(lm->output, lm->xb, lm->logits, rows);
+        CHECK(cudaMemcpy(logits, lm->logits, sizeof(float) * rows * lm->n_vocab, cudaMemcpyDeviceToHost));
+    } else
+        CHECK(cudaDeviceSynchronize());
+#undef MATMUL
+out:
     return rc;
 }

@@ -23,9 +23,9 @@ int gqcu_vq_assign(int d, int n_slots, int per_slot, const double *x, const doub
 int gqcu_vq_mstep(int d, int n_slots, int per_slot, const double *x, const double *s2, const double *metric, int diag,
                   const int32_t *idx, int k, double *C, int *empty, char *err, size_t cap);
 
-// Inference GEMVs (one token, y = W x) on device-resident matrices.
+// Inference on device-resident matrices: F32, F16, Q4_0, Q4_1, Q8_0 (GGML
+// type numbers) and packed VQ without normalisation.
 struct gqcu_mat;
-enum { GQCU_Q4_0 = 2, GQCU_F16 = 1 }; // GGML type numbers
 // A packed VQ matrix in the form the kernel reads: the index bit stream as
 // packed ((stages, rows, nv) × lk bits), codebooks decoded to f32 (stages,
 // n_rt, n_ct, k, d), the column tile of each vector, the row tile of each
@@ -39,12 +39,41 @@ struct gqcu_vq_desc {
     const int32_t *vec_ct, *row_rt, *perm;
 };
 int gqcu_mat_vq(const struct gqcu_vq_desc *d, struct gqcu_mat **out, char *err, size_t cap);
+// rows × GGML rows of `type` (block types: cols a multiple of 32).
 int gqcu_mat_ggml(int type, int rows, int cols, const void *data, struct gqcu_mat **out, char *err, size_t cap);
 void gqcu_mat_free(struct gqcu_mat *m);
-// x (cols) and y (rows) in host memory.
+// One token, y (rows) = W x (cols), host vectors: the decode GEMV.
 int gqcu_mat_gemv(struct gqcu_mat *m, const float *x, float *y, char *err, size_t cap);
+// Y (n, rows) = X (n, cols) · Wᵀ, host matrices, through the prefill path:
+// row tiles of at most tile_floats values decoded to f32, TF32 GEMM (n = 1:
+// the GEMV).
+int gqcu_mat_gemm(struct gqcu_mat *m, int n, const float *X, float *Y, size_t tile_floats, char *err, size_t cap);
 int gqcu_mat_bench(struct gqcu_mat *m, int iters, double *seconds, size_t *bytes, double *peak_gbs, char *err,
                    size_t cap);
+
+// A Llama-family decoder on the device (the arithmetic of forward.c): the
+// linears as gqcu_mat, norms, biases (NULL when absent) and RoPE frequencies
+// as host f32 arrays (copied), a KV cache of n_ctx positions.
+struct gqcu_lm;
+struct gqcu_lm_layer {
+    const float *attn_norm, *ffn_norm, *bq, *bk, *bv;
+    struct gqcu_mat *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down;
+};
+struct gqcu_lm_desc {
+    int n_vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, hidden_dim, rope_dim, rope_interleaved, n_ctx;
+    float rms_eps;
+    const float *inv_freq, *output_norm; // (rope_dim / 2), (dim)
+    struct gqcu_mat *output;
+    const struct gqcu_lm_layer *layers;  // (n_layers)
+};
+// Takes the matrices over: they are freed with the lm, or here on failure.
+int gqcu_lm_new(const struct gqcu_lm_desc *d, struct gqcu_lm **out, char *err, size_t cap);
+// n tokens whose embeddings are x (n, dim, host) at positions pos0..; their
+// K/V go to the cache. logits (host): NULL, (n, n_vocab) when all_logits,
+// else the last token's (n_vocab).
+int gqcu_lm_forward(struct gqcu_lm *lm, const float *x, int n, int pos0, float *logits, int all_logits, char *err,
+                    size_t cap);
+void gqcu_lm_free(struct gqcu_lm *lm);
 
 #ifdef __cplusplus
 }

@@ -125,7 +125,8 @@ enum gq_status gq_generate(const struct gq_model *m, const struct gq_gen_params 
     float *logits = malloc((size_t)m->hp.n_vocab * sizeof(float));
     struct prob_idx *buf = malloc((size_t)m->hp.n_vocab * sizeof *buf);
     if (!logits || !buf) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
-    if (s == GQ_OK) s = gq_context_new(m, n_ctx, &c);
+    if (s == GQ_OK) s = gq_context_new_device(m, n_ctx, p->device, &c);
+    if (s == GQ_OK) stats->device_f32 = gq_context_device_f32(c);
     stats->n_prompt = (int)n_ids;
     double t0 = gq_time_s();
     if (s == GQ_OK) s = gq_forward(c, ids, (int)n_ids, logits, false);

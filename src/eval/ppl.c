@@ -109,7 +109,8 @@ enum gq_status gq_perplexity(const struct gq_model *m, const char *text, size_t 
     float *logits = malloc((size_t)n_batch * m->hp.n_vocab * sizeof(float));
     int32_t *win = malloc((size_t)n_ctx * sizeof(int32_t));
     if (!logits || !win) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
-    if (s == GQ_OK) s = gq_context_new(m, n_ctx, &c);
+    if (s == GQ_OK) s = gq_context_new_device(m, n_ctx, p->device, &c);
+    if (s == GQ_OK) r->device_f32 = gq_context_device_f32(c);
     double sum = 0, sum_sq = 0;
     int64_t count = 0;
     struct gq_progress pr;

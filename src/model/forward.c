@@ -5,6 +5,7 @@
 // KV cache (scores = Q K^T, out = softmax(scores) V) with a causal mask.
 // Decode is the same code with n = 1.
 #include "model.h"
+#include "backend/backend.h"
 #include "kern/qmatmul.h"
 
 #include <cblas.h>
@@ -15,6 +16,7 @@ struct gq_context {
     int n_ctx, pos;
     float *k_cache, *v_cache; // (n_layers, n_ctx, kv_dim)
     float *inv_freq;          // (rope_dim/2) RoPE frequencies after scaling
+    struct gq_cuda_lm *dev;   // gq_forward runs there (gq_context_new_device "cuda"); no host KV cache
     // scratch, sized for n_cap tokens
     int n_cap;
     float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *scores;
@@ -92,7 +94,7 @@ static enum gq_status compute_inv_freq(struct gq_context *c) {
     return GQ_OK;
 }
 
-enum gq_status gq_context_new(const struct gq_model *m, int n_ctx, struct gq_context **out) {
+static enum gq_status context_new(const struct gq_model *m, int n_ctx, bool cuda, struct gq_context **out) {
     *out = NULL;
     if (n_ctx <= 0) return gq_fail(GQ_ERR_ARG, "context length must be positive (got %d)", n_ctx);
     struct gq_context *c = calloc(1, sizeof *c);
@@ -104,12 +106,15 @@ enum gq_status gq_context_new(const struct gq_model *m, int n_ctx, struct gq_con
         free(c);
         return gq_fail(GQ_ERR_NOMEM, "KV cache size overflows");
     }
-    c->k_cache = malloc(n);
-    c->v_cache = malloc(n);
-    enum gq_status s = GQ_OK;
-    if (!c->k_cache || !c->v_cache)
-        s = gq_fail(GQ_ERR_NOMEM, "cannot allocate a KV cache of %.1f MiB for %d tokens", 2.0 * n / (1 << 20), n_ctx);
-    if (s == GQ_OK) s = compute_inv_freq(c);
+    enum gq_status s = compute_inv_freq(c);
+    if (s == GQ_OK && cuda) s = gq_cuda_lm_new(m, n_ctx, c->inv_freq, &c->dev);
+    if (s == GQ_OK && !cuda) {
+        c->k_cache = malloc(n);
+        c->v_cache = malloc(n);
+        if (!c->k_cache || !c->v_cache)
+            s = gq_fail(GQ_ERR_NOMEM, "cannot allocate a KV cache of %.1f MiB for %d tokens", 2.0 * n / (1 << 20),
+                        n_ctx);
+    }
     if (s != GQ_OK) {
         gq_context_free(c);
         return s;
@@ -117,6 +122,19 @@ enum gq_status gq_context_new(const struct gq_model *m, int n_ctx, struct gq_con
     *out = c;
     return GQ_OK;
 }
+
+enum gq_status gq_context_new(const struct gq_model *m, int n_ctx, struct gq_context **out) {
+    return context_new(m, n_ctx, false, out);
+}
+
+enum gq_status gq_context_new_device(const struct gq_model *m, int n_ctx, const char *device, struct gq_context **out) {
+    *out = NULL;
+    if (!device || !strcmp(device, "cpu")) return context_new(m, n_ctx, false, out);
+    if (!strcmp(device, "cuda")) return context_new(m, n_ctx, true, out);
+    return gq_fail(GQ_ERR_ARG, "unknown device '%s' (expected cpu or cuda)", device);
+}
+
+int gq_context_device_f32(const struct gq_context *c) { return gq_cuda_lm_n_f32(c->dev); }
 
 #define ATT_TILE 256 // attention query rows per tile (see attention())
 
@@ -130,6 +148,7 @@ static void free_scratch(struct gq_context *c) {
 void gq_context_free(struct gq_context *c) {
     if (!c) return;
     free_scratch(c);
+    gq_cuda_lm_free(c->dev);
     free(c->k_cache);
     free(c->v_cache);
     free(c->inv_freq);
@@ -280,6 +299,7 @@ enum gq_status gq_block_forward(struct gq_context *c, int l, const struct gq_lay
                                 int pos0, const struct gq_block_hooks *hooks) {
     if (n <= 0 || pos0 < 0 || pos0 + n > c->n_ctx)
         return gq_fail(GQ_ERR_ARG, "block forward: %d tokens at position %d exceed the context of %d", n, pos0, c->n_ctx);
+    if (c->dev) return gq_fail(GQ_ERR_UNSUPPORTED, "block forward: not on a CUDA context (only gq_forward runs there)");
     return block_forward(c, NULL, l, L, x, n, pos0, hooks);
 }
 
@@ -288,6 +308,7 @@ enum gq_status gq_forward_lockstep(struct gq_context *batch, struct gq_context *
     const struct gq_model *m = batch->m;
     const struct gq_hparams *hp = &m->hp;
     if (n <= 0) return gq_fail(GQ_ERR_ARG, "lockstep forward: no sequences");
+    if (batch->dev || seqs[0]->dev) return gq_fail(GQ_ERR_UNSUPPORTED, "lockstep forward: not on a CUDA context");
     int pos = seqs[0]->pos;
     for (int i = 0; i < n; i++) {
         if (seqs[i]->m != m || seqs[i]->pos != pos)
@@ -328,6 +349,11 @@ enum gq_status gq_forward(struct gq_context *c, const int32_t *tokens, int n, fl
     if (n <= 0) return gq_fail(GQ_ERR_ARG, "forward: no tokens");
     if (c->pos + n > c->n_ctx)
         return gq_fail(GQ_ERR_ARG, "forward: %d tokens at position %d exceed the context of %d", n, c->pos, c->n_ctx);
+    if (c->dev) {
+        GQ_TRY(gq_cuda_lm_forward(c->dev, tokens, n, c->pos, logits, all_logits));
+        c->pos += n;
+        return GQ_OK;
+    }
     GQ_TRY(ensure_scratch(c, n));
     GQ_TRY(gq_embed(m, tokens, n, c->x));
     for (int l = 0; l < hp->n_layers; l++) GQ_TRY(gq_block_forward(c, l, &m->layers[l], c->x, n, c->pos, NULL));
