@@ -9,6 +9,11 @@
 //   VQ assignment: objective within 1e-12 relative; a point may pick another
 //     centroid only on a near-tie (its two distances within 1e-9 relative)
 //   M-step: centroids within 1e-10 relative, same number of empty ones
+//   codebook-update normal equations (vq_gram): |Δ| <= 1e-12 · max |G| · nv·d;
+//     a shape beyond the kernel (k > 256) takes the CPU reference: equal
+//   held operands (hold / release): the same products as without, within the
+//     GEMM tolerance; a writable hold's result reaches the host at release;
+//     writing into a read-only hold fails
 //   end to end: relative output error within 1e-6 relative (GPTQ) and 2 %
 //     (GPTVQ: a near-tie in one EM assignment may move a centroid)
 //   inference GEMVs (packed VQ over the option space of test_vqcases.h, Q4_0,
@@ -22,8 +27,8 @@
 //     models/ has it): token by token (GEMV path) max |Δ logit| <= 1e-4 ·
 //     max |logit|; a 48-token prefill (TF32 path) <= 2e-2 · max |logit| and
 //     its mean next-token NLL within 1e-3 relative.
-//     TEST_BACKEND_DEVICE=cpu runs these model checks CPU against CPU (the
-//     harness itself, without a GPU).
+//     Without a GPU (and with TEST_BACKEND_DEVICE=cpu) these model checks run
+//     CPU against CPU: the harness itself, before the skip.
 #include "test.h"
 #include "test_rand.h"
 
@@ -190,6 +195,49 @@ static void check_vq(const struct gq_backend *cpu, const struct gq_backend *cu, 
     CHECKF(e1 == e2 && e1 >= 1 && dm <= tol, "vq_mstep d %d k %d %s: empty %d / %d, max |diff| %.3g (tol %.3g)", d, k,
            diag ? "diag" : "full", e1, e2, dm, tol);
     free(x), free(s2), free(M), free(C), free(i1), free(i2), free(d1), free(d2), free(C1), free(C2);
+}
+
+static void check_gram(const struct gq_backend *cpu, const struct gq_backend *cu, int d, int k, int stages, int rows,
+                       int n_ct, int per_ct, bool with_sig) {
+    int vt[33] = {0};
+    for (int c = 0; c < n_ct; c++) vt[c + 1] = vt[c] + per_ct + (c % 3); // uneven tiles
+    const int nv = vt[n_ct], nvp = nv * d, ldh = nvp + 2, total_rows = rows + 3;
+    uint16_t *idx = malloc(sizeof(uint16_t) * stages * total_rows * nv);
+    for (int i = 0; i < stages * total_rows * nv; i++) idx[i] = (uint16_t)(rng_u64() % (uint64_t)k);
+    double *sig = rand_d((size_t)rows * nv), *H = rand_d((size_t)nvp * ldh);
+    struct gq_vq_gram g = {.rows = rows, .nv = nv, .d = d, .k = k, .stages = stages, .n_ct = n_ct, .vt_start = vt,
+                           .idx = idx + nv, .idx_stage = (size_t)total_rows * nv, .sig = with_sig ? sig : NULL,
+                           .H = H, .ldh = ldh}; // rows 1.. of a taller matrix, as a row tile
+    const size_t m = gq_vq_gram_m(&g);
+    double *G1 = malloc(sizeof(double) * m * m), *G2 = malloc(sizeof(double) * m * m);
+    CHECK_OK(cpu->vq_gram(&g, G1));
+    CHECK_OK(cu->vq_gram(&g, G2));
+    double dif = maxdiff(G1, G2, m * m), tol = 1e-12 * maxabs(G1, m * m) * nvp;
+    CHECKF(dif <= tol, "vq_gram d %d k %d stages %d rows %d n_ct %d: max |diff| %.3g (tol %.3g)", d, k, stages, rows,
+           n_ct, dif, tol);
+    free(idx), free(sig), free(H), free(G1), free(G2);
+}
+
+// Operands inside held buffers give the products they give without.
+static void check_hold(const struct gq_backend *cpu, const struct gq_backend *cu) {
+    const int m = 70, n = 90, k = 33, ldu = 130;
+    double *U = rand_d((size_t)k * ldu + 40), *E = rand_d((size_t)m * k), *W0 = rand_d((size_t)m * n);
+    double *W1 = malloc(sizeof(double) * m * n), *W2 = malloc(sizeof(double) * m * n);
+    memcpy(W1, W0, sizeof(double) * m * n), memcpy(W2, W0, sizeof(double) * m * n);
+    // B: a sub-block of the held U (as the lazy feedback reads it); C: held writable
+    CHECK_OK(cpu->dgemm(false, false, m, n, k, -1.0, E, k, U + 17, ldu, 1.0, W1, n));
+    CHECK_OK(cu->hold(U, sizeof(double) * ((size_t)k * ldu + 40), false));
+    CHECK_OK(cu->hold(W2, sizeof(double) * m * n, true));
+    CHECK_OK(cu->dgemm(false, false, m, n, k, -1.0, E, k, U + 17, ldu, 1.0, W2, n));
+    CHECK_OK(cu->dgemm(false, false, m, n, k, 0.0, E, k, U + 17, ldu, 1.0, W2, n)); // alpha 0: W2 unchanged
+    CHECKF(cu->dgemm(false, false, 2, 2, 2, 1.0, E, k, E, k, 0.0, U, ldu) != GQ_OK, "a read-only hold was written");
+    CHECK_OK(cu->release(W2));
+    CHECK_OK(cu->release(U));
+    CHECKF(cu->release(U) != GQ_OK, "released twice");
+    double dif = maxdiff(W1, W2, (size_t)m * n), tol = 1e-12 * maxabs(E, (size_t)m * k) * maxabs(U, (size_t)k * ldu) * k +
+                                                    1e-12 * maxabs(W0, (size_t)m * n);
+    CHECKF(dif <= tol, "held dgemm: max |diff| %.3g (tol %.3g)", dif, tol);
+    free(U), free(E), free(W0), free(W1), free(W2);
 }
 
 // GPTQ W3 g32 and GPTVQ 2D on one random layer, on each device.
@@ -408,7 +456,11 @@ int main(void) {
     }
     const char *why = NULL;
     const struct gq_backend *cpu = gq_backend_cpu(), *cu = gq_backend_cuda(&why);
-    if (!cu) SKIP("no CUDA backend: %s", why);
+    if (!cu) { // the model harness still runs, CPU against CPU
+        check_models("cpu");
+        if (gqt_failures) return test_done("test_backend (model harness, CPU against CPU)");
+        SKIP("no CUDA backend: %s (the model harness passed CPU against CPU)", why);
+    }
     fprintf(stderr, "device: %s\n", gq_cuda_device_name());
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) {
@@ -423,6 +475,12 @@ int main(void) {
     for (size_t c = 0; c < sizeof dk / sizeof dk[0]; c++)
         for (int diag = 0; diag < 2; diag++) check_vq(cpu, cu, dk[c][0], dk[c][1], 7, 1000, diag, diag == 0);
     check_vq(cpu, cu, 2, 16, 1, 3, true, false); // fewer points than a thread block
+    check_gram(cpu, cu, 2, 16, 1, 32, 9, 32, false); // SmolLM2 2D 2.125: k 16, 32-row tiles
+    check_gram(cpu, cu, 2, 16, 2, 9, 4, 20, true);   // residual VQ, normalisation scales
+    check_gram(cpu, cu, 1, 8, 1, 5, 3, 70, true);
+    check_gram(cpu, cu, 4, 64, 1, 6, 2, 16, false);  // k·d = 256: 16 × 16 chunks
+    check_gram(cpu, cu, 2, 300, 1, 4, 2, 10, false); // beyond the kernel: the CPU reference
+    check_hold(cpu, cu);
     check_end_to_end();
     check_gemv();
     check_models("cuda");

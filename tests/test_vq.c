@@ -712,7 +712,66 @@ static void timing(void) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Codebook-update normal equations == Σ_r A_rᵀ H A_r with A_r built densely.
+
+static void test_gram_case(int d, int k, int stages, int rows, const int *ct_vecs, int n_ct, bool with_sig,
+                           int threads) {
+    int vt_start[16] = {0};
+    for (int c = 0; c < n_ct; c++) vt_start[c + 1] = vt_start[c] + ct_vecs[c];
+    const int nv = vt_start[n_ct], nvp = nv * d, ldh = nvp + 3;
+    const size_t m = (size_t)stages * n_ct * k * d;
+    uint16_t *idx = malloc(sizeof(uint16_t) * stages * rows * nv);
+    double *sig = malloc(sizeof(double) * rows * nv), *H = malloc(sizeof(double) * nvp * ldh);
+    double *G = malloc(sizeof(double) * m * m), *R = calloc(m * m, sizeof(double)), *A = malloc(sizeof(double) * nvp * m);
+    for (int i = 0; i < stages * rows * nv; i++) idx[i] = (uint16_t)(rng_u64() % (uint64_t)k);
+    for (int i = 0; i < rows * nv; i++) sig[i] = exp(0.3 * rng_normal());
+    for (int a = 0; a < nvp; a++)
+        for (int b = 0; b < ldh; b++) H[(size_t)a * ldh + b] = b < nvp ? rng_normal() : NAN; // padding never read
+    for (int a = 0; a < nvp; a++) // symmetric
+        for (int b = 0; b < a; b++) H[(size_t)a * ldh + b] = H[(size_t)b * ldh + a];
+    for (int r = 0; r < rows; r++) {
+        memset(A, 0, sizeof(double) * nvp * m);
+        for (int c = 0; c < n_ct; c++)
+            for (int v = vt_start[c]; v < vt_start[c + 1]; v++)
+                for (int j = 0; j < d; j++)
+                    for (int s = 0; s < stages; s++) {
+                        size_t e = ((size_t)s * n_ct + c) * k * d + (size_t)idx[(size_t)s * rows * nv + r * nv + v] * d + j;
+                        A[(size_t)(v * d + j) * m + e] += with_sig ? sig[r * nv + v] : 1.0;
+                    }
+        for (size_t a = 0; a < m; a++)
+            for (size_t b = 0; b < m; b++) {
+                double acc = 0;
+                for (int p = 0; p < nvp; p++) {
+                    if (A[(size_t)p * m + a] == 0) continue;
+                    for (int q = 0; q < nvp; q++) acc += A[(size_t)p * m + a] * H[(size_t)p * ldh + q] * A[(size_t)q * m + b];
+                }
+                R[a * m + b] += acc;
+            }
+    }
+    struct gq_vq_gram g = {.rows = rows, .nv = nv, .d = d, .k = k, .stages = stages, .n_ct = n_ct,
+                           .vt_start = vt_start, .idx = idx, .idx_stage = (size_t)rows * nv,
+                           .sig = with_sig ? sig : NULL, .H = H, .ldh = ldh};
+    omp_set_num_threads(threads);
+    CHECK_OK(gq_vq_gram(&g, G));
+    double worst = 0, mag = 0;
+    for (size_t i = 0; i < m * m; i++) worst = fmax(worst, fabs(G[i] - R[i])), mag = fmax(mag, fabs(R[i]));
+    CHECKF(worst <= 1e-12 * mag * nvp, "gram d %d k %d stages %d threads %d: off by %.3g (max %.3g)", d, k, stages,
+           threads, worst, mag);
+    free(idx), free(sig), free(H), free(G), free(R), free(A);
+}
+
+static void test_gram(void) {
+    const int two[] = {5, 3}, three[] = {4, 1, 6};
+    test_gram_case(2, 4, 1, 7, two, 2, false, 1);
+    test_gram_case(2, 4, 1, 7, two, 2, true, 2);
+    test_gram_case(1, 8, 2, 5, three, 3, true, 3);
+    test_gram_case(4, 3, 2, 3, three, 3, false, 2);
+    omp_set_num_threads(2);
+}
+
 int main(void) {
+    test_gram();
     test_assign();
     test_mstep();
     test_em();

@@ -15,9 +15,11 @@
 #include "gptvq.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct gq_vq_data;
+struct gq_vq_gram;
 
 struct gq_backend {
     const char *name;
@@ -45,6 +47,19 @@ struct gq_backend {
                                 double *objective);
     // EM M-step (contract of gq_vq_mstep, vq.h); *empty = centroids without points.
     enum gq_status (*vq_mstep)(const struct gq_vq_data *D, const int32_t *idx, int k, double *C, int *empty);
+    // G (m, m) of the exact codebook update's normal equations for one row
+    // tile (contract of gq_vq_gram, vq.h).
+    enum gq_status (*vq_gram)(const struct gq_vq_gram *g, double *G);
+    // Device residency (no-ops on the CPU). After hold(p, bytes, writable)
+    // the backend keeps [p, p + bytes) on its device and the primitives given
+    // operands inside it use that copy instead of copying them. Read-only
+    // (writable false): the caller may read the host buffer, no one writes
+    // it or (through a primitive) the copy. Writable: primitives update the
+    // copy only and the caller neither reads nor writes the host buffer until
+    // release(p) copies the copy back. release(p), p as given to hold, ends
+    // the hold. Holds do not nest or overlap.
+    enum gq_status (*hold)(const void *p, size_t bytes, bool writable);
+    enum gq_status (*release)(const void *p);
 };
 
 // The backend gq_set_device selected (the CPU one by default).

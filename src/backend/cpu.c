@@ -58,6 +58,10 @@ static enum gq_status cpu_vq_mstep(const struct gq_vq_data *D, const int32_t *id
     return GQ_OK;
 }
 
+static enum gq_status cpu_vq_gram(const struct gq_vq_gram *g, double *G) { return gq_vq_gram(g, G); }
+static enum gq_status cpu_hold(const void *p, size_t bytes, bool writable) { return GQ_OK; }
+static enum gq_status cpu_release(const void *p) { return GQ_OK; }
+
 static const struct gq_backend cpu = {
     .name = "cpu",
     .dgemm = cpu_dgemm,
@@ -66,6 +70,9 @@ static const struct gq_backend cpu = {
     .chol_inverse_upper = cpu_chol_inverse_upper,
     .vq_assign = cpu_vq_assign,
     .vq_mstep = cpu_vq_mstep,
+    .vq_gram = cpu_vq_gram,
+    .hold = cpu_hold,
+    .release = cpu_release,
 };
 
 const struct gq_backend *gq_backend_cpu(void) { return &cpu; }

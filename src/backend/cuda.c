@@ -30,6 +30,9 @@ static struct {
     __typeof__(gqcu_chol_inverse_upper) *chol_inverse_upper;
     __typeof__(gqcu_vq_assign) *vq_assign;
     __typeof__(gqcu_vq_mstep) *vq_mstep;
+    __typeof__(gqcu_vq_gram) *vq_gram;
+    __typeof__(gqcu_hold) *hold;
+    __typeof__(gqcu_release) *release;
     __typeof__(gqcu_mat_vq) *mat_vq;
     __typeof__(gqcu_mat_ggml) *mat_ggml;
     __typeof__(gqcu_mat_free) *mat_free;
@@ -69,6 +72,17 @@ static enum gq_status cu_vq_mstep(const struct gq_vq_data *D, const int32_t *idx
     CALL(vq_mstep, D->d, D->n_slots, D->per_slot, D->x, D->s2, D->metric, D->diag, idx, k, C, empty);
 }
 
+// Shapes the kernel takes (vq.h limits k to 65536): else the CPU reference.
+static enum gq_status cu_vq_gram(const struct gq_vq_gram *g, double *G) {
+    bool fits = g->k <= 256;
+    for (int c = 0; fits && c < g->n_ct; c++) fits = g->vt_start[c + 1] - g->vt_start[c] <= 256;
+    if (!fits) return gq_vq_gram(g, G);
+    CALL(vq_gram, g->rows, g->nv, g->d, g->k, g->stages, g->n_ct, g->vt_start, g->idx, g->idx_stage, g->sig, g->H,
+         g->ldh, G);
+}
+static enum gq_status cu_hold(const void *p, size_t bytes, bool writable) { CALL(hold, p, bytes, writable); }
+static enum gq_status cu_release(const void *p) { CALL(release, p); }
+
 static const struct gq_backend cuda = {
     .name = "cuda",
     .dgemm = cu_dgemm,
@@ -77,6 +91,9 @@ static const struct gq_backend cuda = {
     .chol_inverse_upper = cu_chol_inverse_upper,
     .vq_assign = cu_vq_assign,
     .vq_mstep = cu_vq_mstep,
+    .vq_gram = cu_vq_gram,
+    .hold = cu_hold,
+    .release = cu_release,
 };
 
 // $GPTVQ_CUDA_LIB, else libgptvq_cuda.so beside the executable or one folder
@@ -122,6 +139,7 @@ static int load(void) {
         return -1;                                                                                                     \
     }
     SYM(init) SYM(dgemm) SYM(dsymm_right) SYM(dsyrk_acc) SYM(chol_inverse_upper) SYM(vq_assign) SYM(vq_mstep)
+    SYM(vq_gram) SYM(hold) SYM(release)
     SYM(mat_vq) SYM(mat_ggml) SYM(mat_free) SYM(mat_gemv) SYM(mat_gemm) SYM(mat_bench) SYM(lm_new) SYM(lm_forward)
     SYM(lm_free)
 #undef SYM

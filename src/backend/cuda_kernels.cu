@@ -2,9 +2,11 @@
 // and the VQ kernels, behind a plain C interface (cuda_kernels.h) that
 // cuda.c turns into the primitive table of backend.h.
 //
-// Correctness first: every call copies its operands to the device and the
-// result back (row-major host doubles, as the CPU backend). Keeping a layer's
-// matrices resident on the device is the next step; the contracts stay.
+// Operands are row-major host doubles, as for the CPU backend. A call copies
+// them to the device and its result back, except operands inside a buffer
+// the caller holds on the device (gqcu_hold: GPTQ's inverse Cholesky factor
+// during a pass, GPTVQ's Hessian during the codebook update, a Hessian while
+// a batch of tokens is accumulated), which are used in place.
 //
 // Row-major through column-major libraries: a row-major (r, c) matrix is the
 // column-major (c, r) matrix of its transpose, so C = op(A)·op(B) (row-major)
@@ -51,6 +53,48 @@ template <typename T> static cudaError_t upload(T **dst, const T *src, size_t n)
     return e;
 }
 
+// ---------------------------------------------------------------------------
+// Held buffers (backend.h: hold / release). Few at a time: a linear search.
+
+struct held {
+    const char *h;
+    size_t bytes;
+    char *d;
+    bool writable;
+};
+static std::vector<held> g_held;
+
+static const held *find_held(const void *p, size_t bytes) {
+    const char *c = (const char *)p;
+    for (const held &e : g_held)
+        if (c >= e.h && c + bytes <= e.h + e.bytes) return &e;
+    return NULL;
+}
+
+// A device view of the host operand [p, p + bytes): inside a held buffer its
+// copy (*own NULL), else a new device buffer (*own, the caller frees it)
+// filled from the host when `in`. An output (`out`) inside a read-only held
+// buffer is an error (cudaErrorInvalidValue).
+static cudaError_t view(void **d, void **own, const void *p, size_t bytes, bool in, bool out) {
+    *own = NULL;
+    if (const held *e = find_held(p, bytes)) {
+        if (out && !e->writable) return cudaErrorInvalidValue;
+        *d = e->d + ((const char *)p - e->h);
+        return cudaSuccess;
+    }
+    cudaError_t r = cudaMalloc(own, bytes ? bytes : 8);
+    if (r == cudaSuccess && in && bytes) r = cudaMemcpy(*own, p, bytes, cudaMemcpyHostToDevice);
+    *d = *own;
+    return r;
+}
+template <typename T> static cudaError_t view_in(const T **d, void **own, const T *p, size_t bytes) {
+    return view((void **)d, own, p, bytes, true, false);
+}
+// An output's result back to the host (nothing when it is held).
+static cudaError_t unview(void *own, void *p, size_t bytes) {
+    return own && bytes ? cudaMemcpy(p, own, bytes, cudaMemcpyDeviceToHost) : cudaSuccess;
+}
+
 // In a function with `int rc`, `err`, `cap` and an `out:` label.
 #define CHECK(call)                                                                                                    \
     do {                                                                                                               \
@@ -76,63 +120,90 @@ out:
     return rc;
 }
 
+extern "C" int gqcu_hold(const void *p, size_t bytes, int writable, char *err, size_t cap) {
+    int rc = 0;
+    held e = {(const char *)p, bytes, NULL, writable != 0};
+    for (const held &o : g_held)
+        if (e.h < o.h + o.bytes && o.h < e.h + bytes) return fail(err, cap, "gqcu_hold", "overlaps a held buffer");
+    CHECK(cudaMalloc((void **)&e.d, bytes ? bytes : 8));
+    if (bytes) CHECK(cudaMemcpy(e.d, p, bytes, cudaMemcpyHostToDevice));
+    g_held.push_back(e);
+    return 0;
+out:
+    cudaFree(e.d);
+    return rc;
+}
+
+extern "C" int gqcu_release(const void *p, char *err, size_t cap) {
+    int rc = 0;
+    for (size_t i = 0; i < g_held.size(); i++) {
+        held e = g_held[i];
+        if (e.h != (const char *)p) continue;
+        g_held.erase(g_held.begin() + i);
+        if (e.writable && e.bytes) CHECK(cudaMemcpy((void *)e.h, e.d, e.bytes, cudaMemcpyDeviceToHost));
+    out:
+        cudaFree(e.d);
+        return rc;
+    }
+    return fail(err, cap, "gqcu_release", "buffer not held");
+}
+
 // Bytes spanned by a row-major (rows, cols) matrix with leading dimension ld.
 static size_t span(int rows, int cols, int ld) { return rows > 0 && cols > 0 ? ((size_t)(rows - 1) * ld + cols) * sizeof(double) : 0; }
 
 extern "C" int gqcu_dgemm(int ta, int tb, int m, int n, int k, double alpha, const double *A, int lda,
                           const double *B, int ldb, double beta, double *C, int ldc, char *err, size_t cap) {
     int rc = 0;
-    double *dA = NULL, *dB = NULL, *dC = NULL;
+    const double *dA = NULL, *dB = NULL;
+    double *dC = NULL;
+    void *oA = NULL, *oB = NULL, *oC = NULL;
     size_t sA = ta ? span(k, m, lda) : span(m, k, lda), sB = tb ? span(n, k, ldb) : span(k, n, ldb), sC = span(m, n, ldc);
     if (!sC) return 0;
-    CHECK(cudaMalloc(&dA, sA ? sA : 8));
-    CHECK(cudaMalloc(&dB, sB ? sB : 8));
-    CHECK(cudaMalloc(&dC, sC));
-    if (sA) CHECK(cudaMemcpy(dA, A, sA, cudaMemcpyHostToDevice));
-    if (sB) CHECK(cudaMemcpy(dB, B, sB, cudaMemcpyHostToDevice));
-    // always: the copy back spans the elements between the rows (ldc > n) too
-    CHECK(cudaMemcpy(dC, C, sC, cudaMemcpyHostToDevice));
+    CHECK(view_in(&dA, &oA, A, sA));
+    CHECK(view_in(&dB, &oB, B, sB));
+    // in: the copy back spans the elements between the rows (ldc > n) too
+    CHECK(view((void **)&dC, &oC, C, sC, true, true));
     // Cᵀ (n, m) = op(B)ᵀ op(A)ᵀ in column-major
     CHECK(cublasDgemm(g_blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, dB, ldb, dA,
                    lda, &beta, dC, ldc));
-    CHECK(cudaMemcpy(C, dC, sC, cudaMemcpyDeviceToHost));
+    CHECK(unview(oC, C, sC));
 out:
-    cudaFree(dA), cudaFree(dB), cudaFree(dC);
+    cudaFree(oA), cudaFree(oB), cudaFree(oC);
     return rc;
 }
 
 extern "C" int gqcu_dsymm_right(int m, int n, const double *S, const double *A, double *C, char *err, size_t cap) {
     int rc = 0;
-    double *dS = NULL, *dA = NULL, *dC = NULL, one = 1, zero = 0;
+    const double *dS = NULL, *dA = NULL, one = 1, zero = 0;
+    double *dC = NULL;
+    void *oS = NULL, *oA = NULL, *oC = NULL;
     size_t sS = (size_t)n * n * sizeof(double), sA = (size_t)m * n * sizeof(double);
     if (!sA) return 0;
-    CHECK(cudaMalloc(&dS, sS));
-    CHECK(cudaMalloc(&dA, sA));
-    CHECK(cudaMalloc(&dC, sA));
-    CHECK(cudaMemcpy(dS, S, sS, cudaMemcpyHostToDevice));
-    CHECK(cudaMemcpy(dA, A, sA, cudaMemcpyHostToDevice));
+    CHECK(view_in(&dS, &oS, S, sS));
+    CHECK(view_in(&dA, &oA, A, sA));
+    CHECK(view((void **)&dC, &oC, C, sA, false, true));
     // Cᵀ (n, m) = S Aᵀ; the row-major upper triangle of S is the column-major lower one
     CHECK(cublasDsymm(g_blas, CUBLAS_SIDE_LEFT, CUBLAS_FILL_MODE_LOWER, n, m, &one, dS, n, dA, n, &zero, dC, n));
-    CHECK(cudaMemcpy(C, dC, sA, cudaMemcpyDeviceToHost));
+    CHECK(unview(oC, C, sA));
 out:
-    cudaFree(dS), cudaFree(dA), cudaFree(dC);
+    cudaFree(oS), cudaFree(oA), cudaFree(oC);
     return rc;
 }
 
 extern "C" int gqcu_dsyrk_acc(int n, int k, const double *X, double *H, char *err, size_t cap) {
     int rc = 0;
-    double *dX = NULL, *dH = NULL, one = 1;
+    const double *dX = NULL, one = 1;
+    double *dH = NULL;
+    void *oX = NULL, *oH = NULL;
     size_t sX = (size_t)k * n * sizeof(double), sH = (size_t)n * n * sizeof(double);
     if (!sX) return 0;
-    CHECK(cudaMalloc(&dX, sX));
-    CHECK(cudaMalloc(&dH, sH));
-    CHECK(cudaMemcpy(dX, X, sX, cudaMemcpyHostToDevice));
-    CHECK(cudaMemcpy(dH, H, sH, cudaMemcpyHostToDevice));
+    CHECK(view_in(&dX, &oX, X, sX));
+    CHECK(view((void **)&dH, &oH, H, sH, true, true));
     // column-major: Xᵀ is (n, k); Hᵀ += Xᵀ X, lower (= row-major upper)
     CHECK(cublasDsyrk(g_blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, n, k, &one, dX, n, &one, dH, n));
-    CHECK(cudaMemcpy(H, dH, sH, cudaMemcpyDeviceToHost));
+    CHECK(unview(oH, H, sH));
 out:
-    cudaFree(dX), cudaFree(dH);
+    cudaFree(oX), cudaFree(oH);
     return rc;
 }
 
@@ -409,6 +480,115 @@ extern "C" int gqcu_vq_mstep(int d, int n_slots, int per_slot, const double *x, 
 out:
     cudaFree(dx), cudaFree(ds2), cudaFree(dM), cudaFree(dC), cudaFree(dA), cudaFree(db), cudaFree(didx);
     cudaFree(danchor), cudaFree(dempty);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// Codebook-update normal equations (contract: gq_vq_gram, vq.h). G is made of
+// (k·d)² blocks, one per pair of (stage, column tile) B1, B2:
+//   G[(B1, c1, j1), (B2, c2, j2)] = Σ_r Σ_{v1 ∈ ct1: idx_s1 = c1} Σ_{v2 ∈ ct2: idx_s2 = c2}
+//                                   σ_{r,v1} σ_{r,v2} H[v1·d + j1, v2·d + j2].
+// One thread block per block pair and 16 × 16 chunk of it; each thread owns
+// one entry (no atomics, a fixed order). Per row the block sorts the two
+// tiles' vectors by centroid into shared memory (thread c scans for
+// centroid c, so the lists are in vector order), then every thread sums over
+// its two centroids' lists.
+
+#define GRAM_MAX 256 // centroids per codebook and vectors per column tile
+#define GRAM_T 16
+
+__device__ static void gram_lists(const uint16_t *idx, const double *sig, int v0, int n, int k, int *cnt, int *start,
+                                  int *list, double *w) {
+    const int tid = threadIdx.y * GRAM_T + threadIdx.x;
+    for (int c = tid; c < k; c += GRAM_T * GRAM_T) {
+        int nc = 0;
+        for (int v = 0; v < n; v++) nc += idx[v0 + v] == c;
+        cnt[c] = nc;
+    }
+    __syncthreads();
+    if (tid == 0) {
+        start[0] = 0;
+        for (int c = 0; c < k; c++) start[c + 1] = start[c] + cnt[c];
+    }
+    __syncthreads();
+    for (int c = tid; c < k; c += GRAM_T * GRAM_T) {
+        int o = start[c];
+        for (int v = 0; v < n; v++)
+            if (idx[v0 + v] == c) list[o] = v0 + v, w[o++] = sig ? sig[v0 + v] : 1.0;
+    }
+}
+
+__global__ void vq_gram_k(int rows, int nv, int d, int k, int S, int n_ct, const int *vt_start, const uint16_t *idx,
+                          const double *sig, const double *H, int ldh, double *G) {
+    __shared__ int cnt[GRAM_MAX], st1[GRAM_MAX + 1], st2[GRAM_MAX + 1], l1[GRAM_MAX], l2[GRAM_MAX];
+    __shared__ double w1[GRAM_MAX], w2[GRAM_MAX];
+    const int kd = k * d, nb = S * n_ct, cps = (kd + GRAM_T - 1) / GRAM_T;
+    const size_t m = (size_t)nb * kd;
+    int blk = blockIdx.x;
+    const int chunk = blk % (cps * cps);
+    blk /= cps * cps;
+    const int B2 = blk % nb, B1 = blk / nb;
+    const int s1 = B1 / n_ct, ct1 = B1 % n_ct, s2 = B2 / n_ct, ct2 = B2 % n_ct;
+    const int a = (chunk / cps) * GRAM_T + threadIdx.y, b = (chunk % cps) * GRAM_T + threadIdx.x;
+    const bool own = a < kd && b < kd;
+    const int c1 = a / d, j1 = a % d, c2 = b / d, j2 = b % d;
+    const int v1a = vt_start[ct1], n1 = vt_start[ct1 + 1] - v1a, v2a = vt_start[ct2], n2 = vt_start[ct2 + 1] - v2a;
+    double acc = 0;
+    for (int r = 0; r < rows; r++) {
+        const uint16_t *ir1 = idx + ((size_t)s1 * rows + r) * nv, *ir2 = idx + ((size_t)s2 * rows + r) * nv;
+        const double *sr = sig ? sig + (size_t)r * nv : NULL;
+        __syncthreads(); // the previous row's lists are used up
+        gram_lists(ir1, sr, v1a, n1, k, cnt, st1, l1, w1);
+        __syncthreads();
+        gram_lists(ir2, sr, v2a, n2, k, cnt, st2, l2, w2);
+        __syncthreads();
+        if (!own) continue;
+        for (int i1 = st1[c1]; i1 < st1[c1 + 1]; i1++) {
+            const double *h = H + (size_t)(l1[i1] * d + j1) * ldh + j2;
+            double part = 0;
+            for (int i2 = st2[c2]; i2 < st2[c2 + 1]; i2++) part += w2[i2] * h[(size_t)l2[i2] * d];
+            acc += w1[i1] * part;
+        }
+    }
+    if (own) G[((size_t)B1 * kd + a) * m + (size_t)B2 * kd + b] = acc;
+}
+
+extern "C" int gqcu_vq_gram(int rows, int nv, int d, int k, int stages, int n_ct, const int *vt_start,
+                            const uint16_t *idx, size_t idx_stage, const double *sig, const double *H, int ldh,
+                            double *G, char *err, size_t cap) {
+    int rc = 0;
+    const int kd = k * d, nb = stages * n_ct, cps = (kd + GRAM_T - 1) / GRAM_T, nvp = nv * d;
+    const size_t m = (size_t)nb * kd, sH = nvp ? ((size_t)(nvp - 1) * ldh + nvp) * sizeof(double) : 0;
+    int *dvt = NULL;
+    uint16_t *didx = NULL;
+    double *dsig = NULL, *dG = NULL;
+    const double *dH = NULL;
+    void *oH = NULL;
+    if (!m) return 0;
+    if (k > GRAM_MAX) return fail(err, cap, "gqcu_vq_gram", "more than 256 centroids");
+    for (int c = 0; c < n_ct; c++)
+        if (vt_start[c + 1] - vt_start[c] > GRAM_MAX) return fail(err, cap, "gqcu_vq_gram", "column tile over 256 vectors");
+    CHECK(upload(&dvt, vt_start, (size_t)n_ct + 1));
+    CHECK(cudaMalloc(&didx, sizeof(uint16_t) * ((size_t)stages * rows * nv + 1)));
+    for (int s = 0; s < stages; s++) // stages packed at a stride of rows·nv
+        CHECK(cudaMemcpy(didx + (size_t)s * rows * nv, idx + (size_t)s * idx_stage, sizeof(uint16_t) * rows * nv,
+                         cudaMemcpyHostToDevice));
+    if (sig) CHECK(upload(&dsig, sig, (size_t)rows * nv));
+    CHECK(view_in(&dH, &oH, H, sH));
+    CHECK(cudaMalloc(&dG, sizeof(double) * m * m));
+    {
+        const dim3 th(GRAM_T, GRAM_T);
+        const size_t grid = (size_t)nb * nb * cps * cps;
+        if (grid > 0x7fffffff) {
+            rc = fail(err, cap, "gqcu_vq_gram", "system too large");
+            goto out;
+        }
+        vq_gram_k<<<(unsigned)grid, th>>>(rows, nv, d, k, stages, n_ct, dvt, didx, dsig, dH, ldh, dG);
+    }
+    CHECK(cudaGetLastError());
+    CHECK(cudaMemcpy(G, dG, sizeof(double) * m * m, cudaMemcpyDeviceToHost));
+out:
+    cudaFree(dvt), cudaFree(didx), cudaFree(dsig), cudaFree(dG), cudaFree(oH);
     return rc;
 }
 

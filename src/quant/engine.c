@@ -523,8 +523,9 @@ static enum gq_status resume(struct gq_model *m, const struct gq_quantize_params
 // with streaming one block twice: original and quantized), the calibration activations, and the largest linear's
 // Hessian (double accumulator + float copy) and quantizer work (three (rows,
 // cols) double matrices and the (cols, cols) inverse factor); on CUDA the
-// largest operand set of one primitive call (two (rows, cols) doubles and a
-// (cols, cols) one), since every call copies its operands.
+// (cols, cols) double the device holds (inverse factor during the pass,
+// Hessian during the codebook update) plus the largest operand set of one
+// primitive call (two (rows, cols) doubles and a (cols, cols) one).
 static void print_memory_estimate(const struct gq_model *m, const struct gq_arch *A, size_t activations) {
     struct gq_model_info info;
     gq_model_get_info(m, &info);
@@ -534,7 +535,7 @@ static void print_memory_estimate(const struct gq_model *m, const struct gq_arch
         if (t->kind != GQ_T_LINEAR) continue;
         double r = (double)gq_dim_value(&m->hp, t->rows), c = (double)gq_dim_value(&m->hp, t->cols);
         work = fmax(work, c * c * (8 + 4 + 8) + r * c * 8 * 3);
-        dev = fmax(dev, (2 * r * c + c * c) * 8);
+        dev = fmax(dev, (2 * r * c + 2 * c * c) * 8);
         block += r * c * 4;
     }
     // streaming: a block's decoded originals and quantized copies, and the
@@ -549,7 +550,8 @@ static void print_memory_estimate(const struct gq_model *m, const struct gq_arch
             gq_fmt_bytes(b, weights), m->keep_quantized ? ": one block decoded at a time + the mapped source file" : "",
             gq_fmt_bytes(c, activations), gq_fmt_bytes(d, work));
     if (strcmp(gq_be()->name, "cpu") != 0)
-        fprintf(stderr, "; %s: %s at most per primitive call", gq_be()->name, gq_fmt_bytes(e, dev));
+        fprintf(stderr, "; %s: %s at most (a held inverse factor or Hessian and one call's operands)", gq_be()->name,
+                gq_fmt_bytes(e, dev));
     fputc('\n', stderr);
 }
 

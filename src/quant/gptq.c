@@ -228,6 +228,12 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
     res->damp_abs = b.hv.damp_abs;
 
     const double *U = b.hv.U;
+    // U stays on the device for the lazy feedback GEMMs (a no-op on the CPU)
+    enum gq_status hs = gq_be()->hold(U, sizeof(double) * (size_t)n * n, false);
+    if (hs != GQ_OK) {
+        buf_free(&b);
+        return hs;
+    }
     for (int i1 = 0; i1 < n; i1 += B) {
         const int i2 = i1 + B < n ? i1 + B : n, count = i2 - i1;
 #pragma omp parallel for schedule(static)
@@ -273,10 +279,15 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
             enum gq_status bs = gq_be()->dgemm(false, false, rows, n - i2, count, -1.0, b.Err, B, U + (size_t)i1 * n + i2,
                                                n, 1.0, b.Wd + i2, n);
             if (bs != GQ_OK) {
+                gq_be()->release(U);
                 buf_free(&b);
                 return bs;
             }
         }
+    }
+    if ((hs = gq_be()->release(U)) != GQ_OK) {
+        buf_free(&b);
+        return hs;
     }
 
     for (size_t i = 0; i < nw; i++)

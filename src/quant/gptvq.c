@@ -460,101 +460,64 @@ static void scatter_theta(const struct gq_vq_tensor *t, const struct tile_maps *
         }
 }
 
-// The normal equations of one row tile: with the assignments fixed the
-// objective restricted to row tile rt is θᵀGθ − 2bᵀθ + const over its
-// m = stages·n_ct·k·d codebook entries θ, local order (stage, ct, centroid,
-// coordinate); G = Σ_r A_rᵀ H A_r, b = Σ_r A_rᵀ (H y_r).
+// The normal equations of one row tile: G (gq_vq_gram, vq.h, through the
+// backend) and b = Σ_r A_rᵀ (H y_r).
 struct tile_sys {
     size_t m;
-    int nt;
-    double *G;    // (nt + 1, m, m): [0] the system, then per-thread partial sums
-    double *bv;   // (m)
-    size_t *loc;  // per thread (n, stages): local entry of each position
-    double *sig;  // per thread (n): normalisation scale of each position
-    double *tbuf; // per thread (m, n)
+    double *G;   // (m, m)
+    double *bv;  // (m)
+    double *sig; // (rows of the largest row tile, nv) normalisation scales, or NULL
+    double *work; // CPU scratch of the gram (NULL on other devices)
+    int *vt_start; // (n_ct + 1) first vector of each column tile
+    struct gq_vq_gram gram;
 };
 
 static void tile_sys_free(struct tile_sys *s) {
-    free(s->G), free(s->bv), free(s->loc), free(s->sig), free(s->tbuf);
+    free(s->G), free(s->bv), free(s->sig), free(s->work), free(s->vt_start);
     memset(s, 0, sizeof *s);
 }
 
-static enum gq_status tile_sys_init(const struct gq_vq_tensor *t, struct tile_sys *s) {
-    const int n = t->cols, S = t->stages;
+static enum gq_status tile_sys_init(const struct gq_vq_tensor *t, const double *Hp, struct tile_sys *s) {
+    const int n = t->cols, nv = (n - t->n_out) / t->d;
     memset(s, 0, sizeof *s);
-    s->m = (size_t)S * t->n_ct * t->k * t->d;
-    s->nt = 1;
-#ifdef _OPENMP
-    s->nt = omp_get_max_threads();
-#endif
-    const size_t m = s->m, nt = (size_t)s->nt;
+    int max_rows = 0;
+    for (int rt = 0; rt < t->n_rt; rt++)
+        if (t->rt_start[rt + 1] - t->rt_start[rt] > max_rows) max_rows = t->rt_start[rt + 1] - t->rt_start[rt];
+    s->gram = (struct gq_vq_gram){.rows = max_rows, .nv = nv, .d = t->d, .k = t->k, .stages = t->stages,
+                                  .n_ct = t->n_ct, .idx_stage = (size_t)t->rows * nv,
+                                  .H = Hp + (size_t)t->n_out * n + t->n_out, .ldh = n};
+    const size_t m = s->m = gq_vq_gram_m(&s->gram);
     size_t mm;
-    if (!gq_mul_ok(m, m, &mm) || !gq_mul_ok(mm, (nt + 1) * sizeof(double), &mm))
+    if (!gq_mul_ok(m, m, &mm) || !gq_mul_ok(mm, sizeof(double), &mm))
         return gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update system of %zu unknowns too large", m);
-    s->G = malloc(sizeof(double) * m * m * (nt + 1)), s->bv = malloc(sizeof(double) * m);
-    s->loc = malloc(sizeof(size_t) * nt * n * S);
-    s->sig = malloc(sizeof(double) * nt * n), s->tbuf = malloc(sizeof(double) * nt * m * n);
-    if (!s->G || !s->bv || !s->loc || !s->sig || !s->tbuf) {
+    s->G = malloc(mm), s->bv = malloc(sizeof(double) * m);
+    s->vt_start = malloc(sizeof(int) * (size_t)(t->n_ct + 1));
+    if (t->norm_block) s->sig = malloc(sizeof(double) * (size_t)max_rows * nv);
+    if (!strcmp(gq_be()->name, "cpu")) s->work = malloc(sizeof(double) * gq_vq_gram_work(&s->gram));
+    if (!s->G || !s->bv || !s->vt_start || (t->norm_block && !s->sig) ||
+        (!strcmp(gq_be()->name, "cpu") && !s->work)) {
         tile_sys_free(s);
         return gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update system of %zu unknowns (%.1f MiB)", m,
-                       (double)m * m * (nt + 1) * 8 / 1048576.0);
+                       (double)(mm + sizeof(double) * gq_vq_gram_work(&s->gram)) / 1048576.0);
     }
+    for (int ct = 0; ct <= t->n_ct; ct++) s->vt_start[ct] = (t->ct_start[ct] - t->n_out) / t->d;
+    s->gram.vt_start = s->vt_start;
     return GQ_OK;
 }
 
-static void tile_sys_build(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *Hp,
-                           const double *HY, int rt, struct tile_sys *s) {
-    const int n = t->cols, d = t->d, nv = (n - t->n_out) / d, S = t->stages, nt = s->nt;
+static enum gq_status tile_sys_build(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *HY, int rt,
+                                     struct tile_sys *s) {
+    const int n = t->cols, d = t->d, nv = (n - t->n_out) / d, S = t->stages;
     const size_t per_g = (size_t)t->k * d, m = s->m;
     const int r0 = t->rt_start[rt], r1 = t->rt_start[rt + 1];
-    double *G = s->G, *bv = s->bv;
-    memset(G, 0, sizeof(double) * m * m * (size_t)(nt + 1));
+    double *bv = s->bv;
+    if (s->sig)
+        for (int r = r0; r < r1; r++)
+            for (int v = 0; v < nv; v++) s->sig[(size_t)(r - r0) * nv + v] = vec_scale(t, mp, r, v);
+    s->gram.rows = r1 - r0, s->gram.idx = t->idx + (size_t)r0 * nv;
+    s->gram.sig = s->sig, s->gram.work = s->work;
+    GQ_TRY(gq_be()->vq_gram(&s->gram, s->G));
     memset(bv, 0, sizeof(double) * m);
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nt)
-    for (int r = r0; r < r1; r++) {
-        int tid = 0;
-#ifdef _OPENMP
-        tid = omp_get_thread_num();
-#endif
-        double *Gt = G + (size_t)(tid + 1) * m * m, *sg = s->sig + (size_t)tid * n;
-        size_t *lc = s->loc + (size_t)tid * n * S;
-        for (int v = 0; v < nv; v++) {
-            double sc = vec_scale(t, mp, r, v);
-            for (int j = 0; j < d; j++) {
-                int p = v * d + j;
-                sg[p] = sc;
-                for (int stg = 0; stg < S; stg++) {
-                    size_t gi = theta_index(t, mp, stg, r, v, j);
-                    size_t base = (((size_t)stg * t->n_rt + rt) * t->n_ct) * per_g;
-                    lc[(size_t)p * S + stg] = (size_t)stg * t->n_ct * per_g + (gi - base);
-                }
-            }
-        }
-        // G_r = A_rᵀ H A_r in two dense passes: Tt = A_rᵀ H (m × nvp: row
-        // a gathers σ_q H[q, :] over the positions q selecting a;
-        // contiguous axpys), then G_r[a_p, :] += σ_p Tt[:, p].
-        const int nvp = nv * d;
-        double *Tt = s->tbuf + (size_t)tid * m * nvp;
-        memset(Tt, 0, sizeof(double) * m * nvp);
-        for (int q = 0; q < nvp; q++) {
-            const double *hq = Hp + (size_t)(t->n_out + q) * n + t->n_out, c = sg[q];
-            for (int sb = 0; sb < S; sb++) {
-                double *restrict dst = Tt + lc[(size_t)q * S + sb] * nvp;
-#pragma omp simd
-                for (int x = 0; x < nvp; x++) dst[x] += c * hq[x];
-            }
-        }
-        for (int p = 0; p < nvp; p++)
-            for (int sa = 0; sa < S; sa++) {
-                double *restrict Ga = Gt + lc[(size_t)p * S + sa] * m;
-                const double sp = sg[p];
-                for (size_t b = 0; b < m; b++) Ga[b] += sp * Tt[b * nvp + p];
-            }
-    }
-    for (int tid = 0; tid < nt; tid++) {
-        const double *Gt = G + (size_t)(tid + 1) * m * m;
-        for (size_t i = 0; i < m * m; i++) G[i] += Gt[i];
-    }
     for (int r = r0; r < r1; r++) // b = Σ_r A_rᵀ (H y_r)
         for (int v = 0; v < nv; v++) {
             double sc = vec_scale(t, mp, r, v);
@@ -565,6 +528,7 @@ static void tile_sys_build(const struct gq_vq_tensor *t, const struct tile_maps 
                     bv[(size_t)stg * t->n_ct * per_g + (gi - base)] += sc * HY[(size_t)r * n + t->n_out + v * d + j];
                 }
         }
+    return GQ_OK;
 }
 
 // min xᵀGx − 2bᵀx + ε‖x − x0‖² (ε = GQ_VQ_RIDGE · max diag G); unknowns no
@@ -594,15 +558,21 @@ static enum gq_status update_exact(const struct gq_vq_tensor *t, const struct ti
     const int S = t->stages;
     const size_t per_g = (size_t)t->k * t->d, tile = (size_t)t->n_ct * per_g;
     struct tile_sys sys;
-    GQ_TRY(tile_sys_init(t, &sys));
+    GQ_TRY(tile_sys_init(t, Hp, &sys));
     const size_t m = sys.m;
+    const int nv = (t->cols - t->n_out) / t->d;
     double *cur = malloc(sizeof(double) * m), *x = malloc(sizeof(double) * m);
     if (!cur || !x) {
         free(cur), free(x), tile_sys_free(&sys);
         return gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update");
     }
-    for (int rt = 0; rt < t->n_rt; rt++) {
-        tile_sys_build(t, mp, Hp, HY, rt, &sys);
+    enum gq_status st = GQ_OK;
+    // H stays on the device for all row tiles (a no-op on the CPU)
+    const double *Hv = sys.gram.H;
+    const size_t h_len = (size_t)(nv * t->d - 1) * sys.gram.ldh + (size_t)nv * t->d;
+    if (nv > 0) st = gq_be()->hold(Hv, sizeof(double) * h_len, false);
+    for (int rt = 0; rt < t->n_rt && st == GQ_OK; rt++) {
+        if ((st = tile_sys_build(t, mp, HY, rt, &sys)) != GQ_OK) break;
         for (int stg = 0; stg < S; stg++)
             memcpy(cur + stg * tile, theta + ((size_t)stg * t->n_rt + rt) * tile, sizeof(double) * tile);
         // failure: this row tile keeps its codebooks (semi-definite G from
@@ -611,8 +581,12 @@ static enum gq_status update_exact(const struct gq_vq_tensor *t, const struct ti
             for (int stg = 0; stg < S; stg++)
                 memcpy(theta + ((size_t)stg * t->n_rt + rt) * tile, x + stg * tile, sizeof(double) * tile);
     }
+    if (nv > 0) {
+        enum gq_status rs = gq_be()->release(Hv);
+        if (st == GQ_OK) st = rs;
+    }
     free(cur), free(x), tile_sys_free(&sys);
-    return GQ_OK;
+    return st;
 }
 
 // ---------------------------------------------------------------------------
@@ -646,31 +620,32 @@ struct svd_als {
 };
 
 // G, b of row tile rt (from the cache when there is one).
-static void als_system(struct svd_als *a, int rt, const double **G, const double **b) {
+static enum gq_status als_system(struct svd_als *a, int rt, const double **G, const double **b) {
     const size_t m = a->sys.m;
     if (a->cache && a->cached[rt]) {
         *G = a->cache + (size_t)rt * (m * m + m), *b = *G + m * m;
-        return;
+        return GQ_OK;
     }
-    tile_sys_build(a->t, a->mp, a->Hp, a->HY, rt, &a->sys);
+    GQ_TRY(tile_sys_build(a->t, a->mp, a->HY, rt, &a->sys));
     *G = a->sys.G, *b = a->sys.bv;
     if (a->cache) {
         double *c = a->cache + (size_t)rt * (m * m + m);
         memcpy(c, a->sys.G, sizeof(double) * m * m), memcpy(c + m * m, a->sys.bv, sizeof(double) * m);
         a->cached[rt] = true;
     }
+    return GQ_OK;
 }
 
 // One ALS round: the U step of every row tile (skipped when update_u is
 // false), each followed by its contribution to the V step; then the V step.
-static void als_round(struct svd_als *a, double *u, double *v, bool update_u) {
+static enum gq_status als_round(struct svd_als *a, double *u, double *v, bool update_u) {
     const struct gq_vq_tensor *t = a->t;
     const int k = t->k, r = t->svd_rank, nct = t->n_ct;
     const size_t m = a->sys.m, nr = (size_t)nct * r, kr = (size_t)k * r;
     memset(a->Gv, 0, sizeof(double) * kr * kr), memset(a->bvv, 0, sizeof(double) * kr);
     for (int rt = 0; rt < t->n_rt; rt++) {
         const double *G, *b;
-        als_system(a, rt, &G, &b);
+        GQ_TRY(als_system(a, rt, &G, &b));
         double *ut = u + (size_t)rt * nct * r;
         if (update_u) {
             // θ[(ct, c)] = Σ_j v[c, j] u[ct, j]: Gr = Kᵀ G K, br = Kᵀ b
@@ -717,6 +692,7 @@ static void als_round(struct svd_als *a, double *u, double *v, bool update_u) {
     }
     memcpy(a->x0, v, sizeof(double) * kr);
     if (ridge_solve(a->Gv, a->bvv, a->x0, kr, a->x)) memcpy(v, a->x, sizeof(double) * kr);
+    return GQ_OK;
 }
 
 static void als_free(struct svd_als *a) {
@@ -798,7 +774,7 @@ static enum gq_status svd_compress(struct gq_vq_tensor *t, const struct tile_map
     const size_t m = (size_t)t->n_ct * k, nr = (size_t)t->n_ct * r, kr = (size_t)k * r;
     if (als && m <= (size_t)gq_vq_dense_max) {
         a.t = t, a.mp = mp, a.Hp = Hp, a.HY = HY;
-        if ((st = tile_sys_init(t, &a.sys)) != GQ_OK) goto out;
+        if ((st = tile_sys_init(t, Hp, &a.sys)) != GQ_OK) goto out;
         a.Gr = malloc(sizeof(double) * nr * nr), a.br = malloc(sizeof(double) * nr);
         a.x0 = malloc(sizeof(double) * (nr > kr ? nr : kr)), a.x = malloc(sizeof(double) * (nr > kr ? nr : kr));
         a.GV = malloc(sizeof(double) * m * (nr > kr ? nr : kr)), a.Gv = malloc(sizeof(double) * kr * kr);
@@ -811,7 +787,8 @@ static enum gq_status svd_compress(struct gq_vq_tensor *t, const struct tile_map
             a.cache = malloc(sizeof(double) * t->n_rt * (m * m + m)), a.cached = calloc(t->n_rt, sizeof(bool));
             if (!a.cache || !a.cached) free(a.cache), free(a.cached), a.cache = NULL, a.cached = NULL;
         }
-        for (int it = 0; it < gq_vq_svd_als_iters; it++) als_round(&a, u, v, true);
+        for (int it = 0; it < gq_vq_svd_als_iters && st == GQ_OK; it++) st = als_round(&a, u, v, true);
+        if (st != GQ_OK) goto out;
         res->update_iters = gq_vq_svd_als_iters;
         // rank components scaled so that V's columns have unit norm (fp16 V)
         for (int j = 0; j < r; j++) {
@@ -823,7 +800,7 @@ static enum gq_status svd_compress(struct gq_vq_tensor *t, const struct tile_map
             for (size_t g = 0; g < ng; g++) u[g * r + j] *= nrm;
         }
         svd_store(t, u, v, true); // rounds u (and v)
-        als_round(&a, u, v, false); // V refitted to the rounded U
+        if ((st = als_round(&a, u, v, false)) != GQ_OK) goto out; // V refitted to the rounded U
     }
     svd_store(t, u, v, true);
 out:
@@ -1091,6 +1068,7 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
     struct vq_work w = {0};
     struct gq_hinv hv = {0};
     enum gq_status st = GQ_OK;
+    bool u_held = false; // hv.U held on the device for the lazy feedback GEMMs
     T.rows = rows, T.cols = n, T.d = d, T.k = k, T.stages = vp->stages, T.n_out = n_out;
     T.cb_format = vp->cb_format, T.norm_block = vp->norm_block, T.svd_rank = vp->cb_svd_rank;
     T.perm = malloc(sizeof(int32_t) * n);
@@ -1147,6 +1125,8 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
     gq_permuted_weights(W, rows, n, H, T.perm, w.Wd);
     const double *U = hv.U;
     if ((st = slot_metrics(U, n, n_out, d, nv, vp, w.metric, w.Uinv)) != GQ_OK) goto done;
+    if ((st = gq_be()->hold(U, sizeof(double) * (size_t)n * n, false)) != GQ_OK) goto done;
+    u_held = true;
     res->t_prep = gq_time_s() - t0;
 
     // Segments: the outlier columns, then each column tile; blocks of B
@@ -1213,6 +1193,8 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
     if (st != GQ_OK) goto done;
     for (int r = 0; r < rows; r++) res->greedy += w.gsum[r];
     res->damp_abs = hv.damp_abs;
+    u_held = false;
+    if ((st = gq_be()->release(hv.U)) != GQ_OK) goto done;
     gq_hinv_free(&hv); // frees U (n² doubles) before the update needs its own
 
     {
@@ -1313,6 +1295,7 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
     res->rel_error = res->ref > 0 ? res->objective / res->ref : 0;
     res->bpv = (double)gq_vq_tensor_bits(&T) / ((double)rows * n);
 done:
+    if (u_held) gq_be()->release(hv.U);
     gq_hinv_free(&hv);
     work_free(&w);
     maps_free(&mp);

@@ -33,18 +33,24 @@ enum gq_status gq_hessian_add(struct gq_hessian *H, const float *X, int n_tokens
     if (dim != H->n) return gq_fail(GQ_ERR_ARG, "hessian: input dimension %d, expected %d", dim, H->n);
     if (n_tokens < 0) return gq_fail(GQ_ERR_ARG, "hessian: %d tokens", n_tokens);
     int n = H->n;
-    for (int t0 = 0; t0 < n_tokens; t0 += GQ_HESSIAN_CHUNK) {
+    // H stays on the device while the chunks are added (a no-op on the CPU)
+    GQ_TRY(gq_be()->hold(H->h, sizeof(double) * (size_t)n * n, true));
+    enum gq_status st = GQ_OK;
+    for (int t0 = 0; t0 < n_tokens && st == GQ_OK; t0 += GQ_HESSIAN_CHUNK) {
         int k = n_tokens - t0 < GQ_HESSIAN_CHUNK ? n_tokens - t0 : GQ_HESSIAN_CHUNK;
         const float *x = X + (size_t)t0 * n;
-        for (size_t i = 0; i < (size_t)k * n; i++) {
+        for (size_t i = 0; i < (size_t)k * n && st == GQ_OK; i++) {
             if (!isfinite(x[i]))
-                return gq_fail(GQ_ERR_NUMERIC, "hessian: non-finite input at token %zu dim %zu",
-                               t0 + i / (size_t)n, i % (size_t)n);
+                st = gq_fail(GQ_ERR_NUMERIC, "hessian: non-finite input at token %zu dim %zu", t0 + i / (size_t)n,
+                             i % (size_t)n);
             H->scratch[i] = x[i];
         }
         // Upper triangle of H += Xcᵀ Xc (Xc: (k, n) row-major).
-        GQ_TRY(gq_be()->dsyrk_acc(n, k, H->scratch, H->h));
+        if (st == GQ_OK) st = gq_be()->dsyrk_acc(n, k, H->scratch, H->h);
     }
+    enum gq_status rs = gq_be()->release(H->h);
+    if (st != GQ_OK) return st;
+    GQ_TRY(rs);
     H->n_samples += n_tokens;
     return GQ_OK;
 }

@@ -445,6 +445,68 @@ enum gq_status gq_vq_em(const struct gq_vq_data *D, int k, int iters, enum gq_vq
 
 // ---------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------
+// Codebook-update normal equations (contract: vq.h).
+
+size_t gq_vq_gram_work(const struct gq_vq_gram *g) {
+    const size_t m = gq_vq_gram_m(g), nvp = (size_t)g->nv * g->d, nt = (size_t)omp_get_max_threads();
+    // per thread: G partial (m²), Tt (m · nvp), entry of each (position, stage), scale of each position
+    return nt * (m * m + m * nvp + nvp * g->stages + nvp);
+}
+
+enum gq_status gq_vq_gram(const struct gq_vq_gram *g, double *G) {
+    const int d = g->d, nv = g->nv, S = g->stages, nvp = nv * d, nt = omp_get_max_threads();
+    const size_t m = gq_vq_gram_m(g), kd = (size_t)g->k * d, per_thread = m * m + m * nvp + (size_t)nvp * S + nvp;
+    double *work = g->work;
+    if (!work && !(work = malloc(sizeof(double) * gq_vq_gram_work(g))))
+        return gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update system of %zu unknowns (%.1f MiB of scratch)", m,
+                       (double)gq_vq_gram_work(g) * 8 / 1048576.0);
+    memset(G, 0, sizeof(double) * m * m);
+    for (int t = 0; t < nt; t++) memset(work + (size_t)t * per_thread, 0, sizeof(double) * m * m);
+#pragma omp parallel for schedule(static) num_threads(nt) // static: the same rows per thread on every run
+    for (int r = 0; r < g->rows; r++) {
+        double *Gt = work + (size_t)omp_get_thread_num() * per_thread, *Tt = Gt + m * m, *sg = Tt + m * nvp;
+        size_t *lc = (size_t *)(sg + nvp); // sizeof(size_t) == sizeof(double)
+        for (int ct = 0; ct < g->n_ct; ct++)
+            for (int v = g->vt_start[ct]; v < g->vt_start[ct + 1]; v++) {
+                const double sc = g->sig ? g->sig[(size_t)r * nv + v] : 1.0;
+                for (int j = 0; j < d; j++) {
+                    const int p = v * d + j;
+                    sg[p] = sc;
+                    for (int s = 0; s < S; s++)
+                        lc[(size_t)p * S + s] = ((size_t)s * g->n_ct + ct) * kd +
+                                                (size_t)g->idx[s * g->idx_stage + (size_t)r * nv + v] * d + j;
+                }
+            }
+        // G_r = A_rᵀ H A_r in two dense passes: Tt = A_rᵀ H (m × nvp: row
+        // a gathers σ_q H[q, :] over the positions q selecting a;
+        // contiguous axpys), then G_r[a_p, b] += σ_p Tt[b, p], kept
+        // transposed (Gt[b, a_p]) so that both passes read and write rows.
+        memset(Tt, 0, sizeof(double) * m * nvp);
+        for (int q = 0; q < nvp; q++) {
+            const double *hq = g->H + (size_t)q * g->ldh, c = sg[q];
+            for (int sb = 0; sb < S; sb++) {
+                double *restrict dst = Tt + lc[(size_t)q * S + sb] * nvp;
+#pragma omp simd
+                for (int x = 0; x < nvp; x++) dst[x] += c * hq[x];
+            }
+        }
+        for (size_t b = 0; b < m; b++) {
+            const double *restrict tb = Tt + b * nvp;
+            double *restrict gb = Gt + b * m;
+            for (int p = 0; p < nvp; p++)
+                for (int sa = 0; sa < S; sa++) gb[lc[(size_t)p * S + sa]] += sg[p] * tb[p];
+        }
+    }
+    for (int t = 0; t < nt; t++) { // G += Gtᵀ per thread, in thread order
+        const double *Gt = work + (size_t)t * per_thread;
+        for (size_t a = 0; a < m; a++)
+            for (size_t b = 0; b < m; b++) G[a * m + b] += Gt[b * m + a];
+    }
+    if (work != g->work) free(work);
+    return GQ_OK;
+}
+
 int gq_cb_bits(enum gq_cb_format f) { return f == GQ_CB_INT8 ? 8 : f == GQ_CB_FP16 ? 16 : 32; }
 int gq_cb_scale_bits(enum gq_cb_format f) { return f == GQ_CB_INT8 ? 16 : 0; }
 

@@ -47,6 +47,33 @@ static inline int64_t gq_vq_n_points(const struct gq_vq_data *D) {
     return (int64_t)D->n_slots * D->per_slot;
 }
 
+// Normal equations of GPTVQ's exact codebook update for one row tile
+// (gptvq.c): with the assignments fixed the objective restricted to the
+// tile's rows is θᵀGθ − 2bᵀθ + const over its m = stages·n_ct·k·d codebook
+// entries, local order (stage, column tile, centroid, coordinate), with
+//   G = Σ_r A_rᵀ H A_r,
+// A_r (nv·d, m) holding sig[r, v] at (v·d + j, (s, ct(v), idx_s(r, v), j))
+// for every vector v of row r, coordinate j < d and stage s.
+struct gq_vq_gram {
+    int rows, nv, d, k, stages, n_ct;
+    const int *vt_start;     // (n_ct + 1) first vector of each column tile (vt_start[n_ct] = nv)
+    const uint16_t *idx;     // idx[s·idx_stage + r·nv + v]: centroid (within its group) of vector v of row r
+    size_t idx_stage;
+    const double *sig;       // (rows, nv) scale of each vector (normalisation), NULL: 1
+    const double *H;         // (nv·d, nv·d), leading dimension ldh: the VQ positions' Hessian
+    int ldh;
+    double *work;            // CPU scratch of gq_vq_gram_work(g) doubles, or NULL (allocated per call)
+};
+static inline size_t gq_vq_gram_m(const struct gq_vq_gram *g) {
+    return (size_t)g->stages * g->n_ct * g->k * g->d;
+}
+// Doubles of scratch the CPU reference uses with the current OpenMP threads.
+size_t gq_vq_gram_work(const struct gq_vq_gram *g);
+// G (m, m) = Σ_r A_rᵀ H A_r (overwritten). CPU reference: per row, Tt = A_rᵀH
+// (rows of H gathered into their entries), then Tt A_r; per-thread partial
+// sums added in thread order (deterministic for a given thread count).
+enum gq_status gq_vq_gram(const struct gq_vq_gram *g, double *G);
+
 // Nearest centroid of every point under its slot's metric. C: (k, d)
 // row-major centroids. idx (n) gets argmin_m dist_i(c_m) (lowest m on ties).
 // dist (n, optional) gets dist_i(c_idx[i]) including s2. Returns the total
