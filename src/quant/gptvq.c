@@ -467,13 +467,12 @@ struct tile_sys {
     double *G;   // (m, m)
     double *bv;  // (m)
     double *sig; // (rows of the largest row tile, nv) normalisation scales, or NULL
-    double *work; // CPU scratch of the gram (NULL on other devices)
     int *vt_start; // (n_ct + 1) first vector of each column tile
     struct gq_vq_gram gram;
 };
 
 static void tile_sys_free(struct tile_sys *s) {
-    free(s->G), free(s->bv), free(s->sig), free(s->work), free(s->vt_start);
+    free(s->G), free(s->bv), free(s->sig), free(s->vt_start);
     memset(s, 0, sizeof *s);
 }
 
@@ -493,12 +492,10 @@ static enum gq_status tile_sys_init(const struct gq_vq_tensor *t, const double *
     s->G = malloc(mm), s->bv = malloc(sizeof(double) * m);
     s->vt_start = malloc(sizeof(int) * (size_t)(t->n_ct + 1));
     if (t->norm_block) s->sig = malloc(sizeof(double) * (size_t)max_rows * nv);
-    if (!strcmp(gq_be()->name, "cpu")) s->work = malloc(sizeof(double) * gq_vq_gram_work(&s->gram));
-    if (!s->G || !s->bv || !s->vt_start || (t->norm_block && !s->sig) ||
-        (!strcmp(gq_be()->name, "cpu") && !s->work)) {
+    if (!s->G || !s->bv || !s->vt_start || (t->norm_block && !s->sig)) {
         tile_sys_free(s);
         return gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update system of %zu unknowns (%.1f MiB)", m,
-                       (double)(mm + sizeof(double) * gq_vq_gram_work(&s->gram)) / 1048576.0);
+                       (double)mm / 1048576.0);
     }
     for (int ct = 0; ct <= t->n_ct; ct++) s->vt_start[ct] = (t->ct_start[ct] - t->n_out) / t->d;
     s->gram.vt_start = s->vt_start;
@@ -515,7 +512,7 @@ static enum gq_status tile_sys_build(const struct gq_vq_tensor *t, const struct 
         for (int r = r0; r < r1; r++)
             for (int v = 0; v < nv; v++) s->sig[(size_t)(r - r0) * nv + v] = vec_scale(t, mp, r, v);
     s->gram.rows = r1 - r0, s->gram.idx = t->idx + (size_t)r0 * nv;
-    s->gram.sig = s->sig, s->gram.work = s->work;
+    s->gram.sig = s->sig;
     GQ_TRY(gq_be()->vq_gram(&s->gram, s->G));
     memset(bv, 0, sizeof(double) * m);
     for (int r = r0; r < r1; r++) // b = Σ_r A_rᵀ (H y_r)

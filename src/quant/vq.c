@@ -446,64 +446,62 @@ enum gq_status gq_vq_em(const struct gq_vq_data *D, int k, int iters, enum gq_vq
 // ---------------------------------------------------------------------------
 
 // ---------------------------------------------------------------------------
-// Codebook-update normal equations (contract: vq.h).
+// Codebook-update normal equations (contract: vq.h). G is made of (k·d)²
+// blocks, one per pair of (stage, column tile) B1, B2:
+//   G[(B1, c1, j1), (B2, c2, j2)] = Σ_r Σ_{v1 ∈ ct1: idx_s1(r, v1) = c1} Σ_{v2 ∈ ct2: idx_s2(r, v2) = c2}
+//                                   σ_{r,v1} σ_{r,v2} H[v1·d + j1, v2·d + j2].
+// One task per pair B1 <= B2 owns its block (no partial sums to reduce, the
+// same order of additions for any thread count): per row, every pair of
+// vectors adds its d × d block of H at its two centroids; a block of G is
+// (k·d)² doubles and stays in cache. B1 > B2: the transposed mirror, as H is
+// symmetric. About (nv·d)²/2 multiply-adds per row.
 
-size_t gq_vq_gram_work(const struct gq_vq_gram *g) {
-    const size_t m = gq_vq_gram_m(g), nvp = (size_t)g->nv * g->d, nt = (size_t)omp_get_max_threads();
-    // per thread: G partial (m²), Tt (m · nvp), entry of each (position, stage), scale of each position
-    return nt * (m * m + m * nvp + nvp * g->stages + nvp);
+static inline __attribute__((always_inline)) void gram_block(const struct gq_vq_gram *g, int D, int B1, int B2,
+                                                             double *G, size_t m) {
+    const int nct = g->n_ct, kd = g->k * D, nv = g->nv, ldh = g->ldh;
+    const int s1 = B1 / nct, ct1 = B1 % nct, s2 = B2 / nct, ct2 = B2 % nct;
+    const int v1a = g->vt_start[ct1], v1b = g->vt_start[ct1 + 1], v2a = g->vt_start[ct2], v2b = g->vt_start[ct2 + 1];
+    double *Gb = G + (size_t)B1 * kd * m + (size_t)B2 * kd;
+    for (int a = 0; a < kd; a++) memset(Gb + (size_t)a * m, 0, sizeof(double) * kd);
+    for (int r = 0; r < g->rows; r++) {
+        const uint16_t *i1 = g->idx + s1 * g->idx_stage + (size_t)r * nv, *i2 = g->idx + s2 * g->idx_stage + (size_t)r * nv;
+        const double *sr = g->sig ? g->sig + (size_t)r * nv : NULL;
+        for (int v1 = v1a; v1 < v1b; v1++) {
+            const double w1 = sr ? sr[v1] : 1.0;
+            double *g1 = Gb + (size_t)i1[v1] * D * m;
+            const double *h1 = g->H + (size_t)v1 * D * ldh;
+            for (int v2 = v2a; v2 < v2b; v2++) {
+                const double w = sr ? w1 * sr[v2] : 1.0;
+                double *gg = g1 + (size_t)i2[v2] * D;
+                const double *hh = h1 + (size_t)v2 * D;
+                for (int j1 = 0; j1 < D; j1++)
+                    for (int j2 = 0; j2 < D; j2++) gg[(size_t)j1 * m + j2] += w * hh[(size_t)j1 * ldh + j2];
+            }
+        }
+    }
 }
 
 enum gq_status gq_vq_gram(const struct gq_vq_gram *g, double *G) {
-    const int d = g->d, nv = g->nv, S = g->stages, nvp = nv * d, nt = omp_get_max_threads();
-    const size_t m = gq_vq_gram_m(g), kd = (size_t)g->k * d, per_thread = m * m + m * nvp + (size_t)nvp * S + nvp;
-    double *work = g->work;
-    if (!work && !(work = malloc(sizeof(double) * gq_vq_gram_work(g))))
-        return gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update system of %zu unknowns (%.1f MiB of scratch)", m,
-                       (double)gq_vq_gram_work(g) * 8 / 1048576.0);
-    memset(G, 0, sizeof(double) * m * m);
-    for (int t = 0; t < nt; t++) memset(work + (size_t)t * per_thread, 0, sizeof(double) * m * m);
-#pragma omp parallel for schedule(static) num_threads(nt) // static: the same rows per thread on every run
-    for (int r = 0; r < g->rows; r++) {
-        double *Gt = work + (size_t)omp_get_thread_num() * per_thread, *Tt = Gt + m * m, *sg = Tt + m * nvp;
-        size_t *lc = (size_t *)(sg + nvp); // sizeof(size_t) == sizeof(double)
-        for (int ct = 0; ct < g->n_ct; ct++)
-            for (int v = g->vt_start[ct]; v < g->vt_start[ct + 1]; v++) {
-                const double sc = g->sig ? g->sig[(size_t)r * nv + v] : 1.0;
-                for (int j = 0; j < d; j++) {
-                    const int p = v * d + j;
-                    sg[p] = sc;
-                    for (int s = 0; s < S; s++)
-                        lc[(size_t)p * S + s] = ((size_t)s * g->n_ct + ct) * kd +
-                                                (size_t)g->idx[s * g->idx_stage + (size_t)r * nv + v] * d + j;
-                }
-            }
-        // G_r = A_rᵀ H A_r in two dense passes: Tt = A_rᵀ H (m × nvp: row
-        // a gathers σ_q H[q, :] over the positions q selecting a;
-        // contiguous axpys), then G_r[a_p, b] += σ_p Tt[b, p], kept
-        // transposed (Gt[b, a_p]) so that both passes read and write rows.
-        memset(Tt, 0, sizeof(double) * m * nvp);
-        for (int q = 0; q < nvp; q++) {
-            const double *hq = g->H + (size_t)q * g->ldh, c = sg[q];
-            for (int sb = 0; sb < S; sb++) {
-                double *restrict dst = Tt + lc[(size_t)q * S + sb] * nvp;
-#pragma omp simd
-                for (int x = 0; x < nvp; x++) dst[x] += c * hq[x];
-            }
-        }
-        for (size_t b = 0; b < m; b++) {
-            const double *restrict tb = Tt + b * nvp;
-            double *restrict gb = Gt + b * m;
-            for (int p = 0; p < nvp; p++)
-                for (int sa = 0; sa < S; sa++) gb[lc[(size_t)p * S + sa]] += sg[p] * tb[p];
+    const int nb = g->stages * g->n_ct, kd = g->k * g->d, npairs = nb * (nb + 1) / 2;
+    const size_t m = gq_vq_gram_m(g);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int pi = 0; pi < npairs; pi++) {
+        int B1 = 0, rest = pi; // pairs in order (0,0) (0,1) .. (0,nb−1) (1,1) ..
+        while (rest >= nb - B1) rest -= nb - B1, B1++;
+        const int B2 = B1 + rest;
+        switch (g->d) { // constant D: the d × d loops unrolled
+        case 1: gram_block(g, 1, B1, B2, G, m); break;
+        case 2: gram_block(g, 2, B1, B2, G, m); break;
+        case 4: gram_block(g, 4, B1, B2, G, m); break;
+        default: gram_block(g, g->d, B1, B2, G, m); break;
         }
     }
-    for (int t = 0; t < nt; t++) { // G += Gtᵀ per thread, in thread order
-        const double *Gt = work + (size_t)t * per_thread;
-        for (size_t a = 0; a < m; a++)
-            for (size_t b = 0; b < m; b++) G[a * m + b] += Gt[b * m + a];
-    }
-    if (work != g->work) free(work);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int B1 = 0; B1 < nb; B1++) // the lower blocks: mirrors of the upper ones
+        for (int B2 = 0; B2 < B1; B2++)
+            for (int a = 0; a < kd; a++)
+                for (int b = 0; b < kd; b++)
+                    G[((size_t)B1 * kd + a) * m + (size_t)B2 * kd + b] = G[((size_t)B2 * kd + b) * m + (size_t)B1 * kd + a];
     return GQ_OK;
 }
 

@@ -62,16 +62,12 @@ struct gq_vq_gram {
     const double *sig;       // (rows, nv) scale of each vector (normalisation), NULL: 1
     const double *H;         // (nv·d, nv·d), leading dimension ldh: the VQ positions' Hessian
     int ldh;
-    double *work;            // CPU scratch of gq_vq_gram_work(g) doubles, or NULL (allocated per call)
 };
 static inline size_t gq_vq_gram_m(const struct gq_vq_gram *g) {
     return (size_t)g->stages * g->n_ct * g->k * g->d;
 }
-// Doubles of scratch the CPU reference uses with the current OpenMP threads.
-size_t gq_vq_gram_work(const struct gq_vq_gram *g);
-// G (m, m) = Σ_r A_rᵀ H A_r (overwritten). CPU reference: per row, Tt = A_rᵀH
-// (rows of H gathered into their entries), then Tt A_r; per-thread partial
-// sums added in thread order (deterministic for a given thread count).
+// G (m, m) = Σ_r A_rᵀ H A_r (overwritten). CPU reference: one task per pair
+// of (stage, column tile) blocks, the same sums for any number of threads.
 enum gq_status gq_vq_gram(const struct gq_vq_gram *g, double *G);
 
 // Nearest centroid of every point under its slot's metric. C: (k, d)
