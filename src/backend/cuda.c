@@ -44,15 +44,22 @@ static struct {
     __typeof__(gqcu_lm_free) *lm_free;
 } fn;
 
-// Runs one plug-in call under the lock; its message becomes the error.
-#define CALL(f, ...)                                                                                                   \
+// Runs one plug-in call under the lock; a failure sets s to an error with
+// the plug-in's message.
+#define CALL_TO(s, f, ...)                                                                                             \
     do {                                                                                                               \
         char err_[512] = "";                                                                                           \
         pthread_mutex_lock(&lock);                                                                                     \
         int rc_ = fn.f(__VA_ARGS__, err_, sizeof err_);                                                                \
         pthread_mutex_unlock(&lock);                                                                                   \
-        if (rc_) return gq_fail(GQ_ERR_IO, "%s", err_);                                                                \
-        return GQ_OK;                                                                                                  \
+        if (rc_) (s) = gq_fail(GQ_ERR_IO, "%s", err_);                                                                 \
+    } while (0)
+// ... and returns its status.
+#define CALL(f, ...)                                                                                                   \
+    do {                                                                                                               \
+        enum gq_status s_ = GQ_OK;                                                                                     \
+        CALL_TO(s_, f, __VA_ARGS__);                                                                                   \
+        return s_;                                                                                                     \
     } while (0)
 
 static enum gq_status cu_dgemm(bool ta, bool tb, int m, int n, int k, double alpha, const double *A, int lda,
@@ -171,19 +178,9 @@ static bool ggml_kernel(enum gq_ggml_type t) {
     return t == GQ_TYPE_F32 || t == GQ_TYPE_F16 || t == GQ_TYPE_Q4_0 || t == GQ_TYPE_Q4_1 || t == GQ_TYPE_Q8_0;
 }
 
-// Runs one plug-in call that fills a handle, under the lock.
-#define CALL_NEW(f, ...)                                                                                               \
-    do {                                                                                                               \
-        char err_[512] = "";                                                                                           \
-        pthread_mutex_lock(&lock);                                                                                     \
-        int rc_ = fn.f(__VA_ARGS__, err_, sizeof err_);                                                                \
-        pthread_mutex_unlock(&lock);                                                                                   \
-        if (rc_) s = gq_fail(GQ_ERR_IO, "%s", err_);                                                                   \
-    } while (0)
-
 static enum gq_status mat_f32(int rows, int cols, const float *w, struct gqcu_mat **out) {
     enum gq_status s = GQ_OK;
-    CALL_NEW(mat_ggml, GQ_TYPE_F32, rows, cols, w, out);
+    CALL_TO(s, mat_ggml, GQ_TYPE_F32, rows, cols, w, out);
     return s;
 }
 
@@ -194,7 +191,7 @@ enum gq_status gq_cuda_mat_new(const struct gq_qweight *q, struct gqcu_mat **out
     if (q->kind == GQ_QW_GGML) {
         if (!ggml_kernel(q->type))
             return gq_fail(GQ_ERR_UNSUPPORTED, "cuda: no kernel for GGML type %s", gq_ggml_type_name(q->type));
-        CALL_NEW(mat_ggml, (int)q->type, q->rows, q->cols, q->data, out);
+        CALL_TO(s, mat_ggml, (int)q->type, q->rows, q->cols, q->data, out);
         return s;
     }
     const struct gq_vqrt *v = q->vq;
@@ -219,7 +216,7 @@ enum gq_status gq_cuda_mat_new(const struct gq_qweight *q, struct gqcu_mat **out
                                  .idx = v->p.part[GQ_VQP_IDX], .idx_bytes = v->p.bytes[GQ_VQP_IDX],
                                  .bytes = gq_qweight_bytes(q), .cb = cb, .outl = outl, .vec_ct = vec_ct,
                                  .row_rt = row_rt, .perm = v->perm};
-        CALL_NEW(mat_vq, &D, out);
+        CALL_TO(s, mat_vq, &D, out);
     }
     free(cb), free(outl), free(vec_ct), free(row_rt);
     return s;
@@ -299,7 +296,7 @@ enum gq_status gq_cuda_lm_new(const struct gq_model *m, int n_ctx, const float *
                                  .rope_dim = hp->rope_dim, .rope_interleaved = hp->rope_interleaved, .n_ctx = n_ctx,
                                  .rms_eps = hp->rms_eps, .inv_freq = inv_freq, .output_norm = m->output_norm,
                                  .output = output, .layers = L};
-        CALL_NEW(lm_new, &D, &c->lm); // the matrices belong to the lm now, also on failure
+        CALL_TO(s, lm_new, &D, &c->lm); // the matrices belong to the lm now, also on failure
     } else {
         for (int l = 0; L && l < hp->n_layers; l++) {
             struct gqcu_mat *w[7] = {L[l].wq, L[l].wk, L[l].wv, L[l].wo, L[l].w_gate, L[l].w_up, L[l].w_down};

@@ -488,8 +488,9 @@ out:
 // (k·d)² blocks, one per pair of (stage, column tile) B1, B2:
 //   G[(B1, c1, j1), (B2, c2, j2)] = Σ_r Σ_{v1 ∈ ct1: idx_s1 = c1} Σ_{v2 ∈ ct2: idx_s2 = c2}
 //                                   σ_{r,v1} σ_{r,v2} H[v1·d + j1, v2·d + j2].
-// One thread block per block pair and 16 × 16 chunk of it; each thread owns
-// one entry (no atomics, a fixed order). Per row the block sorts the two
+// One thread block per block pair B1 <= B2 and 16 × 16 chunk of it (the
+// lower blocks are mirrored after, as on the CPU); each thread owns one
+// entry (no atomics, a fixed order). Per row the block sorts the two
 // tiles' vectors by centroid into shared memory (thread c scans for
 // centroid c, so the lists are in vector order), then every thread sums over
 // its two centroids' lists.
@@ -524,10 +525,10 @@ __global__ void vq_gram_k(int rows, int nv, int d, int k, int S, int n_ct, const
     __shared__ double w1[GRAM_MAX], w2[GRAM_MAX];
     const int kd = k * d, nb = S * n_ct, cps = (kd + GRAM_T - 1) / GRAM_T;
     const size_t m = (size_t)nb * kd;
-    int blk = blockIdx.x;
-    const int chunk = blk % (cps * cps);
-    blk /= cps * cps;
-    const int B2 = blk % nb, B1 = blk / nb;
+    const int chunk = blockIdx.x % (cps * cps);
+    int B1 = 0, rest = blockIdx.x / (cps * cps); // pairs (0,0) (0,1) .. (0,nb−1) (1,1) ..
+    while (rest >= nb - B1) rest -= nb - B1, B1++;
+    const int B2 = B1 + rest;
     const int s1 = B1 / n_ct, ct1 = B1 % n_ct, s2 = B2 / n_ct, ct2 = B2 % n_ct;
     const int a = (chunk / cps) * GRAM_T + threadIdx.y, b = (chunk % cps) * GRAM_T + threadIdx.x;
     const bool own = a < kd && b < kd;
@@ -551,6 +552,12 @@ __global__ void vq_gram_k(int rows, int nv, int d, int k, int S, int n_ct, const
         }
     }
     if (own) G[((size_t)B1 * kd + a) * m + (size_t)B2 * kd + b] = acc;
+}
+
+// Entries below the diagonal blocks (block row > block column) from their mirrors.
+__global__ void vq_gram_mirror(double *G, size_t m, int kd) {
+    const size_t i = (size_t)blockIdx.y * blockDim.y + threadIdx.y, j = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < m && j < m && i / kd > j / kd) G[i * m + j] = G[j * m + i];
 }
 
 extern "C" int gqcu_vq_gram(int rows, int nv, int d, int k, int stages, int n_ct, const int *vt_start,
@@ -577,13 +584,14 @@ extern "C" int gqcu_vq_gram(int rows, int nv, int d, int k, int stages, int n_ct
     CHECK(view_in(&dH, &oH, H, sH));
     CHECK(cudaMalloc(&dG, sizeof(double) * m * m));
     {
-        const dim3 th(GRAM_T, GRAM_T);
-        const size_t grid = (size_t)nb * nb * cps * cps;
-        if (grid > 0x7fffffff) {
+        const dim3 th(GRAM_T, GRAM_T), mg((unsigned)((m + GRAM_T - 1) / GRAM_T), (unsigned)((m + GRAM_T - 1) / GRAM_T));
+        const size_t grid = (size_t)nb * (nb + 1) / 2 * cps * cps;
+        if (grid > 0x7fffffff || m > 0xffffffu) {
             rc = fail(err, cap, "gqcu_vq_gram", "system too large");
             goto out;
         }
         vq_gram_k<<<(unsigned)grid, th>>>(rows, nv, d, k, stages, n_ct, dvt, didx, dsig, dH, ldh, dG);
+        vq_gram_mirror<<<mg, th>>>(dG, m, kd);
     }
     CHECK(cudaGetLastError());
     CHECK(cudaMemcpy(G, dG, sizeof(double) * m * m, cudaMemcpyDeviceToHost));
