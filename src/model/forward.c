@@ -3,7 +3,9 @@
 // Batched: n tokens at a time go through every layer as (n, dim) matrices, so
 // prefill is sgemm-bound (OpenBLAS); attention per head is two sgemms over the
 // KV cache (scores = Q K^T, out = softmax(scores) V) with a causal mask.
-// Decode is the same code with n = 1.
+// Decode is the same code with n = 1. A context made by gq_context_new_device
+// for "cuda" hands gq_forward to the device (backend.h: gq_cuda_lm_*) and has
+// no host KV cache.
 #include "model.h"
 #include "backend/backend.h"
 #include "kern/qmatmul.h"
