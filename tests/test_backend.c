@@ -22,6 +22,12 @@
 //     are refused (unsupported). The prefill product (decode to f32 tiles of a
 //     few rows, TF32 GEMM, 5 tokens): |Δ| <= 4e-3 · Σ|w x| (TF32 rounds both
 //     operands to 11 significant bits: ~2.4e-4 relative each)
+//   calibration on the device (quantize --device cuda: block passes, token
+//     weights and Hessians there) vs the CPU: GPTQ W4 g32 on stories260K with
+//     residual token weights, every saved Hessian of block 0 within 1e-5 ·
+//     max |H| (same weights, FP32 sums in another order), of later blocks
+//     within 2e-2 (their inputs went through blocks quantized on slightly
+//     different Hessians), mean layer error within 2 %
 //   decoder forward on a CUDA context vs the CPU one (stories260K as f32, as
 //     GPTVQ 2D 2.125 bpv packed, as F16; SmolLM2-135M's Q4_1 / Q8_0 file when
 //     models/ has it): token by token (GEMV path) max |Δ logit| <= 1e-4 ·
@@ -40,6 +46,7 @@
 
 #include "test_vqcases.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 static double maxabs(const double *a, size_t n) {
@@ -349,6 +356,91 @@ static void check_gemv(void) {
 }
 
 // ---------------------------------------------------------------------------
+// Calibration passes on the device against the CPU's.
+
+static float *read_hessian(const char *dir, int l, const char *name, int *n) {
+    char path[1400];
+    snprintf(path, sizeof path, "%s/blk.%d.%s.hessian", dir, l, name);
+    size_t len = 0;
+    unsigned char *b = test_read_file(path, &len);
+    if (!b || len < 32) {
+        free(b);
+        return NULL;
+    }
+    uint32_t dim;
+    memcpy(&dim, b + 8, 4);
+    *n = (int)dim;
+    float *H = NULL;
+    if (len == 32 + (size_t)dim * dim * sizeof(float) && (H = malloc(sizeof(float) * dim * dim)))
+        memcpy(H, b + 32, sizeof(float) * dim * dim);
+    free(b);
+    return H;
+}
+
+static void check_calibration(const char *device) {
+    char src[512], calib[512], dir[] = "/tmp/gq_test_calib_XXXXXX", hd[2][600];
+    snprintf(src, sizeof src, "%s/models/stories260K/stories260K.gguf", data_dir());
+    snprintf(calib, sizeof calib, "%s/tinystories/tinystories_sample.txt", data_dir());
+    if (!mkdtemp(dir)) {
+        CHECKF(0, "no temporary folder");
+        return;
+    }
+    double err[2] = {0, 0};
+    int n_layers = 0;
+    for (int dev = 0; dev < 2; dev++) {
+        snprintf(hd[dev], sizeof hd[dev], "%s/%s", dir, dev ? "cuda" : "cpu");
+        mkdir(hd[dev], 0755);
+        struct gq_model *m = NULL;
+        CHECK_OK(gq_model_load(src, NULL, &m));
+        if (!m) return;
+        CHECK_OK(gq_set_device(dev ? device : "cpu"));
+        struct gq_quantize_params p;
+        gq_quantize_params_default(&p);
+        p.method = GQ_METHOD_GPTQ, p.wbits = 4, p.group_size = 32, p.calib_path = calib, p.nsamples = 4;
+        p.seqlen = 64, p.progress = false, p.save_hessians = hd[dev], p.token_weights = GQ_TW_RESIDUAL;
+        struct gq_quant_report rep = {0};
+        CHECK_OK(gq_quantize(m, &p, &rep));
+        for (int i = 0; i < rep.n; i++) err[dev] += rep.layers[i].rel_error / rep.n;
+        struct gq_model_info info;
+        gq_model_get_info(m, &info);
+        n_layers = info.n_layers;
+        gq_quant_report_free(&rep);
+        gq_model_free(m);
+    }
+    CHECK_OK(gq_set_device("cpu"));
+    static const char *names[] = {"attn_in", "attn_out", "ffn_in", "ffn_down_in"};
+    int files = 0;
+    for (int l = 0; l < n_layers; l++)
+        for (int g = 0; g < 4; g++) {
+            int n0 = 0, n1 = 0;
+            float *H0 = read_hessian(hd[0], l, names[g], &n0), *H1 = read_hessian(hd[1], l, names[g], &n1);
+            CHECKF(H0 && H1 && n0 == n1, "blk.%d.%s: Hessian files missing or of other sizes", l, names[g]);
+            if (H0 && H1 && n0 == n1) {
+                double mx = 0, dif = 0;
+                for (size_t i = 0; i < (size_t)n0 * n0; i++) mx = fmax(mx, fabs(H0[i])), dif = fmax(dif, fabs(H0[i] - H1[i]));
+                const double tol = (l == 0 ? 1e-5 : 2e-2) * mx;
+                CHECKF(dif <= tol, "blk.%d.%s: device Hessian off by %.3g (tol %.3g)", l, names[g], dif, tol);
+                files++;
+            }
+            free(H0), free(H1);
+        }
+    fprintf(stderr, "calibration: %d Hessians compared; mean layer error cpu %.6g %s %.6g\n", files, err[0], device,
+            err[1]);
+    CHECKF(files == 4 * n_layers && fabs(err[0] - err[1]) <= 0.02 * err[0], "mean layer error cpu %.6g vs %s %.6g",
+           err[0], device, err[1]);
+    for (int dev = 0; dev < 2; dev++) {
+        for (int l = 0; l < n_layers; l++)
+            for (int g = 0; g < 4; g++) {
+                char path[1400];
+                snprintf(path, sizeof path, "%s/blk.%d.%s.hessian", hd[dev], l, names[g]);
+                unlink(path);
+            }
+        rmdir(hd[dev]);
+    }
+    rmdir(dir);
+}
+
+// ---------------------------------------------------------------------------
 // Decoder forward: a CUDA context (dev) against a CPU one on the same tokens.
 
 static double max_abs(const float *a, size_t n) {
@@ -451,12 +543,14 @@ static void check_models(const char *dev) {
 int main(void) {
     const char *self = getenv("TEST_BACKEND_DEVICE");
     if (self && !strcmp(self, "cpu")) { // the model checks' harness, CPU against CPU
+        check_calibration("cpu");
         check_models("cpu");
         return test_done("test_backend (TEST_BACKEND_DEVICE=cpu)");
     }
     const char *why = NULL;
     const struct gq_backend *cpu = gq_backend_cpu(), *cu = gq_backend_cuda(&why);
     if (!cu) { // the model harness still runs, CPU against CPU
+        check_calibration("cpu");
         check_models("cpu");
         if (gqt_failures) return test_done("test_backend (model harness, CPU against CPU)");
         SKIP("no CUDA backend: %s (the model harness passed CPU against CPU)", why);
@@ -482,6 +576,7 @@ int main(void) {
     check_gram(cpu, cu, 2, 300, 1, 4, 2, 10, false); // beyond the kernel: the CPU reference
     check_hold(cpu, cu);
     check_end_to_end();
+    check_calibration("cuda");
     check_gemv();
     check_models("cuda");
     return test_done("test_backend");

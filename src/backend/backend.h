@@ -96,6 +96,23 @@ enum gq_status gq_cuda_lm_forward(struct gq_cuda_lm *c, const int32_t *tokens, i
 int gq_cuda_lm_n_f32(const struct gq_cuda_lm *c); // linears running decoded to f32
 void gq_cuda_lm_free(struct gq_cuda_lm *c);
 
+// Calibration passes on the CUDA device (engine.c; cuda_kernels.h: gqcu_calib_*):
+// X (nsamples, seqlen, dim) uploaded once; block(L) uploads a block's f32
+// weights; pass() runs every window through it from start_at to stop_after
+// (-1: the end), in place or on a copy, returning input group want's Σ xᵀx
+// (row-major upper triangle, double) in H when want >= 0; resid_w 1 / 2: the
+// residual token weights through o / down; sink: the first token's weight.
+// GQ_ERR_NUMERIC on a non-finite activation (*bad_window: the window whose
+// block output it was, else -1).
+struct gqcu_calib;
+struct gq_layer_w;
+enum gq_status gq_cuda_calib_new(const struct gq_model *m, const float *inv_freq, int nsamples, int seqlen,
+                                 const float *X, struct gqcu_calib **out);
+enum gq_status gq_cuda_calib_block(struct gqcu_calib *c, const struct gq_layer_w *L);
+enum gq_status gq_cuda_calib_pass(struct gqcu_calib *c, int start_at, int stop_after, bool in_place, int want,
+                                  int resid_w, float sink, double *H, int *bad_window);
+void gq_cuda_calib_free(struct gqcu_calib *c);
+
 // "NVIDIA H200 (139 GiB, sm_90)" once the CUDA backend is initialised, else NULL.
 const char *gq_cuda_device_name(void);
 

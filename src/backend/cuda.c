@@ -42,6 +42,10 @@ static struct {
     __typeof__(gqcu_lm_new) *lm_new;
     __typeof__(gqcu_lm_forward) *lm_forward;
     __typeof__(gqcu_lm_free) *lm_free;
+    __typeof__(gqcu_calib_new) *calib_new;
+    __typeof__(gqcu_calib_block) *calib_block;
+    __typeof__(gqcu_calib_pass) *calib_pass;
+    __typeof__(gqcu_calib_free) *calib_free;
 } fn;
 
 // Runs one plug-in call under the lock; a failure sets s to an error with
@@ -148,7 +152,7 @@ static int load(void) {
     SYM(init) SYM(dgemm) SYM(dsymm_right) SYM(dsyrk_acc) SYM(chol_inverse_upper) SYM(vq_assign) SYM(vq_mstep)
     SYM(vq_gram) SYM(hold) SYM(release)
     SYM(mat_vq) SYM(mat_ggml) SYM(mat_free) SYM(mat_gemv) SYM(mat_gemm) SYM(mat_bench) SYM(lm_new) SYM(lm_forward)
-    SYM(lm_free)
+    SYM(lm_free) SYM(calib_new) SYM(calib_block) SYM(calib_pass) SYM(calib_free)
 #undef SYM
     return fn.init(why_buf, sizeof why_buf, device_name, sizeof device_name) ? -1 : 1;
 }
@@ -334,4 +338,47 @@ void gq_cuda_lm_free(struct gq_cuda_lm *c) {
     pthread_mutex_unlock(&lock);
     free(c->x);
     free(c);
+}
+
+// ---------------------------------------------------------------------------
+// Calibration passes on the device (engine.c).
+
+enum gq_status gq_cuda_calib_new(const struct gq_model *m, const float *inv_freq, int nsamples, int seqlen,
+                                 const float *X, struct gqcu_calib **out) {
+    *out = NULL;
+    GQ_TRY(need_device());
+    const struct gq_hparams *hp = &m->hp;
+    struct gqcu_calib_desc D = {.dim = hp->dim, .n_heads = hp->n_heads, .n_kv_heads = hp->n_kv_heads,
+                                .head_dim = hp->head_dim, .hidden_dim = hp->hidden_dim, .rope_dim = hp->rope_dim,
+                                .rope_interleaved = hp->rope_interleaved, .nsamples = nsamples, .seqlen = seqlen,
+                                .rms_eps = hp->rms_eps, .inv_freq = inv_freq};
+    enum gq_status s = GQ_OK;
+    CALL_TO(s, calib_new, &D, X, out);
+    return s;
+}
+
+enum gq_status gq_cuda_calib_block(struct gqcu_calib *c, const struct gq_layer_w *L) {
+    if (!L->wq || !L->wk || !L->wv || !L->wo || !L->w_gate || !L->w_up || !L->w_down)
+        return gq_fail(GQ_ERR_ARG, "cuda calibration: the block's linears are not decoded to f32");
+    struct gqcu_calib_block B = {.attn_norm = L->attn_norm, .ffn_norm = L->ffn_norm, .bq = L->bq, .bk = L->bk,
+                                 .bv = L->bv, .wq = L->wq, .wk = L->wk, .wv = L->wv, .wo = L->wo,
+                                 .w_gate = L->w_gate, .w_up = L->w_up, .w_down = L->w_down};
+    CALL(calib_block, c, &B);
+}
+
+enum gq_status gq_cuda_calib_pass(struct gqcu_calib *c, int start_at, int stop_after, bool in_place, int want,
+                                  int resid_w, float sink, double *H, int *bad_window) {
+    char err[512] = "";
+    pthread_mutex_lock(&lock);
+    int rc = fn.calib_pass(c, start_at, stop_after, in_place, want, resid_w, sink, H, bad_window, err, sizeof err);
+    pthread_mutex_unlock(&lock);
+    if (rc) return gq_fail(rc == -2 ? GQ_ERR_NUMERIC : GQ_ERR_IO, "%s", err);
+    return GQ_OK;
+}
+
+void gq_cuda_calib_free(struct gqcu_calib *c) {
+    if (!c || state <= 0) return;
+    pthread_mutex_lock(&lock);
+    fn.calib_free(c);
+    pthread_mutex_unlock(&lock);
 }

@@ -1242,3 +1242,263 @@ extern "C" int gqcu_lm_forward(struct gqcu_lm *lm, const float *x, int n, int po
 out:
     return rc;
 }
+
+// ---------------------------------------------------------------------------
+// Calibration passes on the device (engine.c with --device cuda). The
+// windows' activations X stay on the device, the current block's f32 weights
+// are uploaded before each pass, and a linear group's Σ xᵀx accumulates there
+// in double (DSYRK per window). A pass follows forward.c's block_forward with
+// its hooks (start_at, stop_after, the capture of one input group) and FP32
+// GEMMs (no TF32, as the CPU's sgemm); the capture weights tokens as
+// engine.c's on_capture does (residual weighting, the first token's weight).
+
+enum { IN_ATTN = 0, IN_ATTN_OUT, IN_FFN, IN_FFN_DOWN }; // enum gq_block_input
+
+struct gqcu_calib {
+    int dim, n_heads, n_kv_heads, head_dim, hidden_dim, rope_dim, rope_interleaved, ns, seqlen;
+    float rms_eps;
+    float *inv_freq, *X, *tmp;                  // X (ns, seqlen, dim), tmp one window
+    float *attn_norm, *ffn_norm, *bq, *bk, *bv; // current block (biases NULL when absent)
+    float *w[7];                                // q, k, v, o, gate, up, down
+    float *xb, *q, *k, *v, *att, *hb, *hb2, *y; // one window's scratch
+    double *xd, *H;                             // capture: (seqlen, n_in), (n_in, n_in)
+    int *bad;                                   // non-finite flag
+};
+
+static size_t w_rows(const gqcu_calib *c, int j) {
+    const int q_dim = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
+    const int r[7] = {q_dim, kv, kv, c->dim, c->hidden_dim, c->hidden_dim, c->dim};
+    return (size_t)r[j];
+}
+static size_t w_cols(const gqcu_calib *c, int j) {
+    const int q_dim = c->n_heads * c->head_dim;
+    const int n[7] = {c->dim, c->dim, c->dim, q_dim, c->dim, c->dim, c->hidden_dim};
+    return (size_t)n[j];
+}
+
+extern "C" void gqcu_calib_free(struct gqcu_calib *c) {
+    if (!c) return;
+    cudaFree(c->inv_freq), cudaFree(c->X), cudaFree(c->tmp), cudaFree(c->attn_norm), cudaFree(c->ffn_norm);
+    cudaFree(c->bq), cudaFree(c->bk), cudaFree(c->bv);
+    for (int j = 0; j < 7; j++) cudaFree(c->w[j]);
+    cudaFree(c->xb), cudaFree(c->q), cudaFree(c->k), cudaFree(c->v), cudaFree(c->att), cudaFree(c->hb);
+    cudaFree(c->hb2), cudaFree(c->y), cudaFree(c->xd), cudaFree(c->H), cudaFree(c->bad);
+    free(c);
+}
+
+extern "C" int gqcu_calib_new(const struct gqcu_calib_desc *D, const float *X, struct gqcu_calib **out, char *err,
+                              size_t cap) {
+    int rc = 0;
+    gqcu_calib *c = (gqcu_calib *)calloc(1, sizeof *c);
+    *out = NULL;
+    if (!c) return fail(err, cap, "gqcu_calib_new", "out of memory");
+    c->dim = D->dim, c->n_heads = D->n_heads, c->n_kv_heads = D->n_kv_heads, c->head_dim = D->head_dim;
+    c->hidden_dim = D->hidden_dim, c->rope_dim = D->rope_dim, c->rope_interleaved = D->rope_interleaved;
+    c->ns = D->nsamples, c->seqlen = D->seqlen, c->rms_eps = D->rms_eps;
+    {
+        const size_t S = (size_t)c->seqlen, q_dim = (size_t)c->n_heads * c->head_dim,
+                     kv = (size_t)c->n_kv_heads * c->head_dim, dim = (size_t)c->dim, ffn = (size_t)c->hidden_dim;
+        const size_t wide = q_dim > dim ? q_dim : dim, n_in = ffn > wide ? ffn : wide;
+        if (c->head_dim > ATT_MAX_HD || c->n_heads % c->n_kv_heads) {
+            rc = fail(err, cap, "gqcu_calib_new", "head_dim above 256 or heads not a multiple of the KV heads");
+            goto out;
+        }
+        CHECK(upload(&c->inv_freq, D->inv_freq, (size_t)(c->rope_dim / 2)));
+        CHECK(upload(&c->X, X, (size_t)c->ns * S * dim));
+        CHECK(cudaMalloc(&c->tmp, sizeof(float) * S * dim));
+        CHECK(cudaMalloc(&c->attn_norm, sizeof(float) * dim));
+        CHECK(cudaMalloc(&c->ffn_norm, sizeof(float) * dim));
+        for (int j = 0; j < 7; j++) CHECK(cudaMalloc(&c->w[j], sizeof(float) * w_rows(c, j) * w_cols(c, j)));
+        CHECK(cudaMalloc(&c->xb, sizeof(float) * S * wide));
+        CHECK(cudaMalloc(&c->q, sizeof(float) * S * q_dim));
+        CHECK(cudaMalloc(&c->k, sizeof(float) * S * kv));
+        CHECK(cudaMalloc(&c->v, sizeof(float) * S * kv));
+        CHECK(cudaMalloc(&c->att, sizeof(float) * S * q_dim));
+        CHECK(cudaMalloc(&c->hb, sizeof(float) * S * ffn));
+        CHECK(cudaMalloc(&c->hb2, sizeof(float) * S * ffn));
+        CHECK(cudaMalloc(&c->y, sizeof(float) * S * dim));
+        CHECK(cudaMalloc(&c->xd, sizeof(double) * S * n_in));
+        CHECK(cudaMalloc(&c->H, sizeof(double) * n_in * n_in));
+        CHECK(cudaMalloc(&c->bad, sizeof(int)));
+    }
+    *out = c;
+    return 0;
+out:
+    gqcu_calib_free(c);
+    return rc;
+}
+
+// Biases: allocated on first use (a model has all three or none).
+static cudaError_t set_bias(float **d, const float *h, size_t n) {
+    if (!h) {
+        cudaFree(*d);
+        *d = NULL;
+        return cudaSuccess;
+    }
+    cudaError_t e = *d ? cudaSuccess : cudaMalloc((void **)d, sizeof(float) * n);
+    return e == cudaSuccess ? cudaMemcpy(*d, h, sizeof(float) * n, cudaMemcpyHostToDevice) : e;
+}
+
+extern "C" int gqcu_calib_block(struct gqcu_calib *c, const struct gqcu_calib_block *B, char *err, size_t cap) {
+    int rc = 0;
+    const size_t q_dim = (size_t)c->n_heads * c->head_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
+    const float *w[7] = {B->wq, B->wk, B->wv, B->wo, B->w_gate, B->w_up, B->w_down};
+    CHECK(cudaMemcpy(c->attn_norm, B->attn_norm, sizeof(float) * c->dim, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(c->ffn_norm, B->ffn_norm, sizeof(float) * c->dim, cudaMemcpyHostToDevice));
+    CHECK(set_bias(&c->bq, B->bq, q_dim));
+    CHECK(set_bias(&c->bk, B->bk, kv));
+    CHECK(set_bias(&c->bv, B->bv, kv));
+    for (int j = 0; j < 7; j++)
+        CHECK(cudaMemcpy(c->w[j], w[j], sizeof(float) * w_rows(c, j) * w_cols(c, j), cudaMemcpyHostToDevice));
+out:
+    return rc;
+}
+
+// Y (n, rows) = X (n, cols) · Wᵀ in FP32 (cuBLAS's default math: no TF32).
+static cublasStatus_t sgemm_xwt(const float *W, int rows, int cols, const float *X, int n, float *Y) {
+    const float one = 1, zero = 0;
+    return cublasSgemm(g_blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &one, W, cols, X, cols, &zero, Y, rows);
+}
+
+__global__ void flag_nonfinite(const float *x, int64_t n, int *bad) {
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t < n && !isfinite(x[t])) atomicOr(bad, 1);
+}
+
+// xd (n, n_in) = x as double, each token t scaled as on_capture does: by
+// sqrt(dim / ‖resid_t + y_t‖²) (float, when y is given), then token 0 by
+// sqrt(sink) (float, when sink != 1). One block per token.
+__global__ void capture_rows(const float *x, int n_in, const float *resid, const float *y, int dim, float sink,
+                             double *xd) {
+    __shared__ double red[256];
+    const int t = blockIdx.x;
+    float w = 1.0f;
+    if (y) {
+        double ss = 0;
+        for (int j = threadIdx.x; j < dim; j += blockDim.x) {
+            const double h = (double)resid[(size_t)t * dim + j] + y[(size_t)t * dim + j];
+            ss += h * h;
+        }
+        red[threadIdx.x] = ss;
+        __syncthreads();
+        for (int h = blockDim.x / 2; h > 0; h >>= 1) {
+            if ((int)threadIdx.x < h) red[threadIdx.x] += red[threadIdx.x + h];
+            __syncthreads();
+        }
+        w = red[0] > 0 ? (float)sqrt(dim / red[0]) : 1.0f;
+    }
+    for (int j = threadIdx.x; j < n_in; j += blockDim.x) {
+        float v = x[(size_t)t * n_in + j];
+        if (y) v = v * w;
+        if (t == 0 && sink != 1.0f) v *= sqrtf(sink);
+        xd[(size_t)t * n_in + j] = v;
+    }
+}
+
+// The wanted input group's capture: non-finite check, token weights, H += xdᵀ xd.
+static int calib_capture(gqcu_calib *c, const float *buf, int n_in, const float *resid, int resid_w, float sink,
+                         char *err, size_t cap) {
+    int rc = 0;
+    const int S = c->seqlen;
+    const double one = 1;
+    const float *y = NULL;
+    flag_nonfinite<<<blocks_for((int64_t)S * n_in, 256), 256>>>(buf, (int64_t)S * n_in, c->bad);
+    CHECK(cudaGetLastError());
+    if (resid_w) {
+        const int j = resid_w == 1 ? 3 : 6; // o or down: (dim, n_in)
+        CHECK(sgemm_xwt(c->w[j], c->dim, n_in, buf, S, c->y));
+        y = c->y;
+    }
+    capture_rows<<<S, 256>>>(buf, n_in, resid, y, c->dim, sink, c->xd);
+    CHECK(cudaGetLastError());
+    // column-major: xdᵀ is (n_in, S); Hᵀ += xdᵀ xd, lower (= row-major upper, as the CPU's H)
+    CHECK(cublasDsyrk(g_blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, n_in, S, &one, c->xd, n_in, &one, c->H, n_in));
+out:
+    return rc;
+}
+
+// One window x (seqlen, dim) through the block, as block_forward.
+static int calib_window(gqcu_calib *c, float *x, int start_at, int stop_after, int want, int resid_w, float sink,
+                        char *err, size_t cap) {
+    int rc = 0;
+    const int S = c->seqlen, dim = c->dim, hd = c->head_dim, q_dim = c->n_heads * hd, kv = c->n_kv_heads * hd;
+    const int ffn = c->hidden_dim, half = c->rope_dim / 2;
+#define CAPTURE(which, buf, width)                                                                                     \
+    if (want == (which) && (rc = calib_capture(c, buf, width, x, resid_w, sink, err, cap))) goto out;                  \
+    if (stop_after == (which)) goto out;
+    if (start_at != IN_FFN) {
+        rmsnorm_k<<<S, 256>>>(x, c->attn_norm, c->xb, dim, c->rms_eps);
+        CHECK(cudaGetLastError());
+        CAPTURE(IN_ATTN, c->xb, dim);
+        CHECK(sgemm_xwt(c->w[0], q_dim, dim, c->xb, S, c->q));
+        CHECK(sgemm_xwt(c->w[1], kv, dim, c->xb, S, c->k));
+        CHECK(sgemm_xwt(c->w[2], kv, dim, c->xb, S, c->v));
+        if (c->bq) bias_k<<<blocks_for((int64_t)S * q_dim, 256), 256>>>(c->q, c->bq, (int64_t)S * q_dim, q_dim);
+        if (c->bk) bias_k<<<blocks_for((int64_t)S * kv, 256), 256>>>(c->k, c->bk, (int64_t)S * kv, kv);
+        if (c->bv) bias_k<<<blocks_for((int64_t)S * kv, 256), 256>>>(c->v, c->bv, (int64_t)S * kv, kv);
+        if (half > 0) {
+            rope_k<<<blocks_for((int64_t)S * c->n_heads * half, 256), 256>>>(c->q, S, c->n_heads, hd, half,
+                                                                              c->rope_interleaved, c->inv_freq, 0);
+            rope_k<<<blocks_for((int64_t)S * c->n_kv_heads * half, 256), 256>>>(c->k, S, c->n_kv_heads, hd, half,
+                                                                                 c->rope_interleaved, c->inv_freq, 0);
+        }
+        CHECK(cudaGetLastError());
+        // the window is its own KV cache (positions 0..seqlen-1)
+        attention_k<<<blocks_for((int64_t)S * c->n_heads * 32, 128), 128>>>(c->q, c->k, c->v, c->att, S, 0, c->n_heads,
+                                                                             c->n_heads / c->n_kv_heads, hd, kv,
+                                                                             1.0f / sqrtf((float)hd));
+        CHECK(cudaGetLastError());
+        CAPTURE(IN_ATTN_OUT, c->att, q_dim);
+        CHECK(sgemm_xwt(c->w[3], dim, q_dim, c->att, S, c->xb));
+        CHECK(launch_add(x, c->xb, (int64_t)S * dim));
+    }
+    rmsnorm_k<<<S, 256>>>(x, c->ffn_norm, c->xb, dim, c->rms_eps);
+    CHECK(cudaGetLastError());
+    CAPTURE(IN_FFN, c->xb, dim);
+    CHECK(sgemm_xwt(c->w[4], ffn, dim, c->xb, S, c->hb));
+    CHECK(sgemm_xwt(c->w[5], ffn, dim, c->xb, S, c->hb2));
+    swiglu_k<<<blocks_for((int64_t)S * ffn, 256), 256>>>(c->hb, c->hb2, (int64_t)S * ffn);
+    CHECK(cudaGetLastError());
+    CAPTURE(IN_FFN_DOWN, c->hb, ffn);
+    CHECK(sgemm_xwt(c->w[6], dim, ffn, c->hb, S, c->xb));
+    CHECK(launch_add(x, c->xb, (int64_t)S * dim));
+#undef CAPTURE
+out:
+    return rc;
+}
+
+extern "C" int gqcu_calib_pass(struct gqcu_calib *c, int start_at, int stop_after, int in_place, int want,
+                               int resid_w, float sink, double *H, int *bad_window, char *err, size_t cap) {
+    int rc = 0, bad = 0;
+    const size_t per = (size_t)c->seqlen * c->dim;
+    const int n_in = want == IN_ATTN_OUT ? c->n_heads * c->head_dim : want == IN_FFN_DOWN ? c->hidden_dim : c->dim;
+    *bad_window = -1;
+    if (want >= 0) CHECK(cudaMemset(c->H, 0, sizeof(double) * n_in * n_in));
+    CHECK(cudaMemset(c->bad, 0, sizeof(int)));
+    for (int i = 0; i < c->ns; i++) {
+        float *x = c->X + i * per;
+        if (!in_place) {
+            CHECK(cudaMemcpy(c->tmp, x, sizeof(float) * per, cudaMemcpyDeviceToDevice));
+            x = c->tmp;
+        }
+        if ((rc = calib_window(c, x, start_at, stop_after, want, resid_w, sink, err, cap))) goto out;
+        if (stop_after < 0) { // the block's output: checked per window, as finish_block
+            flag_nonfinite<<<blocks_for((int64_t)per, 256), 256>>>(x, (int64_t)per, c->bad);
+            CHECK(cudaGetLastError());
+            CHECK(cudaMemcpy(&bad, c->bad, sizeof(int), cudaMemcpyDeviceToHost));
+            if (bad) {
+                *bad_window = i;
+                fail(err, cap, "gqcu_calib_pass", "non-finite block output");
+                return -2;
+            }
+        }
+    }
+    CHECK(cudaMemcpy(&bad, c->bad, sizeof(int), cudaMemcpyDeviceToHost));
+    if (bad) {
+        fail(err, cap, "gqcu_calib_pass", "non-finite calibration activation");
+        return -2;
+    }
+    if (want >= 0 && H) CHECK(cudaMemcpy(H, c->H, sizeof(double) * n_in * n_in, cudaMemcpyDeviceToHost));
+out:
+    return rc;
+}

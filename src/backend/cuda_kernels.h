@@ -80,6 +80,31 @@ int gqcu_lm_forward(struct gqcu_lm *lm, const float *x, int n, int pos0, float *
                     size_t cap);
 void gqcu_lm_free(struct gqcu_lm *lm);
 
+// Calibration passes on the device (engine.c with --device cuda): the
+// windows' activations X (nsamples, seqlen, dim) live on the device; a
+// block's f32 weights are uploaded before each pass; a pass runs every window
+// through the block from start_at to stop_after (enum gq_block_input, -1: to
+// the end), in place or on a copy, and when want >= 0 returns that input
+// group's Σ xᵀx (row-major upper triangle, double) in H, the tokens weighted
+// as engine.c's on_capture (resid_w 1: through o, 2: through down; the first
+// token by sink). A non-finite activation fails the pass with -2 (a
+// non-finite block output also names its window in *bad_window).
+struct gqcu_calib;
+struct gqcu_calib_desc {
+    int dim, n_heads, n_kv_heads, head_dim, hidden_dim, rope_dim, rope_interleaved, nsamples, seqlen;
+    float rms_eps;
+    const float *inv_freq; // (rope_dim / 2)
+};
+struct gqcu_calib_block {
+    const float *attn_norm, *ffn_norm, *bq, *bk, *bv; // biases NULL when absent
+    const float *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down;
+};
+int gqcu_calib_new(const struct gqcu_calib_desc *d, const float *X, struct gqcu_calib **out, char *err, size_t cap);
+int gqcu_calib_block(struct gqcu_calib *c, const struct gqcu_calib_block *b, char *err, size_t cap);
+int gqcu_calib_pass(struct gqcu_calib *c, int start_at, int stop_after, int in_place, int want, int resid_w, float sink,
+                    double *H, int *bad_window, char *err, size_t cap);
+void gqcu_calib_free(struct gqcu_calib *c);
+
 #ifdef __cplusplus
 }
 #endif

@@ -136,6 +136,8 @@ enum gq_status gq_context_new_device(const struct gq_model *m, int n_ctx, const 
     return gq_fail(GQ_ERR_ARG, "unknown device '%s' (expected cpu or cuda)", device);
 }
 
+const float *gq_context_inv_freq(const struct gq_context *c) { return c->inv_freq; }
+
 int gq_context_device_f32(const struct gq_context *c) { return gq_cuda_lm_n_f32(c->dev); }
 
 #define ATT_TILE 256 // attention query rows per tile (see attention())

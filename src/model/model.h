@@ -112,6 +112,8 @@ enum gq_status gq_block_forward(struct gq_context *c, int layer, const struct gq
 // context must be at least as long as the sequences'.
 enum gq_status gq_forward_lockstep(struct gq_context *batch, struct gq_context *const *seqs, int n,
                                    const int32_t *tokens, float *logits);
+// RoPE frequencies (rope_dim / 2) of a context, after scaling.
+const float *gq_context_inv_freq(const struct gq_context *c);
 // x (n, dim) = token embeddings.
 enum gq_status gq_embed(const struct gq_model *m, const int32_t *tokens, int n, float *x);
 

@@ -481,6 +481,25 @@ static enum gq_status finish_block(struct gq_context *c, struct gq_model *m, int
     return GQ_OK;
 }
 
+// The same two on the CUDA device (--device cuda): the windows' activations
+// live there (backend.h: gq_cuda_calib_*), the block's weights go up first.
+static enum gq_status dev_finish(struct gqcu_calib *dc, struct gq_model *m, int l, int stage) {
+    GQ_TRY(gq_cuda_calib_block(dc, &m->layers[l]));
+    int bad = -1;
+    enum gq_status s = gq_cuda_calib_pass(dc, stage, -1, true, -1, 0, 1.0f, NULL, &bad);
+    if (s == GQ_ERR_NUMERIC)
+        return gq_fail(s, "blk.%d: the quantized block's output is not finite (window %d)", l, bad);
+    return s;
+}
+
+static enum gq_status dev_replay(struct gqcu_calib *dc, struct gq_model *m, const struct gq_arch *A, int l) {
+    int g = first_ffn_group(A), bad = -1;
+    if (g < 0) return dev_finish(dc, m, l, GQ_IN_ATTN);
+    GQ_TRY(gq_cuda_calib_block(dc, &m->layers[l]));
+    GQ_TRY(gq_cuda_calib_pass(dc, GQ_IN_ATTN, g, true, -1, 0, 1.0f, NULL, &bad));
+    return dev_finish(dc, m, l, GQ_IN_FFN);
+}
+
 // Block l restored from a checkpoint: the windows go through it with the
 // passes the quantizing run made (the in-place pass up to the FFN input, then
 // the rest), so X holds the same bits as in an uninterrupted run.
@@ -525,11 +544,12 @@ static enum gq_status resume(struct gq_model *m, const struct gq_quantize_params
 // cols) double matrices and the (cols, cols) inverse factor); on CUDA the
 // (cols, cols) double the device holds (inverse factor during the pass,
 // Hessian during the codebook update) plus the largest operand set of one
-// primitive call (two (rows, cols) doubles and a (cols, cols) one).
-static void print_memory_estimate(const struct gq_model *m, const struct gq_arch *A, size_t activations) {
+// primitive call (two (rows, cols) doubles and a (cols, cols) one), and with
+// calibration the passes' data (below).
+static void print_memory_estimate(const struct gq_model *m, const struct gq_arch *A, size_t activations, int seqlen) {
     struct gq_model_info info;
     gq_model_get_info(m, &info);
-    double work = 0, dev = 0, block = 0;
+    double work = 0, dev = 0, block = 0, widest = 0;
     for (int i = 0; i < A->n_tensors; i++) {
         const struct gq_block_tensor *t = &A->tensors[i];
         if (t->kind != GQ_T_LINEAR) continue;
@@ -537,7 +557,13 @@ static void print_memory_estimate(const struct gq_model *m, const struct gq_arch
         work = fmax(work, c * c * (8 + 4 + 8) + r * c * 8 * 3);
         dev = fmax(dev, (2 * r * c + 2 * c * c) * 8);
         block += r * c * 4;
+        widest = fmax(widest, c);
     }
+    // CUDA calibration: the windows' activations, one block's f32 weights, a
+    // group's double Σ xᵀx and one window's scratch (about 12 rows of the
+    // widest width in f32 and one in double per token)
+    if (activations)
+        dev += activations / 2.0 + block + widest * widest * 8 + (double)seqlen * widest * (12 * 4 + 8);
     // streaming: a block's decoded originals and quantized copies, and the
     // source file's pages, which come into memory as blocks are decoded
     double mapped = 0;
@@ -550,8 +576,8 @@ static void print_memory_estimate(const struct gq_model *m, const struct gq_arch
             gq_fmt_bytes(b, weights), m->keep_quantized ? ": one block decoded at a time + the mapped source file" : "",
             gq_fmt_bytes(c, activations), gq_fmt_bytes(d, work));
     if (strcmp(gq_be()->name, "cpu") != 0)
-        fprintf(stderr, "; %s: %s at most (a held inverse factor or Hessian and one call's operands)", gq_be()->name,
-                gq_fmt_bytes(e, dev));
+        fprintf(stderr, "; %s: %s at most (%sa held inverse factor or Hessian and one call's operands)",
+                gq_be()->name, gq_fmt_bytes(e, dev), activations ? "calibration activations, block weights and Hessian, " : "");
     fputc('\n', stderr);
 }
 
@@ -687,9 +713,11 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     if (!load) rep->sink_weight = sink_w;
     const int dim = m->hp.dim;
     size_t per = (size_t)seqlen * dim;
-    if (p->progress) print_memory_estimate(m, A, load ? 0 : (size_t)p->nsamples * per * sizeof(float) * 2);
+    if (p->progress) print_memory_estimate(m, A, load ? 0 : (size_t)p->nsamples * per * sizeof(float) * 2, seqlen);
     float *X = NULL, *tmp = NULL, *Hf = NULL;
+    double *Hd = NULL;           // device calibration: a group's Σ x xᵀ
     struct gq_context *c = NULL;
+    struct gqcu_calib *dc = NULL; // calibration passes on the CUDA device (--device cuda)
     enum gq_status s = GQ_OK;
     if (load) {
         // Every H comes from the files: no calibration text, no forward passes.
@@ -710,10 +738,12 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         if (s == GQ_OK) s = gq_context_new(m, seqlen, &c);
         for (int i = 0; i < p->nsamples && s == GQ_OK; i++) s = gq_embed(m, toks + (size_t)i * seqlen, seqlen, X + i * per);
         free(toks);
+        if (s == GQ_OK && !strcmp(gq_be()->name, "cuda"))
+            s = gq_cuda_calib_new(m, gq_context_inv_freq(c), p->nsamples, seqlen, X, &dc);
         double tr = gq_time_s();
         for (int l = 0; l < done && s == GQ_OK; l++) {
             struct block_mem none = {.n = 0};
-            s = replay_block(c, m, A, l, X, p->nsamples, seqlen);
+            s = dc ? dev_replay(dc, m, A, l) : replay_block(c, m, A, l, X, p->nsamples, seqlen);
             block_release(m, A, l, &none);
         }
         rep->seconds_forward += gq_time_s() - tr;
@@ -747,6 +777,25 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
                 int64_t ns = 0;
                 s = hessian_load(p->load_hessians, l, g, Hf, n_in, &ns);
                 rep->calib_tokens = ns;
+            } else if (dc) {
+                int resid_w = 0, bad = -1;
+                if (p->token_weights == GQ_TW_RESIDUAL && n_group == 1 &&
+                    (g == GQ_IN_ATTN_OUT || g == GQ_IN_FFN_DOWN) && gq_dim_value(&m->hp, first->rows) == dim)
+                    resid_w = g == GQ_IN_ATTN_OUT ? 1 : 2;
+                bool in_place = stage == GQ_IN_ATTN && g >= GQ_IN_FFN; // as below
+                const int64_t ns = (int64_t)p->nsamples * seqlen;
+                free(Hd);
+                if (!(Hd = malloc(sizeof(double) * n_in * n_in))) {
+                    s = gq_fail(GQ_ERR_NOMEM, "out of memory");
+                    break;
+                }
+                s = gq_cuda_calib_block(dc, &m->layers[l]);
+                if (s == GQ_OK) s = gq_cuda_calib_pass(dc, stage, g, in_place, g, resid_w, sink_w, Hd, &bad);
+                if (s == GQ_ERR_NUMERIC)
+                    s = gq_fail(s, "blk.%d: non-finite calibration activation (input group %d)", l, g);
+                if (in_place) stage = GQ_IN_FFN;
+                if (s == GQ_OK) gq_hessian_finish_sum(Hd, n_in, ns, Hf);
+                if (s == GQ_OK && p->save_hessians) s = hessian_save(p->save_hessians, l, g, Hf, n_in, ns);
             } else {
                 struct gq_hessian H;
                 if ((s = gq_hessian_init(&H, n_in)) != GQ_OK) break;
@@ -791,7 +840,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         }
         if (!load && s == GQ_OK) {
             double t0 = gq_time_s();
-            s = finish_block(c, m, l, X, p->nsamples, seqlen, stage);
+            s = dc ? dev_finish(dc, m, l, stage) : finish_block(c, m, l, X, p->nsamples, seqlen, stage);
             rep->seconds_forward += gq_time_s() - t0;
         }
         if (s == GQ_OK) s = block_done(m, p, fp, l, rep, first_report);
@@ -799,8 +848,10 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     }
     gq_progress_end(&pr);
     free(Hf);
+    free(Hd);
     free(X);
     free(tmp);
+    gq_cuda_calib_free(dc);
     gq_context_free(c);
     rep->seconds_total = gq_time_s() - t_start;
     return s;

@@ -55,15 +55,18 @@ enum gq_status gq_hessian_add(struct gq_hessian *H, const float *X, int n_tokens
     return GQ_OK;
 }
 
-enum gq_status gq_hessian_finish(const struct gq_hessian *H, float *out) {
-    if (!H->h) return gq_fail(GQ_ERR_ARG, "hessian: not initialised");
-    int n = H->n;
-    double s = H->n_samples > 0 ? 2.0 / (double)H->n_samples : 0.0;
+void gq_hessian_finish_sum(const double *h, int n, int64_t n_samples, float *out) {
+    double s = n_samples > 0 ? 2.0 / (double)n_samples : 0.0;
     for (int i = 0; i < n; i++)
         for (int j = i; j < n; j++) {
-            float v = (float)(s * H->h[(size_t)i * n + j]);
+            float v = (float)(s * h[(size_t)i * n + j]);
             out[(size_t)i * n + j] = out[(size_t)j * n + i] = v;
         }
+}
+
+enum gq_status gq_hessian_finish(const struct gq_hessian *H, float *out) {
+    if (!H->h) return gq_fail(GQ_ERR_ARG, "hessian: not initialised");
+    gq_hessian_finish_sum(H->h, H->n, H->n_samples, out);
     return GQ_OK;
 }
 

@@ -92,6 +92,8 @@ enum gq_status gq_hessian_add(struct gq_hessian *H, const float *X, int n_tokens
 // GPTQ divides by the number of sequences instead; the scale does not change
 // GPTQ's result (its damping is relative to mean(diag H)). N = 0 gives zeros.
 enum gq_status gq_hessian_finish(const struct gq_hessian *H, float *out);
+// The same from a sum h (n, n) whose upper triangle holds Σ x xᵀ over n_samples tokens.
+void gq_hessian_finish_sum(const double *h, int n, int64_t n_samples, float *out);
 void gq_hessian_free(struct gq_hessian *H);
 
 // tr(ΔHΔᵀ) with Δ = W - Q, and tr(WHWᵀ) (either output may be NULL):
