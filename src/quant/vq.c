@@ -386,6 +386,8 @@ enum gq_status gq_vq_seed(const struct gq_vq_data *D, int k, enum gq_vq_init ini
     return GQ_OK;
 }
 
+#define GQ_VQ_EM_DEVICE_MIN ((int64_t)1 << 22)
+
 enum gq_status gq_vq_em(const struct gq_vq_data *D, int k, int iters, enum gq_vq_init init, uint64_t seed, double *C,
                         int32_t *idx, struct gq_vq_em_stats *st) {
     const int d = D->d;
@@ -398,7 +400,12 @@ enum gq_status gq_vq_em(const struct gq_vq_data *D, int k, int iters, enum gq_vq
         free(dist), free(prev), free(used);
         return gq_fail(GQ_ERR_NOMEM, "vq: EM buffers for %lld points, %d centroids", (long long)n, k);
     }
-    const struct gq_backend *be = gq_be();
+    // A small group's EM stays on the CPU: a device call pays copies and
+    // launches (tens of µs, two calls per iteration), more than the CPU
+    // spends below this many point-centroid coordinates, and the groups of a
+    // column tile run in parallel over the CPU threads. (2D 2.125: 1024
+    // points · 16 · 2 = 2^15; 4D 2.125: 16384 · 256 · 4 = 2^24.)
+    const struct gq_backend *be = n * k * d >= GQ_VQ_EM_DEVICE_MIN ? gq_be() : gq_backend_cpu();
     double obj = NAN;
     enum gq_status ret = be->vq_assign(D, C, k, idx, dist, &obj);
     if (st && st->trace) st->trace[0] = obj;
