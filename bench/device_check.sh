@@ -3,7 +3,8 @@
 # with 15 minutes in all (../.library/device/README.md). Two calls of the
 # device tool, the second right after the first (a machine stays warm 30 s):
 #   run       1. tests/test_backend: every primitive, the GEMVs and the prefill
-#                product, and the decoder forward against the CPU
+#                product, calibration on the device and the decoder forward
+#                against the CPU
 #             2. bench_gpu_gemv: GB/s of VQ / Q4_0 / F16 GEMVs at Llama-2-7B shapes vs the peak
 #             3. bench_gptvq_layer block mode: one Llama-2-7B block (GPTQ W3 g128,
 #                GPTVQ 2D 2.125 with 100 EM iterations) on the GPU
