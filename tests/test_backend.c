@@ -9,6 +9,8 @@
 //   VQ assignment: objective within 1e-12 relative; a point may pick another
 //     centroid only on a near-tie (its two distances within 1e-9 relative)
 //   M-step: centroids within 1e-10 relative, same number of empty ones
+//   Cholesky solve (dposv): |Δx| <= 1e-9 · max |x| (condition ~1e3); a
+//     matrix that is not positive definite gives info > 0 on both
 //   codebook-update normal equations (vq_gram): |Δ| <= 1e-12 · max |G| · nv·d;
 //     a shape beyond the kernel (k > 256) takes the CPU reference: equal
 //   held operands (hold / release): the same products as without, within the
@@ -202,6 +204,31 @@ static void check_vq(const struct gq_backend *cpu, const struct gq_backend *cu, 
     CHECKF(e1 == e2 && e1 >= 1 && dm <= tol, "vq_mstep d %d k %d %s: empty %d / %d, max |diff| %.3g (tol %.3g)", d, k,
            diag ? "diag" : "full", e1, e2, dm, tol);
     free(x), free(s2), free(M), free(C), free(i1), free(i2), free(d1), free(d2), free(C1), free(C2);
+}
+
+static void check_dposv(const struct gq_backend *cpu, const struct gq_backend *cu, int n, bool definite) {
+    const int t = 2 * n;
+    double *Z = rand_d((size_t)t * n), *A[2] = {malloc(sizeof(double) * n * n), malloc(sizeof(double) * n * n)};
+    double *b0 = rand_d((size_t)n), *b[2] = {malloc(sizeof(double) * n), malloc(sizeof(double) * n)};
+    for (int i = 0; i < n; i++) // ZᵀZ/t + 0.01 I (or − 2 I: indefinite), upper triangle only
+        for (int j = 0; j < n; j++) {
+            double s = 0;
+            for (int r = 0; r < t; r++) s += Z[(size_t)r * n + i] * Z[(size_t)r * n + j];
+            A[0][(size_t)i * n + j] = j >= i ? s / t + (i == j ? (definite ? 0.01 : -2.0) : 0) : NAN;
+        }
+    memcpy(A[1], A[0], sizeof(double) * n * n);
+    int info[2] = {-1, -1};
+    for (int dv = 0; dv < 2; dv++) {
+        memcpy(b[dv], b0, sizeof(double) * n);
+        CHECK_OK((dv ? cu : cpu)->dposv(n, A[dv], b[dv], &info[dv]));
+    }
+    if (definite) {
+        double d = maxdiff(b[0], b[1], (size_t)n), tol = 1e-9 * maxabs(b[0], (size_t)n);
+        CHECKF(info[0] == 0 && info[1] == 0 && d <= tol, "dposv n %d: info %d / %d, max |diff| %.3g (tol %.3g)", n,
+               info[0], info[1], d, tol);
+    } else
+        CHECKF(info[0] > 0 && info[1] > 0, "dposv n %d, indefinite: info %d / %d", n, info[0], info[1]);
+    free(Z), free(A[0]), free(A[1]), free(b0), free(b[0]), free(b[1]);
 }
 
 static void check_gram(const struct gq_backend *cpu, const struct gq_backend *cu, int d, int k, int stages, int rows,
@@ -569,6 +596,9 @@ int main(void) {
     for (size_t c = 0; c < sizeof dk / sizeof dk[0]; c++)
         for (int diag = 0; diag < 2; diag++) check_vq(cpu, cu, dk[c][0], dk[c][1], 7, 1000, diag, diag == 0);
     check_vq(cpu, cu, 2, 16, 1, 3, true, false); // fewer points than a thread block
+    check_dposv(cpu, cu, 5, true);
+    check_dposv(cpu, cu, 300, true);
+    check_dposv(cpu, cu, 40, false);
     check_gram(cpu, cu, 2, 16, 1, 32, 9, 32, false); // SmolLM2 2D 2.125: k 16, 32-row tiles
     check_gram(cpu, cu, 2, 16, 2, 9, 4, 20, true);   // residual VQ, normalisation scales
     check_gram(cpu, cu, 1, 8, 1, 5, 3, 70, true);

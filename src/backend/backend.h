@@ -47,6 +47,11 @@ struct gq_backend {
                                 double *objective);
     // EM M-step (contract of gq_vq_mstep, vq.h); *empty = centroids without points.
     enum gq_status (*vq_mstep)(const struct gq_vq_data *D, const int32_t *idx, int k, double *C, int *empty);
+    // Solves A x = b, A (n, n) symmetric positive definite (upper triangle
+    // read, A overwritten by its factor), b (n) replaced by x; *info > 0
+    // when A is not positive definite (b is then undefined). The exact
+    // codebook update's solves.
+    enum gq_status (*dposv)(int n, double *A, double *b, int *info);
     // G (m, m) of the exact codebook update's normal equations for one row
     // tile (contract of gq_vq_gram, vq.h).
     enum gq_status (*vq_gram)(const struct gq_vq_gram *g, double *G);

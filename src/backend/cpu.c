@@ -58,6 +58,11 @@ static enum gq_status cpu_vq_mstep(const struct gq_vq_data *D, const int32_t *id
     return GQ_OK;
 }
 
+static enum gq_status cpu_dposv(int n, double *A, double *b, int *info) {
+    *info = LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', n, 1, A, n, b, 1);
+    if (*info < 0) return gq_fail(GQ_ERR_ARG, "dposv: argument %d is invalid", -*info);
+    return GQ_OK;
+}
 static enum gq_status cpu_vq_gram(const struct gq_vq_gram *g, double *G) { return gq_vq_gram(g, G); }
 static enum gq_status cpu_hold(const void *p, size_t bytes, bool writable) { return GQ_OK; }
 static enum gq_status cpu_release(const void *p) { return GQ_OK; }
@@ -70,6 +75,7 @@ static const struct gq_backend cpu = {
     .chol_inverse_upper = cpu_chol_inverse_upper,
     .vq_assign = cpu_vq_assign,
     .vq_mstep = cpu_vq_mstep,
+    .dposv = cpu_dposv,
     .vq_gram = cpu_vq_gram,
     .hold = cpu_hold,
     .release = cpu_release,

@@ -30,6 +30,7 @@ static struct {
     __typeof__(gqcu_chol_inverse_upper) *chol_inverse_upper;
     __typeof__(gqcu_vq_assign) *vq_assign;
     __typeof__(gqcu_vq_mstep) *vq_mstep;
+    __typeof__(gqcu_dposv) *dposv;
     __typeof__(gqcu_vq_gram) *vq_gram;
     __typeof__(gqcu_hold) *hold;
     __typeof__(gqcu_release) *release;
@@ -91,6 +92,7 @@ static enum gq_status cu_vq_gram(const struct gq_vq_gram *g, double *G) {
     CALL(vq_gram, g->rows, g->nv, g->d, g->k, g->stages, g->n_ct, g->vt_start, g->idx, g->idx_stage, g->sig, g->H,
          g->ldh, G);
 }
+static enum gq_status cu_dposv(int n, double *A, double *b, int *info) { CALL(dposv, n, A, b, info); }
 static enum gq_status cu_hold(const void *p, size_t bytes, bool writable) { CALL(hold, p, bytes, writable); }
 static enum gq_status cu_release(const void *p) { CALL(release, p); }
 
@@ -102,6 +104,7 @@ static const struct gq_backend cuda = {
     .chol_inverse_upper = cu_chol_inverse_upper,
     .vq_assign = cu_vq_assign,
     .vq_mstep = cu_vq_mstep,
+    .dposv = cu_dposv,
     .vq_gram = cu_vq_gram,
     .hold = cu_hold,
     .release = cu_release,
@@ -150,7 +153,7 @@ static int load(void) {
         return -1;                                                                                                     \
     }
     SYM(init) SYM(dgemm) SYM(dsymm_right) SYM(dsyrk_acc) SYM(chol_inverse_upper) SYM(vq_assign) SYM(vq_mstep)
-    SYM(vq_gram) SYM(hold) SYM(release)
+    SYM(dposv) SYM(vq_gram) SYM(hold) SYM(release)
     SYM(mat_vq) SYM(mat_ggml) SYM(mat_free) SYM(mat_gemv) SYM(mat_gemm) SYM(mat_bench) SYM(lm_new) SYM(lm_forward)
     SYM(lm_free) SYM(calib_new) SYM(calib_block) SYM(calib_pass) SYM(calib_free)
 #undef SYM

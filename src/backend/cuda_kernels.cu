@@ -262,6 +262,29 @@ out:
     return rc;
 }
 
+// Cholesky solve: the row-major upper triangle is the column-major lower one.
+extern "C" int gqcu_dposv(int n, double *A, double *b, int *info, char *err, size_t cap) {
+    int rc = 0, lw = 0;
+    double *dA = NULL, *db = NULL, *work = NULL;
+    int *dinfo = NULL;
+    *info = 0;
+    if (n <= 0) return 0;
+    CHECK(upload(&dA, A, (size_t)n * n));
+    CHECK(upload(&db, b, (size_t)n));
+    CHECK(cudaMalloc(&dinfo, sizeof(int)));
+    CHECK(cusolverDnDpotrf_bufferSize(g_solver, CUBLAS_FILL_MODE_LOWER, n, dA, n, &lw));
+    CHECK(cudaMalloc(&work, (size_t)(lw > 0 ? lw : 1) * sizeof(double)));
+    CHECK(cusolverDnDpotrf(g_solver, CUBLAS_FILL_MODE_LOWER, n, dA, n, work, lw, dinfo));
+    CHECK(cudaMemcpy(info, dinfo, sizeof(int), cudaMemcpyDeviceToHost));
+    if (*info) goto out;
+    CHECK(cusolverDnDpotrs(g_solver, CUBLAS_FILL_MODE_LOWER, n, 1, dA, n, db, n, dinfo));
+    CHECK(cudaMemcpy(info, dinfo, sizeof(int), cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(b, db, sizeof(double) * n, cudaMemcpyDeviceToHost));
+out:
+    cudaFree(dA), cudaFree(db), cudaFree(work), cudaFree(dinfo);
+    return rc;
+}
+
 // ---------------------------------------------------------------------------
 // VQ. Points x (n, d), slot s = i / per_slot with metric M_s (d, d), per-point
 // weights s2 (or none), codebook C (k, d). Same formulas as vq.c.

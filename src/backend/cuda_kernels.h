@@ -20,6 +20,7 @@ int gqcu_dsyrk_acc(int n, int k, const double *X, double *H, char *err, size_t c
 int gqcu_chol_inverse_upper(double *A, int n, int *info, char *err, size_t cap);
 int gqcu_vq_assign(int d, int n_slots, int per_slot, const double *x, const double *s2, const double *metric, int diag,
                    const double *C, int k, int32_t *idx, double *dist, double *objective, char *err, size_t cap);
+int gqcu_dposv(int n, double *A, double *b, int *info, char *err, size_t cap);
 int gqcu_vq_gram(int rows, int nv, int d, int k, int stages, int n_ct, const int *vt_start, const uint16_t *idx,
                  size_t idx_stage, const double *sig, const double *H, int ldh, double *G, char *err, size_t cap);
 // Device residency (backend.h: hold / release).

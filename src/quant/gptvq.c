@@ -530,8 +530,9 @@ static enum gq_status tile_sys_build(const struct gq_vq_tensor *t, const struct 
 
 // min xᵀGx − 2bᵀx + ε‖x − x0‖² (ε = GQ_VQ_RIDGE · max diag G); unknowns no
 // weight touches (zero diagonal) keep x0. x (m) gets the solution; G and b are
-// destroyed. false (x untouched) when the Cholesky factorisation fails.
-static bool ridge_solve(double *G, double *b, const double *x0, size_t m, double *x) {
+// destroyed. *solved false (x untouched) when the Cholesky factorisation
+// fails; an error only when the backend fails.
+static enum gq_status ridge_solve(double *G, double *b, const double *x0, size_t m, double *x, bool *solved) {
     double dmax = 0;
     for (size_t a = 0; a < m; a++) dmax = fmax(dmax, G[a * m + a]);
     const double eps = GQ_VQ_RIDGE * dmax;
@@ -542,11 +543,15 @@ static bool ridge_solve(double *G, double *b, const double *x0, size_t m, double
         } else {
             G[a * m + a] += eps, b[a] += eps * x0[a];
         }
-    if (LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', (lapack_int)m, 1, G, (lapack_int)m, b, 1) != 0) return false;
+    int info = 0;
+    *solved = false;
+    GQ_TRY(gq_be()->dposv((int)m, G, b, &info));
+    if (info) return GQ_OK;
     for (size_t a = 0; a < m; a++)
-        if (!isfinite(b[a])) return false;
+        if (!isfinite(b[a])) return GQ_OK;
     memcpy(x, b, sizeof(double) * m);
-    return true;
+    *solved = true;
+    return GQ_OK;
 }
 
 // Exact solve per row tile. theta in/out (current codebooks as double).
@@ -574,7 +579,9 @@ static enum gq_status update_exact(const struct gq_vq_tensor *t, const struct ti
             memcpy(cur + stg * tile, theta + ((size_t)stg * t->n_rt + rt) * tile, sizeof(double) * tile);
         // failure: this row tile keeps its codebooks (semi-definite G from
         // entries that always co-occur); the objective check downstream holds.
-        if (ridge_solve(sys.G, sys.bv, cur, m, x))
+        bool solved = false;
+        if ((st = ridge_solve(sys.G, sys.bv, cur, m, x, &solved)) != GQ_OK) break;
+        if (solved)
             for (int stg = 0; stg < S; stg++)
                 memcpy(theta + ((size_t)stg * t->n_rt + rt) * tile, x + stg * tile, sizeof(double) * tile);
     }
@@ -665,7 +672,9 @@ static enum gq_status als_round(struct svd_als *a, double *u, double *v, bool up
                     a->br[(size_t)ac * r + j] = bs;
                 }
             memcpy(a->x0, ut, sizeof(double) * nr);
-            if (ridge_solve(a->Gr, a->br, a->x0, nr, a->x)) memcpy(ut, a->x, sizeof(double) * nr);
+            bool solved = false;
+            GQ_TRY(ridge_solve(a->Gr, a->br, a->x0, nr, a->x, &solved));
+            if (solved) memcpy(ut, a->x, sizeof(double) * nr);
         }
         // V step: θ[(ct, c)] = Σ_j u[ct, j] v[c, j]
         for (size_t e = 0; e < m; e++) // GV = G J (m, kr): J[(bc, c'), (c', j')] = u[bc, j']
@@ -688,7 +697,9 @@ static enum gq_status als_round(struct svd_als *a, double *u, double *v, bool up
             }
     }
     memcpy(a->x0, v, sizeof(double) * kr);
-    if (ridge_solve(a->Gv, a->bvv, a->x0, kr, a->x)) memcpy(v, a->x, sizeof(double) * kr);
+    bool solved = false;
+    GQ_TRY(ridge_solve(a->Gv, a->bvv, a->x0, kr, a->x, &solved));
+    if (solved) memcpy(v, a->x, sizeof(double) * kr);
     return GQ_OK;
 }
 
