@@ -30,11 +30,11 @@
 //     max |H| (same weights, FP32 sums in another order), of later blocks
 //     within 2e-2 (their inputs went through blocks quantized on slightly
 //     different Hessians), mean layer error within 2 %
-//   decoder forward on a CUDA context vs the CPU one (stories260K as f32, as
-//     GPTVQ 2D 2.125 bpv packed, as F16; SmolLM2-135M's Q4_1 / Q8_0 file when
-//     models/ has it): token by token (GEMV path) max |Δ logit| <= 1e-4 ·
-//     max |logit|; a 48-token prefill (TF32 path) <= 2e-2 · max |logit| and
-//     its mean next-token NLL within 1e-3 relative.
+//   decoder forward on a CUDA context vs the CPU's prefill (float; stories260K
+//     as f32, as GPTVQ 2D 2.125 bpv packed, as F16; SmolLM2-135M's Q4_1 /
+//     Q8_0 file when models/ has it): token by token (GEMV path) max
+//     |Δ logit| <= 1e-4 · max |logit|; a 48-token prefill (TF32 path) <=
+//     2e-2 · max |logit| and its mean next-token NLL within 1e-3 relative.
 //     Without a GPU (and with TEST_BACKEND_DEVICE=cpu) these model checks run
 //     CPU against CPU: the harness itself, before the skip.
 #include "test.h"
@@ -489,40 +489,51 @@ static double mean_nll(const float *logits, const int32_t *tok, int n, int V) {
     return sum / (n - 1);
 }
 
+// The reference is the CPU's prefill (all logits of 48 tokens at once): its
+// compressed matrices are decoded to f32 for sgemm, so it is float
+// arithmetic throughout, while the CPU's one-token kernels round the
+// activations to int8 for Q8_0 / Q4_x / int8-codebook VQ (qmatmul.h), as
+// llama.cpp does. The device runs the 24 first tokens one at a time (GEMV
+// path, float: 1e-4) and then all 48 in one prefill (TF32 GEMMs: 2e-2, NLL
+// 1e-3). On the CPU itself (the harness without a GPU) the one-token path
+// differs by its int8 activations (4 % of max |logit| on the packed 2D
+// stories260K, 14 % on SmolLM2's Q4_1 for random tokens): 0.25 there only
+// catches a broken harness.
 static void check_forward(const char *what, const struct gq_model *m, const char *dev) {
     struct gq_model_info info;
     gq_model_get_info(m, &info);
     const int V = info.n_vocab, n_tok = 24, n_pre = 48;
+    const double tol_tok = strcmp(dev, "cpu") ? 1e-4 : 0.25;
     int32_t tok[48];
     for (int i = 0; i < n_pre; i++) tok[i] = (int32_t)(rng_u64() % (uint64_t)V);
     struct gq_context *c[2] = {NULL, NULL};
-    float *l[2] = {malloc(sizeof(float) * n_pre * V), malloc(sizeof(float) * n_pre * V)};
+    float *ref = malloc(sizeof(float) * n_pre * V), *l = malloc(sizeof(float) * n_pre * V);
     CHECK_OK(gq_context_new(m, n_pre, &c[0]));
     CHECK_OK(gq_context_new_device(m, n_pre, dev, &c[1]));
     if (!c[0] || !c[1]) goto out;
     fprintf(stderr, "forward %s: %d linears decoded to f32 on %s\n", what, gq_context_device_f32(c[1]), dev);
+    CHECK_OK(gq_forward(c[0], tok, n_pre, ref, true));
     // token by token: the GEMV path
     double worst = 0;
     for (int i = 0; i < n_tok; i++) {
-        for (int d = 0; d < 2; d++) CHECK_OK(gq_forward(c[d], &tok[i], 1, l[d], false));
-        worst = fmax(worst, max_abs_diff(l[0], l[1], (size_t)V) / max_abs(l[0], (size_t)V));
+        CHECK_OK(gq_forward(c[1], &tok[i], 1, l, false));
+        const float *r = ref + (size_t)i * V;
+        worst = fmax(worst, max_abs_diff(r, l, (size_t)V) / max_abs(r, (size_t)V));
     }
     fprintf(stderr, "forward %s: token by token max |dlogit| / max |logit| = %.3g\n", what, worst);
-    CHECKF(worst <= 1e-4, "%s: token-by-token logits off by %.3g of max |logit|", what, worst);
+    CHECKF(worst <= tol_tok, "%s: token-by-token logits off by %.3g of max |logit| (tol %.3g)", what, worst, tol_tok);
     // prefill: the decode-to-tile GEMM path
-    for (int d = 0; d < 2; d++) {
-        gq_context_reset(c[d]);
-        CHECK_OK(gq_forward(c[d], tok, n_pre, l[d], true));
-    }
-    worst = max_abs_diff(l[0], l[1], (size_t)n_pre * V) / max_abs(l[0], (size_t)n_pre * V);
-    double nll0 = mean_nll(l[0], tok, n_pre, V), nll1 = mean_nll(l[1], tok, n_pre, V);
+    gq_context_reset(c[1]);
+    CHECK_OK(gq_forward(c[1], tok, n_pre, l, true));
+    worst = max_abs_diff(ref, l, (size_t)n_pre * V) / max_abs(ref, (size_t)n_pre * V);
+    double nll0 = mean_nll(ref, tok, n_pre, V), nll1 = mean_nll(l, tok, n_pre, V);
     fprintf(stderr, "forward %s: prefill max |dlogit| / max |logit| = %.3g, NLL %.6f vs %.6f\n", what, worst, nll0,
             nll1);
     CHECKF(worst <= 2e-2, "%s: prefill logits off by %.3g of max |logit|", what, worst);
     CHECKF(fabs(nll0 - nll1) <= 1e-3 * nll0, "%s: prefill NLL %.6f vs %.6f", what, nll0, nll1);
 out:
     gq_context_free(c[0]), gq_context_free(c[1]);
-    free(l[0]), free(l[1]);
+    free(ref), free(l);
 }
 
 // stories260K as f32, packed GPTVQ 2D 2.125 bpv and F16 (written to a
