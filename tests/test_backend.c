@@ -371,7 +371,16 @@ static void check_gemv(void) {
         size_t rs = gq_ggml_row_size(g[i].type, cols);
         float *W0 = rand_matrix(rows, cols, 0.05), *W = malloc(sizeof(float) * rows * cols);
         uint8_t *data = malloc(rs * rows);
-        for (int r = 0; r < rows; r++) CHECK_OK(gq_quantize_row_ggml(g[i].type, W0 + (size_t)r * cols, data + r * rs, cols));
+        if (g[i].type == GQ_TYPE_Q4_1) // no writer for Q4_1: random blocks (scale d, minimum m, 16 bytes)
+            for (size_t b = 0; b < rs * rows; b += 20) {
+                const uint16_t d = gq_f32_to_f16((float)(0.01 * (1 + rng_unif()))),
+                               mn = gq_f32_to_f16((float)(-0.08 * rng_unif()));
+                memcpy(data + b, &d, 2), memcpy(data + b + 2, &mn, 2);
+                for (int j = 4; j < 20; j++) data[b + j] = (uint8_t)rng_u64();
+            }
+        else
+            for (int r = 0; r < rows; r++)
+                CHECK_OK(gq_quantize_row_ggml(g[i].type, W0 + (size_t)r * cols, data + r * rs, cols));
         CHECK_OK(gq_dequantize(g[i].type, data, W, (int64_t)rows * cols));
         struct gq_qweight w = {.kind = GQ_QW_GGML, .rows = rows, .cols = cols, .type = g[i].type, .data = data,
                                .row_size = rs};
