@@ -1,5 +1,6 @@
 // ckpt.c - checkpoints of a quantization run (format: ckpt.h).
 #include "ckpt.h"
+#include "../backend/backend.h"
 
 #include "../model/arch.h"
 #include "../model/model.h"
@@ -38,6 +39,7 @@ uint64_t gq_ckpt_fingerprint(const struct gq_model *m, const struct gq_quantize_
     h = fnv(h, &q, sizeof q);
     h = fnv_str(h, p->calib_path);
     h = fnv_str(h, p->load_hessians);
+    h = fnv_str(h, gq_be()->name); // the devices round differently: a run continues where it started
     h = fnv_str(h, m->arch);
     h = fnv(h, &m->hp, sizeof m->hp);
     const struct gq_arch *A = gq_arch_find(m->arch);
