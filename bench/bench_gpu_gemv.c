@@ -6,7 +6,10 @@
 //
 // The matrices are synthetic (random indices and codebooks, random
 // permutation, the tiling GPTVQ picks: 256-column tiles, l / 256 rows):
-// a GEMV's time does not depend on the values.
+// a GEMV's time does not depend on the values. Each VQ matrix is measured
+// with both VQ kernels: codebooks through L1 with a warp per row (the
+// default), and "(smem)": a row tile's codebooks in shared memory, several
+// rows per warp.
 // usage: build/bench/bench_gpu_gemv [ITERS]   (needs a GPU; exits 77 without)
 #include "gptvq.h"
 #include "backend/backend.h"
@@ -108,6 +111,14 @@ int main(int argc, char **argv) {
             snprintf(shape, sizeof shape, "%dx%d", rows, cols);
             printf("%-12s %-12s %10zu %9.2f %9.1f %8.1f %9.2fx\n", shape, cfgs[ci].name, bytes, sec * 1e6,
                    bytes / sec / 1e9, peak > 0 ? 100 * bytes / sec / 1e9 / peak : 0, sec / t_q4);
+            // VQ: the shared-memory kernel (several rows per warp) measured beside it
+            if (cfgs[ci].d && gq_cuda_mat_set_variant(m, 1) == GQ_OK) {
+                if (gq_cuda_mat_bench(m, iters, &sec, &bytes, &peak) != GQ_OK)
+                    return fprintf(stderr, "bench_gpu_gemv: %s smem: %s\n", cfgs[ci].name, gq_last_error()), 1;
+                printf("%-12s %-12s %10zu %9.2f %9.1f %8.1f %9.2fx\n", shape, "  (smem)", bytes, sec * 1e6,
+                       bytes / sec / 1e9, peak > 0 ? 100 * bytes / sec / 1e9 / peak : 0, sec / t_q4);
+            } else if (cfgs[ci].d)
+                printf("%-12s %-12s (shared-memory kernel: %s)\n", shape, "  (smem)", gq_last_error());
             fflush(stdout);
             gq_cuda_mat_free(m);
             if (cfgs[ci].d) gq_vqrt_free(&v);

@@ -18,8 +18,8 @@
 //     writing into a read-only hold fails
 //   end to end: relative output error within 1e-6 relative (GPTQ) and 2 %
 //     (GPTVQ: a near-tie in one EM assignment may move a centroid)
-//   inference GEMVs (packed VQ over the option space of test_vqcases.h, Q4_0,
-//     Q4_1, Q8_0, F16, F32): |y − y_ref| <= 1e-5 · Σ|w x| against a
+//   inference GEMVs (packed VQ over the option space of test_vqcases.h, both
+//     VQ kernels, Q4_0, Q4_1, Q8_0, F16, F32): |y − y_ref| <= 1e-5 · Σ|w x| against a
 //     double-precision product of the decoded matrix; normalised VQ matrices
 //     are refused (unsupported). The prefill product (decode to f32 tiles of a
 //     few rows, TF32 GEMM, 5 tokens): |Δ| <= 4e-3 · Σ|w x| (TF32 rounds both
@@ -326,6 +326,21 @@ static void check_gemv_one(const char *what, const struct gq_qweight *w, const f
         worst = fmax(worst, fabs(y[r] - ref) / (1e-5 * mag + 1e-30));
     }
     CHECKF(worst <= 1, "%s: GPU GEMV off by %.3g of the bound", what, worst);
+    if (w->kind == GQ_QW_VQ) { // the shared-memory kernel (these codebooks fit)
+        CHECK_OK(gq_cuda_mat_set_variant(m, 1));
+        CHECK_OK(gq_cuda_mat_gemv(m, x, y));
+        double w1 = 0;
+        for (int r = 0; r < w->rows; r++) {
+            double ref = 0, mag = 0;
+            for (int c = 0; c < w->cols; c++) {
+                double p = (double)W[(size_t)r * w->cols + c] * x[c];
+                ref += p, mag += fabs(p);
+            }
+            w1 = fmax(w1, fabs(y[r] - ref) / (1e-5 * mag + 1e-30));
+        }
+        CHECKF(w1 <= 1, "%s: GPU GEMV (shared-memory codebooks) off by %.3g of the bound", what, w1);
+        CHECK_OK(gq_cuda_mat_set_variant(m, 0));
+    }
     // prefill path: tiles of 7 rows (several tiles, a partial last one)
     const int n = 5;
     float *X = malloc(sizeof(float) * n * w->cols), *Y = malloc(sizeof(float) * n * w->rows);

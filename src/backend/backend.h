@@ -83,6 +83,10 @@ struct gq_qweight;
 enum gq_status gq_cuda_mat_new(const struct gq_qweight *q, struct gqcu_mat **out);
 enum gq_status gq_cuda_mat_gemv(struct gqcu_mat *m, const float *x, float *y);
 enum gq_status gq_cuda_mat_gemm(struct gqcu_mat *m, int n, const float *X, float *Y, size_t tile_floats);
+// GEMV kernel of a VQ matrix: 0 codebooks read through L1, a warp per row
+// (the default); 1 codebooks in shared memory, several rows per warp (the
+// default when GPTVQ_CUDA_GEMV=smem). An error when the matrix cannot take it.
+enum gq_status gq_cuda_mat_set_variant(struct gqcu_mat *m, int variant);
 // Seconds per GEMV on device-resident vectors (iters launches, CUDA events),
 // the bytes the matrix holds in the file, the device's peak bandwidth (GB/s).
 enum gq_status gq_cuda_mat_bench(struct gqcu_mat *m, int iters, double *seconds, size_t *bytes, double *peak_gbs);

@@ -40,6 +40,7 @@ static struct {
     __typeof__(gqcu_mat_gemv) *mat_gemv;
     __typeof__(gqcu_mat_gemm) *mat_gemm;
     __typeof__(gqcu_mat_bench) *mat_bench;
+    __typeof__(gqcu_mat_set_variant) *mat_set_variant;
     __typeof__(gqcu_lm_new) *lm_new;
     __typeof__(gqcu_lm_forward) *lm_forward;
     __typeof__(gqcu_lm_free) *lm_free;
@@ -154,7 +155,7 @@ static int load(void) {
     }
     SYM(init) SYM(dgemm) SYM(dsymm_right) SYM(dsyrk_acc) SYM(chol_inverse_upper) SYM(vq_assign) SYM(vq_mstep)
     SYM(dposv) SYM(vq_gram) SYM(hold) SYM(release)
-    SYM(mat_vq) SYM(mat_ggml) SYM(mat_free) SYM(mat_gemv) SYM(mat_gemm) SYM(mat_bench) SYM(lm_new) SYM(lm_forward)
+    SYM(mat_vq) SYM(mat_ggml) SYM(mat_free) SYM(mat_gemv) SYM(mat_gemm) SYM(mat_bench) SYM(mat_set_variant) SYM(lm_new) SYM(lm_forward)
     SYM(lm_free) SYM(calib_new) SYM(calib_block) SYM(calib_pass) SYM(calib_free)
 #undef SYM
     return fn.init(why_buf, sizeof why_buf, device_name, sizeof device_name) ? -1 : 1;
@@ -234,6 +235,8 @@ enum gq_status gq_cuda_mat_gemv(struct gqcu_mat *m, const float *x, float *y) { 
 enum gq_status gq_cuda_mat_gemm(struct gqcu_mat *m, int n, const float *X, float *Y, size_t tile_floats) {
     CALL(mat_gemm, m, n, X, Y, tile_floats);
 }
+
+enum gq_status gq_cuda_mat_set_variant(struct gqcu_mat *m, int variant) { CALL(mat_set_variant, m, variant); }
 
 enum gq_status gq_cuda_mat_bench(struct gqcu_mat *m, int iters, double *seconds, size_t *bytes, double *peak_gbs) {
     CALL(mat_bench, m, iters, seconds, bytes, peak_gbs);

@@ -639,6 +639,10 @@ struct gqcu_mat {
     uint8_t *idx;
     float *cb, *outl;
     int32_t *vec_ct, *row_rt, *perm;
+    // the shared-memory kernel (variant 1): chunks of rows within one row tile
+    int4 *chunks; // (r0, count, rt, 0)
+    int n_chunks, variant;
+    size_t smem; // bytes of one row tile's codebooks (all stages)
     // GGML: raw rows
     uint8_t *raw;
     size_t bytes; // the compressed matrix as stored in the file (what a GEMV must read)
@@ -763,6 +767,40 @@ template <int D> __global__ void vq_gemv(const gqcu_mat m, const float *xp, floa
     if (!lane) y[row] = acc;
 }
 
+// Variant 1 ("several rows per warp, codebooks in shared memory"): a block
+// takes a chunk of up to 16 rows of one row tile, loads that tile's
+// codebooks (every column tile and stage) into shared memory, and each of its
+// 8 warps handles every 8th row of the chunk.
+#define GEMV_WARPS 8
+#define GEMV_CHUNK 16
+
+template <int D> __global__ void vq_gemv_smem(const gqcu_mat m, const float *xp, float *y) {
+    extern __shared__ float scb[];
+    const int4 ch = m.chunks[blockIdx.x];
+    const int d = D > 0 ? D : m.d, per_rt = m.n_ct * m.k * d;
+    for (int s = 0; s < m.stages; s++)
+        for (int i = threadIdx.x; i < per_rt; i += blockDim.x)
+            scb[s * per_rt + i] = m.cb[((size_t)s * m.n_rt + ch.z) * per_rt + i];
+    __syncthreads();
+    const int lane = threadIdx.x & 31;
+    for (int j = threadIdx.x >> 5; j < ch.y; j += GEMV_WARPS) {
+        const int row = ch.x + j;
+        float acc = 0;
+        for (int s = 0; s < m.stages; s++) {
+            const int64_t base = ((int64_t)s * m.rows + row) * m.nv;
+            const float *cbs = scb + s * per_rt;
+            for (int v = lane; v < m.nv; v += 32) {
+                const float *cv = cbs + ((size_t)m.vec_ct[v] * m.k + gq_bits_get(m.idx, base + v, m.lk)) * d;
+                const float *xv = xp + m.n_out + (size_t)v * d;
+                for (int q = 0; q < d; q++) acc += cv[q] * xv[q];
+            }
+        }
+        for (int p = lane; p < m.n_out; p += 32) acc += m.outl[(size_t)row * m.n_out + p] * xp[p];
+        acc = warp_sum(acc);
+        if (!lane) y[row] = acc;
+    }
+}
+
 // Decode to f32: rows r0..r0+nr-1 of W into out (nr, cols), original column order.
 template <typename B> __global__ void blk_decode(const gqcu_mat m, int r0, int nr, float *out) {
     const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -815,12 +853,21 @@ static cudaError_t gemv(const gqcu_mat *m, const float *x, float *y) {
             permute_x<<<blocks_for(m->cols, 256), 256>>>(x, m->perm, m->cols, m->xp);
             xp = m->xp;
         }
-        switch (m->d) {
-        case 1: vq_gemv<1><<<grid, tb>>>(*m, xp, y); break;
-        case 2: vq_gemv<2><<<grid, tb>>>(*m, xp, y); break;
-        case 4: vq_gemv<4><<<grid, tb>>>(*m, xp, y); break;
-        default: vq_gemv<0><<<grid, tb>>>(*m, xp, y); break;
-        }
+        if (m->variant == 1) {
+            const unsigned g1 = (unsigned)m->n_chunks, t1 = 32 * GEMV_WARPS;
+            switch (m->d) {
+            case 1: vq_gemv_smem<1><<<g1, t1, m->smem>>>(*m, xp, y); break;
+            case 2: vq_gemv_smem<2><<<g1, t1, m->smem>>>(*m, xp, y); break;
+            case 4: vq_gemv_smem<4><<<g1, t1, m->smem>>>(*m, xp, y); break;
+            default: vq_gemv_smem<0><<<g1, t1, m->smem>>>(*m, xp, y); break;
+            }
+        } else
+            switch (m->d) {
+            case 1: vq_gemv<1><<<grid, tb>>>(*m, xp, y); break;
+            case 2: vq_gemv<2><<<grid, tb>>>(*m, xp, y); break;
+            case 4: vq_gemv<4><<<grid, tb>>>(*m, xp, y); break;
+            default: vq_gemv<0><<<grid, tb>>>(*m, xp, y); break;
+            }
     }
     }
     return cudaGetLastError();
@@ -872,8 +919,39 @@ out:
 extern "C" void gqcu_mat_free(struct gqcu_mat *m) {
     if (!m) return;
     cudaFree(m->idx), cudaFree(m->cb), cudaFree(m->outl), cudaFree(m->vec_ct), cudaFree(m->row_rt), cudaFree(m->perm);
-    cudaFree(m->raw), cudaFree(m->x), cudaFree(m->xp), cudaFree(m->y);
+    cudaFree(m->raw), cudaFree(m->x), cudaFree(m->xp), cudaFree(m->y), cudaFree(m->chunks);
     free(m);
+}
+
+// Variant 1 needs one row tile's codebooks in shared memory (up to the
+// device's opt-in limit per block).
+static cudaError_t smem_allow(size_t bytes, bool *fits) {
+    int optin = 0;
+    cudaError_t e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
+    *fits = e == cudaSuccess && bytes <= (size_t)optin;
+    if (!*fits || bytes <= 48 * 1024) return e;
+    const int b = (int)bytes;
+    if ((e = cudaFuncSetAttribute(vq_gemv_smem<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, b)) != cudaSuccess ||
+        (e = cudaFuncSetAttribute(vq_gemv_smem<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, b)) != cudaSuccess ||
+        (e = cudaFuncSetAttribute(vq_gemv_smem<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, b)) != cudaSuccess)
+        return e;
+    return cudaFuncSetAttribute(vq_gemv_smem<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, b);
+}
+
+// 0: the kernel with codebooks read through L1 (a warp per row), 1: shared
+// memory (several rows per warp); -1 when the matrix cannot take variant 1.
+extern "C" int gqcu_mat_set_variant(struct gqcu_mat *m, int variant, char *err, size_t cap) {
+    int rc = 0;
+    bool fits = false;
+    if (variant == 0 || m->kind != MAT_VQ) {
+        m->variant = 0;
+        return variant == 0 ? 0 : fail(err, cap, "gqcu_mat_set_variant", "not a VQ matrix");
+    }
+    CHECK(smem_allow(m->smem, &fits));
+    if (!fits || !m->chunks) return fail(err, cap, "gqcu_mat_set_variant", "codebooks too large for shared memory");
+    m->variant = variant;
+out:
+    return rc;
 }
 
 extern "C" int gqcu_mat_vq(const struct gqcu_vq_desc *D, struct gqcu_mat **out, char *err, size_t cap) {
@@ -900,6 +978,19 @@ extern "C" int gqcu_mat_vq(const struct gqcu_vq_desc *D, struct gqcu_mat **out, 
     CHECK(cudaMalloc(&m->x, sizeof(float) * D->cols));
     CHECK(cudaMalloc(&m->xp, sizeof(float) * D->cols));
     CHECK(cudaMalloc(&m->y, sizeof(float) * D->rows));
+    {
+        // chunks of up to GEMV_CHUNK consecutive rows of one row tile
+        std::vector<int4> ch;
+        for (int r = 0; r < D->rows; r++)
+            if (!ch.size() || ch.back().z != D->row_rt[r] || ch.back().y == GEMV_CHUNK) ch.push_back(make_int4(r, 1, D->row_rt[r], 0));
+            else ch.back().y++;
+        m->n_chunks = (int)ch.size();
+        m->smem = sizeof(float) * (size_t)D->stages * D->n_ct * D->k * D->d;
+        CHECK(upload(&m->chunks, ch.data(), ch.size()));
+        const char *v = getenv("GPTVQ_CUDA_GEMV"); // "smem": variant 1 where it fits
+        bool fits = false;
+        if (v && !strcmp(v, "smem") && smem_allow(m->smem, &fits) == cudaSuccess && fits) m->variant = 1;
+    }
     *out = m;
     return 0;
 out:

@@ -54,6 +54,10 @@ int gqcu_mat_gemv(struct gqcu_mat *m, const float *x, float *y, char *err, size_
 // row tiles of at most tile_floats values decoded to f32, TF32 GEMM (n = 1:
 // the GEMV).
 int gqcu_mat_gemm(struct gqcu_mat *m, int n, const float *X, float *Y, size_t tile_floats, char *err, size_t cap);
+// GEMV kernel of a VQ matrix: 0 codebooks through L1, a warp per row (the
+// default); 1 codebooks in shared memory, several rows per warp (the default
+// when GPTVQ_CUDA_GEMV=smem). -1 when the matrix cannot take it.
+int gqcu_mat_set_variant(struct gqcu_mat *m, int variant, char *err, size_t cap);
 int gqcu_mat_bench(struct gqcu_mat *m, int iters, double *seconds, size_t *bytes, double *peak_gbs, char *err,
                    size_t cap);
 
