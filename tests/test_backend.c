@@ -307,15 +307,8 @@ static void check_end_to_end(void) {
     free(X), free(H), free(W), free(Q);
 }
 
-// One GEMV on the device against the double-precision product of W (the
-// decoded matrix) with a random x.
-static void check_gemv_one(const char *what, const struct gq_qweight *w, const float *W) {
-    struct gqcu_mat *m = NULL;
-    CHECK_OK(gq_cuda_mat_new(w, &m));
-    if (!m) return;
-    float *x = malloc(sizeof(float) * w->cols), *y = malloc(sizeof(float) * w->rows);
-    for (int i = 0; i < w->cols; i++) x[i] = (float)rng_normal();
-    CHECK_OK(gq_cuda_mat_gemv(m, x, y));
+// max over rows of |y − W x| / (1e-5 · Σ|w x|), the product in double.
+static double gemv_off(const struct gq_qweight *w, const float *W, const float *x, const float *y) {
     double worst = 0;
     for (int r = 0; r < w->rows; r++) {
         double ref = 0, mag = 0;
@@ -325,20 +318,25 @@ static void check_gemv_one(const char *what, const struct gq_qweight *w, const f
         }
         worst = fmax(worst, fabs(y[r] - ref) / (1e-5 * mag + 1e-30));
     }
+    return worst;
+}
+
+// One GEMV on the device (both VQ kernels) against the double-precision
+// product of W (the decoded matrix) with a random x, then the prefill path.
+static void check_gemv_one(const char *what, const struct gq_qweight *w, const float *W) {
+    struct gqcu_mat *m = NULL;
+    CHECK_OK(gq_cuda_mat_new(w, &m));
+    if (!m) return;
+    float *x = malloc(sizeof(float) * w->cols), *y = malloc(sizeof(float) * w->rows);
+    for (int i = 0; i < w->cols; i++) x[i] = (float)rng_normal();
+    CHECK_OK(gq_cuda_mat_gemv(m, x, y));
+    double worst = gemv_off(w, W, x, y);
     CHECKF(worst <= 1, "%s: GPU GEMV off by %.3g of the bound", what, worst);
     if (w->kind == GQ_QW_VQ) { // the shared-memory kernel (these codebooks fit)
         CHECK_OK(gq_cuda_mat_set_variant(m, 1));
         CHECK_OK(gq_cuda_mat_gemv(m, x, y));
-        double w1 = 0;
-        for (int r = 0; r < w->rows; r++) {
-            double ref = 0, mag = 0;
-            for (int c = 0; c < w->cols; c++) {
-                double p = (double)W[(size_t)r * w->cols + c] * x[c];
-                ref += p, mag += fabs(p);
-            }
-            w1 = fmax(w1, fabs(y[r] - ref) / (1e-5 * mag + 1e-30));
-        }
-        CHECKF(w1 <= 1, "%s: GPU GEMV (shared-memory codebooks) off by %.3g of the bound", what, w1);
+        worst = gemv_off(w, W, x, y);
+        CHECKF(worst <= 1, "%s: GPU GEMV (shared-memory codebooks) off by %.3g of the bound", what, worst);
         CHECK_OK(gq_cuda_mat_set_variant(m, 0));
     }
     // prefill path: tiles of 7 rows (several tiles, a partial last one)
