@@ -7,7 +7,7 @@
 #                against the CPU
 #             2. bench_gpu_gemv: GB/s of VQ / Q4_0 / F16 GEMVs at Llama-2-7B shapes vs the peak
 #             3. bench_gptvq_layer block mode: one Llama-2-7B block (GPTQ W3 g128,
-#                GPTVQ 2D 2.125 with 100 EM iterations) on the GPU
+#                GPTVQ 2D and 4D 2.125 with 100 EM iterations) on the GPU
 #   run-smol  SmolLM2-135M end to end: GPTVQ 2D 2.125 quantized on the GPU (time),
 #             killed half way and resumed (byte-identical output), its perplexity on
 #             the GPU and the CPU, decode tokens/s on the GPU for VQ, F16, Q4_0 and
@@ -69,7 +69,7 @@ run)
     echo "test_backend rc=$?" | tee -a "$O/test_backend.log"
     timeout 60 "$X/bench_gpu_gemv" 200 >"$O/gemv.txt" 2>&1
     echo "bench_gpu_gemv rc=$?" | tee -a "$O/gemv.txt"
-    BENCH_DEVICE=cuda BENCH_MODEL=7b BENCH_CONFIGS=gptq,2d BENCH_TOKENS=8192 timeout 120 "$X/bench_gptvq_layer" \
+    BENCH_DEVICE=cuda BENCH_MODEL=7b BENCH_CONFIGS=gptq,2d,4d BENCH_TOKENS=8192 timeout 130 "$X/bench_gptvq_layer" \
         >"$O/block7b.txt" 2>&1
     echo "bench_gptvq_layer rc=$?" | tee -a "$O/block7b.txt"
     tail -n 25 "$O"/*.txt "$O"/*.log
