@@ -437,10 +437,10 @@ static enum gq_status vq_preflight(const struct gq_model *m, const struct gq_arc
         if (cols % cfg->d)
             return gq_fail(GQ_ERR_ARG, "--vq-dim %d: %s has %lld input columns, not a multiple of %d", cfg->d, t->name,
                            (long long)cols, cfg->d);
-        // Wd, Qp, Err, U / Hp, the update's Y·H and dense normal equations per thread
+        // Wd, Qp, Err, U / Hp, the update's Y·H and one row tile's dense normal equations
         double mt = (double)p->vq.stages * ((cols + 255) / 256 + 1) * cfg->k * cfg->d;
         if (mt > gq_vq_dense_max) mt = 0; // conjugate gradients instead
-        double b = rows * cols * (8.0 * 3 + 4 * 2) + cols * cols * 8.0 * 2 + mt * mt * 8 * 3;
+        double b = rows * cols * (8.0 * 3 + 4 * 2) + cols * cols * 8.0 * 2 + mt * mt * 8;
         if (b > peak) peak = b;
     }
     if (p->progress) {
