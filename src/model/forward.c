@@ -252,7 +252,16 @@ static enum gq_status block_forward(struct gq_context *c, struct gq_context *con
     if (hooks && hooks->capture) hooks->capture(hooks->user, l, which, buf, n, width, x); \
     if (hooks && hooks->stop_after == (which)) return GQ_OK;
 
+    const float *att = c->att_out, *down_in = c->hb;
     if (hooks && hooks->start_at == GQ_IN_FFN) goto ffn;
+    if (hooks && hooks->start_at == GQ_IN_ATTN_OUT) {
+        att = hooks->att_in;
+        goto attn_out;
+    }
+    if (hooks && hooks->start_at == GQ_IN_FFN_DOWN) {
+        down_in = hooks->hb_in;
+        goto ffn_down;
+    }
     rmsnorm(c->xb, x, L->attn_norm, n, dim, hp->rms_eps);
     CAPTURE(GQ_IN_ATTN, c->xb, dim);
     GQ_TRY(matmul(c->q, c->xb, L->wq, L->q_wq, n, dim, q_dim));
@@ -278,8 +287,9 @@ static enum gq_status block_forward(struct gq_context *c, struct gq_context *con
             attention(s, qi, c->att_out + (size_t)i * q_dim, c->scores, l, 1, pos0);
         }
     }
-    CAPTURE(GQ_IN_ATTN_OUT, c->att_out, q_dim);
-    GQ_TRY(matmul(c->xb, c->att_out, L->wo, L->q_wo, n, q_dim, dim));
+attn_out:
+    CAPTURE(GQ_IN_ATTN_OUT, att, q_dim);
+    GQ_TRY(matmul(c->xb, att, L->wo, L->q_wo, n, q_dim, dim));
     for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += c->xb[i];
 
 ffn:
@@ -292,8 +302,9 @@ ffn:
         float g = c->hb[i];
         c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i]; // SwiGLU: silu(gate) * up
     }
-    CAPTURE(GQ_IN_FFN_DOWN, c->hb, ffn);
-    GQ_TRY(matmul(c->xb, c->hb, L->w_down, L->q_w_down, n, ffn, dim));
+ffn_down:
+    CAPTURE(GQ_IN_FFN_DOWN, down_in, ffn);
+    GQ_TRY(matmul(c->xb, down_in, L->w_down, L->q_w_down, n, ffn, dim));
     for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += c->xb[i];
 #undef CAPTURE
     return GQ_OK;

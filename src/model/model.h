@@ -98,7 +98,12 @@ struct gq_block_hooks {
                     // GQ_IN_FFN): callers that stop early keep their own copy.
     int start_at;   // GQ_IN_ATTN (0): whole block; GQ_IN_FFN: x already holds the
                     // block's post-attention residual (a pass that stopped at
-                    // GQ_IN_FFN), so only the FFN half runs.
+                    // GQ_IN_FFN), so only the FFN half runs. GQ_IN_ATTN_OUT: x is
+                    // the block input and att_in (n, q_dim) the attention output
+                    // (kept from an earlier pass with the same q/k/v; the KV cache
+                    // is not written); GQ_IN_FFN_DOWN: x is the post-attention
+                    // residual and hb_in (n, ffn) the down projection's input.
+    const float *att_in, *hb_in;
 };
 
 // Runs decoder block `layer` with weights w (the model's, or replacements such

@@ -349,6 +349,7 @@ struct capture {
     const float *W;
     int dim;
     float sink_weight; // weight of each window's first token (1: GPTQ's plain average)
+    float *keep;       // this window's copy of the wanted input (kept for a later pass), or NULL
 };
 
 // x (n, n_in) scaled row by row by sqrt(dim / ‖resid_t + W x_t‖²) into xs.
@@ -375,6 +376,7 @@ static void on_capture(void *u, int layer, enum gq_block_input which, const floa
                        const float *resid) {
     struct capture *c = u;
     if (which != c->want || c->status != GQ_OK) return;
+    if (c->keep) memcpy(c->keep, x, sizeof(float) * (size_t)n * n_in);
     for (size_t i = 0; i < (size_t)n * n_in; i++)
         if (!isfinite(x[i])) {
             c->status = gq_fail(GQ_ERR_NUMERIC, "blk.%d: non-finite calibration activation (input group %d, element %zu)",
@@ -468,12 +470,15 @@ static int first_ffn_group(const struct gq_arch *A) {
 }
 
 // The rest of block l from `stage` on, in place over every window: the
-// quantized block's outputs become the next block's inputs.
+// quantized block's outputs become the next block's inputs. hb: the down
+// projection's inputs kept by the pass that captured them (nsamples,
+// seqlen, ffn), or NULL.
 static enum gq_status finish_block(struct gq_context *c, struct gq_model *m, int l, float *X, int nsamples, int seqlen,
-                                   int stage) {
-    const size_t per = (size_t)seqlen * m->hp.dim;
-    struct gq_block_hooks rest = {.stop_after = -1, .start_at = stage};
+                                   int stage, const float *hb) {
+    const size_t per = (size_t)seqlen * m->hp.dim, per_hb = (size_t)seqlen * m->hp.hidden_dim;
+    struct gq_block_hooks rest = {.stop_after = -1, .start_at = hb ? GQ_IN_FFN_DOWN : stage};
     for (int i = 0; i < nsamples; i++) {
+        if (hb) rest.hb_in = hb + i * per_hb;
         GQ_TRY(gq_block_forward(c, l, &m->layers[l], X + i * per, seqlen, 0, &rest));
         if (gq_check_finite(X + i * per, per, "calibration", "block output") != GQ_OK)
             return gq_fail(GQ_ERR_NUMERIC, "blk.%d: the quantized block's output is not finite (window %d)", l, i);
@@ -507,10 +512,10 @@ static enum gq_status replay_block(struct gq_context *c, struct gq_model *m, con
                                    int nsamples, int seqlen) {
     const size_t per = (size_t)seqlen * m->hp.dim;
     int g = first_ffn_group(A);
-    if (g < 0) return finish_block(c, m, l, X, nsamples, seqlen, GQ_IN_ATTN);
+    if (g < 0) return finish_block(c, m, l, X, nsamples, seqlen, GQ_IN_ATTN, NULL);
     struct gq_block_hooks upto = {.stop_after = g, .start_at = GQ_IN_ATTN};
     for (int i = 0; i < nsamples; i++) GQ_TRY(gq_block_forward(c, l, &m->layers[l], X + i * per, seqlen, 0, &upto));
-    return finish_block(c, m, l, X, nsamples, seqlen, GQ_IN_FFN);
+    return finish_block(c, m, l, X, nsamples, seqlen, GQ_IN_FFN, NULL);
 }
 
 // Loads the blocks a checkpoint holds (0, 1, ... up to the first missing
@@ -546,7 +551,10 @@ static enum gq_status resume(struct gq_model *m, const struct gq_quantize_params
 // Hessian during the codebook update) plus the largest operand set of one
 // primitive call (two (rows, cols) doubles and a (cols, cols) one), and with
 // calibration the passes' data (below).
-static void print_memory_estimate(const struct gq_model *m, const struct gq_arch *A, size_t activations, int seqlen) {
+#define GQ_CALIB_KEEP_MAX ((double)(4ull << 30))
+
+static void print_memory_estimate(const struct gq_model *m, const struct gq_arch *A, size_t activations, int seqlen,
+                                  double keep) {
     struct gq_model_info info;
     gq_model_get_info(m, &info);
     double work = 0, dev = 0, block = 0, widest = 0;
@@ -571,10 +579,12 @@ static void print_memory_estimate(const struct gq_model *m, const struct gq_arch
         mapped = (double)((const struct gq_gguf *)m->source)->file.size;
     const double weights = m->keep_quantized ? 2 * block + mapped : (double)info.weight_bytes;
     char a[32], b[32], c[32], d[32], e[32];
-    fprintf(stderr, "quantize: memory estimate: host %s (f32 weights %s%s, calibration activations %s, largest "
-                    "linear's Hessian and work %s)", gq_fmt_bytes(a, weights + activations + work),
+    char k[32];
+    fprintf(stderr, "quantize: memory estimate: host %s (f32 weights %s%s, calibration activations %s%s%s, largest "
+                    "linear's Hessian and work %s)", gq_fmt_bytes(a, weights + activations + keep + work),
             gq_fmt_bytes(b, weights), m->keep_quantized ? ": one block decoded at a time + the mapped source file" : "",
-            gq_fmt_bytes(c, activations), gq_fmt_bytes(d, work));
+            gq_fmt_bytes(c, activations), keep > 0 ? " + attention outputs and FFN activations kept between passes " : "",
+            keep > 0 ? gq_fmt_bytes(k, keep) : "", gq_fmt_bytes(d, work));
     if (strcmp(gq_be()->name, "cpu") != 0)
         fprintf(stderr, "; %s: %s at most (%sa held inverse factor or Hessian and one call's operands)",
                 gq_be()->name, gq_fmt_bytes(e, dev), activations ? "calibration activations, block weights and Hessian, " : "");
@@ -713,8 +723,17 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     if (!load) rep->sink_weight = sink_w;
     const int dim = m->hp.dim;
     size_t per = (size_t)seqlen * dim;
-    if (p->progress) print_memory_estimate(m, A, load ? 0 : (size_t)p->nsamples * per * sizeof(float) * 2, seqlen);
+    // CPU calibration keeps the attention outputs and the down projection's
+    // inputs of every window between the passes that need them (saving the
+    // q/k/v + attention and gate/up recomputations) when that fits in
+    // GQ_CALIB_KEEP_MAX bytes.
+    const size_t per_att = (size_t)seqlen * m->hp.n_heads * m->hp.head_dim, per_hb = (size_t)seqlen * m->hp.hidden_dim;
+    const double keep_bytes = (double)p->nsamples * (per_att + per_hb) * sizeof(float);
+    const bool keep_on = !load && strcmp(gq_be()->name, "cuda") != 0 && keep_bytes <= GQ_CALIB_KEEP_MAX;
+    if (p->progress)
+        print_memory_estimate(m, A, load ? 0 : (size_t)p->nsamples * per * sizeof(float) * 2, seqlen, keep_on ? keep_bytes : 0);
     float *X = NULL, *tmp = NULL, *Hf = NULL;
+    float *att_keep = NULL, *hb_keep = NULL;
     double *Hd = NULL;           // device calibration: a group's Σ x xᵀ
     struct gq_context *c = NULL;
     struct gqcu_calib *dc = NULL; // calibration passes on the CUDA device (--device cuda)
@@ -735,6 +754,10 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         tmp = malloc(per * sizeof(float));
         if (!X || !tmp)
             s = gq_fail(GQ_ERR_NOMEM, "cannot allocate %.1f MiB of calibration activations", rep->activation_bytes / 1048576.0);
+        if (s == GQ_OK && keep_on) { // optional: without them the passes recompute
+            att_keep = malloc(sizeof(float) * per_att * p->nsamples), hb_keep = malloc(sizeof(float) * per_hb * p->nsamples);
+            if (!att_keep || !hb_keep) free(att_keep), free(hb_keep), att_keep = hb_keep = NULL;
+        }
         if (s == GQ_OK) s = gq_context_new(m, seqlen, &c);
         for (int i = 0; i < p->nsamples && s == GQ_OK; i++) s = gq_embed(m, toks + (size_t)i * seqlen, seqlen, X + i * per);
         free(toks);
@@ -758,6 +781,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         struct block_mem bm;
         if ((s = block_load(m, A, l, &bm)) != GQ_OK) break;
         int stage = GQ_IN_ATTN; // what X holds: block input, or post-attention residual (GQ_IN_FFN)
+        bool att_ok = false, hb_ok = false; // att_keep / hb_keep hold this block's
         for (int g = 0; g < GQ_IN_COUNT && s == GQ_OK; g++) {
             const struct gq_block_tensor *first = NULL;
             int n_group = 0; // linears reading this input
@@ -809,12 +833,24 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
                 // becomes the post-attention residual (o is quantized by now),
                 // and later passes skip the attention half.
                 bool in_place = stage == GQ_IN_ATTN && g >= GQ_IN_FFN;
+                // Kept activations (identical to what a pass would recompute:
+                // the linears before them are quantized already): the o pass
+                // keeps the attention outputs, so the in-place pass starts
+                // there; the down pass keeps the down inputs for finish_block.
+                const size_t per_keep = (size_t)seqlen * n_in;
+                float *keep = g == GQ_IN_ATTN_OUT && per_keep == per_att   ? att_keep
+                              : g == GQ_IN_FFN_DOWN && per_keep == per_hb ? hb_keep
+                                                                          : NULL;
+                if (in_place && att_ok) hooks.start_at = GQ_IN_ATTN_OUT;
                 for (int i = 0; i < p->nsamples && s == GQ_OK && cap.status == GQ_OK; i++) {
                     float *x = X + i * per;
                     if (!in_place) x = memcpy(tmp, x, per * sizeof(float));
+                    if (keep) cap.keep = keep + i * per_keep;
+                    if (hooks.start_at == GQ_IN_ATTN_OUT) hooks.att_in = att_keep + i * per_att;
                     s = gq_block_forward(c, l, &m->layers[l], x, seqlen, 0, &hooks);
                 }
                 if (in_place) stage = GQ_IN_FFN;
+                if (s == GQ_OK && cap.status == GQ_OK && keep) *(keep == att_keep ? &att_ok : &hb_ok) = true;
                 if (s == GQ_OK) s = cap.status;
                 if (s == GQ_OK) s = gq_hessian_finish(&H, Hf);
                 if (s == GQ_OK && p->save_hessians) s = hessian_save(p->save_hessians, l, g, Hf, n_in, H.n_samples);
@@ -840,7 +876,8 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         }
         if (!load && s == GQ_OK) {
             double t0 = gq_time_s();
-            s = dc ? dev_finish(dc, m, l, stage) : finish_block(c, m, l, X, p->nsamples, seqlen, stage);
+            s = dc ? dev_finish(dc, m, l, stage)
+                   : finish_block(c, m, l, X, p->nsamples, seqlen, stage, hb_ok ? hb_keep : NULL);
             rep->seconds_forward += gq_time_s() - t0;
         }
         if (s == GQ_OK) s = block_done(m, p, fp, l, rep, first_report);
@@ -849,6 +886,8 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     gq_progress_end(&pr);
     free(Hf);
     free(Hd);
+    free(att_keep);
+    free(hb_keep);
     free(X);
     free(tmp);
     gq_cuda_calib_free(dc);
