@@ -781,7 +781,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         struct block_mem bm;
         if ((s = block_load(m, A, l, &bm)) != GQ_OK) break;
         int stage = GQ_IN_ATTN; // what X holds: block input, or post-attention residual (GQ_IN_FFN)
-        bool att_ok = false, hb_ok = false; // att_keep / hb_keep hold this block's
+        bool att_ok = false, hb_ok = false; // att_keep / hb_keep hold this block's activations
         for (int g = 0; g < GQ_IN_COUNT && s == GQ_OK; g++) {
             const struct gq_block_tensor *first = NULL;
             int n_group = 0; // linears reading this input
