@@ -889,10 +889,11 @@ static cudaError_t decode(const gqcu_mat *m, int r0, int nr, float *out) {
 
 // Y (n, rows) = X (n, cols) · Wᵀ on the device: the GEMV for one token, else
 // W in row tiles of at most tile_floats values decoded to f32 (F32 matrices
-// are used as they are) and a TF32 GEMM per tile: column-major, the tile is
-// Wᵀ (cols, nr) and X is Xᵀ (cols, n), so Y's rows r0.. are op(tile)ᵀ·Xᵀ.
-static int matmul(const gqcu_mat *m, const float *X, float *Y, int n, float *tile, size_t tile_floats, char *err,
-                  size_t cap) {
+// are used as they are, without a tile) and a GEMM per tile, on tensor cores
+// in TF32 or in FP32: column-major, the tile is Wᵀ (cols, nr) and X is Xᵀ
+// (cols, n), so Y's rows r0.. are op(tile)ᵀ·Xᵀ.
+static int matmul(const gqcu_mat *m, const float *X, float *Y, int n, float *tile, size_t tile_floats, bool tf32,
+                  char *err, size_t cap) {
     int rc = 0;
     const float one = 1, zero = 0;
     if (n == 1) {
@@ -908,8 +909,8 @@ static int matmul(const gqcu_mat *m, const float *X, float *Y, int n, float *til
             if (m->kind == MAT_F32) A = (const float *)m->raw + (size_t)r0 * m->cols;
             else CHECK(decode(m, r0, nr, tile));
             CHECK(cublasGemmEx(g_blas, CUBLAS_OP_T, CUBLAS_OP_N, nr, n, m->cols, &one, A, CUDA_R_32F, m->cols, X,
-                               CUDA_R_32F, m->cols, &zero, Y + r0, CUDA_R_32F, m->rows, CUBLAS_COMPUTE_32F_FAST_TF32,
-                               CUBLAS_GEMM_DEFAULT));
+                               CUDA_R_32F, m->cols, &zero, Y + r0, CUDA_R_32F, m->rows,
+                               tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         }
     }
 out:
@@ -1014,7 +1015,8 @@ extern "C" int gqcu_mat_ggml(int type, int rows, int cols, const void *data, str
     if (!m) return fail(err, cap, "gqcu_mat_ggml", "out of memory");
     m->kind = type, m->rows = rows, m->cols = cols;
     m->bytes = (size_t)rows * (blk ? (size_t)(cols / 32) * blk : (size_t)cols * (type == MAT_F32 ? 4 : 2));
-    CHECK(upload(&m->raw, (const uint8_t *)data, m->bytes));
+    if (data) CHECK(upload(&m->raw, (const uint8_t *)data, m->bytes));
+    else CHECK(cudaMalloc(&m->raw, m->bytes)); // filled later (the calibration's block weights)
     CHECK(cudaMalloc(&m->x, sizeof(float) * cols));
     CHECK(cudaMalloc(&m->y, sizeof(float) * rows));
     *out = m;
@@ -1042,7 +1044,7 @@ extern "C" int gqcu_mat_gemm(struct gqcu_mat *m, int n, const float *X, float *Y
     CHECK(upload(&dX, X, (size_t)n * m->cols));
     CHECK(cudaMalloc(&dY, sizeof(float) * n * m->rows));
     CHECK(cudaMalloc(&tile, sizeof(float) * (tile_floats > (size_t)m->cols ? tile_floats : (size_t)m->cols)));
-    rc = matmul(m, dX, dY, n, tile, tile_floats, err, cap);
+    rc = matmul(m, dX, dY, n, tile, tile_floats, true, err, cap);
     if (rc) goto out;
     CHECK(cudaMemcpy(Y, dY, sizeof(float) * n * m->rows, cudaMemcpyDeviceToHost));
 out:
@@ -1080,30 +1082,66 @@ out:
 }
 
 // ---------------------------------------------------------------------------
-// Decoder forward (Llama family) on the device: the arithmetic of
+// Llama-family decoder blocks on the device: the arithmetic of
 // src/model/forward.c (RMSNorm with a double sum of squares, RoPE angles in
-// double, SwiGLU), KV cache on the device; the embedding rows come from the
-// host (one row per token). Attention: one warp per (query, head), online
-// softmax over the keys 0..pos, lanes over the head dimension.
+// double, SwiGLU). One block function serves the forward (gqcu_lm_*: KV cache
+// on the device, compressed weights, TF32 prefill GEMMs) and the calibration
+// passes (gqcu_calib_*: f32 weights, FP32 GEMMs, hooks as block_forward's).
+// Attention: one warp per (query, head), online softmax over the keys
+// 0..pos, lanes over the head dimension.
 
 #define ATT_MAX_HD 256 // head_dim <= 32 lanes × 8
 
-struct lm_layer {
+enum { IN_ATTN = 0, IN_ATTN_OUT, IN_FFN, IN_FFN_DOWN }; // enum gq_block_input
+
+struct blk_shape {
+    int dim, n_heads, n_kv_heads, head_dim, hidden_dim, rope_dim, rope_interleaved;
+    float rms_eps;
+    float *inv_freq; // (rope_dim / 2), on the device
+};
+struct blk_w { // one block's weights on the device (biases NULL when absent)
     float *attn_norm, *ffn_norm, *bq, *bk, *bv;
     gqcu_mat *w[7]; // q, k, v, o, gate, up, down
 };
-struct gqcu_lm {
-    int n_vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, hidden_dim, rope_dim, rope_interleaved, n_ctx;
-    float rms_eps;
-    lm_layer *L;
-    gqcu_mat *output;
-    float *output_norm, *inv_freq;
-    float *kc, *vc; // (n_layers, n_ctx, kv_dim)
-    float *tile;
-    size_t tile_floats;
-    int n_cap; // scratch sized for n_cap tokens
-    float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *logits;
+struct blk_buf { // scratch for a number of tokens
+    float *xb, *q, *k, *v, *att, *hb, *hb2;
 };
+// Calibration: after capturing input group `which` (buf, n_in wide; resid the
+// residual stream) the pass returns when it is stop_after (-1: whole block).
+struct blk_hooks {
+    int start_at, stop_after; // start_at IN_ATTN or IN_FFN (x holds the post-attention residual)
+    int (*capture)(void *user, int which, const float *buf, int n_in, const float *resid, char *err, size_t cap);
+    void *user;
+};
+
+static int shape_check(const blk_shape *s, const char *what, char *err, size_t cap) {
+    if (s->head_dim > ATT_MAX_HD || s->n_heads % s->n_kv_heads)
+        return fail(err, cap, what, "head_dim above 256 or heads not a multiple of the KV heads");
+    return 0;
+}
+
+static void blk_buf_free(blk_buf *b) {
+    cudaFree(b->xb), cudaFree(b->q), cudaFree(b->k), cudaFree(b->v), cudaFree(b->att), cudaFree(b->hb), cudaFree(b->hb2);
+    memset(b, 0, sizeof *b);
+}
+static cudaError_t blk_buf_alloc(blk_buf *b, const blk_shape *s, size_t n) {
+    const size_t q_dim = (size_t)s->n_heads * s->head_dim, kv = (size_t)s->n_kv_heads * s->head_dim;
+    const size_t wide = q_dim > (size_t)s->dim ? q_dim : s->dim;
+    cudaError_t e;
+    if ((e = cudaMalloc(&b->xb, sizeof(float) * n * wide)) != cudaSuccess ||
+        (e = cudaMalloc(&b->q, sizeof(float) * n * q_dim)) != cudaSuccess ||
+        (e = cudaMalloc(&b->k, sizeof(float) * n * kv)) != cudaSuccess ||
+        (e = cudaMalloc(&b->v, sizeof(float) * n * kv)) != cudaSuccess ||
+        (e = cudaMalloc(&b->att, sizeof(float) * n * q_dim)) != cudaSuccess ||
+        (e = cudaMalloc(&b->hb, sizeof(float) * n * s->hidden_dim)) != cudaSuccess)
+        return e;
+    return cudaMalloc(&b->hb2, sizeof(float) * n * s->hidden_dim);
+}
+static void blk_w_free(blk_w *w) {
+    cudaFree(w->attn_norm), cudaFree(w->ffn_norm), cudaFree(w->bq), cudaFree(w->bk), cudaFree(w->bv);
+    for (int j = 0; j < 7; j++) gqcu_mat_free(w->w[j]);
+    memset(w, 0, sizeof *w);
+}
 
 __global__ void rmsnorm_k(const float *x, const float *w, float *out, int dim, float eps) {
     __shared__ double red[256];
@@ -1189,41 +1227,112 @@ __global__ void swiglu_k(float *g, const float *u, int64_t n) { // silu(gate) ·
     }
 }
 
+static cudaError_t launch_add(float *x, const float *y, int64_t n) {
+    add_k<<<blocks_for(n, 256), 256>>>(x, y, n);
+    return cudaGetLastError();
+}
+
+// One block on x (n, dim), in place, for tokens at positions pos0..: the
+// layer's cache kc, vc (positions, kv_dim) receives their K/V and the
+// attention reads it; kc NULL: the n tokens are their own cache (pos0 0).
+// tf32: the prefill GEMMs on tensor cores (the forward), else FP32.
+static int block_run(const blk_shape *s, const blk_w *W, float *x, int n, int pos0, float *kc, float *vc,
+                     const blk_buf *b, float *tile, size_t tile_floats, bool tf32, const blk_hooks *hk, char *err,
+                     size_t cap) {
+    int rc = 0;
+    const int dim = s->dim, hd = s->head_dim, q_dim = s->n_heads * hd, kv = s->n_kv_heads * hd, ffn = s->hidden_dim;
+    const int half = s->rope_dim / 2;
+#define MATMUL(j, X, Y)                                                                                                \
+    if ((rc = matmul(W->w[j], X, Y, n, tile, tile_floats, tf32, err, cap))) goto out;
+#define HOOK(which, buf, width)                                                                                        \
+    if (hk && (rc = hk->capture(hk->user, which, buf, width, x, err, cap))) goto out;                                  \
+    if (hk && hk->stop_after == (which)) goto out;
+    if (!hk || hk->start_at != IN_FFN) {
+        rmsnorm_k<<<n, 256>>>(x, W->attn_norm, b->xb, dim, s->rms_eps);
+        CHECK(cudaGetLastError());
+        HOOK(IN_ATTN, b->xb, dim);
+        MATMUL(0, b->xb, b->q);
+        MATMUL(1, b->xb, b->k);
+        MATMUL(2, b->xb, b->v);
+        if (W->bq) bias_k<<<blocks_for((int64_t)n * q_dim, 256), 256>>>(b->q, W->bq, (int64_t)n * q_dim, q_dim);
+        if (W->bk) bias_k<<<blocks_for((int64_t)n * kv, 256), 256>>>(b->k, W->bk, (int64_t)n * kv, kv);
+        if (W->bv) bias_k<<<blocks_for((int64_t)n * kv, 256), 256>>>(b->v, W->bv, (int64_t)n * kv, kv);
+        if (half > 0) {
+            rope_k<<<blocks_for((int64_t)n * s->n_heads * half, 256), 256>>>(b->q, n, s->n_heads, hd, half,
+                                                                              s->rope_interleaved, s->inv_freq, pos0);
+            rope_k<<<blocks_for((int64_t)n * s->n_kv_heads * half, 256), 256>>>(b->k, n, s->n_kv_heads, hd, half,
+                                                                                 s->rope_interleaved, s->inv_freq, pos0);
+        }
+        CHECK(cudaGetLastError());
+        if (kc) {
+            CHECK(cudaMemcpy(kc + (size_t)pos0 * kv, b->k, sizeof(float) * n * kv, cudaMemcpyDeviceToDevice));
+            CHECK(cudaMemcpy(vc + (size_t)pos0 * kv, b->v, sizeof(float) * n * kv, cudaMemcpyDeviceToDevice));
+        } else
+            kc = b->k, vc = b->v;
+        attention_k<<<blocks_for((int64_t)n * s->n_heads * 32, 128), 128>>>(b->q, kc, vc, b->att, n, pos0, s->n_heads,
+                                                                             s->n_heads / s->n_kv_heads, hd, kv,
+                                                                             1.0f / sqrtf((float)hd));
+        CHECK(cudaGetLastError());
+        HOOK(IN_ATTN_OUT, b->att, q_dim);
+        MATMUL(3, b->att, b->xb);
+        CHECK(launch_add(x, b->xb, (int64_t)n * dim));
+    }
+    rmsnorm_k<<<n, 256>>>(x, W->ffn_norm, b->xb, dim, s->rms_eps);
+    CHECK(cudaGetLastError());
+    HOOK(IN_FFN, b->xb, dim);
+    MATMUL(4, b->xb, b->hb);
+    MATMUL(5, b->xb, b->hb2);
+    swiglu_k<<<blocks_for((int64_t)n * ffn, 256), 256>>>(b->hb, b->hb2, (int64_t)n * ffn);
+    CHECK(cudaGetLastError());
+    HOOK(IN_FFN_DOWN, b->hb, ffn);
+    MATMUL(6, b->hb, b->xb);
+    CHECK(launch_add(x, b->xb, (int64_t)n * dim));
+#undef HOOK
+#undef MATMUL
+out:
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// The forward (gqcu_lm_*).
+
+struct gqcu_lm {
+    blk_shape sh;
+    int n_vocab, n_layers, n_ctx;
+    blk_w *L;
+    gqcu_mat *output;
+    float *output_norm;
+    float *kc, *vc; // (n_layers, n_ctx, kv_dim)
+    float *tile;
+    size_t tile_floats;
+    int n_cap; // scratch sized for n_cap tokens
+    blk_buf b;
+    float *x, *logits;
+};
+
 static void free_scratch(gqcu_lm *lm) {
-    cudaFree(lm->x), cudaFree(lm->xb), cudaFree(lm->q), cudaFree(lm->k), cudaFree(lm->v), cudaFree(lm->att);
-    cudaFree(lm->hb), cudaFree(lm->hb2), cudaFree(lm->logits);
-    lm->x = lm->xb = lm->q = lm->k = lm->v = lm->att = lm->hb = lm->hb2 = lm->logits = NULL;
+    blk_buf_free(&lm->b);
+    cudaFree(lm->x), cudaFree(lm->logits);
+    lm->x = lm->logits = NULL;
     lm->n_cap = 0;
 }
 
 extern "C" void gqcu_lm_free(struct gqcu_lm *lm) {
     if (!lm) return;
     free_scratch(lm);
-    for (int l = 0; lm->L && l < lm->n_layers; l++) {
-        lm_layer *L = &lm->L[l];
-        cudaFree(L->attn_norm), cudaFree(L->ffn_norm), cudaFree(L->bq), cudaFree(L->bk), cudaFree(L->bv);
-        for (int j = 0; j < 7; j++) gqcu_mat_free(L->w[j]);
-    }
+    for (int l = 0; lm->L && l < lm->n_layers; l++) blk_w_free(&lm->L[l]);
     free(lm->L);
     gqcu_mat_free(lm->output);
-    cudaFree(lm->output_norm), cudaFree(lm->inv_freq), cudaFree(lm->kc), cudaFree(lm->vc), cudaFree(lm->tile);
+    cudaFree(lm->output_norm), cudaFree(lm->sh.inv_freq), cudaFree(lm->kc), cudaFree(lm->vc), cudaFree(lm->tile);
     free(lm);
 }
 
 static int grow_scratch(gqcu_lm *lm, int n, char *err, size_t cap) {
     int rc = 0;
-    const size_t N = (size_t)n, q_dim = (size_t)lm->n_heads * lm->head_dim,
-                 kv_dim = (size_t)lm->n_kv_heads * lm->head_dim, wide = q_dim > (size_t)lm->dim ? q_dim : lm->dim;
     free_scratch(lm);
-    CHECK(cudaMalloc(&lm->x, sizeof(float) * N * lm->dim));
-    CHECK(cudaMalloc(&lm->xb, sizeof(float) * N * wide));
-    CHECK(cudaMalloc(&lm->q, sizeof(float) * N * q_dim));
-    CHECK(cudaMalloc(&lm->k, sizeof(float) * N * kv_dim));
-    CHECK(cudaMalloc(&lm->v, sizeof(float) * N * kv_dim));
-    CHECK(cudaMalloc(&lm->att, sizeof(float) * N * q_dim));
-    CHECK(cudaMalloc(&lm->hb, sizeof(float) * N * lm->hidden_dim));
-    CHECK(cudaMalloc(&lm->hb2, sizeof(float) * N * lm->hidden_dim));
-    CHECK(cudaMalloc(&lm->logits, sizeof(float) * N * lm->n_vocab));
+    CHECK(blk_buf_alloc(&lm->b, &lm->sh, (size_t)n));
+    CHECK(cudaMalloc(&lm->x, sizeof(float) * n * lm->sh.dim));
+    CHECK(cudaMalloc(&lm->logits, sizeof(float) * n * lm->n_vocab));
     lm->n_cap = n;
 out:
     if (rc) free_scratch(lm);
@@ -1236,7 +1345,7 @@ extern "C" int gqcu_lm_new(const struct gqcu_lm_desc *D, struct gqcu_lm **out, c
     size_t tile = 0, widest = 0;
     gqcu_lm *lm = (gqcu_lm *)calloc(1, sizeof *lm);
     *out = NULL;
-    if (!lm || !(lm->L = (lm_layer *)calloc((size_t)D->n_layers, sizeof *lm->L))) {
+    if (!lm || !(lm->L = (blk_w *)calloc((size_t)D->n_layers, sizeof *lm->L))) {
         for (int l = 0; l < D->n_layers; l++) {
             const gqcu_lm_layer *S = &D->layers[l];
             gqcu_mat_free(S->wq), gqcu_mat_free(S->wk), gqcu_mat_free(S->wv), gqcu_mat_free(S->wo);
@@ -1246,10 +1355,9 @@ extern "C" int gqcu_lm_new(const struct gqcu_lm_desc *D, struct gqcu_lm **out, c
         rc = fail(err, cap, "gqcu_lm_new", "out of memory");
         goto out;
     }
-    lm->n_vocab = D->n_vocab, lm->dim = D->dim, lm->n_layers = D->n_layers, lm->n_heads = D->n_heads;
-    lm->n_kv_heads = D->n_kv_heads, lm->head_dim = D->head_dim, lm->hidden_dim = D->hidden_dim;
-    lm->rope_dim = D->rope_dim, lm->rope_interleaved = D->rope_interleaved, lm->n_ctx = D->n_ctx;
-    lm->rms_eps = D->rms_eps;
+    lm->sh = {D->dim, D->n_heads, D->n_kv_heads, D->head_dim, D->hidden_dim, D->rope_dim, D->rope_interleaved,
+              D->rms_eps, NULL};
+    lm->n_vocab = D->n_vocab, lm->n_layers = D->n_layers, lm->n_ctx = D->n_ctx;
     // the lm owns the matrices from here on, also when this call fails
     for (int l = 0; l < D->n_layers; l++) {
         const gqcu_lm_layer *S = &D->layers[l];
@@ -1257,13 +1365,10 @@ extern "C" int gqcu_lm_new(const struct gqcu_lm_desc *D, struct gqcu_lm **out, c
         memcpy(lm->L[l].w, w, sizeof w);
     }
     lm->output = D->output;
-    if (D->head_dim > ATT_MAX_HD || D->n_heads % D->n_kv_heads) {
-        rc = fail(err, cap, "gqcu_lm_new", "head_dim above 256 or heads not a multiple of the KV heads");
-        goto out;
-    }
+    if ((rc = shape_check(&lm->sh, "gqcu_lm_new", err, cap))) goto out;
     for (int l = 0; l < D->n_layers; l++) {
         const gqcu_lm_layer *S = &D->layers[l];
-        lm_layer *L = &lm->L[l];
+        blk_w *L = &lm->L[l];
         const size_t q_dim = (size_t)D->n_heads * D->head_dim;
         CHECK(upload(&L->attn_norm, S->attn_norm, (size_t)D->dim));
         CHECK(upload(&L->ffn_norm, S->ffn_norm, (size_t)D->dim));
@@ -1280,7 +1385,7 @@ extern "C" int gqcu_lm_new(const struct gqcu_lm_desc *D, struct gqcu_lm **out, c
         tile = (size_t)lm->output->rows * lm->output->cols;
     if ((size_t)lm->output->cols > widest) widest = lm->output->cols;
     CHECK(upload(&lm->output_norm, D->output_norm, (size_t)D->dim));
-    CHECK(upload(&lm->inv_freq, D->inv_freq, (size_t)(D->rope_dim / 2)));
+    CHECK(upload(&lm->sh.inv_freq, D->inv_freq, (size_t)(D->rope_dim / 2)));
     CHECK(cudaMalloc(&lm->kc, sizeof(float) * (cache ? cache : 1)));
     CHECK(cudaMalloc(&lm->vc, sizeof(float) * (cache ? cache : 1)));
     // prefill tiles: whole matrices up to 32 Mi values (128 MiB), at least one row
@@ -1294,65 +1399,27 @@ out:
     return rc;
 }
 
-static cudaError_t launch_add(float *x, const float *y, int64_t n) {
-    add_k<<<blocks_for(n, 256), 256>>>(x, y, n);
-    return cudaGetLastError();
-}
-
 extern "C" int gqcu_lm_forward(struct gqcu_lm *lm, const float *x, int n, int pos0, float *logits, int all_logits,
                                char *err, size_t cap) {
     int rc = 0;
-    const int dim = lm->dim, hd = lm->head_dim, q_dim = lm->n_heads * hd, kv_dim = lm->n_kv_heads * hd;
-    const int ffn = lm->hidden_dim, half = lm->rope_dim / 2, group = lm->n_heads / lm->n_kv_heads;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const int dim = lm->sh.dim, kv_dim = lm->sh.n_kv_heads * lm->sh.head_dim;
     if (n <= 0 || pos0 < 0 || pos0 + n > lm->n_ctx) return fail(err, cap, "gqcu_lm_forward", "tokens outside the context");
     if (n > lm->n_cap && (rc = grow_scratch(lm, n, err, cap))) return rc;
-#define MATMUL(w, X, Y, rows_)                                                                                         \
-    if ((rc = matmul(w, X, Y, rows_, lm->tile, lm->tile_floats, err, cap))) goto out;
     CHECK(cudaMemcpy(lm->x, x, sizeof(float) * n * dim, cudaMemcpyHostToDevice));
     for (int l = 0; l < lm->n_layers; l++) {
-        const lm_layer *L = &lm->L[l];
         float *kc = lm->kc + (size_t)l * lm->n_ctx * kv_dim, *vc = lm->vc + (size_t)l * lm->n_ctx * kv_dim;
-        rmsnorm_k<<<n, 256>>>(lm->x, L->attn_norm, lm->xb, dim, lm->rms_eps);
-        CHECK(cudaGetLastError());
-        MATMUL(L->w[0], lm->xb, lm->q, n);
-        MATMUL(L->w[1], lm->xb, lm->k, n);
-        MATMUL(L->w[2], lm->xb, lm->v, n);
-        if (L->bq) bias_k<<<blocks_for((int64_t)n * q_dim, 256), 256>>>(lm->q, L->bq, (int64_t)n * q_dim, q_dim);
-        if (L->bk) bias_k<<<blocks_for((int64_t)n * kv_dim, 256), 256>>>(lm->k, L->bk, (int64_t)n * kv_dim, kv_dim);
-        if (L->bv) bias_k<<<blocks_for((int64_t)n * kv_dim, 256), 256>>>(lm->v, L->bv, (int64_t)n * kv_dim, kv_dim);
-        if (half > 0) {
-            rope_k<<<blocks_for((int64_t)n * lm->n_heads * half, 256), 256>>>(lm->q, n, lm->n_heads, hd, half,
-                                                                               lm->rope_interleaved, lm->inv_freq, pos0);
-            rope_k<<<blocks_for((int64_t)n * lm->n_kv_heads * half, 256), 256>>>(
-                lm->k, n, lm->n_kv_heads, hd, half, lm->rope_interleaved, lm->inv_freq, pos0);
-        }
-        CHECK(cudaGetLastError());
-        CHECK(cudaMemcpy(kc + (size_t)pos0 * kv_dim, lm->k, sizeof(float) * n * kv_dim, cudaMemcpyDeviceToDevice));
-        CHECK(cudaMemcpy(vc + (size_t)pos0 * kv_dim, lm->v, sizeof(float) * n * kv_dim, cudaMemcpyDeviceToDevice));
-        attention_k<<<blocks_for((int64_t)n * lm->n_heads * 32, 128), 128>>>(lm->q, kc, vc, lm->att, n, pos0,
-                                                                              lm->n_heads, group, hd, kv_dim, scale);
-        CHECK(cudaGetLastError());
-        MATMUL(L->w[3], lm->att, lm->xb, n);
-        CHECK(launch_add(lm->x, lm->xb, (int64_t)n * dim));
-        rmsnorm_k<<<n, 256>>>(lm->x, L->ffn_norm, lm->xb, dim, lm->rms_eps);
-        CHECK(cudaGetLastError());
-        MATMUL(L->w[4], lm->xb, lm->hb, n);
-        MATMUL(L->w[5], lm->xb, lm->hb2, n);
-        swiglu_k<<<blocks_for((int64_t)n * ffn, 256), 256>>>(lm->hb, lm->hb2, (int64_t)n * ffn);
-        CHECK(cudaGetLastError());
-        MATMUL(L->w[6], lm->hb, lm->xb, n);
-        CHECK(launch_add(lm->x, lm->xb, (int64_t)n * dim));
+        if ((rc = block_run(&lm->sh, &lm->L[l], lm->x, n, pos0, kc, vc, &lm->b, lm->tile, lm->tile_floats, true, NULL,
+                            err, cap)))
+            goto out;
     }
     if (logits) {
         const int rows = all_logits ? n : 1;
-        rmsnorm_k<<<rows, 256>>>(lm->x + (size_t)(n - rows) * dim, lm->output_norm, lm->xb, dim, lm->rms_eps);
+        rmsnorm_k<<<rows, 256>>>(lm->x + (size_t)(n - rows) * dim, lm->output_norm, lm->b.xb, dim, lm->sh.rms_eps);
         CHECK(cudaGetLastError());
-        MATMUL(lm->output, lm->xb, lm->logits, rows);
+        if ((rc = matmul(lm->output, lm->b.xb, lm->logits, rows, lm->tile, lm->tile_floats, true, err, cap))) goto out;
         CHECK(cudaMemcpy(logits, lm->logits, sizeof(float) * rows * lm->n_vocab, cudaMemcpyDeviceToHost));
     } else
         CHECK(cudaDeviceSynchronize());
-#undef MATMUL
 out:
     return rc;
 }
@@ -1361,42 +1428,30 @@ out:
 // Calibration passes on the device (engine.c with --device cuda). The
 // windows' activations X stay on the device, the current block's f32 weights
 // are uploaded before each pass, and a linear group's Σ xᵀx accumulates there
-// in double (DSYRK per window). A pass follows forward.c's block_forward with
-// its hooks (start_at, stop_after, the capture of one input group) and FP32
-// GEMMs (no TF32, as the CPU's sgemm); the capture weights tokens as
-// engine.c's on_capture does (residual weighting, the first token's weight).
-
-enum { IN_ATTN = 0, IN_ATTN_OUT, IN_FFN, IN_FFN_DOWN }; // enum gq_block_input
+// in double (DSYRK per window). A pass is block_run with block_forward's
+// hooks and FP32 GEMMs (no TF32, as the CPU's sgemm); the capture weights
+// tokens as engine.c's on_capture does (residual weighting, the first
+// token's weight).
 
 struct gqcu_calib {
-    int dim, n_heads, n_kv_heads, head_dim, hidden_dim, rope_dim, rope_interleaved, ns, seqlen;
-    float rms_eps;
-    float *inv_freq, *X, *tmp;                  // X (ns, seqlen, dim), tmp one window
-    float *attn_norm, *ffn_norm, *bq, *bk, *bv; // current block (biases NULL when absent)
-    float *w[7];                                // q, k, v, o, gate, up, down
-    float *xb, *q, *k, *v, *att, *hb, *hb2, *y; // one window's scratch
-    double *xd, *H;                             // capture: (seqlen, n_in), (n_in, n_in)
-    int *bad;                                   // non-finite flag
+    blk_shape sh;
+    int ns, seqlen;
+    float *X, *tmp; // X (ns, seqlen, dim), tmp one window
+    blk_w W;        // the current block: F32 matrices
+    blk_buf b;      // one window's scratch
+    float *y;       // (seqlen, dim): the residual weighting's o / down output
+    double *xd, *H; // capture: (seqlen, n_in), (n_in, n_in)
+    int *bad;       // non-finite flag
+    int want, resid_w; // the pass's capture: input group (-1: none), residual weighting through o (1) / down (2)
+    float sink;
 };
-
-static size_t w_rows(const gqcu_calib *c, int j) {
-    const int q_dim = c->n_heads * c->head_dim, kv = c->n_kv_heads * c->head_dim;
-    const int r[7] = {q_dim, kv, kv, c->dim, c->hidden_dim, c->hidden_dim, c->dim};
-    return (size_t)r[j];
-}
-static size_t w_cols(const gqcu_calib *c, int j) {
-    const int q_dim = c->n_heads * c->head_dim;
-    const int n[7] = {c->dim, c->dim, c->dim, q_dim, c->dim, c->dim, c->hidden_dim};
-    return (size_t)n[j];
-}
 
 extern "C" void gqcu_calib_free(struct gqcu_calib *c) {
     if (!c) return;
-    cudaFree(c->inv_freq), cudaFree(c->X), cudaFree(c->tmp), cudaFree(c->attn_norm), cudaFree(c->ffn_norm);
-    cudaFree(c->bq), cudaFree(c->bk), cudaFree(c->bv);
-    for (int j = 0; j < 7; j++) cudaFree(c->w[j]);
-    cudaFree(c->xb), cudaFree(c->q), cudaFree(c->k), cudaFree(c->v), cudaFree(c->att), cudaFree(c->hb);
-    cudaFree(c->hb2), cudaFree(c->y), cudaFree(c->xd), cudaFree(c->H), cudaFree(c->bad);
+    cudaFree(c->sh.inv_freq), cudaFree(c->X), cudaFree(c->tmp);
+    blk_w_free(&c->W);
+    blk_buf_free(&c->b);
+    cudaFree(c->y), cudaFree(c->xd), cudaFree(c->H), cudaFree(c->bad);
     free(c);
 }
 
@@ -1406,30 +1461,24 @@ extern "C" int gqcu_calib_new(const struct gqcu_calib_desc *D, const float *X, s
     gqcu_calib *c = (gqcu_calib *)calloc(1, sizeof *c);
     *out = NULL;
     if (!c) return fail(err, cap, "gqcu_calib_new", "out of memory");
-    c->dim = D->dim, c->n_heads = D->n_heads, c->n_kv_heads = D->n_kv_heads, c->head_dim = D->head_dim;
-    c->hidden_dim = D->hidden_dim, c->rope_dim = D->rope_dim, c->rope_interleaved = D->rope_interleaved;
-    c->ns = D->nsamples, c->seqlen = D->seqlen, c->rms_eps = D->rms_eps;
+    c->sh = {D->dim, D->n_heads, D->n_kv_heads, D->head_dim, D->hidden_dim, D->rope_dim, D->rope_interleaved,
+             D->rms_eps, NULL};
+    c->ns = D->nsamples, c->seqlen = D->seqlen;
     {
-        const size_t S = (size_t)c->seqlen, q_dim = (size_t)c->n_heads * c->head_dim,
-                     kv = (size_t)c->n_kv_heads * c->head_dim, dim = (size_t)c->dim, ffn = (size_t)c->hidden_dim;
+        const size_t S = (size_t)c->seqlen, q_dim = (size_t)D->n_heads * D->head_dim,
+                     kv = (size_t)D->n_kv_heads * D->head_dim, dim = (size_t)D->dim, ffn = (size_t)D->hidden_dim;
         const size_t wide = q_dim > dim ? q_dim : dim, n_in = ffn > wide ? ffn : wide;
-        if (c->head_dim > ATT_MAX_HD || c->n_heads % c->n_kv_heads) {
-            rc = fail(err, cap, "gqcu_calib_new", "head_dim above 256 or heads not a multiple of the KV heads");
-            goto out;
-        }
-        CHECK(upload(&c->inv_freq, D->inv_freq, (size_t)(c->rope_dim / 2)));
+        // (rows, cols) of q, k, v, o, gate, up, down
+        const size_t shape[7][2] = {{q_dim, dim}, {kv, dim}, {kv, dim}, {dim, q_dim}, {ffn, dim}, {ffn, dim}, {dim, ffn}};
+        if ((rc = shape_check(&c->sh, "gqcu_calib_new", err, cap))) goto out;
+        CHECK(upload(&c->sh.inv_freq, D->inv_freq, (size_t)(D->rope_dim / 2)));
         CHECK(upload(&c->X, X, (size_t)c->ns * S * dim));
         CHECK(cudaMalloc(&c->tmp, sizeof(float) * S * dim));
-        CHECK(cudaMalloc(&c->attn_norm, sizeof(float) * dim));
-        CHECK(cudaMalloc(&c->ffn_norm, sizeof(float) * dim));
-        for (int j = 0; j < 7; j++) CHECK(cudaMalloc(&c->w[j], sizeof(float) * w_rows(c, j) * w_cols(c, j)));
-        CHECK(cudaMalloc(&c->xb, sizeof(float) * S * wide));
-        CHECK(cudaMalloc(&c->q, sizeof(float) * S * q_dim));
-        CHECK(cudaMalloc(&c->k, sizeof(float) * S * kv));
-        CHECK(cudaMalloc(&c->v, sizeof(float) * S * kv));
-        CHECK(cudaMalloc(&c->att, sizeof(float) * S * q_dim));
-        CHECK(cudaMalloc(&c->hb, sizeof(float) * S * ffn));
-        CHECK(cudaMalloc(&c->hb2, sizeof(float) * S * ffn));
+        CHECK(cudaMalloc(&c->W.attn_norm, sizeof(float) * dim));
+        CHECK(cudaMalloc(&c->W.ffn_norm, sizeof(float) * dim));
+        for (int j = 0; j < 7; j++)
+            if ((rc = gqcu_mat_ggml(MAT_F32, (int)shape[j][0], (int)shape[j][1], NULL, &c->W.w[j], err, cap))) goto out;
+        CHECK(blk_buf_alloc(&c->b, &c->sh, S));
         CHECK(cudaMalloc(&c->y, sizeof(float) * S * dim));
         CHECK(cudaMalloc(&c->xd, sizeof(double) * S * n_in));
         CHECK(cudaMalloc(&c->H, sizeof(double) * n_in * n_in));
@@ -1455,23 +1504,16 @@ static cudaError_t set_bias(float **d, const float *h, size_t n) {
 
 extern "C" int gqcu_calib_block(struct gqcu_calib *c, const struct gqcu_calib_block *B, char *err, size_t cap) {
     int rc = 0;
-    const size_t q_dim = (size_t)c->n_heads * c->head_dim, kv = (size_t)c->n_kv_heads * c->head_dim;
+    const size_t q_dim = (size_t)c->sh.n_heads * c->sh.head_dim, kv = (size_t)c->sh.n_kv_heads * c->sh.head_dim;
     const float *w[7] = {B->wq, B->wk, B->wv, B->wo, B->w_gate, B->w_up, B->w_down};
-    CHECK(cudaMemcpy(c->attn_norm, B->attn_norm, sizeof(float) * c->dim, cudaMemcpyHostToDevice));
-    CHECK(cudaMemcpy(c->ffn_norm, B->ffn_norm, sizeof(float) * c->dim, cudaMemcpyHostToDevice));
-    CHECK(set_bias(&c->bq, B->bq, q_dim));
-    CHECK(set_bias(&c->bk, B->bk, kv));
-    CHECK(set_bias(&c->bv, B->bv, kv));
-    for (int j = 0; j < 7; j++)
-        CHECK(cudaMemcpy(c->w[j], w[j], sizeof(float) * w_rows(c, j) * w_cols(c, j), cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(c->W.attn_norm, B->attn_norm, sizeof(float) * c->sh.dim, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(c->W.ffn_norm, B->ffn_norm, sizeof(float) * c->sh.dim, cudaMemcpyHostToDevice));
+    CHECK(set_bias(&c->W.bq, B->bq, q_dim));
+    CHECK(set_bias(&c->W.bk, B->bk, kv));
+    CHECK(set_bias(&c->W.bv, B->bv, kv));
+    for (int j = 0; j < 7; j++) CHECK(cudaMemcpy(c->W.w[j]->raw, w[j], c->W.w[j]->bytes, cudaMemcpyHostToDevice));
 out:
     return rc;
-}
-
-// Y (n, rows) = X (n, cols) · Wᵀ in FP32 (cuBLAS's default math: no TF32).
-static cublasStatus_t sgemm_xwt(const float *W, int rows, int cols, const float *X, int n, float *Y) {
-    const float one = 1, zero = 0;
-    return cublasSgemm(g_blas, CUBLAS_OP_T, CUBLAS_OP_N, rows, n, cols, &one, W, cols, X, cols, &zero, Y, rows);
 }
 
 __global__ void flag_nonfinite(const float *x, int64_t n, int *bad) {
@@ -1509,21 +1551,22 @@ __global__ void capture_rows(const float *x, int n_in, const float *resid, const
     }
 }
 
-// The wanted input group's capture: non-finite check, token weights, H += xdᵀ xd.
-static int calib_capture(gqcu_calib *c, const float *buf, int n_in, const float *resid, int resid_w, float sink,
-                         char *err, size_t cap) {
+// The pass's capture (a blk_hooks callback): at the wanted input group, the
+// non-finite check, token weights and H += xdᵀ xd.
+static int calib_capture(void *u, int which, const float *buf, int n_in, const float *resid, char *err, size_t cap) {
+    gqcu_calib *c = (gqcu_calib *)u;
     int rc = 0;
     const int S = c->seqlen;
     const double one = 1;
     const float *y = NULL;
+    if (which != c->want) return 0;
     flag_nonfinite<<<blocks_for((int64_t)S * n_in, 256), 256>>>(buf, (int64_t)S * n_in, c->bad);
     CHECK(cudaGetLastError());
-    if (resid_w) {
-        const int j = resid_w == 1 ? 3 : 6; // o or down: (dim, n_in)
-        CHECK(sgemm_xwt(c->w[j], c->dim, n_in, buf, S, c->y));
+    if (c->resid_w) { // through o or down: (dim, n_in), FP32 as the CPU's sgemm
+        if ((rc = matmul(c->W.w[c->resid_w == 1 ? 3 : 6], buf, c->y, S, NULL, 0, false, err, cap))) goto out;
         y = c->y;
     }
-    capture_rows<<<S, 256>>>(buf, n_in, resid, y, c->dim, sink, c->xd);
+    capture_rows<<<S, 256>>>(buf, n_in, resid, y, c->sh.dim, c->sink, c->xd);
     CHECK(cudaGetLastError());
     // column-major: xdᵀ is (n_in, S); Hᵀ += xdᵀ xd, lower (= row-major upper, as the CPU's H)
     CHECK(cublasDsyrk(g_blas, CUBLAS_FILL_MODE_LOWER, CUBLAS_OP_N, n_in, S, &one, c->xd, n_in, &one, c->H, n_in));
@@ -1531,61 +1574,13 @@ out:
     return rc;
 }
 
-// One window x (seqlen, dim) through the block, as block_forward.
-static int calib_window(gqcu_calib *c, float *x, int start_at, int stop_after, int want, int resid_w, float sink,
-                        char *err, size_t cap) {
-    int rc = 0;
-    const int S = c->seqlen, dim = c->dim, hd = c->head_dim, q_dim = c->n_heads * hd, kv = c->n_kv_heads * hd;
-    const int ffn = c->hidden_dim, half = c->rope_dim / 2;
-#define CAPTURE(which, buf, width)                                                                                     \
-    if (want == (which) && (rc = calib_capture(c, buf, width, x, resid_w, sink, err, cap))) goto out;                  \
-    if (stop_after == (which)) goto out;
-    if (start_at != IN_FFN) {
-        rmsnorm_k<<<S, 256>>>(x, c->attn_norm, c->xb, dim, c->rms_eps);
-        CHECK(cudaGetLastError());
-        CAPTURE(IN_ATTN, c->xb, dim);
-        CHECK(sgemm_xwt(c->w[0], q_dim, dim, c->xb, S, c->q));
-        CHECK(sgemm_xwt(c->w[1], kv, dim, c->xb, S, c->k));
-        CHECK(sgemm_xwt(c->w[2], kv, dim, c->xb, S, c->v));
-        if (c->bq) bias_k<<<blocks_for((int64_t)S * q_dim, 256), 256>>>(c->q, c->bq, (int64_t)S * q_dim, q_dim);
-        if (c->bk) bias_k<<<blocks_for((int64_t)S * kv, 256), 256>>>(c->k, c->bk, (int64_t)S * kv, kv);
-        if (c->bv) bias_k<<<blocks_for((int64_t)S * kv, 256), 256>>>(c->v, c->bv, (int64_t)S * kv, kv);
-        if (half > 0) {
-            rope_k<<<blocks_for((int64_t)S * c->n_heads * half, 256), 256>>>(c->q, S, c->n_heads, hd, half,
-                                                                              c->rope_interleaved, c->inv_freq, 0);
-            rope_k<<<blocks_for((int64_t)S * c->n_kv_heads * half, 256), 256>>>(c->k, S, c->n_kv_heads, hd, half,
-                                                                                 c->rope_interleaved, c->inv_freq, 0);
-        }
-        CHECK(cudaGetLastError());
-        // the window is its own KV cache (positions 0..seqlen-1)
-        attention_k<<<blocks_for((int64_t)S * c->n_heads * 32, 128), 128>>>(c->q, c->k, c->v, c->att, S, 0, c->n_heads,
-                                                                             c->n_heads / c->n_kv_heads, hd, kv,
-                                                                             1.0f / sqrtf((float)hd));
-        CHECK(cudaGetLastError());
-        CAPTURE(IN_ATTN_OUT, c->att, q_dim);
-        CHECK(sgemm_xwt(c->w[3], dim, q_dim, c->att, S, c->xb));
-        CHECK(launch_add(x, c->xb, (int64_t)S * dim));
-    }
-    rmsnorm_k<<<S, 256>>>(x, c->ffn_norm, c->xb, dim, c->rms_eps);
-    CHECK(cudaGetLastError());
-    CAPTURE(IN_FFN, c->xb, dim);
-    CHECK(sgemm_xwt(c->w[4], ffn, dim, c->xb, S, c->hb));
-    CHECK(sgemm_xwt(c->w[5], ffn, dim, c->xb, S, c->hb2));
-    swiglu_k<<<blocks_for((int64_t)S * ffn, 256), 256>>>(c->hb, c->hb2, (int64_t)S * ffn);
-    CHECK(cudaGetLastError());
-    CAPTURE(IN_FFN_DOWN, c->hb, ffn);
-    CHECK(sgemm_xwt(c->w[6], dim, ffn, c->hb, S, c->xb));
-    CHECK(launch_add(x, c->xb, (int64_t)S * dim));
-#undef CAPTURE
-out:
-    return rc;
-}
-
 extern "C" int gqcu_calib_pass(struct gqcu_calib *c, int start_at, int stop_after, int in_place, int want,
                                int resid_w, float sink, double *H, int *bad_window, char *err, size_t cap) {
     int rc = 0, bad = 0;
-    const size_t per = (size_t)c->seqlen * c->dim;
-    const int n_in = want == IN_ATTN_OUT ? c->n_heads * c->head_dim : want == IN_FFN_DOWN ? c->hidden_dim : c->dim;
+    const size_t per = (size_t)c->seqlen * c->sh.dim;
+    const int n_in = want == IN_ATTN_OUT ? c->sh.n_heads * c->sh.head_dim : want == IN_FFN_DOWN ? c->sh.hidden_dim : c->sh.dim;
+    const blk_hooks hk = {start_at, stop_after, calib_capture, c};
+    c->want = want, c->resid_w = resid_w, c->sink = sink;
     *bad_window = -1;
     if (want >= 0) CHECK(cudaMemset(c->H, 0, sizeof(double) * n_in * n_in));
     CHECK(cudaMemset(c->bad, 0, sizeof(int)));
@@ -1595,7 +1590,7 @@ extern "C" int gqcu_calib_pass(struct gqcu_calib *c, int start_at, int stop_afte
             CHECK(cudaMemcpy(c->tmp, x, sizeof(float) * per, cudaMemcpyDeviceToDevice));
             x = c->tmp;
         }
-        if ((rc = calib_window(c, x, start_at, stop_after, want, resid_w, sink, err, cap))) goto out;
+        if ((rc = block_run(&c->sh, &c->W, x, c->seqlen, 0, NULL, NULL, &c->b, NULL, 0, false, &hk, err, cap))) goto out;
         if (stop_after < 0) { // the block's output: checked per window, as finish_block
             flag_nonfinite<<<blocks_for((int64_t)per, 256), 256>>>(x, (int64_t)per, c->bad);
             CHECK(cudaGetLastError());

@@ -45,7 +45,8 @@ struct gqcu_vq_desc {
     const int32_t *vec_ct, *row_rt, *perm;
 };
 int gqcu_mat_vq(const struct gqcu_vq_desc *d, struct gqcu_mat **out, char *err, size_t cap);
-// rows × GGML rows of `type` (block types: cols a multiple of 32).
+// rows × GGML rows of `type` (block types: cols a multiple of 32); data NULL:
+// allocated, to be filled on the device (the calibration's block weights).
 int gqcu_mat_ggml(int type, int rows, int cols, const void *data, struct gqcu_mat **out, char *err, size_t cap);
 void gqcu_mat_free(struct gqcu_mat *m);
 // One token, y (rows) = W x (cols), host vectors: the decode GEMV.
