@@ -451,8 +451,6 @@ enum gq_status gq_vq_em(const struct gq_vq_data *D, int k, int iters, enum gq_vq
 }
 
 // ---------------------------------------------------------------------------
-
-// ---------------------------------------------------------------------------
 // Codebook-update normal equations (contract: vq.h). G is made of (k·d)²
 // blocks, one per pair of (stage, column tile) B1, B2:
 //   G[(B1, c1, j1), (B2, c2, j2)] = Σ_r Σ_{v1 ∈ ct1: idx_s1(r, v1) = c1} Σ_{v2 ∈ ct2: idx_s2(r, v2) = c2}
