@@ -16,6 +16,7 @@
 
 #include "../util/bits.h"
 
+#include <cub/device/device_radix_sort.cuh>
 #include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -47,6 +48,8 @@ static bool ok(cudaError_t e) { return e == cudaSuccess; }
 static bool ok(cublasStatus_t e) { return e == CUBLAS_STATUS_SUCCESS; }
 static bool ok(cusolverStatus_t e) { return e == CUSOLVER_STATUS_SUCCESS; }
 // A device copy of n host values (one element allocated when n is 0).
+static unsigned blocks_for(int64_t n, int tb) { return (unsigned)((n + tb - 1) / tb); }
+
 template <typename T> static cudaError_t upload(T **dst, const T *src, size_t n) {
     cudaError_t e = cudaMalloc((void **)dst, sizeof(T) * (n ? n : 1));
     if (e == cudaSuccess && n) e = cudaMemcpy(*dst, src, sizeof(T) * n, cudaMemcpyHostToDevice);
@@ -232,6 +235,7 @@ extern "C" int gqcu_chol_inverse_upper(double *A, int n, int *info, char *err, s
     size_t sA = (size_t)n * n * sizeof(double);
     dim3 th(16, 16), bl((n + 15) / 16, (n + 15) / 16);
     *info = 0;
+    if (n <= 0) return 0;
     CHECK(cudaMalloc(&dA, sA));
     CHECK(cudaMalloc(&dinfo, sizeof(int)));
     CHECK(cudaMalloc(&dbad, sizeof(int)));
@@ -321,13 +325,13 @@ __global__ void vq_assign_k(const double *x, const double *s2, const double *met
         const double *xi = x + (size_t)i * d, *Ps = P + (size_t)s * k * d, *ns = nrm + (size_t)s * k;
         double xr[VQ_MAX_DIM];
         for (int a = 0; a < d; a++) xr[a] = xi[a];
-        double best = 0;
+        double best = INFINITY; // as nearest_impl: NaN scores never win, all-NaN gives 0
         int bm = 0;
         for (int m = 0; m < k; m++) {
             double dot = 0;
             for (int a = 0; a < d; a++) dot += xr[a] * Ps[(size_t)m * d + a];
             double e = ns[m] - 2 * dot;
-            if (m == 0 || e < best) best = e, bm = m;
+            if (e < best) best = e, bm = m;
         }
         idx[i] = bm;
         const double *M = metric + (size_t)s * d * d, *c = C + (size_t)bm * d;
@@ -389,43 +393,73 @@ out:
     return rc;
 }
 
-// M-step: anchor[m] = first point of centroid m; A_m = Σ w M, b_m = Σ w M (x − x_anchor).
-__global__ void mstep_anchor(const int32_t *idx, int64_t n, unsigned long long *anchor) {
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) atomicMin(&anchor[idx[i]], (unsigned long long)i);
+// M-step, deterministic (no floating-point atomics: the same centroids on
+// every run, so a resumed run can match an uninterrupted one): the points are
+// sorted by centroid with a stable radix sort, so each centroid's points are in
+// index order and its anchor (vq.c: the first point) leads its list; then one
+// warp per centroid sums A_m = Σ w M and b_m = Σ w M (x − x_anchor) over its
+// list, lanes striding it and a shuffle tree at the end (a fixed order).
+__global__ void mstep_iota(int32_t *v, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) v[i] = i;
 }
-__global__ void mstep_accum(const double *x, const double *s2, const double *metric, int diag, int d, int per_slot,
-                            int64_t n, const int32_t *idx, const unsigned long long *anchor, double *A, double *b) {
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    const int m = idx[i], dd = d * d;
-    const double *M = metric + (size_t)(i / per_slot) * dd, *xi = x + (size_t)i * d,
-                 *xr = x + (size_t)anchor[m] * d;
-    const double w = s2 ? s2[i] : 1.0;
-    double e[VQ_MAX_DIM];
-    for (int a = 0; a < d; a++) e[a] = xi[a] - xr[a];
-    for (int a = 0; a < d; a++) {
-        if (diag) {
-            atomicAdd(&A[(size_t)m * dd + a * d + a], w * M[a * d + a]);
-            atomicAdd(&b[(size_t)m * d + a], w * M[a * d + a] * e[a]);
-        } else {
-            double r = 0;
-            for (int c = 0; c < d; c++) {
-                atomicAdd(&A[(size_t)m * dd + a * d + c], w * M[a * d + c]);
-                r += M[a * d + c] * e[c];
-            }
-            atomicAdd(&b[(size_t)m * d + a], w * r);
+__global__ void mstep_bounds(const uint32_t *key, int n, int *beg, int *end) {
+    int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= n) return;
+    if (p == 0 || key[p] != key[p - 1]) beg[key[p]] = p;
+    if (p == n - 1 || key[p] != key[p + 1]) end[key[p]] = p + 1;
+}
+__global__ void mstep_sum(const double *x, const double *s2, const double *metric, int diag, int d, int per_slot,
+                          int k, const int *beg, const int *end, const int32_t *pts, double *A, double *b,
+                          int *anchor) {
+    const int m = (int)(((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32), lane = threadIdx.x % 32;
+    if (m >= k) return; // whole warps: blockDim is a multiple of 32
+    const int p0 = beg[m], p1 = end[m], dd = d * d;
+    if (p0 >= p1) {
+        if (lane == 0) anchor[m] = -1;
+        return;
+    }
+    const double *xr = x + (size_t)pts[p0] * d;
+    double Aa[VQ_MAX_DIM * VQ_MAX_DIM], ba[VQ_MAX_DIM];
+    for (int q = 0; q < dd; q++) Aa[q] = 0;
+    for (int a = 0; a < d; a++) ba[a] = 0;
+    for (int p = p0 + lane; p < p1; p += 32) {
+        const int64_t i = pts[p];
+        const double *M = metric + (size_t)(i / per_slot) * dd, *xi = x + (size_t)i * d;
+        const double w = s2 ? s2[i] : 1.0;
+        double e[VQ_MAX_DIM];
+        for (int a = 0; a < d; a++) e[a] = xi[a] - xr[a];
+        for (int a = 0; a < d; a++) {
+            if (diag) {
+                Aa[a * d + a] += w * M[a * d + a];
+                ba[a] += w * M[a * d + a] * e[a];
+            } else
+                for (int c = 0; c < d; c++) {
+                    Aa[a * d + c] += w * M[a * d + c];
+                    ba[a] += w * M[a * d + c] * e[c];
+                }
         }
     }
+    for (int q = 0; q < dd + d; q++) {
+        if (diag && q < dd && q / d != q % d) continue;
+        double v = q < dd ? Aa[q] : ba[q - dd];
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+        if (lane == 0) {
+            if (q < dd) A[(size_t)m * dd + q] = v;
+            else b[(size_t)m * d + q - dd] = v;
+        }
+    }
+    if (lane == 0) anchor[m] = pts[p0];
 }
 // Per centroid with points: c = x_anchor + A⁻¹ b (diag: per coordinate with
-// A_aa > 0; full: Cholesky, the old centroid kept when A is not positive
-// definite or the solution is not finite, as LAPACK's dposv path in vq.c).
-__global__ void mstep_solve(const double *x, int d, int k, const unsigned long long *anchor, int diag, const double *A,
-                            const double *b, double *C, int *empty, unsigned long long none) {
+// A_aa > 0; full: Cholesky of the triangle LAPACKE_dposv(COL_MAJOR, 'U')
+// reads in vq.c, i.e. the row-major lower one; the old centroid kept when A is
+// not positive definite or the solution is not finite, as there).
+__global__ void mstep_solve(const double *x, int d, int k, const int *anchor, int diag, const double *A,
+                            const double *b, double *C, int *empty) {
     int m = blockIdx.x * blockDim.x + threadIdx.x;
     if (m >= k) return;
-    if (anchor[m] == none) {
+    if (anchor[m] < 0) {
         atomicAdd(empty, 1);
         return;
     }
@@ -440,7 +474,7 @@ __global__ void mstep_solve(const double *x, int d, int k, const unsigned long l
     double L[VQ_MAX_DIM * VQ_MAX_DIM], y[VQ_MAX_DIM];
     for (int i = 0; i < d; i++)
         for (int j = 0; j <= i; j++) {
-            double s = Am[j * d + i]; // upper triangle, as dposv 'U'
+            double s = Am[i * d + j];
             for (int p = 0; p < j; p++) s -= L[i * d + p] * L[j * d + p];
             if (i == j) {
                 if (!(s > 0)) return;
@@ -469,40 +503,59 @@ extern "C" int gqcu_vq_mstep(int d, int n_slots, int per_slot, const double *x, 
     int rc = 0;
     const int64_t n = (int64_t)n_slots * per_slot;
     const int TB = 256;
-    const unsigned long long none = ~0ull;
     double *dx = NULL, *ds2 = NULL, *dM = NULL, *dC = NULL, *dA = NULL, *db = NULL;
-    int32_t *didx = NULL;
-    unsigned long long *danchor = NULL;
-    int *dempty = NULL;
+    int32_t *didx = NULL, *dpts = NULL, *dpts_s = NULL;
+    uint32_t *dkey_s = NULL;
+    int *dbeg = NULL, *dend = NULL, *danchor = NULL, *dempty = NULL;
+    void *tmp = NULL;
+    size_t tmp_bytes = 0;
+    int bits = 1;
+    while ((1 << bits) < k) bits++;
     *empty = 0;
     if (n <= 0) {
         *empty = k;
         return 0;
     }
+    if (n > 0x7fffffff) return fail(err, cap, "gqcu_vq_mstep", "more than 2^31 points");
     CHECK(upload(&dx, x, (size_t)n * d));
     if (s2) CHECK(upload(&ds2, s2, (size_t)n));
     CHECK(upload(&dM, metric, (size_t)n_slots * d * d));
     CHECK(upload(&dC, C, (size_t)k * d));
     CHECK(upload(&didx, idx, (size_t)n));
+    CHECK(cudaMalloc(&dpts, sizeof(int32_t) * n));
+    CHECK(cudaMalloc(&dpts_s, sizeof(int32_t) * n));
+    CHECK(cudaMalloc(&dkey_s, sizeof(uint32_t) * n));
     CHECK(cudaMalloc(&dA, sizeof(double) * k * d * d));
     CHECK(cudaMalloc(&db, sizeof(double) * k * d));
-    CHECK(cudaMalloc(&danchor, sizeof(unsigned long long) * k));
+    CHECK(cudaMalloc(&dbeg, sizeof(int) * k));
+    CHECK(cudaMalloc(&dend, sizeof(int) * k));
+    CHECK(cudaMalloc(&danchor, sizeof(int) * k));
     CHECK(cudaMalloc(&dempty, sizeof(int)));
-    CHECK(cudaMemset(dA, 0, sizeof(double) * k * d * d));
-    CHECK(cudaMemset(db, 0, sizeof(double) * k * d));
-    CHECK(cudaMemset(danchor, 0xff, sizeof(unsigned long long) * k));
+    CHECK(cudaMemset(dA, 0, sizeof(double) * k * d * d)); // entries a diagonal metric never writes
+    CHECK(cudaMemset(dbeg, 0, sizeof(int) * k));
+    CHECK(cudaMemset(dend, 0, sizeof(int) * k));
     CHECK(cudaMemset(dempty, 0, sizeof(int)));
-    mstep_anchor<<<(unsigned)((n + TB - 1) / TB), TB>>>(didx, n, danchor);
+    mstep_iota<<<blocks_for(n, TB), TB>>>(dpts, (int)n);
     CHECK(cudaGetLastError());
-    mstep_accum<<<(unsigned)((n + TB - 1) / TB), TB>>>(dx, ds2, dM, diag, d, per_slot, n, didx, danchor, dA, db);
+    // indices are in [0, k): the low `bits` bits order them, unsigned
+    CHECK(cub::DeviceRadixSort::SortPairs(NULL, tmp_bytes, (const uint32_t *)didx, dkey_s, dpts, dpts_s, (int)n, 0,
+                                          bits));
+    CHECK(cudaMalloc(&tmp, tmp_bytes ? tmp_bytes : 1));
+    CHECK(cub::DeviceRadixSort::SortPairs(tmp, tmp_bytes, (const uint32_t *)didx, dkey_s, dpts, dpts_s, (int)n, 0,
+                                          bits));
+    mstep_bounds<<<blocks_for(n, TB), TB>>>(dkey_s, (int)n, dbeg, dend);
     CHECK(cudaGetLastError());
-    mstep_solve<<<(unsigned)((k + TB - 1) / TB), TB>>>(dx, d, k, danchor, diag, dA, db, dC, dempty, none);
+    mstep_sum<<<blocks_for((int64_t)k * 32, 128), 128>>>(dx, ds2, dM, diag, d, per_slot, k, dbeg, dend, dpts_s, dA, db,
+                                                        danchor);
+    CHECK(cudaGetLastError());
+    mstep_solve<<<blocks_for(k, TB), TB>>>(dx, d, k, danchor, diag, dA, db, dC, dempty);
     CHECK(cudaGetLastError());
     CHECK(cudaMemcpy(C, dC, sizeof(double) * k * d, cudaMemcpyDeviceToHost));
     CHECK(cudaMemcpy(empty, dempty, sizeof(int), cudaMemcpyDeviceToHost));
 out:
     cudaFree(dx), cudaFree(ds2), cudaFree(dM), cudaFree(dC), cudaFree(dA), cudaFree(db), cudaFree(didx);
-    cudaFree(danchor), cudaFree(dempty);
+    cudaFree(dpts), cudaFree(dpts_s), cudaFree(dkey_s), cudaFree(dbeg), cudaFree(dend), cudaFree(danchor);
+    cudaFree(dempty), cudaFree(tmp);
     return rc;
 }
 
@@ -511,41 +564,51 @@ out:
 // (k·d)² blocks, one per pair of (stage, column tile) B1, B2:
 //   G[(B1, c1, j1), (B2, c2, j2)] = Σ_r Σ_{v1 ∈ ct1: idx_s1 = c1} Σ_{v2 ∈ ct2: idx_s2 = c2}
 //                                   σ_{r,v1} σ_{r,v2} H[v1·d + j1, v2·d + j2].
-// One thread block per block pair B1 <= B2 and 16 × 16 chunk of it (the
-// lower blocks are mirrored after, as on the CPU); each thread owns one
-// entry (no atomics, a fixed order). Per row the block sorts the two
-// tiles' vectors by centroid into shared memory (thread c scans for
-// centroid c, so the lists are in vector order), then every thread sums over
-// its two centroids' lists.
+// First, per (stage, row, column tile), the tile's vectors sorted by centroid
+// (gram_lists: thread c scans for centroid c, so each list is in vector
+// order) go to global memory once. Then one thread block per block pair
+// B1 <= B2 and 16 × 16 chunk of it (the lower blocks are mirrored after, as
+// on the CPU); each thread owns one entry (no atomics, a fixed order) and
+// sums, row by row, over its two centroids' lists.
 
 #define GRAM_MAX 256 // centroids per codebook and vectors per column tile
 #define GRAM_T 16
 
-__device__ static void gram_lists(const uint16_t *idx, const double *sig, int v0, int n, int k, int *cnt, int *start,
-                                  int *list, double *w) {
-    const int tid = threadIdx.y * GRAM_T + threadIdx.x;
-    for (int c = tid; c < k; c += GRAM_T * GRAM_T) {
+// grid (rows, stages·n_ct), GRAM_MAX threads. start: (stage, row, tile, k + 1)
+// offsets into the tile's part of list / w, which are laid out as idx
+// ((stage, row, vector)) and hold vector numbers and their σ.
+__global__ void gram_lists(int rows, int nv, int k, int n_ct, const int *vt_start, const uint16_t *idx,
+                           const double *sig, int *start, int *list, double *w) {
+    __shared__ int cnt[GRAM_MAX], st[GRAM_MAX + 1];
+    const int r = blockIdx.x, s = blockIdx.y / n_ct, ct = blockIdx.y % n_ct, tid = threadIdx.x;
+    const int v0 = vt_start[ct], n = vt_start[ct + 1] - v0;
+    const size_t row = (size_t)s * rows + r;
+    const uint16_t *ir = idx + row * nv + v0;
+    const double *sr = sig ? sig + (size_t)r * nv + v0 : NULL;
+    int *lst = list + row * nv + v0;
+    double *wl = w + row * nv + v0;
+    for (int c = tid; c < k; c += blockDim.x) {
         int nc = 0;
-        for (int v = 0; v < n; v++) nc += idx[v0 + v] == c;
+        for (int v = 0; v < n; v++) nc += ir[v] == c;
         cnt[c] = nc;
     }
     __syncthreads();
     if (tid == 0) {
-        start[0] = 0;
-        for (int c = 0; c < k; c++) start[c + 1] = start[c] + cnt[c];
+        st[0] = 0;
+        for (int c = 0; c < k; c++) st[c + 1] = st[c] + cnt[c];
     }
     __syncthreads();
-    for (int c = tid; c < k; c += GRAM_T * GRAM_T) {
-        int o = start[c];
+    int *gst = start + (row * n_ct + ct) * (size_t)(k + 1);
+    for (int c = tid; c <= k; c += blockDim.x) gst[c] = st[c];
+    for (int c = tid; c < k; c += blockDim.x) {
+        int o = st[c];
         for (int v = 0; v < n; v++)
-            if (idx[v0 + v] == c) list[o] = v0 + v, w[o++] = sig ? sig[v0 + v] : 1.0;
+            if (ir[v] == c) lst[o] = v0 + v, wl[o++] = sr ? sr[v] : 1.0;
     }
 }
 
-__global__ void vq_gram_k(int rows, int nv, int d, int k, int S, int n_ct, const int *vt_start, const uint16_t *idx,
-                          const double *sig, const double *H, int ldh, double *G) {
-    __shared__ int cnt[GRAM_MAX], st1[GRAM_MAX + 1], st2[GRAM_MAX + 1], l1[GRAM_MAX], l2[GRAM_MAX];
-    __shared__ double w1[GRAM_MAX], w2[GRAM_MAX];
+__global__ void vq_gram_k(int rows, int nv, int d, int k, int S, int n_ct, const int *vt_start, const int *start,
+                          const int *list, const double *w, const double *H, int ldh, double *G) {
     const int kd = k * d, nb = S * n_ct, cps = (kd + GRAM_T - 1) / GRAM_T;
     const size_t m = (size_t)nb * kd;
     const int chunk = blockIdx.x % (cps * cps);
@@ -554,27 +617,24 @@ __global__ void vq_gram_k(int rows, int nv, int d, int k, int S, int n_ct, const
     const int B2 = B1 + rest;
     const int s1 = B1 / n_ct, ct1 = B1 % n_ct, s2 = B2 / n_ct, ct2 = B2 % n_ct;
     const int a = (chunk / cps) * GRAM_T + threadIdx.y, b = (chunk % cps) * GRAM_T + threadIdx.x;
-    const bool own = a < kd && b < kd;
+    if (a >= kd || b >= kd) return;
     const int c1 = a / d, j1 = a % d, c2 = b / d, j2 = b % d;
-    const int v1a = vt_start[ct1], n1 = vt_start[ct1 + 1] - v1a, v2a = vt_start[ct2], n2 = vt_start[ct2 + 1] - v2a;
+    const int v1a = vt_start[ct1], v2a = vt_start[ct2];
     double acc = 0;
     for (int r = 0; r < rows; r++) {
-        const uint16_t *ir1 = idx + ((size_t)s1 * rows + r) * nv, *ir2 = idx + ((size_t)s2 * rows + r) * nv;
-        const double *sr = sig ? sig + (size_t)r * nv : NULL;
-        __syncthreads(); // the previous row's lists are used up
-        gram_lists(ir1, sr, v1a, n1, k, cnt, st1, l1, w1);
-        __syncthreads();
-        gram_lists(ir2, sr, v2a, n2, k, cnt, st2, l2, w2);
-        __syncthreads();
-        if (!own) continue;
-        for (int i1 = st1[c1]; i1 < st1[c1 + 1]; i1++) {
+        const size_t row1 = (size_t)s1 * rows + r, row2 = (size_t)s2 * rows + r;
+        const int *st1 = start + (row1 * n_ct + ct1) * (size_t)(k + 1), *st2 = start + (row2 * n_ct + ct2) * (size_t)(k + 1);
+        const int *l1 = list + row1 * nv + v1a, *l2 = list + row2 * nv + v2a;
+        const double *w1 = w + row1 * nv + v1a, *w2 = w + row2 * nv + v2a;
+        const int e1 = st1[c1 + 1], b2 = st2[c2], e2 = st2[c2 + 1];
+        for (int i1 = st1[c1]; i1 < e1; i1++) {
             const double *h = H + (size_t)(l1[i1] * d + j1) * ldh + j2;
             double part = 0;
-            for (int i2 = st2[c2]; i2 < st2[c2 + 1]; i2++) part += w2[i2] * h[(size_t)l2[i2] * d];
+            for (int i2 = b2; i2 < e2; i2++) part += w2[i2] * h[(size_t)l2[i2] * d];
             acc += w1[i1] * part;
         }
     }
-    if (own) G[((size_t)B1 * kd + a) * m + (size_t)B2 * kd + b] = acc;
+    G[((size_t)B1 * kd + a) * m + (size_t)B2 * kd + b] = acc;
 }
 
 // Entries below the diagonal blocks (block row > block column) from their mirrors.
@@ -589,12 +649,16 @@ extern "C" int gqcu_vq_gram(int rows, int nv, int d, int k, int stages, int n_ct
     int rc = 0;
     const int kd = k * d, nb = stages * n_ct, cps = (kd + GRAM_T - 1) / GRAM_T, nvp = nv * d;
     const size_t m = (size_t)nb * kd, sH = nvp ? ((size_t)(nvp - 1) * ldh + nvp) * sizeof(double) : 0;
-    int *dvt = NULL;
+    int *dvt = NULL, *dstart = NULL, *dlist = NULL;
     uint16_t *didx = NULL;
-    double *dsig = NULL, *dG = NULL;
+    double *dsig = NULL, *dG = NULL, *dw = NULL;
     const double *dH = NULL;
     void *oH = NULL;
     if (!m) return 0;
+    if (rows <= 0) {
+        memset(G, 0, sizeof(double) * m * m);
+        return 0;
+    }
     if (k > GRAM_MAX) return fail(err, cap, "gqcu_vq_gram", "more than 256 centroids");
     for (int c = 0; c < n_ct; c++)
         if (vt_start[c + 1] - vt_start[c] > GRAM_MAX) return fail(err, cap, "gqcu_vq_gram", "column tile over 256 vectors");
@@ -609,17 +673,24 @@ extern "C" int gqcu_vq_gram(int rows, int nv, int d, int k, int stages, int n_ct
     {
         const dim3 th(GRAM_T, GRAM_T), mg((unsigned)((m + GRAM_T - 1) / GRAM_T), (unsigned)((m + GRAM_T - 1) / GRAM_T));
         const size_t grid = (size_t)nb * (nb + 1) / 2 * cps * cps;
-        if (grid > 0x7fffffff || m > 0xffffffu) {
+        if (grid > 0x7fffffff || m > 65535u * GRAM_T || nb > 65535) { // grid x; the mirror's and the lists' grid y
             rc = fail(err, cap, "gqcu_vq_gram", "system too large");
             goto out;
         }
-        vq_gram_k<<<(unsigned)grid, th>>>(rows, nv, d, k, stages, n_ct, dvt, didx, dsig, dH, ldh, dG);
+        CHECK(cudaMalloc(&dstart, sizeof(int) * (size_t)stages * rows * n_ct * (k + 1)));
+        CHECK(cudaMalloc(&dlist, sizeof(int) * ((size_t)stages * rows * nv + 1)));
+        CHECK(cudaMalloc(&dw, sizeof(double) * ((size_t)stages * rows * nv + 1)));
+        gram_lists<<<dim3((unsigned)rows, (unsigned)nb), GRAM_MAX>>>(rows, nv, k, n_ct, dvt, didx, dsig, dstart, dlist,
+                                                                      dw);
+        CHECK(cudaGetLastError());
+        vq_gram_k<<<(unsigned)grid, th>>>(rows, nv, d, k, stages, n_ct, dvt, dstart, dlist, dw, dH, ldh, dG);
         vq_gram_mirror<<<mg, th>>>(dG, m, kd);
     }
     CHECK(cudaGetLastError());
     CHECK(cudaMemcpy(G, dG, sizeof(double) * m * m, cudaMemcpyDeviceToHost));
 out:
-    cudaFree(dvt), cudaFree(didx), cudaFree(dsig), cudaFree(dG), cudaFree(oH);
+    cudaFree(dvt), cudaFree(didx), cudaFree(dsig), cudaFree(dG), cudaFree(oH), cudaFree(dstart), cudaFree(dlist);
+    cudaFree(dw);
     return rc;
 }
 
@@ -835,7 +906,6 @@ __global__ void vq_decode(const gqcu_mat m, int r0, int nr, float *out) {
     }
 }
 
-static unsigned blocks_for(int64_t n, int tb) { return (unsigned)((n + tb - 1) / tb); }
 
 // y = W x, x and y on the device.
 static cudaError_t gemv(const gqcu_mat *m, const float *x, float *y) {
@@ -926,12 +996,16 @@ extern "C" void gqcu_mat_free(struct gqcu_mat *m) {
 
 // Variant 1 needs one row tile's codebooks in shared memory (up to the
 // device's opt-in limit per block).
+// The limit is the kernels', not a matrix's: it only ever grows, so a
+// matrix that needed more keeps working after a smaller one is made.
+static size_t g_smem_granted = 48 * 1024;
 static cudaError_t smem_allow(size_t bytes, bool *fits) {
     int optin = 0;
     cudaError_t e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
     *fits = e == cudaSuccess && bytes <= (size_t)optin;
-    if (!*fits || bytes <= 48 * 1024) return e;
+    if (!*fits || bytes <= g_smem_granted) return e;
     const int b = (int)bytes;
+    g_smem_granted = bytes;
     if ((e = cudaFuncSetAttribute(vq_gemv_smem<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, b)) != cudaSuccess ||
         (e = cudaFuncSetAttribute(vq_gemv_smem<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, b)) != cudaSuccess ||
         (e = cudaFuncSetAttribute(vq_gemv_smem<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, b)) != cudaSuccess)
@@ -1308,6 +1382,7 @@ struct gqcu_lm {
     int n_cap; // scratch sized for n_cap tokens
     blk_buf b;
     float *x, *logits;
+    bool tf32; // prefill GEMMs on TF32 tensor cores (GPTVQ_CUDA_TF32=0: FP32)
 };
 
 static void free_scratch(gqcu_lm *lm) {
@@ -1358,6 +1433,7 @@ extern "C" int gqcu_lm_new(const struct gqcu_lm_desc *D, struct gqcu_lm **out, c
     lm->sh = {D->dim, D->n_heads, D->n_kv_heads, D->head_dim, D->hidden_dim, D->rope_dim, D->rope_interleaved,
               D->rms_eps, NULL};
     lm->n_vocab = D->n_vocab, lm->n_layers = D->n_layers, lm->n_ctx = D->n_ctx;
+    lm->tf32 = !(getenv("GPTVQ_CUDA_TF32") && !strcmp(getenv("GPTVQ_CUDA_TF32"), "0"));
     // the lm owns the matrices from here on, also when this call fails
     for (int l = 0; l < D->n_layers; l++) {
         const gqcu_lm_layer *S = &D->layers[l];
@@ -1408,7 +1484,7 @@ extern "C" int gqcu_lm_forward(struct gqcu_lm *lm, const float *x, int n, int po
     CHECK(cudaMemcpy(lm->x, x, sizeof(float) * n * dim, cudaMemcpyHostToDevice));
     for (int l = 0; l < lm->n_layers; l++) {
         float *kc = lm->kc + (size_t)l * lm->n_ctx * kv_dim, *vc = lm->vc + (size_t)l * lm->n_ctx * kv_dim;
-        if ((rc = block_run(&lm->sh, &lm->L[l], lm->x, n, pos0, kc, vc, &lm->b, lm->tile, lm->tile_floats, true, NULL,
+        if ((rc = block_run(&lm->sh, &lm->L[l], lm->x, n, pos0, kc, vc, &lm->b, lm->tile, lm->tile_floats, lm->tf32, NULL,
                             err, cap)))
             goto out;
     }
@@ -1416,7 +1492,8 @@ extern "C" int gqcu_lm_forward(struct gqcu_lm *lm, const float *x, int n, int po
         const int rows = all_logits ? n : 1;
         rmsnorm_k<<<rows, 256>>>(lm->x + (size_t)(n - rows) * dim, lm->output_norm, lm->b.xb, dim, lm->sh.rms_eps);
         CHECK(cudaGetLastError());
-        if ((rc = matmul(lm->output, lm->b.xb, lm->logits, rows, lm->tile, lm->tile_floats, true, err, cap))) goto out;
+        if ((rc = matmul(lm->output, lm->b.xb, lm->logits, rows, lm->tile, lm->tile_floats, lm->tf32, err, cap)))
+            goto out;
         CHECK(cudaMemcpy(logits, lm->logits, sizeof(float) * rows * lm->n_vocab, cudaMemcpyDeviceToHost));
     } else
         CHECK(cudaDeviceSynchronize());
