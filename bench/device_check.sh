@@ -6,8 +6,12 @@
 #                product, calibration on the device and the decoder forward
 #                against the CPU
 #             2. bench_gpu_gemv: GB/s of VQ / Q4_0 / F16 GEMVs at Llama-2-7B shapes vs the peak
-#             3. bench_gptvq_layer block mode: one Llama-2-7B block (GPTQ W3 g128,
-#                GPTVQ 2D and 4D 2.125 with 100 EM iterations) on the GPU
+#             3. bench/synth_stack.sh: one synthetic Llama-2-7B-shaped block (random
+#                weights, stories260K's tokenizer) through `gptvq quantize --device
+#                cuda`, GPTQ W3 g128 with 128 x 2048 calibration tokens: the
+#                calibration forward and the quantization per block, end to end
+#             4. bench_gptvq_layer block mode: one Llama-2-7B block (GPTVQ 2D and 4D
+#                2.125 with 100 EM iterations) on the GPU
 #   run-smol  SmolLM2-135M end to end: GPTVQ 2D 2.125 quantized on the GPU (time),
 #             killed half way and resumed (byte-identical output), its perplexity on
 #             the GPU and the CPU, decode tokens/s on the GPU for VQ, F16, Q4_0 and
@@ -19,7 +23,7 @@
 #            (build/device: bundle.tar.xz with the binaries, the shared libraries
 #            they link and the data files; smol.a = the model's first 48 MB;
 #            build/smol-b/smol.b = the rest)
-#   device:  run(command="bash bench/device_check.sh run", carry=["build/device"], timeout_s=330)
+#   device:  run(command="bash bench/device_check.sh run", carry=["build/device"], timeout_s=420)
 #            run(command="bash bench/device_check.sh run-smol", carry=["build/smol-b"], timeout_s=480)
 # Results come back in $OUT. run-smol needs what run unpacked (same warm machine).
 set -u
@@ -36,12 +40,14 @@ setup_env() {
 }
 case "${1:-}" in
 pack)
-    make -s -j2 all build/tests/test_backend build/bench/bench_gpu_gemv build/bench/bench_gptvq_layer || exit 1
+    make -s -j2 all build/tests/test_backend build/bench/bench_gpu_gemv build/bench/bench_gptvq_layer \
+        build/bench/make_synth_model || exit 1
     [ -f build/libgptvq_cuda.so ] || { echo "device_check: build/libgptvq_cuda.so missing (no nvcc?)" >&2; exit 1; }
     [ -f "$MODEL" ] || { echo "device_check: $MODEL missing (bash scripts/setup.sh)" >&2; exit 1; }
     rm -rf "$D" build/smol-b && mkdir -p "$X/lib" "$X/data/models/stories260K" "$X/data/tinystories" \
         "$X/data/wikitext-2-raw" build/smol-b
-    bins=(build/gptvq build/tests/test_backend build/bench/bench_gpu_gemv build/bench/bench_gptvq_layer)
+    bins=(build/gptvq build/tests/test_backend build/bench/bench_gpu_gemv build/bench/bench_gptvq_layer
+          build/bench/make_synth_model)
     cp "${bins[@]}" build/libgptvq_cuda.so "$X/"
     strip "$X"/gptvq "$X"/test_backend "$X"/bench_* 2>/dev/null
     # the libraries the image lacks (glibc, libstdc++ and CUDA's are there)
@@ -69,7 +75,11 @@ run)
     echo "test_backend rc=$?" | tee -a "$O/test_backend.log"
     timeout 60 "$X/bench_gpu_gemv" 200 >"$O/gemv.txt" 2>&1
     echo "bench_gpu_gemv rc=$?" | tee -a "$O/gemv.txt"
-    BENCH_DEVICE=cuda BENCH_MODEL=7b BENCH_CONFIGS=gptq,2d,4d BENCH_TOKENS=8192 timeout 130 "$X/bench_gptvq_layer" \
+    GPTVQ=$G MAKE_SYNTH=$X/make_synth_model TEMPLATE=$GQ_DATA/models/stories260K/stories260K.gguf \
+        CALIB=$GQ_DATA/wikitext-2-raw/wiki.valid.raw SHAPE=7b BLOCKS=1 NSAMPLES=128 SEQLEN=2048 CONFIGS=gptq \
+        DEVICE=cuda THREADS=16 TIMEOUT=100 bash bench/synth_stack.sh /tmp/gq-synth >"$O/synth7b.txt" 2>&1
+    cp /tmp/gq-synth/gptq.log /tmp/gq-synth/gptq.gguf.report.json "$O/" 2>/dev/null
+    BENCH_DEVICE=cuda BENCH_MODEL=7b BENCH_CONFIGS=2d,4d BENCH_TOKENS=8192 timeout 100 "$X/bench_gptvq_layer" \
         >"$O/block7b.txt" 2>&1
     echo "bench_gptvq_layer rc=$?" | tee -a "$O/block7b.txt"
     tail -n 25 "$O"/*.txt "$O"/*.log

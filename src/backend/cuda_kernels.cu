@@ -1249,13 +1249,17 @@ __global__ void rope_k(float *x, int n, int n_heads, int hd, int half, int inter
 }
 
 // Causal attention of queries q (n, n_heads·hd) at positions pos0.. over the
-// layer's cache kc, vc (positions, kv_dim); out (n, n_heads·hd).
+// layer's cache kc, vc (positions, kv_dim); out (n, n_heads·hd). A block of
+// ATT_SPLIT warps per (query, head): warp w takes keys w, w + ATT_SPLIT, ...
+// with its own online softmax (so one decoded token still spreads over
+// n_heads · ATT_SPLIT warps), then warp 0 combines the partial maxima, sums
+// and outputs in a fixed order.
+#define ATT_SPLIT 8
 __global__ void attention_k(const float *q, const float *kc, const float *vc, float *out, int n, int pos0,
                             int n_heads, int group, int hd, int kv_dim, float scale) {
-    const int lane = threadIdx.x & 31;
-    const int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    if (w >= (int64_t)n * n_heads) return; // whole warps
-    const int i = (int)(w / n_heads), h = (int)(w % n_heads), g = h / group, q_dim = n_heads * hd;
+    __shared__ float s_mx[ATT_SPLIT], s_l[ATT_SPLIT], s_acc[ATT_SPLIT][ATT_MAX_HD];
+    const int lane = threadIdx.x & 31, wi = threadIdx.x >> 5;
+    const int i = (int)(blockIdx.x / n_heads), h = (int)(blockIdx.x % n_heads), g = h / group, q_dim = n_heads * hd;
     const float *qi = q + (size_t)i * q_dim + (size_t)h * hd;
     float qr[ATT_MAX_HD / 32], acc[ATT_MAX_HD / 32];
 #pragma unroll
@@ -1265,7 +1269,7 @@ __global__ void attention_k(const float *q, const float *kc, const float *vc, fl
         acc[e] = 0;
     }
     float mx = -INFINITY, l = 0;
-    for (int t = 0; t <= pos0 + i; t++) {
+    for (int t = wi; t <= pos0 + i; t += ATT_SPLIT) {
         const float *kt = kc + (size_t)t * kv_dim + (size_t)g * hd, *vt = vc + (size_t)t * kv_dim + (size_t)g * hd;
         float dot = 0;
 #pragma unroll
@@ -1279,10 +1283,21 @@ __global__ void attention_k(const float *q, const float *kc, const float *vc, fl
             if (lane + 32 * e < hd) acc[e] = acc[e] * corr + p * vt[lane + 32 * e];
         mx = nm;
     }
-    float *oi = out + (size_t)i * q_dim + (size_t)h * hd;
+    if (lane == 0) s_mx[wi] = mx, s_l[wi] = l;
 #pragma unroll
     for (int e = 0; e < ATT_MAX_HD / 32; e++)
-        if (lane + 32 * e < hd) oi[lane + 32 * e] = acc[e] / l;
+        if (lane + 32 * e < hd) s_acc[wi][lane + 32 * e] = acc[e];
+    __syncthreads();
+    if (wi) return;
+    float M = -INFINITY, L = 0, f[ATT_SPLIT];
+    for (int w = 0; w < ATT_SPLIT; w++) M = fmaxf(M, s_mx[w]); // warp 0 always has key 0: M is finite
+    for (int w = 0; w < ATT_SPLIT; w++) f[w] = s_l[w] > 0 ? expf(s_mx[w] - M) : 0.0f, L += s_l[w] * f[w];
+    float *oi = out + (size_t)i * q_dim + (size_t)h * hd;
+    for (int j = lane; j < hd; j += 32) {
+        float o = 0;
+        for (int w = 0; w < ATT_SPLIT; w++) o += s_acc[w][j] * f[w];
+        oi[j] = o / L;
+    }
 }
 
 __global__ void add_k(float *x, const float *y, int64_t n) {
@@ -1343,9 +1358,9 @@ static int block_run(const blk_shape *s, const blk_w *W, float *x, int n, int po
             CHECK(cudaMemcpy(vc + (size_t)pos0 * kv, b->v, sizeof(float) * n * kv, cudaMemcpyDeviceToDevice));
         } else
             kc = b->k, vc = b->v;
-        attention_k<<<blocks_for((int64_t)n * s->n_heads * 32, 128), 128>>>(b->q, kc, vc, b->att, n, pos0, s->n_heads,
-                                                                             s->n_heads / s->n_kv_heads, hd, kv,
-                                                                             1.0f / sqrtf((float)hd));
+        attention_k<<<(unsigned)((int64_t)n * s->n_heads), 32 * ATT_SPLIT>>>(b->q, kc, vc, b->att, n, pos0, s->n_heads,
+                                                                              s->n_heads / s->n_kv_heads, hd, kv,
+                                                                              1.0f / sqrtf((float)hd));
         CHECK(cudaGetLastError());
         HOOK(IN_ATTN_OUT, b->att, q_dim);
         MATMUL(3, b->att, b->xb);
