@@ -10,6 +10,9 @@
 //     centroid only on a near-tie (its two distances within 1e-9 relative)
 //   M-step: centroids within 1e-10 relative, same number of empty ones; a
 //     second device run bit-identical (no floating-point atomics)
+//   batched EM (vq_em) on clustered points (no near-ties): per group the same
+//     iterations, re-seeds and assignments, centroids and objective within
+//     1e-9; a second device run bit-identical
 //   Cholesky solve (dposv): |Δx| <= 1e-9 · max |x| (condition ~1e3); a
 //     matrix that is not positive definite gives info > 0 on both
 //   codebook-update normal equations (vq_gram): |Δ| <= 1e-12 · max |G| · nv·d;
@@ -212,6 +215,81 @@ static void check_vq(const struct gq_backend *cpu, const struct gq_backend *cu, 
     CHECKF(!memcmp(C1, C2, sizeof(double) * k * d), "vq_mstep d %d k %d %s: two device runs differ", d, k,
            diag ? "diag" : "full");
     free(x), free(s2), free(M), free(C), free(i1), free(i2), free(d1), free(d2), free(C1), free(C2);
+}
+
+// Batched EM (vq_em): n_jobs groups sharing one set of slot metrics (as a
+// column tile's groups do), seeded on the CPU, run by both backends. With
+// clustered points (k well-separated clusters) there are no near-ties, so
+// both runs take the same steps: same iterations, assignments and re-seeds,
+// centroids within 1e-9. `big` adds a group over GQ_VQ_EM_DEVICE_MIN (device
+// assignment and M-step per round instead of the batched kernel).
+static void check_em(const struct gq_backend *cpu, const struct gq_backend *cu, int d, int k, int n_jobs,
+                     int n_slots, int per_slot, bool diag, bool weights, bool big) {
+    const int64_t nbig = ((int64_t)GQ_VQ_EM_DEVICE_MIN / (k * d) / n_slots + 1) * n_slots;
+    const int nj = n_jobs + (big ? 1 : 0);
+    double *M = malloc(sizeof(double) * n_slots * d * d);
+    for (int s = 0; s < n_slots; s++)
+        for (int a = 0; a < d; a++)
+            for (int b = 0; b < d; b++) M[(size_t)s * d * d + a * d + b] = a == b ? 1 + rng_unif() : (diag ? 0 : 0.1);
+    struct gq_vq_em_job *J[3] = {calloc(nj, sizeof **J), calloc(nj, sizeof **J), calloc(nj, sizeof **J)};
+    double **x = calloc(nj, sizeof *x), **s2 = calloc(nj, sizeof *s2);
+    for (int j = 0; j < nj; j++) {
+        const int ps = j < n_jobs ? per_slot : (int)(nbig / n_slots);
+        const int64_t np = (int64_t)n_slots * ps;
+        double *ctr = rand_d((size_t)k * d);
+        x[j] = malloc(sizeof(double) * np * d);
+        for (int64_t i = 0; i < np; i++) { // cluster i % k (k well apart), small noise
+            const int c = (int)(i % k);
+            for (int a = 0; a < d; a++) x[j][i * d + a] = 10 * ctr[c * d + a] + 0.1 * rng_normal();
+        }
+        if (weights) {
+            s2[j] = malloc(sizeof(double) * np);
+            for (int64_t i = 0; i < np; i++) s2[j][i] = exp(0.5 * rng_normal());
+        }
+        free(ctr);
+        for (int v = 0; v < 3; v++) {
+            J[v][j].D = (struct gq_vq_data){.d = d, .n_slots = n_slots, .per_slot = ps, .x = x[j], .s2 = s2[j],
+                                            .metric = M, .diag = diag};
+            J[v][j].C = malloc(sizeof(double) * k * d);
+            J[v][j].idx = malloc(sizeof(int32_t) * np);
+        }
+        CHECK_OK(gq_vq_seed(&J[0][j].D, k, j % 2 ? GQ_VQ_INIT_KMEANSPP : GQ_VQ_INIT_MAHALANOBIS, 7 + j, J[0][j].C));
+        memcpy(J[1][j].C, J[0][j].C, sizeof(double) * k * d), memcpy(J[2][j].C, J[0][j].C, sizeof(double) * k * d);
+    }
+    CHECK_OK(cpu->vq_em(J[0], nj, k, 30));
+    CHECK_OK(cu->vq_em(J[1], nj, k, 30));
+    CHECK_OK(cu->vq_em(J[2], nj, k, 30));
+    int bad = 0, rs = 0, repeat = 0;
+    double worst = 0;
+    for (int j = 0; j < nj; j++) {
+        const int64_t np = gq_vq_n_points(&J[0][j].D);
+        const double dm = maxdiff(J[0][j].C, J[1][j].C, (size_t)k * d) / fmax(maxabs(J[0][j].C, (size_t)k * d), 1);
+        worst = fmax(worst, dm);
+        bad += J[0][j].st.iters != J[1][j].st.iters || J[0][j].st.n_reseeded != J[1][j].st.n_reseeded ||
+               memcmp(J[0][j].idx, J[1][j].idx, sizeof(int32_t) * np) || dm > 1e-9 ||
+               fabs(J[0][j].st.objective - J[1][j].st.objective) > 1e-9 * fabs(J[0][j].st.objective) + 1e-300;
+        rs += J[0][j].st.n_reseeded;
+        repeat += memcmp(J[1][j].C, J[2][j].C, sizeof(double) * k * d) != 0 ||
+                  memcmp(J[1][j].idx, J[2][j].idx, sizeof(int32_t) * np) != 0;
+    }
+    CHECKF(bad == 0, "vq_em d %d k %d %s%s: %d of %d groups differ (worst centroid diff %.3g)", d, k,
+           diag ? "diag" : "full", weights ? " weighted" : "", bad, nj, worst);
+    CHECKF(repeat == 0, "vq_em d %d k %d: two device runs differ in %d groups", d, k, repeat);
+    fprintf(stderr, "vq_em d %d k %d %s%s: %d groups%s, %d re-seeds, worst centroid diff %.3g\n", d, k,
+            diag ? "diag" : "full", weights ? " weighted" : "", nj, big ? " (one over the batch limit)" : "", rs, worst);
+    for (int j = 0; j < nj; j++) {
+        for (int v = 0; v < 3; v++) free(J[v][j].C), free(J[v][j].idx);
+        free(x[j]), free(s2[j]);
+    }
+    for (int v = 0; v < 3; v++) free(J[v]);
+    free(x), free(s2), free(M);
+}
+
+static void check_em_all(const struct gq_backend *cpu, const struct gq_backend *cu) {
+    check_em(cpu, cu, 2, 16, 40, 16, 64, true, false, false); // 2D 2.125's groups: 1024 points of 16 centroids
+    check_em(cpu, cu, 2, 16, 12, 8, 32, false, true, true);   // full metrics, weights, one group over the limit
+    check_em(cpu, cu, 4, 256, 6, 4, 100, true, false, false); // 400 points, 256 centroids: empties re-seeded
+    check_em(cpu, cu, 1, 8, 5, 3, 2, true, true, false);      // fewer points than centroids
 }
 
 static void check_dposv(const struct gq_backend *cpu, const struct gq_backend *cu, int n, bool definite) {
@@ -636,6 +714,7 @@ int main(void) {
     const char *why = NULL;
     const struct gq_backend *cpu = gq_backend_cpu(), *cu = gq_backend_cuda(&why);
     if (!cu) { // the model harness still runs, CPU against CPU
+        check_em_all(cpu, cpu);
         check_calibration("cpu");
         check_models("cpu");
         if (gqt_failures) return test_done("test_backend (model harness, CPU against CPU)");
@@ -655,6 +734,7 @@ int main(void) {
     for (size_t c = 0; c < sizeof dk / sizeof dk[0]; c++)
         for (int diag = 0; diag < 2; diag++) check_vq(cpu, cu, dk[c][0], dk[c][1], 7, 1000, diag, diag == 0);
     check_vq(cpu, cu, 2, 16, 1, 3, true, false); // fewer points than a thread block
+    check_em_all(cpu, cu);
     check_dposv(cpu, cu, 5, true);
     check_dposv(cpu, cu, 300, true);
     check_dposv(cpu, cu, 40, false);

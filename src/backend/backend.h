@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 struct gq_vq_data;
+struct gq_vq_em_job;
 struct gq_vq_gram;
 
 struct gq_backend {
@@ -47,6 +48,10 @@ struct gq_backend {
                                 double *objective);
     // EM M-step (contract of gq_vq_mstep, vq.h); *empty = centroids without points.
     enum gq_status (*vq_mstep)(const struct gq_vq_data *D, const int32_t *idx, int k, double *C, int *empty);
+    // The EM rounds of independent groups from their seeds (contract of
+    // gq_vq_em_batch, vq.h): GPTVQ's codebook initialisation of one column
+    // tile's groups in one call.
+    enum gq_status (*vq_em)(struct gq_vq_em_job *jobs, int n_jobs, int k, int iters);
     // Solves A x = b, A (n, n) symmetric positive definite (upper triangle
     // read, A overwritten by its factor), b (n) replaced by x; *info > 0
     // when A is not positive definite (b is then undefined). The exact

@@ -58,6 +58,10 @@ static enum gq_status cpu_vq_mstep(const struct gq_vq_data *D, const int32_t *id
     return GQ_OK;
 }
 
+static enum gq_status cpu_vq_em(struct gq_vq_em_job *jobs, int n_jobs, int k, int iters) {
+    return gq_vq_em_batch(jobs, n_jobs, k, iters);
+}
+
 static enum gq_status cpu_dposv(int n, double *A, double *b, int *info) {
     *info = LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', n, 1, A, n, b, 1);
     if (*info < 0) return gq_fail(GQ_ERR_ARG, "dposv: argument %d is invalid", -*info);
@@ -75,6 +79,7 @@ static const struct gq_backend cpu = {
     .chol_inverse_upper = cpu_chol_inverse_upper,
     .vq_assign = cpu_vq_assign,
     .vq_mstep = cpu_vq_mstep,
+    .vq_em = cpu_vq_em,
     .dposv = cpu_dposv,
     .vq_gram = cpu_vq_gram,
     .hold = cpu_hold,

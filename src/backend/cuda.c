@@ -30,6 +30,7 @@ static struct {
     __typeof__(gqcu_chol_inverse_upper) *chol_inverse_upper;
     __typeof__(gqcu_vq_assign) *vq_assign;
     __typeof__(gqcu_vq_mstep) *vq_mstep;
+    __typeof__(gqcu_vq_em) *vq_em;
     __typeof__(gqcu_dposv) *dposv;
     __typeof__(gqcu_vq_gram) *vq_gram;
     __typeof__(gqcu_hold) *hold;
@@ -85,6 +86,85 @@ static enum gq_status cu_vq_mstep(const struct gq_vq_data *D, const int32_t *idx
     CALL(vq_mstep, D->d, D->n_slots, D->per_slot, D->x, D->s2, D->metric, D->diag, idx, k, C, empty);
 }
 
+// Groups of at least GQ_VQ_EM_DEVICE_MIN point-centroid coordinates run
+// gq_vq_em_run with this backend (device assignments and M-steps); the rest
+// (2D 2.125: 2^15 each, a column tile of a 7B layer holds ~128) go to one
+// batched kernel launch, their points, metrics (shared by a column tile's
+// groups) and seeds packed together. Shapes the kernel does not take (k >
+// 256, mixed metric kinds) stay on the CPU reference.
+static enum gq_status cu_vq_em(struct gq_vq_em_job *jobs, int n_jobs, int k, int iters) {
+    int nb = 0, d = 0, diag = -1;
+    bool any_s2 = false, mixed = false;
+    int64_t n_pts = 0, n_met = 0;
+    int *sel = malloc(sizeof(int) * (n_jobs ? n_jobs : 1));
+    if (!sel) return gq_fail(GQ_ERR_NOMEM, "vq: EM batch of %d groups", n_jobs);
+    for (int j = 0; j < n_jobs; j++) {
+        const struct gq_vq_data *D = &jobs[j].D;
+        const int64_t n = gq_vq_n_points(D);
+        jobs[j].st.trace = NULL;
+        if (n * k * D->d >= GQ_VQ_EM_DEVICE_MIN || n <= 0 || k > 256) {
+            enum gq_status s = gq_vq_em_run(D, k, iters, jobs[j].C, jobs[j].idx, &jobs[j].st);
+            if (s != GQ_OK) {
+                free(sel);
+                return s;
+            }
+            continue;
+        }
+        mixed |= (diag >= 0 && diag != (int)D->diag) || (d && d != D->d);
+        diag = D->diag, d = D->d, any_s2 |= D->s2 != NULL;
+        const bool same_m = nb && D->metric == jobs[sel[nb - 1]].D.metric && D->n_slots == jobs[sel[nb - 1]].D.n_slots;
+        if (!same_m) n_met += D->n_slots;
+        sel[nb++] = j, n_pts += n;
+    }
+    enum gq_status s = GQ_OK;
+    if (!nb) goto done;
+    if (mixed) {
+        for (int i = 0; i < nb && s == GQ_OK; i++) s = gq_vq_em_batch(&jobs[sel[i]], 1, k, iters);
+        goto done;
+    }
+    int *ns = malloc(sizeof(int) * nb * 4), *ps = ns ? ns + nb : NULL, *it = ns ? ns + 2 * nb : NULL,
+        *rs = ns ? ns + 3 * nb : NULL;
+    int64_t *xo = malloc(sizeof(int64_t) * nb * 2), *mo = xo ? xo + nb : NULL;
+    double *X = malloc(sizeof(double) * n_pts * d), *S2 = any_s2 ? malloc(sizeof(double) * n_pts) : NULL;
+    double *M = malloc(sizeof(double) * n_met * d * d), *C = malloc(sizeof(double) * nb * k * d);
+    double *obj = malloc(sizeof(double) * nb);
+    int32_t *idx = malloc(sizeof(int32_t) * n_pts);
+    if (!ns || !xo || !X || (any_s2 && !S2) || !M || !C || !obj || !idx) {
+        s = gq_fail(GQ_ERR_NOMEM, "vq: EM batch of %d groups, %lld points", nb, (long long)n_pts);
+        goto out;
+    }
+    int64_t xa = 0, ma = 0;
+    for (int i = 0; i < nb; i++) {
+        const struct gq_vq_em_job *J = &jobs[sel[i]];
+        const int64_t n = gq_vq_n_points(&J->D);
+        ns[i] = J->D.n_slots, ps[i] = J->D.per_slot, xo[i] = xa;
+        memcpy(X + xa * d, J->D.x, sizeof(double) * n * d);
+        for (int64_t p = 0; S2 && p < n; p++) S2[xa + p] = J->D.s2 ? J->D.s2[p] : 1.0;
+        if (i && J->D.metric == jobs[sel[i - 1]].D.metric && J->D.n_slots == jobs[sel[i - 1]].D.n_slots)
+            mo[i] = mo[i - 1];
+        else {
+            mo[i] = ma;
+            memcpy(M + ma * d * d, J->D.metric, sizeof(double) * J->D.n_slots * d * d);
+            ma += J->D.n_slots;
+        }
+        memcpy(C + (size_t)i * k * d, J->C, sizeof(double) * k * d);
+        xa += n;
+    }
+    CALL_TO(s, vq_em, nb, d, k, iters, diag, ns, ps, xo, mo, n_met, X, S2, M, C, idx, it, rs, obj);
+    for (int i = 0; i < nb && s == GQ_OK; i++) {
+        struct gq_vq_em_job *J = &jobs[sel[i]];
+        memcpy(J->C, C + (size_t)i * k * d, sizeof(double) * k * d);
+        memcpy(J->idx, idx + xo[i], sizeof(int32_t) * gq_vq_n_points(&J->D));
+        J->st.iters = it[i], J->st.n_reseeded = rs[i], J->st.objective = obj[i];
+        if (isnan(obj[i])) s = gq_vq_em_nan(&J->D, k);
+    }
+out:
+    free(ns), free(xo), free(X), free(S2), free(M), free(C), free(obj), free(idx);
+done:
+    free(sel);
+    return s;
+}
+
 // Shapes the kernel takes (vq.h limits k to 65536): else the CPU reference.
 static enum gq_status cu_vq_gram(const struct gq_vq_gram *g, double *G) {
     bool fits = g->k <= 256;
@@ -105,6 +185,7 @@ static const struct gq_backend cuda = {
     .chol_inverse_upper = cu_chol_inverse_upper,
     .vq_assign = cu_vq_assign,
     .vq_mstep = cu_vq_mstep,
+    .vq_em = cu_vq_em,
     .dposv = cu_dposv,
     .vq_gram = cu_vq_gram,
     .hold = cu_hold,
@@ -153,7 +234,7 @@ static int load(void) {
         snprintf(why_buf, sizeof why_buf, "libgptvq_cuda.so lacks gqcu_" #name " (stale build?)");                     \
         return -1;                                                                                                     \
     }
-    SYM(init) SYM(dgemm) SYM(dsymm_right) SYM(dsyrk_acc) SYM(chol_inverse_upper) SYM(vq_assign) SYM(vq_mstep)
+    SYM(init) SYM(dgemm) SYM(dsymm_right) SYM(dsyrk_acc) SYM(chol_inverse_upper) SYM(vq_assign) SYM(vq_mstep) SYM(vq_em)
     SYM(dposv) SYM(vq_gram) SYM(hold) SYM(release)
     SYM(mat_vq) SYM(mat_ggml) SYM(mat_free) SYM(mat_gemv) SYM(mat_gemm) SYM(mat_bench) SYM(mat_set_variant) SYM(lm_new) SYM(lm_forward)
     SYM(lm_free) SYM(calib_new) SYM(calib_block) SYM(calib_pass) SYM(calib_free)

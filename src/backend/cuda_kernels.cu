@@ -451,21 +451,12 @@ __global__ void mstep_sum(const double *x, const double *s2, const double *metri
     }
     if (lane == 0) anchor[m] = pts[p0];
 }
-// Per centroid with points: c = x_anchor + A⁻¹ b (diag: per coordinate with
+// c = x_anchor + A⁻¹ b for a centroid with points (diag: per coordinate with
 // A_aa > 0; full: Cholesky of the triangle LAPACKE_dposv(COL_MAJOR, 'U')
 // reads in vq.c, i.e. the row-major lower one; the old centroid kept when A is
 // not positive definite or the solution is not finite, as there).
-__global__ void mstep_solve(const double *x, int d, int k, const int *anchor, int diag, const double *A,
-                            const double *b, double *C, int *empty) {
-    int m = blockIdx.x * blockDim.x + threadIdx.x;
-    if (m >= k) return;
-    if (anchor[m] < 0) {
-        atomicAdd(empty, 1);
-        return;
-    }
-    const int dd = d * d;
-    const double *Am = A + (size_t)m * dd, *bm = b + (size_t)m * d, *xr = x + (size_t)anchor[m] * d;
-    double *c = C + (size_t)m * d;
+__device__ static void solve_centroid(const double *Am, const double *bm, const double *xr, int d, int diag,
+                                      double *c) {
     if (diag) {
         for (int a = 0; a < d; a++)
             if (Am[a * d + a] > 0) c[a] = xr[a] + bm[a] / Am[a * d + a];
@@ -495,6 +486,17 @@ __global__ void mstep_solve(const double *x, int d, int k, const int *anchor, in
     for (int a = 0; a < d; a++)
         if (!isfinite(y[a])) return;
     for (int a = 0; a < d; a++) c[a] = xr[a] + y[a];
+}
+
+__global__ void mstep_solve(const double *x, int d, int k, const int *anchor, int diag, const double *A,
+                            const double *b, double *C, int *empty) {
+    int m = blockIdx.x * blockDim.x + threadIdx.x;
+    if (m >= k) return;
+    if (anchor[m] < 0) {
+        atomicAdd(empty, 1);
+        return;
+    }
+    solve_centroid(A + (size_t)m * d * d, b + (size_t)m * d, x + (size_t)anchor[m] * d, d, diag, C + (size_t)m * d);
 }
 
 extern "C" int gqcu_vq_mstep(int d, int n_slots, int per_slot, const double *x, const double *s2,
@@ -560,6 +562,268 @@ out:
 }
 
 // ---------------------------------------------------------------------------
+// EM rounds of many small groups at once (gq_vq_em_batch's contract, vq.c's
+// gq_vq_em_run step for step): one thread block per group runs every round
+// with its codebook in shared memory. Assignment: P and nrm per (slot,
+// centroid), then argmin_m nrm − 2 xᵀP (lowest m on ties, NaN never wins),
+// the objective summed in a fixed order; M-step: a warp per centroid finds
+// its first point (the anchor) and sums A, b over its points (lanes stride,
+// shuffle tree), lane 0 solves; empty centroids move, in increasing order,
+// onto the worst-served point (lowest index on ties). No floating-point
+// atomics: the same result on every run.
+#define EM_T 256
+#define GRAM_MAX 256 // centroids per codebook (EM, normal equations) and vectors per column tile
+
+__device__ static double em_qform(const double *M, int diag, int d, const double *x, const double *c) {
+    double e[VQ_MAX_DIM], s = 0;
+    for (int a = 0; a < d; a++) e[a] = x[a] - c[a];
+    if (diag) {
+        for (int a = 0; a < d; a++) s += M[a * d + a] * e[a] * e[a];
+        return s;
+    }
+    for (int a = 0; a < d; a++) {
+        double r = 0;
+        for (int b = 0; b < d; b++) r += M[a * d + b] * e[b];
+        s += e[a] * r;
+    }
+    return s;
+}
+
+struct em_group {
+    int d, k, diag, ns, ps;
+    int64_t n;
+    const double *x, *s2, *M;
+    double *P, *nrm, *dist, *C, *red;
+    int32_t *idx, *prev;
+    int *ired;
+};
+
+// Assignment of every point to C; returns the objective (all threads).
+__device__ static double em_assign(const em_group &g) {
+    const int d = g.d, k = g.k, tid = threadIdx.x;
+    for (int t = tid; t < g.ns * k; t += EM_T) {
+        const int s = t / k, m = t % k;
+        const double *M = g.M + (size_t)s * d * d, *c = g.C + (size_t)m * d;
+        double *p = g.P + (size_t)t * d, nn = 0;
+        for (int a = 0; a < d; a++) {
+            double r = 0;
+            if (g.diag) r = M[a * d + a] * c[a];
+            else
+                for (int b = 0; b < d; b++) r += M[a * d + b] * c[b];
+            p[a] = r;
+            nn += c[a] * r;
+        }
+        g.nrm[t] = nn;
+    }
+    __syncthreads();
+    double part = 0;
+    for (int64_t i = tid; i < g.n; i += EM_T) {
+        const int s = (int)(i / g.ps);
+        const double *xi = g.x + (size_t)i * d, *Ps = g.P + (size_t)s * k * d, *ns = g.nrm + (size_t)s * k;
+        double best = INFINITY;
+        int bm = 0;
+        for (int m = 0; m < k; m++) {
+            double dot = 0;
+            for (int a = 0; a < d; a++) dot += xi[a] * Ps[(size_t)m * d + a];
+            const double e = ns[m] - 2 * dot;
+            if (e < best) best = e, bm = m;
+        }
+        g.idx[i] = bm;
+        const double v = em_qform(g.M + (size_t)s * d * d, g.diag, d, xi, g.C + (size_t)bm * d) * (g.s2 ? g.s2[i] : 1.0);
+        g.dist[i] = v;
+        part += v;
+    }
+    g.red[tid] = part;
+    __syncthreads();
+    for (int h = EM_T / 2; h > 0; h >>= 1) {
+        if (tid < h) g.red[tid] += g.red[tid + h];
+        __syncthreads();
+    }
+    const double obj = g.red[0];
+    __syncthreads();
+    return obj;
+}
+
+// M-step in place on C; returns the number of empty centroids (all threads).
+__device__ static int em_mstep(const em_group &g, int *s_empty) {
+    const int d = g.d, dd = d * d, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    if (threadIdx.x == 0) *s_empty = 0;
+    __syncthreads();
+    for (int m = warp; m < g.k; m += EM_T / 32) {
+        int first = 0x7fffffff;
+        for (int64_t i = lane; i < g.n; i += 32)
+            if (g.idx[i] == m) {
+                first = (int)i;
+                break;
+            }
+        for (int o = 16; o > 0; o >>= 1) first = min(first, __shfl_xor_sync(0xffffffffu, first, o));
+        if (first == 0x7fffffff) {
+            if (lane == 0) atomicAdd(s_empty, 1);
+            continue;
+        }
+        const double *xr = g.x + (size_t)first * d;
+        double A[VQ_MAX_DIM * VQ_MAX_DIM], b[VQ_MAX_DIM];
+        for (int q = 0; q < dd; q++) A[q] = 0;
+        for (int a = 0; a < d; a++) b[a] = 0;
+        for (int64_t i = lane; i < g.n; i += 32) {
+            if (g.idx[i] != m) continue;
+            const double *M = g.M + (size_t)(i / g.ps) * dd, *xi = g.x + (size_t)i * d;
+            const double w = g.s2 ? g.s2[i] : 1.0;
+            for (int a = 0; a < d; a++) {
+                if (g.diag) {
+                    A[a * d + a] += w * M[a * d + a];
+                    b[a] += w * M[a * d + a] * (xi[a] - xr[a]);
+                } else
+                    for (int c = 0; c < d; c++) {
+                        A[a * d + c] += w * M[a * d + c];
+                        b[a] += w * M[a * d + c] * (xi[c] - xr[c]);
+                    }
+            }
+        }
+        for (int q = 0; q < dd + d; q++) {
+            if (g.diag && q < dd && q / d != q % d) continue;
+            double v = q < dd ? A[q] : b[q - dd];
+            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+            if (q < dd) A[q] = v;
+            else b[q - dd] = v;
+        }
+        if (lane == 0) solve_centroid(A, b, xr, d, g.diag, g.C + (size_t)m * d);
+    }
+    __syncthreads();
+    return *s_empty;
+}
+
+// Empty centroids onto the worst-served points (vq.c); returns how many moved.
+__device__ static int em_reseed(const em_group &g, unsigned char *used) {
+    const int d = g.d, tid = threadIdx.x;
+    for (int64_t i = tid; i < g.n; i += EM_T)
+        g.dist[i] = em_qform(g.M + (size_t)(i / g.ps) * d * d, g.diag, d, g.x + (size_t)i * d,
+                             g.C + (size_t)g.idx[i] * d) *
+                    (g.s2 ? g.s2[i] : 1.0);
+    for (int m = tid; m < g.k; m += EM_T) used[m] = 0;
+    __syncthreads();
+    for (int64_t i = tid; i < g.n; i += EM_T) used[g.idx[i]] = 1;
+    __syncthreads();
+    int moved = 0;
+    for (int m = 0; m < g.k; m++) {
+        if (used[m]) continue;
+        // argmax of dist, lowest index on ties (vq.c: w = 0, then strict >)
+        double bv = 0;
+        int bw = -1;
+        for (int64_t i = tid; i < g.n; i += EM_T)
+            if (bw < 0 || g.dist[i] > bv) bv = g.dist[i], bw = (int)i;
+        g.red[tid] = bv, g.ired[tid] = bw;
+        __syncthreads();
+        for (int h = EM_T / 2; h > 0; h >>= 1) {
+            if (tid < h) {
+                const double v = g.red[tid + h];
+                const int w = g.ired[tid + h];
+                if (w >= 0 && (g.ired[tid] < 0 || v > g.red[tid] || (v == g.red[tid] && w < g.ired[tid])))
+                    g.red[tid] = v, g.ired[tid] = w;
+            }
+            __syncthreads();
+        }
+        const double v = g.red[0];
+        const int w = g.ired[0];
+        __syncthreads();
+        if (!(v > 0)) break; // every point sits on a centroid
+        if (tid == 0) {
+            for (int a = 0; a < d; a++) g.C[(size_t)m * d + a] = g.x[(size_t)w * d + a];
+            g.idx[w] = m, g.dist[w] = 0, used[m] = 1;
+        }
+        moved++;
+        __syncthreads();
+    }
+    return moved;
+}
+
+__global__ void vq_em_k(int d, int k, int iters, int diag, const int *n_slots, const int *per_slot,
+                        const int64_t *x_off, const int64_t *m_off, const int64_t *s_off, const double *X,
+                        const double *S2, const double *MT, double *CG, int32_t *IDX, int32_t *PREV, double *DIST, double *P,
+                        double *NRM, int *iters_out, int *reseeded_out, double *obj_out) {
+    extern __shared__ double em_sh[];
+    __shared__ int s_empty, s_changed;
+    __shared__ unsigned char used[GRAM_MAX];
+    const int j = blockIdx.x, tid = threadIdx.x;
+    em_group g;
+    g.d = d, g.k = k, g.diag = diag, g.ns = n_slots[j], g.ps = per_slot[j];
+    g.n = (int64_t)g.ns * g.ps;
+    g.x = X + (size_t)x_off[j] * d, g.s2 = S2 ? S2 + x_off[j] : NULL, g.M = MT + (size_t)m_off[j] * d * d;
+    g.P = P + (size_t)s_off[j] * k * d, g.nrm = NRM + (size_t)s_off[j] * k, g.dist = DIST + x_off[j];
+    g.idx = IDX + x_off[j], g.prev = PREV + x_off[j];
+    g.C = em_sh, g.red = em_sh + (size_t)k * d, g.ired = (int *)(g.red + EM_T);
+    double *Cg = CG + (size_t)j * k * d;
+    for (int t = tid; t < k * d; t += EM_T) g.C[t] = Cg[t];
+    __syncthreads();
+    double obj = em_assign(g);
+    int it = 0, moved = 0;
+    while (it < iters && !isnan(obj)) {
+        for (int64_t i = tid; i < g.n; i += EM_T) g.prev[i] = g.idx[i];
+        if (em_mstep(g, &s_empty)) moved += em_reseed(g, used);
+        obj = em_assign(g);
+        it++;
+        if (tid == 0) s_changed = 0;
+        __syncthreads();
+        for (int64_t i = tid; i < g.n; i += EM_T)
+            if (g.prev[i] != g.idx[i]) s_changed = 1;
+        __syncthreads();
+        const int changed = s_changed;
+        __syncthreads();
+        if (!changed) break;
+    }
+    for (int t = tid; t < k * d; t += EM_T) Cg[t] = g.C[t];
+    if (tid == 0) iters_out[j] = it, reseeded_out[j] = moved, obj_out[j] = obj;
+}
+
+extern "C" int gqcu_vq_em(int n_jobs, int d, int k, int iters, int diag, const int *n_slots, const int *per_slot,
+                          const int64_t *x_off, const int64_t *m_off, int64_t n_metric, const double *x,
+                          const double *s2, const double *metric, double *C, int32_t *idx, int *iters_out,
+                          int *reseeded, double *objective, char *err, size_t cap) {
+    int rc = 0;
+    if (n_jobs <= 0) return 0;
+    if (k > GRAM_MAX || d > VQ_MAX_DIM) return fail(err, cap, "gqcu_vq_em", "more than 256 centroids or dimension 8");
+    const int64_t n = x_off[n_jobs - 1] + (int64_t)n_slots[n_jobs - 1] * per_slot[n_jobs - 1];
+    std::vector<int64_t> s_off((size_t)n_jobs); // each block's own P / nrm scratch
+    int64_t nsl = 0;
+    for (int j = 0; j < n_jobs; j++) s_off[(size_t)j] = nsl, nsl += n_slots[j];
+    const size_t smem = sizeof(double) * ((size_t)k * d + EM_T) + sizeof(int) * EM_T;
+    int *dns = NULL, *dps = NULL, *dit = NULL, *drs = NULL;
+    int64_t *dxo = NULL, *dmo = NULL, *dso = NULL;
+    double *dx = NULL, *ds2 = NULL, *dM = NULL, *dC = NULL, *ddist = NULL, *dP = NULL, *dnrm = NULL, *dobj = NULL;
+    int32_t *didx = NULL, *dprev = NULL;
+    CHECK(upload(&dns, n_slots, (size_t)n_jobs));
+    CHECK(upload(&dps, per_slot, (size_t)n_jobs));
+    CHECK(upload(&dxo, x_off, (size_t)n_jobs));
+    CHECK(upload(&dmo, m_off, (size_t)n_jobs));
+    CHECK(upload(&dso, s_off.data(), (size_t)n_jobs));
+    CHECK(upload(&dx, x, (size_t)n * d));
+    if (s2) CHECK(upload(&ds2, s2, (size_t)n));
+    CHECK(upload(&dM, metric, (size_t)n_metric * d * d));
+    CHECK(upload(&dC, C, (size_t)n_jobs * k * d));
+    CHECK(cudaMalloc(&didx, sizeof(int32_t) * n));
+    CHECK(cudaMalloc(&dprev, sizeof(int32_t) * n));
+    CHECK(cudaMalloc(&ddist, sizeof(double) * n));
+    CHECK(cudaMalloc(&dP, sizeof(double) * nsl * k * d));
+    CHECK(cudaMalloc(&dnrm, sizeof(double) * nsl * k));
+    CHECK(cudaMalloc(&dit, sizeof(int) * n_jobs));
+    CHECK(cudaMalloc(&drs, sizeof(int) * n_jobs));
+    CHECK(cudaMalloc(&dobj, sizeof(double) * n_jobs));
+    vq_em_k<<<(unsigned)n_jobs, EM_T, smem>>>(d, k, iters, diag, dns, dps, dxo, dmo, dso, dx, ds2, dM, dC, didx,
+                                              dprev, ddist, dP, dnrm, dit, drs, dobj);
+    CHECK(cudaGetLastError());
+    CHECK(cudaMemcpy(C, dC, sizeof(double) * n_jobs * k * d, cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(idx, didx, sizeof(int32_t) * n, cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(iters_out, dit, sizeof(int) * n_jobs, cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(reseeded, drs, sizeof(int) * n_jobs, cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(objective, dobj, sizeof(double) * n_jobs, cudaMemcpyDeviceToHost));
+out:
+    cudaFree(dns), cudaFree(dps), cudaFree(dxo), cudaFree(dmo), cudaFree(dso), cudaFree(dx), cudaFree(ds2), cudaFree(dM);
+    cudaFree(dC), cudaFree(didx), cudaFree(dprev), cudaFree(ddist), cudaFree(dP), cudaFree(dnrm), cudaFree(dit);
+    cudaFree(drs), cudaFree(dobj);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
 // Codebook-update normal equations (contract: gq_vq_gram, vq.h). G is made of
 // (k·d)² blocks, one per pair of (stage, column tile) B1, B2:
 //   G[(B1, c1, j1), (B2, c2, j2)] = Σ_r Σ_{v1 ∈ ct1: idx_s1 = c1} Σ_{v2 ∈ ct2: idx_s2 = c2}
@@ -571,7 +835,6 @@ out:
 // on the CPU); each thread owns one entry (no atomics, a fixed order) and
 // sums, row by row, over its two centroids' lists.
 
-#define GRAM_MAX 256 // centroids per codebook and vectors per column tile
 #define GRAM_T 16
 
 // grid (rows, stages·n_ct), GRAM_MAX threads. start: (stage, row, tile, k + 1)

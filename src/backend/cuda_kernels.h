@@ -26,6 +26,17 @@ int gqcu_vq_gram(int rows, int nv, int d, int k, int stages, int n_ct, const int
 // Device residency (backend.h: hold / release).
 int gqcu_hold(const void *p, size_t bytes, int writable, char *err, size_t cap);
 int gqcu_release(const void *p, char *err, size_t cap);
+// EM rounds of n_jobs independent groups from their seeds (gq_vq_em_batch,
+// vq.h), a thread block per group, k <= 256. Job j: n_slots[j] slots of
+// per_slot[j] points starting at point x_off[j] of x (Σ n, d) and s2 (Σ n;
+// NULL: all 1), its metrics at slot m_off[j] of metric (n_metric, d, d;
+// groups of one column tile share theirs);
+// C (n_jobs, k, d): seeds in, centroids out; idx (Σ n) the final
+// assignment; per job the rounds run, centroids re-seeded, final objective.
+int gqcu_vq_em(int n_jobs, int d, int k, int iters, int diag, const int *n_slots, const int *per_slot,
+               const int64_t *x_off, const int64_t *m_off, int64_t n_metric, const double *x, const double *s2,
+               const double *metric, double *C, int32_t *idx, int *iters_out, int *reseeded, double *objective,
+               char *err, size_t cap);
 int gqcu_vq_mstep(int d, int n_slots, int per_slot, const double *x, const double *s2, const double *metric, int diag,
                   const int32_t *idx, int k, double *C, int *empty, char *err, size_t cap);
 

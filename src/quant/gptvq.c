@@ -271,10 +271,25 @@ static enum gq_status slot_metrics(const double *U, int n, int n_out, int d, int
     return GQ_OK;
 }
 
-// Codebooks of group (rt, ct) from the current weights (EM per stage).
-static enum gq_status init_group(struct gq_vq_tensor *t, const struct tile_maps *mp, const struct vq_work *w,
-                                 const struct gq_gptvq_params *vp, uint64_t seed, int rt, int ct,
-                                 int64_t *em_iters, int64_t *reseeded) {
+// Codebooks of the groups (rt, ct) of one column tile from the current
+// weights: per group its normalisation and points (group_prep), then per
+// stage the seeds (per group), the EM rounds of all the tile's groups in one
+// backend call (vq_em: the GPU runs them side by side) and the codebooks'
+// rounding (group_stage_done; the next stage fits the residual).
+struct group_em {
+    double *x, *s2, *C;
+    int32_t *idx;
+    int64_t np;
+};
+
+static void group_free(struct group_em *g) {
+    free(g->x), free(g->s2), free(g->C), free(g->idx);
+    memset(g, 0, sizeof *g);
+}
+
+static enum gq_status group_prep(struct gq_vq_tensor *t, const struct tile_maps *mp, const struct vq_work *w,
+                                 const struct gq_gptvq_params *vp, int rt, int ct, struct group_em *g,
+                                 struct gq_vq_em_job *job) {
     const int d = t->d, n = t->cols, k = t->k;
     const int r0 = t->rt_start[rt], r1 = t->rt_start[rt + 1], nr = r1 - r0;
     const int v0 = (t->ct_start[ct] - t->n_out) / d, v1 = (t->ct_start[ct + 1] - t->n_out) / d, nvs = v1 - v0;
@@ -290,11 +305,12 @@ static enum gq_status init_group(struct gq_vq_tensor *t, const struct tile_maps 
             memcpy(t->sint + (size_t)(r0 + r) * t->n_nblk + blk0, sint + (size_t)r * nb, nb);
         free(sint);
     }
-    double *x = malloc(sizeof(double) * np * d), *s2 = malloc(sizeof(double) * np);
-    double *C = malloc(sizeof(double) * k * d);
-    int32_t *idx = malloc(sizeof(int32_t) * np);
-    if (!x || !s2 || !C || !idx) {
-        free(x), free(s2), free(C), free(idx);
+    g->np = np;
+    g->x = malloc(sizeof(double) * np * d), g->s2 = malloc(sizeof(double) * np);
+    g->C = malloc(sizeof(double) * k * d);
+    g->idx = malloc(sizeof(int32_t) * np);
+    if (!g->x || !g->s2 || !g->C || !g->idx) {
+        group_free(g);
         return gq_fail(GQ_ERR_NOMEM, "gptvq: EM buffers for %lld points", (long long)np);
     }
     // Points slot-major: slot v (columns of vector v0 + v), then rows.
@@ -303,28 +319,71 @@ static enum gq_status init_group(struct gq_vq_tensor *t, const struct tile_maps 
             int64_t i = (int64_t)v * nr + r;
             double s = vec_scale(t, mp, r0 + r, v0 + v);
             const double *src = w->Wd + (size_t)(r0 + r) * n + t->n_out + (size_t)(v0 + v) * d;
-            for (int j = 0; j < d; j++) x[i * d + j] = src[j] / s;
-            s2[i] = s * s;
+            for (int j = 0; j < d; j++) g->x[i * d + j] = src[j] / s;
+            g->s2[i] = s * s;
         }
-    struct gq_vq_data D = {.d = d, .n_slots = nvs, .per_slot = nr, .x = x, .s2 = t->norm_block ? s2 : NULL,
-                           .metric = w->metric + (size_t)v0 * d * d, .diag = !vp->full_subhessian};
-    enum gq_status st = GQ_OK;
-    for (int stage = 0; stage < t->stages && st == GQ_OK; stage++) {
-        uint64_t sd = seed ^ ((uint64_t)(rt + 1) * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(ct + 1) << 32) ^ (uint64_t)stage;
-        struct gq_vq_em_stats es = {0};
-        st = gq_vq_em(&D, k, vp->em_iters, vp->em_init, gq_splitmix64(&sd), C, idx, &es);
-        if (st != GQ_OK) break;
-        *em_iters += es.iters, *reseeded += es.n_reseeded;
-        size_t gi = ((size_t)stage * t->n_rt + rt) * t->n_ct + ct;
-        // codebook SVD: the pass keeps exact codebooks; svd_compress stores them
-        gq_cb_round(C, k * d, t->svd_rank ? GQ_CB_F32 : t->cb_format, NULL, NULL, &t->cb_scale[gi]);
-        float *cb = t->cb + gi * k * d;
-        for (int i = 0; i < k * d; i++) cb[i] = (float)C[i];
-        if (stage + 1 < t->stages) // the next stage fits the residual of this one
-            for (int64_t i = 0; i < np; i++)
-                for (int j = 0; j < d; j++) x[i * d + j] -= C[(size_t)idx[i] * d + j];
+    *job = (struct gq_vq_em_job){
+        .D = {.d = d, .n_slots = nvs, .per_slot = nr, .x = g->x, .s2 = t->norm_block ? g->s2 : NULL,
+              .metric = w->metric + (size_t)v0 * d * d, .diag = !vp->full_subhessian},
+        .C = g->C,
+        .idx = g->idx,
+    };
+    return GQ_OK;
+}
+
+static uint64_t group_seed(uint64_t seed, int rt, int ct, int stage) {
+    uint64_t sd = seed ^ ((uint64_t)(rt + 1) * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(ct + 1) << 32) ^ (uint64_t)stage;
+    return gq_splitmix64(&sd);
+}
+
+static void group_stage_done(struct gq_vq_tensor *t, const struct group_em *g, int stage, int rt, int ct) {
+    const int d = t->d, k = t->k;
+    size_t gi = ((size_t)stage * t->n_rt + rt) * t->n_ct + ct;
+    // codebook SVD: the pass keeps exact codebooks; svd_compress stores them
+    gq_cb_round(g->C, k * d, t->svd_rank ? GQ_CB_F32 : t->cb_format, NULL, NULL, &t->cb_scale[gi]);
+    float *cb = t->cb + gi * k * d;
+    for (int i = 0; i < k * d; i++) cb[i] = (float)g->C[i];
+    if (stage + 1 < t->stages) // the next stage fits the residual of this one
+        for (int64_t i = 0; i < g->np; i++)
+            for (int j = 0; j < d; j++) g->x[i * d + j] -= g->C[(size_t)g->idx[i] * d + j];
+}
+
+static enum gq_status init_tile(struct gq_vq_tensor *t, const struct tile_maps *mp, const struct vq_work *w,
+                                const struct gq_gptvq_params *vp, uint64_t seed, int ct, int64_t *em_iters,
+                                int64_t *reseeded) {
+    const int nrt = t->n_rt;
+    struct group_em *g = calloc((size_t)nrt, sizeof *g);
+    struct gq_vq_em_job *jobs = calloc((size_t)nrt, sizeof *jobs);
+    if (!g || !jobs) {
+        free(g), free(jobs);
+        return gq_fail(GQ_ERR_NOMEM, "gptvq: EM jobs of %d groups", nrt);
     }
-    free(x), free(s2), free(C), free(idx);
+    enum gq_status st = GQ_OK;
+#pragma omp parallel for schedule(dynamic, 1) if (nrt > 1)
+    for (int rt = 0; rt < nrt; rt++) {
+        enum gq_status s1 = group_prep(t, mp, w, vp, rt, ct, &g[rt], &jobs[rt]);
+        if (s1 != GQ_OK) {
+#pragma omp critical(gptvq_init_tile)
+            st = s1;
+        }
+    }
+    for (int stage = 0; stage < t->stages && st == GQ_OK; stage++) {
+#pragma omp parallel for schedule(dynamic, 1) if (nrt > 1)
+        for (int rt = 0; rt < nrt; rt++) {
+            enum gq_status s1 = gq_vq_seed(&jobs[rt].D, t->k, vp->em_init, group_seed(seed, rt, ct, stage), g[rt].C);
+            if (s1 != GQ_OK) {
+#pragma omp critical(gptvq_init_tile)
+                st = s1;
+            }
+        }
+        if (st == GQ_OK) st = gq_be()->vq_em(jobs, nrt, t->k, vp->em_iters);
+        if (st != GQ_OK) break;
+        for (int rt = 0; rt < nrt; rt++) *em_iters += jobs[rt].st.iters, *reseeded += jobs[rt].st.n_reseeded;
+#pragma omp parallel for schedule(static) if (nrt > 1)
+        for (int rt = 0; rt < nrt; rt++) group_stage_done(t, &g[rt], stage, rt, ct);
+    }
+    for (int rt = 0; rt < nrt; rt++) group_free(&g[rt]);
+    free(g), free(jobs);
     return st;
 }
 
@@ -1145,17 +1204,7 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
         if (seg >= 0) {
             double te = gq_time_s();
             int64_t emi = 0, rs = 0;
-            enum gq_status gst = GQ_OK;
-#pragma omp parallel for schedule(dynamic, 1) reduction(+ : emi, rs) if (T.n_rt > 1)
-            for (int rt = 0; rt < T.n_rt; rt++) {
-                int64_t e1 = 0, r1 = 0;
-                enum gq_status s1 = init_group(&T, &mp, &w, vp, seed, rt, seg, &e1, &r1);
-                emi += e1, rs += r1;
-                if (s1 != GQ_OK) {
-#pragma omp critical
-                    gst = s1;
-                }
-            }
+            enum gq_status gst = init_tile(&T, &mp, &w, vp, seed, seg, &emi, &rs);
             res->em_iters_total += emi, res->n_reseeded += rs;
             res->t_em += gq_time_s() - te;
             if ((st = gst) != GQ_OK) break;

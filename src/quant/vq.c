@@ -386,13 +386,38 @@ enum gq_status gq_vq_seed(const struct gq_vq_data *D, int k, enum gq_vq_init ini
     return GQ_OK;
 }
 
-#define GQ_VQ_EM_DEVICE_MIN ((int64_t)1 << 22)
-
 enum gq_status gq_vq_em(const struct gq_vq_data *D, int k, int iters, enum gq_vq_init init, uint64_t seed, double *C,
                         int32_t *idx, struct gq_vq_em_stats *st) {
+    GQ_TRY(gq_vq_seed(D, k, init, seed, C));
+    return gq_vq_em_run(D, k, iters, C, idx, st);
+}
+
+enum gq_status gq_vq_em_nan(const struct gq_vq_data *D, int k) {
+    return gq_fail(GQ_ERR_NUMERIC, "vq: EM objective is NaN (%lld points of dimension %d, %d centroids: "
+                   "non-finite data or out of memory)", (long long)gq_vq_n_points(D), D->d, k);
+}
+
+enum gq_status gq_vq_em_batch(struct gq_vq_em_job *jobs, int n_jobs, int k, int iters) {
+    int bad = n_jobs;
+    enum gq_status bs = GQ_OK;
+    char msg[512] = "";
+#pragma omp parallel for schedule(dynamic, 1) if (n_jobs > 1)
+    for (int j = 0; j < n_jobs; j++) {
+        struct gq_vq_em_job *J = &jobs[j];
+        J->st.trace = NULL;
+        enum gq_status s = gq_vq_em_run(&J->D, k, iters, J->C, J->idx, &J->st);
+        if (s != GQ_OK) {
+#pragma omp critical(gq_vq_em_batch)
+            if (j < bad) bad = j, bs = s, snprintf(msg, sizeof msg, "%s", gq_last_error());
+        }
+    }
+    return bad < n_jobs ? gq_fail(bs, "%s", msg) : GQ_OK;
+}
+
+enum gq_status gq_vq_em_run(const struct gq_vq_data *D, int k, int iters, double *C, int32_t *idx,
+                            struct gq_vq_em_stats *st) {
     const int d = D->d;
     const int64_t n = gq_vq_n_points(D);
-    GQ_TRY(gq_vq_seed(D, k, init, seed, C));
     double *dist = malloc(sizeof(double) * n);
     int32_t *prev = malloc(sizeof(int32_t) * n);
     char *used = malloc((size_t)k);
@@ -442,9 +467,7 @@ enum gq_status gq_vq_em(const struct gq_vq_data *D, int k, int iters, enum gq_vq
         if (st && st->trace) st->trace[it] = obj;
         if (!memcmp(prev, idx, sizeof(int32_t) * n)) break;
     }
-    if (ret == GQ_OK && isnan(obj))
-        ret = gq_fail(GQ_ERR_NUMERIC, "vq: EM objective is NaN (%lld points of dimension %d, %d centroids: "
-                      "non-finite data or out of memory)", (long long)n, d, k);
+    if (ret == GQ_OK && isnan(obj)) ret = gq_vq_em_nan(D, k);
     free(used), free(dist), free(prev);
     if (st) st->iters = it, st->n_reseeded = reseeded, st->objective = obj;
     return ret;

@@ -118,6 +118,27 @@ enum gq_status gq_vq_seed(const struct gq_vq_data *D, int k, enum gq_vq_init ini
 // final C). st may be NULL.
 enum gq_status gq_vq_em(const struct gq_vq_data *D, int k, int iters, enum gq_vq_init init, uint64_t seed,
                         double *C, int32_t *idx, struct gq_vq_em_stats *st);
+// The same EM rounds from the seeds already in C (gq_vq_em = gq_vq_seed + this).
+// A group of at least GQ_VQ_EM_DEVICE_MIN point-centroid coordinates runs its
+// assignments and M-steps on the current backend, a smaller one on the CPU.
+// A NaN objective is an error (gq_vq_em_nan's message).
+enum gq_status gq_vq_em_run(const struct gq_vq_data *D, int k, int iters, double *C, int32_t *idx,
+                            struct gq_vq_em_stats *st);
+#define GQ_VQ_EM_DEVICE_MIN ((int64_t)1 << 22)
+enum gq_status gq_vq_em_nan(const struct gq_vq_data *D, int k);
+
+// One group's EM for a batch (the backend's vq_em): C (k, d) holds the seeds
+// and gets the centroids, idx (n) the final assignment, st the counts.
+struct gq_vq_em_job {
+    struct gq_vq_data D;
+    double *C;
+    int32_t *idx;
+    struct gq_vq_em_stats st; // st.trace unused
+};
+// CPU reference of the batch: gq_vq_em_run per job, the jobs in parallel
+// over the OpenMP threads (one job: its own loops are threaded). On error
+// the message of the lowest failing job.
+enum gq_status gq_vq_em_batch(struct gq_vq_em_job *jobs, int n_jobs, int k, int iters);
 
 // ---------------------------------------------------------------------------
 // Codebook storage. A codebook is n = k·d values.
