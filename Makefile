@@ -20,7 +20,9 @@ OBJ     := $(SRC:%.c=$(B)/%.o)
 CUDA    ?= $(if $(NVCC),1,0)
 NVCC    ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc))
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
-NVFLAGS ?= -O2 -std=c++17 -Xcompiler -fPIC -gencode arch=compute_80,code=sm_80 \
+# -fmad=false: no fused multiply-adds, as the C code (ISO C mode: no FP
+# contraction), so device and CPU VQ arithmetic round the same way.
+NVFLAGS ?= -O2 -std=c++17 -fmad=false -Xcompiler -fPIC -gencode arch=compute_80,code=sm_80 \
            -gencode arch=compute_90,code=[sm_90,compute_90]
 CUDA_SO := $(if $(filter 1,$(CUDA)),$(B)/libgptvq_cuda.so)
 AOBJ    := $(SRC:%.c=$(BA)/%.o)

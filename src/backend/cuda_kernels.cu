@@ -707,11 +707,14 @@ __device__ static int em_reseed(const em_group &g, unsigned char *used) {
     int moved = 0;
     for (int m = 0; m < g.k; m++) {
         if (used[m]) continue;
-        // argmax of dist, lowest index on ties (vq.c: w = 0, then strict >)
+        // argmax of dist, lowest index on ties (vq.c: w = 0, then strict >, so
+        // a NaN wins only at index 0)
         double bv = 0;
         int bw = -1;
-        for (int64_t i = tid; i < g.n; i += EM_T)
-            if (bw < 0 || g.dist[i] > bv) bv = g.dist[i], bw = (int)i;
+        for (int64_t i = tid; i < g.n; i += EM_T) {
+            const double v = g.dist[i];
+            if (bw < 0 ? i == 0 || !isnan(v) : v > bv) bv = v, bw = (int)i;
+        }
         g.red[tid] = bv, g.ired[tid] = bw;
         __syncthreads();
         for (int h = EM_T / 2; h > 0; h >>= 1) {
@@ -1554,7 +1557,8 @@ __global__ void attention_k(const float *q, const float *kc, const float *vc, fl
     if (wi) return;
     float M = -INFINITY, L = 0, f[ATT_SPLIT];
     for (int w = 0; w < ATT_SPLIT; w++) M = fmaxf(M, s_mx[w]); // warp 0 always has key 0: M is finite
-    for (int w = 0; w < ATT_SPLIT; w++) f[w] = s_l[w] > 0 ? expf(s_mx[w] - M) : 0.0f, L += s_l[w] * f[w];
+    for (int w = 0; w < ATT_SPLIT; w++) // a warp without keys adds nothing; a NaN still reaches the output
+        f[w] = s_l[w] != 0 ? expf(s_mx[w] - M) : 0.0f, L += s_l[w] * f[w];
     float *oi = out + (size_t)i * q_dim + (size_t)h * hd;
     for (int j = lane; j < hd; j += 32) {
         float o = 0;

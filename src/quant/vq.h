@@ -137,7 +137,8 @@ struct gq_vq_em_job {
 };
 // CPU reference of the batch: gq_vq_em_run per job, the jobs in parallel
 // over the OpenMP threads (one job: its own loops are threaded). On error
-// the message of the lowest failing job.
+// the message of a failing job (here the lowest; the caller stops, and the
+// other jobs' outputs are then undefined).
 enum gq_status gq_vq_em_batch(struct gq_vq_em_job *jobs, int n_jobs, int k, int iters);
 
 // ---------------------------------------------------------------------------
