@@ -1455,8 +1455,10 @@ struct blk_hooks {
 };
 
 static int shape_check(const blk_shape *s, const char *what, char *err, size_t cap) {
-    if (s->head_dim > ATT_MAX_HD || s->n_heads % s->n_kv_heads)
-        return fail(err, cap, what, "head_dim above 256 or heads not a multiple of the KV heads");
+    if (s->n_kv_heads <= 0 || s->head_dim > ATT_MAX_HD || s->n_heads % s->n_kv_heads || s->rope_dim > s->head_dim ||
+        s->rope_dim % 2)
+        return fail(err, cap, what, "head_dim above 256, heads not a multiple of the KV heads or a RoPE width "
+                                    "that is odd or above head_dim");
     return 0;
 }
 
