@@ -429,9 +429,11 @@ static enum gq_status residual_config(const struct gq_quantize_params *p, struct
 
 // GPTVQ: every linear must split into d-vectors; print the configuration
 // and a memory estimate for the largest linear before any work starts.
+// *work: that estimate plus the linear's float Hessian, for the host total.
 static enum gq_status vq_preflight(const struct gq_model *m, const struct gq_arch *A, const struct gq_quantize_params *p,
-                                   const struct gq_vq_config *cfg) {
+                                   const struct gq_vq_config *cfg, double *work) {
     double peak = 0;
+    *work = 0;
     for (int i = 0; i < A->n_tensors; i++) {
         const struct gq_block_tensor *t = &A->tensors[i];
         if (t->kind != GQ_T_LINEAR) continue;
@@ -444,6 +446,7 @@ static enum gq_status vq_preflight(const struct gq_model *m, const struct gq_arc
         if (mt > gq_vq_dense_max) mt = 0; // conjugate gradients instead
         double b = rows * cols * (8.0 * 3 + 4 * 2) + cols * cols * 8.0 * 2 + mt * mt * 8;
         if (b > peak) peak = b;
+        if (b + cols * cols * 4.0 > *work) *work = b + cols * cols * 4.0;
     }
     if (p->progress) {
         double ob = cfg->overhead_bpv;
@@ -553,8 +556,9 @@ static enum gq_status resume(struct gq_model *m, const struct gq_quantize_params
 // calibration the passes' data (below).
 #define GQ_CALIB_KEEP_MAX ((double)(4ull << 30))
 
+// vq_work: GPTVQ's estimate for its largest linear (0: GPTQ / RTN).
 static void print_memory_estimate(const struct gq_model *m, const struct gq_arch *A, size_t activations, int seqlen,
-                                  double keep) {
+                                  double keep, double vq_work) {
     struct gq_model_info info;
     gq_model_get_info(m, &info);
     double work = 0, dev = 0, block = 0, widest = 0;
@@ -567,6 +571,7 @@ static void print_memory_estimate(const struct gq_model *m, const struct gq_arch
         block += r * c * 4;
         widest = fmax(widest, c);
     }
+    work = fmax(work, vq_work);
     // CUDA calibration: the windows' activations, one block's f32 weights, a
     // group's double Σ xᵀx and one window's scratch (about 12 rows of the
     // widest width in f32 and one in double per token)
@@ -656,10 +661,11 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     if (p->method != GQ_METHOD_GPTVQ && (p->wbits < 2 || p->wbits > 8))
         return gq_fail(GQ_ERR_ARG, "--wbits must be in [2, 8] (got %d)", p->wbits);
     struct gq_vq_config cfg = {0};
+    double vq_work = 0;
     if (p->method == GQ_METHOD_GPTVQ) {
         GQ_TRY(gq_vq_config_from_bpv(p->vq.bpv, p->vq.dim, p->vq.k, p->vq.group, p->vq.cb_format, p->vq.norm_block, p->vq.cb_svd_rank, &cfg));
         if (p->vq.stages == 2) GQ_TRY(residual_config(p, &cfg));
-        GQ_TRY(vq_preflight(m, A, p, &cfg));
+        GQ_TRY(vq_preflight(m, A, p, &cfg, &vq_work));
     }
     const int n_lin = gq_arch_n_linears(A);
     free(m->packs), m->packs = NULL;
@@ -731,7 +737,8 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     const double keep_bytes = (double)p->nsamples * (per_att + per_hb) * sizeof(float);
     const bool keep_on = !load && strcmp(gq_be()->name, "cuda") != 0 && keep_bytes <= GQ_CALIB_KEEP_MAX;
     if (p->progress)
-        print_memory_estimate(m, A, load ? 0 : (size_t)p->nsamples * per * sizeof(float) * 2, seqlen, keep_on ? keep_bytes : 0);
+        print_memory_estimate(m, A, load ? 0 : (size_t)p->nsamples * per * sizeof(float) * 2, seqlen,
+                              keep_on ? keep_bytes : 0, vq_work);
     float *X = NULL, *tmp = NULL, *Hf = NULL;
     float *att_keep = NULL, *hb_keep = NULL;
     double *Hd = NULL;           // device calibration: a group's Σ x xᵀ
