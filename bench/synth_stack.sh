@@ -49,13 +49,13 @@ for cfg in ${CONFIGS:-gptq 2d 4d}; do
     tm=()
     [ -x /usr/bin/time ] && tm=(/usr/bin/time -f "peak RSS %M KB")
     OMP_WAIT_POLICY=PASSIVE "${tm[@]}" "${tcmd[@]}" "$G" quantize "$model" -o "$q" "${args[@]}" \
-        --calib "$calib" --nsamples "$ns" --seqlen "$sl" --threads "$threads" --device "$dev" --no-checkpoint --quiet \
-        >"$out/$cfg.log" 2>&1
+        --calib "$calib" --nsamples "$ns" --seqlen "$sl" --threads "$threads" --device "$dev" --no-checkpoint \
+        >"$out/$cfg.log" 2>&1 # with the progress lines: a run cut by TIMEOUT still shows its finished linears
     rc=$?
     rm -f "$q"
     if [ $rc -ne 0 ] || [ ! -f "$q.report.json" ]; then
         echo "  $cfg: failed (rc $rc after $((SECONDS - t0)) s), last lines of $out/$cfg.log:"
-        tail -n 3 "$out/$cfg.log" | sed 's/^/    /'
+        tr '\r' '\n' <"$out/$cfg.log" | grep -v '^$' | tail -n 4 | sed 's/^/    /'
         continue
     fi
     rss=$(grep -o 'peak RSS [0-9]* KB' "$out/$cfg.log" | awk '{print $3}') # empty without /usr/bin/time
