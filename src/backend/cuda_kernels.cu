@@ -14,6 +14,7 @@
 // upper triangle is a column-major lower one.
 #include "cuda_kernels.h"
 
+#include "../quant/vqform.h"
 #include "../util/bits.h"
 
 #include <cub/device/device_radix_sort.cuh>
@@ -574,21 +575,6 @@ out:
 #define EM_T 256
 #define GRAM_MAX 256 // centroids per codebook (EM, normal equations) and vectors per column tile
 
-__device__ static double em_qform(const double *M, int diag, int d, const double *x, const double *c) {
-    double e[VQ_MAX_DIM], s = 0;
-    for (int a = 0; a < d; a++) e[a] = x[a] - c[a];
-    if (diag) {
-        for (int a = 0; a < d; a++) s += M[a * d + a] * e[a] * e[a];
-        return s;
-    }
-    for (int a = 0; a < d; a++) {
-        double r = 0;
-        for (int b = 0; b < d; b++) r += M[a * d + b] * e[b];
-        s += e[a] * r;
-    }
-    return s;
-}
-
 struct em_group {
     int d, k, diag, ns, ps;
     int64_t n;
@@ -629,7 +615,7 @@ __device__ static double em_assign(const em_group &g) {
             if (e < best) best = e, bm = m;
         }
         g.idx[i] = bm;
-        const double v = em_qform(g.M + (size_t)s * d * d, g.diag, d, xi, g.C + (size_t)bm * d) * (g.s2 ? g.s2[i] : 1.0);
+        const double v = gq_vq_qform(g.M + (size_t)s * d * d, g.diag, d, xi, g.C + (size_t)bm * d) * (g.s2 ? g.s2[i] : 1.0);
         g.dist[i] = v;
         part += v;
     }
@@ -697,7 +683,7 @@ __device__ static int em_mstep(const em_group &g, int *s_empty) {
 __device__ static int em_reseed(const em_group &g, unsigned char *used) {
     const int d = g.d, tid = threadIdx.x;
     for (int64_t i = tid; i < g.n; i += EM_T)
-        g.dist[i] = em_qform(g.M + (size_t)(i / g.ps) * d * d, g.diag, d, g.x + (size_t)i * d,
+        g.dist[i] = gq_vq_qform(g.M + (size_t)(i / g.ps) * d * d, g.diag, d, g.x + (size_t)i * d,
                              g.C + (size_t)g.idx[i] * d) *
                     (g.s2 ? g.s2[i] : 1.0);
     for (int m = tid; m < g.k; m += EM_T) used[m] = 0;

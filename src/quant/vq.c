@@ -151,20 +151,8 @@ int gq_vq_nearest(const double *x, int d, const double *P, const double *nrm, in
     return nearest_rows(x, d, P, nrm, k);
 }
 
-// (x − c)ᵀ M (x − c)
 static double qform(const double *M, bool diag, int d, const double *x, const double *c) {
-    double e[GQ_VQ_MAX_DIM], s = 0;
-    for (int a = 0; a < d; a++) e[a] = x[a] - c[a];
-    if (diag) {
-        for (int a = 0; a < d; a++) s += M[a * d + a] * e[a] * e[a];
-        return s;
-    }
-    for (int a = 0; a < d; a++) {
-        double r = 0;
-        for (int b = 0; b < d; b++) r += M[a * d + b] * e[b];
-        s += e[a] * r;
-    }
-    return s;
+    return gq_vq_qform(M, diag, d, x, c);
 }
 
 // Points are processed in fixed chunks of one slot each; the objective is the

@@ -27,11 +27,10 @@
 
 #include "gptvq.h"
 #include "quant/quant.h"
+#include "quant/vqform.h" // GQ_VQ_MAX_DIM, gq_vq_qform
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
-
-#define GQ_VQ_MAX_DIM 8
 
 struct gq_vq_data {
     int d;             // 1..GQ_VQ_MAX_DIM

@@ -4,13 +4,9 @@
 #ifndef GQ_BITS_H
 #define GQ_BITS_H
 
-#include <stdint.h>
+#include "hostdev.h"
 
-#ifdef __CUDACC__
-#define GQ_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define GQ_HOST_DEVICE inline
-#endif
+#include <stdint.h>
 
 static GQ_HOST_DEVICE uint32_t gq_bits_get(const uint8_t *s, int64_t i, int w) {
     uint64_t b = (uint64_t)i * (uint64_t)w, v = 0;
