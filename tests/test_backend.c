@@ -22,8 +22,9 @@
 //     writing into a read-only hold fails
 //   end to end: relative output error within 1e-6 relative (GPTQ) and 2 %
 //     (GPTVQ: a near-tie in one EM assignment may move a centroid)
-//   inference GEMVs (packed VQ over the option space of test_vqcases.h, both
-//     VQ kernels, Q4_0, Q4_1, Q8_0, F16, F32): |y − y_ref| <= 1e-5 · Σ|w x| against a
+//   inference GEMVs (packed VQ over the option space of test_vqcases.h plus a
+//     row tile with 112 KiB of codebooks, both VQ kernels, Q4_0, Q4_1, Q8_0, F16,
+//     F32): |y − y_ref| <= 1e-5 · Σ|w x| against a
 //     double-precision product of the decoded matrix; normalised VQ matrices
 //     are refused (unsupported). The prefill product (decode to f32 tiles of a
 //     few rows, TF32 GEMM, 5 tokens): |Δ| <= 4e-3 · Σ|w x| (TF32 rounds both
@@ -445,9 +446,15 @@ static void check_gemv_one(const char *what, const struct gq_qweight *w, const f
     free(x), free(y), free(X), free(Y);
 }
 
+// Beyond test_vqcases.h: one row tile's codebooks over 48 KiB (7 column tiles
+// x 2 stages x 1024 x 2 floats = 112 KiB: the shared-memory kernel needs the
+// opt-in), 10-bit indices, outliers.
+static const struct cfg gemv_extra[] = {{2, 1024, 16, 1024, 2048, GQ_CB_FP16, 0, 2, 0, 0.02, true}};
+
 static void check_gemv(void) {
-    for (int ci = 0; ci < N_CASES; ci++) {
-        const struct cfg *c = &vq_cases[ci];
+    const int n_extra = (int)(sizeof gemv_extra / sizeof *gemv_extra);
+    for (int ci = 0; ci < N_CASES + n_extra; ci++) {
+        const struct cfg *c = ci < N_CASES ? &vq_cases[ci] : &gemv_extra[ci - N_CASES];
         struct vq_built b;
         vq_build(c, &b);
         char what[64];

@@ -1257,12 +1257,13 @@ static cudaError_t smem_allow(size_t bytes, bool *fits) {
     *fits = e == cudaSuccess && bytes <= (size_t)optin;
     if (!*fits || bytes <= g_smem_granted) return e;
     const int b = (int)bytes;
-    g_smem_granted = bytes;
     if ((e = cudaFuncSetAttribute(vq_gemv_smem<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, b)) != cudaSuccess ||
         (e = cudaFuncSetAttribute(vq_gemv_smem<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, b)) != cudaSuccess ||
-        (e = cudaFuncSetAttribute(vq_gemv_smem<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, b)) != cudaSuccess)
+        (e = cudaFuncSetAttribute(vq_gemv_smem<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, b)) != cudaSuccess ||
+        (e = cudaFuncSetAttribute(vq_gemv_smem<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, b)) != cudaSuccess)
         return e;
-    return cudaFuncSetAttribute(vq_gemv_smem<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, b);
+    g_smem_granted = bytes; // all four granted
+    return cudaSuccess;
 }
 
 // 0: the kernel with codebooks read through L1 (a warp per row), 1: shared
