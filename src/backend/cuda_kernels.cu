@@ -1930,6 +1930,9 @@ extern "C" int gqcu_calib_pass(struct gqcu_calib *c, int start_at, int stop_afte
     const blk_hooks hk = {start_at, stop_after, calib_capture, c};
     c->want = want, c->resid_w = resid_w, c->sink = sink;
     *bad_window = -1;
+    // the device keeps no activations between passes: a pass starts at the block or the FFN input
+    if (start_at != IN_ATTN && start_at != IN_FFN)
+        return fail(err, cap, "gqcu_calib_pass", "a pass starts at the block or the FFN input");
     if (want >= 0) CHECK(cudaMemset(c->H, 0, sizeof(double) * n_in * n_in));
     CHECK(cudaMemset(c->bad, 0, sizeof(int)));
     for (int i = 0; i < c->ns; i++) {
