@@ -132,7 +132,9 @@ static const char *PPL_HELP =
     "                        and Q4_1 weights stay compressed and run with their kernels)\n"
     "  --device cpu|cuda     where the forward runs (default cpu). cuda: weights copied to the\n"
     "                        GPU compressed (packed VQ without normalisation, F16, Q8_0, Q4_0,\n"
-    "                        Q4_1; other formats decoded to f32), TF32 tensor-core GEMMs\n"
+    "                        Q4_1; other formats decoded to f32), TF32 tensor-core GEMMs for\n"
+    "                        prefill (environment GPTVQ_CUDA_TF32=0: FP32 GEMMs; GPTVQ_CUDA_GEMV=smem:\n"
+    "                        the VQ GEMV with codebooks in shared memory)\n"
     "  --quiet               no progress bar\n"
     "\n"
     "The last line of stdout is machine-readable: ppl=... protocol=... ctx=... windows=...\n";
