@@ -1650,7 +1650,8 @@ struct gqcu_lm {
     float *kc, *vc; // (n_layers, n_ctx, kv_dim)
     float *tile;
     size_t tile_floats;
-    int n_cap; // scratch sized for n_cap tokens
+    int n_cap;      // scratch sized for n_cap tokens
+    int logits_cap; // logits sized for logits_cap rows (only the last token's unless all are asked for)
     blk_buf b;
     float *x, *logits;
     bool tf32; // prefill GEMMs on TF32 tensor cores (GPTVQ_CUDA_TF32=0: FP32)
@@ -1660,7 +1661,7 @@ static void free_scratch(gqcu_lm *lm) {
     blk_buf_free(&lm->b);
     cudaFree(lm->x), cudaFree(lm->logits);
     lm->x = lm->logits = NULL;
-    lm->n_cap = 0;
+    lm->n_cap = lm->logits_cap = 0;
 }
 
 extern "C" void gqcu_lm_free(struct gqcu_lm *lm) {
@@ -1678,7 +1679,6 @@ static int grow_scratch(gqcu_lm *lm, int n, char *err, size_t cap) {
     free_scratch(lm);
     CHECK(blk_buf_alloc(&lm->b, &lm->sh, (size_t)n));
     CHECK(cudaMalloc(&lm->x, sizeof(float) * n * lm->sh.dim));
-    CHECK(cudaMalloc(&lm->logits, sizeof(float) * n * lm->n_vocab));
     lm->n_cap = n;
 out:
     if (rc) free_scratch(lm);
@@ -1761,6 +1761,12 @@ extern "C" int gqcu_lm_forward(struct gqcu_lm *lm, const float *x, int n, int po
     }
     if (logits) {
         const int rows = all_logits ? n : 1;
+        if (rows > lm->logits_cap) {
+            cudaFree(lm->logits);
+            lm->logits = NULL, lm->logits_cap = 0;
+            CHECK(cudaMalloc(&lm->logits, sizeof(float) * rows * lm->n_vocab));
+            lm->logits_cap = rows;
+        }
         rmsnorm_k<<<rows, 256>>>(lm->x + (size_t)(n - rows) * dim, lm->output_norm, lm->b.xb, dim, lm->sh.rms_eps);
         CHECK(cudaGetLastError());
         if ((rc = matmul(lm->output, lm->b.xb, lm->logits, rows, lm->tile, lm->tile_floats, lm->tf32, err, cap)))
