@@ -821,8 +821,8 @@ out:
 // (gram_lists: thread c scans for centroid c, so each list is in vector
 // order) go to global memory once. Then one thread block per block pair
 // B1 <= B2 and 16 × 16 chunk of it (the lower blocks are mirrored after, as
-// on the CPU); each thread owns one entry (no atomics, a fixed order) and
-// sums, row by row, over its two centroids' lists.
+// on the CPU); each thread owns one entry (no atomics) and sums, row by row,
+// over its two centroids' lists: vq.c's gram_block order and products.
 
 #define GRAM_T 16
 
@@ -879,11 +879,9 @@ __global__ void vq_gram_k(int rows, int nv, int d, int k, int S, int n_ct, const
         const int *l1 = list + row1 * nv + v1a, *l2 = list + row2 * nv + v2a;
         const double *w1 = w + row1 * nv + v1a, *w2 = w + row2 * nv + v2a;
         const int e1 = st1[c1 + 1], b2 = st2[c2], e2 = st2[c2 + 1];
-        for (int i1 = st1[c1]; i1 < e1; i1++) {
-            const double *h = H + (size_t)(l1[i1] * d + j1) * ldh + j2;
-            double part = 0;
-            for (int i2 = b2; i2 < e2; i2++) part += w2[i2] * h[(size_t)l2[i2] * d];
-            acc += w1[i1] * part;
+        for (int i1 = st1[c1]; i1 < e1; i1++) { // vq.c's order and products: the same sum
+            const double *h = H + (size_t)(l1[i1] * d + j1) * ldh + j2, wa = w1[i1];
+            for (int i2 = b2; i2 < e2; i2++) acc += wa * w2[i2] * h[(size_t)l2[i2] * d];
         }
     }
     G[((size_t)B1 * kd + a) * m + (size_t)B2 * kd + b] = acc;

@@ -472,26 +472,55 @@ enum gq_status gq_vq_em_run(const struct gq_vq_data *D, int k, int iters, double
 // (k·d)² doubles and stays in cache. B1 > B2: the transposed mirror, as H is
 // symmetric. About (nv·d)²/2 multiply-adds per row.
 
+// A tile's vectors of one row sorted by centroid (counting sort: ascending
+// vector order within each centroid): centroid c's vectors are
+// list[start[c] .. start[c + 1]).
+static void centroid_lists(const uint16_t *idx, int va, int vb, int k, int *start, int *list) {
+    for (int c = 0; c <= k; c++) start[c] = 0;
+    for (int v = va; v < vb; v++) start[idx[v] + 1]++;
+    for (int c = 0; c < k; c++) start[c + 1] += start[c];
+    for (int v = va; v < vb; v++) list[start[idx[v]]++] = v;
+    for (int c = k; c > 0; c--) start[c] = start[c - 1];
+    start[0] = 0;
+}
+
+// Per row, the vectors of both tiles are listed by centroid and every d × d
+// block of G sums its own pairs (v1, v2) in registers: each entry receives
+// the same additions in the same order as a scan of all pairs in (v1, v2)
+// order would give it (those pairs are a subsequence of that scan), without
+// a read-modify-write of G per pair. scratch: 2 (k + 1) + 2 nv ints.
 static inline __attribute__((always_inline)) void gram_block(const struct gq_vq_gram *g, int D, int B1, int B2,
-                                                             double *G, size_t m) {
-    const int nct = g->n_ct, kd = g->k * D, nv = g->nv, ldh = g->ldh;
+                                                             double *G, size_t m, int *scratch) {
+    const int nct = g->n_ct, k = g->k, kd = k * D, nv = g->nv, ldh = g->ldh;
     const int s1 = B1 / nct, ct1 = B1 % nct, s2 = B2 / nct, ct2 = B2 % nct;
     const int v1a = g->vt_start[ct1], v1b = g->vt_start[ct1 + 1], v2a = g->vt_start[ct2], v2b = g->vt_start[ct2 + 1];
+    int *st1 = scratch, *st2 = st1 + k + 1, *l1 = st2 + k + 1, *l2 = l1 + nv;
     double *Gb = G + (size_t)B1 * kd * m + (size_t)B2 * kd;
     for (int a = 0; a < kd; a++) memset(Gb + (size_t)a * m, 0, sizeof(double) * kd);
     for (int r = 0; r < g->rows; r++) {
         const uint16_t *i1 = g->idx + s1 * g->idx_stage + (size_t)r * nv, *i2 = g->idx + s2 * g->idx_stage + (size_t)r * nv;
         const double *sr = g->sig ? g->sig + (size_t)r * nv : NULL;
-        for (int v1 = v1a; v1 < v1b; v1++) {
-            const double w1 = sr ? sr[v1] : 1.0;
-            double *g1 = Gb + (size_t)i1[v1] * D * m;
-            const double *h1 = g->H + (size_t)v1 * D * ldh;
-            for (int v2 = v2a; v2 < v2b; v2++) {
-                const double w = sr ? w1 * sr[v2] : 1.0;
-                double *gg = g1 + (size_t)i2[v2] * D;
-                const double *hh = h1 + (size_t)v2 * D;
+        centroid_lists(i1, v1a, v1b, k, st1, l1);
+        centroid_lists(i2, v2a, v2b, k, st2, l2);
+        for (int c1 = 0; c1 < k; c1++) {
+            if (st1[c1] == st1[c1 + 1]) continue;
+            for (int c2 = 0; c2 < k; c2++) {
+                if (st2[c2] == st2[c2 + 1]) continue;
+                double *gg = Gb + (size_t)c1 * D * m + (size_t)c2 * D, acc[GQ_VQ_MAX_DIM * GQ_VQ_MAX_DIM];
                 for (int j1 = 0; j1 < D; j1++)
-                    for (int j2 = 0; j2 < D; j2++) gg[(size_t)j1 * m + j2] += w * hh[(size_t)j1 * ldh + j2];
+                    for (int j2 = 0; j2 < D; j2++) acc[j1 * D + j2] = gg[(size_t)j1 * m + j2];
+                for (int p1 = st1[c1]; p1 < st1[c1 + 1]; p1++) {
+                    const int v1 = l1[p1];
+                    const double w1 = sr ? sr[v1] : 1.0, *h1 = g->H + (size_t)v1 * D * ldh;
+                    for (int p2 = st2[c2]; p2 < st2[c2 + 1]; p2++) {
+                        const int v2 = l2[p2];
+                        const double w = sr ? w1 * sr[v2] : 1.0, *hh = h1 + (size_t)v2 * D;
+                        for (int j1 = 0; j1 < D; j1++)
+                            for (int j2 = 0; j2 < D; j2++) acc[j1 * D + j2] += w * hh[(size_t)j1 * ldh + j2];
+                    }
+                }
+                for (int j1 = 0; j1 < D; j1++)
+                    for (int j2 = 0; j2 < D; j2++) gg[(size_t)j1 * m + j2] = acc[j1 * D + j2];
             }
         }
     }
@@ -500,18 +529,30 @@ static inline __attribute__((always_inline)) void gram_block(const struct gq_vq_
 enum gq_status gq_vq_gram(const struct gq_vq_gram *g, double *G) {
     const int nb = g->stages * g->n_ct, kd = g->k * g->d, npairs = nb * (nb + 1) / 2;
     const size_t m = gq_vq_gram_m(g);
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int pi = 0; pi < npairs; pi++) {
-        int B1 = 0, rest = pi; // pairs in order (0,0) (0,1) .. (0,nb−1) (1,1) ..
-        while (rest >= nb - B1) rest -= nb - B1, B1++;
-        const int B2 = B1 + rest;
-        switch (g->d) { // constant D: the d × d loops unrolled
-        case 1: gram_block(g, 1, B1, B2, G, m); break;
-        case 2: gram_block(g, 2, B1, B2, G, m); break;
-        case 4: gram_block(g, 4, B1, B2, G, m); break;
-        default: gram_block(g, g->d, B1, B2, G, m); break;
+    int bad = 0;
+#pragma omp parallel
+    {
+        int *scratch = malloc(sizeof(int) * (2 * ((size_t)g->k + 1) + 2 * (size_t)g->nv));
+        if (!scratch) {
+#pragma omp atomic write
+            bad = 1;
         }
+#pragma omp for schedule(dynamic, 1)
+        for (int pi = 0; pi < npairs; pi++) {
+            if (!scratch) continue;
+            int B1 = 0, rest = pi; // pairs in order (0,0) (0,1) .. (0,nb−1) (1,1) ..
+            while (rest >= nb - B1) rest -= nb - B1, B1++;
+            const int B2 = B1 + rest;
+            switch (g->d) { // constant D: the d × d loops unrolled
+            case 1: gram_block(g, 1, B1, B2, G, m, scratch); break;
+            case 2: gram_block(g, 2, B1, B2, G, m, scratch); break;
+            case 4: gram_block(g, 4, B1, B2, G, m, scratch); break;
+            default: gram_block(g, g->d, B1, B2, G, m, scratch); break;
+            }
+        }
+        free(scratch);
     }
+    if (bad) return gq_fail(GQ_ERR_NOMEM, "vq: normal-equation lists for %d centroids", g->k);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int B1 = 0; B1 < nb; B1++) // the lower blocks: mirrors of the upper ones
         for (int B2 = 0; B2 < B1; B2++)
