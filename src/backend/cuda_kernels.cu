@@ -300,17 +300,21 @@ __global__ void vq_precompute(const double *metric, int diag, int d, const doubl
     int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= (int64_t)n_slots * k) return;
     int s = (int)(t / k), m = (int)(t % k);
-    const double *M = metric + (size_t)s * d * d, *c = C + (size_t)m * d;
-    double *p = P + (size_t)t * d, nn = 0;
-    for (int a = 0; a < d; a++) {
-        double r = 0;
-        if (diag) r = M[a * d + a] * c[a];
-        else
-            for (int b = 0; b < d; b++) r += M[a * d + b] * c[b];
-        p[a] = r;
-        nn += c[a] * r;
+    nrm[t] = gq_vq_project(metric + (size_t)s * d * d, diag, d, C + (size_t)m * d, P + (size_t)t * d);
+}
+
+// argmin_m nrm[m] − 2 xᵀP_m, lowest m on ties, NaN never wins (all NaN: 0),
+// as vq.c's nearest_impl.
+__device__ static int nearest(const double *x, int d, const double *P, const double *nrm, int k) {
+    double best = INFINITY;
+    int bm = 0;
+    for (int m = 0; m < k; m++) {
+        double dot = 0;
+        for (int a = 0; a < d; a++) dot += x[a] * P[(size_t)m * d + a];
+        const double e = nrm[m] - 2 * dot;
+        if (e < best) best = e, bm = m;
     }
-    nrm[t] = nn;
+    return bm;
 }
 
 // One thread per point: argmin_m nrm[m] − 2 xᵀP_m (lowest m on ties), its
@@ -326,27 +330,9 @@ __global__ void vq_assign_k(const double *x, const double *s2, const double *met
         const double *xi = x + (size_t)i * d, *Ps = P + (size_t)s * k * d, *ns = nrm + (size_t)s * k;
         double xr[VQ_MAX_DIM];
         for (int a = 0; a < d; a++) xr[a] = xi[a];
-        double best = INFINITY; // as nearest_impl: NaN scores never win, all-NaN gives 0
-        int bm = 0;
-        for (int m = 0; m < k; m++) {
-            double dot = 0;
-            for (int a = 0; a < d; a++) dot += xr[a] * Ps[(size_t)m * d + a];
-            double e = ns[m] - 2 * dot;
-            if (e < best) best = e, bm = m;
-        }
+        const int bm = nearest(xr, d, Ps, ns, k);
         idx[i] = bm;
-        const double *M = metric + (size_t)s * d * d, *c = C + (size_t)bm * d;
-        double e[VQ_MAX_DIM], q = 0;
-        for (int a = 0; a < d; a++) e[a] = xr[a] - c[a];
-        for (int a = 0; a < d; a++) {
-            if (diag) q += M[a * d + a] * e[a] * e[a];
-            else {
-                double r = 0;
-                for (int b = 0; b < d; b++) r += M[a * d + b] * e[b];
-                q += e[a] * r;
-            }
-        }
-        v = q * (s2 ? s2[i] : 1.0);
+        v = gq_vq_qform(metric + (size_t)s * d * d, diag, d, xr, C + (size_t)bm * d) * (s2 ? s2[i] : 1.0);
         if (dist) dist[i] = v;
     }
     red[threadIdx.x] = v;
@@ -410,6 +396,35 @@ __global__ void mstep_bounds(const uint32_t *key, int n, int *beg, int *end) {
     if (p == 0 || key[p] != key[p - 1]) beg[key[p]] = p;
     if (p == n - 1 || key[p] != key[p + 1]) end[key[p]] = p + 1;
 }
+// One point's share of its centroid's normal equations: A += w M, b += w M
+// (x − x_anchor) (diag: the diagonal of M only; A's other entries untouched).
+__device__ static void mstep_add(double *A, double *b, const double *M, double w, const double *xi, const double *xr,
+                                 int d, int diag) {
+    double e[VQ_MAX_DIM];
+    for (int a = 0; a < d; a++) e[a] = xi[a] - xr[a];
+    for (int a = 0; a < d; a++) {
+        if (diag) {
+            A[a * d + a] += w * M[a * d + a];
+            b[a] += w * M[a * d + a] * e[a];
+        } else
+            for (int c = 0; c < d; c++) {
+                A[a * d + c] += w * M[a * d + c];
+                b[a] += w * M[a * d + c] * e[c];
+            }
+    }
+}
+// A (d × d; diag: its diagonal) and b summed over the warp's lanes by a
+// shuffle tree (a fixed order); every lane gets the sums.
+__device__ static void warp_sum_ab(double *A, double *b, int d, int diag) {
+    const int dd = d * d;
+    for (int q = 0; q < dd + d; q++) {
+        if (diag && q < dd && q / d != q % d) continue;
+        double v = q < dd ? A[q] : b[q - dd];
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (q < dd) A[q] = v;
+        else b[q - dd] = v;
+    }
+}
 __global__ void mstep_sum(const double *x, const double *s2, const double *metric, int diag, int d, int per_slot,
                           int k, const int *beg, const int *end, const int32_t *pts, double *A, double *b,
                           int *anchor) {
@@ -426,31 +441,14 @@ __global__ void mstep_sum(const double *x, const double *s2, const double *metri
     for (int a = 0; a < d; a++) ba[a] = 0;
     for (int p = p0 + lane; p < p1; p += 32) {
         const int64_t i = pts[p];
-        const double *M = metric + (size_t)(i / per_slot) * dd, *xi = x + (size_t)i * d;
-        const double w = s2 ? s2[i] : 1.0;
-        double e[VQ_MAX_DIM];
-        for (int a = 0; a < d; a++) e[a] = xi[a] - xr[a];
-        for (int a = 0; a < d; a++) {
-            if (diag) {
-                Aa[a * d + a] += w * M[a * d + a];
-                ba[a] += w * M[a * d + a] * e[a];
-            } else
-                for (int c = 0; c < d; c++) {
-                    Aa[a * d + c] += w * M[a * d + c];
-                    ba[a] += w * M[a * d + c] * e[c];
-                }
-        }
+        mstep_add(Aa, ba, metric + (size_t)(i / per_slot) * dd, s2 ? s2[i] : 1.0, x + (size_t)i * d, xr, d, diag);
     }
-    for (int q = 0; q < dd + d; q++) {
-        if (diag && q < dd && q / d != q % d) continue;
-        double v = q < dd ? Aa[q] : ba[q - dd];
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-        if (lane == 0) {
-            if (q < dd) A[(size_t)m * dd + q] = v;
-            else b[(size_t)m * d + q - dd] = v;
-        }
+    warp_sum_ab(Aa, ba, d, diag);
+    if (lane == 0) {
+        for (int q = 0; q < dd; q++) A[(size_t)m * dd + q] = Aa[q];
+        for (int a = 0; a < d; a++) b[(size_t)m * d + a] = ba[a];
+        anchor[m] = pts[p0];
     }
-    if (lane == 0) anchor[m] = pts[p0];
 }
 // c = x_anchor + A⁻¹ b for a centroid with points (diag: per coordinate with
 // A_aa > 0; full: Cholesky of the triangle LAPACKE_dposv(COL_MAJOR, 'U')
@@ -534,7 +532,6 @@ extern "C" int gqcu_vq_mstep(int d, int n_slots, int per_slot, const double *x, 
     CHECK(cudaMalloc(&dend, sizeof(int) * k));
     CHECK(cudaMalloc(&danchor, sizeof(int) * k));
     CHECK(cudaMalloc(&dempty, sizeof(int)));
-    CHECK(cudaMemset(dA, 0, sizeof(double) * k * d * d)); // entries a diagonal metric never writes
     CHECK(cudaMemset(dbeg, 0, sizeof(int) * k));
     CHECK(cudaMemset(dend, 0, sizeof(int) * k));
     CHECK(cudaMemset(dempty, 0, sizeof(int)));
@@ -587,33 +584,14 @@ struct em_group {
 // Assignment of every point to C; returns the objective (all threads).
 __device__ static double em_assign(const em_group &g) {
     const int d = g.d, k = g.k, tid = threadIdx.x;
-    for (int t = tid; t < g.ns * k; t += EM_T) {
-        const int s = t / k, m = t % k;
-        const double *M = g.M + (size_t)s * d * d, *c = g.C + (size_t)m * d;
-        double *p = g.P + (size_t)t * d, nn = 0;
-        for (int a = 0; a < d; a++) {
-            double r = 0;
-            if (g.diag) r = M[a * d + a] * c[a];
-            else
-                for (int b = 0; b < d; b++) r += M[a * d + b] * c[b];
-            p[a] = r;
-            nn += c[a] * r;
-        }
-        g.nrm[t] = nn;
-    }
+    for (int t = tid; t < g.ns * k; t += EM_T)
+        g.nrm[t] = gq_vq_project(g.M + (size_t)(t / k) * d * d, g.diag, d, g.C + (size_t)(t % k) * d, g.P + (size_t)t * d);
     __syncthreads();
     double part = 0;
     for (int64_t i = tid; i < g.n; i += EM_T) {
         const int s = (int)(i / g.ps);
-        const double *xi = g.x + (size_t)i * d, *Ps = g.P + (size_t)s * k * d, *ns = g.nrm + (size_t)s * k;
-        double best = INFINITY;
-        int bm = 0;
-        for (int m = 0; m < k; m++) {
-            double dot = 0;
-            for (int a = 0; a < d; a++) dot += xi[a] * Ps[(size_t)m * d + a];
-            const double e = ns[m] - 2 * dot;
-            if (e < best) best = e, bm = m;
-        }
+        const double *xi = g.x + (size_t)i * d;
+        const int bm = nearest(xi, d, g.P + (size_t)s * k * d, g.nrm + (size_t)s * k, k);
         g.idx[i] = bm;
         const double v = gq_vq_qform(g.M + (size_t)s * d * d, g.diag, d, xi, g.C + (size_t)bm * d) * (g.s2 ? g.s2[i] : 1.0);
         g.dist[i] = v;
@@ -651,28 +629,10 @@ __device__ static int em_mstep(const em_group &g, int *s_empty) {
         double A[VQ_MAX_DIM * VQ_MAX_DIM], b[VQ_MAX_DIM];
         for (int q = 0; q < dd; q++) A[q] = 0;
         for (int a = 0; a < d; a++) b[a] = 0;
-        for (int64_t i = lane; i < g.n; i += 32) {
-            if (g.idx[i] != m) continue;
-            const double *M = g.M + (size_t)(i / g.ps) * dd, *xi = g.x + (size_t)i * d;
-            const double w = g.s2 ? g.s2[i] : 1.0;
-            for (int a = 0; a < d; a++) {
-                if (g.diag) {
-                    A[a * d + a] += w * M[a * d + a];
-                    b[a] += w * M[a * d + a] * (xi[a] - xr[a]);
-                } else
-                    for (int c = 0; c < d; c++) {
-                        A[a * d + c] += w * M[a * d + c];
-                        b[a] += w * M[a * d + c] * (xi[c] - xr[c]);
-                    }
-            }
-        }
-        for (int q = 0; q < dd + d; q++) {
-            if (g.diag && q < dd && q / d != q % d) continue;
-            double v = q < dd ? A[q] : b[q - dd];
-            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-            if (q < dd) A[q] = v;
-            else b[q - dd] = v;
-        }
+        for (int64_t i = lane; i < g.n; i += 32)
+            if (g.idx[i] == m)
+                mstep_add(A, b, g.M + (size_t)(i / g.ps) * dd, g.s2 ? g.s2[i] : 1.0, g.x + (size_t)i * d, xr, d, g.diag);
+        warp_sum_ab(A, b, d, g.diag);
         if (lane == 0) solve_centroid(A, b, xr, d, g.diag, g.C + (size_t)m * d);
     }
     __syncthreads();

@@ -10,20 +10,7 @@
 #include <omp.h>
 
 void gq_vq_precompute(const double *metric, bool diag, int d, const double *C, int k, double *P, double *nrm) {
-    for (int m = 0; m < k; m++) {
-        const double *c = C + (size_t)m * d;
-        double *pm = P + (size_t)m * d, s = 0;
-        for (int a = 0; a < d; a++) {
-            double v = 0;
-            if (diag)
-                v = metric[a * d + a] * c[a];
-            else
-                for (int b = 0; b < d; b++) v += metric[a * d + b] * c[b];
-            pm[a] = v;
-            s += c[a] * v;
-        }
-        nrm[m] = s;
-    }
+    for (int m = 0; m < k; m++) nrm[m] = gq_vq_project(metric, diag, d, C + (size_t)m * d, P + (size_t)m * d);
 }
 
 // The argmin runs over blocks of NB centroids: the block's scores go to a small
