@@ -92,6 +92,11 @@ static enum gq_status cu_vq_mstep(const struct gq_vq_data *D, const int32_t *idx
 // batched kernel launch, their points, metrics (shared by a column tile's
 // groups) and seeds packed together. Shapes the kernel does not take (k >
 // 256, mixed metric kinds) stay on the CPU reference.
+// Consecutive groups of one column tile share their slot metrics.
+static bool same_metrics(const struct gq_vq_data *a, const struct gq_vq_data *b) {
+    return a->metric == b->metric && a->n_slots == b->n_slots;
+}
+
 static enum gq_status cu_vq_em(struct gq_vq_em_job *jobs, int n_jobs, int k, int iters) {
     int nb = 0, d = 0, diag = -1;
     bool any_s2 = false, mixed = false;
@@ -112,8 +117,7 @@ static enum gq_status cu_vq_em(struct gq_vq_em_job *jobs, int n_jobs, int k, int
         }
         mixed |= (diag >= 0 && diag != (int)D->diag) || (d && d != D->d);
         diag = D->diag, d = D->d, any_s2 |= D->s2 != NULL;
-        const bool same_m = nb && D->metric == jobs[sel[nb - 1]].D.metric && D->n_slots == jobs[sel[nb - 1]].D.n_slots;
-        if (!same_m) n_met += D->n_slots;
+        if (!nb || !same_metrics(D, &jobs[sel[nb - 1]].D)) n_met += D->n_slots;
         sel[nb++] = j, n_pts += n;
     }
     enum gq_status s = GQ_OK;
@@ -140,7 +144,7 @@ static enum gq_status cu_vq_em(struct gq_vq_em_job *jobs, int n_jobs, int k, int
         ns[i] = J->D.n_slots, ps[i] = J->D.per_slot, xo[i] = xa;
         memcpy(X + xa * d, J->D.x, sizeof(double) * n * d);
         for (int64_t p = 0; S2 && p < n; p++) S2[xa + p] = J->D.s2 ? J->D.s2[p] : 1.0;
-        if (i && J->D.metric == jobs[sel[i - 1]].D.metric && J->D.n_slots == jobs[sel[i - 1]].D.n_slots)
+        if (i && same_metrics(&J->D, &jobs[sel[i - 1]].D))
             mo[i] = mo[i - 1];
         else {
             mo[i] = ma;
