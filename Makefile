@@ -73,7 +73,7 @@ $(B)/fuzz/%: tests/fuzz/%.c $(SRC)
 	@mkdir -p $(dir $@)
 	$(CLANG) -O1 -g -std=c11 -D_GNU_SOURCE -Iinclude -Isrc -fopenmp -fsanitize=fuzzer,address,undefined $< $(SRC) $(LDLIBS) -o $@
 
-$(B)/bench/%: bench/%.c $(B)/libgptvq.a
+$(B)/bench/%: bench/%.c $(wildcard bench/*.h) $(B)/libgptvq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(B)/libgptvq.a $(LDLIBS) -o $@
 

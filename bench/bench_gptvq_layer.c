@@ -30,6 +30,8 @@
 #include "quant/vq.h"
 #include "util/common.h"
 
+#include "synth.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -54,13 +56,6 @@ static const char *env_str(const char *name, const char *def) {
     return s && *s ? s : def;
 }
 
-// Standard normal by Box-Muller (one value per call; the cosine half is
-// dropped to keep the state a single splitmix64 counter).
-static double gauss(uint64_t *s) {
-    double u1 = gq_rng_uniform(s), u2 = gq_rng_uniform(s);
-    if (u1 < 1e-300) u1 = 1e-300;
-    return sqrt(-2.0 * log(u1)) * sin(2.0 * M_PI * u2);
-}
 
 static void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
@@ -82,12 +77,7 @@ static int build_hessian(int cols, int tokens, uint64_t seed, float *H, double *
     float *Z = xmalloc(sizeof(float) * (size_t)chunk * r);
     float *X = xmalloc(sizeof(float) * (size_t)chunk * cols);
     double t0 = gq_time_s();
-    for (size_t i = 0; i < (size_t)r * cols; i++) Bm[i] = (float)(gauss(&s) / sqrt((double)r));
-    int n_outlier = 0;
-    for (int j = 0; j < cols; j++) {
-        scale[j] = (float)exp(1.0 * gauss(&s));
-        if (gq_rng_uniform(&s) < 0.005) scale[j] *= 20.0f, n_outlier++;
-    }
+    const int n_outlier = synth_factors(r, cols, &s, Bm, scale);
     *t_gen = gq_time_s() - t0;
     *t_hess = 0;
     struct gq_hessian hs;
@@ -98,13 +88,7 @@ static int build_hessian(int cols, int tokens, uint64_t seed, float *H, double *
     for (int t0k = 0; t0k < tokens; t0k += chunk) {
         int nt = tokens - t0k < chunk ? tokens - t0k : chunk;
         double tg = gq_time_s();
-        for (size_t i = 0; i < (size_t)nt * r; i++) Z[i] = (float)gauss(&s);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nt, cols, r, 1.0f, Z, r, Bm, cols, 0.0f, X, cols);
-        for (int t = 0; t < nt; t++)
-            for (int j = 0; j < cols; j++) {
-                float *x = &X[(size_t)t * cols + j];
-                *x = (*x + 0.1f * (float)gauss(&s)) * scale[j];
-            }
+        synth_rows(nt, r, cols, Bm, scale, &s, Z, X);
         double th = gq_time_s();
         *t_gen += th - tg;
         if (gq_hessian_add(&hs, X, nt, cols) != GQ_OK) {
@@ -173,7 +157,7 @@ int main(void) {
     float *W0 = xmalloc(sizeof(float) * nw), *W = xmalloc(sizeof(float) * nw);
     float *H = xmalloc(sizeof(float) * (size_t)cols * cols);
     uint64_t ws = seed * 0x9E3779B97F4A7C15ull + 7;
-    for (size_t i = 0; i < nw; i++) W0[i] = (float)(0.02 * gauss(&ws));
+    for (size_t i = 0; i < nw; i++) W0[i] = (float)(0.02 * synth_gauss(&ws));
     double t_gen, t_hess;
     if (build_hessian(cols, tokens, seed, H, &t_gen, &t_hess)) return 1;
     printf("calibration: generating X %.2f s, H = 2/N XᵀX (dsyrk) %.2f s (not in the times below)\n\n", t_gen,
@@ -305,7 +289,7 @@ static int block_main(void) {
             size_t nw = (size_t)L[i].rows * L[i].cols;
             float *W = xmalloc(sizeof(float) * nw);
             uint64_t ws = seed * 0x9E3779B97F4A7C15ull + 31 * i;
-            for (size_t j = 0; j < nw; j++) W[j] = (float)(0.02 * gauss(&ws));
+            for (size_t j = 0; j < nw; j++) W[j] = (float)(0.02 * synth_gauss(&ws));
             double t0 = gq_time_s(), rel = 0;
             enum gq_status st;
             if (!d) {

@@ -24,6 +24,8 @@
 #include "io/gguf_write.h"
 #include "util/common.h"
 
+#include "synth.h"
+
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -47,12 +49,6 @@ struct synth {
     float *B;       // (r, dim)
     float *scale;   // (dim)
 };
-
-static double gauss(uint64_t *s) {
-    double u1 = gq_rng_uniform(s), u2 = gq_rng_uniform(s);
-    if (u1 < 1e-300) u1 = 1e-300;
-    return sqrt(-2.0 * log(u1)) * sin(2.0 * M_PI * u2);
-}
 
 // A stream per (tensor name, row): FNV-1a of the name mixed with the seed.
 static uint64_t stream(const struct synth *S, const char *name, int64_t row) {
@@ -93,13 +89,7 @@ static enum gq_status fill(void *user, const char *name, void *dst, size_t nbyte
                 continue;
             }
             uint64_t s = stream(S, name, t0);
-            for (size_t i = 0; i < (size_t)nt * r; i++) Z[i] = (float)gauss(&s);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nt, dim, r, 1.0f, Z, r, S->B, dim, 0.0f, X, dim);
-            for (int t = 0; t < nt; t++)
-                for (int j = 0; j < dim; j++) {
-                    float *x = &X[(size_t)t * dim + j];
-                    *x = (*x + 0.1f * (float)gauss(&s)) * S->scale[j];
-                }
+            synth_rows(nt, r, dim, S->B, S->scale, &s, Z, X);
             store(S, X, dst, (size_t)t0 * dim, (size_t)nt * dim);
             free(Z), free(X);
         }
@@ -119,7 +109,7 @@ static enum gq_status fill(void *user, const char *name, void *dst, size_t nbyte
             continue;
         }
         uint64_t s = stream(S, name, r);
-        for (int j = 0; j < n_in; j++) row[j] = (float)(sd * gauss(&s));
+        for (int j = 0; j < n_in; j++) row[j] = (float)(sd * synth_gauss(&s));
         store(S, row, dst, (size_t)r * n_in, n_in);
         free(row);
     }
@@ -202,11 +192,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "make_synth_model: error: out of memory\n");
         return 1;
     }
-    for (size_t i = 0; i < (size_t)S.r * dim; i++) S.B[i] = (float)(gauss(&s) / sqrt((double)S.r));
-    for (int j = 0; j < dim; j++) {
-        S.scale[j] = (float)exp(gauss(&s));
-        if (gq_rng_uniform(&s) < 0.005) S.scale[j] *= 20.0f;
-    }
+    synth_factors(S.r, dim, &s, S.B, S.scale);
 
     struct gq_gguf_writer *w = gq_gguf_writer_new(0);
     static const char *const skip[] = {"llama.", "qwen2.", "general.", "gptvq.", NULL};
