@@ -14,7 +14,8 @@
 //
 // Environment (defaults): BENCH_ROWS (4096) BENCH_COLS (4096) BENCH_TOKENS
 // (8192) BENCH_CONFIGS ("gptq,2d,4d") BENCH_EM_ITERS (100) BENCH_UPDATE
-// (exact|gd|none; exact) BENCH_SEED (1) BENCH_DEVICE (cpu|cuda; cpu).
+// (exact|gd|none; exact) BENCH_SEED (1) BENCH_DEVICE (cpu|cuda; cpu) BENCH_BPV
+// (2.125: the VQ configs' bits per value).
 // Threads: OMP_NUM_THREADS.
 //
 // Block mode, BENCH_MODEL=7b|70b (or BENCH_DIM, BENCH_KV_DIM, BENCH_FFN for
@@ -56,6 +57,18 @@ static const char *env_str(const char *name, const char *def) {
     return s && *s ? s : def;
 }
 
+
+// BENCH_BPV: the VQ configs' bits per value (2.125, the paper's setting).
+static double env_bpv(void) {
+    const char *s = getenv("BENCH_BPV");
+    char *end;
+    double v = s && *s ? strtod(s, &end) : 2.125;
+    if (s && *s && (*end || !(v > 0))) {
+        fprintf(stderr, "bench: BENCH_BPV=%s is not a positive number; using 2.125\n", s);
+        v = 2.125;
+    }
+    return v;
+}
 
 static void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
@@ -199,7 +212,7 @@ int main(void) {
         const int d = config_dim(tok);
         if (d < 0) return 2;
         struct gq_gptvq_params vp = qpar.vq;
-        vp.dim = d, vp.bpv = 2.125, vp.em_iters = em_iters, vp.cb_update = cb_update;
+        vp.dim = d, vp.bpv = env_bpv(), vp.em_iters = em_iters, vp.cb_update = cb_update;
         struct gq_vq_config cfg;
         if (gq_vq_config_from_bpv(vp.bpv, d, vp.k, vp.group, vp.cb_format, vp.norm_block, vp.cb_svd_rank, &cfg) != GQ_OK) {
             fprintf(stderr, "bench: %s: %s\n", tok, gq_last_error());
@@ -282,7 +295,7 @@ static int block_main(void) {
         gq_quant_params_default(&q);
         q.damp = 0.01f, q.block_size = 128, q.act_order = true, q.wbits = 3, q.group_size = 128;
         struct gq_gptvq_params vp = qpar.vq;
-        vp.dim = d, vp.bpv = 2.125, vp.em_iters = em_iters;
+        vp.dim = d, vp.bpv = env_bpv(), vp.em_iters = em_iters;
         double t_block = 0, err = 0;
         printf("%-5s", tok);
         for (int i = 0; i < 7; i++) {

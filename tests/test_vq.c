@@ -6,6 +6,7 @@
 // has one), the normalisation formulas of App. I and the configurations of
 // the paper's table (§2.2: 2D 2.125 bpv -> k = 16, l = 2048, ...).
 #include "quant/vq.h"
+#include "quant/vqform.h"
 #include "test.h"
 #include "util/common.h"
 
@@ -370,6 +371,103 @@ static void test_em(void) {
                 }
             }
         }
+}
+
+// EM with k >= 128 skips most points of its later assignments by bounds
+// (vq.c). Reference: the same rounds written out here with a full
+// gq_vq_assign scan every time; C, idx, iterations, re-seeds and the
+// objective trace must be bit-identical.
+static void em_ref(const struct gq_vq_data *D, int k, int iters, double *C, int32_t *idx, double *trace, int *n_it,
+                   int *n_reseeded) {
+    const int d = D->d;
+    const int64_t n = gq_vq_n_points(D);
+    double *dist = malloc(sizeof(double) * n);
+    int32_t *prev = malloc(sizeof(int32_t) * n);
+    char *used = malloc((size_t)k);
+    double obj = gq_vq_assign(D, C, k, idx, dist);
+    trace[0] = obj;
+    int it = 0, re = 0;
+    while (it < iters && !isnan(obj)) {
+        memcpy(prev, idx, sizeof(int32_t) * n);
+        if (gq_vq_mstep(D, idx, k, C)) {
+            for (int64_t i = 0; i < n; i++)
+                dist[i] = gq_vq_qform(D->metric + (size_t)(i / D->per_slot) * d * d, D->diag, d, D->x + (size_t)i * d,
+                                      C + (size_t)idx[i] * d) *
+                          (D->s2 ? D->s2[i] : 1.0);
+            memset(used, 0, (size_t)k);
+            for (int64_t i = 0; i < n; i++) used[idx[i]] = 1;
+            for (int m = 0; m < k; m++) {
+                if (used[m]) continue;
+                int64_t w = 0;
+                for (int64_t i = 1; i < n; i++)
+                    if (dist[i] > dist[w]) w = i;
+                if (!(dist[w] > 0)) break;
+                memcpy(C + (size_t)m * d, D->x + (size_t)w * d, sizeof(double) * d);
+                idx[w] = m, dist[w] = 0, used[m] = 1, re++;
+            }
+        }
+        obj = gq_vq_assign(D, C, k, idx, dist);
+        trace[++it] = obj;
+        if (!memcmp(prev, idx, sizeof(int32_t) * n)) break;
+    }
+    *n_it = it, *n_reseeded = re;
+    free(dist), free(prev), free(used);
+}
+
+static void em_bounds_case(struct dataset *s, int k, enum gq_vq_init init, const char *what) {
+    const int d = s->D.d, iters = 40;
+    const int64_t n = gq_vq_n_points(&s->D);
+    double *C = malloc(sizeof(double) * k * d), *C2 = malloc(sizeof(double) * k * d);
+    double trace[41], trace2[41];
+    int32_t *idx = malloc(sizeof(int32_t) * n), *idx2 = malloc(sizeof(int32_t) * n);
+    struct gq_vq_em_stats st = {.trace = trace};
+    CHECK_OK(gq_vq_em(&s->D, k, iters, init, 7, C, idx, &st));
+    CHECK_OK(gq_vq_seed(&s->D, k, init, 7, C2));
+    int it2 = 0, re2 = 0;
+    em_ref(&s->D, k, iters, C2, idx2, trace2, &it2, &re2);
+    CHECKF(st.iters == it2 && st.n_reseeded == re2, "%s: %d iterations, %d re-seeds; full scans: %d, %d", what,
+           st.iters, st.n_reseeded, it2, re2);
+    CHECKF(!memcmp(C, C2, sizeof(double) * k * d) && !memcmp(idx, idx2, sizeof(int32_t) * n) &&
+               !memcmp(trace, trace2, sizeof(double) * (size_t)(it2 + 1)),
+           "%s: centroids, assignment or objectives differ from full scans", what);
+    if (getenv("TEST_VERBOSE")) printf("%s: %d iterations, %d re-seeds\n", what, st.iters, st.n_reseeded);
+    free(C), free(C2), free(idx), free(idx2);
+}
+
+static void test_em_bounds(void) {
+    char what[160];
+    const int dims[] = {1, 2, 4, 8}, ks[] = {256, 256, 256, 128};
+    for (int far = 0; far < 2; far++)
+        for (int di = 0; di < 4; di++)
+            for (int diag = 0; diag < 2; diag++) {
+                const int d = dims[di], k = ks[di], ns = 4, ps = 1500;
+                struct dataset s = make_data(d, ns, ps, diag, true);
+                // clustered, heavy-tailed points; slot metrics over 9 orders of
+                // magnitude; slot 3 holds 50 copies of 30 points (empty
+                // clusters, re-seeds, exact ties). far: every point 1e4 from
+                // the origin and the clusters 1e-4 wide, so the scores'
+                // rounding is as large as the distances between points (the
+                // bounds' margin must keep such points scanned)
+                const double off = far ? 1e4 : 0, sc = far ? 1e-4 : 1;
+                for (int64_t i = 0; i < (int64_t)ns * ps; i++) {
+                    const double t = rng_normal();
+                    for (int a = 0; a < d; a++)
+                        s.x[i * d + a] = off + sc * ((double)(i % 37) * 0.3 + 0.1 * s.x[i * d + a] * (1 + t * t));
+                }
+                for (int64_t i = 3 * ps; i < 4 * ps; i++)
+                    memcpy(s.x + i * d, s.x + (3 * ps + i % 30) * d, sizeof(double) * d);
+                for (int sl = 0; sl < ns; sl++) {
+                    double *M = s.metric + sl * d * d;
+                    if (!diag) rand_psd(d, d, M); // full rank: the bounds need a norm
+                    for (int a = 0; a < d * d; a++) M[a] *= pow(10.0, 3.0 * (sl - 2));
+                }
+                for (int init = 0; init < 2; init++) {
+                    snprintf(what, sizeof what, "em bounds d=%d k=%d %s init=%d%s", d, k, diag ? "diag" : "full",
+                             init, far ? " far" : "");
+                    em_bounds_case(&s, k, init, what);
+                }
+                free_data(&s);
+            }
 }
 
 // ---------------------------------------------------------------------------
@@ -775,6 +873,7 @@ int main(void) {
     test_assign();
     test_mstep();
     test_em();
+    test_em_bounds();
     test_seeds();
     test_f16();
     test_codebook();

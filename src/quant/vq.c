@@ -21,11 +21,21 @@ void gq_vq_precompute(const double *metric, bool diag, int d, const double *C, i
 // (sm = 1, sa = k) for unit-stride loads. DIM is a compile-time constant in
 // the specialised copies below.
 #define NB 64
+// SEC (a compile-time 0/1): also the second-lowest score, the minimum over
+// every index but the winner's (*sec; +inf for k = 1), for the pruned
+// assignment's bounds. The winner is chosen by the same code either way.
+static inline __attribute__((always_inline)) double block_second(const double *restrict buf, int nb, int jb) {
+    double s = INFINITY;
+#pragma omp simd reduction(min : s)
+    for (int j = 0; j < nb; j++) s = j != jb && buf[j] < s ? buf[j] : s;
+    return s;
+}
+
 static inline __attribute__((always_inline)) int nearest_impl(const double *restrict x, const int DIM,
                                                               const double *restrict P, const size_t sm,
                                                               const size_t sa, const double *restrict nrm,
-                                                              const int k) {
-    double buf[NB], bv = INFINITY, xv[GQ_VQ_MAX_DIM];
+                                                              const int k, const int SEC, double *sec) {
+    double buf[NB], bv = INFINITY, sv = INFINITY, xv[GQ_VQ_MAX_DIM];
     int best = 0;
     for (int a = 0; a < DIM; a++) xv[a] = x[a];
     for (int m0 = 0; m0 < k; m0 += NB) {
@@ -41,14 +51,21 @@ static inline __attribute__((always_inline)) int nearest_impl(const double *rest
 #pragma omp simd reduction(min : mn)
         for (int j = 0; j < nb; j++) mn = buf[j] < mn ? buf[j] : mn;
         if (mn < bv) {
-            bv = mn;
+            int jb = 0;
             for (int j = 0; j < nb; j++)
                 if (buf[j] == mn) {
-                    best = m0 + j;
+                    jb = j;
                     break;
                 }
-        }
+            if (SEC) {
+                const double s = block_second(buf, nb, jb);
+                sv = s < bv ? s : bv;
+            }
+            bv = mn, best = m0 + jb;
+        } else if (SEC && mn < sv)
+            sv = mn;
     }
+    if (SEC) *sec = sv;
     return best;
 }
 
@@ -57,23 +74,41 @@ static inline __attribute__((always_inline)) int nearest_impl(const double *rest
 // the same min / first-match rule per point as nearest_impl.
 static inline __attribute__((always_inline)) void nearest4_impl(const double *restrict x, const int DIM,
                                                                 const double *restrict Pt, const double *restrict nrm,
-                                                                const int k, int32_t *out) {
+                                                                const int k, int32_t *out, const int SEC,
+                                                                double *sec) {
     double buf[4][NB], bv[4] = {INFINITY, INFINITY, INFINITY, INFINITY}, xv[4][GQ_VQ_MAX_DIM];
+    double sv[4] = {INFINITY, INFINITY, INFINITY, INFINITY};
     int best[4] = {0, 0, 0, 0};
     for (int p = 0; p < 4; p++)
         for (int a = 0; a < DIM; a++) xv[p][a] = x[p * DIM + a];
     for (int m0 = 0; m0 < k; m0 += NB) {
         const int nb = k - m0 < NB ? k - m0 : NB;
         const double *Pb = Pt + m0, *nb0 = nrm + m0;
+        // a outer, centroids inner: unit-stride loops the compiler vectorises
+        // over centroids; each score gets the same operations in the same
+        // order as in nearest_impl (x_0 p_0 + x_1 p_1 + ..., then nrm − 2·dot;
+        // nearest_impl's leading 0 + can only turn a −0 into +0, which
+        // compares equal)
+        {
+            const double x0 = xv[0][0], x1 = xv[1][0], x2 = xv[2][0], x3 = xv[3][0];
+#pragma omp simd
+            for (int j = 0; j < nb; j++) {
+                const double pv = Pb[j];
+                buf[0][j] = x0 * pv, buf[1][j] = x1 * pv, buf[2][j] = x2 * pv, buf[3][j] = x3 * pv;
+            }
+        }
+        for (int a = 1; a < DIM; a++) {
+            const double *restrict Pa = Pb + (size_t)a * k, x0 = xv[0][a], x1 = xv[1][a], x2 = xv[2][a], x3 = xv[3][a];
+#pragma omp simd
+            for (int j = 0; j < nb; j++) {
+                const double pv = Pa[j];
+                buf[0][j] += x0 * pv, buf[1][j] += x1 * pv, buf[2][j] += x2 * pv, buf[3][j] += x3 * pv;
+            }
+        }
 #pragma omp simd
         for (int j = 0; j < nb; j++) {
-            double d0 = 0, d1 = 0, d2 = 0, d3 = 0;
-            for (int a = 0; a < DIM; a++) {
-                const double pv = Pb[j + (size_t)a * k];
-                d0 += xv[0][a] * pv, d1 += xv[1][a] * pv, d2 += xv[2][a] * pv, d3 += xv[3][a] * pv;
-            }
-            buf[0][j] = nb0[j] - 2 * d0, buf[1][j] = nb0[j] - 2 * d1;
-            buf[2][j] = nb0[j] - 2 * d2, buf[3][j] = nb0[j] - 2 * d3;
+            buf[0][j] = nb0[j] - 2 * buf[0][j], buf[1][j] = nb0[j] - 2 * buf[1][j];
+            buf[2][j] = nb0[j] - 2 * buf[2][j], buf[3][j] = nb0[j] - 2 * buf[3][j];
         }
         for (int p = 0; p < 4; p++) {
             double mn = INFINITY;
@@ -81,16 +116,24 @@ static inline __attribute__((always_inline)) void nearest4_impl(const double *re
 #pragma omp simd reduction(min : mn)
             for (int j = 0; j < nb; j++) mn = bp[j] < mn ? bp[j] : mn;
             if (mn < bv[p]) {
-                bv[p] = mn;
+                int jb = 0;
                 for (int j = 0; j < nb; j++)
                     if (bp[j] == mn) {
-                        best[p] = m0 + j;
+                        jb = j;
                         break;
                     }
-            }
+                if (SEC) {
+                    const double s = block_second(bp, nb, jb);
+                    sv[p] = s < bv[p] ? s : bv[p];
+                }
+                bv[p] = mn, best[p] = m0 + jb;
+            } else if (SEC && mn < sv[p])
+                sv[p] = mn;
         }
     }
     for (int p = 0; p < 4; p++) out[p] = best[p];
+    if (SEC)
+        for (int p = 0; p < 4; p++) sec[p] = sv[p];
 }
 
 // Compiled for AVX-512, AVX2 and the x86-64 baseline, picked at load time
@@ -103,35 +146,46 @@ static inline __attribute__((always_inline)) void nearest4_impl(const double *re
 #define GQ_SIMD_CLONES
 #endif
 
-GQ_SIMD_CLONES static void nearest4_cols(const double *x, int d, const double *Pt, const double *nrm, int k, int32_t *out) {
-    switch (d) {
-    case 1: nearest4_impl(x, 1, Pt, nrm, k, out); break;
-    case 2: nearest4_impl(x, 2, Pt, nrm, k, out); break;
-    case 4: nearest4_impl(x, 4, Pt, nrm, k, out); break;
-    case 8: nearest4_impl(x, 8, Pt, nrm, k, out); break;
-    default: nearest4_impl(x, d, Pt, nrm, k, out); break;
+// The dispatch on d (constant in each copy) for the four entry points below.
+#define GQ_NEAREST_DIMS(CALL)                                                                                          \
+    switch (d) {                                                                                                       \
+    case 1: CALL(1); break;                                                                                            \
+    case 2: CALL(2); break;                                                                                            \
+    case 4: CALL(4); break;                                                                                            \
+    case 8: CALL(8); break;                                                                                            \
+    default: CALL(d); break;                                                                                           \
     }
+
+GQ_SIMD_CLONES static void nearest4_cols(const double *x, int d, const double *Pt, const double *nrm, int k, int32_t *out) {
+#define CALL(D) nearest4_impl(x, D, Pt, nrm, k, out, 0, NULL)
+    GQ_NEAREST_DIMS(CALL)
+#undef CALL
+}
+
+GQ_SIMD_CLONES static void nearest4_cols_sec(const double *x, int d, const double *Pt, const double *nrm, int k,
+                                             int32_t *out, double *sec) {
+#define CALL(D) nearest4_impl(x, D, Pt, nrm, k, out, 1, sec)
+    GQ_NEAREST_DIMS(CALL)
+#undef CALL
 }
 
 static int nearest_rows(const double *x, int d, const double *P, const double *nrm, int k) {
-    switch (d) {
-    case 1: return nearest_impl(x, 1, P, 1, 1, nrm, k);
-    case 2: return nearest_impl(x, 2, P, 2, 1, nrm, k);
-    case 4: return nearest_impl(x, 4, P, 4, 1, nrm, k);
-    case 8: return nearest_impl(x, 8, P, 8, 1, nrm, k);
-    default: return nearest_impl(x, d, P, (size_t)d, 1, nrm, k);
-    }
+    int r = 0;
+#define CALL(D) r = nearest_impl(x, D, P, (size_t)(D), 1, nrm, k, 0, NULL)
+    GQ_NEAREST_DIMS(CALL)
+#undef CALL
+    return r;
 }
 
-GQ_SIMD_CLONES static int nearest_cols(const double *x, int d, const double *Pt, const double *nrm, int k) {
-    switch (d) {
-    case 1: return nearest_impl(x, 1, Pt, 1, (size_t)k, nrm, k);
-    case 2: return nearest_impl(x, 2, Pt, 1, (size_t)k, nrm, k);
-    case 4: return nearest_impl(x, 4, Pt, 1, (size_t)k, nrm, k);
-    case 8: return nearest_impl(x, 8, Pt, 1, (size_t)k, nrm, k);
-    default: return nearest_impl(x, d, Pt, 1, (size_t)k, nrm, k);
-    }
+GQ_SIMD_CLONES static int nearest_cols(const double *x, int d, const double *Pt, const double *nrm, int k,
+                                       double *sec) {
+    int r = 0;
+#define CALL(D) r = sec ? nearest_impl(x, D, Pt, 1, (size_t)k, nrm, k, 1, sec) : nearest_impl(x, D, Pt, 1, (size_t)k, nrm, k, 0, NULL)
+    GQ_NEAREST_DIMS(CALL)
+#undef CALL
+    return r;
 }
+#undef GQ_NEAREST_DIMS
 #undef NB
 
 int gq_vq_nearest(const double *x, int d, const double *P, const double *nrm, int k) {
@@ -147,22 +201,55 @@ static double qform(const double *M, bool diag, int d, const double *x, const do
 // number of threads or on the schedule.
 #define ASSIGN_CHUNK 2048
 
-double gq_vq_assign(const struct gq_vq_data *D, const double *C, int k, int32_t *idx, double *dist) {
+// Bounds that let EM's later assignments skip most points (Hamerly's k-means
+// bounds, in the metric of each point's slot, which is a (semi)norm when the
+// metric is PSD): u_i >= √dist_i(c_idx[i]) and l_i <= √dist_i(c_m) for every
+// other m, both for the centroids Cold of the previous assignment (s2 is a
+// per-point factor: it changes no argmin and is left out). When the
+// centroids move by δ_m = ‖c_m − cold_m‖, u_i grows by δ_idx[i] and l_i
+// shrinks by the largest other δ; a point whose l_i² − u_i² (u_i first
+// tightened to the exact distance) exceeds E_i keeps its centroid without a
+// scan. E_i = 1e-10 · Σ|M| · (max|x_i| + max|c|)² bounds, with a wide
+// margin, the rounding of every score the full scan would compute, so a
+// skipped point gets the very index the full scan gives (the scan's winner
+// beats every other score by more than their rounding, so no tie is
+// possible): EM's steps are bit-identical with and without the bounds.
+struct vq_bounds {
+    double *u, *l;  // (n)
+    double *Cold;   // (k, d) the centroids u and l refer to
+    double *xinf;   // (n) max_a |x_ia|
+    bool valid;     // u, l hold bounds (else: full scans that set them)
+};
+
+static const double zero[GQ_VQ_MAX_DIM];
+#define BOUND_SLACK 1e-12 // relative widening of each bound update (their own rounding)
+#define BOUND_TOL 1e-10
+#define BOUNDS_MIN_K 128
+
+static double assign_impl(const struct gq_vq_data *D, const double *C, int k, int32_t *idx, double *dist,
+                          struct vq_bounds *B) {
     const int d = D->d, ns = D->n_slots, ps = D->per_slot;
     const int64_t cps = (ps + ASSIGN_CHUNK - 1) / ASSIGN_CHUNK, nch = (int64_t)ns * cps;
     if (nch <= 0) return 0;
     const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
-    double *part = malloc(sizeof(double) * (size_t)nch);
-    double *Pall = malloc(sizeof(double) * (size_t)nt * k * d), *nall = malloc(sizeof(double) * (size_t)nt * k);
-    if (!part || !Pall || !nall) {
-        free(part), free(Pall), free(nall);
+    const size_t per_t = (size_t)k * d + 2 * (size_t)k + (B ? ASSIGN_CHUNK + 4 * GQ_VQ_MAX_DIM : 0);
+    double *part = malloc(sizeof(double) * (size_t)nch), *scratch = malloc(sizeof(double) * (size_t)nt * per_t);
+    if (!part || !scratch) {
+        free(part), free(scratch);
         return NAN;
     }
+    double cinf = 0; // max |c|: the scale of the scores' rounding
+    if (B)
+        for (size_t j = 0; j < (size_t)k * d; j++) cinf = fabs(C[j]) > cinf ? fabs(C[j]) : cinf;
 #pragma omp parallel num_threads(nt)
     {
         const int tid = omp_get_thread_num();
-        double *Pt = Pall + (size_t)tid * k * d, *nrm = nall + (size_t)tid * k;
+        double *Pt = scratch + (size_t)tid * per_t, *nrm = Pt + (size_t)k * d, *drift = nrm + k;
+        double *list_x = drift + k;                              // (4, d) gathered points to rescan
+        int64_t *list = (int64_t *)(list_x + 4 * GQ_VQ_MAX_DIM); // (ASSIGN_CHUNK) points to rescan
         int64_t cur = -1;
+        double dmax1 = 0, dmax2 = 0, mabs = 0;
+        int amax = -1;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ch = 0; ch < nch; ch++) {
             const int64_t s = ch / cps;
@@ -173,14 +260,71 @@ double gq_vq_assign(const struct gq_vq_data *D, const double *C, int k, int32_t 
                     gq_vq_precompute(M, D->diag, d, C + (size_t)m * d, 1, pm, nrm + m);
                     for (int a = 0; a < d; a++) Pt[(size_t)a * k + m] = pm[a];
                 }
+                if (B) { // the centroids' moves in this slot's metric, the two largest
+                    dmax1 = dmax2 = 0, amax = -1, mabs = 0;
+                    for (int a = 0; a < d; a++)
+                        for (int c = 0; c < d; c++)
+                            if (a == c || !D->diag) mabs += fabs(M[a * d + c]);
+                    for (int m = 0; m < k && B->valid; m++) {
+                        const double q = qform(M, D->diag, d, C + (size_t)m * d, B->Cold + (size_t)m * d);
+                        const double v = sqrt(q > 0 ? q : 0) * (1 + BOUND_SLACK);
+                        if (!(v <= INFINITY)) dmax1 = dmax2 = INFINITY; // NaN: no point is skipped
+                        drift[m] = v;
+                        if (v > dmax1) dmax2 = dmax1, dmax1 = v, amax = m;
+                        else if (v > dmax2) dmax2 = v;
+                    }
+                }
                 cur = s;
             }
             const int64_t i0 = s * ps + (ch % cps) * ASSIGN_CHUNK;
             const int64_t i1 = (ch % cps + 1) * ASSIGN_CHUNK < ps ? i0 + ASSIGN_CHUNK : (s + 1) * ps;
+            if (!B) {
+                int64_t i4 = i0;
+                for (; i4 + 4 <= i1; i4 += 4) nearest4_cols(D->x + (size_t)i4 * d, d, Pt, nrm, k, idx + i4);
+                for (int64_t i = i4; i < i1; i++) idx[i] = nearest_cols(D->x + (size_t)i * d, d, Pt, nrm, k, NULL);
+            } else {
+                int64_t nl = 0;
+                for (int64_t i = i0; i < i1; i++) {
+                    const double *x = D->x + (size_t)i * d, xs = B->xinf[i] + cinf, tol = BOUND_TOL * mabs * xs * xs;
+                    if (B->valid) {
+                        const int m = idx[i];
+                        double u = (B->u[i] + drift[m]) * (1 + BOUND_SLACK);
+                        const double l = (B->l[i] - (m == amax ? dmax2 : dmax1)) * (1 - BOUND_SLACK);
+                        B->l[i] = l;
+                        if (!(l > 0 && l * l - u * u > tol)) {
+                            const double q = qform(M, D->diag, d, x, C + (size_t)m * d);
+                            u = sqrt(q > 0 ? q : 0) * (1 + BOUND_SLACK);
+                        }
+                        B->u[i] = u;
+                        if (l > 0 && l * l - u * u > tol) continue;
+                    }
+                    list[nl++] = i;
+                }
+                // the rest: full scans (the same code as without bounds), which also
+                // give the second-best score for l
+                for (int64_t j = 0; j < nl; j += 4) {
+                    const int np = nl - j < 4 ? (int)(nl - j) : 4;
+                    int32_t out[4];
+                    double sec[4];
+                    if (np == 4) {
+                        for (int p = 0; p < 4; p++) memcpy(list_x + p * d, D->x + (size_t)list[j + p] * d, sizeof(double) * d);
+                        nearest4_cols_sec(list_x, d, Pt, nrm, k, out, sec);
+                    } else
+                        for (int p = 0; p < np; p++)
+                            out[p] = nearest_cols(D->x + (size_t)list[j + p] * d, d, Pt, nrm, k, &sec[p]);
+                    for (int p = 0; p < np; p++) {
+                        const int64_t i = list[j + p];
+                        const double *x = D->x + (size_t)i * d, xs = B->xinf[i] + cinf;
+                        const double tol = BOUND_TOL * mabs * xs * xs;
+                        const double qu = qform(M, D->diag, d, x, C + (size_t)out[p] * d);
+                        const double q2 = sec[p] + qform(M, D->diag, d, x, zero) - tol; // second-best distance, rounded down
+                        idx[i] = out[p];
+                        B->u[i] = sqrt(qu > 0 ? qu : 0) * (1 + BOUND_SLACK);
+                        B->l[i] = sqrt(q2 > 0 ? q2 : 0) * (1 - BOUND_SLACK);
+                    }
+                }
+            }
             double acc = 0;
-            int64_t i4 = i0;
-            for (; i4 + 4 <= i1; i4 += 4) nearest4_cols(D->x + (size_t)i4 * d, d, Pt, nrm, k, idx + i4);
-            for (int64_t i = i4; i < i1; i++) idx[i] = nearest_cols(D->x + (size_t)i * d, d, Pt, nrm, k);
             for (int64_t i = i0; i < i1; i++) {
                 const double *x = D->x + (size_t)i * d;
                 const int m = idx[i];
@@ -193,8 +337,52 @@ double gq_vq_assign(const struct gq_vq_data *D, const double *C, int k, int32_t 
     }
     double tot = 0;
     for (int64_t c = 0; c < nch; c++) tot += part[c];
-    free(part), free(Pall), free(nall);
+    free(part), free(scratch);
+    if (B) B->valid = true, memcpy(B->Cold, C, sizeof(double) * (size_t)k * d);
     return tot;
+}
+
+double gq_vq_assign(const struct gq_vq_data *D, const double *C, int k, int32_t *idx, double *dist) {
+    return assign_impl(D, C, k, idx, dist, NULL);
+}
+
+static void bounds_free(struct vq_bounds *B) {
+    free(B->u), free(B->l), free(B->Cold), free(B->xinf);
+    *B = (struct vq_bounds){0};
+}
+
+// B for D's EM, or NULL where the bounds do not hold or do not pay: a metric
+// that is not positive definite (its distances break the triangle
+// inequality; a diagonal one only needs a non-negative diagonal), k = 1,
+// or no memory (then the full scans run, with the same results).
+static struct vq_bounds *bounds_init(const struct gq_vq_data *D, int k, struct vq_bounds *B) {
+    const int d = D->d;
+    const int64_t n = gq_vq_n_points(D);
+    if (k < BOUNDS_MIN_K || n <= 0) return NULL;
+    for (int s = 0; s < D->n_slots; s++) {
+        const double *M = D->metric + (size_t)s * d * d;
+        if (D->diag) {
+            for (int a = 0; a < d; a++)
+                if (!(M[a * d + a] >= 0 && M[a * d + a] < INFINITY)) return NULL;
+        } else {
+            double F[GQ_VQ_MAX_DIM * GQ_VQ_MAX_DIM];
+            memcpy(F, M, sizeof(double) * d * d);
+            if (LAPACKE_dpotrf(LAPACK_COL_MAJOR, 'U', d, F, d) != 0) return NULL;
+        }
+    }
+    B->u = malloc(sizeof(double) * n), B->l = malloc(sizeof(double) * n);
+    B->xinf = malloc(sizeof(double) * n), B->Cold = malloc(sizeof(double) * (size_t)k * d);
+    if (!B->u || !B->l || !B->xinf || !B->Cold) {
+        bounds_free(B);
+        return NULL;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        double v = 0;
+        for (int a = 0; a < d; a++) v = fabs(D->x[(size_t)i * d + a]) > v ? fabs(D->x[(size_t)i * d + a]) : v;
+        B->xinf[i] = v;
+    }
+    B->valid = false;
+    return B;
 }
 
 // The right-hand side is accumulated relative to an anchor, the cluster's
@@ -406,8 +594,13 @@ enum gq_status gq_vq_em_run(const struct gq_vq_data *D, int k, int iters, double
     // column tile run in parallel over the CPU threads. (2D 2.125: 1024
     // points · 16 · 2 = 2^15; 4D 2.125: 16384 · 256 · 4 = 2^24.)
     const struct gq_backend *be = n * k * d >= GQ_VQ_EM_DEVICE_MIN ? gq_be() : gq_backend_cpu();
+    // On the CPU the assignments after the first go through the bounds
+    // (assign_impl): same steps, most points not rescanned.
+    struct vq_bounds B = {0}, *bp = be == gq_backend_cpu() ? bounds_init(D, k, &B) : NULL;
     double obj = NAN;
-    enum gq_status ret = be->vq_assign(D, C, k, idx, dist, &obj);
+    enum gq_status ret = GQ_OK;
+#define ASSIGN() (bp ? (obj = assign_impl(D, C, k, idx, dist, bp), GQ_OK) : be->vq_assign(D, C, k, idx, dist, &obj))
+    ret = ASSIGN();
     if (st && st->trace) st->trace[0] = obj;
     int it = 0, reseeded = 0;
     while (ret == GQ_OK && it < iters && !isnan(obj)) {
@@ -434,16 +627,18 @@ enum gq_status gq_vq_em_run(const struct gq_vq_data *D, int k, int iters, double
                 if (!(dist[w] > 0)) break; // every point sits on a centroid
                 memcpy(C + (size_t)m * d, D->x + (size_t)w * d, sizeof(double) * d);
                 idx[w] = m, dist[w] = 0, used[m] = 1;
+                if (bp) bp->l[w] = -INFINITY; // its bounds were for another centroid: rescan
                 reseeded++;
             }
         }
-        if ((ret = be->vq_assign(D, C, k, idx, dist, &obj)) != GQ_OK) break;
+        if ((ret = ASSIGN()) != GQ_OK) break;
         it++;
         if (st && st->trace) st->trace[it] = obj;
         if (!memcmp(prev, idx, sizeof(int32_t) * n)) break;
     }
+#undef ASSIGN
     if (ret == GQ_OK && isnan(obj)) ret = gq_vq_em_nan(D, k);
-    free(used), free(dist), free(prev);
+    free(used), free(dist), free(prev), bounds_free(&B);
     if (st) st->iters = it, st->n_reseeded = reseeded, st->objective = obj;
     return ret;
 }

@@ -120,6 +120,9 @@ enum gq_status gq_vq_em(const struct gq_vq_data *D, int k, int iters, enum gq_vq
 // The same EM rounds from the seeds already in C (gq_vq_em = gq_vq_seed + this).
 // A group of at least GQ_VQ_EM_DEVICE_MIN point-centroid coordinates runs its
 // assignments and M-steps on the current backend, a smaller one on the CPU.
+// On the CPU, with k >= 128 and positive definite metrics, the assignments
+// after the first skip the points that bounds prove keep their centroid
+// (vq.c); the steps are bit-identical to full scans (test_vq).
 // A NaN objective is an error (gq_vq_em_nan's message).
 enum gq_status gq_vq_em_run(const struct gq_vq_data *D, int k, int iters, double *C, int32_t *idx,
                             struct gq_vq_em_stats *st);
