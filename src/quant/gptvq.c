@@ -897,37 +897,32 @@ static enum gq_status precond_build(const struct gq_vq_tensor *t, const struct t
     pc->mg = mg;
     pc->F = calloc(ngr * mg * mg, sizeof(double));
     if (!pc->F) return gq_fail(GQ_ERR_NOMEM, "gptvq: preconditioner (%zu blocks of %zu^2)", ngr, mg);
+    // G_gg is the normal-equation matrix of one row tile and one column tile:
+    // gq_vq_gram on that tile's indices and scales (copied to its layout)
 #pragma omp parallel for schedule(dynamic, 1)
     for (size_t g = 0; g < ngr; g++) {
         const int rt = (int)(g / t->n_ct), ct = (int)(g % t->n_ct);
-        const int p0 = t->ct_start[ct] - t->n_out, p1 = t->ct_start[ct + 1] - t->n_out, w = p1 - p0;
-        double *F = pc->F + g * mg * mg;
-        size_t *loc = malloc(sizeof(size_t) * (size_t)w * S);
-        double *sg = malloc(sizeof(double) * w);
-        if (!loc || !sg) { // leave the block zero: identity below
-            free(loc), free(sg);
+        const int v0 = (t->ct_start[ct] - t->n_out) / d, v1 = (t->ct_start[ct + 1] - t->n_out) / d, nvt = v1 - v0;
+        const int r0 = t->rt_start[rt], rows = t->rt_start[rt + 1] - r0;
+        uint16_t *idx = malloc(sizeof(uint16_t) * (size_t)S * rows * nvt);
+        double *sig = t->norm_block ? malloc(sizeof(double) * (size_t)rows * nvt) : NULL;
+        if (!idx || (t->norm_block && !sig)) { // leave the block zero: identity below
+            free(idx), free(sig);
             continue;
         }
-        for (int r = t->rt_start[rt]; r < t->rt_start[rt + 1]; r++) {
-            for (int p = 0; p < w; p++) {
-                int v = (p0 + p) / d, j = (p0 + p) % d;
-                sg[p] = vec_scale(t, mp, r, v);
-                for (int st = 0; st < S; st++)
-                    loc[(size_t)p * S + st] =
-                        st * kd + (size_t)t->idx[((size_t)st * t->rows + r) * nv + v] * d + j;
-            }
-            for (int p = 0; p < w; p++) {
-                const double *h = Hp + (size_t)(t->n_out + p0 + p) * n + t->n_out + p0;
-                for (int sa = 0; sa < S; sa++) {
-                    double *Fa = F + loc[(size_t)p * S + sa] * mg;
-                    for (int q = 0; q < w; q++) {
-                        double c = sg[p] * sg[q] * h[q];
-                        for (int sb = 0; sb < S; sb++) Fa[loc[(size_t)q * S + sb]] += c;
-                    }
-                }
-            }
-        }
-        free(loc), free(sg);
+        for (int st = 0; st < S; st++)
+            for (int r = 0; r < rows; r++)
+                memcpy(idx + ((size_t)st * rows + r) * nvt, t->idx + ((size_t)st * t->rows + r0 + r) * nv + v0,
+                       sizeof(uint16_t) * nvt);
+        if (sig)
+            for (int r = 0; r < rows; r++)
+                for (int v = 0; v < nvt; v++) sig[(size_t)r * nvt + v] = vec_scale(t, mp, r0 + r, v0 + v);
+        const int vt[2] = {0, nvt};
+        const struct gq_vq_gram gr = {.rows = rows, .nv = nvt, .d = d, .k = t->k, .stages = S, .n_ct = 1,
+                                      .vt_start = vt, .idx = idx, .idx_stage = (size_t)rows * nvt, .sig = sig,
+                                      .H = Hp + (size_t)(t->n_out + v0 * d) * n + t->n_out + v0 * d, .ldh = n};
+        gq_vq_gram(&gr, pc->F + g * mg * mg); // CPU, allocation-free: cannot fail
+        free(idx), free(sig);
     }
     double dmax = 0;
     for (size_t g = 0; g < ngr; g++)

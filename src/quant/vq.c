@@ -670,13 +670,13 @@ static void centroid_lists(const uint16_t *idx, int va, int vb, int k, int *star
 // block of G sums its own pairs (v1, v2) in registers: each entry receives
 // the same additions in the same order as a scan of all pairs in (v1, v2)
 // order would give it (those pairs are a subsequence of that scan), without
-// a read-modify-write of G per pair. scratch: 2 (k + 1) + 2 nv ints.
+// a read-modify-write of G per pair. scratch: 2 (k + 1) + 4 nv ints.
 static inline __attribute__((always_inline)) void gram_block(const struct gq_vq_gram *g, int D, int B1, int B2,
                                                              double *G, size_t m, int *scratch) {
     const int nct = g->n_ct, k = g->k, kd = k * D, nv = g->nv, ldh = g->ldh;
     const int s1 = B1 / nct, ct1 = B1 % nct, s2 = B2 / nct, ct2 = B2 % nct;
     const int v1a = g->vt_start[ct1], v1b = g->vt_start[ct1 + 1], v2a = g->vt_start[ct2], v2b = g->vt_start[ct2 + 1];
-    int *st1 = scratch, *st2 = st1 + k + 1, *l1 = st2 + k + 1, *l2 = l1 + nv;
+    int *st1 = scratch, *st2 = st1 + k + 1, *l1 = st2 + k + 1, *l2 = l1 + nv, *u1 = l2 + nv, *u2 = u1 + nv;
     double *Gb = G + (size_t)B1 * kd * m + (size_t)B2 * kd;
     for (int a = 0; a < kd; a++) memset(Gb + (size_t)a * m, 0, sizeof(double) * kd);
     for (int r = 0; r < g->rows; r++) {
@@ -684,10 +684,15 @@ static inline __attribute__((always_inline)) void gram_block(const struct gq_vq_
         const double *sr = g->sig ? g->sig + (size_t)r * nv : NULL;
         centroid_lists(i1, v1a, v1b, k, st1, l1);
         centroid_lists(i2, v2a, v2b, k, st2, l2);
-        for (int c1 = 0; c1 < k; c1++) {
-            if (st1[c1] == st1[c1 + 1]) continue;
-            for (int c2 = 0; c2 < k; c2++) {
-                if (st2[c2] == st2[c2 + 1]) continue;
+        int n1 = 0, n2 = 0; // the row's centroids in use, ascending (at most its vectors, often << k)
+        for (int c = 0; c < k; c++) {
+            if (st1[c] < st1[c + 1]) u1[n1++] = c;
+            if (st2[c] < st2[c + 1]) u2[n2++] = c;
+        }
+        for (int a1 = 0; a1 < n1; a1++) {
+            const int c1 = u1[a1];
+            for (int a2 = 0; a2 < n2; a2++) {
+                const int c2 = u2[a2];
                 double *gg = Gb + (size_t)c1 * D * m + (size_t)c2 * D, acc[GQ_VQ_MAX_DIM * GQ_VQ_MAX_DIM];
                 for (int j1 = 0; j1 < D; j1++)
                     for (int j2 = 0; j2 < D; j2++) acc[j1 * D + j2] = gg[(size_t)j1 * m + j2];
@@ -714,7 +719,7 @@ enum gq_status gq_vq_gram(const struct gq_vq_gram *g, double *G) {
     int bad = 0;
 #pragma omp parallel
     {
-        int *scratch = malloc(sizeof(int) * (2 * ((size_t)g->k + 1) + 2 * (size_t)g->nv));
+        int *scratch = malloc(sizeof(int) * (2 * ((size_t)g->k + 1) + 4 * (size_t)g->nv));
         if (!scratch) {
 #pragma omp atomic write
             bad = 1;
