@@ -895,12 +895,47 @@ static inline size_t group_base(const struct gq_vq_tensor *t, int stage, int rt,
     return (((size_t)stage * t->n_rt + rt) * t->n_ct + ct) * (size_t)t->k * t->d;
 }
 
+// Copies the strict upper triangle of the row-major n × n matrix F onto its
+// lower one (F[i][j] = F[j][i], i > j), or the lower onto the upper; in
+// 64 × 64 tiles so both sides stay in cache.
+static void mirror_triangle(double *F, size_t n, bool to_lower) {
+    enum { T = 64 };
+    for (size_t i0 = 0; i0 < n; i0 += T)
+        for (size_t j0 = 0; j0 <= i0; j0 += T)
+            for (size_t i = i0; i < i0 + T && i < n; i++)
+                for (size_t j = j0; j < j0 + T && j < i; j++) {
+                    if (to_lower)
+                        F[i * n + j] = F[j * n + i];
+                    else
+                        F[j * n + i] = F[i * n + j];
+                }
+}
+
+// Cholesky of one block in place, with the arithmetic of
+// LAPACKE_dpotrf(ROW_MAJOR, 'U') on F (which the factors of earlier
+// versions came from) but without its two transposed copies: the upper
+// triangle is mirrored onto the lower one, which read column-major is that
+// same upper triangle, and dpotrf('U') factors it there; the upper triangle
+// and `diag` keep G for a retry with a larger ridge. On success the factor
+// is mirrored back, so F read column-major holds L = Uᵀ in its lower
+// triangle (what precond_apply solves with). Returns dpotrf's info (> 0
+// also for a factor that is not finite).
+static lapack_int factor_block(double *F, size_t mg, const double *diag, double ridge) {
+    mirror_triangle(F, mg, true);
+    for (size_t a = 0; a < mg; a++) F[a * mg + a] = ridge > 0 ? diag[a] + ridge : diag[a];
+    lapack_int info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'U', (lapack_int)mg, F, (lapack_int)mg);
+    for (size_t a = 0; a < mg && info == 0; a++) // OpenBLAS's potrf lets NaN through (LAPACKE's scan did not)
+        if (!(isfinite(F[a * mg + a]) && F[a * mg + a] > 0)) info = (lapack_int)a + 1;
+    if (info == 0) mirror_triangle(F, mg, false);
+    return info;
+}
+
 static enum gq_status precond_build(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *Hp,
                                     struct precond *pc) {
     const int n = t->cols, d = t->d, S = t->stages, nv = (n - t->n_out) / d;
     const size_t kd = (size_t)t->k * d, mg = S * kd, ngr = (size_t)t->n_rt * t->n_ct;
     pc->mg = mg;
-    pc->F = calloc(ngr * mg * mg, sizeof(double));
+    pc->F = malloc(sizeof(double) * ngr * mg * mg); // every block written below (no calloc's page zeroing)
     if (!pc->F) return gq_fail(GQ_ERR_NOMEM, "gptvq: preconditioner (%zu blocks of %zu^2)", ngr, mg);
     // G_gg is the normal-equation matrix of one row tile and one column tile:
     // gq_vq_gram on that tile's indices and scales (copied to its layout)
@@ -912,6 +947,7 @@ static enum gq_status precond_build(const struct gq_vq_tensor *t, const struct t
         uint16_t *idx = malloc(sizeof(uint16_t) * (size_t)S * rows * nvt);
         double *sig = t->norm_block ? malloc(sizeof(double) * (size_t)rows * nvt) : NULL;
         if (!idx || (t->norm_block && !sig)) { // leave the block zero: identity below
+            memset(pc->F + g * mg * mg, 0, sizeof(double) * mg * mg);
             free(idx), free(sig);
             continue;
         }
@@ -943,28 +979,26 @@ static enum gq_status precond_build(const struct gq_vq_tensor *t, const struct t
             } else
                 F[a * mg + a] += pc->eps;
         }
-        double ridge = 0;
-        for (int tries = 0; tries < 6; tries++) {
-            double *tmp = malloc(sizeof(double) * mg * mg);
-            if (!tmp) break;
-            memcpy(tmp, F, sizeof(double) * mg * mg);
-            for (size_t a = 0; a < mg && ridge > 0; a++) tmp[a * mg + a] += ridge;
-            int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)mg, tmp, (lapack_int)mg);
-            if (info == 0) {
-                memcpy(F, tmp, sizeof(double) * mg * mg);
-                free(tmp);
+        double *diag = malloc(sizeof(double) * mg), ridge = 0;
+        for (int tries = 0; diag && tries < 6; tries++) {
+            if (tries == 0)
+                for (size_t a = 0; a < mg; a++) diag[a] = F[a * mg + a];
+            if (factor_block(F, mg, diag, ridge) == 0) {
                 ridge = -1;
                 break;
             }
-            free(tmp);
             ridge = ridge > 0 ? ridge * 100 : 1e-12 * (dmax > 0 ? dmax : 1);
         }
         if (ridge >= 0) { // could not factor: Jacobi (diagonal) for this block
             for (size_t a = 0; a < mg; a++)
                 for (size_t b = 0; b < mg; b++)
                     if (a != b) F[a * mg + b] = 0;
-            for (size_t a = 0; a < mg; a++) F[a * mg + a] = sqrt(F[a * mg + a] > 0 ? F[a * mg + a] : 1);
+            for (size_t a = 0; a < mg; a++) {
+                const double v = diag ? diag[a] : F[a * mg + a];
+                F[a * mg + a] = sqrt(v > 0 ? v : 1);
+            }
         }
+        free(diag);
     }
     return GQ_OK;
 }
