@@ -312,7 +312,11 @@ struct gq_quantize_params {
     // (same arithmetic as the first run) and continues at block L: its output
     // is byte-identical to an uninterrupted run. A folder written with other
     // settings or another model is refused. The caller removes the folder
-    // once the output is written. stop_after_blocks > 0: return GQ_STOPPED
+    // once the output is written: with a model loaded keep_quantized
+    // (streaming), finished blocks' quantized weights are not kept in memory
+    // but read back from the folder when the model is saved
+    // (gq_model_save_gguf), so host memory holds one block's f32 weights
+    // for GPTQ and RTN too. stop_after_blocks > 0: return GQ_STOPPED
     // once that many blocks are in the checkpoint (runs split into pieces).
     const char *checkpoint_dir;
     int stop_after_blocks;
@@ -362,9 +366,11 @@ enum gq_status gq_quantize_checkpoint_remove(const char *dir);
 enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep);
 
 // Writes m as GGUF (the source must be a GGUF: its metadata and the tensors
-// that were not quantized are copied; quantized linears are stored as F32),
-// plus gptvq.* metadata, atomically (temp file + rename).
-enum gq_status gq_model_save_gguf(const struct gq_model *m, const char *path, const struct gq_quantize_params *p,
+// that were not quantized are copied; quantized linears are stored as F32,
+// or packed), plus gptvq.* metadata, atomically (temp file + rename). Weights
+// a streaming gq_quantize left in its checkpoint folder are read back from
+// there one block at a time (m is not const for that).
+enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const struct gq_quantize_params *p,
                                   const struct gq_quant_report *rep);
 
 // A standard GGUF for runtimes that do not know the packed format: every 2-D

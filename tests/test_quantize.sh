@@ -199,17 +199,27 @@ for cfg in "gptq --wbits 3 --group-size 32" "gptvq --vq-dim 2 --bpv 2.25 --em-it
 done
 # Layer streaming (default: linears kept in the source's F16 form, decoded
 # block by block) gives the same file as loading everything as f32 up front,
-# also when resumed from a checkpoint.
+# also when resumed from a checkpoint. With a checkpoint, finished blocks'
+# f32 weights (GPTQ, RTN: f32 output) leave memory and are read back from it
+# when the file is written; without one (--no-checkpoint) they stay.
 "$G" export "$S" -o "$T/s16.gguf" --to f16 >/dev/null 2>"$T/err" || { echo "FAIL: export f16"; cat "$T/err"; fail=1; }
-args=(--calib "$CAL" --nsamples 8 --seqlen 64 --threads 1 --quiet --method gptvq --vq-dim 2 --bpv 2.25 --em-iters 20)
-"$G" quantize "$T/s16.gguf" -o "$T/st.gguf" "${args[@]}" >/dev/null 2>&1
-"$G" quantize "$T/s16.gguf" -o "$T/nst.gguf" "${args[@]}" --no-stream >/dev/null 2>&1
-"$G" quantize "$T/s16.gguf" -o "$T/str.gguf" "${args[@]}" --stop-after 3 >/dev/null 2>&1
-"$G" quantize "$T/s16.gguf" -o "$T/str.gguf" "${args[@]}" >/dev/null 2>&1
-[ -s "$T/st.gguf" ] && cmp -s "$T/st.gguf" "$T/nst.gguf" && cmp -s "$T/st.gguf" "$T/str.gguf" &&
-    echo "ok: F16 source: streamed, f32-loaded and streamed+resumed outputs identical" ||
-    { echo "FAIL: streaming changes the output"; fail=1; }
+for cfg in "gptvq --vq-dim 2 --bpv 2.25 --em-iters 20" "gptq --wbits 3 --group-size 32" "rtn --wbits 4"; do
+    set -- $cfg
+    n=$1
+    args=(--calib "$CAL" --nsamples 8 --seqlen 64 --threads 1 --quiet --method "$@")
+    rm -f "$T"/st.gguf "$T"/nst.gguf "$T"/str.gguf "$T"/stn.gguf
+    "$G" quantize "$T/s16.gguf" -o "$T/st.gguf" "${args[@]}" >/dev/null 2>&1
+    "$G" quantize "$T/s16.gguf" -o "$T/nst.gguf" "${args[@]}" --no-stream >/dev/null 2>&1
+    "$G" quantize "$T/s16.gguf" -o "$T/stn.gguf" "${args[@]}" --no-checkpoint >/dev/null 2>&1
+    "$G" quantize "$T/s16.gguf" -o "$T/str.gguf" "${args[@]}" --stop-after 3 >/dev/null 2>&1
+    "$G" quantize "$T/s16.gguf" -o "$T/str.gguf" "${args[@]}" >/dev/null 2>&1
+    [ -s "$T/st.gguf" ] && cmp -s "$T/st.gguf" "$T/nst.gguf" && cmp -s "$T/st.gguf" "$T/str.gguf" &&
+        cmp -s "$T/st.gguf" "$T/stn.gguf" && [ ! -e "$T/st.gguf.ckpt" ] && [ ! -e "$T/str.gguf.ckpt" ] &&
+        echo "ok: $n, F16 source: streamed, f32-loaded, streamed without checkpoint and streamed+resumed outputs identical" ||
+        { echo "FAIL: $n: streaming changes the output"; fail=1; }
+done
 # A damaged checkpoint block is refused with its name, not misread.
+args=(--calib "$CAL" --nsamples 8 --seqlen 64 --threads 1 --quiet --method gptvq --vq-dim 2 --bpv 2.25 --em-iters 20)
 "$G" quantize "$S" -o "$T/c.gguf" "${args[@]}" --quiet --stop-after 2 >/dev/null 2>&1
 head -c 5000 "$T/c.gguf.ckpt/blk.1.ckpt" >"$T/cut" && mv "$T/cut" "$T/c.gguf.ckpt/blk.1.ckpt"
 "$G" quantize "$S" -o "$T/c.gguf" "${args[@]}" --quiet >/dev/null 2>"$T/err"

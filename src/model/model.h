@@ -51,6 +51,12 @@ struct gq_model {
     struct gq_vqpack *packs;
     struct gq_layer_w *layers;
     struct gq_tokenizer *tok;
+    // Set by a streaming gq_quantize with a checkpoint: finished blocks'
+    // quantized f32 weights left memory for the checkpoint folder, and
+    // reload(m, l) reads block l's back into its slots (owned by the model;
+    // release them when done). NULL when every weight is in memory.
+    enum gq_status (*reload)(struct gq_model *m, int layer);
+    void *reload_user;
 
     char *arch, *name, *source_format, *chat_template; // owned (chat_template may be NULL)
 

@@ -41,7 +41,45 @@ static enum gq_status write_packed(struct gq_gguf_writer *w, const char *name, c
     return s;
 }
 
-enum gq_status gq_model_save_gguf(const struct gq_model *m, const char *path, const struct gq_quantize_params *p,
+// The f32 linears of finished blocks a streaming quantization keeps in its
+// checkpoint (m->reload): produced at write time, one block in memory at
+// once (the source's tensors come block by block, so each is read once).
+struct reload_ctx {
+    struct gq_model *m;
+    const struct gq_arch *A;
+    int layer; // block whose weights are loaded, or -1
+};
+
+static void reload_release(struct reload_ctx *rc) {
+    if (rc->layer < 0) return;
+    for (int i = 0; i < rc->A->n_tensors; i++) {
+        const struct gq_block_tensor *t = &rc->A->tensors[i];
+        if (t->kind != GQ_T_LINEAR) continue;
+        const float **slot = gq_block_slot(&rc->m->layers[rc->layer], t);
+        gq_model_release(rc->m, (void *)*slot);
+        *slot = NULL;
+    }
+    rc->layer = -1;
+}
+
+static enum gq_status reload_fill(void *user, const char *name, void *dst, size_t nbytes) {
+    struct reload_ctx *rc = user;
+    int l = -1;
+    const struct gq_block_tensor *bt = block_linear(rc->m, rc->A, name, &l);
+    if (!bt) return gq_fail(GQ_ERR_ARG, "save: tensor '%s' is not a block linear", name);
+    if (l != rc->layer) {
+        reload_release(rc);
+        GQ_TRY(rc->m->reload(rc->m, l));
+        rc->layer = l;
+    }
+    const float *W = *gq_block_slot(&rc->m->layers[l], bt);
+    const size_t n = (size_t)gq_dim_value(&rc->m->hp, bt->rows) * (size_t)gq_dim_value(&rc->m->hp, bt->cols);
+    if (!W || n * sizeof(float) != nbytes) return gq_fail(GQ_ERR_FORMAT, "save: blk.%d.%s not read back", l, bt->name);
+    memcpy(dst, W, nbytes);
+    return GQ_OK;
+}
+
+enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const struct gq_quantize_params *p,
                                   const struct gq_quant_report *rep) {
     if (!m->source_format || strcmp(m->source_format, "gguf") != 0)
         return gq_fail(GQ_ERR_UNSUPPORTED, "%s: writing GGUF needs a GGUF source model (this one is %s)", path,
@@ -51,6 +89,7 @@ enum gq_status gq_model_save_gguf(const struct gq_model *m, const char *path, co
     if (!A) return gq_fail(GQ_ERR_UNSUPPORTED, "%s: architecture '%s' has no model description", path, m->arch);
     struct gq_gguf_writer *w = gq_gguf_writer_new(g->alignment);
     if (!w) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    struct reload_ctx rc = {.m = m, .A = A, .layer = -1};
     static const char *const skip[] = {"gptvq.", "general.file_type", NULL};
     enum gq_status s = gq_gguf_writer_copy_kvs(w, g, skip);
     const char *method = p->method == GQ_METHOD_GPTVQ ? "gptvq" : p->method == GQ_METHOD_GPTQ ? "gptq" : "rtn";
@@ -115,11 +154,17 @@ enum gq_status gq_model_save_gguf(const struct gq_model *m, const char *path, co
         }
         int64_t rows = gq_dim_value(&m->hp, bt->rows), cols = gq_dim_value(&m->hp, bt->cols);
         int64_t ne[2] = {cols, rows};
-        struct gq_layer_w *L = &m->layers[l];
-        s = gq_gguf_writer_add_tensor(w, t->name, GQ_TYPE_F32, 2, ne, *gq_block_slot(L, bt),
-                                      (size_t)(rows * cols) * sizeof(float));
+        const float *W = *gq_block_slot(&m->layers[l], bt);
+        const size_t nb = (size_t)(rows * cols) * sizeof(float);
+        if (W)
+            s = gq_gguf_writer_add_tensor(w, t->name, GQ_TYPE_F32, 2, ne, W, nb);
+        else if (m->reload)
+            s = gq_gguf_writer_add_tensor_fill(w, t->name, GQ_TYPE_F32, 2, ne, nb, reload_fill, &rc);
+        else
+            s = gq_fail(GQ_ERR_ARG, "%s: blk.%d.%s has no f32 weights to write", path, l, bt->name);
     }
     if (s == GQ_OK) s = gq_gguf_writer_write(w, path);
+    reload_release(&rc);
     gq_gguf_writer_free(w);
     return s;
 }

@@ -179,7 +179,7 @@ static const void *take(struct rd *r, size_t n) {
     return q;
 }
 
-enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model *m, int l,
+enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model *m, int l, unsigned what,
                                   struct gq_quant_layer_report *rep, int *n_rep, int64_t *calib_tokens, bool *found) {
     const struct gq_arch *A = gq_arch_find(m->arch);
     char path[4096];
@@ -198,8 +198,9 @@ enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model 
         s = gq_fail(GQ_ERR_FORMAT, "%s: not a gptvq checkpoint block (magic)", path);
         goto out;
     }
+    int64_t ct = 0;
     if ((q = take(&r, sizeof u))) memcpy(u, q, sizeof u);
-    if ((q = take(&r, 8))) memcpy(calib_tokens, q, 8);
+    if ((q = take(&r, 8))) memcpy(&ct, q, 8);
     if ((q = take(&r, 8))) memcpy(&fp_file, q, 8);
     const uint32_t n_lin = (uint32_t)gq_arch_n_linears(A);
     if (r.bad || u[0] != (uint32_t)l || u[1] > n_lin || u[2] != sizeof *rep || u[3] != n_lin || fp_file != fp) {
@@ -207,8 +208,11 @@ enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model 
                     path, l, n_lin);
         goto out;
     }
-    if ((q = take(&r, sizeof *rep * u[1]))) memcpy(rep, q, sizeof *rep * u[1]);
-    *n_rep = (int)u[1];
+    if ((q = take(&r, sizeof(struct gq_quant_layer_report) * u[1])) && (what & GQ_CKPT_REPORTS)) {
+        memcpy(rep, q, sizeof *rep * u[1]);
+        *n_rep = (int)u[1];
+        *calib_tokens = ct;
+    }
     for (int i = 0; s == GQ_OK && !r.bad && i < A->n_tensors; i++) {
         const struct gq_block_tensor *t = &A->tensors[i];
         if (t->kind != GQ_T_LINEAR) continue;
@@ -222,21 +226,24 @@ enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model 
                         (long long)gq_dim_value(&m->hp, t->cols), m->packs ? " packed" : "");
             break;
         }
+        *gq_block_qslot(&m->layers[l], t) = NULL; // the forward must run the quantized weights, not the source's
         size_t nb = sizeof(float) * (size_t)h[0] * (size_t)h[1];
-        float *W = malloc(nb);
-        if (!W || (s = gq_model_own(m, W)) != GQ_OK) {
-            s = gq_fail(GQ_ERR_NOMEM, "out of memory");
-            break;
+        float *W = NULL;
+        if (what & GQ_CKPT_WEIGHTS) {
+            W = malloc(nb);
+            if (!W || (s = gq_model_own(m, W)) != GQ_OK) {
+                s = gq_fail(GQ_ERR_NOMEM, "out of memory");
+                break;
+            }
+            *gq_block_slot(&m->layers[l], t) = W;
         }
         if (h[3]) {
             const void *w = take(&r, nb);
             if (!w) break;
-            memcpy(W, w, nb);
+            if (W) memcpy(W, w, nb);
         }
-        *gq_block_slot(&m->layers[l], t) = W;
-        *gq_block_qslot(&m->layers[l], t) = NULL; // the forward must run these weights, not the source's
         if (!h[2]) continue;
-        struct gq_vqpack *pk = &m->packs[(size_t)l * A->n_tensors + i];
+        struct gq_vqpack tmp_pk, *pk = (what & GQ_CKPT_PACKS) ? &m->packs[(size_t)l * A->n_tensors + i] : &tmp_pk;
         memset(pk, 0, sizeof *pk);
         uint64_t b[GQ_VQP_COUNT];
         if ((q = take(&r, sizeof pk->h))) memcpy(&pk->h, q, sizeof pk->h);
@@ -259,19 +266,21 @@ enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model 
         if (s != GQ_OK) break;
         const uint8_t *src = take(&r, total);
         if (!src) break;
-        uint8_t *buf = malloc(total ? total : 1);
-        if (!buf) {
-            s = gq_fail(GQ_ERR_NOMEM, "out of memory");
-            break;
+        uint8_t *buf = (uint8_t *)src; // only read while the file is mapped, unless the model keeps the pack
+        if (pk != &tmp_pk) {
+            if (!(buf = malloc(total ? total : 1))) {
+                s = gq_fail(GQ_ERR_NOMEM, "out of memory");
+                break;
+            }
+            memcpy(buf, src, total);
+            if ((s = gq_model_own(m, buf)) != GQ_OK) break;
         }
-        memcpy(buf, src, total);
-        if ((s = gq_model_own(m, buf)) != GQ_OK) break;
         size_t at = 0;
         for (int j = 0; j < GQ_VQP_COUNT; at += b[j], j++) {
             pk->part[j] = b[j] ? buf + at : NULL;
             pk->bytes[j] = b[j];
         }
-        if (!h[3]) { // W is the packed matrix decoded (checked when it was saved)
+        if (W && !h[3]) { // W is the packed matrix decoded (checked when it was saved)
             struct gq_vq_tensor vt;
             if ((s = gq_vqpack_unpack(pk, what, &vt)) != GQ_OK) break;
             gq_vq_decode(&vt, W);

@@ -37,9 +37,17 @@ enum gq_status gq_ckpt_open(const char *dir, uint64_t fp);
 // reports r[0..n_r).
 enum gq_status gq_ckpt_save_block(const char *dir, uint64_t fp, struct gq_model *m, int l,
                                   const struct gq_quant_layer_report *r, int n_r, int64_t calib_tokens);
-// Loads blk.<l>.ckpt into the model (weights owned by it, slots and packs
-// set) and r (room for the block's linears); *found false: no such file.
-enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model *m, int l,
+// What gq_ckpt_load_block takes from a block file (the whole file is
+// checked either way, and the block's source slots are cleared: the forward
+// must not run the original weights of a finished block).
+enum {
+    GQ_CKPT_REPORTS = 1, // the reports into r, *n_r, *calib_tokens
+    GQ_CKPT_WEIGHTS = 2, // the quantized f32 weights into the slots (owned by the model)
+    GQ_CKPT_PACKS = 4,   // the packed matrices into m->packs (owned by the model)
+};
+// Loads `what` of blk.<l>.ckpt into the model and r (room for the block's
+// linears); *found false: no such file.
+enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model *m, int l, unsigned what,
                                   struct gq_quant_layer_report *r, int *n_r, int64_t *calib_tokens, bool *found);
 
 #endif

@@ -530,7 +530,9 @@ static enum gq_status resume(struct gq_model *m, const struct gq_quantize_params
         bool found;
         int n_r = 0;
         int64_t ct = 0;
-        GQ_TRY(gq_ckpt_load_block(p->checkpoint_dir, fp, m, l, rep->layers + rep->n, &n_r, &ct, &found));
+        // streaming: the weights come back one block at a time (replay, save)
+        const unsigned what = GQ_CKPT_REPORTS | (m->packs ? GQ_CKPT_PACKS : 0) | (m->keep_quantized ? 0 : GQ_CKPT_WEIGHTS);
+        GQ_TRY(gq_ckpt_load_block(p->checkpoint_dir, fp, m, l, what, rep->layers + rep->n, &n_r, &ct, &found));
         if (!found) break;
         for (int i = 0; i < n_r; i++) {
             const struct gq_quant_layer_report *r = &rep->layers[rep->n + i];
@@ -557,8 +559,10 @@ static enum gq_status resume(struct gq_model *m, const struct gq_quantize_params
 #define GQ_CALIB_KEEP_MAX ((double)(4ull << 30))
 
 // vq_work: GPTVQ's estimate for its largest linear (0: GPTQ / RTN).
+// keeps_all: streaming, but every finished block's quantized f32 weights stay
+// (f32 output without a checkpoint to read them back from).
 static void print_memory_estimate(const struct gq_model *m, const struct gq_arch *A, size_t activations, int seqlen,
-                                  double keep, double vq_work) {
+                                  double keep, double vq_work, bool keeps_all) {
     struct gq_model_info info;
     gq_model_get_info(m, &info);
     double work = 0, dev = 0, block = 0, widest = 0;
@@ -582,12 +586,17 @@ static void print_memory_estimate(const struct gq_model *m, const struct gq_arch
     double mapped = 0;
     if (m->keep_quantized && m->source_format && !strcmp(m->source_format, "gguf"))
         mapped = (double)((const struct gq_gguf *)m->source)->file.size;
-    const double weights = m->keep_quantized ? 2 * block + mapped : (double)info.weight_bytes;
+    const double weights =
+        m->keep_quantized ? 2 * block + mapped + (keeps_all ? (m->hp.n_layers - 1) * block : 0) : (double)info.weight_bytes;
     char a[32], b[32], c[32], d[32], e[32];
     char k[32];
     fprintf(stderr, "quantize: memory estimate: host %s (f32 weights %s%s, calibration activations %s%s%s, largest "
                     "linear's Hessian and work %s)", gq_fmt_bytes(a, weights + activations + keep + work),
-            gq_fmt_bytes(b, weights), m->keep_quantized ? ": one block decoded at a time + the mapped source file" : "",
+            gq_fmt_bytes(b, weights),
+            !m->keep_quantized ? ""
+            : keeps_all        ? ": one block decoded at a time + the mapped source file + every block's quantized "
+                                 "copy (no checkpoint to keep them in)"
+                               : ": one block decoded at a time + the mapped source file",
             gq_fmt_bytes(c, activations), keep > 0 ? " + attention outputs and FFN activations kept between passes " : "",
             keep > 0 ? gq_fmt_bytes(k, keep) : "", gq_fmt_bytes(d, work));
     if (strcmp(gq_be()->name, "cpu") != 0)
@@ -628,17 +637,42 @@ static enum gq_status block_load(struct gq_model *m, const struct gq_arch *A, in
     return GQ_OK;
 }
 
-static void block_release(struct gq_model *m, const struct gq_arch *A, int l, struct block_mem *bm) {
+// in_ckpt: block l is in the checkpoint (m->reload reads it back), so all
+// of its quantized f32 copies go, not only those of packed matrices.
+static void block_release(struct gq_model *m, const struct gq_arch *A, int l, struct block_mem *bm, bool in_ckpt) {
     for (int i = 0; i < bm->n; i++) gq_model_release(m, bm->orig[i]);
     bm->n = 0;
-    if (!m->packs || !m->keep_quantized) return;
+    if (!m->keep_quantized || (!m->packs && !in_ckpt)) return;
     for (int i = 0; i < A->n_tensors; i++) {
         const struct gq_block_tensor *t = &A->tensors[i];
-        if (t->kind != GQ_T_LINEAR || !m->packs[(size_t)l * A->n_tensors + i].h.version) continue;
+        if (t->kind != GQ_T_LINEAR || (!in_ckpt && !m->packs[(size_t)l * A->n_tensors + i].h.version)) continue;
         const float **slot = gq_block_slot(&m->layers[l], t);
         gq_model_release(m, (void *)*slot);
         *slot = NULL;
     }
+}
+
+// m->reload of a streaming run with a checkpoint.
+struct ckpt_source {
+    uint64_t fp;
+    char dir[];
+};
+
+static enum gq_status reload_from_ckpt(struct gq_model *m, int l) {
+    const struct ckpt_source *cs = m->reload_user;
+    bool found = false;
+    GQ_TRY(gq_ckpt_load_block(cs->dir, cs->fp, m, l, GQ_CKPT_WEIGHTS, NULL, NULL, NULL, &found));
+    if (!found) return gq_fail(GQ_ERR_IO, "%s: blk.%d.ckpt is gone: the quantized block was kept there", cs->dir, l);
+    return GQ_OK;
+}
+
+static enum gq_status set_reload(struct gq_model *m, const char *dir, uint64_t fp) {
+    struct ckpt_source *cs = malloc(sizeof *cs + strlen(dir) + 1);
+    GQ_TRY(gq_model_own(m, cs));
+    cs->fp = fp;
+    strcpy(cs->dir, dir);
+    m->reload = reload_from_ckpt, m->reload_user = cs;
+    return GQ_OK;
 }
 
 // After block l: its checkpoint, and the stop a split run asked for.
@@ -679,9 +713,12 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         return gq_fail(GQ_ERR_ARG, "stopping after %d blocks needs a checkpoint folder", p->stop_after_blocks);
     uint64_t fp = 0;
     int done = 0; // blocks restored from the checkpoint
+    m->reload = NULL, m->reload_user = NULL;
+    const bool in_ckpt = p->checkpoint_dir && m->keep_quantized; // finished blocks live in the checkpoint
     if (p->checkpoint_dir) {
         fp = gq_ckpt_fingerprint(m, p);
         GQ_TRY(gq_ckpt_open(p->checkpoint_dir, fp));
+        if (in_ckpt) GQ_TRY(set_reload(m, p->checkpoint_dir, fp));
         GQ_TRY(resume(m, p, fp, rep, &done));
         if (p->stop_after_blocks > 0 && done >= p->stop_after_blocks && done < m->hp.n_layers)
             return gq_fail(GQ_STOPPED, "%d of %d blocks are in %s already (--stop-after %d); nothing to do", done,
@@ -706,7 +743,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
                 gq_progress_update(&pr, rep->n, extra);
             }
             enum gq_status s = block_done(m, p, fp, l, rep, first);
-            block_release(m, A, l, &bm);
+            block_release(m, A, l, &bm, in_ckpt && (s == GQ_OK || s == GQ_STOPPED));
             if (s != GQ_OK) {
                 gq_progress_end(&pr);
                 return s;
@@ -738,7 +775,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     const bool keep_on = !load && strcmp(gq_be()->name, "cuda") != 0 && keep_bytes <= GQ_CALIB_KEEP_MAX;
     if (p->progress)
         print_memory_estimate(m, A, load ? 0 : (size_t)p->nsamples * per * sizeof(float) * 2, seqlen,
-                              keep_on ? keep_bytes : 0, vq_work);
+                              keep_on ? keep_bytes : 0, vq_work, m->keep_quantized && !in_ckpt && !m->packs);
     float *X = NULL, *tmp = NULL, *Hf = NULL;
     float *att_keep = NULL, *hb_keep = NULL;
     double *Hd = NULL;           // device calibration: a group's Σ x xᵀ
@@ -773,15 +810,16 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         double tr = gq_time_s();
         for (int l = 0; l < done && s == GQ_OK; l++) {
             struct block_mem none = {.n = 0};
-            s = dc ? dev_replay(dc, m, A, l) : replay_block(c, m, A, l, X, p->nsamples, seqlen);
-            block_release(m, A, l, &none);
+            if (in_ckpt) s = reload_from_ckpt(m, l); // resume() left the weights in the checkpoint
+            if (s == GQ_OK) s = dc ? dev_replay(dc, m, A, l) : replay_block(c, m, A, l, X, p->nsamples, seqlen);
+            block_release(m, A, l, &none, in_ckpt);
         }
         rep->seconds_forward += gq_time_s() - tr;
     }
 
     for (int l = 0; load && l < done; l++) {
         struct block_mem none = {.n = 0};
-        block_release(m, A, l, &none);
+        block_release(m, A, l, &none, in_ckpt);
     }
     for (int l = done; l < m->hp.n_layers && s == GQ_OK; l++) {
         int first_report = rep->n;
@@ -888,7 +926,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
             rep->seconds_forward += gq_time_s() - t0;
         }
         if (s == GQ_OK) s = block_done(m, p, fp, l, rep, first_report);
-        block_release(m, A, l, &bm);
+        block_release(m, A, l, &bm, in_ckpt && (s == GQ_OK || s == GQ_STOPPED));
     }
     gq_progress_end(&pr);
     free(Hf);
