@@ -441,10 +441,18 @@ static enum gq_status vq_preflight(const struct gq_model *m, const struct gq_arc
         if (cols % cfg->d)
             return gq_fail(GQ_ERR_ARG, "--vq-dim %d: %s has %lld input columns, not a multiple of %d", cfg->d, t->name,
                            (long long)cols, cfg->d);
-        // Wd, Qp, Err, U / Hp, the update's Y·H and one row tile's dense normal equations
-        double mt = (double)p->vq.stages * ((cols + 255) / 256 + 1) * cfg->k * cfg->d;
-        if (mt > gq_vq_dense_max) mt = 0; // conjugate gradients instead
-        double b = rows * cols * (8.0 * 3 + 4 * 2) + cols * cols * 8.0 * 2 + mt * mt * 8;
+        // Wd, Qp, Err, U / Hp, the update's Y·H and one row tile's dense
+        // normal equations, or with conjugate gradients (exact update of a
+        // large tile) the block-Jacobi preconditioner: per group (at most
+        // rows·cols / l of them) a (stages·k·d)² factor. 4D 2.125: 128 bytes
+        // per weight, 5.4 GiB for a 4096 x 11008 linear.
+        double mt = (double)p->vq.stages * ((cols + 255) / 256 + 1) * cfg->k * cfg->d, pc = 0;
+        if (mt > gq_vq_dense_max) { // conjugate gradients instead
+            const double mg = (double)p->vq.stages * cfg->k * cfg->d, groups = fmax(1, floor((double)rows * cols / cfg->l));
+            pc = p->vq.cb_update == GQ_CB_UPDATE_EXACT ? groups * mg * mg * 8 : 0;
+            mt = 0;
+        }
+        double b = rows * cols * (8.0 * 3 + 4 * 2) + cols * cols * 8.0 * 2 + mt * mt * 8 + pc;
         if (b > peak) peak = b;
         if (b + cols * cols * 4.0 > *work) *work = b + cols * cols * 4.0;
     }
