@@ -179,7 +179,7 @@ static const void *take(struct rd *r, size_t n) {
     return q;
 }
 
-enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model *m, int l, unsigned what,
+enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model *m, int l, unsigned load,
                                   struct gq_quant_layer_report *rep, int *n_rep, int64_t *calib_tokens, bool *found) {
     const struct gq_arch *A = gq_arch_find(m->arch);
     char path[4096];
@@ -208,7 +208,7 @@ enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model 
                     path, l, n_lin);
         goto out;
     }
-    if ((q = take(&r, sizeof(struct gq_quant_layer_report) * u[1])) && (what & GQ_CKPT_REPORTS)) {
+    if ((q = take(&r, sizeof(struct gq_quant_layer_report) * u[1])) && (load & GQ_CKPT_REPORTS)) {
         memcpy(rep, q, sizeof *rep * u[1]);
         *n_rep = (int)u[1];
         *calib_tokens = ct;
@@ -229,7 +229,7 @@ enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model 
         *gq_block_qslot(&m->layers[l], t) = NULL; // the forward must run the quantized weights, not the source's
         size_t nb = sizeof(float) * (size_t)h[0] * (size_t)h[1];
         float *W = NULL;
-        if (what & GQ_CKPT_WEIGHTS) {
+        if (load & GQ_CKPT_WEIGHTS) {
             W = malloc(nb);
             if (!W || (s = gq_model_own(m, W)) != GQ_OK) {
                 s = gq_fail(GQ_ERR_NOMEM, "out of memory");
@@ -243,7 +243,7 @@ enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model 
             if (W) memcpy(W, w, nb);
         }
         if (!h[2]) continue;
-        struct gq_vqpack tmp_pk, *pk = (what & GQ_CKPT_PACKS) ? &m->packs[(size_t)l * A->n_tensors + i] : &tmp_pk;
+        struct gq_vqpack tmp_pk, *pk = (load & GQ_CKPT_PACKS) ? &m->packs[(size_t)l * A->n_tensors + i] : &tmp_pk;
         memset(pk, 0, sizeof *pk);
         uint64_t b[GQ_VQP_COUNT];
         if ((q = take(&r, sizeof pk->h))) memcpy(&pk->h, q, sizeof pk->h);

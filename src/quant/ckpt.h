@@ -45,9 +45,9 @@ enum {
     GQ_CKPT_WEIGHTS = 2, // the quantized f32 weights into the slots (owned by the model)
     GQ_CKPT_PACKS = 4,   // the packed matrices into m->packs (owned by the model)
 };
-// Loads `what` of blk.<l>.ckpt into the model and r (room for the block's
+// Loads the parts `load` names of blk.<l>.ckpt into the model and r (room for the block's
 // linears); *found false: no such file.
-enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model *m, int l, unsigned what,
+enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model *m, int l, unsigned load,
                                   struct gq_quant_layer_report *r, int *n_r, int64_t *calib_tokens, bool *found);
 
 #endif
