@@ -49,6 +49,13 @@ static inline const float **gq_block_slot(struct gq_layer_w *L, const struct gq_
 static inline const struct gq_qweight **gq_block_qslot(struct gq_layer_w *L, const struct gq_block_tensor *t) {
     return (const struct gq_qweight **)((char *)L + t->qoffset);
 }
+// Frees block l's f32 copy of linear t (owned by the model) and clears its
+// slot (streaming: the block's weights live elsewhere until needed again).
+static inline void gq_block_drop(struct gq_model *m, int l, const struct gq_block_tensor *t) {
+    const float **slot = gq_block_slot(&m->layers[l], t);
+    gq_model_release(m, (void *)*slot);
+    *slot = NULL;
+}
 
 // Fills m->layers (allocated here) from a weight source: get(ctx, name, rows,
 // cols, required, out) fetches tensor `name` as f32 (rows, cols) = (n_out,

@@ -52,13 +52,8 @@ struct reload_ctx {
 
 static void reload_release(struct reload_ctx *rc) {
     if (rc->layer < 0) return;
-    for (int i = 0; i < rc->A->n_tensors; i++) {
-        const struct gq_block_tensor *t = &rc->A->tensors[i];
-        if (t->kind != GQ_T_LINEAR) continue;
-        const float **slot = gq_block_slot(&rc->m->layers[rc->layer], t);
-        gq_model_release(rc->m, (void *)*slot);
-        *slot = NULL;
-    }
+    for (int i = 0; i < rc->A->n_tensors; i++)
+        if (rc->A->tensors[i].kind == GQ_T_LINEAR) gq_block_drop(rc->m, rc->layer, &rc->A->tensors[i]);
     rc->layer = -1;
 }
 

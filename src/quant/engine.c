@@ -534,13 +534,13 @@ static enum gq_status replay_block(struct gq_context *c, struct gq_model *m, con
 static enum gq_status resume(struct gq_model *m, const struct gq_quantize_params *p, uint64_t fp,
                              struct gq_quant_report *rep, int *done) {
     *done = 0;
+    // streaming: the weights come back one block at a time (replay, save)
+    const unsigned load = GQ_CKPT_REPORTS | (m->packs ? GQ_CKPT_PACKS : 0) | (m->keep_quantized ? 0 : GQ_CKPT_WEIGHTS);
     for (int l = 0; l < m->hp.n_layers; l++) {
         bool found;
         int n_r = 0;
         int64_t ct = 0;
-        // streaming: the weights come back one block at a time (replay, save)
-        const unsigned what = GQ_CKPT_REPORTS | (m->packs ? GQ_CKPT_PACKS : 0) | (m->keep_quantized ? 0 : GQ_CKPT_WEIGHTS);
-        GQ_TRY(gq_ckpt_load_block(p->checkpoint_dir, fp, m, l, what, rep->layers + rep->n, &n_r, &ct, &found));
+        GQ_TRY(gq_ckpt_load_block(p->checkpoint_dir, fp, m, l, load, rep->layers + rep->n, &n_r, &ct, &found));
         if (!found) break;
         for (int i = 0; i < n_r; i++) {
             const struct gq_quant_layer_report *r = &rep->layers[rep->n + i];
@@ -653,10 +653,8 @@ static void block_release(struct gq_model *m, const struct gq_arch *A, int l, st
     if (!m->keep_quantized || (!m->packs && !in_ckpt)) return;
     for (int i = 0; i < A->n_tensors; i++) {
         const struct gq_block_tensor *t = &A->tensors[i];
-        if (t->kind != GQ_T_LINEAR || (!in_ckpt && !m->packs[(size_t)l * A->n_tensors + i].h.version)) continue;
-        const float **slot = gq_block_slot(&m->layers[l], t);
-        gq_model_release(m, (void *)*slot);
-        *slot = NULL;
+        if (t->kind == GQ_T_LINEAR && (in_ckpt || m->packs[(size_t)l * A->n_tensors + i].h.version))
+            gq_block_drop(m, l, t);
     }
 }
 
