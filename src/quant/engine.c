@@ -28,6 +28,9 @@
 #include <cblas.h>
 #include <cjson/cJSON.h>
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 void gq_quantize_params_default(struct gq_quantize_params *p) {
     memset(p, 0, sizeof *p);
@@ -434,6 +437,11 @@ static enum gq_status vq_preflight(const struct gq_model *m, const struct gq_arc
                                    const struct gq_vq_config *cfg, double *work) {
     double peak = 0;
     *work = 0;
+#ifdef _OPENMP
+    const double threads = omp_get_max_threads();
+#else
+    const double threads = 1;
+#endif
     for (int i = 0; i < A->n_tensors; i++) {
         const struct gq_block_tensor *t = &A->tensors[i];
         if (t->kind != GQ_T_LINEAR) continue;
@@ -444,12 +452,13 @@ static enum gq_status vq_preflight(const struct gq_model *m, const struct gq_arc
         // Wd, Qp, Err, U / Hp, the update's Y·H and one row tile's dense
         // normal equations, or with conjugate gradients (exact update of a
         // large tile) the block-Jacobi preconditioner: per group (at most
-        // rows·cols / l of them) a (stages·k·d)² factor. 4D 2.125: 128 bytes
-        // per weight, 5.4 GiB for a 4096 x 11008 linear.
+        // rows·cols / l of them) a packed float (stages·k·d)² / 2 factor,
+        // 4D 2.125: 32 bytes per weight, 1.3 GiB for a 4096 x 11008 linear,
+        // and a (stages·k·d)² double block per thread to factor it in.
         double mt = (double)p->vq.stages * ((cols + 255) / 256 + 1) * cfg->k * cfg->d, pc = 0;
         if (mt > gq_vq_dense_max) { // conjugate gradients instead
             const double mg = (double)p->vq.stages * cfg->k * cfg->d, groups = fmax(1, floor((double)rows * cols / cfg->l));
-            pc = p->vq.cb_update == GQ_CB_UPDATE_EXACT ? groups * mg * mg * 8 : 0;
+            if (p->vq.cb_update == GQ_CB_UPDATE_EXACT) pc = groups * mg * (mg + 1) / 2 * 4 + threads * mg * (mg + 1) * 8;
             mt = 0;
         }
         double b = rows * cols * (8.0 * 3 + 4 * 2) + cols * cols * 8.0 * 2 + mt * mt * 8 + pc;

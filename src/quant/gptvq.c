@@ -886,16 +886,22 @@ out:
 // Block-Jacobi preconditioner of the conjugate-gradient solve: for every
 // group g = (rt, ct) the diagonal block G_gg (its codebooks of all stages;
 // costs rows_rt · width² per group instead of rows · n² for all of G),
-// Cholesky-factored once.
+// Cholesky-factored once in double and kept as a packed lower triangle in
+// float: mg(mg+1)/2 floats per group instead of mg² doubles (4D 2.125: 32
+// instead of 128 bytes per weight). It only has to be close to G_gg: CG's
+// iterates and their stop are computed in double against G itself.
+typedef float pc_t;
 struct precond {
     size_t mg;   // stages · k · d
-    double *F;   // (n_rt · n_ct, mg, mg) factors
+    pc_t *F;     // (n_rt · n_ct) packed lower factors L (G_gg ≈ L Lᵀ), mg(mg+1)/2 each
     double eps;  // ridge added to G (GQ_VQ_RIDGE · max diag G)
 };
 
 static inline size_t group_base(const struct gq_vq_tensor *t, int stage, int rt, int ct) {
     return (((size_t)stage * t->n_rt + rt) * t->n_ct + ct) * (size_t)t->k * t->d;
 }
+
+static inline size_t packed_size(size_t mg) { return mg * (mg + 1) / 2; }
 
 // Copies the strict upper triangle of the row-major n × n matrix F onto its
 // lower one (F[i][j] = F[j][i], i > j), or the lower onto the upper; in
@@ -913,15 +919,12 @@ static void mirror_triangle(double *F, size_t n, bool to_lower) {
                 }
 }
 
-// Cholesky of one block in place, with the arithmetic of
-// LAPACKE_dpotrf(ROW_MAJOR, 'U') on F (which the factors of earlier
-// versions came from) but without its two transposed copies: the upper
-// triangle is mirrored onto the lower one, which read column-major is that
-// same upper triangle, and dpotrf('U') factors it there; the upper triangle
-// and `diag` keep G for a retry with a larger ridge. On success the factor
-// is mirrored back, so F read column-major holds L = Uᵀ in its lower
-// triangle (what precond_apply solves with). Returns dpotrf's info (> 0
-// also for a factor that is not finite).
+// Cholesky of one block in place: the upper triangle is mirrored onto the
+// lower one, which read column-major is that same upper triangle, and
+// dpotrf('U') factors it there; the upper triangle and `diag` keep G for a
+// retry with a larger ridge. On success the factor is mirrored back, so F
+// read column-major holds L = Uᵀ in its lower triangle. Returns dpotrf's info
+// (> 0 also for a factor that is not finite).
 static lapack_int factor_block(double *F, size_t mg, const double *diag, double ridge) {
     mirror_triangle(F, mg, true);
     for (size_t a = 0; a < mg; a++) F[a * mg + a] = ridge > 0 ? diag[a] + ridge : diag[a];
@@ -932,93 +935,121 @@ static lapack_int factor_block(double *F, size_t mg, const double *diag, double 
     return info;
 }
 
+// G_gg of group g (a row tile and a column tile) into the row-major (mg, mg)
+// F: gq_vq_gram on that tile's indices and scales (copied to its layout).
+// Without memory for those copies the block is left zero (identity below).
+static void group_gram(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *Hp, size_t g, double *F) {
+    const int n = t->cols, d = t->d, S = t->stages, nv = (n - t->n_out) / d;
+    const size_t mg = (size_t)S * t->k * d;
+    const int rt = (int)(g / t->n_ct), ct = (int)(g % t->n_ct);
+    const int v0 = (t->ct_start[ct] - t->n_out) / d, v1 = (t->ct_start[ct + 1] - t->n_out) / d, nvt = v1 - v0;
+    const int r0 = t->rt_start[rt], rows = t->rt_start[rt + 1] - r0;
+    uint16_t *idx = malloc(sizeof(uint16_t) * (size_t)S * rows * nvt);
+    double *sig = t->norm_block ? malloc(sizeof(double) * (size_t)rows * nvt) : NULL;
+    const int vt[2] = {0, nvt};
+    const struct gq_vq_gram gr = {.rows = rows, .nv = nvt, .d = d, .k = t->k, .stages = S, .n_ct = 1,
+                                  .vt_start = vt, .idx = idx, .idx_stage = (size_t)rows * nvt, .sig = sig,
+                                  .H = Hp + (size_t)(t->n_out + v0 * d) * n + t->n_out + v0 * d, .ldh = n};
+    if (!idx || (t->norm_block && !sig)) goto zero;
+    for (int st = 0; st < S; st++)
+        for (int r = 0; r < rows; r++)
+            memcpy(idx + ((size_t)st * rows + r) * nvt, t->idx + ((size_t)st * t->rows + r0 + r) * nv + v0,
+                   sizeof(uint16_t) * nvt);
+    if (sig)
+        for (int r = 0; r < rows; r++)
+            for (int v = 0; v < nvt; v++) sig[(size_t)r * nvt + v] = vec_scale(t, mp, r0 + r, v0 + v);
+    if (gq_vq_gram(&gr, F) == GQ_OK) goto out; // runs on this thread (inside the groups' parallel loop)
+zero:
+    memset(F, 0, sizeof(double) * mg * mg);
+out:
+    free(idx), free(sig);
+}
+
+// Factors G_gg + eps (F: its gram, row-major, overwritten) into the packed
+// lower triangle P; a block that will not factor gets Jacobi (the diagonal).
+static void factor_group(double *F, size_t mg, double dmax, double eps, double *diag, pc_t *P) {
+    for (size_t a = 0; a < mg; a++) {
+        if (!(F[a * mg + a] > 1e-14 * dmax)) { // unused entry: decoupled, unit
+            for (size_t b = 0; b < mg; b++) F[a * mg + b] = F[b * mg + a] = 0;
+            F[a * mg + a] = 1;
+        } else
+            F[a * mg + a] += eps;
+    }
+    for (size_t a = 0; a < mg; a++) diag[a] = F[a * mg + a];
+    bool ok = false;
+    double ridge = 0;
+    for (int tries = 0; !ok && tries < 6; tries++) {
+        ok = factor_block(F, mg, diag, ridge) == 0;
+        ridge = ridge > 0 ? ridge * 100 : 1e-12 * (dmax > 0 ? dmax : 1);
+    }
+    // column j of L: F[j·mg + j ..] (read column-major), packed column by column
+    pc_t *p = P;
+    for (size_t j = 0; j < mg; j++)
+        for (size_t i = j; i < mg; i++) *p++ = ok ? (pc_t)F[j * mg + i] : i == j ? (pc_t)sqrt(diag[j] > 0 ? diag[j] : 1) : 0;
+}
+
 static enum gq_status precond_build(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *Hp,
                                     struct precond *pc) {
-    const int n = t->cols, d = t->d, S = t->stages, nv = (n - t->n_out) / d;
-    const size_t kd = (size_t)t->k * d, mg = S * kd, ngr = (size_t)t->n_rt * t->n_ct;
+    const size_t mg = (size_t)t->stages * t->k * t->d, ngr = (size_t)t->n_rt * t->n_ct, ps = packed_size(mg);
     pc->mg = mg;
-    pc->F = malloc(sizeof(double) * ngr * mg * mg); // every block written below (no calloc's page zeroing)
-    if (!pc->F) return gq_fail(GQ_ERR_NOMEM, "gptvq: preconditioner (%zu blocks of %zu^2)", ngr, mg);
-    // G_gg is the normal-equation matrix of one row tile and one column tile:
-    // gq_vq_gram on that tile's indices and scales (copied to its layout)
-#pragma omp parallel for schedule(dynamic, 1)
-    for (size_t g = 0; g < ngr; g++) {
-        const int rt = (int)(g / t->n_ct), ct = (int)(g % t->n_ct);
-        const int v0 = (t->ct_start[ct] - t->n_out) / d, v1 = (t->ct_start[ct + 1] - t->n_out) / d, nvt = v1 - v0;
-        const int r0 = t->rt_start[rt], rows = t->rt_start[rt + 1] - r0;
-        uint16_t *idx = malloc(sizeof(uint16_t) * (size_t)S * rows * nvt);
-        double *sig = t->norm_block ? malloc(sizeof(double) * (size_t)rows * nvt) : NULL;
-        if (!idx || (t->norm_block && !sig)) { // leave the block zero: identity below
-            memset(pc->F + g * mg * mg, 0, sizeof(double) * mg * mg);
-            free(idx), free(sig);
-            continue;
-        }
-        for (int st = 0; st < S; st++)
-            for (int r = 0; r < rows; r++)
-                memcpy(idx + ((size_t)st * rows + r) * nvt, t->idx + ((size_t)st * t->rows + r0 + r) * nv + v0,
-                       sizeof(uint16_t) * nvt);
-        if (sig)
-            for (int r = 0; r < rows; r++)
-                for (int v = 0; v < nvt; v++) sig[(size_t)r * nvt + v] = vec_scale(t, mp, r0 + r, v0 + v);
-        const int vt[2] = {0, nvt};
-        const struct gq_vq_gram gr = {.rows = rows, .nv = nvt, .d = d, .k = t->k, .stages = S, .n_ct = 1,
-                                      .vt_start = vt, .idx = idx, .idx_stage = (size_t)rows * nvt, .sig = sig,
-                                      .H = Hp + (size_t)(t->n_out + v0 * d) * n + t->n_out + v0 * d, .ldh = n};
-        gq_vq_gram(&gr, pc->F + g * mg * mg); // CPU, allocation-free: cannot fail
-        free(idx), free(sig);
+    pc->F = malloc(sizeof(pc_t) * ngr * ps);
+    double *gdiag = malloc(sizeof(double) * ngr * mg);
+    if (!pc->F || !gdiag) {
+        free(gdiag), free(pc->F), pc->F = NULL;
+        return gq_fail(GQ_ERR_NOMEM, "gptvq: preconditioner (%zu blocks of %zu^2 / 2)", ngr, mg);
     }
-    double dmax = 0;
-    for (size_t g = 0; g < ngr; g++)
-        for (size_t a = 0; a < mg; a++) dmax = fmax(dmax, pc->F[g * mg * mg + a * mg + a]);
-    pc->eps = GQ_VQ_RIDGE * dmax;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (size_t g = 0; g < ngr; g++) {
-        double *F = pc->F + g * mg * mg;
-        for (size_t a = 0; a < mg; a++) {
-            if (!(F[a * mg + a] > 1e-14 * dmax)) { // unused entry: decoupled, unit
-                for (size_t b = 0; b < mg; b++) F[a * mg + b] = F[b * mg + a] = 0;
-                F[a * mg + a] = 1;
-            } else
-                F[a * mg + a] += pc->eps;
-        }
-        double *diag = malloc(sizeof(double) * mg), ridge = 0;
-        for (int tries = 0; diag && tries < 6; tries++) {
-            if (tries == 0)
-                for (size_t a = 0; a < mg; a++) diag[a] = F[a * mg + a];
-            if (factor_block(F, mg, diag, ridge) == 0) {
-                ridge = -1;
-                break;
+    // The ridge and the unused-entry threshold are relative to the largest
+    // diagonal entry of all blocks: a first pass finds it (building a block's
+    // gram costs a few percent of factoring it), the second builds and
+    // factors each block in a per-thread (mg, mg) double buffer.
+    bool nomem = false;
+    for (int pass = 0; pass < 2 && !nomem; pass++) {
+        const double dmax = pc->eps / GQ_VQ_RIDGE;
+#pragma omp parallel
+        {
+            double *F = malloc(sizeof(double) * (mg * mg + mg));
+            if (!F) {
+#pragma omp atomic write
+                nomem = true;
             }
-            ridge = ridge > 0 ? ridge * 100 : 1e-12 * (dmax > 0 ? dmax : 1);
-        }
-        if (ridge >= 0) { // could not factor: Jacobi (diagonal) for this block
-            for (size_t a = 0; a < mg; a++)
-                for (size_t b = 0; b < mg; b++)
-                    if (a != b) F[a * mg + b] = 0;
-            for (size_t a = 0; a < mg; a++) {
-                const double v = diag ? diag[a] : F[a * mg + a];
-                F[a * mg + a] = sqrt(v > 0 ? v : 1);
+#pragma omp for schedule(dynamic, 1)
+            for (size_t g = 0; g < ngr; g++) {
+                if (!F) continue;
+                group_gram(t, mp, Hp, g, F);
+                if (pass == 0)
+                    for (size_t a = 0; a < mg; a++) gdiag[g * mg + a] = F[a * mg + a];
+                else
+                    factor_group(F, mg, dmax, pc->eps, F + mg * mg, pc->F + g * ps);
             }
+            free(F);
         }
-        free(diag);
+        if (pass == 0) {
+            double mx = 0;
+            for (size_t a = 0; a < ngr * mg; a++) mx = fmax(mx, gdiag[a]);
+            pc->eps = GQ_VQ_RIDGE * mx;
+        }
+    }
+    free(gdiag);
+    if (nomem) {
+        free(pc->F), pc->F = NULL;
+        return gq_fail(GQ_ERR_NOMEM, "gptvq: preconditioner work (%zu^2 doubles per thread)", mg);
     }
     return GQ_OK;
 }
 
 // z = M⁻¹ r
 static void precond_apply(const struct gq_vq_tensor *t, const struct precond *pc, const double *r, double *z) {
-    const size_t mg = pc->mg, kd = mg / t->stages, ngr = (size_t)t->n_rt * t->n_ct;
+    const size_t mg = pc->mg, kd = mg / t->stages, ngr = (size_t)t->n_rt * t->n_ct, ps = packed_size(mg);
 #pragma omp parallel for schedule(static)
     for (size_t g = 0; g < ngr; g++) {
         const int rt = (int)(g / t->n_ct), ct = (int)(g % t->n_ct);
-        double buf[4096], *x = mg <= 4096 ? buf : malloc(sizeof(double) * mg);
+        pc_t buf[4096], *x = mg <= 4096 ? buf : malloc(sizeof(pc_t) * mg);
         if (!x) continue;
-        for (int st = 0; st < t->stages; st++) memcpy(x + st * kd, r + group_base(t, st, rt, ct), sizeof(double) * kd);
-        // the row-major upper factor U is the column-major lower L = Uᵀ; the
-        // _work call skips LAPACKE's transposed copy and NaN scan per solve
-        LAPACKE_dpotrs_work(LAPACK_COL_MAJOR, 'L', (lapack_int)mg, 1, pc->F + g * mg * mg, (lapack_int)mg, x,
-                            (lapack_int)mg);
-        for (int st = 0; st < t->stages; st++) memcpy(z + group_base(t, st, rt, ct), x + st * kd, sizeof(double) * kd);
+        for (int st = 0; st < t->stages; st++)
+            for (size_t a = 0; a < kd; a++) x[st * kd + a] = (pc_t)r[group_base(t, st, rt, ct) + a];
+        LAPACKE_spptrs_work(LAPACK_COL_MAJOR, 'L', (lapack_int)mg, 1, pc->F + g * ps, x, (lapack_int)mg);
+        for (int st = 0; st < t->stages; st++)
+            for (size_t a = 0; a < kd; a++) z[group_base(t, st, rt, ct) + a] = x[st * kd + a];
         if (x != buf) free(x);
     }
 }
