@@ -1003,8 +1003,8 @@ static enum gq_status precond_build(const struct gq_vq_tensor *t, const struct t
     // gram costs a few percent of factoring it), the second builds and
     // factors each block in a per-thread (mg, mg) double buffer.
     bool nomem = false;
+    double dmax = 0;
     for (int pass = 0; pass < 2 && !nomem; pass++) {
-        const double dmax = pc->eps / GQ_VQ_RIDGE;
 #pragma omp parallel
         {
             double *F = malloc(sizeof(double) * (mg * mg + mg));
@@ -1024,9 +1024,8 @@ static enum gq_status precond_build(const struct gq_vq_tensor *t, const struct t
             free(F);
         }
         if (pass == 0) {
-            double mx = 0;
-            for (size_t a = 0; a < ngr * mg; a++) mx = fmax(mx, gdiag[a]);
-            pc->eps = GQ_VQ_RIDGE * mx;
+            for (size_t a = 0; a < ngr * mg; a++) dmax = fmax(dmax, gdiag[a]);
+            pc->eps = GQ_VQ_RIDGE * dmax;
         }
     }
     free(gdiag);
