@@ -23,9 +23,15 @@
 #            (build/device: bundle.tar.xz with the binaries, the shared libraries
 #            they link and the data files; smol.a = the model's first 48 MB;
 #            build/smol-b/smol.b = the rest)
-#   device:  run(command="bash bench/device_check.sh run", carry=["build/device"], timeout_s=420)
-#            run(command="bash bench/device_check.sh run-smol", carry=["build/smol-b"], timeout_s=480)
+#   device:  run(command="bash bench/device_check.sh run", carry=["build/device"], timeout_s=330)
+#            run(command="bash bench/device_check.sh run-smol", carry=["build/smol-b"], timeout_s=450)
 # Results come back in $OUT. run-smol needs what run unpacked (same warm machine).
+#
+# Time: 15 device minutes in all, the machine's start (1-2 min) included. Each
+# phase has a budget (BUDGET seconds: run 300, run-smol 420) and every step's
+# timeout is the smaller of its own cap and what is left of the budget, steps
+# in order of importance; a step that finds under 15 s left is skipped and
+# says so. So the two calls end inside 5 + 7 minutes whatever the GPU's speed.
 set -u
 cd "$(dirname "$0")/.."
 D=build/device
@@ -37,6 +43,15 @@ setup_env() {
     export LD_LIBRARY_PATH=$PWD/$X/lib:$cuda_lib GPTVQ_CUDA_LIB=$PWD/$X/libgptvq_cuda.so OMP_NUM_THREADS=16
     export GQ_DATA=$PWD/$X/data
     G=$X/gptvq
+}
+# Seconds for the next step: min(cap, what is left of the phase's budget);
+# returns 1 (skip) under 15 s.
+T0=$SECONDS
+BUDGET=${BUDGET:-}
+left() {
+    local l=$((T0 + BUDGET - SECONDS))
+    if [ "$l" -lt 15 ]; then echo "device_check: $2 skipped (budget of $BUDGET s spent)" >&2; return 1; fi
+    echo $((l < $1 ? l : $1))
 }
 case "${1:-}" in
 pack)
@@ -71,17 +86,30 @@ run)
     rm -rf "$X" && python3 -c "import tarfile; tarfile.open('$D/bundle.tar.xz').extractall('$D')" || exit 1
     setup_env
     { nvidia-smi; nvcc --version; } >"$O/device.txt" 2>&1
-    timeout 120 "$X/test_backend" >"$O/test_backend.log" 2>&1
-    echo "test_backend rc=$?" | tee -a "$O/test_backend.log"
-    timeout 60 "$X/bench_gpu_gemv" 200 >"$O/gemv.txt" 2>&1
-    echo "bench_gpu_gemv rc=$?" | tee -a "$O/gemv.txt"
-    GPTVQ=$G MAKE_SYNTH=$X/make_synth_model TEMPLATE=$GQ_DATA/models/stories260K/stories260K.gguf \
-        CALIB=$GQ_DATA/wikitext-2-raw/wiki.valid.raw SHAPE=7b BLOCKS=1 NSAMPLES=128 SEQLEN=2048 CONFIGS=gptq \
-        DEVICE=cuda THREADS=16 TIMEOUT=100 bash bench/synth_stack.sh /tmp/gq-synth >"$O/synth7b.txt" 2>&1
-    cp /tmp/gq-synth/gptq.log /tmp/gq-synth/gptq.gguf.report.json "$O/" 2>/dev/null
-    BENCH_DEVICE=cuda BENCH_MODEL=7b BENCH_CONFIGS=2d,4d BENCH_TOKENS=8192 timeout 100 "$X/bench_gptvq_layer" \
-        >"$O/block7b.txt" 2>&1
-    echo "bench_gptvq_layer rc=$?" | tee -a "$O/block7b.txt"
+    BUDGET=${BUDGET:-300}
+    if t=$(left 110 test_backend); then
+        timeout "$t" "$X/test_backend" >"$O/test_backend.log" 2>&1
+        echo "test_backend rc=$? (timeout $t s)" | tee -a "$O/test_backend.log"
+    fi
+    if t=$(left 45 bench_gpu_gemv); then
+        timeout "$t" "$X/bench_gpu_gemv" 200 >"$O/gemv.txt" 2>&1
+        echo "bench_gpu_gemv rc=$? (timeout $t s)" | tee -a "$O/gemv.txt"
+    fi
+    if t=$(left 75 bench_gptvq_layer); then
+        BENCH_DEVICE=cuda BENCH_MODEL=7b BENCH_CONFIGS=2d,4d BENCH_TOKENS=8192 timeout "$t" "$X/bench_gptvq_layer" \
+            >"$O/block7b.txt" 2>&1
+        echo "bench_gptvq_layer rc=$? (timeout $t s)" | tee -a "$O/block7b.txt"
+    fi
+    # synth_stack's TIMEOUT is per configuration; making the model comes first
+    if t=$(left 90 synth_stack); then
+        GPTVQ=$G MAKE_SYNTH=$X/make_synth_model TEMPLATE=$GQ_DATA/models/stories260K/stories260K.gguf \
+            CALIB=$GQ_DATA/wikitext-2-raw/wiki.valid.raw SHAPE=7b BLOCKS=1 NSAMPLES=128 SEQLEN=2048 CONFIGS=gptq \
+            DEVICE=cuda THREADS=16 TIMEOUT=$((t > 30 ? t - 20 : 10)) timeout "$t" bash bench/synth_stack.sh /tmp/gq-synth \
+            >"$O/synth7b.txt" 2>&1
+        echo "synth_stack rc=$? (timeout $t s)" >>"$O/synth7b.txt"
+        cp /tmp/gq-synth/gptq.log /tmp/gq-synth/gptq.gguf.report.json "$O/" 2>/dev/null
+    fi
+    echo "run: $((SECONDS - T0)) s of $BUDGET"
     tail -n 25 "$O"/*.txt "$O"/*.log
     ;;
 run-smol)
@@ -97,32 +125,43 @@ run-smol)
     Q=(quantize $T/smol.gguf --method gptvq --vq-dim 2 --bpv 2.125 --calib $W/wiki.valid.raw --nsamples 32
        --seqlen 512 --device cuda --threads 16 --quiet)
     L=$O/smol.txt
+    BUDGET=${BUDGET:-420}
     {
         echo "== GPTVQ 2D 2.125 on the GPU"
-        t0=$SECONDS
-        timeout 200 "$G" "${Q[@]}" -o $T/vq2.gguf
-        echo "quantize rc=$? wall $((SECONDS - t0)) s"
-        echo "== the same, stopped after 15 blocks, then resumed"
-        timeout 150 "$G" "${Q[@]}" -o $T/vq2r.gguf --stop-after 15; echo "stop rc=$? (3 = stopped)"
-        timeout 150 "$G" "${Q[@]}" -o $T/vq2r.gguf; echo "resume rc=$?"
-        cmp $T/vq2.gguf $T/vq2r.gguf && echo "resume: byte-identical"
+        if t=$(left 170 quantize); then
+            t0=$SECONDS
+            timeout "$t" "$G" "${Q[@]}" -o $T/vq2.gguf
+            echo "quantize rc=$? wall $((SECONDS - t0)) s (timeout $t s)"
+        fi
         # ppl: the last lines of its output (the result, or the error)
         ppl() { timeout "$1" "$G" ppl "$2" $W/wiki.test.raw --max-windows "$3" --device "$4" --quiet 2>&1 | tail -n 2 | tr '\n' ' '; }
         echo "== perplexity (gptq protocol, ctx 2048): the GPU-quantized file, 16 windows (CPU-quantized file: 74.7593)"
-        echo "vq2.gguf cuda 16: $(ppl 60 $T/vq2.gguf 16 cuda)"
+        if t=$(left 60 ppl-16) && [ -f $T/vq2.gguf ]; then echo "vq2.gguf cuda 16: $(ppl "$t" $T/vq2.gguf 16 cuda)"; fi
+        echo "== the same, stopped after 15 blocks, then resumed"
+        if t=$(left 100 stop) && [ -f $T/vq2.gguf ]; then
+            timeout "$t" "$G" "${Q[@]}" -o $T/vq2r.gguf --stop-after 15; echo "stop rc=$? (3 = stopped)"
+            if t=$(left 100 resume); then
+                timeout "$t" "$G" "${Q[@]}" -o $T/vq2r.gguf; echo "resume rc=$?"
+                cmp $T/vq2.gguf $T/vq2r.gguf && echo "resume: byte-identical"
+            fi
+        fi
         echo "== the same forward on both devices, 4 windows"
         for f in $T/vq2.gguf $T/smol.gguf; do
-            for dev in cuda cpu; do echo "$(basename $f) $dev 4: $(ppl 120 $f 4 $dev)"; done
+            for dev in cuda cpu; do
+                if t=$(left 40 "ppl $dev") && [ -f "$f" ]; then echo "$(basename $f) $dev 4: $(ppl "$t" $f 4 $dev)"; fi
+            done
         done
         echo "== decode speed: 256 tokens after a short prompt"
         "$G" export $T/smol.gguf -o $T/f16.gguf --to f16 >/dev/null 2>&1
         "$G" export $T/smol.gguf -o $T/q4_0.gguf --to q4_0 >/dev/null 2>&1
         for f in $T/vq2.gguf $T/f16.gguf $T/q4_0.gguf $T/smol.gguf; do
             for dev in cuda cpu; do
-                r=$(timeout 60 "$G" generate $f -p "The history of the city" -n 256 --ignore-eos --device $dev 2>&1 >/dev/null)
+                t=$(left 25 "generate $dev") && [ -f "$f" ] || continue
+                r=$(timeout "$t" "$G" generate $f -p "The history of the city" -n 256 --ignore-eos --device $dev 2>&1 >/dev/null)
                 echo "$(basename $f) $dev: $(echo "$r" | grep '^generate: prompt' || echo "$r" | tail -n 1)"
             done
         done
+        echo "run-smol: $((SECONDS - T0)) s of $BUDGET"
     } >"$L" 2>&1
     cat "$L"
     ;;
