@@ -1,6 +1,7 @@
 // test_gptq.c - RTN, Hessian accumulation and GPTQ against plain references
 // written here: a column-by-column GPTQ recursion on the full inverse Hessian
 // (OBQ-style, double), brute-force grid quantizers and a naive XᵀX.
+#include "io/gguf.h"
 #include "quant/quant.h"
 #include "test.h"
 #include "util/common.h"
@@ -13,11 +14,26 @@
 // Reference quantizer: the grid of quant.h written out independently.
 
 struct grid {
-    float scale, zero;
+    float scale, zero, min;
     int maxq;
+    bool minform; // GGUF Q4_1 / Q5_1: value = q·scale + min
 };
 
-static struct grid ref_grid(const double *x, int n, int wbits, bool sym) {
+// f16 rounding written out here (nearest even on 11 significant bits, 2^-24
+// steps below 2^-14), clamped to a positive scale as quant.h says.
+static float ref_f16(float x) {
+    double a = fabs((double)x), r;
+    if (a < 0x1p-14) r = nearbyint(a * 0x1p24) * 0x1p-24;
+    else {
+        int e;
+        double m = frexp(a, &e); // a = m 2^e, m in [0.5, 1)
+        r = ldexp(nearbyint(ldexp(m, 11)), e - 11);
+    }
+    return (float)(x < 0 ? -r : r);
+}
+
+// f16: the grid of a GGUF block (quant.h's f16_grid).
+static struct grid ref_grid(const double *x, int n, int wbits, bool sym, bool f16) {
     struct grid g = {.maxq = (1 << wbits) - 1};
     double lo = 0, hi = 0;
     for (int i = 0; i < n; i++) lo = x[i] < lo ? x[i] : lo, hi = x[i] > hi ? x[i] : hi;
@@ -27,21 +43,32 @@ static struct grid ref_grid(const double *x, int n, int wbits, bool sym) {
     }
     if (lo == 0 && hi == 0) lo = -1, hi = 1;
     g.scale = (float)((hi - lo) / g.maxq);
+    if (f16) {
+        g.scale = ref_f16(g.scale);
+        g.scale = g.scale < 0x1p-24f ? 0x1p-24f : g.scale > 65504.0f ? 65504.0f : g.scale;
+    }
     g.zero = sym ? (float)(g.maxq + 1) / 2 : (float)nearbyint(-lo / g.scale);
+    if (f16 && !sym) g.minform = true, g.min = ref_f16(-g.scale * g.zero);
     return g;
 }
 
+static float level(struct grid g, int q) {
+    if (!g.minform) return g.scale * ((float)q - g.zero);
+    float v = (float)q * g.scale;
+    return v + g.min;
+}
+
 static float ref_round(double x, struct grid g) {
-    double q = nearbyint(x / g.scale) + g.zero;
+    double q = g.minform ? nearbyint((x - g.min) / g.scale) : nearbyint(x / g.scale) + g.zero;
     q = q < 0 ? 0 : q > g.maxq ? g.maxq : q;
-    return g.scale * ((float)q - g.zero);
+    return level(g, (int)q);
 }
 
 // Nearest level by enumeration: checks that rounding picked the closest level.
 static double nearest_level_dist(double x, struct grid g) {
     double best = INFINITY;
     for (int q = 0; q <= g.maxq; q++) {
-        double d = fabs(x - (double)(g.scale * ((float)q - g.zero)));
+        double d = fabs(x - (double)level(g, q));
         best = d < best ? d : best;
     }
     return best;
@@ -80,7 +107,7 @@ static void invert(double *A, int n) { // Gauss-Jordan, partial pivoting, in pla
 }
 
 static void ref_gptq(const float *W, int rows, int n, const float *H, int wbits, int group_size,
-                     bool sym, double damp, bool act_order, float *Q) {
+                     bool sym, bool f16, double damp, bool act_order, float *Q) {
     int gs = group_size <= 0 || group_size > n ? n : group_size, ng = (n + gs - 1) / gs;
     double *Hd = malloc(sizeof(double) * (size_t)n * n), *Wd = malloc(sizeof(double) * (size_t)rows * n);
     for (size_t i = 0; i < (size_t)n * n; i++) Hd[i] = H[i];
@@ -97,7 +124,7 @@ static void ref_gptq(const float *W, int rows, int n, const float *H, int wbits,
     for (int r = 0; r < rows; r++)
         for (int g = 0; g < ng; g++) {
             int c0 = g * gs, len = n - c0 < gs ? n - c0 : gs;
-            sg[(size_t)r * ng + g] = ref_grid(Wd + (size_t)r * n + c0, len, wbits, sym);
+            sg[(size_t)r * ng + g] = ref_grid(Wd + (size_t)r * n + c0, len, wbits, sym, f16);
         }
     int *perm = malloc(sizeof(int) * n);
     for (int i = 0; i < n; i++) perm[i] = i;
@@ -127,7 +154,7 @@ static void ref_gptq(const float *W, int rows, int n, const float *H, int wbits,
                 if (q % gs == 0) {
                     int len = n - q < gs ? n - q : gs;
                     for (int k = 0; k < len; k++) x[k] = w[q + k];
-                    cur[r] = ref_grid(x, len, wbits, sym);
+                    cur[r] = ref_grid(x, len, wbits, sym, f16);
                 }
                 g = cur[r];
             }
@@ -164,13 +191,17 @@ static void test_vs_reference(void) {
         int rows, cols, wbits, gs, B;
         bool sym, act;
         int dead;
+        bool f16; // GGUF block grids
     } cs[] = {
-        {16, 96, 4, 32, 1, false, false, -1},   {16, 96, 4, 32, 7, false, false, -1},
-        {16, 96, 4, 32, 128, false, false, -1}, {33, 172, 3, 64, 7, false, false, 5},
-        {33, 172, 3, 64, 128, false, false, -1}, {24, 100, 4, 0, 128, true, false, -1},
-        {24, 100, 2, 0, 7, false, false, -1},   {40, 256, 3, 48, 32, false, false, -1},
-        {20, 172, 3, 64, 7, false, true, 3},    {20, 172, 4, 32, 128, true, true, -1},
-        {8, 64, 4, 16, 1, false, true, -1},
+        {16, 96, 4, 32, 1, false, false, -1, false},   {16, 96, 4, 32, 7, false, false, -1, false},
+        {16, 96, 4, 32, 128, false, false, -1, false}, {33, 172, 3, 64, 7, false, false, 5, false},
+        {33, 172, 3, 64, 128, false, false, -1, false}, {24, 100, 4, 0, 128, true, false, -1, false},
+        {24, 100, 2, 0, 7, false, false, -1, false},   {40, 256, 3, 48, 32, false, false, -1, false},
+        {20, 172, 3, 64, 7, false, true, 3, false},    {20, 172, 4, 32, 128, true, true, -1, false},
+        {8, 64, 4, 16, 1, false, true, -1, false},
+        {16, 96, 4, 32, 7, false, false, -1, true},    {16, 96, 4, 32, 128, true, true, 2, true},
+        {20, 160, 5, 32, 7, false, true, -1, true},    {12, 96, 5, 32, 1, true, false, -1, true},
+        {8, 64, 8, 32, 128, true, false, -1, true},
     };
     for (size_t k = 0; k < sizeof cs / sizeof cs[0]; k++) {
         int rows = cs[k].rows, n = cs[k].cols;
@@ -180,16 +211,17 @@ static void test_vs_reference(void) {
         float *Wq = malloc(sizeof(float) * (size_t)rows * n);
         memcpy(Wq, W, sizeof(float) * (size_t)rows * n);
         struct gq_quant_params p = qp(cs[k].wbits, cs[k].gs, cs[k].sym, cs[k].B, cs[k].act);
+        p.f16_grid = cs[k].f16;
         struct gq_gptq_result res = {0};
         CHECK_OK(gq_gptq_quantize(Wq, rows, n, H, &p, &res));
-        ref_gptq(W, rows, n, H, cs[k].wbits, cs[k].gs, cs[k].sym, p.damp, cs[k].act, Q);
+        ref_gptq(W, rows, n, H, cs[k].wbits, cs[k].gs, cs[k].sym, cs[k].f16, p.damp, cs[k].act, Q);
         double md = max_abs_diff(Wq, Q, (size_t)rows * n);
         double obj_ref;
         CHECK_OK(gq_layer_objective(W, Q, rows, n, H, &obj_ref, NULL));
-        fprintf(stderr, "  ref %2zu: %3dx%-3d w%d g%-3d B%-3d %s%s dead=%d  max|Q-Qref| = %.3g  "
+        fprintf(stderr, "  ref %2zu: %3dx%-3d w%d g%-3d B%-3d %s%s%s dead=%d  max|Q-Qref| = %.3g  "
                         "obj %.6g vs ref %.6g  rel_err %.4f\n",
                 k, rows, n, cs[k].wbits, cs[k].gs, cs[k].B, cs[k].sym ? "sym" : "asym",
-                cs[k].act ? " act" : "", res.n_dead, md, res.objective, obj_ref, res.rel_error);
+                cs[k].act ? " act" : "", cs[k].f16 ? " f16" : "", res.n_dead, md, res.objective, obj_ref, res.rel_error);
         CHECKF(md <= 1e-5, "case %zu: max diff %g", k, md);
         CHECK(res.n_dead == (cs[k].dead >= 0));
         CHECK(fabs(res.objective - obj_ref) <= 1e-6 * obj_ref + 1e-12);
@@ -346,7 +378,7 @@ static void test_act_order_groups(void) {
             // static groups: the group's grid is min/max of the ORIGINAL weights
             double x[64];
             for (int c = 0; c < gs; c++) x[c] = W[r * n + g * gs + c];
-            struct grid rg = ref_grid(x, gs, wbits, false);
+            struct grid rg = ref_grid(x, gs, wbits, false, false);
             if (rg.scale != s || rg.zero != z) bad_grid++;
         }
     fprintf(stderr, "  act-order g64 w3: max distinct levels per (row, group) %d, off-grid %d\n", max_levels,
@@ -479,12 +511,13 @@ static void test_robustness(void) {
 // ---------------------------------------------------------------------------
 // 6. RTN on ragged shapes vs a brute-force per-group quantizer
 
-static void rtn_case(int rows, int cols, int wbits, int gs, bool sym, const float *Win) {
+static void rtn_case_f(int rows, int cols, int wbits, int gs, bool sym, bool f16, const float *Win) {
     float *W = Win ? (float *)Win : rand_matrix(rows, cols, 1.0);
     float *Q = malloc(sizeof(float) * rows * cols);
     int egs = gs <= 0 || gs > cols ? cols : gs, eng = (cols + egs - 1) / egs;
     float *sc = malloc(sizeof(float) * rows * eng), *zr = malloc(sizeof(float) * rows * eng);
     struct gq_quant_params p = qp(wbits, gs, sym, 128, false);
+    p.f16_grid = f16;
     CHECK_OK(gq_rtn_quantize(W, rows, cols, &p, Q, sc, zr));
     CHECK(gq_quant_n_groups(&p, cols) == eng);
     int bad = 0;
@@ -495,26 +528,35 @@ static void rtn_case(int rows, int cols, int wbits, int gs, bool sym, const floa
         for (int c0 = 0; c0 < cols; c0 += egs, g++) {
             int len = 0;
             for (int c = c0; c < cols && c < c0 + egs; c++) x[len++] = W[r * cols + c];
-            struct grid rg = ref_grid(x, len, wbits, sym);
-            if (rg.scale != sc[r * eng + g] || rg.zero != zr[r * eng + g]) bad++;
+            struct grid rg = ref_grid(x, len, wbits, sym, f16);
+            if (rg.scale != sc[r * eng + g] || (rg.minform ? rg.min : rg.zero) != zr[r * eng + g]) bad++;
             for (int k = 0; k < len; k++) {
                 float v = Q[r * cols + c0 + k];
                 double d = fabs(x[k] - v), best = nearest_level_dist(x[k], rg);
                 int on_grid = 0;
-                for (int q = 0; q <= rg.maxq; q++) on_grid |= v == rg.scale * ((float)q - rg.zero);
+                for (int q = 0; q <= rg.maxq; q++) on_grid |= v == level(rg, q);
                 if (!on_grid || d > best + 1e-6 * rg.scale) bad++;
                 worst = d - best > worst ? d - best : worst;
             }
         }
     }
-    fprintf(stderr, "  rtn %dx%d w%d g%d %s: %d groups/row, mismatches %d, max(|x-q| - nearest) %.3g\n", rows,
-            cols, wbits, gs, sym ? "sym" : "asym", eng, bad, worst);
+    fprintf(stderr, "  rtn %dx%d w%d g%d %s%s: %d groups/row, mismatches %d, max(|x-q| - nearest) %.3g\n", rows,
+            cols, wbits, gs, sym ? "sym" : "asym", f16 ? " f16" : "", eng, bad, worst);
     CHECK(bad == 0);
     if (!Win) free(W);
     free(Q), free(sc), free(zr), free(x);
 }
 
+static void rtn_case(int rows, int cols, int wbits, int gs, bool sym, const float *Win) {
+    rtn_case_f(rows, cols, wbits, gs, sym, false, Win);
+}
+
 static void test_rtn(void) {
+    rtn_case_f(4, 96, 4, 32, false, true, NULL);
+    rtn_case_f(4, 96, 4, 32, true, true, NULL);
+    rtn_case_f(3, 64, 5, 32, false, true, NULL);
+    rtn_case_f(3, 64, 8, 32, true, true, NULL);
+    rtn_case_f(2, 70, 4, 32, false, true, NULL); // ragged: the last group is 6 wide
     rtn_case(4, 172, 3, 64, false, NULL);
     rtn_case(4, 172, 4, 64, true, NULL);
     rtn_case(3, 5, 2, 4, false, NULL);
@@ -579,6 +621,68 @@ static void test_mse(void) {
     free(W), free(Q0), free(Q1), free(X), free(H);
 }
 
+// ---------------------------------------------------------------------------
+// 8. f16 grids of group 32 written as GGUF blocks: the blocks' dequantization
+// (io/dequant.c, llama.cpp's formulas) gives the quantized values bit for bit
+
+static void test_gguf_blocks(void) {
+    struct {
+        int wbits;
+        bool sym;
+        int type;
+    } ts[] = {{4, true, GQ_TYPE_Q4_0}, {4, false, GQ_TYPE_Q4_1}, {5, true, GQ_TYPE_Q5_0},
+              {5, false, GQ_TYPE_Q5_1}, {8, true, GQ_TYPE_Q8_0}};
+    const int rows = 24, n = 128, ng = n / 32;
+    float *X = rand_activations(2 * n, n, 7);
+    float *H = hessian_of(X, 2 * n, n);
+    float *W = rand_matrix(rows, n, 0.05);
+    for (int i = 0; i < 20; i++) W[rng_u64() % (rows * n)] *= 10; // outliers: wide groups
+    for (int c = 0; c < 32; c++) W[3 * n + 64 + c] = 0;          // an all-zero group
+    float *Q = malloc(sizeof(float) * rows * n), *D = malloc(sizeof(float) * rows * n);
+    float *sc = malloc(sizeof(float) * rows * ng), *zr = malloc(sizeof(float) * rows * ng);
+    uint8_t *buf = malloc((size_t)rows * 34 * ng);
+    for (size_t k = 0; k < sizeof ts / sizeof ts[0]; k++)
+        for (int method = 0; method < 3; method++) { // RTN, GPTQ, GPTQ act-order
+            struct gq_quant_params p = qp(ts[k].wbits, 32, ts[k].sym, 16, method == 2);
+            p.f16_grid = true;
+            CHECK(gq_quant_gguf_type(&p) == ts[k].type);
+            if (method == 0) {
+                CHECK_OK(gq_rtn_quantize(W, rows, n, &p, Q, sc, zr));
+            } else {
+                memcpy(Q, W, sizeof(float) * rows * n);
+                struct gq_gptq_result res = {.scales = sc, .zeros = zr};
+                CHECK_OK(gq_gptq_quantize(Q, rows, n, H, &p, &res));
+            }
+            int f16_bad = 0;
+            for (int i = 0; i < rows * ng; i++)
+                f16_bad += sc[i] != ref_f16(sc[i]) || !(sc[i] > 0) || (!ts[k].sym && zr[i] != ref_f16(zr[i]));
+            CHECK(f16_bad == 0);
+            CHECK_OK(gq_quant_gguf_encode(&p, Q, rows, n, sc, zr, buf));
+            CHECK_OK(gq_dequantize((enum gq_ggml_type)ts[k].type, buf, D, (int64_t)rows * n));
+            int diff = 0;
+            for (int i = 0; i < rows * n; i++) diff += memcmp(&Q[i], &D[i], sizeof(float)) != 0;
+            fprintf(stderr, "  %s %s: %d of %d values differ from the blocks' dequantization, %d non-f16 scales\n",
+                    gq_ggml_type_name((enum gq_ggml_type)ts[k].type), method == 0 ? "rtn " : method == 1 ? "gptq" : "gptq act",
+                    diff, rows * n, f16_bad);
+            CHECK(diff == 0);
+            // a value off its grid is refused, not encoded to something else
+            float keep = Q[5 * n + 40];
+            Q[5 * n + 40] = nextafterf(keep, INFINITY);
+            CHECK(gq_quant_gguf_encode(&p, Q, rows, n, sc, zr, buf) == GQ_ERR_NUMERIC);
+            Q[5 * n + 40] = keep;
+        }
+    struct gq_quant_params p = qp(3, 32, false, 16, false);
+    p.f16_grid = true;
+    CHECK(gq_quant_gguf_type(&p) < 0);
+    CHECK(gq_quant_gguf_encode(&p, Q, rows, n, sc, zr, buf) == GQ_ERR_ARG);
+    p = qp(4, 64, false, 16, false);
+    p.f16_grid = true;
+    CHECK(gq_quant_gguf_type(&p) < 0);
+    p = qp(8, 32, false, 16, false);
+    CHECK(gq_quant_gguf_type(&p) < 0); // no asymmetric 8-bit weight type
+    free(X), free(H), free(W), free(Q), free(D), free(sc), free(zr), free(buf);
+}
+
 int main(void) {
     double t0 = gq_time_s();
     fprintf(stderr, "[1] lazy-batch GPTQ vs column-by-column reference\n");
@@ -596,6 +700,8 @@ int main(void) {
     test_rtn();
     fprintf(stderr, "[7] MSE clip\n");
     test_mse();
+    fprintf(stderr, "[8] GGUF block grids\n");
+    test_gguf_blocks();
     fprintf(stderr, "%.2f s\n", gq_time_s() - t0);
     return test_done("test_gptq");
 }

@@ -181,7 +181,7 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
     const int n = cols, maxq = (1 << p->wbits) - 1;
     const int gs = gq_quant_group_cols(p, cols), ng = gq_quant_n_groups(p, cols);
     const int B = p->block_size > 0 ? p->block_size : 128;
-    const bool stat = p->act_order || p->static_groups;
+    const bool stat = p->act_order || p->static_groups, mf = gq_quant_minform(p);
     size_t nn, nw;
     if (!gq_mul_ok((size_t)n, (size_t)n, &nn) || !gq_mul_ok((size_t)rows, (size_t)n, &nw))
         return gq_fail(GQ_ERR_NOMEM, "gptq: shape (%d, %d) too large", rows, cols);
@@ -265,7 +265,7 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
                     s = b.cur_s[r], z = b.cur_z[r];
                 }
                 int code;
-                float q = gq_quant_value(w[i], s, z, maxq, &code);
+                float q = gq_quant_value(w[i], s, z, maxq, mf, &code);
                 size_t o = (size_t)r * n + perm[i];
                 b.Q[o] = q;
                 b.codes[o] = (uint8_t)code;
@@ -318,7 +318,7 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
             for (int c = 0; c < n; c++) {
                 size_t gi = (size_t)r * ng + c / gs;
                 int code;
-                (void)gq_quant_value(W[(size_t)r * n + c], rs[gi], rz[gi], maxq, &code);
+                (void)gq_quant_value(W[(size_t)r * n + c], rs[gi], rz[gi], maxq, mf, &code);
                 b.codes[(size_t)r * n + c] = (uint8_t)code;
             }
         for (int i = 0; i < n; i++) b.hv.perm[i] = i;

@@ -16,6 +16,15 @@
 //   value  = scale · (q - zero)                        (float arithmetic)
 // scale is rounded to float before it is used, so the stored (scale, zero,
 // code) reproduce the dequantized values bit for bit.
+// f16_grid (the grid of a GGUF block type, group_size 32: gq_quant_gguf_type):
+//   scale is rounded to f16 (at least its smallest subnormal, at most 65504);
+//   sym:  value = scale · (q - zero) as above: Q4_0 / Q5_0 / Q8_0's
+//         d · (q - 8 / 16 / 128), the same float product;
+//   asym: zero = round(-xmin/scale) as above, then the grid moves to GGUF's
+//         min form: m = f16(-scale · zero), code q = clamp(round((x - m)/scale)),
+//         value = (float)q · scale + m (Q4_1 / Q5_1's d · q + m), and the
+//         group's "zero" (find_params, the scales/zeros outputs) holds m.
+//   So a group is one GGUF block whose llama.cpp dequantization is the value.
 // Deviation from GPTQ: in sym mode GPTQ keeps xmin = 0 for a group without
 // negative entries, which with zero = (maxq+1)/2 clips its positive half; we
 // always use xmin = -xmax.
@@ -42,6 +51,7 @@ struct gq_quant_params {
     int block_size;     // GPTQ lazy batch B (<= 0: 128)
     bool act_order;     // quantize columns in order of descending diag(H)
     bool static_groups; // group params from the original W up front (implied by act_order)
+    bool f16_grid;      // f16 scale (and min): groups are GGUF blocks (see above)
 };
 // Measured (tests/test_gptq.c [2]): with outlier-heavy activations at 2 bits
 // and groups of 32/64, dynamic groups can end up WORSE than RTN in the layer
@@ -60,14 +70,31 @@ int gq_quant_n_groups(const struct gq_quant_params *p, int cols);
 void gq_quant_find_params(const double *x, int n, const struct gq_quant_params *p, float *scale,
                           float *zero);
 
+// The grid is in GGUF's min form (f16_grid, asym): its "zero" is the min m.
+static inline bool gq_quant_minform(const struct gq_quant_params *p) { return p->f16_grid && !p->sym; }
+
 // One value on the grid of (scale, zero); *code gets q in [0, maxq].
-static inline float gq_quant_value(double x, float scale, float zero, int maxq, int *code) {
-    double q = nearbyint(x / scale) + zero;
+// minform: gq_quant_minform of the parameters the grid came from.
+static inline float gq_quant_value(double x, float scale, float zero, int maxq, bool minform, int *code) {
+    double q = minform ? nearbyint((x - zero) / scale) : nearbyint(x / scale) + zero;
     if (!(q >= 0)) q = 0; // also NaN
     if (q > maxq) q = maxq;
     *code = (int)q;
-    return scale * ((float)q - zero);
+    if (!minform) return scale * ((float)q - zero);
+    float dq = (float)q * scale; // two statements: no fused multiply-add, as llama.cpp's x = d·q + m
+    return dq + zero;
 }
+
+// The GGUF block type (enum gq_ggml_type) whose dequantization is this grid
+// exactly, or -1: group_size 32 and sym 4 / 5 / 8 bits -> Q4_0 / Q5_0 / Q8_0,
+// asym 4 / 5 bits -> Q4_1 / Q5_1 (with f16_grid set when quantizing).
+int gq_quant_gguf_type(const struct gq_quant_params *p);
+// Q (rows, cols), cols a multiple of 32, quantized with p (f16_grid) on the
+// group grids (scales, zeros) (rows, cols/32), as rows of GGUF blocks of
+// type gq_quant_gguf_type(p) into out (gq_ggml_row_size · rows bytes). Every
+// value is checked to be its block's dequantization, bit for bit.
+enum gq_status gq_quant_gguf_encode(const struct gq_quant_params *p, const float *Q, int rows, int cols,
+                                    const float *scales, const float *zeros, void *out);
 
 // Round to nearest: Q_out (rows, cols) gets the dequantized values.
 // scales, zeros: NULL, or (rows, n_groups) row-major outputs.
