@@ -303,6 +303,11 @@ struct gq_quantize_params {
     // GPTVQ output: false (default) keeps every matrix's packed form so that
     // gq_model_save_gguf writes the packed format (docs/format.md); true
     // writes dequantized f32 weights ("fake-quant", for research).
+    // GPTQ / RTN: a grid that is a GGUF block type (group_size 32 and 4 or 5
+    // bits, or 8 bits sym) is quantized on f16 scales (and mins) either way;
+    // false writes its Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 blocks, which llama.cpp
+    // reads (gq_quantize_gguf_blocks; matrices whose width is not whole
+    // blocks of 32 stay f32), true their values as f32. Other grids: f32.
     bool fake_quant;
     // Resumable runs: with a checkpoint folder, every finished block (its
     // quantized weights, packed form and reports) is written there as
@@ -364,6 +369,8 @@ void gq_quantize_params_default(struct gq_quantize_params *p);
 // when nothing else is in it; a missing folder is not an error.
 enum gq_status gq_quantize_checkpoint_remove(const char *dir);
 enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep);
+// GPTQ / RTN settings whose output is GGUF blocks (see fake_quant).
+bool gq_quantize_gguf_blocks(const struct gq_quantize_params *p);
 
 // Writes m as GGUF (the source must be a GGUF: its metadata and the tensors
 // that were not quantized are copied; quantized linears are stored as F32,

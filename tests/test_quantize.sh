@@ -8,9 +8,11 @@
 #   and the output carries its gptvq.* metadata and JSON report; GPTVQ beats
 #   GPTQ at fewer bits per value (2.125 vs W2 g32, 3.125 vs W3 g64); the
 #   packed GPTVQ file gives the fake-quant perplexity at a third of the size;
+# GPTQ / RTN at 4, 5, 8 bits g32 write GGUF blocks that gguf-py dequantizes
+# to the fake-quant values bit for bit;
 # resume: a run stopped after 2 blocks (--stop-after, exit 3) or killed with
 # SIGKILL and restarted with the same command writes a byte-identical file
-# (GPTQ, packed GPTVQ); a checkpoint of other settings is refused;
+# (GPTQ, GPTQ as GGUF blocks, packed GPTVQ); a checkpoint of other settings is refused;
 # plus bad options / unwritable output leave no file behind.
 set -u
 cd "$(dirname "$0")/.."
@@ -168,11 +170,35 @@ done
 [ -s "$T/gptq4.gguf.report.json" ] && grep -q '"rel_error"' "$T/gptq4.gguf.report.json" &&
     echo "ok: JSON report" || { echo "FAIL: JSON report"; fail=1; }
 
+# GPTQ / RTN as GGUF blocks (groups of 32 at 4, 5 or 8 bits): gguf-py,
+# llama.cpp's own reader, dequantizes every block linear to the values of the
+# same run written with --fake-quant, bit for bit (so the perplexities are
+# equal too); the 172-wide ffn_down stays F32; the file is smaller.
+for cfg in "gptq 4 asym Q4_1" "rtn 4 sym Q4_0" "gptq 5 asym Q5_1" "gptq 5 sym Q5_0" "gptq 8 sym Q8_0"; do
+    set -- $cfg
+    n=b_$1$2$3
+    sy=(); [ "$3" = sym ] && sy=(--sym)
+    quant "$T/$n.gguf" --method "$1" --wbits "$2" --group-size 32 "${sy[@]}"
+    quant "$T/${n}f.gguf" --method "$1" --wbits "$2" --group-size 32 "${sy[@]}" --fake-quant
+    pb=$(ppl "$T/$n.gguf"); pf=$(ppl "$T/${n}f.gguf")
+    sb=$(stat -c %s "$T/$n.gguf"); sf=$(stat -c %s "$T/${n}f.gguf")
+    if [ -x .venv/bin/python ]; then
+        .venv/bin/python tests/reference/check_gguf_blocks.py "$T/$n.gguf" "$T/${n}f.gguf" "$4" >"$T/py" 2>&1 &&
+            echo "ok: $1 W$2 $3 g32: $(cat "$T/py")" || { echo "FAIL: $1 W$2 $3 g32 blocks"; cat "$T/py"; fail=1; }
+    fi
+    [ -n "$pb" ] && [ "$pb" = "$pf" ] && [ "$sb" -lt "$sf" ] &&
+        echo "ok: $1 W$2 $3 g32: $4 file ppl $pb = fake-quant ppl $pf, $sb vs $sf bytes" ||
+        { echo "FAIL: $1 W$2 $3 g32: $4 ppl '$pb' vs '$pf', $sb vs $sf bytes"; fail=1; }
+done
+"$G" quantize "$S" -o "$T/pk3.gguf" --method gptq --wbits 3 --group-size 32 --packed >/dev/null 2>"$T/err"
+[ $? -eq 2 ] && [ ! -e "$T/pk3.gguf" ] && grep -q "no GGUF block type" "$T/err" && echo "ok: --packed W3 refused: $(cat "$T/err")" ||
+    { echo "FAIL: --packed W3"; cat "$T/err"; fail=1; }
+
 # Resumable runs. Same --threads as the reference run (OpenBLAS sums may
 # depend on the thread count).
-for cfg in "gptq --wbits 3 --group-size 32" "gptvq --vq-dim 2 --bpv 2.25 --em-iters 20"; do
+for cfg in "gptq --wbits 3 --group-size 32" "gptvq --vq-dim 2 --bpv 2.25 --em-iters 20" "gptq --wbits 4 --group-size 32"; do
     set -- $cfg
-    n=$1
+    n=$1$3
     args=(--calib "$CAL" --nsamples 8 --seqlen 64 --threads 1 --method "$@")
     "$G" quantize "$S" -o "$T/r_$n.gguf" "${args[@]}" --quiet >/dev/null 2>&1
     "$G" quantize "$S" -o "$T/s_$n.gguf" "${args[@]}" --quiet --stop-after 2 >/dev/null 2>"$T/err"
@@ -184,16 +210,17 @@ for cfg in "gptq --wbits 3 --group-size 32" "gptvq --vq-dim 2 --bpv 2.25 --em-it
     rc=$?
     [ $rc -eq 3 ] && [ ! -e "$T/s_$n.gguf.ckpt/blk.2.ckpt" ] && grep -q "2 of 5 blocks are in" "$T/err" &&
         echo "ok: $n --stop-after 2 again: nothing to do" || { echo "FAIL: $n --stop-after 2 again (rc=$rc)"; cat "$T/err"; fail=1; }
-    # packed GPTVQ blocks are checkpointed in their packed form (f32 block: 181,248 bytes)
+    # packed GPTVQ blocks and GGUF blocks (W4 g32: Q4_1, the 172-wide ffn_down
+    # f32) are checkpointed in their packed form (f32 block: 181,248 bytes)
     sz=$(stat -c %s "$T/s_$n.gguf.ckpt/blk.1.ckpt")
-    [ "$n" != gptvq ] || [ "$sz" -lt 60000 ] && echo "ok: $n checkpoint block $sz bytes" ||
+    [ "$n" = gptq3 ] || [ "$sz" -lt 80000 ] && echo "ok: $n checkpoint block $sz bytes" ||
         { echo "FAIL: $n checkpoint block of $sz bytes"; fail=1; }
     "$G" quantize "$S" -o "$T/s_$n.gguf" "${args[@]}" --quiet --seed 7 >/dev/null 2>"$T/err"
     [ $? -ne 0 ] && [ ! -e "$T/s_$n.gguf" ] && grep -q "run.ckpt: this checkpoint belongs to a run with other settings" "$T/err" &&
         echo "ok: $n checkpoint of other settings refused" || { echo "FAIL: $n foreign checkpoint"; cat "$T/err"; fail=1; }
     "$G" quantize "$S" -o "$T/s_$n.gguf" "${args[@]}" >/dev/null 2>"$T/err"
     rc=$?
-    [ $rc -eq 0 ] && grep -q "resuming: blocks 0..1 of 5 restored" "$T/err" && cmp -s "$T/r_$n.gguf" "$T/s_$n.gguf" &&
+    [ $rc -eq 0 ] && grep -q "resuming: blocks 0..1 of 5 restored" "$T/err" && [ -s "$T/r_$n.gguf" ] && cmp -s "$T/r_$n.gguf" "$T/s_$n.gguf" &&
         [ ! -e "$T/s_$n.gguf.ckpt" ] && echo "ok: $n resumed run is byte-identical to the uninterrupted one, checkpoint removed" ||
         { echo "FAIL: $n resume (rc=$rc)"; grep -v $'\e' "$T/err"; fail=1; }
 done
@@ -203,7 +230,8 @@ done
 # f32 weights (GPTQ, RTN: f32 output) leave memory and are read back from it
 # when the file is written; without one (--no-checkpoint) they stay.
 "$G" export "$S" -o "$T/s16.gguf" --to f16 >/dev/null 2>"$T/err" || { echo "FAIL: export f16"; cat "$T/err"; fail=1; }
-for cfg in "gptvq --vq-dim 2 --bpv 2.25 --em-iters 20" "gptq --wbits 3 --group-size 32" "rtn --wbits 4"; do
+for cfg in "gptvq --vq-dim 2 --bpv 2.25 --em-iters 20" "gptq --wbits 3 --group-size 32" "rtn --wbits 4" \
+    "gptq --wbits 5 --group-size 32 --sym"; do
     set -- $cfg
     n=$1
     args=(--calib "$CAL" --nsamples 8 --seqlen 64 --threads 1 --quiet --method "$@")
@@ -237,7 +265,7 @@ if [ -e "$T/k.gguf" ]; then
 else
     nb=$(ls "$T/k.gguf.ckpt" | grep -c '^blk\.[0-9]*\.ckpt$')
     "$G" quantize "$S" -o "$T/k.gguf" "${args[@]}" >/dev/null 2>"$T/err"
-    [ $? -eq 0 ] && cmp -s "$T/r_gptvq.gguf" "$T/k.gguf" && echo "ok: killed with $nb blocks checkpointed, restarted: byte-identical" ||
+    [ $? -eq 0 ] && cmp -s "$T/r_gptvq2.gguf" "$T/k.gguf" && echo "ok: killed with $nb blocks checkpointed, restarted: byte-identical" ||
         { echo "FAIL: resume after SIGKILL"; cat "$T/err"; fail=1; }
 fi
 

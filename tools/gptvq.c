@@ -392,8 +392,9 @@ static const char *QUANT_HELP =
     "usage: gptvq quantize MODEL -o OUT.gguf [options]\n"
     "\n"
     "Quantizes every linear layer of the decoder blocks (embeddings, norms and the head keep\n"
-    "their precision) and writes OUT.gguf with the quantized weights stored dequantized as\n"
-    "F32 (\"fake-quant\"), gptvq.* metadata, and a JSON report OUT.gguf.report.json with\n"
+    "their precision) and writes OUT.gguf with the quantized weights (GPTVQ: packed; RTN /\n"
+    "GPTQ: GGUF Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 blocks where the grid is one, see --packed,\n"
+    "else dequantized F32, \"fake-quant\"), gptvq.* metadata, and a JSON report OUT.gguf.report.json with\n"
     "each linear's relative output error (GPTQ: also RTN's error through the same Hessian;\n"
     "a layer where GPTQ would lose to RTN keeps RTN's result and says so). MODEL must be a\n"
     "GGUF file for now.\n"
@@ -500,9 +501,14 @@ static const char *QUANT_HELP =
     "  --outlier-frac F      fraction of columns (highest |W_c|^2 H_cc) kept in fp16 (default 0)\n"
     "  --packed              write the packed GPTVQ format (default; docs/format.md): indices,\n"
     "                        codebooks and scales as GGUF tensors, the file size follows the\n"
-    "                        achieved bpv; gptvq ppl / generate run it directly\n"
-    "  --fake-quant          write the dequantized weights as F32 instead (research; RTN and\n"
-    "                        GPTQ always write this)\n"
+    "                        achieved bpv; gptvq ppl / generate run it directly.\n"
+    "                        RTN / GPTQ with --group-size 32 and --wbits 4 or 5 (or 8 with\n"
+    "                        --sym): the default too. The grid is then the GGUF block's own\n"
+    "                        (f16 scale, and min when asymmetric) and the linears are written\n"
+    "                        as Q4_1 / Q5_1 (--sym: Q4_0 / Q5_0 / Q8_0) blocks that llama.cpp\n"
+    "                        runs; a linear whose width is not whole blocks of 32 stays F32.\n"
+    "                        Other RTN / GPTQ grids are written as F32\n"
+    "  --fake-quant          write the dequantized weights as F32 instead (research)\n"
     "  --cb-svd R            --vq-dim 1: codebook SVD (paper App. H). The sorted codebooks of a\n"
     "                        matrix are stacked and factored to rank R <= k: a group stores R\n"
     "                        values (in --cb-format, one scale per factor column) instead of k,\n"
@@ -667,8 +673,6 @@ static int cmd_quantize(int argc, char **argv) {
     p.vq.stages = (int)residual;
     p.vq.outlier_frac = outlier_frac;
     p.vq.cb_svd_rank = (int)cb_svd;
-    if (packed == 1 && p.method != GQ_METHOD_GPTVQ)
-        return die("--packed: the packed format holds GPTVQ results; RTN and GPTQ write fake-quant F32"), 2;
     p.fake_quant = packed == 0;
     if (p.save_hessians && p.load_hessians) return die("quantize: --save-hessians and --load-hessians exclude each other"), 2;
     if (p.load_hessians && access(p.load_hessians, R_OK | X_OK) != 0)
@@ -684,6 +688,9 @@ static int cmd_quantize(int argc, char **argv) {
         return die("%s: cannot write into the output folder: %s", out, strerror(errno));
     p.wbits = (int)wbits;
     p.group_size = (int)group;
+    if (packed == 1 && p.method != GQ_METHOD_GPTVQ && !gq_quantize_gguf_blocks(&p))
+        return die("--packed: W%ld g%ld%s is no GGUF block type; RTN and GPTQ pack groups of 32 with 4 or 5 bits "
+                   "(Q4_1 / Q5_1, --sym: Q4_0 / Q5_0) or 8 bits --sym (Q8_0)", wbits, group, p.sym ? " --sym" : ""), 2;
     p.block_size = (int)block;
     p.nsamples = (int)nsamples;
     p.seqlen = (int)seqlen;
@@ -1002,7 +1009,7 @@ static const char *MAIN_HELP =
     "  generate MODEL        text generation (greedy or sampled), streamed\n"
     "  inspect FILE          metadata, tensors, shapes, types, sizes\n"
     "  quantize MODEL -o OUT RTN, GPTQ or GPTVQ quantization (GPTVQ: packed GGUF; RTN, GPTQ:\n"
-    "                        fake-quant F32 GGUF)\n"
+    "                        Q4_0..Q8_0 blocks for groups of 32 at 4, 5 or 8 bits, else F32)\n"
     "  eval MODEL            zero-shot accuracy: piqa, arc_easy, arc_challenge, hellaswag,\n"
     "                        winogrande, boolq, lambada (lm-evaluation-harness scoring)\n"
     "  export MODEL -o OUT --to f16|q8_0|q4_0\n"

@@ -43,6 +43,7 @@ void gq_model_free(struct gq_model *m) {
     if (m->tok) gq_tokenizer_free(m->tok);
     free(m->layers);
     free(m->packs); // their buffers are in `owned`
+    free(m->blocks);
     free(m->arch);
     free(m->name);
     free(m->source_format);

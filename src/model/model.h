@@ -49,6 +49,15 @@ struct gq_model {
     // Packed GPTVQ matrices produced by gq_quantize (NULL unless GPTVQ without
     // fake_quant): (n_layers, arch n_tensors), h.version 0 where none.
     struct gq_vqpack *packs;
+    // GPTQ / RTN matrices kept as GGUF blocks (a grid that is a GGUF block
+    // type, gq_quant_gguf_type, without fake_quant; NULL otherwise):
+    // (n_layers, arch n_tensors), data NULL where none (a width that is not
+    // whole blocks of 32 stays f32).
+    struct gq_gguf_blocks {
+        int type; // enum gq_ggml_type
+        const uint8_t *data;
+        size_t bytes;
+    } *blocks;
     struct gq_layer_w *layers;
     struct gq_tokenizer *tok;
     // Set by a streaming gq_quantize with a checkpoint: finished blocks'

@@ -87,9 +87,19 @@ enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const st
     struct reload_ctx rc = {.m = m, .A = A, .layer = -1};
     static const char *const skip[] = {"gptvq.", "general.file_type", NULL};
     enum gq_status s = gq_gguf_writer_copy_kvs(w, g, skip);
+    if (s == GQ_OK && m->blocks) { // llama.cpp's LLAMA_FTYPE_MOSTLY_* of the block type (informative)
+        uint32_t ft = 0;
+        for (size_t i = 0; i < (size_t)m->hp.n_layers * A->n_tensors && !ft; i++)
+            if (m->blocks[i].data) {
+                int ty = m->blocks[i].type;
+                ft = ty == GQ_TYPE_Q4_0 ? 2 : ty == GQ_TYPE_Q4_1 ? 3 : ty == GQ_TYPE_Q8_0 ? 7 : ty == GQ_TYPE_Q5_0 ? 8 : 9;
+            }
+        if (ft) s = gq_gguf_writer_set_u32(w, "general.file_type", ft);
+    }
     const char *method = p->method == GQ_METHOD_GPTVQ ? "gptvq" : p->method == GQ_METHOD_GPTQ ? "gptq" : "rtn";
     if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.version", GQ_VERSION_STRING);
-    if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.format", m->packs ? "packed-vq" : "fake-quant-f32");
+    if (s == GQ_OK)
+        s = gq_gguf_writer_set_str(w, "gptvq.format", m->packs ? "packed-vq" : m->blocks ? "gguf-blocks" : "fake-quant-f32");
     if (s == GQ_OK && m->packs) s = gq_gguf_writer_set_i32(w, "gptvq.format_version", GQ_VQPACK_VERSION);
     if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.method", method);
     if (p->method == GQ_METHOD_GPTVQ) {
@@ -149,6 +159,11 @@ enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const st
         }
         int64_t rows = gq_dim_value(&m->hp, bt->rows), cols = gq_dim_value(&m->hp, bt->cols);
         int64_t ne[2] = {cols, rows};
+        const struct gq_gguf_blocks *gb = m->blocks ? &m->blocks[(size_t)l * A->n_tensors + (size_t)(bt - A->tensors)] : NULL;
+        if (gb && gb->data) {
+            s = gq_gguf_writer_add_tensor(w, t->name, (enum gq_ggml_type)gb->type, 2, ne, gb->data, gb->bytes);
+            continue;
+        }
         const float *W = *gq_block_slot(&m->layers[l], bt);
         const size_t nb = (size_t)(rows * cols) * sizeof(float);
         if (W)

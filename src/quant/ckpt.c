@@ -14,7 +14,7 @@
 
 #define BLK_MAGIC "GQCKBLK1"
 #define BLK_END "GQCKEND1"
-#define RUN_HEADER "gptvq checkpoint 1\n"
+#define RUN_HEADER "gptvq checkpoint 2\n" // 2: GPTQ / RTN GGUF blocks (f16 grids)
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n) {
     const unsigned char *b = p;
@@ -125,6 +125,15 @@ static bool decodes_to(const struct gq_vqpack *pk, const float *W) {
     return same;
 }
 
+// The GGUF blocks dequantize to W bit for bit (then W need not be stored).
+static bool blocks_decode_to(const struct gq_gguf_blocks *gb, const float *W, size_t n) {
+    float *Q = malloc(sizeof(float) * n);
+    bool same = Q && gq_dequantize((enum gq_ggml_type)gb->type, gb->data, Q, (int64_t)n) == GQ_OK &&
+                memcmp(Q, W, sizeof(float) * n) == 0;
+    free(Q);
+    return same;
+}
+
 enum gq_status gq_ckpt_save_block(const char *dir, uint64_t fp, struct gq_model *m, int l,
                                   const struct gq_quant_layer_report *r, int n_r, int64_t calib_tokens) {
     const struct gq_arch *A = gq_arch_find(m->arch);
@@ -142,10 +151,18 @@ enum gq_status gq_ckpt_save_block(const char *dir, uint64_t fp, struct gq_model 
         if (t->kind != GQ_T_LINEAR) continue;
         const struct gq_vqpack *pk = m->packs ? &m->packs[(size_t)l * A->n_tensors + i] : NULL;
         if (pk && pk->h.version == 0) pk = NULL;
+        const struct gq_gguf_blocks *gb = m->blocks && m->blocks[(size_t)l * A->n_tensors + i].data
+                                              ? &m->blocks[(size_t)l * A->n_tensors + i] : NULL;
         const float *W = *gq_block_slot(&m->layers[l], t);
-        int32_t h[4] = {(int32_t)gq_dim_value(&m->hp, t->rows), (int32_t)gq_dim_value(&m->hp, t->cols), pk != NULL,
-                        !pk || !decodes_to(pk, W)};
+        const int32_t rows = (int32_t)gq_dim_value(&m->hp, t->rows), cols = (int32_t)gq_dim_value(&m->hp, t->cols);
+        int32_t h[4] = {rows, cols, pk ? 1 : gb ? 2 : 0,
+                        pk ? !decodes_to(pk, W) : gb ? !blocks_decode_to(gb, W, (size_t)rows * cols) : 1};
         ok = put(f, h, sizeof h) && (!h[3] || put(f, W, sizeof(float) * (size_t)h[0] * h[1]));
+        if (ok && gb) {
+            int32_t ty[2] = {gb->type, 0};
+            uint64_t nb = gb->bytes;
+            ok = put(f, ty, sizeof ty) && put(f, &nb, 8) && put(f, gb->data, gb->bytes);
+        }
         if (ok && pk) {
             int32_t zero = 0;
             uint64_t b[GQ_VQP_COUNT];
@@ -177,6 +194,36 @@ static const void *take(struct rd *r, size_t n) {
     const void *q = r->p + r->at;
     r->at += n;
     return q;
+}
+
+// A linear's GGUF blocks (after its header and W): i32 type, i32 0, u64
+// bytes, the blocks. Kept in m->blocks with GQ_CKPT_PACKS; decoded into W
+// when W was not stored.
+static enum gq_status load_blocks(struct rd *r, const char *path, struct gq_model *m, int l, int i,
+                                  const struct gq_block_tensor *t, int rows, int cols, unsigned load, float *W,
+                                  bool w_stored) {
+    int32_t ty[2] = {0};
+    uint64_t nb = 0;
+    const void *q;
+    if ((q = take(r, sizeof ty))) memcpy(ty, q, sizeof ty);
+    if ((q = take(r, 8))) memcpy(&nb, q, 8);
+    if (r->bad) return GQ_OK; // reported as truncated by the caller
+    const int tt = ty[0];
+    if ((tt != GQ_TYPE_Q4_0 && tt != GQ_TYPE_Q4_1 && tt != GQ_TYPE_Q5_0 && tt != GQ_TYPE_Q5_1 && tt != GQ_TYPE_Q8_0) ||
+        cols % 32 || nb != gq_ggml_row_size((enum gq_ggml_type)tt, cols) * (uint64_t)rows)
+        return gq_fail(GQ_ERR_FORMAT, "%s: blk.%d.%s: GGUF blocks of type %d, %llu bytes for %d x %d", path, l, t->name,
+                       tt, (unsigned long long)nb, rows, cols);
+    const uint8_t *src = take(r, nb);
+    if (!src) return GQ_OK;
+    if (load & GQ_CKPT_PACKS) {
+        uint8_t *buf = malloc(nb ? nb : 1);
+        if (!buf) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+        memcpy(buf, src, nb);
+        GQ_TRY(gq_model_own(m, buf));
+        m->blocks[(size_t)l * gq_arch_find(m->arch)->n_tensors + i] = (struct gq_gguf_blocks){tt, buf, nb};
+    }
+    if (W && !w_stored) GQ_TRY(gq_dequantize((enum gq_ggml_type)tt, src, W, (int64_t)rows * cols));
+    return GQ_OK;
 }
 
 enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model *m, int l, unsigned load,
@@ -219,11 +266,12 @@ enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model 
         int32_t h[4] = {0};
         if ((q = take(&r, sizeof h))) memcpy(h, q, sizeof h);
         if (r.bad) break;
-        if (h[0] != gq_dim_value(&m->hp, t->rows) || h[1] != gq_dim_value(&m->hp, t->cols) || (h[2] && !m->packs) ||
-            (!h[2] && !h[3])) {
+        if (h[0] != gq_dim_value(&m->hp, t->rows) || h[1] != gq_dim_value(&m->hp, t->cols) || h[2] < 0 || h[2] > 2 ||
+            (h[2] == 1 && !m->packs) || (h[2] == 2 && !m->blocks) || (!h[2] && !h[3])) {
             s = gq_fail(GQ_ERR_FORMAT, "%s: blk.%d.%s: %d x %d%s, this run expects %lld x %lld%s", path, l, t->name,
-                        h[0], h[1], h[2] ? " packed" : "", (long long)gq_dim_value(&m->hp, t->rows),
-                        (long long)gq_dim_value(&m->hp, t->cols), m->packs ? " packed" : "");
+                        h[0], h[1], h[2] == 1 ? " packed" : h[2] == 2 ? " GGUF blocks" : "",
+                        (long long)gq_dim_value(&m->hp, t->rows), (long long)gq_dim_value(&m->hp, t->cols),
+                        m->packs ? " packed" : m->blocks ? " GGUF blocks" : "");
             break;
         }
         *gq_block_qslot(&m->layers[l], t) = NULL; // the forward must run the quantized weights, not the source's
@@ -243,6 +291,10 @@ enum gq_status gq_ckpt_load_block(const char *dir, uint64_t fp, struct gq_model 
             if (W) memcpy(W, w, nb);
         }
         if (!h[2]) continue;
+        if (h[2] == 2) {
+            if ((s = load_blocks(&r, path, m, l, i, t, h[0], h[1], load, W, h[3])) != GQ_OK) break;
+            continue;
+        }
         struct gq_vqpack tmp_pk, *pk = (load & GQ_CKPT_PACKS) ? &m->packs[(size_t)l * A->n_tensors + i] : &tmp_pk;
         memset(pk, 0, sizeof *pk);
         uint64_t b[GQ_VQP_COUNT];

@@ -2,7 +2,7 @@
 // one file per finished decoder block, so that a killed run restarted with
 // the same command continues after the last finished block.
 //
-// DIR/run.ckpt (text): "gptvq checkpoint 1\nfingerprint <16 hex>\n" - the run
+// DIR/run.ckpt (text): "gptvq checkpoint 2\nfingerprint <16 hex>\n" - the run
 // the folder belongs to (gq_ckpt_fingerprint).
 // DIR/blk.<layer>.ckpt, little-endian, written to a temporary name and renamed:
 //   char magic[8] = "GQCKBLK1"; u32 layer; u32 n_reports; u32 report_size
@@ -11,11 +11,12 @@
 //   n_reports × report_size bytes: the block's gq_quant_layer_report entries;
 //   per linear of the block, in architecture order: i32 rows, cols, has_pack,
 //   has_w; if has_w: f32 W[rows][cols] (the quantized weight the later blocks
-//   were calibrated with); if has_pack: i32 header[13], i32 0, u64
-//   bytes[GQ_VQP_COUNT], then the parts' bytes in order. A packed matrix
-//   whose decoded parts equal W bit for bit (checked when saving: the usual
-//   case) is stored without W, so a GPTVQ checkpoint is the size of the
-//   packed output, not of an f32 model;
+//   were calibrated with); if has_pack == 1 (GPTVQ): i32 header[13], i32 0,
+//   u64 bytes[GQ_VQP_COUNT], then the parts' bytes in order; if has_pack == 2
+//   (GPTQ / RTN GGUF blocks, m->blocks): i32 type, i32 0, u64 bytes, the
+//   blocks. A packed matrix whose decoded parts equal W bit for bit (checked
+//   when saving: the usual case) is stored without W, so a checkpoint is the
+//   size of the packed output, not of an f32 model;
 //   char end[8] = "GQCKEND1".
 #ifndef GQ_CKPT_H
 #define GQ_CKPT_H
@@ -43,7 +44,7 @@ enum gq_status gq_ckpt_save_block(const char *dir, uint64_t fp, struct gq_model 
 enum {
     GQ_CKPT_REPORTS = 1, // the reports into r, *n_r, *calib_tokens
     GQ_CKPT_WEIGHTS = 2, // the quantized f32 weights into the slots (owned by the model)
-    GQ_CKPT_PACKS = 4,   // the packed matrices into m->packs (owned by the model)
+    GQ_CKPT_PACKS = 4,   // the packed matrices / GGUF blocks into m->packs / m->blocks (owned by the model)
 };
 // Loads the parts `load` names of blk.<l>.ckpt into the model and r (room for the block's
 // linears); *found false: no such file.

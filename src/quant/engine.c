@@ -186,6 +186,32 @@ static enum gq_status calib_windows(const struct gq_model *m, const struct gq_qu
     return GQ_OK;
 }
 
+// RTN of one linear in place; r->rel_error = ‖W − Q‖² / ‖W‖².
+static enum gq_status rtn_linear(float *W, int rows, int cols, const struct gq_quant_params *q, float *scales,
+                                 float *zeros, struct gq_quant_layer_report *r) {
+    const size_t n = (size_t)rows * cols;
+    float *Q = malloc(n * sizeof *Q);
+    if (!Q) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    enum gq_status s = gq_rtn_quantize(W, rows, cols, q, Q, scales, zeros);
+    if (s == GQ_OK) {
+        double e = 0, w2 = 0;
+        for (size_t i = 0; i < n; i++) {
+            double d = (double)W[i] - Q[i];
+            e += d * d;
+            w2 += (double)W[i] * W[i];
+        }
+        r->rel_error = w2 > 0 ? e / w2 : 0;
+        memcpy(W, Q, n * sizeof *W);
+    }
+    free(Q);
+    return s;
+}
+
+bool gq_quantize_gguf_blocks(const struct gq_quantize_params *p) {
+    struct gq_quant_params q = {.wbits = p->wbits, .group_size = p->group_size, .sym = p->sym};
+    return p->method != GQ_METHOD_GPTVQ && !p->fake_quant && gq_quant_gguf_type(&q) >= 0;
+}
+
 static void to_quant_params(const struct gq_quantize_params *p, struct gq_quant_params *q) {
     gq_quant_params_default(q);
     q->wbits = p->wbits;
@@ -196,6 +222,8 @@ static void to_quant_params(const struct gq_quantize_params *p, struct gq_quant_
     q->block_size = p->block_size;
     q->act_order = p->act_order;
     q->static_groups = p->static_groups;
+    // a grid that is a GGUF block type is quantized as one, written so or not
+    q->f16_grid = p->method != GQ_METHOD_GPTVQ && gq_quant_gguf_type(q) >= 0;
 }
 
 // Replaces the weight in slot `t` of block l by its quantized copy (owned by
@@ -240,28 +268,37 @@ static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq
             r->t_em = res.t_em, r->t_assign = res.t_assign, r->t_feedback = res.t_feedback, r->t_update = res.t_update;
             gq_vq_tensor_free(&vt);
         }
-    } else if (H) {
-        struct gq_gptq_result res = {0};
-        s = gq_gptq_quantize(W, rows, cols, H, &q, &res);
-        r->rel_error = res.rel_error;
-        r->rel_error_rtn = res.rtn_rel_error; // what GPTQ's error feedback gained over rounding
-        r->rtn_fallback = res.rtn_fallback;
-        r->damp = res.damp_rel;
-        r->n_dead = res.n_dead;
     } else {
-        float *Q = malloc(n * sizeof *Q);
-        s = Q ? gq_rtn_quantize(W, rows, cols, &q, Q, NULL, NULL) : gq_fail(GQ_ERR_NOMEM, "out of memory");
-        if (s == GQ_OK) {
-            double e = 0, w2 = 0;
-            for (size_t i = 0; i < n; i++) {
-                double d = (double)W[i] - Q[i];
-                e += d * d;
-                w2 += (double)W[i] * W[i];
-            }
-            r->rel_error = w2 > 0 ? e / w2 : 0;
-            memcpy(W, Q, n * sizeof *W);
+        // GGUF blocks: the group grids come back for the encoding
+        const int ng = gq_quant_n_groups(&q, cols);
+        struct gq_gguf_blocks *gb = m->blocks && cols % 32 == 0
+                                        ? &m->blocks[(size_t)l * gq_arch_find(m->arch)->n_tensors +
+                                                     (size_t)(t - gq_arch_find(m->arch)->tensors)]
+                                        : NULL;
+        float *sc = gb ? malloc(sizeof(float) * (size_t)rows * ng) : NULL;
+        float *zr = gb ? malloc(sizeof(float) * (size_t)rows * ng) : NULL;
+        s = gb && (!sc || !zr) ? gq_fail(GQ_ERR_NOMEM, "out of memory") : GQ_OK;
+        if (s == GQ_OK && H) {
+            struct gq_gptq_result res = {.scales = sc, .zeros = zr};
+            s = gq_gptq_quantize(W, rows, cols, H, &q, &res);
+            r->rel_error = res.rel_error;
+            r->rel_error_rtn = res.rtn_rel_error; // what GPTQ's error feedback gained over rounding
+            r->rtn_fallback = res.rtn_fallback;
+            r->damp = res.damp_rel;
+            r->n_dead = res.n_dead;
+        } else if (s == GQ_OK) {
+            s = rtn_linear(W, rows, cols, &q, sc, zr, r);
         }
-        free(Q);
+        if (s == GQ_OK && gb) {
+            const int type = gq_quant_gguf_type(&q);
+            const size_t bytes = gq_ggml_row_size((enum gq_ggml_type)type, cols) * (size_t)rows;
+            uint8_t *buf = malloc(bytes);
+            s = buf ? gq_quant_gguf_encode(&q, W, rows, cols, sc, zr, buf) : gq_fail(GQ_ERR_NOMEM, "out of memory");
+            if (s == GQ_OK) s = gq_model_own(m, buf);
+            else free(buf);
+            if (s == GQ_OK) *gb = (struct gq_gguf_blocks){type, buf, bytes};
+        }
+        free(sc), free(zr);
     }
     if (s != GQ_OK) {
         free(W);
@@ -544,7 +581,8 @@ static enum gq_status resume(struct gq_model *m, const struct gq_quantize_params
                              struct gq_quant_report *rep, int *done) {
     *done = 0;
     // streaming: the weights come back one block at a time (replay, save)
-    const unsigned load = GQ_CKPT_REPORTS | (m->packs ? GQ_CKPT_PACKS : 0) | (m->keep_quantized ? 0 : GQ_CKPT_WEIGHTS);
+    const unsigned load = GQ_CKPT_REPORTS | (m->packs || m->blocks ? GQ_CKPT_PACKS : 0) |
+                          (m->keep_quantized ? 0 : GQ_CKPT_WEIGHTS);
     for (int l = 0; l < m->hp.n_layers; l++) {
         bool found;
         int n_r = 0;
@@ -659,10 +697,12 @@ static enum gq_status block_load(struct gq_model *m, const struct gq_arch *A, in
 static void block_release(struct gq_model *m, const struct gq_arch *A, int l, struct block_mem *bm, bool in_ckpt) {
     for (int i = 0; i < bm->n; i++) gq_model_release(m, bm->orig[i]);
     bm->n = 0;
-    if (!m->keep_quantized || (!m->packs && !in_ckpt)) return;
+    if (!m->keep_quantized || (!m->packs && !m->blocks && !in_ckpt)) return;
     for (int i = 0; i < A->n_tensors; i++) {
         const struct gq_block_tensor *t = &A->tensors[i];
-        if (t->kind == GQ_T_LINEAR && (in_ckpt || m->packs[(size_t)l * A->n_tensors + i].h.version))
+        const size_t k = (size_t)l * A->n_tensors + i;
+        if (t->kind == GQ_T_LINEAR &&
+            (in_ckpt || (m->packs && m->packs[k].h.version) || (m->blocks && m->blocks[k].data)))
             gq_block_drop(m, l, t);
     }
 }
@@ -702,6 +742,30 @@ static enum gq_status block_done(struct gq_model *m, const struct gq_quantize_pa
     return GQ_OK;
 }
 
+// GPTQ / RTN: what the output file will hold, and why.
+static void print_output_format(const struct gq_model *m, const struct gq_arch *A, const struct gq_quantize_params *p) {
+    struct gq_quant_params q;
+    to_quant_params(p, &q);
+    const int type = gq_quant_gguf_type(&q);
+    if (!m->blocks) {
+        if (type >= 0)
+            fprintf(stderr, "quantize: output: quantized weights as F32 (fake-quant), as asked: the values of %s blocks\n",
+                    gq_ggml_type_name((enum gq_ggml_type)type));
+        else
+            fprintf(stderr, "quantize: output: quantized weights as F32 (fake-quant): only groups of 32 with 4 or 5 "
+                            "bits, or 8 bits --sym, are GGUF blocks (Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0)\n");
+        return;
+    }
+    int f32 = 0, n = 0;
+    for (int i = 0; i < A->n_tensors; i++)
+        if (A->tensors[i].kind == GQ_T_LINEAR) n++, f32 += gq_dim_value(&m->hp, A->tensors[i].cols) % 32 != 0;
+    char tail[160] = "";
+    if (f32) snprintf(tail, sizeof tail, "; %d of %d linears per block are not whole blocks of 32 wide and stay F32", f32, n);
+    fprintf(stderr, "quantize: output: %s blocks (%.3g bits per weight: f16 scale%s per 32), quantized on their f16 grid%s\n",
+            gq_ggml_type_name((enum gq_ggml_type)type), gq_ggml_row_size((enum gq_ggml_type)type, 32) * 8 / 32.0,
+            q.sym ? "" : " and min", tail);
+}
+
 static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep) {
     memset(rep, 0, sizeof *rep);
     double t_start = gq_time_s();
@@ -718,10 +782,16 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     }
     const int n_lin = gq_arch_n_linears(A);
     free(m->packs), m->packs = NULL;
+    free(m->blocks), m->blocks = NULL;
     if (p->method == GQ_METHOD_GPTVQ && !p->fake_quant) {
         m->packs = calloc((size_t)m->hp.n_layers * A->n_tensors, sizeof *m->packs);
         if (!m->packs) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     }
+    if (gq_quantize_gguf_blocks(p)) {
+        m->blocks = calloc((size_t)m->hp.n_layers * A->n_tensors, sizeof *m->blocks);
+        if (!m->blocks) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    }
+    if (p->progress && p->method != GQ_METHOD_GPTVQ) print_output_format(m, A, p);
     rep->layers = calloc((size_t)m->hp.n_layers * n_lin, sizeof *rep->layers);
     if (!rep->layers) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     if (p->stop_after_blocks && !p->checkpoint_dir)
@@ -790,7 +860,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     const bool keep_on = !load && strcmp(gq_be()->name, "cuda") != 0 && keep_bytes <= GQ_CALIB_KEEP_MAX;
     if (p->progress)
         print_memory_estimate(m, A, load ? 0 : (size_t)p->nsamples * per * sizeof(float) * 2, seqlen,
-                              keep_on ? keep_bytes : 0, vq_work, m->keep_quantized && !in_ckpt && !m->packs);
+                              keep_on ? keep_bytes : 0, vq_work, m->keep_quantized && !in_ckpt && !m->packs && !m->blocks);
     float *X = NULL, *tmp = NULL, *Hf = NULL;
     float *att_keep = NULL, *hb_keep = NULL;
     double *Hd = NULL;           // device calibration: a group's Σ x xᵀ
