@@ -2,7 +2,7 @@
 # Builds llama.cpp's llama-bench from the llama.cpp vendored in the PyPI
 # llama-cpp-python sdist, outside the repository (benchmarks only, never CI):
 #   bash bench/build_llamacpp.sh [DIR]      (default /tmp/gptvq-llamacpp)
-# prints the path of llama-bench. Takes ~10 minutes on 2 cores.
+# (and llama-perplexity beside it) prints the path of llama-bench. Takes ~10 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-/tmp/gptvq-llamacpp}
@@ -14,5 +14,5 @@ cd "$D"
 [ -d "$(ls -d llama_cpp_python-*/ 2>/dev/null | head -1)" ] || tar xzf llama_cpp_python-*.tar.gz
 cd llama_cpp_python-*/vendor/llama.cpp
 [ -d build ] || cmake -B build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DGGML_NATIVE=ON -DLLAMA_BUILD_SERVER=OFF >/dev/null
-cmake --build build --target llama-bench -j"$(nproc)" >/dev/null
+cmake --build build --target llama-bench llama-perplexity -j"$(nproc)" >/dev/null
 echo "$PWD/build/bin/llama-bench"
