@@ -3,7 +3,7 @@
 //      matrix; GEMV (scalar reference and AVX2) and prefill agree with a
 //      double-precision product of that matrix within the stated tolerance,
 //      for every configuration of test_vqcases.h (ragged tiles included);
-//  [2] Q8_0, Q4_0, Q4_1, F16 and a type without its own kernel (Q5_0): the same
+//  [2] Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F16 and a type without its own kernel (Q6_K): the same
 //      against gq_dequantize, for ragged row counts.
 // Tolerance: |y − y_ref| <= 1e-5 · Σ_j |w_j x_j| + 1e-30 per output (float
 // accumulation of at most a few thousand terms in a different order). The
@@ -50,7 +50,10 @@ static void check_product(const char *what, const float *W, int rows, int cols, 
 static double *q8_bound(const struct gq_qweight *w, const float *W, const float *x, int n) {
     const struct gq_vqrt *v = w->vq;
     const bool vq = w->kind == GQ_QW_VQ;
-    if (vq ? !v->q8 : w->type != GQ_TYPE_Q8_0 && w->type != GQ_TYPE_Q4_0 && w->type != GQ_TYPE_Q4_1) return NULL;
+    if (vq ? !v->q8
+           : w->type != GQ_TYPE_Q8_0 && w->type != GQ_TYPE_Q4_0 && w->type != GQ_TYPE_Q4_1 && w->type != GQ_TYPE_Q5_0 &&
+                 w->type != GQ_TYPE_Q5_1)
+        return NULL;
     const int nblk = vq ? v->p.h.n_ct : w->cols / 32;
     double *b = calloc((size_t)n * w->rows, sizeof(double));
     for (int t = 0; t < n; t++)
@@ -129,7 +132,8 @@ static void test_ggml(void) {
         int rows, cols;
     } cases[] = {{GQ_TYPE_Q8_0, 37, 96},  {GQ_TYPE_Q8_0, 5, 1536}, {GQ_TYPE_Q4_0, 37, 96}, {GQ_TYPE_Q4_0, 9, 576},
                  {GQ_TYPE_F16, 13, 200},  {GQ_TYPE_F16, 3, 1536}, {GQ_TYPE_Q4_1, 11, 64},
-                 {GQ_TYPE_Q4_1, 7, 576},  {GQ_TYPE_Q5_0, 6, 64}};
+                 {GQ_TYPE_Q4_1, 7, 576},  {GQ_TYPE_Q5_0, 6, 64},  {GQ_TYPE_Q5_0, 9, 576},
+                 {GQ_TYPE_Q5_1, 5, 64},   {GQ_TYPE_Q5_1, 7, 1536}, {GQ_TYPE_Q6_K, 3, 256}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const int rows = cases[i].rows, cols = cases[i].cols;
         size_t rs = gq_ggml_row_size(cases[i].type, cols);
@@ -142,12 +146,15 @@ static void test_ggml(void) {
                 memcpy(data + 2 * e, &h, 2);
             }
         } else {
-            const int bs = (int)gq_ggml_type_size(cases[i].type), scales = cases[i].type == GQ_TYPE_Q4_1 ? 2 : 1;
-            // (Q5_0: scale, then 4 bytes of high bits: random is fine)
+            const enum gq_ggml_type ty = cases[i].type;
+            const int bs = (int)gq_ggml_type_size(ty), scales = ty == GQ_TYPE_Q4_1 || ty == GQ_TYPE_Q5_1 ? 2 : 1;
+            // fp16 fields at the block's start (Q5: then 4 bytes of high bits, random is fine);
+            // Q6_K: its one fp16 scale is the block's last 2 bytes
+            const int at = ty == GQ_TYPE_Q6_K ? bs - 2 : 0;
             for (size_t b = 0; b < rs * rows; b += bs)
                 for (int s = 0; s < scales; s++) {
                     uint16_t h = gq_f32_to_f16((float)(0.01 + 0.02 * rng_unif()));
-                    memcpy(data + b + 2 * s, &h, 2);
+                    memcpy(data + b + at + 2 * s, &h, 2);
                 }
         }
         float *W = malloc(sizeof(float) * rows * cols);
@@ -169,6 +176,6 @@ int main(void) {
     test_vq();
     test_ggml();
     fprintf(stderr, "  worst |y - y_ref| / sum|w x| = %.3g (tolerance 1e-5)\n", worst);
-    fprintf(stderr, "  int8-activation GEMVs: %d VQ configurations + Q8_0/Q4_0/Q4_1, worst error / bound = %.3g\n", n_q8, worst_q8);
+    fprintf(stderr, "  int8-activation GEMVs: %d VQ configurations + Q8_0/Q4_0/Q4_1/Q5_0/Q5_1, worst error / bound = %.3g\n", n_q8, worst_q8);
     return test_done("test_qmatmul");
 }

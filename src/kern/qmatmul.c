@@ -530,10 +530,10 @@ static void vq_q8_quantize(const struct gq_vqrt *v, const float *xp, int8_t *xq,
 // F16: fp16 values. Each kernel is the dot product of one row b with x; the
 // scalar reference sums a block in float, then adds block sum × scale. One
 // OpenMP loop over rows (ggml_gemv) drives every kernel.
-// Q8_0, Q4_0 and Q4_1 multiply in integers against x rounded to int8 in
-// blocks of 32 (scale max|x| / 127 per block, as llama.cpp's Q8_0 / Q8_1
-// activations): per block the exact int32 sum of weight codes · x codes, then
-// × (weight scale · x scale); Q4_1 adds offset · x scale · Σ x codes.
+// Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 multiply in integers against x rounded to
+// int8 in blocks of 32 (scale max|x| / 127 per block, as llama.cpp's Q8_0 /
+// Q8_1 activations): per block the exact int32 sum of weight codes · x codes,
+// then × (weight scale · x scale); Q4_1 / Q5_1 add offset · x scale · Σ x codes.
 struct q8x {
     const int8_t *q;  // (cols) x codes
     const float *d;   // (cols / 32) x scales
@@ -610,6 +610,74 @@ AVX2_FN static float q4_1_dot_avx2(const uint8_t *b, const float *x, const struc
     float off = 0;
     for (int i = 0; i < cols / 32; i++, b += 20) {
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4_block_dot(b + 4, xq->q + i * 32, 0)),
+                              _mm256_set1_ps(gq_vqp_f16(b, 0) * xq->d[i]), acc);
+        off += gq_vqp_f16(b, 1) * (xq->d[i] * (float)xq->s[i]);
+    }
+    return hsum256(acc) + off;
+}
+
+// Q5_0 / Q5_1: the nibbles as Q4, plus a u32 (little-endian) whose bit j is
+// bit 4 of weight j; value (q − 16) · d (Q5_0, 22 bytes) or q · d + m (Q5_1,
+// 24 bytes).
+static inline int32_t q5_block_dot_scalar(const uint8_t *qh4, const int8_t *xb, int off) {
+    const uint32_t qh = (uint32_t)qh4[0] | (uint32_t)qh4[1] << 8 | (uint32_t)qh4[2] << 16 | (uint32_t)qh4[3] << 24;
+    const uint8_t *q16 = qh4 + 4;
+    int32_t s = 0;
+    for (int j = 0; j < 16; j++)
+        s += ((int)((q16[j] & 15) | (qh >> j & 1) << 4) - off) * xb[j] +
+             ((int)((q16[j] >> 4) | (qh >> (j + 16) & 1) << 4) - off) * xb[16 + j];
+    return s;
+}
+
+// 32 bytes, byte j = 16 where bit j of the 4 bytes at qh4 is set, else 0.
+AVX2_FN static inline __attribute__((always_inline)) __m256i q5_high_bits(const uint8_t *qh4) {
+    uint32_t qh;
+    memcpy(&qh, qh4, 4);
+    // byte j of the result starts as byte j/8 of qh (shuffles stay within 128-bit lanes)
+    const __m256i by = _mm256_shuffle_epi8(_mm256_set1_epi32((int)qh),
+                                           _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201ll); // byte j: 1 << (j mod 8)
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(by, bit), bit);
+    return _mm256_and_si256(set, _mm256_set1_epi8(16));
+}
+
+AVX2_FN static inline __attribute__((always_inline)) __m256i q5_block_dot(const uint8_t *qh4, const int8_t *xb, int off) {
+    __m256i w = _mm256_srlv_epi64(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(qh4 + 4))),
+                                  _mm256_setr_epi64x(0, 0, 4, 4));
+    w = _mm256_or_si256(_mm256_and_si256(w, _mm256_set1_epi8(15)), q5_high_bits(qh4));
+    w = _mm256_sub_epi8(w, _mm256_set1_epi8((char)off));
+    return dot_w8(w, _mm256_loadu_si256((const __m256i *)xb));
+}
+
+static float q5_0_dot_scalar(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
+    float acc = 0;
+    for (int i = 0; i < cols / 32; i++, b += 22)
+        acc += (float)q5_block_dot_scalar(b + 2, xq->q + i * 32, 16) * (gq_vqp_f16(b, 0) * xq->d[i]);
+    return acc;
+}
+
+AVX2_FN static float q5_0_dot_avx2(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
+    __m256 acc = _mm256_setzero_ps();
+    for (int i = 0; i < cols / 32; i++, b += 22)
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q5_block_dot(b + 2, xq->q + i * 32, 16)),
+                              _mm256_set1_ps(gq_vqp_f16(b, 0) * xq->d[i]), acc);
+    return hsum256(acc);
+}
+
+static float q5_1_dot_scalar(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
+    float acc = 0;
+    for (int i = 0; i < cols / 32; i++, b += 24)
+        acc += (float)q5_block_dot_scalar(b + 4, xq->q + i * 32, 0) * (gq_vqp_f16(b, 0) * xq->d[i]) +
+               gq_vqp_f16(b, 1) * (xq->d[i] * (float)xq->s[i]);
+    return acc;
+}
+
+AVX2_FN static float q5_1_dot_avx2(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
+    __m256 acc = _mm256_setzero_ps();
+    float off = 0;
+    for (int i = 0; i < cols / 32; i++, b += 24) {
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q5_block_dot(b + 4, xq->q + i * 32, 0)),
                               _mm256_set1_ps(gq_vqp_f16(b, 0) * xq->d[i]), acc);
         off += gq_vqp_f16(b, 1) * (xq->d[i] * (float)xq->s[i]);
     }
@@ -746,6 +814,8 @@ static enum gq_status ggml_gemv(const struct gq_qweight *w, const float *x, floa
     case GQ_TYPE_Q8_0: dot = avx2 ? q8_0_dot_avx2 : q8_0_dot_scalar; break;
     case GQ_TYPE_Q4_0: dot = avx2 ? q4_0_dot_avx2 : q4_0_dot_scalar; break;
     case GQ_TYPE_Q4_1: dot = avx2 ? q4_1_dot_avx2 : q4_1_dot_scalar; break;
+    case GQ_TYPE_Q5_0: dot = avx2 ? q5_0_dot_avx2 : q5_0_dot_scalar; break;
+    case GQ_TYPE_Q5_1: dot = avx2 ? q5_1_dot_avx2 : q5_1_dot_scalar; break;
     case GQ_TYPE_F16: dot = avx2 ? f16_dot_avx2 : f16_dot_scalar; break;
     default: break;
     }

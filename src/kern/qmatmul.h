@@ -1,10 +1,10 @@
 // qmatmul.h - matrix products with weights kept compressed in memory: ggml
-// block types (F16, Q8_0, Q4_0 with their own kernels; any other type the
+// block types (F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 with their own kernels; any other type the
 // reader dequantizes through a row-decode path) and packed GPTVQ matrices.
 //
 //   decode (one token, n = 1): fused decode-and-multiply GEMV kernels, a
 //     scalar reference and an AVX2/FMA version picked at run time from the
-//     CPU's features, OpenMP over rows / row tiles. Q8_0, Q4_0, Q4_1 and the
+//     CPU's features, OpenMP over rows / row tiles. Q8_0, Q4_x, Q5_x and the
 //     int8-codebook VQ layouts below multiply in integers against x rounded
 //     to int8 (per 32 columns / per column tile, scale max|x| / 127, as
 //     llama.cpp does); F16 and every other VQ matrix multiply in float;

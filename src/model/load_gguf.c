@@ -32,7 +32,8 @@ static enum gq_status vq_to_f32(struct gq_model *m, const struct gq_gguf *g, con
 
 // ggml types the compressed kernels run directly.
 static bool kept_type(enum gq_ggml_type t) {
-    return t == GQ_TYPE_F16 || t == GQ_TYPE_Q8_0 || t == GQ_TYPE_Q4_0 || t == GQ_TYPE_Q4_1;
+    return t == GQ_TYPE_F16 || t == GQ_TYPE_Q8_0 || t == GQ_TYPE_Q4_0 || t == GQ_TYPE_Q4_1 || t == GQ_TYPE_Q5_0 ||
+           t == GQ_TYPE_Q5_1;
 }
 
 // keep_quantized: the compressed form of tensor `name` (rows, cols), or NULL
