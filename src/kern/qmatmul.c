@@ -558,11 +558,18 @@ AVX2_FN static inline __m256i dot_w8(__m256i w, __m256i x) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)), _mm256_set1_epi16(1));
 }
 
+// The fp16 value at b by F16C (exact, as gq_vqp_f16, without its bit work).
+AVX2_FN static inline __attribute__((always_inline)) float f16c_first(const uint8_t *b) {
+    uint16_t h;
+    memcpy(&h, b, 2);
+    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+}
+
 AVX2_FN static float q8_0_dot_avx2(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
     __m256 acc = _mm256_setzero_ps();
     for (int i = 0; i < cols / 32; i++, b += 34) {
         const __m256i p = dot_w8(_mm256_loadu_si256((const __m256i *)(b + 2)), _mm256_loadu_si256((const __m256i *)(xq->q + 32 * i)));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(gq_vqp_f16(b, 0) * xq->d[i]), acc);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(f16c_first(b) * xq->d[i]), acc);
     }
     return hsum256(acc);
 }
@@ -580,40 +587,6 @@ AVX2_FN static inline __attribute__((always_inline)) __m256i q4_block_dot(const 
                                   _mm256_setr_epi64x(0, 0, 4, 4));
     w = _mm256_sub_epi8(_mm256_and_si256(w, _mm256_set1_epi8(15)), _mm256_set1_epi8((char)off));
     return dot_w8(w, _mm256_loadu_si256((const __m256i *)xb));
-}
-
-static float q4_0_dot_scalar(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
-    float acc = 0;
-    for (int i = 0; i < cols / 32; i++, b += 18)
-        acc += (float)q4_block_dot_scalar(b + 2, xq->q + i * 32, 8) * (gq_vqp_f16(b, 0) * xq->d[i]);
-    return acc;
-}
-
-AVX2_FN static float q4_0_dot_avx2(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int i = 0; i < cols / 32; i++, b += 18)
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4_block_dot(b + 2, xq->q + i * 32, 8)),
-                              _mm256_set1_ps(gq_vqp_f16(b, 0) * xq->d[i]), acc);
-    return hsum256(acc);
-}
-
-static float q4_1_dot_scalar(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
-    float acc = 0;
-    for (int i = 0; i < cols / 32; i++, b += 20)
-        acc += (float)q4_block_dot_scalar(b + 4, xq->q + i * 32, 0) * (gq_vqp_f16(b, 0) * xq->d[i]) +
-               gq_vqp_f16(b, 1) * (xq->d[i] * (float)xq->s[i]);
-    return acc;
-}
-
-AVX2_FN static float q4_1_dot_avx2(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
-    __m256 acc = _mm256_setzero_ps();
-    float off = 0;
-    for (int i = 0; i < cols / 32; i++, b += 20) {
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q4_block_dot(b + 4, xq->q + i * 32, 0)),
-                              _mm256_set1_ps(gq_vqp_f16(b, 0) * xq->d[i]), acc);
-        off += gq_vqp_f16(b, 1) * (xq->d[i] * (float)xq->s[i]);
-    }
-    return hsum256(acc) + off;
 }
 
 // Q5_0 / Q5_1: the nibbles as Q4, plus a u32 (little-endian) whose bit j is
@@ -650,38 +623,63 @@ AVX2_FN static inline __attribute__((always_inline)) __m256i q5_block_dot(const 
     return dot_w8(w, _mm256_loadu_si256((const __m256i *)xb));
 }
 
-static float q5_0_dot_scalar(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
+// One row of a Q4_0 / Q4_1 / Q5_0 / Q5_1 matrix: blocks of bs bytes, the
+// codes at byte qo (Q5: the high bits first), code offset off, and with
+// has_min the block's fp16 m as its second field (value q · d + m).
+static inline __attribute__((always_inline)) float q45_dot_scalar(const uint8_t *b, const struct q8x *xq, int cols,
+                                                                  int bs, int qo, int off, bool q5, bool has_min) {
     float acc = 0;
-    for (int i = 0; i < cols / 32; i++, b += 22)
-        acc += (float)q5_block_dot_scalar(b + 2, xq->q + i * 32, 16) * (gq_vqp_f16(b, 0) * xq->d[i]);
-    return acc;
-}
-
-AVX2_FN static float q5_0_dot_avx2(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
-    __m256 acc = _mm256_setzero_ps();
-    for (int i = 0; i < cols / 32; i++, b += 22)
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q5_block_dot(b + 2, xq->q + i * 32, 16)),
-                              _mm256_set1_ps(gq_vqp_f16(b, 0) * xq->d[i]), acc);
-    return hsum256(acc);
-}
-
-static float q5_1_dot_scalar(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
-    float acc = 0;
-    for (int i = 0; i < cols / 32; i++, b += 24)
-        acc += (float)q5_block_dot_scalar(b + 4, xq->q + i * 32, 0) * (gq_vqp_f16(b, 0) * xq->d[i]) +
-               gq_vqp_f16(b, 1) * (xq->d[i] * (float)xq->s[i]);
-    return acc;
-}
-
-AVX2_FN static float q5_1_dot_avx2(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
-    __m256 acc = _mm256_setzero_ps();
-    float off = 0;
-    for (int i = 0; i < cols / 32; i++, b += 24) {
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q5_block_dot(b + 4, xq->q + i * 32, 0)),
-                              _mm256_set1_ps(gq_vqp_f16(b, 0) * xq->d[i]), acc);
-        off += gq_vqp_f16(b, 1) * (xq->d[i] * (float)xq->s[i]);
+    for (int i = 0; i < cols / 32; i++, b += bs) {
+        const int8_t *xb = xq->q + i * 32;
+        const int32_t p = q5 ? q5_block_dot_scalar(b + qo, xb, off) : q4_block_dot_scalar(b + qo, xb, off);
+        const float t = (float)p * (gq_vqp_f16(b, 0) * xq->d[i]);
+        acc += has_min ? t + gq_vqp_f16(b, 1) * (xq->d[i] * (float)xq->s[i]) : t;
     }
-    return hsum256(acc) + off;
+    return acc;
+}
+
+AVX2_FN static inline __attribute__((always_inline)) float q45_dot_avx2(const uint8_t *b, const struct q8x *xq, int cols,
+                                                                        int bs, int qo, int off, bool q5, bool has_min) {
+    __m256 acc = _mm256_setzero_ps();
+    __m128 mins = _mm_setzero_ps(); // lane 1: Σ m · (x scale · Σ x codes)
+    for (int i = 0; i < cols / 32; i++, b += bs) {
+        const int8_t *xb = xq->q + i * 32;
+        const __m256i p = q5 ? q5_block_dot(b + qo, xb, off) : q4_block_dot(b + qo, xb, off);
+        // the block's fp16 d and m (without a min: the next two bytes, unused) by F16C, times
+        // (x scale, x scale · Σ x codes): the same products as the scalar kernel's
+        int32_t dm;
+        memcpy(&dm, b, 4);
+        const float xd = xq->d[i];
+        const __m128 sc = _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(dm)), _mm_setr_ps(xd, xd * (float)xq->s[i], 0, 0));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(sc), acc);
+        if (has_min) mins = _mm_add_ps(mins, sc);
+    }
+    return has_min ? hsum256(acc) + _mm_cvtss_f32(_mm_shuffle_ps(mins, mins, 1)) : hsum256(acc);
+}
+
+static float q4_0_dot_scalar(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
+    return q45_dot_scalar(b, xq, cols, 18, 2, 8, false, false);
+}
+AVX2_FN static float q4_0_dot_avx2(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
+    return q45_dot_avx2(b, xq, cols, 18, 2, 8, false, false);
+}
+static float q4_1_dot_scalar(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
+    return q45_dot_scalar(b, xq, cols, 20, 4, 0, false, true);
+}
+AVX2_FN static float q4_1_dot_avx2(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
+    return q45_dot_avx2(b, xq, cols, 20, 4, 0, false, true);
+}
+static float q5_0_dot_scalar(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
+    return q45_dot_scalar(b, xq, cols, 22, 2, 16, true, false);
+}
+AVX2_FN static float q5_0_dot_avx2(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
+    return q45_dot_avx2(b, xq, cols, 22, 2, 16, true, false);
+}
+static float q5_1_dot_scalar(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
+    return q45_dot_scalar(b, xq, cols, 24, 4, 0, true, true);
+}
+AVX2_FN static float q5_1_dot_avx2(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
+    return q45_dot_avx2(b, xq, cols, 24, 4, 0, true, true);
 }
 
 static float f16_dot_scalar(const uint8_t *b, const float *x, const struct q8x *xq, int cols) {
