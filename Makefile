@@ -8,7 +8,10 @@ CLANG   ?= clang
 B       ?= build
 BA      ?= build-asan
 OPT     ?= -O2
-CFLAGS  ?= $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fopenmp -Iinclude -Isrc
+# -ffp-contract=off: no fused multiply-adds the source does not ask for (gcc's
+# ISO C mode default; clang's is "on"): quantized values must round exactly as
+# the readers' dequantization (GGUF blocks, packed VQ) does.
+CFLAGS  ?= $(OPT) -g -std=c11 -D_GNU_SOURCE -ffp-contract=off -Wall -Wextra -Wno-unused-parameter -fopenmp -Iinclude -Isrc
 LDLIBS  := -lopenblas -llapacke -lpcre2-8 -lcjson -lm -fopenmp
 ASAN    := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 

@@ -271,10 +271,9 @@ static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq
     } else {
         // GGUF blocks: the group grids come back for the encoding
         const int ng = gq_quant_n_groups(&q, cols);
-        struct gq_gguf_blocks *gb = m->blocks && cols % 32 == 0
-                                        ? &m->blocks[(size_t)l * gq_arch_find(m->arch)->n_tensors +
-                                                     (size_t)(t - gq_arch_find(m->arch)->tensors)]
-                                        : NULL;
+        const struct gq_arch *A = gq_arch_find(m->arch);
+        struct gq_gguf_blocks *gb =
+            m->blocks && cols % 32 == 0 ? &m->blocks[(size_t)l * A->n_tensors + (size_t)(t - A->tensors)] : NULL;
         float *sc = gb ? malloc(sizeof(float) * (size_t)rows * ng) : NULL;
         float *zr = gb ? malloc(sizeof(float) * (size_t)rows * ng) : NULL;
         s = gb && (!sc || !zr) ? gq_fail(GQ_ERR_NOMEM, "out of memory") : GQ_OK;
@@ -1064,6 +1063,12 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
     } else {
         cJSON_AddNumberToObject(o, "wbits", p->wbits);
         cJSON_AddNumberToObject(o, "group_size", p->group_size);
+        struct gq_quant_params q;
+        to_quant_params(p, &q);
+        const int type = gq_quant_gguf_type(&q);
+        // the grid (f16 scales when it is a GGUF block type) and how the file stores it
+        cJSON_AddStringToObject(o, "grid", type >= 0 ? gq_ggml_type_name((enum gq_ggml_type)type) : "f32 scale and zero");
+        cJSON_AddStringToObject(o, "output", gq_quantize_gguf_blocks(p) ? "gguf-blocks" : "fake-quant-f32");
     }
     cJSON_AddBoolToObject(o, "sym", p->sym);
     cJSON_AddBoolToObject(o, "act_order", p->act_order);
