@@ -9,20 +9,13 @@
 #   NSAMPLES / SEQLEN (calibration windows, default 128 x 512),
 #   GPTQ_OPTS (extra quantize options for the GPTQ rows).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-G=build/gptvq
-M=models/SmolLM2-135M-Instruct.Q4_1.gguf
-D=${GQ_DATA:-../shared/data}
-CAL=$D/wikitext-2-raw/wiki.valid.raw
-TEST=$D/wikitext-2-raw/wiki.test.raw
+source "$(dirname "$0")/smol_env.sh"
 OUT=${1:-/tmp/gptvq-quant-table}
 WINDOWS=${WINDOWS:-32}
 NSAMPLES=${NSAMPLES:-128}
 SEQLEN=${SEQLEN:-512}
 GPTQ_OPTS=${GPTQ_OPTS:-}
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 mkdir -p "$OUT"
-[ -x "$G" ] || make -j"$(nproc)"
 
 ppl() { "$G" ppl "$1" "$TEST" --protocol gptq --ctx 2048 --max-windows "$WINDOWS" --quiet | tail -1; }
 row() { # label, file, seconds

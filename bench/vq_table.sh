@@ -14,18 +14,13 @@
 # (ablations, default 8), VQ_OPTS (extra options for every GPTVQ row), ONLY
 # (a regex of row names to run, e.g. ONLY='abl-em50|abl-em75').
 set -euo pipefail
-cd "$(dirname "$0")/.."
-G=${G:-build/gptvq}
-M=models/SmolLM2-135M-Instruct.Q4_1.gguf
-D=${GQ_DATA:-../shared/data}
-TEST=$D/wikitext-2-raw/wiki.test.raw
+source "$(dirname "$0")/smol_env.sh"
 H=${1:?usage: vq_table.sh HESSDIR [OUTDIR] [main|svd|ablations|all]}
 OUT=${2:-/tmp/gptvq-vq-table}
 WHAT=${3:-all}
 WINDOWS=${WINDOWS:-32}
 ABL_WINDOWS=${ABL_WINDOWS:-8}
 VQ_OPTS=${VQ_OPTS:-}
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 mkdir -p "$OUT"
 
 ppl() { "$G" ppl "$1" "$TEST" --protocol gptq --ctx 2048 --max-windows "$2" --quiet | tail -1 |
