@@ -710,6 +710,17 @@ static int cmd_quantize(int argc, char **argv) {
     // block's f32 weights, not the whole model's.
     if (stream < 0) stream = p.calib_path || p.load_hessians || p.method == GQ_METHOD_RTN;
     if (load_model(model, NULL, stream, &m)) return 1;
+    // The output is built from the source GGUF's metadata and tensors: refuse
+    // other sources now, not after hours of quantization.
+    struct gq_model_info mi;
+    gq_model_get_info(m, &mi);
+    if (!mi.source_format || strcmp(mi.source_format, "gguf") != 0) {
+        die("%s: quantize needs a GGUF model for now (this one is %s): the output copies the source GGUF's metadata "
+            "and tensors; llama.cpp's convert_hf_to_gguf.py converts a Hugging Face directory", model,
+            mi.source_format ? mi.source_format : "?");
+        gq_model_free(m);
+        return 2;
+    }
     struct gq_quant_report rep;
     enum gq_status s = gq_quantize(m, &p, &rep);
     char report[4096];
