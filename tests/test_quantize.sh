@@ -253,6 +253,16 @@ head -c 5000 "$T/c.gguf.ckpt/blk.1.ckpt" >"$T/cut" && mv "$T/cut" "$T/c.gguf.ckp
 "$G" quantize "$S" -o "$T/c.gguf" "${args[@]}" --quiet >/dev/null 2>"$T/err"
 [ $? -ne 0 ] && [ ! -e "$T/c.gguf" ] && grep -q "c.gguf.ckpt/blk.1.ckpt: truncated or corrupt" "$T/err" &&
     echo "ok: truncated checkpoint block refused: $(grep error "$T/err")" || { echo "FAIL: truncated checkpoint block"; cat "$T/err"; fail=1; }
+# The same for a checkpoint holding GGUF blocks (GPTQ W4 g32: Q4_1), cut inside the blocks.
+args=(--calib "$CAL" --nsamples 8 --seqlen 64 --threads 1 --quiet --method gptq --wbits 4 --group-size 32)
+"$G" quantize "$S" -o "$T/cb.gguf" "${args[@]}" --stop-after 2 >/dev/null 2>&1
+# the file ends with ffn_up's 6,880 bytes of Q4_1, then ffn_down (16-byte header, 172 x 64 f32) and the
+# 8-byte end mark: cut 3000 bytes into ffn_up's blocks
+sz=$(stat -c %s "$T/cb.gguf.ckpt/blk.1.ckpt")
+head -c $((sz - 8 - 44032 - 16 - 3000)) "$T/cb.gguf.ckpt/blk.1.ckpt" >"$T/cut" && mv "$T/cut" "$T/cb.gguf.ckpt/blk.1.ckpt"
+"$G" quantize "$S" -o "$T/cb.gguf" "${args[@]}" >/dev/null 2>"$T/err"
+[ $? -ne 0 ] && [ ! -e "$T/cb.gguf" ] && grep -q "cb.gguf.ckpt/blk.1.ckpt: truncated or corrupt" "$T/err" &&
+    echo "ok: truncated GGUF-blocks checkpoint block refused" || { echo "FAIL: truncated GGUF-blocks checkpoint block"; cat "$T/err"; fail=1; }
 # A real kill: SIGKILL once the first block is checkpointed, then the same command.
 args=(--calib "$CAL" --nsamples 8 --seqlen 64 --threads 1 --quiet --method gptvq --vq-dim 2 --bpv 2.25 --em-iters 20)
 "$G" quantize "$S" -o "$T/k.gguf" "${args[@]}" >/dev/null 2>&1 &
