@@ -51,6 +51,10 @@ struct gq_load_params {
 
 // Loads a GGUF file, a Hugging Face model directory (config.json +
 // *.safetensors + tokenizer.json) or a llama2.c checkpoint (.bin).
+// What gq_model_load would read at path, without loading it: *format
+// "gguf", "safetensors" (a Hugging Face directory) or "llama2c" (a .bin), as
+// gq_model_info.source_format; an error (with its message) otherwise.
+enum gq_status gq_model_path_format(const char *path, const char **format);
 enum gq_status gq_model_load(const char *path, const struct gq_load_params *params,
                              struct gq_model **out);
 void gq_model_free(struct gq_model *m);
@@ -306,7 +310,7 @@ struct gq_quantize_params {
     // GPTQ / RTN: a grid that is a GGUF block type (group_size 32 and 4 or 5
     // bits, or 8 bits sym) is quantized on f16 scales (and mins) either way;
     // false writes its Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 blocks, which llama.cpp
-    // reads (gq_quantize_gguf_blocks; matrices whose width is not whole
+    // reads (gq_quantize_gguf_type; matrices whose width is not whole
     // blocks of 32 stay f32), true their values as f32. Other grids: f32.
     bool fake_quant;
     // Resumable runs: with a checkpoint folder, every finished block (its
@@ -369,8 +373,9 @@ void gq_quantize_params_default(struct gq_quantize_params *p);
 // when nothing else is in it; a missing folder is not an error.
 enum gq_status gq_quantize_checkpoint_remove(const char *dir);
 enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep);
-// GPTQ / RTN settings whose output is GGUF blocks (see fake_quant).
-bool gq_quantize_gguf_blocks(const struct gq_quantize_params *p);
+// The GGUF block type (ggml type id) the linears of GPTQ / RTN settings are
+// written as (see fake_quant), or -1 (F32).
+int gq_quantize_gguf_type(const struct gq_quantize_params *p);
 
 // Writes m as GGUF (the source must be a GGUF: its metadata and the tensors
 // that were not quantized are copied; quantized linears are stored as F32,

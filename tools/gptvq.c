@@ -688,7 +688,7 @@ static int cmd_quantize(int argc, char **argv) {
         return die("%s: cannot write into the output folder: %s", out, strerror(errno));
     p.wbits = (int)wbits;
     p.group_size = (int)group;
-    if (packed == 1 && p.method != GQ_METHOD_GPTVQ && !gq_quantize_gguf_blocks(&p))
+    if (packed == 1 && p.method != GQ_METHOD_GPTVQ && gq_quantize_gguf_type(&p) < 0)
         return die("--packed: W%ld g%ld%s is no GGUF block type; RTN and GPTQ pack groups of 32 with 4 or 5 bits "
                    "(Q4_1 / Q5_1, --sym: Q4_0 / Q5_0) or 8 bits --sym (Q8_0)", wbits, group, p.sym ? " --sym" : ""), 2;
     p.block_size = (int)block;
@@ -709,18 +709,16 @@ static int cmd_quantize(int argc, char **argv) {
     // are decoded block by block (gq_quantize), so host memory holds one
     // block's f32 weights, not the whole model's.
     if (stream < 0) stream = p.calib_path || p.load_hessians || p.method == GQ_METHOD_RTN;
-    if (load_model(model, NULL, stream, &m)) return 1;
     // The output is built from the source GGUF's metadata and tensors: refuse
-    // other sources now, not after hours of quantization.
-    struct gq_model_info mi;
-    gq_model_get_info(m, &mi);
-    if (!mi.source_format || strcmp(mi.source_format, "gguf") != 0) {
-        die("%s: quantize needs a GGUF model for now (this one is %s): the output copies the source GGUF's metadata "
-            "and tensors; llama.cpp's convert_hf_to_gguf.py converts a Hugging Face directory", model,
-            mi.source_format ? mi.source_format : "?");
-        gq_model_free(m);
-        return 2;
-    }
+    // other sources before loading (a 70B Hugging Face model would be read
+    // into f32 first) and long before hours of quantization.
+    const char *fmt;
+    if (gq_model_path_format(model, &fmt) != GQ_OK) return die("%s", gq_last_error()), 1;
+    if (strcmp(fmt, "gguf") != 0)
+        return die("%s: quantize needs a GGUF model for now (this one is %s): the output copies the source GGUF's "
+                   "metadata and tensors; llama.cpp's convert_hf_to_gguf.py converts a Hugging Face directory", model,
+                   fmt), 2;
+    if (load_model(model, NULL, stream, &m)) return 1;
     struct gq_quant_report rep;
     enum gq_status s = gq_quantize(m, &p, &rep);
     char report[4096];

@@ -329,6 +329,18 @@ size_t gq_ggml_row_size(enum gq_ggml_type t, int64_t n) {
     return out;
 }
 
+uint32_t gq_ggml_llama_ftype(enum gq_ggml_type t) {
+    switch (t) {
+    case GQ_TYPE_F16: return 1;
+    case GQ_TYPE_Q4_0: return 2;
+    case GQ_TYPE_Q4_1: return 3;
+    case GQ_TYPE_Q8_0: return 7;
+    case GQ_TYPE_Q5_0: return 8;
+    case GQ_TYPE_Q5_1: return 9;
+    default: return 0;
+    }
+}
+
 int64_t gq_gguf_tensor_nelements(const struct gq_gguf_tensor *t) {
     return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
 }

@@ -112,6 +112,9 @@ int gq_ggml_block_size(enum gq_ggml_type t);         // elements per block; 0 if
 size_t gq_ggml_type_size(enum gq_ggml_type t);       // bytes per block; 0 if unknown
 // Bytes of a row of n elements (n must be a multiple of the block size; 0 otherwise).
 size_t gq_ggml_row_size(enum gq_ggml_type t, int64_t n);
+// llama.cpp's general.file_type (LLAMA_FTYPE_MOSTLY_*) of a model whose
+// matrices are of type t: F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q5_1 9; 0 otherwise.
+uint32_t gq_ggml_llama_ftype(enum gq_ggml_type t);
 
 // Dequantizes n elements (n a multiple of the block size) of type t to f32.
 enum gq_status gq_dequantize(enum gq_ggml_type t, const void *src, float *dst, int64_t n);

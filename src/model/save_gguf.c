@@ -87,15 +87,9 @@ enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const st
     struct reload_ctx rc = {.m = m, .A = A, .layer = -1};
     static const char *const skip[] = {"gptvq.", "general.file_type", NULL};
     enum gq_status s = gq_gguf_writer_copy_kvs(w, g, skip);
-    if (s == GQ_OK && m->blocks) { // llama.cpp's LLAMA_FTYPE_MOSTLY_* of the block type (informative)
-        uint32_t ft = 0;
-        for (size_t i = 0; i < (size_t)m->hp.n_layers * A->n_tensors && !ft; i++)
-            if (m->blocks[i].data) {
-                int ty = m->blocks[i].type;
-                ft = ty == GQ_TYPE_Q4_0 ? 2 : ty == GQ_TYPE_Q4_1 ? 3 : ty == GQ_TYPE_Q8_0 ? 7 : ty == GQ_TYPE_Q5_0 ? 8 : 9;
-            }
-        if (ft) s = gq_gguf_writer_set_u32(w, "general.file_type", ft);
-    }
+    if (s == GQ_OK && m->blocks) // the block type's llama.cpp file type (informative)
+        s = gq_gguf_writer_set_u32(w, "general.file_type",
+                                   gq_ggml_llama_ftype((enum gq_ggml_type)gq_quantize_gguf_type(p)));
     const char *method = p->method == GQ_METHOD_GPTVQ ? "gptvq" : p->method == GQ_METHOD_GPTQ ? "gptq" : "rtn";
     if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.version", GQ_VERSION_STRING);
     if (s == GQ_OK)
@@ -216,7 +210,6 @@ static enum gq_status export_fill(void *user, const char *name, void *dst, size_
 
 enum gq_status gq_model_export_gguf(const struct gq_model *m, const char *path, enum gq_export_type type) {
     static const enum gq_ggml_type types[] = {GQ_TYPE_F16, GQ_TYPE_Q8_0, GQ_TYPE_Q4_0};
-    static const uint32_t ftypes[] = {1, 7, 2}; // llama.cpp LLAMA_FTYPE_MOSTLY_F16 / Q8_0 / Q4_0
     if ((int)type < 0 || type > GQ_EXPORT_Q4_0) return gq_fail(GQ_ERR_ARG, "export: unknown type %d", (int)type);
     if (!m->source_format || strcmp(m->source_format, "gguf") != 0)
         return gq_fail(GQ_ERR_UNSUPPORTED, "%s: export needs a GGUF source model (this one is %s)", path,
@@ -231,7 +224,7 @@ enum gq_status gq_model_export_gguf(const struct gq_model *m, const char *path, 
     static const char *const skip[] = {"gptvq.vq.", "gptvq.format", "general.file_type", NULL};
     struct export_ctx ec = {m, A, tt};
     enum gq_status s = gq_gguf_writer_copy_kvs(w, g, skip);
-    if (s == GQ_OK) s = gq_gguf_writer_set_u32(w, "general.file_type", ftypes[type]);
+    if (s == GQ_OK) s = gq_gguf_writer_set_u32(w, "general.file_type", gq_ggml_llama_ftype(tt));
     if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.exported_from", gq_gguf_find_kv(g, "gptvq.format") ? "gptvq" : "source");
     for (uint64_t i = 0; s == GQ_OK && i < g->n_tensors; i++) {
         const struct gq_gguf_tensor *t = &g->tensors[i];

@@ -207,10 +207,14 @@ static enum gq_status rtn_linear(float *W, int rows, int cols, const struct gq_q
     return s;
 }
 
-bool gq_quantize_gguf_blocks(const struct gq_quantize_params *p) {
+// The GGUF block type an RTN / GPTQ grid is (quantized on its f16 grid
+// whether written so or not), or -1.
+static int grid_gguf_type(const struct gq_quantize_params *p) {
     struct gq_quant_params q = {.wbits = p->wbits, .group_size = p->group_size, .sym = p->sym};
-    return p->method != GQ_METHOD_GPTVQ && !p->fake_quant && gq_quant_gguf_type(&q) >= 0;
+    return p->method != GQ_METHOD_GPTVQ ? gq_quant_gguf_type(&q) : -1;
 }
+
+int gq_quantize_gguf_type(const struct gq_quantize_params *p) { return p->fake_quant ? -1 : grid_gguf_type(p); }
 
 static void to_quant_params(const struct gq_quantize_params *p, struct gq_quant_params *q) {
     gq_quant_params_default(q);
@@ -222,8 +226,7 @@ static void to_quant_params(const struct gq_quantize_params *p, struct gq_quant_
     q->block_size = p->block_size;
     q->act_order = p->act_order;
     q->static_groups = p->static_groups;
-    // a grid that is a GGUF block type is quantized as one, written so or not
-    q->f16_grid = p->method != GQ_METHOD_GPTVQ && gq_quant_gguf_type(q) >= 0;
+    q->f16_grid = grid_gguf_type(p) >= 0;
 }
 
 // Replaces the weight in slot `t` of block l by its quantized copy (owned by
@@ -289,7 +292,7 @@ static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq
             s = rtn_linear(W, rows, cols, &q, sc, zr, r);
         }
         if (s == GQ_OK && gb) {
-            const int type = gq_quant_gguf_type(&q);
+            const int type = gq_quantize_gguf_type(p);
             const size_t bytes = gq_ggml_row_size((enum gq_ggml_type)type, cols) * (size_t)rows;
             uint8_t *buf = malloc(bytes);
             s = buf ? gq_quant_gguf_encode(&q, W, rows, cols, sc, zr, buf) : gq_fail(GQ_ERR_NOMEM, "out of memory");
@@ -743,9 +746,7 @@ static enum gq_status block_done(struct gq_model *m, const struct gq_quantize_pa
 
 // GPTQ / RTN: what the output file will hold, and why.
 static void print_output_format(const struct gq_model *m, const struct gq_arch *A, const struct gq_quantize_params *p) {
-    struct gq_quant_params q;
-    to_quant_params(p, &q);
-    const int type = gq_quant_gguf_type(&q);
+    const int type = grid_gguf_type(p);
     if (!m->blocks) {
         if (type >= 0)
             fprintf(stderr, "quantize: output: quantized weights as F32 (fake-quant), as asked: the values of %s blocks\n",
@@ -762,7 +763,7 @@ static void print_output_format(const struct gq_model *m, const struct gq_arch *
     if (f32) snprintf(tail, sizeof tail, "; %d of %d linears per block are not whole blocks of 32 wide and stay F32", f32, n);
     fprintf(stderr, "quantize: output: %s blocks (%.3g bits per weight: f16 scale%s per 32), quantized on their f16 grid%s\n",
             gq_ggml_type_name((enum gq_ggml_type)type), gq_ggml_row_size((enum gq_ggml_type)type, 32) * 8 / 32.0,
-            q.sym ? "" : " and min", tail);
+            p->sym ? "" : " and min", tail);
 }
 
 static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep) {
@@ -786,7 +787,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         m->packs = calloc((size_t)m->hp.n_layers * A->n_tensors, sizeof *m->packs);
         if (!m->packs) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     }
-    if (gq_quantize_gguf_blocks(p)) {
+    if (gq_quantize_gguf_type(p) >= 0) {
         m->blocks = calloc((size_t)m->hp.n_layers * A->n_tensors, sizeof *m->blocks);
         if (!m->blocks) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     }
@@ -1063,12 +1064,10 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
     } else {
         cJSON_AddNumberToObject(o, "wbits", p->wbits);
         cJSON_AddNumberToObject(o, "group_size", p->group_size);
-        struct gq_quant_params q;
-        to_quant_params(p, &q);
-        const int type = gq_quant_gguf_type(&q);
+        const int type = grid_gguf_type(p);
         // the grid (f16 scales when it is a GGUF block type) and how the file stores it
         cJSON_AddStringToObject(o, "grid", type >= 0 ? gq_ggml_type_name((enum gq_ggml_type)type) : "f32 scale and zero");
-        cJSON_AddStringToObject(o, "output", gq_quantize_gguf_blocks(p) ? "gguf-blocks" : "fake-quant-f32");
+        cJSON_AddStringToObject(o, "output", gq_quantize_gguf_type(p) >= 0 ? "gguf-blocks" : "fake-quant-f32");
     }
     cJSON_AddBoolToObject(o, "sym", p->sym);
     cJSON_AddBoolToObject(o, "act_order", p->act_order);
