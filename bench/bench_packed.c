@@ -107,7 +107,7 @@ int main(int argc, char **argv) {
     printf("bench_packed model=%s file_mb=%.1f weight_mb=%.2f decode_tps=%.2f eff_gbs=%.2f kernel_gbs=%.2f "
            "copy_gbs=%.2f kernel_frac=%.3f rss_mb=%.1f isa=%s\n",
            base ? base + 1 : argv[1], file_mb, wbytes / 1e6, tps, wbytes * tps / 1e9, kgbs, cgbs, kgbs / cgbs,
-           ru.ru_maxrss / 1024.0, gq_qmatmul_isa() == GQ_ISA_AVX2 ? "avx2" : "scalar");
+           ru.ru_maxrss / 1024.0, gq_isa_name(gq_qmatmul_isa()));
     gq_context_free(c);
     free(logits), free(x), free(y);
     gq_model_free(m);

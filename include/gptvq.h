@@ -47,6 +47,11 @@ struct gq_load_params {
     // generate, bench). false: every weight dequantized to f32 (what
     // quantize and export need).
     bool keep_quantized;
+    // keep_quantized without the copy in the SIMD kernels' layout (the 16-row
+    // groups of Q8_0 / Q4_x / Q5_x, made at load): for a model that is only
+    // decoded block by block (quantize), not run; the kernels then read the
+    // rows as stored, more slowly.
+    bool no_repack;
 };
 
 // Loads a GGUF file, a Hugging Face model directory (config.json +
@@ -70,6 +75,13 @@ struct gq_model_info {
     size_t weight_bytes;     // bytes of weights as used by the forward (f32)
     int bos_id, eos_id;
     bool add_bos;
+    // Weights as this model holds them (compressed where it was loaded with
+    // keep_quantized): all of them, and those one decoded token reads (the
+    // block linears, the output head and the norms; not the embedding,
+    // from which one row is read); the block linears' format: "Q4_0",
+    // "F16", "VQ 2D k16", "mixed", ...
+    double bytes_held, bytes_per_token, bytes_linears;
+    char linears_desc[48];
 };
 void gq_model_get_info(const struct gq_model *m, struct gq_model_info *info);
 const struct gq_tokenizer *gq_model_tokenizer(const struct gq_model *m);
@@ -394,8 +406,20 @@ enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const st
 enum gq_export_type { GQ_EXPORT_F16 = 0, GQ_EXPORT_Q8_0 = 1, GQ_EXPORT_Q4_0 = 2 };
 enum gq_status gq_model_export_gguf(const struct gq_model *m, const char *path, enum gq_export_type type);
 
-// Threads for OpenMP and OpenBLAS (0: leave the default).
+// Threads for OpenMP and OpenBLAS (0: the default, gq_default_threads).
 void gq_set_threads(int n);
+// Physical cores this process may run on (SMT siblings counted once).
+int gq_default_threads(void);
+// The CPU kernels in use: "avx512" (F/BW/VL/DQ + VNNI + VBMI), "avx2" (+ FMA,
+// F16C) or "scalar"; GPTVQ_ISA=avx2|scalar in the environment caps them.
+const char *gq_cpu_kernels(void);
+
+// Speed as llama.cpp's llama-bench measures it, from an empty context each
+// repetition after one warm-up: test pp (n_gen 0): n_prompt tokens in one
+// batch, logits of the last; test tg (n_prompt 0): n_gen tokens decoded one
+// at a time. Tokens: BOS where the model adds one, then pseudo-random ids
+// (fixed seed). ts[reps] gets each repetition's tokens per second.
+enum gq_status gq_bench(const struct gq_model *m, int n_prompt, int n_gen, int reps, const char *device, double *ts);
 // Device of the quantizers' numerical primitives (src/backend/backend.h):
 // "cpu" (default, the reference) or "cuda" (GQ_ERR_UNSUPPORTED with the
 // reason when this build has no CUDA or no device is usable).

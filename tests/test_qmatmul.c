@@ -19,7 +19,7 @@
 #include "test_vqcases.h"
 #include "util/common.h"
 
-static int n_q8 = 0;
+static int n_q8 = 0, n_fast[4], n_rp = 0;
 static double worst = 0, worst_q8 = 0; // err / Σ|w x| (float kernels); err / bound (int8 x)
 
 // y (n, rows) against W (rows, cols) f32 and x (n, cols).
@@ -70,33 +70,57 @@ static double *q8_bound(const struct gq_qweight *w, const float *W, const float 
     return b;
 }
 
+static const char *isa_label[] = {"scalar", "avx2", "avx512"};
+
+// y (n, rows) of the GEMV in three uneven pieces (gq_qgemv_rows), added to
+// a preset y: must equal that preset + the whole GEMV's result.
+static void check_pieces(const char *what, const struct gq_qweight *w, const float *x, int n, const float *yfull) {
+    const int rows = w->rows, cols = w->cols;
+    float *y = malloc(sizeof(float) * rows);
+    int bad = 0;
+    for (int t = 0; t < n; t++) {
+        for (int r = 0; r < rows; r++) y[r] = (float)(r % 7) - 3;
+        const int cut[4] = {0, rows / 3 + 1 < rows ? rows / 3 + 1 : rows, rows - rows / 4, rows};
+        for (int i = 0; i < 3; i++)
+            CHECK_OK(gq_qgemv_rows(y, x + (size_t)t * cols, w, cut[i], cut[i] > cut[i + 1] ? cut[i] : cut[i + 1], true));
+        for (int r = 0; r < rows; r++) {
+            const double want = (double)(r % 7) - 3 + yfull[(size_t)t * rows + r];
+            bad += !(fabs(y[r] - want) <= 1e-5 * (fabs(want) + 1) + 1e-4 * fabs(yfull[(size_t)t * rows + r]));
+        }
+    }
+    CHECKF(bad == 0, "%s: row pieces with accumulate differ from the whole GEMV in %d outputs", what, bad);
+    free(y);
+}
+
 static void run_all(const char *what, const struct gq_qweight *w, const float *W) {
     const int rows = w->rows, cols = w->cols, n = 3;
     float *x = rand_matrix(n, cols, 1.0), *y = malloc(sizeof(float) * n * rows), *y0 = malloc(sizeof(float) * n * rows);
     double *extra = q8_bound(w, W, x, n);
-    char name[96];
-    for (int isa = 0; isa < 2; isa++) {
+    char name[128];
+    for (int isa = 0; isa < GQ_ISA_COUNT; isa++) {
         if (gq_qmatmul_set_isa((enum gq_isa)isa) != (enum gq_isa)isa) {
-            fprintf(stderr, "  (no AVX2 on this CPU: %s AVX2 kernel not run)\n", what);
+            fprintf(stderr, "  (this CPU has no %s: %s %s kernel not run)\n", isa_label[isa], what, isa_label[isa]);
             continue;
         }
         for (int t = 0; t < n; t++) CHECK_OK(gq_qmatmul(y + (size_t)t * rows, x + (size_t)t * cols, w, 1));
-        snprintf(name, sizeof name, "%s gemv %s%s", what, isa ? "avx2" : "scalar", extra ? " (int8 x)" : "");
+        snprintf(name, sizeof name, "%s gemv %s%s", what, isa_label[isa], extra ? " (int8 x)" : "");
         check_product(name, W, rows, cols, x, n, y, extra);
-        if (extra && w->kind == GQ_QW_VQ && isa == 0) memcpy(y0, y, sizeof(float) * n * rows);
-        if (extra && w->kind == GQ_QW_VQ && isa == 1) {
-            double mag_max = 0, diff = 0;
+        check_pieces(name, w, x, n, y);
+        // the int8 kernels round x the same way in every ISA: the SIMD sums
+        // equal the scalar reference's up to float rounding
+        if (extra && isa == 0) memcpy(y0, y, sizeof(float) * n * rows);
+        if (extra && isa > 0) {
+            double diff = 0;
             for (int t = 0; t < n; t++)
                 for (int r = 0; r < rows; r++) {
                     double mag = 0;
                     for (int j = 0; j < cols; j++) mag += fabs((double)W[(size_t)r * cols + j] * x[(size_t)t * cols + j]);
-                    mag_max = fmax(mag_max, mag);
                     diff = fmax(diff, fabs(y[(size_t)t * rows + r] - y0[(size_t)t * rows + r]) / (mag + 1e-30));
                 }
-            CHECKF(diff <= 1e-5, "%s: avx2 and scalar differ by %.3g of sum|w x|", name, diff);
+            CHECKF(diff <= 1e-5, "%s: differs from the scalar reference by %.3g of sum|w x|", name, diff);
         }
     }
-    gq_qmatmul_set_isa(GQ_ISA_AVX2);
+    gq_qmatmul_set_isa(gq_qmatmul_isa_best());
     CHECK_OK(gq_qmatmul(y, x, w, n));
     snprintf(name, sizeof name, "%s prefill", what);
     check_product(name, W, rows, cols, x, n, y, NULL);
@@ -113,6 +137,7 @@ static void test_vq(void) {
         const float *Q = b.Q;
         const struct gq_qweight w = b.w;
         n_q8 += b.v.q8 != 0;
+        n_fast[b.v.fast]++;
         // decode in two uneven pieces (a row-tile boundary inside)
         int cut = c->rows / 3 + 1;
         gq_qweight_decode_rows(&w, 0, cut, D);
@@ -167,14 +192,31 @@ static void test_ggml(void) {
         char what[64];
         snprintf(what, sizeof what, "%s %dx%d", gq_ggml_type_name(cases[i].type), rows, cols);
         run_all(what, &w, W);
+        // the 16-row groups of the SIMD kernels (the scalar reference keeps reading the rows)
+        void *rp = NULL;
+        CHECK_OK(gq_qweight_prepare(&w, &rp));
+        CHECKF((rp != NULL) == (gq_qmatmul_isa_best() >= GQ_ISA_AVX2 && cases[i].type != GQ_TYPE_F16 &&
+                                cases[i].type != GQ_TYPE_Q6_K),
+               "%s: repacked %s", what, rp ? "unexpectedly" : "not");
+        if (rp) {
+            snprintf(what, sizeof what, "%s %dx%d 16-row groups", gq_ggml_type_name(cases[i].type), rows, cols);
+            run_all(what, &w, W);
+            n_rp++;
+        }
+        free(rp);
         free(data), free(W), free(D);
     }
 }
 
 int main(void) {
-    fprintf(stderr, "  kernels in use: %s\n", gq_qmatmul_isa() == GQ_ISA_AVX2 ? "AVX2" : "scalar");
+    fprintf(stderr, "  best kernels of this CPU: %s\n", gq_isa_name(gq_qmatmul_isa_best()));
     test_vq();
     test_ggml();
+    // every AVX-512 VQ kernel and the repacked block types were exercised
+    for (int f = 1; f < 4; f++) CHECKF(n_fast[f] >= 2, "only %d VQ cases take AVX-512 kernel %d", n_fast[f], f);
+    if (gq_qmatmul_isa_best() >= GQ_ISA_AVX2) CHECKF(n_rp == 5 * 2, "%d repacked block-type cases", n_rp);
+    fprintf(stderr, "  VQ cases per AVX-512 kernel (none, nib, d2k64, d4k256): %d %d %d %d\n", n_fast[0], n_fast[1],
+            n_fast[2], n_fast[3]);
     fprintf(stderr, "  worst |y - y_ref| / sum|w x| = %.3g (tolerance 1e-5)\n", worst);
     fprintf(stderr, "  int8-activation GEMVs: %d VQ configurations + Q8_0/Q4_0/Q4_1/Q5_0/Q5_1, worst error / bound = %.3g\n", n_q8, worst_q8);
     return test_done("test_qmatmul");

@@ -47,6 +47,13 @@ static const struct cfg vq_cases[] = {
     // int8-activation kernels: odd vectors per row (index nibbles starting
     // mid-byte), several 32-vector blocks per tile plus a rest
     {2, 16, 30, 2 * 151, 9060, GQ_CB_INT8, 0, 1, 0, 0, true}, {4, 256, 40, 4 * 45, 7200, GQ_CB_INT8, 0, 1, 0, 0, false},
+    // the AVX-512 kernels' layouts (qmatmul.h): column tiles at multiples of
+    // 32 vectors (d 1 and 2, k 16; 4.5 steps of 64 vectors a row, ragged
+    // row tiles), of 4 vectors (d 2, k 64; a 16-vector rest), d 4 k 256
+    // with outliers; each with act-order
+    {1, 16, 32, 576, 1024, GQ_CB_INT8, 0, 1, 0, 0, true},  {2, 16, 64, 576, 2048, GQ_CB_INT8, 0, 1, 0, 0, true},
+    {2, 64, 40, 576, 8192, GQ_CB_INT8, 0, 1, 0, 0, true},  {2, 64, 24, 208, 2048, GQ_CB_INT8, 0, 1, 0, 0.038, true},
+    {4, 256, 48, 416, 16384, GQ_CB_INT8, 0, 1, 0, 0.04, true},
 };
 #define N_CASES (int)(sizeof vq_cases / sizeof *vq_cases)
 

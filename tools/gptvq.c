@@ -86,13 +86,17 @@ static void print_model_line(const struct gq_model *m) {
 }
 
 // keep: run packed / F16 / Q8_0 / Q4_x weights with the compressed kernels
-// (ppl, generate); false: everything f32 (quantize).
-static int load_model(const char *path, const char *tok_path, bool keep, struct gq_model **m) {
-    struct gq_load_params lp = {.tokenizer_path = tok_path, .keep_quantized = keep};
+// (ppl, generate); false: everything f32 (export). quantize streams the
+// source (keep) but only decodes it: no copies in the kernels' layout.
+static int load_model_as(const char *path, const char *tok_path, bool keep, bool repack, struct gq_model **m) {
+    struct gq_load_params lp = {.tokenizer_path = tok_path, .keep_quantized = keep, .no_repack = !repack};
     enum gq_status s = gq_model_load(path, &lp, m);
     if (s != GQ_OK) return die_status(s);
     print_model_line(*m);
     return 0;
+}
+static int load_model(const char *path, const char *tok_path, bool keep, struct gq_model **m) {
+    return load_model_as(path, tok_path, keep, true, m);
 }
 
 // ---------------------------------------------------------------------------
@@ -323,6 +327,132 @@ static int cmd_generate(int argc, char **argv) {
         fprintf(stderr, "generate: %d linears ran decoded to f32 on the GPU (no kernel for their format)\n",
                 st.device_f32);
     return 0;
+}
+
+// ---------------------------------------------------------------------------
+static const char *BENCH_HELP =
+    "usage: gptvq bench MODEL [-p N] [-n N] [-t N] [-r N] [-o md|csv|json]\n"
+    "\n"
+    "Prompt and generation speed, measured as llama.cpp's llama-bench measures them, so\n"
+    "that the two tables can be read side by side: test ppN processes N prompt tokens\n"
+    "in one batch from an empty context (logits of the last token); tgN decodes N\n"
+    "tokens one at a time from an empty context. Tokens: BOS where the model adds one,\n"
+    "then pseudo-random ids (fixed seed). Each test runs once to warm up, then R times;\n"
+    "t/s is the mean over the repetitions ± their standard deviation.\n"
+    "\n"
+    "  -p N                prompt tokens (default 512; 0: no prompt test)\n"
+    "  -n N                generated tokens (default 128; 0: no generation test)\n"
+    "  -t, --threads N     threads (default: the physical cores)\n"
+    "  -r N                repetitions (default 5)\n"
+    "  -o md|csv|json      output: a Markdown table (default), CSV or JSON lines\n"
+    "  --dequantize        every weight as f32 (default: the compressed kernels)\n"
+    "  --device cpu|cuda   where the forward runs (default cpu)\n"
+    "\n"
+    "Columns: model (architecture, parameters, format of the block linears), size (the\n"
+    "weights as held in memory), params, backend (with the CPU kernels in use), threads,\n"
+    "test, t/s. CSV and JSON add bytes_per_token (the weights one decoded token reads:\n"
+    "block linears, output head, norms) and every repetition's t/s.\n";
+
+static int cmd_bench(int argc, char **argv) {
+    const char *model = NULL, *fmt = "md", *device = NULL;
+    long np = 512, ng = 128, threads = 0, reps = 5;
+    bool dequant = false;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(BENCH_HELP, stdout);
+            return 0;
+        }
+        INT_OPT("-p", np, 0, 1 << 20);
+        INT_OPT("-n", ng, 0, 1 << 20);
+        INT_OPT("-t", threads, 0, 4096);
+        INT_OPT("--threads", threads, 0, 4096);
+        INT_OPT("-r", reps, 1, 1000);
+        if (!strcmp(a, "-o")) {
+            if (!(fmt = opt_value(argc, argv, &i))) return 2;
+            if (strcmp(fmt, "md") && strcmp(fmt, "csv") && strcmp(fmt, "json"))
+                return die("bench: -o expects md, csv or json, got '%s'", fmt), 2;
+            continue;
+        }
+        if (!strcmp(a, "--device")) {
+            if (!(device = opt_value(argc, argv, &i))) return 2;
+            continue;
+        }
+        if (!strcmp(a, "--dequantize")) { dequant = true; continue; }
+        if (a[0] == '-' && a[1]) return die("bench: unknown option '%s' (see gptvq bench --help)", a), 2;
+        if (!model) model = a;
+        else return die("bench: unexpected argument '%s'", a), 2;
+    }
+    if (!model) {
+        fputs(BENCH_HELP, stderr);
+        return 2;
+    }
+    if (np == 0 && ng == 0) return die("bench: nothing to measure (-p 0 and -n 0)"), 2;
+    gq_set_threads((int)threads);
+    const int nt = threads > 0 ? (int)threads : gq_default_threads();
+    if (use_device("bench", device)) return 2;
+    struct gq_model *m = NULL;
+    if (load_model(model, NULL, !dequant, &m)) return 1;
+    struct gq_model_info mi;
+    gq_model_get_info(m, &mi);
+    char desc[128], backend[32];
+    snprintf(desc, sizeof desc, "%s %.1fM %s", mi.arch, (double)mi.n_params / 1e6, mi.linears_desc);
+    snprintf(backend, sizeof backend, "%s", device && !strcmp(device, "cuda") ? "CUDA" : "CPU");
+    if (!device || strcmp(device, "cuda")) {
+        snprintf(backend, sizeof backend, "CPU %s", gq_cpu_kernels());
+    }
+    const long tests[2][2] = {{np, 0}, {0, ng}};
+    if (!strcmp(fmt, "md")) {
+        printf("| %-30s | %10s | %10s | %-10s | %7s | %15s | %20s |\n", "model", "size", "params", "backend", "threads",
+               "test", "t/s");
+        printf("| ------------------------------ | ---------: | ---------: | ---------- | ------: | --------------: | "
+               "-------------------: |\n");
+    } else if (!strcmp(fmt, "csv")) {
+        printf("model,model_size,model_n_params,backend,n_threads,n_prompt,n_gen,test,avg_ts,stddev_ts,bytes_per_token,samples_ts\n");
+    }
+    double *ts = malloc(sizeof(double) * (size_t)reps);
+    int rc = 0;
+    for (int k = 0; k < 2 && !rc; k++) {
+        const long p = tests[k][0], g = tests[k][1];
+        if (p + g == 0) continue;
+        enum gq_status s = gq_bench(m, (int)p, (int)g, (int)reps, device, ts);
+        if (s != GQ_OK) {
+            rc = die_status(s);
+            break;
+        }
+        double mean = 0, var = 0;
+        for (int r = 0; r < reps; r++) mean += ts[r] / reps;
+        for (int r = 0; r < reps; r++) var += (ts[r] - mean) * (ts[r] - mean);
+        const double sd = reps > 1 ? sqrt(var / (reps - 1)) : 0;
+        char test[32], size[32];
+        snprintf(test, sizeof test, "%s%ld", p ? "pp" : "tg", p ? p : g);
+        const double mib = mi.bytes_held / (1024.0 * 1024.0);
+        if (mib >= 1024) snprintf(size, sizeof size, "%.2f GiB", mib / 1024);
+        else snprintf(size, sizeof size, "%.2f MiB", mib);
+        if (!strcmp(fmt, "md")) {
+            char tsb[48];
+            snprintf(tsb, sizeof tsb, "%.2f ± %.2f", mean, sd);
+            printf("| %-30s | %10s | %8.2f M | %-10s | %7d | %15s | %20s |\n", desc, size, (double)mi.n_params / 1e6, backend,
+                   nt, test, tsb);
+        } else {
+            char samples[4096] = "";
+            for (int r = 0, o = 0; r < reps && o < (int)sizeof samples - 32; r++)
+                o += snprintf(samples + o, sizeof samples - (size_t)o, "%s%.4f", r ? (fmt[0] == 'c' ? ";" : ", ") : "", ts[r]);
+            if (!strcmp(fmt, "csv"))
+                printf("\"%s\",%.0f,%lld,\"%s\",%d,%ld,%ld,%s,%.4f,%.4f,%.0f,\"%s\"\n", desc, mi.bytes_held,
+                       (long long)mi.n_params, backend, nt, p, g, test, mean, sd, mi.bytes_per_token, samples);
+            else
+                printf("{\"model\": \"%s\", \"model_size\": %.0f, \"model_n_params\": %lld, \"backend\": \"%s\", "
+                       "\"n_threads\": %d, \"n_prompt\": %ld, \"n_gen\": %ld, \"test\": \"%s\", \"avg_ts\": %.4f, "
+                       "\"stddev_ts\": %.4f, \"bytes_per_token\": %.0f, \"samples_ts\": [%s]}\n",
+                       desc, mi.bytes_held, (long long)mi.n_params, backend, nt, p, g, test, mean, sd, mi.bytes_per_token,
+                       samples);
+        }
+        fflush(stdout);
+    }
+    free(ts);
+    gq_model_free(m);
+    return rc;
 }
 
 // ---------------------------------------------------------------------------
@@ -718,7 +848,7 @@ static int cmd_quantize(int argc, char **argv) {
         return die("%s: quantize needs a GGUF model for now (this one is %s): the output copies the source GGUF's "
                    "metadata and tensors; llama.cpp's convert_hf_to_gguf.py converts a Hugging Face directory", model,
                    fmt), 2;
-    if (load_model(model, NULL, stream, &m)) return 1;
+    if (load_model_as(model, NULL, stream, false, &m)) return 1;
     struct gq_quant_report rep;
     enum gq_status s = gq_quantize(m, &p, &rep);
     char report[4096];
@@ -1016,6 +1146,7 @@ static const char *MAIN_HELP =
     "commands:\n"
     "  ppl MODEL TEXT        perplexity (protocols gptq and llama.cpp)\n"
     "  generate MODEL        text generation (greedy or sampled), streamed\n"
+    "  bench MODEL           prompt and generation speed, as llama.cpp's llama-bench measures it\n"
     "  inspect FILE          metadata, tensors, shapes, types, sizes\n"
     "  quantize MODEL -o OUT RTN, GPTQ or GPTVQ quantization (GPTVQ: packed GGUF; RTN, GPTQ:\n"
     "                        Q4_0..Q8_0 blocks for groups of 32 at 4, 5 or 8 bits, else F32)\n"
@@ -1041,6 +1172,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "quantize")) return cmd_quantize(argc, argv);
     if (!strcmp(cmd, "export")) return cmd_export(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
+    if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("gptvq %s\n", GQ_VERSION_STRING);
         return 0;

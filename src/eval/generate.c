@@ -9,7 +9,7 @@
 void openblas_set_num_threads(int num_threads);
 
 void gq_set_threads(int n) {
-    if (n <= 0) return;
+    if (n <= 0) n = gq_default_threads();
     omp_set_num_threads(n);
     openblas_set_num_threads(n);
 }

@@ -1,15 +1,22 @@
 // qmatmul.h - matrix products with weights kept compressed in memory: ggml
-// block types (F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 with their own kernels; any other type the
-// reader dequantizes through a row-decode path) and packed GPTVQ matrices.
+// block types (F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 with their own kernels; any
+// other type the reader dequantizes through a row-decode path) and packed
+// GPTVQ matrices.
 //
-//   decode (one token, n = 1): fused decode-and-multiply GEMV kernels, a
-//     scalar reference and an AVX2/FMA version picked at run time from the
-//     CPU's features, OpenMP over rows / row tiles. Q8_0, Q4_x, Q5_x and the
-//     int8-codebook VQ layouts below multiply in integers against x rounded
-//     to int8 (per 32 columns / per column tile, scale max|x| / 127, as
-//     llama.cpp does); F16 and every other VQ matrix multiply in float;
-//   prefill (n > 1): chunks of rows decoded to f32, then sgemm.
-// All kernels live in qmatmul.c with the scalar reference beside each one.
+//   decode (one token, n = 1): fused decode-and-multiply GEMVs. Q8_0, Q4_x,
+//     Q5_x and every packed matrix with int8 codebooks, one stage, no
+//     normalisation and no SVD multiply in integers against x rounded to
+//     int8 (per 32 columns for the ggml types, per column tile for VQ, scale
+//     max|x| / 127, as llama.cpp rounds activations to Q8); F16 and the other
+//     VQ matrices multiply in float. A GEMV can run as pieces, a row range
+//     per thread (gq_qgemv_rows), so that a whole decode step runs in one
+//     parallel region (forward.c);
+//   prefill (n > 1): see gq_qmatmul.
+// Kernels: a scalar reference beside each SIMD version (AVX2 + FMA + F16C;
+// AVX-512 F/BW/VL/DQ with VNNI and VBMI), picked at run time from the CPU's
+// features; tests force each one. gq_qweight_prepare repacks what the SIMD
+// kernels read in another layout (the ggml block types as 16-row groups,
+// like llama.cpp's repacked Q4_0) once, at load.
 #ifndef GQ_QMATMUL_H
 #define GQ_QMATMUL_H
 
@@ -17,7 +24,8 @@
 #include "quant/vqpack.h"
 
 // Runtime view of a packed GPTVQ matrix: the parts stay where they are (the
-// file mapping); tile bounds and the permutation are expanded once.
+// file mapping); tile bounds, the permutation and the kernels' tables are
+// expanded once (gq_vqrt_init).
 struct gq_vqrt {
     struct gq_vqpack p;
     int nv, lk;          // vectors per row, index bits
@@ -26,16 +34,20 @@ struct gq_vqrt {
     int *blk0;           // (n_ct) first normalisation block of each column tile
     int n_nblk;
     int32_t *perm;       // (cols) position -> column; NULL: identity
-    int q8;              // int8-activation GEMV layout: 0 none, GQ_VQ_Q8_NIB2 or GQ_VQ_Q8_BYTE4
+    // int8 activations (q8 != 0): int8 codebooks, one stage, no
+    // normalisation, no SVD. q8 names the AVX2 kernel (GQ_VQ_Q8_*); fast the
+    // AVX-512 one (kern.h gq_vq_fast), 0: the generic kernels of that ISA.
+    int q8, fast;
+    uint8_t *tab;        // (groups, d, k) codebook codes + 128 as bytes, coordinate-major (q8)
+    uint8_t *cb8;        // (groups, k, dp) codes, each centroid padded to dp = 4 or 8 bytes (q8 GENERIC)
+    float *cbs;          // (groups) codebook scales as floats (q8)
+    int *half_ct;        // (ceil(nv / 32)) column tile of each 32-vector half (fast == NIB)
+    float *fcb;          // (groups, stages, k, d) decoded codebooks (float kernels: q8 == 0)
+    float *nsc;          // (groups, 16) normalisation scales exp2(a·s + z) of each 4-bit code s
 };
-// Decode GEMVs of int8 codebooks with one stage, no normalisation and no SVD
-// multiply in integers: x is rounded to int8 with one scale per column tile
-// (max|x| / 127, as llama.cpp rounds activations to Q8), the products of
-// codes and int8 x are summed exactly in int32 and y += sum · (codebook
-// scale · x scale) per row and tile. Two layouts have AVX2 kernels (byte
-// shuffles and maddubs); any other matrix takes the float kernels.
-enum { GQ_VQ_Q8_NIB2 = 1,  // d = 2, k <= 16: 4-bit indices, table lookups by pshufb
-       GQ_VQ_Q8_BYTE4 = 2 }; // d = 4, 128 < k <= 256: byte indices, a 4-byte centroid per gather lane
+enum { GQ_VQ_Q8_GENERIC = 1, // any d, k: gathers of 4-byte centroid words
+       GQ_VQ_Q8_NIB2,        // d = 2, k = 16: 4-bit indices, table lookups by pshufb
+       GQ_VQ_Q8_BYTE4 };     // d = 4, k = 256: byte indices, a 4-byte centroid per gather lane
 // Validates p completely (gq_vqpack_unpack's checks) and builds the view.
 enum gq_status gq_vqrt_init(struct gq_vqrt *v, const struct gq_vqpack *p, const char *what);
 void gq_vqrt_free(struct gq_vqrt *v);
@@ -48,17 +60,39 @@ struct gq_qweight {
     const void *data;         // GGML: rows × row_size bytes
     size_t row_size;
     struct gq_vqrt *vq;       // VQ
+    const uint8_t *rp;        // GGML: the 16-row repacked form (gq_qweight_prepare), or NULL
 };
 
-enum gq_isa { GQ_ISA_SCALAR = 0, GQ_ISA_AVX2 = 1 };
-// The kernels in use: AVX2 when the CPU has AVX2 and FMA (checked once), else
-// scalar. Tests and benchmarks may set it (setting AVX2 on a CPU without it
-// is refused: returns the ISA in effect).
+// Repacks w for the SIMD kernels where they read another layout (the ggml
+// block types Q8_0 / Q4_x / Q5_x with a multiple of 32 columns); *owned gets
+// the buffer to free with the weight (NULL: nothing repacked). The original
+// data stays valid and is what the scalar reference and decode_rows read; its
+// pages are handed back to the kernel (madvise) when it lies in a mapping.
+enum gq_status gq_qweight_prepare(struct gq_qweight *w, void **owned);
+// For a prepared weight whose original data lies in a read-only file
+// mapping: hands the pages of the original back (MADV_DONTNEED), so that
+// the process does not hold both forms. Never for data in anonymous memory.
+void gq_qweight_release_source(const struct gq_qweight *w);
+
+enum gq_isa { GQ_ISA_SCALAR = 0, GQ_ISA_AVX2 = 1, GQ_ISA_AVX512 = 2, GQ_ISA_COUNT };
+// The kernels in use: the best the CPU has (AVX-512 with VNNI and VBMI,
+// else AVX2 with FMA and F16C, else scalar), checked once. Tests and
+// benchmarks may set a lower one (asking for more than the CPU has gives the
+// best it has; the ISA in effect is returned).
 enum gq_isa gq_qmatmul_isa(void);
 enum gq_isa gq_qmatmul_set_isa(enum gq_isa isa);
+enum gq_isa gq_qmatmul_isa_best(void);
+const char *gq_isa_name(enum gq_isa isa);
 
-// y (n, rows) = x (n, cols) · Wᵀ.
+// y (n, rows) = x (n, cols) · Wᵀ, threads of its own (OpenMP). n = 1: the
+// decode GEMV; n > 1: prefill (see gq_qmatmul_gemm).
 enum gq_status gq_qmatmul(float *y, const float *x, const struct gq_qweight *w, int n);
+// One piece of the decode GEMV, for a caller that is one of nth threads
+// (ith): rows gq_qgemv_share gives it, y[r] = (W x)[r] (accumulate: +=). x is
+// read only; every piece rounds x itself (in its thread's scratch), so the
+// pieces need no barrier between them. No allocation once warm.
+void gq_qgemv_share(const struct gq_qweight *w, int ith, int nth, int *r0, int *r1);
+enum gq_status gq_qgemv_rows(float *y, const float *x, const struct gq_qweight *w, int r0, int r1, bool accumulate);
 // Rows [r0, r1) of W as f32 (rows, cols) in the original column order:
 // bit-identical to the quantizer's fake-quant values for VQ.
 void gq_qweight_decode_rows(const struct gq_qweight *w, int r0, int r1, float *out);

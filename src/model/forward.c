@@ -9,9 +9,12 @@
 #include "model.h"
 #include "backend/backend.h"
 #include "kern/qmatmul.h"
+#include "kern/vmath.h"
+#include "util/barrier.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 
 struct gq_context {
     const struct gq_model *m;
@@ -22,6 +25,11 @@ struct gq_context {
     // scratch, sized for n_cap tokens
     int n_cap;
     float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *scores;
+    // the decode step (forward_decode): per-thread rows of dec_w floats for
+    // dec_nt threads, and the barrier of its parallel region
+    float *dec;
+    int dec_nt, dec_w;
+    struct gq_barrier bar;
 };
 
 // y = x W^T for x (n, n_in), W (n_out, n_in): y (n, n_out); the compressed
@@ -152,6 +160,7 @@ static void free_scratch(struct gq_context *c) {
 void gq_context_free(struct gq_context *c) {
     if (!c) return;
     free_scratch(c);
+    free(c->dec);
     gq_cuda_lm_free(c->dev);
     free(c->k_cache);
     free(c->v_cache);
@@ -357,6 +366,137 @@ enum gq_status gq_embed(const struct gq_model *m, const int32_t *tokens, int n, 
     return GQ_OK;
 }
 
+// ---------------------------------------------------------------------------
+// Decode step: one token through the whole model in one parallel region.
+// Every operation is split by rows (GEMVs: gq_qgemv_share) or heads across
+// the region's threads, with a spinning barrier where a result is read by
+// other threads; small row-wise steps (RMSNorm of the 576-wide residual) run
+// in every thread into its own row, which saves a barrier. The o and down
+// projections add into the residual x directly.
+
+static void rmsnorm_row(float *out, const float *x, const float *w, int dim, float eps) {
+    double ss = 0;
+    for (int j = 0; j < dim; j++) ss += (double)x[j] * x[j];
+    const float scale = (float)(1.0 / sqrt(ss / dim + eps));
+    for (int j = 0; j < dim; j++) out[j] = x[j] * scale * w[j];
+}
+
+// y[r0, r1) of W x (+ y with accumulate): the compressed kernels, or f32
+// rows by OpenBLAS (serial inside a parallel region).
+static enum gq_status gemv_part(float *y, const float *x, const float *w, const struct gq_qweight *q, int rows, int cols,
+                                int ith, int nth, bool accumulate) {
+    int r0, r1;
+    if (q) {
+        gq_qgemv_share(q, ith, nth, &r0, &r1);
+        return gq_qgemv_rows(y, x, q, r0, r1, accumulate);
+    }
+    r0 = (int)((int64_t)rows * ith / nth), r1 = (int)((int64_t)rows * (ith + 1) / nth);
+    if (r1 > r0)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, r1 - r0, cols, 1.0f, w + (size_t)r0 * cols, cols, x, 1,
+                    accumulate ? 1.0f : 0.0f, y + r0, 1);
+    return GQ_OK;
+}
+
+static void rope_head(float *xh, int head_dim, int rope_dim, bool interleaved, const float *inv_freq, int pos) {
+    const int half = rope_dim / 2;
+    for (int j = 0; j < half; j++) {
+        const double a = (double)pos * inv_freq[j];
+        const float c = (float)cos(a), s = (float)sin(a);
+        const int a0 = interleaved ? 2 * j : j, a1 = interleaved ? 2 * j + 1 : j + half;
+        const float x0 = xh[a0], x1 = xh[a1];
+        xh[a0] = x0 * c - x1 * s;
+        xh[a1] = x0 * s + x1 * c;
+    }
+    (void)head_dim;
+}
+
+static enum gq_status forward_decode(struct gq_context *c, int32_t token, float *logits) {
+    const struct gq_model *m = c->m;
+    const struct gq_hparams *hp = &m->hp;
+    const int dim = hp->dim, hd = hp->head_dim, q_dim = hp->n_heads * hd, kv_dim = hp->n_kv_heads * hd;
+    const int ffn = hp->hidden_dim, group = hp->n_heads / hp->n_kv_heads, pos = c->pos;
+    GQ_TRY(ensure_scratch(c, 1));
+    const int nt = omp_get_max_threads(), w = (dim > ffn ? dim : ffn) + c->n_ctx + 16;
+    if (nt > c->dec_nt || w > c->dec_w) {
+        free(c->dec);
+        c->dec = malloc(sizeof(float) * (size_t)nt * w);
+        if (!c->dec) {
+            c->dec_nt = 0;
+            return gq_fail(GQ_ERR_NOMEM, "decode scratch of %d threads", nt);
+        }
+        c->dec_nt = nt, c->dec_w = w;
+    }
+    GQ_TRY(gq_embed(m, &token, 1, c->x));
+    const float scale = 1.0f / sqrtf((float)hd);
+    enum gq_status err = GQ_OK;
+    char msg[512] = "";
+#define STEP(call)                                                                             \
+    do {                                                                                       \
+        enum gq_status s_ = (call);                                                            \
+        if (s_ != GQ_OK)                                                                       \
+            _Pragma("omp critical(gq_decode_err)") if (err == GQ_OK) err = s_,                 \
+                snprintf(msg, sizeof msg, "%s", gq_last_error());                              \
+    } while (0)
+#pragma omp parallel num_threads(nt)
+    {
+        const int ith = omp_get_thread_num(), nth = omp_get_num_threads();
+        float *xn = c->dec + (size_t)ith * c->dec_w, *sc = xn + (dim > ffn ? dim : ffn);
+        struct gq_barrier *bar = &c->bar;
+        for (int l = 0; l < hp->n_layers; l++) {
+            const struct gq_layer_w *L = &m->layers[l];
+            float *kc = c->k_cache + (size_t)l * c->n_ctx * kv_dim, *vc = c->v_cache + (size_t)l * c->n_ctx * kv_dim;
+            rmsnorm_row(xn, c->x, L->attn_norm, dim, hp->rms_eps);
+            STEP(gemv_part(c->q, xn, L->wq, L->q_wq, q_dim, dim, ith, nth, false));
+            STEP(gemv_part(c->k, xn, L->wk, L->q_wk, kv_dim, dim, ith, nth, false));
+            STEP(gemv_part(c->v, xn, L->wv, L->q_wv, kv_dim, dim, ith, nth, false));
+            gq_barrier_wait(bar, nth);
+            // biases, RoPE and the cache row, one head at a time
+            for (int g = ith; g < hp->n_kv_heads; g += nth) {
+                float *kh = c->k + g * hd, *vh = c->v + g * hd;
+                if (L->bk)
+                    for (int j = 0; j < hd; j++) kh[j] += L->bk[g * hd + j];
+                if (L->bv)
+                    for (int j = 0; j < hd; j++) vh[j] += L->bv[g * hd + j];
+                rope_head(kh, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos);
+                memcpy(kc + (size_t)pos * kv_dim + g * hd, kh, sizeof(float) * hd);
+                memcpy(vc + (size_t)pos * kv_dim + g * hd, vh, sizeof(float) * hd);
+            }
+            for (int h = ith; h < hp->n_heads; h += nth) {
+                float *qh = c->q + h * hd;
+                if (L->bq)
+                    for (int j = 0; j < hd; j++) qh[j] += L->bq[h * hd + j];
+                rope_head(qh, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos);
+            }
+            gq_barrier_wait(bar, nth);
+            for (int h = ith; h < hp->n_heads; h += nth)
+                gq_attn_decode(c->q + h * hd, kc + (h / group) * hd, vc + (h / group) * hd, pos + 1, hd, kv_dim, scale, sc,
+                               c->att_out + h * hd);
+            gq_barrier_wait(bar, nth);
+            STEP(gemv_part(c->x, c->att_out, L->wo, L->q_wo, dim, q_dim, ith, nth, true));
+            gq_barrier_wait(bar, nth);
+            rmsnorm_row(xn, c->x, L->ffn_norm, dim, hp->rms_eps);
+            STEP(gemv_part(c->hb, xn, L->w_gate, L->q_w_gate, ffn, dim, ith, nth, false));
+            STEP(gemv_part(c->hb2, xn, L->w_up, L->q_w_up, ffn, dim, ith, nth, false));
+            gq_barrier_wait(bar, nth);
+            {
+                const int a = (int)((int64_t)ffn * ith / nth), e = (int)((int64_t)ffn * (ith + 1) / nth);
+                gq_vswiglu(c->hb + a, c->hb2 + a, e - a);
+            }
+            gq_barrier_wait(bar, nth);
+            STEP(gemv_part(c->x, c->hb, L->w_down, L->q_w_down, dim, ffn, ith, nth, true));
+            gq_barrier_wait(bar, nth);
+        }
+        if (logits) {
+            rmsnorm_row(xn, c->x, m->output_norm, dim, hp->rms_eps);
+            STEP(gemv_part(logits, xn, m->output, m->q_output, hp->n_vocab, dim, ith, nth, false));
+        }
+    }
+#undef STEP
+    if (err != GQ_OK) return gq_fail(err, "%s", msg);
+    c->pos++;
+    return GQ_OK;
+}
+
 enum gq_status gq_forward(struct gq_context *c, const int32_t *tokens, int n, float *logits,
                           bool all_logits) {
     const struct gq_model *m = c->m;
@@ -369,6 +509,7 @@ enum gq_status gq_forward(struct gq_context *c, const int32_t *tokens, int n, fl
         c->pos += n;
         return GQ_OK;
     }
+    if (n == 1) return forward_decode(c, tokens[0], logits);
     GQ_TRY(ensure_scratch(c, n));
     GQ_TRY(gq_embed(m, tokens, n, c->x));
     for (int l = 0; l < hp->n_layers; l++) GQ_TRY(gq_block_forward(c, l, &m->layers[l], c->x, n, c->pos, NULL));

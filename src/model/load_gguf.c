@@ -55,6 +55,12 @@ static enum gq_status get_q(struct gq_model *m, const struct gq_gguf *g, const c
     if (!found) {
         q->kind = GQ_QW_GGML, q->type = t->type, q->data = t->data;
         q->row_size = gq_ggml_row_size(t->type, cols);
+        void *rp = NULL; // the SIMD kernels' 16-row layout; the mapped original then leaves memory
+        if (!m->no_repack) GQ_TRY(gq_qweight_prepare(q, &rp));
+        if (rp) {
+            GQ_TRY(gq_model_own(m, rp));
+            gq_qweight_release_source(q);
+        }
         *out = q;
         return GQ_OK;
     }
@@ -63,8 +69,9 @@ static enum gq_status get_q(struct gq_model *m, const struct gq_gguf *g, const c
     char what[200];
     snprintf(what, sizeof what, "%s: %s", g->file.path, name);
     GQ_TRY(gq_vqrt_init(v, &p, what));
-    void *arrs[4] = {v->ct_start, v->rt_start, v->blk0, v->perm}; // the view's arrays go with the model too
-    for (int i = 0; i < 4; i++)
+    void *arrs[] = {v->ct_start, v->rt_start, v->vt_start, v->blk0, v->perm, v->tab,
+                    v->cb8,      v->cbs,      v->half_ct,  v->fcb,  v->nsc}; // the view's arrays go with the model too
+    for (size_t i = 0; i < sizeof arrs / sizeof *arrs; i++)
         if (arrs[i]) GQ_TRY(gq_model_own(m, arrs[i]));
     q->kind = GQ_QW_VQ, q->vq = v;
     *out = q;

@@ -1,6 +1,8 @@
 // model.c - model lifetime, validation and format dispatch.
 #include "model.h"
+#include "arch.h"
 #include "tokenizer.h"
+#include "../kern/qmatmul.h"
 
 #include <math.h>
 #include <sys/stat.h>
@@ -139,6 +141,7 @@ enum gq_status gq_model_load(const char *path, const struct gq_load_params *para
     struct gq_model *m = gq_model_alloc();
     if (!m) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     m->keep_quantized = params && params->keep_quantized;
+    m->no_repack = params && params->no_repack;
     enum gq_status s = !strcmp(fmt, "safetensors") ? gq_load_hf_dir(path, m)
                        : !strcmp(fmt, "gguf")      ? gq_load_gguf(path, m)
                                                    : gq_load_llama2c(path, params ? params->tokenizer_path : NULL, m);
@@ -175,6 +178,35 @@ void gq_model_get_info(const struct gq_model *m, struct gq_model_info *info) {
     info->n_params = per_layer * hp->n_layers + (int64_t)hp->n_vocab * hp->dim + hp->dim +
                      (info->tied_output ? 0 : (int64_t)hp->n_vocab * hp->dim);
     info->weight_bytes = (size_t)info->n_params * sizeof(float);
+    // bytes as held: compressed weights as stored, f32 ones 4 per value
+    const struct gq_arch *A = gq_arch_find(m->arch);
+    double lin = 0, norms = 0;
+    char desc[48] = "";
+    bool mixed = false;
+    for (int l = 0; A && l < hp->n_layers; l++)
+        for (int i = 0; i < A->n_tensors; i++) {
+            const struct gq_block_tensor *t = &A->tensors[i];
+            const double nel = (double)gq_dim_value(hp, t->rows) * (t->cols ? (double)gq_dim_value(hp, t->cols) : 1);
+            if (t->kind != GQ_T_LINEAR) {
+                norms += 4 * nel;
+                continue;
+            }
+            const struct gq_qweight *q = *gq_block_qslot(&m->layers[l], t);
+            char d[48];
+            if (!q) snprintf(d, sizeof d, "F32");
+            else if (q->kind == GQ_QW_GGML) snprintf(d, sizeof d, "%s", gq_ggml_type_name(q->type));
+            else snprintf(d, sizeof d, "VQ %dD k%d", q->vq->p.h.d, q->vq->p.h.k);
+            lin += q ? (double)gq_qweight_bytes(q) : 4 * nel;
+            if (!*desc) snprintf(desc, sizeof desc, "%s", d);
+            else mixed |= strcmp(desc, d) != 0;
+        }
+    const double vd = (double)hp->n_vocab * hp->dim;
+    const double head = m->q_output ? (double)gq_qweight_bytes(m->q_output) : 4 * vd;
+    const double embd = m->q_tok_embd ? (double)gq_qweight_bytes(m->q_tok_embd) : 4 * vd;
+    info->bytes_linears = lin;
+    info->bytes_per_token = lin + head + norms + 4.0 * hp->dim;
+    info->bytes_held = info->bytes_per_token + (info->tied_output ? 0 : embd);
+    snprintf(info->linears_desc, sizeof info->linears_desc, "%s", mixed ? "mixed" : desc);
     info->bos_id = gq_tokenizer_bos(m->tok);
     info->eos_id = gq_tokenizer_eos(m->tok);
     info->add_bos = gq_tokenizer_add_bos(m->tok);

@@ -46,6 +46,7 @@ struct gq_model {
     // keep_quantized loads: compressed embedding / output head (f32 pointer NULL)
     const struct gq_qweight *q_tok_embd, *q_output;
     bool keep_quantized;      // set before loading (gq_load_params)
+    bool no_repack;           // keep_quantized without the SIMD layout copies (gq_load_params)
     // Packed GPTVQ matrices produced by gq_quantize (NULL unless GPTVQ without
     // fake_quant): (n_layers, arch n_tensors), h.version 0 where none.
     struct gq_vqpack *packs;

@@ -1,6 +1,8 @@
 // common.c - error state, file mapping, timing and progress.
 #include "common.h"
 
+#include <sched.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -218,4 +220,31 @@ char *gq_fmt_bytes(char *buf, double bytes) {
                                                bytes < 1048576.0 ? "KiB" : "MiB");
     else snprintf(buf, 32, "%.2f GiB", bytes / 1073741824.0);
     return buf;
+}
+
+int gq_default_threads(void) {
+    // physical cores: the distinct (package, core) pairs of the CPUs this
+    // process may run on (SMT siblings share a core's vector units, so a
+    // second thread on them slows the memory-bound decode)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+    const int n = CPU_COUNT(&set);
+    int seen = 0, ids[1024][2];
+    for (int cpu = 0; cpu < CPU_SETSIZE && seen < 1024; cpu++) {
+        if (!CPU_ISSET(cpu, &set)) continue;
+        int id[2] = {-1, -1};
+        const char *what[2] = {"physical_package_id", "core_id"};
+        for (int k = 0; k < 2; k++) {
+            char path[128];
+            snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/%s", cpu, what[k]);
+            FILE *f = fopen(path, "r");
+            if (!f || fscanf(f, "%d", &id[k]) != 1) id[k] = -1;
+            if (f) fclose(f);
+        }
+        if (id[1] < 0) return n > 0 ? n : 1; // no topology: every CPU counts
+        bool dup = false;
+        for (int i = 0; i < seen && !dup; i++) dup = ids[i][0] == id[0] && ids[i][1] == id[1];
+        if (!dup) ids[seen][0] = id[0], ids[seen][1] = id[1], seen++;
+    }
+    return seen > 0 ? seen : 1;
 }

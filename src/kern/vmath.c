@@ -1,0 +1,150 @@
+// vmath.c - vector exp, softmax pieces and decode attention (contract: vmath.h).
+#include "kern/vmath.h"
+#include "kern/kern.h"
+
+#include <math.h>
+
+// exp(x) = 2^n · e^r, n = round(x / ln 2), r = x − n · ln 2 in two steps
+// (Cody-Waite), e^r by its Taylor polynomial to degree 6 (|r| <= ln2 / 2:
+// truncation below 2e-8 relative), 2^n by the exponent bits.
+AVX2_FN static GQ_INLINE __m256 exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.33654f);
+    x = _mm256_max_ps(x, _mm256_set1_ps(-103.0f)); // keeps n in range; below lo the result is 0
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    // 2^n for n in [-149, 127]: two factors so that subnormal results are reached
+    const __m256i ni = _mm256_cvtps_epi32(n);
+    const __m256i h = _mm256_srai_epi32(ni, 1);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, _mm256_set1_epi32(127)), 23));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23));
+    const __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+    return _mm256_and_ps(y, _mm256_cmp_ps(x, lo, _CMP_GE_OQ));
+}
+
+AVX2_FN static double vexp_shift_avx2(float *x, int n, float m) {
+    const __m256 mv = _mm256_set1_ps(m);
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
+        _mm256_storeu_ps(x + i, e);
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    double t[4];
+    _mm256_storeu_pd(t, _mm256_add_pd(s0, s1));
+    double sum = t[0] + t[1] + t[2] + t[3];
+    if (i < n) {
+        float buf[8] = {0};
+        for (int j = i; j < n; j++) buf[j - i] = x[j] - m;
+        _mm256_storeu_ps(buf, exp8(_mm256_loadu_ps(buf)));
+        for (int j = i; j < n; j++) x[j] = buf[j - i], sum += buf[j - i];
+    }
+    return sum;
+}
+
+double gq_vexp_shift(float *x, int n, float m) {
+    if (gq_qmatmul_isa() >= GQ_ISA_AVX2) return vexp_shift_avx2(x, n, m);
+    double sum = 0;
+    for (int i = 0; i < n; i++) x[i] = expf(x[i] - m), sum += x[i];
+    return sum;
+}
+
+float gq_vmax(const float *x, int n) {
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    return mx;
+}
+
+void gq_vscale(float *x, int n, float s) {
+    for (int i = 0; i < n; i++) x[i] *= s;
+}
+
+AVX2_FN static void vswiglu_avx2(float *g, const float *u, int n) {
+    const __m256 one = _mm256_set1_ps(1.0f), sgn = _mm256_set1_ps(-0.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 gv = _mm256_loadu_ps(g + i);
+        const __m256 e = exp8(_mm256_xor_ps(gv, sgn));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void gq_vswiglu(float *g, const float *u, int n) {
+    if (gq_qmatmul_isa() >= GQ_ISA_AVX2) {
+        vswiglu_avx2(g, u, n);
+        return;
+    }
+    for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+AVX2_FN static void attn_avx2(const float *q, const float *k, const float *v, int T, int hd, int ld, float scale,
+                              float *s, float *out) {
+    if (hd % 8) { // the loops below take whole registers
+        for (int t = 0; t < T; t++) {
+            float a = 0;
+            for (int j = 0; j < hd; j++) a += q[j] * k[(size_t)t * ld + j];
+            s[t] = a * scale;
+        }
+    } else {
+        for (int t = 0; t < T; t++) {
+            const float *kt = k + (size_t)t * ld;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+            int j = 0;
+            for (; j + 16 <= hd; j += 16) {
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), _mm256_loadu_ps(kt + j), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 8), _mm256_loadu_ps(kt + j + 8), a1);
+            }
+            if (j < hd) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), _mm256_loadu_ps(kt + j), a0);
+            s[t] = gq_hsum256(_mm256_add_ps(a0, a1)) * scale;
+        }
+    }
+    const float mx = gq_vmax(s, T);
+    const float inv = (float)(1.0 / vexp_shift_avx2(s, T, mx));
+    for (int j = 0; j < hd; j++) out[j] = 0;
+    if (hd % 8 || hd > 256) {
+        for (int t = 0; t < T; t++)
+            for (int j = 0; j < hd; j++) out[j] += s[t] * inv * v[(size_t)t * ld + j];
+        return;
+    }
+    __m256 acc[32];
+    for (int j = 0; j < hd / 8; j++) acc[j] = _mm256_setzero_ps();
+    for (int t = 0; t < T; t++) {
+        const __m256 p = _mm256_set1_ps(s[t] * inv);
+        const float *vt = v + (size_t)t * ld;
+        for (int j = 0; j < hd / 8; j++) acc[j] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vt + 8 * j), acc[j]);
+    }
+    for (int j = 0; j < hd / 8; j++) _mm256_storeu_ps(out + 8 * j, acc[j]);
+}
+
+void gq_attn_decode(const float *q, const float *k, const float *v, int T, int hd, int ld, float scale, float *s,
+                    float *out) {
+    if (gq_qmatmul_isa() >= GQ_ISA_AVX2) {
+        attn_avx2(q, k, v, T, hd, ld, scale, s, out);
+        return;
+    }
+    for (int t = 0; t < T; t++) {
+        float a = 0;
+        for (int j = 0; j < hd; j++) a += q[j] * k[(size_t)t * ld + j];
+        s[t] = a * scale;
+    }
+    const float mx = gq_vmax(s, T);
+    double sum = 0;
+    for (int t = 0; t < T; t++) s[t] = expf(s[t] - mx), sum += s[t];
+    const float inv = (float)(1.0 / sum);
+    for (int j = 0; j < hd; j++) out[j] = 0;
+    for (int t = 0; t < T; t++) {
+        const float p = s[t] * inv;
+        for (int j = 0; j < hd; j++) out[j] += p * v[(size_t)t * ld + j];
+    }
+}
