@@ -47,13 +47,16 @@ static void check_product(const char *what, const float *W, int rows, int cols, 
 // The x-rounding term of the tolerance for the int8-activation GEMVs (else
 // NULL): x is rounded per block (VQ: column tile, in position order; Q8_0,
 // Q4_0, Q4_1: 32 columns).
-static double *q8_bound(const struct gq_qweight *w, const float *W, const float *x, int n) {
+// levels: 127 (int8 GEMV), or 32767 (the int16 prefill: VQ int8 codebooks
+// with one stage and no SVD, normalisation included).
+static double *xq_bound(const struct gq_qweight *w, const float *W, const float *x, int n, double levels) {
     const struct gq_vqrt *v = w->vq;
     const bool vq = w->kind == GQ_QW_VQ;
-    if (vq ? !v->q8
-           : w->type != GQ_TYPE_Q8_0 && w->type != GQ_TYPE_Q4_0 && w->type != GQ_TYPE_Q4_1 && w->type != GQ_TYPE_Q5_0 &&
-                 w->type != GQ_TYPE_Q5_1)
-        return NULL;
+    const bool intk = vq ? (levels < 1000 ? v->q8 != 0
+                                          : v->p.h.cb_format == GQ_CB_INT8 && v->p.h.stages == 1 && !v->p.h.svd_rank)
+                         : w->type == GQ_TYPE_Q8_0 || w->type == GQ_TYPE_Q4_0 || w->type == GQ_TYPE_Q4_1 ||
+                               w->type == GQ_TYPE_Q5_0 || w->type == GQ_TYPE_Q5_1;
+    if (!intk) return NULL;
     const int nblk = vq ? v->p.h.n_ct : w->cols / 32;
     double *b = calloc((size_t)n * w->rows, sizeof(double));
     for (int t = 0; t < n; t++)
@@ -64,7 +67,7 @@ static double *q8_bound(const struct gq_qweight *w, const float *W, const float 
             for (int r = 0; r < w->rows; r++) {
                 double aw = 0;
                 for (int p = p0; p < p1; p++) aw += fabs(W[(size_t)r * w->cols + (vq && v->perm ? v->perm[p] : p)]);
-                b[(size_t)t * w->rows + r] += 1.0001 * mx / 127 / 2 * aw;
+                b[(size_t)t * w->rows + r] += 1.0001 * mx / levels / 2 * aw;
             }
         }
     return b;
@@ -95,7 +98,7 @@ static void check_pieces(const char *what, const struct gq_qweight *w, const flo
 static void run_all(const char *what, const struct gq_qweight *w, const float *W) {
     const int rows = w->rows, cols = w->cols, n = 3;
     float *x = rand_matrix(n, cols, 1.0), *y = malloc(sizeof(float) * n * rows), *y0 = malloc(sizeof(float) * n * rows);
-    double *extra = q8_bound(w, W, x, n);
+    double *extra = xq_bound(w, W, x, n, 127);
     char name[128];
     for (int isa = 0; isa < GQ_ISA_COUNT; isa++) {
         if (gq_qmatmul_set_isa((enum gq_isa)isa) != (enum gq_isa)isa) {
@@ -120,11 +123,19 @@ static void run_all(const char *what, const struct gq_qweight *w, const float *W
             CHECKF(diff <= 1e-5, "%s: differs from the scalar reference by %.3g of sum|w x|", name, diff);
         }
     }
+    // prefill of 11 tokens (a block of 8 and a rest): int16 x on the SIMD
+    // ISAs where the weight is integer codes, else f32
+    const int n2 = 11;
+    float *x2 = rand_matrix(n2, cols, 1.0), *y2 = malloc(sizeof(float) * n2 * rows);
+    double *extra16 = xq_bound(w, W, x2, n2, 32767);
+    for (int isa = 0; isa < GQ_ISA_COUNT; isa++) {
+        if (gq_qmatmul_set_isa((enum gq_isa)isa) != (enum gq_isa)isa) continue;
+        CHECK_OK(gq_qmatmul(y2, x2, w, n2));
+        snprintf(name, sizeof name, "%s prefill %s%s", what, isa_label[isa], isa && extra16 ? " (int16 x)" : "");
+        check_product(name, W, rows, cols, x2, n2, y2, isa ? extra16 : NULL);
+    }
     gq_qmatmul_set_isa(gq_qmatmul_isa_best());
-    CHECK_OK(gq_qmatmul(y, x, w, n));
-    snprintf(name, sizeof name, "%s prefill", what);
-    check_product(name, W, rows, cols, x, n, y, NULL);
-    free(x), free(y), free(y0), free(extra);
+    free(x), free(y), free(y0), free(extra), free(extra16), free(x2), free(y2);
 }
 
 static void test_vq(void) {

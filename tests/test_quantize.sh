@@ -26,6 +26,8 @@ trap 'rm -rf "$T"' EXIT
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 fail=0
 ppl() { "$G" ppl "$1" "$TXT" --ctx 256 --quiet 2>/dev/null | sed -n 's/^ppl=\([0-9.]*\) .*/\1/p'; }
+# close A B TOL: |A - B| <= TOL · |B|
+close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && d <= t * (b < 0 ? -b : b)) }'; }
 quant() { # out, options...
     local out=$1; shift
     "$G" quantize "$S" -o "$out" --calib "$CAL" --nsamples 16 --seqlen 128 --quiet "$@" >"$T/q.out" 2>"$T/q.err" ||
@@ -123,8 +125,11 @@ grep -q "gptvq.bpv" "$T/inspect2" && grep -q "gptvq.vq_dim" "$T/inspect2" && ech
 quant "$T/vq2f.gguf" --method gptvq --vq-dim 2 --bpv 2.125 --fake-quant
 p_vq2f=$(ppl "$T/vq2f.gguf")
 p_vq2d=$("$G" ppl "$T/vq2.gguf" "$TXT" --ctx 256 --quiet --dequantize 2>/dev/null | sed -n 's/^ppl=\([0-9.]*\) .*/\1/p')
-[ -n "$p_vq2" ] && [ "$p_vq2" = "$p_vq2f" ] && [ "$p_vq2" = "$p_vq2d" ] &&
-    echo "ok: packed ppl $p_vq2 = fake-quant $p_vq2f = packed decoded to f32 $p_vq2d" ||
+# (decoded to f32: the same values through the same f32 sgemm, equal to the
+# printed digit; the compressed kernels round x to int16 per tile for the
+# prefill, 1.5e-5 of the tile's max |x|: within 1e-4 relative)
+[ -n "$p_vq2" ] && [ "$p_vq2f" = "$p_vq2d" ] && close "$p_vq2" "$p_vq2f" 1e-4 &&
+    echo "ok: packed ppl $p_vq2 ~ fake-quant $p_vq2f = packed decoded to f32 $p_vq2d" ||
     { echo "FAIL: packed ppl '$p_vq2', fake-quant '$p_vq2f', decoded '$p_vq2d'"; fail=1; }
 sz_p=$(stat -c %s "$T/vq2.gguf"); sz_f=$(stat -c %s "$T/vq2f.gguf")
 check "packed file smaller than fake-quant ($sz_p vs $sz_f bytes)" "$sz_p * 3 < $sz_f"
@@ -186,8 +191,8 @@ for cfg in "gptq 4 asym Q4_1" "rtn 4 sym Q4_0" "gptq 5 asym Q5_1" "gptq 5 sym Q5
         .venv/bin/python tests/reference/check_gguf_blocks.py "$T/$n.gguf" "$T/${n}f.gguf" "$4" >"$T/py" 2>&1 &&
             echo "ok: $1 W$2 $3 g32: $(cat "$T/py")" || { echo "FAIL: $1 W$2 $3 g32 blocks"; cat "$T/py"; fail=1; }
     fi
-    [ -n "$pb" ] && [ "$pb" = "$pf" ] && [ "$sb" -lt "$sf" ] &&
-        echo "ok: $1 W$2 $3 g32: $4 file ppl $pb = fake-quant ppl $pf, $sb vs $sf bytes" ||
+    [ -n "$pb" ] && close "$pb" "$pf" 1e-4 && [ "$sb" -lt "$sf" ] &&
+        echo "ok: $1 W$2 $3 g32: $4 file ppl $pb ~ fake-quant ppl $pf (1e-4), $sb vs $sf bytes" ||
         { echo "FAIL: $1 W$2 $3 g32: $4 ppl '$pb' vs '$pf', $sb vs $sf bytes"; fail=1; }
 done
 "$G" quantize "$S" -o "$T/pk3.gguf" --method gptq --wbits 3 --group-size 32 --packed >/dev/null 2>"$T/err"

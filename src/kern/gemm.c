@@ -1,12 +1,29 @@
 // gemm.c - prefill products y (n, rows) = x (n, cols) · Wᵀ for n > 1 tokens
 // (contract: qmatmul.h, gq_qmatmul).
+//
+// Weights whose values are an integer code times a scale per segment of
+// columns (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: blocks of 32, plus a min; packed VQ
+// with int8 codebooks, one stage, no SVD: column tiles, cut at the
+// normalisation blocks, the scale = codebook scale × normalisation scale)
+// multiply in integers against x rounded to int16 per token and segment
+// (scale max|x| / 32767, halves away from zero: at most 1.5e-5 of the
+// segment's largest |x| per value, against llama.cpp's int8 at 4e-3):
+// per segment the exact int32 Σ code · x code, then × (weight scale · x
+// scale), + min · x scale · Σ x codes. VQ outlier columns go in float.
+//   AVX-512: panels of 16 rows decoded to int16 pairs (dword l of column
+//     pair p = row l's codes 2p, 2p+1), 8 tokens at a time, vpdpwssd
+//     against the token's code pair broadcast; AVX2: 8 rows, vpmaddwd.
+// Everything else (F16, other types, fp16 / f32 / residual / SVD codebooks,
+// and the scalar ISA): rows decoded to f32 in chunks, then sgemm.
 #include "kern/kern.h"
 
 #include <cblas.h>
 #include <omp.h>
 
-// Chunks of rows decoded to f32 (in parallel), then one sgemm each.
-enum gq_status gq_gemm(float *y, const float *x, const struct gq_qweight *w, int n) {
+// ---------------------------------------------------------------------------
+// Float path.
+
+static enum gq_status gemm_f32(float *y, const float *x, const struct gq_qweight *w, int n) {
     const int CH = 256, nt = omp_get_max_threads();
     const int nch = (w->rows + CH - 1) / CH, per = nch < nt ? nch : nt;
     float *buf = malloc(sizeof(float) * (size_t)CH * w->cols * per);
@@ -24,4 +41,424 @@ enum gq_status gq_gemm(float *y, const float *x, const struct gq_qweight *w, int
     }
     free(buf);
     return GQ_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Integer path: segments.
+
+// Segments of position space [p0, p1) (even lengths <= 256) with their VQ
+// column tile and normalisation block (-1: none); ggml: blocks of 32.
+struct segs {
+    int n, *p0, *ct, *blk;
+    int np; // first position of the integer part (VQ: n_out)
+};
+
+static void segs_free(struct segs *s) { free(s->p0), free(s->ct), free(s->blk); }
+
+// false: w does not take the integer path.
+static bool int_path(const struct gq_qweight *w) {
+    if (w->kind == GQ_QW_GGML) return gq_ggml_sb16_bytes(w->type) && w->cols % 32 == 0;
+    const struct gq_vqpack_hdr *h = &w->vq->p.h;
+    return h->cb_format == GQ_CB_INT8 && h->stages == 1 && !h->svd_rank;
+}
+
+static enum gq_status segs_make(const struct gq_qweight *w, struct segs *s) {
+    memset(s, 0, sizeof *s);
+    int cap = w->cols / 2 + 2;
+    s->p0 = malloc(sizeof(int) * (cap + 1)), s->ct = malloc(sizeof(int) * cap), s->blk = malloc(sizeof(int) * cap);
+    if (!s->p0 || !s->ct || !s->blk) {
+        segs_free(s);
+        return gq_fail(GQ_ERR_NOMEM, "qmatmul: segments");
+    }
+    if (w->kind == GQ_QW_GGML) {
+        for (int b = 0; b < w->cols / 32; b++) s->p0[s->n] = 32 * b, s->ct[s->n] = -1, s->blk[s->n] = -1, s->n++;
+        s->p0[s->n] = w->cols;
+        return GQ_OK;
+    }
+    const struct gq_vqrt *v = w->vq;
+    const struct gq_vqpack_hdr *h = &v->p.h;
+    s->np = h->n_out;
+    for (int ct = 0; ct < h->n_ct; ct++) {
+        int blk = v->blk0[ct];
+        for (int p = v->ct_start[ct]; p < v->ct_start[ct + 1];) {
+            int e = v->ct_start[ct + 1];
+            if (h->norm_block && p + h->norm_block < e) e = p + h->norm_block;
+            for (int q = p; q < e; q += 256) { // int32 sums: at most 256 products of 32767 · 128 per lane pair
+                const int qe = q + 256 < e ? q + 256 : e;
+                if ((qe - q) % 2 || s->n >= cap) { // odd widths: the float path
+                    segs_free(s);
+                    s->n = -1;
+                    return GQ_OK;
+                }
+                s->p0[s->n] = q, s->ct[s->n] = ct, s->blk[s->n] = h->norm_block ? blk : -1, s->n++;
+            }
+            p = e, blk++;
+        }
+    }
+    s->p0[s->n] = w->cols;
+    return GQ_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Activations: x (n, cols) in position order (VQ permutation), and for each
+// block of TL tokens (TL = 16 AVX-512, 8 AVX2; past n: zeros) the int16
+// code pairs of positions [np, cols) transposed, dword (pair pp, token t) at
+// xt[(tb · npairs + pp) · TL + t]; per segment k the tokens' scales xs and
+// scale · Σ codes xm at [(tb · nseg + k) · TL + t].
+
+struct xblocks {
+    float *xp;
+    int32_t *xt;
+    float *xs, *xm;
+    int tl, ntb, npairs;
+};
+// One token: positions [np, cols) of pt rounded per segment into q (int16,
+// row-major), scales and scale · Σ codes into xs[k], xm[k]. The AVX-512 and
+// scalar versions do the same roundings (max exact, x · (1 / scale), ± 0.5,
+// truncation): bit-identical codes.
+static void quantize_tok(const struct segs *S, const float *pt, int16_t *q, float *xs, float *xm) {
+    for (int k = 0; k < S->n; k++) {
+        const int a = S->p0[k], e = S->p0[k + 1];
+        float mx = 0;
+        for (int p = a; p < e; p++) mx = fabsf(pt[p]) > mx ? fabsf(pt[p]) : mx;
+        const float sc = mx / 32767, inv = sc > 0 ? 1 / sc : 0;
+        int32_t sum = 0;
+        for (int p = a; p < e; p++) {
+            const float u = pt[p] * inv;
+            const int c = (int)(u + (u < 0 ? -0.5f : 0.5f));
+            q[p - S->np] = (int16_t)c, sum += c;
+        }
+        xs[k] = sc, xm[k] = sc * (float)sum;
+    }
+}
+
+AVX512_FN static void quantize_tok_avx512(const struct segs *S, const float *pt, int16_t *q, float *xs, float *xm) {
+    const __m512 sgn = _mm512_set1_ps(-0.0f), ph = _mm512_set1_ps(0.5f), nh = _mm512_set1_ps(-0.5f);
+    for (int k = 0; k < S->n; k++) {
+        const int a = S->p0[k], e = S->p0[k + 1];
+        __m512 m = _mm512_setzero_ps();
+        for (int p = a; p < e; p += 16) {
+            const __mmask16 km = e - p >= 16 ? 0xFFFF : (__mmask16)((1u << (e - p)) - 1);
+            m = _mm512_max_ps(m, _mm512_andnot_ps(sgn, _mm512_maskz_loadu_ps(km, pt + p)));
+        }
+        const float sc = _mm512_reduce_max_ps(m) / 32767, inv = sc > 0 ? 1 / sc : 0;
+        const __m512 vi = _mm512_set1_ps(inv);
+        __m512i sum = _mm512_setzero_si512();
+        for (int p = a; p < e; p += 16) {
+            const __mmask16 km = e - p >= 16 ? 0xFFFF : (__mmask16)((1u << (e - p)) - 1);
+            const __m512 u = _mm512_mul_ps(_mm512_maskz_loadu_ps(km, pt + p), vi);
+            const __m512i c = _mm512_cvttps_epi32(_mm512_add_ps(u, _mm512_mask_blend_ps(_mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_LT_OQ), ph, nh)));
+            sum = _mm512_add_epi32(sum, _mm512_maskz_mov_epi32(km, c));
+            _mm512_mask_cvtsepi32_storeu_epi16(q + (p - S->np), km, c);
+        }
+        xs[k] = sc, xm[k] = sc * (float)_mm512_reduce_add_epi32(sum);
+    }
+}
+
+static void quantize_x16(const struct gq_qweight *w, const struct segs *S, const float *x, int n, struct xblocks *X,
+                         int16_t *xq, float *xsr, float *xmr, enum gq_isa isa) {
+    const int cols = w->cols, width = 2 * X->npairs, tl = X->tl, nseg = S->n;
+    const int32_t *perm = w->kind == GQ_QW_VQ ? w->vq->perm : NULL;
+#pragma omp parallel
+    {
+        // each token: permuted, rounded into its row of xq (tokens past n: zeros)
+#pragma omp for schedule(static)
+        for (int t = 0; t < X->ntb * tl; t++) {
+            int16_t *q = xq + (size_t)t * width;
+            float *xs = xsr + (size_t)t * nseg, *xm = xmr + (size_t)t * nseg;
+            if (t >= n) {
+                memset(q, 0, sizeof(int16_t) * width);
+                for (int k = 0; k < nseg; k++) xs[k] = xm[k] = 0;
+                continue;
+            }
+            const float *xr = x + (size_t)t * cols;
+            float *pt = X->xp + (size_t)t * cols;
+            if (perm)
+                for (int p = 0; p < cols; p++) pt[p] = xr[perm[p]];
+            else
+                memcpy(pt, xr, sizeof(float) * cols);
+            if (isa == GQ_ISA_AVX512) quantize_tok_avx512(S, pt, q, xs, xm);
+            else quantize_tok(S, pt, q, xs, xm);
+        }
+        // transposed per token block: code pairs and scales with the tokens in lanes
+#pragma omp for schedule(static)
+        for (int tb = 0; tb < X->ntb; tb++) {
+            int32_t *xt = X->xt + (size_t)tb * X->npairs * tl;
+            for (int t = 0; t < tl; t++) {
+                const int32_t *src = (const int32_t *)(xq + (size_t)(tb * tl + t) * width);
+                for (int pp = 0; pp < X->npairs; pp++) xt[(size_t)pp * tl + t] = src[pp];
+                for (int k = 0; k < nseg; k++) {
+                    X->xs[((size_t)tb * nseg + k) * tl + t] = xsr[(size_t)(tb * tl + t) * nseg + k];
+                    X->xm[((size_t)tb * nseg + k) * tl + t] = xmr[(size_t)(tb * tl + t) * nseg + k];
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Weights: rows [r0, r0 + 16) (past the end: zeros) as int16 codes of
+// positions [np, cols), row l at wr + l · (cols − np); scales sc[l · nseg + k]
+// and mins mn[l · nseg + k] of each segment.
+
+static inline int ggml_code(enum gq_ggml_type t, const uint8_t *b, int j, float *d, float *m) {
+    *d = gq_vqp_f16(b, 0);
+    switch (t) {
+    case GQ_TYPE_Q8_0: return (int8_t)b[2 + j];
+    case GQ_TYPE_Q4_0: return (j < 16 ? b[2 + j] & 15 : b[2 + j - 16] >> 4) - 8;
+    case GQ_TYPE_Q4_1: *m = gq_vqp_f16(b, 1); return j < 16 ? b[4 + j] & 15 : b[4 + j - 16] >> 4;
+    case GQ_TYPE_Q5_0:
+    case GQ_TYPE_Q5_1: {
+        const int o = t == GQ_TYPE_Q5_1 ? 4 : 2;
+        if (t == GQ_TYPE_Q5_1) *m = gq_vqp_f16(b, 1);
+        const uint32_t qh = (uint32_t)b[o] | (uint32_t)b[o + 1] << 8 | (uint32_t)b[o + 2] << 16 | (uint32_t)b[o + 3] << 24;
+        const int lo = j < 16 ? b[o + 4 + j] & 15 : b[o + 4 + j - 16] >> 4;
+        return (lo | (int)(qh >> j & 1) << 4) - (t == GQ_TYPE_Q5_0 ? 16 : 0);
+    }
+    default: return 0;
+    }
+}
+
+// The 16-row superblocks of a repacked weight (gemv_ggml.c's layout).
+static void rows16_from_repack(const struct gq_qweight *w, int g, int16_t *wr, float *sc, float *mn) {
+    const enum gq_ggml_type t = w->type;
+    const int nb = w->cols / 32, sbs = (int)gq_ggml_sb16_bytes(t);
+    const bool q8 = t == GQ_TYPE_Q8_0, q5 = t == GQ_TYPE_Q5_0 || t == GQ_TYPE_Q5_1, min = t == GQ_TYPE_Q4_1 || t == GQ_TYPE_Q5_1;
+    const int off = t == GQ_TYPE_Q4_0 ? 8 : t == GQ_TYPE_Q5_0 ? 16 : 0;
+    const int om = 32, oqh = min ? 64 : 32, oqs = (q5 ? oqh + 64 : min ? 64 : 32);
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *sb = w->rp + ((size_t)g * nb + b) * sbs;
+        for (int l = 0; l < 16; l++) {
+            int16_t *o = wr + (size_t)l * w->cols + 32 * b;
+            sc[l * nb + b] = gq_vqp_f16(sb, l);
+            mn[l * nb + b] = min ? gq_vqp_f16(sb + om, l) : 0;
+            if (q8) {
+                for (int c = 0; c < 8; c++)
+                    for (int j = 0; j < 4; j++) o[4 * c + j] = (int8_t)sb[oqs + 64 * c + 4 * l + j];
+                continue;
+            }
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++) {
+                    const uint8_t byte = sb[oqs + 64 * i + 4 * l + j];
+                    int lo = byte & 15, hi = byte >> 4;
+                    if (q5) {
+                        const int bit = 4 * l + j;
+                        lo |= (sb[oqh + 8 * i + bit / 8] >> (bit % 8) & 1) << 4;
+                        hi |= (sb[oqh + 8 * (4 + i) + bit / 8] >> (bit % 8) & 1) << 4;
+                    }
+                    o[4 * i + j] = (int16_t)(lo - off), o[16 + 4 * i + j] = (int16_t)(hi - off);
+                }
+        }
+    }
+}
+
+static void rows16_decode(const struct gq_qweight *w, const struct segs *S, int r0, int16_t *wr, float *sc, float *mn) {
+    const int np = S->np, width = w->cols - np;
+    const int nvalid = w->rows - r0 < 16 ? w->rows - r0 : 16;
+    if (nvalid < 16) {
+        memset(wr, 0, sizeof(int16_t) * (size_t)width * 16);
+        memset(sc, 0, sizeof(float) * (size_t)S->n * 16);
+        memset(mn, 0, sizeof(float) * (size_t)S->n * 16);
+    }
+    if (w->kind == GQ_QW_GGML && w->rp && r0 % 16 == 0) {
+        if (nvalid == 16) {
+            rows16_from_repack(w, r0 / 16, wr, sc, mn);
+            return;
+        }
+    }
+    for (int l = 0; l < nvalid; l++) {
+        const int r = r0 + l;
+        int16_t *o = wr + (size_t)l * width;
+        if (w->kind == GQ_QW_GGML) {
+            const int nb = w->cols / 32, bs = (int)(w->row_size / (size_t)nb);
+            for (int b = 0; b < nb; b++) {
+                const uint8_t *blk = (const uint8_t *)w->data + (size_t)r * w->row_size + (size_t)b * bs;
+                float d = 0, m = 0;
+                for (int j = 0; j < 32; j++) o[32 * b + j] = (int16_t)ggml_code(w->type, blk, j, &d, &m);
+                sc[l * nb + b] = d, mn[l * nb + b] = m;
+            }
+            continue;
+        }
+        const struct gq_vqrt *v = w->vq;
+        const struct gq_vqpack_hdr *h = &v->p.h;
+        const int d = h->d, k = h->k, lk = v->lk;
+        int rtile = 0;
+        while (rtile + 1 < h->n_rt && v->rt_start[rtile + 1] <= r) rtile++;
+        const int8_t *cbs = (const int8_t *)v->p.part[GQ_VQP_CB];
+        const uint8_t *is = v->p.part[GQ_VQP_IDX];
+        const size_t ibytes = v->p.bytes[GQ_VQP_IDX];
+        for (int ct = 0; ct < h->n_ct; ct++) {
+            const int8_t *cb = cbs + (size_t)((int64_t)rtile * h->n_ct + ct) * k * d;
+            for (int vec = v->vt_start[ct]; vec < v->vt_start[ct + 1]; vec++) {
+                const uint64_t bit = ((uint64_t)r * v->nv + vec) * lk;
+                uint32_t ix;
+                if ((bit >> 3) + 8 <= ibytes) {
+                    uint64_t win;
+                    memcpy(&win, is + (bit >> 3), 8);
+                    ix = (uint32_t)(win >> (bit & 7)) & ((1u << lk) - 1);
+                } else {
+                    ix = gq_bits_get(is, (int64_t)r * v->nv + vec, lk);
+                }
+                const int8_t *c = cb + (size_t)ix * d;
+                for (int j = 0; j < d; j++) o[vec * d + j] = c[j];
+            }
+        }
+        for (int s = 0; s < S->n; s++) {
+            const int64_t g = (int64_t)rtile * h->n_ct + S->ct[s];
+            float f = v->cbs[g];
+            if (S->blk[s] >= 0) f *= v->nsc[g * 16 + (int)gq_bits_get(v->p.part[GQ_VQP_NSINT], (int64_t)r * v->n_nblk + S->blk[s], 4)];
+            sc[l * S->n + s] = f;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Microkernels: 8 rows (wr, 8 rows of width codes) × one token block ->
+// tile[r · TL + t]. Per segment the exact int32 sums of code pairs ×
+// token pairs (tokens in lanes, the row's pair broadcast), then
+// × (x scale of the token · weight scale of the row), + min · x scale · Σ x.
+
+#define REP8(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7)
+
+AVX512_FN static void mk_avx512(const int16_t *wr, int width, const float *sc, const float *mn, bool has_min,
+                                const struct segs *S, const int32_t *xt, const float *xs, const float *xm, float *tile) {
+    const int np = S->np, nseg = S->n;
+    const int16_t *w0 = wr, *w1 = wr + width, *w2 = wr + 2 * width, *w3 = wr + 3 * width;
+    const int16_t *w4 = wr + 4 * width, *w5 = wr + 5 * width, *w6 = wr + 6 * width, *w7 = wr + 7 * width;
+#define DECL(r) __m512 f##r = _mm512_setzero_ps();
+    REP8(DECL)
+#undef DECL
+    for (int k = 0; k < nseg; k++) {
+#define DECL(r) __m512i a##r = _mm512_setzero_si512();
+        REP8(DECL)
+#undef DECL
+        for (int q = S->p0[k] - np; q < S->p0[k + 1] - np; q += 2) {
+            const __m512i xv = _mm512_loadu_si512(xt + (size_t)(q / 2) * 16);
+#define DOT(r)                                                                   \
+    {                                                                            \
+        int32_t ww;                                                              \
+        memcpy(&ww, w##r + q, 4);                                                \
+        a##r = _mm512_dpwssd_epi32(a##r, xv, _mm512_set1_epi32(ww));             \
+    }
+            REP8(DOT)
+#undef DOT
+        }
+        const __m512 xs16 = _mm512_loadu_ps(xs + 16 * k), xm16 = _mm512_loadu_ps(xm + 16 * k);
+#define FLUSH(r)                                                                                                  \
+    f##r = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a##r), xs16), _mm512_set1_ps(sc[r * nseg + k]), f##r); \
+    if (has_min) f##r = _mm512_fmadd_ps(xm16, _mm512_set1_ps(mn[r * nseg + k]), f##r);
+        REP8(FLUSH)
+#undef FLUSH
+    }
+#define STORE(r) _mm512_storeu_ps(tile + 16 * r, f##r);
+    REP8(STORE)
+#undef STORE
+}
+
+AVX2_FN static void mk_avx2(const int16_t *wr, int width, const float *sc, const float *mn, bool has_min,
+                            const struct segs *S, const int32_t *xt, const float *xs, const float *xm, float *tile) {
+    const int np = S->np, nseg = S->n;
+    const int16_t *w0 = wr, *w1 = wr + width, *w2 = wr + 2 * width, *w3 = wr + 3 * width;
+    const int16_t *w4 = wr + 4 * width, *w5 = wr + 5 * width, *w6 = wr + 6 * width, *w7 = wr + 7 * width;
+#define DECL(r) __m256 f##r = _mm256_setzero_ps();
+    REP8(DECL)
+#undef DECL
+    for (int k = 0; k < nseg; k++) {
+#define DECL(r) __m256i a##r = _mm256_setzero_si256();
+        REP8(DECL)
+#undef DECL
+        for (int q = S->p0[k] - np; q < S->p0[k + 1] - np; q += 2) {
+            const __m256i xv = _mm256_loadu_si256((const __m256i *)(xt + (size_t)(q / 2) * 8));
+#define DOT(r)                                                                           \
+    {                                                                                    \
+        int32_t ww;                                                                      \
+        memcpy(&ww, w##r + q, 4);                                                        \
+        a##r = _mm256_add_epi32(a##r, _mm256_madd_epi16(xv, _mm256_set1_epi32(ww)));     \
+    }
+            REP8(DOT)
+#undef DOT
+        }
+        const __m256 xs8 = _mm256_loadu_ps(xs + 8 * k), xm8 = _mm256_loadu_ps(xm + 8 * k);
+#define FLUSH(r)                                                                                                  \
+    f##r = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a##r), xs8), _mm256_set1_ps(sc[r * nseg + k]), f##r); \
+    if (has_min) f##r = _mm256_fmadd_ps(xm8, _mm256_set1_ps(mn[r * nseg + k]), f##r);
+        REP8(FLUSH)
+#undef FLUSH
+    }
+#define STORE(r) _mm256_storeu_ps(tile + 8 * r, f##r);
+    REP8(STORE)
+#undef STORE
+}
+
+static enum gq_status gemm_int(float *y, const float *x, const struct gq_qweight *w, int n, enum gq_isa isa) {
+    struct segs S;
+    GQ_TRY(segs_make(w, &S));
+    if (S.n < 0) return gemm_f32(y, x, w, n);
+    const int cols = w->cols, rows = w->rows, width = cols - S.np, nblk = (rows + 15) / 16;
+    const bool has_min = w->kind == GQ_QW_GGML && (w->type == GQ_TYPE_Q4_1 || w->type == GQ_TYPE_Q5_1);
+    struct xblocks X = {.tl = isa == GQ_ISA_AVX512 ? 16 : 8, .npairs = width / 2};
+    X.ntb = (n + X.tl - 1) / X.tl;
+    const size_t ntok = (size_t)X.ntb * X.tl;
+    X.xp = malloc(sizeof(float) * (size_t)n * cols);
+    X.xt = malloc(sizeof(int32_t) * ntok * X.npairs + 64);
+    X.xs = malloc(sizeof(float) * ntok * S.n * 4), X.xm = X.xs + ntok * S.n;
+    int16_t *xq = malloc(sizeof(int16_t) * ntok * (size_t)width + 64);
+    if (!X.xp || !X.xt || !X.xs || !xq) {
+        free(X.xp), free(X.xt), free(X.xs), free(xq), segs_free(&S);
+        return gq_fail(GQ_ERR_NOMEM, "qmatmul: int16 activations of %d tokens", n);
+    }
+    quantize_x16(w, &S, x, n, &X, xq, X.xm + ntok * S.n, X.xm + 2 * ntok * S.n, isa);
+    free(xq);
+    enum gq_status err = GQ_OK;
+    const size_t wr_b = sizeof(int16_t) * ((size_t)width * 16 + 32), sc_b = sizeof(float) * (size_t)S.n * 16;
+#pragma omp parallel
+    {
+        int16_t *wr = gq_kscratch(GQ_SCR_GEMM_A, wr_b + 2 * sc_b + sizeof(float) * 16 * 16 + 256);
+        if (!wr) {
+#pragma omp critical(gq_gemm_err)
+            err = GQ_ERR_NOMEM;
+        } else {
+            float *sc = (float *)((char *)wr + ((wr_b + 63) & ~(size_t)63)), *mn = sc + (size_t)S.n * 16;
+            float *tile = (float *)(((uintptr_t)(mn + (size_t)S.n * 16) + 63) & ~(uintptr_t)63);
+#pragma omp for schedule(dynamic, 1)
+            for (int bi = 0; bi < nblk; bi++) {
+                const int r0 = 16 * bi;
+                rows16_decode(w, &S, r0, wr, sc, mn);
+                for (int tb = 0; tb < X.ntb; tb++) {
+                    const int32_t *xt = X.xt + (size_t)tb * X.npairs * X.tl;
+                    const float *xs = X.xs + (size_t)tb * S.n * X.tl, *xm = X.xm + (size_t)tb * S.n * X.tl;
+                    const int t0 = tb * X.tl, nt = n - t0 < X.tl ? n - t0 : X.tl;
+                    for (int half = 0; half < 2; half++) {
+                        const int rh = r0 + 8 * half;
+                        if (rh >= rows) break;
+                        const int16_t *wh = wr + (size_t)8 * half * width;
+                        const float *sh = sc + (size_t)8 * half * S.n, *mh = mn + (size_t)8 * half * S.n;
+                        if (isa == GQ_ISA_AVX512) mk_avx512(wh, width, sh, mh, has_min, &S, xt, xs, xm, tile);
+                        else mk_avx2(wh, width, sh, mh, has_min, &S, xt, xs, xm, tile);
+                        const int nr = rows - rh < 8 ? rows - rh : 8;
+                        for (int t = 0; t < nt; t++)
+                            for (int r = 0; r < nr; r++) y[(size_t)(t0 + t) * rows + rh + r] = tile[r * X.tl + t];
+                    }
+                }
+                if (S.np) { // VQ outlier columns, float
+                    const struct gq_vqrt *v = w->vq;
+                    for (int r = r0; r < r0 + 16 && r < rows; r++)
+                        for (int t = 0; t < n; t++) {
+                            float acc = 0;
+                            for (int p = 0; p < S.np; p++)
+                                acc += gq_vqp_f16(v->p.part[GQ_VQP_OUTL], (int64_t)r * S.np + p) * X.xp[(size_t)t * cols + p];
+                            y[(size_t)t * rows + r] += acc;
+                        }
+                }
+            }
+        }
+    }
+    free(X.xp), free(X.xt), free(X.xs), segs_free(&S);
+    return err == GQ_OK ? GQ_OK : gq_fail(err, "qmatmul: rows of %d columns", cols);
+}
+
+enum gq_status gq_gemm(float *y, const float *x, const struct gq_qweight *w, int n) {
+    const enum gq_isa isa = gq_qmatmul_isa();
+    if (isa >= GQ_ISA_AVX2 && int_path(w)) return gemm_int(y, x, w, n, isa);
+    return gemm_f32(y, x, w, n);
 }

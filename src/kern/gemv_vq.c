@@ -60,22 +60,30 @@ static enum gq_status build_tables(struct gq_vqrt *v, const char *what) {
     const struct gq_vqpack_hdr *h = &v->p.h;
     const int64_t ng = vq_groups(v);
     const int d = h->d, k = h->k, kd = k * d;
+    const bool int16 = h->cb_format == GQ_CB_INT8 && h->stages == 1 && !h->svd_rank; // the prefill's integer path
+    if (int16 && !(v->cbs = malloc(sizeof(float) * (size_t)ng))) return gq_fail(GQ_ERR_NOMEM, "%s: kernel tables", what);
+    if (h->norm_block && !(v->nsc = malloc(sizeof(float) * 16 * (size_t)ng))) return gq_fail(GQ_ERR_NOMEM, "%s: kernel tables", what);
+    for (int64_t g = 0; g < ng; g++) {
+        if (v->cbs) v->cbs[g] = gq_vqp_f16(v->p.part[GQ_VQP_CBS], g);
+        if (v->nsc) {
+            const struct gq_vq_norm nm = {gq_vqp_f16(v->p.part[GQ_VQP_NPAR], 2 * g), gq_vqp_f16(v->p.part[GQ_VQP_NPAR], 2 * g + 1)};
+            for (int si = 0; si < 16; si++) v->nsc[g * 16 + si] = gq_vq_norm_scale(nm, si);
+        }
+    }
     if (v->q8) {
         const int dp = d <= 4 ? 4 : 8;
-        v->tab = malloc((size_t)ng * kd + 64), v->cbs = malloc(sizeof(float) * (size_t)ng);
+        v->tab = malloc((size_t)ng * kd + 64);
         if (v->q8 == GQ_VQ_Q8_GENERIC) v->cb8 = calloc((size_t)ng * k * dp + 8, 1);
-        if (!v->tab || !v->cbs || (v->q8 == GQ_VQ_Q8_GENERIC && !v->cb8)) return gq_fail(GQ_ERR_NOMEM, "%s: kernel tables", what);
+        if (!v->tab || (v->q8 == GQ_VQ_Q8_GENERIC && !v->cb8)) return gq_fail(GQ_ERR_NOMEM, "%s: kernel tables", what);
         memset(v->tab + (size_t)ng * kd, 0, 64);
         const uint8_t *cb = v->p.part[GQ_VQP_CB];
-        for (int64_t g = 0; g < ng; g++) {
-            v->cbs[g] = gq_vqp_f16(v->p.part[GQ_VQP_CBS], g);
+        for (int64_t g = 0; g < ng; g++)
             for (int m = 0; m < k; m++)
                 for (int j = 0; j < d; j++) {
                     const uint8_t c = cb[(size_t)g * kd + (size_t)m * d + j];
                     v->tab[(size_t)g * kd + (size_t)j * k + m] = (uint8_t)(c ^ 0x80); // code + 128
                     if (v->cb8) v->cb8[((size_t)g * k + m) * dp + j] = c;
                 }
-        }
         if (v->fast == GQ_VQF_NIB) {
             const int nh = (v->nv + 31) / 32;
             if (!(v->half_ct = malloc(sizeof(int) * (size_t)(nh > 0 ? nh : 1)))) return gq_fail(GQ_ERR_NOMEM, "%s: kernel tables", what);
@@ -86,16 +94,9 @@ static enum gq_status build_tables(struct gq_vqrt *v, const char *what) {
         }
         return GQ_OK;
     }
-    v->fcb = malloc(sizeof(float) * (size_t)ng * h->stages * kd);
-    if (h->norm_block) v->nsc = malloc(sizeof(float) * 16 * (size_t)ng);
-    if (!v->fcb || (h->norm_block && !v->nsc)) return gq_fail(GQ_ERR_NOMEM, "%s: decoded codebooks", what);
-    for (int64_t g = 0; g < ng; g++) {
+    if (!(v->fcb = malloc(sizeof(float) * (size_t)ng * h->stages * kd))) return gq_fail(GQ_ERR_NOMEM, "%s: decoded codebooks", what);
+    for (int64_t g = 0; g < ng; g++)
         for (int s = 0; s < h->stages; s++) gq_vqpack_codebook(&v->p, s, g, v->fcb + ((size_t)g * h->stages + s) * kd);
-        if (v->nsc) {
-            const struct gq_vq_norm nm = {gq_vqp_f16(v->p.part[GQ_VQP_NPAR], 2 * g), gq_vqp_f16(v->p.part[GQ_VQP_NPAR], 2 * g + 1)};
-            for (int si = 0; si < 16; si++) v->nsc[g * 16 + si] = gq_vq_norm_scale(nm, si);
-        }
-    }
     return GQ_OK;
 }
 

@@ -23,7 +23,7 @@ struct gq_context {
     float *inv_freq;          // (rope_dim/2) RoPE frequencies after scaling
     struct gq_cuda_lm *dev;   // gq_forward runs there (gq_context_new_device "cuda"); no host KV cache
     // scratch, sized for n_cap tokens
-    int n_cap;
+    int n_cap, n_att;
     float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *scores;
     // the decode step (forward_decode): per-thread rows of dec_w floats for
     // dec_nt threads, and the barrier of its parallel region
@@ -148,7 +148,7 @@ const float *gq_context_inv_freq(const struct gq_context *c) { return c->inv_fre
 
 int gq_context_device_f32(const struct gq_context *c) { return gq_cuda_lm_n_f32(c->dev); }
 
-#define ATT_TILE 256 // attention query rows per tile (see attention())
+#define ATT_TILE 128 // attention query rows per tile (see attention())
 
 static void free_scratch(struct gq_context *c) {
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v);
@@ -175,7 +175,7 @@ void gq_context_truncate(struct gq_context *c, int pos) {
 int gq_context_pos(const struct gq_context *c) { return c->pos; }
 
 static enum gq_status ensure_scratch(struct gq_context *c, int n) {
-    if (n <= c->n_cap) return GQ_OK;
+    if (n <= c->n_cap && c->n_att >= omp_get_max_threads()) return GQ_OK;
     free_scratch(c);
     const struct gq_hparams *hp = &c->m->hp;
     size_t q_dim = (size_t)hp->n_heads * hp->head_dim, kv_dim = (size_t)hp->n_kv_heads * hp->head_dim;
@@ -188,7 +188,8 @@ static enum gq_status ensure_scratch(struct gq_context *c, int n) {
     c->att_out = malloc(N * q_dim * sizeof(float));
     c->hb = malloc(N * hp->hidden_dim * sizeof(float));
     c->hb2 = malloc(N * hp->hidden_dim * sizeof(float));
-    c->scores = malloc((N < ATT_TILE ? N : ATT_TILE) * (size_t)c->n_ctx * sizeof(float));
+    c->n_att = omp_get_max_threads(); // one score block per thread
+    c->scores = malloc((size_t)c->n_att * (N < ATT_TILE ? N : ATT_TILE) * (size_t)c->n_ctx * sizeof(float));
     if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att_out || !c->hb || !c->hb2 || !c->scores) {
         free_scratch(c);
         return gq_fail(GQ_ERR_NOMEM, "cannot allocate scratch for a batch of %d tokens", n);
@@ -198,41 +199,40 @@ static enum gq_status ensure_scratch(struct gq_context *c, int n) {
 }
 
 // Causal attention of n new queries (positions pos0..) over the cache 0..pos0+n-1.
-// Queries go in tiles of ATT_TILE rows; a tile only multiplies against the keys
-// it can see (0..pos0+i1-1), which halves a long prefill's attention work.
+// Work items: (head, tile of ATT_TILE query rows), over the threads of one
+// region; a tile only multiplies against the keys it can see (0..pos0+i1-1),
+// which halves a long prefill's attention work. In the region OpenBLAS runs
+// serially, in each thread's own score block.
 // kv: the context whose cache holds the keys/values; q (n, q_dim) and
-// out (n, q_dim) rows; S: scratch for min(n, ATT_TILE) x (pos0 + n) scores.
+// out (n, q_dim) rows; S: n_att blocks of min(n, ATT_TILE) x n_ctx scores.
 static void attention(const struct gq_context *kv, const float *q, float *out, float *S, int layer, int n,
                       int pos0) {
     const struct gq_context *c = kv;
     const struct gq_hparams *hp = &c->m->hp;
-    int hd = hp->head_dim, q_dim = hp->n_heads * hd, kv_dim = hp->n_kv_heads * hd;
-    int group = hp->n_heads / hp->n_kv_heads;
+    const int hd = hp->head_dim, q_dim = hp->n_heads * hd, kv_dim = hp->n_kv_heads * hd;
+    const int group = hp->n_heads / hp->n_kv_heads, ntile = (n + ATT_TILE - 1) / ATT_TILE;
+    const size_t sblock = (size_t)(n < ATT_TILE ? n : ATT_TILE) * c->n_ctx;
     const float *kc = c->k_cache + (size_t)layer * c->n_ctx * kv_dim;
     const float *vc = c->v_cache + (size_t)layer * c->n_ctx * kv_dim;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int h = 0; h < hp->n_heads; h++) {
-        int g = h / group;
-        for (int i0 = 0; i0 < n; i0 += ATT_TILE) {
-            int m = n - i0 < ATT_TILE ? n - i0 : ATT_TILE, T = pos0 + i0 + m;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const int nitem = hp->n_heads * ntile;
+#pragma omp parallel if (nitem > 1)
+    {
+        float *Sb = S + (size_t)omp_get_thread_num() * sblock;
+#pragma omp for schedule(dynamic, 1)
+        for (int it = 0; it < nitem; it++) {
+            const int h = it / ntile, i0 = (it % ntile) * ATT_TILE, g = h / group;
+            const int m = n - i0 < ATT_TILE ? n - i0 : ATT_TILE, T = pos0 + i0 + m;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, T, hd, scale, q + (size_t)i0 * q_dim + h * hd,
-                        q_dim, kc + g * hd, kv_dim, 0.0f, S, T);
-#pragma omp parallel for if (m > 1)
+                        q_dim, kc + g * hd, kv_dim, 0.0f, Sb, T);
             for (int i = 0; i < m; i++) {
-                float *s = S + (size_t)i * T;
-                int last = pos0 + i0 + i; // causal: keys 0..last
-                float mx = -INFINITY;
-                for (int t = 0; t <= last; t++) mx = s[t] > mx ? s[t] : mx;
-                double sum = 0;
-                for (int t = 0; t <= last; t++) {
-                    s[t] = expf(s[t] - mx);
-                    sum += s[t];
-                }
-                float inv = (float)(1.0 / sum);
-                for (int t = 0; t <= last; t++) s[t] *= inv;
+                float *s = Sb + (size_t)i * T;
+                const int last = pos0 + i0 + i; // causal: keys 0..last
+                const float mx = gq_vmax(s, last + 1);
+                gq_vscale(s, last + 1, (float)(1.0 / gq_vexp_shift(s, last + 1, mx)));
                 for (int t = last + 1; t < T; t++) s[t] = 0.0f;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, T, 1.0f, S, T, vc + g * hd, kv_dim, 0.0f,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, T, 1.0f, Sb, T, vc + g * hd, kv_dim, 0.0f,
                         out + (size_t)i0 * q_dim + h * hd, q_dim);
         }
     }
