@@ -54,6 +54,9 @@ static const struct cfg vq_cases[] = {
     {1, 16, 32, 576, 1024, GQ_CB_INT8, 0, 1, 0, 0, true},  {2, 16, 64, 576, 2048, GQ_CB_INT8, 0, 1, 0, 0, true},
     {2, 64, 40, 576, 8192, GQ_CB_INT8, 0, 1, 0, 0, true},  {2, 64, 24, 208, 2048, GQ_CB_INT8, 0, 1, 0, 0.038, true},
     {4, 256, 48, 416, 16384, GQ_CB_INT8, 0, 1, 0, 0.04, true},
+    // NIB rows ending in a short (32-vector, 256-bit) step with d 1, and in
+    // a 56-vector (full-register) step
+    {1, 16, 64, 608, 1024, GQ_CB_INT8, 0, 1, 0, 0, true},  {2, 16, 16, 112, 512, GQ_CB_INT8, 0, 1, 0, 0, false},
 };
 #define N_CASES (int)(sizeof vq_cases / sizeof *vq_cases)
 

@@ -104,6 +104,7 @@ enum gq_status gq_perplexity(const struct gq_model *m, const char *text, size_t 
         return gq_fail(GQ_ERR_ARG, "perplexity: the text has %zu tokens, fewer than one window of %d", n_ids, n_ctx);
     }
 
+    const double t_eval = gq_time_s();
     const int n_batch = n_ctx < 512 ? n_ctx : 512;
     struct gq_context *c = NULL;
     float *logits = malloc((size_t)n_batch * m->hp.n_vocab * sizeof(float));
@@ -147,6 +148,7 @@ enum gq_status gq_perplexity(const struct gq_model *m, const char *text, size_t 
     r->nll_stderr = count > 1 && var > 0 ? sqrt(var / (double)(count - 1)) : 0;
     r->ppl = exp(r->nll_mean);
     r->seconds = gq_time_s() - t0;
+    r->seconds_eval = gq_time_s() - t_eval;
     if (!isfinite(r->ppl)) return gq_fail(GQ_ERR_NUMERIC, "perplexity is not finite (mean NLL %g)", r->nll_mean);
     return GQ_OK;
 }

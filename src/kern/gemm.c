@@ -252,6 +252,153 @@ static void rows16_from_repack(const struct gq_qweight *w, int g, int16_t *wr, f
     }
 }
 
+// AVX-512 versions: the same codes, by the GEMV kernels' lookups.
+
+// Repacked superblocks: codes as in g16_avx512 (lane l = row l, 4 columns
+// per register), stored, re-read by row and widened to int16.
+AVX512_FN static void rows16_from_repack_avx512(const struct gq_qweight *w, int g, int16_t *wr, float *sc, float *mn) {
+    const enum gq_ggml_type t = w->type;
+    const int nb = w->cols / 32, sbs = (int)gq_ggml_sb16_bytes(t);
+    const bool q8 = t == GQ_TYPE_Q8_0, q5 = t == GQ_TYPE_Q5_0 || t == GQ_TYPE_Q5_1, min = t == GQ_TYPE_Q4_1 || t == GQ_TYPE_Q5_1;
+    const int off = t == GQ_TYPE_Q4_0 ? 8 : t == GQ_TYPE_Q5_0 ? 16 : 0;
+    const int om = 32, oqh = min ? 64 : 32, oqs = (q5 ? oqh + 64 : min ? 64 : 32);
+    const __m512i m4 = _mm512_set1_epi8(15), b16 = _mm512_set1_epi8(16), vo = _mm512_set1_epi8((char)off);
+    int8_t buf[8][64] __attribute__((aligned(64)));
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *sb = w->rp + ((size_t)g * nb + b) * sbs;
+        if (q8) {
+            for (int c = 0; c < 8; c++) _mm512_store_si512(buf[c], _mm512_loadu_si512(sb + oqs + 64 * c));
+        } else {
+            for (int i = 0; i < 4; i++) {
+                const __m512i a = _mm512_loadu_si512(sb + oqs + 64 * i);
+                __m512i lo = _mm512_and_si512(a, m4), hi = _mm512_and_si512(_mm512_srli_epi16(a, 4), m4);
+                if (q5) {
+                    uint64_t kl, kh;
+                    memcpy(&kl, sb + oqh + 8 * i, 8);
+                    memcpy(&kh, sb + oqh + 8 * (4 + i), 8);
+                    lo = _mm512_mask_add_epi8(lo, kl, lo, b16), hi = _mm512_mask_add_epi8(hi, kh, hi, b16);
+                }
+                _mm512_store_si512(buf[i], _mm512_sub_epi8(lo, vo));
+                _mm512_store_si512(buf[4 + i], _mm512_sub_epi8(hi, vo));
+            }
+        }
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sb));
+        const __m512 m = min ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sb + om))) : _mm512_setzero_ps();
+        float dv[16], mv[16];
+        _mm512_storeu_ps(dv, d), _mm512_storeu_ps(mv, m);
+        for (int l = 0; l < 16; l++) {
+            int32_t row[8];
+            for (int c = 0; c < 8; c++) memcpy(&row[c], &buf[c][4 * l], 4);
+            _mm512_storeu_si512(wr + (size_t)l * w->cols + 32 * b, _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)row)));
+            sc[l * nb + b] = dv[l], mn[l * nb + b] = mv[l];
+        }
+    }
+}
+
+// A VQ row's codes (int8, position order from np) for the AVX-512 kernel
+// kinds; false: not one of them.
+AVX512_FN static bool vq_row_codes_avx512(const struct gq_vqrt *v, int r, int rtile, int8_t *o) {
+    const struct gq_vqpack_hdr *h = &v->p.h;
+    const int nv = v->nv, d = h->d, nct = h->n_ct;
+    const uint8_t *is = v->p.part[GQ_VQP_IDX];
+    const __m512i x80 = _mm512_set1_epi8((char)0x80);
+    if (v->fast == GQ_VQF_NIB) {
+        const uint8_t *ib = is + (size_t)r * nv / 2;
+        uint8_t lo_i[64], hi_i[64];
+        for (int m = 0; m < 64; m++) lo_i[m] = (uint8_t)((m & 1) * 64 + m / 2), hi_i[m] = (uint8_t)((m & 1) * 64 + 32 + m / 2);
+        const __m512i ilo = _mm512_loadu_si512(lo_i), ihi = _mm512_loadu_si512(hi_i);
+        for (int s = 0; s < (nv + 63) / 64; s++) {
+            const int nvs = nv - 64 * s < 64 ? nv - 64 * s : 64, nb = nvs / 2;
+            const __m256i raw = _mm256_maskz_loadu_epi8(nb >= 32 ? 0xFFFFFFFFu : (1u << nb) - 1, ib + 32 * s);
+            const __m512i wv = _mm512_cvtepu8_epi16(raw);
+            const __m512i z = _mm512_or_si512(_mm512_and_si512(wv, _mm512_set1_epi16(0x000F)),
+                                              _mm512_slli_epi16(_mm512_and_si512(wv, _mm512_set1_epi16(0x00F0)), 4));
+            __m512i T[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+            for (int j = 0; j < d; j++) {
+                const int h0 = v->half_ct[gq_min_i(2 * s, (nv - 1) / 32)], h1 = v->half_ct[gq_min_i(2 * s + 1, (nv - 1) / 32)];
+                const uint8_t *t0 = v->tab + ((size_t)((int64_t)rtile * nct + h0) * 16 * d) + 16 * j;
+                const uint8_t *t1 = v->tab + ((size_t)((int64_t)rtile * nct + h1) * 16 * d) + 16 * j;
+                T[j] = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t0))),
+                                                           _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t1)), 1), x80);
+            }
+            const __m512i c0 = _mm512_shuffle_epi8(T[0], z);
+            if (d == 1) {
+                _mm512_mask_storeu_epi8(o + 64 * s, nvs >= 64 ? ~0ull : (1ull << nvs) - 1, c0);
+                continue;
+            }
+            const __m512i c1 = _mm512_shuffle_epi8(T[1], z);
+            const int np2 = 2 * nvs; // positions of this step
+            _mm512_mask_storeu_epi8(o + 128 * s, np2 >= 64 ? ~0ull : (1ull << np2) - 1, _mm512_permutex2var_epi8(c0, ilo, c1));
+            if (np2 > 64) _mm512_mask_storeu_epi8(o + 128 * s + 64, np2 >= 128 ? ~0ull : (1ull << (np2 - 64)) - 1, _mm512_permutex2var_epi8(c0, ihi, c1));
+        }
+        return true;
+    }
+    if (v->fast == GQ_VQF_D2K64 || v->fast == GQ_VQF_D2K64H) {
+        const uint8_t *ib = is + (size_t)r * nv * 3 / 4;
+        const __m512i spread = _mm512_set_epi8(47, 47, 47, 46, 45, 44, 43, 42, 41, 41, 41, 40, 39, 38, 37, 36, 35, 35, 35, 34, 33,
+                                               32, 31, 30, 29, 29, 29, 28, 27, 26, 25, 24, 23, 23, 23, 22, 21, 20, 19, 18, 17, 17,
+                                               17, 16, 15, 14, 13, 12, 11, 11, 11, 10, 9, 8, 7, 6, 5, 5, 5, 4, 3, 2, 1, 0);
+        const __m512i shifts = _mm512_set1_epi64(0x2A241E18120C0600ll);
+        uint8_t lo_i[64], hi_i[64];
+        for (int m = 0; m < 64; m++) lo_i[m] = (uint8_t)((m & 1) * 64 + m / 2), hi_i[m] = (uint8_t)((m & 1) * 64 + 32 + m / 2);
+        const __m512i ilo = _mm512_loadu_si512(lo_i), ihi = _mm512_loadu_si512(hi_i);
+        for (int ct = 0; ct < nct; ct++) {
+            const uint8_t *tg = v->tab + (size_t)((int64_t)rtile * nct + ct) * 128;
+            const __m512i t0 = _mm512_xor_si512(_mm512_loadu_si512(tg), x80), t1 = _mm512_xor_si512(_mm512_loadu_si512(tg + 64), x80);
+            for (int vec = v->vt_start[ct]; vec < v->vt_start[ct + 1]; vec += 64) {
+                const int n = gq_min_i(64, v->vt_start[ct + 1] - vec), nb = n * 3 / 4, np2 = 2 * n;
+                const __m512i raw = _mm512_maskz_loadu_epi8(nb >= 64 ? ~0ull : (1ull << nb) - 1, ib + (size_t)vec * 3 / 4);
+                const __m512i ix = _mm512_multishift_epi64_epi8(shifts, _mm512_permutexvar_epi8(spread, raw));
+                const __m512i c0 = _mm512_permutexvar_epi8(ix, t0), c1 = _mm512_permutexvar_epi8(ix, t1);
+                _mm512_mask_storeu_epi8(o + 2 * (size_t)vec, np2 >= 64 ? ~0ull : (1ull << np2) - 1, _mm512_permutex2var_epi8(c0, ilo, c1));
+                if (np2 > 64)
+                    _mm512_mask_storeu_epi8(o + 2 * (size_t)vec + 64, np2 >= 128 ? ~0ull : (1ull << (np2 - 64)) - 1,
+                                            _mm512_permutex2var_epi8(c0, ihi, c1));
+            }
+        }
+        return true;
+    }
+    if (v->fast == GQ_VQF_D4K256) {
+        const uint8_t *ib = is + (size_t)r * nv;
+        uint16_t i01[32], i23[32];
+        for (int m = 0; m < 32; m++) i01[m] = (uint16_t)((m & 1) * 32 + m / 2), i23[m] = (uint16_t)((m & 1) * 32 + 16 + m / 2);
+        const __m512i w01 = _mm512_loadu_si512(i01), w23 = _mm512_loadu_si512(i23);
+        uint8_t lo_i[64], hi_i[64];
+        for (int m = 0; m < 64; m++) lo_i[m] = (uint8_t)((m & 1) * 64 + m / 2), hi_i[m] = (uint8_t)((m & 1) * 64 + 32 + m / 2);
+        const __m512i ilo = _mm512_loadu_si512(lo_i), ihi = _mm512_loadu_si512(hi_i);
+        for (int ct = 0; ct < nct; ct++) {
+            const uint8_t *tg = v->tab + (size_t)((int64_t)rtile * nct + ct) * 1024;
+            __m512i T[16];
+            for (int i = 0; i < 16; i++) T[i] = _mm512_xor_si512(_mm512_loadu_si512(tg + 64 * i), x80);
+            for (int vec = v->vt_start[ct]; vec < v->vt_start[ct + 1]; vec += 64) {
+                const int n = gq_min_i(64, v->vt_start[ct + 1] - vec);
+                const __m512i ix = _mm512_maskz_loadu_epi8(n >= 64 ? ~0ull : (1ull << n) - 1, ib + vec);
+                const __mmask64 hib = _mm512_movepi8_mask(ix);
+                __m512i C[4];
+                for (int j = 0; j < 4; j++)
+                    C[j] = _mm512_mask_blend_epi8(hib, _mm512_permutex2var_epi8(T[4 * j], ix, T[4 * j + 1]),
+                                                  _mm512_permutex2var_epi8(T[4 * j + 2], ix, T[4 * j + 3]));
+                // pairs (c0, c1) and (c2, c3) of vectors 0-31 / 32-63, then the pairs interleaved as words
+                const __m512i p01a = _mm512_permutex2var_epi8(C[0], ilo, C[1]), p01b = _mm512_permutex2var_epi8(C[0], ihi, C[1]);
+                const __m512i p23a = _mm512_permutex2var_epi8(C[2], ilo, C[3]), p23b = _mm512_permutex2var_epi8(C[2], ihi, C[3]);
+                const __m512i q[4] = {_mm512_permutex2var_epi16(p01a, w01, p23a), _mm512_permutex2var_epi16(p01a, w23, p23a),
+                                      _mm512_permutex2var_epi16(p01b, w01, p23b), _mm512_permutex2var_epi16(p01b, w23, p23b)};
+                const int npos = 4 * n;
+                for (int k = 0; k < 4 && 64 * k < npos; k++)
+                    _mm512_mask_storeu_epi8(o + 4 * (size_t)vec + 64 * k, npos - 64 * k >= 64 ? ~0ull : (1ull << (npos - 64 * k)) - 1, q[k]);
+            }
+        }
+        return true;
+    }
+    return false;
+}
+
+AVX512_FN static void widen_i8_avx512(const int8_t *a, int16_t *o, int n) {
+    int i = 0;
+    for (; i + 32 <= n; i += 32) _mm512_storeu_si512(o + i, _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(a + i))));
+    for (; i < n; i++) o[i] = a[i];
+}
+
 static void rows16_decode(const struct gq_qweight *w, const struct segs *S, int r0, int16_t *wr, float *sc, float *mn) {
     const int np = S->np, width = w->cols - np;
     const int nvalid = w->rows - r0 < 16 ? w->rows - r0 : 16;
@@ -260,12 +407,13 @@ static void rows16_decode(const struct gq_qweight *w, const struct segs *S, int 
         memset(sc, 0, sizeof(float) * (size_t)S->n * 16);
         memset(mn, 0, sizeof(float) * (size_t)S->n * 16);
     }
-    if (w->kind == GQ_QW_GGML && w->rp && r0 % 16 == 0) {
-        if (nvalid == 16) {
-            rows16_from_repack(w, r0 / 16, wr, sc, mn);
-            return;
-        }
+    const bool avx512 = gq_qmatmul_isa() == GQ_ISA_AVX512;
+    if (w->kind == GQ_QW_GGML && w->rp && r0 % 16 == 0 && nvalid == 16) {
+        if (avx512) rows16_from_repack_avx512(w, r0 / 16, wr, sc, mn);
+        else rows16_from_repack(w, r0 / 16, wr, sc, mn);
+        return;
     }
+    int8_t *codes = w->kind == GQ_QW_VQ && avx512 && w->vq->fast ? gq_kscratch(GQ_SCR_GEMM_B, (size_t)width + 256) : NULL;
     for (int l = 0; l < nvalid; l++) {
         const int r = r0 + l;
         int16_t *o = wr + (size_t)l * width;
@@ -284,6 +432,10 @@ static void rows16_decode(const struct gq_qweight *w, const struct segs *S, int 
         const int d = h->d, k = h->k, lk = v->lk;
         int rtile = 0;
         while (rtile + 1 < h->n_rt && v->rt_start[rtile + 1] <= r) rtile++;
+        if (codes && vq_row_codes_avx512(v, r, rtile, codes)) {
+            widen_i8_avx512(codes, o, width);
+            goto scales;
+        }
         const int8_t *cbs = (const int8_t *)v->p.part[GQ_VQP_CB];
         const uint8_t *is = v->p.part[GQ_VQP_IDX];
         const size_t ibytes = v->p.bytes[GQ_VQP_IDX];
@@ -303,6 +455,7 @@ static void rows16_decode(const struct gq_qweight *w, const struct segs *S, int 
                 for (int j = 0; j < d; j++) o[vec * d + j] = c[j];
             }
         }
+    scales:
         for (int s = 0; s < S->n; s++) {
             const int64_t g = (int64_t)rtile * h->n_ct + S->ct[s];
             float f = v->cbs[g];

@@ -308,6 +308,7 @@ AVX512_FN static GQ_INLINE __m512 g16_avx512(const uint8_t *sb, int nb, const st
         const int8_t *xb = xq->q + 32 * b;
         int32_t xw[8];
         memcpy(xw, xb, 32);
+        for (int o = 0; o < S->size; o += 64) _mm_prefetch((const char *)(sb + 4 * S->size + o), _MM_HINT_T0);
         __m512i acc = _mm512_setzero_si512();
         const uint8_t *qs = sb + S->qs;
         if (S->q8) {

@@ -48,8 +48,12 @@ static void pick_kernels(struct gq_vqrt *v) {
     for (size_t i = 0; i < v->p.bytes[GQ_VQP_CB]; i++) m128 |= (int8_t)v->p.part[GQ_VQP_CB][i] == -128;
     v->q8 = h->d == 2 && h->k == 16 && !m128 ? GQ_VQ_Q8_NIB2 : h->d == 4 && h->k == 256 && !m128 ? GQ_VQ_Q8_BYTE4 : GQ_VQ_Q8_GENERIC;
     bool nib = (h->d == 1 || h->d == 2) && h->k == 16 && v->nv % 2 == 0, d2k64 = h->d == 2 && h->k == 64 && v->nv % 4 == 0;
-    for (int c = 1; c < h->n_ct; c++) nib &= v->vt_start[c] % 32 == 0, d2k64 &= v->vt_start[c] % 4 == 0;
-    v->fast = nib ? GQ_VQF_NIB : d2k64 ? GQ_VQF_D2K64 : h->d == 4 && h->k == 256 ? GQ_VQF_D4K256 : GQ_VQF_NONE;
+    bool halves = true; // every 64-vector step of a row meets at most two column tiles, 32 vectors each
+    for (int c = 1; c < h->n_ct; c++) halves &= v->vt_start[c] % 32 == 0, d2k64 &= v->vt_start[c] % 4 == 0;
+    v->fast = nib && halves ? GQ_VQF_NIB
+            : d2k64         ? (halves ? GQ_VQF_D2K64H : GQ_VQF_D2K64)
+            : h->d == 4 && h->k == 256 ? GQ_VQF_D4K256
+                                       : GQ_VQF_NONE;
 }
 
 // Tables decoded once: int8 kernels: codes + 128 planar (tab), padded
@@ -84,7 +88,7 @@ static enum gq_status build_tables(struct gq_vqrt *v, const char *what) {
                     v->tab[(size_t)g * kd + (size_t)j * k + m] = (uint8_t)(c ^ 0x80); // code + 128
                     if (v->cb8) v->cb8[((size_t)g * k + m) * dp + j] = c;
                 }
-        if (v->fast == GQ_VQF_NIB) {
+        if (v->fast == GQ_VQF_NIB || v->fast == GQ_VQF_D2K64H) {
             const int nh = (v->nv + 31) / 32;
             if (!(v->half_ct = malloc(sizeof(int) * (size_t)(nh > 0 ? nh : 1)))) return gq_fail(GQ_ERR_NOMEM, "%s: kernel tables", what);
             for (int hh = 0, ct = 0; hh < nh; hh++) {
@@ -707,20 +711,24 @@ AVX512_FN static void vq_prep_fast_avx512(const struct gq_vqrt *v, const float *
     for (int ct = 0; ct < nct; ct++)
         X->xs[ct] = round_i8_avx512(xp + v->ct_start[ct], v->ct_start[ct + 1] - v->ct_start[ct], X->xq + v->ct_start[ct]);
     const int8_t *xc = X->xq + no;
-    uint8_t ix[4][64];
+    uint8_t ix[4][64], ixt[2][64];
     for (int j = 0; j < d; j++)
-        for (int i = 0; i < 64; i++)
+        for (int i = 0; i < 64; i++) {
             ix[j][i] = (uint8_t)(v->fast == GQ_VQF_NIB ? d * nib_vec(i) + j : d == 4 ? (4 * i + j) & 127 : 2 * i + j);
+            // NIB's short last step (<= 32 vectors, a 256-bit step): byte i < 32 holds vector 2·(i mod 16) + i / 16;
+            // the rest points at a zero (past the codes)
+            if (j < 2) ixt[j][i] = (uint8_t)(i < 32 ? d * (2 * (i & 15) + (i >> 4)) + j : d == 2 ? 127 : 63);
+        }
     const int nch = (nv + 63) / 64;
+    const bool short_tail = v->fast == GQ_VQF_NIB && nv % 64 && nv % 64 <= 32;
     for (int c = 0; c < nch; c++) {
         const int b0 = 64 * d * c; // first code of the chunk
         const __m512i z0 = _mm512_maskz_loadu_epi8(mask64(nc - b0), xc + b0);
-        const __m512i z1 = d >= 2 ? _mm512_maskz_loadu_epi8(mask64(nc - b0 - 64), xc + b0 + 64) : z0;
+        const __m512i z1 = d >= 2 ? _mm512_maskz_loadu_epi8(mask64(nc - b0 - 64), xc + b0 + 64) : _mm512_setzero_si512();
         for (int j = 0; j < d; j++) {
-            const __m512i id = _mm512_loadu_si512(ix[j]);
+            const __m512i id = _mm512_loadu_si512(short_tail && c == nch - 1 ? ixt[j] : ix[j]);
             __m512i pl;
-            if (d == 1) pl = _mm512_permutexvar_epi8(id, z0);
-            else if (d == 2) pl = _mm512_permutex2var_epi8(z0, id, z1);
+            if (d <= 2) pl = _mm512_permutex2var_epi8(z0, id, z1);
             else {
                 const __m512i z2 = _mm512_maskz_loadu_epi8(mask64(nc - b0 - 128), xc + b0 + 128);
                 const __m512i z3 = _mm512_maskz_loadu_epi8(mask64(nc - b0 - 192), xc + b0 + 192);
@@ -730,10 +738,19 @@ AVX512_FN static void vq_prep_fast_avx512(const struct gq_vqrt *v, const float *
             _mm512_storeu_si512(X->pl + (size_t)j * X->pstride + 64 * c, pl);
         }
     }
-    if (v->fast == GQ_VQF_NIB)
+    if (v->fast == GQ_VQF_NIB || v->fast == GQ_VQF_D2K64H)
         for (int hh = 0; hh < (nv + 31) / 32; hh++) X->sum[hh] = sum_i8_avx512(xc + 32 * d * hh, gq_min_i(32 * d, nc - 32 * d * hh));
     else
         for (int ct = 0; ct < nct; ct++) X->sum[ct] = sum_i8_avx512(X->xq + v->ct_start[ct], v->ct_start[ct + 1] - v->ct_start[ct]);
+}
+
+// The lane sums of four registers (a 4-way transposing reduction).
+AVX512_FN static GQ_INLINE __m128 hsum4_avx512(__m512 f0, __m512 f1, __m512 f2, __m512 f3) {
+    const __m512 a = _mm512_add_ps(_mm512_unpacklo_ps(f0, f1), _mm512_unpackhi_ps(f0, f1)); // (f0 f1 f0 f1) per lane
+    const __m512 b = _mm512_add_ps(_mm512_unpacklo_ps(f2, f3), _mm512_unpackhi_ps(f2, f3));
+    const __m512 c = _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m256 d = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(d), _mm256_extractf128_ps(d, 1));
 }
 
 // One NIB step of a row: the 32 index bytes at ib (nb < 32: only nb of
@@ -755,18 +772,34 @@ AVX512_FN static GQ_INLINE __m512 nib_step(__m512 f, __m512i z, const __m512i *t
 
 // Rows [ra, rb) of one row tile, two at a time (the tables, scales and x
 // loads shared): y[r] (+)= Σ lanes + K + outliers.
+// The short last step (<= 32 vectors) on 256 bits: both lanes the half's
+// table, x in the order of nib_vec's short form.
+AVX512_FN static GQ_INLINE __m512 nib_tail(__m512 f, const uint8_t *ib, int nb, __m256i t0, __m256i t1, __m256 sc,
+                                           const int8_t *x0, const int8_t *x1, const int D) {
+    const __m256i raw = _mm256_broadcastsi128_si256(_mm_maskz_loadu_epi8((__mmask16)((1u << nb) - 1), ib));
+    const __m256i z = _mm256_and_si256(_mm256_srlv_epi64(raw, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(15));
+    __m256i a = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_shuffle_epi8(t0, z), _mm256_loadu_si256((const __m256i *)x0));
+    if (D == 2) a = _mm256_dpbusd_epi32(a, _mm256_shuffle_epi8(t1, z), _mm256_loadu_si256((const __m256i *)x1));
+    return _mm512_add_ps(f, _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(a), sc)));
+}
+
 AVX512_FN static GQ_INLINE void nib_rows_avx512(const struct gq_vqrt *v, const struct vqx *X, int ra, int rb,
                                                 const __m512i *tb, const __m512 *sv, float K, const int D, float *y,
                                                 bool accumulate) {
     const int nv = v->nv, nfull = nv / 64, tail = (nv % 64) / 2, rowb = nv / 2;
+    const bool short_tail = tail && tail <= 16; // <= 32 vectors: a 256-bit step
+    const __m256i tt0 = short_tail ? _mm512_castsi512_si256(tb[D * nfull]) : _mm256_setzero_si256();
+    const __m256i tt1 = short_tail ? _mm512_castsi512_si256(tb[D * nfull + D - 1]) : tt0;
+    const __m256 tsc = short_tail ? _mm512_castps512_ps256(sv[nfull]) : _mm256_setzero_ps();
     const uint8_t *is = v->p.part[GQ_VQP_IDX];
     const int8_t *p0 = X->pl, *p1 = X->pl + X->pstride;
     const bool outl = v->p.h.n_out > 0;
     int r = ra;
     for (; r + 4 <= rb; r += 4) {
         const uint8_t *ib = is + (size_t)r * rowb;
+        for (int o = 0; o < 4 * rowb; o += 64) _mm_prefetch((const char *)(ib + 8 * (size_t)rowb + o), _MM_HINT_T0); // two groups ahead
         __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps(), f2 = _mm512_setzero_ps(), f3 = _mm512_setzero_ps();
-        for (int s = 0; s < nfull + (tail > 0); s++) {
+        for (int s = 0; s < nfull + (tail > 0 && !short_tail); s++) {
             const int nb = s < nfull ? 32 : tail;
             const __m512i x0 = _mm512_loadu_si512(p0 + 64 * s), x1 = D == 2 ? _mm512_loadu_si512(p1 + 64 * s) : x0;
             const __m512i t0 = tb[D * s], t1 = D == 2 ? tb[D * s + 1] : t0;
@@ -781,10 +814,16 @@ AVX512_FN static GQ_INLINE void nib_rows_avx512(const struct gq_vqrt *v, const s
             NIB4(f0, 0) NIB4(f1, rowb) NIB4(f2, 2 * rowb) NIB4(f3, 3 * rowb)
 #undef NIB4
         }
+        if (short_tail) {
+            const int8_t *xa = p0 + 64 * nfull, *xb = p1 + 64 * nfull;
+            f0 = nib_tail(f0, ib + 32 * nfull, tail, tt0, tt1, tsc, xa, xb, D);
+            f1 = nib_tail(f1, ib + rowb + 32 * nfull, tail, tt0, tt1, tsc, xa, xb, D);
+            f2 = nib_tail(f2, ib + 2 * rowb + 32 * nfull, tail, tt0, tt1, tsc, xa, xb, D);
+            f3 = nib_tail(f3, ib + 3 * rowb + 32 * nfull, tail, tt0, tt1, tsc, xa, xb, D);
+        }
         float o[4];
-        const __m512 fs[4] = {f0, f1, f2, f3};
+        _mm_storeu_ps(o, _mm_add_ps(hsum4_avx512(f0, f1, f2, f3), _mm_set1_ps(K)));
         for (int q = 0; q < 4; q++) {
-            o[q] = _mm512_reduce_add_ps(fs[q]) + K;
             if (outl) o[q] += vq_outl(v, X->xp, r + q);
             y[r + q] = accumulate ? y[r + q] + o[q] : o[q];
         }
@@ -798,7 +837,10 @@ AVX512_FN static GQ_INLINE void nib_rows_avx512(const struct gq_vqrt *v, const s
             f0 = nib_step(f0, z0, tb + D * s, sv[s], p0 + 64 * s, p1 + 64 * s, D);
             f1 = nib_step(f1, z1, tb + D * s, sv[s], p0 + 64 * s, p1 + 64 * s, D);
         }
-        if (tail) {
+        if (short_tail) {
+            f0 = nib_tail(f0, ib + 32 * s, tail, tt0, tt1, tsc, p0 + 64 * s, p1 + 64 * s, D);
+            f1 = nib_tail(f1, ib + rowb + 32 * s, tail, tt0, tt1, tsc, p0 + 64 * s, p1 + 64 * s, D);
+        } else if (tail) {
             const __m512i z0 = nib_idx(ib + 32 * s, tail), z1 = nib_idx(ib + rowb + 32 * s, tail);
             f0 = nib_step(f0, z0, tb + D * s, sv[s], p0 + 64 * s, p1 + 64 * s, D);
             f1 = nib_step(f1, z1, tb + D * s, sv[s], p0 + 64 * s, p1 + 64 * s, D);
@@ -819,7 +861,8 @@ AVX512_FN static GQ_INLINE void nib_rows_avx512(const struct gq_vqrt *v, const s
         __m512 f = _mm512_setzero_ps();
         int s = 0;
         for (; s < nfull; s++) f = nib_step(f, nib_idx(ib + 32 * s, 32), tb + D * s, sv[s], p0 + 64 * s, p1 + 64 * s, D);
-        if (tail) f = nib_step(f, nib_idx(ib + 32 * s, tail), tb + D * s, sv[s], p0 + 64 * s, p1 + 64 * s, D);
+        if (short_tail) f = nib_tail(f, ib + 32 * s, tail, tt0, tt1, tsc, p0 + 64 * s, p1 + 64 * s, D);
+        else if (tail) f = nib_step(f, nib_idx(ib + 32 * s, tail), tb + D * s, sv[s], p0 + 64 * s, p1 + 64 * s, D);
         float o = _mm512_reduce_add_ps(f) + K;
         if (outl) o += vq_outl(v, X->xp, r);
         y[r] = accumulate ? y[r] + o : o;
@@ -846,6 +889,7 @@ AVX512_FN static void vq_nib_tile_avx512(const struct gq_vqrt *v, const struct v
             if (half == hv) K -= 128 * sc[hh] * (float)X->sum[half];
             t[hh] = v->tab + (size_t)g * 16 * d;
         }
+        if (s == nv / 64 && nv % 64 <= 32) t[1] = t[0], sc[1] = sc[0]; // the short last step: one half in both lanes
         for (int j = 0; j < d; j++)
             tb[d * s + j] = _mm512_broadcast_i64x4(
                 _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(t[0] + 16 * j))),
@@ -892,8 +936,92 @@ AVX512_FN static void vq_d2k64_tile_avx512(const struct gq_vqrt *v, const struct
     }
 }
 
-// D4K256: per column tile its group's 16 table registers, then per row the
-// exact int32 sum of the tile (bit-identical to the scalar reference).
+// D2K64H: D2K64 where column tiles start at multiples of 32 vectors: each
+// 64-vector step meets at most two groups, one per half; per coordinate a
+// two-table vpermi2b whose index bit 6 picks the half's table. Tables,
+// scales and the −128 · Σ x correction per row tile, as NIB.
+AVX512_FN static void vq_d2k64h_tile_avx512(const struct gq_vqrt *v, const struct vqx *X, int rt, int ra, int rb,
+                                           __m512i *tb, __m512 *sv, float *y, bool accumulate) {
+    const struct gq_vqpack_hdr *h = &v->p.h;
+    const int nv = v->nv, nsteps = (nv + 63) / 64, rowb = nv * 3 / 4;
+    float K = 0;
+    for (int s = 0; s < nsteps; s++) {
+        float sc[2];
+        const uint8_t *t[2];
+        for (int hh = 0; hh < 2; hh++) {
+            const int half = 2 * s + hh, hv = gq_min_i(half, (nv - 1) / 32);
+            const int ct = v->half_ct[hv];
+            const int64_t g = (int64_t)rt * h->n_ct + ct;
+            sc[hh] = half == hv ? v->cbs[g] * X->xs[ct] : 0;
+            if (half == hv) K -= 128 * sc[hh] * (float)X->sum[half];
+            t[hh] = v->tab + (size_t)g * 128;
+        }
+        for (int j = 0; j < 2; j++)
+            tb[4 * s + 2 * j] = _mm512_loadu_si512(t[0] + 64 * j), tb[4 * s + 2 * j + 1] = _mm512_loadu_si512(t[1] + 64 * j);
+        sv[s] = _mm512_insertf32x8(_mm512_set1_ps(sc[0]), _mm256_set1_ps(sc[1]), 1);
+    }
+    const __m512i spread = _mm512_set_epi8(47, 47, 47, 46, 45, 44, 43, 42, 41, 41, 41, 40, 39, 38, 37, 36, 35, 35, 35, 34, 33,
+                                           32, 31, 30, 29, 29, 29, 28, 27, 26, 25, 24, 23, 23, 23, 22, 21, 20, 19, 18, 17, 17,
+                                           17, 16, 15, 14, 13, 12, 11, 11, 11, 10, 9, 8, 7, 6, 5, 5, 5, 4, 3, 2, 1, 0);
+    const __m512i shifts = _mm512_set1_epi64(0x2A241E18120C0600ll);
+    const __m512i hsel = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi8(0x40), 1); // bytes 32-63: second table
+    const __m512i m6 = _mm512_set1_epi8(0x3F);
+    const int8_t *p0 = X->pl, *p1 = X->pl + X->pstride;
+    const bool outl = h->n_out > 0;
+#define D2K64H_STEP(f, ib)                                                                                            \
+    {                                                                                                                 \
+        const __m512i raw = _mm512_maskz_loadu_epi8(kb, (ib) + 48 * s);                                               \
+        const __m512i ix = _mm512_ternarylogic_epi32(                                                                 \
+            _mm512_multishift_epi64_epi8(shifts, _mm512_permutexvar_epi8(spread, raw)), m6, hsel, 0xEA); /* a&b|c */  \
+        __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_permutex2var_epi8(tb[4 * s], ix, tb[4 * s + 1]), x0); \
+        a = _mm512_dpbusd_epi32(a, _mm512_permutex2var_epi8(tb[4 * s + 2], ix, tb[4 * s + 3]), x1);                 \
+        f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), sv[s], f);                                                          \
+    }
+    int r = ra;
+    for (; r + 4 <= rb; r += 4) {
+        const uint8_t *ib = v->p.part[GQ_VQP_IDX] + (size_t)r * rowb;
+        for (int o = 0; o < 4 * rowb; o += 64) _mm_prefetch((const char *)(ib + 8 * (size_t)rowb + o), _MM_HINT_T0);
+        __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps(), f2 = _mm512_setzero_ps(), f3 = _mm512_setzero_ps();
+        for (int s = 0; s < nsteps; s++) {
+            const int n = gq_min_i(64, nv - 64 * s), nb = n * 3 / 4;
+            const __mmask64 kb = nb >= 64 ? ~0ull : (1ull << nb) - 1;
+            const __m512i x0 = _mm512_loadu_si512(p0 + 64 * s), x1 = _mm512_loadu_si512(p1 + 64 * s);
+            D2K64H_STEP(f0, ib) D2K64H_STEP(f1, ib + rowb) D2K64H_STEP(f2, ib + 2 * rowb) D2K64H_STEP(f3, ib + 3 * rowb)
+        }
+        float o[4];
+        _mm_storeu_ps(o, _mm_add_ps(hsum4_avx512(f0, f1, f2, f3), _mm_set1_ps(K)));
+        for (int q = 0; q < 4; q++) {
+            if (outl) o[q] += vq_outl(v, X->xp, r + q);
+            put(y, r + q, o[q], accumulate);
+        }
+    }
+    for (; r < rb; r++) {
+        const uint8_t *ib = v->p.part[GQ_VQP_IDX] + (size_t)r * rowb;
+        __m512 f = _mm512_setzero_ps();
+        for (int s = 0; s < nsteps; s++) {
+            const int n = gq_min_i(64, nv - 64 * s), nb = n * 3 / 4;
+            const __mmask64 kb = nb >= 64 ? ~0ull : (1ull << nb) - 1;
+            const __m512i x0 = _mm512_loadu_si512(p0 + 64 * s), x1 = _mm512_loadu_si512(p1 + 64 * s);
+            D2K64H_STEP(f, ib)
+        }
+        float o = _mm512_reduce_add_ps(f) + K;
+        if (outl) o += vq_outl(v, X->xp, r);
+        put(y, r, o, accumulate);
+    }
+#undef D2K64H_STEP
+}
+
+// D4K256: per column tile its group's 16 table registers, then four rows at
+// a time (sharing the x loads): per row the exact int32 sum of the tile
+// (bit-identical to the scalar reference), four sums reduced together.
+AVX512_FN static GQ_INLINE __m128i hsum4_epi32(__m512i a0, __m512i a1, __m512i a2, __m512i a3) {
+    const __m512i a = _mm512_add_epi32(_mm512_unpacklo_epi32(a0, a1), _mm512_unpackhi_epi32(a0, a1));
+    const __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi32(a2, a3), _mm512_unpackhi_epi32(a2, a3));
+    const __m512i c = _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b)); // (r0 r1 r2 r3) per lane
+    const __m256i d = _mm256_add_epi32(_mm512_castsi512_si256(c), _mm512_extracti64x4_epi64(c, 1));
+    return _mm_add_epi32(_mm256_castsi256_si128(d), _mm256_extracti128_si256(d, 1));
+}
+
 AVX512_FN static void vq_d4k256_tile_avx512(const struct gq_vqrt *v, const struct vqx *X, int rt, int ra, int rb, float *tmp) {
     const struct gq_vqpack_hdr *h = &v->p.h;
     const int nv = v->nv, nct = h->n_ct;
@@ -907,24 +1035,49 @@ AVX512_FN static void vq_d4k256_tile_avx512(const struct gq_vqrt *v, const struc
         const float sc = v->cbs[g] * X->xs[ct];
         const int32_t corr = -128 * X->sum[ct];
         const int v0 = v->vt_start[ct], v1 = v->vt_start[ct + 1];
-        for (int r = ra; r < rb; r++) {
+#define D4K256_ROW(a, ib)                                                                                       \
+    {                                                                                                           \
+        const __m512i ix = _mm512_maskz_loadu_epi8(kx, (ib) + vec);                                             \
+        const __mmask64 hi = _mm512_movepi8_mask(ix);                                                           \
+        a = _mm512_dpbusd_epi32(a, _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(T[0], ix, T[1]),         \
+                                                          _mm512_permutex2var_epi8(T[2], ix, T[3])), x0);       \
+        a = _mm512_dpbusd_epi32(a, _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(T[4], ix, T[5]),         \
+                                                          _mm512_permutex2var_epi8(T[6], ix, T[7])), x1);       \
+        a = _mm512_dpbusd_epi32(a, _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(T[8], ix, T[9]),         \
+                                                          _mm512_permutex2var_epi8(T[10], ix, T[11])), x2);     \
+        a = _mm512_dpbusd_epi32(a, _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(T[12], ix, T[13]),       \
+                                                          _mm512_permutex2var_epi8(T[14], ix, T[15])), x3);     \
+    }
+        int r = ra;
+        for (; r + 4 <= rb; r += 4) {
+            const uint8_t *ib = is + (size_t)r * nv;
+            for (int q = 8; q < 12; q++)
+                for (int o = v0; o < v1; o += 64) _mm_prefetch((const char *)(ib + (size_t)q * nv + o), _MM_HINT_T0);
+            __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+            for (int vec = v0; vec < v1; vec += 64) {
+                const int n = gq_min_i(64, v1 - vec);
+                const __mmask64 kx = n == 64 ? ~0ull : (1ull << n) - 1;
+                const __m512i x0 = _mm512_maskz_loadu_epi8(kx, p0 + vec), x1 = _mm512_maskz_loadu_epi8(kx, p1 + vec);
+                const __m512i x2 = _mm512_maskz_loadu_epi8(kx, p2 + vec), x3 = _mm512_maskz_loadu_epi8(kx, p3 + vec);
+                D4K256_ROW(a0, ib) D4K256_ROW(a1, ib + nv) D4K256_ROW(a2, ib + 2 * (size_t)nv) D4K256_ROW(a3, ib + 3 * (size_t)nv)
+            }
+            int32_t sum[4];
+            _mm_storeu_si128((__m128i *)sum, hsum4_epi32(a0, a1, a2, a3));
+            for (int q = 0; q < 4; q++) tmp[r + q - ra] += (float)(sum[q] + corr) * sc;
+        }
+        for (; r < rb; r++) {
             const uint8_t *ib = is + (size_t)r * nv;
             __m512i a = _mm512_setzero_si512();
             for (int vec = v0; vec < v1; vec += 64) {
                 const int n = gq_min_i(64, v1 - vec);
                 const __mmask64 kx = n == 64 ? ~0ull : (1ull << n) - 1;
-                const __m512i ix = _mm512_maskz_loadu_epi8(kx, ib + vec);
-                const __mmask64 hi = _mm512_movepi8_mask(ix);
-#define D4K256_COORD(j, pj)                                                                                \
-    a = _mm512_dpbusd_epi32(a,                                                                             \
-                            _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(T[4 * j], ix, T[4 * j + 1]), \
-                                                   _mm512_permutex2var_epi8(T[4 * j + 2], ix, T[4 * j + 3])), \
-                            _mm512_maskz_loadu_epi8(kx, pj + vec));
-                D4K256_COORD(0, p0) D4K256_COORD(1, p1) D4K256_COORD(2, p2) D4K256_COORD(3, p3)
-#undef D4K256_COORD
+                const __m512i x0 = _mm512_maskz_loadu_epi8(kx, p0 + vec), x1 = _mm512_maskz_loadu_epi8(kx, p1 + vec);
+                const __m512i x2 = _mm512_maskz_loadu_epi8(kx, p2 + vec), x3 = _mm512_maskz_loadu_epi8(kx, p3 + vec);
+                D4K256_ROW(a, ib)
             }
             tmp[r - ra] += (float)(_mm512_reduce_add_epi32(a) + corr) * sc;
         }
+#undef D4K256_ROW
     }
 }
 
@@ -946,15 +1099,19 @@ enum gq_status gq_gemv_vq(float *y, const float *x, const struct gq_qweight *w, 
     }
     __m512i *tb = NULL;
     __m512 *sv = NULL;
-    if (isa == GQ_ISA_AVX512 && v->fast == GQ_VQF_NIB) {
+    if (isa == GQ_ISA_AVX512 && (v->fast == GQ_VQF_NIB || v->fast == GQ_VQF_D2K64H)) {
         const int nsteps = (v->nv + 63) / 64;
-        tb = gq_kscratch(GQ_SCR_TAB, (size_t)nsteps * (2 + 1) * 64 + 64);
+        tb = gq_kscratch(GQ_SCR_TAB, (size_t)nsteps * (4 + 1) * 64 + 64);
         if (!tb) return gq_fail(GQ_ERR_NOMEM, "qmatmul: step tables");
-        sv = (__m512 *)(tb + 2 * nsteps);
+        sv = (__m512 *)(tb + 4 * nsteps);
     }
     FOR_ROW_TILES(v, r0, r1, rt, ra, rb) {
-        if (isa == GQ_ISA_AVX512 && v->fast == GQ_VQF_NIB) { // writes y itself
+        if (isa == GQ_ISA_AVX512 && v->fast == GQ_VQF_NIB) { // these two write y themselves
             vq_nib_tile_avx512(v, &X, rt, ra, rb, tb, sv, y, accumulate);
+            continue;
+        }
+        if (isa == GQ_ISA_AVX512 && v->fast == GQ_VQF_D2K64H) {
+            vq_d2k64h_tile_avx512(v, &X, rt, ra, rb, tb, sv, y, accumulate);
             continue;
         }
         for (int r = ra; r < rb; r++) tmp[r - ra] = vq_outl(v, X.xp, r);

@@ -60,7 +60,7 @@ size_t gq_ggml_sb16_bytes(enum gq_ggml_type t);
 void gq_vq_decode_rows(const struct gq_vqrt *v, int r0, int r1, float *out);
 
 // AVX-512 int8 kernels of packed VQ matrices (gemv_vq.c), chosen at load.
-enum gq_vq_fast { GQ_VQF_NONE = 0, GQ_VQF_NIB, GQ_VQF_D2K64, GQ_VQF_D4K256 };
+enum gq_vq_fast { GQ_VQF_NONE = 0, GQ_VQF_NIB, GQ_VQF_D2K64, GQ_VQF_D4K256, GQ_VQF_D2K64H, GQ_VQF_COUNT };
 
 static inline int gq_min_i(int a, int b) { return a < b ? a : b; }
 static inline int gq_max_i(int a, int b) { return a > b ? a : b; }

@@ -397,17 +397,17 @@ static enum gq_status gemv_part(float *y, const float *x, const float *w, const 
     return GQ_OK;
 }
 
-static void rope_head(float *xh, int head_dim, int rope_dim, bool interleaved, const float *inv_freq, int pos) {
+// RoPE of one head with the token's cos / sin (cs[2j], cs[2j + 1]: the same
+// values as rope() computes).
+static void rope_head(float *xh, int rope_dim, bool interleaved, const float *cs) {
     const int half = rope_dim / 2;
     for (int j = 0; j < half; j++) {
-        const double a = (double)pos * inv_freq[j];
-        const float c = (float)cos(a), s = (float)sin(a);
+        const float c = cs[2 * j], s = cs[2 * j + 1];
         const int a0 = interleaved ? 2 * j : j, a1 = interleaved ? 2 * j + 1 : j + half;
         const float x0 = xh[a0], x1 = xh[a1];
         xh[a0] = x0 * c - x1 * s;
         xh[a1] = x0 * s + x1 * c;
     }
-    (void)head_dim;
 }
 
 static enum gq_status forward_decode(struct gq_context *c, int32_t token, float *logits) {
@@ -428,6 +428,12 @@ static enum gq_status forward_decode(struct gq_context *c, int32_t token, float 
     }
     GQ_TRY(gq_embed(m, &token, 1, c->x));
     const float scale = 1.0f / sqrtf((float)hd);
+    if (hp->rope_dim > 512) return gq_fail(GQ_ERR_UNSUPPORTED, "decode: RoPE over %d dimensions (at most 512)", hp->rope_dim);
+    float cs[512]; // the position's RoPE cos / sin, once for every head and layer
+    for (int j = 0; j < hp->rope_dim / 2 && j < 256; j++) {
+        const double a = (double)pos * c->inv_freq[j];
+        cs[2 * j] = (float)cos(a), cs[2 * j + 1] = (float)sin(a);
+    }
     enum gq_status err = GQ_OK;
     char msg[512] = "";
 #define STEP(call)                                                                             \
@@ -457,7 +463,7 @@ static enum gq_status forward_decode(struct gq_context *c, int32_t token, float 
                     for (int j = 0; j < hd; j++) kh[j] += L->bk[g * hd + j];
                 if (L->bv)
                     for (int j = 0; j < hd; j++) vh[j] += L->bv[g * hd + j];
-                rope_head(kh, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos);
+                rope_head(kh, hp->rope_dim, hp->rope_interleaved, cs);
                 memcpy(kc + (size_t)pos * kv_dim + g * hd, kh, sizeof(float) * hd);
                 memcpy(vc + (size_t)pos * kv_dim + g * hd, vh, sizeof(float) * hd);
             }
@@ -465,7 +471,7 @@ static enum gq_status forward_decode(struct gq_context *c, int32_t token, float 
                 float *qh = c->q + h * hd;
                 if (L->bq)
                     for (int j = 0; j < hd; j++) qh[j] += L->bq[h * hd + j];
-                rope_head(qh, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos);
+                rope_head(qh, hp->rope_dim, hp->rope_interleaved, cs);
             }
             gq_barrier_wait(bar, nth);
             for (int h = ith; h < hp->n_heads; h += nth)
