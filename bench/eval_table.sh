@@ -21,7 +21,6 @@ make -s build/gptvq
 TASKS=${TASKS:-winogrande,arc_challenge,piqa,arc_easy,boolq,lambada,hellaswag}
 lim=(); [ -n "${LIMIT:-}" ] && lim=(--limit "$LIMIT")
 thr=(); [ -n "${THREADS:-}" ] && thr=(--threads "$THREADS")
-export OMP_WAIT_POLICY=PASSIVE
 for m in "$@"; do
     name=$(basename "$m" .gguf)
     for t in ${TASKS//,/ }; do

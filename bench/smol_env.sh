@@ -8,6 +8,5 @@ M=models/SmolLM2-135M-Instruct.Q4_1.gguf
 D=${GQ_DATA:-../shared/data}
 CAL=$D/wikitext-2-raw/wiki.valid.raw
 TEST=$D/wikitext-2-raw/wiki.test.raw
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 [ -x "$G" ] || make -j"$(nproc)"
 [ -f "$M" ] || { echo "$M missing (bash scripts/setup.sh)" >&2; exit 1; }

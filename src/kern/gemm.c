@@ -23,8 +23,26 @@
 // ---------------------------------------------------------------------------
 // Float path.
 
+// F16 rows to f32 by F16C (exact, as gq_dequantize).
+AVX2_FN static void f16_rows_avx2(const uint8_t *src, float *dst, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + 2 * i))));
+    for (; i < n; i++) dst[i] = gq_vqp_f16(src, (int64_t)i);
+}
+
+static void decode_rows(const struct gq_qweight *w, int r0, int r1, float *out) {
+    if (w->kind == GQ_QW_GGML && w->type == GQ_TYPE_F16 && gq_qmatmul_isa() >= GQ_ISA_AVX2)
+        f16_rows_avx2((const uint8_t *)w->data + (size_t)r0 * w->row_size, out, (size_t)(r1 - r0) * w->cols);
+    else
+        gq_qweight_decode_rows(w, r0, r1, out);
+}
+
 static enum gq_status gemm_f32(float *y, const float *x, const struct gq_qweight *w, int n) {
-    const int CH = 256, nt = omp_get_max_threads();
+    // chunks of rows per thread as large as ~2 MiB of f32: OpenBLAS packs x
+    // once per call, so fewer, larger calls
+    const int nt = omp_get_max_threads();
+    int CH = (int)((2u << 20) / (sizeof(float) * (size_t)w->cols));
+    CH = CH < 64 ? 64 : CH > 4096 ? 4096 : CH;
     const int nch = (w->rows + CH - 1) / CH, per = nch < nt ? nch : nt;
     float *buf = malloc(sizeof(float) * (size_t)CH * w->cols * per);
     if (!buf) return gq_fail(GQ_ERR_NOMEM, "qmatmul: decode buffer of %d x %d", CH, w->cols);
@@ -33,7 +51,7 @@ static enum gq_status gemm_f32(float *y, const float *x, const struct gq_qweight
 #pragma omp parallel for schedule(static, 1)
         for (int c = c0; c < c1; c++) {
             const int r0 = c * CH, r1 = r0 + CH < w->rows ? r0 + CH : w->rows;
-            gq_qweight_decode_rows(w, r0, r1, buf + (size_t)(c - c0) * CH * w->cols);
+            decode_rows(w, r0, r1, buf + (size_t)(c - c0) * CH * w->cols);
         }
         const int r0 = c0 * CH, r1 = c1 * CH < w->rows ? c1 * CH : w->rows;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r1 - r0, w->cols, 1.0f, x, w->cols, buf, w->cols, 0.0f,

@@ -869,6 +869,84 @@ AVX512_FN static GQ_INLINE void nib_rows_avx512(const struct gq_vqrt *v, const s
     }
 }
 
+// NIB for short row tiles (fewer than 24 rows, where building the lane
+// tables above costs as much as the rows): one 64-byte table per step with
+// both halves' coordinate tables (d 2: [half 0: c0 c1 | half 1: c0 c1]; d 1:
+// [half 0 | half 1]), looked up by vpermb with the half's offset or'ed into
+// the indices (lanes 1 and 3 hold the second half).
+AVX512_FN static GQ_INLINE void nibp_rows_avx512(const struct gq_vqrt *v, const struct vqx *X, int ra, int rb,
+                                                 const __m512i *tp, const __m512 *sv, float K, const int D, float *y,
+                                                 bool accumulate) {
+    const int nv = v->nv, nfull = nv / 64, tail = (nv % 64) / 2, rowb = nv / 2;
+    const bool short_tail = tail && tail <= 16;
+    const uint8_t *is = v->p.part[GQ_VQP_IDX];
+    const int8_t *p0 = X->pl, *p1 = X->pl + X->pstride;
+    const bool outl = v->p.h.n_out > 0;
+    const __m512i shift = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4), m4 = _mm512_set1_epi8(15);
+    const __m512i hl = _mm512_set_epi64(-1, 0, -1, 0, -1, 0, -1, 0); // lanes 1 and 3
+    const __m512i off0 = _mm512_and_si512(hl, _mm512_set1_epi8(D == 2 ? 32 : 16)), off1 = _mm512_or_si512(off0, _mm512_set1_epi8(16));
+#define NIBP_STEP(f, ib, nb)                                                                                        \
+    {                                                                                                               \
+        const __m256i raw = (nb) >= 32 ? _mm256_loadu_si256((const __m256i *)(ib)) : _mm256_maskz_loadu_epi8((1u << (nb)) - 1, ib); \
+        const __m512i zs = _mm512_srlv_epi64(_mm512_broadcast_i64x4(raw), shift);                                   \
+        __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(),                                                     \
+                                        _mm512_permutexvar_epi8(_mm512_ternarylogic_epi32(zs, m4, off0, 0xEA), tp[s]), x0); \
+        if (D == 2)                                                                                                 \
+            a = _mm512_dpbusd_epi32(a, _mm512_permutexvar_epi8(_mm512_ternarylogic_epi32(zs, m4, off1, 0xEA), tp[s]), x1); \
+        f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), sv[s], f);                                                        \
+    }
+#define NIBP_TAIL(f, ib)                                                                                             \
+    {                                                                                                                \
+        const __m256i raw = _mm256_broadcastsi128_si256(_mm_maskz_loadu_epi8((__mmask16)((1u << tail) - 1), ib));   \
+        const __m256i z = _mm256_and_si256(_mm256_srlv_epi64(raw, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(15)); \
+        const __m256i t = _mm512_castsi512_si256(tp[nfull]);                                                         \
+        __m256i a = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_permutexvar_epi8(z, t),                       \
+                                        _mm256_loadu_si256((const __m256i *)(p0 + 64 * nfull)));                      \
+        if (D == 2)                                                                                                  \
+            a = _mm256_dpbusd_epi32(a, _mm256_permutexvar_epi8(_mm256_or_si256(z, _mm256_set1_epi8(16)), t),          \
+                                    _mm256_loadu_si256((const __m256i *)(p1 + 64 * nfull)));                          \
+        f = _mm512_add_ps(f, _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(a), _mm512_castps512_ps256(sv[nfull])))); \
+    }
+    int r = ra;
+    for (; r + 4 <= rb; r += 4) {
+        const uint8_t *ib = is + (size_t)r * rowb;
+        __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps(), f2 = _mm512_setzero_ps(), f3 = _mm512_setzero_ps();
+        int s = 0;
+        for (; s < nfull + (tail > 0 && !short_tail); s++) {
+            const int nb = s < nfull ? 32 : tail;
+            const __m512i x0 = _mm512_loadu_si512(p0 + 64 * s), x1 = D == 2 ? _mm512_loadu_si512(p1 + 64 * s) : x0;
+            NIBP_STEP(f0, ib + 32 * s, nb) NIBP_STEP(f1, ib + rowb + 32 * s, nb)
+            NIBP_STEP(f2, ib + 2 * rowb + 32 * s, nb) NIBP_STEP(f3, ib + 3 * rowb + 32 * s, nb)
+        }
+        if (short_tail) {
+            NIBP_TAIL(f0, ib + 32 * nfull) NIBP_TAIL(f1, ib + rowb + 32 * nfull)
+            NIBP_TAIL(f2, ib + 2 * rowb + 32 * nfull) NIBP_TAIL(f3, ib + 3 * rowb + 32 * nfull)
+        }
+        float o[4];
+        _mm_storeu_ps(o, _mm_add_ps(hsum4_avx512(f0, f1, f2, f3), _mm_set1_ps(K)));
+        for (int q = 0; q < 4; q++) {
+            if (outl) o[q] += vq_outl(v, X->xp, r + q);
+            y[r + q] = accumulate ? y[r + q] + o[q] : o[q];
+        }
+    }
+    for (; r < rb; r++) {
+        const uint8_t *ib = is + (size_t)r * rowb;
+        __m512 f = _mm512_setzero_ps();
+        int s = 0;
+        for (; s < nfull + (tail > 0 && !short_tail); s++) {
+            const int nb = s < nfull ? 32 : tail;
+            const __m512i x0 = _mm512_loadu_si512(p0 + 64 * s), x1 = D == 2 ? _mm512_loadu_si512(p1 + 64 * s) : x0;
+            NIBP_STEP(f, ib + 32 * s, nb)
+        }
+        if (short_tail) NIBP_TAIL(f, ib + 32 * nfull)
+        float o = _mm512_reduce_add_ps(f) + K;
+        if (outl) o += vq_outl(v, X->xp, r);
+        y[r] = accumulate ? y[r] + o : o;
+    }
+#undef NIBP_STEP
+#undef NIBP_TAIL
+}
+
 // NIB: per row tile, the step tables (coordinate j's 16-entry tables of the
 // two halves' groups: lanes 0 and 2 the first half's, 1 and 3 the second's)
 // and scales (int32 lanes 0-3 and 8-11 / 4-7 and 12-15), then per row 64
@@ -877,6 +955,7 @@ AVX512_FN static void vq_nib_tile_avx512(const struct gq_vqrt *v, const struct v
                                          __m512i *tb, __m512 *sv, float *y, bool accumulate) {
     const struct gq_vqpack_hdr *h = &v->p.h;
     const int nv = v->nv, d = h->d, nsteps = (nv + 63) / 64;
+    const bool packed = v->rt_start[rt + 1] - v->rt_start[rt] < 24;
     float K = 0;
     for (int s = 0; s < nsteps; s++) {
         float sc[2];
@@ -890,6 +969,16 @@ AVX512_FN static void vq_nib_tile_avx512(const struct gq_vqrt *v, const struct v
             t[hh] = v->tab + (size_t)g * 16 * d;
         }
         if (s == nv / 64 && nv % 64 <= 32) t[1] = t[0], sc[1] = sc[0]; // the short last step: one half in both lanes
+        if (packed) { // nibp_rows' one table per step
+            const int tb_b = 16 * d;
+            tb[s] = t[1] == t[0] + tb_b && d == 2 ? _mm512_loadu_si512(t[0])
+                                                  : _mm512_inserti64x4(_mm512_castsi256_si512(d == 2 ? _mm256_loadu_si256((const __m256i *)t[0])
+                                                                                                      : _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)t[0])), _mm_loadu_si128((const __m128i *)t[1]), 1)),
+                                                                       d == 2 ? _mm256_loadu_si256((const __m256i *)t[1]) : _mm256_setzero_si256(), 1);
+            sv[s] = _mm512_castsi512_ps(_mm512_broadcast_i64x4(_mm256_castps_si256(
+                _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(sc[0])), _mm_set1_ps(sc[1]), 1))));
+            continue;
+        }
         for (int j = 0; j < d; j++)
             tb[d * s + j] = _mm512_broadcast_i64x4(
                 _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(t[0] + 16 * j))),
@@ -897,9 +986,13 @@ AVX512_FN static void vq_nib_tile_avx512(const struct gq_vqrt *v, const struct v
         sv[s] = _mm512_castsi512_ps(_mm512_broadcast_i64x4(_mm256_castps_si256(
             _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(sc[0])), _mm_set1_ps(sc[1]), 1))));
     }
-    if (d == 1) nib_rows_avx512(v, X, ra, rb, tb, sv, K, 1, y, accumulate);
+    if (packed && d == 1) nibp_rows_avx512(v, X, ra, rb, tb, sv, K, 1, y, accumulate);
+    else if (packed) nibp_rows_avx512(v, X, ra, rb, tb, sv, K, 2, y, accumulate);
+    else if (d == 1) nib_rows_avx512(v, X, ra, rb, tb, sv, K, 1, y, accumulate);
     else nib_rows_avx512(v, X, ra, rb, tb, sv, K, 2, y, accumulate);
 }
+
+
 
 // D2K64: per row and column tile, chunks of 64 vectors: 48 index bytes
 // spread to one 6-byte group per qword, 8 indices per qword by a
