@@ -64,7 +64,16 @@ printf '{"question": "is it", "passage": "It is.", "answer": true}\n' >"$T/zs1/b
 expect_error "eval: offset past the end" "1 examples, none after the first 1" $G eval "$S" --tasks boolq --data-dir "$T/zs1" --offset 1 --quiet
 expect_ok "eval on stories260K" $G eval "$S" --tasks winogrande,lambada --limit 3 --quiet --json "$T/ok.json" --samples "$T/ok.jsonl"
 [ "$(wc -l <"$T/ok.jsonl")" -eq 6 ] && grep -q '"mean_acc"' "$T/ok.json" || { echo "FAIL: eval outputs"; fail=1; }
-for c in ppl generate inspect eval; do expect_ok "$c --help" $G $c --help; done
+for c in ppl generate inspect eval bench; do expect_ok "$c --help" $G $c --help; done
+# bench: the llama-bench-shaped table (a pp and a tg row), and JSON lines with every repetition
+expect_ok "bench md" $G bench "$S" -p 16 -n 8 -r 2 -t 1
+grep -Eq '^\| llama .* \| +1 \| +pp16 \| +[0-9.]+ ± [0-9.]+ \|$' "$T/out" && grep -Eq '\| +tg8 \| +[0-9.]+ ± [0-9.]+ \|$' "$T/out" ||
+    { echo "FAIL: bench table"; cat "$T/out"; fail=1; }
+expect_ok "bench json" $G bench "$S" -p 0 -n 8 -r 3 -o json
+.venv/bin/python -c 'import json,sys; d=[json.loads(l) for l in open(sys.argv[1])]; assert len(d)==1 and d[0]["test"]=="tg8" and len(d[0]["samples_ts"])==3 and d[0]["bytes_per_token"]>0' "$T/out" 2>/dev/null ||
+    { echo "FAIL: bench json"; cat "$T/out"; fail=1; }
+expect_error "bench: nothing to measure" "nothing to measure" $G bench "$S" -p 0 -n 0
+expect_error "bench: bad -o" "md, csv or json" $G bench "$S" -o xml
 expect_ok "inspect gguf" $G inspect "$D/models/stories260K/stories260K.gguf"
 grep -q "blk.0.attn_q.weight" "$T/out" || { echo "FAIL: inspect lists no tensors"; fail=1; }
 expect_ok "generate from .bin" $G generate "$D/models/stories260K/stories260K.bin" -n 16 --ids --ignore-eos

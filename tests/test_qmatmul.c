@@ -14,6 +14,7 @@
 // must also be within 1e-5 · Σ|w x| of the scalar reference (the same exact
 // int32 sums, scaled and added in another order).
 #include "kern/kern.h"
+#include "kern/vmath.h"
 #include "test.h"
 #include "test_rand.h"
 #include "test_vqcases.h"
@@ -112,6 +113,10 @@ static void run_all(const char *what, const struct gq_qweight *w, const float *W
         // the int8 kernels round x the same way in every ISA: the SIMD sums
         // equal the scalar reference's up to float rounding
         if (extra && isa == 0) memcpy(y0, y, sizeof(float) * n * rows);
+        // d 4 k 256 on AVX-512: the same exact int32 sums, scaled and added in
+        // the scalar reference's order, from the same rounded x: bit-identical
+        if (extra && isa == GQ_ISA_AVX512 && w->kind == GQ_QW_VQ && w->vq->fast == GQ_VQF_D4K256)
+            CHECKF(memcmp(y, y0, sizeof(float) * n * rows) == 0, "%s: not bit-identical to the scalar reference", name);
         if (extra && isa > 0) {
             double diff = 0;
             for (int t = 0; t < n; t++)
@@ -219,10 +224,66 @@ static void test_ggml(void) {
     }
 }
 
+// [3] vector math of the forward (kern/vmath.h), every ISA against libm and
+// double-precision references.
+static void test_vmath(void) {
+    enum { N = 1000, HD = 64, T = 37 };
+    float *x = malloc(sizeof(float) * N), *e = malloc(sizeof(float) * N);
+    for (int isa = 0; isa < GQ_ISA_COUNT; isa++) {
+        if (gq_qmatmul_set_isa((enum gq_isa)isa) != (enum gq_isa)isa) continue;
+        // exp of x - max over a wide range (softmax inputs), sums in double
+        for (int i = 0; i < N; i++) x[i] = (float)(-95.0 + 100.0 * rng_unif()), e[i] = x[i];
+        const float mx = gq_vmax(x, N);
+        const double sum = gq_vexp_shift(e, N, mx);
+        double worst_e = 0, ref_sum = 0;
+        for (int i = 0; i < N; i++) {
+            const float dx = x[i] - mx; // the argument as the kernels form it (in float)
+            const double r = exp((double)dx);
+            ref_sum += r;
+            if (r > 1e-37) worst_e = fmax(worst_e, fabs(e[i] - r) / r);
+            else CHECKF(e[i] >= 0 && e[i] < 1e-36, "exp(%g) = %g", dx, e[i]);
+        }
+        CHECKF(worst_e < 4e-7, "%s: exp relative error %.3g", isa_label[isa], worst_e);
+        CHECKF(fabs(sum - ref_sum) <= 1e-6 * ref_sum, "%s: exp sum %.9g vs %.9g", isa_label[isa], sum, ref_sum);
+        // SwiGLU
+        float g[N], u[N];
+        for (int i = 0; i < N; i++) g[i] = (float)(20 * rng_unif() - 10), u[i] = (float)rng_normal();
+        memcpy(e, g, sizeof g);
+        gq_vswiglu(e, u, N);
+        double worst_s = 0;
+        for (int i = 0; i < N; i++) {
+            const double r = g[i] / (1 + exp(-(double)g[i])) * u[i];
+            worst_s = fmax(worst_s, fabs(e[i] - r) / (fabs(r) + 1e-30));
+        }
+        CHECKF(worst_s < 1e-6, "%s: swiglu relative error %.3g", isa_label[isa], worst_s);
+        // one head's decode attention over T positions (rows 3 · HD apart)
+        float q[HD], out[HD], sc[T], *k = rand_matrix(T, 3 * HD, 1.0), *v = rand_matrix(T, 3 * HD, 1.0);
+        for (int j = 0; j < HD; j++) q[j] = (float)rng_normal();
+        gq_attn_decode(q, k + HD, v + HD, T, HD, 3 * HD, 0.125f, sc, out);
+        double p[T], z = 0, m = -1e300, worst_a = 0;
+        for (int t = 0; t < T; t++) {
+            p[t] = 0;
+            for (int j = 0; j < HD; j++) p[t] += (double)q[j] * k[(size_t)t * 3 * HD + HD + j];
+            p[t] *= 0.125, m = fmax(m, p[t]);
+        }
+        for (int t = 0; t < T; t++) p[t] = exp(p[t] - m), z += p[t];
+        for (int j = 0; j < HD; j++) {
+            double r = 0, mag = 0;
+            for (int t = 0; t < T; t++) r += p[t] / z * v[(size_t)t * 3 * HD + HD + j], mag += p[t] / z * fabs(v[(size_t)t * 3 * HD + HD + j]);
+            worst_a = fmax(worst_a, fabs(out[j] - r) / mag);
+        }
+        CHECKF(worst_a < 1e-5, "%s: attention error %.3g of sum p|v|", isa_label[isa], worst_a);
+        free(k), free(v);
+    }
+    gq_qmatmul_set_isa(gq_qmatmul_isa_best());
+    free(x), free(e);
+}
+
 int main(void) {
     fprintf(stderr, "  best kernels of this CPU: %s\n", gq_isa_name(gq_qmatmul_isa_best()));
     test_vq();
     test_ggml();
+    test_vmath();
     // every AVX-512 VQ kernel and the repacked block types were exercised
     for (int f = 1; f < GQ_VQF_COUNT; f++) CHECKF(n_fast[f] >= 1, "only %d VQ cases take AVX-512 kernel %d", n_fast[f], f);
     if (gq_qmatmul_isa_best() >= GQ_ISA_AVX2) CHECKF(n_rp == 5 * 2, "%d repacked block-type cases", n_rp);

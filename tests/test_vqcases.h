@@ -57,6 +57,9 @@ static const struct cfg vq_cases[] = {
     // NIB rows ending in a short (32-vector, 256-bit) step with d 1, and in
     // a 56-vector (full-register) step
     {1, 16, 64, 608, 1024, GQ_CB_INT8, 0, 1, 0, 0, true},  {2, 16, 16, 112, 512, GQ_CB_INT8, 0, 1, 0, 0, false},
+    // d 2 k 64 with 96-vector column tiles: 64-vector steps whose halves
+    // belong to different groups (the two-table lookup)
+    {2, 64, 64, 576, 4096, GQ_CB_INT8, 0, 1, 0, 0, true},
 };
 #define N_CASES (int)(sizeof vq_cases / sizeof *vq_cases)
 

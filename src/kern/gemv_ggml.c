@@ -324,8 +324,7 @@ AVX512_FN static GQ_INLINE __m512 g16_avx512(const uint8_t *sb, int nb, const st
                     uint64_t kl, kh;
                     memcpy(&kl, sb + S->qh + 8 * i, 8);
                     memcpy(&kh, sb + S->qh + 8 * (4 + i), 8);
-                    lo = _mm512_mask_or_epi32(lo, 0xFFFF, lo, _mm512_maskz_mov_epi8(kl, b16));
-                    hi = _mm512_or_si512(hi, _mm512_maskz_mov_epi8(kh, b16));
+                    lo = _mm512_mask_add_epi8(lo, kl, lo, b16), hi = _mm512_mask_add_epi8(hi, kh, hi, b16);
                 }
                 acc = _mm512_dpbusd_epi32(acc, lo, _mm512_set1_epi32(xw[i]));
                 acc = _mm512_dpbusd_epi32(acc, hi, _mm512_set1_epi32(xw[4 + i]));
