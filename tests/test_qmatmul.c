@@ -173,8 +173,9 @@ static void test_ggml(void) {
         int rows, cols;
     } cases[] = {{GQ_TYPE_Q8_0, 37, 96},  {GQ_TYPE_Q8_0, 5, 1536}, {GQ_TYPE_Q4_0, 37, 96}, {GQ_TYPE_Q4_0, 9, 576},
                  {GQ_TYPE_F16, 13, 200},  {GQ_TYPE_F16, 3, 1536}, {GQ_TYPE_Q4_1, 11, 64},
-                 {GQ_TYPE_Q4_1, 7, 576},  {GQ_TYPE_Q5_0, 6, 64},  {GQ_TYPE_Q5_0, 9, 576},
-                 {GQ_TYPE_Q5_1, 5, 64},   {GQ_TYPE_Q5_1, 7, 1536}, {GQ_TYPE_Q6_K, 3, 256}};
+                 {GQ_TYPE_Q4_1, 23, 576}, {GQ_TYPE_Q5_0, 6, 64},  {GQ_TYPE_Q5_0, 21, 576},
+                 {GQ_TYPE_Q5_1, 5, 64},   {GQ_TYPE_Q5_1, 19, 1536}, {GQ_TYPE_Q6_K, 3, 256}};
+    // (every repacked type has a full 16-row group and a ragged rest)
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const int rows = cases[i].rows, cols = cases[i].cols;
         size_t rs = gq_ggml_row_size(cases[i].type, cols);

@@ -248,8 +248,8 @@ static void rows16_from_repack(const struct gq_qweight *w, int g, int16_t *wr, f
         const uint8_t *sb = w->rp + ((size_t)g * nb + b) * sbs;
         for (int l = 0; l < 16; l++) {
             int16_t *o = wr + (size_t)l * w->cols + 32 * b;
-            sc[l * nb + b] = gq_vqp_f16(sb, l);
-            mn[l * nb + b] = min ? gq_vqp_f16(sb + om, l) : 0;
+            sc[b * 16 + l] = gq_vqp_f16(sb, l);
+            mn[b * 16 + l] = min ? gq_vqp_f16(sb + om, l) : 0;
             if (q8) {
                 for (int c = 0; c < 8; c++)
                     for (int j = 0; j < 4; j++) o[4 * c + j] = (int8_t)sb[oqs + 64 * c + 4 * l + j];
@@ -274,18 +274,27 @@ static void rows16_from_repack(const struct gq_qweight *w, int g, int16_t *wr, f
 
 // Repacked superblocks: codes as in g16_avx512 (lane l = row l, 4 columns
 // per register), stored, re-read by row and widened to int16.
+AVX512_FN static GQ_INLINE void transpose4x16(__m512i a0, __m512i a1, __m512i a2, __m512i a3, __m512i *r) {
+    // dword l of a_c -> lane L (128-bit) of r_k holds a_0..a_3's dword 4L + k: row 4L + k's 16 bytes
+    const __m512i t0 = _mm512_unpacklo_epi32(a0, a1), t1 = _mm512_unpackhi_epi32(a0, a1);
+    const __m512i t2 = _mm512_unpacklo_epi32(a2, a3), t3 = _mm512_unpackhi_epi32(a2, a3);
+    r[0] = _mm512_unpacklo_epi64(t0, t2), r[1] = _mm512_unpackhi_epi64(t0, t2);
+    r[2] = _mm512_unpacklo_epi64(t1, t3), r[3] = _mm512_unpackhi_epi64(t1, t3);
+}
+
 AVX512_FN static void rows16_from_repack_avx512(const struct gq_qweight *w, int g, int16_t *wr, float *sc, float *mn) {
     const enum gq_ggml_type t = w->type;
-    const int nb = w->cols / 32, sbs = (int)gq_ggml_sb16_bytes(t);
+    const int nb = w->cols / 32, sbs = (int)gq_ggml_sb16_bytes(t), cols = w->cols;
     const bool q8 = t == GQ_TYPE_Q8_0, q5 = t == GQ_TYPE_Q5_0 || t == GQ_TYPE_Q5_1, min = t == GQ_TYPE_Q4_1 || t == GQ_TYPE_Q5_1;
     const int off = t == GQ_TYPE_Q4_0 ? 8 : t == GQ_TYPE_Q5_0 ? 16 : 0;
     const int om = 32, oqh = min ? 64 : 32, oqs = (q5 ? oqh + 64 : min ? 64 : 32);
     const __m512i m4 = _mm512_set1_epi8(15), b16 = _mm512_set1_epi8(16), vo = _mm512_set1_epi8((char)off);
-    int8_t buf[8][64] __attribute__((aligned(64)));
+    const __m512i pa = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), pb = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
     for (int b = 0; b < nb; b++) {
         const uint8_t *sb = w->rp + ((size_t)g * nb + b) * sbs;
+        __m512i W[8]; // lane l: row l's codes of columns 4c .. 4c + 3
         if (q8) {
-            for (int c = 0; c < 8; c++) _mm512_store_si512(buf[c], _mm512_loadu_si512(sb + oqs + 64 * c));
+            for (int c = 0; c < 8; c++) W[c] = _mm512_loadu_si512(sb + oqs + 64 * c);
         } else {
             for (int i = 0; i < 4; i++) {
                 const __m512i a = _mm512_loadu_si512(sb + oqs + 64 * i);
@@ -296,20 +305,23 @@ AVX512_FN static void rows16_from_repack_avx512(const struct gq_qweight *w, int 
                     memcpy(&kh, sb + oqh + 8 * (4 + i), 8);
                     lo = _mm512_mask_add_epi8(lo, kl, lo, b16), hi = _mm512_mask_add_epi8(hi, kh, hi, b16);
                 }
-                _mm512_store_si512(buf[i], _mm512_sub_epi8(lo, vo));
-                _mm512_store_si512(buf[4 + i], _mm512_sub_epi8(hi, vo));
+                W[i] = _mm512_sub_epi8(lo, vo), W[4 + i] = _mm512_sub_epi8(hi, vo);
             }
         }
-        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sb));
-        const __m512 m = min ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sb + om))) : _mm512_setzero_ps();
-        float dv[16], mv[16];
-        _mm512_storeu_ps(dv, d), _mm512_storeu_ps(mv, m);
-        for (int l = 0; l < 16; l++) {
-            int32_t row[8];
-            for (int c = 0; c < 8; c++) memcpy(&row[c], &buf[c][4 * l], 4);
-            _mm512_storeu_si512(wr + (size_t)l * w->cols + 32 * b, _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)row)));
-            sc[l * nb + b] = dv[l], mn[l * nb + b] = mv[l];
+        __m512i R[4], S[4]; // columns 0-15 / 16-31 of rows 4L + k in lane L
+        transpose4x16(W[0], W[1], W[2], W[3], R);
+        transpose4x16(W[4], W[5], W[6], W[7], S);
+        for (int k = 0; k < 4; k++) {
+            const __m512i za = _mm512_permutex2var_epi64(R[k], pa, S[k]); // rows k, 4 + k: 32 codes each
+            const __m512i zb = _mm512_permutex2var_epi64(R[k], pb, S[k]); // rows 8 + k, 12 + k
+            int16_t *o = wr + 32 * b;
+            _mm512_storeu_si512(o + (size_t)k * cols, _mm512_cvtepi8_epi16(_mm512_castsi512_si256(za)));
+            _mm512_storeu_si512(o + (size_t)(4 + k) * cols, _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(za, 1)));
+            _mm512_storeu_si512(o + (size_t)(8 + k) * cols, _mm512_cvtepi8_epi16(_mm512_castsi512_si256(zb)));
+            _mm512_storeu_si512(o + (size_t)(12 + k) * cols, _mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(zb, 1)));
         }
+        _mm512_storeu_ps(sc + 16 * b, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sb)));
+        _mm512_storeu_ps(mn + 16 * b, min ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sb + om))) : _mm512_setzero_ps());
     }
 }
 
@@ -441,7 +453,7 @@ static void rows16_decode(const struct gq_qweight *w, const struct segs *S, int 
                 const uint8_t *blk = (const uint8_t *)w->data + (size_t)r * w->row_size + (size_t)b * bs;
                 float d = 0, m = 0;
                 for (int j = 0; j < 32; j++) o[32 * b + j] = (int16_t)ggml_code(w->type, blk, j, &d, &m);
-                sc[l * nb + b] = d, mn[l * nb + b] = m;
+                sc[b * 16 + l] = d, mn[b * 16 + l] = m;
             }
             continue;
         }
@@ -478,7 +490,7 @@ static void rows16_decode(const struct gq_qweight *w, const struct segs *S, int 
             const int64_t g = (int64_t)rtile * h->n_ct + S->ct[s];
             float f = v->cbs[g];
             if (S->blk[s] >= 0) f *= v->nsc[g * 16 + (int)gq_bits_get(v->p.part[GQ_VQP_NSINT], (int64_t)r * v->n_nblk + S->blk[s], 4)];
-            sc[l * S->n + s] = f;
+            sc[s * 16 + l] = f;
         }
     }
 }
@@ -516,8 +528,8 @@ AVX512_FN static void mk_avx512(const int16_t *wr, int width, const float *sc, c
         }
         const __m512 xs16 = _mm512_loadu_ps(xs + 16 * k), xm16 = _mm512_loadu_ps(xm + 16 * k);
 #define FLUSH(r)                                                                                                  \
-    f##r = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a##r), xs16), _mm512_set1_ps(sc[r * nseg + k]), f##r); \
-    if (has_min) f##r = _mm512_fmadd_ps(xm16, _mm512_set1_ps(mn[r * nseg + k]), f##r);
+    f##r = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a##r), xs16), _mm512_set1_ps(sc[16 * k + r]), f##r); \
+    if (has_min) f##r = _mm512_fmadd_ps(xm16, _mm512_set1_ps(mn[16 * k + r]), f##r);
         REP8(FLUSH)
 #undef FLUSH
     }
@@ -551,8 +563,8 @@ AVX2_FN static void mk_avx2(const int16_t *wr, int width, const float *sc, const
         }
         const __m256 xs8 = _mm256_loadu_ps(xs + 8 * k), xm8 = _mm256_loadu_ps(xm + 8 * k);
 #define FLUSH(r)                                                                                                  \
-    f##r = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a##r), xs8), _mm256_set1_ps(sc[r * nseg + k]), f##r); \
-    if (has_min) f##r = _mm256_fmadd_ps(xm8, _mm256_set1_ps(mn[r * nseg + k]), f##r);
+    f##r = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(a##r), xs8), _mm256_set1_ps(sc[16 * k + r]), f##r); \
+    if (has_min) f##r = _mm256_fmadd_ps(xm8, _mm256_set1_ps(mn[16 * k + r]), f##r);
         REP8(FLUSH)
 #undef FLUSH
     }
@@ -603,7 +615,7 @@ static enum gq_status gemm_int(float *y, const float *x, const struct gq_qweight
                         const int rh = r0 + 8 * half;
                         if (rh >= rows) break;
                         const int16_t *wh = wr + (size_t)8 * half * width;
-                        const float *sh = sc + (size_t)8 * half * S.n, *mh = mn + (size_t)8 * half * S.n;
+                        const float *sh = sc + 8 * half, *mh = mn + 8 * half;
                         if (isa == GQ_ISA_AVX512) mk_avx512(wh, width, sh, mh, has_min, &S, xt, xs, xm, tile);
                         else mk_avx2(wh, width, sh, mh, has_min, &S, xt, xs, xm, tile);
                         const int nr = rows - rh < 8 ? rows - rh : 8;
