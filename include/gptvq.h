@@ -149,7 +149,8 @@ struct gq_ppl_result {
     int64_t n_tokens_text; // tokens in the whole text
     int64_t n_scored;
     int n_windows, n_windows_total, n_ctx;
-    double seconds;
+    double seconds;       // the whole call (tokenizing the text included)
+    double seconds_eval;  // the windows' forwards and scoring only (as llama-perplexity's seconds per pass)
     int device_f32;       // CUDA: linears run decoded to f32 (no kernel for their format)
 };
 

@@ -274,6 +274,25 @@ static void test_vmath(void) {
             worst_a = fmax(worst_a, fabs(out[j] - r) / mag);
         }
         CHECKF(worst_a < 1e-5, "%s: attention error %.3g of sum p|v|", isa_label[isa], worst_a);
+        // the same split over 3 position ranges (one empty) for 2 query heads (q twice), combined
+        float q2[2 * HD], o3[3][2 * HD], m3[3][2], S2[2 * T], out2[HD];
+        double z3[3][2];
+        memcpy(q2, q, sizeof q), memcpy(q2 + HD, q, sizeof q);
+        const int cut[4] = {0, 11, 11, T};
+        for (int pp = 0; pp < 3; pp++)
+            gq_attn_partial(q2, 2, k + HD, v + HD, cut[pp], cut[pp + 1], HD, 3 * HD, 0.125f, S2, m3[pp], z3[pp], o3[pp]);
+        for (int hh = 0; hh < 2; hh++) {
+            const float mh[3] = {m3[0][hh], m3[1][hh], m3[2][hh]};
+            const double zh[3] = {z3[0][hh], z3[1][hh], z3[2][hh]};
+            gq_attn_combine(3, mh, zh, &o3[0][hh * HD], 2 * HD, HD, out2);
+            double wa = 0;
+            for (int j = 0; j < HD; j++) {
+                double mag = 0;
+                for (int t = 0; t < T; t++) mag += p[t] / z * fabs(v[(size_t)t * 3 * HD + HD + j]);
+                wa = fmax(wa, fabs(out2[j] - out[j]) / mag);
+            }
+            CHECKF(wa < 1e-5, "%s: split attention head %d differs from the whole by %.3g", isa_label[isa], hh, wa);
+        }
         free(k), free(v);
     }
     gq_qmatmul_set_isa(gq_qmatmul_isa_best());

@@ -218,17 +218,19 @@ static int cmd_ppl(int argc, char **argv) {
     free(buf);
     gq_model_free(m);
     if (s != GQ_OK) return die("%s: %s", text, gq_last_error());
-    fprintf(stderr, "ppl: %lld tokens in the text, %d of %d windows of %d, %lld tokens scored, %.1fs (%.1f tok/s)\n",
+    fprintf(stderr, "ppl: %lld tokens in the text, %d of %d windows of %d, %lld tokens scored, %.1fs; "
+                    "windows %.2fs (%.1f tok/s)\n",
             (long long)r.n_tokens_text, r.n_windows, r.n_windows_total, r.n_ctx, (long long)r.n_scored,
-            r.seconds, (double)r.n_windows * r.n_ctx / r.seconds);
+            r.seconds, r.seconds_eval, (double)r.n_windows * r.n_ctx / r.seconds_eval);
     if (r.device_f32) fprintf(stderr, "ppl: %d linears ran decoded to f32 on the GPU (no kernel for their format)\n",
                               r.device_f32);
     if (json)
         printf("{\"ppl\": %.6f, \"nll_mean\": %.8f, \"nll_stderr\": %.8f, \"protocol\": \"%s\", \"ctx\": %d, "
                "\"windows\": %d, \"windows_total\": %d, \"tokens_scored\": %lld, \"tokens_text\": %lld, "
-               "\"seconds\": %.3f}\n",
+               "\"seconds\": %.3f, \"seconds_windows\": %.3f, \"tokens_per_second\": %.2f}\n",
                r.ppl, r.nll_mean, r.nll_stderr, proto, r.n_ctx, r.n_windows, r.n_windows_total,
-               (long long)r.n_scored, (long long)r.n_tokens_text, r.seconds);
+               (long long)r.n_scored, (long long)r.n_tokens_text, r.seconds, r.seconds_eval,
+               (double)r.n_windows * r.n_ctx / r.seconds_eval);
     else
         printf("ppl=%.4f protocol=%s ctx=%d windows=%d/%d scored=%lld nll=%.6f+-%.6f\n", r.ppl, proto, r.n_ctx,
                r.n_windows, r.n_windows_total, (long long)r.n_scored, r.nll_mean, r.nll_stderr);

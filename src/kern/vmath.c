@@ -148,3 +148,84 @@ void gq_attn_decode(const float *q, const float *k, const float *v, int T, int h
         for (int j = 0; j < hd; j++) out[j] += p * v[(size_t)t * ld + j];
     }
 }
+
+AVX2_FN static void attn_partial_avx2(const float *q, int nq, const float *k, const float *v, int t0, int t1, int hd,
+                                      int ld, float scale, float *S, float *m, double *z, float *o) {
+    const int T = t1 - t0;
+    for (int t = 0; t < T; t++) { // each key row once for the nq heads
+        const float *kt = k + (size_t)(t0 + t) * ld;
+        for (int i = 0; i < nq; i++) {
+            const float *qi = q + (size_t)i * hd;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+            int j = 0;
+            for (; j + 16 <= hd; j += 16) {
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + j), _mm256_loadu_ps(kt + j), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + j + 8), _mm256_loadu_ps(kt + j + 8), a1);
+            }
+            if (j + 8 <= hd) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + j), _mm256_loadu_ps(kt + j), a0), j += 8;
+            float a = gq_hsum256(_mm256_add_ps(a0, a1));
+            for (; j < hd; j++) a += qi[j] * kt[j];
+            S[(size_t)i * T + t] = a * scale;
+        }
+    }
+    for (int i = 0; i < nq; i++) {
+        float *s = S + (size_t)i * T, *oi = o + (size_t)i * hd;
+        m[i] = gq_vmax(s, T);
+        z[i] = vexp_shift_avx2(s, T, m[i]);
+        int j = 0;
+        for (; j + 8 <= hd; j += 8) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int t = 0; t < T; t++) acc = _mm256_fmadd_ps(_mm256_set1_ps(s[t]), _mm256_loadu_ps(v + (size_t)(t0 + t) * ld + j), acc);
+            _mm256_storeu_ps(oi + j, acc);
+        }
+        for (; j < hd; j++) {
+            float acc = 0;
+            for (int t = 0; t < T; t++) acc += s[t] * v[(size_t)(t0 + t) * ld + j];
+            oi[j] = acc;
+        }
+    }
+}
+
+void gq_attn_partial(const float *q, int nq, const float *k, const float *v, int t0, int t1, int hd, int ld, float scale,
+                     float *S, float *m, double *z, float *o) {
+    if (t1 <= t0) {
+        for (int i = 0; i < nq; i++) m[i] = -INFINITY, z[i] = 0;
+        memset(o, 0, sizeof(float) * (size_t)nq * hd);
+        return;
+    }
+    if (gq_qmatmul_isa() >= GQ_ISA_AVX2) {
+        attn_partial_avx2(q, nq, k, v, t0, t1, hd, ld, scale, S, m, z, o);
+        return;
+    }
+    const int T = t1 - t0;
+    for (int i = 0; i < nq; i++) {
+        float *s = S + (size_t)i * T, *oi = o + (size_t)i * hd;
+        for (int t = 0; t < T; t++) {
+            float a = 0;
+            for (int j = 0; j < hd; j++) a += q[(size_t)i * hd + j] * k[(size_t)(t0 + t) * ld + j];
+            s[t] = a * scale;
+        }
+        m[i] = gq_vmax(s, T);
+        double sum = 0;
+        for (int t = 0; t < T; t++) s[t] = expf(s[t] - m[i]), sum += s[t];
+        z[i] = sum;
+        for (int j = 0; j < hd; j++) oi[j] = 0;
+        for (int t = 0; t < T; t++)
+            for (int j = 0; j < hd; j++) oi[j] += s[t] * v[(size_t)(t0 + t) * ld + j];
+    }
+}
+
+void gq_attn_combine(int np, const float *m, const double *z, const float *o, size_t ostride, int hd, float *out) {
+    float M = -INFINITY;
+    for (int p = 0; p < np; p++)
+        if (z[p] > 0 && m[p] > M) M = m[p];
+    double Z = 0;
+    float w[64];
+    for (int p = 0; p < np && p < 64; p++) w[p] = z[p] > 0 ? expf(m[p] - M) : 0, Z += w[p] * z[p];
+    const float inv = (float)(1.0 / Z);
+    for (int j = 0; j < hd; j++) {
+        float acc = 0;
+        for (int p = 0; p < np && p < 64; p++) acc += w[p] * o[(size_t)p * ostride + j];
+        out[j] = acc * inv;
+    }
+}

@@ -5,6 +5,7 @@
 #define GQ_VMATH_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 // x[i] = exp(x[i] − m) for i < n; returns Σ of the new x (summed in double).
 // SIMD: a degree-6 polynomial after range reduction, within 2 ulp of
@@ -22,5 +23,16 @@ void gq_vswiglu(float *g, const float *u, int n);
 // scores = scale · q·k, softmax (max subtracted, Σ in double), out = Σ p v.
 void gq_attn_decode(const float *q, const float *k, const float *v, int T, int hd, int ld, float scale, float *scores,
                     float *out);
+
+// The decode attention split over threads by positions (flash-decoding):
+// nq query heads (q: nq rows of hd) sharing one KV head, positions
+// [t0, t1): for head i the largest score m[i], z[i] = Σ exp(s − m[i]) and
+// the unnormalised o[i · hd ..] = Σ exp(s − m[i]) v. scores: nq · (t1 − t0)
+// scratch. An empty range gives m = −inf, z = 0, o = 0.
+void gq_attn_partial(const float *q, int nq, const float *k, const float *v, int t0, int t1, int hd, int ld, float scale,
+                     float *scores, float *m, double *z, float *o);
+// One head's output from np partials (m[p], z[p], o + p · ostride):
+// Σ_p exp(m_p − M) o_p / Σ_p exp(m_p − M) z_p, M = max m_p.
+void gq_attn_combine(int np, const float *m, const double *z, const float *o, size_t ostride, int hd, float *out);
 
 #endif

@@ -29,6 +29,8 @@ struct gq_context {
     // dec_nt threads, and the barrier of its parallel region
     float *dec;
     int dec_nt, dec_w;
+    float *att_m, *att_o; // the decode attention's partials: (threads, heads) max, (threads, heads, head_dim) sums
+    double *att_z;        // (threads, heads) Σ exp
     struct gq_barrier bar;
 };
 
@@ -160,7 +162,7 @@ static void free_scratch(struct gq_context *c) {
 void gq_context_free(struct gq_context *c) {
     if (!c) return;
     free_scratch(c);
-    free(c->dec);
+    free(c->dec), free(c->att_m), free(c->att_o), free(c->att_z);
     gq_cuda_lm_free(c->dev);
     free(c->k_cache);
     free(c->v_cache);
@@ -416,11 +418,14 @@ static enum gq_status forward_decode(struct gq_context *c, int32_t token, float 
     const int dim = hp->dim, hd = hp->head_dim, q_dim = hp->n_heads * hd, kv_dim = hp->n_kv_heads * hd;
     const int ffn = hp->hidden_dim, group = hp->n_heads / hp->n_kv_heads, pos = c->pos;
     GQ_TRY(ensure_scratch(c, 1));
-    const int nt = omp_get_max_threads(), w = (dim > ffn ? dim : ffn) + c->n_ctx + 16;
+    const int nt = omp_get_max_threads(), w = (dim > ffn ? dim : ffn) + group * c->n_ctx + 16;
     if (nt > c->dec_nt || w > c->dec_w) {
-        free(c->dec);
+        free(c->dec), free(c->att_m), free(c->att_o), free(c->att_z);
         c->dec = malloc(sizeof(float) * (size_t)nt * w);
-        if (!c->dec) {
+        c->att_m = malloc(sizeof(float) * (size_t)nt * hp->n_heads);
+        c->att_o = malloc(sizeof(float) * (size_t)nt * q_dim);
+        c->att_z = malloc(sizeof(double) * (size_t)nt * hp->n_heads);
+        if (!c->dec || !c->att_m || !c->att_o || !c->att_z) {
             c->dec_nt = 0;
             return gq_fail(GQ_ERR_NOMEM, "decode scratch of %d threads", nt);
         }
@@ -474,9 +479,24 @@ static enum gq_status forward_decode(struct gq_context *c, int32_t token, float 
                 rope_head(qh, hp->rope_dim, hp->rope_interleaved, cs);
             }
             gq_barrier_wait(bar, nth);
-            for (int h = ith; h < hp->n_heads; h += nth)
-                gq_attn_decode(c->q + h * hd, kc + (h / group) * hd, vc + (h / group) * hd, pos + 1, hd, kv_dim, scale, sc,
-                               c->att_out + h * hd);
+            // attention: the positions split over the threads (each: every head over its
+            // share, the query heads of a KV head together), then per head the partials combined
+            {
+                const int np = nth < 64 ? nth : 64, T = pos + 1;
+                const int t0 = ith < np ? (int)((int64_t)T * ith / np) : T, t1 = ith < np ? (int)((int64_t)T * (ith + 1) / np) : T;
+                for (int g = 0; g < hp->n_kv_heads; g++)
+                    gq_attn_partial(c->q + (size_t)g * group * hd, group, kc + g * hd, vc + g * hd, t0, t1, hd, kv_dim, scale, sc,
+                                    c->att_m + (size_t)ith * hp->n_heads + g * group,
+                                    c->att_z + (size_t)ith * hp->n_heads + g * group,
+                                    c->att_o + (size_t)ith * q_dim + (size_t)g * group * hd);
+                gq_barrier_wait(bar, nth);
+                for (int h = ith; h < hp->n_heads; h += nth) {
+                    float mh[64];
+                    double zh[64];
+                    for (int p = 0; p < np; p++) mh[p] = c->att_m[(size_t)p * hp->n_heads + h], zh[p] = c->att_z[(size_t)p * hp->n_heads + h];
+                    gq_attn_combine(np, mh, zh, c->att_o + (size_t)h * hd, q_dim, hd, c->att_out + h * hd);
+                }
+            }
             gq_barrier_wait(bar, nth);
             STEP(gemv_part(c->x, c->att_out, L->wo, L->q_wo, dim, q_dim, ith, nth, true));
             gq_barrier_wait(bar, nth);
