@@ -13,8 +13,9 @@
 #   --max-windows 8` (its windows' time) and `llama-perplexity -c 512
 #   --chunks 8` (its seconds per pass), every logit scored;
 # - the roofline: bytes a decoded token reads (block linears + head + norms,
-#   as gptvq bench reports them) / the read bandwidth measured in the same
-#   round (bench/readbw: a read-only stream of 1 GiB).
+#   as gptvq bench reports them) / the read bandwidth measured just before
+#   each gptvq run (bench/readbw: a read-only stream of 1 GiB; on this
+#   machine it moves between ~34 and ~56 GB/s from one minute to the next).
 # ROUNDS rounds (default 3) alternate the two programs (gptvq first in odd
 # rounds, llama.cpp first in even ones); the tables give the median over the
 # rounds. Every command runs in the environment a user has: the variables
@@ -57,8 +58,12 @@ PEER=(f16 q4_0)
 
 R=$W/results.jsonl
 : >"$R"
-ours_bench() { "${clean[@]}" "$G" bench "$W/$1.gguf" -p 512 -n 128 -t "$T" -r 3 -o json 2>/dev/null |
-                   sed "s/^{/{\"round\": $2, \"tool\": \"gptvq\", \"file\": \"$1\", /" >>"$R"; }
+ours_bench() { # the read bandwidth just before (this machine's bandwidth changes by tens of percent over minutes)
+    local bw
+    bw=$("${clean[@]}" build/bench/readbw -m 1024 -t "$T" | sed -n 's/.*gbs=\([0-9.]*\).*/\1/p')
+    "${clean[@]}" "$G" bench "$W/$1.gguf" -p 512 -n 128 -t "$T" -r 3 -o json 2>/dev/null |
+        sed "s/^{/{\"round\": $2, \"tool\": \"gptvq\", \"file\": \"$1\", \"readbw\": $bw, /" >>"$R"
+}
 peer_bench() { "${clean[@]}" "$LB" -m "$W/$1.gguf" -p 512 -n 128 -t "$T" -r 3 -o jsonl 2>/dev/null |
                    sed "s/^{/{\"round\": $2, \"tool\": \"llama.cpp\", \"file\": \"$1\", /" >>"$R"; }
 ours_ppl() {
@@ -75,8 +80,6 @@ peer_ppl() { # seconds per pass (4 chunks of 512 per pass) from its log
 }
 for ((round = 1; round <= ROUNDS; round++)); do
     echo "round $round / $ROUNDS ..." >&2
-    bw=$("${clean[@]}" build/bench/readbw -m 1024 -t "$T" | sed -n 's/.*gbs=\([0-9.]*\).*/\1/p')
-    echo "{\"round\": $round, \"tool\": \"readbw\", \"gbs\": $bw}" >>"$R"
     for f in "${FILES[@]}"; do
         peer=false
         for p in "${PEER[@]}"; do [ "$p" = "$f" ] && peer=true; done
@@ -91,7 +94,7 @@ rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 for r in rows: # llama-bench names no test: pp<n_prompt> / tg<n_gen>
     if "test" not in r and "n_prompt" in r: r["test"] = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
 med = statistics.median
-bw = med([r["gbs"] for r in rows if r["tool"] == "readbw"])
+bw = med([r["readbw"] for r in rows if r["tool"] == "gptvq" and "readbw" in r])
 def pick(tool, f, test):
     v = [r["avg_ts"] for r in rows if r["tool"] == tool and r.get("file") == f and r.get("test") == test]
     return (med(v), min(v), max(v)) if v else None
@@ -100,15 +103,19 @@ files = []
 for r in rows:
     if r["tool"] == "gptvq" and r["file"] not in files: files.append(r["file"])
 lq = pick("llama.cpp", "q4_0", "tg128")
-print(f"\nthreads {sys.argv[2]}; read bandwidth (1 GiB read-only stream) median {bw:.2f} GB/s; medians over "
+print(f"\nthreads {sys.argv[2]}; read bandwidth (1 GiB read-only stream, before each gptvq run) median {bw:.2f} GB/s; medians over "
       f"{len({r['round'] for r in rows})} rounds (min-max)\n")
-print("| file | MB read / token | gptvq tg128 t/s | llama.cpp tg128 t/s | gptvq / llama.cpp Q4_0 | roofline t/s | gptvq / roofline |")
+print("| file | MB read / token | gptvq tg128 t/s | llama.cpp tg128 t/s | gptvq / llama.cpp Q4_0 | roofline t/s (median bw) | gptvq / roofline (per run) |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
 for f in files:
     o, p = pick("gptvq", f, "tg128"), pick("llama.cpp", f, "tg128")
-    roof = bw * 1e9 / bpt[f]
+    # roofline of each measurement with the bandwidth read just before it; the median fraction
+    fr = [r["avg_ts"] / (r["readbw"] * 1e9 / bpt[f]) for r in rows
+          if r["tool"] == "gptvq" and r.get("file") == f and r.get("test") == "tg128"]
+    roof = med([r["readbw"] for r in rows if r["tool"] == "gptvq" and r.get("file") == f and r.get("test") == "tg128"]) * 1e9 / bpt[f]
     ps = f"{p[0]:.1f} ({p[1]:.0f}-{p[2]:.0f})" if p else "-"
-    print(f"| {f} | {bpt[f]/1e6:.1f} | {o[0]:.1f} ({o[1]:.0f}-{o[2]:.0f}) | {ps} | {o[0]/lq[0]:.2f} | {roof:.0f} | {o[0]/roof:.2f} |")
+    print(f"| {f} | {bpt[f]/1e6:.1f} | {o[0]:.1f} ({o[1]:.0f}-{o[2]:.0f}) | {ps} | {o[0]/lq[0]:.2f} | {roof:.0f} | "
+          f"{med(fr):.2f} ({min(fr):.2f}-{max(fr):.2f}) |")
 print("\n| file | gptvq pp512 t/s | llama.cpp pp512 t/s | ratio | gptvq ppl t/s | llama-perplexity t/s | ratio |")
 print("| --- | --- | --- | --- | --- | --- | --- |")
 lp_q4 = pick("llama.cpp", "q4_0", "ppl512x8")

@@ -39,7 +39,7 @@ static bool kept_type(enum gq_ggml_type t) {
 // keep_quantized: the compressed form of tensor `name` (rows, cols), or NULL
 // (then the f32 path loads it).
 static enum gq_status get_q(struct gq_model *m, const struct gq_gguf *g, const char *name, int64_t rows, int64_t cols,
-                            const struct gq_qweight **out) {
+                            bool repack, const struct gq_qweight **out) {
     *out = NULL;
     if (!m->keep_quantized) return GQ_OK;
     struct gq_vqpack p;
@@ -56,7 +56,7 @@ static enum gq_status get_q(struct gq_model *m, const struct gq_gguf *g, const c
         q->kind = GQ_QW_GGML, q->type = t->type, q->data = t->data;
         q->row_size = gq_ggml_row_size(t->type, cols);
         void *rp = NULL; // the SIMD kernels' 16-row layout; the mapped original then leaves memory
-        if (!m->no_repack) GQ_TRY(gq_qweight_prepare(q, &rp));
+        if (repack && !m->no_repack) GQ_TRY(gq_qweight_prepare(q, &rp));
         if (rp) {
             GQ_TRY(gq_model_own(m, rp));
             gq_qweight_release_source(q);
@@ -123,7 +123,7 @@ static enum gq_status gguf_get(void *ctx, const char *name, int64_t rows, int64_
 static enum gq_status gguf_qget(void *ctx, const char *name, int64_t rows, int64_t cols,
                                 const struct gq_qweight **out) {
     struct gguf_getter *gg = ctx;
-    return get_q(gg->m, gg->g, name, rows, cols, out);
+    return get_q(gg->m, gg->g, name, rows, cols, true, out);
 }
 
 static enum gq_status get_int(const struct gq_gguf *g, const char *arch, const char *suffix,
@@ -212,10 +212,12 @@ enum gq_status gq_load_gguf(const char *path, struct gq_model *m) {
     if (head_dim <= 0) return gq_fail(GQ_ERR_FORMAT, "%s: dim %d not divisible by %d heads", path, hp->dim, hp->n_heads);
     hp->head_dim = head_dim;
     int64_t dim = hp->dim;
-    GQ_TRY(get_q(m, g, "token_embd.weight", hp->n_vocab, dim, &m->q_tok_embd));
+    // the embedding is only read a row at a time: the kernels' copy only when it is also the (tied) output head
+    const bool tied = !gq_gguf_find_tensor(g, "output.weight") && !gq_gguf_find_kv(g, "gptvq.vq.output.weight");
+    GQ_TRY(get_q(m, g, "token_embd.weight", hp->n_vocab, dim, tied, &m->q_tok_embd));
     if (!m->q_tok_embd) GQ_TRY(get_w(m, g, "token_embd.weight", dim, hp->n_vocab, true, &m->tok_embd));
     GQ_TRY(get_w(m, g, "output_norm.weight", dim, 1, true, &m->output_norm));
-    GQ_TRY(get_q(m, g, "output.weight", hp->n_vocab, dim, &m->q_output));
+    GQ_TRY(get_q(m, g, "output.weight", hp->n_vocab, dim, true, &m->q_output));
     if (!m->q_output) GQ_TRY(get_w(m, g, "output.weight", dim, hp->n_vocab, false, &m->output));
     int rope_dim = hp->rope_dim > 0 ? hp->rope_dim : head_dim;
     GQ_TRY(get_w(m, g, "rope_freqs.weight", rope_dim / 2, 1, false, &m->rope_freq_factors));
