@@ -257,10 +257,15 @@ static void test_vmath(void) {
             worst_s = fmax(worst_s, fabs(e[i] - r) / (fabs(r) + 1e-30));
         }
         CHECKF(worst_s < 1e-6, "%s: swiglu relative error %.3g", isa_label[isa], worst_s);
-        // one head's decode attention over T positions (rows 3 · HD apart)
+        // one head's decode attention over T positions (rows 3 · HD apart): one partial
         float q[HD], out[HD], sc[T], *k = rand_matrix(T, 3 * HD, 1.0), *v = rand_matrix(T, 3 * HD, 1.0);
         for (int j = 0; j < HD; j++) q[j] = (float)rng_normal();
-        gq_attn_decode(q, k + HD, v + HD, T, HD, 3 * HD, 0.125f, sc, out);
+        { // the whole range as one partial
+            float m1;
+            double z1;
+            gq_attn_partial(q, 1, k + HD, v + HD, 0, T, HD, 3 * HD, 0.125f, sc, &m1, &z1, out);
+            gq_attn_combine(1, &m1, &z1, out, HD, HD, out);
+        }
         double p[T], z = 0, m = -1e300, worst_a = 0;
         for (int t = 0; t < T; t++) {
             p[t] = 0;

@@ -63,10 +63,8 @@ AVX2_FN static float round32_avx2(const float *x, int8_t *q, int32_t *sum) {
     s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
     s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
     *sum = _mm_cvtsi128_si32(s4);
-    const __m256i p16 = _mm256_packs_epi32(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
-    // packs interleave 128-bit lanes: (0,1 | 2,3) of each pair -> restore order
+    // packs work per 128-bit lane: dwords of 4 codes come out as c0[0:4] c1[0:4] c2[0:4] c3[0:4] | c0[4:8] ..
     const __m256i p8 = _mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
-    (void)p16;
     _mm256_storeu_si256((__m256i *)q, _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
     return s;
 }
@@ -344,7 +342,7 @@ AVX512_FN static GQ_INLINE __m512 g16_avx512(const uint8_t *sb, int nb, const st
 
 // AVX2: half h (rows 8h..8h+7) of one group -> 8 outputs.
 AVX2_FN static GQ_INLINE __m256 g16_avx2(const uint8_t *sb, int nb, int h, const struct sb16 *S, const struct q8x *xq) {
-    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1), x80 = _mm256_set1_epi8((char)0x80);
+    const __m256i m4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     __m256 accf = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++, sb += S->size) {
         const int8_t *xb = xq->q + 32 * b;
@@ -357,7 +355,6 @@ AVX2_FN static GQ_INLINE __m256 g16_avx2(const uint8_t *sb, int nb, int h, const
             for (int c = 0; c < 8; c++) // stored as int8 (the flip to w + 128 is the VNNI kernel's)
                 acc = _mm256_add_epi32(acc, dot_w8(_mm256_loadu_si256((const __m256i *)(qs + 64 * c)),
                                                    _mm256_set1_epi32(xw[c])));
-            (void)x80;
         } else {
             __m256i s16a = _mm256_setzero_si256(), s16b = _mm256_setzero_si256();
             for (int i = 0; i < 4; i++) {

@@ -88,67 +88,6 @@ void gq_vswiglu(float *g, const float *u, int n) {
     for (int i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-AVX2_FN static void attn_avx2(const float *q, const float *k, const float *v, int T, int hd, int ld, float scale,
-                              float *s, float *out) {
-    if (hd % 8) { // the loops below take whole registers
-        for (int t = 0; t < T; t++) {
-            float a = 0;
-            for (int j = 0; j < hd; j++) a += q[j] * k[(size_t)t * ld + j];
-            s[t] = a * scale;
-        }
-    } else {
-        for (int t = 0; t < T; t++) {
-            const float *kt = k + (size_t)t * ld;
-            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-            int j = 0;
-            for (; j + 16 <= hd; j += 16) {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), _mm256_loadu_ps(kt + j), a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j + 8), _mm256_loadu_ps(kt + j + 8), a1);
-            }
-            if (j < hd) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), _mm256_loadu_ps(kt + j), a0);
-            s[t] = gq_hsum256(_mm256_add_ps(a0, a1)) * scale;
-        }
-    }
-    const float mx = gq_vmax(s, T);
-    const float inv = (float)(1.0 / vexp_shift_avx2(s, T, mx));
-    for (int j = 0; j < hd; j++) out[j] = 0;
-    if (hd % 8 || hd > 256) {
-        for (int t = 0; t < T; t++)
-            for (int j = 0; j < hd; j++) out[j] += s[t] * inv * v[(size_t)t * ld + j];
-        return;
-    }
-    __m256 acc[32];
-    for (int j = 0; j < hd / 8; j++) acc[j] = _mm256_setzero_ps();
-    for (int t = 0; t < T; t++) {
-        const __m256 p = _mm256_set1_ps(s[t] * inv);
-        const float *vt = v + (size_t)t * ld;
-        for (int j = 0; j < hd / 8; j++) acc[j] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vt + 8 * j), acc[j]);
-    }
-    for (int j = 0; j < hd / 8; j++) _mm256_storeu_ps(out + 8 * j, acc[j]);
-}
-
-void gq_attn_decode(const float *q, const float *k, const float *v, int T, int hd, int ld, float scale, float *s,
-                    float *out) {
-    if (gq_qmatmul_isa() >= GQ_ISA_AVX2) {
-        attn_avx2(q, k, v, T, hd, ld, scale, s, out);
-        return;
-    }
-    for (int t = 0; t < T; t++) {
-        float a = 0;
-        for (int j = 0; j < hd; j++) a += q[j] * k[(size_t)t * ld + j];
-        s[t] = a * scale;
-    }
-    const float mx = gq_vmax(s, T);
-    double sum = 0;
-    for (int t = 0; t < T; t++) s[t] = expf(s[t] - mx), sum += s[t];
-    const float inv = (float)(1.0 / sum);
-    for (int j = 0; j < hd; j++) out[j] = 0;
-    for (int t = 0; t < T; t++) {
-        const float p = s[t] * inv;
-        for (int j = 0; j < hd; j++) out[j] += p * v[(size_t)t * ld + j];
-    }
-}
-
 AVX2_FN static void attn_partial_avx2(const float *q, int nq, const float *k, const float *v, int t0, int t1, int hd,
                                       int ld, float scale, float *S, float *m, double *z, float *o) {
     const int T = t1 - t0;
