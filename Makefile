@@ -17,7 +17,8 @@ ASAN    := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 
 SRC     := $(sort $(wildcard src/*/*.c))
 OBJ     := $(SRC:%.c=$(B)/%.o)
-# CUDA plug-in $(B)/libgptvq_cuda.so (src/backend/cuda_kernels.cu), loaded by
+# CUDA plug-in $(B)/libgptvq_cuda.so (src/backend/cu_*.cu behind the C
+# interface cuda_kernels.h), loaded by
 # src/backend/cuda.c on --device cuda: built when nvcc is found (CUDA=0: not).
 # Nothing else links a CUDA library.
 CUDA    ?= $(if $(NVCC),1,0)
@@ -45,9 +46,14 @@ $(B)/%.o: %.c $(wildcard include/*.h src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(B)/libgptvq_cuda.so: src/backend/cuda_kernels.cu src/backend/cuda_kernels.h src/util/bits.h
+CU_SRC  := $(sort $(wildcard src/backend/cu_*.cu))
+CU_OBJ  := $(CU_SRC:%.cu=$(B)/%.o)
+$(B)/src/backend/cu_%.o: src/backend/cu_%.cu src/backend/cu_common.cuh src/backend/cuda_kernels.h src/backend/vqform.h src/util/bits.h src/util/hostdev.h
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) -shared $< -o $@ -L$(CUDA_HOME)/lib64 -Xlinker -rpath,$(CUDA_HOME)/lib64 -lcusolver -lcublas -lcudart
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(B)/libgptvq_cuda.so: $(CU_OBJ)
+	$(NVCC) $(NVFLAGS) -shared $^ -o $@ -L$(CUDA_HOME)/lib64 -Xlinker -rpath,$(CUDA_HOME)/lib64 -lcusolver -lcublas -lcudart
 
 $(BA)/%.o: %.c $(wildcard include/*.h src/*/*.h)
 	@mkdir -p $(dir $@)

@@ -1,4 +1,4 @@
-// bench_gpu_gemv - one-token GEMV on the CUDA device (src/backend/cuda_kernels.cu)
+// bench_gpu_gemv - one-token GEMV on the CUDA device (src/backend/cu_mat.cu)
 // for Llama-2-7B shapes: achieved GB/s (the matrix's stored bytes / time)
 // against the device's peak, and time relative to Q4_0, for packed VQ
 // (1D 3.125, 2D 2.125, 2D 3.125, 4D 2.125: int8 codebooks, act-order
@@ -16,7 +16,7 @@
 #include "io/gguf.h"
 #include "kern/qmatmul.h"
 #include "quant/vq.h"
-#include "quant/vqpack.h"
+#include "format/vqpack.h"
 #include "util/common.h"
 
 #include <math.h>

@@ -5,7 +5,7 @@
 // is required to be bit-exact: ggml's dequantize_row_* and gguf-py both do one
 // f16->f32 conversion (exact) and the same float multiply/add sequence, so
 // there is no rounding freedom to allow for.
-#include "io/gguf.h"
+#include "format/ggml.h"
 #include "test.h"
 
 #include <ctype.h>

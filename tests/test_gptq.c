@@ -1,7 +1,7 @@
 // test_gptq.c - RTN, Hessian accumulation and GPTQ against plain references
 // written here: a column-by-column GPTQ recursion on the full inverse Hessian
 // (OBQ-style, double), brute-force grid quantizers and a naive XᵀX.
-#include "io/gguf.h"
+#include "format/ggml.h"
 #include "quant/quant.h"
 #include "test.h"
 #include "util/common.h"
@@ -623,7 +623,7 @@ static void test_mse(void) {
 
 // ---------------------------------------------------------------------------
 // 8. f16 grids of group 32 written as GGUF blocks: the blocks' dequantization
-// (io/dequant.c, llama.cpp's formulas) gives the quantized values bit for bit
+// (format/dequant.c, llama.cpp's formulas) gives the quantized values bit for bit
 
 static void test_gguf_blocks(void) {
     struct {

@@ -6,7 +6,7 @@
 // has one), the normalisation formulas of App. I and the configurations of
 // the paper's table (§2.2: 2D 2.125 bpv -> k = 16, l = 2048, ...).
 #include "quant/vq.h"
-#include "quant/vqform.h"
+#include "backend/vqform.h"
 #include "test.h"
 #include "util/common.h"
 

@@ -64,7 +64,7 @@ static const struct cfg vq_cases[] = {
 #define N_CASES (int)(sizeof vq_cases / sizeof *vq_cases)
 
 // A case quantized (Q: its fake-quant matrix), packed, and viewed as the
-// runtime's compressed weight w (include kern/qmatmul.h and quant/vqpack.h first).
+// runtime's compressed weight w (include kern/qmatmul.h and format/vqpack.h first).
 #ifdef GQ_QMATMUL_H
 struct vq_built {
     float *Q;

@@ -1,4 +1,4 @@
-// test_vqpack.c - the packed form of GPTVQ matrices (src/quant/vqpack.c):
+// test_vqpack.c - the packed form of GPTVQ matrices (src/format/vqpack.c):
 //  [1] round trip: quantize → pack → unpack → decode is bit-identical to the
 //      quantizer's fake-quant output for d = 1, 2, 4, 8, int8 / fp16 / f32
 //      codebooks, normalisation, residual, outliers, codebook SVD, with and
@@ -12,7 +12,7 @@
 //      part tensors reads back bit for bit, and a file whose header, part
 //      sizes or part types disagree, or which is truncated, is refused with
 //      one error naming the file and tensor.
-#include "quant/vqpack.h"
+#include "format/vqpack.h"
 #include "test.h"
 #include "test_rand.h"
 #include "test_vqcases.h"

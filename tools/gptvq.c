@@ -1,7 +1,7 @@
 // gptvq - command-line interface: parse arguments -> params -> one library call.
 #include "gptvq.h"
 #include "../src/io/gguf.h"
-#include "../src/quant/vqpack.h"
+#include "format/vqpack.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -1,8 +1,9 @@
 // backend.h - the small table of numerical primitives the quantizers run on.
 //
 // One algorithm (gptq.c, gptvq.c, hessian.c, vq.c) calls these through the
-// current backend, gq_be(): the CPU backend (cpu.c: OpenBLAS, LAPACKE and the
-// OpenMP VQ kernels of vq.c) is the reference, the CUDA backend (cuda.cu:
+// current backend, gq_be() (select.c): the CPU backend (cpu.c: OpenBLAS,
+// LAPACKE and the OpenMP VQ primitives of vqprim.h) is the reference, the
+// CUDA backend (cuda.c and its plug-in, cuda_kernels.h:
 // cuBLAS, cuSOLVER and VQ kernels) implements the same contracts and is
 // checked against it primitive by primitive (tests/test_backend.c).
 // gq_set_device (gptvq.h) selects the backend for the whole process.
@@ -41,15 +42,15 @@ struct gq_backend {
     // is then undefined), 0 on success.
     enum gq_status (*chol_inverse_upper)(double *A, int n, int *info);
     // Hessian-weighted nearest centroid of every point (contract of
-    // gq_vq_assign, vq.h: argmin, lowest index on ties; dist optional);
+    // gq_vq_assign, vqprim.h: argmin, lowest index on ties; dist optional);
     // *objective = Σ_i dist_i (NaN for non-finite points: not an error here,
     // the EM loop reports it).
     enum gq_status (*vq_assign)(const struct gq_vq_data *D, const double *C, int k, int32_t *idx, double *dist,
                                 double *objective);
-    // EM M-step (contract of gq_vq_mstep, vq.h); *empty = centroids without points.
+    // EM M-step (contract of gq_vq_mstep, vqprim.h); *empty = centroids without points.
     enum gq_status (*vq_mstep)(const struct gq_vq_data *D, const int32_t *idx, int k, double *C, int *empty);
     // The EM rounds of independent groups from their seeds (contract of
-    // gq_vq_em_batch, vq.h): GPTVQ's codebook initialisation of one column
+    // gq_vq_em_batch, vqprim.h): GPTVQ's codebook initialisation of one column
     // tile's groups in one call.
     enum gq_status (*vq_em)(struct gq_vq_em_job *jobs, int n_jobs, int k, int iters);
     // Solves A x = b, A (n, n) symmetric positive definite (upper triangle
@@ -58,7 +59,7 @@ struct gq_backend {
     // codebook update's solves.
     enum gq_status (*dposv)(int n, double *A, double *b, int *info);
     // G (m, m) of the exact codebook update's normal equations for one row
-    // tile (contract of gq_vq_gram, vq.h).
+    // tile (contract of gq_vq_gram, vqprim.h).
     enum gq_status (*vq_gram)(const struct gq_vq_gram *g, double *G);
     // Device residency (no-ops on the CPU). After hold(p, bytes, writable)
     // the backend keeps [p, p + bytes) on its device and the primitives given
@@ -97,32 +98,29 @@ enum gq_status gq_cuda_mat_set_variant(struct gqcu_mat *m, int variant);
 enum gq_status gq_cuda_mat_bench(struct gqcu_mat *m, int iters, double *seconds, size_t *bytes, double *peak_gbs);
 void gq_cuda_mat_free(struct gqcu_mat *m);
 
-// The decoder forward of a CUDA context (forward.c): the model's linears on the
-// device (compressed where a kernel takes their format, else decoded to f32),
-// norms, RoPE frequencies inv_freq (rope_dim / 2) and a KV cache of n_ctx.
-// forward: tokens at positions pos0.. (embedded on the host), logits as
-// gq_forward's.
-struct gq_model;
-struct gq_cuda_lm;
-enum gq_status gq_cuda_lm_new(const struct gq_model *m, int n_ctx, const float *inv_freq, struct gq_cuda_lm **out);
-enum gq_status gq_cuda_lm_forward(struct gq_cuda_lm *c, const int32_t *tokens, int n, int pos0, float *logits,
-                                  bool all_logits);
-int gq_cuda_lm_n_f32(const struct gq_cuda_lm *c); // linears running decoded to f32
-void gq_cuda_lm_free(struct gq_cuda_lm *c);
+// f32 weights (rows, cols) on the device (a matrix for the decoder below).
+enum gq_status gq_cuda_mat_f32(int rows, int cols, const float *w, struct gqcu_mat **out);
 
-// Calibration passes on the CUDA device (engine.c; cuda_kernels.h: gqcu_calib_*):
-// X (nsamples, seqlen, dim) uploaded once; block(L) uploads a block's f32
-// weights; pass() runs every window through it from start_at to stop_after
+// The plug-in's decoder forward and calibration passes (cuda_kernels.h:
+// gqcu_lm_*, gqcu_calib_*; model/forward_cuda.h builds them from a model).
+// dev_lm_new takes the matrices over (freed with the lm, or here on failure).
+// calib_pass: every window through the block from start_at to stop_after
 // (-1: the end), in place or on a copy, returning input group want's Σ xᵀx
 // (row-major upper triangle, double) in H when want >= 0; resid_w 1 / 2: the
 // residual token weights through o / down; sink: the first token's weight.
 // GQ_ERR_NUMERIC on a non-finite activation (*bad_window: the window whose
 // block output it was, else -1).
+struct gqcu_lm;
+struct gqcu_lm_desc;
 struct gqcu_calib;
-struct gq_layer_w;
-enum gq_status gq_cuda_calib_new(const struct gq_model *m, const float *inv_freq, int nsamples, int seqlen,
-                                 const float *X, struct gqcu_calib **out);
-enum gq_status gq_cuda_calib_block(struct gqcu_calib *c, const struct gq_layer_w *L);
+struct gqcu_calib_desc;
+struct gqcu_calib_block;
+enum gq_status gq_cuda_dev_lm_new(const struct gqcu_lm_desc *D, struct gqcu_lm **out);
+enum gq_status gq_cuda_dev_lm_forward(struct gqcu_lm *lm, const float *x, int n, int pos0, float *logits,
+                                      bool all_logits);
+void gq_cuda_dev_lm_free(struct gqcu_lm *lm);
+enum gq_status gq_cuda_dev_calib_new(const struct gqcu_calib_desc *D, const float *X, struct gqcu_calib **out);
+enum gq_status gq_cuda_dev_calib_block(struct gqcu_calib *c, const struct gqcu_calib_block *B);
 enum gq_status gq_cuda_calib_pass(struct gqcu_calib *c, int start_at, int stop_after, bool in_place, int want,
                                   int resid_w, float sink, double *H, int *bad_window);
 void gq_cuda_calib_free(struct gqcu_calib *c);

@@ -1,5 +1,5 @@
 // cuda_kernels.h - the plain C interface of the CUDA plug-in libgptvq_cuda.so
-// (cuda_kernels.cu, built only when nvcc is found; cuda.c loads it). Row-major
+// (cu_*.cu, built only when nvcc is found; cuda.c loads it). Row-major
 // host doubles in and out; each returns 0, or -1 with a message in err.
 // Contracts: backend.h.
 #ifndef GQ_CUDA_KERNELS_H

@@ -1,7 +1,7 @@
 // bench.c - decode and prefill speed as llama.cpp's llama-bench measures it
 // (contract: gptvq.h, gq_bench).
-#include "../model/model.h"
-#include "../model/tokenizer.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
 
 enum gq_status gq_bench(const struct gq_model *m, int n_prompt, int n_gen, int reps, const char *device, double *ts) {
     if ((n_prompt > 0) == (n_gen > 0) || n_prompt < 0 || n_gen < 0 || reps < 1)

@@ -1,6 +1,6 @@
 // generate.c - text generation: greedy or temperature + top-p sampling, streamed.
-#include "../model/model.h"
-#include "../model/tokenizer.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
 
 #include <cblas.h>
 #include <math.h>

@@ -8,46 +8,10 @@
 //   adds BOS (`if (add_bos && j == 0)`; SmolLM2 adds none, so its windows
 //   stay as they are), only the second half scored: logits first..n_ctx-2
 //   with first = n_ctx/2.
-#include "../model/model.h"
-#include "../model/tokenizer.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
 
 #include <math.h>
-
-char *gq_wikitext_join(const char *raw, size_t len, size_t *out_len) {
-    // Worst case: every byte a row, each followed by "\n\n".
-    char *out = malloc(3 * len + 1);
-    if (!out) return NULL;
-    size_t o = 0;
-    bool first = true;
-    for (size_t i = 0; i < len;) {
-        size_t j = i;
-        while (j < len && raw[j] != '\n') j++;
-        size_t end = j < len ? j + 1 : j; // row keeps its newline
-        bool blank = true;
-        for (size_t k = i; k < end; k++)
-            if (raw[k] != ' ' && raw[k] != '\t' && raw[k] != '\n' && raw[k] != '\r') blank = false;
-        if (!first) {
-            out[o++] = '\n';
-            out[o++] = '\n';
-        }
-        first = false;
-        if (!blank) {
-            memcpy(out + o, raw + i, end - i);
-            o += end - i;
-        }
-        i = end;
-    }
-    out[o] = 0;
-    *out_len = o;
-    return out;
-}
-
-static bool is_wikitext_name(const char *name) {
-    const char *b = strrchr(name, '/');
-    b = b ? b + 1 : name;
-    size_t n = strlen(b);
-    return strncmp(b, "wiki.", 5) == 0 && n > 4 && strcmp(b + n - 4, ".raw") == 0;
-}
 
 // Adds the NLL of tokens[j+1] given logits row j for j in [first, n-2].
 static void score_rows(const float *logits, int n_vocab, const int32_t *tokens, int j0, int j1,
@@ -153,5 +117,3 @@ enum gq_status gq_perplexity(const struct gq_model *m, const char *text, size_t 
     return GQ_OK;
 }
 
-// Exposed for the CLI: resolve the "auto" wikitext flag from a file name.
-bool gq_ppl_is_wikitext_file(const char *path) { return is_wikitext_name(path); }

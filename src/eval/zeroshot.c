@@ -7,8 +7,8 @@
 // (tokenize as the harness does, reuse the KV cache of the longest common
 // token prefix, log-likelihood and greedy check of the continuation); then
 // the per-task metrics.
-#include "../model/model.h"
-#include "../model/tokenizer.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>

@@ -8,7 +8,7 @@
 // Nothing read from the file is trusted: every read is bounds-checked against
 // the buffer, counts are checked against the bytes that could hold them
 // before anything is allocated, and sizes use overflow-checked arithmetic.
-#include "gguf.h"
+#include "io/gguf.h"
 
 #include <stdint.h>
 

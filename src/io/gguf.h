@@ -1,11 +1,12 @@
-// gguf.h - GGUF v2/v3 reader (mmap) and dequantization of ggml tensor types.
+// gguf.h - GGUF v2/v3 reader (mmap) and the ggml types' sizes (decoding the
+// block types is format/ggml.h's).
 //
 // Every count, offset and size in the file is validated before it is used;
 // a bad file yields GQ_ERR_FORMAT with "PATH: what (offset N)".
 #ifndef GQ_GGUF_H
 #define GQ_GGUF_H
 
-#include "../util/common.h"
+#include "util/common.h"
 
 enum gq_gguf_vtype {
     GQ_GGUF_UINT8 = 0, GQ_GGUF_INT8 = 1, GQ_GGUF_UINT16 = 2, GQ_GGUF_INT16 = 3,
@@ -107,7 +108,6 @@ void gq_gguf_dump(const struct gq_gguf *g, FILE *fp, bool full);
 
 // ggml type info.
 const char *gq_ggml_type_name(enum gq_ggml_type t); // "?" if unknown
-bool gq_ggml_type_supported(enum gq_ggml_type t);   // dequantize implemented
 int gq_ggml_block_size(enum gq_ggml_type t);         // elements per block; 0 if unknown
 size_t gq_ggml_type_size(enum gq_ggml_type t);       // bytes per block; 0 if unknown
 // Bytes of a row of n elements (n must be a multiple of the block size; 0 otherwise).
@@ -115,16 +115,5 @@ size_t gq_ggml_row_size(enum gq_ggml_type t, int64_t n);
 // llama.cpp's general.file_type (LLAMA_FTYPE_MOSTLY_*) of a model whose
 // matrices are of type t: F16 1, Q4_0 2, Q4_1 3, Q8_0 7, Q5_0 8, Q5_1 9; 0 otherwise.
 uint32_t gq_ggml_llama_ftype(enum gq_ggml_type t);
-
-// Dequantizes n elements (n a multiple of the block size) of type t to f32.
-enum gq_status gq_dequantize(enum gq_ggml_type t, const void *src, float *dst, int64_t n);
-// n f32 values to type t (F32, F16, Q8_0, Q4_0; n a multiple of 32 for the
-// block types) with llama.cpp's reference rounding (src/io/requant.c).
-enum gq_status gq_quantize_row_ggml(enum gq_ggml_type t, const float *x, void *dst, int64_t n);
-
-// Dequantizes a whole tensor to a malloc'd f32 buffer. Rejects NaN/Inf
-// values with a message naming the tensor.
-enum gq_status gq_gguf_tensor_to_f32(const struct gq_gguf *g, const struct gq_gguf_tensor *t,
-                                     float **out);
 
 #endif

@@ -1,5 +1,5 @@
 // gguf_dump.c - human-readable listing of a GGUF file (gptvq inspect).
-#include "gguf.h"
+#include "io/gguf.h"
 
 #include <inttypes.h>
 

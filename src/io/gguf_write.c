@@ -9,7 +9,7 @@
 // A KV is kept serialized (the bytes after its type field) from the moment it
 // is set, so scalars, arrays and values copied from a reader handle all take
 // the same path, and writing the header is a plain concatenation.
-#include "gguf_write.h"
+#include "io/gguf_write.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -19,7 +19,7 @@
 #ifndef GQ_GGUF_WRITE_H
 #define GQ_GGUF_WRITE_H
 
-#include "gguf.h"
+#include "io/gguf.h"
 
 struct gq_gguf_writer;
 

@@ -1,5 +1,5 @@
 // safetensors.c - safetensors header parsing and validation, f32 conversion.
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <float.h>

@@ -8,7 +8,7 @@
 #ifndef GQ_SAFETENSORS_H
 #define GQ_SAFETENSORS_H
 
-#include "../util/common.h"
+#include "util/common.h"
 
 enum gq_st_dtype {
     GQ_ST_UNKNOWN = 0, // a dtype name we do not know: parses, fails on conversion

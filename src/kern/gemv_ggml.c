@@ -447,7 +447,9 @@ enum gq_status gq_gemv_ggml(float *y, const float *x, const struct gq_qweight *w
     if (!buf) return gq_fail(GQ_ERR_NOMEM, "qmatmul: decode buffer");
     for (int a = r0; a < r1; a += CH) {
         const int e = gq_min_i(a + CH, r1);
-        gq_qweight_decode_rows(w, a, e, buf);
+        for (int r = a; r < e; r++) // (a GGML type: gq_qweight_decode_rows' rule)
+            gq_dequantize(w->type, (const uint8_t *)w->data + (size_t)r * w->row_size, buf + (size_t)(r - a) * w->cols,
+                          w->cols);
         for (int r = a; r < e; r++) {
             float acc = 0;
             const float *br = buf + (size_t)(r - a) * w->cols;

@@ -1,9 +1,12 @@
 // kern.h - internals shared by the CPU kernel files (not used outside src/kern).
 //
-//   qmatmul.c    dispatch, ISA selection, per-thread scratch, prefill
+//   isa.c        ISA selection, per-thread scratch (the bottom of kern/)
+//   decode.c     rows of a weight decoded to f32
 //   gemv_ggml.c  GEMVs of the GGUF block types (F16, Q8_0, Q4_x, Q5_x)
-//   gemv_vq.c    GEMVs of packed GPTVQ matrices
+//   gemv_vq.c    runtime tables and GEMVs of packed GPTVQ matrices
 //   gemm.c       prefill products (n > 1 tokens)
+//   vmath.c      vector math of the decode step (exp, SwiGLU, attention)
+//   qmatmul.c    repacking at load, row shares, dispatch (the top of kern/)
 //
 // Every SIMD function carries a target attribute and is only called when the
 // ISA in use (gq_qmatmul_isa) has it; the scalar functions are the reference.

@@ -1,72 +1,12 @@
 // qmatmul.c - compressed-weight matrix products (contract: qmatmul.h):
-// ISA selection, per-thread scratch, repacking at load, the decode GEMV's
-// split into pieces, and the prefill dispatch. The kernels themselves are in
-// gemv_ggml.c, gemv_vq.c and gemm.c.
+// repacking at load, the decode GEMV's split into pieces, and the prefill
+// dispatch. The kernels themselves are in gemv_ggml.c, gemv_vq.c and gemm.c;
+// ISA selection and per-thread scratch in isa.c, decoding rows in decode.c.
 #include "kern/kern.h"
 
-#include <cpuid.h>
 #include <omp.h>
 #include <sys/mman.h>
 #include <unistd.h>
-
-// ---------------------------------------------------------------------------
-// ISA.
-
-static int isa_best = -1, isa_cur = -1;
-
-static enum gq_isa detect_isa(void) {
-    __builtin_cpu_init();
-    unsigned a, b, c, d; // F16C: CPUID.1:ECX bit 29 (not a feature string of every compiler's builtin)
-    const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
-    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c)) return GQ_ISA_SCALAR;
-    // (the builtins report AVX-512 only where the OS saves the zmm and mask state)
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi"))
-        return GQ_ISA_AVX512;
-    return GQ_ISA_AVX2;
-}
-
-enum gq_isa gq_qmatmul_isa_best(void) {
-    if (isa_best < 0) isa_best = detect_isa();
-    return (enum gq_isa)isa_best;
-}
-enum gq_isa gq_qmatmul_isa(void) {
-    if (isa_cur < 0) {
-        // GPTVQ_ISA=scalar|avx2|avx512 caps the kernels (comparisons, debugging)
-        const char *e = getenv("GPTVQ_ISA");
-        enum gq_isa want = GQ_ISA_AVX512;
-        if (e && !strcmp(e, "scalar")) want = GQ_ISA_SCALAR;
-        else if (e && !strcmp(e, "avx2")) want = GQ_ISA_AVX2;
-        gq_qmatmul_set_isa(want);
-    }
-    return (enum gq_isa)isa_cur;
-}
-enum gq_isa gq_qmatmul_set_isa(enum gq_isa isa) {
-    const enum gq_isa best = gq_qmatmul_isa_best();
-    isa_cur = isa > best ? best : isa < GQ_ISA_SCALAR ? GQ_ISA_SCALAR : isa;
-    return (enum gq_isa)isa_cur;
-}
-const char *gq_cpu_kernels(void) { return gq_isa_name(gq_qmatmul_isa()); }
-const char *gq_isa_name(enum gq_isa isa) {
-    return isa == GQ_ISA_AVX512 ? "avx512" : isa == GQ_ISA_AVX2 ? "avx2" : "scalar";
-}
-
-// ---------------------------------------------------------------------------
-// Per-thread scratch.
-
-static _Thread_local struct {
-    void *p;
-    size_t n;
-} scr[GQ_SCR_COUNT];
-
-void *gq_kscratch(int slot, size_t bytes) {
-    if (scr[slot].n >= bytes) return scr[slot].p;
-    free(scr[slot].p);
-    size_t n = (bytes + bytes / 4 + 63) / 64 * 64; // headroom: a slightly larger matrix does not regrow it
-    scr[slot].p = aligned_alloc(64, n);
-    scr[slot].n = scr[slot].p ? n : 0;
-    return scr[slot].p;
-}
 
 // ---------------------------------------------------------------------------
 // Weights.
@@ -92,22 +32,6 @@ void gq_qweight_release_source(const struct gq_qweight *w) {
     uintptr_t a = ((uintptr_t)w->data + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
     uintptr_t e = ((uintptr_t)w->data + (size_t)w->rows * w->row_size) & ~((uintptr_t)pg - 1);
     if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
-}
-
-size_t gq_qweight_bytes(const struct gq_qweight *w) {
-    if (w->kind == GQ_QW_GGML) return (size_t)w->rows * w->row_size;
-    size_t b = 0;
-    for (int i = 0; i < GQ_VQP_COUNT; i++) b += w->vq->p.bytes[i];
-    return b;
-}
-
-void gq_qweight_decode_rows(const struct gq_qweight *w, int r0, int r1, float *out) {
-    if (w->kind == GQ_QW_VQ) {
-        gq_vq_decode_rows(w->vq, r0, r1, out);
-        return;
-    }
-    for (int r = r0; r < r1; r++)
-        gq_dequantize(w->type, (const uint8_t *)w->data + (size_t)r * w->row_size, out + (size_t)(r - r0) * w->cols, w->cols);
 }
 
 // ---------------------------------------------------------------------------

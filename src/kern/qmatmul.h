@@ -20,8 +20,8 @@
 #ifndef GQ_QMATMUL_H
 #define GQ_QMATMUL_H
 
-#include "io/gguf.h"
-#include "quant/vqpack.h"
+#include "format/ggml.h"
+#include "format/vqpack.h"
 
 // Runtime view of a packed GPTVQ matrix: the parts stay where they are (the
 // file mapping); tile bounds, the permutation and the kernels' tables are

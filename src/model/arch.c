@@ -1,5 +1,5 @@
 // arch.c - the model description tables (see arch.h).
-#include "arch.h"
+#include "model/arch.h"
 
 #define LIN(nm, field, r, c, in, g, h)                                                                                \
     {nm, GQ_T_LINEAR, offsetof(struct gq_layer_w, field), r, c, in, offsetof(struct gq_layer_w, q_##field), g, h}

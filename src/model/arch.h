@@ -5,7 +5,7 @@
 #ifndef GQ_ARCH_H
 #define GQ_ARCH_H
 
-#include "model.h"
+#include "model/model.h"
 
 #include <stddef.h>
 

@@ -6,8 +6,9 @@
 // Decode is the same code with n = 1. A context made by gq_context_new_device
 // for "cuda" hands gq_forward to the device (backend.h: gq_cuda_lm_*) and has
 // no host KV cache.
-#include "model.h"
+#include "model/model.h"
 #include "backend/backend.h"
+#include "model/forward_cuda.h"
 #include "kern/qmatmul.h"
 #include "kern/vmath.h"
 #include "util/barrier.h"
@@ -352,19 +353,6 @@ enum gq_status gq_forward_lockstep(struct gq_context *batch, struct gq_context *
     for (int i = 0; i < n; i++) seqs[i]->pos++;
     rmsnorm(batch->xb, batch->x, m->output_norm, n, hp->dim, hp->rms_eps);
     GQ_TRY(matmul(logits, batch->xb, m->output, m->q_output, n, hp->dim, hp->n_vocab));
-    return GQ_OK;
-}
-
-enum gq_status gq_embed(const struct gq_model *m, const int32_t *tokens, int n, float *x) {
-    for (int i = 0; i < n; i++) {
-        if (tokens[i] < 0 || tokens[i] >= m->hp.n_vocab)
-            return gq_fail(GQ_ERR_ARG, "token id %d out of range [0, %d)", tokens[i], m->hp.n_vocab);
-        if (m->q_tok_embd)
-            gq_qweight_decode_rows(m->q_tok_embd, tokens[i], tokens[i] + 1, x + (size_t)i * m->hp.dim);
-        else
-            memcpy(x + (size_t)i * m->hp.dim, m->tok_embd + (size_t)tokens[i] * m->hp.dim,
-                   (size_t)m->hp.dim * sizeof(float));
-    }
     return GQ_OK;
 }
 

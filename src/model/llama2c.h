@@ -12,7 +12,7 @@
 #ifndef GQ_LLAMA2C_H
 #define GQ_LLAMA2C_H
 
-#include "model.h"
+#include "model/model.h"
 
 #define GQ_LLAMA2C_MAGIC 0x616b3432u // "ak42"
 

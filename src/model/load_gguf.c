@@ -2,11 +2,11 @@
 //
 // F32 tensors are borrowed from the mapping; every other type is dequantized
 // to an owned f32 buffer (gq_gguf_tensor_to_f32 also rejects NaN/Inf).
-#include "model.h"
-#include "arch.h"
-#include "tokenizer.h"
-#include "../io/gguf.h"
-#include "../kern/qmatmul.h"
+#include "model/model.h"
+#include "model/arch.h"
+#include "model/tokenizer.h"
+#include "io/gguf.h"
+#include "kern/qmatmul.h"
 
 static void close_gguf(void *p) { gq_gguf_close(p); }
 

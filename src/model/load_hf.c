@@ -5,10 +5,10 @@
 // HF Llama/Qwen2 checkpoints keep q/k in the layout of rotate-half RoPE (the
 // GGUF converter permutes them for interleaved RoPE), so the model is marked
 // rope_interleaved = false and the weights are used as they are.
-#include "model.h"
-#include "arch.h"
-#include "tokenizer.h"
-#include "../io/safetensors.h"
+#include "model/model.h"
+#include "model/arch.h"
+#include "model/tokenizer.h"
+#include "io/safetensors.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

@@ -1,6 +1,6 @@
 // load_llama2c.c - llama2.c checkpoints (v0 legacy, v1 f32, v2 Q8_0); see llama2c.h.
-#include "llama2c.h"
-#include "tokenizer.h"
+#include "model/llama2c.h"
+#include "model/tokenizer.h"
 
 #include <math.h>
 #include <sys/stat.h>

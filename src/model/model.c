@@ -1,11 +1,11 @@
-// model.c - model lifetime, validation and format dispatch.
-#include "model.h"
-#include "arch.h"
-#include "tokenizer.h"
-#include "../kern/qmatmul.h"
+// model.c - model lifetime, validation, information and the token embedding
+// (loading by format: load.c).
+#include "model/model.h"
+#include "model/arch.h"
+#include "model/tokenizer.h"
+#include "kern/qmatmul.h"
 
 #include <math.h>
-#include <sys/stat.h>
 
 struct gq_model *gq_model_alloc(void) {
     struct gq_model *m = calloc(1, sizeof *m);
@@ -103,56 +103,6 @@ enum gq_status gq_model_finish(struct gq_model *m, const char *path) {
     return GQ_OK;
 }
 
-static bool ends_with(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && strcmp(s + a - b, suf) == 0;
-}
-
-enum gq_status gq_model_path_format(const char *path, const char **format) {
-    *format = NULL;
-    if (!path) return gq_fail(GQ_ERR_ARG, "no model path given");
-    struct stat st;
-    if (stat(path, &st) != 0) return gq_fail(GQ_ERR_IO, "%s: no such file or directory", path);
-    if (S_ISDIR(st.st_mode)) {
-        *format = "safetensors";
-        return GQ_OK;
-    }
-    // Sniff the magic: GGUF has one; llama2.c legacy checkpoints do not.
-    unsigned char magic[4] = {0};
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return gq_fail(GQ_ERR_IO, "%s: cannot open", path);
-    size_t got = fread(magic, 1, 4, fp);
-    fclose(fp);
-    if (got == 4 && memcmp(magic, "GGUF", 4) == 0) *format = "gguf";
-    else if (ends_with(path, ".bin")) *format = "llama2c";
-    else if (ends_with(path, ".safetensors"))
-        return gq_fail(GQ_ERR_ARG, "%s: pass the model directory (with config.json and tokenizer.json), not a .safetensors file", path);
-    else
-        return gq_fail(GQ_ERR_FORMAT, "%s: not a GGUF file (magic %02x%02x%02x%02x), not a llama2.c .bin, not a directory",
-                       path, magic[0], magic[1], magic[2], magic[3]);
-    return GQ_OK;
-}
-
-enum gq_status gq_model_load(const char *path, const struct gq_load_params *params,
-                             struct gq_model **out) {
-    *out = NULL;
-    const char *fmt;
-    GQ_TRY(gq_model_path_format(path, &fmt));
-    struct gq_model *m = gq_model_alloc();
-    if (!m) return gq_fail(GQ_ERR_NOMEM, "out of memory");
-    m->keep_quantized = params && params->keep_quantized;
-    m->no_repack = params && params->no_repack;
-    enum gq_status s = !strcmp(fmt, "safetensors") ? gq_load_hf_dir(path, m)
-                       : !strcmp(fmt, "gguf")      ? gq_load_gguf(path, m)
-                                                   : gq_load_llama2c(path, params ? params->tokenizer_path : NULL, m);
-    if (s != GQ_OK) {
-        gq_model_free(m);
-        return s;
-    }
-    *out = m;
-    return GQ_OK;
-}
-
 void gq_model_get_info(const struct gq_model *m, struct gq_model_info *info) {
     const struct gq_hparams *hp = &m->hp;
     memset(info, 0, sizeof *info);
@@ -213,3 +163,16 @@ void gq_model_get_info(const struct gq_model *m, struct gq_model_info *info) {
 }
 
 const struct gq_tokenizer *gq_model_tokenizer(const struct gq_model *m) { return m->tok; }
+
+enum gq_status gq_embed(const struct gq_model *m, const int32_t *tokens, int n, float *x) {
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= m->hp.n_vocab)
+            return gq_fail(GQ_ERR_ARG, "token id %d out of range [0, %d)", tokens[i], m->hp.n_vocab);
+        if (m->q_tok_embd)
+            gq_qweight_decode_rows(m->q_tok_embd, tokens[i], tokens[i] + 1, x + (size_t)i * m->hp.dim);
+        else
+            memcpy(x + (size_t)i * m->hp.dim, m->tok_embd + (size_t)tokens[i] * m->hp.dim,
+                   (size_t)m->hp.dim * sizeof(float));
+    }
+    return GQ_OK;
+}

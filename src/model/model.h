@@ -6,7 +6,7 @@
 #ifndef GQ_MODEL_H
 #define GQ_MODEL_H
 
-#include "../util/common.h"
+#include "util/common.h"
 
 struct gq_qweight;
 struct gq_vqpack;

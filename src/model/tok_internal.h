@@ -3,7 +3,7 @@
 #ifndef GQ_TOK_INTERNAL_H
 #define GQ_TOK_INTERNAL_H
 
-#include "tokenizer.h"
+#include "model/tokenizer.h"
 
 // Token types, numbered as GGUF / llama.cpp / SentencePiece do.
 enum { TT_UNDEFINED = 0, TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_USER_DEFINED = 4,

@@ -5,7 +5,7 @@
 // Merges whose pieces (or whose concatenation) are not tokens are skipped:
 // llama.cpp keeps them as strings but such a merge can never produce a
 // token, and HF tokenizers refuses them; skipping gives the same ids as both.
-#include "tok_internal.h"
+#include "model/tok_internal.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

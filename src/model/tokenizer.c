@@ -17,7 +17,7 @@
 // each merge (O(n^2)); a heap with lazy invalidation picks the same pair
 // (max score, leftmost) in O(n log n).
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "tok_internal.h"
+#include "model/tok_internal.h"
 
 #include <pcre2.h>
 

@@ -4,7 +4,7 @@
 #ifndef GQ_TOKENIZER_H
 #define GQ_TOKENIZER_H
 
-#include "../io/gguf.h"
+#include "io/gguf.h"
 
 // From GGUF metadata tokenizer.ggml.* (model "gpt2" or "llama").
 enum gq_status gq_tokenizer_from_gguf(const struct gq_gguf *g, struct gq_tokenizer **out);

@@ -1,11 +1,11 @@
 // ckpt.c - checkpoints of a quantization run (format: ckpt.h).
-#include "ckpt.h"
-#include "../backend/backend.h"
+#include "quant/ckpt.h"
+#include "backend/backend.h"
 
-#include "../model/arch.h"
-#include "../model/model.h"
-#include "vqpack.h"
-#include "../kern/qmatmul.h"
+#include "model/arch.h"
+#include "model/model.h"
+#include "format/vqpack.h"
+#include "kern/qmatmul.h"
 
 #include <dirent.h>
 #include <errno.h>

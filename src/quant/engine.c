@@ -14,16 +14,17 @@
 // ("true-sequential"). Finally the windows run through the whole quantized
 // block to become the next block's inputs. Memory: one (nsamples, seqlen, dim)
 // activation buffer plus one block's scratch.
-#include "../model/arch.h"
-#include "../model/model.h"
-#include "../model/tokenizer.h"
-#include "../backend/backend.h"
-#include "../io/gguf.h"
-#include "../kern/qmatmul.h"
-#include "ckpt.h"
-#include "quant.h"
-#include "vq.h"
-#include "vqpack.h"
+#include "model/arch.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "backend/backend.h"
+#include "model/forward_cuda.h"
+#include "io/gguf.h"
+#include "kern/qmatmul.h"
+#include "quant/ckpt.h"
+#include "quant/quant.h"
+#include "quant/vq.h"
+#include "format/vqpack.h"
 
 #include <cblas.h>
 #include <cjson/cJSON.h>

@@ -29,7 +29,7 @@
 //
 // Numerics: H, its inverse and the Cholesky factor are in double (LAPACK),
 // and so is the working copy of W; the outputs are float.
-#include "../backend/backend.h"
+#include "backend/backend.h"
 #include "quant/quant.h"
 #include "util/common.h"
 

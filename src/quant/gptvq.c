@@ -32,7 +32,7 @@
 // with exact line search, matrix-free: one GEMM (rows × n × n) for the
 // gradient and one for the step. Either result is rounded to the codebook
 // format again and kept only when the objective drops.
-#include "../backend/backend.h"
+#include "backend/backend.h"
 #include "quant/vq.h"
 #include "util/common.h"
 
@@ -61,138 +61,6 @@ int gq_vq_dense_max = 3072;
 // 576 layer (4D 2.25 int8, 2.5 fp16 and f32) the final error agrees to 8
 // digits with the 1e-14 stop used before, in half the iterations (36 -> 19).
 #define GQ_VQ_CG_TOL 1e-8
-
-void gq_vq_tensor_free(struct gq_vq_tensor *t) {
-    if (!t) return;
-    free(t->perm), free(t->ct_start), free(t->rt_start), free(t->cb), free(t->cb_scale), free(t->idx);
-    free(t->sint), free(t->norm), free(t->outl), free(t->svd_u), free(t->svd_uscale), free(t->svd_v);
-    memset(t, 0, sizeof *t);
-}
-
-static int ilog2(int k) {
-    int b = 0;
-    while ((1 << b) < k) b++;
-    return b;
-}
-
-int64_t gq_vq_tensor_bits(const struct gq_vq_tensor *t) {
-    int64_t nv = (t->cols - t->n_out) / t->d, groups = (int64_t)t->n_rt * t->n_ct;
-    int64_t bits = (int64_t)t->stages * t->rows * nv * ilog2(t->k);
-    if (t->svd_rank) // U in cb_format with a scale per column, V in fp16 (f32)
-        bits += (int64_t)t->svd_rank * (groups * gq_cb_bits(t->cb_format) + gq_cb_scale_bits(t->cb_format) +
-                                        (int64_t)t->k * (t->cb_format == GQ_CB_F32 ? 32 : 16));
-    else
-        bits += (int64_t)t->stages * groups *
-                ((int64_t)t->k * t->d * gq_cb_bits(t->cb_format) + gq_cb_scale_bits(t->cb_format));
-    if (t->norm_block) bits += (int64_t)t->rows * t->n_nblk * 4 + groups * 32;
-    bits += (int64_t)t->rows * t->n_out * 16;
-    bool ident = true;
-    for (int i = 0; i < t->cols; i++) ident &= t->perm[i] == i;
-    if (!ident) bits += (int64_t)t->cols * ilog2(t->cols);
-    return bits;
-}
-
-void gq_vq_svd_codebooks(struct gq_vq_tensor *t) {
-    const int r = t->svd_rank, k = t->k;
-    const size_t ng = (size_t)t->n_rt * t->n_ct;
-    for (size_t g = 0; g < ng; g++) {
-        const float *u = t->svd_u + g * r;
-        for (int c = 0; c < k; c++) {
-            const float *v = t->svd_v + (size_t)c * r;
-            float s = 0;
-            for (int j = 0; j < r; j++) s += u[j] * v[j];
-            t->cb[g * k + c] = s;
-        }
-        t->cb_scale[g] = 1;
-    }
-}
-
-// Row tile of each row and column tile / normalisation-block offset of each
-// vector, precomputed once.
-struct tile_maps {
-    int *row_rt;   // (rows)
-    int *vec_ct;   // (n_vec)
-    int *vec_blk;  // (n_vec) normalisation block index within the row (0 without)
-};
-
-static void maps_free(struct tile_maps *m) { free(m->row_rt), free(m->vec_ct), free(m->vec_blk); }
-
-// Normalisation scale of row r, vector v (1 without normalisation).
-static inline float vec_scale(const struct gq_vq_tensor *t, const struct tile_maps *mp, int r, int v) {
-    if (!t->norm_block) return 1.0f;
-    const struct gq_vq_norm nm = t->norm[(size_t)mp->row_rt[r] * t->n_ct + mp->vec_ct[v]];
-    return gq_vq_norm_scale(nm, t->sint[(size_t)r * t->n_nblk + mp->vec_blk[v]]);
-}
-
-static inline const float *cb_of(const struct gq_vq_tensor *t, int stage, int rt, int ct) {
-    return t->cb + ((((size_t)stage * t->n_rt + rt) * t->n_ct + ct) * t->k) * t->d;
-}
-
-// The decode rule of vq.h for one vector, written to q[0..d).
-static inline void vec_decode(const struct gq_vq_tensor *t, const struct tile_maps *mp, int r, int v, float *q) {
-    const int rt = mp->row_rt[r], ct = mp->vec_ct[v], d = t->d;
-    const size_t nv = (size_t)(t->cols - t->n_out) / d;
-    const float *c0 = cb_of(t, 0, rt, ct) + (size_t)t->idx[(size_t)r * nv + v] * d;
-    for (int j = 0; j < d; j++) q[j] = c0[j];
-    if (t->stages > 1) {
-        const float *c1 = cb_of(t, 1, rt, ct) + (size_t)t->idx[((size_t)t->rows + r) * nv + v] * d;
-        for (int j = 0; j < d; j++) q[j] = q[j] + c1[j];
-    }
-    if (t->norm_block) {
-        float s = vec_scale(t, mp, r, v);
-        for (int j = 0; j < d; j++) q[j] = q[j] * s;
-    }
-}
-
-static enum gq_status maps_build(const struct gq_vq_tensor *t, struct tile_maps *mp) {
-    const int nv = (t->cols - t->n_out) / t->d;
-    mp->row_rt = malloc(sizeof(int) * t->rows);
-    mp->vec_ct = malloc(sizeof(int) * (nv ? nv : 1));
-    mp->vec_blk = malloc(sizeof(int) * (nv ? nv : 1));
-    if (!mp->row_rt || !mp->vec_ct || !mp->vec_blk) {
-        maps_free(mp);
-        return gq_fail(GQ_ERR_NOMEM, "gptvq: tile maps");
-    }
-    for (int rt = 0; rt < t->n_rt; rt++)
-        for (int r = t->rt_start[rt]; r < t->rt_start[rt + 1]; r++) mp->row_rt[r] = rt;
-    int blk0 = 0;
-    for (int ct = 0; ct < t->n_ct; ct++) {
-        int v0 = (t->ct_start[ct] - t->n_out) / t->d, v1 = (t->ct_start[ct + 1] - t->n_out) / t->d;
-        int vpb = t->norm_block ? t->norm_block / t->d : 1;
-        for (int v = v0; v < v1; v++) {
-            mp->vec_ct[v] = ct;
-            mp->vec_blk[v] = t->norm_block ? blk0 + (v - v0) / vpb : 0;
-        }
-        if (t->norm_block) blk0 += (v1 - v0 + vpb - 1) / vpb;
-    }
-    return GQ_OK;
-}
-
-// Decoded matrix in POSITION order (rows, cols).
-static void decode_positions(const struct gq_vq_tensor *t, const struct tile_maps *mp, float *Qp) {
-    const int n = t->cols, d = t->d, nv = (n - t->n_out) / d;
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < t->rows; r++) {
-        float *q = Qp + (size_t)r * n;
-        for (int p = 0; p < t->n_out; p++) q[p] = gq_f16_to_f32(t->outl[(size_t)r * t->n_out + p]);
-        for (int v = 0; v < nv; v++) vec_decode(t, mp, r, v, q + t->n_out + (size_t)v * d);
-    }
-}
-
-void gq_vq_decode(const struct gq_vq_tensor *t, float *Q) {
-    struct tile_maps mp = {0};
-    float *Qp = malloc(sizeof(float) * (size_t)t->rows * t->cols);
-    if (!Qp || maps_build(t, &mp) != GQ_OK) { // decode is for tensors we built; only OOM fails
-        free(Qp);
-        for (size_t i = 0; i < (size_t)t->rows * t->cols; i++) Q[i] = NAN;
-        return;
-    }
-    decode_positions(t, &mp, Qp);
-    for (int r = 0; r < t->rows; r++)
-        for (int p = 0; p < t->cols; p++) Q[(size_t)r * t->cols + t->perm[p]] = Qp[(size_t)r * t->cols + p];
-    free(Qp);
-    maps_free(&mp);
-}
 
 // ---------------------------------------------------------------------------
 // Tiling: n_ct column tiles × n_rt row tiles with about l weights each.
@@ -319,7 +187,7 @@ static void group_free(struct group_em *g) {
     memset(g, 0, sizeof *g);
 }
 
-static enum gq_status group_prep(struct gq_vq_tensor *t, const struct tile_maps *mp, const struct vq_work *w,
+static enum gq_status group_prep(struct gq_vq_tensor *t, const struct gq_vq_maps *mp, const struct vq_work *w,
                                  const struct gq_gptvq_params *vp, int rt, int ct, struct group_em *g,
                                  struct gq_vq_em_job *job) {
     const int d = t->d, n = t->cols, k = t->k;
@@ -349,7 +217,7 @@ static enum gq_status group_prep(struct gq_vq_tensor *t, const struct tile_maps 
     for (int v = 0; v < nvs; v++)
         for (int r = 0; r < nr; r++) {
             int64_t i = (int64_t)v * nr + r;
-            double s = vec_scale(t, mp, r0 + r, v0 + v);
+            double s = gq_vq_vec_scale(t, mp, r0 + r, v0 + v);
             const double *src = w->Wd + (size_t)(r0 + r) * n + t->n_out + (size_t)(v0 + v) * d;
             for (int j = 0; j < d; j++) g->x[i * d + j] = src[j] / s;
             g->s2[i] = s * s;
@@ -380,7 +248,7 @@ static void group_stage_done(struct gq_vq_tensor *t, const struct group_em *g, i
             for (int j = 0; j < d; j++) g->x[i * d + j] -= g->C[(size_t)g->idx[i] * d + j];
 }
 
-static enum gq_status init_tile(struct gq_vq_tensor *t, const struct tile_maps *mp, const struct vq_work *w,
+static enum gq_status init_tile(struct gq_vq_tensor *t, const struct gq_vq_maps *mp, const struct vq_work *w,
                                 const struct gq_gptvq_params *vp, uint64_t seed, int ct, int64_t *em_iters,
                                 int64_t *reseeded) {
     const int nrt = t->n_rt;
@@ -421,7 +289,7 @@ static enum gq_status init_tile(struct gq_vq_tensor *t, const struct tile_maps *
 
 // One block [i1, i2) of VQ positions inside one column tile: assignment, in-
 // block feedback; the caller applies the lazy update right of i2.
-static void quantize_block(struct gq_vq_tensor *t, const struct tile_maps *mp, struct vq_work *w, const double *U,
+static void quantize_block(struct gq_vq_tensor *t, const struct gq_vq_maps *mp, struct vq_work *w, const double *U,
                            const struct gq_gptvq_params *vp, int i1, int i2, int B, const double *P,
                            const double *nrm) {
     const int n = t->cols, d = t->d, k = t->k, nv = (n - t->n_out) / d;
@@ -434,18 +302,18 @@ static void quantize_block(struct gq_vq_tensor *t, const struct tile_maps *mp, s
             const int i = t->n_out + v * d;
             double xn[GQ_VQ_MAX_DIM], res[GQ_VQ_MAX_DIM], ev[GQ_VQ_MAX_DIM], er[GQ_VQ_MAX_DIM];
             float q[GQ_VQ_MAX_DIM];
-            double s = vec_scale(t, mp, r, v);
+            double s = gq_vq_vec_scale(t, mp, r, v);
             for (int j = 0; j < d; j++) xn[j] = wr[i + j] / s;
             for (int stage = 0; stage < t->stages; stage++) {
                 size_t o = ((size_t)(stage * t->n_rt + rt) * nsl + (v - va)) * k;
                 int m = gq_vq_nearest(xn, d, P + o * d, nrm + o, k);
                 t->idx[((size_t)stage * t->rows + r) * nv + v] = (uint16_t)m;
                 if (stage + 1 < t->stages) {
-                    const float *c = cb_of(t, stage, rt, mp->vec_ct[v]) + (size_t)m * d;
+                    const float *c = gq_vq_cb(t, stage, rt, mp->vec_ct[v]) + (size_t)m * d;
                     for (int j = 0; j < d; j++) res[j] = xn[j] - c[j], xn[j] = res[j];
                 }
             }
-            vec_decode(t, mp, r, v, q);
+            gq_vq_vec_decode(t, mp, r, v, q);
             for (int j = 0; j < d; j++) {
                 w->Qp[(size_t)r * n + i + j] = q[j];
                 ev[j] = wr[i + j] - q[j];
@@ -512,7 +380,7 @@ static double objective_pos(const double *Y, const float *Qp, const double *Hp, 
 
 // θ (stages, n_rt, n_ct, k, d) in the cb layout. Entry of row r, vector v,
 // coordinate j, stage s and the coefficient σ (normalisation scale).
-static inline size_t theta_index(const struct gq_vq_tensor *t, const struct tile_maps *mp, int stage, int r, int v,
+static inline size_t theta_index(const struct gq_vq_tensor *t, const struct gq_vq_maps *mp, int stage, int r, int v,
                                  int j) {
     const size_t nv = (size_t)(t->cols - t->n_out) / t->d;
     size_t g = ((size_t)stage * t->n_rt + mp->row_rt[r]) * t->n_ct + mp->vec_ct[v];
@@ -520,14 +388,14 @@ static inline size_t theta_index(const struct gq_vq_tensor *t, const struct tile
 }
 
 // Q(θ) over the VQ positions (outlier positions 0), double, position order.
-static void lookup_theta(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *theta, double *Q) {
+static void lookup_theta(const struct gq_vq_tensor *t, const struct gq_vq_maps *mp, const double *theta, double *Q) {
     const int n = t->cols, d = t->d, nv = (n - t->n_out) / d;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < t->rows; r++) {
         double *q = Q + (size_t)r * n;
         for (int p = 0; p < t->n_out; p++) q[p] = 0;
         for (int v = 0; v < nv; v++) {
-            double s = vec_scale(t, mp, r, v);
+            double s = gq_vq_vec_scale(t, mp, r, v);
             for (int j = 0; j < d; j++) {
                 double c = 0;
                 for (int st = 0; st < t->stages; st++) c += theta[theta_index(t, mp, st, r, v, j)];
@@ -538,13 +406,13 @@ static void lookup_theta(const struct gq_vq_tensor *t, const struct tile_maps *m
 }
 
 // g = Aᵀ R: g[a] = Σ over (r, p) selecting a of σ R[r, p]. Sequential (fixed order).
-static void scatter_theta(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *R, double *g,
+static void scatter_theta(const struct gq_vq_tensor *t, const struct gq_vq_maps *mp, const double *R, double *g,
                           size_t m) {
     const int n = t->cols, d = t->d, nv = (n - t->n_out) / d;
     memset(g, 0, sizeof(double) * m);
     for (int r = 0; r < t->rows; r++)
         for (int v = 0; v < nv; v++) {
-            double s = vec_scale(t, mp, r, v);
+            double s = gq_vq_vec_scale(t, mp, r, v);
             for (int j = 0; j < d; j++)
                 for (int st = 0; st < t->stages; st++)
                     g[theta_index(t, mp, st, r, v, j)] += s * R[(size_t)r * n + t->n_out + v * d + j];
@@ -593,7 +461,7 @@ static enum gq_status tile_sys_init(const struct gq_vq_tensor *t, const double *
     return GQ_OK;
 }
 
-static enum gq_status tile_sys_build(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *HY, int rt,
+static enum gq_status tile_sys_build(const struct gq_vq_tensor *t, const struct gq_vq_maps *mp, const double *HY, int rt,
                                      struct tile_sys *s) {
     const int n = t->cols, d = t->d, nv = (n - t->n_out) / d, S = t->stages;
     const size_t per_g = (size_t)t->k * d, m = s->m;
@@ -601,14 +469,14 @@ static enum gq_status tile_sys_build(const struct gq_vq_tensor *t, const struct 
     double *bv = s->bv;
     if (s->sig)
         for (int r = r0; r < r1; r++)
-            for (int v = 0; v < nv; v++) s->sig[(size_t)(r - r0) * nv + v] = vec_scale(t, mp, r, v);
+            for (int v = 0; v < nv; v++) s->sig[(size_t)(r - r0) * nv + v] = gq_vq_vec_scale(t, mp, r, v);
     s->gram.rows = r1 - r0, s->gram.idx = t->idx + (size_t)r0 * nv;
     s->gram.sig = s->sig;
     GQ_TRY(gq_be()->vq_gram(&s->gram, s->G));
     memset(bv, 0, sizeof(double) * m);
     for (int r = r0; r < r1; r++) // b = Σ_r A_rᵀ (H y_r)
         for (int v = 0; v < nv; v++) {
-            double sc = vec_scale(t, mp, r, v);
+            double sc = gq_vq_vec_scale(t, mp, r, v);
             for (int j = 0; j < d; j++)
                 for (int stg = 0; stg < S; stg++) {
                     size_t gi = theta_index(t, mp, stg, r, v, j);
@@ -646,7 +514,7 @@ static enum gq_status ridge_solve(double *G, double *b, const double *x0, size_t
 }
 
 // Exact solve per row tile. theta in/out (current codebooks as double).
-static enum gq_status update_exact(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *Hp,
+static enum gq_status update_exact(const struct gq_vq_tensor *t, const struct gq_vq_maps *mp, const double *Hp,
                                    const double *HY, double *theta) {
     const int S = t->stages;
     const size_t per_g = (size_t)t->k * t->d, tile = (size_t)t->n_ct * per_g;
@@ -705,7 +573,7 @@ int gq_vq_svd_als_iters = 8;
 
 struct svd_als {
     const struct gq_vq_tensor *t;
-    const struct tile_maps *mp;
+    const struct gq_vq_maps *mp;
     const double *Hp, *HY;
     struct tile_sys sys;
     double *cache;     // (n_rt, m² + m) or NULL
@@ -823,7 +691,7 @@ static void svd_store(struct gq_vq_tensor *t, double *u, double *v, bool round) 
 
 // Y, Hp: the objective's data; Q, tmp, tmp2: scratch for the truncation's
 // objective (res->objective_svd_trunc).
-static enum gq_status svd_compress(struct gq_vq_tensor *t, const struct tile_maps *mp, const double *Hp,
+static enum gq_status svd_compress(struct gq_vq_tensor *t, const struct gq_vq_maps *mp, const double *Hp,
                                    const double *HY, bool als, const double *Y, float *Q, double *tmp, double *tmp2,
                                    struct gq_vq_result *res) {
     const int k = t->k, r = t->svd_rank, nv = t->cols - t->n_out;
@@ -867,7 +735,7 @@ static enum gq_status svd_compress(struct gq_vq_tensor *t, const struct tile_map
         for (int c = 0; c < k; c++) v[(size_t)c * r + j] = VT[(size_t)j * k + c];
     }
     svd_store(t, u, v, false);
-    decode_positions(t, mp, Q);
+    gq_vq_decode_positions(t, mp, Q);
     res->objective_svd_trunc = objective_pos(Y, Q, Hp, t->rows, t->cols, tmp, tmp2);
     // 3. alternating exact solves
     const size_t m = (size_t)t->n_ct * k, nr = (size_t)t->n_ct * r, kr = (size_t)k * r;
@@ -963,7 +831,7 @@ static lapack_int factor_block(double *F, size_t mg, const double *diag, double 
 // G_gg of group g (a row tile and a column tile) into the row-major (mg, mg)
 // F: gq_vq_gram on that tile's indices and scales (copied to its layout).
 // Without memory for those copies the block is left zero (identity below).
-static void group_gram(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *Hp, size_t g, double *F) {
+static void group_gram(const struct gq_vq_tensor *t, const struct gq_vq_maps *mp, const double *Hp, size_t g, double *F) {
     const int n = t->cols, d = t->d, S = t->stages, nv = (n - t->n_out) / d;
     const size_t mg = (size_t)S * t->k * d;
     const int rt = (int)(g / t->n_ct), ct = (int)(g % t->n_ct);
@@ -982,7 +850,7 @@ static void group_gram(const struct gq_vq_tensor *t, const struct tile_maps *mp,
                    sizeof(uint16_t) * nvt);
     if (sig)
         for (int r = 0; r < rows; r++)
-            for (int v = 0; v < nvt; v++) sig[(size_t)r * nvt + v] = vec_scale(t, mp, r0 + r, v0 + v);
+            for (int v = 0; v < nvt; v++) sig[(size_t)r * nvt + v] = gq_vq_vec_scale(t, mp, r0 + r, v0 + v);
     if (gq_vq_gram(&gr, F) == GQ_OK) goto out; // runs on this thread (inside the groups' parallel loop)
 zero:
     memset(F, 0, sizeof(double) * mg * mg);
@@ -1013,7 +881,7 @@ static void factor_group(double *F, size_t mg, double dmax, double eps, double *
         for (size_t i = j; i < mg; i++) *p++ = ok ? (pc_t)F[j * mg + i] : i == j ? (pc_t)sqrt(diag[j] > 0 ? diag[j] : 1) : 0;
 }
 
-static enum gq_status precond_build(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *Hp,
+static enum gq_status precond_build(const struct gq_vq_tensor *t, const struct gq_vq_maps *mp, const double *Hp,
                                     struct precond *pc) {
     const size_t mg = (size_t)t->stages * t->k * t->d, ngr = (size_t)t->n_rt * t->n_ct, ps = packed_size(mg);
     pc->mg = mg;
@@ -1094,7 +962,7 @@ static void precondition(const struct gq_vq_tensor *t, const struct precond *pc,
 // start or after `iters` (the EXACT update when the dense system would be
 // too large). Both decrease the objective monotonically. Entries no weight
 // selects have zero gradient and keep their value.
-static enum gq_status update_iterative(const struct gq_vq_tensor *t, const struct tile_maps *mp, const double *Hp,
+static enum gq_status update_iterative(const struct gq_vq_tensor *t, const struct gq_vq_maps *mp, const double *Hp,
                                        const double *Y, int iters, bool cg, double *theta, size_t m, int *iters_done) {
     const int rows = t->rows, n = t->cols;
     size_t nw = (size_t)rows * n;
@@ -1222,7 +1090,7 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
         if (n_out > cols - d) n_out = cols - d;
     }
     struct gq_vq_tensor T = {0};
-    struct tile_maps mp = {0};
+    struct gq_vq_maps mp = {0};
     struct vq_work w = {0};
     struct gq_hinv hv = {0};
     enum gq_status st = GQ_OK;
@@ -1261,7 +1129,7 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
             goto done;
         }
     }
-    if ((st = maps_build(&T, &mp)) != GQ_OK) goto done;
+    if ((st = gq_vq_maps_build(&T, &mp)) != GQ_OK) goto done;
     int64_t lmax = 0;
     for (int rt = 0; rt < T.n_rt; rt++)
         for (int ct = 0; ct < T.n_ct; ct++) {
@@ -1318,7 +1186,7 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
                 for (int sr = 0; sr < T.stages * T.n_rt; sr++)
                     for (int sl = 0; sl < nsl; sl++) {
                         int stage = sr / T.n_rt, rt = sr % T.n_rt;
-                        const float *cb = cb_of(&T, stage, rt, seg);
+                        const float *cb = gq_vq_cb(&T, stage, rt, seg);
                         double C[256 * GQ_VQ_MAX_DIM], *Cd = k * d <= 256 * GQ_VQ_MAX_DIM ? C : malloc(sizeof(double) * k * d);
                         for (int i = 0; i < k * d; i++) Cd[i] = cb[i];
                         size_t o = ((size_t)sr * nsl + sl) * k;
@@ -1359,7 +1227,7 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
         for (int a = 0; a < n; a++)
             for (int b = 0; b < n; b++) Hp[(size_t)a * n + b] = H[(size_t)T.perm[a] * n + T.perm[b]];
         float *Q0 = w.Qp;
-        decode_positions(&T, &mp, Q0); // identical to the loop's values (same rule)
+        gq_vq_decode_positions(&T, &mp, Q0); // identical to the loop's values (same rule)
         res->objective_pass = objective_pos(Y, Q0, Hp, rows, n, tmp, tmp2);
         res->ref = quad_form(Y, Hp, rows, n, tmp2);
         res->objective = res->objective_pass;
@@ -1377,7 +1245,7 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
             if (st == GQ_OK) st = svd_compress(&T, &mp, Hp, HY, vp->cb_update == GQ_CB_UPDATE_EXACT, Y, Q0, tmp, tmp2, res);
             free(HY);
             if (st == GQ_OK) {
-                decode_positions(&T, &mp, Q0);
+                gq_vq_decode_positions(&T, &mp, Q0);
                 res->objective = objective_pos(Y, Q0, Hp, rows, n, tmp, tmp2);
                 res->update_kept = true; // the factors replace the pass's codebooks
             }
@@ -1414,7 +1282,7 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
                     gq_cb_round(c, k * d, T.cb_format, NULL, NULL, &T.cb_scale[g]);
                     for (int i = 0; i < k * d; i++) T.cb[g * k * d + i] = (float)c[i];
                 }
-                decode_positions(&T, &mp, Q0);
+                gq_vq_decode_positions(&T, &mp, Q0);
                 double obj = objective_pos(Y, Q0, Hp, rows, n, tmp, tmp2);
                 if (obj < res->objective_pass) {
                     res->objective = obj, res->update_kept = true;
@@ -1446,7 +1314,7 @@ done:
     if (u_held) gq_be()->release(hv.U);
     gq_hinv_free(&hv);
     work_free(&w);
-    maps_free(&mp);
+    gq_vq_maps_free(&mp);
     if (st == GQ_OK && tout)
         *tout = T;
     else

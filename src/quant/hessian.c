@@ -8,7 +8,7 @@
 // GPTQ rescales H by n/(n+k) on every batch so that it always holds the mean;
 // we keep the plain sum and apply 2/N once at the end, which is the same
 // value without a rounding per batch.
-#include "../backend/backend.h"
+#include "backend/backend.h"
 #include "quant/quant.h"
 #include "util/common.h"
 

@@ -1,6 +1,6 @@
 // bits.h - reading little-endian bit streams: value i occupies bits
 // [i·w, (i+1)·w), bit b of the stream being bit (b % 8) of byte b / 8. One
-// reader for the CPU code (vqpack.h) and the CUDA kernels (cuda_kernels.cu).
+// reader for the CPU code (vqpack.h) and the CUDA kernels (backend/cu_*.cu).
 #ifndef GQ_BITS_H
 #define GQ_BITS_H
 

@@ -1,5 +1,5 @@
 // common.c - error state, file mapping, timing and progress.
-#include "common.h"
+#include "util/common.h"
 
 #include <sched.h>
 

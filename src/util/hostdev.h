@@ -1,5 +1,5 @@
 // hostdev.h - GQ_HOST_DEVICE: a small function shared by the C code and the
-// CUDA kernels (cuda_kernels.cu) is defined once, in a header, with this.
+// CUDA kernels (backend/cu_*.cu) is defined once, in a header, with this.
 #ifndef GQ_HOSTDEV_H
 #define GQ_HOSTDEV_H
 

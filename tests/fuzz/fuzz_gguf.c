@@ -4,7 +4,7 @@
 // Every input must either parse or fail with a one-line message; when it
 // parses, every KV is read back through the getters and small tensors are
 // dequantized (the data must lie inside the buffer, which ASan checks).
-#include "io/gguf.h"
+#include "format/ggml.h"
 
 #include <stdint.h>
 

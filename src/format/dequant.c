@@ -15,7 +15,7 @@
 //   Q4_K (256): f16 d, f16 dmin, u8 scales[12], u8 qs[128]
 //   Q5_K (256): f16 d, f16 dmin, u8 scales[12], u8 qh[32], u8 qs[128]
 //   Q6_K (256): u8 ql[128], u8 qh[64], i8 scales[16], f16 d
-#include "gguf.h"
+#include "format/ggml.h"
 
 #include <math.h>
 

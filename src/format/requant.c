@@ -2,7 +2,7 @@
 // export`. The rounding rules are llama.cpp's reference ones
 // (quantize_row_q8_0_ref / quantize_row_q4_0_ref), so an exported file holds
 // the blocks llama.cpp itself would produce from the same f32 values.
-#include "io/gguf.h"
+#include "format/ggml.h"
 #include "util/common.h"
 
 #include <math.h>

@@ -1,6 +1,6 @@
 // vqpack.c - packing and unpacking one GPTVQ matrix (contract: vqpack.h,
 // layout: docs/format.md).
-#include "quant/vqpack.h"
+#include "format/vqpack.h"
 #include "io/gguf.h"
 #include "util/common.h"
 

@@ -11,7 +11,7 @@
 #ifndef GQ_VQPACK_H
 #define GQ_VQPACK_H
 
-#include "quant/vq.h"
+#include "format/vqtensor.h"
 
 #include "util/bits.h"
 #include "util/common.h"

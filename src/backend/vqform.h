@@ -1,6 +1,6 @@
 // vqform.h - the Hessian-weighted distance of VQ, (x − c)ᵀ M (x − c) with a
 // d × d metric M (diag: its diagonal only), and a centroid's projection M c,
-// for the CPU code (vq.c) and the CUDA VQ kernels alike.
+// for the CPU code (cpu.c, quant/vq.c) and the CUDA VQ kernels alike.
 #ifndef GQ_VQFORM_H
 #define GQ_VQFORM_H
 

@@ -1,11 +1,12 @@
 // save_gguf.c - writes a (fake-)quantized model as GGUF: the source GGUF's
 // metadata and untouched tensors are copied, each block linear is written as
 // F32 from the model's current weights, and gptvq.* metadata records how.
-#include "arch.h"
-#include "model.h"
-#include "../io/gguf.h"
-#include "../io/gguf_write.h"
-#include "../quant/vqpack.h"
+#include "model/arch.h"
+#include "model/model.h"
+#include "io/gguf.h"
+#include "io/gguf_write.h"
+#include "format/ggml.h"
+#include "format/vqpack.h"
 
 // The block linear a GGUF tensor name ("blk.L.<gguf name>") stands for, and
 // its layer; NULL for every other tensor.

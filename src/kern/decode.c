@@ -1,0 +1,20 @@
+// decode.c - rows of a compressed weight decoded to f32 (qmatmul.h), the
+// float path of prefill and embedding lookups.
+#include "format/ggml.h"
+#include "kern/kern.h"
+
+size_t gq_qweight_bytes(const struct gq_qweight *w) {
+    if (w->kind == GQ_QW_GGML) return (size_t)w->rows * w->row_size;
+    size_t b = 0;
+    for (int i = 0; i < GQ_VQP_COUNT; i++) b += w->vq->p.bytes[i];
+    return b;
+}
+
+void gq_qweight_decode_rows(const struct gq_qweight *w, int r0, int r1, float *out) {
+    if (w->kind == GQ_QW_VQ) {
+        gq_vq_decode_rows(w->vq, r0, r1, out);
+        return;
+    }
+    for (int r = r0; r < r1; r++)
+        gq_dequantize(w->type, (const uint8_t *)w->data + (size_t)r * w->row_size, out + (size_t)(r - r0) * w->cols, w->cols);
+}
