@@ -114,7 +114,6 @@ enum gq_status gq_vq_em_rounds(const struct gq_backend *large, const struct gq_v
 #define GQ_VQ_EM_DEVICE_MIN ((int64_t)1 << 22)
 enum gq_status gq_vq_em_nan(const struct gq_vq_data *D, int k);
 
-
 // One group's EM for a batch (the backend's vq_em): C (k, d) holds the seeds
 // and gets the centroids, idx (n) the final assignment, st the counts.
 struct gq_vq_em_job {
