@@ -4,7 +4,7 @@
 // prefill is sgemm-bound (OpenBLAS); attention per head is two sgemms over the
 // KV cache (scores = Q K^T, out = softmax(scores) V) with a causal mask.
 // Decode is the same code with n = 1. A context made by gq_context_new_device
-// for "cuda" hands gq_forward to the device (backend.h: gq_cuda_lm_*) and has
+// for "cuda" hands gq_forward to the device (forward_cuda.h: gq_cuda_lm_*) and has
 // no host KV cache.
 #include "model/model.h"
 #include "backend/backend.h"

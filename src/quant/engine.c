@@ -547,7 +547,8 @@ static enum gq_status finish_block(struct gq_context *c, struct gq_model *m, int
 }
 
 // The same two on the CUDA device (--device cuda): the windows' activations
-// live there (backend.h: gq_cuda_calib_*), the block's weights go up first.
+// live there (model/forward_cuda.h, backend.h: gq_cuda_calib_*), the block's
+// weights go up first.
 static enum gq_status dev_finish(struct gqcu_calib *dc, struct gq_model *m, int l, int stage) {
     GQ_TRY(gq_cuda_calib_block(dc, &m->layers[l]));
     int bad = -1;
