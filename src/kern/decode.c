@@ -1,5 +1,5 @@
-// decode.c - rows of a compressed weight decoded to f32 (qmatmul.h), the
-// float path of prefill and embedding lookups.
+// decode.c - a compressed weight's stored size and its rows decoded to f32
+// (qmatmul.h): the float path of prefill and embedding lookups.
 #include "format/ggml.h"
 #include "kern/kern.h"
 
