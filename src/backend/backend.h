@@ -98,6 +98,8 @@ enum gq_status gq_cuda_mat_set_variant(struct gqcu_mat *m, int variant);
 enum gq_status gq_cuda_mat_bench(struct gqcu_mat *m, int iters, double *seconds, size_t *bytes, double *peak_gbs);
 void gq_cuda_mat_free(struct gqcu_mat *m);
 
+// GQ_OK when the CUDA backend is usable, else GQ_ERR_UNSUPPORTED "cuda: why".
+enum gq_status gq_cuda_need_device(void);
 // f32 weights (rows, cols) on the device (a matrix for the decoder below).
 enum gq_status gq_cuda_mat_f32(int rows, int cols, const float *w, struct gqcu_mat **out);
 

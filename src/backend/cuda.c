@@ -261,7 +261,7 @@ const char *gq_cuda_device_name(void) { return state > 0 ? device_name : NULL; }
 // ---------------------------------------------------------------------------
 // Inference matrices.
 
-static enum gq_status need_device(void) {
+enum gq_status gq_cuda_need_device(void) {
     const char *why = NULL;
     return gq_backend_cuda(&why) ? GQ_OK : gq_fail(GQ_ERR_UNSUPPORTED, "cuda: %s", why);
 }
@@ -272,7 +272,7 @@ static bool ggml_kernel(enum gq_ggml_type t) {
 
 enum gq_status gq_cuda_mat_f32(int rows, int cols, const float *w, struct gqcu_mat **out) {
     *out = NULL;
-    GQ_TRY(need_device());
+    GQ_TRY(gq_cuda_need_device());
     enum gq_status s = GQ_OK;
     CALL_TO(s, mat_ggml, GQ_TYPE_F32, rows, cols, w, out);
     return s;
@@ -280,7 +280,7 @@ enum gq_status gq_cuda_mat_f32(int rows, int cols, const float *w, struct gqcu_m
 
 enum gq_status gq_cuda_mat_new(const struct gq_qweight *q, struct gqcu_mat **out) {
     *out = NULL;
-    GQ_TRY(need_device());
+    GQ_TRY(gq_cuda_need_device());
     enum gq_status s = GQ_OK;
     if (q->kind == GQ_QW_GGML) {
         if (!ggml_kernel(q->type))
@@ -341,7 +341,7 @@ void gq_cuda_mat_free(struct gqcu_mat *m) {
 
 enum gq_status gq_cuda_dev_lm_new(const struct gqcu_lm_desc *D, struct gqcu_lm **out) {
     *out = NULL;
-    GQ_TRY(need_device());
+    GQ_TRY(gq_cuda_need_device());
     CALL(lm_new, D, out); // the matrices belong to the lm now, also on failure
 }
 
@@ -359,7 +359,7 @@ void gq_cuda_dev_lm_free(struct gqcu_lm *lm) {
 
 enum gq_status gq_cuda_dev_calib_new(const struct gqcu_calib_desc *D, const float *X, struct gqcu_calib **out) {
     *out = NULL;
-    GQ_TRY(need_device());
+    GQ_TRY(gq_cuda_need_device());
     CALL(calib_new, D, X, out);
 }
 

@@ -1,6 +1,5 @@
 // decode.c - a compressed weight's stored size and its rows decoded to f32
 // (qmatmul.h): the float path of prefill and embedding lookups.
-#include "format/ggml.h"
 #include "kern/kern.h"
 
 size_t gq_qweight_bytes(const struct gq_qweight *w) {
@@ -15,6 +14,5 @@ void gq_qweight_decode_rows(const struct gq_qweight *w, int r0, int r1, float *o
         gq_vq_decode_rows(w->vq, r0, r1, out);
         return;
     }
-    for (int r = r0; r < r1; r++)
-        gq_dequantize(w->type, (const uint8_t *)w->data + (size_t)r * w->row_size, out + (size_t)(r - r0) * w->cols, w->cols);
+    gq_ggml_decode_rows(w, r0, r1, out);
 }

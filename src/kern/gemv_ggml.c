@@ -21,6 +21,7 @@
 //     Q8_0: chunk c = weights 4c..4c+3). One VNNI dpbusd then multiplies 4
 //     weights of 16 rows by the same 4 x codes (a dword broadcast); AVX2
 //     does 8 rows per ymm with maddubs. Same size as the original.
+#include "format/ggml.h"
 #include "kern/kern.h"
 
 #include <omp.h>
@@ -411,6 +412,12 @@ AVX2_FN static void g16_rows_avx2(float *y, const struct gq_qweight *w, const st
 }
 
 // ---------------------------------------------------------------------------
+// Rows decoded to f32 (the reference rule, gq_dequantize) and the dispatch.
+
+void gq_ggml_decode_rows(const struct gq_qweight *w, int r0, int r1, float *out) {
+    for (int r = r0; r < r1; r++)
+        gq_dequantize(w->type, (const uint8_t *)w->data + (size_t)r * w->row_size, out + (size_t)(r - r0) * w->cols, w->cols);
+}
 
 enum gq_status gq_gemv_ggml(float *y, const float *x, const struct gq_qweight *w, int r0, int r1, bool accumulate) {
     const enum gq_isa isa = gq_qmatmul_isa();
@@ -447,9 +454,7 @@ enum gq_status gq_gemv_ggml(float *y, const float *x, const struct gq_qweight *w
     if (!buf) return gq_fail(GQ_ERR_NOMEM, "qmatmul: decode buffer");
     for (int a = r0; a < r1; a += CH) {
         const int e = gq_min_i(a + CH, r1);
-        for (int r = a; r < e; r++) // (a GGML type: gq_qweight_decode_rows' rule)
-            gq_dequantize(w->type, (const uint8_t *)w->data + (size_t)r * w->row_size, buf + (size_t)(r - a) * w->cols,
-                          w->cols);
+        gq_ggml_decode_rows(w, a, e, buf);
         for (int r = a; r < e; r++) {
             float acc = 0;
             const float *br = buf + (size_t)(r - a) * w->cols;

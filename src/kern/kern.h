@@ -46,6 +46,8 @@ enum gq_status gq_q8x_make(const float *x, int cols, struct q8x *out);
 
 // GEMV pieces: y[r] for rows [r0, r1) (accumulate: y[r] += instead of =).
 enum gq_status gq_gemv_ggml(float *y, const float *x, const struct gq_qweight *w, int r0, int r1, bool accumulate);
+// Rows [r0, r1) of a GGML-type weight decoded to f32 (gq_dequantize row by row).
+void gq_ggml_decode_rows(const struct gq_qweight *w, int r0, int r1, float *out);
 enum gq_status gq_gemv_vq(float *y, const float *x, const struct gq_qweight *w, int r0, int r1, bool accumulate);
 
 // Prefill (n > 1).

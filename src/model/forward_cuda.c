@@ -34,8 +34,7 @@ static enum gq_status linear(const float *w, const struct gq_qweight *q, int row
 
 enum gq_status gq_cuda_lm_new(const struct gq_model *m, int n_ctx, const float *inv_freq, struct gq_cuda_lm **out) {
     *out = NULL;
-    const char *why = NULL;
-    if (!gq_backend_cuda(&why)) return gq_fail(GQ_ERR_UNSUPPORTED, "cuda: %s", why);
+    GQ_TRY(gq_cuda_need_device());
     const struct gq_hparams *hp = &m->hp;
     const int dim = hp->dim, q_dim = hp->n_heads * hp->head_dim, kv_dim = hp->n_kv_heads * hp->head_dim;
     const int ffn = hp->hidden_dim;
