@@ -63,6 +63,12 @@ enum gq_status gq_model_path_format(const char *path, const char **format);
 enum gq_status gq_model_load(const char *path, const struct gq_load_params *params,
                              struct gq_model **out);
 void gq_model_free(struct gq_model *m);
+// Writes the Hugging Face model directory `dir` (config.json, safetensors,
+// tokenizer.json) as a GGUF file at `out` the way llama.cpp's
+// convert_hf_to_gguf.py lays one out: 2-D tensors keep their dtype (F32, F16,
+// BF16), the tokenizer.json travels whole in tokenizer.huggingface.json.
+// Presence, shape and dtype of every tensor are checked before writing.
+enum gq_status gq_hf_to_gguf(const char *dir, const char *out);
 
 struct gq_model_info {
     const char *arch;        // "llama", "qwen2", ...

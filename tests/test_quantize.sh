@@ -298,13 +298,12 @@ rc=$?
 "$G" quantize "$S" -o "$T/nocal.gguf" --method gptq --calib "$T/missing.txt" >/dev/null 2>"$T/err"
 [ $? -ne 0 ] && [ ! -e "$T/nocal.gguf" ] && [ ! -e "$T/nocal.gguf.ckpt" ] && grep -q "missing.txt" "$T/err" && echo "ok: missing --calib file: $(cat "$T/err")" ||
     { echo "FAIL: missing --calib file"; fail=1; }
-HF=${B:-build}/fixtures/stories260K-hf-f32
-if [ -d "$HF" ]; then
-    "$G" quantize "$HF" -o "$T/hf.gguf" --method rtn --wbits 4 --group-size 32 --quiet >/dev/null 2>"$T/err"
-    [ $? -eq 2 ] && [ ! -e "$T/hf.gguf" ] && [ ! -e "$T/hf.gguf.ckpt" ] && grep -q "quantize needs a GGUF model" "$T/err" &&
-        echo "ok: Hugging Face source refused before quantizing: $(grep error "$T/err")" ||
-        { echo "FAIL: Hugging Face source"; cat "$T/err"; fail=1; }
-fi
+# A llama2.c checkpoint is refused before anything runs (Hugging Face
+# directories are quantized: tests/test_hf_quantize.sh).
+"$G" quantize "$D/models/stories260K/stories260K.bin" -o "$T/l2c.gguf" --method rtn --quiet >/dev/null 2>"$T/err"
+[ $? -eq 2 ] && [ ! -e "$T/l2c.gguf" ] && [ ! -e "$T/l2c.gguf.ckpt" ] && grep -q "needs a GGUF file or a Hugging Face directory" "$T/err" &&
+    echo "ok: llama2.c source refused before quantizing: $(grep error "$T/err")" ||
+    { echo "FAIL: llama2.c source"; cat "$T/err"; fail=1; }
 "$G" quantize "$S" -o "$T/tw.gguf" --token-weights some >/dev/null 2>"$T/err"
 [ $? -ne 0 ] && [ ! -e "$T/tw.gguf" ] && echo "ok: --token-weights some rejected" || { echo "FAIL: --token-weights some"; fail=1; }
 "$G" quantize "$S" -o "$T/w9.gguf" --wbits 9 >/dev/null 2>"$T/err"

@@ -6,10 +6,12 @@
 // for the tokenizer.json checks (skipped with a message otherwise).
 #include "test.h"
 #include "model/tok_internal.h"
+#include "io/gguf_write.h"
 
 #include <cjson/cJSON.h>
 #include <stdint.h>
 #include <time.h>
+#include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
@@ -108,6 +110,45 @@ static void check_misc(const char *name, const struct gq_tokenizer *t, const cha
     free(d);
 }
 
+// t written as GGUF tokenizer metadata alone (gq_tokenizer_write_gguf, no
+// tokenizer.json) and read back tokenizes `text` to `want`, with the pre name.
+static void check_gguf_roundtrip(const char *tag, const struct gq_tokenizer *t, const char *pre, const char *text,
+                                 size_t n_text, const int32_t *want, size_t n_want) {
+    char path[] = "/tmp/gq_tok_rt_XXXXXX";
+    int fd = mkstemp(path);
+    CHECKF(fd >= 0, "mkstemp");
+    if (fd < 0) return;
+    close(fd);
+    struct gq_gguf_writer *w = gq_gguf_writer_new(0);
+    CHECK_OK(gq_gguf_writer_set_str(w, "general.architecture", "llama"));
+    CHECK_OK(gq_tokenizer_write_gguf(t, w, NULL));
+    CHECK_OK(gq_gguf_writer_write(w, path));
+    gq_gguf_writer_free(w);
+    struct gq_gguf *g = NULL;
+    struct gq_tokenizer *t2 = NULL;
+    CHECK_OK(gq_gguf_open(path, &g));
+    if (g) {
+        char *got = NULL;
+        CHECK_OK(gq_gguf_get_str(g, "tokenizer.ggml.pre", &got));
+        CHECKF(got && !strcmp(got, pre), "%s: pre '%s', want '%s'", tag, got ? got : "(none)", pre);
+        free(got);
+        CHECK(!gq_gguf_find_kv(g, "tokenizer.huggingface.json"));
+        CHECK_OK(gq_tokenizer_from_gguf(g, &t2));
+        gq_gguf_close(g);
+    }
+    if (t2) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        CHECK(gq_tokenizer_bos(t2) == gq_tokenizer_bos(t) && gq_tokenizer_eos(t2) == gq_tokenizer_eos(t) &&
+              gq_tokenizer_add_bos(t2) == gq_tokenizer_add_bos(t));
+        CHECK_OK(gq_tokenize(t2, text, n_text, false, false, &ids, &n));
+        check_ids(tag, t2, ids, n, want, n_want);
+        free(ids);
+        gq_tokenizer_free(t2);
+    }
+    unlink(path);
+}
+
 static void test_smollm2(const char *dd) {
     const char *model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
     if (!file_exists(model)) {
@@ -178,6 +219,9 @@ static void test_smollm2(const char *dd) {
                 check_ids("smollm2 tokenizer.json wiki.test.raw", tj, ids2, n2, want, n_want);
                 free(ids2);
                 check_misc("smollm2-json", tj, "tests/golden/tok_smollm2_misc.txt", false);
+                // carried into GGUF metadata (a Hugging Face directory converted)
+                check_gguf_roundtrip("smollm2 tokenizer.json -> GGUF tokenizer.ggml.*", tj, "smollm", text, n_text,
+                                     want, n_want);
                 gq_tokenizer_free(tj);
             }
         }

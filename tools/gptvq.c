@@ -528,8 +528,11 @@ static const char *QUANT_HELP =
     "GPTQ: GGUF Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 blocks where the grid is one, see --packed,\n"
     "else dequantized F32, \"fake-quant\"), gptvq.* metadata, and a JSON report OUT.gguf.report.json with\n"
     "each linear's relative output error (GPTQ: also RTN's error through the same Hessian;\n"
-    "a layer where GPTQ would lose to RTN keeps RTN's result and says so). MODEL must be a\n"
-    "GGUF file for now.\n"
+    "a layer where GPTQ would lose to RTN keeps RTN's result and says so). MODEL is a GGUF\n"
+    "file or a Hugging Face directory (config.json, *.safetensors F32/F16/BF16, sharded or not,\n"
+    "tokenizer.json): a directory is first written as a GGUF of the same weights beside OUT\n"
+    "(OUT.hf-source.gguf, removed at the end; its size on disk is needed once more), so the\n"
+    "output carries the architecture and the tokenizer as GGUF metadata either way.\n"
     "\n"
     "  --method rtn|gptq|gptvq\n"
     "                        round-to-nearest, GPTQ, or GPTVQ vector quantization (default gptq)\n"
@@ -647,6 +650,36 @@ static const char *QUANT_HELP =
     "                        so --bpv gives l = R*b_c/overhead (R = k/2 halves l). The factors\n"
     "                        are refined by alternating exact least squares (--cb-update exact;\n"
     "                        none: truncation only). Default 0 = off.\n";
+
+static void unlink_tmp(const char *tmp) {
+    if (tmp[0]) unlink(tmp);
+}
+
+// A Hugging Face directory is first written as a GGUF of the same weights
+// (gq_hf_to_gguf: llama.cpp's layout, the source dtypes) beside OUT, as
+// OUT.hf-source.gguf; quantize and export then read it block by block like
+// any GGUF, and the output carries its metadata (architecture, tokenizer).
+// *model becomes that file; tmp its path, to remove when done ("" for a GGUF
+// source). Returns 0 or an exit code (the error printed).
+static int hf_as_gguf(const char *cmd, const char **model, const char *out, bool progress, char tmp[4096]) {
+    tmp[0] = 0;
+    const char *fmt;
+    if (gq_model_path_format(*model, &fmt) != GQ_OK) return die("%s", gq_last_error()), 1;
+    if (!strcmp(fmt, "gguf")) return 0;
+    if (strcmp(fmt, "safetensors") != 0)
+        return die("%s: %s needs a GGUF file or a Hugging Face directory (this one is %s)", *model, cmd, fmt), 2;
+    if ((size_t)snprintf(tmp, 4096, "%s.hf-source.gguf", out) >= 4096) return die("%s: path too long", out), 2;
+    const double t0 = gq_time_s();
+    enum gq_status s = gq_hf_to_gguf(*model, tmp);
+    if (s != GQ_OK) {
+        tmp[0] = 0;
+        return die_status(s);
+    }
+    if (progress)
+        fprintf(stderr, "%s: %s written as GGUF in %.1fs (%s, removed at the end)\n", cmd, *model, gq_time_s() - t0, tmp);
+    *model = tmp;
+    return 0;
+}
 
 static int cmd_quantize(int argc, char **argv) {
     const char *model = NULL, *out = NULL;
@@ -844,13 +877,10 @@ static int cmd_quantize(int argc, char **argv) {
     // The output is built from the source GGUF's metadata and tensors: refuse
     // other sources before loading (a 70B Hugging Face model would be read
     // into f32 first) and long before hours of quantization.
-    const char *fmt;
-    if (gq_model_path_format(model, &fmt) != GQ_OK) return die("%s", gq_last_error()), 1;
-    if (strcmp(fmt, "gguf") != 0)
-        return die("%s: quantize needs a GGUF model for now (this one is %s): the output copies the source GGUF's "
-                   "metadata and tensors; llama.cpp's convert_hf_to_gguf.py converts a Hugging Face directory", model,
-                   fmt), 2;
-    if (load_model_as(model, NULL, stream, false, &m)) return 1;
+    char tmp[4096];
+    int rc = hf_as_gguf("quantize", &model, out, p.progress, tmp);
+    if (rc) return rc;
+    if (load_model_as(model, NULL, stream, false, &m)) return unlink_tmp(tmp), 1;
     struct gq_quant_report rep;
     enum gq_status s = gq_quantize(m, &p, &rep);
     char report[4096];
@@ -866,6 +896,7 @@ static int cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "quantize: %s\n", gq_last_error());
         gq_quant_report_free(&rep);
         gq_model_free(m);
+        unlink_tmp(tmp);
         return 3;
     }
     bool kept = s != GQ_OK && p.checkpoint_dir && access(p.checkpoint_dir, F_OK) == 0;
@@ -903,6 +934,7 @@ static int cmd_quantize(int argc, char **argv) {
     }
     gq_quant_report_free(&rep);
     gq_model_free(m);
+    unlink_tmp(tmp);
     if (s != GQ_OK) {
         die_status(s);
         if (kept) fprintf(stderr, "quantize: finished blocks are kept in %s: the same command continues from there\n", p.checkpoint_dir);
@@ -914,11 +946,18 @@ static int cmd_quantize(int argc, char **argv) {
 // ---------------------------------------------------------------------------
 static const char *EXPORT_HELP =
     "usage: gptvq export MODEL -o OUT --to f16|q8_0|q4_0\n"
+    "       gptvq export HF_DIR -o OUT\n"
     "\n"
+    "Without --to, a Hugging Face directory is written as GGUF the way llama.cpp's\n"
+    "convert_hf_to_gguf.py does: its tensors in their own dtype (F32, F16, BF16), q/k permuted\n"
+    "for llama.cpp's RoPE, the tokenizer as tokenizer.ggml.* plus tokenizer.json whole.\n"
+    "\n"
+    "With --to:\n"
     "Writes a standard GGUF that llama.cpp, transformers and other GGUF runtimes load: every 2-D\n"
     "weight (linears, embedding, output head) of MODEL as F16, Q8_0 or Q4_0 (llama.cpp's\n"
     "reference rounding), 1-D tensors as F32, the metadata of MODEL without the packed-format\n"
-    "keys. MODEL: a GGUF file, typically a packed GPTVQ model (its matrices are decoded first).\n"
+    "keys. MODEL: a GGUF file, typically a packed GPTVQ model (its matrices are decoded first),\n"
+    "or a Hugging Face directory.\n"
     "Q8_0 / Q4_0 need every row length to be a multiple of 32.\n"
     "  --threads N           threads (default: all cores)\n";
 
@@ -944,20 +983,33 @@ static int cmd_export(int argc, char **argv) {
         if (!model) model = a;
         else return die("export: unexpected argument '%s'", a), 2;
     }
-    if (!model || !out || !to) {
+    if (!model || !out) {
         fputs(EXPORT_HELP, stderr);
         return 2;
     }
+    const char *fmt;
+    if (gq_model_path_format(model, &fmt) != GQ_OK) return die("%s", gq_last_error()), 1;
+    if (!to && !strcmp(fmt, "safetensors")) { // a Hugging Face directory as GGUF, dtypes kept
+        enum gq_status s = gq_hf_to_gguf(model, out);
+        if (s != GQ_OK) return die_status(s);
+        printf("wrote %s\n", out);
+        return 0;
+    }
+    if (!to) return die("export: --to is needed for a %s source", fmt), 2;
     enum gq_export_type type;
     if (!strcmp(to, "f16")) type = GQ_EXPORT_F16;
     else if (!strcmp(to, "q8_0")) type = GQ_EXPORT_Q8_0;
     else if (!strcmp(to, "q4_0")) type = GQ_EXPORT_Q4_0;
     else return die("--to: expected f16, q8_0 or q4_0, got '%s'", to), 2;
     gq_set_threads((int)threads);
+    char tmp[4096];
+    int rc = hf_as_gguf("export", &model, out, false, tmp);
+    if (rc) return rc;
     struct gq_model *m = NULL;
-    if (load_model(model, NULL, false, &m)) return 1;
+    if (load_model(model, NULL, false, &m)) return unlink_tmp(tmp), 1;
     enum gq_status s = gq_model_export_gguf(m, out, type);
     gq_model_free(m);
+    unlink_tmp(tmp);
     if (s != GQ_OK) return die_status(s);
     printf("wrote %s\n", out);
     return 0;

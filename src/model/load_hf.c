@@ -9,6 +9,7 @@
 #include "model/arch.h"
 #include "model/tokenizer.h"
 #include "io/safetensors.h"
+#include "io/gguf_write.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -301,6 +302,8 @@ static enum gq_status load_tokenizer(const char *dir, const cJSON *cfg, struct g
         if (b) bos = cJSON_IsNull(b) ? -1 : special_id(m->tok, b);
         if (e) eos = cJSON_IsNull(e) ? -1 : special_id(m->tok, e);
         if (cJSON_IsBool(ab)) add_bos = cJSON_IsTrue(ab);
+        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(tc, "chat_template");
+        if (cJSON_IsString(ct) && !(m->chat_template = strdup(ct->valuestring))) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
     }
     if (bos == -2) bos = id_field(gc, "bos_token_id", nv);
     if (bos == -2) bos = id_field(cfg, "bos_token_id", nv);
@@ -309,7 +312,7 @@ static enum gq_status load_tokenizer(const char *dir, const cJSON *cfg, struct g
     gq_tokenizer_set_special(m->tok, bos, eos, add_bos);
     cJSON_Delete(tc);
     cJSON_Delete(gc);
-    return GQ_OK;
+    return s;
 }
 
 // gq_weight_getter over the safetensors shards (HF names, (rows, cols) as stored).
@@ -324,7 +327,9 @@ static enum gq_status hf_get(void *ctx, const char *name, int64_t rows, int64_t 
     return get_w(hg->m, hg->dir, hg->src, name, rows, cols, required, out);
 }
 
-static enum gq_status load(const char *dir, const cJSON *cfg, const char *cfg_path, struct gq_model *m) {
+// config.json -> m->arch, m->hp; the architecture, tied head and biases.
+static enum gq_status hf_config(const cJSON *cfg, const char *cfg_path, struct gq_model *m, const struct gq_arch **arch,
+                                bool *tied_out, bool *bias_out) {
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(cfg, "model_type");
     if (!cJSON_IsString(mt)) return gq_fail(GQ_ERR_FORMAT, "%s: missing string 'model_type'", cfg_path);
     const struct gq_arch *A = gq_arch_find(mt->valuestring);
@@ -354,10 +359,27 @@ static enum gq_status load(const char *dir, const cJSON *cfg, const char *cfg_pa
     hp->rope_dim = hp->head_dim;
     hp->rope_interleaved = false; // HF: rotate-half on unpermuted q/k
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(cfg, "tie_word_embeddings");
-    bool tied = cJSON_IsTrue(tie);
+    *tied_out = cJSON_IsTrue(tie);
     const cJSON *ab = cJSON_GetObjectItemCaseSensitive(cfg, "attention_bias");
-    bool bias_required = A->qkv_bias || cJSON_IsTrue(ab);
+    *bias_out = A->qkv_bias || cJSON_IsTrue(ab);
+    *arch = A;
+    return GQ_OK;
+}
 
+// The directory's last component (the model's name).
+static char *dir_name(const char *dir) {
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/') len--;
+    size_t start = len;
+    while (start > 0 && dir[start - 1] != '/') start--;
+    return strndup(dir + start, len - start);
+}
+
+static enum gq_status load(const char *dir, const cJSON *cfg, const char *cfg_path, struct gq_model *m) {
+    const struct gq_arch *A;
+    bool tied, bias_required;
+    GQ_TRY(hf_config(cfg, cfg_path, m, &A, &tied, &bias_required));
+    struct gq_hparams *hp = &m->hp;
     struct hf_source *src = calloc(1, sizeof *src);
     if (!src) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     m->source = src;
@@ -374,12 +396,7 @@ static enum gq_status load(const char *dir, const cJSON *cfg, const char *cfg_pa
     GQ_TRY(gq_arch_load_blocks(m, A, true, bias_required, hf_get, NULL, &hg, dir));
     GQ_TRY(load_tokenizer(dir, cfg, m));
 
-    // Name: the directory's last component.
-    size_t len = strlen(dir);
-    while (len > 1 && dir[len - 1] == '/') len--;
-    size_t start = len;
-    while (start > 0 && dir[start - 1] != '/') start--;
-    if (!(m->name = strndup(dir + start, len - start))) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    if (!(m->name = dir_name(dir))) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     return GQ_OK;
 }
 
@@ -393,4 +410,248 @@ enum gq_status gq_load_hf_dir(const char *dir, struct gq_model *m) {
     cJSON_Delete(cfg);
     GQ_TRY(s);
     return gq_model_finish(m, dir);
+}
+
+// ---------------------------------------------------------------------------
+// Hugging Face directory -> GGUF, as llama.cpp's convert_hf_to_gguf.py writes
+// it: llama.* / qwen2.* hyperparameters, tokenizer metadata, GGUF tensor names,
+// q/k rows permuted for interleaved RoPE where the architecture's GGUF has it,
+// 2-D tensors in their own dtype (F32, F16, BF16), 1-D ones as F32. Every
+// tensor's presence, shape and dtype is checked before anything is written;
+// the data are then copied one tensor at a time (no whole-model buffer).
+// NaN / Inf anywhere is refused in that first pass too.
+
+struct conv_tensor {
+    char name[96];              // GGUF name
+    const struct gq_st_file *f; // NULL: generated (data)
+    const struct gq_st_tensor *t;
+    int64_t rows, cols;         // cols 0: 1-D
+    int heads;                  // > 0: rows permuted as llama.cpp's permute(w, heads)
+    enum gq_ggml_type type;     // as written
+    float *data;                // generated tensors (rope_freqs), owned
+};
+
+struct conv {
+    const char *dir;
+    struct conv_tensor *t;
+    size_t n, cap;
+};
+
+static bool finite_bits(const void *p, enum gq_st_dtype dt, size_t n) {
+    if (dt == GQ_ST_F32) {
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, (const char *)p + 4 * i, 4);
+            if ((u & 0x7f800000u) == 0x7f800000u) return false;
+        }
+    } else {
+        const uint16_t mask = dt == GQ_ST_F16 ? 0x7c00 : 0x7f80;
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, (const char *)p + 2 * i, 2);
+            if ((h & mask) == mask) return false;
+        }
+    }
+    return true;
+}
+
+// Source row of output row r under llama.cpp's permute(w, heads):
+// w.reshape(heads, 2, rows/heads/2, ...).swapaxes(1, 2).
+static int64_t permuted_row(int64_t r, int64_t rows, int heads) {
+    if (heads <= 0) return r;
+    const int64_t hd = rows / heads, half = hd / 2, h = r / hd, i = (r % hd) / 2, j = r % 2;
+    return h * hd + j * half + i;
+}
+
+static enum gq_status conv_fill(void *user, const char *name, void *dst, size_t nbytes) {
+    const struct conv *c = user;
+    const struct conv_tensor *ct = NULL;
+    for (size_t i = 0; i < c->n && !ct; i++)
+        if (!strcmp(c->t[i].name, name)) ct = &c->t[i];
+    GQ_ASSERT(ct);
+    if (!ct->f) {
+        memcpy(dst, ct->data, nbytes);
+        return GQ_OK;
+    }
+    const struct gq_st_tensor *t = ct->t;
+    const int64_t rows = ct->rows, cols = ct->cols ? ct->cols : 1;
+    const size_t es = gq_st_dtype_size(t->dtype);
+    if (ct->type == GQ_TYPE_F32 && t->dtype != GQ_ST_F32) { // a 1-D F16 / BF16 tensor
+        float *y = NULL;
+        GQ_TRY(gq_st_to_f32(ct->f, t, &y));
+        for (int64_t r = 0; r < rows; r++) ((float *)dst)[r] = y[permuted_row(r, rows, ct->heads)];
+        free(y);
+        return GQ_OK;
+    }
+    GQ_ASSERT((size_t)(rows * cols) * es == nbytes);
+    for (int64_t r = 0; r < rows; r++)
+        memcpy((char *)dst + (size_t)(r * cols) * es,
+               (const char *)t->data + (size_t)(permuted_row(r, rows, ct->heads) * cols) * es, (size_t)cols * es);
+    return GQ_OK;
+}
+
+// Checks HF tensor `hf` and queues it as GGUF `gguf` (absent and not required: skipped).
+static enum gq_status conv_add(struct conv *c, const struct hf_source *src, const char *hf, const char *gguf,
+                               int64_t rows, int64_t cols, bool required, int heads) {
+    const struct gq_st_file *f;
+    const struct gq_st_tensor *t;
+    GQ_TRY(find_tensor(c->dir, src, hf, &f, &t));
+    if (!t) return required ? gq_fail(GQ_ERR_FORMAT, "%s: missing tensor '%s'", c->dir, hf) : GQ_OK;
+    bool ok = cols ? t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols : t->n_dims == 1 && t->shape[0] == rows;
+    if (!ok) {
+        char got[128] = "";
+        size_t n = 0;
+        for (int d = 0; d < t->n_dims && n < sizeof got - 24; d++)
+            n += (size_t)snprintf(got + n, sizeof got - n, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
+        return gq_fail(GQ_ERR_FORMAT, "%s: tensor '%s' has shape [%s], config.json implies [%lld%s%lld]", f->file.path,
+                       hf, got, (long long)rows, cols ? ", " : "", cols ? (long long)cols : 0LL);
+    }
+    if (t->dtype != GQ_ST_F32 && t->dtype != GQ_ST_F16 && t->dtype != GQ_ST_BF16)
+        return gq_fail(GQ_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (F32, F16 and BF16 are supported)",
+                       f->file.path, hf, t->dtype_name);
+    if (!finite_bits(t->data, t->dtype, (size_t)t->numel))
+        return gq_fail(GQ_ERR_NUMERIC, "%s: tensor '%s' holds NaN or Inf", f->file.path, hf);
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 64;
+        struct conv_tensor *nt = realloc(c->t, cap * sizeof *nt);
+        if (!nt) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+        c->t = nt, c->cap = cap;
+    }
+    struct conv_tensor *ct = &c->t[c->n++];
+    *ct = (struct conv_tensor){.f = f, .t = t, .rows = rows, .cols = cols, .heads = heads};
+    snprintf(ct->name, sizeof ct->name, "%s", gguf);
+    ct->type = !cols || t->dtype == GQ_ST_F32 ? GQ_TYPE_F32 : t->dtype == GQ_ST_F16 ? GQ_TYPE_F16 : GQ_TYPE_BF16;
+    return GQ_OK;
+}
+
+// llama3 RoPE scaling as the rope_freqs divisors llama.cpp's converter writes
+// (LlamaModel.generate_extra_tensors).
+static enum gq_status conv_rope_freqs(struct conv *c, const struct gq_hparams *hp) {
+    const int n = hp->rope_dim / 2;
+    struct conv_tensor *nt = realloc(c->t, (c->n + 1) * sizeof *nt);
+    if (!nt) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    c->t = nt, c->cap = c->n + 1;
+    float *f = malloc((size_t)n * sizeof *f);
+    if (!f) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    const double lo_wl = hp->rope_orig_ctx / hp->rope_low_freq_factor, hi_wl = hp->rope_orig_ctx / hp->rope_high_freq_factor;
+    for (int i = 0; i < n; i++) {
+        const double freq = 1.0 / pow(hp->rope_theta, 2.0 * i / hp->rope_dim), wl = 2 * M_PI / freq;
+        double d = hp->rope_factor;
+        if (wl < hi_wl) d = 1;
+        else if (wl <= lo_wl) {
+            const double sm = (hp->rope_orig_ctx / wl - hp->rope_low_freq_factor) /
+                              (hp->rope_high_freq_factor - hp->rope_low_freq_factor);
+            d = 1 / ((1 - sm) / hp->rope_factor + sm);
+        }
+        f[i] = (float)d;
+    }
+    c->t[c->n++] = (struct conv_tensor){.name = "rope_freqs.weight", .rows = n, .type = GQ_TYPE_F32, .data = f};
+    return GQ_OK;
+}
+
+static enum gq_status conv_kvs(struct gq_gguf_writer *w, const struct gq_model *m, const char *name,
+                               const struct conv *c, const char *tok_json) {
+    const struct gq_hparams *hp = &m->hp;
+    const char *a = m->arch;
+    char k[128];
+#define KEY(suffix) (snprintf(k, sizeof k, "%s.%s", a, suffix), k)
+    enum gq_status s = gq_gguf_writer_set_str(w, "general.architecture", a);
+    if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "general.name", name);
+    // llama.cpp's file types: 0 all F32, 1 mostly F16, 32 mostly BF16
+    int f16 = 0, bf16 = 0;
+    for (size_t i = 0; i < c->n; i++) f16 += c->t[i].type == GQ_TYPE_F16, bf16 += c->t[i].type == GQ_TYPE_BF16;
+    if (s == GQ_OK) s = gq_gguf_writer_set_u32(w, "general.file_type", bf16 > f16 ? 32 : f16 ? 1 : 0);
+    if (s == GQ_OK) s = gq_gguf_writer_set_u32(w, KEY("context_length"), (uint32_t)hp->ctx_len);
+    if (s == GQ_OK) s = gq_gguf_writer_set_u32(w, KEY("embedding_length"), (uint32_t)hp->dim);
+    if (s == GQ_OK) s = gq_gguf_writer_set_u32(w, KEY("block_count"), (uint32_t)hp->n_layers);
+    if (s == GQ_OK) s = gq_gguf_writer_set_u32(w, KEY("feed_forward_length"), (uint32_t)hp->hidden_dim);
+    if (s == GQ_OK) s = gq_gguf_writer_set_u32(w, KEY("attention.head_count"), (uint32_t)hp->n_heads);
+    if (s == GQ_OK) s = gq_gguf_writer_set_u32(w, KEY("attention.head_count_kv"), (uint32_t)hp->n_kv_heads);
+    if (s == GQ_OK) s = gq_gguf_writer_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), hp->rms_eps);
+    if (s == GQ_OK) s = gq_gguf_writer_set_f32(w, KEY("rope.freq_base"), hp->rope_theta);
+    if (s == GQ_OK) s = gq_gguf_writer_set_u32(w, KEY("rope.dimension_count"), (uint32_t)hp->rope_dim);
+    if (s == GQ_OK && hp->head_dim != hp->dim / hp->n_heads) {
+        s = gq_gguf_writer_set_u32(w, KEY("attention.key_length"), (uint32_t)hp->head_dim);
+        if (s == GQ_OK) s = gq_gguf_writer_set_u32(w, KEY("attention.value_length"), (uint32_t)hp->head_dim);
+    }
+    if (s == GQ_OK && hp->rope_scaling == GQ_ROPE_SCALING_LINEAR) {
+        s = gq_gguf_writer_set_str(w, KEY("rope.scaling.type"), "linear");
+        if (s == GQ_OK) s = gq_gguf_writer_set_f32(w, KEY("rope.scaling.factor"), hp->rope_factor);
+    }
+#undef KEY
+    if (s == GQ_OK) s = gq_tokenizer_write_gguf(m->tok, w, tok_json);
+    if (s == GQ_OK && m->chat_template) s = gq_gguf_writer_set_str(w, "tokenizer.chat_template", m->chat_template);
+    if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.converted_from", "huggingface");
+    return s;
+}
+
+static enum gq_status convert(const char *dir, const char *out, struct gq_model *m, struct conv *c) {
+    cJSON *cfg = NULL;
+    GQ_TRY(read_json(dir, "config.json", true, &cfg));
+    char *cfg_path = join(dir, "config.json");
+    const struct gq_arch *A = NULL;
+    bool tied = false, bias_required = false;
+    enum gq_status s = cfg_path ? hf_config(cfg, cfg_path, m, &A, &tied, &bias_required) : gq_fail(GQ_ERR_NOMEM, "out of memory");
+    struct gq_hparams *hp = &m->hp;
+    if (s == GQ_OK && hp->head_dim % 2) s = gq_fail(GQ_ERR_FORMAT, "%s: head_dim %d is odd", cfg_path, hp->head_dim);
+    struct hf_source *src = s == GQ_OK ? calloc(1, sizeof *src) : NULL;
+    if (s == GQ_OK && !src) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
+    if (src) m->source = src, m->source_free = hf_source_free;
+    if (s == GQ_OK) s = open_weights(dir, src);
+    if (s == GQ_OK) s = load_tokenizer(dir, cfg, m);
+    free(cfg_path);
+    cJSON_Delete(cfg);
+    GQ_TRY(s);
+
+    // every tensor, checked, before anything is written
+    const int64_t dim = hp->dim, V = hp->n_vocab;
+    GQ_TRY(conv_add(c, src, "model.embed_tokens.weight", "token_embd.weight", V, dim, true, 0));
+    for (int l = 0; l < hp->n_layers; l++)
+        for (int i = 0; i < A->n_tensors; i++) {
+            const struct gq_block_tensor *t = &A->tensors[i];
+            char hn[160], gn[96];
+            snprintf(hn, sizeof hn, "model.layers.%d.%s", l, t->hf);
+            snprintf(gn, sizeof gn, "blk.%d.%s", l, t->gguf);
+            int heads = 0;
+            if (A->rope_interleaved_gguf && (!strcmp(t->name, "attn_q") || !strcmp(t->name, "attn_q_bias")))
+                heads = hp->n_heads;
+            if (A->rope_interleaved_gguf && (!strcmp(t->name, "attn_k") || !strcmp(t->name, "attn_k_bias")))
+                heads = hp->n_kv_heads;
+            GQ_TRY(conv_add(c, src, hn, gn, gq_dim_value(hp, t->rows), t->cols ? gq_dim_value(hp, t->cols) : 0,
+                            t->kind != GQ_T_BIAS || bias_required, heads));
+        }
+    GQ_TRY(conv_add(c, src, "model.norm.weight", "output_norm.weight", dim, 0, true, 0));
+    if (!tied) GQ_TRY(conv_add(c, src, "lm_head.weight", "output.weight", V, dim, false, 0));
+    if (hp->rope_scaling == GQ_ROPE_SCALING_LLAMA3) GQ_TRY(conv_rope_freqs(c, hp));
+
+    char *tok_path = join(dir, "tokenizer.json"), *tok_json = NULL;
+    size_t tok_len = 0;
+    s = tok_path ? gq_read_file(tok_path, &tok_json, &tok_len) : gq_fail(GQ_ERR_NOMEM, "out of memory");
+    free(tok_path);
+    GQ_TRY(s);
+    char *name = dir_name(dir);
+    struct gq_gguf_writer *w = gq_gguf_writer_new(0);
+    s = name && w ? conv_kvs(w, m, name, c, tok_json) : gq_fail(GQ_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; s == GQ_OK && i < c->n; i++) {
+        const struct conv_tensor *ct = &c->t[i];
+        int64_t ne[2] = {ct->cols ? ct->cols : ct->rows, ct->rows};
+        size_t nb = gq_ggml_row_size(ct->type, ne[0]) * (size_t)(ct->cols ? ct->rows : 1);
+        s = gq_gguf_writer_add_tensor_fill(w, ct->name, ct->type, ct->cols ? 2 : 1, ne, nb, conv_fill, c);
+    }
+    if (s == GQ_OK) s = gq_gguf_writer_write(w, out);
+    gq_gguf_writer_free(w);
+    free(name);
+    free(tok_json);
+    return s;
+}
+
+enum gq_status gq_hf_to_gguf(const char *dir, const char *out) {
+    struct gq_model *m = gq_model_alloc();
+    if (!m) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    struct conv c = {.dir = dir};
+    enum gq_status s = convert(dir, out, m, &c);
+    for (size_t i = 0; i < c.n; i++) free(c.t[i].data);
+    free(c.t);
+    gq_model_free(m);
+    return s;
 }

@@ -47,6 +47,7 @@ struct gq_tokenizer {
     // Pre-tokenizer: each regex splits the pieces of the previous one,
     // unmatched text kept as pieces (llama.cpp unicode_regex_split).
     void *re[TOK_MAX_REGEX]; // pcre2_code_8 *
+    char *re_src[TOK_MAX_REGEX]; // their patterns (owned)
     int n_re;
     bool jit;
     bool byte_level;        // GPT-2 bytes_to_unicode on the pieces

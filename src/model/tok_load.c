@@ -6,6 +6,7 @@
 // llama.cpp keeps them as strings but such a merge can never produce a
 // token, and HF tokenizers refuses them; skipping gives the same ids as both.
 #include "model/tok_internal.h"
+#include "io/gguf_write.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -145,10 +146,104 @@ static enum gq_status from_gguf(const struct gq_gguf *g, const char *src, struct
     return GQ_OK;
 }
 
+// A GGUF converted from a Hugging Face directory (gq_hf_to_gguf) carries its
+// tokenizer.json whole (the GGUF key tokenizer.huggingface.json): it is the
+// exact tokenizer, and the tokenizer.ggml.* ids and flags beside it (written
+// from the directory's configs) set BOS/EOS/add_bos.
+static enum gq_status from_hf_json_kv(const struct gq_gguf *g, const char *src, struct gq_tokenizer **out) {
+    char *json = NULL;
+    GQ_TRY(gq_gguf_get_str(g, "tokenizer.huggingface.json", &json));
+    char name[512];
+    snprintf(name, sizeof name, "%s (tokenizer.huggingface.json)", src);
+    enum gq_status s = gq_tokenizer_from_json_memory(json, strlen(json), name, out);
+    free(json);
+    if (s != GQ_OK) return s;
+    struct gq_tokenizer *t = *out;
+    int32_t bos = -2, eos = -2;
+    bool add_bos = t->add_bos;
+    s = gguf_opt_id(g, "tokenizer.ggml.bos_token_id", &bos, t->n_vocab, src);
+    if (s == GQ_OK) s = gguf_opt_id(g, "tokenizer.ggml.eos_token_id", &eos, t->n_vocab, src);
+    if (s == GQ_OK) s = gguf_opt_bool(g, "tokenizer.ggml.add_bos_token", &add_bos);
+    if (s != GQ_OK) {
+        gq_tokenizer_free(t);
+        *out = NULL;
+        return s;
+    }
+    gq_tokenizer_set_special(t, bos, eos, add_bos);
+    return GQ_OK;
+}
+
 enum gq_status gq_tokenizer_from_gguf(const struct gq_gguf *g, struct gq_tokenizer **out) {
     *out = NULL;
     const char *src = g->file.path ? g->file.path : "gguf";
+    if (gguf_has(g, "tokenizer.huggingface.json")) return from_hf_json_kv(g, src, out);
     return from_gguf(g, src, out);
+}
+
+// The llama.cpp pre-tokenizer name of a byte-level BPE's regex list (NULL:
+// none of the known ones).
+static const char *pre_name(const struct gq_tokenizer *t) {
+    static const struct {
+        const char *name, *re[2];
+    } known[] = {{"gpt-2", {TOK_RE_GPT2, NULL}},
+                 {"smollm", {"\\p{N}", TOK_RE_GPT2}},
+                 {"llama-bpe", {TOK_RE_LLAMA3, NULL}},
+                 {"qwen2", {TOK_RE_QWEN2, NULL}}};
+    for (size_t k = 0; k < sizeof known / sizeof *known; k++) {
+        int n = known[k].re[1] ? 2 : 1;
+        bool same = t->n_re == n;
+        for (int i = 0; same && i < n; i++) same = t->re_src[i] && !strcmp(t->re_src[i], known[k].re[i]);
+        if (same) return known[k].name;
+    }
+    return NULL;
+}
+
+enum gq_status gq_tokenizer_write_gguf(const struct gq_tokenizer *t, struct gq_gguf_writer *w, const char *hf_json) {
+    if (t->kind == GQ_TOK_LLAMA2C)
+        return gq_fail(GQ_ERR_UNSUPPORTED, "a llama2.c tokenizer.bin cannot be written as GGUF metadata");
+    const size_t n = (size_t)t->n_vocab;
+    const char **text = malloc(n * sizeof *text);
+    int32_t *type = malloc(n * sizeof *type);
+    enum gq_status s = text && type ? GQ_OK : gq_fail(GQ_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; s == GQ_OK && i < n; i++) text[i] = t->text[i] ? t->text[i] : "", type[i] = t->type[i];
+    if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "tokenizer.ggml.model", t->kind == GQ_TOK_GPT2 ? "gpt2" : "llama");
+    const char *pre = t->kind == GQ_TOK_GPT2 ? pre_name(t) : NULL;
+    if (s == GQ_OK && pre) s = gq_gguf_writer_set_str(w, "tokenizer.ggml.pre", pre);
+    if (s == GQ_OK) s = gq_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", text, n);
+    if (s == GQ_OK) s = gq_gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GQ_GGUF_INT32, type, n);
+    if (s == GQ_OK && t->score) s = gq_gguf_writer_set_arr(w, "tokenizer.ggml.scores", GQ_GGUF_FLOAT32, t->score, n);
+    free(text);
+    free(type);
+    if (s == GQ_OK && t->kind == GQ_TOK_GPT2 && t->has_merges) {
+        // "left right" by rank (ranks are insertion positions; duplicates left gaps)
+        const struct tok_pairmap *pm = &t->merges;
+        size_t nr = pm->n;
+        char **m = calloc(nr ? nr : 1, sizeof *m);
+        if (!m) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
+        for (size_t i = 0; s == GQ_OK && i < pm->cap; i++) {
+            if (!pm->key[i]) continue;
+            uint64_t k = pm->key[i] - 1;
+            int32_t l = (int32_t)(k >> 32), r = (int32_t)(uint32_t)k, rank = pm->rank[i];
+            if (rank < 0 || (size_t)rank >= nr || m[rank]) continue;
+            size_t ln = t->len[l], rn = t->len[r];
+            if (!(m[rank] = malloc(ln + rn + 2))) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
+            else memcpy(m[rank], t->text[l], ln), m[rank][ln] = ' ', memcpy(m[rank] + ln + 1, t->text[r], rn + 1);
+        }
+        size_t k = 0;
+        for (size_t i = 0; i < nr; i++)
+            if (m && m[i]) m[k++] = m[i];
+        if (s == GQ_OK) s = gq_gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)m, k);
+        for (size_t i = 0; m && i < k; i++) free(m[i]);
+        free(m);
+    }
+    if (s == GQ_OK && t->bos >= 0) s = gq_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)t->bos);
+    if (s == GQ_OK && t->eos >= 0) s = gq_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)t->eos);
+    if (s == GQ_OK && t->unk >= 0) s = gq_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)t->unk);
+    if (s == GQ_OK) s = gq_gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", t->add_bos);
+    if (s == GQ_OK && t->kind == GQ_TOK_SPM)
+        s = gq_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", t->add_space_prefix);
+    if (s == GQ_OK && hf_json) s = gq_gguf_writer_set_str(w, "tokenizer.huggingface.json", hf_json);
+    return s;
 }
 
 // ---------------------------------------------------------------------------

@@ -212,7 +212,7 @@ void gq_tokenizer_free(struct gq_tokenizer *t) {
     free(t->text), free(t->len), free(t->score), free(t->type);
     free(t->map.slot), free(t->map.hash);
     free(t->merges.key), free(t->merges.rank), free(t->merges.merged);
-    for (int i = 0; i < t->n_re; i++) pcre2_code_free((pcre2_code *)t->re[i]);
+    for (int i = 0; i < t->n_re; i++) pcre2_code_free((pcre2_code *)t->re[i]), free(t->re_src[i]);
     free(t->special), free(t->eog);
     free(t);
 }
@@ -369,6 +369,10 @@ enum gq_status tok_add_regex(struct gq_tokenizer *t, const char *pattern, const 
     }
     // JIT is an optimisation only; the interpreter gives the same matches.
     if (pcre2_jit_compile(re, PCRE2_JIT_COMPLETE) == 0) t->jit = true;
+    if (!(t->re_src[t->n_re] = strdup(pattern))) {
+        pcre2_code_free(re);
+        return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    }
     t->re[t->n_re++] = re;
     return GQ_OK;
 }

@@ -19,6 +19,12 @@ enum gq_status gq_tokenizer_from_json_memory(const char *data, size_t size, cons
 enum gq_status gq_tokenizer_from_llama2c_memory(const char *data, size_t size, const char *path, int vocab_size,
                                                 struct gq_tokenizer **out);
 void gq_tokenizer_free(struct gq_tokenizer *t);
+// Writes t as GGUF tokenizer metadata (tokenizer.ggml.*: model, pre when it
+// is a known one, tokens, types, scores, merges, special ids) and, when given,
+// the Hugging Face tokenizer.json text whole as tokenizer.huggingface.json,
+// which gq_tokenizer_from_gguf then prefers (the exact tokenizer).
+struct gq_gguf_writer;
+enum gq_status gq_tokenizer_write_gguf(const struct gq_tokenizer *t, struct gq_gguf_writer *w, const char *hf_json);
 
 int32_t gq_tokenizer_bos(const struct gq_tokenizer *t); // -1 if none
 int32_t gq_tokenizer_eos(const struct gq_tokenizer *t); // -1 if none
