@@ -651,6 +651,21 @@ static const char *QUANT_HELP =
     "                        are refined by alternating exact least squares (--cb-update exact;\n"
     "                        none: truncation only). Default 0 = off.\n";
 
+static const char *base_name_of(const char *p) {
+    const char *b = strrchr(p, '/');
+    return b ? b + 1 : p;
+}
+
+// "gptvq ARG ..." with arguments holding spaces or quotes single-quoted, as a
+// shell would need them (recorded in the output's metadata).
+static void command_line(int argc, char **argv, char *buf, size_t cap) {
+    size_t n = (size_t)snprintf(buf, cap, "gptvq");
+    for (int i = 1; i < argc && n < cap; i++) {
+        const bool quote = !argv[i][0] || strpbrk(argv[i], " \t'\"$\\`|&;<>()*?!#~") != NULL;
+        n += (size_t)snprintf(buf + n, cap - n, quote ? " '%s'" : " %s", argv[i]);
+    }
+}
+
 static void unlink_tmp(const char *tmp) {
     if (tmp[0]) unlink(tmp);
 }
@@ -866,6 +881,9 @@ static int cmd_quantize(int argc, char **argv) {
     if (no_ckpt && (ckpt || stop_after)) return die("quantize: --no-checkpoint excludes --checkpoint and --stop-after"), 2;
     p.checkpoint_dir = no_ckpt ? NULL : ckpt ? ckpt : ckpt_default;
     p.stop_after_blocks = (int)stop_after;
+    char cmdline[2048];
+    command_line(argc, argv, cmdline, sizeof cmdline);
+    p.command = cmdline;
     if (gq_set_device(device) != GQ_OK) return die("%s", gq_last_error()), 2;
     if (p.progress && strcmp(device, "cpu") != 0) fprintf(stderr, "quantize: device %s\n", gq_device_name());
     gq_set_threads((int)threads);
@@ -1192,6 +1210,98 @@ static int cmd_eval(int argc, char **argv) {
 }
 
 // ---------------------------------------------------------------------------
+static const char *REPORT_HELP =
+    "usage: gptvq report FILE.gguf [FILE.gguf ...] [-o DIR] [options]\n"
+    "\n"
+    "Writes DIR/report.md (default DIR: the first FILE + \".report\") about quantized GGUF files\n"
+    "(GPTVQ, GPTQ, RTN, llama.cpp's types) and their source: each file's size and bits per value\n"
+    "of the block linears by matrix kind, the settings and the command that made it, and the\n"
+    "relative output error of every linear as `gptvq quantize` recorded it, pictured by layer and\n"
+    "matrix kind (DIR/error_N.svg). With --text, each file's perplexity is measured too and the\n"
+    "report gets a picture of perplexity against file size (DIR/ppl_vs_size.svg): GPTVQ against\n"
+    "GPTQ, RTN and the source (a file not made by gptvq quantize). The table is printed too.\n"
+    "\n"
+    "options:\n"
+    "  -o DIR                the report folder\n"
+    "  --text FILE           measure perplexity on FILE (e.g. wiki.test.raw)\n"
+    "  --protocol gptq|llama.cpp, --ctx N, --max-windows N\n"
+    "                        as gptvq ppl (default gptq, ctx 2048, all windows)\n"
+    "  --threads N           threads (default: all cores)\n"
+    "  --quiet               no progress lines\n";
+
+static int cmd_report(int argc, char **argv) {
+    const char *files[64], *out = NULL, *text_path = NULL;
+    int n = 0;
+    struct gq_ppl_params pp = {.protocol = GQ_PPL_GPTQ, .wikitext = -1, .progress = true};
+    long threads = 0, ctx = 0, maxw = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(REPORT_HELP, stdout);
+            return 0;
+        }
+        INT_OPT("--threads", threads, 0, 4096);
+        INT_OPT("--ctx", ctx, 2, 1 << 20);
+        INT_OPT("--max-windows", maxw, 1, 1 << 30);
+        if (!strcmp(a, "-o") || !strcmp(a, "--text") || !strcmp(a, "--protocol")) {
+            const char *v = opt_value(argc, argv, &i);
+            if (!v) return 2;
+            if (!strcmp(a, "-o")) out = v;
+            else if (!strcmp(a, "--text")) text_path = v;
+            else if (!strcmp(v, "gptq")) pp.protocol = GQ_PPL_GPTQ;
+            else if (!strcmp(v, "llama.cpp") || !strcmp(v, "llamacpp")) pp.protocol = GQ_PPL_LLAMACPP;
+            else return die("--protocol: expected gptq or llama.cpp, got '%s'", v), 2;
+            continue;
+        }
+        if (!strcmp(a, "--quiet")) { pp.progress = false; continue; }
+        if (a[0] == '-' && a[1]) return die("report: unknown option '%s' (see gptvq report --help)", a), 2;
+        if (n == 64) return die("report: at most 64 files"), 2;
+        files[n++] = a;
+    }
+    if (!n) {
+        fputs(REPORT_HELP, stderr);
+        return 2;
+    }
+    for (int i = 0; i < n; i++) { // every file a GGUF before any perplexity run
+        const char *fmt;
+        if (gq_model_path_format(files[i], &fmt) != GQ_OK) return die("%s", gq_last_error()), 1;
+        if (strcmp(fmt, "gguf") != 0) return die("%s: report reads GGUF files (this one is %s)", files[i], fmt), 2;
+    }
+    char dir[4096];
+    if (!out) snprintf(dir, sizeof dir, "%s.report", files[0]), out = dir;
+    double ppl[64];
+    char desc[512] = "";
+    char *text = NULL;
+    size_t len = 0;
+    if (text_path) {
+        if (gq_read_file(text_path, &text, &len) != GQ_OK) return die("%s", gq_last_error()), 1;
+        pp.n_ctx = (int)ctx, pp.max_windows = (int)maxw;
+        pp.wikitext = pp.protocol == GQ_PPL_GPTQ && gq_ppl_is_wikitext_file(text_path);
+        gq_set_threads((int)threads);
+    }
+    for (int i = 0; i < n; i++) {
+        ppl[i] = NAN;
+        if (!text) continue;
+        struct gq_model *m = NULL;
+        if (load_model(files[i], NULL, true, &m)) return free(text), 1;
+        struct gq_ppl_result r;
+        enum gq_status s = gq_perplexity(m, text, len, &pp, &r);
+        gq_model_free(m);
+        if (s != GQ_OK) return free(text), die_status(s);
+        ppl[i] = r.ppl;
+        if (pp.progress) fprintf(stderr, "report: %s: ppl %.4f (%.1fs)\n", files[i], r.ppl, r.seconds);
+        snprintf(desc, sizeof desc, "%s, protocol %s, ctx %d, %d of %d windows (%lld tokens scored)",
+                 base_name_of(text_path), pp.protocol == GQ_PPL_GPTQ ? "gptq" : "llama.cpp", r.n_ctx, r.n_windows,
+                 r.n_windows_total, (long long)r.n_scored);
+    }
+    free(text);
+    enum gq_status s = gq_report_write(files, ppl, n, text_path ? desc : NULL, out, stdout);
+    if (s != GQ_OK) return die_status(s);
+    printf("wrote %s/report.md\n", out);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
 static const char *MAIN_HELP =
     "gptvq " GQ_VERSION_STRING " - GPTVQ vector quantization for LLMs, and a runtime for the results\n"
     "\n"
@@ -1227,6 +1337,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "export")) return cmd_export(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
+    if (!strcmp(cmd, "report")) return cmd_report(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("gptvq %s\n", GQ_VERSION_STRING);
         return 0;

@@ -1081,6 +1081,7 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
     }
     cJSON_AddNumberToObject(o, "seed", (double)p->seed);
     cJSON_AddStringToObject(o, "calib_source", rep->calib_source);
+    if (p->command) cJSON_AddStringToObject(o, "command", p->command);
     cJSON_AddNumberToObject(o, "calib_tokens", (double)rep->calib_tokens);
     cJSON_AddNumberToObject(o, "seconds_total", rep->seconds_total);
     cJSON_AddNumberToObject(o, "seconds_calibration_forward", rep->seconds_forward);

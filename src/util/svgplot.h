@@ -25,6 +25,7 @@ struct gq_plot_series {
 struct gq_plot {
     const char *title, *xlabel, *ylabel;
     bool log_x, log_y;
+    bool integer_x; // x ticks at whole numbers only (layer indices)
     const struct gq_plot_series *series;
     int n_series;
     const char *const *xtick_labels; // optional: category labels at x = 0, 1, ... (replaces numeric x ticks)
