@@ -75,14 +75,16 @@ enum gq_status gq_hf_to_gguf(const char *dir, const char *out);
 // Report
 
 // Writes out_dir/report.md about the GGUF files paths[0..n): per file its
-// size, bits per value of the block linears (by matrix kind and in total),
-// settings and command (gptvq.* metadata), and the relative output error of
-// each linear as gptvq quantize recorded it, pictured by layer and matrix
-// kind (out_dir/error_I.svg); with perplexities (ppl[i], NAN where not
-// measured; ppl may be NULL) a table and a picture of perplexity against
-// file size (out_dir/ppl_vs_size.svg), GPTVQ against GPTQ, RTN and the
-// source (files not made by gptvq quantize). ppl_desc says how perplexity
-// was measured. summary (optional) gets the table as Markdown.
+// size, the bits per value of the block linears (by matrix kind and in
+// total), its settings (gptvq.* metadata), the command that made it (from
+// FILE.report.json) and the relative output error of each linear as gptvq
+// quantize recorded it, pictured by layer and matrix kind
+// (out_dir/error_I.svg). With perplexities (ppl[i], NAN where not measured;
+// ppl may be NULL): a table and a picture of perplexity against file size
+// (out_dir/ppl_vs_size.svg), GPTVQ against GPTQ, RTN and the source (the
+// first file not made by gptvq quantize; later ones are "other GGUF").
+// ppl_desc says how perplexity was measured; summary (optional) gets the
+// table as Markdown.
 enum gq_status gq_report_write(const char *const *paths, const double *ppl, int n, const char *ppl_desc,
                                const char *out_dir, FILE *summary);
 
@@ -364,8 +366,9 @@ struct gq_quantize_params {
     // once that many blocks are in the checkpoint (runs split into pieces).
     const char *checkpoint_dir;
     int stop_after_blocks;
-    // The command line that made the file (NULL: none), recorded in its
-    // metadata (gptvq.command) and JSON report; it does not change the output.
+    // The command line that made the file (NULL: none), recorded in its JSON
+    // report (not in the GGUF: the same quantization by another command,
+    // e.g. resumed or streamed, writes the same bytes).
     const char *command;
 };
 

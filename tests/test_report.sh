@@ -29,13 +29,13 @@ q() { "$G" quantize "$S" -o "$T/$1.gguf" --calib "$CAL" --nsamples 8 --seqlen 12
 q vq --method gptvq --bpv 2.125 --vq-dim 2
 q gptq --method gptq --wbits 4 --group-size 32
 q rtn --method rtn --wbits 4 --group-size 32
-"$G" report "$S" "$T/vq.gguf" "$T/gptq.gguf" "$T/rtn.gguf" -o "$T/rep" --text "$TXT" --ctx 256 --quiet >"$T/out" 2>"$T/err" ||
+"$G" report "$S" "$T/vq.gguf" "$T/gptq.gguf" "$T/rtn.gguf" -o "$T/x/y/rep" --text "$TXT" --ctx 256 --quiet >"$T/out" 2>"$T/err" ||
     { echo "FAIL: report"; cat "$T/err"; fail=1; }
 for f in "$S" "$T/vq.gguf" "$T/gptq.gguf" "$T/rtn.gguf"; do
     "$G" ppl "$f" "$TXT" --ctx 256 --quiet 2>/dev/null | sed -n 's/^ppl=\([0-9.]*\) .*/\1/p'
 done >"$T/ppl.txt"
 bpv=$(sed -n 's/.*"bpv_achieved":[[:space:]]*\([0-9.]*\).*/\1/p' "$T/vq.gguf.report.json")
-"$PY" - "$T/rep" "$T/ppl.txt" "$bpv" "$S" "$T/vq.gguf" "$T/gptq.gguf" "$T/rtn.gguf" <<'PY' || fail=1
+"$PY" - "$T/x/y/rep" "$T/ppl.txt" "$bpv" "$S" "$T/vq.gguf" "$T/gptq.gguf" "$T/rtn.gguf" <<'PY' || fail=1
 import math, os, re, sys
 import xml.etree.ElementTree as ET
 rep, ppl_file, bpv = sys.argv[1], sys.argv[2], float(sys.argv[3])

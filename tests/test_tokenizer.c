@@ -111,7 +111,8 @@ static void check_misc(const char *name, const struct gq_tokenizer *t, const cha
 }
 
 // t written as GGUF tokenizer metadata alone (gq_tokenizer_write_gguf, no
-// tokenizer.json) and read back tokenizes `text` to `want`, with the pre name.
+// tokenizer.json) and read back tokenizes `text` to `want`, with the pre name
+// (NULL: none written).
 static void check_gguf_roundtrip(const char *tag, const struct gq_tokenizer *t, const char *pre, const char *text,
                                  size_t n_text, const int32_t *want, size_t n_want) {
     char path[] = "/tmp/gq_tok_rt_XXXXXX";
@@ -129,8 +130,12 @@ static void check_gguf_roundtrip(const char *tag, const struct gq_tokenizer *t, 
     CHECK_OK(gq_gguf_open(path, &g));
     if (g) {
         char *got = NULL;
-        CHECK_OK(gq_gguf_get_str(g, "tokenizer.ggml.pre", &got));
-        CHECKF(got && !strcmp(got, pre), "%s: pre '%s', want '%s'", tag, got ? got : "(none)", pre);
+        if (pre) {
+            CHECK_OK(gq_gguf_get_str(g, "tokenizer.ggml.pre", &got));
+            CHECKF(got && !strcmp(got, pre), "%s: pre '%s', want '%s'", tag, got ? got : "(none)", pre);
+        } else {
+            CHECKF(!gq_gguf_find_kv(g, "tokenizer.ggml.pre"), "%s: a pre name for a SentencePiece vocab", tag);
+        }
         free(got);
         CHECK(!gq_gguf_find_kv(g, "tokenizer.huggingface.json"));
         CHECK_OK(gq_tokenizer_from_gguf(g, &t2));
@@ -313,6 +318,8 @@ static void test_stories(const char *dd) {
             CHECKF(dec && nd == n_text && !memcmp(dec, text, nd), "%s: sample does not round-trip", names[k]);
             free(dec);
             free(ids);
+            if (k == 0) // SentencePiece with scores, written back as GGUF metadata
+                check_gguf_roundtrip("stories260K gguf -> GGUF tokenizer.ggml.*", t, NULL, text, n_text, want, n_want);
         }
         if (k < 2) {
             CHECK(!strcmp(gq_tokenizer_kind(t), "llama"));

@@ -1279,15 +1279,24 @@ static int cmd_report(int argc, char **argv) {
         pp.wikitext = pp.protocol == GQ_PPL_GPTQ && gq_ppl_is_wikitext_file(text_path);
         gq_set_threads((int)threads);
     }
+    struct stat st;
+    const bool existed = stat(out, &st) == 0;
+    if (gq_mkdir_p(out) != GQ_OK) return free(text), die("%s", gq_last_error()), 1; // before minutes of perplexity
     for (int i = 0; i < n; i++) {
         ppl[i] = NAN;
         if (!text) continue;
         struct gq_model *m = NULL;
-        if (load_model(files[i], NULL, true, &m)) return free(text), 1;
+        if (load_model(files[i], NULL, true, &m)) {
+            if (!existed) rmdir(out);
+            return free(text), 1;
+        }
         struct gq_ppl_result r;
         enum gq_status s = gq_perplexity(m, text, len, &pp, &r);
         gq_model_free(m);
-        if (s != GQ_OK) return free(text), die_status(s);
+        if (s != GQ_OK) {
+            if (!existed) rmdir(out);
+            return free(text), die_status(s);
+        }
         ppl[i] = r.ppl;
         if (pp.progress) fprintf(stderr, "report: %s: ppl %.4f (%.1fs)\n", files[i], r.ppl, r.seconds);
         snprintf(desc, sizeof desc, "%s, protocol %s, ctx %d, %d of %d windows (%lld tokens scored)",
@@ -1296,7 +1305,10 @@ static int cmd_report(int argc, char **argv) {
     }
     free(text);
     enum gq_status s = gq_report_write(files, ppl, n, text_path ? desc : NULL, out, stdout);
-    if (s != GQ_OK) return die_status(s);
+    if (s != GQ_OK) {
+        if (!existed) rmdir(out);
+        return die_status(s);
+    }
     printf("wrote %s/report.md\n", out);
     return 0;
 }
@@ -1317,12 +1329,20 @@ static const char *MAIN_HELP =
     "  eval MODEL            zero-shot accuracy: piqa, arc_easy, arc_challenge, hellaswag,\n"
     "                        winogrande, boolq, lambada (lm-evaluation-harness scoring)\n"
     "  export MODEL -o OUT --to f16|q8_0|q4_0\n"
-    "                        a standard GGUF (e.g. of a packed GPTVQ model) for other runtimes\n"
+    "                        a standard GGUF (e.g. of a packed GPTVQ model) for other runtimes;\n"
+    "                        without --to, a Hugging Face directory as GGUF\n"
+    "  report FILE...        report.md with pictures: size, bits, per-layer error, perplexity\n"
     "  version               print the version\n"
     "\n"
     "MODEL is a GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K tensors), a Hugging\n"
     "Face model directory (config.json, *.safetensors, tokenizer.json) or a llama2.c .bin\n"
-    "(with tokenizer.bin beside it or --tokenizer). Architectures: llama, qwen2.\n";
+    "(with tokenizer.bin beside it or --tokenizer). Architectures: llama, qwen2.\n"
+    "\n"
+    "From a Hugging Face checkpoint to a GPTVQ model, and a comparison with its source:\n"
+    "  gptvq quantize HF_DIR -o m.gguf --method gptvq --bpv 2.125 --calib wiki.valid.raw\n"
+    "  gptvq generate m.gguf --chat -p \"Hello\"\n"
+    "  gptvq report HF_DIR.gguf m.gguf --text wiki.test.raw --max-windows 8\n"
+    "      (HF_DIR.gguf from `gptvq export HF_DIR -o HF_DIR.gguf`; or `gptvq ppl` on each)\n";
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {

@@ -2,8 +2,9 @@
 // quantized GGUF files, from each file's own metadata and tensors: size,
 // bits per value of the block linears (by matrix kind and in total), the
 // per-linear relative output errors that gptvq quantize records
-// (gptvq.layers / gptvq.rel_errors), the settings and command, and, when the
-// caller measured them, perplexities (a picture of perplexity against size).
+// (gptvq.layers / gptvq.rel_errors), the settings, the command (from the
+// JSON report beside the file), and, when the caller measured them,
+// perplexities (a picture of perplexity against size).
 #include "io/gguf.h"
 #include "util/svgplot.h"
 
@@ -12,6 +13,9 @@
 #include <stdio.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 static const char *const kinds[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
 #define N_KINDS 7
@@ -55,6 +59,21 @@ static double num_kv(const struct gq_gguf *g, const char *key) {
     return gq_gguf_find_kv(g, key) && gq_gguf_get_f64(g, key, &v) == GQ_OK ? v : NAN;
 }
 
+// The command that made the file, from its JSON report FILE.report.json
+// (written by gptvq quantize beside it); "" when there is none.
+static void read_command(const char *path, char *dst, size_t cap) {
+    dst[0] = 0;
+    char jp[4200], *text = NULL;
+    size_t len = 0;
+    snprintf(jp, sizeof jp, "%s.report.json", path);
+    if (access(jp, R_OK) != 0 || gq_read_file(jp, &text, &len) != GQ_OK) return;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(root, "command");
+    if (cJSON_IsString(c)) snprintf(dst, cap, "%s", c->valuestring);
+    cJSON_Delete(root);
+    free(text);
+}
+
 // The block linears ("blk.L.<kind>.weight", packed parts included) with their
 // stored bits, and the recorded errors.
 static enum gq_status read_model(const char *path, double ppl, struct rmodel *r) {
@@ -67,7 +86,7 @@ static enum gq_status read_model(const char *path, double ppl, struct rmodel *r)
     str_kv(g, "general.name", r->name, sizeof r->name);
     str_kv(g, "gptvq.method", r->method, sizeof r->method);
     str_kv(g, "gptvq.format", r->format, sizeof r->format);
-    str_kv(g, "gptvq.command", r->command, sizeof r->command);
+    read_command(path, r->command, sizeof r->command);
     enum gq_status s = GQ_OK;
     r->lin = calloc(g->n_tensors + 1, sizeof *r->lin);
     if (!r->lin) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
@@ -171,13 +190,13 @@ static enum gq_status error_plot(const struct rmodel *r, const char *path) {
 
 // Perplexity against file size: one series per method, points by size.
 static enum gq_status ppl_plot(const struct rmodel *m, int n, const char *ppl_desc, const char *path) {
-    static const char *const order[] = {"source", "gptvq", "gptq", "rtn"};
-    static const char *const label[] = {"source", "GPTVQ", "GPTQ", "RTN"};
+    static const char *const order[] = {"source", "gptvq", "gptq", "rtn", "other"};
+    static const char *const label[] = {"source", "GPTVQ", "GPTQ", "RTN", "other GGUF"};
     double *xy = malloc(sizeof(double) * 2 * (size_t)n);
     if (!xy) return gq_fail(GQ_ERR_NOMEM, "out of memory");
-    struct gq_plot_series se[4];
+    struct gq_plot_series se[5];
     int ns = 0, used = 0;
-    for (int o = 0; o < 4; o++) {
+    for (int o = 0; o < 5; o++) {
         double *xs = xy + used, *ys = xy + n + used;
         int c = 0;
         for (int i = 0; i < n; i++)
@@ -252,9 +271,13 @@ enum gq_status gq_report_write(const char *const *paths, const double *ppl, int 
     struct rmodel *m = calloc((size_t)n, sizeof *m);
     if (!m) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     enum gq_status s = GQ_OK;
-    for (int i = 0; s == GQ_OK && i < n; i++) s = read_model(paths[i], ppl ? ppl[i] : NAN, &m[i]);
-    if (s == GQ_OK && mkdir(out_dir, 0755) != 0 && errno != EEXIST)
-        s = gq_fail(GQ_ERR_IO, "%s: cannot create the report folder: %s", out_dir, strerror(errno));
+    bool have_source = false; // the first file not made by gptvq quantize is the source; later ones "other"
+    for (int i = 0; s == GQ_OK && i < n; i++) {
+        s = read_model(paths[i], ppl ? ppl[i] : NAN, &m[i]);
+        if (!strcmp(m[i].method, "source") && have_source) snprintf(m[i].method, sizeof m[i].method, "other");
+        have_source |= !strcmp(m[i].method, "source");
+    }
+    if (s == GQ_OK) s = gq_mkdir_p(out_dir);
     char path[4096];
     char *md = NULL;
     size_t md_len = 0;

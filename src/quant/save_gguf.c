@@ -97,7 +97,6 @@ enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const st
         s = gq_gguf_writer_set_str(w, "gptvq.format", m->packs ? "packed-vq" : m->blocks ? "gguf-blocks" : "fake-quant-f32");
     if (s == GQ_OK && m->packs) s = gq_gguf_writer_set_i32(w, "gptvq.format_version", GQ_VQPACK_VERSION);
     if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.method", method);
-    if (s == GQ_OK && p->command) s = gq_gguf_writer_set_str(w, "gptvq.command", p->command);
     if (p->method == GQ_METHOD_GPTVQ) {
         if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.vq_dim", p->vq.dim);
         if (s == GQ_OK) s = gq_gguf_writer_set_f32(w, "gptvq.bpv_target", (float)p->vq.bpv);

@@ -107,6 +107,22 @@ enum gq_status gq_write_file_atomic(const char *path, const void *data, size_t l
     return GQ_OK;
 }
 
+enum gq_status gq_mkdir_p(const char *path) {
+    char p[4096];
+    if ((size_t)snprintf(p, sizeof p, "%s", path) >= sizeof p) return gq_fail(GQ_ERR_ARG, "%s: path too long", path);
+    for (char *c = p + 1;; c++) {
+        if (*c != '/' && *c) continue;
+        const char end = *c;
+        *c = 0;
+        struct stat st;
+        if (mkdir(p, 0755) != 0 && (errno != EEXIST || stat(p, &st) != 0 || !S_ISDIR(st.st_mode)))
+            return gq_fail(GQ_ERR_IO, "%s: cannot create the folder %s: %s", path, p,
+                           errno == EEXIST ? "a file is in the way" : strerror(errno));
+        if (!end) return GQ_OK;
+        *c = '/';
+    }
+}
+
 enum gq_status gq_read_file(const char *path, char **data, size_t *size) {
     *data = NULL;
     *size = 0;

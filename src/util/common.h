@@ -61,6 +61,8 @@ enum gq_status gq_read_file(const char *path, char **data, size_t *size);
 // Writes len bytes to path through "path.tmp" and a rename, so that no
 // partial file is ever left under the name (the temporary goes on failure).
 enum gq_status gq_write_file_atomic(const char *path, const void *data, size_t len);
+// mkdir -p: path and its missing parents (0755); GQ_ERR_IO naming it otherwise.
+enum gq_status gq_mkdir_p(const char *path);
 
 double gq_time_s(void); // monotonic seconds
 
