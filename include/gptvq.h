@@ -350,6 +350,11 @@ struct gq_quantize_params {
     // reads (gq_quantize_gguf_type; matrices whose width is not whole
     // blocks of 32 stay f32), true their values as f32. Other grids: f32.
     bool fake_quant;
+    // The token embedding and the output head (tied or not) as written: -1
+    // (default) as in the source, else GQ_EXPORT_F16 / _Q8_0 / _Q4_0, encoded
+    // at write time from the source's values with llama.cpp's reference
+    // rounding (calibration and quantization of the linears use the source's).
+    int embed_type;
     // Resumable runs: with a checkpoint folder, every finished block (its
     // quantized weights, packed form and reports) is written there as
     // blk.<layer>.ckpt (atomically, after the block), with a fingerprint of

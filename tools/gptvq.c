@@ -644,6 +644,11 @@ static const char *QUANT_HELP =
     "                        runs; a linear whose width is not whole blocks of 32 stays F32.\n"
     "                        Other RTN / GPTQ grids are written as F32\n"
     "  --fake-quant          write the dequantized weights as F32 instead (research)\n"
+    "  --embed-type keep|f16|q8_0|q4_0\n"
+    "                        the token embedding and output head (tied or not) as in the source\n"
+    "                        (default keep) or re-encoded from its values with llama.cpp's\n"
+    "                        reference rounding when the file is written; counted in the file\n"
+    "                        size, not in the bits per value of the linears\n"
     "  --cb-svd R            --vq-dim 1: codebook SVD (paper App. H). The sorted codebooks of a\n"
     "                        matrix are stacked and factored to rank R <= k: a group stores R\n"
     "                        values (in --cb-format, one scale per factor column) instead of k,\n"
@@ -823,6 +828,16 @@ static int cmd_quantize(int argc, char **argv) {
         if (!strcmp(a, "--packed")) { packed = 1; continue; }
         if (!strcmp(a, "--fake-quant")) { packed = 0; continue; }
         if (!strcmp(a, "--quiet")) { p.progress = false; continue; }
+        if (!strcmp(a, "--embed-type")) {
+            const char *v = opt_value(argc, argv, &i);
+            if (!v) return 2;
+            if (!strcmp(v, "keep")) p.embed_type = -1;
+            else if (!strcmp(v, "f16")) p.embed_type = GQ_EXPORT_F16;
+            else if (!strcmp(v, "q8_0")) p.embed_type = GQ_EXPORT_Q8_0;
+            else if (!strcmp(v, "q4_0")) p.embed_type = GQ_EXPORT_Q4_0;
+            else return die("--embed-type: expected keep, f16, q8_0 or q4_0, got '%s'", v), 2;
+            continue;
+        }
         if (a[0] == '-' && a[1]) return die("quantize: unknown option '%s' (see gptvq quantize --help)", a), 2;
         if (!model) model = a;
         else return die("quantize: unexpected argument '%s'", a), 2;

@@ -34,6 +34,7 @@ uint64_t gq_ckpt_fingerprint(const struct gq_model *m, const struct gq_quantize_
     memcpy(&q, p, sizeof q);
     q.calib_path = q.save_hessians = q.load_hessians = q.checkpoint_dir = q.command = NULL;
     q.progress = false;
+    q.embed_type = -1; // applied when the file is written
     q.stop_after_blocks = 0;
     uint64_t h = fnv(0xcbf29ce484222325ull, RUN_HEADER, strlen(RUN_HEADER));
     h = fnv(h, &q, sizeof q);

@@ -52,6 +52,7 @@ void gq_quantize_params_default(struct gq_quantize_params *p) {
     p->vq.gd_iters = 25;
     p->vq.cb_format = GQ_CB_INT8;
     p->vq.stages = 1;
+    p->embed_type = -1;
 }
 
 static const char *method_name(enum gq_method m) {

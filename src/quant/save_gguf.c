@@ -75,6 +75,29 @@ static enum gq_status reload_fill(void *user, const char *name, void *dst, size_
     return GQ_OK;
 }
 
+// The token embedding / output head re-encoded (--embed-type): the source
+// tensor decoded to f32 and each row encoded with llama.cpp's reference
+// rounding, at write time (one tensor in memory).
+struct embed_ctx {
+    const struct gq_gguf *g;
+    enum gq_ggml_type type;
+};
+static enum gq_status embed_fill(void *user, const char *name, void *dst, size_t nbytes) {
+    const struct embed_ctx *e = user;
+    const struct gq_gguf_tensor *t = gq_gguf_find_tensor(e->g, name);
+    float *f = NULL;
+    GQ_TRY(gq_gguf_tensor_to_f32(e->g, t, &f));
+    const int64_t cols = t->ne[0], rows = t->ne[1];
+    const size_t rs = gq_ggml_row_size(e->type, cols);
+    enum gq_status s = rs * (size_t)rows == nbytes ? GQ_OK : gq_fail(GQ_ERR_ARG, "%s: size changed", name);
+    for (int64_t r = 0; s == GQ_OK && r < rows; r++)
+        s = gq_quantize_row_ggml(e->type, f + r * cols, (uint8_t *)dst + r * rs, cols);
+    free(f);
+    return s;
+}
+
+static const enum gq_ggml_type embed_types[] = {GQ_TYPE_F16, GQ_TYPE_Q8_0, GQ_TYPE_Q4_0};
+
 enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const struct gq_quantize_params *p,
                                   const struct gq_quant_report *rep) {
     if (!m->source_format || strcmp(m->source_format, "gguf") != 0)
@@ -86,6 +109,8 @@ enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const st
     struct gq_gguf_writer *w = gq_gguf_writer_new(g->alignment);
     if (!w) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     struct reload_ctx rc = {.m = m, .A = A, .layer = -1};
+    if (p->embed_type > GQ_EXPORT_Q4_0) return gq_fail(GQ_ERR_ARG, "%s: unknown embedding type %d", path, p->embed_type);
+    struct embed_ctx ec = {g, p->embed_type >= 0 ? embed_types[p->embed_type] : GQ_TYPE_F32};
     static const char *const skip[] = {"gptvq.", "general.file_type", NULL}; // gptvq.converted_from goes too
     enum gq_status s = gq_gguf_writer_copy_kvs(w, g, skip);
     if (s == GQ_OK && m->blocks) // the block type's llama.cpp file type (informative)
@@ -112,6 +137,8 @@ enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const st
         if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.wbits", p->wbits);
         if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.group_size", p->group_size);
     }
+    if (s == GQ_OK && p->embed_type >= 0)
+        s = gq_gguf_writer_set_str(w, "gptvq.embed_type", gq_ggml_type_name(ec.type));
     if (s == GQ_OK) s = gq_gguf_writer_set_bool(w, "gptvq.sym", p->sym);
     if (s == GQ_OK) s = gq_gguf_writer_set_bool(w, "gptvq.act_order", p->act_order);
     if (s == GQ_OK) s = gq_gguf_writer_set_u64(w, "gptvq.seed", p->seed);
@@ -143,6 +170,16 @@ enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const st
         const struct gq_gguf_tensor *t = &g->tensors[i];
         int l = -1;
         const struct gq_block_tensor *bt = block_linear(m, A, t->name, &l);
+        if (!bt && p->embed_type >= 0 && t->n_dims == 2 &&
+            (!strcmp(t->name, "token_embd.weight") || !strcmp(t->name, "output.weight"))) {
+            if (ec.type != GQ_TYPE_F16 && t->ne[0] % 32)
+                s = gq_fail(GQ_ERR_ARG, "%s: %s rows of %lld values are not whole blocks of 32 for %s", path, t->name,
+                            (long long)t->ne[0], gq_ggml_type_name(ec.type));
+            else
+                s = gq_gguf_writer_add_tensor_fill(w, t->name, ec.type, 2, t->ne,
+                                                   gq_ggml_row_size(ec.type, t->ne[0]) * (size_t)t->ne[1], embed_fill, &ec);
+            continue;
+        }
         if (!bt) {
             s = gq_gguf_writer_copy_tensor(w, g, t, NULL);
             continue;
