@@ -355,6 +355,11 @@ struct gq_quantize_params {
     // at write time from the source's values with llama.cpp's reference
     // rounding (calibration and quantization of the linears use the source's).
     int embed_type;
+    // GPTVQ: > 0 quantizes the output head too (the token embedding with it
+    // when they are tied), at this many bits per value, once every block is
+    // (with the Hessian of the final norm of the calibration activations);
+    // 0 keeps it as in the source.
+    double head_bpv;
     // Resumable runs: with a checkpoint folder, every finished block (its
     // quantized weights, packed form and reports) is written there as
     // blk.<layer>.ckpt (atomically, after the block), with a fingerprint of

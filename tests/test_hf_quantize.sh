@@ -5,6 +5,7 @@
 #   - GPTVQ 2D (packed) and GPTQ W4 g32 (GGUF blocks) from the F32 directory
 #     and from stories260K.gguf give identical quantized tensors (read by
 #     llama.cpp's gguf-py) and the same perplexity;
+#   - --head-bpv on the tied F32 directory packs the token embedding (the head);
 #   - the F16 sharded directory quantizes, gguf-py lists the output with the
 #     architecture and tokenizer carried over, and ppl / generate / inspect run it;
 #   - `gptvq export HF_DIR -o F.gguf` (no --to) gives the directory's own
@@ -94,6 +95,22 @@ awk -v a="$p16" -v b="$p32" -v f="$fp16" 'BEGIN { exit !(a != "" && a > f && a <
 "$G" generate "$T/hf16.gguf" -p "Once upon a time" -n 8 --temp 0 >"$T/gen" 2>/dev/null && [ -s "$T/gen" ] &&
     ok "generate runs the HF-sourced file" || bad "generate on the HF-sourced file"
 "$G" inspect "$T/hf16.gguf" >/dev/null 2>&1 && ok "inspect runs" || bad "inspect on the HF-sourced file"
+
+# 2b. a tied head (this directory has no lm_head): --head-bpv packs the token
+# embedding, which serves as both; the kernels and f32 decoding agree.
+quant "$HF" "$T/tied.gguf" --method gptvq --bpv 2.125 --vq-dim 2 --head-bpv 4.125
+"$PY" - "$T/tied.gguf" <<'PY' && ok "tied head: token_embd.weight packed, no output.weight" || bad "tied head file"
+import sys
+from gguf import GGUFReader
+names = {t.name for t in GGUFReader(sys.argv[1]).tensors}
+assert "token_embd.weight.vq_idx" in names and "token_embd.weight" not in names and not any(n.startswith("output.weight") for n in names)
+PY
+a=$(ppl "$T/tied.gguf"); b=$("$G" ppl "$T/tied.gguf" "$TXT" --ctx 256 --quiet --dequantize 2>/dev/null | sed -n 's/^ppl=\([0-9.]*\) .*/\1/p')
+awk -v a="$a" -v b="$b" -v p="$p32" 'BEGIN { exit !(a != "" && a < 1.001 * b && a > 0.999 * b && a < 1.2 * p) }' &&
+    ok "tied head: ppl $a (kernels) = $b (f32), near $p32 without it" || bad "tied head: ppl $a vs $b (f32), $p32 without"
+"$G" quantize "$HF" -o "$T/tied2.gguf" --method gptvq --head-bpv 4 --embed-type q8_0 --nsamples 2 --seqlen 32 >/dev/null 2>"$T/err"
+[ $? -ne 0 ] && [ ! -e "$T/tied2.gguf" ] && [ ! -e "$T/tied2.gguf.hf-source.gguf" ] && grep -q "tied" "$T/err" &&
+    ok "tied head: --head-bpv with --embed-type refused: $(grep error "$T/err")" || { bad "tied --head-bpv + --embed-type"; cat "$T/err"; }
 
 # 3. export HF -> GGUF keeps the directory's perplexity (plain, llama3 RoPE scaling, BPE vocab)
 for d in "$HF" "$HF16"; do

@@ -21,6 +21,7 @@ D=${GQ_DATA:-../shared/data}
 S=$D/models/stories260K/stories260K.gguf
 TXT=$D/tinystories/tinystories_sample.txt
 CAL=$D/wikitext-2-raw/wiki.valid.raw
+PY=${PYTHON:-.venv/bin/python}
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
@@ -191,6 +192,49 @@ PY
     tol=$([ $et = q8_0 ] && echo 0.02 || echo 0.10) # 4 bits cost more on a 64-wide embedding
     check "--embed-type $et: smaller file ($(stat -c %s "$T/vq2-$et.gguf") < $sz_p), ppl $p_et within $tol of $p_vq2" \
         "$(stat -c %s "$T/vq2-$et.gguf") < $sz_p && $p_et < (1 + $tol) * $p_vq2 && $p_et > (1 - $tol) * $p_vq2"
+done
+# --head-bpv: the output head packed by GPTVQ too (untied here; tied in
+# tests/test_hf_quantize.sh). The linears are the default run's byte for
+# byte; the packed head runs through the VQ kernels and through f32 decoding
+# alike; more head bits give a smaller head error and a perplexity nearer the
+# unquantized head's; impossible combinations are refused before any work.
+ppl_deq() { "$G" ppl "$1" "$TXT" --ctx 256 --quiet --dequantize 2>/dev/null | sed -n 's/^ppl=\([0-9.]*\) .*/\1/p'; }
+for hb in 2.125 4.125; do
+    quant "$T/vqh$hb.gguf" --method gptvq --vq-dim 2 --bpv 2.125 --head-bpv $hb
+done
+"$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(next(l["rel_error"] for l in r["layers"] if l["name"]=="output"))' \
+    "$T/vqh2.125.gguf.report.json" >"$T/e2" 2>/dev/null
+"$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(next(l["rel_error"] for l in r["layers"] if l["name"]=="output"))' \
+    "$T/vqh4.125.gguf.report.json" >"$T/e4" 2>/dev/null
+e2=$(cat "$T/e2"); e4=$(cat "$T/e4")
+p_h2=$(ppl "$T/vqh2.125.gguf"); p_h4=$(ppl "$T/vqh4.125.gguf"); p_h4d=$(ppl_deq "$T/vqh4.125.gguf")
+if [ -x "$PY" ] && "$PY" - "$T/vqh4.125.gguf" "$T/vq2.gguf" >"$T/py" 2>&1 <<'PY'
+import sys
+import numpy as np
+from gguf import GGUFReader
+h, base = GGUFReader(sys.argv[1]), GGUFReader(sys.argv[2])
+b = {t.name: t for t in base.tensors}
+names = {t.name for t in h.tensors}
+assert "output.weight" not in names and "output.weight.vq_idx" in names, sorted(n for n in names if "output" in n)
+assert "gptvq.vq.output.weight" in h.fields
+n = 0
+for t in h.tensors:
+    if t.name.startswith("blk."):
+        assert np.array_equal(np.asarray(t.data), np.asarray(b[t.name].data)), t.name
+        n += 1
+print(f"output.weight packed; {n} block tensors = the default run's")
+PY
+then echo "ok: --head-bpv: $(cat "$T/py")"; else echo "FAIL: --head-bpv file"; cat "$T/py"; fail=1; fi
+check "--head-bpv 4.125: ppl $p_h4 through the VQ kernels = $p_h4d decoded to f32 (1e-3)" \
+    "$p_h4 < 1.001 * $p_h4d && $p_h4 > 0.999 * $p_h4d"
+check "--head-bpv: head error $e4 at 4.125 < $e2 at 2.125; ppl $p_h4 nearer $p_vq2 than $p_h2" \
+    "$e4 < $e2 && $e4 > 0 && $p_h2 > $p_h4 && $p_h4 >= 0.98 * $p_vq2"
+check "--head-bpv: smaller files ($(stat -c %s "$T/vqh2.125.gguf") < $(stat -c %s "$T/vqh4.125.gguf") < $sz_p)" \
+    "$(stat -c %s "$T/vqh2.125.gguf") < $(stat -c %s "$T/vqh4.125.gguf") && $(stat -c %s "$T/vqh4.125.gguf") < $sz_p"
+for bad in "--method gptq --head-bpv 4" "--method gptvq --fake-quant --head-bpv 4" "--method gptvq --head-bpv 0.5"; do
+    "$G" quantize "$S" -o "$T/hbad.gguf" $bad --calib "$CAL" --nsamples 2 --seqlen 32 >/dev/null 2>"$T/err"
+    [ $? -ne 0 ] && [ ! -e "$T/hbad.gguf" ] && [ "$(grep -c . "$T/err")" -le 3 ] && grep -q "head-bpv" "$T/err" &&
+        echo "ok: $bad refused: $(grep error "$T/err")" || { echo "FAIL: $bad"; cat "$T/err"; fail=1; }
 done
 head -c $((sz_p - 1000)) "$T/vq2.gguf" >"$T/cut.gguf"
 "$G" ppl "$T/cut.gguf" "$TXT" --ctx 256 --quiet >/dev/null 2>"$T/err"

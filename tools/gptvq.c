@@ -644,6 +644,12 @@ static const char *QUANT_HELP =
     "                        runs; a linear whose width is not whole blocks of 32 stays F32.\n"
     "                        Other RTN / GPTQ grids are written as F32\n"
     "  --fake-quant          write the dequantized weights as F32 instead (research)\n"
+    "  --head-bpv B          GPTVQ: quantize the output head too (and with it the token embedding\n"
+    "                        when they are tied, as in SmolLM2), at B bits per value with the\n"
+    "                        same --vq-dim, codebook format and normalisation, once every block\n"
+    "                        is done, through the Hessian of the final norm of the calibration\n"
+    "                        activations (default: the head as in the source). Counted in the\n"
+    "                        file size and reported as its own line, not in the linears' bpv\n"
     "  --embed-type keep|f16|q8_0|q4_0\n"
     "                        the token embedding and output head (tied or not) as in the source\n"
     "                        (default keep) or re-encoded from its values with llama.cpp's\n"
@@ -828,6 +834,7 @@ static int cmd_quantize(int argc, char **argv) {
         if (!strcmp(a, "--packed")) { packed = 1; continue; }
         if (!strcmp(a, "--fake-quant")) { packed = 0; continue; }
         if (!strcmp(a, "--quiet")) { p.progress = false; continue; }
+        FLOAT_OPT("--head-bpv", p.head_bpv);
         if (!strcmp(a, "--embed-type")) {
             const char *v = opt_value(argc, argv, &i);
             if (!v) return 2;

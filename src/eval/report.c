@@ -27,7 +27,11 @@ struct rlinear {
     double err;      // relative output error (NAN: not recorded)
 };
 
+// The token embedding and the output head (index 0 / 1).
+static const char *const head_names[2] = {"token_embd", "output"};
+
 struct rmodel {
+    struct rlinear ends[2]; // token embedding, output head (n 0: absent, e.g. tied)
     const char *path;
     char name[256], method[16], settings[256], format[32], command[1024];
     double ppl, size_mb, bpv_lin;
@@ -35,6 +39,7 @@ struct rmodel {
     int n_layers;
     struct rlinear *lin;
     int n_lin;
+    char end_type[2][16];
 };
 
 static int kind_of(const char *s, size_t n) {
@@ -91,9 +96,28 @@ static enum gq_status read_model(const char *path, double ppl, struct rmodel *r)
     r->lin = calloc(g->n_tensors + 1, sizeof *r->lin);
     if (!r->lin) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
     int types[GQ_TYPE_COUNT_] = {0};
+    for (int e = 0; e < 2; e++) r->ends[e] = (struct rlinear){.layer = -1, .kind = -1, .err = NAN};
     for (uint64_t i = 0; s == GQ_OK && i < g->n_tensors; i++) {
         const struct gq_gguf_tensor *t = &g->tensors[i];
         int l = -1, off = 0;
+        for (int e = 0; e < 2; e++) { // the embedding and head, plain or packed
+            char base[32];
+            snprintf(base, sizeof base, "%s.weight", head_names[e]);
+            const size_t bl = strlen(base);
+            if (strncmp(t->name, base, bl) != 0 || (t->name[bl] && strncmp(t->name + bl, ".vq_", 4) != 0)) continue;
+            struct rlinear *E = &r->ends[e];
+            E->bits += 8.0 * (double)t->nbytes;
+            if (!t->name[bl]) {
+                E->n = gq_gguf_tensor_nelements(t);
+                snprintf(r->end_type[e], sizeof r->end_type[e], "%s", gq_ggml_type_name(t->type));
+            } else if (!E->n) {
+                char key[64];
+                snprintf(key, sizeof key, "gptvq.vq.%s", base);
+                const struct gq_gguf_kv *h = gq_gguf_find_kv(g, key);
+                if (h && h->type == GQ_GGUF_ARRAY && h->arr_n >= 3) E->n = gq_gguf_arr_i64(h, 1) * gq_gguf_arr_i64(h, 2);
+                snprintf(r->end_type[e], sizeof r->end_type[e], "GPTVQ");
+            }
+        }
         if (sscanf(t->name, "blk.%d.%n", &l, &off) != 1 || off <= 0 || l < 0) continue;
         const char *kn = t->name + off, *dot = strchr(kn, '.');
         if (!dot || strncmp(dot, ".weight", 7) != 0) continue;
@@ -126,6 +150,8 @@ static enum gq_status read_model(const char *path, double ppl, struct rmodel *r)
             snprintf(nm, sizeof nm, "%.*s", (int)(names->arr_str[i].len < 95 ? names->arr_str[i].len : 95),
                      names->arr_str[i].data);
             int l = -1, off = 0;
+            for (int e = 0; e < 2; e++)
+                if (!strcmp(nm, head_names[e])) r->ends[e].err = gq_gguf_arr_f64(errs, i);
             if (sscanf(nm, "blk.%d.%n", &l, &off) != 1 || off <= 0) continue;
             struct rlinear *L = find_lin(r, l, kind_of(nm + off, strlen(nm + off)));
             if (L) L->err = gq_gguf_arr_f64(errs, i);
@@ -257,6 +283,15 @@ static void md_model(FILE *f, const struct rmodel *r, const char *svg) {
         fprintf(f, "| %s | %.3f | ", kinds[k], bits / w);
         if (ne) fprintf(f, "%.4g | %.4g (%d) |\n", se / ne, worst, wl);
         else fputs("– | – |\n", f);
+    }
+    for (int e = 0; e < 2; e++) {
+        const struct rlinear *E = &r->ends[e];
+        if (!E->n) continue;
+        fprintf(f, "\n%s: %s, %.3f bits per value, %.1f MB", e ? "Output head" : "Token embedding",
+                r->end_type[e], E->bits / (double)E->n, E->bits / 8e6);
+        if (!e && !r->ends[1].n) fputs(" (tied: also the output head)", f);
+        if (isfinite(E->err)) fprintf(f, "; relative output error %.4g", E->err);
+        fputs(".\n", f);
     }
     if (svg) fprintf(f, "\n![relative output error by layer and matrix](%s)\n", svg);
     else fputs("\nNo per-linear errors are recorded in this file (they are written by `gptvq quantize`).\n", f);

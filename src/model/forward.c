@@ -60,6 +60,10 @@ static void rmsnorm(float *out, const float *x, const float *w, int n, int dim, 
     }
 }
 
+void gq_final_norm(const struct gq_model *m, const float *x, int n, float *out) {
+    rmsnorm(out, x, m->output_norm, n, m->hp.dim, m->hp.rms_eps);
+}
+
 // Rotates heads of x (n, n_heads*head_dim) at positions pos0..pos0+n-1.
 static void rope(float *x, int n, int n_heads, int head_dim, int rope_dim, bool interleaved,
                  const float *inv_freq, int pos0) {

@@ -205,9 +205,12 @@ enum gq_status gq_load_gguf(const char *path, struct gq_model *m) {
     }
 
     const struct gq_gguf_tensor *te = gq_gguf_find_tensor(g, "token_embd.weight");
-    if (!te || te->n_dims != 2) return gq_fail(GQ_ERR_FORMAT, "%s: missing 2-D tensor 'token_embd.weight'", path);
-    if (te->ne[1] <= 0 || te->ne[1] > (1 << 24)) return gq_fail(GQ_ERR_FORMAT, "%s: bad vocab size %lld", path, (long long)te->ne[1]);
-    hp->n_vocab = (int)te->ne[1];
+    const struct gq_gguf_kv *tv = te ? NULL : gq_gguf_find_kv(g, "gptvq.vq.token_embd.weight"); // packed (--head-bpv, tied)
+    if ((!te || te->n_dims != 2) && !(tv && tv->type == GQ_GGUF_ARRAY && tv->arr_n >= 3))
+        return gq_fail(GQ_ERR_FORMAT, "%s: missing 2-D tensor 'token_embd.weight'", path);
+    const int64_t n_vocab = te ? te->ne[1] : gq_gguf_arr_i64(tv, 1);
+    if (n_vocab <= 0 || n_vocab > (1 << 24)) return gq_fail(GQ_ERR_FORMAT, "%s: bad vocab size %lld", path, (long long)n_vocab);
+    hp->n_vocab = (int)n_vocab;
     int head_dim = hp->head_dim > 0 ? hp->head_dim : (hp->dim % hp->n_heads == 0 ? hp->dim / hp->n_heads : 0);
     if (head_dim <= 0) return gq_fail(GQ_ERR_FORMAT, "%s: dim %d not divisible by %d heads", path, hp->dim, hp->n_heads);
     hp->head_dim = head_dim;

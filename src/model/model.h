@@ -50,6 +50,9 @@ struct gq_model {
     // Packed GPTVQ matrices produced by gq_quantize (NULL unless GPTVQ without
     // fake_quant): (n_layers, arch n_tensors), h.version 0 where none.
     struct gq_vqpack *packs;
+    // The output head packed by GPTVQ (--head-bpv; the token embedding too
+    // when tied), or NULL.
+    struct gq_vqpack *head_pack;
     // GPTQ / RTN matrices kept as GGUF blocks (a grid that is a GGUF block
     // type, gq_quant_gguf_type, without fake_quant; NULL otherwise):
     // (n_layers, arch n_tensors), data NULL where none (a width that is not
@@ -135,6 +138,8 @@ enum gq_status gq_forward_lockstep(struct gq_context *batch, struct gq_context *
                                    const int32_t *tokens, float *logits);
 // RoPE frequencies (rope_dim / 2) of a context, after scaling.
 const float *gq_context_inv_freq(const struct gq_context *c);
+// out (n, dim) = the final RMS norm (output_norm) of x (n, dim): the head's input.
+void gq_final_norm(const struct gq_model *m, const float *x, int n, float *out);
 // x (n, dim) = token embeddings.
 enum gq_status gq_embed(const struct gq_model *m, const int32_t *tokens, int n, float *x);
 

@@ -776,6 +776,21 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     if (!A) return gq_fail(GQ_ERR_UNSUPPORTED, "quantize: architecture '%s' has no model description", m->arch);
     if (p->method != GQ_METHOD_GPTVQ && (p->wbits < 2 || p->wbits > 8))
         return gq_fail(GQ_ERR_ARG, "--wbits must be in [2, 8] (got %d)", p->wbits);
+    if (p->head_bpv > 0) { // checked before any work
+        if (p->method != GQ_METHOD_GPTVQ || p->fake_quant)
+            return gq_fail(GQ_ERR_ARG, "--head-bpv: the head is quantized by packed GPTVQ only");
+        if (p->load_hessians)
+            return gq_fail(GQ_ERR_ARG, "--head-bpv needs calibration activations (not --load-hessians)");
+        if (strcmp(gq_be()->name, "cpu") != 0)
+            return gq_fail(GQ_ERR_UNSUPPORTED, "--head-bpv: the head is quantized with --device cpu calibration only");
+        if (!m->source_format || strcmp(m->source_format, "gguf") != 0)
+            return gq_fail(GQ_ERR_UNSUPPORTED, "--head-bpv: the head is read from a GGUF source");
+        if (gq_head_tied(m) && p->embed_type >= 0)
+            return gq_fail(GQ_ERR_ARG, "--head-bpv and --embed-type: this model's token embedding is its output head "
+                           "(tied); give one of them");
+        if (p->head_bpv < 1 || p->head_bpv > 16)
+            return gq_fail(GQ_ERR_ARG, "--head-bpv must be in [1, 16] (got %g)", p->head_bpv);
+    }
     struct gq_vq_config cfg = {0};
     double vq_work = 0;
     if (p->method == GQ_METHOD_GPTVQ) {
@@ -785,6 +800,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     }
     const int n_lin = gq_arch_n_linears(A);
     free(m->packs), m->packs = NULL;
+    m->head_pack = NULL; // owned by the model
     free(m->blocks), m->blocks = NULL;
     if (p->method == GQ_METHOD_GPTVQ && !p->fake_quant) {
         m->packs = calloc((size_t)m->hp.n_layers * A->n_tensors, sizeof *m->packs);
@@ -795,7 +811,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         if (!m->blocks) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     }
     if (p->progress && p->method != GQ_METHOD_GPTVQ) print_output_format(m, A, p);
-    rep->layers = calloc((size_t)m->hp.n_layers * n_lin, sizeof *rep->layers);
+    rep->layers = calloc((size_t)m->hp.n_layers * n_lin + 1, sizeof *rep->layers); // + the head
     if (!rep->layers) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     if (p->stop_after_blocks && !p->checkpoint_dir)
         return gq_fail(GQ_ERR_ARG, "stopping after %d blocks needs a checkpoint folder", p->stop_after_blocks);
@@ -1017,6 +1033,22 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         block_release(m, A, l, &bm, in_ckpt && (s == GQ_OK || s == GQ_STOPPED));
     }
     gq_progress_end(&pr);
+    if (s == GQ_OK && p->head_bpv > 0) {
+        const double t0 = gq_time_s();
+        struct gq_quant_layer_report *r = &rep->layers[rep->n];
+        if (p->progress)
+            fprintf(stderr, "quantize: output head%s (%d x %d): GPTVQ at %g bpv\n", gq_head_tied(m) ? " = token embedding" : "",
+                    m->hp.n_vocab, m->hp.dim, p->head_bpv);
+        struct gq_quant_params q;
+        to_quant_params(p, &q);
+        s = gq_quantize_head(m, p, &q, X, (int64_t)p->nsamples * seqlen, r);
+        if (s == GQ_OK) {
+            rep->n++;
+            if (p->progress)
+                fprintf(stderr, "quantize: output head: rel %.4g, %.4f bpv, %.1fs\n", r->rel_error, r->bpv, r->seconds);
+        }
+        rep->seconds_quant += gq_time_s() - t0;
+    }
     free(Hf);
     free(Hd);
     free(att_keep);
@@ -1052,6 +1084,7 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
         cJSON_AddNumberToObject(o, "vq_dim", v->dim);
         cJSON_AddNumberToObject(o, "bpv_target", v->bpv);
         cJSON_AddNumberToObject(o, "bpv_achieved", rep->vq_weights ? (double)rep->vq_bits / rep->vq_weights : 0);
+        cJSON_AddNumberToObject(o, "head_bpv_target", p->head_bpv);
         cJSON_AddNumberToObject(o, "k", rep->n ? rep->layers[0].k : 0);
         cJSON_AddNumberToObject(o, "em_iters", v->em_iters);
         cJSON_AddStringToObject(o, "em_init", v->em_init == GQ_VQ_INIT_KMEANSPP ? "kmeans++" : "mahalanobis");
@@ -1096,7 +1129,8 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
         const struct gq_quant_layer_report *r = &rep->layers[i];
         cJSON *e = cJSON_CreateObject();
         char name[48];
-        snprintf(name, sizeof name, "blk.%d.%s", r->layer, r->name);
+        if (r->layer >= 0) snprintf(name, sizeof name, "blk.%d.%s", r->layer, r->name);
+        else snprintf(name, sizeof name, "%s", r->name); // the output head
         cJSON_AddStringToObject(e, "name", name);
         cJSON_AddNumberToObject(e, "rows", r->rows);
         cJSON_AddNumberToObject(e, "cols", r->cols);

@@ -123,6 +123,22 @@ enum gq_status gq_hessian_finish(const struct gq_hessian *H, float *out);
 void gq_hessian_finish_sum(const double *h, int n, int64_t n_samples, float *out);
 void gq_hessian_free(struct gq_hessian *H);
 
+// ---------------------------------------------------------------------------
+// The output head (head.c, --head-bpv).
+
+struct gq_model;
+struct gq_quant_layer_report;
+// True when the source has no output.weight: the token embedding is the head.
+bool gq_head_tied(const struct gq_model *m);
+// GPTVQ of the head at p->head_bpv (p->vq's dimension, codebook format and
+// normalisation) with the Hessian of the final norm of X (n_tok, dim): the
+// last block's outputs on the calibration windows. The packed result goes to
+// m->head_pack; r gets its report (layer -1). q: p as the per-matrix
+// quantizers' settings (damping, act-order, block size).
+struct gq_quantize_params;
+enum gq_status gq_quantize_head(struct gq_model *m, const struct gq_quantize_params *p, const struct gq_quant_params *q,
+                                const float *X, int64_t n_tok, struct gq_quant_layer_report *r);
+
 // tr(ΔHΔᵀ) with Δ = W - Q, and tr(WHWᵀ) (either output may be NULL):
 // ‖(W - Q)X‖² and ‖WX‖² up to the 2/N scale of H. Double precision.
 enum gq_status gq_layer_objective(const float *W, const float *Q, int rows, int cols,

@@ -7,6 +7,7 @@
 #include "io/gguf_write.h"
 #include "format/ggml.h"
 #include "format/vqpack.h"
+#include "quant/quant.h"
 
 // The block linear a GGUF tensor name ("blk.L.<gguf name>") stands for, and
 // its layer; NULL for every other tensor.
@@ -133,6 +134,7 @@ enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const st
         if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.stages", p->vq.stages);
         if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.cb_svd_rank", p->vq.cb_svd_rank);
         if (s == GQ_OK) s = gq_gguf_writer_set_f32(w, "gptvq.outlier_frac", (float)p->vq.outlier_frac);
+        if (s == GQ_OK && m->head_pack) s = gq_gguf_writer_set_f32(w, "gptvq.head_bpv_target", (float)p->head_bpv);
     } else {
         if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.wbits", p->wbits);
         if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.group_size", p->group_size);
@@ -158,7 +160,8 @@ enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const st
         for (int i = 0; s == GQ_OK && i < rep->n; i++) {
             err[i] = (float)rep->layers[i].rel_error;
             names[i] = buf + (size_t)i * 48;
-            snprintf(names[i], 48, "blk.%d.%s", rep->layers[i].layer, rep->layers[i].name);
+            if (rep->layers[i].layer >= 0) snprintf(names[i], 48, "blk.%d.%s", rep->layers[i].layer, rep->layers[i].name);
+            else snprintf(names[i], 48, "%s", rep->layers[i].name); // the output head
         }
         if (s == GQ_OK) s = gq_gguf_writer_set_arr(w, "gptvq.rel_errors", GQ_GGUF_FLOAT32, err, (size_t)rep->n);
         if (s == GQ_OK) s = gq_gguf_writer_set_arr_str(w, "gptvq.layers", (const char *const *)names, (size_t)rep->n);
@@ -170,6 +173,11 @@ enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const st
         const struct gq_gguf_tensor *t = &g->tensors[i];
         int l = -1;
         const struct gq_block_tensor *bt = block_linear(m, A, t->name, &l);
+        if (!bt && m->head_pack &&
+            (!strcmp(t->name, "output.weight") || (!strcmp(t->name, "token_embd.weight") && gq_head_tied(m)))) {
+            s = write_packed(w, t->name, m->head_pack);
+            continue;
+        }
         if (!bt && p->embed_type >= 0 && t->n_dims == 2 &&
             (!strcmp(t->name, "token_embd.weight") || !strcmp(t->name, "output.weight"))) {
             if (ec.type != GQ_TYPE_F16 && t->ne[0] % 32)
