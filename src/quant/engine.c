@@ -261,16 +261,7 @@ static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq
             if (s != GQ_OK) gq_vq_tensor_free(&vt);
         }
         if (s == GQ_OK) {
-            r->rel_error = res.rel_error;
-            r->rel_error_pass = res.ref > 0 ? res.objective_pass / res.ref : 0;
-            r->update_kept = res.update_kept;
-            r->damp = res.damp_rel;
-            r->n_dead = res.n_dead;
-            r->bits = gq_vq_tensor_bits(&vt);
-            r->bpv = res.bpv;
-            r->k = vt.k;
-            r->group = res.l;
-            r->t_em = res.t_em, r->t_assign = res.t_assign, r->t_feedback = res.t_feedback, r->t_update = res.t_update;
+            gq_vq_report_fill(&res, &vt, r);
             gq_vq_tensor_free(&vt);
         }
     } else {

@@ -1321,3 +1321,16 @@ done:
         gq_vq_tensor_free(&T);
     return st;
 }
+
+void gq_vq_report_fill(const struct gq_vq_result *res, const struct gq_vq_tensor *t, struct gq_quant_layer_report *r) {
+    r->rel_error = res->rel_error;
+    r->rel_error_pass = res->ref > 0 ? res->objective_pass / res->ref : 0;
+    r->update_kept = res->update_kept;
+    r->damp = res->damp_rel;
+    r->n_dead = res->n_dead;
+    r->bits = gq_vq_tensor_bits(t);
+    r->bpv = res->bpv;
+    r->k = t->k;
+    r->group = res->l;
+    r->t_em = res->t_em, r->t_assign = res->t_assign, r->t_feedback = res->t_feedback, r->t_update = res->t_update;
+}

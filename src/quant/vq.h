@@ -139,5 +139,8 @@ extern int gq_vq_svd_als_iters;
 enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, const struct gq_quant_params *qp,
                                  const struct gq_gptvq_params *vp, const struct gq_vq_config *cfg, uint64_t seed,
                                  struct gq_vq_tensor *t, struct gq_vq_result *res);
+// A linear's report entry (errors, bits, k, l, timings) from its GPTVQ result.
+struct gq_quant_layer_report;
+void gq_vq_report_fill(const struct gq_vq_result *res, const struct gq_vq_tensor *t, struct gq_quant_layer_report *r);
 
 #endif
