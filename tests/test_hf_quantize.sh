@@ -13,7 +13,8 @@
 #     llama.cpp's converter does) and with a byte-level BPE tokenizer carried
 #     through tokenizer.ggml.* alone (test_tokenizer: SmolLM2 written and read back);
 #   - a malformed directory (missing shard, I32 weights, config/shape mismatch,
-#     NaN weight) is refused with one error line, exit != 0, nothing left behind.
+#     NaN weight) is refused with one error line, exit != 0, nothing left behind;
+#   - SIGTERM during the run removes the temporary GGUF.
 set -u
 cd "$(dirname "$0")/.."
 G=${B:-build}/gptvq
@@ -168,5 +169,18 @@ PY
 done
 refuse "I32 weights" "$T/i32"
 refuse "NaN weight" "$T/nan"
+
+# 5. SIGTERM (as Ctrl-C's SIGINT, which a script's background job ignores)
+# while quantizing an HF directory: the temporary GGUF goes too (the
+# checkpoint of finished blocks stays, for a rerun to continue).
+"$G" quantize "$HF" -o "$T/int.gguf" --method gptvq --nsamples 256 --seqlen 256 --quiet >/dev/null 2>&1 &
+pid=$!
+for _ in $(seq 100); do [ -e "$T/int.gguf.hf-source.gguf" ] && break; sleep 0.1; done
+seen=$([ -e "$T/int.gguf.hf-source.gguf" ] && echo yes || echo no)
+kill -TERM $pid 2>/dev/null
+wait $pid
+rc=$?
+[ "$seen" = yes ] && [ $rc -ne 0 ] && [ ! -e "$T/int.gguf.hf-source.gguf" ] && [ ! -e "$T/int.gguf" ] &&
+    ok "SIGTERM: the temporary GGUF is removed (exit $rc)" || bad "SIGTERM: temporary seen=$seen, rc $rc, left: $(ls "$T"/int.gguf* 2>/dev/null)"
 
 exit $fail

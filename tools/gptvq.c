@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -679,8 +680,17 @@ static void command_line(int argc, char **argv, char *buf, size_t cap) {
     }
 }
 
+// The temporary GGUF of a Hugging Face source goes on Ctrl-C / SIGTERM too.
+static char tmp_on_signal[4096];
+static void remove_tmp_and_exit(int sig) {
+    if (tmp_on_signal[0]) unlink(tmp_on_signal); // async-signal-safe
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
 static void unlink_tmp(const char *tmp) {
     if (tmp[0]) unlink(tmp);
+    tmp_on_signal[0] = 0;
 }
 
 // A Hugging Face directory is first written as a GGUF of the same weights
@@ -697,10 +707,16 @@ static int hf_as_gguf(const char *cmd, const char **model, const char *out, bool
     if (strcmp(fmt, "safetensors") != 0)
         return die("%s: %s needs a GGUF file or a Hugging Face directory (this one is %s)", *model, cmd, fmt), 2;
     if ((size_t)snprintf(tmp, 4096, "%s.hf-source.gguf", out) >= 4096) return die("%s: path too long", out), 2;
+    memcpy(tmp_on_signal, tmp, 4096);
+    for (int k = 0; k < 2; k++) { // a signal the caller ignores (nohup, `cmd &` in a script) stays ignored
+        const int sig = k ? SIGTERM : SIGINT;
+        struct sigaction old;
+        if (sigaction(sig, NULL, &old) == 0 && old.sa_handler != SIG_IGN) signal(sig, remove_tmp_and_exit);
+    }
     const double t0 = gq_time_s();
     enum gq_status s = gq_hf_to_gguf(*model, tmp);
     if (s != GQ_OK) {
-        tmp[0] = 0;
+        tmp[0] = tmp_on_signal[0] = 0;
         return die_status(s);
     }
     if (progress)
