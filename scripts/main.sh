@@ -63,5 +63,6 @@ step "perplexity of the model as shipped and of each file (WikiText-2 test, gptq
 
 step "a chat answer from the ~4-bit GPTVQ file ($VQ4)"
 "$G" generate "$VQ4" --chat -p "What is the capital of France?" -n 64 --temp 0
+echo
 
 step "done: the report is reports/smollm2/report.md (pictures: ppl_vs_size.svg, error_2..5.svg)"
