@@ -1254,12 +1254,14 @@ static const char *REPORT_HELP =
     "usage: gptvq report FILE.gguf [FILE.gguf ...] [-o DIR] [options]\n"
     "\n"
     "Writes DIR/report.md (default DIR: the first FILE + \".report\") about quantized GGUF files\n"
-    "(GPTVQ, GPTQ, RTN, llama.cpp's types) and their source: each file's size and bits per value\n"
-    "of the block linears by matrix kind, the settings and the command that made it, and the\n"
-    "relative output error of every linear as `gptvq quantize` recorded it, pictured by layer and\n"
-    "matrix kind (DIR/error_N.svg). With --text, each file's perplexity is measured too and the\n"
-    "report gets a picture of perplexity against file size (DIR/ppl_vs_size.svg): GPTVQ against\n"
-    "GPTQ, RTN and the source (a file not made by gptvq quantize). The table is printed too.\n"
+    "(GPTVQ, GPTQ, RTN, llama.cpp's types) and their source: each file's size, the bits per value\n"
+    "of the block linears by matrix kind and of the embedding / output head, the settings and the\n"
+    "command that made it (from FILE.report.json), and the relative output error of every\n"
+    "linear as `gptvq quantize` recorded it, pictured by layer and matrix kind (DIR/error_N.svg).\n"
+    "With --text, each file's perplexity is measured too and the report gets a picture of\n"
+    "perplexity against file size (DIR/ppl_vs_size.svg): GPTVQ against GPTQ, RTN and the source\n"
+    "(the first file not made by gptvq quantize; later ones are \"other GGUF\"). The table is\n"
+    "printed too.\n"
     "\n"
     "options:\n"
     "  -o DIR                the report folder\n"
@@ -1381,8 +1383,8 @@ static const char *MAIN_HELP =
     "From a Hugging Face checkpoint to a GPTVQ model, and a comparison with its source:\n"
     "  gptvq quantize HF_DIR -o m.gguf --method gptvq --bpv 2.125 --calib wiki.valid.raw\n"
     "  gptvq generate m.gguf --chat -p \"Hello\"\n"
-    "  gptvq report HF_DIR.gguf m.gguf --text wiki.test.raw --max-windows 8\n"
-    "      (HF_DIR.gguf from `gptvq export HF_DIR -o HF_DIR.gguf`; or `gptvq ppl` on each)\n";
+    "  gptvq export HF_DIR -o source.gguf      (the source as GGUF, for the report)\n"
+    "  gptvq report source.gguf m.gguf --text wiki.test.raw --max-windows 8\n";
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
