@@ -100,6 +100,14 @@ static int load_model(const char *path, const char *tok_path, bool keep, struct 
     return load_model_as(path, tok_path, keep, true, m);
 }
 
+// --protocol's value; false (the error printed) when it is none of them.
+static bool parse_protocol(const char *v, enum gq_ppl_protocol *out) {
+    if (!strcmp(v, "gptq")) *out = GQ_PPL_GPTQ;
+    else if (!strcmp(v, "llama.cpp") || !strcmp(v, "llamacpp")) *out = GQ_PPL_LLAMACPP;
+    else return die("--protocol: expected gptq or llama.cpp, got '%s'", v), false;
+    return true;
+}
+
 // ---------------------------------------------------------------------------
 // --device of ppl / generate: checked (and the CUDA plug-in loaded) before the
 // model is; prints the device. Returns nonzero after an error message.
@@ -161,9 +169,7 @@ static int cmd_ppl(int argc, char **argv) {
         if (!strcmp(a, "--protocol")) {
             const char *v = opt_value(argc, argv, &i);
             if (!v) return 2;
-            if (!strcmp(v, "gptq")) p.protocol = GQ_PPL_GPTQ;
-            else if (!strcmp(v, "llama.cpp") || !strcmp(v, "llamacpp")) p.protocol = GQ_PPL_LLAMACPP;
-            else return die("--protocol: expected gptq or llama.cpp, got '%s'", v), 2;
+            if (!parse_protocol(v, &p.protocol)) return 2;
             continue;
         }
         if (!strcmp(a, "--tokenizer")) {
@@ -671,7 +677,7 @@ static const char *base_name_of(const char *p) {
 }
 
 // "gptvq ARG ..." with arguments holding spaces or quotes single-quoted, as a
-// shell would need them (recorded in the output's metadata).
+// shell would need them (recorded in the output's JSON report).
 static void command_line(int argc, char **argv, char *buf, size_t cap) {
     size_t n = (size_t)snprintf(buf, cap, "gptvq");
     for (int i = 1; i < argc && n < cap; i++) {
@@ -686,6 +692,11 @@ static void remove_tmp_and_exit(int sig) {
     if (tmp_on_signal[0]) unlink(tmp_on_signal); // async-signal-safe
     signal(sig, SIG_DFL);
     raise(sig);
+}
+
+// "f16", "q8_0", "q4_0" as an enum gq_export_type; -1 for anything else.
+static int export_type(const char *v) {
+    return !strcmp(v, "f16") ? GQ_EXPORT_F16 : !strcmp(v, "q8_0") ? GQ_EXPORT_Q8_0 : !strcmp(v, "q4_0") ? GQ_EXPORT_Q4_0 : -1;
 }
 
 static void unlink_tmp(const char *tmp) {
@@ -856,11 +867,9 @@ static int cmd_quantize(int argc, char **argv) {
         if (!strcmp(a, "--embed-type")) {
             const char *v = opt_value(argc, argv, &i);
             if (!v) return 2;
-            if (!strcmp(v, "keep")) p.embed_type = -1;
-            else if (!strcmp(v, "f16")) p.embed_type = GQ_EXPORT_F16;
-            else if (!strcmp(v, "q8_0")) p.embed_type = GQ_EXPORT_Q8_0;
-            else if (!strcmp(v, "q4_0")) p.embed_type = GQ_EXPORT_Q4_0;
-            else return die("--embed-type: expected keep, f16, q8_0 or q4_0, got '%s'", v), 2;
+            if (strcmp(v, "keep") != 0 && export_type(v) < 0)
+                return die("--embed-type: expected keep, f16, q8_0 or q4_0, got '%s'", v), 2;
+            p.embed_type = export_type(v); // keep: -1
             continue;
         }
         if (a[0] == '-' && a[1]) return die("quantize: unknown option '%s' (see gptvq quantize --help)", a), 2;
@@ -1054,11 +1063,8 @@ static int cmd_export(int argc, char **argv) {
         return 0;
     }
     if (!to) return die("export: --to is needed for a %s source", fmt), 2;
-    enum gq_export_type type;
-    if (!strcmp(to, "f16")) type = GQ_EXPORT_F16;
-    else if (!strcmp(to, "q8_0")) type = GQ_EXPORT_Q8_0;
-    else if (!strcmp(to, "q4_0")) type = GQ_EXPORT_Q4_0;
-    else return die("--to: expected f16, q8_0 or q4_0, got '%s'", to), 2;
+    if (export_type(to) < 0) return die("--to: expected f16, q8_0 or q4_0, got '%s'", to), 2;
+    const enum gq_export_type type = (enum gq_export_type)export_type(to);
     gq_set_threads((int)threads);
     char tmp[4096];
     int rc = hf_as_gguf("export", &model, out, false, tmp);
@@ -1290,9 +1296,7 @@ static int cmd_report(int argc, char **argv) {
             if (!v) return 2;
             if (!strcmp(a, "-o")) out = v;
             else if (!strcmp(a, "--text")) text_path = v;
-            else if (!strcmp(v, "gptq")) pp.protocol = GQ_PPL_GPTQ;
-            else if (!strcmp(v, "llama.cpp") || !strcmp(v, "llamacpp")) pp.protocol = GQ_PPL_LLAMACPP;
-            else return die("--protocol: expected gptq or llama.cpp, got '%s'", v), 2;
+            else if (!parse_protocol(v, &pp.protocol)) return 2;
             continue;
         }
         if (!strcmp(a, "--quiet")) { pp.progress = false; continue; }
@@ -1324,20 +1328,18 @@ static int cmd_report(int argc, char **argv) {
     struct stat st;
     const bool existed = stat(out, &st) == 0;
     if (gq_mkdir_p(out) != GQ_OK) return free(text), die("%s", gq_last_error()), 1; // before minutes of perplexity
-    for (int i = 0; i < n; i++) {
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
         ppl[i] = NAN;
         if (!text) continue;
         struct gq_model *m = NULL;
-        if (load_model(files[i], NULL, true, &m)) {
-            if (!existed) rmdir(out);
-            return free(text), 1;
-        }
+        if ((rc = load_model(files[i], NULL, true, &m))) break;
         struct gq_ppl_result r;
         enum gq_status s = gq_perplexity(m, text, len, &pp, &r);
         gq_model_free(m);
         if (s != GQ_OK) {
-            if (!existed) rmdir(out);
-            return free(text), die_status(s);
+            rc = die_status(s);
+            break;
         }
         ppl[i] = r.ppl;
         if (pp.progress) fprintf(stderr, "report: %s: ppl %.4f (%.1fs)\n", files[i], r.ppl, r.seconds);
@@ -1346,10 +1348,13 @@ static int cmd_report(int argc, char **argv) {
                  r.n_windows_total, (long long)r.n_scored);
     }
     free(text);
-    enum gq_status s = gq_report_write(files, ppl, n, text_path ? desc : NULL, out, stdout);
-    if (s != GQ_OK) {
-        if (!existed) rmdir(out);
-        return die_status(s);
+    if (!rc) {
+        enum gq_status s = gq_report_write(files, ppl, n, text_path ? desc : NULL, out, stdout);
+        if (s != GQ_OK) rc = die_status(s);
+    }
+    if (rc) {
+        if (!existed) rmdir(out); // only when empty: nothing of an earlier report goes
+        return rc;
     }
     printf("wrote %s/report.md\n", out);
     return 0;

@@ -79,6 +79,24 @@ static void read_command(const char *path, char *dst, size_t cap) {
     free(text);
 }
 
+// Adds tensor t to matrix L, whose name is t->name's first `len` characters:
+// t is the matrix itself (true is returned) or one part of its packed form
+// ("<name>.vq_*", the weights counted from its header gptvq.vq.<name>).
+static bool add_part(const struct gq_gguf *g, const struct gq_gguf_tensor *t, size_t len, struct rlinear *L) {
+    L->bits += 8.0 * (double)t->nbytes;
+    if (!t->name[len]) {
+        L->n = gq_gguf_tensor_nelements(t);
+        return true;
+    }
+    if (!L->n) {
+        char key[300];
+        snprintf(key, sizeof key, "gptvq.vq.%.*s", (int)len, t->name);
+        const struct gq_gguf_kv *h = gq_gguf_find_kv(g, key);
+        if (h && h->type == GQ_GGUF_ARRAY && h->arr_n >= 3) L->n = gq_gguf_arr_i64(h, 1) * gq_gguf_arr_i64(h, 2);
+    }
+    return false;
+}
+
 // The block linears ("blk.L.<kind>.weight", packed parts included) with their
 // stored bits, and the recorded errors.
 static enum gq_status read_model(const char *path, double ppl, struct rmodel *r) {
@@ -105,18 +123,8 @@ static enum gq_status read_model(const char *path, double ppl, struct rmodel *r)
             snprintf(base, sizeof base, "%s.weight", head_names[e]);
             const size_t bl = strlen(base);
             if (strncmp(t->name, base, bl) != 0 || (t->name[bl] && strncmp(t->name + bl, ".vq_", 4) != 0)) continue;
-            struct rlinear *E = &r->ends[e];
-            E->bits += 8.0 * (double)t->nbytes;
-            if (!t->name[bl]) {
-                E->n = gq_gguf_tensor_nelements(t);
-                snprintf(r->end_type[e], sizeof r->end_type[e], "%s", gq_ggml_type_name(t->type));
-            } else if (!E->n) {
-                char key[64];
-                snprintf(key, sizeof key, "gptvq.vq.%s", base);
-                const struct gq_gguf_kv *h = gq_gguf_find_kv(g, key);
-                if (h && h->type == GQ_GGUF_ARRAY && h->arr_n >= 3) E->n = gq_gguf_arr_i64(h, 1) * gq_gguf_arr_i64(h, 2);
-                snprintf(r->end_type[e], sizeof r->end_type[e], "GPTVQ");
-            }
+            const bool plain = add_part(g, t, bl, &r->ends[e]);
+            snprintf(r->end_type[e], sizeof r->end_type[e], "%s", plain ? gq_ggml_type_name(t->type) : "GPTVQ");
         }
         if (sscanf(t->name, "blk.%d.%n", &l, &off) != 1 || off <= 0 || l < 0) continue;
         const char *kn = t->name + off, *dot = strchr(kn, '.');
@@ -129,16 +137,7 @@ static enum gq_status read_model(const char *path, double ppl, struct rmodel *r)
             L = &r->lin[r->n_lin++];
             *L = (struct rlinear){.layer = l, .kind = k, .err = NAN};
         }
-        L->bits += 8.0 * (double)t->nbytes;
-        if (!packed) {
-            L->n = gq_gguf_tensor_nelements(t);
-            if ((int)t->type < GQ_TYPE_COUNT_) types[t->type]++;
-        } else if (!L->n) { // rows x cols from the packed header gptvq.vq.<name>
-            char key[300];
-            snprintf(key, sizeof key, "gptvq.vq.%.*s", (int)(dot + 7 - t->name), t->name);
-            const struct gq_gguf_kv *h = gq_gguf_find_kv(g, key);
-            if (h && h->type == GQ_GGUF_ARRAY && h->arr_n >= 3) L->n = gq_gguf_arr_i64(h, 1) * gq_gguf_arr_i64(h, 2);
-        }
+        if (add_part(g, t, (size_t)(dot + 7 - t->name), L) && (int)t->type < GQ_TYPE_COUNT_) types[t->type]++;
         if (l + 1 > r->n_layers) r->n_layers = l + 1;
     }
     // recorded errors

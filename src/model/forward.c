@@ -86,6 +86,18 @@ static void rope(float *x, int n, int n_heads, int head_dim, int rope_dim, bool 
     }
 }
 
+double gq_rope_llama3_divisor(const struct gq_hparams *hp, int j) {
+    // Llama 3.1: long wavelengths slowed by `factor`, short ones kept, smooth
+    // interpolation between (transformers' _compute_llama3_parameters).
+    const double f = pow((double)hp->rope_theta, -2.0 * j / hp->rope_dim), wavelen = 2 * M_PI / f;
+    const double lo = hp->rope_low_freq_factor, hi = hp->rope_high_freq_factor, fac = hp->rope_factor;
+    const double orig = hp->rope_orig_ctx;
+    if (wavelen > orig / lo) return fac;
+    if (wavelen < orig / hi) return 1;
+    const double smooth = (orig / wavelen - lo) / (hi - lo);
+    return 1 / ((1 - smooth) / fac + smooth);
+}
+
 static enum gq_status compute_inv_freq(struct gq_context *c) {
     const struct gq_hparams *hp = &c->m->hp;
     int half = hp->rope_dim / 2;
@@ -95,17 +107,7 @@ static enum gq_status compute_inv_freq(struct gq_context *c) {
         double f = pow((double)hp->rope_theta, -2.0 * j / hp->rope_dim);
         if (c->m->rope_freq_factors) f /= c->m->rope_freq_factors[j];
         if (hp->rope_scaling == GQ_ROPE_SCALING_LINEAR && hp->rope_factor > 0) f /= hp->rope_factor;
-        if (hp->rope_scaling == GQ_ROPE_SCALING_LLAMA3) {
-            // Llama 3.1: long wavelengths slowed by `factor`, short ones kept,
-            // smooth interpolation between.
-            double lo = hp->rope_low_freq_factor, hi = hp->rope_high_freq_factor, fac = hp->rope_factor;
-            double orig = hp->rope_orig_ctx, wavelen = 2 * M_PI / f;
-            if (wavelen > orig / lo) f /= fac;
-            else if (wavelen >= orig / hi) {
-                double smooth = (orig / wavelen - lo) / (hi - lo);
-                f = (1 - smooth) * f / fac + smooth * f;
-            }
-        }
+        if (hp->rope_scaling == GQ_ROPE_SCALING_LLAMA3) f /= gq_rope_llama3_divisor(hp, j);
         c->inv_freq[j] = (float)f;
     }
     return GQ_OK;

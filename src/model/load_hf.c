@@ -225,27 +225,38 @@ static enum gq_status find_tensor(const char *dir, const struct hf_source *src, 
     return GQ_ERR_FORMAT;
 }
 
+// The tensor `name` of shape (rows, cols) (cols == 0: a vector of rows) and
+// its shard; *t NULL when it is absent and not required.
+static enum gq_status find_shaped(const char *dir, const struct hf_source *src, const char *name, int64_t rows,
+                                  int64_t cols, bool required, const struct gq_st_file **f,
+                                  const struct gq_st_tensor **t) {
+    GQ_TRY(find_tensor(dir, src, name, f, t));
+    if (!*t) return required ? gq_fail(GQ_ERR_FORMAT, "%s: missing tensor '%s'", dir, name) : GQ_OK;
+    const struct gq_st_tensor *tt = *t;
+    bool ok = cols ? tt->n_dims == 2 && tt->shape[0] == rows && tt->shape[1] == cols
+                   : tt->n_dims == 1 && tt->shape[0] == rows;
+    if (!ok) {
+        char got[128] = "";
+        size_t n = 0;
+        for (int d = 0; d < tt->n_dims && n < sizeof got - 24; d++)
+            n += (size_t)snprintf(got + n, sizeof got - n, "%s%lld", d ? ", " : "", (long long)tt->shape[d]);
+        if (cols)
+            return gq_fail(GQ_ERR_FORMAT, "%s: tensor '%s' has shape [%s], config.json implies [%lld, %lld]",
+                           (*f)->file.path, name, got, (long long)rows, (long long)cols);
+        return gq_fail(GQ_ERR_FORMAT, "%s: tensor '%s' has shape [%s], config.json implies [%lld]", (*f)->file.path,
+                       name, got, (long long)rows);
+    }
+    return GQ_OK;
+}
+
 // Fetches `name` as f32 of shape (rows, cols) (cols == 0: a vector of rows).
 static enum gq_status get_w(struct gq_model *m, const char *dir, const struct hf_source *src, const char *name,
                             int64_t rows, int64_t cols, bool required, const float **out) {
     *out = NULL;
     const struct gq_st_file *f;
     const struct gq_st_tensor *t;
-    GQ_TRY(find_tensor(dir, src, name, &f, &t));
-    if (!t) return required ? gq_fail(GQ_ERR_FORMAT, "%s: missing tensor '%s'", dir, name) : GQ_OK;
-    bool ok = cols ? t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols
-                   : t->n_dims == 1 && t->shape[0] == rows;
-    if (!ok) {
-        char got[128] = "";
-        size_t n = 0;
-        for (int d = 0; d < t->n_dims && n < sizeof got - 24; d++)
-            n += (size_t)snprintf(got + n, sizeof got - n, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
-        if (cols)
-            return gq_fail(GQ_ERR_FORMAT, "%s: tensor '%s' has shape [%s], config.json implies [%lld, %lld]",
-                           f->file.path, name, got, (long long)rows, (long long)cols);
-        return gq_fail(GQ_ERR_FORMAT, "%s: tensor '%s' has shape [%s], config.json implies [%lld]", f->file.path, name,
-                       got, (long long)rows);
-    }
+    GQ_TRY(find_shaped(dir, src, name, rows, cols, required, &f, &t));
+    if (!t) return GQ_OK;
     size_t n = (size_t)t->numel;
     if (t->dtype == GQ_ST_F32 && (uintptr_t)t->data % sizeof(float) == 0) {
         GQ_TRY(gq_check_finite(t->data, n, f->file.path, name));
@@ -276,12 +287,17 @@ static int32_t id_field(const cJSON *cfg, const char *key, int n_vocab) {
     return (int32_t)v->valuedouble;
 }
 
-static enum gq_status load_tokenizer(const char *dir, const cJSON *cfg, struct gq_model *m) {
-    char *tp = join(dir, "tokenizer.json");
+// json (optional): the tokenizer.json text (malloc'd, NUL-terminated) for the caller.
+static enum gq_status load_tokenizer(const char *dir, const cJSON *cfg, struct gq_model *m, char **json) {
+    char *tp = join(dir, "tokenizer.json"), *text = NULL;
+    size_t len = 0;
     if (!tp) return gq_fail(GQ_ERR_NOMEM, "out of memory");
-    enum gq_status s = is_file(tp) ? gq_tokenizer_from_json(tp, &m->tok)
+    enum gq_status s = is_file(tp) ? gq_read_file(tp, &text, &len)
                                    : gq_fail(GQ_ERR_IO, "%s: missing (only tokenizer.json tokenizers are supported)", tp);
+    if (s == GQ_OK) s = gq_tokenizer_from_json_memory(text, len, tp, &m->tok);
     free(tp);
+    if (s == GQ_OK && json) *json = text;
+    else free(text);
     GQ_TRY(s);
     // BOS/EOS: tokenizer_config.json's token strings win over the ids of
     // generation_config.json, which win over config.json's.
@@ -394,7 +410,7 @@ static enum gq_status load(const char *dir, const cJSON *cfg, const char *cfg_pa
 
     struct hf_getter hg = {m, dir, src};
     GQ_TRY(gq_arch_load_blocks(m, A, true, bias_required, hf_get, NULL, &hg, dir));
-    GQ_TRY(load_tokenizer(dir, cfg, m));
+    GQ_TRY(load_tokenizer(dir, cfg, m, NULL));
 
     if (!(m->name = dir_name(dir))) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     return GQ_OK;
@@ -495,17 +511,8 @@ static enum gq_status conv_add(struct conv *c, const struct hf_source *src, cons
                                int64_t rows, int64_t cols, bool required, int heads) {
     const struct gq_st_file *f;
     const struct gq_st_tensor *t;
-    GQ_TRY(find_tensor(c->dir, src, hf, &f, &t));
-    if (!t) return required ? gq_fail(GQ_ERR_FORMAT, "%s: missing tensor '%s'", c->dir, hf) : GQ_OK;
-    bool ok = cols ? t->n_dims == 2 && t->shape[0] == rows && t->shape[1] == cols : t->n_dims == 1 && t->shape[0] == rows;
-    if (!ok) {
-        char got[128] = "";
-        size_t n = 0;
-        for (int d = 0; d < t->n_dims && n < sizeof got - 24; d++)
-            n += (size_t)snprintf(got + n, sizeof got - n, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
-        return gq_fail(GQ_ERR_FORMAT, "%s: tensor '%s' has shape [%s], config.json implies [%lld%s%lld]", f->file.path,
-                       hf, got, (long long)rows, cols ? ", " : "", cols ? (long long)cols : 0LL);
-    }
+    GQ_TRY(find_shaped(c->dir, src, hf, rows, cols, required, &f, &t));
+    if (!t) return GQ_OK;
     if (t->dtype != GQ_ST_F32 && t->dtype != GQ_ST_F16 && t->dtype != GQ_ST_BF16)
         return gq_fail(GQ_ERR_UNSUPPORTED, "%s: tensor '%s' has dtype %s (F32, F16 and BF16 are supported)",
                        f->file.path, hf, t->dtype_name);
@@ -533,18 +540,7 @@ static enum gq_status conv_rope_freqs(struct conv *c, const struct gq_hparams *h
     c->t = nt, c->cap = c->n + 1;
     float *f = malloc((size_t)n * sizeof *f);
     if (!f) return gq_fail(GQ_ERR_NOMEM, "out of memory");
-    const double lo_wl = hp->rope_orig_ctx / hp->rope_low_freq_factor, hi_wl = hp->rope_orig_ctx / hp->rope_high_freq_factor;
-    for (int i = 0; i < n; i++) {
-        const double freq = 1.0 / pow(hp->rope_theta, 2.0 * i / hp->rope_dim), wl = 2 * M_PI / freq;
-        double d = hp->rope_factor;
-        if (wl < hi_wl) d = 1;
-        else if (wl <= lo_wl) {
-            const double sm = (hp->rope_orig_ctx / wl - hp->rope_low_freq_factor) /
-                              (hp->rope_high_freq_factor - hp->rope_low_freq_factor);
-            d = 1 / ((1 - sm) / hp->rope_factor + sm);
-        }
-        f[i] = (float)d;
-    }
+    for (int i = 0; i < n; i++) f[i] = (float)gq_rope_llama3_divisor(hp, i);
     c->t[c->n++] = (struct conv_tensor){.name = "rope_freqs.weight", .rows = n, .type = GQ_TYPE_F32, .data = f};
     return GQ_OK;
 }
@@ -585,25 +581,9 @@ static enum gq_status conv_kvs(struct gq_gguf_writer *w, const struct gq_model *
     return s;
 }
 
-static enum gq_status convert(const char *dir, const char *out, struct gq_model *m, struct conv *c) {
-    cJSON *cfg = NULL;
-    GQ_TRY(read_json(dir, "config.json", true, &cfg));
-    char *cfg_path = join(dir, "config.json");
-    const struct gq_arch *A = NULL;
-    bool tied = false, bias_required = false;
-    enum gq_status s = cfg_path ? hf_config(cfg, cfg_path, m, &A, &tied, &bias_required) : gq_fail(GQ_ERR_NOMEM, "out of memory");
-    struct gq_hparams *hp = &m->hp;
-    if (s == GQ_OK && hp->head_dim % 2) s = gq_fail(GQ_ERR_FORMAT, "%s: head_dim %d is odd", cfg_path, hp->head_dim);
-    struct hf_source *src = s == GQ_OK ? calloc(1, sizeof *src) : NULL;
-    if (s == GQ_OK && !src) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
-    if (src) m->source = src, m->source_free = hf_source_free;
-    if (s == GQ_OK) s = open_weights(dir, src);
-    if (s == GQ_OK) s = load_tokenizer(dir, cfg, m);
-    free(cfg_path);
-    cJSON_Delete(cfg);
-    GQ_TRY(s);
-
-    // every tensor, checked, before anything is written
+// Every tensor, checked, before anything is written.
+static enum gq_status conv_tensors(struct conv *c, const struct hf_source *src, const struct gq_arch *A,
+                                   const struct gq_hparams *hp, bool tied, bool bias_required) {
     const int64_t dim = hp->dim, V = hp->n_vocab;
     GQ_TRY(conv_add(c, src, "model.embed_tokens.weight", "token_embd.weight", V, dim, true, 0));
     for (int l = 0; l < hp->n_layers; l++)
@@ -623,12 +603,31 @@ static enum gq_status convert(const char *dir, const char *out, struct gq_model 
     GQ_TRY(conv_add(c, src, "model.norm.weight", "output_norm.weight", dim, 0, true, 0));
     if (!tied) GQ_TRY(conv_add(c, src, "lm_head.weight", "output.weight", V, dim, false, 0));
     if (hp->rope_scaling == GQ_ROPE_SCALING_LLAMA3) GQ_TRY(conv_rope_freqs(c, hp));
+    return GQ_OK;
+}
 
-    char *tok_path = join(dir, "tokenizer.json"), *tok_json = NULL;
-    size_t tok_len = 0;
-    s = tok_path ? gq_read_file(tok_path, &tok_json, &tok_len) : gq_fail(GQ_ERR_NOMEM, "out of memory");
-    free(tok_path);
-    GQ_TRY(s);
+static enum gq_status convert(const char *dir, const char *out, struct gq_model *m, struct conv *c) {
+    cJSON *cfg = NULL;
+    GQ_TRY(read_json(dir, "config.json", true, &cfg));
+    char *cfg_path = join(dir, "config.json");
+    const struct gq_arch *A = NULL;
+    bool tied = false, bias_required = false;
+    enum gq_status s = cfg_path ? hf_config(cfg, cfg_path, m, &A, &tied, &bias_required) : gq_fail(GQ_ERR_NOMEM, "out of memory");
+    struct gq_hparams *hp = &m->hp;
+    if (s == GQ_OK && hp->head_dim % 2) s = gq_fail(GQ_ERR_FORMAT, "%s: head_dim %d is odd", cfg_path, hp->head_dim);
+    struct hf_source *src = s == GQ_OK ? calloc(1, sizeof *src) : NULL;
+    if (s == GQ_OK && !src) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
+    if (src) m->source = src, m->source_free = hf_source_free;
+    if (s == GQ_OK) s = open_weights(dir, src);
+    char *tok_json = NULL; // carried whole into the GGUF
+    if (s == GQ_OK) s = load_tokenizer(dir, cfg, m, &tok_json);
+    free(cfg_path);
+    cJSON_Delete(cfg);
+    if (s == GQ_OK) s = conv_tensors(c, src, A, hp, tied, bias_required);
+    if (s != GQ_OK) {
+        free(tok_json);
+        return s;
+    }
     char *name = dir_name(dir);
     struct gq_gguf_writer *w = gq_gguf_writer_new(0);
     s = name && w ? conv_kvs(w, m, name, c, tok_json) : gq_fail(GQ_ERR_NOMEM, "out of memory");

@@ -138,6 +138,9 @@ enum gq_status gq_forward_lockstep(struct gq_context *batch, struct gq_context *
                                    const int32_t *tokens, float *logits);
 // RoPE frequencies (rope_dim / 2) of a context, after scaling.
 const float *gq_context_inv_freq(const struct gq_context *c);
+// Llama 3.1 RoPE scaling: what frequency j (of rope_dim / 2) is divided by
+// (the rope_freqs values llama.cpp's converter writes).
+double gq_rope_llama3_divisor(const struct gq_hparams *hp, int j);
 // out (n, dim) = the final RMS norm (output_norm) of x (n, dim): the head's input.
 void gq_final_norm(const struct gq_model *m, const float *x, int n, float *out);
 // x (n, dim) = token embeddings.

@@ -76,9 +76,22 @@ static enum gq_status reload_fill(void *user, const char *name, void *dst, size_
     return GQ_OK;
 }
 
+// The GGUF type of each enum gq_export_type (export, --embed-type).
+static const enum gq_ggml_type export_types[] = {GQ_TYPE_F16, GQ_TYPE_Q8_0, GQ_TYPE_Q4_0};
+
+// f (rows, cols) row by row as `type` into dst (nbytes, checked), with
+// llama.cpp's reference rounding.
+static enum gq_status encode_rows(enum gq_ggml_type type, const float *f, int64_t rows, int64_t cols, void *dst,
+                                  size_t nbytes, const char *name) {
+    const size_t rs = gq_ggml_row_size(type, cols);
+    if (!f || rs * (size_t)rows != nbytes) return gq_fail(GQ_ERR_ARG, "tensor '%s' changed shape", name);
+    for (int64_t r = 0; r < rows; r++) GQ_TRY(gq_quantize_row_ggml(type, f + r * cols, (uint8_t *)dst + r * rs, cols));
+    return GQ_OK;
+}
+
 // The token embedding / output head re-encoded (--embed-type): the source
-// tensor decoded to f32 and each row encoded with llama.cpp's reference
-// rounding, at write time (one tensor in memory).
+// tensor decoded to f32 and each row encoded, at write time (one tensor in
+// memory).
 struct embed_ctx {
     const struct gq_gguf *g;
     enum gq_ggml_type type;
@@ -88,16 +101,10 @@ static enum gq_status embed_fill(void *user, const char *name, void *dst, size_t
     const struct gq_gguf_tensor *t = gq_gguf_find_tensor(e->g, name);
     float *f = NULL;
     GQ_TRY(gq_gguf_tensor_to_f32(e->g, t, &f));
-    const int64_t cols = t->ne[0], rows = t->ne[1];
-    const size_t rs = gq_ggml_row_size(e->type, cols);
-    enum gq_status s = rs * (size_t)rows == nbytes ? GQ_OK : gq_fail(GQ_ERR_ARG, "%s: size changed", name);
-    for (int64_t r = 0; s == GQ_OK && r < rows; r++)
-        s = gq_quantize_row_ggml(e->type, f + r * cols, (uint8_t *)dst + r * rs, cols);
+    enum gq_status s = encode_rows(e->type, f, t->ne[1], t->ne[0], dst, nbytes, name);
     free(f);
     return s;
 }
-
-static const enum gq_ggml_type embed_types[] = {GQ_TYPE_F16, GQ_TYPE_Q8_0, GQ_TYPE_Q4_0};
 
 enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const struct gq_quantize_params *p,
                                   const struct gq_quant_report *rep) {
@@ -111,7 +118,7 @@ enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const st
     if (!w) return gq_fail(GQ_ERR_NOMEM, "out of memory");
     struct reload_ctx rc = {.m = m, .A = A, .layer = -1};
     if (p->embed_type > GQ_EXPORT_Q4_0) return gq_fail(GQ_ERR_ARG, "%s: unknown embedding type %d", path, p->embed_type);
-    struct embed_ctx ec = {g, p->embed_type >= 0 ? embed_types[p->embed_type] : GQ_TYPE_F32};
+    struct embed_ctx ec = {g, p->embed_type >= 0 ? export_types[p->embed_type] : GQ_TYPE_F32};
     static const char *const skip[] = {"gptvq.", "general.file_type", NULL}; // gptvq.converted_from goes too
     enum gq_status s = gq_gguf_writer_copy_kvs(w, g, skip);
     if (s == GQ_OK && m->blocks) // the block type's llama.cpp file type (informative)
@@ -248,20 +255,16 @@ static enum gq_status export_fill(void *user, const char *name, void *dst, size_
     const struct export_ctx *e = user;
     int64_t rows = 0, cols = 0;
     const float *f = model_weight(e->m, e->A, name, &rows, &cols);
-    size_t rs = gq_ggml_row_size(e->type, cols);
-    if (!f || rs * (size_t)rows != nbytes) return gq_fail(GQ_ERR_ARG, "export: tensor '%s' changed shape", name);
-    for (int64_t r = 0; r < rows; r++) GQ_TRY(gq_quantize_row_ggml(e->type, f + r * cols, (uint8_t *)dst + r * rs, cols));
-    return GQ_OK;
+    return encode_rows(e->type, f, rows, cols, dst, nbytes, name);
 }
 
 enum gq_status gq_model_export_gguf(const struct gq_model *m, const char *path, enum gq_export_type type) {
-    static const enum gq_ggml_type types[] = {GQ_TYPE_F16, GQ_TYPE_Q8_0, GQ_TYPE_Q4_0};
     if ((int)type < 0 || type > GQ_EXPORT_Q4_0) return gq_fail(GQ_ERR_ARG, "export: unknown type %d", (int)type);
     if (!m->source_format || strcmp(m->source_format, "gguf") != 0)
         return gq_fail(GQ_ERR_UNSUPPORTED, "%s: export needs a GGUF source model (this one is %s)", path,
                        m->source_format ? m->source_format : "?");
     if (m->keep_quantized) return gq_fail(GQ_ERR_ARG, "%s: export needs the model loaded as f32", path);
-    const enum gq_ggml_type tt = types[type];
+    const enum gq_ggml_type tt = export_types[type];
     const struct gq_gguf *g = m->source;
     const struct gq_arch *A = gq_arch_find(m->arch);
     if (!A) return gq_fail(GQ_ERR_UNSUPPORTED, "%s: architecture '%s' has no model description", path, m->arch);
