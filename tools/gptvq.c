@@ -18,8 +18,14 @@ static const char *g_prog = "gptvq";
 static int die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int die(const char *fmt, ...) {
     va_list ap;
+    // Several ranks: most errors (a bad option, an unreadable file) strike
+    // every rank. Rank 0 says it and ends the run (gq_dist_abort) at once; the
+    // others wait a moment first, so theirs is printed only when rank 0 did
+    // not fail: one error line either way.
+    if (gq_dist_size() > 1 && gq_dist_rank() != 0) sleep(3);
     va_start(ap, fmt);
     fprintf(stderr, "%s: error: ", g_prog);
+    if (gq_dist_size() > 1) fprintf(stderr, "rank %d of %d: ", gq_dist_rank(), gq_dist_size());
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
@@ -93,7 +99,7 @@ static int load_model_as(const char *path, const char *tok_path, bool keep, bool
     struct gq_load_params lp = {.tokenizer_path = tok_path, .keep_quantized = keep, .no_repack = !repack};
     enum gq_status s = gq_model_load(path, &lp, m);
     if (s != GQ_OK) return die_status(s);
-    print_model_line(*m);
+    if (gq_dist_rank() == 0) print_model_line(*m);
     return 0;
 }
 static int load_model(const char *path, const char *tok_path, bool keep, struct gq_model **m) {
@@ -541,6 +547,16 @@ static const char *QUANT_HELP =
     "(OUT.hf-source.gguf, removed at the end; its size on disk is needed once more), so the\n"
     "output carries the architecture and the tokenizer as GGUF metadata either way.\n"
     "\n"
+    "Several processes, on one machine or many (a build with Open MPI: gptvq version):\n"
+    "  mpirun -np N gptvq quantize MODEL -o OUT.gguf [options]\n"
+    "splits the calibration windows between the N ranks (their Hessians summed exactly) and\n"
+    "gives each linear of a group to one rank; rank 0 alone writes OUT and the checkpoint.\n"
+    "The file is byte-identical to a one-process run's, and a checkpoint resumes with any N.\n"
+    "MODEL, the calibration text and the checkpoint folder must be where every rank sees them;\n"
+    "MODEL must be a GGUF file; --device cpu. Each rank's default threads: its share of the\n"
+    "cores. A rank that fails or dies ends the run (no output file; finished blocks stay in\n"
+    "the checkpoint).\n"
+    "\n"
     "  --method rtn|gptq|gptvq\n"
     "                        round-to-nearest, GPTQ, or GPTVQ vector quantization (default gptq)\n"
     "  --wbits N             bits per weight, 2..8 (default 4)\n"
@@ -944,12 +960,23 @@ static int cmd_quantize(int argc, char **argv) {
     // The output is built from the source GGUF's metadata and tensors: refuse
     // other sources before loading (a 70B Hugging Face model would be read
     // into f32 first) and long before hours of quantization.
+    if (gq_dist_rank() != 0) p.progress = false; // rank 0 reports and writes
+    const char *fmt;
+    if (gq_dist_size() > 1 && gq_model_path_format(model, &fmt) == GQ_OK && strcmp(fmt, "gguf") != 0)
+        return die("%s: with several processes the source must be a GGUF file (write one first: gptvq export %s -o F.gguf)",
+                   model, model), 2;
     char tmp[4096];
     int rc = hf_as_gguf("quantize", &model, out, p.progress, tmp);
     if (rc) return rc;
     if (load_model_as(model, NULL, stream, false, &m)) return unlink_tmp(tmp), 1;
     struct gq_quant_report rep;
     enum gq_status s = gq_quantize(m, &p, &rep);
+    if (gq_dist_rank() != 0) { // rank 0 writes the file
+        gq_quant_report_free(&rep);
+        gq_model_free(m);
+        if (s == GQ_STOPPED) return 3;
+        return s == GQ_OK ? 0 : die_status(s);
+    }
     char report[4096];
     snprintf(report, sizeof report, "%s.report.json", out);
     if (s == GQ_OK) s = gq_quant_report_write_json(&rep, &p, report);
@@ -1400,13 +1427,26 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "ppl")) return cmd_ppl(argc, argv);
     if (!strcmp(cmd, "generate")) return cmd_generate(argc, argv);
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc, argv);
-    if (!strcmp(cmd, "quantize")) return cmd_quantize(argc, argv);
+    if (!strcmp(cmd, "quantize")) {
+        // mpirun -np N: N ranks share the run; a rank that fails ends them all
+        if (gq_dist_init() != GQ_OK) {
+            const char *r = getenv("OMPI_COMM_WORLD_RANK");
+            if (r && atoi(r) > 0) sleep(3); // one line, rank 0's (its exit ends the others)
+            return die_status(GQ_ERR_UNSUPPORTED), 2;
+        }
+        int rc = cmd_quantize(argc, argv);
+        if (rc != 0 && rc != 3) gq_dist_abort(rc);
+        gq_dist_finalize();
+        return rc;
+    }
     if (!strcmp(cmd, "export")) return cmd_export(argc, argv);
     if (!strcmp(cmd, "eval")) return cmd_eval(argc, argv);
     if (!strcmp(cmd, "bench")) return cmd_bench(argc, argv);
     if (!strcmp(cmd, "report")) return cmd_report(argc, argv);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("gptvq %s\n", GQ_VERSION_STRING);
+        const char *mpi = gq_dist_library();
+        printf("mpi: %s\n", mpi ? mpi : "none (one process; install Open MPI and rebuild for mpirun -np N gptvq quantize)");
         return 0;
     }
     die("unknown command '%s' (see gptvq --help)", cmd);

@@ -25,6 +25,7 @@
 #include "quant/quant.h"
 #include "quant/vq.h"
 #include "format/vqpack.h"
+#include "util/dist.h"
 
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -307,6 +308,130 @@ static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq
     r->rows = rows;
     r->cols = cols;
     r->seconds = gq_time_s() - t0;
+    return GQ_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Several ranks (mpirun): each linear of an input group is quantized by one
+// rank (the largest linears first, each to the rank with the least work so
+// far), then sent to every rank, which all need the quantized block for the
+// next group's calibration pass. With one rank all of this is the plain loop.
+
+// The rank that quantizes each of the n linears lin[] (rows × cols work).
+static void assign_owners(const struct gq_model *m, const struct gq_block_tensor *const *lin, int n, int *owner) {
+    const int size = gq_dist_size();
+    double load[256] = {0};
+    char done[64] = {0};
+    for (int a = 0; a < n; a++) {
+        int best = -1;
+        double bw = -1;
+        for (int i = 0; i < n; i++) { // the largest left (first of equals)
+            double w = (double)gq_dim_value(&m->hp, lin[i]->rows) * gq_dim_value(&m->hp, lin[i]->cols);
+            if (!done[i] && w > bw) bw = w, best = i;
+        }
+        int r = 0;
+        for (int j = 1; j < size && j < 256; j++)
+            if (load[j] < load[r]) r = j;
+        owner[best] = r, load[r] += bw, done[best] = 1;
+    }
+}
+
+// Linear t of block l, quantized by rank `owner`, onto every rank: the f32
+// weights, the packed or GGUF-block form and the report r.
+static enum gq_status share_linear(struct gq_model *m, const struct gq_arch *A, int l, const struct gq_block_tensor *t,
+                                   int owner, struct gq_quant_layer_report *r) {
+    const bool me = gq_dist_rank() == owner;
+    const size_t k = (size_t)l * A->n_tensors + (size_t)(t - A->tensors);
+    struct gq_vqpack *pk = m->packs ? &m->packs[k] : NULL;
+    struct gq_gguf_blocks *gb = m->blocks ? &m->blocks[k] : NULL;
+    struct {
+        struct gq_vqpack_hdr h;
+        uint64_t bytes[GQ_VQP_COUNT];
+        uint8_t present[GQ_VQP_COUNT];
+        int32_t gb_type;
+        uint64_t gb_bytes;
+    } hd;
+    memset(&hd, 0, sizeof hd);
+    uint64_t total = 0;
+    if (me && pk && pk->h.version) {
+        hd.h = pk->h;
+        for (int i = 0; i < GQ_VQP_COUNT; i++)
+            if (pk->part[i]) hd.present[i] = 1, hd.bytes[i] = pk->bytes[i];
+    }
+    if (me && gb && gb->data) hd.gb_type = gb->type, hd.gb_bytes = gb->bytes;
+    GQ_TRY(gq_dist_bcast(&hd, sizeof hd, owner));
+    GQ_TRY(gq_dist_bcast(r, sizeof *r, owner));
+    const float **slot = gq_block_slot(&m->layers[l], t);
+    const size_t nw = (size_t)gq_dim_value(&m->hp, t->rows) * gq_dim_value(&m->hp, t->cols);
+    float *W = me ? (float *)*slot : malloc(sizeof(float) * nw);
+    if (!W) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    if (!me) GQ_TRY(gq_model_own(m, W));
+    GQ_TRY(gq_dist_bcast(W, sizeof(float) * nw, owner));
+    *slot = W;
+    for (int i = 0; i < GQ_VQP_COUNT; i++) total += hd.bytes[i];
+    if (hd.h.version) { // the parts, one after another
+        uint8_t *buf = malloc(total ? total : 1);
+        if (!buf) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+        uint64_t o = 0;
+        for (int i = 0; me && i < GQ_VQP_COUNT; o += hd.bytes[i++])
+            if (hd.present[i]) memcpy(buf + o, pk->part[i], hd.bytes[i]);
+        enum gq_status s = gq_dist_bcast(buf, total, owner);
+        if (me || s != GQ_OK) {
+            free(buf);
+            GQ_TRY(s);
+        } else {
+            GQ_TRY(gq_model_own(m, buf));
+            pk->h = hd.h, o = 0;
+            for (int i = 0; i < GQ_VQP_COUNT; o += hd.bytes[i++])
+                pk->part[i] = hd.present[i] ? buf + o : NULL, pk->bytes[i] = hd.bytes[i];
+        }
+    }
+    if (hd.gb_bytes) {
+        uint8_t *buf = me ? (uint8_t *)gb->data : malloc(hd.gb_bytes);
+        if (!buf) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+        if (!me) GQ_TRY(gq_model_own(m, buf));
+        GQ_TRY(gq_dist_bcast(buf, hd.gb_bytes, owner));
+        if (!me) *gb = (struct gq_gguf_blocks){hd.gb_type, buf, hd.gb_bytes};
+    }
+    return GQ_OK;
+}
+
+// One more report in rep (rep->n), and its progress line.
+static void count_linear(struct gq_quant_report *rep, const struct gq_quantize_params *p, int l,
+                         struct gq_progress *pr) {
+    const struct gq_quant_layer_report *r = &rep->layers[rep->n++];
+    char extra[96];
+    if (p->method == GQ_METHOD_GPTVQ) {
+        rep->vq_bits += r->bits, rep->vq_weights += (int64_t)r->rows * r->cols;
+        snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g, %.4f bpv", l, r->name, r->rel_error, r->bpv);
+    } else if (p->method == GQ_METHOD_GPTQ) {
+        snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g (rtn %.3g)", l, r->name, r->rel_error, r->rel_error_rtn);
+    } else {
+        snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g", l, r->name, r->rel_error);
+    }
+    gq_progress_update(pr, rep->n, extra);
+}
+
+// The linears of block l that read input g (g < 0: all of them, for RTN),
+// in the architecture's order: each quantized by its rank, then shared.
+static enum gq_status quantize_group(struct gq_model *m, const struct gq_arch *A, int l, int g, const float *H,
+                                     const struct gq_quantize_params *p, const struct gq_vq_config *cfg,
+                                     struct gq_quant_report *rep, struct gq_progress *pr) {
+    const struct gq_block_tensor *lin[64];
+    int n = 0, owner[64];
+    for (int i = 0; i < A->n_tensors && n < 64; i++)
+        if (A->tensors[i].kind == GQ_T_LINEAR && (g < 0 || (int)A->tensors[i].input == g)) lin[n++] = &A->tensors[i];
+    assign_owners(m, lin, n, owner);
+    const bool one = gq_dist_size() == 1;
+    for (int i = 0; i < n; i++) {
+        if (owner[i] != gq_dist_rank()) continue;
+        GQ_TRY(quantize_linear(m, l, lin[i], H, p, cfg, &rep->layers[rep->n + (one ? 0 : i)]));
+        if (one) count_linear(rep, p, l, pr);
+    }
+    for (int i = 0; i < n && !one; i++) {
+        GQ_TRY(share_linear(m, A, l, lin[i], owner[i], &rep->layers[rep->n]));
+        count_linear(rep, p, l, pr);
+    }
     return GQ_OK;
 }
 
@@ -730,7 +855,7 @@ static enum gq_status set_reload(struct gq_model *m, const char *dir, uint64_t f
 static enum gq_status block_done(struct gq_model *m, const struct gq_quantize_params *p, uint64_t fp, int l,
                                  const struct gq_quant_report *rep, int first_report) {
     if (!p->checkpoint_dir) return GQ_OK;
-    GQ_TRY(gq_ckpt_save_block(p->checkpoint_dir, fp, m, l, rep->layers + first_report, rep->n - first_report,
+    if (gq_dist_rank() == 0) GQ_TRY(gq_ckpt_save_block(p->checkpoint_dir, fp, m, l, rep->layers + first_report, rep->n - first_report,
                               rep->calib_tokens));
     if (p->stop_after_blocks > 0 && l + 1 >= p->stop_after_blocks && l + 1 < m->hp.n_layers)
         return gq_fail(GQ_STOPPED, "stopped after block %d of %d as asked; the same command without the stop "
@@ -812,7 +937,11 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     const bool in_ckpt = p->checkpoint_dir && m->keep_quantized; // finished blocks live in the checkpoint
     if (p->checkpoint_dir) {
         fp = gq_ckpt_fingerprint(m, p);
-        GQ_TRY(gq_ckpt_open(p->checkpoint_dir, fp));
+        // rank 0 writes the checkpoint; the others read it when resuming
+        // (a folder every rank sees, like the model)
+        int32_t ok = 1;
+        if (gq_dist_rank() == 0) GQ_TRY(gq_ckpt_open(p->checkpoint_dir, fp));
+        GQ_TRY(gq_dist_bcast(&ok, sizeof ok, 0));
         if (in_ckpt) GQ_TRY(set_reload(m, p->checkpoint_dir, fp));
         GQ_TRY(resume(m, p, fp, rep, &done));
         if (p->stop_after_blocks > 0 && done >= p->stop_after_blocks && done < m->hp.n_layers)
@@ -822,22 +951,14 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     struct gq_progress pr;
     gq_progress_start(&pr, method_name(p->method), (int64_t)m->hp.n_layers * n_lin, p->progress);
     if (done) gq_progress_update(&pr, rep->n, "restored");
-    char extra[96];
 
     if (p->method == GQ_METHOD_RTN) {
         for (int l = done; l < m->hp.n_layers; l++) {
             int first = rep->n;
             struct block_mem bm;
             GQ_TRY(block_load(m, A, l, &bm));
-            for (int i = 0; i < A->n_tensors; i++) {
-                if (A->tensors[i].kind != GQ_T_LINEAR) continue;
-                struct gq_quant_layer_report *r = &rep->layers[rep->n];
-                GQ_TRY(quantize_linear(m, l, &A->tensors[i], NULL, p, NULL, r));
-                rep->n++;
-                snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g", l, r->name, r->rel_error);
-                gq_progress_update(&pr, rep->n, extra);
-            }
-            enum gq_status s = block_done(m, p, fp, l, rep, first);
+            enum gq_status s = quantize_group(m, A, l, -1, NULL, p, NULL, rep, &pr);
+            if (s == GQ_OK) s = block_done(m, p, fp, l, rep, first);
             block_release(m, A, l, &bm, in_ckpt && (s == GQ_OK || s == GQ_STOPPED));
             if (s != GQ_OK) {
                 gq_progress_end(&pr);
@@ -854,6 +975,13 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     int def_len = p->calib_path ? 2048 : 512;
     int seqlen = p->seqlen > 0 ? p->seqlen : (m->hp.ctx_len < def_len ? m->hp.ctx_len : def_len);
     if (p->nsamples <= 0) return gq_fail(GQ_ERR_ARG, "--nsamples must be positive (got %d)", p->nsamples);
+    // Several ranks: each runs its share of the windows (in order), and the
+    // Hessians are summed over the ranks (exactly: hessian.c).
+    int64_t w_lo, w_hi;
+    gq_dist_span(p->nsamples, gq_dist_rank(), gq_dist_size(), &w_lo, &w_hi);
+    const int nloc = (int)(w_hi - w_lo);
+    if (gq_dist_size() > 1 && !strcmp(gq_be()->name, "cuda"))
+        return gq_fail(GQ_ERR_UNSUPPORTED, "quantize: several processes with --device cuda: not yet (run one process)");
     bool load = p->load_hessians != NULL;
     // Default sink weight seqlen/32: the first token carries ~3 % of each
     // window's weight (measured optimum on SmolLM2 W4 g128, docs/results.md).
@@ -866,10 +994,10 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     // q/k/v + attention and gate/up recomputations) when that fits in
     // GQ_CALIB_KEEP_MAX bytes.
     const size_t per_att = (size_t)seqlen * m->hp.n_heads * m->hp.head_dim, per_hb = (size_t)seqlen * m->hp.hidden_dim;
-    const double keep_bytes = (double)p->nsamples * (per_att + per_hb) * sizeof(float);
+    const double keep_bytes = (double)nloc * (per_att + per_hb) * sizeof(float);
     const bool keep_on = !load && strcmp(gq_be()->name, "cuda") != 0 && keep_bytes <= GQ_CALIB_KEEP_MAX;
     if (p->progress)
-        print_memory_estimate(m, A, load ? 0 : (size_t)p->nsamples * per * sizeof(float) * 2, seqlen,
+        print_memory_estimate(m, A, load ? 0 : (size_t)nloc * per * sizeof(float) * 2, seqlen,
                               keep_on ? keep_bytes : 0, vq_work, m->keep_quantized && !in_ckpt && !m->packs && !m->blocks);
     float *X = NULL, *tmp = NULL, *Hf = NULL;
     float *att_keep = NULL, *hb_keep = NULL;
@@ -883,22 +1011,32 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     } else {
         int32_t *toks = NULL;
         double t0 = gq_time_s();
-        GQ_TRY(calib_windows(m, p, seqlen, &toks, rep));
+        if (p->calib_path || gq_dist_size() == 1) {
+            GQ_TRY(calib_windows(m, p, seqlen, &toks, rep));
+        } else { // data-free: rank 0 samples, the others take its windows
+            if (gq_dist_rank() == 0) GQ_TRY(calib_windows(m, p, seqlen, &toks, rep));
+            else if (!(toks = malloc(sizeof(int32_t) * (size_t)p->nsamples * seqlen)))
+                return gq_fail(GQ_ERR_NOMEM, "out of memory");
+            s = gq_dist_bcast(toks, sizeof(int32_t) * (size_t)p->nsamples * seqlen, 0);
+        }
         if (!p->calib_path) rep->seconds_sampling = gq_time_s() - t0;
-        rep->activation_bytes = (size_t)p->nsamples * per * sizeof(float);
+        rep->activation_bytes = (size_t)nloc * per * sizeof(float);
         if (p->progress)
             fprintf(stderr, "quantize: calibration %s\nquantize: activations %.1f MiB (%d x %d x %d floats) + one block's scratch\n",
-                    rep->calib_source, rep->activation_bytes / 1048576.0, p->nsamples, seqlen, dim);
-        X = malloc(rep->activation_bytes);
+                    rep->calib_source, rep->activation_bytes / 1048576.0, nloc, seqlen, dim);
+        if (p->progress && gq_dist_size() > 1)
+            fprintf(stderr, "quantize: %d processes: windows split between them (%d here), each linear quantized by one\n",
+                    gq_dist_size(), nloc);
+        X = malloc(rep->activation_bytes ? rep->activation_bytes : 1);
         tmp = malloc(per * sizeof(float));
         if (!X || !tmp)
             s = gq_fail(GQ_ERR_NOMEM, "cannot allocate %.1f MiB of calibration activations", rep->activation_bytes / 1048576.0);
         if (s == GQ_OK && keep_on) { // optional: without them the passes recompute
-            att_keep = malloc(sizeof(float) * per_att * p->nsamples), hb_keep = malloc(sizeof(float) * per_hb * p->nsamples);
+            att_keep = malloc(sizeof(float) * per_att * (nloc + 1)), hb_keep = malloc(sizeof(float) * per_hb * (nloc + 1));
             if (!att_keep || !hb_keep) free(att_keep), free(hb_keep), att_keep = hb_keep = NULL;
         }
         if (s == GQ_OK) s = gq_context_new(m, seqlen, &c);
-        for (int i = 0; i < p->nsamples && s == GQ_OK; i++) s = gq_embed(m, toks + (size_t)i * seqlen, seqlen, X + i * per);
+        for (int i = 0; i < nloc && s == GQ_OK; i++) s = gq_embed(m, toks + (size_t)(w_lo + i) * seqlen, seqlen, X + i * per);
         free(toks);
         if (s == GQ_OK && !strcmp(gq_be()->name, "cuda"))
             s = gq_cuda_calib_new(m, gq_context_inv_freq(c), p->nsamples, seqlen, X, &dc);
@@ -906,7 +1044,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         for (int l = 0; l < done && s == GQ_OK; l++) {
             struct block_mem none = {.n = 0};
             if (in_ckpt) s = reload_from_ckpt(m, l); // resume() left the weights in the checkpoint
-            if (s == GQ_OK) s = dc ? dev_replay(dc, m, A, l) : replay_block(c, m, A, l, X, p->nsamples, seqlen);
+            if (s == GQ_OK) s = dc ? dev_replay(dc, m, A, l) : replay_block(c, m, A, l, X, nloc, seqlen);
             block_release(m, A, l, &none, in_ckpt);
         }
         rep->seconds_forward += gq_time_s() - tr;
@@ -982,7 +1120,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
                               : g == GQ_IN_FFN_DOWN && per_keep == per_hb ? hb_keep
                                                                           : NULL;
                 if (in_place && att_ok) hooks.start_at = GQ_IN_ATTN_OUT;
-                for (int i = 0; i < p->nsamples && s == GQ_OK && cap.status == GQ_OK; i++) {
+                for (int i = 0; i < nloc && s == GQ_OK && cap.status == GQ_OK; i++) {
                     float *x = X + i * per;
                     if (!in_place) x = memcpy(tmp, x, per * sizeof(float));
                     if (keep) cap.keep = keep + i * per_keep;
@@ -992,32 +1130,20 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
                 if (in_place) stage = GQ_IN_FFN;
                 if (s == GQ_OK && cap.status == GQ_OK && keep) *(keep == att_keep ? &att_ok : &hb_ok) = true;
                 if (s == GQ_OK) s = cap.status;
+                if (s == GQ_OK) s = gq_hessian_allreduce(&H);
                 if (s == GQ_OK) s = gq_hessian_finish(&H, Hf);
-                if (s == GQ_OK && p->save_hessians) s = hessian_save(p->save_hessians, l, g, Hf, n_in, H.n_samples);
+                if (s == GQ_OK && p->save_hessians && gq_dist_rank() == 0) s = hessian_save(p->save_hessians, l, g, Hf, n_in, H.n_samples);
                 gq_hessian_free(&H);
             }
             rep->seconds_forward += gq_time_s() - t0;
             t0 = gq_time_s();
-            for (int i = 0; i < A->n_tensors && s == GQ_OK; i++) {
-                const struct gq_block_tensor *t = &A->tensors[i];
-                if (t->kind != GQ_T_LINEAR || (int)t->input != g) continue;
-                struct gq_quant_layer_report *r = &rep->layers[rep->n];
-                s = quantize_linear(m, l, t, Hf, p, &cfg, r);
-                if (s != GQ_OK) break;
-                rep->n++;
-                if (p->method == GQ_METHOD_GPTVQ) {
-                    rep->vq_bits += r->bits, rep->vq_weights += (int64_t)r->rows * r->cols;
-                    snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g, %.4f bpv", l, r->name, r->rel_error, r->bpv);
-                } else
-                    snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g (rtn %.3g)", l, r->name, r->rel_error, r->rel_error_rtn);
-                gq_progress_update(&pr, rep->n, extra);
-            }
+            if (s == GQ_OK) s = quantize_group(m, A, l, g, Hf, p, &cfg, rep, &pr);
             rep->seconds_quant += gq_time_s() - t0;
         }
         if (!load && s == GQ_OK) {
             double t0 = gq_time_s();
             s = dc ? dev_finish(dc, m, l, stage)
-                   : finish_block(c, m, l, X, p->nsamples, seqlen, stage, hb_ok ? hb_keep : NULL);
+                   : finish_block(c, m, l, X, nloc, seqlen, stage, hb_ok ? hb_keep : NULL);
             rep->seconds_forward += gq_time_s() - t0;
         }
         if (s == GQ_OK) s = block_done(m, p, fp, l, rep, first_report);
@@ -1032,7 +1158,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
                     m->hp.n_vocab, m->hp.dim, p->head_bpv);
         struct gq_quant_params q;
         to_quant_params(p, &q);
-        s = gq_quantize_head(m, p, &q, X, (int64_t)p->nsamples * seqlen, r);
+        s = gq_quantize_head(m, p, &q, X, nloc, seqlen, r);
         if (s == GQ_OK) {
             rep->n++;
             if (p->progress)
@@ -1057,7 +1183,7 @@ enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *
     // A run that fails before its first block is checkpointed leaves no
     // folder behind (the files of a foreign or finished run are not touched:
     // blk.0 exists then).
-    if (s != GQ_OK && s != GQ_STOPPED && p->checkpoint_dir && !gq_ckpt_has_blocks(p->checkpoint_dir)) {
+    if (s != GQ_OK && s != GQ_STOPPED && p->checkpoint_dir && gq_dist_rank() == 0 && !gq_ckpt_has_blocks(p->checkpoint_dir)) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", gq_last_error());
         gq_quantize_checkpoint_remove(p->checkpoint_dir);

@@ -11,6 +11,7 @@
 #include "model/model.h"
 #include "quant/quant.h"
 #include "quant/vq.h"
+#include "util/dist.h"
 
 #include <math.h>
 
@@ -20,7 +21,7 @@ bool gq_head_tied(const struct gq_model *m) {
 }
 
 enum gq_status gq_quantize_head(struct gq_model *m, const struct gq_quantize_params *p, const struct gq_quant_params *q,
-                                const float *X, int64_t n_tok, struct gq_quant_layer_report *r) {
+                                const float *X, int n_win, int seqlen, struct gq_quant_layer_report *r) {
     const double t0 = gq_time_s();
     const int dim = m->hp.dim, V = m->hp.n_vocab;
     memset(r, 0, sizeof *r);
@@ -38,11 +39,14 @@ enum gq_status gq_quantize_head(struct gq_model *m, const struct gq_quantize_par
     float *xn = malloc(sizeof(float) * (size_t)GQ_HESSIAN_CHUNK * dim);
     float *Hf = malloc(sizeof(float) * (size_t)dim * dim);
     enum gq_status s = xn && Hf ? GQ_OK : gq_fail(GQ_ERR_NOMEM, "out of memory");
-    for (int64_t i = 0; s == GQ_OK && i < n_tok; i += GQ_HESSIAN_CHUNK) {
-        const int n = (int)(n_tok - i < GQ_HESSIAN_CHUNK ? n_tok - i : GQ_HESSIAN_CHUNK);
-        gq_final_norm(m, X + (size_t)i * dim, n, xn);
-        s = gq_hessian_add(&H, xn, n, dim);
-    }
+    // window by window (the exact sum's unit: the same whatever the ranks)
+    for (int w = 0; s == GQ_OK && w < n_win; w++)
+        for (int i = 0; s == GQ_OK && i < seqlen; i += GQ_HESSIAN_CHUNK) {
+            const int n = seqlen - i < GQ_HESSIAN_CHUNK ? seqlen - i : GQ_HESSIAN_CHUNK;
+            gq_final_norm(m, X + ((size_t)w * seqlen + i) * dim, n, xn);
+            s = gq_hessian_add(&H, xn, n, dim);
+        }
+    if (s == GQ_OK) s = gq_hessian_allreduce(&H);
     if (s == GQ_OK) s = gq_hessian_finish(&H, Hf);
     gq_hessian_free(&H);
     free(xn);

@@ -8,23 +8,70 @@
 // GPTQ rescales H by n/(n+k) on every batch so that it always holds the mean;
 // we keep the plain sum and apply 2/N once at the end, which is the same
 // value without a rounding per batch.
+//
+// Why an exact total: with the plain running sum in double, the result
+// depends on the order of the additions, so a run whose calibration windows
+// are split between processes (mpirun) would not give the bits of a
+// one-process run. Each gq_hessian_add's sum (one calibration window) is
+// therefore rounded once to a fixed-point grid of 2^-64 and added as
+// integers, which is exact and order-free; the 2^-64 rounding is far below
+// the float that H ends in. A value v is kept as three int64 limbs
+// v ≈ L2 + L1·2^-32 + L0·2^-64 with |L1|, |L0| < 2^32 per addition, so the
+// limbs never carry between additions (2^31 of them at most) and the ranks'
+// totals are summed limb by limb.
 #include "backend/backend.h"
 #include "quant/quant.h"
 #include "util/common.h"
+#include "util/dist.h"
 
+// Entries in the upper triangle; (i, j ≥ i) is at tri_off(i, n) + j − i.
+static size_t tri_size(int n) { return (size_t)n * (n + 1) / 2; }
+static size_t tri_off(int i, int n) { return (size_t)i * n - (size_t)i * (i - 1) / 2; }
 
 enum gq_status gq_hessian_init(struct gq_hessian *H, int n) {
     memset(H, 0, sizeof *H);
     size_t nn;
     if (n <= 0 || !gq_mul_ok((size_t)n, (size_t)n, &nn) || nn > ((size_t)1 << 32))
         return gq_fail(GQ_ERR_ARG, "hessian: dimension %d, expected 1..65536", n);
-    H->h = calloc(nn, sizeof(double));
+    H->h = malloc(nn * sizeof(double));
+    H->acc = calloc(3 * tri_size(n), sizeof(int64_t));
     H->scratch = malloc(sizeof(double) * (size_t)GQ_HESSIAN_CHUNK * n);
-    if (!H->h || !H->scratch) {
+    if (!H->h || !H->acc || !H->scratch) {
         gq_hessian_free(H);
-        return gq_fail(GQ_ERR_NOMEM, "hessian: %d x %d doubles", n, n);
+        return gq_fail(GQ_ERR_NOMEM, "hessian: %d x %d doubles and their exact sum", n, n);
     }
     H->n = n;
+    return GQ_OK;
+}
+
+// acc += the upper triangle of h, exactly (see the top of the file).
+static enum gq_status fold(struct gq_hessian *H) {
+    const int n = H->n;
+    const size_t T = tri_size(n);
+    int64_t *L2 = H->acc, *L1 = H->acc + T, *L0 = H->acc + 2 * T;
+    if (H->n_adds >= INT32_MAX) return gq_fail(GQ_ERR_ARG, "hessian: more than 2^31 additions");
+    int bad = -1;
+#pragma omp parallel for schedule(static) reduction(max : bad)
+    for (int i = 0; i < n; i++) {
+        const double *row = H->h + (size_t)i * n;
+        const size_t o = tri_off(i, n) - i;
+        for (int j = i; j < n; j++) {
+            const double v = row[j], a = fabs(v);
+            if (!(a < 0x1p52)) { // also NaN
+                bad = i;
+                continue;
+            }
+            const double hi = floor(a);
+            const uint64_t fr = (uint64_t)((a - hi) * 0x1p64); // a − hi is exact, < 1
+            int64_t h = (int64_t)hi, m = (int64_t)(fr >> 32), l = (int64_t)(fr & 0xffffffffu);
+            if (v < 0) h = -h, m = -m, l = -l;
+            if (__builtin_add_overflow(L2[o + j], h, &L2[o + j])) bad = i;
+            L1[o + j] += m, L0[o + j] += l;
+        }
+    }
+    if (bad >= 0)
+        return gq_fail(GQ_ERR_NUMERIC, "hessian: a sum of x xT in row %d is beyond 2^52 (or its total beyond 2^63)", bad);
+    H->n_adds++;
     return GQ_OK;
 }
 
@@ -32,8 +79,10 @@ enum gq_status gq_hessian_add(struct gq_hessian *H, const float *X, int n_tokens
     if (!H->h) return gq_fail(GQ_ERR_ARG, "hessian: not initialised");
     if (dim != H->n) return gq_fail(GQ_ERR_ARG, "hessian: input dimension %d, expected %d", dim, H->n);
     if (n_tokens < 0) return gq_fail(GQ_ERR_ARG, "hessian: %d tokens", n_tokens);
+    if (n_tokens == 0) return GQ_OK;
     int n = H->n;
-    // H stays on the device while the chunks are added (a no-op on the CPU)
+    memset(H->h, 0, sizeof(double) * (size_t)n * n);
+    // h stays on the device while the chunks are added (a no-op on the CPU)
     GQ_TRY(gq_be()->hold(H->h, sizeof(double) * (size_t)n * n, true));
     enum gq_status st = GQ_OK;
     for (int t0 = 0; t0 < n_tokens && st == GQ_OK; t0 += GQ_HESSIAN_CHUNK) {
@@ -45,14 +94,25 @@ enum gq_status gq_hessian_add(struct gq_hessian *H, const float *X, int n_tokens
                              i % (size_t)n);
             H->scratch[i] = x[i];
         }
-        // Upper triangle of H += Xcᵀ Xc (Xc: (k, n) row-major).
+        // Upper triangle of h += Xcᵀ Xc (Xc: (k, n) row-major).
         if (st == GQ_OK) st = gq_be()->dsyrk_acc(n, k, H->scratch, H->h);
     }
     enum gq_status rs = gq_be()->release(H->h);
     if (st != GQ_OK) return st;
     GQ_TRY(rs);
+    GQ_TRY(fold(H));
     H->n_samples += n_tokens;
     return GQ_OK;
+}
+
+enum gq_status gq_hessian_allreduce(struct gq_hessian *H) {
+    if (!H->acc) return gq_fail(GQ_ERR_ARG, "hessian: not initialised");
+    if (gq_dist_size() == 1) return GQ_OK;
+    int64_t cnt[2] = {H->n_samples, H->n_adds};
+    GQ_TRY(gq_dist_sum_i64(cnt, 2));
+    if (cnt[1] >= INT32_MAX) return gq_fail(GQ_ERR_ARG, "hessian: more than 2^31 additions over the ranks");
+    H->n_samples = cnt[0], H->n_adds = cnt[1];
+    return gq_dist_sum_i64(H->acc, 3 * tri_size(H->n));
 }
 
 void gq_hessian_finish_sum(const double *h, int n, int64_t n_samples, float *out) {
@@ -66,12 +126,25 @@ void gq_hessian_finish_sum(const double *h, int n, int64_t n_samples, float *out
 
 enum gq_status gq_hessian_finish(const struct gq_hessian *H, float *out) {
     if (!H->h) return gq_fail(GQ_ERR_ARG, "hessian: not initialised");
-    gq_hessian_finish_sum(H->h, H->n, H->n_samples, out);
+    const int n = H->n;
+    const size_t T = tri_size(n);
+    const int64_t *L2 = H->acc, *L1 = H->acc + T, *L0 = H->acc + 2 * T;
+    for (int i = 0; i < n; i++) {
+        const size_t o = tri_off(i, n) - i;
+        for (int j = i; j < n; j++) {
+            __int128 v = (__int128)L2[o + j] * ((__int128)1 << 64) + (__int128)L1[o + j] * ((__int128)1 << 32) + L0[o + j];
+            if (j == i && v < 0) // a sum of squares: negative only if the ranks' total wrapped
+                return gq_fail(GQ_ERR_NUMERIC, "hessian: the total of diagonal entry %d overflowed", i);
+            H->h[(size_t)i * n + j] = (double)v * 0x1p-64; // correctly rounded, then an exact scaling
+        }
+    }
+    gq_hessian_finish_sum(H->h, n, H->n_samples, out);
     return GQ_OK;
 }
 
 void gq_hessian_free(struct gq_hessian *H) {
     free(H->h);
+    free(H->acc);
     free(H->scratch);
     memset(H, 0, sizeof *H);
 }

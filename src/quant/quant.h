@@ -106,15 +106,23 @@ enum gq_status gq_rtn_quantize(const float *W, int rows, int cols, const struct 
 
 struct gq_hessian {
     int n;             // input dimension
-    double *h;         // (n, n); only the upper triangle is accumulated
+    double *h;         // (n, n) scratch: one gq_hessian_add's Σ x xᵀ (upper triangle)
+    int64_t *acc;      // exact running sum of the upper triangle, 3 limbs (below)
     int64_t n_samples; // rows (tokens) added so far
+    int64_t n_adds;    // gq_hessian_add calls folded into acc
     double *scratch;   // (GQ_HESSIAN_CHUNK, n) double copy of the input chunk
 };
 #define GQ_HESSIAN_CHUNK 256
 
 enum gq_status gq_hessian_init(struct gq_hessian *H, int n);
-// Adds Σ x xᵀ over the n_tokens rows of X (n_tokens, dim) row-major.
+// Adds Σ x xᵀ over the n_tokens rows of X (n_tokens, dim) row-major: the
+// rows' sum in double (chunks of GQ_HESSIAN_CHUNK), then that sum added
+// exactly (fixed point, 2^-64 resolution) to the running total. The total is
+// therefore the same whatever the order of the calls and however they are
+// split between processes (gq_hessian_allreduce): one call is the unit.
 enum gq_status gq_hessian_add(struct gq_hessian *H, const float *X, int n_tokens, int dim);
+// Sums every rank's H (gq_dist_sum_i64: exact, order-free); a no-op with one.
+enum gq_status gq_hessian_allreduce(struct gq_hessian *H);
 // out (n, n) float, full symmetric: 2/N · Σ x xᵀ with N = n_samples (tokens).
 // GPTQ divides by the number of sequences instead; the scale does not change
 // GPTQ's result (its damping is relative to mean(diag H)). N = 0 gives zeros.
@@ -131,13 +139,14 @@ struct gq_quant_layer_report;
 // True when the source has no output.weight: the token embedding is the head.
 bool gq_head_tied(const struct gq_model *m);
 // GPTVQ of the head at p->head_bpv (p->vq's dimension, codebook format and
-// normalisation) with the Hessian of the final norm of X (n_tok, dim): the
-// last block's outputs on the calibration windows. The packed result goes to
+// normalisation) with the Hessian of the final norm of X (n_win windows of
+// seqlen tokens, dim): the last block's outputs on this rank's calibration
+// windows (summed over the ranks). The packed result goes to
 // m->head_pack; r gets its report (layer -1). q: p as the per-matrix
 // quantizers' settings (damping, act-order, block size).
 struct gq_quantize_params;
 enum gq_status gq_quantize_head(struct gq_model *m, const struct gq_quantize_params *p, const struct gq_quant_params *q,
-                                const float *X, int64_t n_tok, struct gq_quant_layer_report *r);
+                                const float *X, int n_win, int seqlen, struct gq_quant_layer_report *r);
 
 // tr(ΔHΔᵀ) with Δ = W - Q, and tr(WHWᵀ) (either output may be NULL):
 // ‖(W - Q)X‖² and ‖WX‖² up to the 2/N scale of H. Double precision.

@@ -238,6 +238,9 @@ char *gq_fmt_bytes(char *buf, double bytes) {
     return buf;
 }
 
+static int g_threads_share = 1;
+void gq_threads_share(int n) { g_threads_share = n > 0 ? n : 1; }
+
 int gq_default_threads(void) {
     // physical cores: the distinct (package, core) pairs of the CPUs this
     // process may run on (SMT siblings share a core's vector units, so a
@@ -262,5 +265,10 @@ int gq_default_threads(void) {
         for (int i = 0; i < seen && !dup; i++) dup = ids[i][0] == id[0] && ids[i][1] == id[1];
         if (!dup) ids[seen][0] = id[0], ids[seen][1] = id[1], seen++;
     }
-    return seen > 0 ? seen : 1;
+    seen = seen > 0 ? seen : 1;
+    // ranks that may all run on every CPU share the cores (mpirun binds
+    // each rank to its own cores by default: then it has them alone)
+    const int local = g_threads_share;
+    if (local > 1 && n == (int)sysconf(_SC_NPROCESSORS_ONLN)) seen = seen / local > 0 ? seen / local : 1;
+    return seen;
 }

@@ -40,6 +40,11 @@ static inline uint64_t gq_splitmix64(uint64_t *s) {
 }
 static inline double gq_rng_uniform(uint64_t *s) { return (double)(gq_splitmix64(s) >> 11) * 0x1.0p-53; }
 
+// Processes on this machine that share its cores (util/dist.c sets it under
+// mpirun): gq_default_threads gives each its share when they may all run
+// everywhere.
+void gq_threads_share(int n);
+
 // Overflow-checked size arithmetic: return false on overflow.
 static inline bool gq_mul_ok(size_t a, size_t b, size_t *out) {
     return !__builtin_mul_overflow(a, b, out);

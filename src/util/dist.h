@@ -1,0 +1,27 @@
+// dist.h - the processes of one run. `mpirun -np N gptvq quantize ...` makes
+// N ranks (Open MPI, when the build found it: make MPI=1); otherwise there is
+// one. Nothing here is a network layer of its own: every exchange is an MPI
+// collective, and without MPI each call is the one-process identity.
+//
+// Collectives: every rank calls them, in the same order, with the same sizes.
+// A rank that fails does not return to them: the CLI prints its error and
+// calls gq_dist_abort, which ends every rank (MPI_Abort).
+#ifndef GQ_DIST_H
+#define GQ_DIST_H
+#include "util/common.h"
+
+// gq_dist_init, _finalize, _rank, _size, _abort: gptvq.h.
+
+// x[i] summed over the ranks, in place (integers: the sum does not depend on
+// the order in which the ranks' values meet).
+enum gq_status gq_dist_sum_i64(int64_t *x, size_t n);
+// bytes of buf from rank root to every rank.
+enum gq_status gq_dist_bcast(void *buf, size_t bytes, int root);
+
+// The share [*lo, *hi) of n items rank r of size gets: contiguous, in order,
+// sizes differ by at most one.
+static inline void gq_dist_span(int64_t n, int r, int size, int64_t *lo, int64_t *hi) {
+    *lo = n * r / size, *hi = n * (r + 1) / size;
+}
+
+#endif

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# mpirun -np N gptvq quantize (Open MPI, N ranks on this machine with
+# --oversubscribe) against the one-process run on stories260K, cmp for cmp:
+#   RTN W4 g32 (Q4_1 blocks), GPTQ W4 g32 sym (Q4_0), GPTQ W3 g64 (F32),
+#   GPTVQ 2D, 4D, normalisation, outliers, residual, 1D codebook SVD, with
+#   -np 2 and -np 3 (16 windows: uneven split 5/5/6... and 8/8), data-free
+#   calibration, the head (--head-bpv), saved Hessians;
+# resume with another rank count: -np 2 --stop-after 2 (exit 3), -np 3
+#   --stop-after 4, then one process: the same file;
+# a rank killed with SIGKILL: nonzero exit, no output file, the finished
+#   blocks kept; the rerun with -np 3 gives the same file;
+# an error that strikes every rank is printed once; a Hugging Face source
+#   and a build without MPI are refused with one line.
+set -u
+cd "$(dirname "$0")/.."
+G=${B:-build}/gptvq
+D=${GQ_DATA:-../shared/data}
+S=$D/models/stories260K/stories260K.gguf
+CAL=$D/wikitext-2-raw/wiki.valid.raw
+if ! command -v mpirun >/dev/null; then echo "SKIP: no mpirun (Open MPI: bash scripts/setup.sh)"; exit 77; fi
+if "$G" version | grep -q "^mpi: none"; then echo "SKIP: $G was built without MPI"; exit 77; fi
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+# Open MPI refuses root unless told; CI containers run as root
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+unset OMP_NUM_THREADS
+fail=0
+ok() { echo "ok: $1"; }
+bad() { echo "FAIL: $1"; fail=1; }
+MPI() { local n=$1; shift; mpirun -np "$n" --oversubscribe "$G" "$@"; }
+base="--nsamples 16 --seqlen 128 --quiet"
+
+# one case: single process (2 threads), then -np 2 and -np 3 (1 thread each)
+same() { # name, options...
+    local name=$1; shift
+    "$G" quantize "$S" -o "$T/$name.1.gguf" $base --threads 2 "$@" >"$T/$name.1.log" 2>&1 || { bad "$name: one process failed"; cat "$T/$name.1.log"; return; }
+    for n in 2 3; do
+        MPI $n quantize "$S" -o "$T/$name.$n.gguf" $base --threads 1 "$@" >"$T/$name.$n.log" 2>&1 ||
+            { bad "$name: -np $n failed"; tail -5 "$T/$name.$n.log"; continue; }
+        if cmp -s "$T/$name.1.gguf" "$T/$name.$n.gguf"; then ok "$name: -np $n = one process"; else bad "$name: -np $n differs"; fi
+    done
+}
+same rtn4 --method rtn --wbits 4 --group-size 32
+same gptq4 --calib "$CAL" --method gptq --wbits 4 --group-size 32 --sym
+same gptq3 --calib "$CAL" --method gptq --wbits 3 --group-size 64
+same vq2d --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.125
+same vq4d --calib "$CAL" --method gptvq --vq-dim 4 --bpv 2.25
+same vqnorm --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.25 --norm-block 32
+same vqout --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.25 --outlier-frac 0.02
+same vqres --calib "$CAL" --method gptvq --vq-dim 2 --bpv 3.125 --residual 2
+same vqsvd --calib "$CAL" --method gptvq --vq-dim 1 --bpv 3.125 --cb-svd 4
+same head --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.125 --head-bpv 3.125
+same datafree --method gptq --wbits 4 --group-size 32 --seqlen 64 --nsamples 6
+
+# saved Hessians: the same files from -np 3 as from one process
+"$G" quantize "$S" -o "$T/h1.gguf" $base --calib "$CAL" --method gptq --save-hessians "$T/h1" >/dev/null 2>&1
+MPI 3 quantize "$S" -o "$T/h3.gguf" $base --calib "$CAL" --method gptq --save-hessians "$T/h3" >/dev/null 2>&1
+if [ "$(ls "$T/h3" | wc -l)" -eq 20 ] && diff -r "$T/h1" "$T/h3" >/dev/null; then ok "-np 3 saves the same 20 Hessians"; else bad "saved Hessians differ"; fi
+
+# resume across rank counts
+R="$T/r.gguf"; ro="--calib $CAL --method gptvq --vq-dim 2 --bpv 2.25 --norm-block 32 --threads 1"
+MPI 2 quantize "$S" -o "$R" $base $ro --stop-after 2 >"$T/r2.log" 2>&1; rc=$?
+[ $rc -ne 0 ] && [ -f "$R.ckpt/blk.1.ckpt" ] && [ ! -f "$R.ckpt/blk.2.ckpt" ] && [ ! -e "$R" ] && ok "-np 2 --stop-after 2: 2 blocks kept, no file (exit $rc)" || bad "-np 2 stop (exit $rc)"
+MPI 3 quantize "$S" -o "$R" $base $ro --stop-after 4 >"$T/r3.log" 2>&1
+[ -f "$R.ckpt/blk.3.ckpt" ] && [ ! -e "$R" ] && ok "-np 3 --stop-after 4 resumes to 4 blocks" || bad "-np 3 resume"
+"$G" quantize "$S" -o "$R" $base $ro >"$T/r1.log" 2>&1
+cmp -s "$R" "$T/vqnorm.1.gguf" && [ ! -e "$R.ckpt" ] && ok "finished by one process: the uninterrupted file" || bad "resumed file differs"
+
+# a rank killed with SIGKILL after block 1 is checkpointed
+K="$T/k.gguf"; ko="--calib $CAL --nsamples 32 --seqlen 512 --method gptvq --vq-dim 4 --bpv 2.25 --threads 1 --quiet"
+"$G" quantize "$S" -o "$T/k1.gguf" $ko >/dev/null 2>&1
+MPI 2 quantize "$S" -o "$K" $ko >"$T/k.log" 2>&1 &
+mp=$!
+for _ in $(seq 1 1500); do [ -f "$K.ckpt/blk.1.ckpt" ] && break; sleep 0.01; done
+killed=0
+for p in $(pgrep -f "gptvq quantize.*$K"); do
+    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then kill -9 "$p" && killed=1; fi
+done
+wait $mp; rc=$?
+if [ $killed = 1 ] && [ $rc -ne 0 ] && [ ! -e "$K" ] && [ -f "$K.ckpt/blk.0.ckpt" ] && ! ls "$T" | grep -q "k.gguf.tmp"; then
+    ok "rank 1 killed: exit $rc, no output file, $(ls "$K.ckpt" | grep -c blk) blocks kept"
+else
+    bad "kill: killed=$killed rc=$rc"; cat "$T/k.log"
+fi
+MPI 3 quantize "$S" -o "$K" $ko >"$T/k3.log" 2>&1
+cmp -s "$K" "$T/k1.gguf" && ok "rerun with -np 3 after the kill: the one-process file" || { bad "rerun after kill differs"; tail -3 "$T/k3.log"; }
+
+# errors
+MPI 2 quantize "$S" -o "$T/e.gguf" --calib "$T/none.txt" --method gptq --quiet >"$T/e.log" 2>&1; rc=$?
+n=$(grep -c "error:" "$T/e.log")
+[ $rc -ne 0 ] && [ "$n" -eq 1 ] && [ ! -e "$T/e.gguf" ] && grep -q "rank 0 of 2: .*none.txt" "$T/e.log" &&
+    ok "an error on every rank: one line ($(grep error: "$T/e.log"))" || { bad "error on every rank: rc=$rc, $n lines"; cat "$T/e.log"; }
+mkdir -p "$T/hf"; cp "$D/models/stories260K/stories260K.gguf" "$T/hf/x.bin"; echo '{}' >"$T/hf/config.json"
+MPI 2 quantize "$T/hf" -o "$T/f.gguf" --quiet >"$T/f.log" 2>&1; rc=$?
+[ $rc -ne 0 ] && [ ! -e "$T/f.gguf" ] && [ "$(grep -c "error:" "$T/f.log")" -eq 1 ] && ok "a directory source with -np 2 is refused" || { bad "directory source: rc=$rc"; cat "$T/f.log"; }
+if [ -x "${B0:-}" ]; then # a build without MPI (B0=path), under mpirun
+    mpirun -np 2 --oversubscribe "$B0" quantize "$S" -o "$T/n.gguf" --method rtn --quiet >"$T/n.log" 2>&1; rc=$?
+    [ $rc -ne 0 ] && [ ! -e "$T/n.gguf" ] && grep -q "built without MPI" "$T/n.log" && ok "a build without MPI refuses mpirun -np 2" || { bad "no-MPI build: rc=$rc"; cat "$T/n.log"; }
+fi
+[ $fail = 0 ] && echo "test_mpi: all passed" || echo "test_mpi: FAILED"
+exit $fail
