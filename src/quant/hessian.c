@@ -44,33 +44,50 @@ enum gq_status gq_hessian_init(struct gq_hessian *H, int n) {
     return GQ_OK;
 }
 
-// acc += the upper triangle of h, exactly (see the top of the file).
+// One row's entries [0, len) of h into the limbs, exactly: a = |v| is split
+// as h + (m + l·2^-32)·2^-32, every step exact, with signed truncations only
+// (no floor, no unsigned conversion). *hmax = the largest h; returns how many
+// entries are beyond 2^52 or NaN (left out: the fold is refused).
+static int64_t fold_row(const double *v, int len, int64_t *restrict L2, int64_t *restrict L1, int64_t *restrict L0,
+                        int64_t *hmax) {
+    int64_t bad = 0, top = 0;
+    for (int j = 0; j < len; j++) {
+        const double a = fabs(v[j]);
+        const bool ok = a < 0x1p52;
+        const double c = ok ? a : 0;
+        const int64_t h = (int64_t)c;
+        const double f = (c - (double)h) * 0x1p32; // exact, in [0, 2^32)
+        const int64_t m = (int64_t)f, l = (int64_t)((f - (double)m) * 0x1p32);
+        const int64_t s = v[j] < 0 ? -1 : 1;
+        L2[j] += s * h, L1[j] += s * m, L0[j] += s * l;
+        bad += !ok;
+        top = h > top ? h : top;
+    }
+    *hmax = top;
+    return bad;
+}
+
+// acc += the upper triangle of h (see the top of the file). The limbs cannot
+// wrap: each addition's |value| < 2^52 and H->bound, the sum of the
+// additions' largest |value|, stays below 2^62.
 static enum gq_status fold(struct gq_hessian *H) {
     const int n = H->n;
     const size_t T = tri_size(n);
     int64_t *L2 = H->acc, *L1 = H->acc + T, *L0 = H->acc + 2 * T;
     if (H->n_adds >= INT32_MAX) return gq_fail(GQ_ERR_ARG, "hessian: more than 2^31 additions");
-    int bad = -1;
-#pragma omp parallel for schedule(static) reduction(max : bad)
+    int64_t top = 0, bad = 0;
+#pragma omp parallel for schedule(static, 16) reduction(max : top) reduction(+ : bad)
     for (int i = 0; i < n; i++) {
-        const double *row = H->h + (size_t)i * n;
-        const size_t o = tri_off(i, n) - i;
-        for (int j = i; j < n; j++) {
-            const double v = row[j], a = fabs(v);
-            if (!(a < 0x1p52)) { // also NaN
-                bad = i;
-                continue;
-            }
-            const double hi = floor(a);
-            const uint64_t fr = (uint64_t)((a - hi) * 0x1p64); // a − hi is exact, < 1
-            int64_t h = (int64_t)hi, m = (int64_t)(fr >> 32), l = (int64_t)(fr & 0xffffffffu);
-            if (v < 0) h = -h, m = -m, l = -l;
-            if (__builtin_add_overflow(L2[o + j], h, &L2[o + j])) bad = i;
-            L1[o + j] += m, L0[o + j] += l;
-        }
+        const size_t o = tri_off(i, n);
+        int64_t t;
+        bad += fold_row(H->h + (size_t)i * n + i, n - i, L2 + o, L1 + o, L0 + o, &t);
+        top = t > top ? t : top;
     }
-    if (bad >= 0)
-        return gq_fail(GQ_ERR_NUMERIC, "hessian: a sum of x xT in row %d is beyond 2^52 (or its total beyond 2^63)", bad);
+    const double amax = (double)top + 1; // > every |entry|
+    if (bad || !(H->bound + amax < 0x1p62))
+        return gq_fail(GQ_ERR_NUMERIC, "hessian: %s is beyond the exact accumulator (2^52 per window, 2^62 in all)",
+                       bad ? "a sum of x xT (or NaN)" : "the total");
+    H->bound += amax;
     H->n_adds++;
     return GQ_OK;
 }
@@ -81,7 +98,7 @@ enum gq_status gq_hessian_add(struct gq_hessian *H, const float *X, int n_tokens
     if (n_tokens < 0) return gq_fail(GQ_ERR_ARG, "hessian: %d tokens", n_tokens);
     if (n_tokens == 0) return GQ_OK;
     int n = H->n;
-    memset(H->h, 0, sizeof(double) * (size_t)n * n);
+    for (int i = 0; i < n; i++) memset(H->h + (size_t)i * n + i, 0, sizeof(double) * (size_t)(n - i)); // upper triangle
     // h stays on the device while the chunks are added (a no-op on the CPU)
     GQ_TRY(gq_be()->hold(H->h, sizeof(double) * (size_t)n * n, true));
     enum gq_status st = GQ_OK;
@@ -108,10 +125,11 @@ enum gq_status gq_hessian_add(struct gq_hessian *H, const float *X, int n_tokens
 enum gq_status gq_hessian_allreduce(struct gq_hessian *H) {
     if (!H->acc) return gq_fail(GQ_ERR_ARG, "hessian: not initialised");
     if (gq_dist_size() == 1) return GQ_OK;
-    int64_t cnt[2] = {H->n_samples, H->n_adds};
-    GQ_TRY(gq_dist_sum_i64(cnt, 2));
-    if (cnt[1] >= INT32_MAX) return gq_fail(GQ_ERR_ARG, "hessian: more than 2^31 additions over the ranks");
-    H->n_samples = cnt[0], H->n_adds = cnt[1];
+    int64_t cnt[3] = {H->n_samples, H->n_adds, (int64_t)ceil(H->bound)};
+    GQ_TRY(gq_dist_sum_i64(cnt, 3));
+    if (cnt[1] >= INT32_MAX || !((double)cnt[2] < 0x1p62))
+        return gq_fail(GQ_ERR_NUMERIC, "hessian: the ranks' sum is beyond the exact accumulator (2^31 additions, 2^62)");
+    H->n_samples = cnt[0], H->n_adds = cnt[1], H->bound = (double)cnt[2];
     return gq_dist_sum_i64(H->acc, 3 * tri_size(H->n));
 }
 

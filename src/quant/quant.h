@@ -110,6 +110,7 @@ struct gq_hessian {
     int64_t *acc;      // exact running sum of the upper triangle, 3 limbs (below)
     int64_t n_samples; // rows (tokens) added so far
     int64_t n_adds;    // gq_hessian_add calls folded into acc
+    double bound;      // Σ over those calls of their largest |entry| (acc cannot wrap below 2^62)
     double *scratch;   // (GQ_HESSIAN_CHUNK, n) double copy of the input chunk
 };
 #define GQ_HESSIAN_CHUNK 256
