@@ -74,28 +74,11 @@ err = sum(l["rel_error"] for l in r["layers"]) / len(r["layers"])
 print(f"  {cfg}: per block forward {fw:.1f} s ({fw * scale:.1f} s at 128 x 2048 tokens) + quantization {qt:.1f} s"
       f" = {per_block:.1f} s; x {full} blocks = {per_block * full / 3600:.2f} h"
       f" (total {r['seconds_total']:.1f} s, peak RSS {rss}, mean rel error {err:.5f})")
-if full == 32:  # 7B measured: Llama-2-70B by a cost model, not measured
-    # each linear's 7B time split by what its parts grow with: EM and
-    # assignment ~ rows*cols, lazy feedback and the codebook update ~ rows*cols^2
-    # (GEMMs over the inverse factor / Hessian), the rest (damping, Cholesky,
-    # inverse: GPTQ's whole time apart from its 2*rows*cols^2 GEMMs) ~ cols^3;
-    # the calibration forward ~ the block's weights
-    to70 = {"attn_q": (8192, 8192), "attn_k": (1024, 8192), "attn_v": (1024, 8192), "attn_output": (8192, 8192),
-            "ffn_gate": (28672, 8192), "ffn_up": (28672, 8192), "ffn_down": (8192, 28672)}
-    q70 = 0.0
-    for l in r["layers"]:
-        R, C = to70[l["name"].split(".")[-1]]
-        rr, cc = l["rows"], l["cols"]
-        rc, rc2, c3 = R * C / (rr * cc), R * C * C / (rr * cc * cc), (C / cc) ** 3
-        if "seconds_em" in l:
-            lin = l["seconds_em"] + l["seconds_assign"]
-            sq = l["seconds_feedback"] + l["seconds_update"]
-            q70 += lin * rc + sq * rc2 + max(0.0, l["seconds"] - lin - sq) * c3
-        else:  # GPTQ: flops 2 rows cols^2 (lazy GEMMs) + ~cols^3 (factorizations)
-            q70 += l["seconds"] * (2 * R * C * C + C ** 3) / (2 * rr * cc * cc + cc ** 3)
-    q70 /= blocks
-    w7 = sum(l["rows"] * l["cols"] for l in r["layers"]) / blocks
-    fw70 = fw * scale * sum(R * C for R, C in to70.values()) / w7
+if full == 32:  # 7B measured: Llama-2-70B by a cost model (bench/cost_model.py), not measured
+    sys.path.insert(0, "bench")
+    from cost_model import linear_70b_seconds, forward_70b_seconds
+    q70 = sum(linear_70b_seconds(l) for l in r["layers"]) / blocks
+    fw70 = forward_70b_seconds(r, blocks)
     print(f"  {cfg}: Llama-2-70B by a cost model (not measured): forward {fw70:.0f} s + quantization {q70:.0f} s"
           f" per block at 128 x 2048 tokens, x 80 blocks = {(fw70 + q70) * 80 / 3600:.1f} h")
 PY

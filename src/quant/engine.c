@@ -975,10 +975,14 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     int def_len = p->calib_path ? 2048 : 512;
     int seqlen = p->seqlen > 0 ? p->seqlen : (m->hp.ctx_len < def_len ? m->hp.ctx_len : def_len);
     if (p->nsamples <= 0) return gq_fail(GQ_ERR_ARG, "--nsamples must be positive (got %d)", p->nsamples);
-    // Several ranks: each runs its share of the windows (in order), and the
-    // Hessians are summed over the ranks (exactly: hessian.c).
+    // The Hessians' exact units: `unit` consecutive windows. Several ranks:
+    // each runs its share of the units (in order), and the Hessians are
+    // summed over the ranks (exactly: hessian.c).
+    const int unit = seqlen >= GQ_HESSIAN_UNIT_TOKENS ? 1 : GQ_HESSIAN_UNIT_TOKENS / seqlen;
     int64_t w_lo, w_hi;
-    gq_dist_span(p->nsamples, gq_dist_rank(), gq_dist_size(), &w_lo, &w_hi);
+    gq_dist_span((p->nsamples + unit - 1) / unit, gq_dist_rank(), gq_dist_size(), &w_lo, &w_hi);
+    w_lo = w_lo * unit < p->nsamples ? w_lo * unit : p->nsamples;
+    w_hi = w_hi * unit < p->nsamples ? w_hi * unit : p->nsamples;
     const int nloc = (int)(w_hi - w_lo);
     if (gq_dist_size() > 1 && !strcmp(gq_be()->name, "cuda"))
         return gq_fail(GQ_ERR_UNSUPPORTED, "quantize: several processes with --device cuda: not yet (run one process)");
@@ -1075,6 +1079,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
                 break;
             }
             double t0 = gq_time_s();
+            uint64_t digest = 0; // of the exact Hessian (CPU calibration)
             if (load) {
                 int64_t ns = 0;
                 s = hessian_load(p->load_hessians, l, g, Hf, n_in, &ns);
@@ -1126,18 +1131,22 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
                     if (keep) cap.keep = keep + i * per_keep;
                     if (hooks.start_at == GQ_IN_ATTN_OUT) hooks.att_in = att_keep + i * per_att;
                     s = gq_block_forward(c, l, &m->layers[l], x, seqlen, 0, &hooks);
+                    if (s == GQ_OK && cap.status == GQ_OK && (w_lo + i + 1) % unit == 0) s = gq_hessian_fold(&H);
                 }
                 if (in_place) stage = GQ_IN_FFN;
                 if (s == GQ_OK && cap.status == GQ_OK && keep) *(keep == att_keep ? &att_ok : &hb_ok) = true;
                 if (s == GQ_OK) s = cap.status;
                 if (s == GQ_OK) s = gq_hessian_allreduce(&H);
+                if (s == GQ_OK) digest = gq_hessian_digest(&H);
                 if (s == GQ_OK) s = gq_hessian_finish(&H, Hf);
                 if (s == GQ_OK && p->save_hessians && gq_dist_rank() == 0) s = hessian_save(p->save_hessians, l, g, Hf, n_in, H.n_samples);
                 gq_hessian_free(&H);
             }
             rep->seconds_forward += gq_time_s() - t0;
             t0 = gq_time_s();
+            const int first_in_group = rep->n;
             if (s == GQ_OK) s = quantize_group(m, A, l, g, Hf, p, &cfg, rep, &pr);
+            for (int i = first_in_group; s == GQ_OK && i < rep->n; i++) rep->layers[i].hessian_digest = digest;
             rep->seconds_quant += gq_time_s() - t0;
         }
         if (!load && s == GQ_OK) {
@@ -1251,6 +1260,11 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
         cJSON_AddStringToObject(e, "name", name);
         cJSON_AddNumberToObject(e, "rows", r->rows);
         cJSON_AddNumberToObject(e, "cols", r->cols);
+        if (r->hessian_digest) {
+            char dg[24];
+            snprintf(dg, sizeof dg, "%016llx", (unsigned long long)r->hessian_digest);
+            cJSON_AddStringToObject(e, "hessian_digest", dg);
+        }
         cJSON_AddNumberToObject(e, "rel_error", r->rel_error);
         if (p->method == GQ_METHOD_GPTVQ) {
             cJSON_AddNumberToObject(e, "rel_error_before_update", r->rel_error_pass);

@@ -45,6 +45,7 @@ enum gq_status gq_quantize_head(struct gq_model *m, const struct gq_quantize_par
             const int n = seqlen - i < GQ_HESSIAN_CHUNK ? seqlen - i : GQ_HESSIAN_CHUNK;
             gq_final_norm(m, X + ((size_t)w * seqlen + i) * dim, n, xn);
             s = gq_hessian_add(&H, xn, n, dim);
+            if (s == GQ_OK && i + n == seqlen) s = gq_hessian_fold(&H); // the unit: one window
         }
     if (s == GQ_OK) s = gq_hessian_allreduce(&H);
     if (s == GQ_OK) s = gq_hessian_finish(&H, Hf);

@@ -12,9 +12,10 @@
 // Why an exact total: with the plain running sum in double, the result
 // depends on the order of the additions, so a run whose calibration windows
 // are split between processes (mpirun) would not give the bits of a
-// one-process run. Each gq_hessian_add's sum (one calibration window) is
-// therefore rounded once to a fixed-point grid of 2^-64 and added as
-// integers, which is exact and order-free; the 2^-64 rounding is far below
+// one-process run. The sum of each unit of calibration windows (the caller's
+// gq_hessian_fold marks the units; the engine's are GQ_HESSIAN_UNIT_TOKENS
+// long) is therefore rounded once to a fixed-point grid of 2^-64 and added
+// as integers, which is exact and order-free; the 2^-64 rounding is far below
 // the float that H ends in. A value v is kept as three int64 limbs
 // v ≈ L2 + L1·2^-32 + L0·2^-64 with |L1|, |L0| < 2^32 per addition, so the
 // limbs never carry between additions (2^31 of them at most) and the ranks'
@@ -98,7 +99,8 @@ enum gq_status gq_hessian_add(struct gq_hessian *H, const float *X, int n_tokens
     if (n_tokens < 0) return gq_fail(GQ_ERR_ARG, "hessian: %d tokens", n_tokens);
     if (n_tokens == 0) return GQ_OK;
     int n = H->n;
-    for (int i = 0; i < n; i++) memset(H->h + (size_t)i * n + i, 0, sizeof(double) * (size_t)(n - i)); // upper triangle
+    if (!H->pending) // a new unit: its sum starts at 0 (upper triangle)
+        for (int i = 0; i < n; i++) memset(H->h + (size_t)i * n + i, 0, sizeof(double) * (size_t)(n - i));
     // h stays on the device while the chunks are added (a no-op on the CPU)
     GQ_TRY(gq_be()->hold(H->h, sizeof(double) * (size_t)n * n, true));
     enum gq_status st = GQ_OK;
@@ -117,13 +119,21 @@ enum gq_status gq_hessian_add(struct gq_hessian *H, const float *X, int n_tokens
     enum gq_status rs = gq_be()->release(H->h);
     if (st != GQ_OK) return st;
     GQ_TRY(rs);
-    GQ_TRY(fold(H));
+    H->pending = true;
     H->n_samples += n_tokens;
     return GQ_OK;
 }
 
+enum gq_status gq_hessian_fold(struct gq_hessian *H) {
+    if (!H->h) return gq_fail(GQ_ERR_ARG, "hessian: not initialised");
+    if (!H->pending) return GQ_OK;
+    GQ_TRY(fold(H));
+    H->pending = false;
+    return GQ_OK;
+}
+
 enum gq_status gq_hessian_allreduce(struct gq_hessian *H) {
-    if (!H->acc) return gq_fail(GQ_ERR_ARG, "hessian: not initialised");
+    GQ_TRY(gq_hessian_fold(H));
     if (gq_dist_size() == 1) return GQ_OK;
     int64_t cnt[3] = {H->n_samples, H->n_adds, (int64_t)ceil(H->bound)};
     GQ_TRY(gq_dist_sum_i64(cnt, 3));
@@ -131,6 +141,13 @@ enum gq_status gq_hessian_allreduce(struct gq_hessian *H) {
         return gq_fail(GQ_ERR_NUMERIC, "hessian: the ranks' sum is beyond the exact accumulator (2^31 additions, 2^62)");
     H->n_samples = cnt[0], H->n_adds = cnt[1], H->bound = (double)cnt[2];
     return gq_dist_sum_i64(H->acc, 3 * tri_size(H->n));
+}
+
+uint64_t gq_hessian_digest(const struct gq_hessian *H) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    const unsigned char *b = (const unsigned char *)H->acc;
+    for (size_t i = 0; H->acc && i < 3 * tri_size(H->n) * sizeof(int64_t); i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
 }
 
 void gq_hessian_finish_sum(const double *h, int n, int64_t n_samples, float *out) {
@@ -142,8 +159,8 @@ void gq_hessian_finish_sum(const double *h, int n, int64_t n_samples, float *out
         }
 }
 
-enum gq_status gq_hessian_finish(const struct gq_hessian *H, float *out) {
-    if (!H->h) return gq_fail(GQ_ERR_ARG, "hessian: not initialised");
+enum gq_status gq_hessian_finish(struct gq_hessian *H, float *out) {
+    GQ_TRY(gq_hessian_fold(H));
     const int n = H->n;
     const size_t T = tri_size(n);
     const int64_t *L2 = H->acc, *L1 = H->acc + T, *L0 = H->acc + 2 * T;

@@ -106,7 +106,8 @@ enum gq_status gq_rtn_quantize(const float *W, int rows, int cols, const struct 
 
 struct gq_hessian {
     int n;             // input dimension
-    double *h;         // (n, n) scratch: one gq_hessian_add's Σ x xᵀ (upper triangle)
+    double *h;         // (n, n) scratch: the current unit's Σ x xᵀ (upper triangle)
+    bool pending;      // h holds additions not folded into acc yet
     int64_t *acc;      // exact running sum of the upper triangle, 3 limbs (below)
     int64_t n_samples; // rows (tokens) added so far
     int64_t n_adds;    // gq_hessian_add calls folded into acc
@@ -116,18 +117,26 @@ struct gq_hessian {
 #define GQ_HESSIAN_CHUNK 256
 
 enum gq_status gq_hessian_init(struct gq_hessian *H, int n);
-// Adds Σ x xᵀ over the n_tokens rows of X (n_tokens, dim) row-major: the
-// rows' sum in double (chunks of GQ_HESSIAN_CHUNK), then that sum added
-// exactly (fixed point, 2^-64 resolution) to the running total. The total is
-// therefore the same whatever the order of the calls and however they are
-// split between processes (gq_hessian_allreduce): one call is the unit.
+// Adds Σ x xᵀ over the n_tokens rows of X (n_tokens, dim) row-major to the
+// current unit's sum, in double (chunks of GQ_HESSIAN_CHUNK).
 enum gq_status gq_hessian_add(struct gq_hessian *H, const float *X, int n_tokens, int dim);
+// Ends a unit: its sum is added exactly (fixed point, 2^-64 resolution) to
+// the running total. The total is therefore the same whatever the order of
+// the units and however they are split between processes
+// (gq_hessian_allreduce), as long as each unit's additions are the same.
+// allreduce and finish fold a pending unit first.
+enum gq_status gq_hessian_fold(struct gq_hessian *H);
+// The engine's unit: whole calibration windows, this many tokens (one window
+// of 2048; four of 512): a fold costs about a tenth of a 512-token dsyrk.
+#define GQ_HESSIAN_UNIT_TOKENS 2048
 // Sums every rank's H (gq_dist_sum_i64: exact, order-free); a no-op with one.
 enum gq_status gq_hessian_allreduce(struct gq_hessian *H);
+// FNV-1a 64 of the folded total's limbs (after gq_hessian_fold / allreduce).
+uint64_t gq_hessian_digest(const struct gq_hessian *H);
 // out (n, n) float, full symmetric: 2/N · Σ x xᵀ with N = n_samples (tokens).
 // GPTQ divides by the number of sequences instead; the scale does not change
 // GPTQ's result (its damping is relative to mean(diag H)). N = 0 gives zeros.
-enum gq_status gq_hessian_finish(const struct gq_hessian *H, float *out);
+enum gq_status gq_hessian_finish(struct gq_hessian *H, float *out);
 // The same from a sum h (n, n) whose upper triangle holds Σ x xᵀ over n_samples tokens.
 void gq_hessian_finish_sum(const double *h, int n, int64_t n_samples, float *out);
 void gq_hessian_free(struct gq_hessian *H);
