@@ -402,7 +402,7 @@ struct gq_quant_layer_report {
     double rel_error_pass; // before the codebook update
     bool update_kept;     // the codebook update lowered the objective
     double t_em, t_assign, t_feedback, t_update; // seconds (assign includes in-block feedback)
-    // FNV-1a of the exact Hessian sum (its fixed-point limbs) the linear was
+    // FNV-1a (64-bit words) of the exact Hessian sum (its fixed-point limbs) the linear was
     // quantized with: equal digests, equal Hessians, whatever the threads or
     // ranks. 0: none (RTN, loaded Hessians, --device cuda calibration).
     uint64_t hessian_digest;

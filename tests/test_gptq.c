@@ -456,11 +456,18 @@ static void test_hessian_exact(void) {
         CHECK_OK(gq_hessian_init(&b, dim));
         CHECK_OK(gq_hessian_init(&c, dim));
         // units of one window each (gq_hessian_fold ends one)
-        for (int w = 0; w < W; w++) CHECK_OK(gq_hessian_add(&a, X + (size_t)w * L * dim, L, dim)), CHECK_OK(gq_hessian_fold(&a));
-        for (int w = W - 1; w >= 3; w--) // reversed,
-            CHECK_OK(gq_hessian_add(&b, X + (size_t)w * L * dim, L, dim)), CHECK_OK(gq_hessian_fold(&b));
-        for (int w = 0; w < 3; w++) // split 4 + 3
-            CHECK_OK(gq_hessian_add(&c, X + (size_t)w * L * dim, L, dim)), CHECK_OK(gq_hessian_fold(&c));
+        for (int w = 0; w < W; w++) {
+            CHECK_OK(gq_hessian_add(&a, X + (size_t)w * L * dim, L, dim));
+            CHECK_OK(gq_hessian_fold(&a));
+        }
+        for (int w = W - 1; w >= 3; w--) { // reversed,
+            CHECK_OK(gq_hessian_add(&b, X + (size_t)w * L * dim, L, dim));
+            CHECK_OK(gq_hessian_fold(&b));
+        }
+        for (int w = 0; w < 3; w++) { // split 4 + 3
+            CHECK_OK(gq_hessian_add(&c, X + (size_t)w * L * dim, L, dim));
+            CHECK_OK(gq_hessian_fold(&c));
+        }
         const size_t nl = 3 * (size_t)dim * (dim + 1) / 2;
         for (size_t i = 0; i < nl; i++) b.acc[i] += c.acc[i]; // the ranks' sum
         b.n_samples += c.n_samples;

@@ -144,9 +144,8 @@ enum gq_status gq_hessian_allreduce(struct gq_hessian *H) {
 }
 
 uint64_t gq_hessian_digest(const struct gq_hessian *H) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    const unsigned char *b = (const unsigned char *)H->acc;
-    for (size_t i = 0; H->acc && i < 3 * tri_size(H->n) * sizeof(int64_t); i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    uint64_t h = 0xcbf29ce484222325ull; // FNV-1a over 64-bit words
+    for (size_t i = 0; H->acc && i < 3 * tri_size(H->n); i++) h = (h ^ (uint64_t)H->acc[i]) * 0x100000001b3ull;
     return h;
 }
 

@@ -131,7 +131,8 @@ enum gq_status gq_hessian_fold(struct gq_hessian *H);
 #define GQ_HESSIAN_UNIT_TOKENS 2048
 // Sums every rank's H (gq_dist_sum_i64: exact, order-free); a no-op with one.
 enum gq_status gq_hessian_allreduce(struct gq_hessian *H);
-// FNV-1a 64 of the folded total's limbs (after gq_hessian_fold / allreduce).
+// FNV-1a 64 (over 64-bit words) of the folded total's limbs (after
+// gq_hessian_fold / allreduce).
 uint64_t gq_hessian_digest(const struct gq_hessian *H);
 // out (n, n) float, full symmetric: 2/N · Σ x xᵀ with N = n_samples (tokens).
 // GPTQ divides by the number of sequences instead; the scale does not change
