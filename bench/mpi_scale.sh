@@ -2,7 +2,10 @@
 # One quantization, one process × T threads against mpirun -np N × 1 thread,
 # alternately (ROUNDS rounds), on the same machine: wall time, the engine's
 # calibration-forward and quantization seconds (rank 0's report), peak RSS
-# of every process, and whether the files are byte-identical (they must be).
+# of every process, and whether the files are byte-identical. They are by
+# construction with the same threads per process; with 2 threads against 1,
+# OpenBLAS's dsyrk can round differently at some widths (172: stories260K's
+# FFN; not 576, 1536 or 7B's), which may reach a float of H.
 #
 # usage: bash bench/mpi_scale.sh OUTDIR
 # environment (defaults): MODEL (models/SmolLM2-135M-Instruct.Q4_1.gguf)

@@ -466,6 +466,9 @@ void gq_dist_finalize(void);
 int gq_dist_rank(void);
 int gq_dist_size(void);
 void gq_dist_abort(int code);
+// bytes of buf from rank root to every rank (a collective: every rank calls
+// it); with one rank nothing.
+enum gq_status gq_dist_bcast(void *buf, size_t bytes, int root);
 // The MPI library this build uses ("Open MPI v4.1.4, ..."), or NULL (none).
 const char *gq_dist_library(void);
 // The CPU kernels in use: "avx512" (F/BW/VL/DQ + VNNI + VBMI), "avx2" (+ FMA,

@@ -10,8 +10,9 @@
 #   --stop-after 4, then one process: the same file;
 # a rank killed with SIGKILL: nonzero exit, no output file, the finished
 #   blocks kept; the rerun with -np 3 gives the same file;
-# an error that strikes every rank is printed once; a Hugging Face source
-#   and a build without MPI are refused with one line.
+# an error that strikes every rank is printed once; a Hugging Face directory
+#   (rank 0 writes it as GGUF) gives the one-process file, a broken one one
+#   error line; a build without MPI (B0=its gptvq) is refused with one line.
 set -u
 cd "$(dirname "$0")/.."
 G=${B:-build}/gptvq
@@ -100,9 +101,20 @@ MPI 2 quantize "$S" -o "$T/e.gguf" --calib "$T/none.txt" --method gptq --quiet >
 n=$(grep -c "error:" "$T/e.log")
 [ $rc -ne 0 ] && [ "$n" -eq 1 ] && [ ! -e "$T/e.gguf" ] && grep -q "rank 0 of 2: .*none.txt" "$T/e.log" &&
     ok "an error on every rank: one line ($(grep error: "$T/e.log"))" || { bad "error on every rank: rc=$rc, $n lines"; cat "$T/e.log"; }
-mkdir -p "$T/hf"; cp "$D/models/stories260K/stories260K.gguf" "$T/hf/x.bin"; echo '{}' >"$T/hf/config.json"
-MPI 2 quantize "$T/hf" -o "$T/f.gguf" --quiet >"$T/f.log" 2>&1; rc=$?
-[ $rc -ne 0 ] && [ ! -e "$T/f.gguf" ] && [ "$(grep -c "error:" "$T/f.log")" -eq 1 ] && ok "a directory source with -np 2 is refused" || { bad "directory source: rc=$rc"; cat "$T/f.log"; }
+# a Hugging Face directory: rank 0 writes it as GGUF, every rank reads that
+HF=${B:-build}/fixtures/stories260K-hf-f32
+if [ -d "$HF" ]; then
+    "$G" quantize "$HF" -o "$T/f1.gguf" $base --calib "$CAL" --method gptvq --threads 1 >/dev/null 2>&1
+    MPI 2 quantize "$HF" -o "$T/f2.gguf" $base --calib "$CAL" --method gptvq --threads 1 >"$T/f2.log" 2>&1; rc=$?
+    [ $rc -eq 0 ] && cmp -s "$T/f1.gguf" "$T/f2.gguf" && [ ! -e "$T/f2.gguf.hf-source.gguf" ] &&
+        ok "a Hugging Face directory with -np 2: the one-process file, no converted GGUF left" || { bad "directory source: rc=$rc"; tail -5 "$T/f2.log"; }
+    mkdir -p "$T/hfbad"; echo '{}' >"$T/hfbad/config.json"
+    MPI 2 quantize "$T/hfbad" -o "$T/f3.gguf" --quiet >"$T/f3.log" 2>&1; rc=$?
+    [ $rc -ne 0 ] && [ ! -e "$T/f3.gguf" ] && [ ! -e "$T/f3.gguf.hf-source.gguf" ] && [ "$(grep -c "error:" "$T/f3.log")" -eq 1 ] &&
+        ok "a broken directory with -np 2: one error line ($(grep error: "$T/f3.log"))" || { bad "broken directory: rc=$rc"; cat "$T/f3.log"; }
+else
+    echo "(no HF fixture $HF: tests/setup_fixtures.sh; directory cases skipped)"
+fi
 if [ -x "${B0:-}" ]; then # a build without MPI (B0=path), under mpirun
     mpirun -np 2 --oversubscribe "$B0" quantize "$S" -o "$T/n.gguf" --method rtn --quiet >"$T/n.log" 2>&1; rc=$?
     [ $rc -ne 0 ] && [ ! -e "$T/n.gguf" ] && grep -q "built without MPI" "$T/n.log" && ok "a build without MPI refuses mpirun -np 2" || { bad "no-MPI build: rc=$rc"; cat "$T/n.log"; }

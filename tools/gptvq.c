@@ -552,10 +552,10 @@ static const char *QUANT_HELP =
     "splits the calibration windows between the N ranks (their Hessians summed exactly) and\n"
     "gives each linear of a group to one rank; rank 0 alone writes OUT and the checkpoint.\n"
     "The file is byte-identical to a one-process run's, and a checkpoint resumes with any N.\n"
-    "MODEL, the calibration text and the checkpoint folder must be where every rank sees them;\n"
-    "MODEL must be a GGUF file; --device cpu. Each rank's default threads: its share of the\n"
-    "cores. A rank that fails or dies ends the run (no output file; finished blocks stay in\n"
-    "the checkpoint).\n"
+    "MODEL, the calibration text and the checkpoint folder must be where every rank sees them\n"
+    "(a directory MODEL is written as GGUF by rank 0); --device cpu. Each rank's default\n"
+    "threads: its share of the cores. A rank that fails or dies ends the run (no output file;\n"
+    "finished blocks stay in the checkpoint).\n"
     "\n"
     "  --method rtn|gptq|gptvq\n"
     "                        round-to-nearest, GPTQ, or GPTVQ vector quantization (default gptq)\n"
@@ -961,12 +961,21 @@ static int cmd_quantize(int argc, char **argv) {
     // other sources before loading (a 70B Hugging Face model would be read
     // into f32 first) and long before hours of quantization.
     if (gq_dist_rank() != 0) p.progress = false; // rank 0 reports and writes
-    const char *fmt;
-    if (gq_dist_size() > 1 && gq_model_path_format(model, &fmt) == GQ_OK && strcmp(fmt, "gguf") != 0)
-        return die("%s: with several processes the source must be a GGUF file (write one first: gptvq export %s -o F.gguf)",
-                   model, model), 2;
     char tmp[4096];
-    int rc = hf_as_gguf("quantize", &model, out, p.progress, tmp);
+    int rc = 0;
+    if (gq_dist_size() == 1) {
+        rc = hf_as_gguf("quantize", &model, out, p.progress, tmp);
+    } else { // several ranks: rank 0 writes the GGUF of a directory, the others wait and read it
+        if (gq_dist_rank() == 0) rc = hf_as_gguf("quantize", &model, out, p.progress, tmp);
+        int32_t shared[2] = {rc, gq_dist_rank() == 0 && tmp[0]};
+        if (gq_dist_bcast(shared, sizeof shared, 0) != GQ_OK) return die_status(GQ_ERR_IO);
+        if (gq_dist_rank() != 0) {
+            if (shared[0]) return die("%s: rank 0 could not write it as GGUF", model), shared[0];
+            tmp[0] = 0; // rank 0 removes it
+            static char converted[4096];
+            if (shared[1]) snprintf(converted, sizeof converted, "%s.hf-source.gguf", out), model = converted;
+        }
+    }
     if (rc) return rc;
     if (load_model_as(model, NULL, stream, false, &m)) return unlink_tmp(tmp), 1;
     struct gq_quant_report rep;

@@ -10,13 +10,11 @@
 #define GQ_DIST_H
 #include "util/common.h"
 
-// gq_dist_init, _finalize, _rank, _size, _abort: gptvq.h.
+// gq_dist_init, _finalize, _rank, _size, _abort, _bcast: gptvq.h.
 
 // x[i] summed over the ranks, in place (integers: the sum does not depend on
 // the order in which the ranks' values meet).
 enum gq_status gq_dist_sum_i64(int64_t *x, size_t n);
-// bytes of buf from rank root to every rank.
-enum gq_status gq_dist_bcast(void *buf, size_t bytes, int root);
 
 // The share [*lo, *hi) of n items rank r of size gets: contiguous, in order,
 // sizes differ by at most one.
