@@ -1,6 +1,5 @@
 // dist.c - ranks of one run through MPI (GQ_MPI builds), or one process.
 #include "util/dist.h"
-#include <limits.h>
 #ifdef GQ_MPI
 #include <mpi.h>
 #endif
