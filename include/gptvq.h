@@ -458,7 +458,8 @@ int gq_default_threads(void);
 // Several processes for one quantization: `mpirun -np N gptvq quantize ...`
 // (a build with Open MPI; see gq_quantize). gq_dist_init starts MPI when an
 // MPI launcher started the process, else leaves one rank; an MPI run of N > 1
-// processes of a build without MPI is refused. gq_dist_abort ends every rank
+// processes of a build without MPI is refused (rank and size then are the
+// launcher's, for the error message). gq_dist_abort ends every rank
 // (after a rank's error the others would wait for it forever); with one rank
 // it does nothing.
 enum gq_status gq_dist_init(void);

@@ -1441,11 +1441,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "inspect")) return cmd_inspect(argc, argv);
     if (!strcmp(cmd, "quantize")) {
         // mpirun -np N: N ranks share the run; a rank that fails ends them all
-        if (gq_dist_init() != GQ_OK) {
-            const char *r = getenv("OMPI_COMM_WORLD_RANK");
-            if (r && atoi(r) > 0) sleep(3); // one line, rank 0's (its exit ends the others)
-            return die_status(GQ_ERR_UNSUPPORTED), 2;
-        }
+        if (gq_dist_init() != GQ_OK) return die_status(GQ_ERR_UNSUPPORTED), 2; // one line: rank 0's (die)
         int rc = cmd_quantize(argc, argv);
         if (rc != 0 && rc != 3) gq_dist_abort(rc);
         gq_dist_finalize();

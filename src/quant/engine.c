@@ -939,9 +939,9 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         fp = gq_ckpt_fingerprint(m, p);
         // rank 0 writes the checkpoint; the others read it when resuming
         // (a folder every rank sees, like the model)
-        int32_t ok = 1;
+        int32_t opened = 1; // the broadcast makes the others wait for rank 0's folder
         if (gq_dist_rank() == 0) GQ_TRY(gq_ckpt_open(p->checkpoint_dir, fp));
-        GQ_TRY(gq_dist_bcast(&ok, sizeof ok, 0));
+        GQ_TRY(gq_dist_bcast(&opened, sizeof opened, 0));
         if (in_ckpt) GQ_TRY(set_reload(m, p->checkpoint_dir, fp));
         GQ_TRY(resume(m, p, fp, rep, &done));
         if (p->stop_after_blocks > 0 && done >= p->stop_after_blocks && done < m->hp.n_layers)

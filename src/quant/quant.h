@@ -127,7 +127,7 @@ enum gq_status gq_hessian_add(struct gq_hessian *H, const float *X, int n_tokens
 // allreduce and finish fold a pending unit first.
 enum gq_status gq_hessian_fold(struct gq_hessian *H);
 // The engine's unit: whole calibration windows, this many tokens (one window
-// of 2048; four of 512): a fold costs about a tenth of a 512-token dsyrk.
+// of 2048; four of 512), so that 512-token windows do not pay a fold each.
 #define GQ_HESSIAN_UNIT_TOKENS 2048
 // Sums every rank's H (gq_dist_sum_i64: exact, order-free); a no-op with one.
 enum gq_status gq_hessian_allreduce(struct gq_hessian *H);

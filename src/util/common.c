@@ -268,7 +268,7 @@ int gq_default_threads(void) {
     seen = seen > 0 ? seen : 1;
     // ranks that may all run on every CPU share the cores (mpirun binds
     // each rank to its own cores by default: then it has them alone)
-    const int local = g_threads_share;
-    if (local > 1 && n == (int)sysconf(_SC_NPROCESSORS_ONLN)) seen = seen / local > 0 ? seen / local : 1;
+    if (g_threads_share > 1 && n == (int)sysconf(_SC_NPROCESSORS_ONLN))
+        seen = seen / g_threads_share > 0 ? seen / g_threads_share : 1;
     return seen;
 }

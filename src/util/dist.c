@@ -4,7 +4,7 @@
 #include <mpi.h>
 #endif
 
-static int g_rank = 0, g_size = 1, g_local = 1;
+static int g_rank = 0, g_size = 1;
 #ifdef GQ_MPI
 static bool g_mpi; // MPI_Init done by us
 #endif
@@ -35,16 +35,19 @@ enum gq_status gq_dist_init(void) {
     g_mpi = true;
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
-    MPI_Comm local;
+    MPI_Comm local; // the ranks on this machine share its cores
+    int n_local = 1;
     MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &local);
-    MPI_Comm_size(local, &g_local);
+    MPI_Comm_size(local, &n_local);
     MPI_Comm_free(&local);
-    gq_threads_share(g_local);
+    gq_threads_share(n_local);
     return GQ_OK;
 #else
-    if (n > 1)
+    if (n > 1) { // the launcher's numbering, for the error line (gptvq.h)
+        g_rank = env_int("OMPI_COMM_WORLD_RANK"), g_size = n;
         return gq_fail(GQ_ERR_UNSUPPORTED, "started by an MPI launcher with %d processes, but this gptvq was built "
                        "without MPI (install Open MPI: bash scripts/setup.sh, then make)", n);
+    }
     return GQ_OK;
 #endif
 }
@@ -54,7 +57,7 @@ void gq_dist_finalize(void) {
     if (g_mpi) MPI_Finalize();
     g_mpi = false;
 #endif
-    g_rank = 0, g_size = 1, g_local = 1;
+    g_rank = 0, g_size = 1;
     gq_threads_share(1);
 }
 
