@@ -20,7 +20,7 @@
 #include "test_vqcases.h"
 #include "util/common.h"
 
-static int n_q8 = 0, n_fast[GQ_VQF_COUNT], n_rp = 0;
+static int n_q8 = 0, n_fast[GQ_VQF_COUNT], n_rp = 0, n_q8n = 0, n_nibn = 0; // n_q8n, n_nibn: with normalisation
 static double worst = 0, worst_q8 = 0; // err / Σ|w x| (float kernels); err / bound (int8 x)
 
 // y (n, rows) against W (rows, cols) f32 and x (n, cols).
@@ -154,6 +154,10 @@ static void test_vq(void) {
         const struct gq_qweight w = b.w;
         n_q8 += b.v.q8 != 0;
         n_fast[b.v.fast]++;
+        n_q8n += b.v.q8 && b.v.bv, n_nibn += (b.v.fast == GQ_VQF_NIB || b.v.fast == GQ_VQF_D2K64H) && b.v.bv;
+        if (c->norm)
+            fprintf(stderr, "  case %d (d %d k %d, %d x %d, normalisation %d): int8 kernel %d, AVX-512 kernel %d, column tiles %d\n", ci,
+                    c->d, c->k, c->rows, c->cols, c->norm, b.v.q8, b.v.fast, b.v.p.h.n_ct);
         // decode in two uneven pieces (a row-tile boundary inside)
         int cut = c->rows / 3 + 1;
         gq_qweight_decode_rows(&w, 0, cut, D);
@@ -311,6 +315,7 @@ int main(void) {
     test_vmath();
     // every AVX-512 VQ kernel and the repacked block types were exercised
     for (int f = 1; f < GQ_VQF_COUNT; f++) CHECKF(n_fast[f] >= 1, "only %d VQ cases take AVX-512 kernel %d", n_fast[f], f);
+    CHECKF(n_q8n >= 6 && n_nibn >= 3, "normalised cases: %d through the int8 kernels, %d through AVX-512 NIB or D2K64H", n_q8n, n_nibn);
     if (gq_qmatmul_isa_best() >= GQ_ISA_AVX2) CHECKF(n_rp == 5 * 2, "%d repacked block-type cases", n_rp);
     fprintf(stderr, "  VQ cases per AVX-512 kernel (none, nib, d2k64, d4k256, d2k64 halves): %d %d %d %d %d\n", n_fast[0],
             n_fast[1], n_fast[2], n_fast[3], n_fast[4]);

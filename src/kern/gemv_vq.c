@@ -32,27 +32,38 @@
 void gq_vqrt_free(struct gq_vqrt *v) {
     if (!v) return;
     free(v->ct_start), free(v->rt_start), free(v->vt_start), free(v->blk0), free(v->perm);
-    free(v->tab), free(v->cb8), free(v->cbs), free(v->half_ct), free(v->fcb), free(v->nsc);
+    free(v->tab), free(v->cb8), free(v->cbs), free(v->half_ct), free(v->fcb), free(v->nsc), free(v->nidx);
     memset(v, 0, sizeof *v);
 }
 
 static int64_t vq_groups(const struct gq_vqrt *v) { return (int64_t)v->p.h.n_rt * v->p.h.n_ct; }
+
+// Normalisation code of row r, block blk.
+static inline int nsint(const struct gq_vqrt *v, int r, int blk) {
+    return (int)gq_bits_get(v->p.part[GQ_VQP_NSINT], (int64_t)r * v->n_nblk + blk, 4);
+}
 
 // Which int8 kernels fit: q8 (AVX2, generic unless a specialised layout
 // fits) and fast (AVX-512).
 static void pick_kernels(struct gq_vqrt *v) {
     const struct gq_vqpack_hdr *h = &v->p.h;
     v->q8 = v->fast = 0;
-    if (h->cb_format != GQ_CB_INT8 || h->stages != 1 || h->norm_block || h->svd_rank) return;
+    if (h->cb_format != GQ_CB_INT8 || h->stages != 1 || h->svd_rank) return;
     bool m128 = false; // the AVX2 sign trick of the NIB2 / BYTE4 kernels needs codes in [-127, 127] (ours are)
     for (size_t i = 0; i < v->p.bytes[GQ_VQP_CB]; i++) m128 |= (int8_t)v->p.part[GQ_VQP_CB][i] == -128;
-    v->q8 = h->d == 2 && h->k == 16 && !m128 ? GQ_VQ_Q8_NIB2 : h->d == 4 && h->k == 256 && !m128 ? GQ_VQ_Q8_BYTE4 : GQ_VQ_Q8_GENERIC;
-    bool nib = (h->d == 1 || h->d == 2) && h->k == 16 && v->nv % 2 == 0, d2k64 = h->d == 2 && h->k == 64 && v->nv % 4 == 0;
+    // normalisation blocks of whole 32-vector halves (they start at the
+    // column tiles' starts): NIB2's blocks and the AVX-512 NIB halves never
+    // straddle two of them; the other AVX-512 kernels do not scale per block
+    const bool nalign = !v->bv || v->bv % 32 == 0;
+    v->q8 = h->d == 2 && h->k == 16 && !m128 && nalign ? GQ_VQ_Q8_NIB2 : h->d == 4 && h->k == 256 && !m128 ? GQ_VQ_Q8_BYTE4 : GQ_VQ_Q8_GENERIC;
+    bool nib = (h->d == 1 || h->d == 2) && h->k == 16 && v->nv % 2 == 0 && nalign;
+    bool d2k64 = h->d == 2 && h->k == 64 && v->nv % 4 == 0;
     bool halves = true; // every 64-vector step of a row meets at most two column tiles, 32 vectors each
     for (int c = 1; c < h->n_ct; c++) halves &= v->vt_start[c] % 32 == 0, d2k64 &= v->vt_start[c] % 4 == 0;
-    v->fast = nib && halves ? GQ_VQF_NIB
-            : d2k64         ? (halves ? GQ_VQF_D2K64H : GQ_VQF_D2K64)
-            : h->d == 4 && h->k == 256 ? GQ_VQF_D4K256
+    v->fast = nib && halves                       ? GQ_VQF_NIB
+            : d2k64 && halves && nalign           ? GQ_VQF_D2K64H
+            : d2k64 && !v->bv                     ? GQ_VQF_D2K64
+            : h->d == 4 && h->k == 256 && !v->bv ? GQ_VQF_D4K256
                                        : GQ_VQF_NONE;
 }
 
@@ -96,6 +107,20 @@ static enum gq_status build_tables(struct gq_vqrt *v, const char *what) {
                 v->half_ct[hh] = ct;
             }
         }
+        if ((v->fast == GQ_VQF_NIB || v->fast == GQ_VQF_D2K64H) && v->bv) { // each half's code per row and step
+            const int nh = (v->nv + 31) / 32, nsteps = (v->nv + 63) / 64;
+            if (!(v->nidx = malloc(sizeof(uint16_t) * (size_t)h->rows * nsteps + 64)))
+                return gq_fail(GQ_ERR_NOMEM, "%s: kernel tables", what);
+            for (int r = 0; r < h->rows; r++)
+                for (int s = 0; s < nsteps; s++) {
+                    int c[2];
+                    for (int j = 0; j < 2; j++) {
+                        const int hh = gq_min_i(2 * s + j, nh - 1), ct = v->half_ct[hh];
+                        c[j] = nsint(v, r, v->blk0[ct] + (32 * hh - v->vt_start[ct]) / v->bv);
+                    }
+                    v->nidx[(size_t)r * nsteps + s] = (uint16_t)(c[0] | (16 | c[1]) << 8);
+                }
+        }
         return GQ_OK;
     }
     if (!(v->fcb = malloc(sizeof(float) * (size_t)ng * h->stages * kd))) return gq_fail(GQ_ERR_NOMEM, "%s: decoded codebooks", what);
@@ -112,7 +137,7 @@ enum gq_status gq_vqrt_init(struct gq_vqrt *v, const struct gq_vqpack *p, const 
     const struct gq_vqpack_hdr *h = &p->h;
     v->nv = (h->cols - h->n_out) / h->d;
     while ((1 << v->lk) < h->k) v->lk++;
-    v->n_nblk = t.n_nblk;
+    v->n_nblk = t.n_nblk, v->bv = h->norm_block / h->d;
     v->ct_start = malloc(sizeof(int) * (h->n_ct + 1)), v->rt_start = malloc(sizeof(int) * (h->n_rt + 1));
     v->blk0 = malloc(sizeof(int) * h->n_ct), v->vt_start = malloc(sizeof(int) * (h->n_ct + 1));
     if (h->has_perm) v->perm = malloc(sizeof(int32_t) * h->cols);
@@ -137,10 +162,6 @@ enum gq_status gq_vqrt_init(struct gq_vqrt *v, const struct gq_vqpack *p, const 
 
 static inline uint32_t vq_index(const struct gq_vqrt *v, int s, int r, int vec) {
     return gq_bits_get(v->p.part[GQ_VQP_IDX], ((int64_t)s * v->p.h.rows + r) * v->nv + vec, v->lk);
-}
-
-static inline int nsint(const struct gq_vqrt *v, int r, int blk) {
-    return (int)gq_bits_get(v->p.part[GQ_VQP_NSINT], (int64_t)r * v->n_nblk + blk, 4);
 }
 
 static int row_tile_of(const struct gq_vqrt *v, int r) {
@@ -489,6 +510,17 @@ AVX2_FN static void vq_float_tile_avx2(const struct gq_vqrt *v, const struct vqx
 // ---------------------------------------------------------------------------
 // Int8 kernels: scalar reference.
 
+// The end of the normalisation block of column tile ct that holds vector
+// vec (without normalisation: the tile's end), and that block's scale in
+// row r (1 without).
+static inline int seg_end(const struct gq_vqrt *v, int ct, int vec) {
+    const int v0 = v->vt_start[ct], v1 = v->vt_start[ct + 1];
+    return v->bv ? gq_min_i(v1, v0 + ((vec - v0) / v->bv + 1) * v->bv) : v1;
+}
+static inline float seg_scale(const struct gq_vqrt *v, int64_t g, int r, int ct, int vec) {
+    return v->bv ? v->nsc[g * 16 + nsint(v, r, v->blk0[ct] + (vec - v->vt_start[ct]) / v->bv)] : 1.0f;
+}
+
 static void vq_q8_scalar(const struct gq_vqrt *v, const struct vqx *X, float *y, int r0, int r1, bool accumulate,
                          float *tmp) {
     const struct gq_vqpack_hdr *h = &v->p.h;
@@ -502,12 +534,18 @@ static void vq_q8_scalar(const struct gq_vqrt *v, const struct vqx *X, float *y,
             const int v0 = v->vt_start[ct], v1 = v->vt_start[ct + 1];
             const int8_t *x = X->xq + h->n_out;
             for (int r = ra; r < rb; r++) {
-                int32_t sum = 0;
-                for (int vec = v0; vec < v1; vec++) {
-                    const int8_t *c = cb + (size_t)vq_index(v, 0, r, vec) * d;
-                    for (int j = 0; j < d; j++) sum += c[j] * x[(size_t)vec * d + j];
+                float acc = 0;
+                for (int s0 = v0; s0 < v1;) { // the normalisation blocks (or the whole tile)
+                    const int s1 = seg_end(v, ct, s0);
+                    int32_t sum = 0;
+                    for (int vec = s0; vec < s1; vec++) {
+                        const int8_t *c = cb + (size_t)vq_index(v, 0, r, vec) * d;
+                        for (int j = 0; j < d; j++) sum += c[j] * x[(size_t)vec * d + j];
+                    }
+                    acc += (float)sum * (sc * seg_scale(v, g, r, ct, s0));
+                    s0 = s1;
                 }
-                tmp[r - ra] += (float)sum * sc;
+                tmp[r - ra] += acc;
             }
         }
         for (int r = ra; r < rb; r++) put(y, r, tmp[r - ra], accumulate);
@@ -584,22 +622,26 @@ AVX2_FN static void vq_rows2_nib2(const struct gq_vqrt *v, const struct vqx *X, 
     float rest0 = 0, rest1 = 0;
     for (int ct = 0; ct < nct; ct++) {
         const int64_t g = (int64_t)rt * nct + ct;
-        const int v0 = v->vt_start[ct], v1 = v->vt_start[ct + 1], vend = v0 + ((v1 - v0) & ~31);
+        const int v0 = v->vt_start[ct], v1 = v->vt_start[ct + 1];
         const __m256i t0 = nib2_table(v, g, 0), t1 = nib2_table(v, g, 1);
-        __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
-        int vec = v0;
-        for (; vec < vend && (size_t)((e1 + vec) >> 1) + 17 <= ibytes; vec += 32) {
-            a0 = _mm256_add_epi32(a0, nib2_block(is, e0 + vec, t0, t1, X->xa + 2 * vec, X->xabs + 2 * vec));
-            a1 = _mm256_add_epi32(a1, nib2_block(is, e1 + vec, t0, t1, X->xa + 2 * vec, X->xabs + 2 * vec));
-        }
         const float sc = v->cbs[g] * X->xs[ct];
-        const __m256 s = _mm256_set1_ps(sc);
-        f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0), s, f0);
-        f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1), s, f1);
-        if (vec < v1) {
-            const int8_t *cb = (const int8_t *)v->p.part[GQ_VQP_CB] + (size_t)g * 32;
-            rest0 += (float)vq_q8_rest(v, r, vec, v1, cb, X->xq) * sc;
-            rest1 += (float)vq_q8_rest(v, r + 1, vec, v1, cb, X->xq) * sc;
+        for (int s0 = v0; s0 < v1;) { // the normalisation blocks (or the whole tile)
+            const int s1 = seg_end(v, ct, s0), vend = s0 + ((s1 - s0) & ~31);
+            __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+            int vec = s0;
+            for (; vec < vend && (size_t)((e1 + vec) >> 1) + 17 <= ibytes; vec += 32) {
+                a0 = _mm256_add_epi32(a0, nib2_block(is, e0 + vec, t0, t1, X->xa + 2 * vec, X->xabs + 2 * vec));
+                a1 = _mm256_add_epi32(a1, nib2_block(is, e1 + vec, t0, t1, X->xa + 2 * vec, X->xabs + 2 * vec));
+            }
+            const float sc0 = sc * seg_scale(v, g, r, ct, s0), sc1 = sc * seg_scale(v, g, r + 1, ct, s0);
+            f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0), _mm256_set1_ps(sc0), f0);
+            f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1), _mm256_set1_ps(sc1), f1);
+            if (vec < s1) {
+                const int8_t *cb = (const int8_t *)v->p.part[GQ_VQP_CB] + (size_t)g * 32;
+                rest0 += (float)vq_q8_rest(v, r, vec, s1, cb, X->xq) * sc0;
+                rest1 += (float)vq_q8_rest(v, r + 1, vec, s1, cb, X->xq) * sc1;
+            }
+            s0 = s1;
         }
     }
     o[0] += gq_hsum256(f0) + rest0;
@@ -623,36 +665,38 @@ AVX2_FN static void vq_q8_tile_avx2(const struct gq_vqrt *v, const struct vqx *X
         for (int ct = 0; ct < nct; ct++) {
             const int64_t g = (int64_t)rt * nct + ct;
             const int8_t *cb = cbs + (size_t)g * kd;
-            const float sc = v->cbs[g] * X->xs[ct];
-            const int v0 = v->vt_start[ct], v1 = v->vt_start[ct + 1];
-            __m256i acc = _mm256_setzero_si256();
-            int vec = v0;
-            if (v->q8 == GQ_VQ_Q8_NIB2) {
-                const __m256i t0 = nib2_table(v, g, 0), t1 = nib2_table(v, g, 1);
-                const int vend = v0 + ((v1 - v0) & ~31);
-                for (; vec < vend && (size_t)((e0 + vec) >> 1) + 17 <= ibytes; vec += 32)
-                    acc = _mm256_add_epi32(acc, nib2_block(is, e0 + vec, t0, t1, X->xa + 2 * vec, X->xabs + 2 * vec));
-            } else if (v->q8 == GQ_VQ_Q8_BYTE4) {
-                for (; vec + 8 <= v1; vec += 8) {
-                    const __m256i ix = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(is + e0 + vec)));
-                    const __m256i c = _mm256_i32gather_epi32((const int *)cb, ix, 4);
-                    acc = _mm256_add_epi32(acc, dot_i8(c, _mm256_loadu_si256((const __m256i *)(X->xa + 4 * vec)),
-                                                       _mm256_loadu_si256((const __m256i *)(X->xabs + 4 * vec))));
+            for (int s0 = v->vt_start[ct], v1; s0 < v->vt_start[ct + 1]; s0 = v1) { // normalisation blocks (or the tile)
+                v1 = seg_end(v, ct, s0);
+                const float sc = v->cbs[g] * X->xs[ct] * seg_scale(v, g, r, ct, s0);
+                __m256i acc = _mm256_setzero_si256();
+                int vec = s0;
+                if (v->q8 == GQ_VQ_Q8_NIB2) {
+                    const __m256i t0 = nib2_table(v, g, 0), t1 = nib2_table(v, g, 1);
+                    const int vend = s0 + ((v1 - s0) & ~31);
+                    for (; vec < vend && (size_t)((e0 + vec) >> 1) + 17 <= ibytes; vec += 32)
+                        acc = _mm256_add_epi32(acc, nib2_block(is, e0 + vec, t0, t1, X->xa + 2 * vec, X->xabs + 2 * vec));
+                } else if (v->q8 == GQ_VQ_Q8_BYTE4) {
+                    for (; vec + 8 <= v1; vec += 8) {
+                        const __m256i ix = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(is + e0 + vec)));
+                        const __m256i c = _mm256_i32gather_epi32((const int *)cb, ix, 4);
+                        acc = _mm256_add_epi32(acc, dot_i8(c, _mm256_loadu_si256((const __m256i *)(X->xa + 4 * vec)),
+                                                           _mm256_loadu_si256((const __m256i *)(X->xabs + 4 * vec))));
+                    }
+                } else { // generic: 8 vectors, their centroids padded to 4 (8) bytes by gathers
+                    const int dp = d <= 4 ? 4 : 8;
+                    const uint8_t *c8 = v->cb8 + (size_t)g * h->k * dp;
+                    for (; vec + 8 <= v1; vec += 8) {
+                        const __m256i ix = _mm256_slli_epi32(vq_index8(v, 0, r, vec), dp == 4 ? 2 : 3);
+                        acc = _mm256_add_epi32(acc, dot_c8(_mm256_i32gather_epi32((const int *)c8, ix, 1),
+                                                           _mm256_loadu_si256((const __m256i *)(X->xa + 4 * (size_t)vec))));
+                        if (dp == 8)
+                            acc = _mm256_add_epi32(acc, dot_c8(_mm256_i32gather_epi32((const int *)(c8 + 4), ix, 1),
+                                                               _mm256_loadu_si256((const __m256i *)(X->xa + 4 * (size_t)(nv + vec)))));
+                    }
                 }
-            } else { // generic: 8 vectors, their centroids padded to 4 (8) bytes by gathers
-                const int dp = d <= 4 ? 4 : 8;
-                const uint8_t *c8 = v->cb8 + (size_t)g * h->k * dp;
-                for (; vec + 8 <= v1; vec += 8) {
-                    const __m256i ix = _mm256_slli_epi32(vq_index8(v, 0, r, vec), dp == 4 ? 2 : 3);
-                    acc = _mm256_add_epi32(acc, dot_c8(_mm256_i32gather_epi32((const int *)c8, ix, 1),
-                                                       _mm256_loadu_si256((const __m256i *)(X->xa + 4 * (size_t)vec))));
-                    if (dp == 8)
-                        acc = _mm256_add_epi32(acc, dot_c8(_mm256_i32gather_epi32((const int *)(c8 + 4), ix, 1),
-                                                           _mm256_loadu_si256((const __m256i *)(X->xa + 4 * (size_t)(nv + vec)))));
-                }
+                accf = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(sc), accf);
+                if (vec < v1) rest += (float)vq_q8_rest(v, r, vec, v1, cb, X->xq) * sc;
             }
-            accf = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc), _mm256_set1_ps(sc), accf);
-            if (vec < v1) rest += (float)vq_q8_rest(v, r, vec, v1, cb, X->xq) * sc;
         }
         tmp[r - ra] += gq_hsum256(accf) + rest;
     }
@@ -947,6 +991,89 @@ AVX512_FN static GQ_INLINE void nibp_rows_avx512(const struct gq_vqrt *v, const 
 #undef NIBP_TAIL
 }
 
+// NIB with normalisation (blocks of whole halves). Per step: the exact
+// int32 sums Σ code · x of 16 lanes (the dpbusd of code + 128 started from
+// cr, the lanes' −128 · Σ x), × the scale of the lane's half in this row:
+// x scale · codebook scale · 2^(a s + z), looked up by the row's two codes
+// (nidx: s0 | (16 | s1) << 8; lanes 4-7 and 12-15 take the high byte) in
+// the step's two 16-float tables ta (first half) and tb2 (second).
+AVX512_FN static GQ_INLINE __m512 nibn_step(__m512 f, __m512i z, const __m512i *tb, __m512i cr, __m512 ta, __m512 tb2,
+                                            uint16_t w, __m512i x0, __m512i x1, const int D) {
+    __m512i a = _mm512_dpbusd_epi32(cr, _mm512_shuffle_epi8(tb[0], z), x0);
+    if (D == 2) a = _mm512_dpbusd_epi32(a, _mm512_shuffle_epi8(tb[1], z), x1);
+    const __m512i id = _mm512_srlv_epi32(_mm512_set1_epi16((short)w), _mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 0, 0, 0, 0, 8, 8, 8, 8));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_permutex2var_ps(ta, id, tb2), f);
+}
+
+// The short last step (<= 32 vectors, one half) on 256 bits, scale sc.
+AVX512_FN static GQ_INLINE __m512 nibn_tail(__m512 f, const uint8_t *ib, int nb, __m256i t0, __m256i t1, __m256i cr,
+                                            float sc, const int8_t *x0, const int8_t *x1, const int D) {
+    const __m256i raw = _mm256_broadcastsi128_si256(_mm_maskz_loadu_epi8((__mmask16)((1u << nb) - 1), ib));
+    const __m256i z = _mm256_and_si256(_mm256_srlv_epi64(raw, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(15));
+    __m256i a = _mm256_dpbusd_epi32(cr, _mm256_shuffle_epi8(t0, z), _mm256_loadu_si256((const __m256i *)x0));
+    if (D == 2) a = _mm256_dpbusd_epi32(a, _mm256_shuffle_epi8(t1, z), _mm256_loadu_si256((const __m256i *)x1));
+    return _mm512_add_ps(f, _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(a), _mm256_set1_ps(sc))));
+}
+
+// Rows [ra, rb) of one row tile, four at a time (tables and x shared).
+AVX512_FN static GQ_INLINE void nibn_rows_avx512(const struct gq_vqrt *v, const struct vqx *X, int ra, int rb,
+                                                 const __m512i *tb, const __m512 *tf, const __m512i *cr, const int D,
+                                                 float *y, bool accumulate) {
+    const int nv = v->nv, nfull = nv / 64, tail = (nv % 64) / 2, rowb = nv / 2, nsteps = (nv + 63) / 64;
+    const bool short_tail = tail && tail <= 16;
+    const int nst = nfull + (tail > 0 && !short_tail); // 512-bit steps
+    const __m256i tt0 = short_tail ? _mm512_castsi512_si256(tb[D * nfull]) : _mm256_setzero_si256();
+    const __m256i tt1 = short_tail ? _mm512_castsi512_si256(tb[D * nfull + D - 1]) : tt0;
+    const __m256i ctl = short_tail ? _mm512_castsi512_si256(cr[nfull]) : _mm256_setzero_si256();
+    const float *ts = (const float *)(tf + 2 * nfull); // the short step's table
+    const uint8_t *is = v->p.part[GQ_VQP_IDX];
+    const int8_t *p0 = X->pl, *p1 = X->pl + X->pstride;
+    const bool outl = v->p.h.n_out > 0;
+    int r = ra;
+    for (; r + 4 <= rb; r += 4) {
+        const uint8_t *ib = is + (size_t)r * rowb;
+        const uint16_t *w = v->nidx + (size_t)r * nsteps;
+        for (int o = 0; o < 4 * rowb; o += 64) _mm_prefetch((const char *)(ib + 8 * (size_t)rowb + o), _MM_HINT_T0);
+        __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps(), f2 = _mm512_setzero_ps(), f3 = _mm512_setzero_ps();
+        for (int s = 0; s < nst; s++) {
+            const int nb = s < nfull ? 32 : tail;
+            const __m512i x0 = _mm512_loadu_si512(p0 + 64 * s), x1 = D == 2 ? _mm512_loadu_si512(p1 + 64 * s) : x0;
+            const __m512 ta = tf[2 * s], tb2 = tf[2 * s + 1];
+            const __m512i c = cr[s];
+            f0 = nibn_step(f0, nib_idx(ib + 32 * s, nb), tb + D * s, c, ta, tb2, w[s], x0, x1, D);
+            f1 = nibn_step(f1, nib_idx(ib + rowb + 32 * s, nb), tb + D * s, c, ta, tb2, w[nsteps + s], x0, x1, D);
+            f2 = nibn_step(f2, nib_idx(ib + 2 * rowb + 32 * s, nb), tb + D * s, c, ta, tb2, w[2 * nsteps + s], x0, x1, D);
+            f3 = nibn_step(f3, nib_idx(ib + 3 * rowb + 32 * s, nb), tb + D * s, c, ta, tb2, w[3 * nsteps + s], x0, x1, D);
+        }
+        if (short_tail) {
+            const int8_t *xa = p0 + 64 * nfull, *xb = p1 + 64 * nfull;
+            f0 = nibn_tail(f0, ib + 32 * nfull, tail, tt0, tt1, ctl, ts[w[nfull] & 15], xa, xb, D);
+            f1 = nibn_tail(f1, ib + rowb + 32 * nfull, tail, tt0, tt1, ctl, ts[w[nsteps + nfull] & 15], xa, xb, D);
+            f2 = nibn_tail(f2, ib + 2 * rowb + 32 * nfull, tail, tt0, tt1, ctl, ts[w[2 * nsteps + nfull] & 15], xa, xb, D);
+            f3 = nibn_tail(f3, ib + 3 * rowb + 32 * nfull, tail, tt0, tt1, ctl, ts[w[3 * nsteps + nfull] & 15], xa, xb, D);
+        }
+        float o[4];
+        _mm_storeu_ps(o, hsum4_avx512(f0, f1, f2, f3));
+        for (int q = 0; q < 4; q++) {
+            if (outl) o[q] += vq_outl(v, X->xp, r + q);
+            y[r + q] = accumulate ? y[r + q] + o[q] : o[q];
+        }
+    }
+    for (; r < rb; r++) {
+        const uint8_t *ib = is + (size_t)r * rowb;
+        const uint16_t *w = v->nidx + (size_t)r * nsteps;
+        __m512 f = _mm512_setzero_ps();
+        for (int s = 0; s < nst; s++) {
+            const __m512i x0 = _mm512_loadu_si512(p0 + 64 * s), x1 = D == 2 ? _mm512_loadu_si512(p1 + 64 * s) : x0;
+            f = nibn_step(f, nib_idx(ib + 32 * s, s < nfull ? 32 : tail), tb + D * s, cr[s], tf[2 * s], tf[2 * s + 1], w[s], x0, x1, D);
+        }
+        if (short_tail) f = nibn_tail(f, ib + 32 * nfull, tail, tt0, tt1, ctl, ts[w[nfull] & 15], p0 + 64 * nfull, p1 + 64 * nfull, D);
+        float o = _mm512_reduce_add_ps(f);
+        if (outl) o += vq_outl(v, X->xp, r);
+        y[r] = accumulate ? y[r] + o : o;
+    }
+}
+
 // NIB: per row tile, the step tables (coordinate j's 16-entry tables of the
 // two halves' groups: lanes 0 and 2 the first half's, 1 and 3 the second's)
 // and scales (int32 lanes 0-3 and 8-11 / 4-7 and 12-15), then per row 64
@@ -956,6 +1083,32 @@ AVX512_FN static void vq_nib_tile_avx512(const struct gq_vqrt *v, const struct v
     const struct gq_vqpack_hdr *h = &v->p.h;
     const int nv = v->nv, d = h->d, nsteps = (nv + 63) / 64;
     const bool packed = v->rt_start[rt + 1] - v->rt_start[rt] < 24;
+    if (v->bv) { // normalisation: tables as below, the halves' float scale tables, the lanes' corrections
+        __m512 *tf = (__m512 *)(tb + 2 * nsteps);
+        __m512i *cr = (__m512i *)sv;
+        const __m512i one = _mm512_set1_epi8(1);
+        for (int s = 0; s < nsteps; s++) {
+            const uint8_t *t[2];
+            for (int hh = 0; hh < 2; hh++) {
+                const int half = 2 * s + hh, hv = gq_min_i(half, (nv - 1) / 32); // past the end: the last group, x = 0
+                const int ct = v->half_ct[hv];
+                const int64_t g = (int64_t)rt * h->n_ct + ct;
+                tf[2 * s + hh] = _mm512_mul_ps(_mm512_set1_ps(half == hv ? v->cbs[g] * X->xs[ct] : 0), _mm512_loadu_ps(v->nsc + 16 * g));
+                t[hh] = v->tab + (size_t)g * 16 * d;
+            }
+            if (s == nv / 64 && nv % 64 <= 32) t[1] = t[0], tf[2 * s + 1] = tf[2 * s]; // the short last step
+            for (int j = 0; j < d; j++)
+                tb[d * s + j] = _mm512_broadcast_i64x4(
+                    _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(t[0] + 16 * j))),
+                                            _mm_loadu_si128((const __m128i *)(t[1] + 16 * j)), 1));
+            __m512i sx = _mm512_dpbusd_epi32(_mm512_setzero_si512(), one, _mm512_loadu_si512(X->pl + 64 * s));
+            if (d == 2) sx = _mm512_dpbusd_epi32(sx, one, _mm512_loadu_si512(X->pl + X->pstride + 64 * s));
+            cr[s] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sx, 7));
+        }
+        if (d == 1) nibn_rows_avx512(v, X, ra, rb, tb, tf, cr, 1, y, accumulate);
+        else nibn_rows_avx512(v, X, ra, rb, tb, tf, cr, 2, y, accumulate);
+        return;
+    }
     float K = 0;
     for (int s = 0; s < nsteps; s++) {
         float sc[2];
@@ -1032,11 +1185,76 @@ AVX512_FN static void vq_d2k64_tile_avx512(const struct gq_vqrt *v, const struct
 // D2K64H: D2K64 where column tiles start at multiples of 32 vectors: each
 // 64-vector step meets at most two groups, one per half; per coordinate a
 // two-table vpermi2b whose index bit 6 picks the half's table. Tables,
-// scales and the −128 · Σ x correction per row tile, as NIB.
+// scales and the −128 · Σ x correction per row tile, as NIB. NRM
+// (normalisation in blocks of whole halves): as nibn_step, the lanes 8-15
+// holding the second half.
+AVX512_FN static GQ_INLINE void d2k64h_rows_avx512(const struct gq_vqrt *v, const struct vqx *X, int ra, int rb,
+                                                   const __m512i *tb, const __m512 *sv, const __m512 *tf,
+                                                   const __m512i *cr, float K, float *y, bool accumulate, const bool NRM) {
+    const int nv = v->nv, nsteps = (nv + 63) / 64, rowb = nv * 3 / 4;
+    const __m512i spread = _mm512_set_epi8(47, 47, 47, 46, 45, 44, 43, 42, 41, 41, 41, 40, 39, 38, 37, 36, 35, 35, 35, 34, 33,
+                                           32, 31, 30, 29, 29, 29, 28, 27, 26, 25, 24, 23, 23, 23, 22, 21, 20, 19, 18, 17, 17,
+                                           17, 16, 15, 14, 13, 12, 11, 11, 11, 10, 9, 8, 7, 6, 5, 5, 5, 4, 3, 2, 1, 0);
+    const __m512i shifts = _mm512_set1_epi64(0x2A241E18120C0600ll);
+    const __m512i hsel = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi8(0x40), 1); // bytes 32-63: second table
+    const __m512i m6 = _mm512_set1_epi8(0x3F);
+    const __m512i nsh = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi32(8), 1); // lanes 8-15: the high code
+    const int8_t *p0 = X->pl, *p1 = X->pl + X->pstride;
+    const bool outl = v->p.h.n_out > 0;
+#define D2K64H_STEP(f, ib, w)                                                                                         \
+    {                                                                                                                 \
+        const __m512i raw = _mm512_maskz_loadu_epi8(kb, (ib) + 48 * s);                                               \
+        const __m512i ix = _mm512_ternarylogic_epi32(                                                                 \
+            _mm512_multishift_epi64_epi8(shifts, _mm512_permutexvar_epi8(spread, raw)), m6, hsel, 0xEA); /* a&b|c */  \
+        __m512i a = _mm512_dpbusd_epi32(NRM ? cr[s] : _mm512_setzero_si512(), _mm512_permutex2var_epi8(tb[4 * s], ix, tb[4 * s + 1]), x0); \
+        a = _mm512_dpbusd_epi32(a, _mm512_permutex2var_epi8(tb[4 * s + 2], ix, tb[4 * s + 3]), x1);                 \
+        const __m512 sc = NRM ? _mm512_permutex2var_ps(tf[2 * s], _mm512_srlv_epi32(_mm512_set1_epi16((short)(w)), nsh), tf[2 * s + 1]) : sv[s]; \
+        f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), sc, f);                                                             \
+    }
+    int r = ra;
+    for (; r + 4 <= rb; r += 4) {
+        const uint8_t *ib = v->p.part[GQ_VQP_IDX] + (size_t)r * rowb;
+        const uint16_t *w = NRM ? v->nidx + (size_t)r * nsteps : NULL;
+        for (int o = 0; o < 4 * rowb; o += 64) _mm_prefetch((const char *)(ib + 8 * (size_t)rowb + o), _MM_HINT_T0);
+        __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps(), f2 = _mm512_setzero_ps(), f3 = _mm512_setzero_ps();
+        for (int s = 0; s < nsteps; s++) {
+            const int n = gq_min_i(64, nv - 64 * s), nb = n * 3 / 4;
+            const __mmask64 kb = nb >= 64 ? ~0ull : (1ull << nb) - 1;
+            const __m512i x0 = _mm512_loadu_si512(p0 + 64 * s), x1 = _mm512_loadu_si512(p1 + 64 * s);
+            D2K64H_STEP(f0, ib, NRM ? w[s] : 0) D2K64H_STEP(f1, ib + rowb, NRM ? w[nsteps + s] : 0)
+            D2K64H_STEP(f2, ib + 2 * rowb, NRM ? w[2 * nsteps + s] : 0) D2K64H_STEP(f3, ib + 3 * rowb, NRM ? w[3 * nsteps + s] : 0)
+        }
+        float o[4];
+        _mm_storeu_ps(o, _mm_add_ps(hsum4_avx512(f0, f1, f2, f3), _mm_set1_ps(K)));
+        for (int q = 0; q < 4; q++) {
+            if (outl) o[q] += vq_outl(v, X->xp, r + q);
+            put(y, r + q, o[q], accumulate);
+        }
+    }
+    for (; r < rb; r++) {
+        const uint8_t *ib = v->p.part[GQ_VQP_IDX] + (size_t)r * rowb;
+        const uint16_t *w = NRM ? v->nidx + (size_t)r * nsteps : NULL;
+        __m512 f = _mm512_setzero_ps();
+        for (int s = 0; s < nsteps; s++) {
+            const int n = gq_min_i(64, nv - 64 * s), nb = n * 3 / 4;
+            const __mmask64 kb = nb >= 64 ? ~0ull : (1ull << nb) - 1;
+            const __m512i x0 = _mm512_loadu_si512(p0 + 64 * s), x1 = _mm512_loadu_si512(p1 + 64 * s);
+            D2K64H_STEP(f, ib, NRM ? w[s] : 0)
+        }
+        float o = _mm512_reduce_add_ps(f) + K;
+        if (outl) o += vq_outl(v, X->xp, r);
+        put(y, r, o, accumulate);
+    }
+#undef D2K64H_STEP
+}
+
 AVX512_FN static void vq_d2k64h_tile_avx512(const struct gq_vqrt *v, const struct vqx *X, int rt, int ra, int rb,
                                            __m512i *tb, __m512 *sv, float *y, bool accumulate) {
     const struct gq_vqpack_hdr *h = &v->p.h;
-    const int nv = v->nv, nsteps = (nv + 63) / 64, rowb = nv * 3 / 4;
+    const int nv = v->nv, nsteps = (nv + 63) / 64;
+    __m512 *tf = (__m512 *)(tb + 4 * nsteps); // with normalisation: 2 scale tables a step, then the corrections
+    __m512i *cr = (__m512i *)(tf + 2 * nsteps);
+    const __m512i one = _mm512_set1_epi8(1);
     float K = 0;
     for (int s = 0; s < nsteps; s++) {
         float sc[2];
@@ -1048,60 +1266,18 @@ AVX512_FN static void vq_d2k64h_tile_avx512(const struct gq_vqrt *v, const struc
             sc[hh] = half == hv ? v->cbs[g] * X->xs[ct] : 0;
             if (half == hv) K -= 128 * sc[hh] * (float)X->sum[half];
             t[hh] = v->tab + (size_t)g * 128;
+            if (v->bv) tf[2 * s + hh] = _mm512_mul_ps(_mm512_set1_ps(sc[hh]), _mm512_loadu_ps(v->nsc + 16 * g));
         }
         for (int j = 0; j < 2; j++)
             tb[4 * s + 2 * j] = _mm512_loadu_si512(t[0] + 64 * j), tb[4 * s + 2 * j + 1] = _mm512_loadu_si512(t[1] + 64 * j);
         sv[s] = _mm512_insertf32x8(_mm512_set1_ps(sc[0]), _mm256_set1_ps(sc[1]), 1);
+        if (v->bv)
+            cr[s] = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                     _mm512_slli_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), one, _mm512_loadu_si512(X->pl + 64 * s)),
+                                                                           one, _mm512_loadu_si512(X->pl + X->pstride + 64 * s)), 7));
     }
-    const __m512i spread = _mm512_set_epi8(47, 47, 47, 46, 45, 44, 43, 42, 41, 41, 41, 40, 39, 38, 37, 36, 35, 35, 35, 34, 33,
-                                           32, 31, 30, 29, 29, 29, 28, 27, 26, 25, 24, 23, 23, 23, 22, 21, 20, 19, 18, 17, 17,
-                                           17, 16, 15, 14, 13, 12, 11, 11, 11, 10, 9, 8, 7, 6, 5, 5, 5, 4, 3, 2, 1, 0);
-    const __m512i shifts = _mm512_set1_epi64(0x2A241E18120C0600ll);
-    const __m512i hsel = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi8(0x40), 1); // bytes 32-63: second table
-    const __m512i m6 = _mm512_set1_epi8(0x3F);
-    const int8_t *p0 = X->pl, *p1 = X->pl + X->pstride;
-    const bool outl = h->n_out > 0;
-#define D2K64H_STEP(f, ib)                                                                                            \
-    {                                                                                                                 \
-        const __m512i raw = _mm512_maskz_loadu_epi8(kb, (ib) + 48 * s);                                               \
-        const __m512i ix = _mm512_ternarylogic_epi32(                                                                 \
-            _mm512_multishift_epi64_epi8(shifts, _mm512_permutexvar_epi8(spread, raw)), m6, hsel, 0xEA); /* a&b|c */  \
-        __m512i a = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_permutex2var_epi8(tb[4 * s], ix, tb[4 * s + 1]), x0); \
-        a = _mm512_dpbusd_epi32(a, _mm512_permutex2var_epi8(tb[4 * s + 2], ix, tb[4 * s + 3]), x1);                 \
-        f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), sv[s], f);                                                          \
-    }
-    int r = ra;
-    for (; r + 4 <= rb; r += 4) {
-        const uint8_t *ib = v->p.part[GQ_VQP_IDX] + (size_t)r * rowb;
-        for (int o = 0; o < 4 * rowb; o += 64) _mm_prefetch((const char *)(ib + 8 * (size_t)rowb + o), _MM_HINT_T0);
-        __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps(), f2 = _mm512_setzero_ps(), f3 = _mm512_setzero_ps();
-        for (int s = 0; s < nsteps; s++) {
-            const int n = gq_min_i(64, nv - 64 * s), nb = n * 3 / 4;
-            const __mmask64 kb = nb >= 64 ? ~0ull : (1ull << nb) - 1;
-            const __m512i x0 = _mm512_loadu_si512(p0 + 64 * s), x1 = _mm512_loadu_si512(p1 + 64 * s);
-            D2K64H_STEP(f0, ib) D2K64H_STEP(f1, ib + rowb) D2K64H_STEP(f2, ib + 2 * rowb) D2K64H_STEP(f3, ib + 3 * rowb)
-        }
-        float o[4];
-        _mm_storeu_ps(o, _mm_add_ps(hsum4_avx512(f0, f1, f2, f3), _mm_set1_ps(K)));
-        for (int q = 0; q < 4; q++) {
-            if (outl) o[q] += vq_outl(v, X->xp, r + q);
-            put(y, r + q, o[q], accumulate);
-        }
-    }
-    for (; r < rb; r++) {
-        const uint8_t *ib = v->p.part[GQ_VQP_IDX] + (size_t)r * rowb;
-        __m512 f = _mm512_setzero_ps();
-        for (int s = 0; s < nsteps; s++) {
-            const int n = gq_min_i(64, nv - 64 * s), nb = n * 3 / 4;
-            const __mmask64 kb = nb >= 64 ? ~0ull : (1ull << nb) - 1;
-            const __m512i x0 = _mm512_loadu_si512(p0 + 64 * s), x1 = _mm512_loadu_si512(p1 + 64 * s);
-            D2K64H_STEP(f, ib)
-        }
-        float o = _mm512_reduce_add_ps(f) + K;
-        if (outl) o += vq_outl(v, X->xp, r);
-        put(y, r, o, accumulate);
-    }
-#undef D2K64H_STEP
+    if (v->bv) d2k64h_rows_avx512(v, X, ra, rb, tb, sv, tf, cr, 0, y, accumulate, true);
+    else d2k64h_rows_avx512(v, X, ra, rb, tb, sv, tf, cr, K, y, accumulate, false);
 }
 
 // D4K256: per column tile its group's 16 table registers, then four rows at
@@ -1193,10 +1369,10 @@ enum gq_status gq_gemv_vq(float *y, const float *x, const struct gq_qweight *w, 
     __m512i *tb = NULL;
     __m512 *sv = NULL;
     if (isa == GQ_ISA_AVX512 && (v->fast == GQ_VQF_NIB || v->fast == GQ_VQF_D2K64H)) {
-        const int nsteps = (v->nv + 63) / 64;
-        tb = gq_kscratch(GQ_SCR_TAB, (size_t)nsteps * (4 + 1) * 64 + 64);
+        const int nsteps = (v->nv + 63) / 64; // up to 4 tables, a scale and (normalisation) 2 tables and a correction a step
+        tb = gq_kscratch(GQ_SCR_TAB, (size_t)nsteps * (4 + 1 + 3) * 64 + 64);
         if (!tb) return gq_fail(GQ_ERR_NOMEM, "qmatmul: step tables");
-        sv = (__m512 *)(tb + 4 * nsteps);
+        sv = (__m512 *)(tb + 7 * nsteps);
     }
     FOR_ROW_TILES(v, r0, r1, rt, ra, rb) {
         if (isa == GQ_ISA_AVX512 && v->fast == GQ_VQF_NIB) { // these two write y themselves

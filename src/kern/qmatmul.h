@@ -34,10 +34,14 @@ struct gq_vqrt {
     int *blk0;           // (n_ct) first normalisation block of each column tile
     int n_nblk;
     int32_t *perm;       // (cols) position -> column; NULL: identity
-    // int8 activations (q8 != 0): int8 codebooks, one stage, no
-    // normalisation, no SVD. q8 names the AVX2 kernel (GQ_VQ_Q8_*); fast the
-    // AVX-512 one (kern.h gq_vq_fast), 0: the generic kernels of that ISA.
+    // int8 activations (q8 != 0): int8 codebooks, one stage, no SVD. q8
+    // names the AVX2 kernel (GQ_VQ_Q8_*); fast the AVX-512 one (kern.h
+    // gq_vq_fast), 0: the generic kernels of that ISA. With normalisation the
+    // exact int32 sum of each normalisation block is scaled by its nsc.
     int q8, fast;
+    int bv;              // vectors per normalisation block (norm_block / d; 0: none)
+    uint16_t *nidx;      // (rows, 64-vector steps) fast NIB with normalisation: the two halves'
+                         // codes s0 | (16 | s1) << 8
     uint8_t *tab;        // (groups, d, k) codebook codes + 128 as bytes, coordinate-major (q8)
     uint8_t *cb8;        // (groups, k, dp) codes, each centroid padded to dp = 4 or 8 bytes (q8 GENERIC)
     float *cbs;          // (groups) codebook scales as floats (q8)
