@@ -303,7 +303,7 @@ struct gq_gptvq_params {
     enum gq_cb_format cb_format; // codebook storage (INT8 with an fp16 scale)
     bool feedback_diag;   // reference code's error feedback: only the diagonal of the d×d block
     bool full_subhessian; // assignment metric = full d×d inverse sub-Hessian instead of its diagonal
-    int norm_block;       // blockwise normalisation, weights per sub-row block (0: off)
+    int norm_block;       // blockwise normalisation, weights per sub-row block (0: off; default 64)
     int stages;           // 1, or 2 = residual VQ (VPTQ): a second codebook on the residual
     double outlier_frac;  // fraction of columns kept in fp16 (VPTQ outliers; 0: none)
     int cb_svd_rank;      // d = 1: codebook SVD (paper App. H), rank r of the stacked codebooks (0: off)

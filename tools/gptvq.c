@@ -655,7 +655,7 @@ static const char *QUANT_HELP =
     "                        reference code's diagonal-only update\n"
     "  --full-subhessian     assign with the full d x d inverse sub-Hessian instead of its diagonal\n"
     "  --norm-block N        blockwise normalisation: per N weights of a row, a 4-bit log2 scale\n"
-    "                        (default 0 = off; paid from the overhead budget)\n"
+    "                        (default 64; 0 = off; paid from the overhead budget)\n"
     "  --residual 1|2        2 = a second codebook quantizes the residual (VPTQ); counted in bpv\n"
     "  --outlier-frac F      fraction of columns (highest |W_c|^2 H_cc) kept in fp16 (default 0)\n"
     "  --packed              write the packed GPTVQ format (default; docs/format.md): indices,\n"
@@ -760,7 +760,7 @@ static int cmd_quantize(int argc, char **argv) {
     long wbits = p.wbits, group = p.group_size, block = p.block_size, nsamples = p.nsamples, seqlen = 0, seed = 0,
          threads = 0;
     double damp = p.damp, sink_weight = p.sink_weight, bpv = p.vq.bpv, outlier_frac = 0;
-    long vq_dim = p.vq.dim, vq_k = 0, em_iters = p.vq.em_iters, gd_iters = p.vq.gd_iters, norm_block = 0,
+    long vq_dim = p.vq.dim, vq_k = 0, em_iters = p.vq.em_iters, gd_iters = p.vq.gd_iters, norm_block = p.vq.norm_block,
          residual = 1, cb_svd = 0;
     int packed = -1; // -1: default (packed for gptvq)
     bool group_given = false, no_ckpt = false;
