@@ -113,9 +113,10 @@ static void run_all(const char *what, const struct gq_qweight *w, const float *W
         // the int8 kernels round x the same way in every ISA: the SIMD sums
         // equal the scalar reference's up to float rounding
         if (extra && isa == 0) memcpy(y0, y, sizeof(float) * n * rows);
-        // d 4 k 256 on AVX-512: the same exact int32 sums, scaled and added in
-        // the scalar reference's order, from the same rounded x: bit-identical
-        if (extra && isa == GQ_ISA_AVX512 && w->kind == GQ_QW_VQ && w->vq->fast == GQ_VQF_D4K256)
+        // d 4 k 256 on AVX-512 without normalisation: the same exact int32 sums,
+        // scaled and added in the scalar reference's order, from the same
+        // rounded x: bit-identical
+        if (extra && isa == GQ_ISA_AVX512 && w->kind == GQ_QW_VQ && w->vq->fast == GQ_VQF_D4K256 && !w->vq->bv)
             CHECKF(memcmp(y, y0, sizeof(float) * n * rows) == 0, "%s: not bit-identical to the scalar reference", name);
         if (extra && isa > 0) {
             double diff = 0;
@@ -154,7 +155,7 @@ static void test_vq(void) {
         const struct gq_qweight w = b.w;
         n_q8 += b.v.q8 != 0;
         n_fast[b.v.fast]++;
-        n_q8n += b.v.q8 && b.v.bv, n_nibn += (b.v.fast == GQ_VQF_NIB || b.v.fast == GQ_VQF_D2K64H) && b.v.bv;
+        n_q8n += b.v.q8 && b.v.bv, n_nibn += (b.v.fast == GQ_VQF_NIB || b.v.fast == GQ_VQF_D2K64H || b.v.fast == GQ_VQF_D4K256) && b.v.bv;
         if (c->norm)
             fprintf(stderr, "  case %d (d %d k %d, %d x %d, normalisation %d): int8 kernel %d, AVX-512 kernel %d, column tiles %d\n", ci,
                     c->d, c->k, c->rows, c->cols, c->norm, b.v.q8, b.v.fast, b.v.p.h.n_ct);
@@ -315,7 +316,7 @@ int main(void) {
     test_vmath();
     // every AVX-512 VQ kernel and the repacked block types were exercised
     for (int f = 1; f < GQ_VQF_COUNT; f++) CHECKF(n_fast[f] >= 1, "only %d VQ cases take AVX-512 kernel %d", n_fast[f], f);
-    CHECKF(n_q8n >= 6 && n_nibn >= 3, "normalised cases: %d through the int8 kernels, %d through AVX-512 NIB or D2K64H", n_q8n, n_nibn);
+    CHECKF(n_q8n >= 7 && n_nibn >= 5, "normalised cases: %d through the int8 kernels, %d through AVX-512 NIB, D2K64H or D4K256", n_q8n, n_nibn);
     if (gq_qmatmul_isa_best() >= GQ_ISA_AVX2) CHECKF(n_rp == 5 * 2, "%d repacked block-type cases", n_rp);
     fprintf(stderr, "  VQ cases per AVX-512 kernel (none, nib, d2k64, d4k256, d2k64 halves): %d %d %d %d %d\n", n_fast[0],
             n_fast[1], n_fast[2], n_fast[3], n_fast[4]);

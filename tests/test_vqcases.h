@@ -63,10 +63,13 @@ static const struct cfg vq_cases[] = {
     // normalisation through the int8 kernels: blocks of whole 32-vector
     // halves (AVX-512 NIB: d 2, and d 1 with a short last step and row
     // tiles not multiples of 4; AVX2 NIB2), blocks of 16 vectors (AVX2
-    // generic / BYTE4 per block), ragged blocks with outliers
+    // generic / BYTE4 per block; AVX-512 D4K256 per quarter of a chunk, and
+    // with blocks of 32 vectors, a ragged last chunk and rows not multiples of
+    // 4), ragged blocks with outliers
     {2, 16, 62, 576, 4096, GQ_CB_INT8, 64, 1, 0, 0, true},  {1, 16, 30, 480, 2400, GQ_CB_INT8, 64, 1, 0, 0, true},
     {2, 16, 40, 576, 2048, GQ_CB_INT8, 32, 1, 0, 0, false}, {4, 256, 48, 416, 16384, GQ_CB_INT8, 64, 1, 0, 0, true},
     {2, 64, 64, 576, 4096, GQ_CB_INT8, 64, 1, 0, 0, true},  {2, 16, 36, 200, 2048, GQ_CB_INT8, 40, 1, 0, 0.03, true},
+    {4, 256, 38, 4 * 45, 7200, GQ_CB_INT8, 128, 1, 0, 0, false},
 };
 #define N_CASES (int)(sizeof vq_cases / sizeof *vq_cases)
 

@@ -32,7 +32,7 @@
 void gq_vqrt_free(struct gq_vqrt *v) {
     if (!v) return;
     free(v->ct_start), free(v->rt_start), free(v->vt_start), free(v->blk0), free(v->perm);
-    free(v->tab), free(v->cb8), free(v->cbs), free(v->half_ct), free(v->fcb), free(v->nsc), free(v->nidx);
+    free(v->tab), free(v->cb8), free(v->cbs), free(v->half_ct), free(v->fcb), free(v->nsc), free(v->nidx), free(v->ch0);
     memset(v, 0, sizeof *v);
 }
 
@@ -63,7 +63,7 @@ static void pick_kernels(struct gq_vqrt *v) {
     v->fast = nib && halves                       ? GQ_VQF_NIB
             : d2k64 && halves && nalign           ? GQ_VQF_D2K64H
             : d2k64 && !v->bv                     ? GQ_VQF_D2K64
-            : h->d == 4 && h->k == 256 && !v->bv ? GQ_VQF_D4K256
+            : h->d == 4 && h->k == 256 && (!v->bv || (v->bv % 16 == 0 && (64 % v->bv == 0 || v->bv % 64 == 0))) ? GQ_VQF_D4K256
                                        : GQ_VQF_NONE;
 }
 
@@ -119,6 +119,23 @@ static enum gq_status build_tables(struct gq_vqrt *v, const char *what) {
                         c[j] = nsint(v, r, v->blk0[ct] + (32 * hh - v->vt_start[ct]) / v->bv);
                     }
                     v->nidx[(size_t)r * nsteps + s] = (uint16_t)(c[0] | (16 | c[1]) << 8);
+                }
+        }
+        if (v->fast == GQ_VQF_D4K256 && v->bv) { // each 16-vector quarter of a chunk lies in one block
+            if (!(v->ch0 = malloc(sizeof(int) * (size_t)(h->n_ct + 1)))) return gq_fail(GQ_ERR_NOMEM, "%s: kernel tables", what);
+            v->ch0[0] = 0;
+            for (int ct = 0; ct < h->n_ct; ct++) v->ch0[ct + 1] = v->ch0[ct] + (v->vt_start[ct + 1] - v->vt_start[ct] + 63) / 64;
+            const int nch = v->ch0[h->n_ct];
+            if (!(v->nidx = malloc(sizeof(uint16_t) * (size_t)h->rows * nch + 64))) return gq_fail(GQ_ERR_NOMEM, "%s: kernel tables", what);
+            for (int r = 0; r < h->rows; r++)
+                for (int ct = 0; ct < h->n_ct; ct++) {
+                    const int wd = v->vt_start[ct + 1] - v->vt_start[ct], nb = (wd + v->bv - 1) / v->bv;
+                    for (int c = 0; 64 * c < wd; c++) {
+                        unsigned wq = 0;
+                        for (int q = 0; q < 4; q++)
+                            wq |= (unsigned)nsint(v, r, v->blk0[ct] + gq_min_i((64 * c + 16 * q) / v->bv, nb - 1)) << (4 * q);
+                        v->nidx[(size_t)r * nch + v->ch0[ct] + c] = (uint16_t)wq;
+                    }
                 }
         }
         return GQ_OK;
@@ -1318,6 +1335,37 @@ AVX512_FN static void vq_d4k256_tile_avx512(const struct gq_vqrt *v, const struc
                                                           _mm512_permutex2var_epi8(T[14], ix, T[15])), x3);     \
     }
         int r = ra;
+        if (v->bv) { // normalisation: per 64-vector chunk the exact sums (−128 · Σ x preloaded per lane) × the
+                     // scale of each 16-vector quarter's block (lanes 4q..4q+3), the row's codes in nidx
+            const __m512 tbl = _mm512_mul_ps(_mm512_set1_ps(sc), _mm512_loadu_ps(v->nsc + 16 * g));
+            const __m512i qsh = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12), one = _mm512_set1_epi8(1);
+            const int nch = v->ch0[nct];
+            for (; r < rb; r += 4) {
+                const int nr = gq_min_i(4, rb - r);
+                const uint8_t *ib = is + (size_t)r * nv;
+                const uint16_t *w = v->nidx + (size_t)r * nch + v->ch0[ct];
+                __m512 f[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+                for (int vec = v0, c = 0; vec < v1; vec += 64, c++) {
+                    const int n = gq_min_i(64, v1 - vec);
+                    const __mmask64 kx = n == 64 ? ~0ull : (1ull << n) - 1;
+                    const __m512i x0 = _mm512_maskz_loadu_epi8(kx, p0 + vec), x1 = _mm512_maskz_loadu_epi8(kx, p1 + vec);
+                    const __m512i x2 = _mm512_maskz_loadu_epi8(kx, p2 + vec), x3 = _mm512_maskz_loadu_epi8(kx, p3 + vec);
+                    const __m512i sx = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(
+                        _mm512_setzero_si512(), one, x0), one, x1), one, x2), one, x3);
+                    const __m512i cr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sx, 7));
+                    for (int q = 0; q < nr; q++) {
+                        __m512i a = cr;
+                        D4K256_ROW(a, ib + (size_t)q * nv)
+                        const __m512 s4 = _mm512_permutexvar_ps(_mm512_srlv_epi32(_mm512_set1_epi32(w[(size_t)q * nch + c]), qsh), tbl);
+                        f[q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), s4, f[q]);
+                    }
+                }
+                float o[4];
+                _mm_storeu_ps(o, hsum4_avx512(f[0], f[1], f[2], f[3]));
+                for (int q = 0; q < nr; q++) tmp[r + q - ra] += o[q];
+            }
+            continue;
+        }
         for (; r + 4 <= rb; r += 4) {
             const uint8_t *ib = is + (size_t)r * nv;
             for (int q = 8; q < 12; q++)

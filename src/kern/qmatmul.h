@@ -40,8 +40,10 @@ struct gq_vqrt {
     // exact int32 sum of each normalisation block is scaled by its nsc.
     int q8, fast;
     int bv;              // vectors per normalisation block (norm_block / d; 0: none)
-    uint16_t *nidx;      // (rows, 64-vector steps) fast NIB with normalisation: the two halves'
-                         // codes s0 | (16 | s1) << 8
+    uint16_t *nidx;      // fast kernels with normalisation, each row's codes per 64-vector step:
+                         // NIB, D2K64H: the two halves' s0 | (16 | s1) << 8; D4K256: per column
+                         // tile from chunk ch0[ct], the 4 16-vector quarters' codes, 4 bits each
+    int *ch0;            // (n_ct + 1) D4K256 with normalisation: first 64-vector chunk of each tile
     uint8_t *tab;        // (groups, d, k) codebook codes + 128 as bytes, coordinate-major (q8)
     uint8_t *cb8;        // (groups, k, dp) codes, each centroid padded to dp = 4 or 8 bytes (q8 GENERIC)
     float *cbs;          // (groups) codebook scales as floats (q8)
