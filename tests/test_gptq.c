@@ -742,6 +742,67 @@ static void test_gguf_blocks(void) {
     free(X), free(H), free(W), free(Q), free(D), free(sc), free(zr), free(buf);
 }
 
+// ---------------------------------------------------------------------------
+// [10] Bit allocation against brute force: random items (2..5, 1..5 options,
+// some dominated or off the convex hull, ties), random budgets. The choice
+// fits the budget and no combination with at most as many bits has a lower
+// total error (enumerated); too small a budget is refused.
+
+static void test_bit_alloc(void) {
+    int bad = 0, cases = 0, used_all = 0;
+    for (int it = 0; it < 3000; it++) {
+        const int n = 2 + (int)(rng_u64() % 4);
+        int nopt[5], choice[5], o = 0;
+        int64_t bits[25];
+        double err[25];
+        for (int i = 0; i < n; i++) {
+            nopt[i] = 1 + (int)(rng_u64() % 5);
+            for (int j = 0; j < nopt[i]; j++, o++) {
+                bits[o] = 10 + (int64_t)(rng_u64() % 40);
+                err[o] = it % 7 == 0 ? (double)(rng_u64() % 4) : 100.0 * exp(-0.08 * (double)bits[o]) * (0.5 + rng_unif());
+            }
+        }
+        int64_t lo = 0, all = 0; // Σ of each item's fewest / most bits
+        for (int i = 0, q = 0; i < n; q += nopt[i], i++) {
+            int64_t mn = bits[q], mx = bits[q];
+            for (int j = 1; j < nopt[i]; j++) mn = bits[q + j] < mn ? bits[q + j] : mn, mx = bits[q + j] > mx ? bits[q + j] : mx;
+            lo += mn, all += mx;
+        }
+        const int64_t budget = lo + (int64_t)(rng_u64() % (uint64_t)(all - lo + 10)) - 3;
+        int64_t used = -1;
+        enum gq_status st = gq_bit_alloc(n, nopt, bits, err, budget, choice, &used);
+        if (budget < lo) {
+            bad += st != GQ_ERR_ARG;
+            continue;
+        }
+        cases++;
+        if (st != GQ_OK || used > budget) {
+            bad++;
+            continue;
+        }
+        double e_alloc = 0;
+        int64_t b_alloc = 0;
+        for (int i = 0, q = 0; i < n; q += nopt[i], i++) e_alloc += err[q + choice[i]], b_alloc += bits[q + choice[i]];
+        double best = INFINITY;
+        int idx[5] = {0};
+        for (;;) { // every combination
+            double e = 0;
+            int64_t b = 0;
+            for (int i = 0, q = 0; i < n; q += nopt[i], i++) e += err[q + idx[i]], b += bits[q + idx[i]];
+            if (b <= used && e < best) best = e;
+            int i = 0;
+            while (i < n && ++idx[i] == nopt[i]) idx[i++] = 0;
+            if (i == n) break;
+        }
+        used_all += used == budget;
+        if (b_alloc != used || e_alloc > best * (1 + 1e-12) + 1e-300) {
+            if (bad++ < 3) fprintf(stderr, "  case %d: allocation error %.9g with %lld bits, brute force %.9g\n", it, e_alloc, (long long)used, best);
+        }
+    }
+    CHECKF(bad == 0 && cases > 2000, "bit allocation: %d of %d cases wrong", bad, cases);
+    fprintf(stderr, "  bit allocation: %d cases against brute force (%d use the whole budget)\n", cases, used_all);
+}
+
 int main(void) {
     double t0 = gq_time_s();
     fprintf(stderr, "[1] lazy-batch GPTQ vs column-by-column reference\n");
@@ -762,6 +823,7 @@ int main(void) {
     test_mse();
     fprintf(stderr, "[8] GGUF block grids\n");
     test_gguf_blocks();
+    test_bit_alloc();
     fprintf(stderr, "%.2f s\n", gq_time_s() - t0);
     return test_done("test_gptq");
 }

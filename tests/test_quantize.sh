@@ -108,7 +108,7 @@ fi
 # scales; stories260K's 64-wide matrices are smaller than some groups).
 quant "$T/g2w2.gguf" --method gptq --wbits 2 --group-size 32
 quant "$T/g3w3.gguf" --method gptq --wbits 3 --group-size 64
-quant "$T/vq2.gguf" --method gptvq --vq-dim 2 --bpv 2.125
+quant "$T/vq2.gguf" --method gptvq --vq-dim 2 --bpv 2.125 --save-hessians "$T/vqh"
 quant "$T/vq3.gguf" --method gptvq --vq-dim 2 --bpv 3.125
 p_g2=$(ppl "$T/g2w2.gguf"); p_g3=$(ppl "$T/g3w3.gguf"); p_vq2=$(ppl "$T/vq2.gguf"); p_vq3=$(ppl "$T/vq3.gguf")
 b_vq2=$(sed -n 's/.*"bpv_achieved":[ \t]*\([0-9.]*\).*/\1/p' "$T/vq2.gguf.report.json")
@@ -119,6 +119,32 @@ check "GPTVQ 2D 2.125 achieved bpv in [2.125, 2.3]" "$b_vq2 >= 2.125 && $b_vq2 <
 "$G" inspect "$T/vq2.gguf" >"$T/inspect2" 2>&1
 grep -q "gptvq.bpv" "$T/inspect2" && grep -q "gptvq.vq_dim" "$T/inspect2" && echo "ok: GPTVQ metadata" ||
     { echo "FAIL: GPTVQ metadata"; fail=1; }
+# --bit-alloc (budgets per linear from the Hessians saved by the 2D 2.125 run;
+# the allocation itself is checked against brute force in test_gptq): at
+# most the bits of the uniform file, every linear at 2.125 + j/2 (j = -1..2);
+# it needs packed GPTVQ, a readable folder and no fixed --k.
+"$G" quantize "$S" -o "$T/vqa.gguf" --calib "$CAL" --nsamples 16 --seqlen 128 --method gptvq --vq-dim 2 --bpv 2.125 \
+    --bit-alloc "$T/vqh" >/dev/null 2>"$T/err" || { echo "FAIL: --bit-alloc"; cat "$T/err"; fail=1; }
+"$PY" - "$T/vq2.gguf.report.json" "$T/vqa.gguf.report.json" "$T/err" <<'PY' || fail=1
+import json, sys
+u, a = (json.load(open(f)) for f in sys.argv[1:3])
+bits = lambda r: sum(l["bpv"] * l["rows"] * l["cols"] for l in r["layers"])
+ok = bits(a) <= bits(u) * (1 + 1e-12) and len(a["layers"]) == len(u["layers"]) == 35
+line = [l for l in open(sys.argv[3]) if "bit allocation:" in l]
+ok = ok and len(line) == 1
+# the candidates' configurations (--bpv 1.625 .. 3.125 in 2D: k 4 to 64), not all the same
+ks = sorted({l["k"] for l in a["layers"]})
+ok = ok and set(ks) <= {4, 8, 16, 32, 64} and len({(l["k"], l["group"]) for l in a["layers"]}) > 1
+print(("ok" if ok else "FAIL") + f": --bit-alloc: {bits(a):.0f} bits <= uniform {bits(u):.0f}, k in {ks}; {line[0].strip() if line else '(no summary)'}")
+sys.exit(0 if ok else 1)
+PY
+for bad in "--method gptq --bit-alloc $T/vqh" "--method gptvq --bit-alloc $T/nonexistent" "--method gptvq --k 16 --bit-alloc $T/vqh"; do
+    rm -f "$T/vqb.gguf"
+    "$G" quantize "$S" -o "$T/vqb.gguf" --calib "$CAL" --nsamples 16 --seqlen 128 --quiet $bad >/dev/null 2>"$T/err"
+    rc=$?
+    [ $rc -ne 0 ] && [ "$(wc -l <"$T/err")" -eq 1 ] && [ ! -e "$T/vqb.gguf" ] && echo "ok: refused ($bad): $(cat "$T/err")" ||
+        { echo "FAIL: $bad (rc $rc)"; cat "$T/err"; fail=1; }
+done
 # Packed format (the default for GPTVQ): same perplexity as the fake-quant
 # F32 file, run from the packed weights by the VQ kernels and after decoding
 # to f32; the file holds exactly ceil(bits/8) bytes per part and the bpv the

@@ -596,6 +596,14 @@ static const char *QUANT_HELP =
     "                        --calib, no forward passes). Later blocks' Hessians depend on how\n"
     "                        earlier blocks were quantized: with the saving run's settings the\n"
     "                        output is identical; with others it reuses that run's curvature.\n"
+    "  --bit-alloc DIR       GPTVQ: budgets per linear (beyond the paper). Each block linear is\n"
+    "                        quantized with its Hessian from DIR (--save-hessians of an earlier\n"
+    "                        run of this model) at --bpv + j/d, j = -1..2, and gets the budget\n"
+    "                        that minimises the sum of the layer errors within the bits of every\n"
+    "                        linear at --bpv; then the run quantizes each linear at its\n"
+    "                        budget (4 extra quantizations of every linear first). Experimental:\n"
+    "                        the layer errors are not the model's loss; on stories260K it lost\n"
+    "                        (docs/results.md, \"Bit allocation\")\n"
     "  --checkpoint DIR      where each finished block is saved (default OUT.gguf.ckpt). A run\n"
     "                        that stops (killed, out of time, --stop-after) keeps DIR; the same\n"
     "                        command run again restores the finished blocks, replays their\n"
@@ -816,6 +824,10 @@ static int cmd_quantize(int argc, char **argv) {
             if (!(device = opt_value(argc, argv, &i))) return 2;
             continue;
         }
+        if (!strcmp(a, "--bit-alloc")) {
+            if (!(p.bit_alloc = opt_value(argc, argv, &i))) return 2;
+            continue;
+        }
         if (!strcmp(a, "--load-hessians")) {
             if (!(p.load_hessians = opt_value(argc, argv, &i))) return 2;
             continue;
@@ -921,6 +933,12 @@ static int cmd_quantize(int argc, char **argv) {
     p.vq.cb_svd_rank = (int)cb_svd;
     p.fake_quant = packed == 0;
     if (p.save_hessians && p.load_hessians) return die("quantize: --save-hessians and --load-hessians exclude each other"), 2;
+    if (p.bit_alloc && (p.method != GQ_METHOD_GPTVQ || p.fake_quant))
+        return die("quantize: --bit-alloc allocates packed GPTVQ budgets (--method gptvq)"), 2;
+    if (p.bit_alloc && (vq_k || p.vq.group))
+        return die("quantize: --bit-alloc chooses k and the group size of each linear: drop --k / --group"), 2;
+    if (p.bit_alloc && access(p.bit_alloc, R_OK | X_OK) != 0)
+        return die("%s: cannot read the Hessian folder: %s", p.bit_alloc, strerror(errno));
     if (p.load_hessians && access(p.load_hessians, R_OK | X_OK) != 0)
         return die("%s: cannot read the Hessian folder: %s", p.load_hessians, strerror(errno));
     if (p.save_hessians && mkdir(p.save_hessians, 0777) != 0 && errno != EEXIST)

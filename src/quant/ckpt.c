@@ -32,7 +32,7 @@ uint64_t gq_ckpt_fingerprint(const struct gq_model *m, const struct gq_quantize_
     // change the output cleared (gq_quantize_params_default zeroes padding).
     struct gq_quantize_params q;
     memcpy(&q, p, sizeof q);
-    q.calib_path = q.save_hessians = q.load_hessians = q.checkpoint_dir = q.command = NULL;
+    q.calib_path = q.save_hessians = q.load_hessians = q.checkpoint_dir = q.command = q.bit_alloc = NULL;
     q.progress = false;
     q.embed_type = -1; // applied when the file is written
     q.stop_after_blocks = 0;
@@ -40,6 +40,7 @@ uint64_t gq_ckpt_fingerprint(const struct gq_model *m, const struct gq_quantize_
     h = fnv(h, &q, sizeof q);
     h = fnv_str(h, p->calib_path);
     h = fnv_str(h, p->load_hessians);
+    h = fnv_str(h, p->bit_alloc);
     h = fnv_str(h, gq_be()->name); // the devices round differently: a run continues where it started
     h = fnv_str(h, m->arch);
     h = fnv(h, &m->hp, sizeof m->hp);

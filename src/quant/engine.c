@@ -415,9 +415,12 @@ static void count_linear(struct gq_quant_report *rep, const struct gq_quantize_p
 
 // The linears of block l that read input g (g < 0: all of them, for RTN),
 // in the architecture's order: each quantized by its rank, then shared.
+static enum gq_status linear_config(const struct gq_quantize_params *p, double bpv, struct gq_vq_config *cfg);
+
+// bpv_map (--bit-alloc): each linear's GPTVQ budget, else NULL.
 static enum gq_status quantize_group(struct gq_model *m, const struct gq_arch *A, int l, int g, const float *H,
                                      const struct gq_quantize_params *p, const struct gq_vq_config *cfg,
-                                     struct gq_quant_report *rep, struct gq_progress *pr) {
+                                     const float *bpv_map, struct gq_quant_report *rep, struct gq_progress *pr) {
     const struct gq_block_tensor *lin[64];
     int n = 0, owner[64];
     for (int i = 0; i < A->n_tensors && n < 64; i++)
@@ -426,7 +429,9 @@ static enum gq_status quantize_group(struct gq_model *m, const struct gq_arch *A
     const bool one = gq_dist_size() == 1;
     for (int i = 0; i < n; i++) {
         if (owner[i] != gq_dist_rank()) continue;
-        GQ_TRY(quantize_linear(m, l, lin[i], H, p, cfg, &rep->layers[rep->n + (one ? 0 : i)]));
+        struct gq_vq_config lc;
+        if (bpv_map) GQ_TRY(linear_config(p, bpv_map[(size_t)l * A->n_tensors + (size_t)(lin[i] - A->tensors)], &lc));
+        GQ_TRY(quantize_linear(m, l, lin[i], H, p, bpv_map ? &lc : cfg, &rep->layers[rep->n + (one ? 0 : i)]));
         if (one) count_linear(rep, p, l, pr);
     }
     for (int i = 0; i < n && !one; i++) {
@@ -566,7 +571,7 @@ static void on_capture(void *u, int layer, enum gq_block_input which, const floa
 // Residual VQ (2 stages): the index bits b·d of one stage are split between
 // the two (k = 2^(b·d/2) each, unless --k is given) and both codebooks are
 // paid from the overhead, so l doubles for the same overhead.
-static enum gq_status residual_config(const struct gq_quantize_params *p, struct gq_vq_config *cfg) {
+static enum gq_status residual_config(const struct gq_quantize_params *p, double bpv, struct gq_vq_config *cfg) {
     const int d = cfg->d;
     if (!p->vq.k) {
         if (cfg->log2k % 2)
@@ -576,16 +581,23 @@ static enum gq_status residual_config(const struct gq_quantize_params *p, struct
         cfg->k = 1 << cfg->log2k;
     }
     cfg->index_bpv = 2.0 * cfg->log2k / d;
-    double o = p->vq.bpv - cfg->index_bpv - (p->vq.norm_block ? 4.0 / p->vq.norm_block : 0);
+    double o = bpv - cfg->index_bpv - (p->vq.norm_block ? 4.0 / p->vq.norm_block : 0);
     int bc = gq_cb_bits(p->vq.cb_format);
     if (!p->vq.group) {
         if (!(o > 0))
             return gq_fail(GQ_ERR_ARG, "--residual 2: --bpv %g leaves no room for the codebooks (indices take %g)",
-                           p->vq.bpv, cfg->index_bpv);
+                           bpv, cfg->index_bpv);
         cfg->l = (int64_t)ceil(2.0 * cfg->k * d * bc / o);
     }
     cfg->overhead_bpv = 2.0 * cfg->k * d * bc / (double)cfg->l + (p->vq.norm_block ? 4.0 / p->vq.norm_block : 0);
     return GQ_OK;
+}
+
+// The GPTVQ configuration of a budget of bpv bits per value.
+static enum gq_status linear_config(const struct gq_quantize_params *p, double bpv, struct gq_vq_config *cfg) {
+    GQ_TRY(gq_vq_config_from_bpv(bpv, p->vq.dim, p->vq.k, p->vq.group, p->vq.cb_format, p->vq.norm_block,
+                                 p->vq.cb_svd_rank, cfg));
+    return p->vq.stages == 2 ? residual_config(p, bpv, cfg) : GQ_OK;
 }
 
 // GPTVQ: every linear must split into d-vectors; print the configuration
@@ -886,11 +898,121 @@ static void print_output_format(const struct gq_model *m, const struct gq_arch *
             p->sym ? "" : " and min", tail);
 }
 
-static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep) {
+// --bit-alloc: every block linear quantized from its saved Hessian at the
+// candidate budgets --bpv + j/d (j = -1..2; those that form a
+// configuration), then gq_bit_alloc over their (bits, layer error) within
+// the bits of every linear at --bpv: map gets each linear's budget
+// (layer-major, the architecture's tensor order). Every rank computes the
+// same map (the same arithmetic).
+static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A, const struct gq_quantize_params *p,
+                                    float *map) {
+    enum { NC = 4 };
+    const int nt = A->n_tensors, L = m->hp.n_layers, d = p->vq.dim;
+    if (p->vq.k || p->vq.group)
+        return gq_fail(GQ_ERR_ARG, "--bit-alloc chooses k and the group size of each linear: drop --k / --group");
+    int n_items = 0;
+    for (int i = 0; i < nt; i++) n_items += A->tensors[i].kind == GQ_T_LINEAR;
+    n_items *= L;
+    int *nopt = calloc((size_t)n_items, sizeof(int)), *choice = malloc(sizeof(int) * (size_t)n_items);
+    int64_t *bits = malloc(sizeof(int64_t) * (size_t)n_items * NC);
+    double *err = malloc(sizeof(double) * (size_t)n_items * NC);
+    float *cand = malloc(sizeof(float) * (size_t)n_items * NC), *Hf = NULL, *Wc = NULL;
+    int *slot = malloc(sizeof(int) * (size_t)n_items); // item -> map index
+    enum gq_status s = nopt && choice && bits && err && cand && slot ? GQ_OK : gq_fail(GQ_ERR_NOMEM, "bit allocation");
+    struct gq_quant_params q;
+    to_quant_params(p, &q);
+    struct gq_progress pr;
+    gq_progress_start(&pr, "bit allocation", (int64_t)n_items, p->progress && s == GQ_OK);
+    double weights = 0;
+    int64_t budget = 0; // the bits of every linear at --bpv
+    double e_uni = 0;   // and their Σ error
+    int *uni = malloc(sizeof(int) * (size_t)(n_items > 0 ? n_items : 1)); // that option of each item
+    if (!uni && s == GQ_OK) s = gq_fail(GQ_ERR_NOMEM, "bit allocation");
+    int it = 0, o = 0;
+    for (int l = 0; l < L && s == GQ_OK; l++) {
+        struct block_mem bm;
+        if ((s = block_load(m, A, l, &bm)) != GQ_OK) break;
+        for (int g = 0; g < GQ_IN_COUNT && s == GQ_OK; g++) {
+            int n_in = 0;
+            for (int i = 0; i < nt; i++)
+                if (A->tensors[i].kind == GQ_T_LINEAR && (int)A->tensors[i].input == g)
+                    n_in = (int)gq_dim_value(&m->hp, A->tensors[i].cols);
+            if (!n_in) continue;
+            free(Hf);
+            int64_t ns = 0;
+            if (!(Hf = malloc(sizeof(float) * (size_t)n_in * n_in))) s = gq_fail(GQ_ERR_NOMEM, "bit allocation: Hessian");
+            if (s == GQ_OK) s = hessian_load(p->bit_alloc, l, g, Hf, n_in, &ns);
+            for (int i = 0; i < nt && s == GQ_OK; i++) {
+                const struct gq_block_tensor *t = &A->tensors[i];
+                if (t->kind != GQ_T_LINEAR || (int)t->input != g) continue;
+                const int rows = (int)gq_dim_value(&m->hp, t->rows), cols = (int)gq_dim_value(&m->hp, t->cols);
+                const float *W = *gq_block_slot(&m->layers[l], t);
+                free(Wc);
+                if (!(Wc = malloc(sizeof(float) * (size_t)rows * cols))) {
+                    s = gq_fail(GQ_ERR_NOMEM, "bit allocation: weights");
+                    break;
+                }
+                const uint64_t seed = p->seed ^ ((uint64_t)l << 20) ^ (uint64_t)i << 8; // as quantize_linear
+                for (int j = -1; j <= 2 && s == GQ_OK; j++) {
+                    const double b = p->vq.bpv + (double)j / d;
+                    struct gq_vq_config cfg;
+                    if (linear_config(p, b, &cfg) != GQ_OK || (j && cfg.k > 4096)) continue; // no such configuration
+                    struct gq_vq_tensor vt;
+                    struct gq_vq_result res;
+                    memcpy(Wc, W, sizeof(float) * (size_t)rows * cols);
+                    s = gq_gptvq_quantize(Wc, rows, cols, Hf, &q, &p->vq, &cfg, seed, &vt, &res);
+                    if (s != GQ_OK) {
+                        gq_error_prefix("bit allocation: blk.%d.%s at %g bpv", l, t->name, b);
+                        break;
+                    }
+                    bits[o] = gq_vq_tensor_bits(&vt), err[o] = res.objective, cand[o] = (float)b;
+                    if (j == 0) budget += bits[o], e_uni += err[o], uni[it] = nopt[it];
+                    gq_vq_tensor_free(&vt);
+                    o++, nopt[it]++;
+                }
+                if (s == GQ_OK && !nopt[it]) s = gq_fail(GQ_ERR_ARG, "bit allocation: no configuration near %g bpv", p->vq.bpv);
+                slot[it++] = l * nt + i;
+                weights += (double)rows * cols;
+                gq_progress_update(&pr, it, NULL);
+            }
+        }
+        block_release(m, A, l, &bm, false);
+    }
+    gq_progress_end(&pr);
+    int64_t used = 0;
+    if (s == GQ_OK) s = gq_bit_alloc(n_items, nopt, bits, err, budget, choice, &used);
+    if (s == GQ_OK) { // the walk stops short of the budget: never worse than every linear at --bpv
+        double e = 0;
+        for (int i = 0, b = 0; i < n_items; b += nopt[i], i++) e += err[b + choice[i]];
+        if (e > e_uni) memcpy(choice, uni, sizeof(int) * (size_t)n_items), used = budget;
+    }
+    if (s == GQ_OK) {
+        for (int i = 0, b = 0; i < n_items; b += nopt[i], i++) map[slot[i]] = cand[b + choice[i]];
+        if (p->progress) { // the mean budget of each kind of linear
+            fprintf(stderr, "quantize: bit allocation: %.4f bpv on average (every linear at %g: %.4f):", (double)used / weights,
+                    p->vq.bpv, (double)budget / weights);
+            for (int i = 0; i < nt; i++) {
+                if (A->tensors[i].kind != GQ_T_LINEAR) continue;
+                double sb = 0;
+                for (int l = 0; l < L; l++) sb += map[l * nt + i];
+                fprintf(stderr, " %s %.3f", A->tensors[i].name, sb / L);
+            }
+            fprintf(stderr, "\n");
+        }
+    }
+    free(nopt), free(choice), free(bits), free(err), free(cand), free(slot), free(uni), free(Hf), free(Wc);
+    return s;
+}
+
+// *bpv_map: --bit-alloc's budgets (freed by the caller).
+static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep,
+                                   float **bpv_map) {
     memset(rep, 0, sizeof *rep);
     double t_start = gq_time_s();
     const struct gq_arch *A = gq_arch_find(m->arch);
     if (!A) return gq_fail(GQ_ERR_UNSUPPORTED, "quantize: architecture '%s' has no model description", m->arch);
+    if (p->bit_alloc && (p->method != GQ_METHOD_GPTVQ || p->fake_quant))
+        return gq_fail(GQ_ERR_ARG, "--bit-alloc allocates packed GPTVQ budgets (method gptvq)");
     if (p->method != GQ_METHOD_GPTVQ && (p->wbits < 2 || p->wbits > 8))
         return gq_fail(GQ_ERR_ARG, "--wbits must be in [2, 8] (got %d)", p->wbits);
     if (p->head_bpv > 0) { // checked before any work
@@ -911,9 +1033,13 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     struct gq_vq_config cfg = {0};
     double vq_work = 0;
     if (p->method == GQ_METHOD_GPTVQ) {
-        GQ_TRY(gq_vq_config_from_bpv(p->vq.bpv, p->vq.dim, p->vq.k, p->vq.group, p->vq.cb_format, p->vq.norm_block, p->vq.cb_svd_rank, &cfg));
-        if (p->vq.stages == 2) GQ_TRY(residual_config(p, &cfg));
+        GQ_TRY(linear_config(p, p->vq.bpv, &cfg));
         GQ_TRY(vq_preflight(m, A, p, &cfg, &vq_work));
+        if (p->bit_alloc) {
+            if (!(*bpv_map = malloc(sizeof(float) * (size_t)m->hp.n_layers * A->n_tensors)))
+                return gq_fail(GQ_ERR_NOMEM, "out of memory");
+            GQ_TRY(alloc_budgets(m, A, p, *bpv_map));
+        }
     }
     const int n_lin = gq_arch_n_linears(A);
     free(m->packs), m->packs = NULL;
@@ -958,7 +1084,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
             int first = rep->n;
             struct block_mem bm;
             GQ_TRY(block_load(m, A, l, &bm));
-            enum gq_status s = quantize_group(m, A, l, -1, NULL, p, NULL, rep, &pr);
+            enum gq_status s = quantize_group(m, A, l, -1, NULL, p, NULL, NULL, rep, &pr);
             if (s == GQ_OK) s = block_done(m, p, fp, l, rep, first);
             block_release(m, A, l, &bm, in_ckpt && (s == GQ_OK || s == GQ_STOPPED));
             if (s != GQ_OK) {
@@ -1146,7 +1272,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
             rep->seconds_forward += gq_time_s() - t0;
             t0 = gq_time_s();
             const int first_in_group = rep->n;
-            if (s == GQ_OK) s = quantize_group(m, A, l, g, Hf, p, &cfg, rep, &pr);
+            if (s == GQ_OK) s = quantize_group(m, A, l, g, Hf, p, &cfg, *bpv_map, rep, &pr);
             for (int i = first_in_group; s == GQ_OK && i < rep->n; i++) rep->layers[i].hessian_digest = digest;
             rep->seconds_quant += gq_time_s() - t0;
         }
@@ -1189,7 +1315,9 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
 }
 
 enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep) {
-    enum gq_status s = quantize_run(m, p, rep);
+    float *bpv_map = NULL;
+    enum gq_status s = quantize_run(m, p, rep, &bpv_map);
+    free(bpv_map);
     // A run that fails before its first block is checkpointed leaves no
     // folder behind (the files of a foreign or finished run are not touched:
     // blk.0 exists then).
@@ -1271,6 +1399,7 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
             cJSON_AddNumberToObject(e, "rel_error_before_update", r->rel_error_pass);
             cJSON_AddBoolToObject(e, "update_kept", r->update_kept);
             cJSON_AddNumberToObject(e, "bpv", r->bpv);
+            cJSON_AddNumberToObject(e, "k", r->k);
             cJSON_AddNumberToObject(e, "group", (double)r->group);
             cJSON_AddNumberToObject(e, "seconds_em", r->t_em);
             cJSON_AddNumberToObject(e, "seconds_assign", r->t_assign);

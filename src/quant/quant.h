@@ -222,4 +222,13 @@ struct gq_gptq_result {
 enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
                                 const struct gq_quant_params *p, struct gq_gptq_result *res);
 
+// Bit allocation (alloc.c): item i (of n_items) has n_opt[i] options (at most
+// GQ_ALLOC_MAX_OPT), flattened in bits[] / err[] (item 0's first); choice[i]
+// gets the chosen option's index within its item and *used their Σ bits.
+// The choice minimises Σ err among all choices with at most *used bits
+// (*used <= budget); GQ_ERR_ARG when even the cheapest options exceed it.
+#define GQ_ALLOC_MAX_OPT 16
+enum gq_status gq_bit_alloc(int n_items, const int *n_opt, const int64_t *bits, const double *err, int64_t budget,
+                            int *choice, int64_t *used);
+
 #endif
