@@ -360,15 +360,17 @@ struct gq_quantize_params {
     // (with the Hessian of the final norm of the calibration activations);
     // 0 keeps it as in the source.
     double head_bpv;
-    // GPTVQ bit allocation across the block linears (beyond the paper): a
+    // GPTVQ bit allocation across the block linears (beyond the paper;
+    // experimental, it lost in the measurements of docs/results.md): a
     // folder of Hessians saved by an earlier run of the same model
     // (save_hessians). Each block linear is quantized with its saved Hessian
-    // at vq.bpv + j/d, j = -1..2 (the configurations that exist), and gets the
-    // budget that minimises the sum of the layer errors tr(E H Eᵀ) with the
+    // at vq.bpv + j/d, j = -1..2 (the configurations that exist); its loss
+    // sensitivity is the calibration NLL with it alone quantized at vq.bpv;
+    // each gets the budget that minimises the summed estimated loss with the
     // block linears' bits at most those of every linear at vq.bpv
-    // (src/quant/alloc.c);
-    // then the run quantizes as usual, each linear at its budget. NULL
-    // (default): every linear at vq.bpv. Needs vq.k = vq.group = 0.
+    // (src/quant/alloc.c); then the run quantizes as usual, each linear at
+    // its budget. NULL (default): every linear at vq.bpv. Needs vq.k =
+    // vq.group = 0.
     const char *bit_alloc;
     // Resumable runs: with a checkpoint folder, every finished block (its
     // quantized weights, packed form and reports) is written there as

@@ -441,71 +441,6 @@ static enum gq_status quantize_group(struct gq_model *m, const struct gq_arch *A
     return GQ_OK;
 }
 
-// ---------------------------------------------------------------------------
-// Hessian artefacts. File DIR/blk.<layer>.<input>.hessian, little-endian:
-//   char magic[8] = "GQHESS01"; u32 n; u32 layer; u32 input (gq_block_input);
-//   u32 reserved = 0; u64 n_samples (calibration tokens);
-//   f32 H[n][n] (H = 2/N Σ w_t x_t x_tᵀ as GPTQ used it: w_t = 1 except each
-//   window's first token (--sink-weight) and --token-weights; full symmetric)
-
-static const char *const input_names[GQ_IN_COUNT] = {"attn_in", "attn_out", "ffn_in", "ffn_down_in"};
-#define HESS_MAGIC "GQHESS01"
-#define HESS_HEADER 32
-
-static void hessian_path(char *buf, size_t cap, const char *dir, int l, int g) {
-    snprintf(buf, cap, "%s/blk.%d.%s.hessian", dir, l, input_names[g]);
-}
-
-static enum gq_status hessian_save(const char *dir, int l, int g, const float *H, int n, int64_t n_samples) {
-    char path[4096], tmp[4200];
-    hessian_path(path, sizeof path, dir, l, g);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    unsigned char hdr[HESS_HEADER] = {0};
-    uint32_t u[4] = {(uint32_t)n, (uint32_t)l, (uint32_t)g, 0};
-    uint64_t ns = (uint64_t)n_samples;
-    memcpy(hdr, HESS_MAGIC, 8);
-    memcpy(hdr + 8, u, 16);
-    memcpy(hdr + 24, &ns, 8);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return gq_fail(GQ_ERR_IO, "%s: cannot write", tmp);
-    bool ok = fwrite(hdr, 1, sizeof hdr, f) == sizeof hdr && fwrite(H, sizeof *H, (size_t)n * n, f) == (size_t)n * n;
-    ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        return gq_fail(GQ_ERR_IO, "%s: write failed", path);
-    }
-    return GQ_OK;
-}
-
-static enum gq_status hessian_load(const char *dir, int l, int g, float *H, int n, int64_t *n_samples) {
-    char path[4096];
-    hessian_path(path, sizeof path, dir, l, g);
-    struct gq_mapped_file f;
-    GQ_TRY(gq_map_file(path, &f));
-    enum gq_status s = GQ_OK;
-    uint32_t u[4];
-    uint64_t ns = 0;
-    size_t want = HESS_HEADER + (size_t)n * n * sizeof(float);
-    if (f.size < HESS_HEADER || memcmp(f.data, HESS_MAGIC, 8) != 0) {
-        s = gq_fail(GQ_ERR_FORMAT, "%s: not a gptvq Hessian file (magic)", path);
-    } else {
-        memcpy(u, f.data + 8, 16);
-        memcpy(&ns, f.data + 24, 8);
-        if (u[0] != (uint32_t)n || u[1] != (uint32_t)l || u[2] != (uint32_t)g)
-            s = gq_fail(GQ_ERR_FORMAT, "%s: holds a %u x %u Hessian of block %u input %u, expected %d x %d of block %d input %d",
-                        path, u[0], u[0], u[1], u[2], n, n, l, g);
-        else if (f.size != want)
-            s = gq_fail(GQ_ERR_FORMAT, "%s: %zu bytes, expected %zu", path, f.size, want);
-    }
-    if (s == GQ_OK) {
-        memcpy(H, f.data + HESS_HEADER, (size_t)n * n * sizeof(float));
-        *n_samples = (int64_t)ns;
-        s = gq_check_finite(H, (size_t)n * n, path, "H");
-    }
-    gq_unmap_file(&f);
-    return s;
-}
-
 struct capture {
     enum gq_block_input want;
     struct gq_hessian *H;
@@ -898,12 +833,43 @@ static void print_output_format(const struct gq_model *m, const struct gq_arch *
             p->sym ? "" : " and min", tail);
 }
 
+// Mean next-token NLL of nw windows of sl tokens (the model as it is now).
+static enum gq_status window_nll(struct gq_model *m, const int32_t *toks, int nw, int sl, float *logits, double *nll) {
+    struct gq_context *c;
+    GQ_TRY(gq_context_new(m, sl, &c));
+    const int V = m->hp.n_vocab;
+    double sum = 0;
+    enum gq_status s = GQ_OK;
+    for (int w = 0; w < nw && s == GQ_OK; w++) {
+        gq_context_reset(c);
+        const int32_t *t = toks + (size_t)w * sl;
+        s = gq_forward(c, t, sl, logits, true);
+        for (int i = 0; s == GQ_OK && i + 1 < sl; i++) {
+            const float *z = logits + (size_t)i * V;
+            float mx = z[0];
+            for (int v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+            double e = 0;
+            for (int v = 0; v < V; v++) e += exp((double)z[v] - mx);
+            sum += log(e) + mx - z[t[i + 1]];
+        }
+    }
+    gq_context_free(c);
+    *nll = sum / ((double)nw * (sl - 1));
+    return s;
+}
+
 // --bit-alloc: every block linear quantized from its saved Hessian at the
 // candidate budgets --bpv + j/d (j = -1..2; those that form a
-// configuration), then gq_bit_alloc over their (bits, layer error) within
-// the bits of every linear at --bpv: map gets each linear's budget
-// (layer-major, the architecture's tensor order). Every rank computes the
-// same map (the same arithmetic).
+// configuration). Its loss sensitivity: the calibration NLL (first
+// ALLOC_WINDOWS windows of at most 512 tokens) with only this linear
+// quantized at --bpv, minus the source model's, per unit of its relative
+// layer error there; a candidate's cost is that sensitivity times its
+// relative layer error (the first-order model: the loss grows with the layer
+// error energy). gq_bit_alloc then minimises the summed cost within the bits
+// of every linear at --bpv (and is never worse than that choice). map gets
+// each linear's budget (layer-major, the architecture's tensor order). Every
+// rank computes the same map (the same arithmetic).
+#define ALLOC_WINDOWS 4
 static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A, const struct gq_quantize_params *p,
                                     float *map) {
     enum { NC = 4 };
@@ -913,21 +879,30 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
     int n_items = 0;
     for (int i = 0; i < nt; i++) n_items += A->tensors[i].kind == GQ_T_LINEAR;
     n_items *= L;
-    int *nopt = calloc((size_t)n_items, sizeof(int)), *choice = malloc(sizeof(int) * (size_t)n_items);
-    int64_t *bits = malloc(sizeof(int64_t) * (size_t)n_items * NC);
-    double *err = malloc(sizeof(double) * (size_t)n_items * NC);
-    float *cand = malloc(sizeof(float) * (size_t)n_items * NC), *Hf = NULL, *Wc = NULL;
-    int *slot = malloc(sizeof(int) * (size_t)n_items); // item -> map index
-    enum gq_status s = nopt && choice && bits && err && cand && slot ? GQ_OK : gq_fail(GQ_ERR_NOMEM, "bit allocation");
+    const int n1 = n_items > 0 ? n_items : 1;
+    int *nopt = calloc((size_t)n1, sizeof(int)), *choice = malloc(sizeof(int) * (size_t)n1);
+    int *slot = malloc(sizeof(int) * (size_t)n1), *uni = malloc(sizeof(int) * (size_t)n1); // map index; the option at --bpv
+    int64_t *bits = malloc(sizeof(int64_t) * (size_t)n1 * NC);
+    double *err = malloc(sizeof(double) * (size_t)n1 * NC), *sens = malloc(sizeof(double) * (size_t)n1);
+    float *cand = malloc(sizeof(float) * (size_t)n1 * NC), *Hf = NULL, *Wc = NULL, *logits = NULL;
+    int32_t *toks = NULL;
+    enum gq_status s = nopt && choice && slot && uni && bits && err && sens && cand ? GQ_OK : gq_fail(GQ_ERR_NOMEM, "bit allocation");
+    // the sensitivity windows and the source model's NLL on them
+    struct gq_quantize_params pw = *p;
+    pw.nsamples = p->nsamples < ALLOC_WINDOWS ? p->nsamples : ALLOC_WINDOWS;
+    int sl = p->seqlen > 0 && p->seqlen < 512 ? p->seqlen : 512;
+    if (sl > m->hp.ctx_len) sl = m->hp.ctx_len;
+    struct gq_quant_report scratch = {0};
+    double nll0 = 0;
+    if (s == GQ_OK) s = calib_windows(m, &pw, sl, &toks, &scratch);
+    if (s == GQ_OK && !(logits = malloc(sizeof(float) * (size_t)sl * m->hp.n_vocab))) s = gq_fail(GQ_ERR_NOMEM, "bit allocation: logits");
+    if (s == GQ_OK) s = window_nll(m, toks, pw.nsamples, sl, logits, &nll0);
     struct gq_quant_params q;
     to_quant_params(p, &q);
     struct gq_progress pr;
     gq_progress_start(&pr, "bit allocation", (int64_t)n_items, p->progress && s == GQ_OK);
     double weights = 0;
     int64_t budget = 0; // the bits of every linear at --bpv
-    double e_uni = 0;   // and their Σ error
-    int *uni = malloc(sizeof(int) * (size_t)(n_items > 0 ? n_items : 1)); // that option of each item
-    if (!uni && s == GQ_OK) s = gq_fail(GQ_ERR_NOMEM, "bit allocation");
     int it = 0, o = 0;
     for (int l = 0; l < L && s == GQ_OK; l++) {
         struct block_mem bm;
@@ -941,19 +916,22 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
             free(Hf);
             int64_t ns = 0;
             if (!(Hf = malloc(sizeof(float) * (size_t)n_in * n_in))) s = gq_fail(GQ_ERR_NOMEM, "bit allocation: Hessian");
-            if (s == GQ_OK) s = hessian_load(p->bit_alloc, l, g, Hf, n_in, &ns);
+            if (s == GQ_OK) s = gq_hessian_load(p->bit_alloc, l, g, Hf, n_in, &ns);
             for (int i = 0; i < nt && s == GQ_OK; i++) {
                 const struct gq_block_tensor *t = &A->tensors[i];
                 if (t->kind != GQ_T_LINEAR || (int)t->input != g) continue;
                 const int rows = (int)gq_dim_value(&m->hp, t->rows), cols = (int)gq_dim_value(&m->hp, t->cols);
-                const float *W = *gq_block_slot(&m->layers[l], t);
+                const float **wslot = gq_block_slot(&m->layers[l], t), *W = *wslot;
                 free(Wc);
                 if (!(Wc = malloc(sizeof(float) * (size_t)rows * cols))) {
                     s = gq_fail(GQ_ERR_NOMEM, "bit allocation: weights");
                     break;
                 }
                 const uint64_t seed = p->seed ^ ((uint64_t)l << 20) ^ (uint64_t)i << 8; // as quantize_linear
-                for (int j = -1; j <= 2 && s == GQ_OK; j++) {
+                double rel0 = 0;
+                for (int jj = 0; jj < NC && s == GQ_OK; jj++) {
+                    static const int js[NC] = {0, -1, 1, 2}; // --bpv first: its Q gives the sensitivity
+                    const int j = js[jj];
                     const double b = p->vq.bpv + (double)j / d;
                     struct gq_vq_config cfg;
                     if (linear_config(p, b, &cfg) != GQ_OK || (j && cfg.k > 4096)) continue; // no such configuration
@@ -965,12 +943,19 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
                         gq_error_prefix("bit allocation: blk.%d.%s at %g bpv", l, t->name, b);
                         break;
                     }
-                    bits[o] = gq_vq_tensor_bits(&vt), err[o] = res.objective, cand[o] = (float)b;
-                    if (j == 0) budget += bits[o], e_uni += err[o], uni[it] = nopt[it];
+                    bits[o] = gq_vq_tensor_bits(&vt), err[o] = res.rel_error, cand[o] = (float)b;
                     gq_vq_tensor_free(&vt);
+                    if (j == 0) { // this linear alone quantized at --bpv: the loss it costs
+                        double nll = 0;
+                        *wslot = Wc;
+                        s = window_nll(m, toks, pw.nsamples, sl, logits, &nll);
+                        *wslot = W;
+                        budget += bits[o], uni[it] = nopt[it], rel0 = res.rel_error;
+                        sens[it] = nll - nll0;
+                    }
                     o++, nopt[it]++;
                 }
-                if (s == GQ_OK && !nopt[it]) s = gq_fail(GQ_ERR_ARG, "bit allocation: no configuration near %g bpv", p->vq.bpv);
+                if (s == GQ_OK) sens[it] = rel0 > 0 ? sens[it] / rel0 : 0;
                 slot[it++] = l * nt + i;
                 weights += (double)rows * cols;
                 gq_progress_update(&pr, it, NULL);
@@ -980,10 +965,29 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
     }
     gq_progress_end(&pr);
     int64_t used = 0;
+    if (s == GQ_OK) {
+        // a sensitivity at or below zero (within the NLL's noise) counts as a
+        // tenth of the median, so that no linear is cut to nothing for free
+        double *tmp = malloc(sizeof(double) * (size_t)n1), med = 0;
+        if (!tmp) s = gq_fail(GQ_ERR_NOMEM, "bit allocation");
+        else {
+            memcpy(tmp, sens, sizeof(double) * (size_t)n_items);
+            for (int a = 1; a < n_items; a++) // insertion sort (a few hundred items)
+                for (int b = a; b > 0 && tmp[b - 1] > tmp[b]; b--) {
+                    double x = tmp[b]; tmp[b] = tmp[b - 1], tmp[b - 1] = x;
+                }
+            med = n_items ? tmp[n_items / 2] : 0;
+            free(tmp);
+        }
+        for (int i = 0, b = 0; s == GQ_OK && i < n_items; b += nopt[i], i++) {
+            const double si = sens[i] > 0.1 * med ? sens[i] : 0.1 * med;
+            for (int j = 0; j < nopt[i]; j++) err[b + j] *= si;
+        }
+    }
     if (s == GQ_OK) s = gq_bit_alloc(n_items, nopt, bits, err, budget, choice, &used);
     if (s == GQ_OK) { // the walk stops short of the budget: never worse than every linear at --bpv
-        double e = 0;
-        for (int i = 0, b = 0; i < n_items; b += nopt[i], i++) e += err[b + choice[i]];
+        double e = 0, e_uni = 0;
+        for (int i = 0, b = 0; i < n_items; b += nopt[i], i++) e += err[b + choice[i]], e_uni += err[b + uni[i]];
         if (e > e_uni) memcpy(choice, uni, sizeof(int) * (size_t)n_items), used = budget;
     }
     if (s == GQ_OK) {
@@ -1000,7 +1004,8 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
             fprintf(stderr, "\n");
         }
     }
-    free(nopt), free(choice), free(bits), free(err), free(cand), free(slot), free(uni), free(Hf), free(Wc);
+    free(nopt), free(choice), free(slot), free(uni), free(bits), free(err), free(sens), free(cand), free(Hf), free(Wc);
+    free(logits), free(toks);
     return s;
 }
 
@@ -1209,7 +1214,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
             uint64_t digest = 0; // of the exact Hessian (CPU calibration)
             if (load) {
                 int64_t ns = 0;
-                s = hessian_load(p->load_hessians, l, g, Hf, n_in, &ns);
+                s = gq_hessian_load(p->load_hessians, l, g, Hf, n_in, &ns);
                 rep->calib_tokens = ns;
             } else if (dc) {
                 int resid_w = 0, bad = -1;
@@ -1229,7 +1234,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
                     s = gq_fail(s, "blk.%d: non-finite calibration activation (input group %d)", l, g);
                 if (in_place) stage = GQ_IN_FFN;
                 if (s == GQ_OK) gq_hessian_finish_sum(Hd, n_in, ns, Hf);
-                if (s == GQ_OK && p->save_hessians) s = hessian_save(p->save_hessians, l, g, Hf, n_in, ns);
+                if (s == GQ_OK && p->save_hessians) s = gq_hessian_save(p->save_hessians, l, g, Hf, n_in, ns);
             } else {
                 struct gq_hessian H;
                 if ((s = gq_hessian_init(&H, n_in)) != GQ_OK) break;
@@ -1266,7 +1271,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
                 if (s == GQ_OK) s = gq_hessian_allreduce(&H);
                 if (s == GQ_OK) digest = gq_hessian_digest(&H);
                 if (s == GQ_OK) s = gq_hessian_finish(&H, Hf);
-                if (s == GQ_OK && p->save_hessians && gq_dist_rank() == 0) s = hessian_save(p->save_hessians, l, g, Hf, n_in, H.n_samples);
+                if (s == GQ_OK && p->save_hessians && gq_dist_rank() == 0) s = gq_hessian_save(p->save_hessians, l, g, Hf, n_in, H.n_samples);
                 gq_hessian_free(&H);
             }
             rep->seconds_forward += gq_time_s() - t0;

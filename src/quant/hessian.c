@@ -21,6 +21,7 @@
 // limbs never carry between additions (2^31 of them at most) and the ranks'
 // totals are summed limb by limb.
 #include "backend/backend.h"
+#include "model/model.h"
 #include "quant/quant.h"
 #include "util/common.h"
 #include "util/dist.h"
@@ -214,4 +215,69 @@ enum gq_status gq_layer_objective(const float *W, const float *Q, int rows, int 
     }
     free(Hd), free(A), free(T);
     return GQ_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Hessian artefacts. File DIR/blk.<layer>.<input>.hessian, little-endian:
+//   char magic[8] = "GQHESS01"; u32 n; u32 layer; u32 input (gq_block_input);
+//   u32 reserved = 0; u64 n_samples (calibration tokens);
+//   f32 H[n][n] (H = 2/N Σ w_t x_t x_tᵀ as GPTQ used it: w_t = 1 except each
+//   window's first token (--sink-weight) and --token-weights; full symmetric)
+
+static const char *const input_names[GQ_IN_COUNT] = {"attn_in", "attn_out", "ffn_in", "ffn_down_in"};
+#define HESS_MAGIC "GQHESS01"
+#define HESS_HEADER 32
+
+static void hessian_path(char *buf, size_t cap, const char *dir, int l, int g) {
+    snprintf(buf, cap, "%s/blk.%d.%s.hessian", dir, l, input_names[g]);
+}
+
+enum gq_status gq_hessian_save(const char *dir, int l, int g, const float *H, int n, int64_t n_samples) {
+    char path[4096], tmp[4200];
+    hessian_path(path, sizeof path, dir, l, g);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    unsigned char hdr[HESS_HEADER] = {0};
+    uint32_t u[4] = {(uint32_t)n, (uint32_t)l, (uint32_t)g, 0};
+    uint64_t ns = (uint64_t)n_samples;
+    memcpy(hdr, HESS_MAGIC, 8);
+    memcpy(hdr + 8, u, 16);
+    memcpy(hdr + 24, &ns, 8);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return gq_fail(GQ_ERR_IO, "%s: cannot write", tmp);
+    bool ok = fwrite(hdr, 1, sizeof hdr, f) == sizeof hdr && fwrite(H, sizeof *H, (size_t)n * n, f) == (size_t)n * n;
+    ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        remove(tmp);
+        return gq_fail(GQ_ERR_IO, "%s: write failed", path);
+    }
+    return GQ_OK;
+}
+
+enum gq_status gq_hessian_load(const char *dir, int l, int g, float *H, int n, int64_t *n_samples) {
+    char path[4096];
+    hessian_path(path, sizeof path, dir, l, g);
+    struct gq_mapped_file f;
+    GQ_TRY(gq_map_file(path, &f));
+    enum gq_status s = GQ_OK;
+    uint32_t u[4];
+    uint64_t ns = 0;
+    size_t want = HESS_HEADER + (size_t)n * n * sizeof(float);
+    if (f.size < HESS_HEADER || memcmp(f.data, HESS_MAGIC, 8) != 0) {
+        s = gq_fail(GQ_ERR_FORMAT, "%s: not a gptvq Hessian file (magic)", path);
+    } else {
+        memcpy(u, f.data + 8, 16);
+        memcpy(&ns, f.data + 24, 8);
+        if (u[0] != (uint32_t)n || u[1] != (uint32_t)l || u[2] != (uint32_t)g)
+            s = gq_fail(GQ_ERR_FORMAT, "%s: holds a %u x %u Hessian of block %u input %u, expected %d x %d of block %d input %d",
+                        path, u[0], u[0], u[1], u[2], n, n, l, g);
+        else if (f.size != want)
+            s = gq_fail(GQ_ERR_FORMAT, "%s: %zu bytes, expected %zu", path, f.size, want);
+    }
+    if (s == GQ_OK) {
+        memcpy(H, f.data + HESS_HEADER, (size_t)n * n * sizeof(float));
+        *n_samples = (int64_t)ns;
+        s = gq_check_finite(H, (size_t)n * n, path, "H");
+    }
+    gq_unmap_file(&f);
+    return s;
 }

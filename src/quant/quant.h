@@ -222,6 +222,12 @@ struct gq_gptq_result {
 enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
                                 const struct gq_quant_params *p, struct gq_gptq_result *res);
 
+// Hessian artefacts (hessian.c): DIR/blk.<layer>.<input>.hessian holding a
+// float H (n, n) of block `layer`'s linear input `input` (gq_block_input) and
+// its token count; load checks the header against (n, layer, input).
+enum gq_status gq_hessian_save(const char *dir, int layer, int input, const float *H, int n, int64_t n_samples);
+enum gq_status gq_hessian_load(const char *dir, int layer, int input, float *H, int n, int64_t *n_samples);
+
 // Bit allocation (alloc.c): item i (of n_items) has n_opt[i] options (at most
 // GQ_ALLOC_MAX_OPT), flattened in bits[] / err[] (item 0's first); choice[i]
 // gets the chosen option's index within its item and *used their Σ bits.
