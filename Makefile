@@ -79,6 +79,9 @@ $(BA)/libgptvq.a: $(AOBJ)
 $(B)/gptvq: tools/gptvq.c $(B)/libgptvq.a
 	$(CC) $(CFLAGS) -Itests $< $(B)/libgptvq.a $(LDLIBS) -o $@
 
+$(BA)/gptvq: tools/gptvq.c $(BA)/libgptvq.a
+	$(CC) $(CFLAGS) -Itests -O1 $(ASAN) $< $(BA)/libgptvq.a $(LDLIBS) -o $@
+
 $(B)/tests/%: tests/%.c $(wildcard tests/*.h) $(B)/libgptvq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(B)/libgptvq.a $(LDLIBS) -o $@
@@ -95,7 +98,7 @@ $(B)/bench/%: bench/%.c $(wildcard bench/*.h) $(B)/libgptvq.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(B)/libgptvq.a $(LDLIBS) -o $@
 
-tests: $(TBIN) $(ATBIN) $(B)/gptvq $(CUDA_SO)
+tests: $(TBIN) $(ATBIN) $(B)/gptvq $(BA)/gptvq $(CUDA_SO)
 test: tests
 	bash tests/setup_fixtures.sh
 	B=$(B) BA=$(BA) bash tests/run.sh

@@ -138,6 +138,22 @@ ok = ok and set(ks) <= {4, 8, 16, 32, 64} and len({(l["k"], l["group"]) for l in
 print(("ok" if ok else "FAIL") + f": --bit-alloc: {bits(a):.0f} bits <= uniform {bits(u):.0f}, k in {ks}; {line[0].strip() if line else '(no summary)'}")
 sys.exit(0 if ok else 1)
 PY
+# the same from a streamed source (an F16 export: each block decoded while it
+# is worked on) under ASan / UBSan: the allocation's pilot decodes every block
+# and must leave each as it found it for the run that follows
+GA=${BA:-build-asan}/gptvq
+if [ -x "$GA" ]; then
+    "$G" export "$S" -o "$T/s16.gguf" --to f16 >/dev/null 2>&1
+    "$G" quantize "$T/s16.gguf" -o "$T/s16u.gguf" --calib "$CAL" --nsamples 8 --seqlen 128 --method gptvq --bpv 2.125 \
+        --save-hessians "$T/h16" --quiet >/dev/null 2>&1
+    ASAN_OPTIONS=detect_leaks=1 "$GA" quantize "$T/s16.gguf" -o "$T/s16a.gguf" --calib "$CAL" --nsamples 8 --seqlen 128 \
+        --method gptvq --bpv 2.125 --bit-alloc "$T/h16" --quiet >/dev/null 2>"$T/err"
+    rc=$?
+    [ $rc -eq 0 ] && [ -s "$T/s16a.gguf" ] && ! grep -q Sanitizer "$T/err" && echo "ok: --bit-alloc on a streamed source, clean under ASan/UBSan" ||
+        { echo "FAIL: --bit-alloc on a streamed source (rc $rc)"; head -20 "$T/err"; fail=1; }
+else
+    echo "FAIL: $GA missing (make tests builds it)"; fail=1
+fi
 for bad in "--method gptq --bit-alloc $T/vqh" "--method gptvq --bit-alloc $T/nonexistent" "--method gptvq --k 16 --bit-alloc $T/vqh"; do
     rm -f "$T/vqb.gguf"
     "$G" quantize "$S" -o "$T/vqb.gguf" --calib "$CAL" --nsamples 16 --seqlen 128 --quiet $bad >/dev/null 2>"$T/err"

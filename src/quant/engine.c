@@ -413,10 +413,10 @@ static void count_linear(struct gq_quant_report *rep, const struct gq_quantize_p
     gq_progress_update(pr, rep->n, extra);
 }
 
-// The linears of block l that read input g (g < 0: all of them, for RTN),
-// in the architecture's order: each quantized by its rank, then shared.
 static enum gq_status linear_config(const struct gq_quantize_params *p, double bpv, struct gq_vq_config *cfg);
 
+// The linears of block l that read input g (g < 0: all of them, for RTN),
+// in the architecture's order: each quantized by its rank, then shared.
 // bpv_map (--bit-alloc): each linear's GPTVQ budget, else NULL.
 static enum gq_status quantize_group(struct gq_model *m, const struct gq_arch *A, int l, int g, const float *H,
                                      const struct gq_quantize_params *p, const struct gq_vq_config *cfg,
@@ -905,8 +905,18 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
     int64_t budget = 0; // the bits of every linear at --bpv
     int it = 0, o = 0;
     for (int l = 0; l < L && s == GQ_OK; l++) {
+        // a streamed block is decoded for the pilot and left compressed again
+        const float *slot0[64];
+        const struct gq_qweight *q0[64];
+        for (int i = 0; i < nt && i < 64; i++)
+            if (A->tensors[i].kind == GQ_T_LINEAR)
+                slot0[i] = *gq_block_slot(&m->layers[l], &A->tensors[i]), q0[i] = *gq_block_qslot(&m->layers[l], &A->tensors[i]);
         struct block_mem bm;
         if ((s = block_load(m, A, l, &bm)) != GQ_OK) break;
+        // the reference NLL with this block decoded as it is for the pilot (a
+        // streamed block's f32 path rounds a little differently from its kernels)
+        double nll_ref = nll0;
+        if (bm.n && (s = window_nll(m, toks, pw.nsamples, sl, logits, &nll_ref)) != GQ_OK) break;
         for (int g = 0; g < GQ_IN_COUNT && s == GQ_OK; g++) {
             int n_in = 0;
             for (int i = 0; i < nt; i++)
@@ -951,7 +961,7 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
                         s = window_nll(m, toks, pw.nsamples, sl, logits, &nll);
                         *wslot = W;
                         budget += bits[o], uni[it] = nopt[it], rel0 = res.rel_error;
-                        sens[it] = nll - nll0;
+                        sens[it] = nll - nll_ref;
                     }
                     o++, nopt[it]++;
                 }
@@ -962,12 +972,15 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
             }
         }
         block_release(m, A, l, &bm, false);
+        for (int i = 0; i < nt && i < 64; i++)
+            if (A->tensors[i].kind == GQ_T_LINEAR)
+                *gq_block_slot(&m->layers[l], &A->tensors[i]) = slot0[i], *gq_block_qslot(&m->layers[l], &A->tensors[i]) = q0[i];
     }
     gq_progress_end(&pr);
     int64_t used = 0;
     if (s == GQ_OK) {
-        // a sensitivity at or below zero (within the NLL's noise) counts as a
-        // tenth of the median, so that no linear is cut to nothing for free
+        // a sensitivity below a tenth of the median (within the NLL's noise,
+        // or negative) counts as that, so that no linear is cut for free
         double *tmp = malloc(sizeof(double) * (size_t)n1), med = 0;
         if (!tmp) s = gq_fail(GQ_ERR_NOMEM, "bit allocation");
         else {
@@ -977,6 +990,7 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
                     double x = tmp[b]; tmp[b] = tmp[b - 1], tmp[b - 1] = x;
                 }
             med = n_items ? tmp[n_items / 2] : 0;
+            if (!(med > 0)) med = n_items && tmp[n_items - 1] > 0 ? 1e-3 * tmp[n_items - 1] : 1; // no measurable loss
             free(tmp);
         }
         for (int i = 0, b = 0; s == GQ_OK && i < n_items; b += nopt[i], i++) {
