@@ -2,7 +2,8 @@
 # Builds llama.cpp's llama-bench from the llama.cpp vendored in the PyPI
 # llama-cpp-python sdist, outside the repository (benchmarks only, never CI):
 #   [LLAMA_CPU=native|avx2] bash bench/build_llamacpp.sh [DIR]      (default /tmp/gptvq-llamacpp)
-# (and llama-perplexity beside it) prints the path of llama-bench. Takes ~10 minutes on 2 cores.
+# (and llama-perplexity, llama-quantize and llama-imatrix beside it) prints the
+# path of llama-bench. Takes ~10 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-/tmp/gptvq-llamacpp}
@@ -23,5 +24,5 @@ if [ "$cpu" = avx2 ]; then
     bd=build-avx2; flags=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
 fi
 [ -d $bd ] || cmake -B $bd -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF "${flags[@]}" -DLLAMA_BUILD_SERVER=OFF >/dev/null
-cmake --build $bd --target llama-bench llama-perplexity -j"$(nproc)" >/dev/null 2>&1
+cmake --build $bd --target llama-bench llama-perplexity llama-quantize llama-imatrix -j"$(nproc)" >/dev/null 2>&1
 echo "$PWD/$bd/bin/llama-bench"
