@@ -876,6 +876,7 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
     const int nt = A->n_tensors, L = m->hp.n_layers, d = p->vq.dim;
     if (p->vq.k || p->vq.group)
         return gq_fail(GQ_ERR_ARG, "--bit-alloc chooses k and the group size of each linear: drop --k / --group");
+    if (p->nsamples < 1) return gq_fail(GQ_ERR_ARG, "--nsamples must be positive (got %d)", p->nsamples);
     int n_items = 0;
     for (int i = 0; i < nt; i++) n_items += A->tensors[i].kind == GQ_T_LINEAR;
     n_items *= L;
