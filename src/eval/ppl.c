@@ -8,6 +8,7 @@
 //   adds BOS (`if (add_bos && j == 0)`; SmolLM2 adds none, so its windows
 //   stay as they are), only the second half scored: logits first..n_ctx-2
 //   with first = n_ctx/2.
+#include "kern/vmath.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
 
@@ -19,12 +20,7 @@ static void score_rows(const float *logits, int n_vocab, const int32_t *tokens, 
     double s = 0, s2 = 0;
 #pragma omp parallel for reduction(+ : s, s2)
     for (int j = j0; j < j1; j++) {
-        const float *row = logits + (size_t)(j - j0) * n_vocab;
-        float mx = row[0];
-        for (int v = 1; v < n_vocab; v++) mx = row[v] > mx ? row[v] : mx;
-        double z = 0;
-        for (int v = 0; v < n_vocab; v++) z += expf(row[v] - mx); // terms in (0, 1]: float exp, double sum
-        double nll = log(z) + mx - row[tokens[j + 1]];
+        double nll = gq_row_nll(logits + (size_t)(j - j0) * n_vocab, n_vocab, tokens[j + 1]);
         s += nll;
         s2 += nll * nll;
     }

@@ -168,3 +168,11 @@ void gq_attn_combine(int np, const float *m, const double *z, const float *o, si
         out[j] = acc * inv;
     }
 }
+
+double gq_row_nll(const float *row, int n, int32_t target) {
+    float mx = row[0];
+    for (int v = 1; v < n; v++) mx = row[v] > mx ? row[v] : mx;
+    double z = 0;
+    for (int v = 0; v < n; v++) z += expf(row[v] - mx); // terms in (0, 1]: float exp, double sum
+    return log(z) + mx - row[target];
+}

@@ -4,6 +4,7 @@
 #ifndef GQ_VMATH_H
 #define GQ_VMATH_H
 
+#include <stdint.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -13,6 +14,9 @@
 double gq_vexp_shift(float *x, int n, float m);
 // max of x[0..n).
 float gq_vmax(const float *x, int n);
+// −log softmax(row)[target] over n logits: log Σ expf(row − max) + max − row[target]
+// (float exp, double sum in index order: the perplexities' arithmetic).
+double gq_row_nll(const float *row, int n, int32_t target);
 // x[i] *= s.
 void gq_vscale(float *x, int n, float s);
 // SwiGLU: g[i] = g[i] / (1 + exp(−g[i])) · u[i].

@@ -21,6 +21,7 @@
 #include "model/forward_cuda.h"
 #include "io/gguf.h"
 #include "kern/qmatmul.h"
+#include "kern/vmath.h"
 #include "quant/ckpt.h"
 #include "quant/quant.h"
 #include "quant/vq.h"
@@ -844,14 +845,10 @@ static enum gq_status window_nll(struct gq_model *m, const int32_t *toks, int nw
         gq_context_reset(c);
         const int32_t *t = toks + (size_t)w * sl;
         s = gq_forward(c, t, sl, logits, true);
-        for (int i = 0; s == GQ_OK && i + 1 < sl; i++) {
-            const float *z = logits + (size_t)i * V;
-            float mx = z[0];
-            for (int v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
-            double e = 0;
-            for (int v = 0; v < V; v++) e += exp((double)z[v] - mx);
-            sum += log(e) + mx - z[t[i + 1]];
-        }
+        double ws = 0;
+#pragma omp parallel for reduction(+ : ws)
+        for (int i = 0; i < sl - 1; i++) ws += gq_row_nll(logits + (size_t)i * V, V, t[i + 1]);
+        if (s == GQ_OK) sum += ws;
     }
     gq_context_free(c);
     *nll = sum / ((double)nw * (sl - 1));
@@ -870,6 +867,10 @@ static enum gq_status window_nll(struct gq_model *m, const int32_t *toks, int nw
 // each linear's budget (layer-major, the architecture's tensor order). Every
 // rank computes the same map (the same arithmetic).
 #define ALLOC_WINDOWS 4
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
 static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A, const struct gq_quantize_params *p,
                                     float *map) {
     enum { NC = 4 };
@@ -986,10 +987,7 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
         if (!tmp) s = gq_fail(GQ_ERR_NOMEM, "bit allocation");
         else {
             memcpy(tmp, sens, sizeof(double) * (size_t)n_items);
-            for (int a = 1; a < n_items; a++) // insertion sort (a few hundred items)
-                for (int b = a; b > 0 && tmp[b - 1] > tmp[b]; b--) {
-                    double x = tmp[b]; tmp[b] = tmp[b - 1], tmp[b - 1] = x;
-                }
+            qsort(tmp, (size_t)n_items, sizeof *tmp, cmp_double);
             med = n_items ? tmp[n_items / 2] : 0;
             if (!(med > 0)) med = n_items && tmp[n_items - 1] > 0 ? 1e-3 * tmp[n_items - 1] : 1; // no measurable loss
             free(tmp);
