@@ -16,7 +16,11 @@
 //  [6] codebook SVD (d = 1): stored factors on their int8 / fp16 grids,
 //      codebooks = U Vᵀ, decode and bits; full rank reproduces the pass;
 //      ALS never increases the objective; its V refit = dense least squares
-//      over V, and after many rounds U is near the dense optimum given V.
+//      over V, and after many rounds U is near the dense optimum given V;
+//  [7] slabs: a matrix quantized as two calls that each do half its slabs,
+//      their tensors OR-ed bytewise (as the ranks merge them), is the one-call
+//      tensor and decode bit for bit; the slabs' objectives add up to the
+//      directly computed one; no slab keeps an update that raised its error.
 #include "quant/vq.h"
 #include "test.h"
 #include "test_rand.h"
@@ -494,8 +498,95 @@ static void test_bad_input(void) {
     free_problem(&p);
 }
 
+static void or_bytes(void *dst, const void *src, size_t n) {
+    for (size_t i = 0; i < n; i++) ((uint8_t *)dst)[i] |= ((const uint8_t *)src)[i];
+}
+
+// [7]
+static void test_slabs(void) {
+    struct problem p = make_problem(96, 48, 7);
+    const size_t nw = (size_t)p.rows * p.cols;
+    float *Q = malloc(sizeof(float) * nw), *Qa = malloc(sizeof(float) * nw), *Qb = malloc(sizeof(float) * nw);
+    const int dense_max = gq_vq_dense_max;
+    for (int opt = 0; opt < 5; opt++) {
+        struct gq_gptvq_params vp;
+        struct gq_quant_params qp;
+        default_vq(&vp, &qp, 2);
+        vp.cb_update = GQ_CB_UPDATE_EXACT, vp.slab_rows = 16;
+        if (opt == 1) vp.norm_block = 16, gq_vq_dense_max = 0; // conjugate gradients per slab
+        if (opt == 2) vp.stages = 2, vp.outlier_frac = 0.1;
+        if (opt == 3) vp.cb_update = GQ_CB_UPDATE_GD;
+        if (opt == 4) vp.cb_update = GQ_CB_UPDATE_NONE;
+        struct gq_vq_config cfg = {.d = 2, .k = 16, .l = 128};
+        const int ns = gq_gptvq_n_slabs(p.rows, p.cols, &vp, &cfg);
+        CHECKF(ns >= 4, "opt %d: %d slabs", opt, ns);
+        uint8_t even[GQ_VQ_MAX_SLABS] = {0}, odd[GQ_VQ_MAX_SLABS] = {0};
+        for (int s = 0; s < ns; s++) (s % 2 ? odd : even)[s] = 1;
+        struct gq_vq_tensor t, ta, tb;
+        struct gq_vq_result *r = malloc(sizeof *r), *ra = malloc(sizeof *ra), *rb = malloc(sizeof *rb);
+        memcpy(Q, p.W, sizeof(float) * nw), memcpy(Qa, p.W, sizeof(float) * nw), memcpy(Qb, p.W, sizeof(float) * nw);
+        CHECK_OK(gq_gptvq_quantize(Q, p.rows, p.cols, p.H, &qp, &vp, &cfg, 7, &t, r));
+        cfg.slab_own = even;
+        CHECK_OK(gq_gptvq_quantize(Qa, p.rows, p.cols, p.H, &qp, &vp, &cfg, 7, &ta, ra));
+        cfg.slab_own = odd;
+        CHECK_OK(gq_gptvq_quantize(Qb, p.rows, p.cols, p.H, &qp, &vp, &cfg, 7, &tb, rb));
+        CHECK(r->n_slab == ns && ra->n_slab == ns);
+        CHECK(!memcmp(Qa, p.W, sizeof(float) * nw)); // a part: W untouched
+        const size_t nv = (size_t)(t.cols - t.n_out) / t.d, ng = (size_t)t.stages * t.n_rt * t.n_ct;
+        or_bytes(ta.cb, tb.cb, sizeof(float) * ng * t.k * t.d);
+        or_bytes(ta.cb_scale, tb.cb_scale, sizeof(float) * ng);
+        or_bytes(ta.idx, tb.idx, sizeof(uint16_t) * t.stages * t.rows * nv);
+        or_bytes(ta.outl, tb.outl, sizeof(uint16_t) * t.rows * t.n_out);
+        if (t.norm_block) {
+            or_bytes(ta.sint, tb.sint, (size_t)t.rows * t.n_nblk);
+            or_bytes(ta.norm, tb.norm, sizeof *t.norm * t.n_rt * t.n_ct);
+        }
+        or_bytes(ra->slab, rb->slab, sizeof ra->slab[0] * ns);
+        CHECK_OK(gq_gptvq_finish(&ta, Qa, ra));
+        CHECKF(!memcmp(Q, Qa, sizeof(float) * nw), "opt %d: merged halves decode differently", opt);
+        CHECK(!memcmp(t.cb, ta.cb, sizeof(float) * ng * t.k * t.d) && !memcmp(t.idx, ta.idx, sizeof(uint16_t) * t.stages * t.rows * nv));
+        CHECKF(ra->objective == r->objective && ra->objective_pass == r->objective_pass,
+               "opt %d: merged objective %.17g vs %.17g", opt, ra->objective, r->objective);
+        // the slabs' objectives add up to the matrix's (rows are independent)
+        float *Wz = malloc(sizeof(float) * nw);
+        memcpy(Wz, p.W, sizeof(float) * nw);
+        for (int c = 0; c < p.cols; c++)
+            if (p.H[c * p.cols + c] == 0)
+                for (int rr = 0; rr < p.rows; rr++) Wz[rr * p.cols + c] = 0;
+        double direct = objective(Wz, Q, p.H, p.rows, p.cols, 0);
+        CHECKF(fabs(direct - r->objective) <= 1e-9 * direct, "opt %d: objective %.12g, slabs' sum %.12g", opt, direct,
+               r->objective);
+        if (opt == 4) { // [1] through the slabs: the pass's greedy sum is the stored tensor's error
+            float *Hd = malloc(sizeof(float) * p.cols * p.cols);
+            memcpy(Hd, p.H, sizeof(float) * p.cols * p.cols);
+            for (int c = 0; c < p.cols; c++)
+                if (Hd[c * p.cols + c] == 0) Hd[c * p.cols + c] = 1;
+            double od = objective(Wz, Q, Hd, p.rows, p.cols, r->damp_abs);
+            CHECKF(fabs(od - r->greedy) <= 1e-8 * od, "slabs: objective %.12g vs greedy sum %.12g", od, r->greedy);
+            free(Hd);
+        }
+        int kept = 0;
+        for (int s = 0; opt < 4 && s < ns; s++) {
+            CHECK(r->slab[s].objective <= r->slab[s].objective_pass);
+            kept += r->slab[s].update_kept;
+        }
+        CHECKF(kept >= 1 || opt == 4, "opt %d: no slab kept its update", opt);
+        free(Wz), free(r), free(ra), free(rb);
+        gq_vq_tensor_free(&t), gq_vq_tensor_free(&ta), gq_vq_tensor_free(&tb);
+        gq_vq_dense_max = dense_max;
+    }
+    struct gq_gptvq_params vp;
+    struct gq_quant_params qp;
+    default_vq(&vp, &qp, 2);
+    struct gq_vq_config cfg = {.d = 2, .k = 16, .l = 128};
+    CHECK(gq_gptvq_n_slabs(p.rows, p.cols, &vp, &cfg) == 1); // slab_rows 0: the whole matrix
+    free(Q), free(Qa), free(Qb);
+    free_problem(&p);
+}
+
 int main(void) {
     double t0 = gq_time_s();
+    test_slabs();
     test_identity_and_decode();
     test_codebook_update();
     test_quality();

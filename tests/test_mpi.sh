@@ -34,6 +34,8 @@ base="--nsamples 16 --seqlen 512 --quiet"
 
 # The exact Hessians' digests (JSON report), one per linear.
 digests() { python3 -c 'import json,sys; print(" ".join(l.get("hessian_digest", "-") for l in json.load(open(sys.argv[1]))["layers"]))' "$1"; }
+# The linears' errors (JSON report): GPTVQ's are sums over slabs in slab order.
+errors() { python3 -c 'import json,sys; print(" ".join(repr(l["rel_error"]) for l in json.load(open(sys.argv[1]))["layers"]))' "$1"; }
 # one case: one process, then -np 2 and -np 3, one thread each (OpenBLAS's
 # dsyrk may round differently with another thread count for some widths:
 # stories260K's FFN, 172)
@@ -49,16 +51,28 @@ same() { # name, options...
         else
             bad "$name: -np $n: Hessian digests differ"
         fi
+        [ "$(errors "$T/$name.1.gguf.report.json")" = "$(errors "$T/$name.$n.gguf.report.json")" ] &&
+            ok "$name: -np $n: the same reported errors" || bad "$name: -np $n: reported errors differ"
     done
 }
 same rtn4 --method rtn --wbits 4 --group-size 32
 same gptq4 --calib "$CAL" --method gptq --wbits 4 --group-size 32 --sym
 same gptq3 --calib "$CAL" --method gptq --wbits 3 --group-size 64
+# GPTVQ: stories260K's matrices (64 to 172 rows) are one slab each at the
+# default --row-slab 256, so most cases take smaller slabs: the ranks then
+# split linears by rows (slabs() below checks that they do).
 same vq2d --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.125
-same vq4d --calib "$CAL" --method gptvq --vq-dim 4 --bpv 2.25
-same vqnorm --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.25 --norm-block 32
-same vqout --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.25 --outlier-frac 0.02
-same vqres --calib "$CAL" --method gptvq --vq-dim 2 --bpv 3.125 --residual 2
+same vq2dslab --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.5 --norm-block 0 --row-slab 16
+same vq4d --calib "$CAL" --method gptvq --vq-dim 4 --bpv 2.25 --group-size 2048 --row-slab 16
+same vqnorm --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.25 --norm-block 32 --row-slab 32
+same vqout --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.25 --outlier-frac 0.02 --row-slab 32
+same vqres --calib "$CAL" --method gptvq --vq-dim 2 --bpv 3.125 --residual 2 --row-slab 32
+# slabs of the 35 linears in a report, and the most of one linear
+slabs() { python3 -c 'import json,sys; L=json.load(open(sys.argv[1]))["layers"]; print(sum(l["slabs"] for l in L), max(l["slabs"] for l in L))' "$1"; }
+for c in vq2dslab:150 vq4d:90 vqnorm:80 vqout:60 vqres:50; do
+    read -r total most < <(slabs "$T/${c%%:*}.1.gguf.report.json")
+    [ "$total" -ge "${c##*:}" ] && [ "$most" -ge 2 ] && ok "${c%%:*}: $total slabs (up to $most per linear)" || bad "${c%%:*}: only $total slabs ($most per linear)"
+done
 same vqsvd --calib "$CAL" --method gptvq --vq-dim 1 --bpv 3.125 --cb-svd 4
 same head --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.125 --head-bpv 3.125
 same datafree --method gptq --wbits 4 --group-size 32 --nsamples 8
@@ -69,7 +83,7 @@ MPI 3 quantize "$S" -o "$T/h3.gguf" $base --calib "$CAL" --method gptq --save-he
 if [ "$(ls "$T/h3" | wc -l)" -eq 20 ] && diff -r "$T/h1" "$T/h3" >/dev/null; then ok "-np 3 saves the same 20 Hessians"; else bad "saved Hessians differ"; fi
 
 # resume across rank counts
-R="$T/r.gguf"; ro="--calib $CAL --method gptvq --vq-dim 2 --bpv 2.25 --norm-block 32 --threads 1"
+R="$T/r.gguf"; ro="--calib $CAL --method gptvq --vq-dim 2 --bpv 2.25 --norm-block 32 --row-slab 32 --threads 1"
 MPI 2 quantize "$S" -o "$R" $base $ro --stop-after 2 >"$T/r2.log" 2>&1; rc=$?
 [ $rc -ne 0 ] && [ -f "$R.ckpt/blk.1.ckpt" ] && [ ! -f "$R.ckpt/blk.2.ckpt" ] && [ ! -e "$R" ] && ok "-np 2 --stop-after 2: 2 blocks kept, no file (exit $rc)" || bad "-np 2 stop (exit $rc)"
 MPI 3 quantize "$S" -o "$R" $base $ro --stop-after 4 >"$T/r3.log" 2>&1

@@ -667,6 +667,10 @@ static const char *QUANT_HELP =
     "                        (default 64; 0 = off; paid from the overhead budget)\n"
     "  --residual 1|2        2 = a second codebook quantizes the residual (VPTQ); counted in bpv\n"
     "  --outlier-frac F      fraction of columns (highest |W_c|^2 H_cc) kept in fp16 (default 0)\n"
+    "  --row-slab N          rows per unit of work (default 256; 0 = the whole matrix): runs of\n"
+    "                        whole codebook groups, each with its own codebook update, kept only\n"
+    "                        where it lowers that unit's error; under mpirun the ranks split a\n"
+    "                        linear by them. The file does not depend on the number of ranks\n"
     "  --packed              write the packed GPTVQ format (default; docs/format.md): indices,\n"
     "                        codebooks and scales as GGUF tensors, the file size follows the\n"
     "                        achieved bpv; gptvq ppl / generate run it directly.\n"
@@ -769,7 +773,7 @@ static int cmd_quantize(int argc, char **argv) {
     long wbits = p.wbits, group = p.group_size, block = p.block_size, nsamples = p.nsamples, seqlen = 0, seed = 0,
          threads = 0;
     double damp = p.damp, sink_weight = p.sink_weight, bpv = p.vq.bpv, outlier_frac = 0;
-    long vq_dim = p.vq.dim, vq_k = 0, em_iters = p.vq.em_iters, gd_iters = p.vq.gd_iters, norm_block = p.vq.norm_block,
+    long vq_dim = p.vq.dim, vq_k = 0, em_iters = p.vq.em_iters, gd_iters = p.vq.gd_iters, norm_block = p.vq.norm_block, row_slab = p.vq.slab_rows,
          residual = 1, cb_svd = 0;
     int packed = -1; // -1: default (packed for gptvq)
     bool group_given = false, no_ckpt = false;
@@ -790,6 +794,7 @@ static int cmd_quantize(int argc, char **argv) {
         INT_OPT("--em-iters", em_iters, 0, 100000);
         INT_OPT("--gd-iters", gd_iters, 0, 100000);
         INT_OPT("--norm-block", norm_block, 0, 4096);
+        INT_OPT("--row-slab", row_slab, 0, 1 << 30);
         INT_OPT("--residual", residual, 1, 2);
         INT_OPT("--cb-svd", cb_svd, 0, 65536);
         FLOAT_OPT("--bpv", bpv);
@@ -929,6 +934,7 @@ static int cmd_quantize(int argc, char **argv) {
     p.vq.em_iters = (int)em_iters;
     p.vq.gd_iters = (int)gd_iters;
     p.vq.norm_block = (int)norm_block;
+    p.vq.slab_rows = (int)row_slab;
     p.vq.stages = (int)residual;
     p.vq.outlier_frac = outlier_frac;
     p.vq.cb_svd_rank = (int)cb_svd;
@@ -1038,17 +1044,18 @@ static int cmd_quantize(int argc, char **argv) {
         fputc('\n', stderr);
         if (p.method == GQ_METHOD_GPTVQ) {
             double em = 0, as = 0, fb = 0, up = 0;
-            int kept = 0;
+            int kept = 0, slabs = 0;
             for (int i = 0; i < rep.n; i++) {
                 const struct gq_quant_layer_report *r = &rep.layers[i];
-                em += r->t_em, as += r->t_assign, fb += r->t_feedback, up += r->t_update, kept += r->update_kept;
+                em += r->t_em, as += r->t_assign, fb += r->t_feedback, up += r->t_update;
+                kept += r->n_kept, slabs += r->n_slab;
             }
             fprintf(stderr,
                     "quantize: gptvq %lld bits for %lld weights = %.4f bpv achieved; codebook update kept on %d/%d "
-                    "linears; time EM %.1fs, assignment + in-block feedback %.1fs, lazy feedback %.1fs, "
+                    "slabs; time EM %.1fs, assignment + in-block feedback %.1fs, lazy feedback %.1fs, "
                     "codebook update %.1fs\n",
                     (long long)rep.vq_bits, (long long)rep.vq_weights,
-                    rep.vq_weights ? (double)rep.vq_bits / rep.vq_weights : 0, kept, rep.n, em, as, fb, up);
+                    rep.vq_weights ? (double)rep.vq_bits / rep.vq_weights : 0, kept, slabs, em, as, fb, up);
         }
         fprintf(stderr, "quantize: %.1fs total (", rep.seconds_total);
         if (rep.seconds_sampling > 0) fprintf(stderr, "sampling calibration sequences %.1fs, ", rep.seconds_sampling);

@@ -23,6 +23,7 @@
 #include "kern/qmatmul.h"
 #include "kern/vmath.h"
 #include "quant/ckpt.h"
+#include "quant/group.h"
 #include "quant/quant.h"
 #include "quant/vq.h"
 #include "format/vqpack.h"
@@ -55,6 +56,7 @@ void gq_quantize_params_default(struct gq_quantize_params *p) {
     p->vq.cb_format = GQ_CB_INT8;
     p->vq.stages = 1;
     p->vq.norm_block = 64; // wins at every budget on both texts (docs/results.md)
+    p->vq.slab_rows = 256;
     p->embed_type = -1;
 }
 
@@ -191,256 +193,6 @@ static enum gq_status calib_windows(const struct gq_model *m, const struct gq_qu
     return GQ_OK;
 }
 
-// RTN of one linear in place; r->rel_error = ‖W − Q‖² / ‖W‖².
-static enum gq_status rtn_linear(float *W, int rows, int cols, const struct gq_quant_params *q, float *scales,
-                                 float *zeros, struct gq_quant_layer_report *r) {
-    const size_t n = (size_t)rows * cols;
-    float *Q = malloc(n * sizeof *Q);
-    if (!Q) return gq_fail(GQ_ERR_NOMEM, "out of memory");
-    enum gq_status s = gq_rtn_quantize(W, rows, cols, q, Q, scales, zeros);
-    if (s == GQ_OK) {
-        double e = 0, w2 = 0;
-        for (size_t i = 0; i < n; i++) {
-            double d = (double)W[i] - Q[i];
-            e += d * d;
-            w2 += (double)W[i] * W[i];
-        }
-        r->rel_error = w2 > 0 ? e / w2 : 0;
-        memcpy(W, Q, n * sizeof *W);
-    }
-    free(Q);
-    return s;
-}
-
-// The GGUF block type an RTN / GPTQ grid is (quantized on its f16 grid
-// whether written so or not), or -1.
-static int grid_gguf_type(const struct gq_quantize_params *p) {
-    struct gq_quant_params q = {.wbits = p->wbits, .group_size = p->group_size, .sym = p->sym};
-    return p->method != GQ_METHOD_GPTVQ ? gq_quant_gguf_type(&q) : -1;
-}
-
-int gq_quantize_gguf_type(const struct gq_quantize_params *p) { return p->fake_quant ? -1 : grid_gguf_type(p); }
-
-static void to_quant_params(const struct gq_quantize_params *p, struct gq_quant_params *q) {
-    gq_quant_params_default(q);
-    q->wbits = p->wbits;
-    q->group_size = p->group_size;
-    q->sym = p->sym;
-    q->mse_clip = p->mse_clip;
-    q->damp = p->damp;
-    q->block_size = p->block_size;
-    q->act_order = p->act_order;
-    q->static_groups = p->static_groups;
-    q->f16_grid = grid_gguf_type(p) >= 0;
-}
-
-// Replaces the weight in slot `t` of block l by its quantized copy (owned by
-// the model). H: the group's Hessian (GPTQ), or NULL (RTN).
-static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq_block_tensor *t, const float *H,
-                                      const struct gq_quantize_params *p, const struct gq_vq_config *cfg,
-                                      struct gq_quant_layer_report *r) {
-    double t0 = gq_time_s();
-    const float **slot = gq_block_slot(&m->layers[l], t);
-    int rows = (int)gq_dim_value(&m->hp, t->rows), cols = (int)gq_dim_value(&m->hp, t->cols);
-    size_t n = (size_t)rows * cols;
-    float *W = malloc(n * sizeof *W);
-    if (!W) return gq_fail(GQ_ERR_NOMEM, "out of memory");
-    memcpy(W, *slot, n * sizeof *W);
-    struct gq_quant_params q;
-    to_quant_params(p, &q);
-    enum gq_status s;
-    memset(r, 0, sizeof *r);
-    if (H && p->method == GQ_METHOD_GPTVQ) {
-        struct gq_vq_tensor vt;
-        struct gq_vq_result res;
-        uint64_t seed = p->seed ^ ((uint64_t)l << 20) ^ (uint64_t)(t - gq_arch_find(m->arch)->tensors) << 8;
-        s = gq_gptvq_quantize(W, rows, cols, H, &q, &p->vq, cfg, seed, &vt, &res);
-        if (s == GQ_OK && m->packs) { // packed output: keep the compressed form
-            uint8_t *buf = NULL;
-            const struct gq_arch *A = gq_arch_find(m->arch);
-            struct gq_vqpack *pk = &m->packs[(size_t)l * A->n_tensors + (size_t)(t - A->tensors)];
-            s = gq_vqpack_pack(&vt, pk, &buf);
-            if (s == GQ_OK) s = gq_model_own(m, buf);
-            if (s != GQ_OK) gq_vq_tensor_free(&vt);
-        }
-        if (s == GQ_OK) {
-            gq_vq_report_fill(&res, &vt, r);
-            gq_vq_tensor_free(&vt);
-        }
-    } else {
-        // GGUF blocks: the group grids come back for the encoding
-        const int ng = gq_quant_n_groups(&q, cols);
-        const struct gq_arch *A = gq_arch_find(m->arch);
-        struct gq_gguf_blocks *gb =
-            m->blocks && cols % 32 == 0 ? &m->blocks[(size_t)l * A->n_tensors + (size_t)(t - A->tensors)] : NULL;
-        float *sc = gb ? malloc(sizeof(float) * (size_t)rows * ng) : NULL;
-        float *zr = gb ? malloc(sizeof(float) * (size_t)rows * ng) : NULL;
-        s = gb && (!sc || !zr) ? gq_fail(GQ_ERR_NOMEM, "out of memory") : GQ_OK;
-        if (s == GQ_OK && H) {
-            struct gq_gptq_result res = {.scales = sc, .zeros = zr};
-            s = gq_gptq_quantize(W, rows, cols, H, &q, &res);
-            r->rel_error = res.rel_error;
-            r->rel_error_rtn = res.rtn_rel_error; // what GPTQ's error feedback gained over rounding
-            r->rtn_fallback = res.rtn_fallback;
-            r->damp = res.damp_rel;
-            r->n_dead = res.n_dead;
-        } else if (s == GQ_OK) {
-            s = rtn_linear(W, rows, cols, &q, sc, zr, r);
-        }
-        if (s == GQ_OK && gb) {
-            const int type = gq_quantize_gguf_type(p);
-            const size_t bytes = gq_ggml_row_size((enum gq_ggml_type)type, cols) * (size_t)rows;
-            uint8_t *buf = malloc(bytes);
-            s = buf ? gq_quant_gguf_encode(&q, W, rows, cols, sc, zr, buf) : gq_fail(GQ_ERR_NOMEM, "out of memory");
-            if (s == GQ_OK) s = gq_model_own(m, buf);
-            else free(buf);
-            if (s == GQ_OK) *gb = (struct gq_gguf_blocks){type, buf, bytes};
-        }
-        free(sc), free(zr);
-    }
-    if (s != GQ_OK) {
-        free(W);
-        gq_error_prefix("blk.%d.%s", l, t->name);
-        return s;
-    }
-    GQ_TRY(gq_model_own(m, W));
-    *slot = W;
-    r->layer = l;
-    snprintf(r->name, sizeof r->name, "%s", t->name);
-    r->rows = rows;
-    r->cols = cols;
-    r->seconds = gq_time_s() - t0;
-    return GQ_OK;
-}
-
-// ---------------------------------------------------------------------------
-// Several ranks (mpirun): each linear of an input group is quantized by one
-// rank (the largest linears first, each to the rank with the least work so
-// far), then sent to every rank, which all need the quantized block for the
-// next group's calibration pass. With one rank all of this is the plain loop.
-
-// The rank that quantizes each of the n linears lin[] (rows × cols work).
-static void assign_owners(const struct gq_model *m, const struct gq_block_tensor *const *lin, int n, int *owner) {
-    const int size = gq_dist_size();
-    double load[256] = {0};
-    char done[64] = {0};
-    for (int a = 0; a < n; a++) {
-        int best = -1;
-        double bw = -1;
-        for (int i = 0; i < n; i++) { // the largest left (first of equals)
-            double w = (double)gq_dim_value(&m->hp, lin[i]->rows) * gq_dim_value(&m->hp, lin[i]->cols);
-            if (!done[i] && w > bw) bw = w, best = i;
-        }
-        int r = 0;
-        for (int j = 1; j < size && j < 256; j++)
-            if (load[j] < load[r]) r = j;
-        owner[best] = r, load[r] += bw, done[best] = 1;
-    }
-}
-
-// Linear t of block l, quantized by rank `owner`, onto every rank: the f32
-// weights, the packed or GGUF-block form and the report r.
-static enum gq_status share_linear(struct gq_model *m, const struct gq_arch *A, int l, const struct gq_block_tensor *t,
-                                   int owner, struct gq_quant_layer_report *r) {
-    const bool me = gq_dist_rank() == owner;
-    const size_t k = (size_t)l * A->n_tensors + (size_t)(t - A->tensors);
-    struct gq_vqpack *pk = m->packs ? &m->packs[k] : NULL;
-    struct gq_gguf_blocks *gb = m->blocks ? &m->blocks[k] : NULL;
-    struct {
-        struct gq_vqpack_hdr h;
-        uint64_t bytes[GQ_VQP_COUNT];
-        uint8_t present[GQ_VQP_COUNT];
-        int32_t gb_type;
-        uint64_t gb_bytes;
-    } hd;
-    memset(&hd, 0, sizeof hd);
-    uint64_t total = 0;
-    if (me && pk && pk->h.version) {
-        hd.h = pk->h;
-        for (int i = 0; i < GQ_VQP_COUNT; i++)
-            if (pk->part[i]) hd.present[i] = 1, hd.bytes[i] = pk->bytes[i];
-    }
-    if (me && gb && gb->data) hd.gb_type = gb->type, hd.gb_bytes = gb->bytes;
-    GQ_TRY(gq_dist_bcast(&hd, sizeof hd, owner));
-    GQ_TRY(gq_dist_bcast(r, sizeof *r, owner));
-    const float **slot = gq_block_slot(&m->layers[l], t);
-    const size_t nw = (size_t)gq_dim_value(&m->hp, t->rows) * gq_dim_value(&m->hp, t->cols);
-    float *W = me ? (float *)*slot : malloc(sizeof(float) * nw);
-    if (!W) return gq_fail(GQ_ERR_NOMEM, "out of memory");
-    if (!me) GQ_TRY(gq_model_own(m, W));
-    GQ_TRY(gq_dist_bcast(W, sizeof(float) * nw, owner));
-    *slot = W;
-    for (int i = 0; i < GQ_VQP_COUNT; i++) total += hd.bytes[i];
-    if (hd.h.version) { // the parts, one after another
-        uint8_t *buf = malloc(total ? total : 1);
-        if (!buf) return gq_fail(GQ_ERR_NOMEM, "out of memory");
-        uint64_t o = 0;
-        for (int i = 0; me && i < GQ_VQP_COUNT; o += hd.bytes[i++])
-            if (hd.present[i]) memcpy(buf + o, pk->part[i], hd.bytes[i]);
-        enum gq_status s = gq_dist_bcast(buf, total, owner);
-        if (me || s != GQ_OK) {
-            free(buf);
-            GQ_TRY(s);
-        } else {
-            GQ_TRY(gq_model_own(m, buf));
-            pk->h = hd.h, o = 0;
-            for (int i = 0; i < GQ_VQP_COUNT; o += hd.bytes[i++])
-                pk->part[i] = hd.present[i] ? buf + o : NULL, pk->bytes[i] = hd.bytes[i];
-        }
-    }
-    if (hd.gb_bytes) {
-        uint8_t *buf = me ? (uint8_t *)gb->data : malloc(hd.gb_bytes);
-        if (!buf) return gq_fail(GQ_ERR_NOMEM, "out of memory");
-        if (!me) GQ_TRY(gq_model_own(m, buf));
-        GQ_TRY(gq_dist_bcast(buf, hd.gb_bytes, owner));
-        if (!me) *gb = (struct gq_gguf_blocks){hd.gb_type, buf, hd.gb_bytes};
-    }
-    return GQ_OK;
-}
-
-// One more report in rep (rep->n), and its progress line.
-static void count_linear(struct gq_quant_report *rep, const struct gq_quantize_params *p, int l,
-                         struct gq_progress *pr) {
-    const struct gq_quant_layer_report *r = &rep->layers[rep->n++];
-    char extra[96];
-    if (p->method == GQ_METHOD_GPTVQ) {
-        rep->vq_bits += r->bits, rep->vq_weights += (int64_t)r->rows * r->cols;
-        snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g, %.4f bpv", l, r->name, r->rel_error, r->bpv);
-    } else if (p->method == GQ_METHOD_GPTQ) {
-        snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g (rtn %.3g)", l, r->name, r->rel_error, r->rel_error_rtn);
-    } else {
-        snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g", l, r->name, r->rel_error);
-    }
-    gq_progress_update(pr, rep->n, extra);
-}
-
-static enum gq_status linear_config(const struct gq_quantize_params *p, double bpv, struct gq_vq_config *cfg);
-
-// The linears of block l that read input g (g < 0: all of them, for RTN),
-// in the architecture's order: each quantized by its rank, then shared.
-// bpv_map (--bit-alloc): each linear's GPTVQ budget, else NULL.
-static enum gq_status quantize_group(struct gq_model *m, const struct gq_arch *A, int l, int g, const float *H,
-                                     const struct gq_quantize_params *p, const struct gq_vq_config *cfg,
-                                     const float *bpv_map, struct gq_quant_report *rep, struct gq_progress *pr) {
-    const struct gq_block_tensor *lin[64];
-    int n = 0, owner[64];
-    for (int i = 0; i < A->n_tensors && n < 64; i++)
-        if (A->tensors[i].kind == GQ_T_LINEAR && (g < 0 || (int)A->tensors[i].input == g)) lin[n++] = &A->tensors[i];
-    assign_owners(m, lin, n, owner);
-    const bool one = gq_dist_size() == 1;
-    for (int i = 0; i < n; i++) {
-        if (owner[i] != gq_dist_rank()) continue;
-        struct gq_vq_config lc;
-        if (bpv_map) GQ_TRY(linear_config(p, bpv_map[(size_t)l * A->n_tensors + (size_t)(lin[i] - A->tensors)], &lc));
-        GQ_TRY(quantize_linear(m, l, lin[i], H, p, bpv_map ? &lc : cfg, &rep->layers[rep->n + (one ? 0 : i)]));
-        if (one) count_linear(rep, p, l, pr);
-    }
-    for (int i = 0; i < n && !one; i++) {
-        GQ_TRY(share_linear(m, A, l, lin[i], owner[i], &rep->layers[rep->n]));
-        count_linear(rep, p, l, pr);
-    }
-    return GQ_OK;
-}
 
 struct capture {
     enum gq_block_input want;
@@ -504,37 +256,6 @@ static void on_capture(void *u, int layer, enum gq_block_input which, const floa
     free(xs);
 }
 
-// Residual VQ (2 stages): the index bits b·d of one stage are split between
-// the two (k = 2^(b·d/2) each, unless --k is given) and both codebooks are
-// paid from the overhead, so l doubles for the same overhead.
-static enum gq_status residual_config(const struct gq_quantize_params *p, double bpv, struct gq_vq_config *cfg) {
-    const int d = cfg->d;
-    if (!p->vq.k) {
-        if (cfg->log2k % 2)
-            return gq_fail(GQ_ERR_ARG, "--residual 2: %d index bits per vector do not split evenly between two "
-                           "codebooks; give --k", cfg->log2k);
-        cfg->log2k /= 2;
-        cfg->k = 1 << cfg->log2k;
-    }
-    cfg->index_bpv = 2.0 * cfg->log2k / d;
-    double o = bpv - cfg->index_bpv - (p->vq.norm_block ? 4.0 / p->vq.norm_block : 0);
-    int bc = gq_cb_bits(p->vq.cb_format);
-    if (!p->vq.group) {
-        if (!(o > 0))
-            return gq_fail(GQ_ERR_ARG, "--residual 2: --bpv %g leaves no room for the codebooks (indices take %g)",
-                           bpv, cfg->index_bpv);
-        cfg->l = (int64_t)ceil(2.0 * cfg->k * d * bc / o);
-    }
-    cfg->overhead_bpv = 2.0 * cfg->k * d * bc / (double)cfg->l + (p->vq.norm_block ? 4.0 / p->vq.norm_block : 0);
-    return GQ_OK;
-}
-
-// The GPTVQ configuration of a budget of bpv bits per value.
-static enum gq_status linear_config(const struct gq_quantize_params *p, double bpv, struct gq_vq_config *cfg) {
-    GQ_TRY(gq_vq_config_from_bpv(bpv, p->vq.dim, p->vq.k, p->vq.group, p->vq.cb_format, p->vq.norm_block,
-                                 p->vq.cb_svd_rank, cfg));
-    return p->vq.stages == 2 ? residual_config(p, bpv, cfg) : GQ_OK;
-}
 
 // GPTVQ: every linear must split into d-vectors; print the configuration
 // and a memory estimate for the largest linear before any work starts.
@@ -814,7 +535,7 @@ static enum gq_status block_done(struct gq_model *m, const struct gq_quantize_pa
 
 // GPTQ / RTN: what the output file will hold, and why.
 static void print_output_format(const struct gq_model *m, const struct gq_arch *A, const struct gq_quantize_params *p) {
-    const int type = grid_gguf_type(p);
+    const int type = gq_grid_gguf_type(p);
     if (!m->blocks) {
         if (type >= 0)
             fprintf(stderr, "quantize: output: quantized weights as F32 (fake-quant), as asked: the values of %s blocks\n",
@@ -900,7 +621,7 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
     if (s == GQ_OK && !(logits = malloc(sizeof(float) * (size_t)sl * m->hp.n_vocab))) s = gq_fail(GQ_ERR_NOMEM, "bit allocation: logits");
     if (s == GQ_OK) s = window_nll(m, toks, pw.nsamples, sl, logits, &nll0);
     struct gq_quant_params q;
-    to_quant_params(p, &q);
+    gq_quant_params_from(p, &q);
     struct gq_progress pr;
     gq_progress_start(&pr, "bit allocation", (int64_t)n_items, p->progress && s == GQ_OK);
     double weights = 0;
@@ -946,7 +667,7 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
                     const int j = js[jj];
                     const double b = p->vq.bpv + (double)j / d;
                     struct gq_vq_config cfg;
-                    if (linear_config(p, b, &cfg) != GQ_OK || (j && cfg.k > 4096)) continue; // no such configuration
+                    if (gq_linear_config(p, b, &cfg) != GQ_OK || (j && cfg.k > 4096)) continue; // no such configuration
                     struct gq_vq_tensor vt;
                     struct gq_vq_result res;
                     memcpy(Wc, W, sizeof(float) * (size_t)rows * cols);
@@ -1051,7 +772,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     struct gq_vq_config cfg = {0};
     double vq_work = 0;
     if (p->method == GQ_METHOD_GPTVQ) {
-        GQ_TRY(linear_config(p, p->vq.bpv, &cfg));
+        GQ_TRY(gq_linear_config(p, p->vq.bpv, &cfg));
         GQ_TRY(vq_preflight(m, A, p, &cfg, &vq_work));
         if (p->bit_alloc) {
             if (!(*bpv_map = malloc(sizeof(float) * (size_t)m->hp.n_layers * A->n_tensors)))
@@ -1102,7 +823,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
             int first = rep->n;
             struct block_mem bm;
             GQ_TRY(block_load(m, A, l, &bm));
-            enum gq_status s = quantize_group(m, A, l, -1, NULL, p, NULL, NULL, rep, &pr);
+            enum gq_status s = gq_quantize_group(m, l, -1, NULL, p, NULL, NULL, rep, &pr);
             if (s == GQ_OK) s = block_done(m, p, fp, l, rep, first);
             block_release(m, A, l, &bm, in_ckpt && (s == GQ_OK || s == GQ_STOPPED));
             if (s != GQ_OK) {
@@ -1290,7 +1011,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
             rep->seconds_forward += gq_time_s() - t0;
             t0 = gq_time_s();
             const int first_in_group = rep->n;
-            if (s == GQ_OK) s = quantize_group(m, A, l, g, Hf, p, &cfg, *bpv_map, rep, &pr);
+            if (s == GQ_OK) s = gq_quantize_group(m, l, g, Hf, p, &cfg, *bpv_map, rep, &pr);
             for (int i = first_in_group; s == GQ_OK && i < rep->n; i++) rep->layers[i].hessian_digest = digest;
             rep->seconds_quant += gq_time_s() - t0;
         }
@@ -1311,7 +1032,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
             fprintf(stderr, "quantize: output head%s (%d x %d): GPTVQ at %g bpv\n", gq_head_tied(m) ? " = token embedding" : "",
                     m->hp.n_vocab, m->hp.dim, p->head_bpv);
         struct gq_quant_params q;
-        to_quant_params(p, &q);
+        gq_quant_params_from(p, &q);
         s = gq_quantize_head(m, p, &q, X, nloc, seqlen, r);
         if (s == GQ_OK) {
             rep->n++;
@@ -1373,7 +1094,7 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
     } else {
         cJSON_AddNumberToObject(o, "wbits", p->wbits);
         cJSON_AddNumberToObject(o, "group_size", p->group_size);
-        const int type = grid_gguf_type(p);
+        const int type = gq_grid_gguf_type(p);
         // the grid (f16 scales when it is a GGUF block type) and how the file stores it
         cJSON_AddStringToObject(o, "grid", type >= 0 ? gq_ggml_type_name((enum gq_ggml_type)type) : "f32 scale and zero");
         cJSON_AddStringToObject(o, "output", gq_quantize_gguf_type(p) >= 0 ? "gguf-blocks" : "fake-quant-f32");
@@ -1416,6 +1137,8 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
         if (p->method == GQ_METHOD_GPTVQ) {
             cJSON_AddNumberToObject(e, "rel_error_before_update", r->rel_error_pass);
             cJSON_AddBoolToObject(e, "update_kept", r->update_kept);
+            cJSON_AddNumberToObject(e, "slabs", r->n_slab);
+            cJSON_AddNumberToObject(e, "slabs_update_kept", r->n_kept);
             cJSON_AddNumberToObject(e, "bpv", r->bpv);
             cJSON_AddNumberToObject(e, "k", r->k);
             cJSON_AddNumberToObject(e, "group", (double)r->group);

@@ -249,7 +249,7 @@ static void group_stage_done(struct gq_vq_tensor *t, const struct group_em *g, i
 }
 
 static enum gq_status init_tile(struct gq_vq_tensor *t, const struct gq_vq_maps *mp, const struct vq_work *w,
-                                const struct gq_gptvq_params *vp, uint64_t seed, int ct, int64_t *em_iters,
+                                const struct gq_gptvq_params *vp, uint64_t seed, int rt_off, int ct, int64_t *em_iters,
                                 int64_t *reseeded) {
     const int nrt = t->n_rt;
     struct group_em *g = calloc((size_t)nrt, sizeof *g);
@@ -270,7 +270,7 @@ static enum gq_status init_tile(struct gq_vq_tensor *t, const struct gq_vq_maps 
     for (int stage = 0; stage < t->stages && st == GQ_OK; stage++) {
 #pragma omp parallel for schedule(dynamic, 1) if (nrt > 1)
         for (int rt = 0; rt < nrt; rt++) {
-            enum gq_status s1 = gq_vq_seed(&jobs[rt].D, t->k, vp->em_init, group_seed(seed, rt, ct, stage), g[rt].C);
+            enum gq_status s1 = gq_vq_seed(&jobs[rt].D, t->k, vp->em_init, group_seed(seed, rt_off + rt, ct, stage), g[rt].C);
             if (s1 != GQ_OK) {
 #pragma omp critical(gptvq_init_tile)
                 st = s1;
@@ -1069,6 +1069,254 @@ static enum gq_status column_order(const float *W, int rows, int cols, const flo
     return GQ_OK;
 }
 
+// ---------------------------------------------------------------------------
+// Slabs: the units of work. A slab is a run of whole row tiles; rows never
+// interact in the pass (the error feedback runs along a row) and the
+// codebook update is block diagonal by row tile, so each slab is quantized
+// on its own: its pass (with its own lazy-update GEMMs), its codebook update,
+// its keep-or-not decision and its objective. The slabs depend only on the
+// shape and the options, never on who computes them, so ranks that split a
+// linear's slabs (engine.c) produce the bits of one process.
+
+static int slab_count(int rows, int n_rt, int slab_rows, int svd_rank) {
+    if (slab_rows <= 0 || svd_rank) return 1; // the codebook SVD factors all groups together
+    int ns = (rows + slab_rows - 1) / slab_rows;
+    if (ns > n_rt) ns = n_rt;
+    if (ns > GQ_VQ_MAX_SLABS) ns = GQ_VQ_MAX_SLABS;
+    return ns < 1 ? 1 : ns;
+}
+
+static int outlier_cols(int cols, int d, double frac) {
+    if (!(frac > 0)) return 0;
+    int n_out = (int)ceil(frac * cols / d) * d;
+    return n_out > cols - d ? cols - d : n_out;
+}
+
+int gq_gptvq_n_slabs(int rows, int cols, const struct gq_gptvq_params *vp, const struct gq_vq_config *cfg) {
+    if (rows < 1 || cfg->d < 1 || cols % cfg->d) return 1;
+    int n_ct, n_rt;
+    pick_tiles(rows, (cols - outlier_cols(cols, cfg->d, vp->outlier_frac)) / cfg->d, cfg->d, cfg->k, cfg->l, &n_ct, &n_rt);
+    return slab_count(rows, n_rt, vp->slab_rows, vp->cb_svd_rank);
+}
+
+// Row tiles [rt0, rt1) of T as a tensor of their own: copies of their
+// codebooks, scales and indices (stage-major in T); normalisation codes, tile
+// parameters and outliers are T's own rows (contiguous).
+static enum gq_status slab_open(const struct gq_vq_tensor *T, int rt0, int rt1, struct gq_vq_tensor *S) {
+    const int r0 = T->rt_start[rt0], nv = (T->cols - T->n_out) / T->d;
+    const size_t kd = (size_t)T->k * T->d;
+    *S = *T;
+    S->rows = T->rt_start[rt1] - r0, S->n_rt = rt1 - rt0;
+    const size_t gs = (size_t)S->n_rt * T->n_ct, is = (size_t)S->rows * nv; // groups / indices per stage
+    S->rt_start = malloc(sizeof(int) * (S->n_rt + 1));
+    S->cb = malloc(sizeof(float) * T->stages * gs * kd);
+    S->cb_scale = malloc(sizeof(float) * T->stages * gs);
+    S->idx = malloc(sizeof(uint16_t) * T->stages * (is ? is : 1));
+    if (!S->rt_start || !S->cb || !S->cb_scale || !S->idx) {
+        free(S->rt_start), free(S->cb), free(S->cb_scale), free(S->idx);
+        return gq_fail(GQ_ERR_NOMEM, "gptvq: slab of %d rows", S->rows);
+    }
+    for (int r = 0; r <= S->n_rt; r++) S->rt_start[r] = T->rt_start[rt0 + r] - r0;
+    for (int s = 0; s < T->stages; s++) {
+        const size_t g0 = ((size_t)s * T->n_rt + rt0) * T->n_ct;
+        memcpy(S->cb + s * gs * kd, T->cb + g0 * kd, sizeof(float) * gs * kd);
+        memcpy(S->cb_scale + s * gs, T->cb_scale + g0, sizeof(float) * gs);
+        memcpy(S->idx + s * is, T->idx + ((size_t)s * T->rows + r0) * nv, sizeof(uint16_t) * is);
+    }
+    if (T->sint) S->sint = T->sint + (size_t)r0 * T->n_nblk;
+    if (T->norm) S->norm = T->norm + (size_t)rt0 * T->n_ct;
+    S->outl = T->outl + (size_t)r0 * T->n_out;
+    S->svd_u = S->svd_uscale = S->svd_v = NULL;
+    return GQ_OK;
+}
+
+// S's codebooks, scales and indices back into T; frees S's copies.
+static void slab_close(struct gq_vq_tensor *T, int rt0, struct gq_vq_tensor *S) {
+    const int r0 = T->rt_start[rt0], nv = (T->cols - T->n_out) / T->d;
+    const size_t kd = (size_t)T->k * T->d, gs = (size_t)S->n_rt * T->n_ct, is = (size_t)S->rows * nv;
+    for (int s = 0; s < T->stages; s++) {
+        const size_t g0 = ((size_t)s * T->n_rt + rt0) * T->n_ct;
+        memcpy(T->cb + g0 * kd, S->cb + s * gs * kd, sizeof(float) * gs * kd);
+        memcpy(T->cb_scale + g0, S->cb_scale + s * gs, sizeof(float) * gs);
+        memcpy(T->idx + ((size_t)s * T->rows + r0) * nv, S->idx + s * is, sizeof(uint16_t) * is);
+    }
+    free(S->rt_start), free(S->cb), free(S->cb_scale), free(S->idx);
+}
+
+// The GPTVQ pass over one slab S (w: its rows): per column tile the EM
+// initialisation of its codebooks, then blocks of B positions with the lazy
+// feedback. rt_off: S's first row tile in the whole tensor (the EM seeds).
+static enum gq_status slab_pass(struct gq_vq_tensor *S, struct vq_work *w, const double *U,
+                                const struct gq_gptvq_params *vp, uint64_t seed, int rt_off, int B,
+                                struct gq_vq_slab *ss) {
+    const int n = S->cols, d = S->d, k = S->k, n_out = S->n_out, rows = S->rows;
+    struct gq_vq_maps mp = {0};
+    enum gq_status st = gq_vq_maps_build(S, &mp);
+    // Segments: the outlier columns, then each column tile; blocks of B
+    // columns never cross a segment boundary.
+    for (int seg = -1; seg < S->n_ct && st == GQ_OK; seg++) {
+        int c0 = seg < 0 ? 0 : S->ct_start[seg], c1 = seg < 0 ? n_out : S->ct_start[seg + 1];
+        if (c1 <= c0) continue;
+        if (seg >= 0) {
+            double te = gq_time_s();
+            int64_t emi = 0, rs = 0;
+            st = init_tile(S, &mp, w, vp, seed, rt_off, seg, &emi, &rs);
+            ss->em_iters += emi, ss->n_reseeded += rs;
+            ss->t_em += gq_time_s() - te;
+            if (st != GQ_OK) break;
+        }
+        for (int i1 = c0; i1 < c1; i1 += B) {
+            const int i2 = i1 + B < c1 ? i1 + B : c1, count = i2 - i1;
+            double ta = gq_time_s();
+            if (seg < 0) {
+                quantize_outliers(S, w, U, i1, i2, B);
+            } else {
+                const int nsl = count / d, va = (i1 - n_out) / d;
+                size_t np = (size_t)S->stages * S->n_rt * nsl * k;
+                double *P = malloc(sizeof(double) * np * d), *nrm = malloc(sizeof(double) * np);
+                if (!P || !nrm) {
+                    free(P), free(nrm);
+                    st = gq_fail(GQ_ERR_NOMEM, "gptvq: %zu centroid projections", np);
+                    break;
+                }
+#pragma omp parallel for collapse(2) schedule(static)
+                for (int sr = 0; sr < S->stages * S->n_rt; sr++)
+                    for (int sl = 0; sl < nsl; sl++) {
+                        int stage = sr / S->n_rt, rt = sr % S->n_rt;
+                        const float *cb = gq_vq_cb(S, stage, rt, seg);
+                        double C[256 * GQ_VQ_MAX_DIM], *Cd = k * d <= 256 * GQ_VQ_MAX_DIM ? C : malloc(sizeof(double) * k * d);
+                        for (int i = 0; i < k * d; i++) Cd[i] = cb[i];
+                        size_t o = ((size_t)sr * nsl + sl) * k;
+                        gq_vq_precompute(w->metric + (size_t)(va + sl) * d * d, !vp->full_subhessian, d, Cd, k,
+                                         P + o * d, nrm + o);
+                        if (Cd != C) free(Cd);
+                    }
+                quantize_block(S, &mp, w, U, vp, i1, i2, B, P, nrm);
+                free(P), free(nrm);
+            }
+            double tf = gq_time_s();
+            ss->t_assign += tf - ta;
+            if (i2 < n && st == GQ_OK)
+                st = gq_be()->dgemm(false, false, rows, n - i2, count, -1.0, w->Err, B, U + (size_t)i1 * n + i2, n, 1.0,
+                                    w->Wd + i2, n);
+            ss->t_feedback += gq_time_s() - tf;
+        }
+    }
+    for (int r = 0; r < rows; r++) ss->greedy += w->gsum[r];
+    gq_vq_maps_free(&mp);
+    return st;
+}
+
+// The codebook update of one slab S, kept when it lowers the slab's
+// objective. Y (rows, n): the slab's original weights in position order (dead
+// inputs zeroed); Q0 (rows, n) scratch; Hp: H in position order; tmp, tmp2
+// (rows, n) scratch.
+static enum gq_status slab_update(struct gq_vq_tensor *S, const double *Y, float *Q0, const double *Hp, double *tmp,
+                                  double *tmp2, const struct gq_gptvq_params *vp, struct gq_vq_slab *ss) {
+    const int rows = S->rows, n = S->cols, n_out = S->n_out, k = S->k, d = S->d, nv = (n - n_out) / d;
+    const size_t nw = (size_t)rows * n, ng = (size_t)S->stages * S->n_rt * S->n_ct;
+    struct gq_vq_maps mp = {0};
+    GQ_TRY(gq_vq_maps_build(S, &mp));
+    enum gq_status st = GQ_OK;
+    gq_vq_decode_positions(S, &mp, Q0); // identical to the pass's values (same rule)
+    ss->objective_pass = objective_pos(Y, Q0, Hp, rows, n, tmp, tmp2);
+    ss->ref = quad_form(Y, Hp, rows, n, tmp2);
+    ss->objective = ss->objective_pass;
+    if (S->svd_rank && nv > 0) {
+        double *HY = malloc(sizeof(double) * nw);
+        struct gq_vq_result sr = {0};
+        if (!HY) st = gq_fail(GQ_ERR_NOMEM, "gptvq: codebook SVD buffers");
+        for (int r = 0; st == GQ_OK && r < rows; r++) // Y minus the (fixed) outlier part
+            for (int p = 0; p < n; p++) tmp[(size_t)r * n + p] = Y[(size_t)r * n + p] - (p < n_out ? Q0[(size_t)r * n + p] : 0);
+        if (st == GQ_OK) st = gq_be()->dsymm_right(rows, n, Hp, tmp, HY);
+        if (st == GQ_OK) st = svd_compress(S, &mp, Hp, HY, vp->cb_update == GQ_CB_UPDATE_EXACT, Y, Q0, tmp, tmp2, &sr);
+        free(HY);
+        if (st == GQ_OK) {
+            gq_vq_decode_positions(S, &mp, Q0);
+            ss->objective = objective_pos(Y, Q0, Hp, rows, n, tmp, tmp2);
+            ss->update_kept = 1; // the factors replace the pass's codebooks
+            ss->update_iters = sr.update_iters, ss->objective_svd_trunc = sr.objective_svd_trunc;
+        }
+    } else if (vp->cb_update != GQ_CB_UPDATE_NONE && nv > 0) {
+        size_t m = ng * k * d;
+        double *theta = malloc(sizeof(double) * m), *HY = malloc(sizeof(double) * nw);
+        float *cb_old = malloc(sizeof(float) * m), *sc_old = malloc(sizeof(float) * ng);
+        if (!theta || !HY || !cb_old || !sc_old) st = gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update buffers");
+        if (st == GQ_OK) {
+            for (size_t a = 0; a < m; a++) theta[a] = S->cb[a];
+            memcpy(cb_old, S->cb, sizeof(float) * m);
+            memcpy(sc_old, S->cb_scale, sizeof(float) * ng);
+            // Y minus the (fixed) outlier part is what the VQ part must match.
+            for (int r = 0; r < rows; r++)
+                for (int p = 0; p < n; p++) tmp[(size_t)r * n + p] = Y[(size_t)r * n + p] - (p < n_out ? Q0[(size_t)r * n + p] : 0);
+            int iters = 1;
+            size_t m_tile = (size_t)S->stages * S->n_ct * k * d; // unknowns of one row tile
+            if (vp->cb_update == GQ_CB_UPDATE_EXACT && m_tile <= (size_t)gq_vq_dense_max) {
+                st = gq_be()->dsymm_right(rows, n, Hp, tmp, HY);
+                if (st == GQ_OK) st = update_exact(S, &mp, Hp, HY, theta);
+            } else if (vp->cb_update == GQ_CB_UPDATE_EXACT) {
+                st = update_iterative(S, &mp, Hp, tmp, GQ_VQ_CG_MAX_ITERS, true, theta, m, &iters);
+            } else {
+                st = update_iterative(S, &mp, Hp, tmp, vp->gd_iters, false, theta, m, &iters);
+            }
+            ss->update_iters = iters;
+        }
+        if (st == GQ_OK) {
+            for (size_t g = 0; g < ng; g++) {
+                double *c = theta + g * k * d;
+                gq_cb_round(c, k * d, S->cb_format, NULL, NULL, &S->cb_scale[g]);
+                for (int i = 0; i < k * d; i++) S->cb[g * k * d + i] = (float)c[i];
+            }
+            gq_vq_decode_positions(S, &mp, Q0);
+            double obj = objective_pos(Y, Q0, Hp, rows, n, tmp, tmp2);
+            if (obj < ss->objective_pass) {
+                ss->objective = obj, ss->update_kept = 1;
+            } else {
+                memcpy(S->cb, cb_old, sizeof(float) * m);
+                memcpy(S->cb_scale, sc_old, sizeof(float) * ng);
+            }
+        }
+        free(theta), free(HY), free(cb_old), free(sc_old);
+    }
+    gq_vq_maps_free(&mp);
+    return st;
+}
+
+void gq_vq_result_total(struct gq_vq_result *res) {
+    double obj = 0, pass = 0, ref = 0, greedy = 0, trunc = 0, te = 0, ta = 0, tf = 0, tu = 0;
+    int64_t emi = 0, rs = 0;
+    int it = 0, kept = 0;
+    for (int s = 0; s < res->n_slab; s++) { // slab order: the same sums however the slabs were computed
+        const struct gq_vq_slab *ss = &res->slab[s];
+        obj += ss->objective, pass += ss->objective_pass, ref += ss->ref, greedy += ss->greedy;
+        trunc += ss->objective_svd_trunc;
+        te += ss->t_em, ta += ss->t_assign, tf += ss->t_feedback, tu += ss->t_update;
+        emi += ss->em_iters, rs += ss->n_reseeded;
+        if (ss->update_iters > it) it = ss->update_iters;
+        kept += ss->update_kept;
+    }
+    res->objective = obj, res->objective_pass = pass, res->ref = ref, res->greedy = greedy;
+    res->objective_svd_trunc = trunc;
+    res->t_em = te, res->t_assign = ta, res->t_feedback = tf, res->t_update = tu;
+    res->em_iters_total = emi, res->n_reseeded = rs, res->update_iters = it;
+    res->n_kept = kept, res->update_kept = kept > 0;
+    res->rel_error = ref > 0 ? obj / ref : 0;
+}
+
+enum gq_status gq_gptvq_finish(const struct gq_vq_tensor *t, float *W, struct gq_vq_result *res) {
+    gq_vq_result_total(res);
+    if (!isfinite(res->objective))
+        return gq_fail(GQ_ERR_NUMERIC, "gptvq: objective not finite (%s)", *gq_last_error() ? gq_last_error() : "?");
+    gq_vq_decode(t, W);
+    const size_t nw = (size_t)t->rows * t->cols;
+    for (size_t i = 0; i < nw; i++)
+        if (!isfinite(W[i]))
+            return gq_fail(GQ_ERR_NUMERIC, "gptvq: non-finite quantized weight at row %zu col %zu", i / (size_t)t->cols,
+                           i % (size_t)t->cols);
+    res->bpv = (double)gq_vq_tensor_bits(t) / ((double)t->rows * t->cols);
+    return GQ_OK;
+}
+
 enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, const struct gq_quant_params *qp,
                                  const struct gq_gptvq_params *vp, const struct gq_vq_config *cfg, uint64_t seed,
                                  struct gq_vq_tensor *tout, struct gq_vq_result *res) {
@@ -1084,34 +1332,29 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
     int B = qp->block_size > 0 ? qp->block_size : 128;
     B = (B + d - 1) / d * d;
 
-    int n_out = 0;
-    if (vp->outlier_frac > 0) {
-        n_out = (int)ceil(vp->outlier_frac * cols / d) * d;
-        if (n_out > cols - d) n_out = cols - d;
-    }
+    const int n_out = outlier_cols(cols, d, vp->outlier_frac);
     struct gq_vq_tensor T = {0};
-    struct gq_vq_maps mp = {0};
     struct vq_work w = {0};
     struct gq_hinv hv = {0};
     enum gq_status st = GQ_OK;
     bool u_held = false; // hv.U held on the device for the lazy feedback GEMMs
+    double *Hp = NULL, *tmp = NULL, *tmp2 = NULL;
     T.rows = rows, T.cols = n, T.d = d, T.k = k, T.stages = vp->stages, T.n_out = n_out;
     T.cb_format = vp->cb_format, T.norm_block = vp->norm_block, T.svd_rank = vp->cb_svd_rank;
     T.perm = malloc(sizeof(int32_t) * n);
     if (!T.perm) return gq_fail(GQ_ERR_NOMEM, "gptvq: permutation");
     if ((st = column_order(W, rows, n, H, n_out, qp->act_order, T.perm)) != GQ_OK) goto done;
-    if ((st = gq_hinv_prepare(H, n, qp->damp, false, T.perm, &hv)) != GQ_OK) goto done;
-    res->damp_rel = hv.damp_rel, res->n_dead = hv.n_dead, res->n_tries = hv.n_tries;
 
     const int nv = (n - n_out) / d;
     pick_tiles(rows, nv, d, k, cfg->l, &T.n_ct, &T.n_rt);
     T.ct_start = malloc(sizeof(int) * (T.n_ct + 1));
     T.rt_start = malloc(sizeof(int) * (T.n_rt + 1));
     size_t ng = (size_t)T.stages * T.n_rt * T.n_ct;
-    T.cb = malloc(sizeof(float) * ng * k * d);
-    T.cb_scale = malloc(sizeof(float) * ng);
-    T.idx = malloc(sizeof(uint16_t) * (size_t)T.stages * rows * (nv ? nv : 1));
-    T.outl = malloc(sizeof(uint16_t) * (size_t)rows * (n_out ? n_out : 1));
+    // zeroed: what this call does not quantize (slabs of other ranks) stays 0
+    T.cb = calloc(ng * k * d, sizeof(float));
+    T.cb_scale = calloc(ng, sizeof(float));
+    T.idx = calloc((size_t)T.stages * rows * (nv ? nv : 1), sizeof(uint16_t));
+    T.outl = calloc((size_t)rows * (n_out ? n_out : 1), sizeof(uint16_t));
     if (!T.ct_start || !T.rt_start || !T.cb || !T.cb_scale || !T.idx || !T.outl) {
         st = gq_fail(GQ_ERR_NOMEM, "gptvq: codebooks (%zu groups of %d x %d)", ng, k, d);
         goto done;
@@ -1129,17 +1372,26 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
             goto done;
         }
     }
-    if ((st = gq_vq_maps_build(&T, &mp)) != GQ_OK) goto done;
-    int64_t lmax = 0;
     for (int rt = 0; rt < T.n_rt; rt++)
         for (int ct = 0; ct < T.n_ct; ct++) {
             int64_t g = (int64_t)(T.rt_start[rt + 1] - T.rt_start[rt]) * (T.ct_start[ct + 1] - T.ct_start[ct]);
-            if (g > lmax) lmax = g;
+            if (g > res->l) res->l = g;
         }
-    res->l = lmax;
+    const int ns = res->n_slab = slab_count(rows, T.n_rt, vp->slab_rows, T.svd_rank);
+    int srt[GQ_VQ_MAX_SLABS + 1], max_rows = 0; // first row tile of each slab
+    bool any = false, all = true;
+    for (int s = 0; s <= ns; s++) srt[s] = (int)((int64_t)T.n_rt * s / ns);
+    for (int s = 0; s < ns; s++) {
+        bool mine = !cfg->slab_own || cfg->slab_own[s];
+        any |= mine, all &= mine;
+        if (T.rt_start[srt[s + 1]] - T.rt_start[srt[s]] > max_rows) max_rows = T.rt_start[srt[s + 1]] - T.rt_start[srt[s]];
+    }
+    if (!any) goto done; // the layout only: this caller's share of the linear is empty
 
+    if ((st = gq_hinv_prepare(H, n, qp->damp, false, T.perm, &hv)) != GQ_OK) goto done;
+    res->damp_rel = hv.damp_rel, res->damp_abs = hv.damp_abs, res->n_dead = hv.n_dead, res->n_tries = hv.n_tries;
     w.Wd = malloc(sizeof(double) * nw);
-    w.Err = malloc(sizeof(double) * (size_t)rows * B);
+    w.Err = malloc(sizeof(double) * (size_t)max_rows * B);
     w.metric = malloc(sizeof(double) * (size_t)(nv ? nv : 1) * d * d);
     w.Uinv = malloc(sizeof(double) * (size_t)(nv ? nv : 1) * d * d);
     w.Qp = malloc(sizeof(float) * nw);
@@ -1155,166 +1407,45 @@ enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, c
     u_held = true;
     res->t_prep = gq_time_s() - t0;
 
-    // Segments: the outlier columns, then each column tile; blocks of B
-    // columns never cross a segment boundary.
-    for (int seg = -1; seg < T.n_ct && st == GQ_OK; seg++) {
-        int c0 = seg < 0 ? 0 : T.ct_start[seg], c1 = seg < 0 ? n_out : T.ct_start[seg + 1];
-        if (c1 <= c0) continue;
-        if (seg >= 0) {
-            double te = gq_time_s();
-            int64_t emi = 0, rs = 0;
-            enum gq_status gst = init_tile(&T, &mp, &w, vp, seed, seg, &emi, &rs);
-            res->em_iters_total += emi, res->n_reseeded += rs;
-            res->t_em += gq_time_s() - te;
-            if ((st = gst) != GQ_OK) break;
-        }
-        for (int i1 = c0; i1 < c1; i1 += B) {
-            const int i2 = i1 + B < c1 ? i1 + B : c1, count = i2 - i1;
-            double ta = gq_time_s();
-            if (seg < 0) {
-                quantize_outliers(&T, &w, U, i1, i2, B);
-            } else {
-                const int nsl = count / d, va = (i1 - n_out) / d;
-                size_t np = (size_t)T.stages * T.n_rt * nsl * k;
-                double *P = malloc(sizeof(double) * np * d), *nrm = malloc(sizeof(double) * np);
-                if (!P || !nrm) {
-                    free(P), free(nrm);
-                    st = gq_fail(GQ_ERR_NOMEM, "gptvq: %zu centroid projections", np);
-                    break;
-                }
-#pragma omp parallel for collapse(2) schedule(static)
-                for (int sr = 0; sr < T.stages * T.n_rt; sr++)
-                    for (int sl = 0; sl < nsl; sl++) {
-                        int stage = sr / T.n_rt, rt = sr % T.n_rt;
-                        const float *cb = gq_vq_cb(&T, stage, rt, seg);
-                        double C[256 * GQ_VQ_MAX_DIM], *Cd = k * d <= 256 * GQ_VQ_MAX_DIM ? C : malloc(sizeof(double) * k * d);
-                        for (int i = 0; i < k * d; i++) Cd[i] = cb[i];
-                        size_t o = ((size_t)sr * nsl + sl) * k;
-                        gq_vq_precompute(w.metric + (size_t)(va + sl) * d * d, !vp->full_subhessian, d, Cd, k,
-                                         P + o * d, nrm + o);
-                        if (Cd != C) free(Cd);
-                    }
-                quantize_block(&T, &mp, &w, U, vp, i1, i2, B, P, nrm);
-                free(P), free(nrm);
+    // Every slab's pass while U is held, then every slab's update (which
+    // needs H in position order: n² doubles, after U is freed).
+    for (int phase = 0; phase < 2 && st == GQ_OK; phase++) {
+        if (phase == 1) {
+            u_held = false;
+            if ((st = gq_be()->release(hv.U)) != GQ_OK) break;
+            gq_hinv_free(&hv);
+            Hp = malloc(sizeof(double) * (size_t)n * n);
+            tmp = malloc(sizeof(double) * (size_t)max_rows * n), tmp2 = malloc(sizeof(double) * (size_t)max_rows * n);
+            if (!Hp || !tmp || !tmp2) {
+                st = gq_fail(GQ_ERR_NOMEM, "gptvq: objective buffers");
+                break;
             }
-            double tf = gq_time_s();
-            res->t_assign += tf - ta;
-            if (i2 < n && st == GQ_OK)
-                st = gq_be()->dgemm(false, false, rows, n - i2, count, -1.0, w.Err, B, U + (size_t)i1 * n + i2, n, 1.0,
-                                    w.Wd + i2, n);
-            res->t_feedback += gq_time_s() - tf;
-            if (st != GQ_OK) break;
+            for (int a = 0; a < n; a++)
+                for (int b = 0; b < n; b++) Hp[(size_t)a * n + b] = H[(size_t)T.perm[a] * n + T.perm[b]];
+            // Wd (no longer needed) takes the original weights in position order: Y
+            gq_permuted_weights(W, rows, n, H, T.perm, w.Wd);
+        }
+        for (int s = 0; s < ns && st == GQ_OK; s++) {
+            if (cfg->slab_own && !cfg->slab_own[s]) continue;
+            const int r0 = T.rt_start[srt[s]];
+            struct gq_vq_tensor Sv, *S = &T; // one slab: the tensor itself (the codebook SVD needs it so)
+            if (ns > 1 && (st = slab_open(&T, srt[s], srt[s + 1], &Sv)) != GQ_OK) break;
+            if (ns > 1) S = &Sv;
+            struct vq_work ws = {w.Wd + (size_t)r0 * n, w.Err, w.metric, w.Uinv, w.Qp + (size_t)r0 * n, w.gsum + r0};
+            double ts = gq_time_s();
+            if (phase == 0) st = slab_pass(S, &ws, hv.U, vp, seed, srt[s], B, &res->slab[s]);
+            else st = slab_update(S, ws.Wd, ws.Qp, Hp, tmp, tmp2, vp, &res->slab[s]);
+            if (phase == 1) res->slab[s].t_update = gq_time_s() - ts;
+            if (ns > 1) slab_close(&T, srt[s], &Sv);
         }
     }
-    if (st != GQ_OK) goto done;
-    for (int r = 0; r < rows; r++) res->greedy += w.gsum[r];
-    res->damp_abs = hv.damp_abs;
-    u_held = false;
-    if ((st = gq_be()->release(hv.U)) != GQ_OK) goto done;
-    gq_hinv_free(&hv); // frees U (n² doubles) before the update needs its own
-
-    {
-        // Objective in position order against the original W (dead inputs zeroed).
-        double tu = gq_time_s();
-        double *Y = w.Wd, *Hp = malloc(sizeof(double) * (size_t)n * n), *tmp = malloc(sizeof(double) * nw),
-               *tmp2 = malloc(sizeof(double) * nw);
-        if (!Hp || !tmp || !tmp2) {
-            free(Hp), free(tmp), free(tmp2);
-            st = gq_fail(GQ_ERR_NOMEM, "gptvq: objective buffers");
-            goto done;
-        }
-        gq_permuted_weights(W, rows, n, H, T.perm, Y);
-        for (int a = 0; a < n; a++)
-            for (int b = 0; b < n; b++) Hp[(size_t)a * n + b] = H[(size_t)T.perm[a] * n + T.perm[b]];
-        float *Q0 = w.Qp;
-        gq_vq_decode_positions(&T, &mp, Q0); // identical to the loop's values (same rule)
-        res->objective_pass = objective_pos(Y, Q0, Hp, rows, n, tmp, tmp2);
-        res->ref = quad_form(Y, Hp, rows, n, tmp2);
-        res->objective = res->objective_pass;
-        if (T.svd_rank && nv > 0) {
-            double *HY = malloc(sizeof(double) * nw);
-            if (!HY) {
-                free(Hp), free(tmp), free(tmp2);
-                st = gq_fail(GQ_ERR_NOMEM, "gptvq: codebook SVD buffers");
-                goto done;
-            }
-            for (int r = 0; r < rows; r++) // Y minus the (fixed) outlier part
-                for (int p = 0; p < n; p++)
-                    tmp[(size_t)r * n + p] = Y[(size_t)r * n + p] - (p < n_out ? Q0[(size_t)r * n + p] : 0);
-            st = gq_be()->dsymm_right(rows, n, Hp, tmp, HY);
-            if (st == GQ_OK) st = svd_compress(&T, &mp, Hp, HY, vp->cb_update == GQ_CB_UPDATE_EXACT, Y, Q0, tmp, tmp2, res);
-            free(HY);
-            if (st == GQ_OK) {
-                gq_vq_decode_positions(&T, &mp, Q0);
-                res->objective = objective_pos(Y, Q0, Hp, rows, n, tmp, tmp2);
-                res->update_kept = true; // the factors replace the pass's codebooks
-            }
-        } else if (vp->cb_update != GQ_CB_UPDATE_NONE && nv > 0) {
-            size_t m = ng * k * d;
-            double *theta = malloc(sizeof(double) * m), *HY = malloc(sizeof(double) * nw);
-            float *cb_old = malloc(sizeof(float) * m), *sc_old = malloc(sizeof(float) * ng);
-            if (!theta || !HY || !cb_old || !sc_old) {
-                free(theta), free(HY), free(cb_old), free(sc_old), free(Hp), free(tmp), free(tmp2);
-                st = gq_fail(GQ_ERR_NOMEM, "gptvq: codebook update buffers");
-                goto done;
-            }
-            for (size_t a = 0; a < m; a++) theta[a] = T.cb[a];
-            memcpy(cb_old, T.cb, sizeof(float) * m);
-            memcpy(sc_old, T.cb_scale, sizeof(float) * ng);
-            // Y minus the (fixed) outlier part is what the VQ part must match.
-            for (int r = 0; r < rows; r++)
-                for (int p = 0; p < n_out; p++) tmp[(size_t)r * n + p] = Y[(size_t)r * n + p] - Q0[(size_t)r * n + p];
-            for (int r = 0; r < rows; r++)
-                for (int p = n_out; p < n; p++) tmp[(size_t)r * n + p] = Y[(size_t)r * n + p];
-            size_t m_tile = (size_t)T.stages * T.n_ct * k * d; // unknowns of one row tile
-            if (vp->cb_update == GQ_CB_UPDATE_EXACT && m_tile <= (size_t)gq_vq_dense_max) {
-                st = gq_be()->dsymm_right(rows, n, Hp, tmp, HY);
-                if (st == GQ_OK) st = update_exact(&T, &mp, Hp, HY, theta);
-                res->update_iters = 1;
-            } else if (vp->cb_update == GQ_CB_UPDATE_EXACT) {
-                st = update_iterative(&T, &mp, Hp, tmp, GQ_VQ_CG_MAX_ITERS, true, theta, m, &res->update_iters);
-            } else {
-                st = update_iterative(&T, &mp, Hp, tmp, vp->gd_iters, false, theta, m, &res->update_iters);
-            }
-            if (st == GQ_OK) {
-                for (size_t g = 0; g < ng; g++) {
-                    double *c = theta + g * k * d;
-                    gq_cb_round(c, k * d, T.cb_format, NULL, NULL, &T.cb_scale[g]);
-                    for (int i = 0; i < k * d; i++) T.cb[g * k * d + i] = (float)c[i];
-                }
-                gq_vq_decode_positions(&T, &mp, Q0);
-                double obj = objective_pos(Y, Q0, Hp, rows, n, tmp, tmp2);
-                if (obj < res->objective_pass) {
-                    res->objective = obj, res->update_kept = true;
-                } else {
-                    memcpy(T.cb, cb_old, sizeof(float) * m);
-                    memcpy(T.cb_scale, sc_old, sizeof(float) * ng);
-                }
-            }
-            free(theta), free(HY), free(cb_old), free(sc_old);
-        }
-        free(Hp), free(tmp), free(tmp2);
-        res->t_update = gq_time_s() - tu;
-        if (st != GQ_OK) goto done;
-    }
-    if (!isfinite(res->objective)) {
-        st = gq_fail(GQ_ERR_NUMERIC, "gptvq: objective not finite (%s)", *gq_last_error() ? gq_last_error() : "?");
-        goto done;
-    }
-    gq_vq_decode(&T, W);
-    for (size_t i = 0; i < nw; i++)
-        if (!isfinite(W[i])) {
-            st = gq_fail(GQ_ERR_NUMERIC, "gptvq: non-finite quantized weight at row %zu col %zu", i / (size_t)n,
-                         i % (size_t)n);
-            goto done;
-        }
-    res->rel_error = res->ref > 0 ? res->objective / res->ref : 0;
-    res->bpv = (double)gq_vq_tensor_bits(&T) / ((double)rows * n);
+    if (st == GQ_OK && all) st = gq_gptvq_finish(&T, W, res);
+    else if (st == GQ_OK) gq_vq_result_total(res);
 done:
     if (u_held) gq_be()->release(hv.U);
     gq_hinv_free(&hv);
     work_free(&w);
-    gq_vq_maps_free(&mp);
+    free(Hp), free(tmp), free(tmp2);
     if (st == GQ_OK && tout)
         *tout = T;
     else
@@ -1326,6 +1457,7 @@ void gq_vq_report_fill(const struct gq_vq_result *res, const struct gq_vq_tensor
     r->rel_error = res->rel_error;
     r->rel_error_pass = res->ref > 0 ? res->objective_pass / res->ref : 0;
     r->update_kept = res->update_kept;
+    r->n_slab = res->n_slab, r->n_kept = res->n_kept;
     r->damp = res->damp_rel;
     r->n_dead = res->n_dead;
     r->bits = gq_vq_tensor_bits(t);

@@ -98,6 +98,9 @@ struct gq_vq_config {
     int64_t l;          // target weights per codebook group
     double index_bpv;   // log2(k)/d
     double overhead_bpv; // paper formula k·d·b_c/l (+ 4/nb with normalisation)
+    // The slabs (gq_gptvq_n_slabs) gq_gptvq_quantize works on: slab_own[s]
+    // nonzero for each; NULL: all of them.
+    const uint8_t *slab_own;
 };
 enum gq_status gq_vq_config_from_bpv(double bpv, int d, int k, int64_t l, enum gq_cb_format f, int norm_block,
                                      int svd_rank, struct gq_vq_config *out);
@@ -106,6 +109,15 @@ enum gq_status gq_vq_config_from_bpv(double bpv, int d, int k, int64_t l, enum g
 // GPTVQ on one weight matrix (gptvq.c; paper Algorithm 1).
 // The result's tiling, storage and decode rule: format/vqtensor.h.
 
+// One slab's share of a result (plain numbers: ranks merge them bytewise).
+struct gq_vq_slab {
+    double objective, objective_pass, ref, greedy, objective_svd_trunc;
+    double t_em, t_assign, t_feedback, t_update;
+    int64_t em_iters, n_reseeded;
+    int32_t update_iters, update_kept;
+};
+#define GQ_VQ_MAX_SLABS 256
+
 struct gq_vq_result {
     double objective;        // tr((W−Q)H(W−Q)ᵀ), final
     double objective_pass;   // after the GPTVQ pass, before the codebook update
@@ -113,7 +125,8 @@ struct gq_vq_result {
     double rel_error;        // objective / ref
     double bpv;              // achieved, from gq_vq_tensor_bits
     int64_t l;               // weights per group (largest)
-    bool update_kept;        // the codebook update lowered the objective and was kept
+    bool update_kept;        // the codebook update lowered the objective and was kept (in a slab at least)
+    int n_kept;              // slabs that kept it
     int update_iters;        // GD steps / CG iterations (1: dense exact solve); codebook SVD: ALS iterations
     double objective_svd_trunc; // codebook SVD: after sorting and rank-r truncation, before ALS and rounding
     double greedy;           // Σ over steps of ‖err‖² = ‖e U_SS⁻¹‖²: with exact feedback this
@@ -123,6 +136,8 @@ struct gq_vq_result {
     int n_dead, n_tries;
     int64_t em_iters_total, n_reseeded;
     double t_prep, t_em, t_assign, t_feedback, t_update; // seconds
+    int n_slab;              // units of work (below); the totals above are their sums, in slab order
+    struct gq_vq_slab slab[GQ_VQ_MAX_SLABS];
 };
 
 // W (rows, cols) row-major is replaced by the decoded quantized matrix; t (may
@@ -136,9 +151,24 @@ extern int gq_vq_dense_max;
 // (a variable so tests can vary it).
 extern int gq_vq_svd_als_iters;
 
+// Slabs: the matrix is quantized in runs of whole row tiles of about
+// vp->slab_rows rows (0: one slab), each on its own (pass, codebook update
+// and its keep-or-not decision, objective). They depend only on the shape and
+// the options, so a caller may quantize some (cfg->slab_own) and merge the
+// rest from others: the bits are those of one call doing all. With only some
+// slabs, W is left as it was, t holds zeros outside them and res's totals
+// cover them only; merge t's arrays and res->slab, then gq_gptvq_finish.
 enum gq_status gq_gptvq_quantize(float *W, int rows, int cols, const float *H, const struct gq_quant_params *qp,
                                  const struct gq_gptvq_params *vp, const struct gq_vq_config *cfg, uint64_t seed,
                                  struct gq_vq_tensor *t, struct gq_vq_result *res);
+// Slabs of a (rows, cols) matrix: min(ceil(rows / slab_rows), row tiles,
+// GQ_VQ_MAX_SLABS); 1 when slab_rows <= 0 or with the codebook SVD (it
+// couples all groups).
+int gq_gptvq_n_slabs(int rows, int cols, const struct gq_gptvq_params *vp, const struct gq_vq_config *cfg);
+// res's totals from its slabs, in slab order (rel_error included).
+void gq_vq_result_total(struct gq_vq_result *res);
+// Totals, W (rows, cols) = the decoded t (checked finite) and the achieved bpv.
+enum gq_status gq_gptvq_finish(const struct gq_vq_tensor *t, float *W, struct gq_vq_result *res);
 // A linear's report entry (errors, bits, k, l, timings) from its GPTVQ result.
 struct gq_quant_layer_report;
 void gq_vq_report_fill(const struct gq_vq_result *res, const struct gq_vq_tensor *t, struct gq_quant_layer_report *r);

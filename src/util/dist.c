@@ -101,6 +101,19 @@ enum gq_status gq_dist_sum_i64(int64_t *x, size_t n) {
     return GQ_OK;
 }
 
+enum gq_status gq_dist_or(void *buf, size_t bytes) {
+#ifdef GQ_MPI
+    if (g_size > 1)
+        for (size_t i = 0; i < bytes; i += PIECE) {
+            int c = (int)(bytes - i < PIECE ? bytes - i : PIECE);
+            if (MPI_Allreduce(MPI_IN_PLACE, (char *)buf + i, c, MPI_BYTE, MPI_BOR, MPI_COMM_WORLD) != MPI_SUCCESS)
+                return gq_fail(GQ_ERR_IO, "MPI_Allreduce (bitwise or) of %d bytes failed", c);
+        }
+#endif
+    (void)buf, (void)bytes;
+    return GQ_OK;
+}
+
 enum gq_status gq_dist_bcast(void *buf, size_t bytes, int root) {
 #ifdef GQ_MPI
     if (g_size > 1)

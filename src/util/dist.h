@@ -15,6 +15,10 @@
 // x[i] summed over the ranks, in place (integers: the sum does not depend on
 // the order in which the ranks' values meet).
 enum gq_status gq_dist_sum_i64(int64_t *x, size_t n);
+// buf's bytes OR-ed over the ranks, in place: where every byte is zero on all
+// ranks but at most one, each rank ends up with that one's bytes (parts of an
+// array computed by different ranks, put together bit for bit).
+enum gq_status gq_dist_or(void *buf, size_t bytes);
 
 // The share [*lo, *hi) of n items rank r of size gets: contiguous, in order,
 // sizes differ by at most one.

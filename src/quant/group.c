@@ -1,0 +1,462 @@
+// group.c - the linears of one input group of a block quantized (RTN, GPTQ,
+// GPTVQ) and shared among the ranks of an mpirun run: engine.c's inner step.
+//
+// RTN and GPTQ: a linear is the unit of work. GPTVQ: a linear's slabs (runs
+// of whole row tiles, gq_gptvq_quantize) are, so a group splits over the
+// ranks however few linears it has; every rank then holds every linear.
+#include "model/arch.h"
+#include "model/model.h"
+#include "quant/group.h"
+#include "io/gguf.h"
+#include "format/vqpack.h"
+#include "util/dist.h"
+
+// The GGUF block type an RTN / GPTQ grid is (quantized on its f16 grid
+// whether written so or not), or -1.
+int gq_grid_gguf_type(const struct gq_quantize_params *p) {
+    struct gq_quant_params q = {.wbits = p->wbits, .group_size = p->group_size, .sym = p->sym};
+    return p->method != GQ_METHOD_GPTVQ ? gq_quant_gguf_type(&q) : -1;
+}
+
+int gq_quantize_gguf_type(const struct gq_quantize_params *p) { return p->fake_quant ? -1 : gq_grid_gguf_type(p); }
+
+void gq_quant_params_from(const struct gq_quantize_params *p, struct gq_quant_params *q) {
+    gq_quant_params_default(q);
+    q->wbits = p->wbits;
+    q->group_size = p->group_size;
+    q->sym = p->sym;
+    q->mse_clip = p->mse_clip;
+    q->damp = p->damp;
+    q->block_size = p->block_size;
+    q->act_order = p->act_order;
+    q->static_groups = p->static_groups;
+    q->f16_grid = gq_grid_gguf_type(p) >= 0;
+}
+
+// Residual VQ (2 stages): the index bits b·d of one stage are split between
+// the two (k = 2^(b·d/2) each, unless --k is given) and both codebooks are
+// paid from the overhead, so l doubles for the same overhead.
+static enum gq_status residual_config(const struct gq_quantize_params *p, double bpv, struct gq_vq_config *cfg) {
+    const int d = cfg->d;
+    if (!p->vq.k) {
+        if (cfg->log2k % 2)
+            return gq_fail(GQ_ERR_ARG, "--residual 2: %d index bits per vector do not split evenly between two "
+                           "codebooks; give --k", cfg->log2k);
+        cfg->log2k /= 2;
+        cfg->k = 1 << cfg->log2k;
+    }
+    cfg->index_bpv = 2.0 * cfg->log2k / d;
+    double o = bpv - cfg->index_bpv - (p->vq.norm_block ? 4.0 / p->vq.norm_block : 0);
+    int bc = gq_cb_bits(p->vq.cb_format);
+    if (!p->vq.group) {
+        if (!(o > 0))
+            return gq_fail(GQ_ERR_ARG, "--residual 2: --bpv %g leaves no room for the codebooks (indices take %g)",
+                           bpv, cfg->index_bpv);
+        cfg->l = (int64_t)ceil(2.0 * cfg->k * d * bc / o);
+    }
+    cfg->overhead_bpv = 2.0 * cfg->k * d * bc / (double)cfg->l + (p->vq.norm_block ? 4.0 / p->vq.norm_block : 0);
+    return GQ_OK;
+}
+
+// The GPTVQ configuration of a budget of bpv bits per value.
+enum gq_status gq_linear_config(const struct gq_quantize_params *p, double bpv, struct gq_vq_config *cfg) {
+    GQ_TRY(gq_vq_config_from_bpv(bpv, p->vq.dim, p->vq.k, p->vq.group, p->vq.cb_format, p->vq.norm_block,
+                                 p->vq.cb_svd_rank, cfg));
+    return p->vq.stages == 2 ? residual_config(p, bpv, cfg) : GQ_OK;
+}
+
+// RTN of one linear in place; r->rel_error = ‖W − Q‖² / ‖W‖².
+static enum gq_status rtn_linear(float *W, int rows, int cols, const struct gq_quant_params *q, float *scales,
+                                 float *zeros, struct gq_quant_layer_report *r) {
+    const size_t n = (size_t)rows * cols;
+    float *Q = malloc(n * sizeof *Q);
+    if (!Q) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    enum gq_status s = gq_rtn_quantize(W, rows, cols, q, Q, scales, zeros);
+    if (s == GQ_OK) {
+        double e = 0, w2 = 0;
+        for (size_t i = 0; i < n; i++) {
+            double d = (double)W[i] - Q[i];
+            e += d * d;
+            w2 += (double)W[i] * W[i];
+        }
+        r->rel_error = w2 > 0 ? e / w2 : 0;
+        memcpy(W, Q, n * sizeof *W);
+    }
+    free(Q);
+    return s;
+}
+
+// The start and end of one linear: a copy of its weights to quantize in
+// place; then the copy replaces the weight in slot `t` of block l (owned by
+// the model) and the report gets its name, shape and time.
+static float *linear_copy(const struct gq_model *m, int l, const struct gq_block_tensor *t) {
+    const float **slot = gq_block_slot(&m->layers[l], t);
+    const size_t n = (size_t)gq_dim_value(&m->hp, t->rows) * gq_dim_value(&m->hp, t->cols);
+    float *W = malloc(n * sizeof *W);
+    if (W) memcpy(W, *slot, n * sizeof *W);
+    else gq_fail(GQ_ERR_NOMEM, "out of memory");
+    return W;
+}
+
+static enum gq_status linear_store(struct gq_model *m, int l, const struct gq_block_tensor *t, float *W, double t0,
+                                   struct gq_quant_layer_report *r) {
+    enum gq_status s = gq_model_own(m, W);
+    if (s != GQ_OK) {
+        free(W);
+        return s;
+    }
+    *gq_block_slot(&m->layers[l], t) = W;
+    r->layer = l;
+    snprintf(r->name, sizeof r->name, "%s", t->name);
+    r->rows = (int)gq_dim_value(&m->hp, t->rows);
+    r->cols = (int)gq_dim_value(&m->hp, t->cols);
+    r->seconds = gq_time_s() - t0;
+    return GQ_OK;
+}
+
+// RTN (H NULL) or GPTQ of one linear.
+static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq_block_tensor *t, const float *H,
+                                      const struct gq_quantize_params *p, struct gq_quant_layer_report *r) {
+    double t0 = gq_time_s();
+    int rows = (int)gq_dim_value(&m->hp, t->rows), cols = (int)gq_dim_value(&m->hp, t->cols);
+    float *W = linear_copy(m, l, t);
+    if (!W) return GQ_ERR_NOMEM;
+    struct gq_quant_params q;
+    gq_quant_params_from(p, &q);
+    memset(r, 0, sizeof *r);
+    // GGUF blocks: the group grids come back for the encoding
+    const int ng = gq_quant_n_groups(&q, cols);
+    const struct gq_arch *A = gq_arch_find(m->arch);
+    struct gq_gguf_blocks *gb =
+        m->blocks && cols % 32 == 0 ? &m->blocks[(size_t)l * A->n_tensors + (size_t)(t - A->tensors)] : NULL;
+    float *sc = gb ? malloc(sizeof(float) * (size_t)rows * ng) : NULL;
+    float *zr = gb ? malloc(sizeof(float) * (size_t)rows * ng) : NULL;
+    enum gq_status s = gb && (!sc || !zr) ? gq_fail(GQ_ERR_NOMEM, "out of memory") : GQ_OK;
+    if (s == GQ_OK && H) {
+        struct gq_gptq_result res = {.scales = sc, .zeros = zr};
+        s = gq_gptq_quantize(W, rows, cols, H, &q, &res);
+        r->rel_error = res.rel_error;
+        r->rel_error_rtn = res.rtn_rel_error; // what GPTQ's error feedback gained over rounding
+        r->rtn_fallback = res.rtn_fallback;
+        r->damp = res.damp_rel;
+        r->n_dead = res.n_dead;
+    } else if (s == GQ_OK) {
+        s = rtn_linear(W, rows, cols, &q, sc, zr, r);
+    }
+    if (s == GQ_OK && gb) {
+        const int type = gq_quantize_gguf_type(p);
+        const size_t bytes = gq_ggml_row_size((enum gq_ggml_type)type, cols) * (size_t)rows;
+        uint8_t *buf = malloc(bytes);
+        s = buf ? gq_quant_gguf_encode(&q, W, rows, cols, sc, zr, buf) : gq_fail(GQ_ERR_NOMEM, "out of memory");
+        if (s == GQ_OK) s = gq_model_own(m, buf);
+        else free(buf);
+        if (s == GQ_OK) *gb = (struct gq_gguf_blocks){type, buf, bytes};
+    }
+    free(sc), free(zr);
+    if (s != GQ_OK) {
+        free(W);
+        gq_error_prefix("blk.%d.%s", l, t->name);
+        return s;
+    }
+    return linear_store(m, l, t, W, t0, r);
+}
+
+// ---------------------------------------------------------------------------
+// RTN and GPTQ with several ranks (mpirun): each linear of an input group is
+// quantized by one rank (the largest linears first, each to the rank with the
+// least work so far), then sent to every rank, which all need the quantized
+// block for the next group's calibration pass. With one rank all of this is
+// the plain loop.
+
+// The rank that quantizes each of the n linears lin[] (rows × cols work).
+static void assign_owners(const struct gq_model *m, const struct gq_block_tensor *const *lin, int n, int *owner) {
+    const int size = gq_dist_size();
+    double load[256] = {0};
+    char done[64] = {0};
+    for (int a = 0; a < n; a++) {
+        int best = -1;
+        double bw = -1;
+        for (int i = 0; i < n; i++) { // the largest left (first of equals)
+            double w = (double)gq_dim_value(&m->hp, lin[i]->rows) * gq_dim_value(&m->hp, lin[i]->cols);
+            if (!done[i] && w > bw) bw = w, best = i;
+        }
+        int r = 0;
+        for (int j = 1; j < size && j < 256; j++)
+            if (load[j] < load[r]) r = j;
+        owner[best] = r, load[r] += bw, done[best] = 1;
+    }
+}
+
+// Linear t of block l, quantized by rank `owner`, onto every rank: the f32
+// weights, the packed or GGUF-block form and the report r.
+static enum gq_status share_linear(struct gq_model *m, const struct gq_arch *A, int l, const struct gq_block_tensor *t,
+                                   int owner, struct gq_quant_layer_report *r) {
+    const bool me = gq_dist_rank() == owner;
+    const size_t k = (size_t)l * A->n_tensors + (size_t)(t - A->tensors);
+    struct gq_vqpack *pk = m->packs ? &m->packs[k] : NULL;
+    struct gq_gguf_blocks *gb = m->blocks ? &m->blocks[k] : NULL;
+    struct {
+        struct gq_vqpack_hdr h;
+        uint64_t bytes[GQ_VQP_COUNT];
+        uint8_t present[GQ_VQP_COUNT];
+        int32_t gb_type;
+        uint64_t gb_bytes;
+    } hd;
+    memset(&hd, 0, sizeof hd);
+    uint64_t total = 0;
+    if (me && pk && pk->h.version) {
+        hd.h = pk->h;
+        for (int i = 0; i < GQ_VQP_COUNT; i++)
+            if (pk->part[i]) hd.present[i] = 1, hd.bytes[i] = pk->bytes[i];
+    }
+    if (me && gb && gb->data) hd.gb_type = gb->type, hd.gb_bytes = gb->bytes;
+    GQ_TRY(gq_dist_bcast(&hd, sizeof hd, owner));
+    GQ_TRY(gq_dist_bcast(r, sizeof *r, owner));
+    const float **slot = gq_block_slot(&m->layers[l], t);
+    const size_t nw = (size_t)gq_dim_value(&m->hp, t->rows) * gq_dim_value(&m->hp, t->cols);
+    float *W = me ? (float *)*slot : malloc(sizeof(float) * nw);
+    if (!W) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    if (!me) GQ_TRY(gq_model_own(m, W));
+    GQ_TRY(gq_dist_bcast(W, sizeof(float) * nw, owner));
+    *slot = W;
+    for (int i = 0; i < GQ_VQP_COUNT; i++) total += hd.bytes[i];
+    if (hd.h.version) { // the parts, one after another
+        uint8_t *buf = malloc(total ? total : 1);
+        if (!buf) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+        uint64_t o = 0;
+        for (int i = 0; me && i < GQ_VQP_COUNT; o += hd.bytes[i++])
+            if (hd.present[i]) memcpy(buf + o, pk->part[i], hd.bytes[i]);
+        enum gq_status s = gq_dist_bcast(buf, total, owner);
+        if (me || s != GQ_OK) {
+            free(buf);
+            GQ_TRY(s);
+        } else {
+            GQ_TRY(gq_model_own(m, buf));
+            pk->h = hd.h, o = 0;
+            for (int i = 0; i < GQ_VQP_COUNT; o += hd.bytes[i++])
+                pk->part[i] = hd.present[i] ? buf + o : NULL, pk->bytes[i] = hd.bytes[i];
+        }
+    }
+    if (hd.gb_bytes) {
+        uint8_t *buf = me ? (uint8_t *)gb->data : malloc(hd.gb_bytes);
+        if (!buf) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+        if (!me) GQ_TRY(gq_model_own(m, buf));
+        GQ_TRY(gq_dist_bcast(buf, hd.gb_bytes, owner));
+        if (!me) *gb = (struct gq_gguf_blocks){hd.gb_type, buf, hd.gb_bytes};
+    }
+    return GQ_OK;
+}
+
+// One more report in rep (rep->n), and its progress line.
+static void count_linear(struct gq_quant_report *rep, const struct gq_quantize_params *p, int l,
+                         struct gq_progress *pr) {
+    const struct gq_quant_layer_report *r = &rep->layers[rep->n++];
+    char extra[96];
+    if (p->method == GQ_METHOD_GPTVQ) {
+        rep->vq_bits += r->bits, rep->vq_weights += (int64_t)r->rows * r->cols;
+        snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g, %.4f bpv", l, r->name, r->rel_error, r->bpv);
+    } else if (p->method == GQ_METHOD_GPTQ) {
+        snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g (rtn %.3g)", l, r->name, r->rel_error, r->rel_error_rtn);
+    } else {
+        snprintf(extra, sizeof extra, "blk.%d.%s rel %.3g", l, r->name, r->rel_error);
+    }
+    gq_progress_update(pr, rep->n, extra);
+}
+
+// ---------------------------------------------------------------------------
+// GPTVQ: slabs as the units. Each rank quantizes its slabs of every linear of
+// the group first (vq_start), then the linears are merged one by one
+// (vq_merge) and finished on every rank alike (vq_finish).
+
+struct vq_job {
+    float *W; // the linear's weights; its quantized copy once finished
+    struct gq_vq_tensor vt;
+    struct gq_vq_result res;
+    double t0;
+    bool started;
+};
+
+static uint64_t linear_seed(const struct gq_model *m, const struct gq_quantize_params *p, int l,
+                            const struct gq_block_tensor *t) {
+    return p->seed ^ ((uint64_t)l << 20) ^ (uint64_t)(t - gq_arch_find(m->arch)->tensors) << 8;
+}
+
+static enum gq_status vq_start(struct gq_model *m, int l, const struct gq_block_tensor *t, const float *H,
+                               const struct gq_quantize_params *p, const struct gq_vq_config *cfg, struct vq_job *j) {
+    j->t0 = gq_time_s();
+    const int rows = (int)gq_dim_value(&m->hp, t->rows), cols = (int)gq_dim_value(&m->hp, t->cols);
+    if (!(j->W = linear_copy(m, l, t))) return GQ_ERR_NOMEM;
+    struct gq_quant_params q;
+    gq_quant_params_from(p, &q);
+    enum gq_status s = gq_gptvq_quantize(j->W, rows, cols, H, &q, &p->vq, cfg, linear_seed(m, p, l, t), &j->vt, &j->res);
+    if (s != GQ_OK) {
+        free(j->W), j->W = NULL;
+        gq_error_prefix("blk.%d.%s", l, t->name);
+        return s;
+    }
+    j->started = true;
+    return GQ_OK;
+}
+
+// The ranks' parts of one linear put together: every array of the tensor and
+// the slab records, OR-ed bytewise over the ranks (what a rank did not
+// compute is zero there, so each byte comes from the rank that did).
+static enum gq_status vq_merge(struct vq_job *j) {
+    struct gq_vq_tensor *T = &j->vt;
+    struct gq_vq_result *res = &j->res;
+    const size_t nv = (size_t)(T->cols - T->n_out) / T->d, ng = (size_t)T->stages * T->n_rt * T->n_ct;
+    if (T->svd_rank && !T->svd_u) { // one slab, someone else's
+        const size_t r = (size_t)T->svd_rank;
+        T->svd_u = calloc((size_t)T->n_rt * T->n_ct * r, sizeof(float));
+        T->svd_uscale = calloc(r, sizeof(float));
+        T->svd_v = calloc((size_t)T->k * r, sizeof(float));
+        if (!T->svd_u || !T->svd_uscale || !T->svd_v) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    }
+    GQ_TRY(gq_dist_or(T->cb, sizeof(float) * ng * T->k * T->d));
+    GQ_TRY(gq_dist_or(T->cb_scale, sizeof(float) * ng));
+    GQ_TRY(gq_dist_or(T->idx, sizeof(uint16_t) * T->stages * T->rows * nv));
+    if (T->n_out) GQ_TRY(gq_dist_or(T->outl, sizeof(uint16_t) * T->rows * T->n_out));
+    if (T->norm_block) {
+        GQ_TRY(gq_dist_or(T->sint, (size_t)T->rows * T->n_nblk));
+        GQ_TRY(gq_dist_or(T->norm, sizeof *T->norm * T->n_rt * T->n_ct));
+    }
+    if (T->svd_rank) {
+        GQ_TRY(gq_dist_or(T->svd_u, sizeof(float) * T->n_rt * T->n_ct * T->svd_rank));
+        GQ_TRY(gq_dist_or(T->svd_uscale, sizeof(float) * T->svd_rank));
+        GQ_TRY(gq_dist_or(T->svd_v, sizeof(float) * T->k * T->svd_rank));
+    }
+    GQ_TRY(gq_dist_or(res->slab, sizeof res->slab[0] * res->n_slab));
+    struct {
+        double damp_abs, damp_rel;
+        int32_t n_dead, n_tries;
+    } hv = {res->damp_abs, res->damp_rel, res->n_dead, res->n_tries}; // equal on every rank that has them
+    GQ_TRY(gq_dist_or(&hv, sizeof hv));
+    res->damp_abs = hv.damp_abs, res->damp_rel = hv.damp_rel, res->n_dead = hv.n_dead, res->n_tries = hv.n_tries;
+    return GQ_OK;
+}
+
+// The finished tensor onto the model (its decoded weights, its packed form)
+// and the report r. finish: the totals and decode are still to do (merged
+// from several ranks). Frees j's tensor; W goes to the model.
+static enum gq_status vq_finish(struct gq_model *m, int l, const struct gq_block_tensor *t, struct vq_job *j,
+                                bool finish, struct gq_quant_layer_report *r) {
+    enum gq_status s = finish ? gq_gptvq_finish(&j->vt, j->W, &j->res) : GQ_OK;
+    memset(r, 0, sizeof *r);
+    if (s == GQ_OK && m->packs) { // packed output: keep the compressed form
+        uint8_t *buf = NULL;
+        const struct gq_arch *A = gq_arch_find(m->arch);
+        s = gq_vqpack_pack(&j->vt, &m->packs[(size_t)l * A->n_tensors + (size_t)(t - A->tensors)], &buf);
+        if (s == GQ_OK) s = gq_model_own(m, buf);
+    }
+    if (s == GQ_OK) gq_vq_report_fill(&j->res, &j->vt, r);
+    gq_vq_tensor_free(&j->vt);
+    j->started = false;
+    float *W = j->W;
+    j->W = NULL;
+    if (s != GQ_OK) {
+        free(W);
+        gq_error_prefix("blk.%d.%s", l, t->name);
+        return s;
+    }
+    return linear_store(m, l, t, W, j->t0, r);
+}
+
+struct slab_unit {
+    double w;
+    int i, s;
+};
+
+static int unit_cmp(const void *pa, const void *pb) { // heaviest first, then in order
+    const struct slab_unit *a = pa, *b = pb;
+    if (a->w != b->w) return a->w < b->w ? 1 : -1;
+    return a->i != b->i ? a->i - b->i : a->s - b->s;
+}
+
+// own[i][s]: this rank quantizes slab s of linear i (ns[i] slabs). The
+// heaviest slabs first (rows × cols / slabs), each to the least loaded rank.
+static enum gq_status assign_slabs(const struct gq_model *m, const struct gq_block_tensor *const *lin, int n,
+                                   const int *ns, uint8_t (*own)[GQ_VQ_MAX_SLABS]) {
+    int nu = 0;
+    for (int i = 0; i < n; i++) nu += ns[i];
+    struct slab_unit *u = malloc(sizeof *u * (size_t)nu);
+    double *load = calloc((size_t)gq_dist_size(), sizeof(double));
+    if (!u || !load) {
+        free(u), free(load);
+        return gq_fail(GQ_ERR_NOMEM, "out of memory");
+    }
+    nu = 0;
+    for (int i = 0; i < n; i++)
+        for (int s = 0; s < ns[i]; s++)
+            u[nu++] = (struct slab_unit){
+                (double)gq_dim_value(&m->hp, lin[i]->rows) * gq_dim_value(&m->hp, lin[i]->cols) / ns[i], i, s};
+    qsort(u, (size_t)nu, sizeof *u, unit_cmp);
+    for (int a = 0; a < nu; a++) {
+        int r = 0;
+        for (int j = 1; j < gq_dist_size(); j++)
+            if (load[j] < load[r]) r = j;
+        load[r] += u[a].w;
+        own[u[a].i][u[a].s] = r == gq_dist_rank();
+    }
+    free(u), free(load);
+    return GQ_OK;
+}
+
+static enum gq_status vq_group(struct gq_model *m, int l, const struct gq_block_tensor *const *lin, int n,
+                               const float *H, const struct gq_quantize_params *p, const struct gq_vq_config *cfg,
+                               const float *bpv_map, struct gq_quant_report *rep, struct gq_progress *pr) {
+    const struct gq_arch *A = gq_arch_find(m->arch);
+    const bool one = gq_dist_size() == 1;
+    struct gq_vq_config lc[64];
+    int ns[64];
+    for (int i = 0; i < n; i++) {
+        lc[i] = *cfg;
+        if (bpv_map) GQ_TRY(gq_linear_config(p, bpv_map[(size_t)l * A->n_tensors + (size_t)(lin[i] - A->tensors)], &lc[i]));
+        ns[i] = gq_gptvq_n_slabs((int)gq_dim_value(&m->hp, lin[i]->rows), (int)gq_dim_value(&m->hp, lin[i]->cols), &p->vq,
+                                 &lc[i]);
+    }
+    uint8_t(*own)[GQ_VQ_MAX_SLABS] = calloc((size_t)n, sizeof *own);
+    struct vq_job *job = calloc((size_t)n, sizeof *job);
+    enum gq_status s = own && job ? assign_slabs(m, lin, n, ns, own) : gq_fail(GQ_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n && s == GQ_OK; i++) {
+        lc[i].slab_own = own[i];
+        s = vq_start(m, l, lin[i], H, p, &lc[i], &job[i]);
+        if (s == GQ_OK && one) { // one rank: every slab done, nothing to wait for
+            s = vq_finish(m, l, lin[i], &job[i], false, &rep->layers[rep->n]);
+            if (s == GQ_OK) count_linear(rep, p, l, pr);
+        }
+    }
+    for (int i = 0; i < n && s == GQ_OK && !one; i++) {
+        s = vq_merge(&job[i]);
+        if (s == GQ_OK) s = vq_finish(m, l, lin[i], &job[i], true, &rep->layers[rep->n]);
+        if (s == GQ_OK) count_linear(rep, p, l, pr);
+    }
+    for (int i = 0; job && i < n; i++)
+        if (job[i].started) free(job[i].W), gq_vq_tensor_free(&job[i].vt);
+    free(own), free(job);
+    return s;
+}
+
+// The linears of block l that read input g (g < 0: all of them, for RTN),
+// in the architecture's order: quantized by the ranks, then shared.
+enum gq_status gq_quantize_group(struct gq_model *m, int l, int g, const float *H, const struct gq_quantize_params *p,
+                                 const struct gq_vq_config *cfg, const float *bpv_map, struct gq_quant_report *rep,
+                                 struct gq_progress *pr) {
+    const struct gq_arch *A = gq_arch_find(m->arch);
+    const struct gq_block_tensor *lin[64];
+    int n = 0, owner[64];
+    for (int i = 0; i < A->n_tensors && n < 64; i++)
+        if (A->tensors[i].kind == GQ_T_LINEAR && (g < 0 || (int)A->tensors[i].input == g)) lin[n++] = &A->tensors[i];
+    if (H && p->method == GQ_METHOD_GPTVQ) return vq_group(m, l, lin, n, H, p, cfg, bpv_map, rep, pr);
+    assign_owners(m, lin, n, owner);
+    const bool one = gq_dist_size() == 1;
+    for (int i = 0; i < n; i++) {
+        if (owner[i] != gq_dist_rank()) continue;
+        GQ_TRY(quantize_linear(m, l, lin[i], H, p, &rep->layers[rep->n + (one ? 0 : i)]));
+        if (one) count_linear(rep, p, l, pr);
+    }
+    for (int i = 0; i < n && !one; i++) {
+        GQ_TRY(share_linear(m, A, l, lin[i], owner[i], &rep->layers[rep->n]));
+        count_linear(rep, p, l, pr);
+    }
+    return GQ_OK;
+}
