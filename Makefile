@@ -38,6 +38,14 @@ CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 NVFLAGS ?= -O2 -std=c++17 -fmad=false -Xcompiler -fPIC -gencode arch=compute_80,code=sm_80 \
            -gencode arch=compute_90,code=[sm_90,compute_90]
 CUDA_SO := $(if $(filter 1,$(CUDA)),$(B)/libgptvq_cuda.so)
+# NCCL (several ranks with --device cuda: cu_nccl.cu) when nccl.h is found
+# beside CUDA or in /usr(/local)/include (NCCL=0: the plug-in says it lacks it).
+NCCL_H  := $(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/local/include/nccl.h /usr/include/nccl.h))
+NCCL    ?= $(if $(NCCL_H),1,0)
+ifeq ($(NCCL),1)
+NVFLAGS += -DGQ_NCCL -I$(dir $(NCCL_H))
+NCCL_LIB := -lnccl
+endif
 AOBJ    := $(SRC:%.c=$(BA)/%.o)
 TESTS   := $(sort $(wildcard tests/test_*.c))
 TBIN    := $(TESTS:tests/%.c=$(B)/tests/%)
@@ -62,7 +70,7 @@ $(B)/src/backend/cu_%.o: src/backend/cu_%.cu src/backend/cu_common.cuh src/backe
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
 $(B)/libgptvq_cuda.so: $(CU_OBJ)
-	$(NVCC) $(NVFLAGS) -shared $^ -o $@ -L$(CUDA_HOME)/lib64 -Xlinker -rpath,$(CUDA_HOME)/lib64 -lcusolver -lcublas -lcudart
+	$(NVCC) $(NVFLAGS) -shared $^ -o $@ -L$(CUDA_HOME)/lib64 -Xlinker -rpath,$(CUDA_HOME)/lib64 -lcusolver -lcublas -lcudart $(NCCL_LIB)
 
 $(BA)/%.o: %.c $(wildcard include/*.h src/*/*.h)
 	@mkdir -p $(dir $@)

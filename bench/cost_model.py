@@ -22,17 +22,25 @@ def kind(layer):
     return layer["name"].split(".")[-1]
 
 
-def linear_70b_seconds(layer):
-    """One linear's quantization time at its 70B shape, from its time in the report."""
+def linear_70b_parts(layer):
+    """One linear's quantization time at its 70B shape, from its time in the
+    report, as (the part that grows with its rows, the part that does not:
+    the factorizations every process that quantizes some of its rows makes)."""
     R, C = SHAPES_70B[kind(layer)]
     rr, cc = layer["rows"], layer["cols"]
     rc, rc2, c3 = R * C / (rr * cc), R * C * C / (rr * cc * cc), (C / cc) ** 3
     if "seconds_em" in layer:  # GPTVQ
         lin = layer["seconds_em"] + layer["seconds_assign"]
         sq = layer["seconds_feedback"] + layer["seconds_update"]
-        return lin * rc + sq * rc2 + max(0.0, layer["seconds"] - lin - sq) * c3
+        return lin * rc + sq * rc2, max(0.0, layer["seconds"] - lin - sq) * c3
     # GPTQ: flops 2 rows cols^2 (lazy GEMMs) + ~cols^3 (factorizations)
-    return layer["seconds"] * (2 * R * C * C + C ** 3) / (2 * rr * cc * cc + cc ** 3)
+    per_flop = layer["seconds"] / (2 * rr * cc * cc + cc ** 3)
+    return per_flop * 2 * R * C * C, per_flop * C ** 3
+
+
+def linear_70b_seconds(layer):
+    """One linear's quantization time at its 70B shape."""
+    return sum(linear_70b_parts(layer))
 
 
 def forward_70b_seconds(report, blocks, tokens=128 * 2048):

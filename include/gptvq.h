@@ -308,7 +308,8 @@ struct gq_gptvq_params {
     double outlier_frac;  // fraction of columns kept in fp16 (VPTQ outliers; 0: none)
     int cb_svd_rank;      // d = 1: codebook SVD (paper App. H), rank r of the stacked codebooks (0: off)
     int slab_rows;        // rows per unit of work: runs of whole row tiles, each with its own codebook
-                          // update and keep-or-not decision; the ranks of mpirun split a linear by them
+                          // update and keep-or-not decision (GPTQ, which reads it too: rows, each run
+                          // with its own RTN guard); the ranks of mpirun split a linear by them
                           // (256; 0: the whole matrix is one unit)
     // (No memory budget for the assignment: it is fused, O(k·d) per thread,
     // without an n × k distance matrix; see src/quant/vq.h.)
@@ -417,6 +418,7 @@ struct gq_quant_layer_report {
     double rel_error_pass; // before the codebook update
     bool update_kept;     // the codebook update lowered the objective (of a slab at least)
     int n_slab, n_kept;   // slabs (gq_gptvq_params.slab_rows) and those that kept their update
+                          // (GPTQ: those that kept RTN's result)
     double t_em, t_assign, t_feedback, t_update; // seconds (assign includes in-block feedback)
     // FNV-1a (64-bit words) of the exact Hessian sum (its fixed-point limbs) the linear was
     // quantized with: equal digests, equal Hessians, whatever the threads or

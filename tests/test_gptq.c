@@ -1,6 +1,7 @@
 // test_gptq.c - RTN, Hessian accumulation and GPTQ against plain references
 // written here: a column-by-column GPTQ recursion on the full inverse Hessian
-// (OBQ-style, double), brute-force grid quantizers and a naive XᵀX.
+// (OBQ-style, double), brute-force grid quantizers and a naive XᵀX; [9]
+// slabs: halves merged = one call.
 #include "format/ggml.h"
 #include "quant/quant.h"
 #include "test.h"
@@ -803,8 +804,87 @@ static void test_bit_alloc(void) {
     fprintf(stderr, "  bit allocation: %d cases against brute force (%d use the whole budget)\n", cases, used_all);
 }
 
+// [9] Slabs: two calls that each do half the slabs, their outputs put
+// together (the rows they did), are the one call bit for bit; the one call
+// with slabs matches the slab-free call to rounding (rows are independent)
+// where no slab fell back to RTN; in the known-bad case (outlier-heavy H,
+// 2-bit dynamic groups) every slab keeps the better of GPTQ and RTN, so the
+// total is at most the whole-matrix guard's.
+static void test_slabs(void) {
+    const int rows = 96, n = 128;
+    float *W = rand_matrix(rows, n, 0.05), *Q = malloc(sizeof(float) * rows * n), *Qa = malloc(sizeof(float) * rows * n),
+          *Q1 = malloc(sizeof(float) * rows * n);
+    float *X = rand_activations_spread(512, n, -1, 1.2);
+    float *H = hessian_of(X, 512, n);
+    for (int c = 0; c < 2; c++) {
+        struct gq_quant_params p = qp(c ? 2 : 4, 32, false, 32, !c);
+        const int ng = gq_quant_n_groups(&p, n);
+        float *sc = calloc((size_t)rows * ng, sizeof(float)), *zr = calloc((size_t)rows * ng, sizeof(float));
+        float *sa = calloc((size_t)rows * ng, sizeof(float)), *za = calloc((size_t)rows * ng, sizeof(float));
+        struct gq_gptq_result *r = malloc(sizeof *r), *ra = malloc(sizeof *ra), *r1 = malloc(sizeof *r1);
+        *r = (struct gq_gptq_result){.scales = sc, .zeros = zr, .slab_rows = 16};
+        memcpy(Q, W, sizeof(float) * rows * n);
+        CHECK_OK(gq_gptq_quantize(Q, rows, n, H, &p, r));
+        const int ns = r->n_slab;
+        CHECK(ns == 6 && ns == gq_gptq_n_slabs(rows, 16));
+        uint8_t half[2][GQ_GPTQ_MAX_SLABS] = {{0}};
+        for (int s = 0; s < ns; s++) half[s % 2][s] = 1;
+        struct gq_gptq_slab merged[GQ_GPTQ_MAX_SLABS];
+        float *M = malloc(sizeof(float) * rows * n);
+        for (int h = 0; h < 2; h++) {
+            *ra = (struct gq_gptq_result){.scales = sa, .zeros = za, .slab_rows = 16, .slab_own = half[h]};
+            memcpy(Qa, W, sizeof(float) * rows * n);
+            CHECK_OK(gq_gptq_quantize(Qa, rows, n, H, &p, ra));
+            for (int s = 0; s < ns; s++) {
+                const int r0 = rows * s / ns, r1e = rows * (s + 1) / ns;
+                if (!half[h][s]) { // the other half's rows: untouched
+                    CHECK(!memcmp(Qa + r0 * n, W + r0 * n, sizeof(float) * (r1e - r0) * n));
+                    continue;
+                }
+                merged[s] = ra->slab[s];
+                memcpy(M + r0 * n, Qa + r0 * n, sizeof(float) * (r1e - r0) * n);
+            }
+        }
+        CHECKF(!memcmp(M, Q, sizeof(float) * rows * n), "case %d: merged halves differ from one call", c);
+        CHECK(!memcmp(sa, sc, sizeof(float) * rows * ng) && !memcmp(za, zr, sizeof(float) * rows * ng));
+        memcpy(ra->slab, merged, sizeof merged[0] * ns);
+        ra->n_slab = ns;
+        gq_gptq_result_total(ra);
+        CHECK(ra->objective == r->objective && ra->rtn_objective == r->rtn_objective);
+        double obj;
+        CHECK_OK(gq_layer_objective(W, Q, rows, n, H, &obj, NULL));
+        CHECKF(fabs(obj - r->objective) <= 1e-9 * obj, "case %d: objective %.12g vs slabs' sum %.12g", c, obj,
+               r->objective);
+        int fell = 0;
+        for (int s = 0; s < ns; s++) {
+            CHECK(r->slab[s].objective <= r->slab[s].rtn_objective);
+            fell += r->slab[s].rtn_fallback;
+        }
+        *r1 = (struct gq_gptq_result){0};
+        memcpy(Q1, W, sizeof(float) * rows * n);
+        CHECK_OK(gq_gptq_quantize(Q1, rows, n, H, &p, r1)); // one slab
+        CHECK(r1->n_slab == 1);
+        if (!fell && !r1->rtn_fallback) {
+            double d = 0;
+            for (int i = 0; i < rows * n; i++) d = fmax(d, fabs((double)Q1[i] - Q[i]));
+            CHECKF(fabs(r1->objective - r->objective) <= 1e-9 * r1->objective, "case %d: %.12g vs %.12g", c,
+                   r1->objective, r->objective);
+            fprintf(stderr, "  case %d: %d slabs, none fell back; max |slabs - one| %.3g\n", c, ns, d);
+        } else {
+            CHECK(r->objective <= fmin(r1->objective, r1->rtn_objective) * (1 + 1e-12));
+            fprintf(stderr, "  case %d: %d of %d slabs kept RTN; objective %.6g (whole-matrix guard %.6g)\n", c, fell,
+                    ns, r->objective, r1->objective);
+        }
+        CHECKF(c == 0 || fell > 0, "case %d: expected a slab to keep RTN", c);
+        free(M), free(sc), free(zr), free(sa), free(za), free(r), free(ra), free(r1);
+    }
+    free(W), free(Q), free(Qa), free(Q1), free(X), free(H);
+}
+
 int main(void) {
     double t0 = gq_time_s();
+    fprintf(stderr, "[9] slabs\n");
+    test_slabs();
     fprintf(stderr, "[1] lazy-batch GPTQ vs column-by-column reference\n");
     test_vs_reference();
     test_vs_golden();

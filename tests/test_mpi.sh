@@ -56,11 +56,11 @@ same() { # name, options...
     done
 }
 same rtn4 --method rtn --wbits 4 --group-size 32
-same gptq4 --calib "$CAL" --method gptq --wbits 4 --group-size 32 --sym
-same gptq3 --calib "$CAL" --method gptq --wbits 3 --group-size 64
-# GPTVQ: stories260K's matrices (64 to 172 rows) are one slab each at the
-# default --row-slab 256, so most cases take smaller slabs: the ranks then
-# split linears by rows (slabs() below checks that they do).
+# GPTQ and GPTVQ: stories260K's matrices (64 to 172 rows) are one slab each
+# at the default --row-slab 256, so most cases take smaller slabs: the ranks
+# then split linears by rows (slabs() below checks that they do).
+same gptq4 --calib "$CAL" --method gptq --wbits 4 --group-size 32 --sym --row-slab 32
+same gptq3 --calib "$CAL" --method gptq --wbits 3 --group-size 64 --row-slab 16
 same vq2d --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.125
 same vq2dslab --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.5 --norm-block 0 --row-slab 16
 same vq4d --calib "$CAL" --method gptvq --vq-dim 4 --bpv 2.25 --group-size 2048 --row-slab 16
@@ -69,7 +69,7 @@ same vqout --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.25 --outlier-frac 0.
 same vqres --calib "$CAL" --method gptvq --vq-dim 2 --bpv 3.125 --residual 2 --row-slab 32
 # slabs of the 35 linears in a report, and the most of one linear
 slabs() { python3 -c 'import json,sys; L=json.load(open(sys.argv[1]))["layers"]; print(sum(l["slabs"] for l in L), max(l["slabs"] for l in L))' "$1"; }
-for c in vq2dslab:150 vq4d:90 vqnorm:80 vqout:60 vqres:50; do
+for c in gptq4:60 gptq3:100 vq2dslab:150 vq4d:90 vqnorm:80 vqout:60 vqres:50; do
     read -r total most < <(slabs "$T/${c%%:*}.1.gguf.report.json")
     [ "$total" -ge "${c##*:}" ] && [ "$most" -ge 2 ] && ok "${c%%:*}: $total slabs (up to $most per linear)" || bad "${c%%:*}: only $total slabs ($most per linear)"
 done

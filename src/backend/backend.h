@@ -130,4 +130,10 @@ void gq_cuda_calib_free(struct gqcu_calib *c);
 // "NVIDIA H200 (139 GiB, sm_90)" once the CUDA backend is initialised, else NULL.
 const char *gq_cuda_device_name(void);
 
+// Several ranks with --device cuda (each on GPU local rank % devices): NCCL
+// takes util/dist.h's collectives over (rank 0's NCCL id goes to the others
+// through MPI), until gq_cuda_dist_stop. Every rank calls both. One rank: no-op.
+enum gq_status gq_cuda_dist_start(void);
+void gq_cuda_dist_stop(void);
+
 #endif

@@ -45,13 +45,14 @@ cudaError_t cu_unview(void *own, void *p, size_t bytes) {
     return own && bytes ? cudaMemcpy(p, own, bytes, cudaMemcpyDeviceToHost) : cudaSuccess;
 }
 
-extern "C" int gqcu_init(char *err, size_t cap, char *name, size_t name_cap) {
+extern "C" int gqcu_init(int device, char *err, size_t cap, char *name, size_t name_cap) {
     int rc = 0, n = 0;
     cudaDeviceProp prop;
     CHECK(cudaGetDeviceCount(&n));
     if (n < 1) return fail(err, cap, "cudaGetDeviceCount", "no CUDA device");
-    CHECK(cudaSetDevice(0));
-    CHECK(cudaGetDeviceProperties(&prop, 0));
+    device = (device < 0 ? 0 : device) % n;
+    CHECK(cudaSetDevice(device));
+    CHECK(cudaGetDeviceProperties(&prop, device));
     snprintf(name, name_cap, "%s (%.0f GiB, sm_%d%d)", prop.name, prop.totalGlobalMem / 1073741824.0, prop.major,
              prop.minor);
     CHECK(cublasCreate(&g_blas));

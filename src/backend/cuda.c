@@ -11,6 +11,7 @@
 #include "io/gguf.h"
 #include "kern/qmatmul.h"
 #include "util/common.h"
+#include "util/dist.h"
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -48,6 +49,12 @@ static struct {
     __typeof__(gqcu_calib_block) *calib_block;
     __typeof__(gqcu_calib_pass) *calib_pass;
     __typeof__(gqcu_calib_free) *calib_free;
+    __typeof__(gqcu_nccl_id) *nccl_id;
+    __typeof__(gqcu_nccl_init) *nccl_init;
+    __typeof__(gqcu_nccl_sum_i64) *nccl_sum_i64;
+    __typeof__(gqcu_nccl_or) *nccl_or;
+    __typeof__(gqcu_nccl_bcast) *nccl_bcast;
+    __typeof__(gqcu_nccl_free) *nccl_free;
 } fn;
 
 // Runs one plug-in call under the lock; a failure sets s to an error with
@@ -241,8 +248,10 @@ static int load(void) {
     SYM(dposv) SYM(vq_gram) SYM(hold) SYM(release)
     SYM(mat_vq) SYM(mat_ggml) SYM(mat_free) SYM(mat_gemv) SYM(mat_gemm) SYM(mat_bench) SYM(mat_set_variant) SYM(lm_new) SYM(lm_forward)
     SYM(lm_free) SYM(calib_new) SYM(calib_block) SYM(calib_pass) SYM(calib_free)
+    SYM(nccl_id) SYM(nccl_init) SYM(nccl_sum_i64) SYM(nccl_or) SYM(nccl_bcast) SYM(nccl_free)
 #undef SYM
-    return fn.init(why_buf, sizeof why_buf, device_name, sizeof device_name) ? -1 : 1;
+    // several ranks on one machine: one GPU each
+    return fn.init(gq_dist_local_rank(), why_buf, sizeof why_buf, device_name, sizeof device_name) ? -1 : 1;
 }
 
 const struct gq_backend *gq_backend_cuda(const char **why) {
@@ -382,4 +391,40 @@ void gq_cuda_calib_free(struct gqcu_calib *c) {
     pthread_mutex_lock(&lock);
     fn.calib_free(c);
     pthread_mutex_unlock(&lock);
+}
+
+// ---------------------------------------------------------------------------
+// Several ranks: util/dist.h's collectives through NCCL (cu_nccl.cu).
+
+static enum gq_status nccl_sum_i64(int64_t *x, size_t n) { CALL(nccl_sum_i64, x, n); }
+static enum gq_status nccl_or(void *buf, size_t bytes) { CALL(nccl_or, buf, bytes); }
+static enum gq_status nccl_bcast(void *buf, size_t bytes, int root) { CALL(nccl_bcast, buf, bytes, root); }
+static const struct gq_dist_transport nccl = {"NCCL", nccl_sum_i64, nccl_or, nccl_bcast};
+static bool nccl_on;
+
+enum gq_status gq_cuda_dist_start(void) {
+    if (gq_dist_size() < 2 || nccl_on) return GQ_OK;
+    GQ_TRY(gq_cuda_need_device());
+    unsigned char id[128] = {0};
+    enum gq_status s = GQ_OK;
+    if (gq_dist_rank() == 0) CALL_TO(s, nccl_id, id);
+    // rank 0's failure (a plug-in without NCCL) reaches the others as a zero id
+    unsigned char ok = s == GQ_OK;
+    GQ_TRY(gq_dist_bcast(&ok, 1, 0));
+    if (!ok) return s != GQ_OK ? s : gq_fail(GQ_ERR_UNSUPPORTED, "cuda: rank 0 could not start NCCL");
+    GQ_TRY(gq_dist_bcast(id, sizeof id, 0)); // through MPI, which started the ranks
+    CALL_TO(s, nccl_init, id, gq_dist_size(), gq_dist_rank());
+    GQ_TRY(s);
+    gq_dist_set_transport(&nccl);
+    nccl_on = true;
+    return GQ_OK;
+}
+
+void gq_cuda_dist_stop(void) {
+    if (!nccl_on) return;
+    gq_dist_set_transport(NULL);
+    pthread_mutex_lock(&lock);
+    fn.nccl_free();
+    pthread_mutex_unlock(&lock);
+    nccl_on = false;
 }

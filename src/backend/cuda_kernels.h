@@ -12,7 +12,9 @@
 extern "C" {
 #endif
 
-int gqcu_init(char *err, size_t cap, char *name, size_t name_cap);
+// device: the ordinal to use, modulo the number of devices (a rank's number
+// on its machine, 0 for one process).
+int gqcu_init(int device, char *err, size_t cap, char *name, size_t name_cap);
 int gqcu_dgemm(int ta, int tb, int m, int n, int k, double alpha, const double *A, int lda, const double *B, int ldb,
                double beta, double *C, int ldc, char *err, size_t cap);
 int gqcu_dsymm_right(int m, int n, const double *S, const double *A, double *C, char *err, size_t cap);
@@ -121,6 +123,16 @@ int gqcu_calib_block(struct gqcu_calib *c, const struct gqcu_calib_block *b, cha
 int gqcu_calib_pass(struct gqcu_calib *c, int start_at, int stop_after, int in_place, int want, int resid_w, float sink,
                     double *H, int *bad_window, char *err, size_t cap);
 void gqcu_calib_free(struct gqcu_calib *c);
+
+// The ranks' collectives through NCCL (cu_nccl.cu; util/dist.h has their
+// meaning): rank 0 makes the id, every rank joins with it, then each call is
+// made by every rank in the same order, on host buffers.
+int gqcu_nccl_id(unsigned char id[128], char *err, size_t cap);
+int gqcu_nccl_init(const unsigned char id[128], int n_ranks, int rank, char *err, size_t cap);
+int gqcu_nccl_sum_i64(int64_t *x, size_t n, char *err, size_t cap);
+int gqcu_nccl_or(void *buf, size_t bytes, char *err, size_t cap);
+int gqcu_nccl_bcast(void *buf, size_t bytes, int root, char *err, size_t cap);
+void gqcu_nccl_free(void);
 
 #ifdef __cplusplus
 }

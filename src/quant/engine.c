@@ -850,8 +850,8 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     w_lo = w_lo * unit < p->nsamples ? w_lo * unit : p->nsamples;
     w_hi = w_hi * unit < p->nsamples ? w_hi * unit : p->nsamples;
     const int nloc = (int)(w_hi - w_lo);
-    if (gq_dist_size() > 1 && !strcmp(gq_be()->name, "cuda"))
-        return gq_fail(GQ_ERR_UNSUPPORTED, "quantize: several processes with --device cuda: not yet (run one process)");
+    // several processes on CUDA devices: NCCL carries the collectives from here on
+    if (gq_dist_size() > 1 && !strcmp(gq_be()->name, "cuda")) GQ_TRY(gq_cuda_dist_start());
     bool load = p->load_hessians != NULL;
     // Default sink weight seqlen/32: the first token carries ~3 % of each
     // window's weight (measured optimum on SmolLM2 W4 g128, docs/results.md).
@@ -895,8 +895,9 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
             fprintf(stderr, "quantize: calibration %s\nquantize: activations %.1f MiB (%d x %d x %d floats) + one block's scratch\n",
                     rep->calib_source, rep->activation_bytes / 1048576.0, nloc, seqlen, dim);
         if (p->progress && gq_dist_size() > 1)
-            fprintf(stderr, "quantize: %d processes: windows split between them (%d here), each linear quantized by one\n",
-                    gq_dist_size(), nloc);
+            fprintf(stderr, "quantize: %d processes (collectives through %s): windows split between them (%d here); "
+                    "GPTVQ linears split by row slabs, RTN / GPTQ linears each by one\n",
+                    gq_dist_size(), gq_dist_transport_name(), nloc);
         X = malloc(rep->activation_bytes ? rep->activation_bytes : 1);
         tmp = malloc(per * sizeof(float));
         if (!X || !tmp)
@@ -909,7 +910,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         for (int i = 0; i < nloc && s == GQ_OK; i++) s = gq_embed(m, toks + (size_t)(w_lo + i) * seqlen, seqlen, X + i * per);
         free(toks);
         if (s == GQ_OK && !strcmp(gq_be()->name, "cuda"))
-            s = gq_cuda_calib_new(m, gq_context_inv_freq(c), p->nsamples, seqlen, X, &dc);
+            s = gq_cuda_calib_new(m, gq_context_inv_freq(c), nloc, seqlen, X, &dc);
         double tr = gq_time_s();
         for (int l = 0; l < done && s == GQ_OK; l++) {
             struct block_mem none = {.n = 0};
@@ -967,7 +968,17 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
                 if (s == GQ_ERR_NUMERIC)
                     s = gq_fail(s, "blk.%d: non-finite calibration activation (input group %d)", l, g);
                 if (in_place) stage = GQ_IN_FFN;
-                if (s == GQ_OK) gq_hessian_finish_sum(Hd, n_in, ns, Hf);
+                if (s == GQ_OK && gq_dist_size() == 1) {
+                    gq_hessian_finish_sum(Hd, n_in, ns, Hf);
+                } else if (s == GQ_OK) { // the ranks' sums, each made exact, then summed exactly
+                    struct gq_hessian H;
+                    if ((s = gq_hessian_init(&H, n_in)) != GQ_OK) break;
+                    s = gq_hessian_add_sum(&H, Hd, (int64_t)nloc * seqlen);
+                    if (s == GQ_OK) s = gq_hessian_allreduce(&H);
+                    if (s == GQ_OK) digest = gq_hessian_digest(&H);
+                    if (s == GQ_OK) s = gq_hessian_finish(&H, Hf);
+                    gq_hessian_free(&H);
+                }
                 if (s == GQ_OK && p->save_hessians) s = gq_hessian_save(p->save_hessians, l, g, Hf, n_in, ns);
             } else {
                 struct gq_hessian H;
@@ -1048,6 +1059,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     free(X);
     free(tmp);
     gq_cuda_calib_free(dc);
+    gq_cuda_dist_stop();
     gq_context_free(c);
     rep->seconds_total = gq_time_s() - t_start;
     return s;
@@ -1151,6 +1163,8 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
         if (p->method == GQ_METHOD_GPTQ) {
             cJSON_AddNumberToObject(e, "rel_error_rtn", r->rel_error_rtn);
             cJSON_AddBoolToObject(e, "rtn_fallback", r->rtn_fallback);
+            cJSON_AddNumberToObject(e, "slabs", r->n_slab);
+            cJSON_AddNumberToObject(e, "slabs_rtn_fallback", r->n_kept);
             cJSON_AddNumberToObject(e, "damp", r->damp);
             cJSON_AddNumberToObject(e, "dead_inputs", r->n_dead);
         }

@@ -160,6 +160,23 @@ enum gq_status gq_permuted_weights(const float *W, int rows, int n, const float 
     return GQ_OK;
 }
 
+int gq_gptq_n_slabs(int rows, int slab_rows) {
+    if (slab_rows <= 0 || rows < 1) return 1;
+    int ns = (rows + slab_rows - 1) / slab_rows;
+    return ns > GQ_GPTQ_MAX_SLABS ? GQ_GPTQ_MAX_SLABS : ns;
+}
+
+void gq_gptq_result_total(struct gq_gptq_result *res) {
+    double obj = 0, ref = 0, rtn = 0;
+    bool fb = false;
+    for (int s = 0; s < res->n_slab; s++) // slab order: the same sums however the slabs were computed
+        obj += res->slab[s].objective, ref += res->slab[s].ref, rtn += res->slab[s].rtn_objective,
+            fb |= res->slab[s].rtn_fallback != 0;
+    res->objective = obj, res->rtn_objective = rtn, res->rtn_fallback = fb;
+    res->rel_error = ref > 0 ? obj / ref : 0.0;
+    res->rtn_rel_error = ref > 0 ? rtn / ref : 0.0;
+}
+
 struct gptq_buf {
     double *Wd, *Err, *scratch;
     float *Q, *ssc, *szr, *cur_s, *cur_z;
@@ -180,6 +197,8 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
     if (!W || !H || !res) return gq_fail(GQ_ERR_ARG, "gptq: NULL W, H or result");
     const int n = cols, maxq = (1 << p->wbits) - 1;
     const int gs = gq_quant_group_cols(p, cols), ng = gq_quant_n_groups(p, cols);
+    const int ns = res->n_slab = gq_gptq_n_slabs(rows, res->slab_rows);
+    memset(res->slab, 0, sizeof res->slab[0] * ns);
     const int B = p->block_size > 0 ? p->block_size : 128;
     const bool stat = p->act_order || p->static_groups, mf = gq_quant_minform(p);
     size_t nn, nw;
@@ -234,54 +253,60 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
         buf_free(&b);
         return hs;
     }
-    for (int i1 = 0; i1 < n; i1 += B) {
-        const int i2 = i1 + B < n ? i1 + B : n, count = i2 - i1;
+    // Slab by slab (each with its own lazy-update GEMMs: its bits do not
+    // depend on which others are done in the same call).
+    for (int sl = 0; sl < ns; sl++) {
+        if (res->slab_own && !res->slab_own[sl]) continue;
+        const int r0 = (int)((int64_t)rows * sl / ns), r1 = (int)((int64_t)rows * (sl + 1) / ns);
+        for (int i1 = 0; i1 < n; i1 += B) {
+            const int i2 = i1 + B < n ? i1 + B : n, count = i2 - i1;
 #pragma omp parallel for schedule(static)
-        for (int r = 0; r < rows; r++) {
-            int t = 0;
+            for (int r = r0; r < r1; r++) {
+                int t = 0;
 #ifdef _OPENMP
-            t = omp_get_thread_num();
+                t = omp_get_thread_num();
 #endif
-            double *w = b.Wd + (size_t)r * n, *e = b.Err + (size_t)r * B;
-            for (int i = i1; i < i2; i++) {
-                float s, z;
-                if (stat) {
-                    size_t gi = (size_t)r * ng + perm[i] / gs;
-                    s = b.ssc[gi], z = b.szr[gi];
-                } else {
-                    if (i % gs == 0) {
-                        int gend = i + gs < n ? i + gs : n;
-                        double *x = b.scratch + (size_t)t * gs;
-                        for (int c = i; c < gend; c++) {
-                            double v = w[c];
-                            if (c >= i2) // pending updates of this block's columns i1..i-1
-                                for (int k = 0; k < i - i1; k++) v -= e[k] * U[(size_t)(i1 + k) * n + c];
-                            x[c - i] = v;
+                double *w = b.Wd + (size_t)r * n, *e = b.Err + (size_t)r * B;
+                for (int i = i1; i < i2; i++) {
+                    float s, z;
+                    if (stat) {
+                        size_t gi = (size_t)r * ng + perm[i] / gs;
+                        s = b.ssc[gi], z = b.szr[gi];
+                    } else {
+                        if (i % gs == 0) {
+                            int gend = i + gs < n ? i + gs : n;
+                            double *x = b.scratch + (size_t)t * gs;
+                            for (int c = i; c < gend; c++) {
+                                double v = w[c];
+                                if (c >= i2) // pending updates of this block's columns i1..i-1
+                                    for (int k = 0; k < i - i1; k++) v -= e[k] * U[(size_t)(i1 + k) * n + c];
+                                x[c - i] = v;
+                            }
+                            gq_quant_find_params(x, gend - i, p, &b.cur_s[r], &b.cur_z[r]);
+                            if (res->scales) res->scales[(size_t)r * ng + i / gs] = b.cur_s[r];
+                            if (res->zeros) res->zeros[(size_t)r * ng + i / gs] = b.cur_z[r];
                         }
-                        gq_quant_find_params(x, gend - i, p, &b.cur_s[r], &b.cur_z[r]);
-                        if (res->scales) res->scales[(size_t)r * ng + i / gs] = b.cur_s[r];
-                        if (res->zeros) res->zeros[(size_t)r * ng + i / gs] = b.cur_z[r];
+                        s = b.cur_s[r], z = b.cur_z[r];
                     }
-                    s = b.cur_s[r], z = b.cur_z[r];
+                    int code;
+                    float q = gq_quant_value(w[i], s, z, maxq, mf, &code);
+                    size_t o = (size_t)r * n + perm[i];
+                    b.Q[o] = q;
+                    b.codes[o] = (uint8_t)code;
+                    double err = (w[i] - q) / U[(size_t)i * n + i];
+                    e[i - i1] = err;
+                    const double *u = U + (size_t)i * n;
+                    for (int j = i + 1; j < i2; j++) w[j] -= err * u[j];
                 }
-                int code;
-                float q = gq_quant_value(w[i], s, z, maxq, mf, &code);
-                size_t o = (size_t)r * n + perm[i];
-                b.Q[o] = q;
-                b.codes[o] = (uint8_t)code;
-                double err = (w[i] - q) / U[(size_t)i * n + i];
-                e[i - i1] = err;
-                const double *u = U + (size_t)i * n;
-                for (int j = i + 1; j < i2; j++) w[j] -= err * u[j];
             }
-        }
-        if (i2 < n) {
-            enum gq_status bs = gq_be()->dgemm(false, false, rows, n - i2, count, -1.0, b.Err, B, U + (size_t)i1 * n + i2,
-                                               n, 1.0, b.Wd + i2, n);
-            if (bs != GQ_OK) {
-                gq_be()->release(U);
-                buf_free(&b);
-                return bs;
+            if (i2 < n) {
+                enum gq_status bs = gq_be()->dgemm(false, false, r1 - r0, n - i2, count, -1.0, b.Err + (size_t)r0 * B, B,
+                                                   U + (size_t)i1 * n + i2, n, 1.0, b.Wd + (size_t)r0 * n + i2, n);
+                if (bs != GQ_OK) {
+                    gq_be()->release(U);
+                    buf_free(&b);
+                    return bs;
+                }
             }
         }
     }
@@ -290,57 +315,66 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
         return hs;
     }
 
-    for (size_t i = 0; i < nw; i++)
-        if (!isfinite(b.Q[i])) {
-            buf_free(&b);
-            return gq_fail(GQ_ERR_NUMERIC,
-                           "gptq: non-finite quantized weight at row %zu col %zu (damping %g)",
-                           i / (size_t)n, i % (size_t)n, damp_rel);
+    free(b.hv.U), b.hv.U = NULL; // the objectives need their own n² doubles
+    // Per slab: the objective, RTN's on the same grid (reusing Wd, no longer
+    // needed, as its output), and the fallback when RTN's is lower.
+    float *rs = malloc(sizeof(float) * (size_t)rows * ng), *rz = malloc(sizeof(float) * (size_t)rows * ng);
+    enum gq_status st = rs && rz ? GQ_OK : gq_fail(GQ_ERR_NOMEM, "gptq: RTN scales of a (%d, %d) layer", rows, cols);
+    float *Qr = (float *)b.Wd;
+    for (int sl = 0; sl < ns && st == GQ_OK; sl++) {
+        if (res->slab_own && !res->slab_own[sl]) continue;
+        const int r0 = (int)((int64_t)rows * sl / ns), r1 = (int)((int64_t)rows * (sl + 1) / ns), nr = r1 - r0;
+        const size_t o = (size_t)r0 * n, og = (size_t)r0 * ng;
+        for (size_t i = o; i < o + (size_t)nr * n; i++)
+            if (!isfinite(b.Q[i])) {
+                st = gq_fail(GQ_ERR_NUMERIC, "gptq: non-finite quantized weight at row %zu col %zu (damping %g)",
+                             i / (size_t)n, i % (size_t)n, damp_rel);
+                break;
+            }
+        struct gq_gptq_slab *ss = &res->slab[sl];
+        memset(ss, 0, sizeof *ss);
+        if (st == GQ_OK) st = gq_layer_objective(W + o, b.Q + o, nr, cols, H, &ss->objective, &ss->ref);
+        if (st == GQ_OK) st = gq_rtn_quantize(W + o, nr, cols, p, Qr + o, rs + og, rz + og);
+        if (st == GQ_OK) st = gq_layer_objective(W + o, Qr + o, nr, cols, H, &ss->rtn_objective, NULL);
+        if (st != GQ_OK) break;
+        ss->rtn_fallback = ss->rtn_objective < ss->objective;
+        if (ss->rtn_fallback) {
+            for (int r = r0; r < r1; r++)
+                for (int c = 0; c < n; c++) {
+                    size_t gi = (size_t)r * ng + c / gs;
+                    int code;
+                    (void)gq_quant_value(W[(size_t)r * n + c], rs[gi], rz[gi], maxq, mf, &code);
+                    b.codes[(size_t)r * n + c] = (uint8_t)code;
+                }
+            if (res->scales) memcpy(res->scales + og, rs + og, sizeof(float) * (size_t)nr * ng);
+            if (res->zeros) memcpy(res->zeros + og, rz + og, sizeof(float) * (size_t)nr * ng);
+            memcpy(b.Q + o, Qr + o, sizeof(float) * (size_t)nr * n);
+            ss->objective = ss->rtn_objective;
+        } else if (stat && (res->scales || res->zeros)) {
+            if (res->scales) memcpy(res->scales + og, b.ssc + og, sizeof(float) * (size_t)nr * ng);
+            if (res->zeros) memcpy(res->zeros + og, b.szr + og, sizeof(float) * (size_t)nr * ng);
         }
-    free(b.hv.U), b.hv.U = NULL; // the objective needs its own n² doubles
-    double obj = 0, ref = 0, obj_rtn = 0;
-    enum gq_status st = gq_layer_objective(W, b.Q, rows, cols, H, &obj, &ref);
-    // RTN on the same grid, reusing Wd (no longer needed) as its output.
-    float *Qr = (float *)b.Wd, *rs = malloc(sizeof(float) * (size_t)rows * ng),
-          *rz = malloc(sizeof(float) * (size_t)rows * ng);
-    if (st == GQ_OK && (!rs || !rz)) st = gq_fail(GQ_ERR_NOMEM, "gptq: RTN scales of a (%d, %d) layer", rows, cols);
-    if (st == GQ_OK) st = gq_rtn_quantize(W, rows, cols, p, Qr, rs, rz);
-    if (st == GQ_OK) st = gq_layer_objective(W, Qr, rows, cols, H, &obj_rtn, NULL);
+        if (res->codes) memcpy(res->codes + o, b.codes + o, (size_t)nr * n);
+    }
+    free(rs), free(rz);
     if (st != GQ_OK) {
-        free(rs), free(rz);
         buf_free(&b);
         return st;
     }
-    res->rtn_objective = obj_rtn;
-    res->rtn_fallback = obj_rtn < obj;
-    if (res->rtn_fallback) {
-        for (int r = 0; r < rows; r++)
-            for (int c = 0; c < n; c++) {
-                size_t gi = (size_t)r * ng + c / gs;
-                int code;
-                (void)gq_quant_value(W[(size_t)r * n + c], rs[gi], rz[gi], maxq, mf, &code);
-                b.codes[(size_t)r * n + c] = (uint8_t)code;
-            }
-        for (int i = 0; i < n; i++) b.hv.perm[i] = i;
-        if (res->scales) memcpy(res->scales, rs, sizeof(float) * (size_t)rows * ng);
-        if (res->zeros) memcpy(res->zeros, rz, sizeof(float) * (size_t)rows * ng);
-        memcpy(b.Q, Qr, sizeof(float) * nw);
-        obj = obj_rtn;
-    } else if (stat && (res->scales || res->zeros))
-        for (size_t i = 0; i < (size_t)rows * ng; i++) {
-            if (res->scales) res->scales[i] = b.ssc[i];
-            if (res->zeros) res->zeros[i] = b.szr[i];
+    for (int sl = 0; sl < ns; sl++) // W last: untouched on failure
+        if (!res->slab_own || res->slab_own[sl]) {
+            const size_t o = (size_t)((int64_t)rows * sl / ns) * n, e = (size_t)((int64_t)rows * (sl + 1) / ns) * n;
+            memcpy(W + o, b.Q + o, sizeof(float) * (e - o));
         }
-    free(rs), free(rz);
-    if (res->codes) memcpy(res->codes, b.codes, nw);
-    if (res->perm) memcpy(res->perm, b.hv.perm, sizeof(int32_t) * n);
-    memcpy(W, b.Q, sizeof(float) * nw);
+    if (res->perm) { // GPTQ's order; identity where RTN was kept throughout
+        bool any_gptq = false;
+        for (int sl = 0; sl < ns; sl++) any_gptq |= !res->slab[sl].rtn_fallback && (!res->slab_own || res->slab_own[sl]);
+        for (int i = 0; i < n; i++) res->perm[i] = any_gptq ? b.hv.perm[i] : i;
+    }
     res->damp_rel = damp_rel;
     res->n_tries = b.hv.n_tries;
     res->n_dead = b.hv.n_dead;
-    res->objective = obj;
-    res->rel_error = ref > 0 ? obj / ref : 0.0;
-    res->rtn_rel_error = ref > 0 ? obj_rtn / ref : 0.0;
+    gq_gptq_result_total(res);
     buf_free(&b);
     return GQ_OK;
 }

@@ -1,15 +1,22 @@
 // group.c - the linears of one input group of a block quantized (RTN, GPTQ,
 // GPTVQ) and shared among the ranks of an mpirun run: engine.c's inner step.
 //
-// RTN and GPTQ: a linear is the unit of work. GPTVQ: a linear's slabs (runs
-// of whole row tiles, gq_gptvq_quantize) are, so a group splits over the
-// ranks however few linears it has; every rank then holds every linear.
+// The units of work are slabs, runs of rows that the quantizers treat on
+// their own (GPTVQ: whole row tiles, gq_gptvq_quantize; GPTQ: rows,
+// gq_gptq_quantize), so a group splits over the ranks however few linears it
+// has; the ranks' parts are merged bytewise and every rank then holds every
+// linear, bit for bit what one process makes. RTN needs neither Hessian nor
+// time: every rank rounds every linear itself.
 #include "model/arch.h"
 #include "model/model.h"
 #include "quant/group.h"
 #include "io/gguf.h"
 #include "format/vqpack.h"
 #include "util/dist.h"
+
+// Slabs per linear, GPTVQ's and GPTQ's alike (the rows of own[][] below).
+#define MAX_SLABS 256
+_Static_assert(GQ_VQ_MAX_SLABS == MAX_SLABS && GQ_GPTQ_MAX_SLABS == MAX_SLABS, "slab limits");
 
 // The GGUF block type an RTN / GPTQ grid is (quantized on its f16 grid
 // whether written so or not), or -1.
@@ -114,137 +121,127 @@ static enum gq_status linear_store(struct gq_model *m, int l, const struct gq_bl
     return GQ_OK;
 }
 
-// RTN (H NULL) or GPTQ of one linear.
-static enum gq_status quantize_linear(struct gq_model *m, int l, const struct gq_block_tensor *t, const float *H,
-                                      const struct gq_quantize_params *p, struct gq_quant_layer_report *r) {
-    double t0 = gq_time_s();
-    int rows = (int)gq_dim_value(&m->hp, t->rows), cols = (int)gq_dim_value(&m->hp, t->cols);
-    float *W = linear_copy(m, l, t);
-    if (!W) return GQ_ERR_NOMEM;
+// RTN (H NULL) or GPTQ of one linear in flight. RTN is cheap and needs no
+// Hessian: every rank rounds every linear itself. GPTQ: this rank's slabs
+// (gq_gptq_quantize), the others' zero until merged.
+struct sq_job {
+    float *W, *sc, *zr; // the weights quantized in place; GGUF block grids (rows, ng) or NULL
+    int rows, cols, ng;
+    struct gq_gptq_result res;
+    double rel_rtn; // RTN: ‖W − Q‖² / ‖W‖²
+    double t0;
+    bool started;
+};
+
+static struct gq_gguf_blocks *gguf_slot(struct gq_model *m, int l, const struct gq_block_tensor *t) {
+    const struct gq_arch *A = gq_arch_find(m->arch);
+    return m->blocks && gq_dim_value(&m->hp, t->cols) % 32 == 0
+               ? &m->blocks[(size_t)l * A->n_tensors + (size_t)(t - A->tensors)]
+               : NULL;
+}
+
+static void sq_free(struct sq_job *j) {
+    free(j->W), free(j->sc), free(j->zr);
+    j->W = j->sc = j->zr = NULL;
+    j->started = false;
+}
+
+// own: this rank's slabs (NULL: all); any: it has one at least (else only
+// zeroed buffers).
+static enum gq_status sq_start(struct gq_model *m, int l, const struct gq_block_tensor *t, const float *H,
+                               const struct gq_quantize_params *p, const uint8_t *own, bool any, struct sq_job *j) {
+    j->t0 = gq_time_s();
+    j->rows = (int)gq_dim_value(&m->hp, t->rows), j->cols = (int)gq_dim_value(&m->hp, t->cols);
     struct gq_quant_params q;
     gq_quant_params_from(p, &q);
-    memset(r, 0, sizeof *r);
-    // GGUF blocks: the group grids come back for the encoding
-    const int ng = gq_quant_n_groups(&q, cols);
-    const struct gq_arch *A = gq_arch_find(m->arch);
-    struct gq_gguf_blocks *gb =
-        m->blocks && cols % 32 == 0 ? &m->blocks[(size_t)l * A->n_tensors + (size_t)(t - A->tensors)] : NULL;
-    float *sc = gb ? malloc(sizeof(float) * (size_t)rows * ng) : NULL;
-    float *zr = gb ? malloc(sizeof(float) * (size_t)rows * ng) : NULL;
-    enum gq_status s = gb && (!sc || !zr) ? gq_fail(GQ_ERR_NOMEM, "out of memory") : GQ_OK;
-    if (s == GQ_OK && H) {
-        struct gq_gptq_result res = {.scales = sc, .zeros = zr};
-        s = gq_gptq_quantize(W, rows, cols, H, &q, &res);
-        r->rel_error = res.rel_error;
-        r->rel_error_rtn = res.rtn_rel_error; // what GPTQ's error feedback gained over rounding
-        r->rtn_fallback = res.rtn_fallback;
-        r->damp = res.damp_rel;
-        r->n_dead = res.n_dead;
-    } else if (s == GQ_OK) {
-        s = rtn_linear(W, rows, cols, &q, sc, zr, r);
+    j->ng = gq_quant_n_groups(&q, j->cols);
+    const size_t ng = (size_t)j->ng * j->rows;
+    const bool gb = gguf_slot(m, l, t) != NULL;
+    j->W = any ? linear_copy(m, l, t) : calloc((size_t)j->rows * j->cols, sizeof(float));
+    j->sc = gb ? calloc(ng, sizeof(float)) : NULL;
+    j->zr = gb ? calloc(ng, sizeof(float)) : NULL;
+    j->started = true;
+    enum gq_status s = !j->W || (gb && (!j->sc || !j->zr)) ? gq_fail(GQ_ERR_NOMEM, "out of memory") : GQ_OK;
+    j->res = (struct gq_gptq_result){.scales = j->sc, .zeros = j->zr, .slab_rows = p->vq.slab_rows, .slab_own = own};
+    j->res.n_slab = gq_gptq_n_slabs(j->rows, H ? p->vq.slab_rows : 0);
+    if (s == GQ_OK && H && any) {
+        s = gq_gptq_quantize(j->W, j->rows, j->cols, H, &q, &j->res);
+    } else if (s == GQ_OK && !H) {
+        struct gq_quant_layer_report r = {0};
+        s = rtn_linear(j->W, j->rows, j->cols, &q, j->sc, j->zr, &r);
+        j->rel_rtn = r.rel_error;
     }
-    if (s == GQ_OK && gb) {
+    if (s != GQ_OK) {
+        sq_free(j);
+        gq_error_prefix("blk.%d.%s", l, t->name);
+    }
+    return s;
+}
+
+// The ranks' parts of one GPTQ linear put together: the rows of the slabs
+// this rank did not quantize zeroed, then every byte OR-ed over the ranks.
+static enum gq_status sq_merge(struct sq_job *j, const uint8_t *own) {
+    const int ns = j->res.n_slab;
+    for (int sl = 0; sl < ns; sl++) {
+        if (own[sl]) continue;
+        const size_t r0 = (size_t)((int64_t)j->rows * sl / ns), r1 = (size_t)((int64_t)j->rows * (sl + 1) / ns);
+        memset(j->W + r0 * j->cols, 0, sizeof(float) * (r1 - r0) * j->cols);
+        memset(&j->res.slab[sl], 0, sizeof j->res.slab[sl]);
+    }
+    const size_t ng = (size_t)j->ng * j->rows;
+    GQ_TRY(gq_dist_or(j->W, sizeof(float) * j->rows * j->cols));
+    if (j->sc) GQ_TRY(gq_dist_or(j->sc, sizeof(float) * ng)); // zero where not computed (calloc)
+    if (j->zr) GQ_TRY(gq_dist_or(j->zr, sizeof(float) * ng));
+    GQ_TRY(gq_dist_or(j->res.slab, sizeof j->res.slab[0] * ns));
+    struct {
+        double damp_rel;
+        int32_t n_dead, pad;
+    } hv = {j->res.damp_rel, j->res.n_dead, 0}; // equal on every rank that has them
+    GQ_TRY(gq_dist_or(&hv, sizeof hv));
+    j->res.damp_rel = hv.damp_rel, j->res.n_dead = hv.n_dead;
+    gq_gptq_result_total(&j->res);
+    return GQ_OK;
+}
+
+// The quantized linear onto the model (and its GGUF blocks) and the report r;
+// j's buffers are used or freed.
+static enum gq_status sq_finish(struct gq_model *m, int l, const struct gq_block_tensor *t, const float *H,
+                                const struct gq_quantize_params *p, struct sq_job *j, struct gq_quant_layer_report *r) {
+    memset(r, 0, sizeof *r);
+    if (H) {
+        r->rel_error = j->res.rel_error;
+        r->rel_error_rtn = j->res.rtn_rel_error; // what GPTQ's error feedback gained over rounding
+        r->rtn_fallback = j->res.rtn_fallback;
+        r->n_slab = j->res.n_slab;
+        for (int s = 0; s < j->res.n_slab; s++) r->n_kept += j->res.slab[s].rtn_fallback;
+        r->damp = j->res.damp_rel;
+        r->n_dead = j->res.n_dead;
+    } else {
+        r->rel_error = j->rel_rtn;
+    }
+    struct gq_gguf_blocks *gb = gguf_slot(m, l, t);
+    enum gq_status s = GQ_OK;
+    if (gb) {
+        struct gq_quant_params q;
+        gq_quant_params_from(p, &q);
         const int type = gq_quantize_gguf_type(p);
-        const size_t bytes = gq_ggml_row_size((enum gq_ggml_type)type, cols) * (size_t)rows;
+        const size_t bytes = gq_ggml_row_size((enum gq_ggml_type)type, j->cols) * (size_t)j->rows;
         uint8_t *buf = malloc(bytes);
-        s = buf ? gq_quant_gguf_encode(&q, W, rows, cols, sc, zr, buf) : gq_fail(GQ_ERR_NOMEM, "out of memory");
+        s = buf ? gq_quant_gguf_encode(&q, j->W, j->rows, j->cols, j->sc, j->zr, buf)
+                : gq_fail(GQ_ERR_NOMEM, "out of memory");
         if (s == GQ_OK) s = gq_model_own(m, buf);
         else free(buf);
         if (s == GQ_OK) *gb = (struct gq_gguf_blocks){type, buf, bytes};
     }
-    free(sc), free(zr);
+    float *W = j->W;
+    j->W = NULL;
+    sq_free(j);
     if (s != GQ_OK) {
         free(W);
         gq_error_prefix("blk.%d.%s", l, t->name);
         return s;
     }
-    return linear_store(m, l, t, W, t0, r);
-}
-
-// ---------------------------------------------------------------------------
-// RTN and GPTQ with several ranks (mpirun): each linear of an input group is
-// quantized by one rank (the largest linears first, each to the rank with the
-// least work so far), then sent to every rank, which all need the quantized
-// block for the next group's calibration pass. With one rank all of this is
-// the plain loop.
-
-// The rank that quantizes each of the n linears lin[] (rows × cols work).
-static void assign_owners(const struct gq_model *m, const struct gq_block_tensor *const *lin, int n, int *owner) {
-    const int size = gq_dist_size();
-    double load[256] = {0};
-    char done[64] = {0};
-    for (int a = 0; a < n; a++) {
-        int best = -1;
-        double bw = -1;
-        for (int i = 0; i < n; i++) { // the largest left (first of equals)
-            double w = (double)gq_dim_value(&m->hp, lin[i]->rows) * gq_dim_value(&m->hp, lin[i]->cols);
-            if (!done[i] && w > bw) bw = w, best = i;
-        }
-        int r = 0;
-        for (int j = 1; j < size && j < 256; j++)
-            if (load[j] < load[r]) r = j;
-        owner[best] = r, load[r] += bw, done[best] = 1;
-    }
-}
-
-// Linear t of block l, quantized by rank `owner`, onto every rank: the f32
-// weights, the packed or GGUF-block form and the report r.
-static enum gq_status share_linear(struct gq_model *m, const struct gq_arch *A, int l, const struct gq_block_tensor *t,
-                                   int owner, struct gq_quant_layer_report *r) {
-    const bool me = gq_dist_rank() == owner;
-    const size_t k = (size_t)l * A->n_tensors + (size_t)(t - A->tensors);
-    struct gq_vqpack *pk = m->packs ? &m->packs[k] : NULL;
-    struct gq_gguf_blocks *gb = m->blocks ? &m->blocks[k] : NULL;
-    struct {
-        struct gq_vqpack_hdr h;
-        uint64_t bytes[GQ_VQP_COUNT];
-        uint8_t present[GQ_VQP_COUNT];
-        int32_t gb_type;
-        uint64_t gb_bytes;
-    } hd;
-    memset(&hd, 0, sizeof hd);
-    uint64_t total = 0;
-    if (me && pk && pk->h.version) {
-        hd.h = pk->h;
-        for (int i = 0; i < GQ_VQP_COUNT; i++)
-            if (pk->part[i]) hd.present[i] = 1, hd.bytes[i] = pk->bytes[i];
-    }
-    if (me && gb && gb->data) hd.gb_type = gb->type, hd.gb_bytes = gb->bytes;
-    GQ_TRY(gq_dist_bcast(&hd, sizeof hd, owner));
-    GQ_TRY(gq_dist_bcast(r, sizeof *r, owner));
-    const float **slot = gq_block_slot(&m->layers[l], t);
-    const size_t nw = (size_t)gq_dim_value(&m->hp, t->rows) * gq_dim_value(&m->hp, t->cols);
-    float *W = me ? (float *)*slot : malloc(sizeof(float) * nw);
-    if (!W) return gq_fail(GQ_ERR_NOMEM, "out of memory");
-    if (!me) GQ_TRY(gq_model_own(m, W));
-    GQ_TRY(gq_dist_bcast(W, sizeof(float) * nw, owner));
-    *slot = W;
-    for (int i = 0; i < GQ_VQP_COUNT; i++) total += hd.bytes[i];
-    if (hd.h.version) { // the parts, one after another
-        uint8_t *buf = malloc(total ? total : 1);
-        if (!buf) return gq_fail(GQ_ERR_NOMEM, "out of memory");
-        uint64_t o = 0;
-        for (int i = 0; me && i < GQ_VQP_COUNT; o += hd.bytes[i++])
-            if (hd.present[i]) memcpy(buf + o, pk->part[i], hd.bytes[i]);
-        enum gq_status s = gq_dist_bcast(buf, total, owner);
-        if (me || s != GQ_OK) {
-            free(buf);
-            GQ_TRY(s);
-        } else {
-            GQ_TRY(gq_model_own(m, buf));
-            pk->h = hd.h, o = 0;
-            for (int i = 0; i < GQ_VQP_COUNT; o += hd.bytes[i++])
-                pk->part[i] = hd.present[i] ? buf + o : NULL, pk->bytes[i] = hd.bytes[i];
-        }
-    }
-    if (hd.gb_bytes) {
-        uint8_t *buf = me ? (uint8_t *)gb->data : malloc(hd.gb_bytes);
-        if (!buf) return gq_fail(GQ_ERR_NOMEM, "out of memory");
-        if (!me) GQ_TRY(gq_model_own(m, buf));
-        GQ_TRY(gq_dist_bcast(buf, hd.gb_bytes, owner));
-        if (!me) *gb = (struct gq_gguf_blocks){hd.gb_type, buf, hd.gb_bytes};
-    }
-    return GQ_OK;
+    return linear_store(m, l, t, W, j->t0, r);
 }
 
 // One more report in rep (rep->n), and its progress line.
@@ -266,7 +263,8 @@ static void count_linear(struct gq_quant_report *rep, const struct gq_quantize_p
 // ---------------------------------------------------------------------------
 // GPTVQ: slabs as the units. Each rank quantizes its slabs of every linear of
 // the group first (vq_start), then the linears are merged one by one
-// (vq_merge) and finished on every rank alike (vq_finish).
+// (vq_merge) and finished on every rank alike (vq_finish). GPTQ the same way
+// (sq_*, below).
 
 struct vq_job {
     float *W; // the linear's weights; its quantized copy once finished
@@ -375,7 +373,7 @@ static int unit_cmp(const void *pa, const void *pb) { // heaviest first, then in
 // own[i][s]: this rank quantizes slab s of linear i (ns[i] slabs). The
 // heaviest slabs first (rows × cols / slabs), each to the least loaded rank.
 static enum gq_status assign_slabs(const struct gq_model *m, const struct gq_block_tensor *const *lin, int n,
-                                   const int *ns, uint8_t (*own)[GQ_VQ_MAX_SLABS]) {
+                                   const int *ns, uint8_t (*own)[MAX_SLABS]) {
     int nu = 0;
     for (int i = 0; i < n; i++) nu += ns[i];
     struct slab_unit *u = malloc(sizeof *u * (size_t)nu);
@@ -414,7 +412,7 @@ static enum gq_status vq_group(struct gq_model *m, int l, const struct gq_block_
         ns[i] = gq_gptvq_n_slabs((int)gq_dim_value(&m->hp, lin[i]->rows), (int)gq_dim_value(&m->hp, lin[i]->cols), &p->vq,
                                  &lc[i]);
     }
-    uint8_t(*own)[GQ_VQ_MAX_SLABS] = calloc((size_t)n, sizeof *own);
+    uint8_t(*own)[MAX_SLABS] = calloc((size_t)n, sizeof *own);
     struct vq_job *job = calloc((size_t)n, sizeof *job);
     enum gq_status s = own && job ? assign_slabs(m, lin, n, ns, own) : gq_fail(GQ_ERR_NOMEM, "out of memory");
     for (int i = 0; i < n && s == GQ_OK; i++) {
@@ -436,6 +434,37 @@ static enum gq_status vq_group(struct gq_model *m, int l, const struct gq_block_
     return s;
 }
 
+// RTN (every rank all of it) and GPTQ (slabs, as vq_group).
+static enum gq_status sq_group(struct gq_model *m, int l, const struct gq_block_tensor *const *lin, int n,
+                               const float *H, const struct gq_quantize_params *p, struct gq_quant_report *rep,
+                               struct gq_progress *pr) {
+    const bool split = H && gq_dist_size() > 1;
+    int ns[64];
+    for (int i = 0; i < n; i++) ns[i] = gq_gptq_n_slabs((int)gq_dim_value(&m->hp, lin[i]->rows), H ? p->vq.slab_rows : 0);
+    uint8_t(*own)[MAX_SLABS] = calloc((size_t)n, sizeof *own);
+    struct sq_job *job = calloc((size_t)n, sizeof *job);
+    enum gq_status s = own && job ? GQ_OK : gq_fail(GQ_ERR_NOMEM, "out of memory");
+    if (s == GQ_OK && split) s = assign_slabs(m, lin, n, ns, own);
+    for (int i = 0; i < n && s == GQ_OK; i++) {
+        bool any = !split;
+        for (int k = 0; k < ns[i] && split; k++) any |= own[i][k] != 0;
+        s = sq_start(m, l, lin[i], H, p, split ? own[i] : NULL, any, &job[i]);
+        if (s == GQ_OK && !split) { // nothing to wait for
+            s = sq_finish(m, l, lin[i], H, p, &job[i], &rep->layers[rep->n]);
+            if (s == GQ_OK) count_linear(rep, p, l, pr);
+        }
+    }
+    for (int i = 0; i < n && s == GQ_OK && split; i++) {
+        s = sq_merge(&job[i], own[i]);
+        if (s == GQ_OK) s = sq_finish(m, l, lin[i], H, p, &job[i], &rep->layers[rep->n]);
+        if (s == GQ_OK) count_linear(rep, p, l, pr);
+    }
+    for (int i = 0; job && i < n; i++)
+        if (job[i].started) sq_free(&job[i]);
+    free(own), free(job);
+    return s;
+}
+
 // The linears of block l that read input g (g < 0: all of them, for RTN),
 // in the architecture's order: quantized by the ranks, then shared.
 enum gq_status gq_quantize_group(struct gq_model *m, int l, int g, const float *H, const struct gq_quantize_params *p,
@@ -443,20 +472,9 @@ enum gq_status gq_quantize_group(struct gq_model *m, int l, int g, const float *
                                  struct gq_progress *pr) {
     const struct gq_arch *A = gq_arch_find(m->arch);
     const struct gq_block_tensor *lin[64];
-    int n = 0, owner[64];
+    int n = 0;
     for (int i = 0; i < A->n_tensors && n < 64; i++)
         if (A->tensors[i].kind == GQ_T_LINEAR && (g < 0 || (int)A->tensors[i].input == g)) lin[n++] = &A->tensors[i];
     if (H && p->method == GQ_METHOD_GPTVQ) return vq_group(m, l, lin, n, H, p, cfg, bpv_map, rep, pr);
-    assign_owners(m, lin, n, owner);
-    const bool one = gq_dist_size() == 1;
-    for (int i = 0; i < n; i++) {
-        if (owner[i] != gq_dist_rank()) continue;
-        GQ_TRY(quantize_linear(m, l, lin[i], H, p, &rep->layers[rep->n + (one ? 0 : i)]));
-        if (one) count_linear(rep, p, l, pr);
-    }
-    for (int i = 0; i < n && !one; i++) {
-        GQ_TRY(share_linear(m, A, l, lin[i], owner[i], &rep->layers[rep->n]));
-        count_linear(rep, p, l, pr);
-    }
-    return GQ_OK;
+    return sq_group(m, l, lin, n, H, p, rep, pr);
 }

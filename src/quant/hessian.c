@@ -133,6 +133,16 @@ enum gq_status gq_hessian_fold(struct gq_hessian *H) {
     return GQ_OK;
 }
 
+enum gq_status gq_hessian_add_sum(struct gq_hessian *H, const double *S, int64_t n_tokens) {
+    if (!H->h) return gq_fail(GQ_ERR_ARG, "hessian: not initialised");
+    GQ_TRY(gq_hessian_fold(H));
+    const int n = H->n;
+    for (int i = 0; i < n; i++) memcpy(H->h + (size_t)i * n + i, S + (size_t)i * n + i, sizeof(double) * (size_t)(n - i));
+    H->pending = true;
+    H->n_samples += n_tokens;
+    return gq_hessian_fold(H);
+}
+
 enum gq_status gq_hessian_allreduce(struct gq_hessian *H) {
     GQ_TRY(gq_hessian_fold(H));
     if (gq_dist_size() == 1) return GQ_OK;

@@ -129,6 +129,10 @@ enum gq_status gq_hessian_fold(struct gq_hessian *H);
 // The engine's unit: whole calibration windows, this many tokens (one window
 // of 2048; four of 512), so that 512-token windows do not pay a fold each.
 #define GQ_HESSIAN_UNIT_TOKENS 2048
+// One more unit whose Σ x xᵀ S (n, n) row-major upper triangle, over
+// n_tokens tokens, was summed elsewhere (the CUDA device's calibration pass),
+// folded into the total.
+enum gq_status gq_hessian_add_sum(struct gq_hessian *H, const double *S, int64_t n_tokens);
 // Sums every rank's H (gq_dist_sum_i64: exact, order-free); a no-op with one.
 enum gq_status gq_hessian_allreduce(struct gq_hessian *H);
 // FNV-1a 64 (over 64-bit words) of the folded total's limbs (after
@@ -191,13 +195,28 @@ void gq_hinv_free(struct gq_hinv *h);
 enum gq_status gq_permuted_weights(const float *W, int rows, int n, const float *H, const int32_t *perm,
                                    double *Wd);
 
+// One slab's share of a GPTQ result (plain numbers: ranks merge them bytewise).
+struct gq_gptq_slab {
+    double objective, ref, rtn_objective;
+    int32_t rtn_fallback, pad;
+};
+#define GQ_GPTQ_MAX_SLABS 256
+
 struct gq_gptq_result {
     // Optional caller-owned outputs, set before the call (NULL: skip):
     float *scales;     // (rows, n_groups), by ORIGINAL column group
     float *zeros;      // (rows, n_groups)
     uint8_t *codes;    // (rows, cols) integer codes q, original column order
     int32_t *perm;     // (cols) quantization order (act_order; identity otherwise)
+    // Slabs (inputs): runs of about slab_rows rows (<= 0: one slab), each
+    // quantized on its own (its lazy-update GEMMs, its RTN guard) so that
+    // ranks may split them: only those with slab_own[s] set (NULL: all); W,
+    // scales, zeros and codes keep their input values in the others' rows.
+    int slab_rows;
+    const uint8_t *slab_own;
     // Filled by the call:
+    int n_slab;
+    struct gq_gptq_slab slab[GQ_GPTQ_MAX_SLABS];
     double damp_rel;   // relative damping finally used (= p->damp unless retried)
     double damp_abs;   // λ added to the diagonal
     int n_tries;       // Cholesky attempts (1 = no retry)
@@ -206,8 +225,13 @@ struct gq_gptq_result {
     double rel_error;  // objective / tr(WHWᵀ) (0 when tr(WHWᵀ) <= 0)
     double rtn_objective; // RTN's tr((W-Q)H(W-Q)ᵀ) on the same grid settings
     double rtn_rel_error; // rtn_objective / tr(WHWᵀ)
-    bool rtn_fallback; // GPTQ's result was worse than RTN's, so RTN's was kept
+    bool rtn_fallback; // GPTQ's result was worse than RTN's, so RTN's was kept (in a slab at least)
 };
+// Slabs of a matrix of `rows` rows: min(ceil(rows / slab_rows), GQ_GPTQ_MAX_SLABS),
+// 1 when slab_rows <= 0; slab s is rows [rows·s/n, rows·(s+1)/n).
+int gq_gptq_n_slabs(int rows, int slab_rows);
+// res's totals (objective, rel_error, rtn_*) from its slabs, in slab order.
+void gq_gptq_result_total(struct gq_gptq_result *res);
 
 // W (rows, cols) row-major is replaced by its quantized values; H (cols, cols)
 // is the layer Hessian (symmetric, read whole). On failure W is untouched.
@@ -218,7 +242,8 @@ struct gq_gptq_result {
 // Guard: greedy GPTQ can lose to plain rounding (dynamic groups at 2 bits
 // under outlier-heavy H, tests/test_gptq.c [2]); the RTN solution is always
 // evaluated too and kept when its objective is lower (rtn_fallback), so the
-// result is never worse than RTN in the layer objective.
+// result is never worse than RTN in the layer objective (per slab: a slab
+// falls back on its own).
 enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
                                 const struct gq_quant_params *p, struct gq_gptq_result *res);
 

@@ -4,7 +4,9 @@
 #include <mpi.h>
 #endif
 
-static int g_rank = 0, g_size = 1;
+static int g_rank = 0, g_size = 1, g_local = 0;
+// The collectives' carrier other than MPI (NULL: MPI itself): see dist.h.
+static const struct gq_dist_transport *g_tr;
 #ifdef GQ_MPI
 static bool g_mpi; // MPI_Init done by us
 #endif
@@ -39,6 +41,7 @@ enum gq_status gq_dist_init(void) {
     int n_local = 1;
     MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &local);
     MPI_Comm_size(local, &n_local);
+    MPI_Comm_rank(local, &g_local);
     MPI_Comm_free(&local);
     gq_threads_share(n_local);
     return GQ_OK;
@@ -57,7 +60,7 @@ void gq_dist_finalize(void) {
     if (g_mpi) MPI_Finalize();
     g_mpi = false;
 #endif
-    g_rank = 0, g_size = 1;
+    g_rank = 0, g_size = 1, g_local = 0, g_tr = NULL;
     gq_threads_share(1);
 }
 
@@ -74,6 +77,10 @@ const char *gq_dist_library(void) {
 
 int gq_dist_rank(void) { return g_rank; }
 int gq_dist_size(void) { return g_size; }
+int gq_dist_local_rank(void) { return g_local; }
+
+void gq_dist_set_transport(const struct gq_dist_transport *t) { g_tr = t; }
+const char *gq_dist_transport_name(void) { return g_tr ? g_tr->name : g_size > 1 ? "MPI" : "none"; }
 
 void gq_dist_abort(int code) {
 #ifdef GQ_MPI
@@ -89,6 +96,7 @@ void gq_dist_abort(int code) {
 #define PIECE ((size_t)1 << 30)
 
 enum gq_status gq_dist_sum_i64(int64_t *x, size_t n) {
+    if (g_tr && g_size > 1) return g_tr->sum_i64(x, n);
 #ifdef GQ_MPI
     if (g_size > 1)
         for (size_t i = 0; i < n; i += PIECE) {
@@ -102,6 +110,7 @@ enum gq_status gq_dist_sum_i64(int64_t *x, size_t n) {
 }
 
 enum gq_status gq_dist_or(void *buf, size_t bytes) {
+    if (g_tr && g_size > 1) return g_tr->or_bytes(buf, bytes);
 #ifdef GQ_MPI
     if (g_size > 1)
         for (size_t i = 0; i < bytes; i += PIECE) {
@@ -115,6 +124,7 @@ enum gq_status gq_dist_or(void *buf, size_t bytes) {
 }
 
 enum gq_status gq_dist_bcast(void *buf, size_t bytes, int root) {
+    if (g_tr && g_size > 1) return g_tr->bcast(buf, bytes, root);
 #ifdef GQ_MPI
     if (g_size > 1)
         for (size_t i = 0; i < bytes; i += PIECE) {

@@ -20,6 +20,24 @@ enum gq_status gq_dist_sum_i64(int64_t *x, size_t n);
 // array computed by different ranks, put together bit for bit).
 enum gq_status gq_dist_or(void *buf, size_t bytes);
 
+// This rank's number among the ranks on its machine (0 without MPI): the
+// GPU it takes when several share a machine.
+int gq_dist_local_rank(void);
+
+// Who carries the collectives above. MPI starts the ranks and carries them by
+// default; a backend may hand them to its own library for the rest of the
+// run (the CUDA backend to NCCL: backend/cuda.c, gq_cuda_dist_start), which
+// implements the same three calls with the same meaning, on host buffers.
+// gq_dist_set_transport(NULL) returns them to MPI.
+struct gq_dist_transport {
+    const char *name;
+    enum gq_status (*sum_i64)(int64_t *x, size_t n);
+    enum gq_status (*or_bytes)(void *buf, size_t bytes);
+    enum gq_status (*bcast)(void *buf, size_t bytes, int root);
+};
+void gq_dist_set_transport(const struct gq_dist_transport *t);
+const char *gq_dist_transport_name(void); // "MPI", "NCCL", or "none" (one process)
+
 // The share [*lo, *hi) of n items rank r of size gets: contiguous, in order,
 // sizes differ by at most one.
 static inline void gq_dist_span(int64_t n, int r, int size, int64_t *lo, int64_t *hi) {
