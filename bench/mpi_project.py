@@ -8,18 +8,16 @@ Per block, at 128 x 2048 calibration tokens:
   Hessians     each input group's exact sum (24 bytes per upper-triangle
                entry: three int64 limbs) all-reduced: a ring moves
                2 (N-1)/N of it through each rank's link
-  quantization per input group, the slowest rank. GPTVQ: the units are
-               slabs of --row-slab rows (256: a 70B FFN gate has 112), the
-               heaviest first to the least loaded rank (quant/group.c
-               assign_slabs); a rank pays the row part of its slabs, plus,
-               once per linear it has a slab of, the part that does not shrink
-               with the rows (damping, Cholesky, inverse: cost_model.py).
-               GPTQ: each linear goes to one rank (largest first, to the least
-               loaded), so a group takes its largest linear's time at best
+  quantization per input group, the slowest rank. The units are slabs of
+               --row-slab rows (256: a 70B FFN gate has 112), the heaviest
+               first to the least loaded rank (quant/group.c assign_slabs); a
+               rank pays the row part of its slabs, plus, once per linear it
+               has a slab of, the part that does not shrink with the rows
+               (damping, Cholesky, inverse: cost_model.py)
   results      GPTVQ: the compressed tensors merged by a bytewise-OR
                all-reduce (a ring: 2 (N-1)/N of the 2-byte indices per vector
                and the 1-byte normalisation codes per 64 weights), every rank
-               decodes; GPTQ: each linear broadcast as f32 (rows x cols x 4 bytes)
+               decodes; GPTQ: the f32 weights and group scales, OR-ed the same way
 The same hardware per rank as the measured run (its threads), links of
 --link GB/s. Also printed: the quantization divided by N (an ideal split).
 
@@ -33,16 +31,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cost_model import GROUP, INPUT_WIDTH_70B, SHAPES_70B, forward_70b_seconds, kind, linear_70b_parts  # noqa: E402
-
-
-def owners(sizes, n):
-    """quant/engine.c assign_owners: largest first, each to the least loaded rank."""
-    load, own = [0.0] * n, [0] * len(sizes)
-    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
-        r = min(range(n), key=lambda j: load[j])
-        own[i] = r
-        load[r] += sizes[i]
-    return own
 
 
 def slab_group(ks, parts, n, slab_rows):
@@ -72,18 +60,14 @@ def project(report, blocks, n, link, slab_rows):
         groups.setdefault(GROUP[k], []).append(k)
     quant = 0.0
     for g, ks in groups.items():
-        if vq:
-            quant += slab_group(ks, parts, n, slab_rows)
-        else:
-            own = owners([SHAPES_70B[k][0] * SHAPES_70B[k][1] for k in ks], n)
-            quant += max(sum(sum(parts[k]) for k, o in zip(ks, own) if o == r) for r in range(n))
+        quant += slab_group(ks, parts, n, slab_rows)
     hess_bytes = sum(24 * w * (w + 1) / 2 for w in INPUT_WIDTH_70B.values())
     allreduce = 2 * (n - 1) / n * hess_bytes / (link * 1e9) if n > 1 else 0.0
     if vq:
         d = report.get("vq_dim", 2)
         res_bytes = 2 * (n - 1) / n * sum(R * C * (2 / d + 1 / 64) for R, C in SHAPES_70B.values())
-    else:
-        res_bytes = sum(R * C * 4 for R, C in SHAPES_70B.values())
+    else:  # f32 weights and the f16-valued scales, OR-ed the same way
+        res_bytes = 2 * (n - 1) / n * sum(R * C * (4 + 8 / 32) for R, C in SHAPES_70B.values())
     bcast = res_bytes / (link * 1e9) if n > 1 else 0.0
     return fw, allreduce, quant, bcast, sum(sum(p) for p in parts.values()) / n
 
