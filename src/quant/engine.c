@@ -458,8 +458,12 @@ static void print_memory_estimate(const struct gq_model *m, const struct gq_arch
 // ends; with packed output the block's quantized f32 copies go too, since
 // the file is written from the packed form. Host memory then holds one
 // block's f32 weights instead of the whole model's.
+// The f32 copies block_load decoded from a streamed block's compressed
+// weights, and which qweight each replaced.
 struct block_mem {
     float *orig[64];
+    const struct gq_qweight *q[64];
+    int tensor[64];
     int n;
 };
 
@@ -477,10 +481,23 @@ static enum gq_status block_load(struct gq_model *m, const struct gq_arch *A, in
         gq_qweight_decode_rows(*qs, 0, rows, f);
         enum gq_status s = gq_check_finite(f, (size_t)rows * cols, "model", t->name);
         if (s != GQ_OK) return gq_fail(s, "blk.%d.%s: non-finite weight in the source model", l, t->name);
+        if (bm->n >= (int)(sizeof bm->orig / sizeof bm->orig[0])) return gq_fail(GQ_ERR_ARG, "block_load: over 64 linears");
+        bm->orig[bm->n] = f, bm->q[bm->n] = *qs, bm->tensor[bm->n++] = i;
         *slot = f, *qs = NULL;
-        if (bm->n < (int)(sizeof bm->orig / sizeof bm->orig[0])) bm->orig[bm->n++] = f;
     }
     return GQ_OK;
+}
+
+// Undoes block_load: the block's linears compressed again as they were (its
+// slots back on their qweights), the f32 copies freed. --bit-alloc's pilot
+// reads a block without quantizing it.
+static void block_unload(struct gq_model *m, const struct gq_arch *A, int l, struct block_mem *bm) {
+    for (int i = 0; i < bm->n; i++) {
+        const struct gq_block_tensor *t = &A->tensors[bm->tensor[i]];
+        *gq_block_slot(&m->layers[l], t) = NULL, *gq_block_qslot(&m->layers[l], t) = bm->q[i];
+        gq_model_release(m, bm->orig[i]);
+    }
+    bm->n = 0;
 }
 
 // in_ckpt: block l is in the checkpoint (m->reload reads it back), so all
@@ -629,17 +646,12 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
     int it = 0, o = 0;
     for (int l = 0; l < L && s == GQ_OK; l++) {
         // a streamed block is decoded for the pilot and left compressed again
-        const float *slot0[64];
-        const struct gq_qweight *q0[64];
-        for (int i = 0; i < nt && i < 64; i++)
-            if (A->tensors[i].kind == GQ_T_LINEAR)
-                slot0[i] = *gq_block_slot(&m->layers[l], &A->tensors[i]), q0[i] = *gq_block_qslot(&m->layers[l], &A->tensors[i]);
         struct block_mem bm;
-        if ((s = block_load(m, A, l, &bm)) != GQ_OK) break;
+        s = block_load(m, A, l, &bm);
         // the reference NLL with this block decoded as it is for the pilot (a
         // streamed block's f32 path rounds a little differently from its kernels)
         double nll_ref = nll0;
-        if (bm.n && (s = window_nll(m, toks, pw.nsamples, sl, logits, &nll_ref)) != GQ_OK) break;
+        if (s == GQ_OK && bm.n) s = window_nll(m, toks, pw.nsamples, sl, logits, &nll_ref);
         for (int g = 0; g < GQ_IN_COUNT && s == GQ_OK; g++) {
             int n_in = 0;
             for (int i = 0; i < nt; i++)
@@ -694,10 +706,7 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
                 gq_progress_update(&pr, it, NULL);
             }
         }
-        block_release(m, A, l, &bm, false);
-        for (int i = 0; i < nt && i < 64; i++)
-            if (A->tensors[i].kind == GQ_T_LINEAR)
-                *gq_block_slot(&m->layers[l], &A->tensors[i]) = slot0[i], *gq_block_qslot(&m->layers[l], &A->tensors[i]) = q0[i];
+        block_unload(m, A, l, &bm);
     }
     gq_progress_end(&pr);
     int64_t used = 0;
