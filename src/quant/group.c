@@ -296,12 +296,7 @@ static enum gq_status vq_start(struct gq_model *m, int l, const struct gq_block_
     return GQ_OK;
 }
 
-// The ranks' parts of one linear put together: every array of the tensor and
-// the slab records, OR-ed bytewise over the ranks (what a rank did not
-// compute is zero there, so each byte comes from the rank that did).
-static enum gq_status vq_merge(struct vq_job *j) {
-    struct gq_vq_tensor *T = &j->vt;
-    struct gq_vq_result *res = &j->res;
+enum gq_status gq_vq_merge(struct gq_vq_tensor *T, struct gq_vq_result *res) {
     const size_t nv = (size_t)(T->cols - T->n_out) / T->d, ng = (size_t)T->stages * T->n_rt * T->n_ct;
     if (T->svd_rank && !T->svd_u) { // one slab, someone else's
         const size_t r = (size_t)T->svd_rank;
@@ -424,7 +419,7 @@ static enum gq_status vq_group(struct gq_model *m, int l, const struct gq_block_
         }
     }
     for (int i = 0; i < n && s == GQ_OK && !one; i++) {
-        s = vq_merge(&job[i]);
+        s = gq_vq_merge(&job[i].vt, &job[i].res);
         if (s == GQ_OK) s = vq_finish(m, l, lin[i], &job[i], true, &rep->layers[rep->n]);
         if (s == GQ_OK) count_linear(rep, p, l, pr);
     }

@@ -16,6 +16,12 @@ void gq_quant_params_from(const struct gq_quantize_params *p, struct gq_quant_pa
 // The GPTVQ configuration of a budget of bpv bits per value (residual VQ included).
 enum gq_status gq_linear_config(const struct gq_quantize_params *p, double bpv, struct gq_vq_config *cfg);
 
+// The ranks' parts of one GPTVQ matrix put together (each quantized its
+// slabs: gq_gptvq_quantize's slab_own): every array of T and res's slab
+// records OR-ed bytewise over the ranks (what a rank did not compute is zero
+// there, so each byte comes from the rank that did). Then gq_gptvq_finish.
+enum gq_status gq_vq_merge(struct gq_vq_tensor *T, struct gq_vq_result *res);
+
 // The linears of block l that read input g (g < 0: all, for RTN) quantized
 // with the group's Hessian H (NULL: RTN), each replacing its weight in the
 // model (and its packed or GGUF-block form) on every rank; one report entry

@@ -3,12 +3,13 @@
 // quantized the calibration activations give its Hessian like any other
 // linear's (H = 2/N · Σ x xᵀ over the normed final states). When the head is
 // the token embedding (tied), the packed matrix serves both: the embedding
-// rows are decoded from it.
+// rows are decoded from it. Several ranks share its slabs (gq_gptvq_quantize).
 #include "backend/backend.h"
 #include "format/ggml.h"
 #include "format/vqpack.h"
 #include "model/arch.h"
 #include "model/model.h"
+#include "quant/group.h"
 #include "quant/quant.h"
 #include "quant/vq.h"
 #include "util/dist.h"
@@ -63,12 +64,20 @@ enum gq_status gq_quantize_head(struct gq_model *m, const struct gq_quantize_par
     if (s == GQ_OK && dim % cfg.d)
         s = gq_fail(GQ_ERR_ARG, "--head-bpv: the head's %d columns are not a multiple of --vq-dim %d", dim, cfg.d);
     struct gq_vq_tensor vt;
-    struct gq_vq_result res;
+    struct gq_vq_result *res = calloc(1, sizeof *res);
     bool have_vt = false;
+    if (s == GQ_OK && !res) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
+    // several ranks: slab k of the head is rank (k mod ranks)'s, then merged
+    uint8_t own[GQ_VQ_MAX_SLABS];
+    const bool split = gq_dist_size() > 1;
+    for (int k = 0; k < GQ_VQ_MAX_SLABS; k++) own[k] = k % gq_dist_size() == gq_dist_rank();
+    if (split) cfg.slab_own = own;
     if (s == GQ_OK) {
-        s = gq_gptvq_quantize(W, V, dim, Hf, q, &vp, &cfg, p->seed ^ 0x4845414400000000ull, &vt, &res);
+        s = gq_gptvq_quantize(W, V, dim, Hf, q, &vp, &cfg, p->seed ^ 0x4845414400000000ull, &vt, res);
         have_vt = s == GQ_OK;
     }
+    if (s == GQ_OK && split) s = gq_vq_merge(&vt, res);
+    if (s == GQ_OK && split) s = gq_gptvq_finish(&vt, W, res);
     free(Hf);
     uint8_t *buf = NULL;
     if (s == GQ_OK && !(m->head_pack = calloc(1, sizeof *m->head_pack))) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
@@ -80,10 +89,10 @@ enum gq_status gq_quantize_head(struct gq_model *m, const struct gq_quantize_par
         r->layer = -1;
         snprintf(r->name, sizeof r->name, "%s", gq_head_tied(m) ? "token_embd" : "output");
         r->rows = V, r->cols = dim;
-        gq_vq_report_fill(&res, &vt, r);
+        gq_vq_report_fill(res, &vt, r);
     }
     if (have_vt) gq_vq_tensor_free(&vt);
-    free(W);
+    free(W), free(res);
     r->seconds = gq_time_s() - t0;
     if (s != GQ_OK) gq_error_prefix("output head");
     return s;
