@@ -31,7 +31,8 @@
 // solved by Cholesky (EXACT). GD (the paper's variant) is steepest descent
 // with exact line search, matrix-free: one GEMM (rows × n × n) for the
 // gradient and one for the step. Either result is rounded to the codebook
-// format again and kept only when the objective drops.
+// format again and kept only when the objective drops: per slab (below),
+// each slab deciding for its own rows.
 #include "backend/backend.h"
 #include "quant/vq.h"
 #include "util/common.h"
@@ -1076,7 +1077,7 @@ static enum gq_status column_order(const float *W, int rows, int cols, const flo
 // on its own: its pass (with its own lazy-update GEMMs), its codebook update,
 // its keep-or-not decision and its objective. The slabs depend only on the
 // shape and the options, never on who computes them, so ranks that split a
-// linear's slabs (engine.c) produce the bits of one process.
+// linear's slabs (quant/group.c) produce the bits of one process.
 
 static int slab_count(int rows, int n_rt, int slab_rows, int svd_rank) {
     if (slab_rows <= 0 || svd_rank) return 1; // the codebook SVD factors all groups together
