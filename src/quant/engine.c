@@ -672,7 +672,7 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
                     s = gq_fail(GQ_ERR_NOMEM, "bit allocation: weights");
                     break;
                 }
-                const uint64_t seed = p->seed ^ ((uint64_t)l << 20) ^ (uint64_t)i << 8; // as quantize_linear
+                const uint64_t seed = gq_linear_seed(m, p, l, t); // the run's own
                 double rel0 = 0;
                 for (int jj = 0; jj < NC && s == GQ_OK; jj++) {
                     static const int js[NC] = {0, -1, 1, 2}; // --bpv first: its Q gives the sensitivity

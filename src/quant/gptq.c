@@ -32,6 +32,7 @@
 #include "backend/backend.h"
 #include "quant/quant.h"
 #include "util/common.h"
+#include "util/dist.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -257,7 +258,8 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
     // depend on which others are done in the same call).
     for (int sl = 0; sl < ns; sl++) {
         if (res->slab_own && !res->slab_own[sl]) continue;
-        const int r0 = (int)((int64_t)rows * sl / ns), r1 = (int)((int64_t)rows * (sl + 1) / ns);
+        int64_t r0, r1;
+        gq_dist_span(rows, sl, ns, &r0, &r1);
         for (int i1 = 0; i1 < n; i1 += B) {
             const int i2 = i1 + B < n ? i1 + B : n, count = i2 - i1;
 #pragma omp parallel for schedule(static)
@@ -323,7 +325,9 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
     float *Qr = (float *)b.Wd;
     for (int sl = 0; sl < ns && st == GQ_OK; sl++) {
         if (res->slab_own && !res->slab_own[sl]) continue;
-        const int r0 = (int)((int64_t)rows * sl / ns), r1 = (int)((int64_t)rows * (sl + 1) / ns), nr = r1 - r0;
+        int64_t r0, r1;
+        gq_dist_span(rows, sl, ns, &r0, &r1);
+        const int nr = (int)(r1 - r0);
         const size_t o = (size_t)r0 * n, og = (size_t)r0 * ng;
         for (size_t i = o; i < o + (size_t)nr * n; i++)
             if (!isfinite(b.Q[i])) {
@@ -363,8 +367,9 @@ enum gq_status gq_gptq_quantize(float *W, int rows, int cols, const float *H,
     }
     for (int sl = 0; sl < ns; sl++) // W last: untouched on failure
         if (!res->slab_own || res->slab_own[sl]) {
-            const size_t o = (size_t)((int64_t)rows * sl / ns) * n, e = (size_t)((int64_t)rows * (sl + 1) / ns) * n;
-            memcpy(W + o, b.Q + o, sizeof(float) * (e - o));
+            int64_t r0, r1;
+            gq_dist_span(rows, sl, ns, &r0, &r1);
+            memcpy(W + r0 * n, b.Q + r0 * n, sizeof(float) * (size_t)(r1 - r0) * n);
         }
     if (res->perm) { // GPTQ's order; identity where RTN was kept throughout
         bool any_gptq = false;

@@ -1100,10 +1100,25 @@ int gq_gptvq_n_slabs(int rows, int cols, const struct gq_gptvq_params *vp, const
     return slab_count(rows, n_rt, vp->slab_rows, vp->cb_svd_rank);
 }
 
+// A slab's codebooks, scales and indices (stage by stage: stage-major in T)
+// from T into S (in) or back.
+static void slab_copy(struct gq_vq_tensor *T, int rt0, struct gq_vq_tensor *S, bool in) {
+    const int r0 = T->rt_start[rt0], nv = (T->cols - T->n_out) / T->d;
+    const size_t kd = (size_t)T->k * T->d, gs = (size_t)S->n_rt * T->n_ct, is = (size_t)S->rows * nv;
+    for (int s = 0; s < T->stages; s++) {
+        const size_t g0 = ((size_t)s * T->n_rt + rt0) * T->n_ct;
+        float *tc = T->cb + g0 * kd, *sc = S->cb + s * gs * kd, *tsc = T->cb_scale + g0, *ssc = S->cb_scale + s * gs;
+        uint16_t *ti = T->idx + ((size_t)s * T->rows + r0) * nv, *si = S->idx + s * is;
+        memcpy(in ? sc : tc, in ? tc : sc, sizeof(float) * gs * kd);
+        memcpy(in ? ssc : tsc, in ? tsc : ssc, sizeof(float) * gs);
+        memcpy(in ? si : ti, in ? ti : si, sizeof(uint16_t) * is);
+    }
+}
+
 // Row tiles [rt0, rt1) of T as a tensor of their own: copies of their
-// codebooks, scales and indices (stage-major in T); normalisation codes, tile
-// parameters and outliers are T's own rows (contiguous).
-static enum gq_status slab_open(const struct gq_vq_tensor *T, int rt0, int rt1, struct gq_vq_tensor *S) {
+// codebooks, scales and indices; normalisation codes, tile parameters and
+// outliers are T's own rows (contiguous).
+static enum gq_status slab_open(struct gq_vq_tensor *T, int rt0, int rt1, struct gq_vq_tensor *S) {
     const int r0 = T->rt_start[rt0], nv = (T->cols - T->n_out) / T->d;
     const size_t kd = (size_t)T->k * T->d;
     *S = *T;
@@ -1118,12 +1133,7 @@ static enum gq_status slab_open(const struct gq_vq_tensor *T, int rt0, int rt1, 
         return gq_fail(GQ_ERR_NOMEM, "gptvq: slab of %d rows", S->rows);
     }
     for (int r = 0; r <= S->n_rt; r++) S->rt_start[r] = T->rt_start[rt0 + r] - r0;
-    for (int s = 0; s < T->stages; s++) {
-        const size_t g0 = ((size_t)s * T->n_rt + rt0) * T->n_ct;
-        memcpy(S->cb + s * gs * kd, T->cb + g0 * kd, sizeof(float) * gs * kd);
-        memcpy(S->cb_scale + s * gs, T->cb_scale + g0, sizeof(float) * gs);
-        memcpy(S->idx + s * is, T->idx + ((size_t)s * T->rows + r0) * nv, sizeof(uint16_t) * is);
-    }
+    slab_copy(T, rt0, S, true);
     if (T->sint) S->sint = T->sint + (size_t)r0 * T->n_nblk;
     if (T->norm) S->norm = T->norm + (size_t)rt0 * T->n_ct;
     S->outl = T->outl + (size_t)r0 * T->n_out;
@@ -1133,14 +1143,7 @@ static enum gq_status slab_open(const struct gq_vq_tensor *T, int rt0, int rt1, 
 
 // S's codebooks, scales and indices back into T; frees S's copies.
 static void slab_close(struct gq_vq_tensor *T, int rt0, struct gq_vq_tensor *S) {
-    const int r0 = T->rt_start[rt0], nv = (T->cols - T->n_out) / T->d;
-    const size_t kd = (size_t)T->k * T->d, gs = (size_t)S->n_rt * T->n_ct, is = (size_t)S->rows * nv;
-    for (int s = 0; s < T->stages; s++) {
-        const size_t g0 = ((size_t)s * T->n_rt + rt0) * T->n_ct;
-        memcpy(T->cb + g0 * kd, S->cb + s * gs * kd, sizeof(float) * gs * kd);
-        memcpy(T->cb_scale + g0, S->cb_scale + s * gs, sizeof(float) * gs);
-        memcpy(T->idx + ((size_t)s * T->rows + r0) * nv, S->idx + s * is, sizeof(uint16_t) * is);
-    }
+    slab_copy(T, rt0, S, false);
     free(S->rt_start), free(S->cb), free(S->cb_scale), free(S->idx);
 }
 

@@ -184,8 +184,9 @@ static enum gq_status sq_merge(struct sq_job *j, const uint8_t *own) {
     const int ns = j->res.n_slab;
     for (int sl = 0; sl < ns; sl++) {
         if (own[sl]) continue;
-        const size_t r0 = (size_t)((int64_t)j->rows * sl / ns), r1 = (size_t)((int64_t)j->rows * (sl + 1) / ns);
-        memset(j->W + r0 * j->cols, 0, sizeof(float) * (r1 - r0) * j->cols);
+        int64_t r0, r1;
+        gq_dist_span(j->rows, sl, ns, &r0, &r1);
+        memset(j->W + r0 * j->cols, 0, sizeof(float) * (size_t)(r1 - r0) * j->cols);
         memset(&j->res.slab[sl], 0, sizeof j->res.slab[sl]);
     }
     const size_t ng = (size_t)j->ng * j->rows;
@@ -274,8 +275,8 @@ struct vq_job {
     bool started;
 };
 
-static uint64_t linear_seed(const struct gq_model *m, const struct gq_quantize_params *p, int l,
-                            const struct gq_block_tensor *t) {
+uint64_t gq_linear_seed(const struct gq_model *m, const struct gq_quantize_params *p, int l,
+                        const struct gq_block_tensor *t) {
     return p->seed ^ ((uint64_t)l << 20) ^ (uint64_t)(t - gq_arch_find(m->arch)->tensors) << 8;
 }
 
@@ -286,7 +287,8 @@ static enum gq_status vq_start(struct gq_model *m, int l, const struct gq_block_
     if (!(j->W = linear_copy(m, l, t))) return GQ_ERR_NOMEM;
     struct gq_quant_params q;
     gq_quant_params_from(p, &q);
-    enum gq_status s = gq_gptvq_quantize(j->W, rows, cols, H, &q, &p->vq, cfg, linear_seed(m, p, l, t), &j->vt, &j->res);
+    enum gq_status s = gq_gptvq_quantize(j->W, rows, cols, H, &q, &p->vq, cfg, gq_linear_seed(m, p, l, t), &j->vt,
+                                         &j->res);
     if (s != GQ_OK) {
         free(j->W), j->W = NULL;
         gq_error_prefix("blk.%d.%s", l, t->name);

@@ -22,6 +22,11 @@ enum gq_status gq_linear_config(const struct gq_quantize_params *p, double bpv, 
 // there, so each byte comes from the rank that did). Then gq_gptvq_finish.
 enum gq_status gq_vq_merge(struct gq_vq_tensor *T, struct gq_vq_result *res);
 
+// GPTVQ's seed for linear t of block l (the EM initialisation's draws).
+struct gq_block_tensor;
+uint64_t gq_linear_seed(const struct gq_model *m, const struct gq_quantize_params *p, int l,
+                        const struct gq_block_tensor *t);
+
 // The linears of block l that read input g (g < 0: all, for RTN) quantized
 // with the group's Hessian H (NULL: RTN), each replacing its weight in the
 // model (and its packed or GGUF-block form) on every rank; one report entry

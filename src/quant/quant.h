@@ -228,7 +228,7 @@ struct gq_gptq_result {
     bool rtn_fallback; // GPTQ's result was worse than RTN's, so RTN's was kept (in a slab at least)
 };
 // Slabs of a matrix of `rows` rows: min(ceil(rows / slab_rows), GQ_GPTQ_MAX_SLABS),
-// 1 when slab_rows <= 0; slab s is rows [rows·s/n, rows·(s+1)/n).
+// 1 when slab_rows <= 0; slab s is rows [rows·s/n, rows·(s+1)/n) (gq_dist_span).
 int gq_gptq_n_slabs(int rows, int slab_rows);
 // res's totals (objective, rel_error, rtn_*) from its slabs, in slab order.
 void gq_gptq_result_total(struct gq_gptq_result *res);

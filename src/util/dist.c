@@ -95,32 +95,36 @@ void gq_dist_abort(int code) {
 // MPI counts are int: large buffers go in pieces of at most 2^30 elements.
 #define PIECE ((size_t)1 << 30)
 
+#ifdef GQ_MPI
+// n elements of `size` bytes at buf reduced in place over the ranks, in pieces.
+static enum gq_status allreduce(void *buf, size_t n, size_t size, MPI_Datatype type, MPI_Op op) {
+    for (size_t i = 0; i < n && g_size > 1; i += PIECE) {
+        int c = (int)(n - i < PIECE ? n - i : PIECE);
+        if (MPI_Allreduce(MPI_IN_PLACE, (char *)buf + i * size, c, type, op, MPI_COMM_WORLD) != MPI_SUCCESS)
+            return gq_fail(GQ_ERR_IO, "MPI_Allreduce (%s) of %d elements failed", op == MPI_SUM ? "sum" : "bitwise or", c);
+    }
+    return GQ_OK;
+}
+#endif
+
 enum gq_status gq_dist_sum_i64(int64_t *x, size_t n) {
     if (g_tr && g_size > 1) return g_tr->sum_i64(x, n);
 #ifdef GQ_MPI
-    if (g_size > 1)
-        for (size_t i = 0; i < n; i += PIECE) {
-            int c = (int)(n - i < PIECE ? n - i : PIECE);
-            if (MPI_Allreduce(MPI_IN_PLACE, x + i, c, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD) != MPI_SUCCESS)
-                return gq_fail(GQ_ERR_IO, "MPI_Allreduce of %d integers failed", c);
-        }
-#endif
+    return allreduce(x, n, sizeof *x, MPI_INT64_T, MPI_SUM);
+#else
     (void)x, (void)n;
     return GQ_OK;
+#endif
 }
 
 enum gq_status gq_dist_or(void *buf, size_t bytes) {
     if (g_tr && g_size > 1) return g_tr->or_bytes(buf, bytes);
 #ifdef GQ_MPI
-    if (g_size > 1)
-        for (size_t i = 0; i < bytes; i += PIECE) {
-            int c = (int)(bytes - i < PIECE ? bytes - i : PIECE);
-            if (MPI_Allreduce(MPI_IN_PLACE, (char *)buf + i, c, MPI_BYTE, MPI_BOR, MPI_COMM_WORLD) != MPI_SUCCESS)
-                return gq_fail(GQ_ERR_IO, "MPI_Allreduce (bitwise or) of %d bytes failed", c);
-        }
-#endif
+    return allreduce(buf, bytes, 1, MPI_BYTE, MPI_BOR);
+#else
     (void)buf, (void)bytes;
     return GQ_OK;
+#endif
 }
 
 enum gq_status gq_dist_bcast(void *buf, size_t bytes, int root) {

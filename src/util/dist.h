@@ -39,7 +39,7 @@ void gq_dist_set_transport(const struct gq_dist_transport *t);
 const char *gq_dist_transport_name(void); // "MPI", "NCCL", or "none" (one process)
 
 // The share [*lo, *hi) of n items rank r of size gets: contiguous, in order,
-// sizes differ by at most one.
+// sizes differ by at most one (also the rows of GPTQ's slab r of `size`).
 static inline void gq_dist_span(int64_t n, int r, int size, int64_t *lo, int64_t *hi) {
     *lo = n * r / size, *hi = n * (r + 1) / size;
 }
