@@ -84,11 +84,13 @@ $(BA)/libgptvq.a: $(AOBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/gptvq: tools/gptvq.c $(B)/libgptvq.a
-	$(CC) $(CFLAGS) -Itests $< $(B)/libgptvq.a $(LDLIBS) -o $@
+TOOL_SRC = tools/gptvq.c tools/eval_cmds.c
 
-$(BA)/gptvq: tools/gptvq.c $(BA)/libgptvq.a
-	$(CC) $(CFLAGS) -Itests -O1 $(ASAN) $< $(BA)/libgptvq.a $(LDLIBS) -o $@
+$(B)/gptvq: $(TOOL_SRC) tools/cli.h $(B)/libgptvq.a
+	$(CC) $(CFLAGS) -Itests $(TOOL_SRC) $(B)/libgptvq.a $(LDLIBS) -o $@
+
+$(BA)/gptvq: $(TOOL_SRC) tools/cli.h $(BA)/libgptvq.a
+	$(CC) $(CFLAGS) -Itests -O1 $(ASAN) $(TOOL_SRC) $(BA)/libgptvq.a $(LDLIBS) -o $@
 
 $(B)/tests/%: tests/%.c $(wildcard tests/*.h) $(B)/libgptvq.a
 	@mkdir -p $(dir $@)

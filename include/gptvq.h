@@ -323,6 +323,8 @@ struct gq_quantize_params {
     float damp;           // GPTQ damping, fraction of mean(diag H) (0.01)
     int block_size;       // GPTQ lazy batch (128)
     const char *calib_path; // calibration text (GPTQ); WikiText files joined as in ppl
+    int calib_mix;          // with calib_path: this many of the nsamples windows are sampled from
+                            // the model (as data-free calibration), the others drawn from the text
     int nsamples, seqlen; // calibration windows (128 x min(2048, model ctx); data-free: 512)
     uint64_t seed;
     bool progress;
@@ -344,6 +346,21 @@ struct gq_quantize_params {
     // sink that every later token attends to, so errors in its path reach the
     // whole window; see docs/results.md for the measurements behind the default.
     float sink_weight;
+    // Asymmetric calibration (GPTQ / GPTVQ, one CPU process): the source
+    // model runs beside the quantized one on the calibration windows, and
+    // each linear is quantized to match the source model's output on the
+    // source model's inputs (min Σ ‖Q x_t − W x̂_t‖²), not W's output on the
+    // quantized model's inputs: W is replaced by the ridge solution of that
+    // least-squares problem (quant.h: gq_fp_target) before it is quantized
+    // with the usual H. Off by default.
+    bool fp_target;
+    // Packed GPTVQ: after each block, this many Adam steps on the codebooks
+    // of o, gate, up and down against the source block's output (quant.h:
+    // gq_finetune_block); 0 (default): off. ft_lr: step size relative to each
+    // codebook's largest entry.
+    int finetune_steps;
+    double ft_lr;
+    int ft_batch; // windows per step (taken in turn; 0: all)
     struct gq_gptvq_params vq; // method GPTVQ
     // GPTVQ output: false (default) keeps every matrix's packed form so that
     // gq_model_save_gguf writes the packed format (docs/format.md); true
@@ -435,6 +452,9 @@ struct gq_quant_report {
     float sink_weight;       // first-token weight used in the Hessians
     size_t activation_bytes; // memory held for the calibration activations
     int64_t vq_bits, vq_weights; // GPTVQ: stored bits and weights over all quantized linears
+    // --finetune: blocks tuned, of them kept, Σ of the blocks' objectives before / after, seconds
+    int ft_blocks, ft_kept;
+    double ft_loss0, ft_loss1, seconds_finetune;
 };
 void gq_quant_report_free(struct gq_quant_report *r);
 // The report as JSON (atomically written).

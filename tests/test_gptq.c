@@ -881,6 +881,122 @@ static void test_slabs(void) {
     free(W), free(Q), free(Qa), free(Q1), free(X), free(H);
 }
 
+
+// gq_fp_target (--fp-target): A minimises F(A) = 2/T Σ_t ‖A x_t − W x̂_t‖² +
+// λ‖A − W‖² with λ = damp · mean diag H. Checked against the definition:
+// F is computed naively in double from the tokens and must not drop along
+// random directions around A (nor at W, the unchanged weight), and with
+// x̂ = x the target is W itself.
+static double fp_objective(const float *A, const float *W, const float *X, const float *Xh, int T, int rows, int n,
+                           double lambda) {
+    double f = 0;
+    for (int t = 0; t < T; t++)
+        for (int r = 0; r < rows; r++) {
+            double e = 0;
+            for (int j = 0; j < n; j++)
+                e += (double)A[r * n + j] * X[t * n + j] - (double)W[r * n + j] * Xh[t * n + j];
+            f += 2.0 / T * e * e;
+        }
+    for (int i = 0; i < rows * n; i++) f += lambda * ((double)A[i] - W[i]) * ((double)A[i] - W[i]);
+    return f;
+}
+
+static void test_fp_target(void) {
+    const int T = 300, n = 24, rows = 10;
+    const double damp = 0.01;
+    float *X = rand_matrix(T, n, 1.0), *Xh = rand_matrix(T, n, 0.05), *W = rand_matrix(rows, n, 1.0);
+    for (int t = 0; t < T; t++) // the source's inputs: the quantized ones, a linear drift and noise
+        for (int j = 0; j < n; j++) Xh[t * n + j] += X[t * n + j] + 0.3f * X[t * n + (j + 1) % n];
+    for (int t = 0; t < T; t++) X[t * n + 5] *= 0.01f; // a nearly dead input: the ridge term matters
+    float *H = malloc(sizeof(float) * n * n), *A = malloc(sizeof(float) * rows * n), *B = malloc(sizeof(float) * rows * n);
+    double *C = malloc(sizeof(double) * n * n);
+    double mean = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) {
+            double h = 0, c = 0;
+            for (int t = 0; t < T; t++) h += (double)X[t * n + i] * X[t * n + j], c += (double)Xh[t * n + i] * X[t * n + j];
+            H[i * n + j] = (float)(2.0 / T * h), C[i * n + j] = 2.0 / T * c;
+        }
+    for (int i = 0; i < n; i++) mean += H[i * n + i] / n;
+    const double lambda = damp * mean;
+    memcpy(A, W, sizeof(float) * rows * n);
+    CHECK_OK(gq_fp_target(A, rows, n, H, C, damp));
+    const double fa = fp_objective(A, W, X, Xh, T, rows, n, lambda), fw = fp_objective(W, W, X, Xh, T, rows, n, lambda);
+    double worst = 1e300;
+    uint64_t rng = 7;
+    for (int k = 0; k < 40; k++) { // random directions, several step sizes
+        const double step = k % 4 == 0 ? 1e-1 : k % 4 == 1 ? 1e-2 : k % 4 == 2 ? 1e-3 : 1.0;
+        for (int i = 0; i < rows * n; i++) B[i] = A[i] + (float)(step * ((double)(gq_splitmix64(&rng) >> 11) * 0x1p-53 - 0.5));
+        const double fb = fp_objective(B, W, X, Xh, T, rows, n, lambda);
+        worst = fb - fa < worst ? fb - fa : worst;
+    }
+    fprintf(stderr, "  fp target 10x24, 300 tokens: F(A) %.6g, F(W) %.6g, min over 40 perturbations F(A+E) - F(A) %.3g\n",
+            fa, fw, worst);
+    CHECK(fa < 0.5 * fw);
+    CHECK(worst > -1e-6 * fa);
+    // x̂ = x: C = H, A = W
+    for (int i = 0; i < n * n; i++) C[i] = H[i];
+    memcpy(A, W, sizeof(float) * rows * n);
+    CHECK_OK(gq_fp_target(A, rows, n, H, C, damp));
+    double d = 0;
+    for (int i = 0; i < rows * n; i++) d = fmax(d, fabs(A[i] - W[i]));
+    CHECK(d < 1e-5);
+    // a Hessian that is not positive definite even after damping is an error, not NaNs
+    for (int i = 0; i < n * n; i++) H[i] = -1.0f;
+    CHECK(gq_fp_target(A, rows, n, H, C, damp) == GQ_ERR_NUMERIC);
+    free(X), free(Xh), free(W), free(H), free(A), free(B), free(C);
+}
+
+// gq_finetune_block_loss's gradients (the block's backward pass: down,
+// SwiGLU, gate/up, RMSNorm and the residual, o, causal attention with GQA,
+// RoPE, q/k/v with biases) against central differences of its own loss,
+// entry by entry, on small random windows: interleaved RoPE over the whole
+// head, then rotate-half RoPE over half of it with q/k/v biases.
+static void test_finetune_grad(void) {
+    for (int cfg = 0; cfg < 2; cfg++) {
+        const int n = 5, dim = 8, nh = 4, nkv = 2, hd = 4, ffn = 10, qd = nh * hd, kvd = nkv * hd;
+        const int rows[7] = {qd, kvd, kvd, dim, ffn, ffn, dim}, cols[7] = {dim, dim, dim, qd, dim, dim, ffn};
+        float *W[7], *dW[7];
+        int total = 0;
+        for (int k = 0; k < 7; k++)
+            W[k] = rand_matrix(rows[k], cols[k], 0.5), dW[k] = calloc((size_t)rows[k] * cols[k], sizeof(float)),
+            total += rows[k] * cols[k];
+        float *x = rand_matrix(n, dim, 1.0), *yref = rand_matrix(n, dim, 1.0), *w = rand_matrix(1, n, 0.3);
+        float *an = rand_matrix(1, dim, 0.3), *fn = rand_matrix(1, dim, 0.3), *bias = rand_matrix(1, qd + 2 * kvd, 0.3);
+        float inv_freq[2] = {1.0f, 0.3f};
+        for (int j = 0; j < dim; j++) an[j] += 1.0f, fn[j] += 1.0f;
+        for (int t = 0; t < n; t++) w[t] = 0.5f + fabsf(w[t]);
+        const struct gq_ft_shape sh = {.n = n, .dim = dim, .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .ffn = ffn,
+                                       .rope_dim = cfg ? hd / 2 : hd, .rope_interleaved = cfg == 0, .eps = 1e-5f,
+                                       .inv_freq = inv_freq, .attn_norm = an, .ffn_norm = fn,
+                                       .bq = cfg ? bias : NULL, .bk = cfg ? bias + qd : NULL, .bv = cfg ? bias + qd + kvd : NULL};
+        const double L0 = gq_finetune_block_loss(&sh, (const float *const *)W, dW, x, yref, w);
+        double worst[7] = {0}, gmax[7] = {0};
+        for (int k = 0; k < 7; k++)
+            for (int e = 0; e < rows[k] * cols[k]; e++) {
+                const float keep = W[k][e], h = 1e-2f;
+                W[k][e] = keep + h;
+                const double lp = gq_finetune_block_loss(&sh, (const float *const *)W, NULL, x, yref, w);
+                W[k][e] = keep - h;
+                const double lm = gq_finetune_block_loss(&sh, (const float *const *)W, NULL, x, yref, w);
+                W[k][e] = keep;
+                const double fd = (lp - lm) / (2.0 * ((double)(keep + h) - (double)keep));
+                worst[k] = fmax(worst[k], fabs(fd - dW[k][e]));
+                gmax[k] = fmax(gmax[k], fabs(dW[k][e]));
+            }
+        fprintf(stderr, "  fine-tuning gradients, %s RoPE (%d entries): loss %.4g; max |analytic - central difference| / "
+                "max |grad| per linear:", cfg ? "rotate-half, half-head, biases" : "interleaved", total, L0);
+        for (int k = 0; k < 7; k++) {
+            fprintf(stderr, " %.2g", worst[k] / gmax[k]);
+            CHECK(gmax[k] > 1e-3 && worst[k] < 3e-3 * gmax[k]);
+        }
+        fprintf(stderr, "\n");
+        CHECK(isfinite(L0) && L0 > 0);
+        for (int k = 0; k < 7; k++) free(W[k]), free(dW[k]);
+        free(x), free(yref), free(w), free(an), free(fn), free(bias);
+    }
+}
+
 int main(void) {
     double t0 = gq_time_s();
     fprintf(stderr, "[9] slabs\n");
@@ -904,6 +1020,10 @@ int main(void) {
     fprintf(stderr, "[8] GGUF block grids\n");
     test_gguf_blocks();
     test_bit_alloc();
+    fprintf(stderr, "[10] --fp-target: the ridge target\n");
+    test_fp_target();
+    fprintf(stderr, "[11] --finetune: the block's gradients\n");
+    test_finetune_grad();
     fprintf(stderr, "%.2f s\n", gq_time_s() - t0);
     return test_done("test_gptq");
 }

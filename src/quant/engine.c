@@ -57,6 +57,8 @@ void gq_quantize_params_default(struct gq_quantize_params *p) {
     p->vq.stages = 1;
     p->vq.norm_block = 64; // wins at every budget on both texts (docs/results.md)
     p->vq.slab_rows = 256;
+    p->ft_lr = 0.003;
+    p->ft_batch = 8;
     p->embed_type = -1;
 }
 
@@ -151,6 +153,34 @@ static enum gq_status calib_windows(const struct gq_model *m, const struct gq_qu
                                     int32_t **out, struct gq_quant_report *rep) {
     *out = NULL;
     if (!p->calib_path) return sample_windows(m, p, seqlen, out, rep);
+    if (p->calib_mix > 0) { // sampled windows first, then the text's
+        if (p->calib_mix > p->nsamples)
+            return gq_fail(GQ_ERR_ARG, "--calib-mix %d: more than the %d windows (--nsamples)", p->calib_mix, p->nsamples);
+        struct gq_quantize_params q = *p;
+        q.nsamples = p->calib_mix, q.calib_path = NULL;
+        int32_t *a = NULL, *b = NULL;
+        char src[sizeof rep->calib_source];
+        GQ_TRY(sample_windows(m, &q, seqlen, &a, rep));
+        snprintf(src, sizeof src, "%s", rep->calib_source);
+        q = *p, q.calib_mix = 0, q.nsamples = p->nsamples - p->calib_mix;
+        if (q.nsamples > 0) {
+            enum gq_status s = calib_windows(m, &q, seqlen, &b, rep);
+            int32_t *w = s == GQ_OK ? realloc(a, sizeof *a * (size_t)p->nsamples * seqlen) : NULL;
+            if (!w) {
+                free(a), free(b);
+                return s == GQ_OK ? gq_fail(GQ_ERR_NOMEM, "out of memory") : s;
+            }
+            a = w;
+            memcpy(a + (size_t)p->calib_mix * seqlen, b, sizeof *a * (size_t)q.nsamples * seqlen);
+            free(b);
+            char txt[sizeof rep->calib_source];
+            snprintf(txt, sizeof txt, "%s", rep->calib_source);
+            snprintf(rep->calib_source, sizeof rep->calib_source, "%.120s; and %.120s", src, txt);
+        }
+        rep->calib_tokens = (int64_t)p->nsamples * seqlen;
+        *out = a;
+        return GQ_OK;
+    }
     char *text;
     size_t len;
     GQ_TRY(gq_read_file(p->calib_path, &text, &len));
@@ -204,26 +234,43 @@ struct capture {
     int dim;
     float sink_weight; // weight of each window's first token (1: GPTQ's plain average)
     float *keep;       // this window's copy of the wanted input (kept for a later pass), or NULL
+    // --fp-target: the source model's input of the same window (n, n_in), and
+    // the running Σ w² x̂ xᵀ (n_in, n_in); NULL otherwise.
+    const float *xfp;
+    double *C;
 };
 
-// x (n, n_in) scaled row by row by sqrt(dim / ‖resid_t + W x_t‖²) into xs.
-static enum gq_status residual_weighted(const struct capture *c, const float *x, const float *resid, int n,
-                                        int n_in, float *xs) {
-    float *y = malloc(sizeof(float) * (size_t)n * c->dim);
-    if (!y) return gq_fail(GQ_ERR_NOMEM, "out of memory");
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c->dim, n_in, 1.0f, x, n_in, c->W, n_in, 0.0f, y,
-                c->dim);
-    for (int t = 0; t < n; t++) {
-        double ss = 0;
-        for (int j = 0; j < c->dim; j++) {
-            double h = (double)resid[(size_t)t * c->dim + j] + y[(size_t)t * c->dim + j];
-            ss += h * h;
+// w (n): each token's scale in the Hessian (H = 2/N Σ (w_t x_t)(w_t x_t)ᵀ):
+// sqrt(dim / ‖resid_t + W x_t‖²) for a residual-weighted o/down input, else 1.
+// (The first token's sqrt(sink_weight) is applied after, by scale_rows.)
+static enum gq_status token_scales(const struct capture *c, const float *x, const float *resid, int n, int n_in,
+                                   float *w) {
+    for (int t = 0; t < n; t++) w[t] = 1.0f;
+    if (c->W) {
+        float *y = malloc(sizeof(float) * (size_t)n * c->dim);
+        if (!y) return gq_fail(GQ_ERR_NOMEM, "out of memory");
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c->dim, n_in, 1.0f, x, n_in, c->W, n_in, 0.0f, y,
+                    c->dim);
+        for (int t = 0; t < n; t++) {
+            double ss = 0;
+            for (int j = 0; j < c->dim; j++) {
+                double h = (double)resid[(size_t)t * c->dim + j] + y[(size_t)t * c->dim + j];
+                ss += h * h;
+            }
+            w[t] = ss > 0 ? (float)sqrt(c->dim / ss) : 1.0f;
         }
-        float w = ss > 0 ? (float)sqrt(c->dim / ss) : 1.0f;
-        for (int j = 0; j < n_in; j++) xs[(size_t)t * n_in + j] = x[(size_t)t * n_in + j] * w;
+        free(y);
     }
-    free(y);
     return GQ_OK;
+}
+
+// xs = w ∘ x row by row, then row 0 (the window's first token: calibration
+// passes run one whole window at position 0) times sqrt(sink_weight).
+static void scale_rows(const struct capture *c, const float *x, const float *w, int n, int n_in, float *xs) {
+    for (int t = 0; t < n; t++)
+        for (int j = 0; j < n_in; j++) xs[(size_t)t * n_in + j] = x[(size_t)t * n_in + j] * w[t];
+    if (c->sink_weight != 1)
+        for (int j = 0; j < n_in; j++) xs[j] *= sqrtf(c->sink_weight);
 }
 
 static void on_capture(void *u, int layer, enum gq_block_input which, const float *x, int n, int n_in,
@@ -237,23 +284,45 @@ static void on_capture(void *u, int layer, enum gq_block_input which, const floa
                                 layer, (int)which, i);
             return;
         }
-    if (!c->W && c->sink_weight == 1) {
+    if (!c->W && c->sink_weight == 1 && !c->C) {
         c->status = gq_hessian_add(c->H, x, n, n_in);
         return;
     }
-    float *xs = malloc(sizeof(float) * (size_t)n * n_in);
-    if (!xs) {
+    float *xs = malloc(sizeof(float) * (size_t)n * n_in), *w = malloc(sizeof(float) * (size_t)n);
+    if (!xs || !w) {
+        free(xs), free(w);
         c->status = gq_fail(GQ_ERR_NOMEM, "out of memory");
         return;
     }
-    if (c->W) c->status = residual_weighted(c, x, resid, n, n_in, xs);
-    else memcpy(xs, x, sizeof(float) * (size_t)n * n_in);
-    // Row 0 is the window's first token: calibration passes run one whole
-    // window at position 0.
-    if (c->sink_weight != 1)
-        for (int j = 0; j < n_in; j++) xs[j] *= sqrtf(c->sink_weight);
+    c->status = token_scales(c, x, resid, n, n_in, w);
+    scale_rows(c, x, w, n, n_in, xs);
     if (c->status == GQ_OK) c->status = gq_hessian_add(c->H, xs, n, n_in);
-    free(xs);
+    if (c->status == GQ_OK && c->C) { // C += Σ_t w_t² x̂_t x_tᵀ, x̂ the source model's input (--fp-target)
+        float *fs = malloc(sizeof(float) * (size_t)n * n_in), *prod = malloc(sizeof(float) * (size_t)n_in * n_in);
+        if (fs && prod) {
+            scale_rows(c, c->xfp, w, n, n_in, fs);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_in, n_in, n, 1.0f, fs, n_in, xs, n_in, 0.0f, prod,
+                        n_in);
+            for (size_t i = 0; i < (size_t)n_in * n_in; i++) c->C[i] += prod[i];
+        } else {
+            c->status = gq_fail(GQ_ERR_NOMEM, "out of memory");
+        }
+        free(fs), free(prod);
+    }
+    free(xs), free(w);
+}
+
+// The source model's pass (--fp-target): the wanted input copied out.
+struct fp_capture {
+    enum gq_block_input want;
+    float *dst;
+};
+
+static void on_capture_fp(void *u, int layer, enum gq_block_input which, const float *x, int n, int n_in,
+                          const float *resid) {
+    (void)layer, (void)resid;
+    struct fp_capture *f = u;
+    if (which == f->want) memcpy(f->dst, x, sizeof(float) * (size_t)n * n_in);
 }
 
 
@@ -778,6 +847,20 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         if (p->head_bpv < 1 || p->head_bpv > 16)
             return gq_fail(GQ_ERR_ARG, "--head-bpv must be in [1, 16] (got %g)", p->head_bpv);
     }
+    if (p->fp_target) {
+        if (p->method == GQ_METHOD_RTN) return gq_fail(GQ_ERR_ARG, "--fp-target: RTN uses no calibration");
+        if (p->load_hessians) return gq_fail(GQ_ERR_ARG, "--fp-target needs calibration passes (not --load-hessians)");
+        if (gq_dist_size() > 1 || strcmp(gq_be()->name, "cpu") != 0 || p->bit_alloc)
+            return gq_fail(GQ_ERR_UNSUPPORTED, "--fp-target: one process, --device cpu, without --bit-alloc (not yet)");
+    }
+    if (p->finetune_steps > 0) {
+        if (p->method != GQ_METHOD_GPTVQ || p->fake_quant)
+            return gq_fail(GQ_ERR_ARG, "--finetune tunes packed GPTVQ codebooks (method gptvq)");
+        if (p->load_hessians) return gq_fail(GQ_ERR_ARG, "--finetune needs calibration passes (not --load-hessians)");
+        if (gq_dist_size() > 1 || strcmp(gq_be()->name, "cpu") != 0)
+            return gq_fail(GQ_ERR_UNSUPPORTED, "--finetune: one process, --device cpu (not yet)");
+        if (!(p->ft_lr > 0 && p->ft_lr < 1)) return gq_fail(GQ_ERR_ARG, "--ft-lr must be in (0, 1) (got %g)", p->ft_lr);
+    }
     struct gq_vq_config cfg = {0};
     double vq_work = 0;
     if (p->method == GQ_METHOD_GPTVQ) {
@@ -819,6 +902,9 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         GQ_TRY(gq_dist_bcast(&opened, sizeof opened, 0));
         if (in_ckpt) GQ_TRY(set_reload(m, p->checkpoint_dir, fp));
         GQ_TRY(resume(m, p, fp, rep, &done));
+        if (done && p->fp_target) // the source model's stream would need the finished blocks' source weights
+            return gq_fail(GQ_ERR_UNSUPPORTED, "--fp-target: %s holds %d finished blocks, and an --fp-target run cannot "
+                           "continue yet; remove the folder to start again", p->checkpoint_dir, done);
         if (p->stop_after_blocks > 0 && done >= p->stop_after_blocks && done < m->hp.n_layers)
             return gq_fail(GQ_STOPPED, "%d of %d blocks are in %s already (--stop-after %d); nothing to do", done,
                            m->hp.n_layers, p->checkpoint_dir, p->stop_after_blocks);
@@ -847,7 +933,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
 
     // Default window: 2048 tokens of calibration text (GPTQ's protocol); 512
     // for data-free calibration, where every token costs a decode step.
-    int def_len = p->calib_path ? 2048 : 512;
+    int def_len = p->calib_path && !p->calib_mix ? 2048 : 512;
     int seqlen = p->seqlen > 0 ? p->seqlen : (m->hp.ctx_len < def_len ? m->hp.ctx_len : def_len);
     if (p->nsamples <= 0) return gq_fail(GQ_ERR_ARG, "--nsamples must be positive (got %d)", p->nsamples);
     // The Hessians' exact units: `unit` consecutive windows. Several ranks:
@@ -879,6 +965,11 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         print_memory_estimate(m, A, load ? 0 : (size_t)nloc * per * sizeof(float) * 2, seqlen,
                               keep_on ? keep_bytes : 0, vq_work, m->keep_quantized && !in_ckpt && !m->packs && !m->blocks);
     float *X = NULL, *tmp = NULL, *Hf = NULL;
+    // --fp-target: the source model's activations (like X), a window's copy,
+    // the wanted input of the source's pass, and C = Σ w² x̂ xᵀ.
+    float *Xfp = NULL, *tmp_fp = NULL, *xfp = NULL;
+    double *Cfp = NULL;
+    float *Xin = NULL; // --finetune: the block's inputs (X is overwritten by the in-place pass)
     float *att_keep = NULL, *hb_keep = NULL;
     double *Hd = NULL;           // device calibration: a group's Σ x xᵀ
     struct gq_context *c = NULL;
@@ -890,7 +981,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     } else {
         int32_t *toks = NULL;
         double t0 = gq_time_s();
-        if (p->calib_path || gq_dist_size() == 1) {
+        if ((p->calib_path && !p->calib_mix) || gq_dist_size() == 1) {
             GQ_TRY(calib_windows(m, p, seqlen, &toks, rep));
         } else { // data-free: rank 0 samples, the others take its windows
             if (gq_dist_rank() == 0) GQ_TRY(calib_windows(m, p, seqlen, &toks, rep));
@@ -898,7 +989,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
                 return gq_fail(GQ_ERR_NOMEM, "out of memory");
             s = gq_dist_bcast(toks, sizeof(int32_t) * (size_t)p->nsamples * seqlen, 0);
         }
-        if (!p->calib_path) rep->seconds_sampling = gq_time_s() - t0;
+        if (!p->calib_path || p->calib_mix) rep->seconds_sampling = gq_time_s() - t0;
         rep->activation_bytes = (size_t)nloc * per * sizeof(float);
         if (p->progress)
             fprintf(stderr, "quantize: calibration %s\nquantize: activations %.1f MiB (%d x %d x %d floats) + one block's scratch\n",
@@ -915,8 +1006,20 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
             att_keep = malloc(sizeof(float) * per_att * (nloc + 1)), hb_keep = malloc(sizeof(float) * per_hb * (nloc + 1));
             if (!att_keep || !hb_keep) free(att_keep), free(hb_keep), att_keep = hb_keep = NULL;
         }
+        if (s == GQ_OK && p->fp_target) {
+            Xfp = malloc(rep->activation_bytes ? rep->activation_bytes : 1), tmp_fp = malloc(per * sizeof(float));
+            int64_t widest = 0; // of the linears' inputs
+            for (int i = 0; i < A->n_tensors; i++)
+                if (A->tensors[i].kind == GQ_T_LINEAR && gq_dim_value(&m->hp, A->tensors[i].cols) > widest)
+                    widest = gq_dim_value(&m->hp, A->tensors[i].cols);
+            xfp = malloc(sizeof(float) * (size_t)seqlen * widest);
+            if (!Xfp || !tmp_fp || !xfp) s = gq_fail(GQ_ERR_NOMEM, "--fp-target: cannot allocate the source model's activations");
+        }
+        if (s == GQ_OK && p->finetune_steps > 0 && !(Xin = malloc(rep->activation_bytes ? rep->activation_bytes : 1)))
+            s = gq_fail(GQ_ERR_NOMEM, "--finetune: cannot allocate a copy of the calibration activations");
         if (s == GQ_OK) s = gq_context_new(m, seqlen, &c);
         for (int i = 0; i < nloc && s == GQ_OK; i++) s = gq_embed(m, toks + (size_t)(w_lo + i) * seqlen, seqlen, X + i * per);
+        if (s == GQ_OK && Xfp) memcpy(Xfp, X, rep->activation_bytes);
         free(toks);
         if (s == GQ_OK && !strcmp(gq_be()->name, "cuda"))
             s = gq_cuda_calib_new(m, gq_context_inv_freq(c), nloc, seqlen, X, &dc);
@@ -938,6 +1041,22 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         int first_report = rep->n;
         struct block_mem bm;
         if ((s = block_load(m, A, l, &bm)) != GQ_OK) break;
+        struct gq_layer_w fpw = m->layers[l]; // --fp-target, --finetune: the source block, its linears copied
+        float *fp_copy[16];
+        int n_copy = 0;
+        if (Xin) memcpy(Xin, X, rep->activation_bytes);
+        for (int i = 0; (Xfp || Xin) && i < A->n_tensors && s == GQ_OK; i++) {
+            const struct gq_block_tensor *t = &A->tensors[i];
+            if (t->kind != GQ_T_LINEAR) continue;
+            const size_t ne = gq_dim_value(&m->hp, t->rows) * gq_dim_value(&m->hp, t->cols);
+            float *f = n_copy < 16 ? malloc(sizeof(float) * ne) : NULL;
+            if (!f) {
+                s = gq_fail(GQ_ERR_NOMEM, "--fp-target: out of memory for blk.%d's source weights", l);
+                break;
+            }
+            memcpy(f, *gq_block_slot(&m->layers[l], t), sizeof(float) * ne);
+            *gq_block_slot(&fpw, t) = fp_copy[n_copy++] = f;
+        }
         int stage = GQ_IN_ATTN; // what X holds: block input, or post-attention residual (GQ_IN_FFN)
         bool att_ok = false, hb_ok = false; // att_keep / hb_keep hold this block's activations
         for (int g = 0; g < GQ_IN_COUNT && s == GQ_OK; g++) {
@@ -1011,7 +1130,17 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
                               : g == GQ_IN_FFN_DOWN && per_keep == per_hb ? hb_keep
                                                                           : NULL;
                 if (in_place && att_ok) hooks.start_at = GQ_IN_ATTN_OUT;
+                struct fp_capture fc = {.want = (enum gq_block_input)g, .dst = xfp};
+                struct gq_block_hooks fph = {.capture = on_capture_fp, .user = &fc, .stop_after = g, .start_at = GQ_IN_ATTN};
+                if (Xfp) {
+                    free(Cfp);
+                    if (!(Cfp = calloc((size_t)n_in * n_in, sizeof *Cfp))) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
+                    cap.C = Cfp, cap.xfp = xfp;
+                }
                 for (int i = 0; i < nloc && s == GQ_OK && cap.status == GQ_OK; i++) {
+                    if (Xfp) // the source model's input of this window first (its own pass: the KV cache is rewritten)
+                        s = gq_block_forward(c, l, &fpw, memcpy(tmp_fp, Xfp + i * per, per * sizeof(float)), seqlen, 0, &fph);
+                    if (s != GQ_OK) break;
                     float *x = X + i * per;
                     if (!in_place) x = memcpy(tmp, x, per * sizeof(float));
                     if (keep) cap.keep = keep + i * per_keep;
@@ -1025,6 +1154,16 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
                 if (s == GQ_OK) s = gq_hessian_allreduce(&H);
                 if (s == GQ_OK) digest = gq_hessian_digest(&H);
                 if (s == GQ_OK) s = gq_hessian_finish(&H, Hf);
+                for (int i = 0; s == GQ_OK && Cfp && i < A->n_tensors; i++) { // --fp-target: W → the ridge target
+                    const struct gq_block_tensor *t = &A->tensors[i];
+                    if (i == 0) {
+                        const double sc = H.n_samples > 0 ? 2.0 / (double)H.n_samples : 0.0;
+                        for (size_t e = 0; e < (size_t)n_in * n_in; e++) Cfp[e] *= sc;
+                    }
+                    if (t->kind == GQ_T_LINEAR && (int)t->input == g)
+                        s = gq_fp_target((float *)*gq_block_slot(&m->layers[l], t), (int)gq_dim_value(&m->hp, t->rows),
+                                         n_in, Hf, Cfp, p->damp);
+                }
                 if (s == GQ_OK && p->save_hessians && gq_dist_rank() == 0) s = gq_hessian_save(p->save_hessians, l, g, Hf, n_in, H.n_samples);
                 gq_hessian_free(&H);
             }
@@ -1035,12 +1174,32 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
             for (int i = first_in_group; s == GQ_OK && i < rep->n; i++) rep->layers[i].hessian_digest = digest;
             rep->seconds_quant += gq_time_s() - t0;
         }
+        if (Xin && s == GQ_OK) {
+            struct gq_finetune_report fr;
+            s = gq_finetune_block(c, m, l, &fpw, Xin, nloc, seqlen, p, &fr);
+            if (s == GQ_OK) {
+                rep->ft_blocks++, rep->ft_kept += fr.kept;
+                rep->ft_loss0 += fr.loss0, rep->ft_loss1 += fr.kept ? fr.loss1 : fr.loss0;
+                rep->seconds_finetune += fr.seconds;
+                if (p->progress)
+                    fprintf(stderr, "\rquantize: blk.%d fine-tuned: block objective %.5g -> %.5g (steps %.5g .. %.5g), %s, %.1fs\033[K\n",
+                            l, fr.loss0, fr.loss1, fr.loss_steps[0], fr.loss_steps[1], fr.kept ? "kept" : "not kept",
+                            fr.seconds);
+            }
+            if (s == GQ_OK && fr.kept) { // o changed: the block runs again from its inputs
+                memcpy(X, Xin, rep->activation_bytes);
+                stage = GQ_IN_ATTN, hb_ok = false;
+            }
+        }
         if (!load && s == GQ_OK) {
             double t0 = gq_time_s();
             s = dc ? dev_finish(dc, m, l, stage)
                    : finish_block(c, m, l, X, nloc, seqlen, stage, hb_ok ? hb_keep : NULL);
+            for (int i = 0; Xfp && i < nloc && s == GQ_OK; i++) // the source block on the source model's stream
+                s = gq_block_forward(c, l, &fpw, Xfp + i * per, seqlen, 0, NULL);
             rep->seconds_forward += gq_time_s() - t0;
         }
+        for (int i = 0; i < n_copy; i++) free(fp_copy[i]);
         if (s == GQ_OK) s = block_done(m, p, fp, l, rep, first_report);
         block_release(m, A, l, &bm, in_ckpt && (s == GQ_OK || s == GQ_STOPPED));
     }
@@ -1063,6 +1222,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     }
     free(Hf);
     free(Hd);
+    free(Xfp), free(tmp_fp), free(xfp), free(Cfp), free(Xin);
     free(att_keep);
     free(hb_keep);
     free(X);
@@ -1136,6 +1296,19 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
     cJSON_AddNumberToObject(o, "seconds_calibration_forward", rep->seconds_forward);
     cJSON_AddNumberToObject(o, "seconds_quantization", rep->seconds_quant);
     cJSON_AddNumberToObject(o, "seconds_sampling", rep->seconds_sampling);
+    if (p->fp_target) cJSON_AddBoolToObject(o, "fp_target", true);
+    if (p->calib_mix) cJSON_AddNumberToObject(o, "calib_mix", p->calib_mix);
+    if (p->finetune_steps > 0) { // --finetune: the block objectives summed over the blocks
+        cJSON *f = cJSON_AddObjectToObject(o, "finetune");
+        cJSON_AddNumberToObject(f, "steps", p->finetune_steps);
+        cJSON_AddNumberToObject(f, "lr", p->ft_lr);
+        cJSON_AddNumberToObject(f, "batch", p->ft_batch);
+        cJSON_AddNumberToObject(f, "blocks", rep->ft_blocks);
+        cJSON_AddNumberToObject(f, "blocks_kept", rep->ft_kept);
+        cJSON_AddNumberToObject(f, "objective_before", rep->ft_loss0);
+        cJSON_AddNumberToObject(f, "objective_after", rep->ft_loss1);
+        cJSON_AddNumberToObject(f, "seconds", rep->seconds_finetune);
+    }
     cJSON_AddStringToObject(o, "rel_error_definition",
                             p->method != GQ_METHOD_RTN ? "||WX-QX||^2/||WX||^2 through the layer Hessian"
                                                         : "||W-Q||^2/||W||^2 (no calibration)");

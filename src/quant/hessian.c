@@ -25,6 +25,8 @@
 #include "quant/quant.h"
 #include "util/common.h"
 #include "util/dist.h"
+#include <cblas.h>
+#include <lapacke.h>
 
 // Entries in the upper triangle; (i, j ≥ i) is at tri_off(i, n) + j − i.
 static size_t tri_size(int n) { return (size_t)n * (n + 1) / 2; }
@@ -289,5 +291,42 @@ enum gq_status gq_hessian_load(const char *dir, int l, int g, float *H, int n, i
         s = gq_check_finite(H, (size_t)n * n, path, "H");
     }
     gq_unmap_file(&f);
+    return s;
+}
+
+// A = W + W (Ĉ − H)(H + λI)⁻¹: the ridge solution of min_A Σ_t ‖A x_t − W x̂_t‖²
+// + λ‖A − W‖² (gradient A H − W Ĉ + λ(A − W) = 0), solved as (H + λI) Aᵀ =
+// (Ĉ + λI)ᵀ Wᵀ by one Cholesky factorisation in double. H and Ĉ carry the
+// same 2/N scale, so the sums may be given as finished matrices.
+enum gq_status gq_fp_target(float *W, int rows, int n, const float *H, const double *C, double damp) {
+    double *M = malloc(sizeof(double) * (size_t)n * n), *B = malloc(sizeof(double) * (size_t)rows * n);
+    double *Ct = malloc(sizeof(double) * (size_t)n * n), *Wd = calloc((size_t)rows * n, sizeof(double));
+    enum gq_status s = GQ_OK;
+    if (!M || !B || !Ct || !Wd) {
+        s = gq_fail(GQ_ERR_NOMEM, "fp target: %d x %d doubles", n, n);
+        goto out;
+    }
+    double mean = 0;
+    for (int i = 0; i < n; i++) mean += H[(size_t)i * n + i];
+    mean /= n;
+    const double lambda = damp * (mean > 0 ? mean : 1);
+    for (size_t i = 0; i < (size_t)n * n; i++) M[i] = H[i], Ct[i] = C[i];
+    for (int i = 0; i < n; i++) M[(size_t)i * n + i] += lambda, Ct[(size_t)i * n + i] += lambda;
+    for (size_t i = 0; i < (size_t)rows * n; i++) Wd[i] = W[i];
+    // B (rows, n) = W (Ĉ + λI), row-major: column-major that is the (n, rows) right-hand side
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, n, n, 1.0, Wd, n, Ct, n, 0.0, B, n);
+    lapack_int info = LAPACKE_dposv(LAPACK_COL_MAJOR, 'U', n, rows, M, n, B, n);
+    if (info != 0) {
+        s = gq_fail(GQ_ERR_NUMERIC, "fp target: the damped Hessian is not positive definite (potrf %d)", (int)info);
+        goto out;
+    }
+    for (size_t i = 0; i < (size_t)rows * n; i++)
+        if (!isfinite(B[i])) {
+            s = gq_fail(GQ_ERR_NUMERIC, "fp target: non-finite solution");
+            goto out;
+        }
+    for (size_t i = 0; i < (size_t)rows * n; i++) W[i] = (float)B[i];
+out:
+    free(M), free(B), free(Ct), free(Wd);
     return s;
 }

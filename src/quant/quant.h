@@ -145,6 +145,13 @@ enum gq_status gq_hessian_finish(struct gq_hessian *H, float *out);
 // The same from a sum h (n, n) whose upper triangle holds Σ x xᵀ over n_samples tokens.
 void gq_hessian_finish_sum(const double *h, int n, int64_t n_samples, float *out);
 void gq_hessian_free(struct gq_hessian *H);
+// Asymmetric calibration (--fp-target, GPTAQ's objective): the quantized
+// model's inputs x_t of a linear and the source model's x̂_t, H = 2/N Σ x xᵀ,
+// C (n, n) = 2/N Σ x̂ xᵀ. W (rows, n) becomes the weight A that minimises
+// Σ_t ‖A x_t − W x̂_t‖² + λ‖A − W‖², λ = damp · mean(diag H): quantizing A
+// with H then minimises the error against the source model's output, not
+// against W's output on the already-quantized inputs.
+enum gq_status gq_fp_target(float *W, int rows, int n, const float *H, const double *C, double damp);
 
 // ---------------------------------------------------------------------------
 // The output head (head.c, --head-bpv).
@@ -162,6 +169,42 @@ bool gq_head_tied(const struct gq_model *m);
 struct gq_quantize_params;
 enum gq_status gq_quantize_head(struct gq_model *m, const struct gq_quantize_params *p, const struct gq_quant_params *q,
                                 const float *X, int n_win, int seqlen, struct gq_quant_layer_report *r);
+
+// ---------------------------------------------------------------------------
+// Block-output fine-tuning of packed GPTVQ codebooks (finetune.c, --finetune).
+
+struct gq_context;
+struct gq_layer_w;
+struct gq_finetune_report {
+    double loss0, loss1;   // block objective before, and after the steps and the rounding
+    double loss_steps[2];  // at the first and the last step (before rounding)
+    int steps;
+    bool kept;             // loss1 < loss0: the tuned codebooks replaced the quantized ones
+    double seconds;
+};
+// Block l, every linear quantized (packed GPTVQ in m->packs): the codebooks
+// of its seven linears take p->finetune_steps Adam steps (step size
+// p->ft_lr times each codebook's largest |entry|) on the block output error
+// against the source block src (its linears unquantized) on the same inputs
+// X (n_win windows of seqlen tokens, the quantized model's block inputs),
+// with assignments fixed; kept (packs and the block's f32 slots) only if
+// the rounded result lowers the objective over all windows.
+enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l, const struct gq_layer_w *src,
+                                 const float *X, int n_win, int seqlen, const struct gq_quantize_params *p,
+                                 struct gq_finetune_report *r);
+// The objective of one window (n tokens, positions 0..n-1) through a block
+// as model/forward.c computes it, Σ_t w_t ‖y_t − yref_t‖²; W and dW: q, k,
+// v, o, gate, up, down; dW non-NULL: the gradients are added to it.
+struct gq_ft_shape {
+    int n, dim, n_heads, n_kv_heads, head_dim, ffn, rope_dim;
+    bool rope_interleaved;
+    float eps;
+    const float *inv_freq;                // rope_dim / 2
+    const float *attn_norm, *ffn_norm;    // (dim)
+    const float *bq, *bk, *bv;            // q/k/v biases or NULL
+};
+double gq_finetune_block_loss(const struct gq_ft_shape *sh, const float *const W[7], float *const dW[7], const float *x,
+                              const float *yref, const float *w);
 
 // tr(ΔHΔᵀ) with Δ = W - Q, and tr(WHWᵀ) (either output may be NULL):
 // ‖(W - Q)X‖² and ‖WX‖² up to the 2/N scale of H. Double precision.
