@@ -14,7 +14,8 @@
 # to the fake-quant values bit for bit;
 # resume: a run stopped after 2 blocks (--stop-after, exit 3) or killed with
 # SIGKILL and restarted with the same command writes a byte-identical file
-# (GPTQ, GPTQ as GGUF blocks, packed GPTVQ); a checkpoint of other settings is refused;
+# (GPTQ, GPTQ as GGUF blocks, packed GPTVQ, with --finetune too); a
+# checkpoint of other settings is refused;
 # plus bad options / unwritable output leave no file behind.
 set -u
 cd "$(dirname "$0")/.."
@@ -350,7 +351,8 @@ done
 
 # Resumable runs. Same --threads as the reference run (OpenBLAS sums may
 # depend on the thread count).
-for cfg in "gptq --wbits 3 --group-size 32" "gptvq --vq-dim 2 --bpv 2.25 --em-iters 20" "gptq --wbits 4 --group-size 32"; do
+for cfg in "gptq --wbits 3 --group-size 32" "gptvq --vq-dim 2 --bpv 2.25 --em-iters 20" "gptq --wbits 4 --group-size 32" \
+    "gptvq --bpv 2.125 --em-iters 20 --finetune 3"; do
     set -- $cfg
     n=$1$3
     args=(--calib "$CAL" --nsamples 8 --seqlen 64 --threads 1 --method "$@")

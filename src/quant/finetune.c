@@ -401,9 +401,13 @@ enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l
         struct ft_lin *f = &L[k];
         if (!f->tuned) continue;
         const size_t pi = (size_t)l * A->n_tensors + (size_t)(f->t - A->tensors);
+        // the old pack's buffer starts at its first part (vqpack.c); freed if the model owns it
+        const void *old = NULL;
+        for (int q = 0; q < GQ_VQP_COUNT && !old; q++) old = m->packs[pi].part[q];
         uint8_t *buf = NULL;
         s = gq_vqpack_pack(&f->vt, &m->packs[pi], &buf);
         if (s == GQ_OK) s = gq_model_own(m, buf);
+        if (s == GQ_OK && old) gq_model_release(m, (void *)old);
         if (s == GQ_OK) memcpy((float *)*gq_block_slot(Lw, f->t), f->W, sizeof(float) * (size_t)f->rows * f->cols);
     }
 done:
