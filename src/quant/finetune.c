@@ -38,7 +38,7 @@ struct ft_lin {
     bool tuned;              // a packed codebook tensor (not codebook SVD)
     struct gq_vq_tensor vt;
     struct gq_vq_maps mp;
-    float *cb0, *m1, *m2;    // codebooks as quantized, Adam moments
+    float *m1, *m2;          // Adam moments
     float *lr;               // per codebook (stage, group): step size
     size_t ncb;              // stages · groups · k · d
 };
@@ -260,7 +260,7 @@ double gq_finetune_block_loss(const struct gq_ft_shape *sh, const float *const W
 static void ft_free(struct ft_lin *L, struct ft_buf *B) {
     for (int i = 0; i < FT_N; i++) {
         struct ft_lin *f = &L[i];
-        free(f->dW), free(f->cb0), free(f->m1), free(f->m2), free(f->lr);
+        free(f->dW), free(f->m1), free(f->m2), free(f->lr);
         if (f->tuned) free(f->W), gq_vq_tensor_free(&f->vt), gq_vq_maps_free(&f->mp);
     }
     buf_free(B);
@@ -308,14 +308,13 @@ enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l
                 f->ncb = (size_t)f->vt.stages * f->vt.n_rt * f->vt.n_ct * f->vt.k * f->vt.d;
                 f->W = malloc(sizeof(float) * (size_t)f->rows * f->cols);
                 f->dW = malloc(sizeof(float) * (size_t)f->rows * f->cols);
-                f->cb0 = malloc(sizeof(float) * f->ncb), f->lr = malloc(sizeof(float) * f->ncb / (f->vt.k * f->vt.d));
+                f->lr = malloc(sizeof(float) * f->ncb / (f->vt.k * f->vt.d));
                 f->m1 = calloc(f->ncb, sizeof(float)), f->m2 = calloc(f->ncb, sizeof(float));
-                if (!f->W || !f->dW || !f->cb0 || !f->m1 || !f->m2 || !f->lr) {
+                if (!f->W || !f->dW || !f->m1 || !f->m2 || !f->lr) {
                     s = gq_fail(GQ_ERR_NOMEM, "--finetune: out of memory");
                     break;
                 }
                 s = gq_vq_maps_build(&f->vt, &f->mp);
-                memcpy(f->cb0, f->vt.cb, sizeof(float) * f->ncb);
                 const int kd = f->vt.k * f->vt.d;
                 for (size_t q = 0; q < f->ncb / kd; q++) { // steps relative to each codebook's range
                     float mx = 0;
