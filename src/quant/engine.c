@@ -476,8 +476,9 @@ static enum gq_status resume(struct gq_model *m, const struct gq_quantize_params
 // vq_work: GPTVQ's estimate for its largest linear (0: GPTQ / RTN).
 // keeps_all: streaming, but every finished block's quantized f32 weights stay
 // (f32 output without a checkpoint to read them back from).
+// extra: --fp-target / --finetune's buffers (named by extra_what).
 static void print_memory_estimate(const struct gq_model *m, const struct gq_arch *A, size_t activations, int seqlen,
-                                  double keep, double vq_work, bool keeps_all) {
+                                  double keep, double vq_work, bool keeps_all, double extra, const char *extra_what) {
     struct gq_model_info info;
     gq_model_get_info(m, &info);
     double work = 0, dev = 0, block = 0, widest = 0;
@@ -505,15 +506,17 @@ static void print_memory_estimate(const struct gq_model *m, const struct gq_arch
         m->keep_quantized ? 2 * block + mapped + (keeps_all ? (m->hp.n_layers - 1) * block : 0) : (double)info.weight_bytes;
     char a[32], b[32], c[32], d[32], e[32];
     char k[32];
+    char x[32];
     fprintf(stderr, "quantize: memory estimate: host %s (f32 weights %s%s, calibration activations %s%s%s, largest "
-                    "linear's Hessian and work %s)", gq_fmt_bytes(a, weights + activations + keep + work),
+                    "linear's Hessian and work %s%s%s)", gq_fmt_bytes(a, weights + activations + keep + work + extra),
             gq_fmt_bytes(b, weights),
             !m->keep_quantized ? ""
             : keeps_all        ? ": one block decoded at a time + the mapped source file + every block's quantized "
                                  "copy (no checkpoint to keep them in)"
                                : ": one block decoded at a time + the mapped source file",
             gq_fmt_bytes(c, activations), keep > 0 ? " + attention outputs and FFN activations kept between passes " : "",
-            keep > 0 ? gq_fmt_bytes(k, keep) : "", gq_fmt_bytes(d, work));
+            keep > 0 ? gq_fmt_bytes(k, keep) : "", gq_fmt_bytes(d, work), extra > 0 ? extra_what : "",
+            extra > 0 ? gq_fmt_bytes(x, extra) : "");
     if (strcmp(gq_be()->name, "cpu") != 0)
         fprintf(stderr, "; %s: %s at most (%sa held inverse factor or Hessian and one call's operands)",
                 gq_be()->name, gq_fmt_bytes(e, dev), activations ? "calibration activations, block weights and Hessian, " : "");
@@ -961,9 +964,24 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     const size_t per_att = (size_t)seqlen * m->hp.n_heads * m->hp.head_dim, per_hb = (size_t)seqlen * m->hp.hidden_dim;
     const double keep_bytes = (double)nloc * (per_att + per_hb) * sizeof(float);
     const bool keep_on = !load && strcmp(gq_be()->name, "cuda") != 0 && keep_bytes <= GQ_CALIB_KEEP_MAX;
-    if (p->progress)
+    if (p->progress) {
+        // --fp-target: the source model's activations and a block's source
+        // weights; --finetune: the block inputs and the source block's
+        // outputs, the source weights, one window's forward and backward
+        // (the attention probabilities of every head, ~24 rows of the widest)
+        double blk = 0, wide = m->hp.hidden_dim > m->hp.dim ? m->hp.hidden_dim : m->hp.dim;
+        for (int i = 0; i < A->n_tensors; i++)
+            if (A->tensors[i].kind == GQ_T_LINEAR)
+                blk += 4.0 * gq_dim_value(&m->hp, A->tensors[i].rows) * gq_dim_value(&m->hp, A->tensors[i].cols);
+        const double acts = (double)nloc * per * sizeof(float);
+        double extra = 0;
+        if (p->fp_target && !load) extra += acts + blk;
+        if (p->finetune_steps > 0 && !load)
+            extra += 2 * acts + (p->fp_target ? 0 : blk) + 4.0 * m->hp.n_heads * seqlen * seqlen + 4.0 * 24 * seqlen * wide;
         print_memory_estimate(m, A, load ? 0 : (size_t)nloc * per * sizeof(float) * 2, seqlen,
-                              keep_on ? keep_bytes : 0, vq_work, m->keep_quantized && !in_ckpt && !m->packs && !m->blocks);
+                              keep_on ? keep_bytes : 0, vq_work, m->keep_quantized && !in_ckpt && !m->packs && !m->blocks,
+                              extra, ", --fp-target / --finetune buffers ");
+    }
     float *X = NULL, *tmp = NULL, *Hf = NULL;
     // --fp-target: the source model's activations (like X), a window's copy,
     // the wanted input of the source's pass, and C = Σ w² x̂ xᵀ.
