@@ -561,7 +561,7 @@ static const char *QUANT_HELP =
     "                        the quantized one, and each linear is quantized to reproduce the\n"
     "                        source model's output on the source model's inputs instead of its\n"
     "                        own output on the quantized inputs (off by default; one process,\n"
-    "                        CPU, no --checkpoint; about twice the calibration passes)\n"
+    "                        CPU, cannot resume from a checkpoint yet; twice the calibration passes)\n"
     "  --finetune N          GPTVQ: after each block, N Adam steps on the codebooks of its seven\n"
     "                        linears (indices fixed) against the source block's output on the\n"
     "                        calibration windows; kept only if the block's error drops (default 0:\n"
