@@ -3,7 +3,8 @@
 # of 128 tokens from wiki.valid.raw, never the evaluation text), checked
 # against the full-precision perplexity on tinystories_sample.txt (ctx 256):
 #   GPTQ W4 g32 within 12% of FP, GPTQ beats RTN at W4 and W3, data-free
-#   GPTQ (model-sampled calibration) beats RTN at W4, the first-token weight
+#   GPTQ (model-sampled calibration) beats RTN at W4, --calib-mix takes both
+#   kinds of windows, the first-token weight
 #   adds exactly a rank-one term to H,
 #   and the output carries its gptvq.* metadata and JSON report; GPTVQ beats
 #   GPTQ at fewer bits per value (2.125 vs W2 g32, 3.125 vs W3 g64); the
@@ -53,6 +54,19 @@ done
 p_df4=$(ppl "$T/df4.gguf")
 grep -q '"calib_source":.*"data-free' "$T/df4.gguf.report.json" && echo "ok: data-free calibration recorded" ||
     { echo "FAIL: data-free calib_source"; fail=1; }
+# --calib-mix N: N sampled windows, the rest from the text. All 16 sampled
+# gives the data-free file byte for byte; 8 + 8 records both sources and
+# gives another file. Without --calib it is refused before loading.
+"$G" quantize "$S" -o "$T/mx16.gguf" --method gptq --wbits 4 --group-size 32 --nsamples 16 --seqlen 128 --quiet \
+    --calib "$CAL" --calib-mix 16 >/dev/null 2>&1
+"$G" quantize "$S" -o "$T/mx8.gguf" --method gptq --wbits 4 --group-size 32 --nsamples 16 --seqlen 128 --quiet \
+    --calib "$CAL" --calib-mix 8 >/dev/null 2>&1
+cmp -s "$T/df4.gguf" "$T/mx16.gguf" && ! cmp -s "$T/df4.gguf" "$T/mx8.gguf" &&
+    grep -q '"calib_source":.*data-free: 8 sequences.*; and .*wiki.valid.raw: 8 random windows' "$T/mx8.gguf.report.json" &&
+    echo "ok: --calib-mix 16 of 16 = data-free file, 8 of 16 mixes both sources" || { echo "FAIL: --calib-mix"; fail=1; }
+"$G" quantize "$S" -o "$T/mx.gguf" --method gptq --calib-mix 4 >/dev/null 2>"$T/err"
+[ $? -eq 2 ] && [ ! -e "$T/mx.gguf" ] && grep -q "calib-mix" "$T/err" && echo "ok: --calib-mix without --calib refused" ||
+    { echo "FAIL: --calib-mix without --calib"; fail=1; }
 echo "fp=$fp rtn4=$p_rtn4 gptq4=$p_gptq4 rtn3=$p_rtn3 gptq3=$p_gptq3 datafree_gptq4=$p_df4"
 check "data-free GPTQ beats RTN at W4 g32" "$p_df4 < $p_rtn4"
 check "GPTQ W4 g32 within 12% of full precision" "$p_gptq4 <= 1.12 * $fp"
