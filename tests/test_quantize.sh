@@ -54,6 +54,12 @@ done
 p_df4=$(ppl "$T/df4.gguf")
 grep -q '"calib_source":.*"data-free' "$T/df4.gguf.report.json" && echo "ok: data-free calibration recorded" ||
     { echo "FAIL: data-free calib_source"; fail=1; }
+# --fp-target (asymmetric calibration; its ridge target is checked in
+# test_gptq [10]) on this F32 source, whose weights stay in the read-only
+# mapped file: the targets are copies, the run completes and still beats RTN.
+quant "$T/fpt3.gguf" --method gptq --wbits 3 --group-size 32 --fp-target
+p_fpt3=$(ppl "$T/fpt3.gguf")
+check "GPTQ W3 g32 --fp-target runs on a mapped F32 source and beats RTN ($p_fpt3 vs $p_rtn3)" "$p_fpt3 < $p_rtn3"
 # --calib-mix N: N sampled windows, the rest from the text. All 16 sampled
 # gives the data-free file byte for byte; 8 + 8 records both sources and
 # gives another file. Without --calib it is refused before loading.

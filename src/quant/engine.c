@@ -476,9 +476,9 @@ static enum gq_status resume(struct gq_model *m, const struct gq_quantize_params
 // vq_work: GPTVQ's estimate for its largest linear (0: GPTQ / RTN).
 // keeps_all: streaming, but every finished block's quantized f32 weights stay
 // (f32 output without a checkpoint to read them back from).
-// extra: --fp-target / --finetune's buffers (named by extra_what).
+// fp_target / finetune: their buffers are counted too.
 static void print_memory_estimate(const struct gq_model *m, const struct gq_arch *A, size_t activations, int seqlen,
-                                  double keep, double vq_work, bool keeps_all, double extra, const char *extra_what) {
+                                  double keep, double vq_work, bool keeps_all, bool fp_target, bool finetune) {
     struct gq_model_info info;
     gq_model_get_info(m, &info);
     double work = 0, dev = 0, block = 0, widest = 0;
@@ -492,6 +492,14 @@ static void print_memory_estimate(const struct gq_model *m, const struct gq_arch
         widest = fmax(widest, c);
     }
     work = fmax(work, vq_work);
+    // --fp-target: the source model's activations and a block's source
+    // weights; --finetune: the block inputs and the source block's outputs,
+    // the source weights, one window's forward and backward (the attention
+    // probabilities of every head, ~24 rows of the widest input)
+    const double acts = activations / 2.0;
+    double extra = 0;
+    if (fp_target) extra += acts + block;
+    if (finetune) extra += 2 * acts + (fp_target ? 0 : block) + 4.0 * m->hp.n_heads * seqlen * seqlen + 4.0 * 24 * seqlen * widest;
     // CUDA calibration: the windows' activations, one block's f32 weights, a
     // group's double Σ xᵀx and one window's scratch (about 12 rows of the
     // widest width in f32 and one in double per token)
@@ -515,7 +523,7 @@ static void print_memory_estimate(const struct gq_model *m, const struct gq_arch
                                  "copy (no checkpoint to keep them in)"
                                : ": one block decoded at a time + the mapped source file",
             gq_fmt_bytes(c, activations), keep > 0 ? " + attention outputs and FFN activations kept between passes " : "",
-            keep > 0 ? gq_fmt_bytes(k, keep) : "", gq_fmt_bytes(d, work), extra > 0 ? extra_what : "",
+            keep > 0 ? gq_fmt_bytes(k, keep) : "", gq_fmt_bytes(d, work), extra > 0 ? ", --fp-target / --finetune buffers " : "",
             extra > 0 ? gq_fmt_bytes(x, extra) : "");
     if (strcmp(gq_be()->name, "cpu") != 0)
         fprintf(stderr, "; %s: %s at most (%sa held inverse factor or Hessian and one call's operands)",
@@ -964,24 +972,10 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     const size_t per_att = (size_t)seqlen * m->hp.n_heads * m->hp.head_dim, per_hb = (size_t)seqlen * m->hp.hidden_dim;
     const double keep_bytes = (double)nloc * (per_att + per_hb) * sizeof(float);
     const bool keep_on = !load && strcmp(gq_be()->name, "cuda") != 0 && keep_bytes <= GQ_CALIB_KEEP_MAX;
-    if (p->progress) {
-        // --fp-target: the source model's activations and a block's source
-        // weights; --finetune: the block inputs and the source block's
-        // outputs, the source weights, one window's forward and backward
-        // (the attention probabilities of every head, ~24 rows of the widest)
-        double blk = 0, wide = m->hp.hidden_dim > m->hp.dim ? m->hp.hidden_dim : m->hp.dim;
-        for (int i = 0; i < A->n_tensors; i++)
-            if (A->tensors[i].kind == GQ_T_LINEAR)
-                blk += 4.0 * gq_dim_value(&m->hp, A->tensors[i].rows) * gq_dim_value(&m->hp, A->tensors[i].cols);
-        const double acts = (double)nloc * per * sizeof(float);
-        double extra = 0;
-        if (p->fp_target && !load) extra += acts + blk;
-        if (p->finetune_steps > 0 && !load)
-            extra += 2 * acts + (p->fp_target ? 0 : blk) + 4.0 * m->hp.n_heads * seqlen * seqlen + 4.0 * 24 * seqlen * wide;
+    if (p->progress)
         print_memory_estimate(m, A, load ? 0 : (size_t)nloc * per * sizeof(float) * 2, seqlen,
                               keep_on ? keep_bytes : 0, vq_work, m->keep_quantized && !in_ckpt && !m->packs && !m->blocks,
-                              extra, ", --fp-target / --finetune buffers ");
-    }
+                              p->fp_target && !load, p->finetune_steps > 0 && !load);
     float *X = NULL, *tmp = NULL, *Hf = NULL;
     // --fp-target: the source model's activations (like X), a window's copy,
     // the wanted input of the source's pass, and C = Σ w² x̂ xᵀ.
@@ -1026,10 +1020,9 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         }
         if (s == GQ_OK && p->fp_target) {
             Xfp = malloc(rep->activation_bytes ? rep->activation_bytes : 1), tmp_fp = malloc(per * sizeof(float));
-            int64_t widest = 0; // of the linears' inputs
-            for (int i = 0; i < A->n_tensors; i++)
-                if (A->tensors[i].kind == GQ_T_LINEAR && gq_dim_value(&m->hp, A->tensors[i].cols) > widest)
-                    widest = gq_dim_value(&m->hp, A->tensors[i].cols);
+            // a linear reads dim, q_dim (o) or ffn (down) values per token
+            const int qd = m->hp.n_heads * m->hp.head_dim, dq = dim > qd ? dim : qd;
+            const size_t widest = (size_t)(dq > m->hp.hidden_dim ? dq : m->hp.hidden_dim);
             xfp = malloc(sizeof(float) * (size_t)seqlen * widest);
             if (!Xfp || !tmp_fp || !xfp) s = gq_fail(GQ_ERR_NOMEM, "--fp-target: cannot allocate the source model's activations");
         }
@@ -1069,7 +1062,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
             const size_t ne = gq_dim_value(&m->hp, t->rows) * gq_dim_value(&m->hp, t->cols);
             float *f = n_copy < 16 ? malloc(sizeof(float) * ne) : NULL;
             if (!f) {
-                s = gq_fail(GQ_ERR_NOMEM, "--fp-target: out of memory for blk.%d's source weights", l);
+                s = gq_fail(GQ_ERR_NOMEM, "out of memory for a copy of blk.%d's source weights", l);
                 break;
             }
             memcpy(f, *gq_block_slot(&m->layers[l], t), sizeof(float) * ne);
@@ -1093,6 +1086,11 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
             }
             double t0 = gq_time_s();
             uint64_t digest = 0; // of the exact Hessian (CPU calibration)
+            // --fp-target: the group's ridge targets, which its slots point at
+            // until the quantizers replace them (a slot may be the mapped,
+            // read-only source)
+            float *target[16];
+            int n_target = 0;
             if (load) {
                 int64_t ns = 0;
                 s = gq_hessian_load(p->load_hessians, l, g, Hf, n_in, &ns);
@@ -1172,15 +1170,23 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
                 if (s == GQ_OK) s = gq_hessian_allreduce(&H);
                 if (s == GQ_OK) digest = gq_hessian_digest(&H);
                 if (s == GQ_OK) s = gq_hessian_finish(&H, Hf);
-                for (int i = 0; s == GQ_OK && Cfp && i < A->n_tensors; i++) { // --fp-target: W → the ridge target
-                    const struct gq_block_tensor *t = &A->tensors[i];
-                    if (i == 0) {
-                        const double sc = H.n_samples > 0 ? 2.0 / (double)H.n_samples : 0.0;
-                        for (size_t e = 0; e < (size_t)n_in * n_in; e++) Cfp[e] *= sc;
+                if (s == GQ_OK && Cfp) { // --fp-target: each W of the group → its ridge target, C scaled as H
+                    const double sc = H.n_samples > 0 ? 2.0 / (double)H.n_samples : 0.0;
+                    for (size_t e = 0; e < (size_t)n_in * n_in; e++) Cfp[e] *= sc;
+                    for (int i = 0; s == GQ_OK && i < A->n_tensors; i++) {
+                        const struct gq_block_tensor *t = &A->tensors[i];
+                        if (t->kind != GQ_T_LINEAR || (int)t->input != g) continue;
+                        const float **slot = gq_block_slot(&m->layers[l], t);
+                        const int rows = (int)gq_dim_value(&m->hp, t->rows);
+                        float *a = n_target < 16 ? malloc(sizeof(float) * (size_t)rows * n_in) : NULL;
+                        if (!a) {
+                            s = gq_fail(GQ_ERR_NOMEM, "--fp-target: out of memory for blk.%d.%s's target", l, t->name);
+                            break;
+                        }
+                        memcpy(a, *slot, sizeof(float) * (size_t)rows * n_in);
+                        *slot = target[n_target++] = a;
+                        s = gq_fp_target(a, rows, n_in, Hf, Cfp, p->damp);
                     }
-                    if (t->kind == GQ_T_LINEAR && (int)t->input == g)
-                        s = gq_fp_target((float *)*gq_block_slot(&m->layers[l], t), (int)gq_dim_value(&m->hp, t->rows),
-                                         n_in, Hf, Cfp, p->damp);
                 }
                 if (s == GQ_OK && p->save_hessians && gq_dist_rank() == 0) s = gq_hessian_save(p->save_hessians, l, g, Hf, n_in, H.n_samples);
                 gq_hessian_free(&H);
@@ -1189,12 +1195,13 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
             t0 = gq_time_s();
             const int first_in_group = rep->n;
             if (s == GQ_OK) s = gq_quantize_group(m, l, g, Hf, p, &cfg, *bpv_map, rep, &pr);
+            for (int i = 0; i < n_target; i++) free(target[i]); // the slots hold the quantized copies now
             for (int i = first_in_group; s == GQ_OK && i < rep->n; i++) rep->layers[i].hessian_digest = digest;
             rep->seconds_quant += gq_time_s() - t0;
         }
         if (Xin && s == GQ_OK) {
             struct gq_finetune_report fr;
-            s = gq_finetune_block(c, m, l, &fpw, Xin, nloc, seqlen, p, &fr);
+            s = gq_finetune_block(c, m, l, &fpw, Xin, nloc, seqlen, sink_w, p, &fr);
             if (s == GQ_OK) {
                 rep->ft_blocks++, rep->ft_kept += fr.kept;
                 rep->ft_loss0 += fr.loss0, rep->ft_loss1 += fr.kept ? fr.loss1 : fr.loss0;

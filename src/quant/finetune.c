@@ -79,37 +79,31 @@ static void cb_round_all(struct ft_lin *f) {
     free(c);
 }
 
-// Scratch of one window (n tokens).
+// Scratch of one window (n tokens), carved from one allocation (mem).
 struct ft_buf {
+    float *mem;
     float *ua, *inva, *q, *k, *v, *P, *att, *h1, *u, *inv, *a, *b, *mm, *y, *dy, *dmm, *du, *dh1, *datt, *dq, *dk, *dv, *dP;
 };
-
-#define FT_NBUF 23
-static void buf_ptrs(struct ft_buf *B, float **f[FT_NBUF]) {
-    float **p[FT_NBUF] = {&B->ua,  &B->inva, &B->q,  &B->k,   &B->v,    &B->P,   &B->att, &B->h1,
-                          &B->u,   &B->inv,  &B->a,  &B->b,   &B->mm,   &B->y,   &B->dy,  &B->dmm,
-                          &B->du,  &B->dh1,  &B->datt, &B->dq, &B->dk,  &B->dv,  &B->dP};
-    memcpy(f, p, sizeof p);
-}
 
 static bool buf_alloc(struct ft_buf *B, const struct gq_ft_shape *sh) {
     const size_t n = sh->n, per = n * sh->dim, qd = (size_t)sh->n_heads * sh->head_dim;
     const size_t kvd = (size_t)sh->n_kv_heads * sh->head_dim, pf = n * sh->ffn;
-    const size_t size[FT_NBUF] = {per, n,  n * qd, n * kvd, n * kvd, sh->n_heads * n * n, n * qd, per,
-                                  per, n,  pf,     pf,      pf,      per,                 per,    pf,
-                                  per, per, n * qd, n * qd, n * kvd, n * kvd,             n * n};
-    float **f[FT_NBUF];
-    buf_ptrs(B, f);
-    bool ok = true;
-    for (int i = 0; i < FT_NBUF; i++) ok &= (*f[i] = malloc(sizeof(float) * size[i])) != NULL;
-    return ok;
+    const struct {
+        float **p;
+        size_t size;
+    } part[] = {{&B->ua, per},     {&B->inva, n},    {&B->q, n * qd},   {&B->k, n * kvd},  {&B->v, n * kvd},
+                {&B->P, sh->n_heads * n * n},       {&B->att, n * qd}, {&B->h1, per},     {&B->u, per},
+                {&B->inv, n},      {&B->a, pf},      {&B->b, pf},       {&B->mm, pf},      {&B->y, per},
+                {&B->dy, per},     {&B->dmm, pf},    {&B->du, per},     {&B->dh1, per},    {&B->datt, n * qd},
+                {&B->dq, n * qd},  {&B->dk, n * kvd}, {&B->dv, n * kvd}, {&B->dP, n * n}};
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof part / sizeof part[0]; i++) total += part[i].size;
+    if (!(B->mem = malloc(sizeof(float) * total))) return false;
+    for (size_t i = 0, o = 0; i < sizeof part / sizeof part[0]; o += part[i].size, i++) *part[i].p = B->mem + o;
+    return true;
 }
 
-static void buf_free(struct ft_buf *B) {
-    float **f[FT_NBUF];
-    buf_ptrs(B, f);
-    for (int i = 0; i < FT_NBUF; i++) free(*f[i]), *f[i] = NULL;
-}
+static void buf_free(struct ft_buf *B) { free(B->mem), B->mem = NULL; }
 
 static inline float sigm(float a) { return 1.0f / (1.0f + expf(-a)); }
 
@@ -267,8 +261,8 @@ static void ft_free(struct ft_lin *L, struct ft_buf *B) {
 }
 
 enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l, const struct gq_layer_w *src,
-                                 const float *X, int n_win, int seqlen, const struct gq_quantize_params *p,
-                                 struct gq_finetune_report *rep) {
+                                 const float *X, int n_win, int seqlen, float sink_weight,
+                                 const struct gq_quantize_params *p, struct gq_finetune_report *rep) {
     memset(rep, 0, sizeof *rep);
     const double t0 = gq_time_s();
     const struct gq_arch *A = gq_arch_find(m->arch);
@@ -338,7 +332,6 @@ enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l
     if (s != GQ_OK || !any) goto done;
 
     // The source block's outputs and the token weights, once.
-    const float sink = p->sink_weight > 0 ? p->sink_weight : (n / 32 > 1 ? n / 32.0f : 1.0f); // as the Hessians'
     for (int i = 0; i < n_win && s == GQ_OK; i++) {
         float *yr = yref + (size_t)i * per;
         memcpy(yr, X + i * per, sizeof(float) * per);
@@ -348,7 +341,7 @@ enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l
             for (int j = 0; j < dim; j++) ss += (double)yr[(size_t)t * dim + j] * yr[(size_t)t * dim + j];
             w[(size_t)i * n + t] = ss > 0 ? (float)(dim / ss) : 1.0f;
         }
-        w[(size_t)i * n] *= sink;
+        w[(size_t)i * n] *= sink_weight;
     }
     if (s != GQ_OK) goto done;
     const float *Wk[FT_N];

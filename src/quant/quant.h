@@ -188,10 +188,11 @@ struct gq_finetune_report {
 // against the source block src (its linears unquantized) on the same inputs
 // X (n_win windows of seqlen tokens, the quantized model's block inputs),
 // with assignments fixed; kept (packs and the block's f32 slots) only if
-// the rounded result lowers the objective over all windows.
+// the rounded result lowers the objective over all windows. sink_weight:
+// the first token's weight in the objective (the Hessians' own).
 enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l, const struct gq_layer_w *src,
-                                 const float *X, int n_win, int seqlen, const struct gq_quantize_params *p,
-                                 struct gq_finetune_report *r);
+                                 const float *X, int n_win, int seqlen, float sink_weight,
+                                 const struct gq_quantize_params *p, struct gq_finetune_report *r);
 // The objective of one window (n tokens, positions 0..n-1) through a block
 // as model/forward.c computes it, Σ_t w_t ‖y_t − yref_t‖²; W and dW: q, k,
 // v, o, gate, up, down; dW non-NULL: the gradients are added to it.
