@@ -354,6 +354,11 @@ struct gq_quantize_params {
     // least-squares problem (quant.h: gq_fp_target) before it is quantized
     // with the usual H. Off by default.
     bool fp_target;
+    // Incoherence processing (QuIP#'s randomized Hadamard rotation): each
+    // linear is quantized as W Rᵀ with the Hessian R H Rᵀ, R a rotation of its
+    // input width (util/hadamard.h; seeded from seed), so that Q (R x)
+    // approximates W x. Off by default.
+    bool rotate;
     // Packed GPTVQ: after each block, this many Adam steps on the codebooks
     // of o, gate, up and down against the source block's output (quant.h:
     // gq_finetune_block); 0 (default): off. ft_lr: step size relative to each

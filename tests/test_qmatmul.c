@@ -96,10 +96,35 @@ static void check_pieces(const char *what, const struct gq_qweight *w, const flo
     free(y);
 }
 
+// A rotated matrix's kernels multiply W' = W Rᵀ by R x: the x-rounding bound
+// in that basis (Wr, R x), plus 1e-5 Σ|w' x'| for the float arithmetic there.
+static double *rot_bound(const struct gq_qweight *w, const float *W, const float *x, int n, double levels) {
+    const struct gq_rot *R = gq_qweight_rot(w);
+    const int rows = w->rows, cols = w->cols;
+    float *Wr = malloc(sizeof(float) * (size_t)rows * cols), *xr = malloc(sizeof(float) * (size_t)n * cols);
+    memcpy(Wr, W, sizeof(float) * (size_t)rows * cols), memcpy(xr, x, sizeof(float) * (size_t)n * cols);
+    for (int r = 0; r < rows; r++) gq_rot_apply(R, Wr + (size_t)r * cols);
+    for (int t = 0; t < n; t++) gq_rot_apply(R, xr + (size_t)t * cols);
+    double *b = xq_bound(w, Wr, xr, n, levels);
+    if (!b) b = calloc((size_t)n * rows, sizeof(double));
+    for (int t = 0; t < n; t++)
+        for (int r = 0; r < rows; r++) {
+            double mag = 0;
+            for (int j = 0; j < cols; j++) mag += fabs((double)Wr[(size_t)r * cols + j] * xr[(size_t)t * cols + j]);
+            b[(size_t)t * rows + r] += 1e-5 * mag;
+        }
+    free(Wr), free(xr);
+    return b;
+}
+
 static void run_all(const char *what, const struct gq_qweight *w, const float *W) {
     const int rows = w->rows, cols = w->cols, n = 3;
+    const struct gq_rot *R = gq_qweight_rot(w);
     float *x = rand_matrix(n, cols, 1.0), *y = malloc(sizeof(float) * n * rows), *y0 = malloc(sizeof(float) * n * rows);
-    double *extra = xq_bound(w, W, x, n, 127);
+    float *xr = malloc(sizeof(float) * n * cols); // the pieces' x: R x for a rotated matrix
+    memcpy(xr, x, sizeof(float) * n * cols);
+    for (int t = 0; R && t < n; t++) gq_rot_apply(R, xr + (size_t)t * cols);
+    double *extra = R ? rot_bound(w, W, x, n, 127) : xq_bound(w, W, x, n, 127);
     char name[128];
     for (int isa = 0; isa < GQ_ISA_COUNT; isa++) {
         if (gq_qmatmul_set_isa((enum gq_isa)isa) != (enum gq_isa)isa) {
@@ -109,7 +134,7 @@ static void run_all(const char *what, const struct gq_qweight *w, const float *W
         for (int t = 0; t < n; t++) CHECK_OK(gq_qmatmul(y + (size_t)t * rows, x + (size_t)t * cols, w, 1));
         snprintf(name, sizeof name, "%s gemv %s%s", what, isa_label[isa], extra ? " (int8 x)" : "");
         check_product(name, W, rows, cols, x, n, y, extra);
-        check_pieces(name, w, x, n, y);
+        check_pieces(name, w, xr, n, y);
         // the int8 kernels round x the same way in every ISA: the SIMD sums
         // equal the scalar reference's up to float rounding
         if (extra && isa == 0) memcpy(y0, y, sizeof(float) * n * rows);
@@ -133,15 +158,15 @@ static void run_all(const char *what, const struct gq_qweight *w, const float *W
     // ISAs where the weight is integer codes, else f32
     const int n2 = 11;
     float *x2 = rand_matrix(n2, cols, 1.0), *y2 = malloc(sizeof(float) * n2 * rows);
-    double *extra16 = xq_bound(w, W, x2, n2, 32767);
+    double *extra16 = R ? rot_bound(w, W, x2, n2, 32767) : xq_bound(w, W, x2, n2, 32767);
     for (int isa = 0; isa < GQ_ISA_COUNT; isa++) {
         if (gq_qmatmul_set_isa((enum gq_isa)isa) != (enum gq_isa)isa) continue;
         CHECK_OK(gq_qmatmul(y2, x2, w, n2));
         snprintf(name, sizeof name, "%s prefill %s%s", what, isa_label[isa], isa && extra16 ? " (int16 x)" : "");
-        check_product(name, W, rows, cols, x2, n2, y2, isa ? extra16 : NULL);
+        check_product(name, W, rows, cols, x2, n2, y2, isa || R ? extra16 : NULL);
     }
     gq_qmatmul_set_isa(gq_qmatmul_isa_best());
-    free(x), free(y), free(y0), free(extra), free(extra16), free(x2), free(y2);
+    free(x), free(xr), free(y), free(y0), free(extra), free(extra16), free(x2), free(y2);
 }
 
 static void test_vq(void) {
@@ -169,6 +194,41 @@ static void test_vq(void) {
         run_all(what, &w, Q);
         vq_built_free(&b);
         free(D);
+    }
+}
+
+// Rotated matrices (--rotate): the same pack with a rotation flag decodes to
+// W' R (gq_vq_decode and decode_rows bit for bit); every kernel, as a GEMV
+// (gq_qmatmul rotating x itself, the pieces given R x) and as prefill,
+// against the double product with W' R. Cases: AVX-512 NIB with
+// normalisation, D2K64H, D4K256, fp16 codebooks with outliers, residual,
+// a width of two rotation blocks (172 = 168 + 4).
+static void test_vq_rot(void) {
+    const int cases[] = {27, 31, 30, 1, 4, 13};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        const struct cfg *c = &vq_cases[cases[i]];
+        const size_t nw = (size_t)c->rows * c->cols;
+        struct vq_built b;
+        b.Q = malloc(sizeof(float) * nw);
+        quantize(c, &b.t, b.Q);
+        b.t.rot = true, b.t.rot_seed = 1000 + i;
+        CHECK_OK(gq_vqpack_pack(&b.t, &b.p, &b.buf));
+        CHECK(b.p.h.version == 2 && b.p.h.rot == 1);
+        CHECK_OK(gq_vqrt_init(&b.v, &b.p, "rotated case"));
+        b.w = (struct gq_qweight){.kind = GQ_QW_VQ, .rows = c->rows, .cols = c->cols, .vq = &b.v};
+        CHECK(b.v.rot && b.v.rot->n == c->cols);
+        float *W = malloc(sizeof(float) * nw), *D = malloc(sizeof(float) * nw);
+        gq_vq_decode(&b.t, W);
+        gq_qweight_decode_rows(&b.w, 0, c->rows, D);
+        CHECKF(memcmp(D, W, sizeof(float) * nw) == 0, "rotated case %d: decode_rows differs from gq_vq_decode", cases[i]);
+        double moved = 0; // W' R is not W'
+        for (size_t j = 0; j < nw; j++) moved = fmax(moved, fabs(W[j] - b.Q[j]));
+        CHECKF(moved > 1e-3, "rotated case %d: the rotation changed nothing", cases[i]);
+        char what[64];
+        snprintf(what, sizeof what, "rotated vq case %d (d %d k %d)", cases[i], c->d, c->k);
+        run_all(what, &b.w, W);
+        vq_built_free(&b);
+        free(W), free(D);
     }
 }
 
@@ -312,6 +372,7 @@ static void test_vmath(void) {
 int main(void) {
     fprintf(stderr, "  best kernels of this CPU: %s\n", gq_isa_name(gq_qmatmul_isa_best()));
     test_vq();
+    test_vq_rot();
     test_ggml();
     test_vmath();
     // every AVX-512 VQ kernel and the repacked block types were exercised

@@ -31,6 +31,7 @@ trap 'rm -rf "$T"' EXIT
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 fail=0
 ppl() { "$G" ppl "$1" "$TXT" --ctx 256 --quiet 2>/dev/null | sed -n 's/^ppl=\([0-9.]*\) .*/\1/p'; }
+ppl_deq() { "$G" ppl "$1" "$TXT" --ctx 256 --quiet --dequantize 2>/dev/null | sed -n 's/^ppl=\([0-9.]*\) .*/\1/p'; }
 # close A B TOL: |A - B| <= TOL · |B|
 close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && d <= t * (b < 0 ? -b : b)) }'; }
 quant() { # out, options...
@@ -163,6 +164,37 @@ sys.exit(0 if ok and ok2 else 1)
 PY
 cmp -s "$T/vq2.gguf" "$T/vqfx.gguf" && echo "ok: no block kept: the file equals the untuned one" ||
     { echo "FAIL: --finetune with no block kept changed the file"; fail=1; }
+# --rotate (incoherence processing; the rotations are checked in
+# test_hadamard, the kernels on rotated matrices in test_qmatmul): the packed
+# file (version 2 headers; 64 = one block, 172 = 168 + 4) runs through the
+# kernels, which rotate x, to the perplexity of its fake-quant twin (the
+# decode rule W' R in float) and of its own f32 decode; --finetune on
+# rotated codebooks still lowers every block's objective (the gradient
+# rotated into the stored basis); GPTQ grids are rotated in fake-quant only.
+quant "$T/vqr.gguf" --method gptvq --vq-dim 2 --bpv 2.125 --rotate
+quant "$T/vqrf.gguf" --method gptvq --vq-dim 2 --bpv 2.125 --rotate --fake-quant
+quant "$T/vqrt.gguf" --method gptvq --vq-dim 2 --bpv 2.125 --rotate --finetune 10
+quant "$T/g3r.gguf" --method gptq --wbits 3 --group-size 32 --rotate --fake-quant
+p_vqr=$(ppl "$T/vqr.gguf"); p_vqrf=$(ppl "$T/vqrf.gguf"); p_vqrd=$(ppl_deq "$T/vqr.gguf"); p_vqrt=$(ppl "$T/vqrt.gguf")
+p_g3r=$(ppl "$T/g3r.gguf")
+echo "--rotate: gptvq_2d_2.125 $p_vqr (fake-quant $p_vqrf, f32 decode $p_vqrd, --finetune 10 $p_vqrt; unrotated $p_vq2), gptq W3 g32 $p_g3r (unrotated $p_gptq3)"
+close "$p_vqr" "$p_vqrf" 1e-4 && close "$p_vqrd" "$p_vqrf" 1e-5 && echo "ok: rotated packed file = its fake-quant and f32-decoded perplexity" ||
+    { echo "FAIL: rotated packed $p_vqr, fake-quant $p_vqrf, decoded $p_vqrd"; fail=1; }
+"$G" inspect "$T/vqr.gguf" 2>&1 | grep -q "gptvq.format_version.*2" && "$G" inspect "$T/vq2.gguf" 2>&1 | grep -q "gptvq.format_version.*1" &&
+    echo "ok: rotated file is format version 2, unrotated stays 1" || { echo "FAIL: format versions"; fail=1; }
+check "GPTVQ 2D 2.125 --rotate beats GPTQ W2 g32 ($p_vqr < $p_g2)" "$p_vqr < $p_g2"
+check "GPTQ W3 g32 --rotate --fake-quant beats RTN W3 ($p_g3r < $p_rtn3)" "$p_g3r < $p_rtn3"
+"$PY" - "$T/vqrt.gguf.report.json" <<'PY' || fail=1
+import json, sys
+t = json.load(open(sys.argv[1]))["finetune"]
+ok = t["blocks"] == 5 and t["blocks_kept"] >= 4 and 0 < t["objective_after"] < 0.99 * t["objective_before"]
+print(("ok" if ok else "FAIL") + ": --rotate --finetune 10: %d of %d blocks kept, objective %.6g -> %.6g"
+      % (t["blocks_kept"], t["blocks"], t["objective_before"], t["objective_after"]))
+sys.exit(0 if ok else 1)
+PY
+"$G" quantize "$S" -o "$T/g3rp.gguf" --method gptq --wbits 4 --group-size 32 --rotate --quiet >/dev/null 2>"$T/err"
+[ $? -eq 2 ] && [ ! -e "$T/g3rp.gguf" ] && grep -q "rotate" "$T/err" && echo "ok: GPTQ --rotate as GGUF blocks refused" ||
+    { echo "FAIL: GPTQ --rotate without --fake-quant"; cat "$T/err"; fail=1; }
 "$G" quantize "$S" -o "$T/ftg.gguf" --method gptq --finetune 5 --quiet >/dev/null 2>"$T/err"
 [ $? -ne 0 ] && [ ! -e "$T/ftg.gguf" ] && grep -q "finetune" "$T/err" && echo "ok: --finetune with GPTQ refused: $(cat "$T/err")" ||
     { echo "FAIL: --finetune with GPTQ"; fail=1; }
@@ -290,7 +322,6 @@ done
 # byte; the packed head runs through the VQ kernels and through f32 decoding
 # alike; more head bits give a smaller head error and a perplexity nearer the
 # unquantized head's; impossible combinations are refused before any work.
-ppl_deq() { "$G" ppl "$1" "$TXT" --ctx 256 --quiet --dequantize 2>/dev/null | sed -n 's/^ppl=\([0-9.]*\) .*/\1/p'; }
 for hb in 2.125 4.125; do
     quant "$T/vqh$hb.gguf" --method gptvq --vq-dim 2 --bpv 2.125 --head-bpv $hb
 done
@@ -372,7 +403,7 @@ done
 # Resumable runs. Same --threads as the reference run (OpenBLAS sums may
 # depend on the thread count).
 for cfg in "gptq --wbits 3 --group-size 32" "gptvq --vq-dim 2 --bpv 2.25 --em-iters 20" "gptq --wbits 4 --group-size 32" \
-    "gptvq --bpv 2.125 --em-iters 20 --finetune 3"; do
+    "gptvq --bpv 2.125 --em-iters 20 --finetune 3 --rotate"; do
     set -- $cfg
     n=$1$3
     args=(--calib "$CAL" --nsamples 8 --seqlen 64 --threads 1 --method "$@")

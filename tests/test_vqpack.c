@@ -17,6 +17,7 @@
 #include "test_rand.h"
 #include "test_vqcases.h"
 #include "util/common.h"
+#include "util/hadamard.h"
 #include "io/gguf.h"
 #include "io/gguf_write.h"
 
@@ -104,8 +105,12 @@ static void test_corrupt(void) {
     expect_bad(&q, "truncated");
     q = p, q.part[GQ_VQP_CB] = NULL;
     expect_bad(&q, "missing");
-    q = p, q.h.version = 2;
+    q = p, q.h.version = 3;
     expect_bad(&q, "version");
+    q = p, q.h.rot = 1; // a rotation needs a version 2 header
+    expect_bad(&q, "rotation");
+    q = p, q.h.version = 2, q.h.rot = 2;
+    expect_bad(&q, "rotation");
     q = p, q.h.d = 3;
     expect_bad(&q, "dimension");
     // duplicate permutation entry
@@ -132,13 +137,18 @@ static void test_corrupt(void) {
 
 // Writes the packed matrix p as "m.weight" with the given corruption:
 // 0 none, 1 header k doubled, 2 n_ct + 1, 3 index part one byte short,
-// 4 codebook part missing, 5 codebook part typed F16.
+// 4 codebook part missing, 5 codebook part typed F16, 6 a version 2 header
+// stored with 13 fields, 7 a version 1 header with 16; 8: none, as a rotated
+// version 2 header of 16 fields.
 static void write_gguf(const char *path, const struct gq_vqpack *p, int corrupt) {
     struct gq_gguf_writer *w = gq_gguf_writer_new(32);
     struct gq_vqpack_hdr h = p->h;
     if (corrupt == 1) h.k *= 2;
     if (corrupt == 2) h.n_ct += 1;
-    CHECK_OK(gq_gguf_writer_set_arr(w, "gptvq.vq.m.weight", GQ_GGUF_INT32, &h, GQ_VQPACK_HDR_N));
+    if (corrupt == 6 || corrupt == 8) h.version = 2;
+    if (corrupt == 8) h.rot = 1, h.rot_seed_lo = 77;
+    const size_t nh = corrupt == 7 || corrupt == 8 ? GQ_VQPACK_HDR_N_V2 : GQ_VQPACK_HDR_N;
+    CHECK_OK(gq_gguf_writer_set_arr(w, "gptvq.vq.m.weight", GQ_GGUF_INT32, &h, nh));
     int64_t bits[GQ_VQP_COUNT];
     CHECK_OK(gq_vqpack_layout(&p->h, "m", bits));
     for (int i = 0; i < GQ_VQP_COUNT; i++) {
@@ -167,15 +177,33 @@ static void test_gguf_file(void) {
     CHECK_OK(gq_vqpack_pack(&t, &p, &buf));
     char path[64];
     snprintf(path, sizeof path, "/tmp/test_vqpack_%d.gguf", (int)getpid());
-    const char *msgs[] = {NULL, "index width", "codebook count", "index width", "missing tensor", "F16"};
-    for (int corrupt = 0; corrupt < 6; corrupt++) {
+    const char *msgs[] = {NULL, "index width", "codebook count", "index width", "missing tensor", "F16",
+                          "a version 2 header has 16", "a version 1 header has 13"};
+    for (int corrupt = 0; corrupt < 9; corrupt++) {
         write_gguf(path, &p, corrupt);
         struct gq_gguf *g = NULL;
         CHECK_OK(gq_gguf_open(path, &g));
         if (!g) continue;
         bool found = false;
         enum gq_status s = gq_vqpack_from_gguf(g, "m.weight", c.rows, c.cols, &q, &found);
-        if (!corrupt) {
+        if (corrupt == 8) { // read back with its rotation: decodes to the rows of Q rotated back
+            CHECK_OK(s);
+            CHECK(found && q.h.version == 2 && q.h.rot == 1);
+            CHECK_OK(gq_vqpack_unpack(&q, "m.weight", &u));
+            CHECK(u.rot && u.rot_seed == 77);
+            gq_vq_decode(&u, D);
+            struct gq_rot R;
+            CHECK_OK(gq_rot_init(&R, c.cols, 77));
+            float *row = malloc(sizeof(float) * c.cols);
+            int bad = 0;
+            for (int r = 0; r < c.rows; r++) {
+                memcpy(row, Q + (size_t)r * c.cols, sizeof(float) * c.cols);
+                gq_rot_apply_t(&R, row);
+                bad += memcmp(row, D + (size_t)r * c.cols, sizeof(float) * c.cols) != 0;
+            }
+            CHECKF(bad == 0, "rotated header: %d rows are not the unrotated decode rotated back", bad);
+            free(row), gq_rot_free(&R), gq_vq_tensor_free(&u);
+        } else if (!corrupt) {
             CHECK_OK(s);
             CHECK(found);
             CHECK_OK(gq_vqpack_unpack(&q, "m.weight", &u));

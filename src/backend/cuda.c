@@ -300,6 +300,7 @@ enum gq_status gq_cuda_mat_new(const struct gq_qweight *q, struct gqcu_mat **out
     const struct gq_vqrt *v = q->vq;
     const struct gq_vqpack_hdr *h = &v->p.h;
     if (h->norm_block) return gq_fail(GQ_ERR_UNSUPPORTED, "cuda: GEMV of a VQ matrix with normalisation");
+    if (v->rot) return gq_fail(GQ_ERR_UNSUPPORTED, "cuda: GEMV of a rotated VQ matrix (--rotate)");
     const int n_g = h->n_rt * h->n_ct, kd = h->k * h->d;
     float *cb = malloc(sizeof(float) * (size_t)h->stages * n_g * kd);
     float *outl = h->n_out ? malloc(sizeof(float) * (size_t)h->rows * h->n_out) : NULL;

@@ -31,9 +31,11 @@ static int cb_bits(int f) { return f == GQ_CB_INT8 ? 8 : f == GQ_CB_FP16 ? 16 : 
 
 enum gq_status gq_vqpack_layout(const struct gq_vqpack_hdr *h, const char *what, int64_t bits[GQ_VQP_COUNT]) {
     int64_t b[GQ_VQP_COUNT] = {0};
-    if (h->version != GQ_VQPACK_VERSION)
-        return gq_fail(GQ_ERR_FORMAT, "%s: packed VQ format version %d (this build reads %d)", what, h->version,
+    if (h->version < 1 || h->version > GQ_VQPACK_VERSION)
+        return gq_fail(GQ_ERR_FORMAT, "%s: packed VQ format version %d (this build reads 1 to %d)", what, h->version,
                        GQ_VQPACK_VERSION);
+    if (h->rot != 0 && (h->rot != 1 || h->version < 2))
+        return gq_fail(GQ_ERR_FORMAT, "%s: rotation field %d in a version %d header", what, h->rot, h->version);
     if (h->rows < 1 || h->cols < 1) return gq_fail(GQ_ERR_FORMAT, "%s: bad shape (%d, %d)", what, h->rows, h->cols);
     if (h->d != 1 && h->d != 2 && h->d != 4 && h->d != 8)
         return gq_fail(GQ_ERR_FORMAT, "%s: VQ dimension %d (expected 1, 2, 4 or 8)", what, h->d);
@@ -87,10 +89,15 @@ enum gq_status gq_vqpack_pack(const struct gq_vq_tensor *t, struct gq_vqpack *p,
     memset(p, 0, sizeof *p);
     *owned = NULL;
     struct gq_vqpack_hdr *h = &p->h;
-    h->version = GQ_VQPACK_VERSION, h->rows = t->rows, h->cols = t->cols, h->d = t->d, h->k = t->k;
+    h->rows = t->rows, h->cols = t->cols, h->d = t->d, h->k = t->k;
     h->stages = t->stages, h->n_out = t->n_out, h->n_ct = t->n_ct, h->n_rt = t->n_rt, h->norm_block = t->norm_block;
     h->cb_format = t->cb_format, h->svd_rank = t->svd_rank;
     for (int i = 0; i < t->cols; i++) h->has_perm |= t->perm[i] != i;
+    if (t->rot) // version 2 only where needed: other files stay version 1, byte for byte
+        h->version = 2, h->rot = 1, h->rot_seed_lo = (int32_t)(uint32_t)t->rot_seed,
+        h->rot_seed_hi = (int32_t)(uint32_t)(t->rot_seed >> 32);
+    else
+        h->version = 1;
     int64_t bits[GQ_VQP_COUNT];
     GQ_TRY(gq_vqpack_layout(h, "gptvq: pack", bits));
     size_t total = 0, off[GQ_VQP_COUNT];
@@ -190,6 +197,7 @@ enum gq_status gq_vqpack_unpack(const struct gq_vqpack *p, const char *what, str
     t->rows = h->rows, t->cols = h->cols, t->d = h->d, t->k = h->k, t->stages = h->stages, t->n_out = h->n_out;
     t->n_ct = h->n_ct, t->n_rt = h->n_rt, t->cb_format = (enum gq_cb_format)f, t->norm_block = h->norm_block;
     t->svd_rank = r;
+    t->rot = h->rot != 0, t->rot_seed = (uint64_t)(uint32_t)h->rot_seed_lo | (uint64_t)(uint32_t)h->rot_seed_hi << 32;
     t->perm = malloc(sizeof(int32_t) * h->cols);
     t->ct_start = malloc(sizeof(int) * (h->n_ct + 1)), t->rt_start = malloc(sizeof(int) * (h->n_rt + 1));
     t->cb = malloc(sizeof(float) * h->stages * groups * kd), t->cb_scale = malloc(sizeof(float) * h->stages * groups);
@@ -258,8 +266,19 @@ enum gq_status gq_vqpack_unpack(const struct gq_vqpack *p, const char *what, str
     return st;
 }
 
+enum gq_status gq_vqpack_hdr_read(struct gq_vqpack_hdr *h, const void *data, uint64_t n, const char *path,
+                                  const char *key) {
+    memset(h, 0, sizeof *h);
+    if (n >= 1) memcpy(&h->version, data, 4);
+    if (n < 1 || n != (uint64_t)gq_vqpack_hdr_n(h))
+        return gq_fail(GQ_ERR_FORMAT, "%s: '%s' has %llu int32, a version %d header has %d", path, key,
+                       (unsigned long long)n, h->version, gq_vqpack_hdr_n(h));
+    memcpy(h, data, 4 * (size_t)n);
+    return GQ_OK;
+}
+
 // Packed GPTVQ matrix `name` (docs/format.md): header "gptvq.vq.<name>" (13
-// int32) and the part tensors "<name>.<suffix>", each of exactly the type
+// or 16 int32) and the part tensors "<name>.<suffix>", each of exactly the type
 // and size the header implies. *found false: not a packed matrix.
 enum gq_status gq_vqpack_from_gguf(const struct gq_gguf *g, const char *name, int64_t rows, int64_t cols,
                                    struct gq_vqpack *p, bool *found) {
@@ -269,9 +288,9 @@ enum gq_status gq_vqpack_from_gguf(const struct gq_gguf *g, const char *name, in
     *found = kv != NULL;
     if (!kv) return GQ_OK;
     memset(p, 0, sizeof *p);
-    if (kv->type != GQ_GGUF_ARRAY || kv->arr_type != GQ_GGUF_INT32 || kv->arr_n != GQ_VQPACK_HDR_N)
-        return gq_fail(GQ_ERR_FORMAT, "%s: '%s' is not an array of %d int32", g->file.path, key, GQ_VQPACK_HDR_N);
-    memcpy(&p->h, kv->arr_data, sizeof p->h);
+    if (kv->type != GQ_GGUF_ARRAY || kv->arr_type != GQ_GGUF_INT32)
+        return gq_fail(GQ_ERR_FORMAT, "%s: '%s' is not an int32 array", g->file.path, key);
+    GQ_TRY(gq_vqpack_hdr_read(&p->h, kv->arr_data, kv->arr_n, g->file.path, key));
     if (p->h.rows != rows || p->h.cols != cols)
         return gq_fail(GQ_ERR_FORMAT, "%s: packed '%s' is (%d, %d), expected (%lld, %lld)", g->file.path, name,
                        p->h.rows, p->h.cols, (long long)rows, (long long)cols);
@@ -310,10 +329,10 @@ enum gq_status gq_vqpack_summary(const struct gq_gguf *g, FILE *out) {
         const struct gq_gguf_kv *kv = &g->kv[i];
         if (strncmp(kv->key, "gptvq.vq.", 9) != 0) continue;
         const char *name = kv->key + 9;
-        if (kv->type != GQ_GGUF_ARRAY || kv->arr_type != GQ_GGUF_INT32 || kv->arr_n != GQ_VQPACK_HDR_N)
-            return gq_fail(GQ_ERR_FORMAT, "%s: '%s' is not an array of %d int32", g->file.path, kv->key, GQ_VQPACK_HDR_N);
+        if (kv->type != GQ_GGUF_ARRAY || kv->arr_type != GQ_GGUF_INT32)
+            return gq_fail(GQ_ERR_FORMAT, "%s: '%s' is not an int32 array", g->file.path, kv->key);
         struct gq_vqpack_hdr h;
-        memcpy(&h, kv->arr_data, sizeof h);
+        GQ_TRY(gq_vqpack_hdr_read(&h, kv->arr_data, kv->arr_n, g->file.path, kv->key));
         int64_t b[GQ_VQP_COUNT], tb = 0, by = 0;
         GQ_TRY(gq_vqpack_layout(&h, name, b));
         for (int p = 0; p < GQ_VQP_COUNT; p++) {

@@ -1,7 +1,8 @@
 // vqpack.h - the packed form of a GPTVQ matrix: the bytes a packed GGUF
 // stores for one quantized linear (layout: docs/format.md).
 //
-// A matrix is a small header (13 int32, kept in the GGUF metadata as
+// A matrix is a small header (13 int32, version 1; 16, version 2: a
+// rotation, vqtensor.h; kept in the GGUF metadata as
 // "gptvq.vq.<tensor name>") plus up to GQ_VQP_COUNT parts, each written as
 // its own GGUF tensor "<tensor name>.<suffix>" of a standard type. Every part
 // holds exactly ceil(bits / 8) bytes, and the bits of all parts add up to
@@ -19,7 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#define GQ_VQPACK_VERSION 1
+#define GQ_VQPACK_VERSION 2 // the newest this build reads and writes (1: without rotation fields)
 
 enum gq_vqp_part {
     GQ_VQP_IDX = 0, // bit stream (stages, rows, n_vec) × log2 k bits
@@ -38,8 +39,19 @@ enum gq_vqp_part {
 // Header fields, in their stored order.
 struct gq_vqpack_hdr {
     int32_t version, rows, cols, d, k, stages, n_out, n_ct, n_rt, norm_block, cb_format, svd_rank, has_perm;
+    int32_t rot, rot_seed_lo, rot_seed_hi; // version 2: rotated (1), the seed's low and high 32 bits
 };
-#define GQ_VQPACK_HDR_N 13
+#define GQ_VQPACK_HDR_N 13    // fields of a version 1 header
+#define GQ_VQPACK_HDR_N_V2 16 // version 2
+// Stored fields of a header (by its version); a rotated matrix is version 2, any other version 1.
+static inline int gq_vqpack_hdr_n(const struct gq_vqpack_hdr *h) {
+    return h->version >= 2 ? GQ_VQPACK_HDR_N_V2 : GQ_VQPACK_HDR_N;
+}
+// The header stored as an int32 array (kv: a GGUF "gptvq.vq.*" value's n
+// elements at data) into h, unstored fields 0; GQ_ERR_FORMAT if the count
+// does not fit its version.
+enum gq_status gq_vqpack_hdr_read(struct gq_vqpack_hdr *h, const void *data, uint64_t n, const char *path,
+                                  const char *key);
 
 struct gq_vqpack {
     struct gq_vqpack_hdr h;

@@ -1,6 +1,7 @@
 // vqtensor.c - storage size and decode rule of a GPTVQ matrix (vqtensor.h).
 #include "format/vqtensor.h"
 #include "util/common.h"
+#include "util/hadamard.h"
 
 int gq_cb_bits(enum gq_cb_format f) { return f == GQ_CB_INT8 ? 8 : f == GQ_CB_FP16 ? 16 : 32; }
 int gq_cb_scale_bits(enum gq_cb_format f) { return f == GQ_CB_INT8 ? 16 : 0; }
@@ -99,4 +100,14 @@ void gq_vq_decode(const struct gq_vq_tensor *t, float *Q) {
         for (int p = 0; p < t->cols; p++) Q[(size_t)r * t->cols + t->perm[p]] = Qp[(size_t)r * t->cols + p];
     free(Qp);
     gq_vq_maps_free(&mp);
+    if (t->rot) {
+        struct gq_rot R;
+        if (gq_rot_init(&R, t->cols, t->rot_seed) != GQ_OK) {
+            for (size_t i = 0; i < (size_t)t->rows * t->cols; i++) Q[i] = NAN;
+            return;
+        }
+#pragma omp parallel for schedule(static)
+        for (int r = 0; r < t->rows; r++) gq_rot_apply_t(&R, Q + (size_t)r * t->cols);
+        gq_rot_free(&R);
+    }
 }

@@ -33,6 +33,10 @@ static inline float gq_vq_norm_scale(struct gq_vq_norm n, int sint) {
 // coordinate j = (p − n_out) % d:
 //     c = cb[0][rt][ct][idx[0][r][t]][j] (+ cb[1][rt][ct][idx[1][r][t]][j])   float
 //     q = norm ? c · gq_vq_norm_scale(norm[rt][ct], sint[r][block]) : c      float
+// Rotation (--rotate, util/hadamard.h): the rows decoded above are the
+// matrix in a rotated basis of its input, W' = W Rᵀ; the matrix is W' R,
+// each decoded row (in original column order) multiplied by R, i.e.
+// gq_rot_apply_t(R, row), R = gq_rot_init(cols, rot_seed).
 // The fake-quant matrix is exactly this decode (one function, gq_vq_decode).
 struct gq_vq_tensor {
     int rows, cols, d, k, stages;
@@ -60,6 +64,8 @@ struct gq_vq_tensor {
     float *svd_u;           // (groups, r) stored values
     float *svd_uscale;      // (r)
     float *svd_v;           // (k, r) stored values
+    bool rot;               // rotated (above)
+    uint64_t rot_seed;
 };
 // cb[g][c] = Σ_{j<r} svd_u[g][j] · svd_v[c][j], float, j ascending (the
 // decode rule of a codebook-SVD tensor; a packed reader calls it too).

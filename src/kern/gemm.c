@@ -30,8 +30,10 @@ AVX2_FN static void f16_rows_avx2(const uint8_t *src, float *dst, size_t n) {
     for (; i < n; i++) dst[i] = gq_vqp_f16(src, (int64_t)i);
 }
 
+// (rotated VQ: W' rows, for an x already rotated)
 static void decode_rows(const struct gq_qweight *w, int r0, int r1, float *out) {
-    if (w->kind == GQ_QW_GGML && w->type == GQ_TYPE_F16 && gq_qmatmul_isa() >= GQ_ISA_AVX2)
+    if (w->kind == GQ_QW_VQ) gq_vq_decode_rows(w->vq, r0, r1, out);
+    else if (w->kind == GQ_QW_GGML && w->type == GQ_TYPE_F16 && gq_qmatmul_isa() >= GQ_ISA_AVX2)
         f16_rows_avx2((const uint8_t *)w->data + (size_t)r0 * w->row_size, out, (size_t)(r1 - r0) * w->cols);
     else
         gq_qweight_decode_rows(w, r0, r1, out);

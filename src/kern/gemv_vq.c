@@ -33,6 +33,7 @@ void gq_vqrt_free(struct gq_vqrt *v) {
     if (!v) return;
     free(v->ct_start), free(v->rt_start), free(v->vt_start), free(v->blk0), free(v->perm);
     free(v->tab), free(v->cb8), free(v->cbs), free(v->half_ct), free(v->fcb), free(v->nsc), free(v->nidx), free(v->ch0);
+    if (v->rot) gq_rot_free(v->rot), free(v->rot);
     memset(v, 0, sizeof *v);
 }
 
@@ -170,9 +171,15 @@ enum gq_status gq_vqrt_init(struct gq_vqrt *v, const struct gq_vqpack *p, const 
         v->blk0[c] = b;
         if (h->norm_block) b += (v->ct_start[c + 1] - v->ct_start[c] + h->norm_block - 1) / h->norm_block;
     }
+    enum gq_status s = GQ_OK;
+    if (t.rot && (!(v->rot = calloc(1, sizeof *v->rot)) || gq_rot_init(v->rot, h->cols, t.rot_seed) != GQ_OK)) {
+        free(v->rot), v->rot = NULL;
+        s = gq_fail(GQ_ERR_NOMEM, "%s: input rotation", what);
+    }
     gq_vq_tensor_free(&t);
+    if (s != GQ_OK) return gq_vqrt_free(v), s;
     pick_kernels(v);
-    enum gq_status s = build_tables(v, what);
+    s = build_tables(v, what);
     if (s != GQ_OK) gq_vqrt_free(v);
     return s;
 }
@@ -232,6 +239,7 @@ static void vq_decode_rows_pos(const struct gq_vqrt *v, int r0, int r1, float *o
     }
 }
 
+// (rotated matrices: W', in the rotated basis)
 void gq_vq_decode_rows(const struct gq_vqrt *v, int r0, int r1, float *out) {
     const int n = v->p.h.cols;
     float *cb = malloc(sizeof(float) * 2 * (size_t)v->p.h.k * v->p.h.d), *pos = v->perm ? malloc(sizeof(float) * n) : NULL;

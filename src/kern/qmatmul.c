@@ -68,7 +68,23 @@ static enum gq_status gemv(float *y, const float *x, const struct gq_qweight *w)
 // ---------------------------------------------------------------------------
 // Prefill.
 
+void gq_rot_rows(const struct gq_rot *R, const float *x, float *out, int n) {
+    memcpy(out, x, sizeof(float) * (size_t)n * R->n);
+#pragma omp parallel for if (n > 1)
+    for (int t = 0; t < n; t++) gq_rot_apply(R, out + (size_t)t * R->n);
+}
+
+enum gq_status gq_qmatmul_rotated(float *y, const float *xr, const struct gq_qweight *w, int n) {
+    return n == 1 ? gemv(y, xr, w) : gq_gemm(y, xr, w, n);
+}
+
 enum gq_status gq_qmatmul(float *y, const float *x, const struct gq_qweight *w, int n) {
-    if (n == 1) return gemv(y, x, w);
-    return gq_gemm(y, x, w, n);
+    const struct gq_rot *R = gq_qweight_rot(w);
+    if (!R) return gq_qmatmul_rotated(y, x, w, n);
+    float *xr = malloc(sizeof(float) * (size_t)n * w->cols); // the kernels multiply W' by R x
+    if (!xr) return gq_fail(GQ_ERR_NOMEM, "qmatmul: rotated input of %d tokens", n);
+    gq_rot_rows(R, x, xr, n);
+    enum gq_status s = gq_qmatmul_rotated(y, xr, w, n);
+    free(xr);
+    return s;
 }

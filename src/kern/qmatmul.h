@@ -22,6 +22,7 @@
 
 #include "format/ggml.h"
 #include "format/vqpack.h"
+#include "util/hadamard.h"
 
 // Runtime view of a packed GPTVQ matrix: the parts stay where they are (the
 // file mapping); tile bounds, the permutation and the kernels' tables are
@@ -50,6 +51,7 @@ struct gq_vqrt {
     int *half_ct;        // (ceil(nv / 32)) column tile of each 32-vector half (fast == NIB)
     float *fcb;          // (groups, stages, k, d) decoded codebooks (float kernels: q8 == 0)
     float *nsc;          // (groups, 16) normalisation scales exp2(a·s + z) of each 4-bit code s
+    struct gq_rot *rot;  // the input rotation R of a rotated matrix (W = W' R, vqtensor.h), else NULL
 };
 enum { GQ_VQ_Q8_GENERIC = 1, // any d, k: gathers of 4-byte centroid words
        GQ_VQ_Q8_NIB2,        // d = 2, k = 16: 4-bit indices, table lookups by pshufb
@@ -68,6 +70,15 @@ struct gq_qweight {
     struct gq_vqrt *vq;       // VQ
     const uint8_t *rp;        // GGML: the 16-row repacked form (gq_qweight_prepare), or NULL
 };
+// The rotation of a rotated packed matrix (its kernels multiply W' = W Rᵀ by
+// R x), else NULL.
+static inline const struct gq_rot *gq_qweight_rot(const struct gq_qweight *w) {
+    return w->kind == GQ_QW_VQ ? w->vq->rot : NULL;
+}
+// Rotations a and b equal (both NULL, or the same size and seed).
+static inline bool gq_rot_same(const struct gq_rot *a, const struct gq_rot *b) {
+    return a == b || (a && b && a->n == b->n && a->seed == b->seed);
+}
 
 // Repacks w for the SIMD kernels where they read another layout (the ggml
 // block types Q8_0 / Q4_x / Q5_x with a multiple of 32 columns); *owned gets
@@ -93,14 +104,22 @@ const char *gq_isa_name(enum gq_isa isa);
 // y (n, rows) = x (n, cols) · Wᵀ, threads of its own (OpenMP). n = 1: the
 // decode GEMV; n > 1: prefill (see gq_qmatmul_gemm).
 enum gq_status gq_qmatmul(float *y, const float *x, const struct gq_qweight *w, int n);
+// The same for x already rotated into a rotated matrix's basis (R x per
+// token), as gq_rot_rows makes it: one rotation for every matrix of an input.
+enum gq_status gq_qmatmul_rotated(float *y, const float *xr, const struct gq_qweight *w, int n);
+// out (n, R->n) = x rotated by R row by row (threads of its own).
+void gq_rot_rows(const struct gq_rot *R, const float *x, float *out, int n);
 // One piece of the decode GEMV, for a caller that is one of nth threads
 // (ith): rows gq_qgemv_share gives it, y[r] = (W x)[r] (accumulate: +=). x is
 // read only; every piece rounds x itself (in its thread's scratch), so the
-// pieces need no barrier between them. No allocation once warm.
+// pieces need no barrier between them. No allocation once warm. For a
+// rotated matrix (gq_qweight_rot) x must be R x already: the caller rotates
+// an input once for all the matrices that read it (gq_qmatmul does it itself).
 void gq_qgemv_share(const struct gq_qweight *w, int ith, int nth, int *r0, int *r1);
 enum gq_status gq_qgemv_rows(float *y, const float *x, const struct gq_qweight *w, int r0, int r1, bool accumulate);
 // Rows [r0, r1) of W as f32 (rows, cols) in the original column order:
-// bit-identical to the quantizer's fake-quant values for VQ.
+// bit-identical to the quantizer's fake-quant values for VQ (a rotated
+// matrix: W = W' R, rotated back).
 void gq_qweight_decode_rows(const struct gq_qweight *w, int r0, int r1, float *out);
 // Bytes of the compressed weight (parts of a VQ matrix; rows × row_size).
 size_t gq_qweight_bytes(const struct gq_qweight *w);

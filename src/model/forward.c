@@ -26,6 +26,8 @@ struct gq_context {
     // scratch, sized for n_cap tokens
     int n_cap, n_att;
     float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *scores;
+    float *xr; // a rotated input (matmul_in), xr_n floats
+    size_t xr_n;
     // the decode step (forward_decode): per-thread rows of dec_w floats for
     // dec_nt threads, and the barrier of its parallel region
     float *dec;
@@ -46,6 +48,23 @@ static enum gq_status matmul(float *y, const float *x, const float *w, const str
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n_out, n_in, 1.0f, x, n_in, w, n_in,
                     0.0f, y, n_out);
     return GQ_OK;
+}
+
+// matmul for the matrices of one input (q, k, v; gate, up): rotated matrices
+// read the input rotated once, in c->xr (*have: the rotation it holds; the
+// caller resets it for every new input).
+static enum gq_status matmul_in(struct gq_context *c, const struct gq_rot **have, float *y, const float *x, const float *w,
+                                const struct gq_qweight *q, int n, int n_in, int n_out) {
+    const struct gq_rot *R = q ? gq_qweight_rot(q) : NULL;
+    if (!R) return matmul(y, x, w, q, n, n_in, n_out);
+    if (!c->xr || n * (size_t)n_in > c->xr_n) {
+        free(c->xr);
+        if (!(c->xr = malloc(sizeof(float) * (size_t)n * n_in))) return c->xr_n = 0, gq_fail(GQ_ERR_NOMEM, "rotated input of %d tokens", n);
+        c->xr_n = (size_t)n * n_in;
+        *have = NULL;
+    }
+    if (!gq_rot_same(R, *have)) gq_rot_rows(R, x, c->xr, n), *have = R;
+    return gq_qmatmul_rotated(y, c->xr, q, n);
 }
 
 static void rmsnorm(float *out, const float *x, const float *w, int n, int dim, float eps) {
@@ -161,8 +180,9 @@ int gq_context_device_f32(const struct gq_context *c) { return gq_cuda_lm_n_f32(
 
 static void free_scratch(struct gq_context *c) {
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v);
-    free(c->att_out); free(c->hb); free(c->hb2); free(c->scores);
-    c->x = c->xb = c->q = c->k = c->v = c->att_out = c->hb = c->hb2 = c->scores = NULL;
+    free(c->att_out); free(c->hb); free(c->hb2); free(c->scores); free(c->xr);
+    c->x = c->xb = c->q = c->k = c->v = c->att_out = c->hb = c->hb2 = c->scores = c->xr = NULL;
+    c->xr_n = 0;
     c->n_cap = 0;
 }
 
@@ -282,9 +302,10 @@ static enum gq_status block_forward(struct gq_context *c, struct gq_context *con
     }
     rmsnorm(c->xb, x, L->attn_norm, n, dim, hp->rms_eps);
     CAPTURE(GQ_IN_ATTN, c->xb, dim);
-    GQ_TRY(matmul(c->q, c->xb, L->wq, L->q_wq, n, dim, q_dim));
-    GQ_TRY(matmul(c->k, c->xb, L->wk, L->q_wk, n, dim, kv_dim));
-    GQ_TRY(matmul(c->v, c->xb, L->wv, L->q_wv, n, dim, kv_dim));
+    const struct gq_rot *hv = NULL; // what c->xr holds (matmul_in)
+    GQ_TRY(matmul_in(c, &hv, c->q, c->xb, L->wq, L->q_wq, n, dim, q_dim));
+    GQ_TRY(matmul_in(c, &hv, c->k, c->xb, L->wk, L->q_wk, n, dim, kv_dim));
+    GQ_TRY(matmul_in(c, &hv, c->v, c->xb, L->wv, L->q_wv, n, dim, kv_dim));
     add_bias(c->q, L->bq, n, q_dim);
     add_bias(c->k, L->bk, n, kv_dim);
     add_bias(c->v, L->bv, n, kv_dim);
@@ -313,8 +334,9 @@ attn_out:
 ffn:
     rmsnorm(c->xb, x, L->ffn_norm, n, dim, hp->rms_eps);
     CAPTURE(GQ_IN_FFN, c->xb, dim);
-    GQ_TRY(matmul(c->hb, c->xb, L->w_gate, L->q_w_gate, n, dim, ffn));
-    GQ_TRY(matmul(c->hb2, c->xb, L->w_up, L->q_w_up, n, dim, ffn));
+    const struct gq_rot *hf = NULL;
+    GQ_TRY(matmul_in(c, &hf, c->hb, c->xb, L->w_gate, L->q_w_gate, n, dim, ffn));
+    GQ_TRY(matmul_in(c, &hf, c->hb2, c->xb, L->w_up, L->q_w_up, n, dim, ffn));
 #pragma omp parallel for if (n > 1)
     for (size_t i = 0; i < (size_t)n * ffn; i++) {
         float g = c->hb[i];
@@ -378,13 +400,22 @@ static void rmsnorm_row(float *out, const float *x, const float *w, int dim, flo
 }
 
 // y[r0, r1) of W x (+ y with accumulate): the compressed kernels, or f32
-// rows by OpenBLAS (serial inside a parallel region).
+// rows by OpenBLAS (serial inside a parallel region). A rotated matrix reads
+// R x from the thread's xr, which holds the input rotated by *have (NULL:
+// nothing yet; the caller resets it for every new input), so the matrices
+// of one input rotate it once.
 static enum gq_status gemv_part(float *y, const float *x, const float *w, const struct gq_qweight *q, int rows, int cols,
-                                int ith, int nth, bool accumulate) {
+                                int ith, int nth, bool accumulate, float *xr, const struct gq_rot **have) {
     int r0, r1;
     if (q) {
+        const struct gq_rot *R = gq_qweight_rot(q);
+        if (R && !gq_rot_same(R, *have)) {
+            memcpy(xr, x, sizeof(float) * cols);
+            gq_rot_apply(R, xr);
+            *have = R;
+        }
         gq_qgemv_share(q, ith, nth, &r0, &r1);
-        return gq_qgemv_rows(y, x, q, r0, r1, accumulate);
+        return gq_qgemv_rows(y, R ? xr : x, q, r0, r1, accumulate);
     }
     r0 = (int)((int64_t)rows * ith / nth), r1 = (int)((int64_t)rows * (ith + 1) / nth);
     if (r1 > r0)
@@ -412,7 +443,8 @@ static enum gq_status forward_decode(struct gq_context *c, int32_t token, float 
     const int dim = hp->dim, hd = hp->head_dim, q_dim = hp->n_heads * hd, kv_dim = hp->n_kv_heads * hd;
     const int ffn = hp->hidden_dim, group = hp->n_heads / hp->n_kv_heads, pos = c->pos;
     GQ_TRY(ensure_scratch(c, 1));
-    const int nt = omp_get_max_threads(), w = (dim > ffn ? dim : ffn) + group * c->n_ctx + 16;
+    const int maxd = dim > ffn ? (dim > q_dim ? dim : q_dim) : (ffn > q_dim ? ffn : q_dim); // widest GEMV input
+    const int nt = omp_get_max_threads(), w = 2 * maxd + group * c->n_ctx + 16;
     if (nt > c->dec_nt || w > c->dec_w) {
         free(c->dec), free(c->att_m), free(c->att_o), free(c->att_z);
         c->dec = malloc(sizeof(float) * (size_t)nt * w);
@@ -445,15 +477,17 @@ static enum gq_status forward_decode(struct gq_context *c, int32_t token, float 
 #pragma omp parallel num_threads(nt)
     {
         const int ith = omp_get_thread_num(), nth = omp_get_num_threads();
-        float *xn = c->dec + (size_t)ith * c->dec_w, *sc = xn + (dim > ffn ? dim : ffn);
+        float *xn = c->dec + (size_t)ith * c->dec_w, *xr = xn + maxd, *sc = xr + maxd;
+        const struct gq_rot *hv; // what xr holds (gemv_part)
         struct gq_barrier *bar = &c->bar;
         for (int l = 0; l < hp->n_layers; l++) {
             const struct gq_layer_w *L = &m->layers[l];
             float *kc = c->k_cache + (size_t)l * c->n_ctx * kv_dim, *vc = c->v_cache + (size_t)l * c->n_ctx * kv_dim;
             rmsnorm_row(xn, c->x, L->attn_norm, dim, hp->rms_eps);
-            STEP(gemv_part(c->q, xn, L->wq, L->q_wq, q_dim, dim, ith, nth, false));
-            STEP(gemv_part(c->k, xn, L->wk, L->q_wk, kv_dim, dim, ith, nth, false));
-            STEP(gemv_part(c->v, xn, L->wv, L->q_wv, kv_dim, dim, ith, nth, false));
+            hv = NULL;
+            STEP(gemv_part(c->q, xn, L->wq, L->q_wq, q_dim, dim, ith, nth, false, xr, &hv));
+            STEP(gemv_part(c->k, xn, L->wk, L->q_wk, kv_dim, dim, ith, nth, false, xr, &hv));
+            STEP(gemv_part(c->v, xn, L->wv, L->q_wv, kv_dim, dim, ith, nth, false, xr, &hv));
             gq_barrier_wait(bar, nth);
             // biases, RoPE and the cache row, one head at a time
             for (int g = ith; g < hp->n_kv_heads; g += nth) {
@@ -492,23 +526,27 @@ static enum gq_status forward_decode(struct gq_context *c, int32_t token, float 
                 }
             }
             gq_barrier_wait(bar, nth);
-            STEP(gemv_part(c->x, c->att_out, L->wo, L->q_wo, dim, q_dim, ith, nth, true));
+            hv = NULL;
+            STEP(gemv_part(c->x, c->att_out, L->wo, L->q_wo, dim, q_dim, ith, nth, true, xr, &hv));
             gq_barrier_wait(bar, nth);
             rmsnorm_row(xn, c->x, L->ffn_norm, dim, hp->rms_eps);
-            STEP(gemv_part(c->hb, xn, L->w_gate, L->q_w_gate, ffn, dim, ith, nth, false));
-            STEP(gemv_part(c->hb2, xn, L->w_up, L->q_w_up, ffn, dim, ith, nth, false));
+            hv = NULL;
+            STEP(gemv_part(c->hb, xn, L->w_gate, L->q_w_gate, ffn, dim, ith, nth, false, xr, &hv));
+            STEP(gemv_part(c->hb2, xn, L->w_up, L->q_w_up, ffn, dim, ith, nth, false, xr, &hv));
             gq_barrier_wait(bar, nth);
             {
                 const int a = (int)((int64_t)ffn * ith / nth), e = (int)((int64_t)ffn * (ith + 1) / nth);
                 gq_vswiglu(c->hb + a, c->hb2 + a, e - a);
             }
             gq_barrier_wait(bar, nth);
-            STEP(gemv_part(c->x, c->hb, L->w_down, L->q_w_down, dim, ffn, ith, nth, true));
+            hv = NULL;
+            STEP(gemv_part(c->x, c->hb, L->w_down, L->q_w_down, dim, ffn, ith, nth, true, xr, &hv));
             gq_barrier_wait(bar, nth);
         }
         if (logits) {
             rmsnorm_row(xn, c->x, m->output_norm, dim, hp->rms_eps);
-            STEP(gemv_part(logits, xn, m->output, m->q_output, hp->n_vocab, dim, ith, nth, false));
+            hv = NULL;
+            STEP(gemv_part(logits, xn, m->output, m->q_output, hp->n_vocab, dim, ith, nth, false, xr, &hv));
         }
     }
 #undef STEP

@@ -70,9 +70,15 @@ static enum gq_status get_q(struct gq_model *m, const struct gq_gguf *g, const c
     snprintf(what, sizeof what, "%s: %s", g->file.path, name);
     GQ_TRY(gq_vqrt_init(v, &p, what));
     void *arrs[] = {v->ct_start, v->rt_start, v->vt_start, v->blk0, v->perm, v->tab,
-                    v->cb8,      v->cbs,      v->half_ct,  v->fcb,  v->nsc}; // the view's arrays go with the model too
+                    v->cb8,      v->cbs,      v->half_ct,  v->fcb,  v->nsc, v->nidx, v->ch0}; // the view's arrays go with the model too
     for (size_t i = 0; i < sizeof arrs / sizeof *arrs; i++)
         if (arrs[i]) GQ_TRY(gq_model_own(m, arrs[i]));
+    if (v->rot) {
+        GQ_TRY(gq_model_own(m, v->rot));
+        GQ_TRY(gq_model_own(m, v->rot->sign));
+        for (int b = 0; b < v->rot->nblk; b++)
+            if (v->rot->had[b]) GQ_TRY(gq_model_own(m, v->rot->had[b]));
+    }
     q->kind = GQ_QW_VQ, q->vq = v;
     *out = q;
     return GQ_OK;

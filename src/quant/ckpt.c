@@ -12,8 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define BLK_MAGIC "GQCKBLK1"
-#define BLK_END "GQCKEND1"
+#define BLK_MAGIC "GQCKBLK2" // 2: packed headers of 16 int32 (a rotation)
+#define BLK_END "GQCKEND2"
 #define RUN_HEADER "gptvq checkpoint 2\n" // 2: GPTQ / RTN GGUF blocks (f16 grids)
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n) {

@@ -864,6 +864,11 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         if (gq_dist_size() > 1 || strcmp(gq_be()->name, "cpu") != 0 || p->bit_alloc)
             return gq_fail(GQ_ERR_UNSUPPORTED, "--fp-target: one process, --device cpu, without --bit-alloc (not yet)");
     }
+    if (p->rotate && p->bit_alloc) // its pilot quantizes unrotated
+        return gq_fail(GQ_ERR_UNSUPPORTED, "--rotate: not with --bit-alloc (not yet)");
+    if (p->rotate && p->method != GQ_METHOD_GPTVQ && !p->fake_quant)
+        return gq_fail(GQ_ERR_ARG, "--rotate: RTN / GPTQ grids in a rotated basis are written with --fake-quant only "
+                       "(GGUF blocks have no rotation)");
     if (p->finetune_steps > 0) {
         if (p->method != GQ_METHOD_GPTVQ || p->fake_quant)
             return gq_fail(GQ_ERR_ARG, "--finetune tunes packed GPTVQ codebooks (method gptvq)");
@@ -1322,6 +1327,7 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
     cJSON_AddNumberToObject(o, "seconds_quantization", rep->seconds_quant);
     cJSON_AddNumberToObject(o, "seconds_sampling", rep->seconds_sampling);
     if (p->fp_target) cJSON_AddBoolToObject(o, "fp_target", true);
+    if (p->rotate) cJSON_AddBoolToObject(o, "rotate", true);
     if (p->calib_mix) cJSON_AddNumberToObject(o, "calib_mix", p->calib_mix);
     if (p->finetune_steps > 0) { // --finetune: the block objectives summed over the blocks
         cJSON *f = cJSON_AddObjectToObject(o, "finetune");

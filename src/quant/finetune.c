@@ -25,6 +25,7 @@
 #include "quant/quant.h"
 #include "quant/vq.h"
 #include "util/common.h"
+#include "util/hadamard.h"
 
 #include <cblas.h>
 #include <stddef.h>
@@ -45,13 +46,23 @@ struct ft_lin {
 
 static void decode_into(struct ft_lin *f) { gq_vq_decode(&f->vt, f->W); }
 
-// ∂L/∂cb from ∂L/∂W: the decode rule's adjoint (vqtensor.h: gq_vq_vec_decode).
-static void cb_grad(const struct ft_lin *f, float *g) {
+// ∂L/∂cb from ∂L/∂W: the decode rule's adjoint (vqtensor.h: gq_vq_vec_decode;
+// a rotated matrix W = W' R: ∂L/∂W' = ∂L/∂W Rᵀ, each row rotated by R).
+static enum gq_status cb_grad(const struct ft_lin *f, float *g) {
     const struct gq_vq_tensor *t = &f->vt;
     const int d = t->d, nv = (t->cols - t->n_out) / d;
     memset(g, 0, sizeof(float) * f->ncb);
+    struct gq_rot R = {0};
+    float *rw = t->rot ? malloc(sizeof(float) * t->cols) : NULL;
+    if (t->rot && (!rw || gq_rot_init(&R, t->cols, t->rot_seed) != GQ_OK))
+        return free(rw), gq_fail(GQ_ERR_NOMEM, "out of memory");
     for (int r = 0; r < t->rows; r++) {
         const float *dw = f->dW + (size_t)r * t->cols;
+        if (rw) {
+            memcpy(rw, dw, sizeof(float) * t->cols);
+            gq_rot_apply(&R, rw);
+            dw = rw;
+        }
         for (int v = 0; v < nv; v++) {
             const int rt = f->mp.row_rt[r], ct = f->mp.vec_ct[v];
             const float s = gq_vq_vec_scale(t, &f->mp, r, v);
@@ -62,6 +73,8 @@ static void cb_grad(const struct ft_lin *f, float *g) {
             }
         }
     }
+    free(rw), gq_rot_free(&R);
+    return GQ_OK;
 }
 
 // Every codebook rounded to its stored format (int8 codes · fp16 scale).
@@ -371,7 +384,7 @@ enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l
         for (int k = 0; k < FT_N; k++) {
             struct ft_lin *f = &L[k];
             if (!f->tuned) continue;
-            cb_grad(f, g);
+            if ((s = cb_grad(f, g)) != GQ_OK) goto done;
             const int kd = f->vt.k * f->vt.d;
             for (size_t e = 0; e < f->ncb; e++) {
                 f->m1[e] = b1 * f->m1[e] + (1 - b1) * g[e];

@@ -13,6 +13,7 @@
 #include "io/gguf.h"
 #include "format/vqpack.h"
 #include "util/dist.h"
+#include "util/hadamard.h"
 
 // Slabs per linear, GPTVQ's and GPTQ's alike (the rows of own[][] below).
 #define MAX_SLABS 256
@@ -96,17 +97,30 @@ static enum gq_status rtn_linear(float *W, int rows, int cols, const struct gq_q
 // The start and end of one linear: a copy of its weights to quantize in
 // place; then the copy replaces the weight in slot `t` of block l (owned by
 // the model) and the report gets its name, shape and time.
-static float *linear_copy(const struct gq_model *m, int l, const struct gq_block_tensor *t) {
+// R (--rotate, else NULL): the copy is W Rᵀ (each row rotated), the stored
+// weights Q R (each row rotated back), so the model computes Q (R x).
+static void rotate_rows(float *W, int rows, const struct gq_rot *R, bool back) {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; r++) {
+        if (back) gq_rot_apply_t(R, W + (size_t)r * R->n);
+        else gq_rot_apply(R, W + (size_t)r * R->n);
+    }
+}
+
+static float *linear_copy(const struct gq_model *m, int l, const struct gq_block_tensor *t, const struct gq_rot *R) {
     const float **slot = gq_block_slot(&m->layers[l], t);
-    const size_t n = (size_t)gq_dim_value(&m->hp, t->rows) * gq_dim_value(&m->hp, t->cols);
+    const int rows = (int)gq_dim_value(&m->hp, t->rows);
+    const size_t n = (size_t)rows * gq_dim_value(&m->hp, t->cols);
     float *W = malloc(n * sizeof *W);
     if (W) memcpy(W, *slot, n * sizeof *W);
     else gq_fail(GQ_ERR_NOMEM, "out of memory");
+    if (W && R) rotate_rows(W, rows, R, false);
     return W;
 }
 
 static enum gq_status linear_store(struct gq_model *m, int l, const struct gq_block_tensor *t, float *W, double t0,
-                                   struct gq_quant_layer_report *r) {
+                                   const struct gq_rot *R, struct gq_quant_layer_report *r) {
+    if (R) rotate_rows(W, (int)gq_dim_value(&m->hp, t->rows), R, true);
     enum gq_status s = gq_model_own(m, W);
     if (s != GQ_OK) {
         free(W);
@@ -149,7 +163,8 @@ static void sq_free(struct sq_job *j) {
 // own: this rank's slabs (NULL: all); any: it has one at least (else only
 // zeroed buffers).
 static enum gq_status sq_start(struct gq_model *m, int l, const struct gq_block_tensor *t, const float *H,
-                               const struct gq_quantize_params *p, const uint8_t *own, bool any, struct sq_job *j) {
+                               const struct gq_quantize_params *p, const uint8_t *own, bool any, const struct gq_rot *R,
+                               struct sq_job *j) {
     j->t0 = gq_time_s();
     j->rows = (int)gq_dim_value(&m->hp, t->rows), j->cols = (int)gq_dim_value(&m->hp, t->cols);
     struct gq_quant_params q;
@@ -157,7 +172,7 @@ static enum gq_status sq_start(struct gq_model *m, int l, const struct gq_block_
     j->ng = gq_quant_n_groups(&q, j->cols);
     const size_t ng = (size_t)j->ng * j->rows;
     const bool gb = gguf_slot(m, l, t) != NULL;
-    j->W = any ? linear_copy(m, l, t) : calloc((size_t)j->rows * j->cols, sizeof(float));
+    j->W = any ? linear_copy(m, l, t, R) : calloc((size_t)j->rows * j->cols, sizeof(float));
     j->sc = gb ? calloc(ng, sizeof(float)) : NULL;
     j->zr = gb ? calloc(ng, sizeof(float)) : NULL;
     j->started = true;
@@ -207,7 +222,8 @@ static enum gq_status sq_merge(struct sq_job *j, const uint8_t *own) {
 // The quantized linear onto the model (and its GGUF blocks) and the report r;
 // j's buffers are used or freed.
 static enum gq_status sq_finish(struct gq_model *m, int l, const struct gq_block_tensor *t, const float *H,
-                                const struct gq_quantize_params *p, struct sq_job *j, struct gq_quant_layer_report *r) {
+                                const struct gq_quantize_params *p, const struct gq_rot *R, struct sq_job *j,
+                                struct gq_quant_layer_report *r) {
     memset(r, 0, sizeof *r);
     if (H) {
         r->rel_error = j->res.rel_error;
@@ -242,7 +258,7 @@ static enum gq_status sq_finish(struct gq_model *m, int l, const struct gq_block
         gq_error_prefix("blk.%d.%s", l, t->name);
         return s;
     }
-    return linear_store(m, l, t, W, j->t0, r);
+    return linear_store(m, l, t, W, j->t0, R, r);
 }
 
 // One more report in rep (rep->n), and its progress line.
@@ -281,10 +297,11 @@ uint64_t gq_linear_seed(const struct gq_model *m, const struct gq_quantize_param
 }
 
 static enum gq_status vq_start(struct gq_model *m, int l, const struct gq_block_tensor *t, const float *H,
-                               const struct gq_quantize_params *p, const struct gq_vq_config *cfg, struct vq_job *j) {
+                               const struct gq_quantize_params *p, const struct gq_vq_config *cfg,
+                               const struct gq_rot *R, struct vq_job *j) {
     j->t0 = gq_time_s();
     const int rows = (int)gq_dim_value(&m->hp, t->rows), cols = (int)gq_dim_value(&m->hp, t->cols);
-    if (!(j->W = linear_copy(m, l, t))) return GQ_ERR_NOMEM;
+    if (!(j->W = linear_copy(m, l, t, R))) return GQ_ERR_NOMEM;
     struct gq_quant_params q;
     gq_quant_params_from(p, &q);
     enum gq_status s = gq_gptvq_quantize(j->W, rows, cols, H, &q, &p->vq, cfg, gq_linear_seed(m, p, l, t), &j->vt,
@@ -334,8 +351,9 @@ enum gq_status gq_vq_merge(struct gq_vq_tensor *T, struct gq_vq_result *res) {
 // and the report r. finish: the totals and decode are still to do (merged
 // from several ranks). Frees j's tensor; W goes to the model.
 static enum gq_status vq_finish(struct gq_model *m, int l, const struct gq_block_tensor *t, struct vq_job *j,
-                                bool finish, struct gq_quant_layer_report *r) {
+                                bool finish, const struct gq_rot *R, struct gq_quant_layer_report *r) {
     enum gq_status s = finish ? gq_gptvq_finish(&j->vt, j->W, &j->res) : GQ_OK;
+    if (R) j->vt.rot = true, j->vt.rot_seed = R->seed; // from here on it decodes to W' R (W is rotated back below)
     memset(r, 0, sizeof *r);
     if (s == GQ_OK && m->packs) { // packed output: keep the compressed form
         uint8_t *buf = NULL;
@@ -353,7 +371,7 @@ static enum gq_status vq_finish(struct gq_model *m, int l, const struct gq_block
         gq_error_prefix("blk.%d.%s", l, t->name);
         return s;
     }
-    return linear_store(m, l, t, W, j->t0, r);
+    return linear_store(m, l, t, W, j->t0, R, r);
 }
 
 struct slab_unit {
@@ -398,7 +416,8 @@ static enum gq_status assign_slabs(const struct gq_model *m, const struct gq_blo
 
 static enum gq_status vq_group(struct gq_model *m, int l, const struct gq_block_tensor *const *lin, int n,
                                const float *H, const struct gq_quantize_params *p, const struct gq_vq_config *cfg,
-                               const float *bpv_map, struct gq_quant_report *rep, struct gq_progress *pr) {
+                               const float *bpv_map, const struct gq_rot *R, struct gq_quant_report *rep,
+                               struct gq_progress *pr) {
     const struct gq_arch *A = gq_arch_find(m->arch);
     const bool one = gq_dist_size() == 1;
     struct gq_vq_config lc[64];
@@ -414,15 +433,15 @@ static enum gq_status vq_group(struct gq_model *m, int l, const struct gq_block_
     enum gq_status s = own && job ? assign_slabs(m, lin, n, ns, own) : gq_fail(GQ_ERR_NOMEM, "out of memory");
     for (int i = 0; i < n && s == GQ_OK; i++) {
         lc[i].slab_own = own[i];
-        s = vq_start(m, l, lin[i], H, p, &lc[i], &job[i]);
+        s = vq_start(m, l, lin[i], H, p, &lc[i], R, &job[i]);
         if (s == GQ_OK && one) { // one rank: every slab done, nothing to wait for
-            s = vq_finish(m, l, lin[i], &job[i], false, &rep->layers[rep->n]);
+            s = vq_finish(m, l, lin[i], &job[i], false, R, &rep->layers[rep->n]);
             if (s == GQ_OK) count_linear(rep, p, l, pr);
         }
     }
     for (int i = 0; i < n && s == GQ_OK && !one; i++) {
         s = gq_vq_merge(&job[i].vt, &job[i].res);
-        if (s == GQ_OK) s = vq_finish(m, l, lin[i], &job[i], true, &rep->layers[rep->n]);
+        if (s == GQ_OK) s = vq_finish(m, l, lin[i], &job[i], true, R, &rep->layers[rep->n]);
         if (s == GQ_OK) count_linear(rep, p, l, pr);
     }
     for (int i = 0; job && i < n; i++)
@@ -433,8 +452,8 @@ static enum gq_status vq_group(struct gq_model *m, int l, const struct gq_block_
 
 // RTN (every rank all of it) and GPTQ (slabs, as vq_group).
 static enum gq_status sq_group(struct gq_model *m, int l, const struct gq_block_tensor *const *lin, int n,
-                               const float *H, const struct gq_quantize_params *p, struct gq_quant_report *rep,
-                               struct gq_progress *pr) {
+                               const float *H, const struct gq_quantize_params *p, const struct gq_rot *R,
+                               struct gq_quant_report *rep, struct gq_progress *pr) {
     const bool split = H && gq_dist_size() > 1;
     int ns[64];
     for (int i = 0; i < n; i++) ns[i] = gq_gptq_n_slabs((int)gq_dim_value(&m->hp, lin[i]->rows), H ? p->vq.slab_rows : 0);
@@ -445,15 +464,15 @@ static enum gq_status sq_group(struct gq_model *m, int l, const struct gq_block_
     for (int i = 0; i < n && s == GQ_OK; i++) {
         bool any = !split;
         for (int k = 0; k < ns[i] && split; k++) any |= own[i][k] != 0;
-        s = sq_start(m, l, lin[i], H, p, split ? own[i] : NULL, any, &job[i]);
+        s = sq_start(m, l, lin[i], H, p, split ? own[i] : NULL, any, R, &job[i]);
         if (s == GQ_OK && !split) { // nothing to wait for
-            s = sq_finish(m, l, lin[i], H, p, &job[i], &rep->layers[rep->n]);
+            s = sq_finish(m, l, lin[i], H, p, R, &job[i], &rep->layers[rep->n]);
             if (s == GQ_OK) count_linear(rep, p, l, pr);
         }
     }
     for (int i = 0; i < n && s == GQ_OK && split; i++) {
         s = sq_merge(&job[i], own[i]);
-        if (s == GQ_OK) s = sq_finish(m, l, lin[i], H, p, &job[i], &rep->layers[rep->n]);
+        if (s == GQ_OK) s = sq_finish(m, l, lin[i], H, p, R, &job[i], &rep->layers[rep->n]);
         if (s == GQ_OK) count_linear(rep, p, l, pr);
     }
     for (int i = 0; job && i < n; i++)
@@ -472,6 +491,25 @@ enum gq_status gq_quantize_group(struct gq_model *m, int l, int g, const float *
     int n = 0;
     for (int i = 0; i < A->n_tensors && n < 64; i++)
         if (A->tensors[i].kind == GQ_T_LINEAR && (g < 0 || (int)A->tensors[i].input == g)) lin[n++] = &A->tensors[i];
-    if (H && p->method == GQ_METHOD_GPTVQ) return vq_group(m, l, lin, n, H, p, cfg, bpv_map, rep, pr);
-    return sq_group(m, l, lin, n, H, p, rep, pr);
+    if (!p->rotate) {
+        if (H && p->method == GQ_METHOD_GPTVQ) return vq_group(m, l, lin, n, H, p, cfg, bpv_map, NULL, rep, pr);
+        return sq_group(m, l, lin, n, H, p, NULL, rep, pr);
+    }
+    // --rotate: every linear of the group reads the same input, so one R
+    // (g < 0, RTN: the widths may differ, one linear at a time)
+    enum gq_status s = GQ_OK;
+    for (int i0 = 0; i0 < n && s == GQ_OK;) {
+        const int cols = (int)gq_dim_value(&m->hp, lin[i0]->cols);
+        int i1 = i0 + 1;
+        while (i1 < n && gq_dim_value(&m->hp, lin[i1]->cols) == cols) i1++;
+        struct gq_rot R;
+        GQ_TRY(gq_rot_init(&R, cols, gq_rot_seed(p->seed)));
+        float *Hr = H ? gq_rot_hessian(H, &R) : NULL;
+        if (H && !Hr) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
+        else if (H && p->method == GQ_METHOD_GPTVQ) s = vq_group(m, l, lin + i0, i1 - i0, Hr, p, cfg, bpv_map, &R, rep, pr);
+        else s = sq_group(m, l, lin + i0, i1 - i0, Hr, p, &R, rep, pr);
+        free(Hr), gq_rot_free(&R);
+        i0 = i1;
+    }
+    return s;
 }

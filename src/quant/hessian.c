@@ -23,6 +23,7 @@
 #include "backend/backend.h"
 #include "model/model.h"
 #include "quant/quant.h"
+#include "util/hadamard.h"
 #include "util/common.h"
 #include "util/dist.h"
 #include <cblas.h>
@@ -329,4 +330,23 @@ enum gq_status gq_fp_target(float *W, int rows, int n, const float *H, const dou
 out:
     free(M), free(B), free(Ct), free(Wd);
     return s;
+}
+
+float *gq_rot_hessian(const float *H, const struct gq_rot *R) {
+    const int n = R->n;
+    float *A = malloc(sizeof(float) * (size_t)n * n), *B = malloc(sizeof(float) * (size_t)n * n);
+    if (!A || !B) return free(A), free(B), NULL;
+    memcpy(A, H, sizeof(float) * (size_t)n * n);
+    for (int pass = 0; pass < 2; pass++) { // rows of H rotated: H Rᵀ; transposed (R H), rows again: R H Rᵀ
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++) gq_rot_apply(R, A + (size_t)i * n);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) B[(size_t)j * n + i] = A[(size_t)i * n + j];
+        float *t = A;
+        A = B, B = t;
+    }
+    for (int i = 0; i < n; i++) // symmetric to the last bit
+        for (int j = i + 1; j < n; j++) A[(size_t)i * n + j] = A[(size_t)j * n + i] = 0.5f * (A[(size_t)i * n + j] + A[(size_t)j * n + i]);
+    free(B);
+    return A;
 }

@@ -152,6 +152,10 @@ void gq_hessian_free(struct gq_hessian *H);
 // with H then minimises the error against the source model's output, not
 // against W's output on the already-quantized inputs.
 enum gq_status gq_fp_target(float *W, int rows, int n, const float *H, const double *C, double damp);
+// --rotate: R H Rᵀ (malloc'd n × n, symmetric; NULL when out of memory) for
+// the rotation R of H's width n: the Hessian of the inputs R x.
+struct gq_rot;
+float *gq_rot_hessian(const float *H, const struct gq_rot *R);
 
 // ---------------------------------------------------------------------------
 // The output head (head.c, --head-bpv).

@@ -23,12 +23,20 @@ static const struct gq_block_tensor *block_linear(const struct gq_model *m, cons
     return NULL;
 }
 
+// gptvq.format_version: the newest header version among the packs (1 unless rotated).
+static int packs_version(const struct gq_model *m) {
+    const struct gq_arch *A = gq_arch_find(m->arch);
+    int v = m->head_pack ? m->head_pack->h.version : 1;
+    for (size_t i = 0; i < (size_t)m->hp.n_layers * A->n_tensors; i++) if (m->packs[i].h.version > v) v = m->packs[i].h.version;
+    return v;
+}
+
 // Packed GPTVQ matrix `name`: its header as "gptvq.vq.<name>" and one tensor
 // per part (docs/format.md).
 static enum gq_status write_packed(struct gq_gguf_writer *w, const char *name, const struct gq_vqpack *pk) {
     char key[256];
     snprintf(key, sizeof key, "gptvq.vq.%s", name);
-    enum gq_status s = gq_gguf_writer_set_arr(w, key, GQ_GGUF_INT32, &pk->h, GQ_VQPACK_HDR_N);
+    enum gq_status s = gq_gguf_writer_set_arr(w, key, GQ_GGUF_INT32, &pk->h, (size_t)gq_vqpack_hdr_n(&pk->h));
     int64_t bits[GQ_VQP_COUNT];
     if (s == GQ_OK) s = gq_vqpack_layout(&pk->h, name, bits);
     for (int i = 0; s == GQ_OK && i < GQ_VQP_COUNT; i++) {
@@ -128,7 +136,7 @@ enum gq_status gq_model_save_gguf(struct gq_model *m, const char *path, const st
     if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.version", GQ_VERSION_STRING);
     if (s == GQ_OK)
         s = gq_gguf_writer_set_str(w, "gptvq.format", m->packs ? "packed-vq" : m->blocks ? "gguf-blocks" : "fake-quant-f32");
-    if (s == GQ_OK && m->packs) s = gq_gguf_writer_set_i32(w, "gptvq.format_version", GQ_VQPACK_VERSION);
+    if (s == GQ_OK && m->packs) s = gq_gguf_writer_set_i32(w, "gptvq.format_version", packs_version(m));
     if (s == GQ_OK) s = gq_gguf_writer_set_str(w, "gptvq.method", method);
     if (p->method == GQ_METHOD_GPTVQ) {
         if (s == GQ_OK) s = gq_gguf_writer_set_i32(w, "gptvq.vq_dim", p->vq.dim);
