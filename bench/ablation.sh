@@ -29,7 +29,12 @@ default_variants="\
 2.125-w128x512-finetune20|--bpv 2.125 $W --nsamples 128 --seqlen 512 --finetune 20
 2.125-datafree128x512|--bpv 2.125 --nsamples 128 --seqlen 512
 2.125-mix64|--bpv 2.125 $W --nsamples 128 --seqlen 512 --calib-mix 64
+2.125-rotate|--bpv 2.125 $W --nsamples 32 --seqlen 512 --rotate
+2.125-rotate-finetune20|--bpv 2.125 $W --nsamples 32 --seqlen 512 --rotate --finetune 20
 3.125|--bpv 3.125 $W --nsamples 32 --seqlen 512
+3.125-rotate|--bpv 3.125 $W --nsamples 32 --seqlen 512 --rotate
+4.125|--bpv 4.125 $W --nsamples 32 --seqlen 512
+4.125-rotate|--bpv 4.125 $W --nsamples 32 --seqlen 512 --rotate
 3.125-fp-target|--bpv 3.125 $W --nsamples 32 --seqlen 512 --fp-target
 3.125-finetune20|--bpv 3.125 $W --nsamples 32 --seqlen 512 --finetune 20"
 mkdir -p "$out"

@@ -357,8 +357,10 @@ struct gq_quantize_params {
     // Incoherence processing (QuIP#'s randomized Hadamard rotation): each
     // linear is quantized as W Rᵀ with the Hessian R H Rᵀ, R a rotation of its
     // input width (util/hadamard.h; seeded from seed), so that Q (R x)
-    // approximates W x. Off by default.
-    bool rotate;
+    // approximates W x. < 0 (default): on for GPTVQ, off for RTN / GPTQ
+    // (whose GGUF blocks cannot carry it); 0: off; > 0: on (RTN / GPTQ:
+    // fake_quant only).
+    int rotate;
     // Packed GPTVQ: after each block, this many Adam steps on the codebooks
     // of o, gate, up and down against the source block's output (quant.h:
     // gq_finetune_block); 0 (default): off. ft_lr: step size relative to each

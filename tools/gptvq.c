@@ -562,12 +562,13 @@ static const char *QUANT_HELP =
     "                        source model's output on the source model's inputs instead of its\n"
     "                        own output on the quantized inputs (off by default; one process,\n"
     "                        CPU, cannot resume from a checkpoint yet; twice the calibration passes)\n"
-    "  --rotate              incoherence processing (QuIP#): each linear quantized in a randomized\n"
+    "  --rotate, --no-rotate incoherence processing (QuIP#): each linear quantized in a randomized\n"
     "                        Hadamard basis of its input (W R^T with the Hessian R H R^T; R drawn\n"
-    "                        from --seed). Packed GPTVQ files store the rotation (format version 2)\n"
-    "                        and the runtime rotates each input once per token; RTN / GPTQ grids\n"
-    "                        with --fake-quant only; the output head is not rotated. Not with\n"
-    "                        --bit-alloc\n"
+    "                        from --seed). Default: on for GPTVQ (it won at 2.125, 3.125 and\n"
+    "                        4.125 bpv on both texts, docs/results.md), off for RTN / GPTQ, whose\n"
+    "                        GGUF blocks cannot carry it (--rotate with --fake-quant only). Packed\n"
+    "                        files store it (format version 2); the runtime rotates each input\n"
+    "                        once per token. The output head is not rotated\n"
     "  --finetune N          GPTVQ: after each block, N Adam steps on the codebooks of its seven\n"
     "                        linears (indices fixed) against the source block's output on the\n"
     "                        calibration windows; kept only if the block's error drops (default 0:\n"
@@ -902,7 +903,8 @@ static int cmd_quantize(int argc, char **argv) {
         if (!strcmp(a, "--no-act-order")) { p.act_order = false; continue; }
         if (!strcmp(a, "--static-groups")) { p.static_groups = true; continue; }
         if (!strcmp(a, "--fp-target")) { p.fp_target = true; continue; }
-        if (!strcmp(a, "--rotate")) { p.rotate = true; continue; }
+        if (!strcmp(a, "--rotate")) { p.rotate = 1; continue; }
+        if (!strcmp(a, "--no-rotate")) { p.rotate = 0; continue; }
         if (!strcmp(a, "--packed")) { packed = 1; continue; }
         if (!strcmp(a, "--fake-quant")) { packed = 0; continue; }
         if (!strcmp(a, "--quiet")) { p.progress = false; continue; }
@@ -977,7 +979,7 @@ static int cmd_quantize(int argc, char **argv) {
     p.calib_mix = (int)calib_mix;
     if (finetune && p.method != GQ_METHOD_GPTVQ) return die("--finetune tunes packed GPTVQ codebooks (--method gptvq)"), 2;
     if (p.fp_target && p.method == GQ_METHOD_RTN) return die("--fp-target: RTN uses no calibration"), 2;
-    if (p.rotate && p.method != GQ_METHOD_GPTVQ && !p.fake_quant)
+    if (p.rotate > 0 && p.method != GQ_METHOD_GPTVQ && !p.fake_quant)
         return die("--rotate: RTN / GPTQ grids in a rotated basis are written with --fake-quant only (GGUF blocks have "
                    "no rotation)"), 2;
     p.finetune_steps = (int)finetune;

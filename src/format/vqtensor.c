@@ -106,8 +106,7 @@ void gq_vq_decode(const struct gq_vq_tensor *t, float *Q) {
             for (size_t i = 0; i < (size_t)t->rows * t->cols; i++) Q[i] = NAN;
             return;
         }
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < t->rows; r++) gq_rot_apply_t(&R, Q + (size_t)r * t->cols);
+        gq_rot_rows_inplace(&R, Q, t->rows, true);
         gq_rot_free(&R);
     }
 }

@@ -70,8 +70,7 @@ static enum gq_status gemv(float *y, const float *x, const struct gq_qweight *w)
 
 void gq_rot_rows(const struct gq_rot *R, const float *x, float *out, int n) {
     memcpy(out, x, sizeof(float) * (size_t)n * R->n);
-#pragma omp parallel for if (n > 1)
-    for (int t = 0; t < n; t++) gq_rot_apply(R, out + (size_t)t * R->n);
+    gq_rot_rows_inplace(R, out, n, false);
 }
 
 enum gq_status gq_qmatmul_rotated(float *y, const float *xr, const struct gq_qweight *w, int n) {

@@ -25,6 +25,7 @@
 #include "quant/ckpt.h"
 #include "quant/group.h"
 #include "quant/quant.h"
+#include "util/hadamard.h"
 #include "quant/vq.h"
 #include "format/vqpack.h"
 #include "util/dist.h"
@@ -60,6 +61,7 @@ void gq_quantize_params_default(struct gq_quantize_params *p) {
     p->ft_lr = 0.003;
     p->ft_batch = 8;
     p->embed_type = -1;
+    p->rotate = -1;
 }
 
 static const char *method_name(enum gq_method m) {
@@ -705,6 +707,7 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
     int64_t *bits = malloc(sizeof(int64_t) * (size_t)n1 * NC);
     double *err = malloc(sizeof(double) * (size_t)n1 * NC), *sens = malloc(sizeof(double) * (size_t)n1);
     float *cand = malloc(sizeof(float) * (size_t)n1 * NC), *Hf = NULL, *Wc = NULL, *logits = NULL;
+    struct gq_rot R = {0}; // --rotate: the rotation of the group's inputs
     int32_t *toks = NULL;
     enum gq_status s = nopt && choice && slot && uni && bits && err && sens && cand ? GQ_OK : gq_fail(GQ_ERR_NOMEM, "bit allocation");
     // the sensitivity windows and the source model's NLL on them
@@ -742,6 +745,13 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
             int64_t ns = 0;
             if (!(Hf = malloc(sizeof(float) * (size_t)n_in * n_in))) s = gq_fail(GQ_ERR_NOMEM, "bit allocation: Hessian");
             if (s == GQ_OK) s = gq_hessian_load(p->bit_alloc, l, g, Hf, n_in, &ns);
+            gq_rot_free(&R);
+            if (s == GQ_OK && gq_quantize_rotates(p)) { // the linears as the run quantizes them (group.c)
+                float *Hr = NULL;
+                s = gq_rot_init(&R, n_in, gq_rot_seed(p->seed));
+                if (s == GQ_OK && !(Hr = gq_rot_hessian(Hf, &R))) s = gq_fail(GQ_ERR_NOMEM, "bit allocation: Hessian");
+                if (Hr) free(Hf), Hf = Hr;
+            }
             for (int i = 0; i < nt && s == GQ_OK; i++) {
                 const struct gq_block_tensor *t = &A->tensors[i];
                 if (t->kind != GQ_T_LINEAR || (int)t->input != g) continue;
@@ -763,6 +773,7 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
                     struct gq_vq_tensor vt;
                     struct gq_vq_result res;
                     memcpy(Wc, W, sizeof(float) * (size_t)rows * cols);
+                    if (R.n) gq_rot_rows_inplace(&R, Wc, rows, false);
                     s = gq_gptvq_quantize(Wc, rows, cols, Hf, &q, &p->vq, &cfg, seed, &vt, &res);
                     if (s != GQ_OK) {
                         gq_error_prefix("bit allocation: blk.%d.%s at %g bpv", l, t->name, b);
@@ -772,6 +783,7 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
                     gq_vq_tensor_free(&vt);
                     if (j == 0) { // this linear alone quantized at --bpv: the loss it costs
                         double nll = 0;
+                        if (R.n) gq_rot_rows_inplace(&R, Wc, rows, true);
                         *wslot = Wc;
                         s = window_nll(m, toks, pw.nsamples, sl, logits, &nll);
                         *wslot = W;
@@ -828,6 +840,7 @@ static enum gq_status alloc_budgets(struct gq_model *m, const struct gq_arch *A,
         }
     }
     free(nopt), free(choice), free(slot), free(uni), free(bits), free(err), free(sens), free(cand), free(Hf), free(Wc);
+    gq_rot_free(&R);
     free(logits), free(toks);
     return s;
 }
@@ -864,9 +877,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         if (gq_dist_size() > 1 || strcmp(gq_be()->name, "cpu") != 0 || p->bit_alloc)
             return gq_fail(GQ_ERR_UNSUPPORTED, "--fp-target: one process, --device cpu, without --bit-alloc (not yet)");
     }
-    if (p->rotate && p->bit_alloc) // its pilot quantizes unrotated
-        return gq_fail(GQ_ERR_UNSUPPORTED, "--rotate: not with --bit-alloc (not yet)");
-    if (p->rotate && p->method != GQ_METHOD_GPTVQ && !p->fake_quant)
+    if (gq_quantize_rotates(p) && p->method != GQ_METHOD_GPTVQ && !p->fake_quant)
         return gq_fail(GQ_ERR_ARG, "--rotate: RTN / GPTQ grids in a rotated basis are written with --fake-quant only "
                        "(GGUF blocks have no rotation)");
     if (p->finetune_steps > 0) {
@@ -1327,7 +1338,7 @@ enum gq_status gq_quant_report_write_json(const struct gq_quant_report *rep, con
     cJSON_AddNumberToObject(o, "seconds_quantization", rep->seconds_quant);
     cJSON_AddNumberToObject(o, "seconds_sampling", rep->seconds_sampling);
     if (p->fp_target) cJSON_AddBoolToObject(o, "fp_target", true);
-    if (p->rotate) cJSON_AddBoolToObject(o, "rotate", true);
+    cJSON_AddBoolToObject(o, "rotate", gq_quantize_rotates(p));
     if (p->calib_mix) cJSON_AddNumberToObject(o, "calib_mix", p->calib_mix);
     if (p->finetune_steps > 0) { // --finetune: the block objectives summed over the blocks
         cJSON *f = cJSON_AddObjectToObject(o, "finetune");

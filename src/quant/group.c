@@ -28,6 +28,10 @@ int gq_grid_gguf_type(const struct gq_quantize_params *p) {
 
 int gq_quantize_gguf_type(const struct gq_quantize_params *p) { return p->fake_quant ? -1 : gq_grid_gguf_type(p); }
 
+bool gq_quantize_rotates(const struct gq_quantize_params *p) {
+    return p->rotate < 0 ? p->method == GQ_METHOD_GPTVQ : p->rotate > 0;
+}
+
 void gq_quant_params_from(const struct gq_quantize_params *p, struct gq_quant_params *q) {
     gq_quant_params_default(q);
     q->wbits = p->wbits;
@@ -99,14 +103,6 @@ static enum gq_status rtn_linear(float *W, int rows, int cols, const struct gq_q
 // the model) and the report gets its name, shape and time.
 // R (--rotate, else NULL): the copy is W Rᵀ (each row rotated), the stored
 // weights Q R (each row rotated back), so the model computes Q (R x).
-static void rotate_rows(float *W, int rows, const struct gq_rot *R, bool back) {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; r++) {
-        if (back) gq_rot_apply_t(R, W + (size_t)r * R->n);
-        else gq_rot_apply(R, W + (size_t)r * R->n);
-    }
-}
-
 static float *linear_copy(const struct gq_model *m, int l, const struct gq_block_tensor *t, const struct gq_rot *R) {
     const float **slot = gq_block_slot(&m->layers[l], t);
     const int rows = (int)gq_dim_value(&m->hp, t->rows);
@@ -114,13 +110,13 @@ static float *linear_copy(const struct gq_model *m, int l, const struct gq_block
     float *W = malloc(n * sizeof *W);
     if (W) memcpy(W, *slot, n * sizeof *W);
     else gq_fail(GQ_ERR_NOMEM, "out of memory");
-    if (W && R) rotate_rows(W, rows, R, false);
+    if (W && R) gq_rot_rows_inplace(R, W, rows, false);
     return W;
 }
 
 static enum gq_status linear_store(struct gq_model *m, int l, const struct gq_block_tensor *t, float *W, double t0,
                                    const struct gq_rot *R, struct gq_quant_layer_report *r) {
-    if (R) rotate_rows(W, (int)gq_dim_value(&m->hp, t->rows), R, true);
+    if (R) gq_rot_rows_inplace(R, W, (int)gq_dim_value(&m->hp, t->rows), true);
     enum gq_status s = gq_model_own(m, W);
     if (s != GQ_OK) {
         free(W);
@@ -491,7 +487,7 @@ enum gq_status gq_quantize_group(struct gq_model *m, int l, int g, const float *
     int n = 0;
     for (int i = 0; i < A->n_tensors && n < 64; i++)
         if (A->tensors[i].kind == GQ_T_LINEAR && (g < 0 || (int)A->tensors[i].input == g)) lin[n++] = &A->tensors[i];
-    if (!p->rotate) {
+    if (!gq_quantize_rotates(p)) {
         if (H && p->method == GQ_METHOD_GPTVQ) return vq_group(m, l, lin, n, H, p, cfg, bpv_map, NULL, rep, pr);
         return sq_group(m, l, lin, n, H, p, NULL, rep, pr);
     }

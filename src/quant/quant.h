@@ -152,6 +152,9 @@ void gq_hessian_free(struct gq_hessian *H);
 // with H then minimises the error against the source model's output, not
 // against W's output on the already-quantized inputs.
 enum gq_status gq_fp_target(float *W, int rows, int n, const float *H, const double *C, double damp);
+// Whether a run rotates its linears (gq_quantize_params.rotate resolved).
+struct gq_quantize_params;
+bool gq_quantize_rotates(const struct gq_quantize_params *p);
 // --rotate: R H Rᵀ (malloc'd n × n, symmetric; NULL when out of memory) for
 // the rotation R of H's width n: the Hessian of the inputs R x.
 struct gq_rot;

@@ -217,3 +217,11 @@ void gq_rot_apply_t(const struct gq_rot *r, float *x) {
     for (int b = 0; b < r->nblk; b++) block_had(x + r->off[b], r->had[b], r->m[b], r->off[b + 1] - r->off[b]);
     times_sign(x, r->sign, r->n);
 }
+
+void gq_rot_rows_inplace(const struct gq_rot *R, float *W, int rows, bool back) {
+#pragma omp parallel for schedule(static) if (rows > 1)
+    for (int r = 0; r < rows; r++) {
+        if (back) gq_rot_apply_t(R, W + (size_t)r * R->n);
+        else gq_rot_apply(R, W + (size_t)r * R->n);
+    }
+}

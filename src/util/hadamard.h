@@ -33,6 +33,9 @@ void gq_rot_free(struct gq_rot *r);
 // x ← R x and x ← Rᵀ x (in place, n floats).
 void gq_rot_apply(const struct gq_rot *r, float *x);
 void gq_rot_apply_t(const struct gq_rot *r, float *x);
+// Every row of W (rows × R->n, row-major) rotated in place: w ← R w
+// (back: w ← Rᵀ w); OpenMP threads over the rows.
+void gq_rot_rows_inplace(const struct gq_rot *R, float *W, int rows, bool back);
 // The ±1 Paley (or Sylvester, m a power of two) Hadamard matrix of order m
 // into H (m × m, row-major); GQ_ERR_ARG when this construction has no such m.
 enum gq_status gq_hadamard_matrix(int m, int8_t *H);
