@@ -172,9 +172,9 @@ enum gq_status gq_vqrt_init(struct gq_vqrt *v, const struct gq_vqpack *p, const 
         if (h->norm_block) b += (v->ct_start[c + 1] - v->ct_start[c] + h->norm_block - 1) / h->norm_block;
     }
     enum gq_status s = GQ_OK;
-    if (t.rot && (!(v->rot = calloc(1, sizeof *v->rot)) || gq_rot_init(v->rot, h->cols, t.rot_seed) != GQ_OK)) {
-        free(v->rot), v->rot = NULL;
-        s = gq_fail(GQ_ERR_NOMEM, "%s: input rotation", what);
+    if (t.rot) {
+        s = (v->rot = calloc(1, sizeof *v->rot)) ? gq_rot_init(v->rot, h->cols, t.rot_seed) : gq_fail(GQ_ERR_NOMEM, "out of memory");
+        if (s != GQ_OK) free(v->rot), v->rot = NULL, gq_error_prefix("%s: input rotation", what);
     }
     gq_vq_tensor_free(&t);
     if (s != GQ_OK) return gq_vqrt_free(v), s;
