@@ -14,7 +14,7 @@
 #define GQ_HADAMARD_H
 #include "util/common.h"
 
-#define GQ_ROT_MAX_BLOCKS 16
+#define GQ_ROT_MAX_BLOCKS 32 // the largest supported size first: at most log2(n) + 1 blocks
 
 struct gq_rot {
     int n, nblk;
