@@ -75,10 +75,7 @@ struct gq_qweight {
 static inline const struct gq_rot *gq_qweight_rot(const struct gq_qweight *w) {
     return w->kind == GQ_QW_VQ ? w->vq->rot : NULL;
 }
-// Rotations a and b equal (both NULL, or the same size and seed).
-static inline bool gq_rot_same(const struct gq_rot *a, const struct gq_rot *b) {
-    return a == b || (a && b && a->n == b->n && a->seed == b->seed);
-}
+
 
 // Repacks w for the SIMD kernels where they read another layout (the ggml
 // block types Q8_0 / Q4_x / Q5_x with a multiple of 32 columns); *owned gets

@@ -41,6 +41,8 @@ struct ft_lin {
     struct gq_vq_maps mp;
     float *m1, *m2;          // Adam moments
     float *lr;               // per codebook (stage, group): step size
+    struct gq_rot R;         // a rotated matrix's rotation (vt.rot), else zero
+    float *rw;               // with R: one gradient row in the stored basis
     size_t ncb;              // stages · groups · k · d
 };
 
@@ -48,20 +50,16 @@ static void decode_into(struct ft_lin *f) { gq_vq_decode(&f->vt, f->W); }
 
 // ∂L/∂cb from ∂L/∂W: the decode rule's adjoint (vqtensor.h: gq_vq_vec_decode;
 // a rotated matrix W = W' R: ∂L/∂W' = ∂L/∂W Rᵀ, each row rotated by R).
-static enum gq_status cb_grad(const struct ft_lin *f, float *g) {
+static void cb_grad(const struct ft_lin *f, float *g) {
     const struct gq_vq_tensor *t = &f->vt;
     const int d = t->d, nv = (t->cols - t->n_out) / d;
     memset(g, 0, sizeof(float) * f->ncb);
-    struct gq_rot R = {0};
-    float *rw = t->rot ? malloc(sizeof(float) * t->cols) : NULL;
-    if (t->rot && (!rw || gq_rot_init(&R, t->cols, t->rot_seed) != GQ_OK))
-        return free(rw), gq_fail(GQ_ERR_NOMEM, "out of memory");
     for (int r = 0; r < t->rows; r++) {
         const float *dw = f->dW + (size_t)r * t->cols;
-        if (rw) {
-            memcpy(rw, dw, sizeof(float) * t->cols);
-            gq_rot_apply(&R, rw);
-            dw = rw;
+        if (f->rw) {
+            memcpy(f->rw, dw, sizeof(float) * t->cols);
+            gq_rot_apply(&f->R, f->rw);
+            dw = f->rw;
         }
         for (int v = 0; v < nv; v++) {
             const int rt = f->mp.row_rt[r], ct = f->mp.vec_ct[v];
@@ -73,8 +71,6 @@ static enum gq_status cb_grad(const struct ft_lin *f, float *g) {
             }
         }
     }
-    free(rw), gq_rot_free(&R);
-    return GQ_OK;
 }
 
 // Every codebook rounded to its stored format (int8 codes · fp16 scale).
@@ -267,7 +263,7 @@ double gq_finetune_block_loss(const struct gq_ft_shape *sh, const float *const W
 static void ft_free(struct ft_lin *L, struct ft_buf *B) {
     for (int i = 0; i < FT_N; i++) {
         struct ft_lin *f = &L[i];
-        free(f->dW), free(f->m1), free(f->m2), free(f->lr);
+        free(f->dW), free(f->m1), free(f->m2), free(f->lr), free(f->rw), gq_rot_free(&f->R);
         if (f->tuned) free(f->W), gq_vq_tensor_free(&f->vt), gq_vq_maps_free(&f->mp);
     }
     buf_free(B);
@@ -317,10 +313,11 @@ enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l
                 f->dW = malloc(sizeof(float) * (size_t)f->rows * f->cols);
                 f->lr = malloc(sizeof(float) * f->ncb / (f->vt.k * f->vt.d));
                 f->m1 = calloc(f->ncb, sizeof(float)), f->m2 = calloc(f->ncb, sizeof(float));
-                if (!f->W || !f->dW || !f->m1 || !f->m2 || !f->lr) {
+                if (!f->W || !f->dW || !f->m1 || !f->m2 || !f->lr || (f->vt.rot && !(f->rw = malloc(sizeof(float) * f->cols)))) {
                     s = gq_fail(GQ_ERR_NOMEM, "--finetune: out of memory");
                     break;
                 }
+                if (f->vt.rot && (s = gq_rot_init(&f->R, f->cols, f->vt.rot_seed)) != GQ_OK) break;
                 s = gq_vq_maps_build(&f->vt, &f->mp);
                 const int kd = f->vt.k * f->vt.d;
                 for (size_t q = 0; q < f->ncb / kd; q++) { // steps relative to each codebook's range
@@ -384,7 +381,7 @@ enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l
         for (int k = 0; k < FT_N; k++) {
             struct ft_lin *f = &L[k];
             if (!f->tuned) continue;
-            if ((s = cb_grad(f, g)) != GQ_OK) goto done;
+            cb_grad(f, g);
             const int kd = f->vt.k * f->vt.d;
             for (size_t e = 0; e < f->ncb; e++) {
                 f->m1[e] = b1 * f->m1[e] + (1 - b1) * g[e];

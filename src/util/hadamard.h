@@ -27,6 +27,11 @@ struct gq_rot {
 // The rotation seed of a quantization run's --seed.
 static inline uint64_t gq_rot_seed(uint64_t seed) { return seed ^ 0x526F7461746500ull; }
 
+// Rotations a and b equal (both NULL, or the same size and seed).
+static inline bool gq_rot_same(const struct gq_rot *a, const struct gq_rot *b) {
+    return a == b || (a && b && a->n == b->n && a->seed == b->seed);
+}
+
 // The rotation of R^n drawn from seed (0 < n; any n: blocks as above).
 enum gq_status gq_rot_init(struct gq_rot *r, int n, uint64_t seed);
 void gq_rot_free(struct gq_rot *r);
