@@ -28,7 +28,7 @@ int main(int argc, char **argv) {
     const int n = m->hp.hidden_dim > m->hp.dim ? m->hp.hidden_dim : m->hp.dim;
     float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
     for (int i = 0; i < n; i++) x[i] = sinf(0.37f * (float)i);
-    double t = 0, bytes = 0;
+    double t = 0, bytes = 0, tk[64] = {0}, bk[64] = {0};
     int mats = 0;
     const struct gq_arch *A = gq_arch_find(m->arch);
     for (int l = 0; l < m->hp.n_layers; l++)
@@ -44,8 +44,11 @@ int main(int argc, char **argv) {
                 best = fmin(best, cpu_s() - t0);
             }
             t += best, bytes += (double)gq_qweight_bytes(q), mats++;
+            if (i < 64) tk[i] += best, bk[i] += (double)gq_qweight_bytes(q);
         }
     printf("bench_gemv model=%s matrices=%d ms_per_token=%.3f gbs=%.2f\n", argv[1], mats, 1e3 * t, bytes / t / 1e9);
+    for (int i = 0; i < A->n_tensors && i < 64; i++) // per kind of linear, summed over the layers
+        if (tk[i] > 0) printf("  %-14s ms_per_token=%.3f gbs=%.2f\n", A->tensors[i].name, 1e3 * tk[i], bk[i] / tk[i] / 1e9);
     free(x), free(y);
     gq_model_free(m);
     return 0;

@@ -7,8 +7,10 @@
 #   `llama-bench` with the same -p 512 -n 128 -t T -r 3, on the same F16 and
 #   Q4_0 files (exported from the shipped model with llama.cpp's reference
 #   rounding), plus gptvq alone on packed GPTVQ files (2D 2.125, 2D 2.25, 4D
-#   2.125 k 256, 2D 3.125 k 64, 1D 4.125 k 16; quantized for speed only:
-#   --em-iters 5 --cb-update none, data-free 8 x 128 tokens);
+#   2.125 k 256, 2D 3.125 k 64, 1D 4.125 k 16, 2D 4.125 k 256 (what --bpv
+#   4.125 gives by default); quantized for speed only: --em-iters 5
+#   --cb-update none, data-free 8 x 128 tokens; GPTVQ's defaults otherwise:
+#   normalisation, rotation);
 # - perplexity throughput: `gptvq ppl --protocol llama.cpp --ctx 512
 #   --max-windows 8` (its windows' time) and `llama-perplexity -c 512
 #   --chunks 8` (its seconds per pass), every logit scored;
@@ -53,7 +55,8 @@ vq vq2d-2.25 --vq-dim 2 --bpv 2.25
 vq vq4d-2.125 --vq-dim 4 --bpv 2.125
 vq vq2d-3.125 --vq-dim 2 --bpv 3.125
 vq vq1d-4.125 --vq-dim 1 --bpv 4.125
-FILES=(f16 q4_0 vq2d-2.125 vq2d-2.25 vq4d-2.125 vq2d-3.125 vq1d-4.125)
+vq vq2d-4.125 --vq-dim 2 --bpv 4.125
+FILES=(f16 q4_0 vq2d-2.125 vq2d-2.25 vq4d-2.125 vq2d-3.125 vq1d-4.125 vq2d-4.125)
 PEER=(f16 q4_0)
 
 R=$W/results.jsonl

@@ -138,10 +138,11 @@ static void run_all(const char *what, const struct gq_qweight *w, const float *W
         // the int8 kernels round x the same way in every ISA: the SIMD sums
         // equal the scalar reference's up to float rounding
         if (extra && isa == 0) memcpy(y0, y, sizeof(float) * n * rows);
-        // d 4 k 256 on AVX-512 without normalisation: the same exact int32 sums,
-        // scaled and added in the scalar reference's order, from the same
+        // d 4 (d 2) k 256 on AVX-512 without normalisation: the same exact int32
+        // sums, scaled and added in the scalar reference's order, from the same
         // rounded x: bit-identical
-        if (extra && isa == GQ_ISA_AVX512 && w->kind == GQ_QW_VQ && w->vq->fast == GQ_VQF_D4K256 && !w->vq->bv)
+        if (extra && isa == GQ_ISA_AVX512 && w->kind == GQ_QW_VQ &&
+            (w->vq->fast == GQ_VQF_D4K256 || w->vq->fast == GQ_VQF_D2K256) && !w->vq->bv)
             CHECKF(memcmp(y, y0, sizeof(float) * n * rows) == 0, "%s: not bit-identical to the scalar reference", name);
         if (extra && isa > 0) {
             double diff = 0;
@@ -180,7 +181,7 @@ static void test_vq(void) {
         const struct gq_qweight w = b.w;
         n_q8 += b.v.q8 != 0;
         n_fast[b.v.fast]++;
-        n_q8n += b.v.q8 && b.v.bv, n_nibn += (b.v.fast == GQ_VQF_NIB || b.v.fast == GQ_VQF_D2K64H || b.v.fast == GQ_VQF_D4K256) && b.v.bv;
+        n_q8n += b.v.q8 && b.v.bv, n_nibn += (b.v.fast == GQ_VQF_NIB || b.v.fast == GQ_VQF_D2K64H || b.v.fast == GQ_VQF_D2K256 || b.v.fast == GQ_VQF_D4K256) && b.v.bv;
         if (c->norm)
             fprintf(stderr, "  case %d (d %d k %d, %d x %d, normalisation %d): int8 kernel %d, AVX-512 kernel %d, column tiles %d\n", ci,
                     c->d, c->k, c->rows, c->cols, c->norm, b.v.q8, b.v.fast, b.v.p.h.n_ct);
@@ -364,6 +365,34 @@ static void test_vmath(void) {
             CHECKF(wa < 1e-5, "%s: split attention head %d differs from the whole by %.3g", isa_label[isa], hh, wa);
         }
         free(k), free(v);
+        // several query heads of one KV head (3: AVX-512's head groups of 1..4; 6: a group of 4 and
+        // one of 2; head size 128: two 64-float slices; 72: not a multiple of 64, the AVX2 code),
+        // against the double-precision softmax(q k / 8) v of each head
+        static const int cfg[3][2] = {{3, 64}, {6, 128}, {5, 72}};
+        for (int c = 0; c < 3; c++) {
+            const int nq = cfg[c][0], hd = cfg[c][1], ld = hd + 8, TT = 45;
+            float *kk = rand_matrix(TT, ld, 1.0), *vv = rand_matrix(TT, ld, 1.0), *qq = rand_matrix(nq, hd, 1.0);
+            float *S = malloc(sizeof(float) * nq * TT), *oo = malloc(sizeof(float) * nq * hd), mm[8], ob[128];
+            double zz[8], worst = 0;
+            gq_attn_partial(qq, nq, kk, vv, 0, TT, hd, ld, 0.125f, S, mm, zz, oo);
+            for (int h = 0; h < nq; h++) {
+                gq_attn_combine(1, &mm[h], &zz[h], oo + (size_t)h * hd, hd, hd, ob);
+                double pp[45], zs = 0, mx2 = -1e300;
+                for (int t = 0; t < TT; t++) {
+                    pp[t] = 0;
+                    for (int j = 0; j < hd; j++) pp[t] += (double)qq[(size_t)h * hd + j] * kk[(size_t)t * ld + j];
+                    pp[t] *= 0.125, mx2 = fmax(mx2, pp[t]);
+                }
+                for (int t = 0; t < TT; t++) pp[t] = exp(pp[t] - mx2), zs += pp[t];
+                for (int j = 0; j < hd; j++) {
+                    double r = 0, mag = 0;
+                    for (int t = 0; t < TT; t++) r += pp[t] / zs * vv[(size_t)t * ld + j], mag += pp[t] / zs * fabs(vv[(size_t)t * ld + j]);
+                    worst = fmax(worst, fabs(ob[j] - r) / mag);
+                }
+            }
+            CHECKF(worst < 1e-5, "%s: attention of %d heads of size %d: error %.3g of sum p|v|", isa_label[isa], nq, hd, worst);
+            free(kk), free(vv), free(qq), free(S), free(oo);
+        }
     }
     gq_qmatmul_set_isa(gq_qmatmul_isa_best());
     free(x), free(e);
@@ -379,8 +408,8 @@ int main(void) {
     for (int f = 1; f < GQ_VQF_COUNT; f++) CHECKF(n_fast[f] >= 1, "only %d VQ cases take AVX-512 kernel %d", n_fast[f], f);
     CHECKF(n_q8n >= 7 && n_nibn >= 5, "normalised cases: %d through the int8 kernels, %d through AVX-512 NIB, D2K64H or D4K256", n_q8n, n_nibn);
     if (gq_qmatmul_isa_best() >= GQ_ISA_AVX2) CHECKF(n_rp == 5 * 2, "%d repacked block-type cases", n_rp);
-    fprintf(stderr, "  VQ cases per AVX-512 kernel (none, nib, d2k64, d4k256, d2k64 halves): %d %d %d %d %d\n", n_fast[0],
-            n_fast[1], n_fast[2], n_fast[3], n_fast[4]);
+    fprintf(stderr, "  VQ cases per AVX-512 kernel (none, nib, d2k64, d4k256, d2k64 halves, d2k256): %d %d %d %d %d %d\n",
+            n_fast[0], n_fast[1], n_fast[2], n_fast[3], n_fast[4], n_fast[5]);
     fprintf(stderr, "  worst |y - y_ref| / sum|w x| = %.3g (tolerance 1e-5)\n", worst);
     fprintf(stderr, "  int8-activation GEMVs: %d VQ configurations + Q8_0/Q4_0/Q4_1/Q5_0/Q5_1, worst error / bound = %.3g\n", n_q8, worst_q8);
     return test_done("test_qmatmul");

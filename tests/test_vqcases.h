@@ -70,6 +70,10 @@ static const struct cfg vq_cases[] = {
     {2, 16, 40, 576, 2048, GQ_CB_INT8, 32, 1, 0, 0, false}, {4, 256, 48, 416, 16384, GQ_CB_INT8, 64, 1, 0, 0, true},
     {2, 64, 64, 576, 4096, GQ_CB_INT8, 64, 1, 0, 0, true},  {2, 16, 36, 200, 2048, GQ_CB_INT8, 40, 1, 0, 0.03, true},
     {4, 256, 38, 4 * 45, 7200, GQ_CB_INT8, 128, 1, 0, 0, false},
+    // d 2 k 256 (AVX-512 D2K256): outliers and act-order; normalisation blocks of 32 vectors with a
+    // ragged last chunk and rows not multiples of 4; blocks of 64 vectors
+    {2, 256, 40, 576, 8192, GQ_CB_INT8, 0, 1, 0, 0.04, true}, {2, 256, 38, 2 * 90, 6840, GQ_CB_INT8, 64, 1, 0, 0, false},
+    {2, 256, 48, 512, 8192, GQ_CB_INT8, 128, 1, 0, 0, true},
 };
 #define N_CASES (int)(sizeof vq_cases / sizeof *vq_cases)
 

@@ -390,6 +390,29 @@ AVX512_FN static bool vq_row_codes_avx512(const struct gq_vqrt *v, int r, int rt
         }
         return true;
     }
+    if (v->fast == GQ_VQF_D2K256) { // byte indices: two 128-entry halves per coordinate, blended on bit 7
+        const uint8_t *ib = is + (size_t)r * nv;
+        uint8_t lo_i[64], hi_i[64];
+        for (int m = 0; m < 64; m++) lo_i[m] = (uint8_t)((m & 1) * 64 + m / 2), hi_i[m] = (uint8_t)((m & 1) * 64 + 32 + m / 2);
+        const __m512i ilo = _mm512_loadu_si512(lo_i), ihi = _mm512_loadu_si512(hi_i);
+        for (int ct = 0; ct < nct; ct++) {
+            const uint8_t *tg = v->tab + (size_t)((int64_t)rtile * nct + ct) * 512;
+            __m512i T[8];
+            for (int i = 0; i < 8; i++) T[i] = _mm512_xor_si512(_mm512_loadu_si512(tg + 64 * i), x80);
+            for (int vec = v->vt_start[ct]; vec < v->vt_start[ct + 1]; vec += 64) {
+                const int n = gq_min_i(64, v->vt_start[ct + 1] - vec), np2 = 2 * n;
+                const __m512i ix = _mm512_maskz_loadu_epi8(n >= 64 ? ~0ull : (1ull << n) - 1, ib + vec);
+                const __mmask64 hib = _mm512_movepi8_mask(ix);
+                const __m512i c0 = _mm512_mask_blend_epi8(hib, _mm512_permutex2var_epi8(T[0], ix, T[1]), _mm512_permutex2var_epi8(T[2], ix, T[3]));
+                const __m512i c1 = _mm512_mask_blend_epi8(hib, _mm512_permutex2var_epi8(T[4], ix, T[5]), _mm512_permutex2var_epi8(T[6], ix, T[7]));
+                _mm512_mask_storeu_epi8(o + 2 * (size_t)vec, np2 >= 64 ? ~0ull : (1ull << np2) - 1, _mm512_permutex2var_epi8(c0, ilo, c1));
+                if (np2 > 64)
+                    _mm512_mask_storeu_epi8(o + 2 * (size_t)vec + 64, np2 >= 128 ? ~0ull : (1ull << (np2 - 64)) - 1,
+                                            _mm512_permutex2var_epi8(c0, ihi, c1));
+            }
+        }
+        return true;
+    }
     if (v->fast == GQ_VQF_D4K256) {
         const uint8_t *ib = is + (size_t)r * nv;
         uint16_t i01[32], i23[32];

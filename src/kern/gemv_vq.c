@@ -23,7 +23,8 @@
 //       D2K64  d 2, k 64: 6-bit indices unpacked by vpermb + vpmultishiftqb,
 //              looked up by vpermb in the 64-byte tables;
 //       D4K256 d 4, k 256: byte indices, two vpermi2b and a blend on bit 7
-//              per coordinate (the group's 1 KiB of tables in 16 registers).
+//              per coordinate (the group's 1 KiB of tables in 16 registers);
+//       D2K256 d 2, k 256: the same kernel with two coordinates (8 registers).
 #include "kern/kern.h"
 
 // ---------------------------------------------------------------------------
@@ -32,7 +33,7 @@
 void gq_vqrt_free(struct gq_vqrt *v) {
     if (!v) return;
     free(v->ct_start), free(v->rt_start), free(v->vt_start), free(v->blk0), free(v->perm);
-    free(v->tab), free(v->cb8), free(v->cbs), free(v->half_ct), free(v->fcb), free(v->nsc), free(v->nidx), free(v->ch0);
+    free(v->tab), free(v->cb8), free(v->cbs), free(v->half_ct), free(v->fcb), free(v->nsc), free(v->nidx), free(v->ch0), free(v->pix);
     if (v->rot) gq_rot_free(v->rot), free(v->rot);
     memset(v, 0, sizeof *v);
 }
@@ -64,7 +65,8 @@ static void pick_kernels(struct gq_vqrt *v) {
     v->fast = nib && halves                       ? GQ_VQF_NIB
             : d2k64 && halves && nalign           ? GQ_VQF_D2K64H
             : d2k64 && !v->bv                     ? GQ_VQF_D2K64
-            : h->d == 4 && h->k == 256 && (!v->bv || (v->bv % 16 == 0 && (64 % v->bv == 0 || v->bv % 64 == 0))) ? GQ_VQF_D4K256
+            : (h->d == 4 || h->d == 2) && h->k == 256 && (!v->bv || (v->bv % 16 == 0 && (64 % v->bv == 0 || v->bv % 64 == 0)))
+                ? (h->d == 4 ? GQ_VQF_D4K256 : GQ_VQF_D2K256)
                                        : GQ_VQF_NONE;
 }
 
@@ -72,6 +74,12 @@ static void pick_kernels(struct gq_vqrt *v) {
 // centroids (cb8, generic AVX2), float scales; float kernels: the codebooks
 // (gq_vqpack_codebook, the decode rule's first step) and the normalisation
 // scales of every code.
+// Byte i (0..63) of a 64-vector NIB step holds vector 32·(L mod 2) + 2·(i mod 16) + L / 2, L = i / 16:
+// the order in which the nibbles of 32 index bytes come out when they are
+// loaded into both halves of a register and the upper half is shifted by 4
+// (lanes: low nibbles of bytes 0-15, of 16-31, high nibbles of 0-15, of 16-31).
+static inline int nib_vec(int i) { return 32 * ((i >> 4) & 1) + 2 * (i & 15) + (i >> 5); }
+
 static enum gq_status build_tables(struct gq_vqrt *v, const char *what) {
     const struct gq_vqpack_hdr *h = &v->p.h;
     const int64_t ng = vq_groups(v);
@@ -100,6 +108,16 @@ static enum gq_status build_tables(struct gq_vqrt *v, const char *what) {
                     v->tab[(size_t)g * kd + (size_t)j * k + m] = (uint8_t)(c ^ 0x80); // code + 128
                     if (v->cb8) v->cb8[((size_t)g * k + m) * dp + j] = c;
                 }
+        if (v->fast) { // x's plane permutes (vq_prep_fast_avx512)
+            if (!(v->pix = malloc(6 * 64))) return gq_fail(GQ_ERR_NOMEM, "%s: kernel tables", what);
+            for (int j = 0; j < 4; j++)
+                for (int i = 0; i < 64; i++) {
+                    v->pix[64 * j + i] = (uint8_t)(v->fast == GQ_VQF_NIB ? d * nib_vec(i) + j : d == 4 ? (4 * i + j) & 127 : 2 * i + j);
+                    // NIB's short last step (<= 32 vectors, a 256-bit step): byte i < 32 holds vector 2·(i mod 16) + i / 16;
+                    // the rest points at a zero (past the codes)
+                    if (j < 2) v->pix[64 * (4 + j) + i] = (uint8_t)(i < 32 ? d * (2 * (i & 15) + (i >> 4)) + j : d == 2 ? 127 : 63);
+                }
+        }
         if (v->fast == GQ_VQF_NIB || v->fast == GQ_VQF_D2K64H) {
             const int nh = (v->nv + 31) / 32;
             if (!(v->half_ct = malloc(sizeof(int) * (size_t)(nh > 0 ? nh : 1)))) return gq_fail(GQ_ERR_NOMEM, "%s: kernel tables", what);
@@ -122,7 +140,7 @@ static enum gq_status build_tables(struct gq_vqrt *v, const char *what) {
                     v->nidx[(size_t)r * nsteps + s] = (uint16_t)(c[0] | (16 | c[1]) << 8);
                 }
         }
-        if (v->fast == GQ_VQF_D4K256 && v->bv) { // each 16-vector quarter of a chunk lies in one block
+        if ((v->fast == GQ_VQF_D4K256 || v->fast == GQ_VQF_D2K256) && v->bv) { // each 16-vector quarter of a chunk lies in one block
             if (!(v->ch0 = malloc(sizeof(int) * (size_t)(h->n_ct + 1)))) return gq_fail(GQ_ERR_NOMEM, "%s: kernel tables", what);
             v->ch0[0] = 0;
             for (int ct = 0; ct < h->n_ct; ct++) v->ch0[ct + 1] = v->ch0[ct] + (v->vt_start[ct + 1] - v->vt_start[ct] + 63) / 64;
@@ -270,13 +288,9 @@ struct vqx {
     int8_t *xa, *xabs; // AVX2 NIB2 / BYTE4: arranged codes and |codes|; GENERIC: 4 (8) bytes per vector
     int8_t *pl;       // AVX-512: d planes of codes (NIB: lane order per 64 vectors), pstride bytes apart
     int pstride;
+    int32_t *cr;      // AVX-512 NIB with normalisation: per step the 16 lanes' −128 · Σ x (64-byte aligned)
 };
 
-// Byte i (0..63) of a 64-vector NIB step holds vector 32·(L mod 2) + 2·(i mod 16) + L / 2, L = i / 16:
-// the order in which the nibbles of 32 index bytes come out when they are
-// loaded into both halves of a register and the upper half is shifted by 4
-// (lanes: low nibbles of bytes 0-15, of 16-31, high nibbles of 0-15, of 16-31).
-static inline int nib_vec(int i) { return 32 * ((i >> 4) & 1) + 2 * (i & 15) + (i >> 5); }
 
 static void vq_prep_fast_avx512(const struct gq_vqrt *v, const float *x, struct vqx *X);
 
@@ -291,10 +305,12 @@ static enum gq_status vq_prep_x(const struct gq_vqrt *v, const float *x, enum gq
     if (fast) { // x is permuted, rounded and arranged by the vector code
         const int nh = (nv + 31) / 32, nsteps = (nv + 63) / 64;
         X->pstride = 64 * nsteps + 64;
-        int8_t *b = gq_kscratch(GQ_SCR_XQ, (size_t)n + 128 + (size_t)d * X->pstride + sizeof(int32_t) * (size_t)(nh + nct) + 64);
+        const size_t crb = v->fast == GQ_VQF_NIB && v->bv ? (size_t)64 * nsteps : 0;
+        int8_t *b = gq_kscratch(GQ_SCR_XQ, (size_t)n + 128 + (size_t)d * X->pstride + crb + sizeof(int32_t) * (size_t)(nh + nct) + 64);
         if (!b) return gq_fail(GQ_ERR_NOMEM, "qmatmul: int8 activations of a (%d, %d) packed matrix", h->rows, n);
         X->xq = b, X->pl = b + ((n + 128 + 63) & ~63);
-        X->sum = (int32_t *)(X->pl + (size_t)d * X->pstride);
+        X->cr = crb ? (int32_t *)(X->pl + (size_t)d * X->pstride) : NULL; // (pstride is a multiple of 64)
+        X->sum = (int32_t *)(X->pl + (size_t)d * X->pstride + crb);
         vq_prep_fast_avx512(v, x, X);
         return GQ_OK;
     }
@@ -780,14 +796,6 @@ AVX512_FN static void vq_prep_fast_avx512(const struct gq_vqrt *v, const float *
     for (int ct = 0; ct < nct; ct++)
         X->xs[ct] = round_i8_avx512(xp + v->ct_start[ct], v->ct_start[ct + 1] - v->ct_start[ct], X->xq + v->ct_start[ct]);
     const int8_t *xc = X->xq + no;
-    uint8_t ix[4][64], ixt[2][64];
-    for (int j = 0; j < d; j++)
-        for (int i = 0; i < 64; i++) {
-            ix[j][i] = (uint8_t)(v->fast == GQ_VQF_NIB ? d * nib_vec(i) + j : d == 4 ? (4 * i + j) & 127 : 2 * i + j);
-            // NIB's short last step (<= 32 vectors, a 256-bit step): byte i < 32 holds vector 2·(i mod 16) + i / 16;
-            // the rest points at a zero (past the codes)
-            if (j < 2) ixt[j][i] = (uint8_t)(i < 32 ? d * (2 * (i & 15) + (i >> 4)) + j : d == 2 ? 127 : 63);
-        }
     const int nch = (nv + 63) / 64;
     const bool short_tail = v->fast == GQ_VQF_NIB && nv % 64 && nv % 64 <= 32;
     for (int c = 0; c < nch; c++) {
@@ -795,7 +803,7 @@ AVX512_FN static void vq_prep_fast_avx512(const struct gq_vqrt *v, const float *
         const __m512i z0 = _mm512_maskz_loadu_epi8(mask64(nc - b0), xc + b0);
         const __m512i z1 = d >= 2 ? _mm512_maskz_loadu_epi8(mask64(nc - b0 - 64), xc + b0 + 64) : _mm512_setzero_si512();
         for (int j = 0; j < d; j++) {
-            const __m512i id = _mm512_loadu_si512(short_tail && c == nch - 1 ? ixt[j] : ix[j]);
+            const __m512i id = _mm512_loadu_si512(v->pix + 64 * (short_tail && c == nch - 1 ? 4 + j : j));
             __m512i pl;
             if (d <= 2) pl = _mm512_permutex2var_epi8(z0, id, z1);
             else {
@@ -807,6 +815,13 @@ AVX512_FN static void vq_prep_fast_avx512(const struct gq_vqrt *v, const float *
             _mm512_storeu_si512(X->pl + (size_t)j * X->pstride + 64 * c, pl);
         }
     }
+    if (X->cr) // the lanes' −128 · Σ x of every step (the correction the normalised NIB rows start from)
+        for (int s = 0; s < (nv + 63) / 64; s++) {
+            const __m512i one = _mm512_set1_epi8(1);
+            __m512i sx = _mm512_dpbusd_epi32(_mm512_setzero_si512(), one, _mm512_loadu_si512(X->pl + 64 * s));
+            if (d == 2) sx = _mm512_dpbusd_epi32(sx, one, _mm512_loadu_si512(X->pl + X->pstride + 64 * s));
+            _mm512_store_si512(X->cr + 16 * s, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sx, 7)));
+        }
     if (v->fast == GQ_VQF_NIB || v->fast == GQ_VQF_D2K64H)
         for (int hh = 0; hh < (nv + 31) / 32; hh++) X->sum[hh] = sum_i8_avx512(xc + 32 * d * hh, gq_min_i(32 * d, nc - 32 * d * hh));
     else
@@ -823,11 +838,16 @@ AVX512_FN static GQ_INLINE __m128 hsum4_avx512(__m512 f0, __m512 f1, __m512 f2, 
 }
 
 // One NIB step of a row: the 32 index bytes at ib (nb < 32: only nb of
-// them, zeros after) expanded to 64 4-bit indices in the step's lane order.
+// them, zeros after) expanded to 64 4-bit indices in the step's lane order:
+// the bytes in both 256-bit halves, then one GF(2) affine map per qword
+// keeps the low nibble of each byte (lower half) or moves its high nibble
+// down (upper half).
 AVX512_FN static GQ_INLINE __m512i nib_idx(const uint8_t *ib, int nb) {
+    const __m512i lohi = _mm512_setr_epi64(0x0102040800000000ll, 0x0102040800000000ll, 0x0102040800000000ll,
+                                           0x0102040800000000ll, 0x1020408000000000ll, 0x1020408000000000ll,
+                                           0x1020408000000000ll, 0x1020408000000000ll);
     const __m256i raw = nb >= 32 ? _mm256_loadu_si256((const __m256i *)ib) : _mm256_maskz_loadu_epi8((1u << nb) - 1, ib);
-    return _mm512_and_si512(_mm512_srlv_epi64(_mm512_broadcast_i64x4(raw), _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4)),
-                            _mm512_set1_epi8(15));
+    return _mm512_gf2p8affine_epi64_epi8(_mm512_broadcast_i64x4(raw), lohi, 0);
 }
 
 // Σ over the steps of a row: the exact int32 dot products of a step (both
@@ -1023,10 +1043,11 @@ AVX512_FN static GQ_INLINE void nibp_rows_avx512(const struct gq_vqrt *v, const 
 // (nidx: s0 | (16 | s1) << 8; lanes 4-7 and 12-15 take the high byte) in
 // the step's two 16-float tables ta (first half) and tb2 (second).
 AVX512_FN static GQ_INLINE __m512 nibn_step(__m512 f, __m512i z, const __m512i *tb, __m512i cr, __m512 ta, __m512 tb2,
-                                            uint16_t w, __m512i x0, __m512i x1, const int D) {
+                                            const uint16_t *w, __m512i x0, __m512i x1, const int D) {
     __m512i a = _mm512_dpbusd_epi32(cr, _mm512_shuffle_epi8(tb[0], z), x0);
     if (D == 2) a = _mm512_dpbusd_epi32(a, _mm512_shuffle_epi8(tb[1], z), x1);
-    const __m512i id = _mm512_srlv_epi32(_mm512_set1_epi16((short)w), _mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 0, 0, 0, 0, 8, 8, 8, 8));
+    const __m512i id = _mm512_srlv_epi32(_mm512_broadcastw_epi16(_mm_loadu_si16(w)), // (from memory: no GPR transfer)
+                                         _mm512_setr_epi32(0, 0, 0, 0, 8, 8, 8, 8, 0, 0, 0, 0, 8, 8, 8, 8));
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_permutex2var_ps(ta, id, tb2), f);
 }
 
@@ -1060,16 +1081,19 @@ AVX512_FN static GQ_INLINE void nibn_rows_avx512(const struct gq_vqrt *v, const 
         const uint16_t *w = v->nidx + (size_t)r * nsteps;
         for (int o = 0; o < 4 * rowb; o += 64) _mm_prefetch((const char *)(ib + 8 * (size_t)rowb + o), _MM_HINT_T0);
         __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps(), f2 = _mm512_setzero_ps(), f3 = _mm512_setzero_ps();
-        for (int s = 0; s < nst; s++) {
-            const int nb = s < nfull ? 32 : tail;
-            const __m512i x0 = _mm512_loadu_si512(p0 + 64 * s), x1 = D == 2 ? _mm512_loadu_si512(p1 + 64 * s) : x0;
-            const __m512 ta = tf[2 * s], tb2 = tf[2 * s + 1];
-            const __m512i c = cr[s];
-            f0 = nibn_step(f0, nib_idx(ib + 32 * s, nb), tb + D * s, c, ta, tb2, w[s], x0, x1, D);
-            f1 = nibn_step(f1, nib_idx(ib + rowb + 32 * s, nb), tb + D * s, c, ta, tb2, w[nsteps + s], x0, x1, D);
-            f2 = nibn_step(f2, nib_idx(ib + 2 * rowb + 32 * s, nb), tb + D * s, c, ta, tb2, w[2 * nsteps + s], x0, x1, D);
-            f3 = nibn_step(f3, nib_idx(ib + 3 * rowb + 32 * s, nb), tb + D * s, c, ta, tb2, w[3 * nsteps + s], x0, x1, D);
-        }
+#define NIBN4(s, nb)                                                                                                   \
+    {                                                                                                                  \
+        const __m512i x0 = _mm512_loadu_si512(p0 + 64 * (s)), x1 = D == 2 ? _mm512_loadu_si512(p1 + 64 * (s)) : x0;   \
+        const __m512 ta = tf[2 * (s)], tb2 = tf[2 * (s) + 1];                                                         \
+        const __m512i c = cr[s];                                                                                       \
+        f0 = nibn_step(f0, nib_idx(ib + 32 * (s), nb), tb + D * (s), c, ta, tb2, w + (s), x0, x1, D);                 \
+        f1 = nibn_step(f1, nib_idx(ib + rowb + 32 * (s), nb), tb + D * (s), c, ta, tb2, w + nsteps + (s), x0, x1, D); \
+        f2 = nibn_step(f2, nib_idx(ib + 2 * rowb + 32 * (s), nb), tb + D * (s), c, ta, tb2, w + 2 * nsteps + (s), x0, x1, D); \
+        f3 = nibn_step(f3, nib_idx(ib + 3 * rowb + 32 * (s), nb), tb + D * (s), c, ta, tb2, w + 3 * nsteps + (s), x0, x1, D); \
+    }
+        for (int s = 0; s < nfull; s++) NIBN4(s, 32) // (the full steps apart: no test of nb inside)
+        if (nst > nfull) NIBN4(nfull, tail)
+#undef NIBN4
         if (short_tail) {
             const int8_t *xa = p0 + 64 * nfull, *xb = p1 + 64 * nfull;
             f0 = nibn_tail(f0, ib + 32 * nfull, tail, tt0, tt1, ctl, ts[w[nfull] & 15], xa, xb, D);
@@ -1090,7 +1114,7 @@ AVX512_FN static GQ_INLINE void nibn_rows_avx512(const struct gq_vqrt *v, const 
         __m512 f = _mm512_setzero_ps();
         for (int s = 0; s < nst; s++) {
             const __m512i x0 = _mm512_loadu_si512(p0 + 64 * s), x1 = D == 2 ? _mm512_loadu_si512(p1 + 64 * s) : x0;
-            f = nibn_step(f, nib_idx(ib + 32 * s, s < nfull ? 32 : tail), tb + D * s, cr[s], tf[2 * s], tf[2 * s + 1], w[s], x0, x1, D);
+            f = nibn_step(f, nib_idx(ib + 32 * s, s < nfull ? 32 : tail), tb + D * s, cr[s], tf[2 * s], tf[2 * s + 1], w + s, x0, x1, D);
         }
         if (short_tail) f = nibn_tail(f, ib + 32 * nfull, tail, tt0, tt1, ctl, ts[w[nfull] & 15], p0 + 64 * nfull, p1 + 64 * nfull, D);
         float o = _mm512_reduce_add_ps(f);
@@ -1110,8 +1134,7 @@ AVX512_FN static void vq_nib_tile_avx512(const struct gq_vqrt *v, const struct v
     const bool packed = v->rt_start[rt + 1] - v->rt_start[rt] < 24;
     if (v->bv) { // normalisation: tables as below, the halves' float scale tables, the lanes' corrections
         __m512 *tf = (__m512 *)(tb + 2 * nsteps);
-        __m512i *cr = (__m512i *)sv;
-        const __m512i one = _mm512_set1_epi8(1);
+        const __m512i *cr = (const __m512i *)X->cr;
         for (int s = 0; s < nsteps; s++) {
             const uint8_t *t[2];
             for (int hh = 0; hh < 2; hh++) {
@@ -1126,9 +1149,6 @@ AVX512_FN static void vq_nib_tile_avx512(const struct gq_vqrt *v, const struct v
                 tb[d * s + j] = _mm512_broadcast_i64x4(
                     _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(t[0] + 16 * j))),
                                             _mm_loadu_si128((const __m128i *)(t[1] + 16 * j)), 1));
-            __m512i sx = _mm512_dpbusd_epi32(_mm512_setzero_si512(), one, _mm512_loadu_si512(X->pl + 64 * s));
-            if (d == 2) sx = _mm512_dpbusd_epi32(sx, one, _mm512_loadu_si512(X->pl + X->pstride + 64 * s));
-            cr[s] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sx, 7));
         }
         if (d == 1) nibn_rows_avx512(v, X, ra, rb, tb, tf, cr, 1, y, accumulate);
         else nibn_rows_avx512(v, X, ra, rb, tb, tf, cr, 2, y, accumulate);
@@ -1316,16 +1336,17 @@ AVX512_FN static GQ_INLINE __m128i hsum4_epi32(__m512i a0, __m512i a1, __m512i a
     return _mm_add_epi32(_mm256_castsi256_si128(d), _mm256_extracti128_si256(d, 1));
 }
 
-AVX512_FN static void vq_d4k256_tile_avx512(const struct gq_vqrt *v, const struct vqx *X, int rt, int ra, int rb, float *tmp) {
+AVX512_FN static GQ_INLINE void vq_k256_tile_avx512(const struct gq_vqrt *v, const struct vqx *X, int rt, int ra, int rb, float *tmp,
+                                                    const int D) {
     const struct gq_vqpack_hdr *h = &v->p.h;
     const int nv = v->nv, nct = h->n_ct;
     const uint8_t *is = v->p.part[GQ_VQP_IDX];
-    const int8_t *p0 = X->pl, *p1 = p0 + X->pstride, *p2 = p1 + X->pstride, *p3 = p2 + X->pstride;
+    const int8_t *p0 = X->pl, *p1 = p0 + X->pstride, *p2 = D == 4 ? p1 + X->pstride : p0, *p3 = D == 4 ? p2 + X->pstride : p0;
     for (int ct = 0; ct < nct; ct++) {
         const int64_t g = (int64_t)rt * nct + ct;
-        const uint8_t *tg = v->tab + (size_t)g * 1024;
+        const uint8_t *tg = v->tab + (size_t)g * 256 * D;
         __m512i T[16];
-        for (int i = 0; i < 16; i++) T[i] = _mm512_loadu_si512(tg + 64 * i);
+        for (int i = 0; i < 4 * D; i++) T[i] = _mm512_loadu_si512(tg + 64 * i);
         const float sc = v->cbs[g] * X->xs[ct];
         const int32_t corr = -128 * X->sum[ct];
         const int v0 = v->vt_start[ct], v1 = v->vt_start[ct + 1];
@@ -1337,10 +1358,12 @@ AVX512_FN static void vq_d4k256_tile_avx512(const struct gq_vqrt *v, const struc
                                                           _mm512_permutex2var_epi8(T[2], ix, T[3])), x0);       \
         a = _mm512_dpbusd_epi32(a, _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(T[4], ix, T[5]),         \
                                                           _mm512_permutex2var_epi8(T[6], ix, T[7])), x1);       \
-        a = _mm512_dpbusd_epi32(a, _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(T[8], ix, T[9]),         \
-                                                          _mm512_permutex2var_epi8(T[10], ix, T[11])), x2);     \
-        a = _mm512_dpbusd_epi32(a, _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(T[12], ix, T[13]),       \
-                                                          _mm512_permutex2var_epi8(T[14], ix, T[15])), x3);     \
+        if (D == 4) {                                                                                           \
+            a = _mm512_dpbusd_epi32(a, _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(T[8], ix, T[9]),     \
+                                                              _mm512_permutex2var_epi8(T[10], ix, T[11])), x2); \
+            a = _mm512_dpbusd_epi32(a, _mm512_mask_blend_epi8(hi, _mm512_permutex2var_epi8(T[12], ix, T[13]),   \
+                                                              _mm512_permutex2var_epi8(T[14], ix, T[15])), x3); \
+        }                                                                                                       \
     }
         int r = ra;
         if (v->bv) { // normalisation: per 64-vector chunk the exact sums (−128 · Σ x preloaded per lane) × the
@@ -1357,9 +1380,9 @@ AVX512_FN static void vq_d4k256_tile_avx512(const struct gq_vqrt *v, const struc
                     const int n = gq_min_i(64, v1 - vec);
                     const __mmask64 kx = n == 64 ? ~0ull : (1ull << n) - 1;
                     const __m512i x0 = _mm512_maskz_loadu_epi8(kx, p0 + vec), x1 = _mm512_maskz_loadu_epi8(kx, p1 + vec);
-                    const __m512i x2 = _mm512_maskz_loadu_epi8(kx, p2 + vec), x3 = _mm512_maskz_loadu_epi8(kx, p3 + vec);
-                    const __m512i sx = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(
-                        _mm512_setzero_si512(), one, x0), one, x1), one, x2), one, x3);
+                    const __m512i x2 = D == 4 ? _mm512_maskz_loadu_epi8(kx, p2 + vec) : x0, x3 = D == 4 ? _mm512_maskz_loadu_epi8(kx, p3 + vec) : x0;
+                    __m512i sx = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), one, x0), one, x1);
+                    if (D == 4) sx = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sx, one, x2), one, x3);
                     const __m512i cr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sx, 7));
                     for (int q = 0; q < nr; q++) {
                         __m512i a = cr;
@@ -1383,7 +1406,7 @@ AVX512_FN static void vq_d4k256_tile_avx512(const struct gq_vqrt *v, const struc
                 const int n = gq_min_i(64, v1 - vec);
                 const __mmask64 kx = n == 64 ? ~0ull : (1ull << n) - 1;
                 const __m512i x0 = _mm512_maskz_loadu_epi8(kx, p0 + vec), x1 = _mm512_maskz_loadu_epi8(kx, p1 + vec);
-                const __m512i x2 = _mm512_maskz_loadu_epi8(kx, p2 + vec), x3 = _mm512_maskz_loadu_epi8(kx, p3 + vec);
+                const __m512i x2 = D == 4 ? _mm512_maskz_loadu_epi8(kx, p2 + vec) : x0, x3 = D == 4 ? _mm512_maskz_loadu_epi8(kx, p3 + vec) : x0;
                 D4K256_ROW(a0, ib) D4K256_ROW(a1, ib + nv) D4K256_ROW(a2, ib + 2 * (size_t)nv) D4K256_ROW(a3, ib + 3 * (size_t)nv)
             }
             int32_t sum[4];
@@ -1397,13 +1420,19 @@ AVX512_FN static void vq_d4k256_tile_avx512(const struct gq_vqrt *v, const struc
                 const int n = gq_min_i(64, v1 - vec);
                 const __mmask64 kx = n == 64 ? ~0ull : (1ull << n) - 1;
                 const __m512i x0 = _mm512_maskz_loadu_epi8(kx, p0 + vec), x1 = _mm512_maskz_loadu_epi8(kx, p1 + vec);
-                const __m512i x2 = _mm512_maskz_loadu_epi8(kx, p2 + vec), x3 = _mm512_maskz_loadu_epi8(kx, p3 + vec);
+                const __m512i x2 = D == 4 ? _mm512_maskz_loadu_epi8(kx, p2 + vec) : x0, x3 = D == 4 ? _mm512_maskz_loadu_epi8(kx, p3 + vec) : x0;
                 D4K256_ROW(a, ib)
             }
             tmp[r - ra] += (float)(_mm512_reduce_add_epi32(a) + corr) * sc;
         }
 #undef D4K256_ROW
     }
+}
+AVX512_FN static void vq_d4k256_tile_avx512(const struct gq_vqrt *v, const struct vqx *X, int rt, int ra, int rb, float *tmp) {
+    vq_k256_tile_avx512(v, X, rt, ra, rb, tmp, 4);
+}
+AVX512_FN static void vq_d2k256_tile_avx512(const struct gq_vqrt *v, const struct vqx *X, int rt, int ra, int rb, float *tmp) {
+    vq_k256_tile_avx512(v, X, rt, ra, rb, tmp, 2);
 }
 
 // ---------------------------------------------------------------------------
@@ -1443,6 +1472,7 @@ enum gq_status gq_gemv_vq(float *y, const float *x, const struct gq_qweight *w, 
         if (!v->q8) vq_float_tile_avx2(v, &X, rt, ra, rb, tmp);
         else if (isa == GQ_ISA_AVX512 && v->fast == GQ_VQF_D2K64) vq_d2k64_tile_avx512(v, &X, rt, ra, rb, tmp);
         else if (isa == GQ_ISA_AVX512 && v->fast == GQ_VQF_D4K256) vq_d4k256_tile_avx512(v, &X, rt, ra, rb, tmp);
+        else if (isa == GQ_ISA_AVX512 && v->fast == GQ_VQF_D2K256) vq_d2k256_tile_avx512(v, &X, rt, ra, rb, tmp);
         else vq_q8_tile_avx2(v, &X, rt, ra, rb, tmp);
         for (int r = ra; r < rb; r++) put(y, r, tmp[r - ra], accumulate);
     }

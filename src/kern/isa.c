@@ -16,7 +16,8 @@ static enum gq_isa detect_isa(void) {
     if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c)) return GQ_ISA_SCALAR;
     // (the builtins report AVX-512 only where the OS saves the zmm and mask state)
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi"))
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi") &&
+        __builtin_cpu_supports("gfni")) // (every CPU with VBMI has GFNI: Ice Lake on, Zen 4 on)
         return GQ_ISA_AVX512;
     return GQ_ISA_AVX2;
 }

@@ -20,7 +20,7 @@
 
 #define AVX2_FN __attribute__((target("avx2,fma,f16c")))
 #define AVX512_FN \
-    __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi")))
+    __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,gfni")))
 #define GQ_INLINE inline __attribute__((always_inline))
 
 // Per-thread scratch: slot `slot` of the calling thread, at least `bytes`
@@ -65,7 +65,7 @@ size_t gq_ggml_sb16_bytes(enum gq_ggml_type t);
 void gq_vq_decode_rows(const struct gq_vqrt *v, int r0, int r1, float *out);
 
 // AVX-512 int8 kernels of packed VQ matrices (gemv_vq.c), chosen at load.
-enum gq_vq_fast { GQ_VQF_NONE = 0, GQ_VQF_NIB, GQ_VQF_D2K64, GQ_VQF_D4K256, GQ_VQF_D2K64H, GQ_VQF_COUNT };
+enum gq_vq_fast { GQ_VQF_NONE = 0, GQ_VQF_NIB, GQ_VQF_D2K64, GQ_VQF_D4K256, GQ_VQF_D2K64H, GQ_VQF_D2K256, GQ_VQF_COUNT };
 
 static inline int gq_min_i(int a, int b) { return a < b ? a : b; }
 static inline int gq_max_i(int a, int b) { return a > b ? a : b; }

@@ -42,13 +42,15 @@ struct gq_vqrt {
     int q8, fast;
     int bv;              // vectors per normalisation block (norm_block / d; 0: none)
     uint16_t *nidx;      // fast kernels with normalisation, each row's codes per 64-vector step:
-                         // NIB, D2K64H: the two halves' s0 | (16 | s1) << 8; D4K256: per column
+                         // NIB, D2K64H: the two halves' s0 | (16 | s1) << 8; D4K256, D2K256: per column
                          // tile from chunk ch0[ct], the 4 16-vector quarters' codes, 4 bits each
-    int *ch0;            // (n_ct + 1) D4K256 with normalisation: first 64-vector chunk of each tile
+    int *ch0;            // (n_ct + 1) D4K256 / D2K256 with normalisation: first 64-vector chunk of each tile
     uint8_t *tab;        // (groups, d, k) codebook codes + 128 as bytes, coordinate-major (q8)
     uint8_t *cb8;        // (groups, k, dp) codes, each centroid padded to dp = 4 or 8 bytes (q8 GENERIC)
     float *cbs;          // (groups) codebook scales as floats (q8)
     int *half_ct;        // (ceil(nv / 32)) column tile of each 32-vector half (fast == NIB)
+    uint8_t *pix;        // (6, 64) fast kernels: byte permutes that arrange x's codes in planes, coordinates
+                         // 0..3, then NIB's short last step's 2
     float *fcb;          // (groups, stages, k, d) decoded codebooks (float kernels: q8 == 0)
     float *nsc;          // (groups, 16) normalisation scales exp2(a·s + z) of each 4-bit code s
     struct gq_rot *rot;  // the input rotation R of a rotated matrix (W = W' R, vqtensor.h), else NULL

@@ -125,11 +125,86 @@ AVX2_FN static void attn_partial_avx2(const float *q, int nq, const float *k, co
     }
 }
 
+// The same for head sizes that are multiples of 64: scores four positions
+// at a time (one transposing reduction for four dot products), and o with
+// each value row's 64-float slices loaded once for up to four heads.
+AVX512_FN static GQ_INLINE __m128 hsum4_ps512(__m512 f0, __m512 f1, __m512 f2, __m512 f3) {
+    const __m512 a = _mm512_add_ps(_mm512_unpacklo_ps(f0, f1), _mm512_unpackhi_ps(f0, f1));
+    const __m512 b = _mm512_add_ps(_mm512_unpacklo_ps(f2, f3), _mm512_unpackhi_ps(f2, f3));
+    const __m512 c = _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m256 d = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(d), _mm256_extractf128_ps(d, 1));
+}
+
+// o[i] (i < NI) = Σ_t S[i][t] · v_t[j0 .. j0 + 64)
+AVX512_FN static GQ_INLINE void attn_pv_avx512(const float *S, int T, const float *v, int t0, int ld, int j0, int hd,
+                                               float *o, const int NI) {
+    __m512 acc[4][4];
+    for (int i = 0; i < NI; i++)
+        for (int c = 0; c < 4; c++) acc[i][c] = _mm512_setzero_ps();
+    for (int t = 0; t < T; t++) {
+        const float *vt = v + (size_t)(t0 + t) * ld + j0;
+        const __m512 v0 = _mm512_loadu_ps(vt), v1 = _mm512_loadu_ps(vt + 16), v2 = _mm512_loadu_ps(vt + 32), v3 = _mm512_loadu_ps(vt + 48);
+        for (int i = 0; i < NI; i++) {
+            const __m512 si = _mm512_set1_ps(S[(size_t)i * T + t]);
+            acc[i][0] = _mm512_fmadd_ps(si, v0, acc[i][0]), acc[i][1] = _mm512_fmadd_ps(si, v1, acc[i][1]);
+            acc[i][2] = _mm512_fmadd_ps(si, v2, acc[i][2]), acc[i][3] = _mm512_fmadd_ps(si, v3, acc[i][3]);
+        }
+    }
+    for (int i = 0; i < NI; i++)
+        for (int c = 0; c < 4; c++) _mm512_storeu_ps(o + (size_t)i * hd + j0 + 16 * c, acc[i][c]);
+}
+
+AVX512_FN static void attn_partial_avx512(const float *q, int nq, const float *k, const float *v, int t0, int t1, int hd,
+                                          int ld, float scale, float *S, float *m, double *z, float *o) {
+    const int T = t1 - t0;
+    for (int i = 0; i < nq; i++) {
+        const float *qi = q + (size_t)i * hd;
+        float *si = S + (size_t)i * T;
+        int t = 0;
+        for (; t + 4 <= T; t += 4) {
+            const float *k0 = k + (size_t)(t0 + t) * ld;
+            __m512 f0 = _mm512_setzero_ps(), f1 = f0, f2 = f0, f3 = f0;
+            for (int j = 0; j < hd; j += 16) {
+                const __m512 qv = _mm512_loadu_ps(qi + j);
+                f0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + j), f0);
+                f1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + ld + j), f1);
+                f2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + 2 * (size_t)ld + j), f2);
+                f3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + 3 * (size_t)ld + j), f3);
+            }
+            _mm_storeu_ps(si + t, _mm_mul_ps(hsum4_ps512(f0, f1, f2, f3), _mm_set1_ps(scale)));
+        }
+        for (; t < T; t++) {
+            const float *kt = k + (size_t)(t0 + t) * ld;
+            __m512 f = _mm512_setzero_ps();
+            for (int j = 0; j < hd; j += 16) f = _mm512_fmadd_ps(_mm512_loadu_ps(qi + j), _mm512_loadu_ps(kt + j), f);
+            si[t] = _mm512_reduce_add_ps(f) * scale;
+        }
+        m[i] = gq_vmax(si, T);
+        z[i] = vexp_shift_avx2(si, T, m[i]);
+    }
+    for (int i0 = 0; i0 < nq; i0 += 4) {
+        const int ni = nq - i0 < 4 ? nq - i0 : 4;
+        const float *Si = S + (size_t)i0 * T;
+        float *oi = o + (size_t)i0 * hd;
+        for (int j0 = 0; j0 < hd; j0 += 64) switch (ni) {
+            case 1: attn_pv_avx512(Si, T, v, t0, ld, j0, hd, oi, 1); break;
+            case 2: attn_pv_avx512(Si, T, v, t0, ld, j0, hd, oi, 2); break;
+            case 3: attn_pv_avx512(Si, T, v, t0, ld, j0, hd, oi, 3); break;
+            default: attn_pv_avx512(Si, T, v, t0, ld, j0, hd, oi, 4); break;
+            }
+    }
+}
+
 void gq_attn_partial(const float *q, int nq, const float *k, const float *v, int t0, int t1, int hd, int ld, float scale,
                      float *S, float *m, double *z, float *o) {
     if (t1 <= t0) {
         for (int i = 0; i < nq; i++) m[i] = -INFINITY, z[i] = 0;
         memset(o, 0, sizeof(float) * (size_t)nq * hd);
+        return;
+    }
+    if (gq_qmatmul_isa() == GQ_ISA_AVX512 && hd % 64 == 0) {
+        attn_partial_avx512(q, nq, k, v, t0, t1, hd, ld, scale, S, m, z, o);
         return;
     }
     if (gq_qmatmul_isa() >= GQ_ISA_AVX2) {
