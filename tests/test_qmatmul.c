@@ -312,6 +312,16 @@ static void test_vmath(void) {
         }
         CHECKF(worst_e < 4e-7, "%s: exp relative error %.3g", isa_label[isa], worst_e);
         CHECKF(fabs(sum - ref_sum) <= 1e-6 * ref_sum, "%s: exp sum %.9g vs %.9g", isa_label[isa], sum, ref_sum);
+        // the max and −log softmax(row)[target] of a row of logits (n = N − 3: a ragged SIMD tail)
+        for (int i = 0; i < N; i++) x[i] = (float)(40 * rng_unif() - 20);
+        x[N - 4] = 21; // the largest in the tail
+        float mref = -INFINITY;
+        for (int i = 0; i < N - 3; i++) mref = fmaxf(mref, x[i]);
+        CHECKF(gq_vmax(x, N - 3) == mref, "%s: max %g vs %g", isa_label[isa], gq_vmax(x, N - 3), mref);
+        double zr = 0;
+        for (int i = 0; i < N - 3; i++) zr += exp((double)x[i] - mref);
+        const double nll_ref = log(zr) + mref - x[17], nll = gq_row_nll(x, N - 3, 17);
+        CHECKF(fabs(nll - nll_ref) <= 1e-6 * fabs(nll_ref), "%s: row nll %.9g vs %.9g", isa_label[isa], nll, nll_ref);
         // SwiGLU
         float g[N], u[N];
         for (int i = 0; i < N; i++) g[i] = (float)(20 * rng_unif() - 10), u[i] = (float)rng_normal();

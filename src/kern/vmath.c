@@ -59,7 +59,41 @@ double gq_vexp_shift(float *x, int n, float m) {
     return sum;
 }
 
+// Σ exp(x[i] − m) without storing the terms (gq_row_nll's sum).
+AVX2_FN static double vexp_sum_avx2(const float *x, int n, float m) {
+    const __m256 mv = _mm256_set1_ps(m);
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
+        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    double t[4];
+    _mm256_storeu_pd(t, _mm256_add_pd(s0, s1));
+    double sum = t[0] + t[1] + t[2] + t[3];
+    if (i < n) {
+        float buf[8];
+        for (int j = 0; j < 8; j++) buf[j] = i + j < n ? x[i + j] - m : -INFINITY;
+        _mm256_storeu_ps(buf, exp8(_mm256_loadu_ps(buf)));
+        for (int j = i; j < n; j++) sum += buf[j - i];
+    }
+    return sum;
+}
+
+AVX2_FN static float vmax_avx2(const float *x, int n) {
+    __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) m0 = _mm256_max_ps(m0, _mm256_loadu_ps(x + i)), m1 = _mm256_max_ps(m1, _mm256_loadu_ps(x + i + 8));
+    float t[8], mx = -INFINITY;
+    _mm256_storeu_ps(t, _mm256_max_ps(m0, m1));
+    for (int j = 0; j < 8; j++) mx = t[j] > mx ? t[j] : mx;
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    return mx;
+}
+
 float gq_vmax(const float *x, int n) {
+    if (gq_qmatmul_isa() >= GQ_ISA_AVX2) return vmax_avx2(x, n);
     float mx = -INFINITY;
     for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
     return mx;
@@ -245,9 +279,10 @@ void gq_attn_combine(int np, const float *m, const double *z, const float *o, si
 }
 
 double gq_row_nll(const float *row, int n, int32_t target) {
-    float mx = row[0];
-    for (int v = 1; v < n; v++) mx = row[v] > mx ? row[v] : mx;
+    const float mx = gq_vmax(row, n);
     double z = 0;
-    for (int v = 0; v < n; v++) z += expf(row[v] - mx); // terms in (0, 1]: float exp, double sum
+    if (gq_qmatmul_isa() >= GQ_ISA_AVX2) z = vexp_sum_avx2(row, n, mx);
+    else
+        for (int v = 0; v < n; v++) z += expf(row[v] - mx); // terms in (0, 1]: float exp, double sum
     return log(z) + mx - row[target];
 }

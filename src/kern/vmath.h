@@ -14,8 +14,9 @@
 double gq_vexp_shift(float *x, int n, float m);
 // max of x[0..n).
 float gq_vmax(const float *x, int n);
-// −log softmax(row)[target] over n logits: log Σ expf(row − max) + max − row[target]
-// (float exp, double sum in index order: the perplexities' arithmetic).
+// −log softmax(row)[target] over n logits: log Σ exp(row − max) + max − row[target]
+// (the terms in float, summed in double; scalar: libm's expf in index
+// order, SIMD: gq_vexp_shift's exp, 4e-7 relative per term).
 double gq_row_nll(const float *row, int n, int32_t target);
 // x[i] *= s.
 void gq_vscale(float *x, int n, float s);
