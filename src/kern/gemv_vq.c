@@ -70,16 +70,16 @@ static void pick_kernels(struct gq_vqrt *v) {
                                        : GQ_VQF_NONE;
 }
 
-// Tables decoded once: int8 kernels: codes + 128 planar (tab), padded
-// centroids (cb8, generic AVX2), float scales; float kernels: the codebooks
-// (gq_vqpack_codebook, the decode rule's first step) and the normalisation
-// scales of every code.
 // Byte i (0..63) of a 64-vector NIB step holds vector 32·(L mod 2) + 2·(i mod 16) + L / 2, L = i / 16:
 // the order in which the nibbles of 32 index bytes come out when they are
 // loaded into both halves of a register and the upper half is shifted by 4
 // (lanes: low nibbles of bytes 0-15, of 16-31, high nibbles of 0-15, of 16-31).
 static inline int nib_vec(int i) { return 32 * ((i >> 4) & 1) + 2 * (i & 15) + (i >> 5); }
 
+// Tables decoded once: int8 kernels: codes + 128 planar (tab), padded
+// centroids (cb8, generic AVX2), float scales; float kernels: the codebooks
+// (gq_vqpack_codebook, the decode rule's first step) and the normalisation
+// scales of every code.
 static enum gq_status build_tables(struct gq_vqrt *v, const char *what) {
     const struct gq_vqpack_hdr *h = &v->p.h;
     const int64_t ng = vq_groups(v);
@@ -290,7 +290,6 @@ struct vqx {
     int pstride;
     int32_t *cr;      // AVX-512 NIB with normalisation: per step the 16 lanes' −128 · Σ x (64-byte aligned)
 };
-
 
 static void vq_prep_fast_avx512(const struct gq_vqrt *v, const float *x, struct vqx *X);
 

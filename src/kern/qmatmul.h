@@ -13,7 +13,7 @@
 //     parallel region (forward.c);
 //   prefill (n > 1): see gq_qmatmul.
 // Kernels: a scalar reference beside each SIMD version (AVX2 + FMA + F16C;
-// AVX-512 F/BW/VL/DQ with VNNI and VBMI), picked at run time from the CPU's
+// AVX-512 F/BW/VL/DQ with VNNI, VBMI and GFNI), picked at run time from the CPU's
 // features; tests force each one. gq_qweight_prepare repacks what the SIMD
 // kernels read in another layout (the ggml block types as 16-row groups,
 // like llama.cpp's repacked Q4_0) once, at load.
@@ -91,7 +91,7 @@ enum gq_status gq_qweight_prepare(struct gq_qweight *w, void **owned);
 void gq_qweight_release_source(const struct gq_qweight *w);
 
 enum gq_isa { GQ_ISA_SCALAR = 0, GQ_ISA_AVX2 = 1, GQ_ISA_AVX512 = 2, GQ_ISA_COUNT };
-// The kernels in use: the best the CPU has (AVX-512 with VNNI and VBMI,
+// The kernels in use: the best the CPU has (AVX-512 with VNNI, VBMI and GFNI,
 // else AVX2 with FMA and F16C, else scalar), checked once. Tests and
 // benchmarks may set a lower one (asking for more than the CPU has gives the
 // best it has; the ISA in effect is returned).
