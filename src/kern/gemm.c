@@ -390,30 +390,8 @@ AVX512_FN static bool vq_row_codes_avx512(const struct gq_vqrt *v, int r, int rt
         }
         return true;
     }
-    if (v->fast == GQ_VQF_D2K256) { // byte indices: two 128-entry halves per coordinate, blended on bit 7
-        const uint8_t *ib = is + (size_t)r * nv;
-        uint8_t lo_i[64], hi_i[64];
-        for (int m = 0; m < 64; m++) lo_i[m] = (uint8_t)((m & 1) * 64 + m / 2), hi_i[m] = (uint8_t)((m & 1) * 64 + 32 + m / 2);
-        const __m512i ilo = _mm512_loadu_si512(lo_i), ihi = _mm512_loadu_si512(hi_i);
-        for (int ct = 0; ct < nct; ct++) {
-            const uint8_t *tg = v->tab + (size_t)((int64_t)rtile * nct + ct) * 512;
-            __m512i T[8];
-            for (int i = 0; i < 8; i++) T[i] = _mm512_xor_si512(_mm512_loadu_si512(tg + 64 * i), x80);
-            for (int vec = v->vt_start[ct]; vec < v->vt_start[ct + 1]; vec += 64) {
-                const int n = gq_min_i(64, v->vt_start[ct + 1] - vec), np2 = 2 * n;
-                const __m512i ix = _mm512_maskz_loadu_epi8(n >= 64 ? ~0ull : (1ull << n) - 1, ib + vec);
-                const __mmask64 hib = _mm512_movepi8_mask(ix);
-                const __m512i c0 = _mm512_mask_blend_epi8(hib, _mm512_permutex2var_epi8(T[0], ix, T[1]), _mm512_permutex2var_epi8(T[2], ix, T[3]));
-                const __m512i c1 = _mm512_mask_blend_epi8(hib, _mm512_permutex2var_epi8(T[4], ix, T[5]), _mm512_permutex2var_epi8(T[6], ix, T[7]));
-                _mm512_mask_storeu_epi8(o + 2 * (size_t)vec, np2 >= 64 ? ~0ull : (1ull << np2) - 1, _mm512_permutex2var_epi8(c0, ilo, c1));
-                if (np2 > 64)
-                    _mm512_mask_storeu_epi8(o + 2 * (size_t)vec + 64, np2 >= 128 ? ~0ull : (1ull << (np2 - 64)) - 1,
-                                            _mm512_permutex2var_epi8(c0, ihi, c1));
-            }
-        }
-        return true;
-    }
-    if (v->fast == GQ_VQF_D4K256) {
+    if (v->fast == GQ_VQF_D2K256 || v->fast == GQ_VQF_D4K256) { // byte indices: per coordinate two 128-entry halves,
+                                                                 // blended on bit 7
         const uint8_t *ib = is + (size_t)r * nv;
         uint16_t i01[32], i23[32];
         for (int m = 0; m < 32; m++) i01[m] = (uint16_t)((m & 1) * 32 + m / 2), i23[m] = (uint16_t)((m & 1) * 32 + 16 + m / 2);
@@ -422,25 +400,27 @@ AVX512_FN static bool vq_row_codes_avx512(const struct gq_vqrt *v, int r, int rt
         for (int m = 0; m < 64; m++) lo_i[m] = (uint8_t)((m & 1) * 64 + m / 2), hi_i[m] = (uint8_t)((m & 1) * 64 + 32 + m / 2);
         const __m512i ilo = _mm512_loadu_si512(lo_i), ihi = _mm512_loadu_si512(hi_i);
         for (int ct = 0; ct < nct; ct++) {
-            const uint8_t *tg = v->tab + (size_t)((int64_t)rtile * nct + ct) * 1024;
+            const uint8_t *tg = v->tab + (size_t)((int64_t)rtile * nct + ct) * 256 * d;
             __m512i T[16];
-            for (int i = 0; i < 16; i++) T[i] = _mm512_xor_si512(_mm512_loadu_si512(tg + 64 * i), x80);
+            for (int i = 0; i < 4 * d; i++) T[i] = _mm512_xor_si512(_mm512_loadu_si512(tg + 64 * i), x80);
             for (int vec = v->vt_start[ct]; vec < v->vt_start[ct + 1]; vec += 64) {
-                const int n = gq_min_i(64, v->vt_start[ct + 1] - vec);
+                const int n = gq_min_i(64, v->vt_start[ct + 1] - vec), npos = d * n;
                 const __m512i ix = _mm512_maskz_loadu_epi8(n >= 64 ? ~0ull : (1ull << n) - 1, ib + vec);
                 const __mmask64 hib = _mm512_movepi8_mask(ix);
                 __m512i C[4];
-                for (int j = 0; j < 4; j++)
+                for (int j = 0; j < d; j++)
                     C[j] = _mm512_mask_blend_epi8(hib, _mm512_permutex2var_epi8(T[4 * j], ix, T[4 * j + 1]),
                                                   _mm512_permutex2var_epi8(T[4 * j + 2], ix, T[4 * j + 3]));
-                // pairs (c0, c1) and (c2, c3) of vectors 0-31 / 32-63, then the pairs interleaved as words
+                // pairs (c0, c1) (and (c2, c3)) of vectors 0-31 / 32-63; d 4: then the pairs interleaved as words
                 const __m512i p01a = _mm512_permutex2var_epi8(C[0], ilo, C[1]), p01b = _mm512_permutex2var_epi8(C[0], ihi, C[1]);
-                const __m512i p23a = _mm512_permutex2var_epi8(C[2], ilo, C[3]), p23b = _mm512_permutex2var_epi8(C[2], ihi, C[3]);
-                const __m512i q[4] = {_mm512_permutex2var_epi16(p01a, w01, p23a), _mm512_permutex2var_epi16(p01a, w23, p23a),
-                                      _mm512_permutex2var_epi16(p01b, w01, p23b), _mm512_permutex2var_epi16(p01b, w23, p23b)};
-                const int npos = 4 * n;
-                for (int k = 0; k < 4 && 64 * k < npos; k++)
-                    _mm512_mask_storeu_epi8(o + 4 * (size_t)vec + 64 * k, npos - 64 * k >= 64 ? ~0ull : (1ull << (npos - 64 * k)) - 1, q[k]);
+                __m512i q[4] = {p01a, p01b};
+                if (d == 4) {
+                    const __m512i p23a = _mm512_permutex2var_epi8(C[2], ilo, C[3]), p23b = _mm512_permutex2var_epi8(C[2], ihi, C[3]);
+                    q[0] = _mm512_permutex2var_epi16(p01a, w01, p23a), q[1] = _mm512_permutex2var_epi16(p01a, w23, p23a);
+                    q[2] = _mm512_permutex2var_epi16(p01b, w01, p23b), q[3] = _mm512_permutex2var_epi16(p01b, w23, p23b);
+                }
+                for (int k = 0; k < d && 64 * k < npos; k++)
+                    _mm512_mask_storeu_epi8(o + (size_t)d * vec + 64 * k, npos - 64 * k >= 64 ? ~0ull : (1ull << (npos - 64 * k)) - 1, q[k]);
             }
         }
         return true;

@@ -30,42 +30,15 @@ AVX2_FN static GQ_INLINE __m256 exp8(__m256 x) {
     return _mm256_and_ps(y, _mm256_cmp_ps(x, lo, _CMP_GE_OQ));
 }
 
-AVX2_FN static double vexp_shift_avx2(float *x, int n, float m) {
+// Σ exp(x[i] − m) in double; out (may be x, or NULL: the terms not kept)
+// gets the terms.
+AVX2_FN static double vexp_avx2(const float *x, float *out, int n, float m) {
     const __m256 mv = _mm256_set1_ps(m);
     __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
     int i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
-        _mm256_storeu_ps(x + i, e);
-        s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-        s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
-    }
-    double t[4];
-    _mm256_storeu_pd(t, _mm256_add_pd(s0, s1));
-    double sum = t[0] + t[1] + t[2] + t[3];
-    if (i < n) {
-        float buf[8] = {0};
-        for (int j = i; j < n; j++) buf[j - i] = x[j] - m;
-        _mm256_storeu_ps(buf, exp8(_mm256_loadu_ps(buf)));
-        for (int j = i; j < n; j++) x[j] = buf[j - i], sum += buf[j - i];
-    }
-    return sum;
-}
-
-double gq_vexp_shift(float *x, int n, float m) {
-    if (gq_qmatmul_isa() >= GQ_ISA_AVX2) return vexp_shift_avx2(x, n, m);
-    double sum = 0;
-    for (int i = 0; i < n; i++) x[i] = expf(x[i] - m), sum += x[i];
-    return sum;
-}
-
-// Σ exp(x[i] − m) without storing the terms (gq_row_nll's sum).
-AVX2_FN static double vexp_sum_avx2(const float *x, int n, float m) {
-    const __m256 mv = _mm256_set1_ps(m);
-    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
+        if (out) _mm256_storeu_ps(out + i, e);
         s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
         s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
     }
@@ -76,8 +49,18 @@ AVX2_FN static double vexp_sum_avx2(const float *x, int n, float m) {
         float buf[8];
         for (int j = 0; j < 8; j++) buf[j] = i + j < n ? x[i + j] - m : -INFINITY;
         _mm256_storeu_ps(buf, exp8(_mm256_loadu_ps(buf)));
-        for (int j = i; j < n; j++) sum += buf[j - i];
+        for (int j = i; j < n; j++) {
+            if (out) out[j] = buf[j - i];
+            sum += buf[j - i];
+        }
     }
+    return sum;
+}
+
+double gq_vexp_shift(float *x, int n, float m) {
+    if (gq_qmatmul_isa() >= GQ_ISA_AVX2) return vexp_avx2(x, x, n, m);
+    double sum = 0;
+    for (int i = 0; i < n; i++) x[i] = expf(x[i] - m), sum += x[i];
     return sum;
 }
 
@@ -144,7 +127,7 @@ AVX2_FN static void attn_partial_avx2(const float *q, int nq, const float *k, co
     for (int i = 0; i < nq; i++) {
         float *s = S + (size_t)i * T, *oi = o + (size_t)i * hd;
         m[i] = gq_vmax(s, T);
-        z[i] = vexp_shift_avx2(s, T, m[i]);
+        z[i] = vexp_avx2(s, s, T, m[i]);
         int j = 0;
         for (; j + 8 <= hd; j += 8) {
             __m256 acc = _mm256_setzero_ps();
@@ -215,7 +198,7 @@ AVX512_FN static void attn_partial_avx512(const float *q, int nq, const float *k
             si[t] = _mm512_reduce_add_ps(f) * scale;
         }
         m[i] = gq_vmax(si, T);
-        z[i] = vexp_shift_avx2(si, T, m[i]);
+        z[i] = vexp_avx2(si, si, T, m[i]);
     }
     for (int i0 = 0; i0 < nq; i0 += 4) {
         const int ni = nq - i0 < 4 ? nq - i0 : 4;
@@ -281,7 +264,7 @@ void gq_attn_combine(int np, const float *m, const double *z, const float *o, si
 double gq_row_nll(const float *row, int n, int32_t target) {
     const float mx = gq_vmax(row, n);
     double z = 0;
-    if (gq_qmatmul_isa() >= GQ_ISA_AVX2) z = vexp_sum_avx2(row, n, mx);
+    if (gq_qmatmul_isa() >= GQ_ISA_AVX2) z = vexp_avx2(row, NULL, n, mx);
     else
         for (int v = 0; v < n; v++) z += expf(row[v] - mx); // terms in (0, 1]: float exp, double sum
     return log(z) + mx - row[target];
