@@ -827,15 +827,6 @@ AVX512_FN static void vq_prep_fast_avx512(const struct gq_vqrt *v, const float *
         for (int ct = 0; ct < nct; ct++) X->sum[ct] = sum_i8_avx512(X->xq + v->ct_start[ct], v->ct_start[ct + 1] - v->ct_start[ct]);
 }
 
-// The lane sums of four registers (a 4-way transposing reduction).
-AVX512_FN static GQ_INLINE __m128 hsum4_avx512(__m512 f0, __m512 f1, __m512 f2, __m512 f3) {
-    const __m512 a = _mm512_add_ps(_mm512_unpacklo_ps(f0, f1), _mm512_unpackhi_ps(f0, f1)); // (f0 f1 f0 f1) per lane
-    const __m512 b = _mm512_add_ps(_mm512_unpacklo_ps(f2, f3), _mm512_unpackhi_ps(f2, f3));
-    const __m512 c = _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
-    const __m256 d = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
-    return _mm_add_ps(_mm256_castps256_ps128(d), _mm256_extractf128_ps(d, 1));
-}
-
 // One NIB step of a row: the 32 index bytes at ib (nb < 32: only nb of
 // them, zeros after) expanded to 64 4-bit indices in the step's lane order:
 // the bytes in both 256-bit halves, then one GF(2) affine map per qword
@@ -910,7 +901,7 @@ AVX512_FN static GQ_INLINE void nib_rows_avx512(const struct gq_vqrt *v, const s
             f3 = nib_tail(f3, ib + 3 * rowb + 32 * nfull, tail, tt0, tt1, tsc, xa, xb, D);
         }
         float o[4];
-        _mm_storeu_ps(o, _mm_add_ps(hsum4_avx512(f0, f1, f2, f3), _mm_set1_ps(K)));
+        _mm_storeu_ps(o, _mm_add_ps(gq_hsum4_512(f0, f1, f2, f3), _mm_set1_ps(K)));
         for (int q = 0; q < 4; q++) {
             if (outl) o[q] += vq_outl(v, X->xp, r + q);
             y[r + q] = accumulate ? y[r + q] + o[q] : o[q];
@@ -1011,7 +1002,7 @@ AVX512_FN static GQ_INLINE void nibp_rows_avx512(const struct gq_vqrt *v, const 
             NIBP_TAIL(f2, ib + 2 * rowb + 32 * nfull) NIBP_TAIL(f3, ib + 3 * rowb + 32 * nfull)
         }
         float o[4];
-        _mm_storeu_ps(o, _mm_add_ps(hsum4_avx512(f0, f1, f2, f3), _mm_set1_ps(K)));
+        _mm_storeu_ps(o, _mm_add_ps(gq_hsum4_512(f0, f1, f2, f3), _mm_set1_ps(K)));
         for (int q = 0; q < 4; q++) {
             if (outl) o[q] += vq_outl(v, X->xp, r + q);
             y[r + q] = accumulate ? y[r + q] + o[q] : o[q];
@@ -1101,7 +1092,7 @@ AVX512_FN static GQ_INLINE void nibn_rows_avx512(const struct gq_vqrt *v, const 
             f3 = nibn_tail(f3, ib + 3 * rowb + 32 * nfull, tail, tt0, tt1, ctl, ts[w[3 * nsteps + nfull] & 15], xa, xb, D);
         }
         float o[4];
-        _mm_storeu_ps(o, hsum4_avx512(f0, f1, f2, f3));
+        _mm_storeu_ps(o, gq_hsum4_512(f0, f1, f2, f3));
         for (int q = 0; q < 4; q++) {
             if (outl) o[q] += vq_outl(v, X->xp, r + q);
             y[r + q] = accumulate ? y[r + q] + o[q] : o[q];
@@ -1269,7 +1260,7 @@ AVX512_FN static GQ_INLINE void d2k64h_rows_avx512(const struct gq_vqrt *v, cons
             D2K64H_STEP(f2, ib + 2 * rowb, NRM ? w[2 * nsteps + s] : 0) D2K64H_STEP(f3, ib + 3 * rowb, NRM ? w[3 * nsteps + s] : 0)
         }
         float o[4];
-        _mm_storeu_ps(o, _mm_add_ps(hsum4_avx512(f0, f1, f2, f3), _mm_set1_ps(K)));
+        _mm_storeu_ps(o, _mm_add_ps(gq_hsum4_512(f0, f1, f2, f3), _mm_set1_ps(K)));
         for (int q = 0; q < 4; q++) {
             if (outl) o[q] += vq_outl(v, X->xp, r + q);
             put(y, r + q, o[q], accumulate);
@@ -1391,7 +1382,7 @@ AVX512_FN static GQ_INLINE void vq_k256_tile_avx512(const struct gq_vqrt *v, con
                     }
                 }
                 float o[4];
-                _mm_storeu_ps(o, hsum4_avx512(f[0], f[1], f[2], f[3]));
+                _mm_storeu_ps(o, gq_hsum4_512(f[0], f[1], f[2], f[3]));
                 for (int q = 0; q < nr; q++) tmp[r + q - ra] += o[q];
             }
             continue;

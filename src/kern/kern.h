@@ -77,4 +77,13 @@ AVX2_FN static GQ_INLINE float gq_hsum256(__m256 a) {
     return _mm_cvtss_f32(s);
 }
 
+// The lane sums of four registers (a 4-way transposing reduction).
+AVX512_FN static GQ_INLINE __m128 gq_hsum4_512(__m512 f0, __m512 f1, __m512 f2, __m512 f3) {
+    const __m512 a = _mm512_add_ps(_mm512_unpacklo_ps(f0, f1), _mm512_unpackhi_ps(f0, f1)); // (f0 f1 f0 f1) per lane
+    const __m512 b = _mm512_add_ps(_mm512_unpacklo_ps(f2, f3), _mm512_unpackhi_ps(f2, f3));
+    const __m512 c = _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m256 d = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
+    return _mm_add_ps(_mm256_castps256_ps128(d), _mm256_extractf128_ps(d, 1));
+}
+
 #endif

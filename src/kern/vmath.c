@@ -142,17 +142,6 @@ AVX2_FN static void attn_partial_avx2(const float *q, int nq, const float *k, co
     }
 }
 
-// The same for head sizes that are multiples of 64: scores four positions
-// at a time (one transposing reduction for four dot products), and o with
-// each value row's 64-float slices loaded once for up to four heads.
-AVX512_FN static GQ_INLINE __m128 hsum4_ps512(__m512 f0, __m512 f1, __m512 f2, __m512 f3) {
-    const __m512 a = _mm512_add_ps(_mm512_unpacklo_ps(f0, f1), _mm512_unpackhi_ps(f0, f1));
-    const __m512 b = _mm512_add_ps(_mm512_unpacklo_ps(f2, f3), _mm512_unpackhi_ps(f2, f3));
-    const __m512 c = _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)), _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
-    const __m256 d = _mm256_add_ps(_mm512_castps512_ps256(c), _mm512_extractf32x8_ps(c, 1));
-    return _mm_add_ps(_mm256_castps256_ps128(d), _mm256_extractf128_ps(d, 1));
-}
-
 // o[i] (i < NI) = Σ_t S[i][t] · v_t[j0 .. j0 + 64)
 AVX512_FN static GQ_INLINE void attn_pv_avx512(const float *S, int T, const float *v, int t0, int ld, int j0, int hd,
                                                float *o, const int NI) {
@@ -172,6 +161,9 @@ AVX512_FN static GQ_INLINE void attn_pv_avx512(const float *S, int T, const floa
         for (int c = 0; c < 4; c++) _mm512_storeu_ps(o + (size_t)i * hd + j0 + 16 * c, acc[i][c]);
 }
 
+// The same for head sizes that are multiples of 64: scores four positions
+// at a time (one transposing reduction for four dot products), and o with
+// each value row's 64-float slices loaded once for up to four heads.
 AVX512_FN static void attn_partial_avx512(const float *q, int nq, const float *k, const float *v, int t0, int t1, int hd,
                                           int ld, float scale, float *S, float *m, double *z, float *o) {
     const int T = t1 - t0;
@@ -189,7 +181,7 @@ AVX512_FN static void attn_partial_avx512(const float *q, int nq, const float *k
                 f2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + 2 * (size_t)ld + j), f2);
                 f3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + 3 * (size_t)ld + j), f3);
             }
-            _mm_storeu_ps(si + t, _mm_mul_ps(hsum4_ps512(f0, f1, f2, f3), _mm_set1_ps(scale)));
+            _mm_storeu_ps(si + t, _mm_mul_ps(gq_hsum4_512(f0, f1, f2, f3), _mm_set1_ps(scale)));
         }
         for (; t < T; t++) {
             const float *kt = k + (size_t)(t0 + t) * ld;
