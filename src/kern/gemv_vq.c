@@ -1180,8 +1180,6 @@ AVX512_FN static void vq_nib_tile_avx512(const struct gq_vqrt *v, const struct v
     else nib_rows_avx512(v, X, ra, rb, tb, sv, K, 2, y, accumulate);
 }
 
-
-
 // D2K64: per row and column tile, chunks of 64 vectors: 48 index bytes
 // spread to one 6-byte group per qword, 8 indices per qword by a
 // multishift, looked up in the two 64-entry coordinate tables.

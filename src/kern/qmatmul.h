@@ -78,7 +78,6 @@ static inline const struct gq_rot *gq_qweight_rot(const struct gq_qweight *w) {
     return w->kind == GQ_QW_VQ ? w->vq->rot : NULL;
 }
 
-
 // Repacks w for the SIMD kernels where they read another layout (the ggml
 // block types Q8_0 / Q4_x / Q5_x with a multiple of 32 columns); *owned gets
 // the buffer to free with the weight (NULL: nothing repacked). The original

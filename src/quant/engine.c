@@ -25,10 +25,10 @@
 #include "quant/ckpt.h"
 #include "quant/group.h"
 #include "quant/quant.h"
-#include "util/hadamard.h"
 #include "quant/vq.h"
 #include "format/vqpack.h"
 #include "util/dist.h"
+#include "util/hadamard.h"
 
 #include <cblas.h>
 #include <cjson/cJSON.h>
