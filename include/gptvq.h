@@ -239,7 +239,7 @@ struct gq_zs_result {
     bool has_acc_norm;
     double acc_norm, acc_norm_stderr;
     double ppl;            // lambada
-    int64_t n_tokens_run;  // tokens through the model (after KV-cache reuse)
+    int64_t n_tokens_run;  // tokens through the model (shared prefixes once)
     double seconds;
     struct gq_zs_example *ex; // (n)
 };

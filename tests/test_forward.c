@@ -288,6 +288,61 @@ static void check_resume_and_lockstep(const char *model_path) {
     gq_model_free(m);
 }
 
+// gq_forward_rows: two documents side by side in one pass - a shared
+// prefix with three branches (one empty), then a plain sequence - give every
+// row the logits of its own sequence run alone through gq_forward; a
+// layout that lets a row see keys out of order, and a logits row out of
+// range, are refused.
+static void check_rows_layout(const char *model_path, double tol) {
+    struct gq_model *m = NULL;
+    CHECK_OK(gq_model_load(model_path, NULL, &m));
+    if (!m) return;
+    const int V = m->hp.n_vocab, C = 9, nb = 3, blen[3] = {6, 0, 11}, L2 = 7;
+    int32_t seq[4][24]; // sequences: prefix + branch b (b < 3), then the plain one
+    for (int i = 0; i < C + 11; i++) seq[0][i] = seq[1][i] = seq[2][i] = (i * 29 + 3) % V;
+    for (int b = 0; b < nb; b++)
+        for (int i = C; i < C + blen[b]; i++) seq[b][i] = (i * 13 + 7 * b + 1) % V;
+    for (int i = 0; i < L2; i++) seq[3][i] = (i * 41 + 17) % V;
+    int32_t tok[64];
+    int pos[64], lo0[64], hi0[64], lo1[64], out[64], n = 0, br[3];
+    for (int i = 0; i < C; i++) tok[n] = seq[0][i], pos[n] = i, lo0[n] = hi0[n] = lo1[n] = 0, n++;
+    for (int b = 0; b < nb; b++) {
+        br[b] = n;
+        for (int i = C; i < C + blen[b]; i++) tok[n] = seq[b][i], pos[n] = i, lo0[n] = 0, hi0[n] = C, lo1[n] = br[b], n++;
+    }
+    const int a2 = n;
+    for (int i = 0; i < L2; i++) tok[n] = seq[3][i], pos[n] = i, lo0[n] = hi0[n] = lo1[n] = a2, n++;
+    for (int i = 0; i < n; i++) out[i] = n - 1 - i; // every row, in reverse
+    float *got = malloc(sizeof(float) * (size_t)n * V), *want = malloc(sizeof(float) * 24 * (size_t)V);
+    struct gq_context *c = NULL;
+    CHECK_OK(gq_context_new(m, 64, &c));
+    const struct gq_rows_layout lay = {pos, lo0, hi0, lo1};
+    CHECK_OK(gq_forward_rows(c, tok, n, &lay, out, n, got));
+    CHECK(gq_context_pos(c) == n);
+    double worst = 0;
+    for (int sq = 0; sq < 4; sq++) {
+        const int len = sq < 3 ? C + blen[sq] : L2;
+        gq_context_reset(c);
+        CHECK_OK(gq_forward(c, seq[sq], len, want, true));
+        for (int i = 0; i < len; i++) {
+            const int row = sq == 3 ? a2 + i : i < C ? i : br[sq] + i - C;
+            const double d = max_abs_diff(want + (size_t)i * V, got + (size_t)(n - 1 - row) * V, (size_t)V);
+            worst = d > worst ? d : worst;
+        }
+    }
+    fprintf(stderr, "rows layout (%d rows: a prefix of %d, branches of 6, 0, 11, a sequence of %d) vs each alone: max|diff| %.3g\n",
+            n, C, L2, worst);
+    CHECKF(worst < tol, "rows layout disagrees with single-sequence forward: %g", worst);
+    gq_context_reset(c);
+    hi0[C] = C + 1; // sees past its prefix into its own branch's start
+    CHECK(gq_forward_rows(c, tok, n, &lay, out, n, got) == GQ_ERR_ARG);
+    hi0[C] = C, out[0] = n;
+    CHECK(gq_forward_rows(c, tok, n, &lay, out, n, got) == GQ_ERR_ARG);
+    gq_context_free(c);
+    free(got), free(want);
+    gq_model_free(m);
+}
+
 int main(void) {
     char gguf[1024], bin[1024], ts[1024], wiki[1024];
     snprintf(gguf, sizeof gguf, "%s/models/stories260K/stories260K.gguf", data_dir());
@@ -299,12 +354,14 @@ int main(void) {
     check_forward(gguf, "tests/golden/fwd_stories260k_tinystories256.bin", 1e-4, 1.0);
     check_block_api(gguf);
     check_resume_and_lockstep(gguf);
+    check_rows_layout(gguf, 1e-4);
     check_greedy(gguf);
     check_greedy(bin);
     check_ppl(gguf, ts, "tests/golden/ppl_stories260k_tinystories_gptq_ctx256.json", GQ_PPL_GPTQ, 1e-4);
 
     if (file_exists(SMOL)) {
         check_forward(SMOL, "tests/golden/fwd_smollm2_wikitext512.bin", 1e-3, 0.999);
+        check_rows_layout(SMOL, 1e-3);
         check_ppl(SMOL, wiki, "tests/golden/ppl_smollm2_wikitext_gptq_ctx2048.json", GQ_PPL_GPTQ, 1e-4);
         check_ppl(SMOL, wiki, "tests/golden/ppl_smollm2_wikitext_llamacpp_ctx512.json", GQ_PPL_LLAMACPP, 1e-4);
     } else {

@@ -4,11 +4,13 @@
 // Layout: text helpers that reproduce the harness's Python string handling;
 // one loader per task turning a data file into documents (a document is a
 // list of (context, continuation) requests and a gold index); the scorer
-// (tokenize as the harness does, reuse the KV cache of the longest common
-// token prefix, log-likelihood and greedy check of the continuation); then
-// the per-task metrics.
+// (tokenize as the harness does; each document one token tree - its
+// requests' common prefix once, their rests as branches - many documents
+// per forward pass; log-likelihood and greedy check of the continuation);
+// then the per-task metrics.
 #include "model/model.h"
 #include "model/tokenizer.h"
+#include "kern/vmath.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -421,6 +423,15 @@ static enum gq_status encode_pair(const struct scorer *sc, const struct zs_req *
     return GQ_OK;
 }
 
+// log p(target) under a row of logits, and whether target is the row's
+// argmax (its first maximum, as numpy's).
+static double token_ll(const float *row, int V, int32_t target, bool *top) {
+    const float mx = gq_vmax(row, V);
+    *top = row[target] == mx;
+    for (int v = 0; *top && v < target; v++) *top = row[v] < mx;
+    return -gq_row_nll(row, V, target);
+}
+
 // log-likelihood of cont after ctx, and whether every continuation token is
 // the argmax at its position. The input is (ctx + cont) without its last
 // token, cut to its last max_len tokens; the KV cache is kept for the longest
@@ -458,16 +469,87 @@ static enum gq_status score(struct scorer *sc, const int32_t *ctx, int nctx, con
     double sum = 0;
     bool all = true;
     for (int t = 0; t < ncont; t++) {
-        const float *row = sc->logits + (size_t)(f - g + t) * V;
-        int am = 0;
-        for (int v = 1; v < V; v++) am = row[v] > row[am] ? v : am;
-        double z = 0;
-        for (int v = 0; v < V; v++) z += exp((double)row[v] - row[am]);
-        sum += (double)row[cont[t]] - row[am] - log(z);
-        all = all && am == cont[t];
+        bool top;
+        sum += token_ll(sc->logits + (size_t)(f - g + t) * V, V, cont[t], &top);
+        all = all && top;
     }
     *ll = sum, *greedy = all;
     return GQ_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Batched scoring. A document whose inputs (context + continuation without
+// its last token) all fit the model's context runs as one token tree: the
+// inputs' longest common prefix once, then each input's rest as a branch
+// that sees the prefix and itself (gq_forward_rows); documents go side by
+// side into passes of up to BATCH_ROWS rows. Every row has the tokens,
+// positions and keys it has in its request's own pass: only the matmuls'
+// batching changes, and a document's scores do not depend on its
+// neighbours (each token's activations are rounded on their own).
+
+#define BATCH_ROWS 512
+
+// Request j's input: its tokens q < len = nctx + ncont - 1.
+struct input {
+    const int32_t *ctx, *cont;
+    int nctx, len;
+};
+static inline int32_t input_at(const struct input *in, int q) { return q < in->nctx ? in->ctx[q] : in->cont[q - in->nctx]; }
+
+static void doc_inputs(int32_t *const *toks, const int *ntok, size_t k0, int nreq, struct input *in) {
+    for (int j = 0; j < nreq; j++) {
+        const size_t k = k0 + 2 * (size_t)j;
+        in[j] = (struct input){toks[k], toks[k + 1], ntok[k], ntok[k] + ntok[k + 1] - 1};
+    }
+}
+
+// The longest common prefix of the inputs and the rows of the tree (0: an
+// input longer than max_len, scored by score() instead).
+static int doc_tree(const struct input *in, int nreq, int max_len, int *prefix) {
+    int C = in[0].len, rows = 0;
+    for (int j = 0; j < nreq; j++) {
+        if (in[j].len > max_len) return 0;
+        int q = 0;
+        while (q < C && q < in[j].len && input_at(&in[j], q) == input_at(&in[0], q)) q++;
+        C = q;
+    }
+    for (int j = 0; j < nreq; j++) rows += in[j].len - C;
+    *prefix = C;
+    return C + rows;
+}
+
+// A pass under construction: rows with their layout, the rows whose logits
+// are needed (out, and out_of[row]: its index there or -1).
+struct pass {
+    int32_t *tok;
+    int *pos, *lo0, *hi0, *lo1, *out, *out_of;
+    int n, n_out;
+};
+
+static void pass_row(struct pass *P, int32_t tok, int pos, int lo0, int hi0, int lo1) {
+    const int r = P->n++;
+    P->tok[r] = tok, P->pos[r] = pos, P->lo0[r] = lo0, P->hi0[r] = hi0, P->lo1[r] = lo1, P->out_of[r] = -1;
+}
+
+// Row of input position q of request j in a tree at row a with prefix C
+// and branches at b[j].
+static inline int tree_row(int a, int C, const int *b, int j, int q) {
+    return q < C ? a + q : b[j] + q - C;
+}
+
+// Adds a document's tree at row P->n: its branch rows into b[j].
+static void pass_add(struct pass *P, const struct input *in, int nreq, int C, int *a, int *b) {
+    *a = P->n;
+    for (int q = 0; q < C; q++) pass_row(P, input_at(&in[0], q), q, *a, *a, *a);
+    for (int j = 0; j < nreq; j++) {
+        b[j] = P->n;
+        for (int q = C; q < in[j].len; q++) pass_row(P, input_at(&in[j], q), q, *a, *a + C, b[j]);
+    }
+    for (int j = 0; j < nreq; j++)
+        for (int q = in[j].nctx - 1; q < in[j].len; q++) {
+            const int r = tree_row(*a, C, b, j, q);
+            if (P->out_of[r] < 0) P->out_of[r] = P->n_out, P->out[P->n_out++] = r;
+        }
 }
 
 static double stderr_of(double p, int n) { return n > 1 ? sqrt(p * (1 - p) / (n - 1)) : 0; }
@@ -501,7 +583,22 @@ enum gq_status gq_zs_eval(const struct gq_model *m, int task, const struct gq_zs
             else if (ntok[k] + ntok[k + 1] > longest) longest = ntok[k] + ntok[k + 1];
         }
     sc.max_len = m->hp.ctx_len;
-    const int n_ctx = longest - 1 < sc.max_len ? longest - 1 : sc.max_len;
+    int n_ctx = longest - 1 < sc.max_len ? longest - 1 : sc.max_len, tree_rows = 0, tree_max = 0;
+    struct input in0[GQ_ZS_MAX_CHOICES];
+    for (int i = 0; i < ds.n && s == GQ_OK; i++) { // the passes' size
+        int C;
+        doc_inputs(toks, ntok, (size_t)i * nreq_max * 2, ds.d[i].n, in0);
+        const int nr = doc_tree(in0, ds.d[i].n, sc.max_len, &C);
+        tree_rows += nr, tree_max = nr > tree_max ? nr : tree_max;
+    }
+    const int pass_cap = 1 + (tree_max > BATCH_ROWS ? tree_max : tree_rows < BATCH_ROWS ? tree_rows : BATCH_ROWS);
+    n_ctx = pass_cap > n_ctx ? pass_cap : n_ctx;
+    struct pass P = {0};
+    P.tok = malloc(sizeof(int32_t) * pass_cap);
+    P.pos = malloc(sizeof(int) * 6 * (size_t)pass_cap);
+    if (P.pos) P.lo0 = P.pos + pass_cap, P.hi0 = P.lo0 + pass_cap, P.lo1 = P.hi0 + pass_cap, P.out = P.lo1 + pass_cap, P.out_of = P.out + pass_cap;
+    int *ta = malloc(sizeof(int) * (size_t)(ds.n + 1) * (2 + nreq_max)), *tc = ta ? ta + ds.n + 1 : NULL, *tb = ta ? tc + ds.n + 1 : NULL;
+    if (s == GQ_OK && (!P.tok || !P.pos || !ta)) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
     sc.cached = malloc(sizeof(int32_t) * (size_t)(longest + 1)), sc.seq = malloc(sizeof(int32_t) * (size_t)(longest + 1));
     if (s == GQ_OK && (!sc.cached || !sc.seq)) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
     if (s == GQ_OK) s = gq_context_new(m, n_ctx > 0 ? n_ctx : 1, &sc.c);
@@ -511,30 +608,89 @@ enum gq_status gq_zs_eval(const struct gq_model *m, int task, const struct gq_zs
     gq_progress_start(&pr, label, ds.n, p->progress);
     int hits = 0, hits_norm = 0;
     double ll_sum = 0;
-    for (int i = 0; i < ds.n && s == GQ_OK; i++) {
-        const struct zs_doc *d = &ds.d[i];
-        struct gq_zs_example *e = &r->ex[i];
-        e->idx = d->idx, e->gold = d->gold, e->n_req = d->n;
-        for (int j = 0; j < d->n && s == GQ_OK; j++) {
-            size_t k = ((size_t)i * nreq_max + j) * 2;
-            e->ctx_ntok[j] = ntok[k], e->cont_ntok[j] = ntok[k + 1], e->chars[j] = d->r[j].chars;
-            s = score(&sc, toks[k], ntok[k], toks[k + 1], ntok[k + 1], &e->ll[j], &e->greedy[j]);
+    const int V = m->hp.n_vocab;
+    struct input in[GQ_ZS_MAX_CHOICES]; // ta, tc, tb: per document of a pass its tree's row, prefix, branch rows
+    for (int i = 0; i < ds.n && s == GQ_OK;) {
+        // the documents of this pass: [i, e) as trees, or document i alone through score()
+        int e = i, rows = 0;
+        for (; e < ds.n; e++) {
+            int C, nr;
+            doc_inputs(toks, ntok, (size_t)e * nreq_max * 2, ds.d[e].n, in);
+            if (!(nr = doc_tree(in, ds.d[e].n, sc.max_len, &C)) || (e > i && rows + nr > BATCH_ROWS)) break;
+            ta[e - i] = rows, tc[e - i] = C, rows += nr;
+        }
+        if (e > i) {
+            P.n = P.n_out = 0;
+            for (int k = i; k < e; k++) {
+                doc_inputs(toks, ntok, (size_t)k * nreq_max * 2, ds.d[k].n, in);
+                pass_add(&P, in, ds.d[k].n, tc[k - i], &ta[k - i], tb + (size_t)(k - i) * nreq_max);
+            }
+            // at least two rows and two logit rows: compressed weights take
+            // the prefill kernels, whatever the neighbours (no one-token GEMV)
+            if (P.n == 1) pass_row(&P, P.tok[0], 0, 1, 1, 1);
+            if (P.n_out == 1) P.out[P.n_out++] = P.out[0];
+            if (P.n_out > sc.rows_cap) {
+                float *l = realloc(sc.logits, sizeof(float) * (size_t)P.n_out * V);
+                if (!l) {
+                    s = gq_fail(GQ_ERR_NOMEM, "logits of %d rows", P.n_out);
+                    break;
+                }
+                sc.logits = l, sc.rows_cap = P.n_out;
+            }
+            gq_context_reset(sc.c);
+            sc.n_cached = 0;
+            const struct gq_rows_layout lay = {P.pos, P.lo0, P.hi0, P.lo1};
+            s = gq_forward_rows(sc.c, P.tok, P.n, &lay, P.out, P.n_out, sc.logits);
+            sc.n_run += P.n;
+            for (int k = i; k < e && s == GQ_OK; k++) {
+                const struct zs_doc *d = &ds.d[k];
+                struct gq_zs_example *ex = &r->ex[k];
+                doc_inputs(toks, ntok, (size_t)k * nreq_max * 2, d->n, in);
+                const int *b = tb + (size_t)(k - i) * nreq_max;
+                for (int j = 0; j < d->n; j++) {
+                    double sum = 0;
+                    bool all = true;
+                    for (int t = 0; t < in[j].len - in[j].nctx + 1; t++) {
+                        const int row = tree_row(ta[k - i], tc[k - i], b, j, in[j].nctx - 1 + t);
+                        bool top;
+                        sum += token_ll(sc.logits + (size_t)P.out_of[row] * V, V, in[j].cont[t], &top);
+                        all = all && top;
+                    }
+                    ex->ll[j] = sum, ex->greedy[j] = all;
+                }
+            }
+        } else { // an input longer than the model's context: cut from the left, one request at a time
+            const struct zs_doc *d = &ds.d[i];
+            for (int j = 0; j < d->n && s == GQ_OK; j++) {
+                size_t k = ((size_t)i * nreq_max + j) * 2;
+                s = score(&sc, toks[k], ntok[k], toks[k + 1], ntok[k + 1], &r->ex[i].ll[j], &r->ex[i].greedy[j]);
+            }
+            e = i + 1;
+        }
+        for (; i < e && s == GQ_OK; i++) { // the documents' metrics
+            const struct zs_doc *d = &ds.d[i];
+            struct gq_zs_example *ex = &r->ex[i];
+            ex->idx = d->idx, ex->gold = d->gold, ex->n_req = d->n;
+            for (int j = 0; j < d->n; j++) {
+                size_t k = ((size_t)i * nreq_max + j) * 2;
+                ex->ctx_ntok[j] = ntok[k], ex->cont_ntok[j] = ntok[k + 1], ex->chars[j] = d->r[j].chars;
+            }
+            for (int j = 1; j < d->n; j++) { // first maximum, as numpy's argmax
+                if (ex->ll[j] > ex->ll[ex->pred]) ex->pred = j;
+                if (ex->ll[j] / ex->chars[j] > ex->ll[ex->pred_norm] / ex->chars[ex->pred_norm]) ex->pred_norm = j;
+            }
+            if (task == GQ_ZS_LAMBADA) ex->pred = ex->pred_norm = ex->greedy[0] ? 0 : -1, ll_sum += ex->ll[0];
+            hits += ex->pred == ex->gold, hits_norm += ex->pred_norm == ex->gold;
+            r->n = i + 1;
         }
         if (s != GQ_OK) break;
-        for (int j = 1; j < d->n; j++) { // first maximum, as numpy's argmax
-            if (e->ll[j] > e->ll[e->pred]) e->pred = j;
-            if (e->ll[j] / e->chars[j] > e->ll[e->pred_norm] / e->chars[e->pred_norm]) e->pred_norm = j;
-        }
-        if (task == GQ_ZS_LAMBADA) e->pred = e->pred_norm = e->greedy[0] ? 0 : -1, ll_sum += e->ll[0];
-        hits += e->pred == e->gold, hits_norm += e->pred_norm == e->gold;
-        r->n = i + 1;
         char extra[64];
         snprintf(extra, sizeof extra, "acc %.4f, %.1f ex/s", (double)hits / r->n, r->n / (gq_time_s() - t0));
-        gq_progress_update(&pr, i + 1, extra);
+        gq_progress_update(&pr, r->n, extra);
     }
     gq_progress_end(&pr);
     for (size_t k = 0; toks && k < (size_t)ds.n * nreq_max * 2; k++) free(toks[k]);
-    free(toks), free(ntok), free(sc.cached), free(sc.seq), free(sc.logits);
+    free(toks), free(ntok), free(sc.cached), free(sc.seq), free(sc.logits), free(P.tok), free(P.pos), free(ta);
     gq_context_free(sc.c);
     docs_free(&ds);
     if (s != GQ_OK) {

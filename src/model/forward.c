@@ -83,13 +83,14 @@ void gq_final_norm(const struct gq_model *m, const float *x, int n, float *out) 
     rmsnorm(out, x, m->output_norm, n, m->hp.dim, m->hp.rms_eps);
 }
 
-// Rotates heads of x (n, n_heads*head_dim) at positions pos0..pos0+n-1.
+// Rotates heads of x (n, n_heads*head_dim) at positions pos0..pos0+n-1
+// (pos: at positions pos[i]).
 static void rope(float *x, int n, int n_heads, int head_dim, int rope_dim, bool interleaved,
-                 const float *inv_freq, int pos0) {
+                 const float *inv_freq, int pos0, const int *pos_of) {
     int half = rope_dim / 2;
 #pragma omp parallel for if (n > 1)
     for (int i = 0; i < n; i++) {
-        int pos = pos0 + i;
+        int pos = pos_of ? pos_of[i] : pos0 + i;
         for (int j = 0; j < half; j++) {
             double a = (double)pos * inv_freq[j];
             float c = (float)cos(a), s = (float)sin(a);
@@ -227,6 +228,23 @@ static enum gq_status ensure_scratch(struct gq_context *c, int n) {
     return GQ_OK;
 }
 
+// Softmax of one query's scores s over keys [0, T) where it sees only
+// [a0, b0) and [a1, b1) (b0 <= a1; a0 == b0: one range); the other scores
+// become 0. One range [0, b1) takes exactly the operations of a plain
+// causal row.
+static void softmax_ranges(float *s, int T, int a0, int b0, int a1, int b1) {
+    float mx = gq_vmax(s + a1, b1 - a1);
+    if (b0 > a0) mx = fmaxf(mx, gq_vmax(s + a0, b0 - a0));
+    double z = gq_vexp_shift(s + a1, b1 - a1, mx);
+    if (b0 > a0) z += gq_vexp_shift(s + a0, b0 - a0, mx);
+    const float inv = (float)(1.0 / z);
+    gq_vscale(s + a1, b1 - a1, inv);
+    if (b0 > a0) gq_vscale(s + a0, b0 - a0, inv);
+    memset(s, 0, sizeof(float) * (size_t)a0);
+    if (a1 > b0) memset(s + b0, 0, sizeof(float) * (size_t)(a1 - b0));
+    if (T > b1) memset(s + b1, 0, sizeof(float) * (size_t)(T - b1));
+}
+
 // Causal attention of n new queries (positions pos0..) over the cache 0..pos0+n-1.
 // Work items: (head, tile of ATT_TILE query rows), over the threads of one
 // region; a tile only multiplies against the keys it can see (0..pos0+i1-1),
@@ -234,8 +252,10 @@ static enum gq_status ensure_scratch(struct gq_context *c, int n) {
 // serially, in each thread's own score block.
 // kv: the context whose cache holds the keys/values; q (n, q_dim) and
 // out (n, q_dim) rows; S: n_att blocks of min(n, ATT_TILE) x n_ctx scores.
+// lay (gq_forward_rows): query i sees only the cache rows its layout names;
+// a tile multiplies against keys from the first one any of its rows sees.
 static void attention(const struct gq_context *kv, const float *q, float *out, float *S, int layer, int n,
-                      int pos0) {
+                      int pos0, const struct gq_rows_layout *lay) {
     const struct gq_context *c = kv;
     const struct gq_hparams *hp = &c->m->hp;
     const int hd = hp->head_dim, q_dim = hp->n_heads * hd, kv_dim = hp->n_kv_heads * hd;
@@ -252,17 +272,27 @@ static void attention(const struct gq_context *kv, const float *q, float *out, f
         for (int it = 0; it < nitem; it++) {
             const int h = it / ntile, i0 = (it % ntile) * ATT_TILE, g = h / group;
             const int m = n - i0 < ATT_TILE ? n - i0 : ATT_TILE, T = pos0 + i0 + m;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, T, hd, scale, q + (size_t)i0 * q_dim + h * hd,
-                        q_dim, kc + g * hd, kv_dim, 0.0f, Sb, T);
-            for (int i = 0; i < m; i++) {
-                float *s = Sb + (size_t)i * T;
-                const int last = pos0 + i0 + i; // causal: keys 0..last
-                const float mx = gq_vmax(s, last + 1);
-                gq_vscale(s, last + 1, (float)(1.0 / gq_vexp_shift(s, last + 1, mx)));
-                for (int t = last + 1; t < T; t++) s[t] = 0.0f;
+            int k0 = 0; // first key of the tile
+            if (lay) {
+                k0 = T;
+                for (int i = i0; i < i0 + m; i++) {
+                    const int f = lay->hi0[i] > lay->lo0[i] ? lay->lo0[i] : lay->lo1[i];
+                    k0 = f < k0 ? f : k0;
+                }
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, T, 1.0f, Sb, T, vc + g * hd, kv_dim, 0.0f,
-                        out + (size_t)i0 * q_dim + h * hd, q_dim);
+            const int W = T - k0;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, W, hd, scale, q + (size_t)i0 * q_dim + h * hd,
+                        q_dim, kc + (size_t)k0 * kv_dim + g * hd, kv_dim, 0.0f, Sb, W);
+            for (int i = 0; i < m; i++) {
+                float *s = Sb + (size_t)i * W;
+                const int last = pos0 + i0 + i; // causal: keys 0..last
+                if (lay)
+                    softmax_ranges(s, W, lay->lo0[i0 + i] - k0, lay->hi0[i0 + i] - k0, lay->lo1[i0 + i] - k0, last + 1 - k0);
+                else
+                    softmax_ranges(s, W, 0, 0, 0, last + 1);
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, W, 1.0f, Sb, W, vc + (size_t)k0 * kv_dim + g * hd,
+                        kv_dim, 0.0f, out + (size_t)i0 * q_dim + h * hd, q_dim);
         }
     }
 }
@@ -279,7 +309,7 @@ static void add_bias(float *x, const float *b, int n, int dim) {
 // and attention are per row, everything else is batched in c's scratch.
 static enum gq_status block_forward(struct gq_context *c, struct gq_context *const *seqs, int l,
                                     const struct gq_layer_w *L, float *x, int n, int pos0,
-                                    const struct gq_block_hooks *hooks) {
+                                    const struct gq_block_hooks *hooks, const struct gq_rows_layout *lay) {
     const struct gq_hparams *hp = &c->m->hp;
     GQ_TRY(ensure_scratch(c, n));
     int dim = hp->dim, hd = hp->head_dim, q_dim = hp->n_heads * hd, kv_dim = hp->n_kv_heads * hd;
@@ -310,20 +340,20 @@ static enum gq_status block_forward(struct gq_context *c, struct gq_context *con
     add_bias(c->k, L->bk, n, kv_dim);
     add_bias(c->v, L->bv, n, kv_dim);
     if (!seqs) {
-        rope(c->q, n, hp->n_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0);
-        rope(c->k, n, hp->n_kv_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0);
+        rope(c->q, n, hp->n_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0, lay ? lay->pos : NULL);
+        rope(c->k, n, hp->n_kv_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0, lay ? lay->pos : NULL);
         memcpy(c->k_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim, c->k, (size_t)n * kv_dim * sizeof(float));
         memcpy(c->v_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim, c->v, (size_t)n * kv_dim * sizeof(float));
-        attention(c, c->q, c->att_out, c->scores, l, n, pos0);
+        attention(c, c->q, c->att_out, c->scores, l, n, pos0, lay);
     } else {
         for (int i = 0; i < n; i++) {
             struct gq_context *s = seqs[i];
             float *qi = c->q + (size_t)i * q_dim, *ki = c->k + (size_t)i * kv_dim, *vi = c->v + (size_t)i * kv_dim;
-            rope(qi, 1, hp->n_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0);
-            rope(ki, 1, hp->n_kv_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0);
+            rope(qi, 1, hp->n_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0, NULL);
+            rope(ki, 1, hp->n_kv_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0, NULL);
             memcpy(s->k_cache + ((size_t)l * s->n_ctx + pos0) * kv_dim, ki, (size_t)kv_dim * sizeof(float));
             memcpy(s->v_cache + ((size_t)l * s->n_ctx + pos0) * kv_dim, vi, (size_t)kv_dim * sizeof(float));
-            attention(s, qi, c->att_out + (size_t)i * q_dim, c->scores, l, 1, pos0);
+            attention(s, qi, c->att_out + (size_t)i * q_dim, c->scores, l, 1, pos0, NULL);
         }
     }
 attn_out:
@@ -355,7 +385,7 @@ enum gq_status gq_block_forward(struct gq_context *c, int l, const struct gq_lay
     if (n <= 0 || pos0 < 0 || pos0 + n > c->n_ctx)
         return gq_fail(GQ_ERR_ARG, "block forward: %d tokens at position %d exceed the context of %d", n, pos0, c->n_ctx);
     if (c->dev) return gq_fail(GQ_ERR_UNSUPPORTED, "block forward: not on a CUDA context (only gq_forward runs there)");
-    return block_forward(c, NULL, l, L, x, n, pos0, hooks);
+    return block_forward(c, NULL, l, L, x, n, pos0, hooks, NULL);
 }
 
 enum gq_status gq_forward_lockstep(struct gq_context *batch, struct gq_context *const *seqs, int n,
@@ -377,11 +407,36 @@ enum gq_status gq_forward_lockstep(struct gq_context *batch, struct gq_context *
                        batch->n_ctx, seqs[0]->n_ctx);
     GQ_TRY(ensure_scratch(batch, n));
     GQ_TRY(gq_embed(m, tokens, n, batch->x));
-    for (int l = 0; l < hp->n_layers; l++) GQ_TRY(block_forward(batch, seqs, l, &m->layers[l], batch->x, n, pos, NULL));
+    for (int l = 0; l < hp->n_layers; l++) GQ_TRY(block_forward(batch, seqs, l, &m->layers[l], batch->x, n, pos, NULL, NULL));
     for (int i = 0; i < n; i++) seqs[i]->pos++;
     rmsnorm(batch->xb, batch->x, m->output_norm, n, hp->dim, hp->rms_eps);
     GQ_TRY(matmul(logits, batch->xb, m->output, m->q_output, n, hp->dim, hp->n_vocab));
     return GQ_OK;
+}
+
+enum gq_status gq_forward_rows(struct gq_context *c, const int32_t *tokens, int n, const struct gq_rows_layout *lay,
+                               const int *out, int n_out, float *logits) {
+    const struct gq_model *m = c->m;
+    const struct gq_hparams *hp = &m->hp;
+    if (n <= 0) return gq_fail(GQ_ERR_ARG, "forward: no tokens");
+    if (c->dev) return gq_fail(GQ_ERR_UNSUPPORTED, "forward with a row layout: not on a CUDA context");
+    if (c->pos + n > c->n_ctx)
+        return gq_fail(GQ_ERR_ARG, "forward: %d tokens at position %d exceed the context of %d", n, c->pos, c->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (lay->pos[i] < 0 || lay->lo0[i] < 0 || lay->lo0[i] > lay->hi0[i] || lay->hi0[i] > lay->lo1[i] ||
+            lay->lo1[i] > c->pos + i)
+            return gq_fail(GQ_ERR_ARG, "forward: row %d: position %d, keys [%d, %d) and [%d, %d] are not a layout", i,
+                           lay->pos[i], lay->lo0[i], lay->hi0[i], lay->lo1[i], c->pos + i);
+    for (int k = 0; k < n_out; k++)
+        if (out[k] < 0 || out[k] >= n) return gq_fail(GQ_ERR_ARG, "forward: logits of row %d of %d", out[k], n);
+    GQ_TRY(ensure_scratch(c, n));
+    GQ_TRY(gq_embed(m, tokens, n, c->x));
+    for (int l = 0; l < hp->n_layers; l++) GQ_TRY(block_forward(c, NULL, l, &m->layers[l], c->x, n, c->pos, NULL, lay));
+    c->pos += n;
+    if (n_out == 0) return GQ_OK;
+    const int dim = hp->dim;
+    for (int k = 0; k < n_out; k++) rmsnorm(c->xb + (size_t)k * dim, c->x + (size_t)out[k] * dim, m->output_norm, 1, dim, hp->rms_eps);
+    return matmul(logits, c->xb, m->output, m->q_output, n_out, dim, hp->n_vocab);
 }
 
 // ---------------------------------------------------------------------------

@@ -136,6 +136,18 @@ enum gq_status gq_block_forward(struct gq_context *c, int layer, const struct gq
 // context must be at least as long as the sequences'.
 enum gq_status gq_forward_lockstep(struct gq_context *batch, struct gq_context *const *seqs, int n,
                                    const int32_t *tokens, float *logits);
+// Rows with their own positions and visible keys: a batch of token trees
+// (a shared prefix and its branches, several documents side by side) in
+// one pass. Row i (cache row c->pos + i) is at RoPE position pos[i] and
+// attends to cache rows [lo0[i], hi0[i]) (none: lo0 == hi0) and
+// [lo1[i], c->pos + i], with lo0 <= hi0 <= lo1.
+struct gq_rows_layout {
+    const int *pos, *lo0, *hi0, *lo1; // (n) each
+};
+// n rows through the model laid out by lay (appended to the KV cache, as
+// gq_forward); logits (n_out, n_vocab) of rows out[0..n_out). CPU contexts.
+enum gq_status gq_forward_rows(struct gq_context *c, const int32_t *tokens, int n, const struct gq_rows_layout *lay,
+                               const int *out, int n_out, float *logits);
 // RoPE frequencies (rope_dim / 2) of a context, after scaling.
 const float *gq_context_inv_freq(const struct gq_context *c);
 // Llama 3.1 RoPE scaling: what frequency j (of rope_dim / 2) is divided by
