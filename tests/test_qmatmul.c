@@ -155,6 +155,14 @@ static void run_all(const char *what, const struct gq_qweight *w, const float *W
             CHECKF(diff <= 1e-5, "%s: differs from the scalar reference by %.3g of sum|w x|", name, diff);
         }
     }
+    // a few tokens at once are that many decode GEMVs (compressed formats):
+    // the same floats as one call per token
+    if (gq_qmatmul_gemv_max_n(w) >= n) {
+        gq_qmatmul_set_isa(gq_qmatmul_isa_best());
+        for (int t = 0; t < n; t++) CHECK_OK(gq_qmatmul(y0 + (size_t)t * rows, x + (size_t)t * cols, w, 1));
+        CHECK_OK(gq_qmatmul(y, x, w, n));
+        CHECKF(memcmp(y, y0, sizeof(float) * n * rows) == 0, "%s: %d tokens at once differ from %d decode GEMVs", what, n, n);
+    }
     // prefill of 11 tokens (a block of 8 and a rest): int16 x on the SIMD
     // ISAs where the weight is integer codes, else f32
     const int n2 = 11;

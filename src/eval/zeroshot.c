@@ -10,6 +10,7 @@
 // then the per-task metrics.
 #include "model/model.h"
 #include "model/tokenizer.h"
+#include "kern/qmatmul.h"
 #include "kern/vmath.h"
 
 #include <cjson/cJSON.h>
@@ -446,13 +447,14 @@ static enum gq_status score(struct scorer *sc, const int32_t *ctx, int nctx, con
     memcpy(sc->seq + nctx, cont, sizeof(int32_t) * ncont);
     const int32_t *inp = sc->seq + drop;
     const int f = nctx - 1 - drop; // input row predicting cont[0]
-    // rows from g on run with logits: at least two, so that compressed
-    // weights take the float prefill kernels (not the int8-activation GEMV)
-    int g = f > 0 ? f - 1 : 0;
+    // rows from g on run with logits: more than GQ_GEMV_MAX_N where there
+    // are, so that compressed weights take the prefill kernels (not the
+    // int8-activation GEMVs); the run before them as well
+    int g = f > GQ_GEMV_MAX_N ? f - GQ_GEMV_MAX_N : 0;
     int p = 0;
     while (p < sc->n_cached && p < n && sc->cached[p] == inp[p]) p++;
     if (p > g) p = g;
-    if (g - p == 1) g = p; // no one-token run either
+    if (g - p <= GQ_GEMV_MAX_N) g = p;
     gq_context_truncate(sc->c, p);
     if (n - g > sc->rows_cap) {
         float *l = realloc(sc->logits, sizeof(float) * (size_t)(n - g) * V);
@@ -591,7 +593,7 @@ enum gq_status gq_zs_eval(const struct gq_model *m, int task, const struct gq_zs
         const int nr = doc_tree(in0, ds.d[i].n, sc.max_len, &C);
         tree_rows += nr, tree_max = nr > tree_max ? nr : tree_max;
     }
-    const int pass_cap = 1 + (tree_max > BATCH_ROWS ? tree_max : tree_rows < BATCH_ROWS ? tree_rows : BATCH_ROWS);
+    const int pass_cap = GQ_GEMV_MAX_N + 1 + (tree_max > BATCH_ROWS ? tree_max : tree_rows < BATCH_ROWS ? tree_rows : BATCH_ROWS);
     n_ctx = pass_cap > n_ctx ? pass_cap : n_ctx;
     struct pass P = {0};
     P.tok = malloc(sizeof(int32_t) * pass_cap);
@@ -625,10 +627,11 @@ enum gq_status gq_zs_eval(const struct gq_model *m, int task, const struct gq_zs
                 doc_inputs(toks, ntok, (size_t)k * nreq_max * 2, ds.d[k].n, in);
                 pass_add(&P, in, ds.d[k].n, tc[k - i], &ta[k - i], tb + (size_t)(k - i) * nreq_max);
             }
-            // at least two rows and two logit rows: compressed weights take
-            // the prefill kernels, whatever the neighbours (no one-token GEMV)
-            if (P.n == 1) pass_row(&P, P.tok[0], 0, 1, 1, 1);
-            if (P.n_out == 1) P.out[P.n_out++] = P.out[0];
+            // more rows and logit rows than run as decode GEMVs (their int8
+            // activations): every document gets the prefill kernels,
+            // whatever its neighbours (padding: one-token sequences, copies)
+            while (P.n <= GQ_GEMV_MAX_N) pass_row(&P, P.tok[0], 0, P.n, P.n, P.n);
+            while (P.n_out <= GQ_GEMV_MAX_N) P.out[P.n_out] = P.out[0], P.n_out++;
             if (P.n_out > sc.rows_cap) {
                 float *l = realloc(sc.logits, sizeof(float) * (size_t)P.n_out * V);
                 if (!l) {

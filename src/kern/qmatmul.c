@@ -50,17 +50,23 @@ enum gq_status gq_qgemv_rows(float *y, const float *x, const struct gq_qweight *
     return w->kind == GQ_QW_VQ ? gq_gemv_vq(y, x, w, r0, r1, accumulate) : gq_gemv_ggml(y, x, w, r0, r1, accumulate);
 }
 
-static enum gq_status gemv(float *y, const float *x, const struct gq_qweight *w) {
+// n tokens, each by the decode GEMV: every thread runs its share of the
+// rows for one token after the other (the share stays in its cache).
+static enum gq_status gemv(float *y, const float *x, const struct gq_qweight *w, int n) {
     enum gq_status err = GQ_OK;
     char msg[512] = "";
 #pragma omp parallel
     {
         int r0, r1;
         gq_qgemv_share(w, omp_get_thread_num(), omp_get_num_threads(), &r0, &r1);
-        const enum gq_status s = gq_qgemv_rows(y, x, w, r0, r1, false);
-        if (s != GQ_OK)
+        for (int t = 0; t < n; t++) {
+            const enum gq_status s = gq_qgemv_rows(y + (size_t)t * w->rows, x + (size_t)t * w->cols, w, r0, r1, false);
+            if (s != GQ_OK) {
 #pragma omp critical(gq_qmatmul_err)
-            if (err == GQ_OK) err = s, snprintf(msg, sizeof msg, "%s", gq_last_error());
+                if (err == GQ_OK) err = s, snprintf(msg, sizeof msg, "%s", gq_last_error());
+                break;
+            }
+        }
     }
     return err == GQ_OK ? GQ_OK : gq_fail(err, "%s", msg);
 }
@@ -73,8 +79,18 @@ void gq_rot_rows(const struct gq_rot *R, const float *x, float *out, int n) {
     gq_rot_rows_inplace(R, out, n, false);
 }
 
+// Up to GQ_GEMV_MAX_N tokens the compressed formats run as that many decode
+// GEMVs: a prefill pass decodes every row of the matrix whatever n is, which
+// below this costs more than the GEMVs (`gptvq bench -p N` against tg).
+// Float weights (F16, BF16, F32: read at full width either way) take the
+// prefill from 2 tokens.
+int gq_qmatmul_gemv_max_n(const struct gq_qweight *w) {
+    if (w->kind == GQ_QW_GGML && (w->type == GQ_TYPE_F16 || w->type == GQ_TYPE_BF16 || w->type == GQ_TYPE_F32)) return 1;
+    return GQ_GEMV_MAX_N;
+}
+
 enum gq_status gq_qmatmul_rotated(float *y, const float *xr, const struct gq_qweight *w, int n) {
-    return n == 1 ? gemv(y, xr, w) : gq_gemm(y, xr, w, n);
+    return n <= gq_qmatmul_gemv_max_n(w) ? gemv(y, xr, w, n) : gq_gemm(y, xr, w, n);
 }
 
 enum gq_status gq_qmatmul(float *y, const float *x, const struct gq_qweight *w, int n) {
