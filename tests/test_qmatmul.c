@@ -163,9 +163,11 @@ static void run_all(const char *what, const struct gq_qweight *w, const float *W
         CHECK_OK(gq_qmatmul(y, x, w, n));
         CHECKF(memcmp(y, y0, sizeof(float) * n * rows) == 0, "%s: %d tokens at once differ from %d decode GEMVs", what, n, n);
     }
-    // prefill of 11 tokens (a block of 8 and a rest): int16 x on the SIMD
-    // ISAs where the weight is integer codes, else f32
-    const int n2 = 11;
+    // prefill of 19 tokens (past the GEMV range; AVX-512 a block of 16 and
+    // a rest, AVX2 two blocks of 8 and a rest): int16 x on the SIMD ISAs
+    // where the weight is integer codes, else f32
+    const int n2 = 19;
+    CHECK(n2 > gq_qmatmul_gemv_max_n(w));
     float *x2 = rand_matrix(n2, cols, 1.0), *y2 = malloc(sizeof(float) * n2 * rows);
     double *extra16 = R ? rot_bound(w, W, x2, n2, 32767) : xq_bound(w, W, x2, n2, 32767);
     for (int isa = 0; isa < GQ_ISA_COUNT; isa++) {

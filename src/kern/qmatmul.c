@@ -79,14 +79,15 @@ void gq_rot_rows(const struct gq_rot *R, const float *x, float *out, int n) {
     gq_rot_rows_inplace(R, out, n, false);
 }
 
-// Up to GQ_GEMV_MAX_N tokens the compressed formats run as that many decode
-// GEMVs: a prefill pass decodes every row of the matrix whatever n is, which
-// below this costs more than the GEMVs (`gptvq bench -p N` against tg).
-// Float weights (F16, BF16, F32: read at full width either way) take the
-// prefill from 2 tokens.
+// Up to a few tokens every format runs as that many decode GEMVs (each
+// thread's share of the rows stays in its cache from one token to the
+// next): a prefill pass decodes or converts every row of the matrix
+// whatever n is, which below this costs more. Measured with `gptvq bench
+// -p N` on SmolLM2 (2 threads, AVX-512): the GEMVs are faster up to about
+// 16 tokens for F16, Q4_1 and VQ k 16 / k 64, up to 6-8 for VQ k 256, whose
+// table lookups make its GEMV the slowest.
 int gq_qmatmul_gemv_max_n(const struct gq_qweight *w) {
-    if (w->kind == GQ_QW_GGML && (w->type == GQ_TYPE_F16 || w->type == GQ_TYPE_BF16 || w->type == GQ_TYPE_F32)) return 1;
-    return GQ_GEMV_MAX_N;
+    return w->kind == GQ_QW_VQ && w->vq->p.h.k >= 256 ? 6 : GQ_GEMV_MAX_N;
 }
 
 enum gq_status gq_qmatmul_rotated(float *y, const float *xr, const struct gq_qweight *w, int n) {

@@ -11,7 +11,8 @@
 //     VQ matrices multiply in float. A GEMV can run as pieces, a row range
 //     per thread (gq_qgemv_rows), so that a whole decode step runs in one
 //     parallel region (forward.c);
-//   prefill (n > 1; compressed formats n > GQ_GEMV_MAX_N): see gq_qmatmul.
+//   prefill (n > gq_qmatmul_gemv_max_n: up to that many tokens are that
+//     many GEMVs): see gq_qmatmul.
 // Kernels: a scalar reference beside each SIMD version (AVX2 + FMA + F16C;
 // AVX-512 F/BW/VL/DQ with VNNI, VBMI and GFNI), picked at run time from the CPU's
 // features; tests force each one. gq_qweight_prepare repacks what the SIMD
@@ -100,9 +101,9 @@ enum gq_isa gq_qmatmul_isa_best(void);
 const char *gq_isa_name(enum gq_isa isa);
 
 // y (n, rows) = x (n, cols) · Wᵀ, threads of its own (OpenMP). n up to
-// gq_qmatmul_gemv_max_n(w) (1 for F16, BF16 and F32, else GQ_GEMV_MAX_N):
-// n decode GEMVs; more: prefill (gq_gemm).
-#define GQ_GEMV_MAX_N 4
+// gq_qmatmul_gemv_max_n(w) (VQ with k >= 256: 6, else GQ_GEMV_MAX_N): n
+// decode GEMVs; more: prefill (gq_gemm).
+#define GQ_GEMV_MAX_N 12
 int gq_qmatmul_gemv_max_n(const struct gq_qweight *w);
 enum gq_status gq_qmatmul(float *y, const float *x, const struct gq_qweight *w, int n);
 // The same for x already rotated into a rotated matrix's basis (R x per
