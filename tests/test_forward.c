@@ -289,33 +289,35 @@ static void check_resume_and_lockstep(const char *model_path) {
 }
 
 // gq_forward_rows: two documents side by side in one pass - a shared
-// prefix with three branches (one empty), then a plain sequence - give every
-// row the logits of its own sequence run alone through gq_forward; a
+// prefix with three branches (one empty), then a plain sequence long enough
+// for a second attention tile (its empty first ranges at row 0) - give
+// every row the logits of its own sequence run alone through gq_forward; a
 // layout that lets a row see keys out of order, and a logits row out of
 // range, are refused.
 static void check_rows_layout(const char *model_path, double tol) {
     struct gq_model *m = NULL;
     CHECK_OK(gq_model_load(model_path, NULL, &m));
     if (!m) return;
-    const int V = m->hp.n_vocab, C = 9, nb = 3, blen[3] = {6, 0, 11}, L2 = 7;
-    int32_t seq[4][24]; // sequences: prefix + branch b (b < 3), then the plain one
+    const int V = m->hp.n_vocab, C = 9, nb = 3, blen[3] = {6, 0, 11}, L2 = 150;
+    static int32_t seq[4][160]; // sequences: prefix + branch b (b < 3), then the plain one
     for (int i = 0; i < C + 11; i++) seq[0][i] = seq[1][i] = seq[2][i] = (i * 29 + 3) % V;
     for (int b = 0; b < nb; b++)
         for (int i = C; i < C + blen[b]; i++) seq[b][i] = (i * 13 + 7 * b + 1) % V;
     for (int i = 0; i < L2; i++) seq[3][i] = (i * 41 + 17) % V;
-    int32_t tok[64];
-    int pos[64], lo0[64], hi0[64], lo1[64], out[64], n = 0, br[3];
+    static int32_t tok[200];
+    static int pos[200], lo0[200], hi0[200], lo1[200], out[200];
+    int n = 0, br[3];
     for (int i = 0; i < C; i++) tok[n] = seq[0][i], pos[n] = i, lo0[n] = hi0[n] = lo1[n] = 0, n++;
     for (int b = 0; b < nb; b++) {
         br[b] = n;
         for (int i = C; i < C + blen[b]; i++) tok[n] = seq[b][i], pos[n] = i, lo0[n] = 0, hi0[n] = C, lo1[n] = br[b], n++;
     }
     const int a2 = n;
-    for (int i = 0; i < L2; i++) tok[n] = seq[3][i], pos[n] = i, lo0[n] = hi0[n] = lo1[n] = a2, n++;
+    for (int i = 0; i < L2; i++) tok[n] = seq[3][i], pos[n] = i, lo0[n] = hi0[n] = 0, lo1[n] = a2, n++;
     for (int i = 0; i < n; i++) out[i] = n - 1 - i; // every row, in reverse
-    float *got = malloc(sizeof(float) * (size_t)n * V), *want = malloc(sizeof(float) * 24 * (size_t)V);
+    float *got = malloc(sizeof(float) * (size_t)n * V), *want = malloc(sizeof(float) * 160 * (size_t)V);
     struct gq_context *c = NULL;
-    CHECK_OK(gq_context_new(m, 64, &c));
+    CHECK_OK(gq_context_new(m, 200, &c));
     const struct gq_rows_layout lay = {pos, lo0, hi0, lo1};
     CHECK_OK(gq_forward_rows(c, tok, n, &lay, out, n, got));
     CHECK(gq_context_pos(c) == n);

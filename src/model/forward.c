@@ -286,9 +286,11 @@ static void attention(const struct gq_context *kv, const float *q, float *out, f
             for (int i = 0; i < m; i++) {
                 float *s = Sb + (size_t)i * W;
                 const int last = pos0 + i0 + i; // causal: keys 0..last
-                if (lay)
-                    softmax_ranges(s, W, lay->lo0[i0 + i] - k0, lay->hi0[i0 + i] - k0, lay->lo1[i0 + i] - k0, last + 1 - k0);
-                else
+                if (lay) {
+                    const int r = i0 + i, a1 = lay->lo1[r] - k0;
+                    const bool two = lay->hi0[r] > lay->lo0[r]; // (an empty first range may lie before k0)
+                    softmax_ranges(s, W, two ? lay->lo0[r] - k0 : a1, two ? lay->hi0[r] - k0 : a1, a1, last + 1 - k0);
+                } else
                     softmax_ranges(s, W, 0, 0, 0, last + 1);
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, W, 1.0f, Sb, W, vc + (size_t)k0 * kv_dim + g * hd,
