@@ -1313,9 +1313,10 @@ AVX512_FN static void vq_d2k64h_tile_avx512(const struct gq_vqrt *v, const struc
     else d2k64h_rows_avx512(v, X, ra, rb, tb, sv, tf, cr, K, y, accumulate, false);
 }
 
-// D4K256: per column tile its group's 16 table registers, then four rows at
-// a time (sharing the x loads): per row the exact int32 sum of the tile
-// (bit-identical to the scalar reference), four sums reduced together.
+// D4K256 (D2K256): four rows at a time, and for them per column tile its
+// group's 16 (8) table registers, loaded from L1, and the x loads shared:
+// per row the exact int32 sum of the tile (bit-identical to the scalar
+// reference), four sums reduced together.
 AVX512_FN static GQ_INLINE __m128i hsum4_epi32(__m512i a0, __m512i a1, __m512i a2, __m512i a3) {
     const __m512i a = _mm512_add_epi32(_mm512_unpacklo_epi32(a0, a1), _mm512_unpackhi_epi32(a0, a1));
     const __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi32(a2, a3), _mm512_unpackhi_epi32(a2, a3));
@@ -1327,17 +1328,10 @@ AVX512_FN static GQ_INLINE __m128i hsum4_epi32(__m512i a0, __m512i a1, __m512i a
 AVX512_FN static GQ_INLINE void vq_k256_tile_avx512(const struct gq_vqrt *v, const struct vqx *X, int rt, int ra, int rb, float *tmp,
                                                     const int D) {
     const struct gq_vqpack_hdr *h = &v->p.h;
-    const int nv = v->nv, nct = h->n_ct;
+    const int nv = v->nv, nct = h->n_ct, nch = v->bv ? v->ch0[nct] : 0;
     const uint8_t *is = v->p.part[GQ_VQP_IDX];
     const int8_t *p0 = X->pl, *p1 = p0 + X->pstride, *p2 = D == 4 ? p1 + X->pstride : p0, *p3 = D == 4 ? p2 + X->pstride : p0;
-    for (int ct = 0; ct < nct; ct++) {
-        const int64_t g = (int64_t)rt * nct + ct;
-        const uint8_t *tg = v->tab + (size_t)g * 256 * D;
-        __m512i T[16];
-        for (int i = 0; i < 4 * D; i++) T[i] = _mm512_loadu_si512(tg + 64 * i);
-        const float sc = v->cbs[g] * X->xs[ct];
-        const int32_t corr = -128 * X->sum[ct];
-        const int v0 = v->vt_start[ct], v1 = v->vt_start[ct + 1];
+    const __m512i qsh = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12), one = _mm512_set1_epi8(1);
 #define D4K256_ROW(a, ib)                                                                                       \
     {                                                                                                           \
         const __m512i ix = _mm512_maskz_loadu_epi8(kx, (ib) + vec);                                             \
@@ -1353,22 +1347,34 @@ AVX512_FN static GQ_INLINE void vq_k256_tile_avx512(const struct gq_vqrt *v, con
                                                               _mm512_permutex2var_epi8(T[14], ix, T[15])), x3); \
         }                                                                                                       \
     }
-        int r = ra;
-        if (v->bv) { // normalisation: per 64-vector chunk the exact sums (−128 · Σ x preloaded per lane) × the
-                     // scale of each 16-vector quarter's block (lanes 4q..4q+3), the row's codes in nidx
-            const __m512 tbl = _mm512_mul_ps(_mm512_set1_ps(sc), _mm512_loadu_ps(v->nsc + 16 * g));
-            const __m512i qsh = _mm512_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12), one = _mm512_set1_epi8(1);
-            const int nch = v->ch0[nct];
-            for (; r < rb; r += 4) {
-                const int nr = gq_min_i(4, rb - r);
-                const uint8_t *ib = is + (size_t)r * nv;
+#define X4()                                                                                                    \
+    const int n = gq_min_i(64, v1 - vec);                                                                       \
+    const __mmask64 kx = n == 64 ? ~0ull : (1ull << n) - 1;                                                     \
+    const __m512i x0 = _mm512_maskz_loadu_epi8(kx, p0 + vec), x1 = _mm512_maskz_loadu_epi8(kx, p1 + vec);       \
+    const __m512i x2 = D == 4 ? _mm512_maskz_loadu_epi8(kx, p2 + vec) : x0, x3 = D == 4 ? _mm512_maskz_loadu_epi8(kx, p3 + vec) : x0;
+    // rows outer, four at a time, column tiles inner: the rows' indices
+    // stream in order (a tile's slice of a row can be under a cache line,
+    // and sweeping all rows per column tile left the loads waiting on
+    // memory); the group's tables reload from L1 per column tile
+    for (int r = ra; r < rb; r += 4) {
+        const int nr = gq_min_i(4, rb - r);
+        const uint8_t *ib = is + (size_t)r * nv;
+        for (int q = 4; q < 8 && r + q < rb; q++) // the next group's rows
+            for (int o = 0; o < nv; o += 64) _mm_prefetch((const char *)(ib + (size_t)q * nv + o), _MM_HINT_T0);
+        for (int ct = 0; ct < nct; ct++) {
+            const int64_t g = (int64_t)rt * nct + ct;
+            const uint8_t *tg = v->tab + (size_t)g * 256 * D;
+            __m512i T[16];
+            for (int i = 0; i < 4 * D; i++) T[i] = _mm512_loadu_si512(tg + 64 * i);
+            const float sc = v->cbs[g] * X->xs[ct];
+            const int v0 = v->vt_start[ct], v1 = v->vt_start[ct + 1];
+            if (v->bv) { // normalisation: per 64-vector chunk the exact sums (−128 · Σ x preloaded per lane) × the
+                         // scale of each 16-vector quarter's block (lanes 4q..4q+3), the row's codes in nidx
+                const __m512 tbl = _mm512_mul_ps(_mm512_set1_ps(sc), _mm512_loadu_ps(v->nsc + 16 * g));
                 const uint16_t *w = v->nidx + (size_t)r * nch + v->ch0[ct];
                 __m512 f[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
                 for (int vec = v0, c = 0; vec < v1; vec += 64, c++) {
-                    const int n = gq_min_i(64, v1 - vec);
-                    const __mmask64 kx = n == 64 ? ~0ull : (1ull << n) - 1;
-                    const __m512i x0 = _mm512_maskz_loadu_epi8(kx, p0 + vec), x1 = _mm512_maskz_loadu_epi8(kx, p1 + vec);
-                    const __m512i x2 = D == 4 ? _mm512_maskz_loadu_epi8(kx, p2 + vec) : x0, x3 = D == 4 ? _mm512_maskz_loadu_epi8(kx, p3 + vec) : x0;
+                    X4()
                     __m512i sx = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), one, x0), one, x1);
                     if (D == 4) sx = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sx, one, x2), one, x3);
                     const __m512i cr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sx, 7));
@@ -1382,39 +1388,32 @@ AVX512_FN static GQ_INLINE void vq_k256_tile_avx512(const struct gq_vqrt *v, con
                 float o[4];
                 _mm_storeu_ps(o, gq_hsum4_512(f[0], f[1], f[2], f[3]));
                 for (int q = 0; q < nr; q++) tmp[r + q - ra] += o[q];
+                continue;
             }
-            continue;
-        }
-        for (; r + 4 <= rb; r += 4) {
-            const uint8_t *ib = is + (size_t)r * nv;
-            for (int q = 8; q < 12; q++)
-                for (int o = v0; o < v1; o += 64) _mm_prefetch((const char *)(ib + (size_t)q * nv + o), _MM_HINT_T0);
-            __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-            for (int vec = v0; vec < v1; vec += 64) {
-                const int n = gq_min_i(64, v1 - vec);
-                const __mmask64 kx = n == 64 ? ~0ull : (1ull << n) - 1;
-                const __m512i x0 = _mm512_maskz_loadu_epi8(kx, p0 + vec), x1 = _mm512_maskz_loadu_epi8(kx, p1 + vec);
-                const __m512i x2 = D == 4 ? _mm512_maskz_loadu_epi8(kx, p2 + vec) : x0, x3 = D == 4 ? _mm512_maskz_loadu_epi8(kx, p3 + vec) : x0;
-                D4K256_ROW(a0, ib) D4K256_ROW(a1, ib + nv) D4K256_ROW(a2, ib + 2 * (size_t)nv) D4K256_ROW(a3, ib + 3 * (size_t)nv)
+            const int32_t corr = -128 * X->sum[ct];
+            if (nr == 4) {
+                __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+                for (int vec = v0; vec < v1; vec += 64) {
+                    X4()
+                    D4K256_ROW(a0, ib) D4K256_ROW(a1, ib + nv) D4K256_ROW(a2, ib + 2 * (size_t)nv) D4K256_ROW(a3, ib + 3 * (size_t)nv)
+                }
+                int32_t sum[4];
+                _mm_storeu_si128((__m128i *)sum, hsum4_epi32(a0, a1, a2, a3));
+                for (int q = 0; q < 4; q++) tmp[r + q - ra] += (float)(sum[q] + corr) * sc;
+                continue;
             }
-            int32_t sum[4];
-            _mm_storeu_si128((__m128i *)sum, hsum4_epi32(a0, a1, a2, a3));
-            for (int q = 0; q < 4; q++) tmp[r + q - ra] += (float)(sum[q] + corr) * sc;
-        }
-        for (; r < rb; r++) {
-            const uint8_t *ib = is + (size_t)r * nv;
-            __m512i a = _mm512_setzero_si512();
-            for (int vec = v0; vec < v1; vec += 64) {
-                const int n = gq_min_i(64, v1 - vec);
-                const __mmask64 kx = n == 64 ? ~0ull : (1ull << n) - 1;
-                const __m512i x0 = _mm512_maskz_loadu_epi8(kx, p0 + vec), x1 = _mm512_maskz_loadu_epi8(kx, p1 + vec);
-                const __m512i x2 = D == 4 ? _mm512_maskz_loadu_epi8(kx, p2 + vec) : x0, x3 = D == 4 ? _mm512_maskz_loadu_epi8(kx, p3 + vec) : x0;
-                D4K256_ROW(a, ib)
+            for (int q = 0; q < nr; q++) {
+                __m512i a = _mm512_setzero_si512();
+                for (int vec = v0; vec < v1; vec += 64) {
+                    X4()
+                    D4K256_ROW(a, ib + (size_t)q * nv)
+                }
+                tmp[r + q - ra] += (float)(_mm512_reduce_add_epi32(a) + corr) * sc;
             }
-            tmp[r - ra] += (float)(_mm512_reduce_add_epi32(a) + corr) * sc;
         }
-#undef D4K256_ROW
     }
+#undef X4
+#undef D4K256_ROW
 }
 AVX512_FN static void vq_d4k256_tile_avx512(const struct gq_vqrt *v, const struct vqx *X, int rt, int ra, int rb, float *tmp) {
     vq_k256_tile_avx512(v, X, rt, ra, rb, tmp, 4);
