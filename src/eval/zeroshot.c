@@ -486,8 +486,9 @@ static enum gq_status score(struct scorer *sc, const int32_t *ctx, int nctx, con
 // that sees the prefix and itself (gq_forward_rows); documents go side by
 // side into passes of up to BATCH_ROWS rows. Every row has the tokens,
 // positions and keys it has in its request's own pass: only the matmuls'
-// batching changes, and a document's scores do not depend on its
-// neighbours (each token's activations are rounded on their own).
+// batching changes (each token's activations are rounded on their own; a
+// document's neighbours reach its scores only through sgemm's summation
+// order, which varies with the shapes).
 
 #define BATCH_ROWS 512
 
