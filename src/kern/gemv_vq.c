@@ -1352,14 +1352,16 @@ AVX512_FN static GQ_INLINE void vq_k256_tile_avx512(const struct gq_vqrt *v, con
     const __mmask64 kx = n == 64 ? ~0ull : (1ull << n) - 1;                                                     \
     const __m512i x0 = _mm512_maskz_loadu_epi8(kx, p0 + vec), x1 = _mm512_maskz_loadu_epi8(kx, p1 + vec);       \
     const __m512i x2 = D == 4 ? _mm512_maskz_loadu_epi8(kx, p2 + vec) : x0, x3 = D == 4 ? _mm512_maskz_loadu_epi8(kx, p3 + vec) : x0;
-    // rows outer, four at a time, column tiles inner: the rows' indices
-    // stream in order (a tile's slice of a row can be under a cache line,
-    // and sweeping all rows per column tile left the loads waiting on
-    // memory); the group's tables reload from L1 per column tile
-    for (int r = ra; r < rb; r += 4) {
-        const int nr = gq_min_i(4, rb - r);
+    // rows outer, column tiles inner: the rows' indices stream in order (a
+    // tile's slice of a row can be under a cache line, and sweeping all rows
+    // per column tile left the loads waiting on memory); the group's tables
+    // reload from L1 per column tile, for G rows (normalised d 2: 8, sharing
+    // the tables, x loads and corrections; else 4)
+    const int G = v->bv && D == 2 ? 8 : 4;
+    for (int r = ra; r < rb; r += G) {
+        const int nr = gq_min_i(G, rb - r);
         const uint8_t *ib = is + (size_t)r * nv;
-        for (int q = 4; q < 8 && r + q < rb; q++) // the next group's rows
+        for (int q = G; q < 2 * G && r + q < rb; q++) // the next group's rows
             for (int o = 0; o < nv; o += 64) _mm_prefetch((const char *)(ib + (size_t)q * nv + o), _MM_HINT_T0);
         for (int ct = 0; ct < nct; ct++) {
             const int64_t g = (int64_t)rt * nct + ct;
@@ -1372,7 +1374,8 @@ AVX512_FN static GQ_INLINE void vq_k256_tile_avx512(const struct gq_vqrt *v, con
                          // scale of each 16-vector quarter's block (lanes 4q..4q+3), the row's codes in nidx
                 const __m512 tbl = _mm512_mul_ps(_mm512_set1_ps(sc), _mm512_loadu_ps(v->nsc + 16 * g));
                 const uint16_t *w = v->nidx + (size_t)r * nch + v->ch0[ct];
-                __m512 f[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+                __m512 f[8];
+                for (int q = 0; q < 8; q++) f[q] = _mm512_setzero_ps();
                 for (int vec = v0, c = 0; vec < v1; vec += 64, c++) {
                     X4()
                     __m512i sx = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), one, x0), one, x1);
@@ -1385,8 +1388,9 @@ AVX512_FN static GQ_INLINE void vq_k256_tile_avx512(const struct gq_vqrt *v, con
                         f[q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), s4, f[q]);
                     }
                 }
-                float o[4];
+                float o[8];
                 _mm_storeu_ps(o, gq_hsum4_512(f[0], f[1], f[2], f[3]));
+                if (nr > 4) _mm_storeu_ps(o + 4, gq_hsum4_512(f[4], f[5], f[6], f[7]));
                 for (int q = 0; q < nr; q++) tmp[r + q - ra] += o[q];
                 continue;
             }
