@@ -1355,9 +1355,9 @@ AVX512_FN static GQ_INLINE void vq_k256_tile_avx512(const struct gq_vqrt *v, con
     // rows outer, column tiles inner: the rows' indices stream in order (a
     // tile's slice of a row can be under a cache line, and sweeping all rows
     // per column tile left the loads waiting on memory); the group's tables
-    // reload from L1 per column tile, for G rows (normalised d 2: 8, sharing
-    // the tables, x loads and corrections; else 4)
-    const int G = v->bv && D == 2 ? 8 : 4;
+    // reload from L1 per column tile, for G rows (normalised: 8, sharing the
+    // tables, x loads and corrections; else 4)
+    const int G = v->bv ? 8 : 4;
     for (int r = ra; r < rb; r += G) {
         const int nr = gq_min_i(G, rb - r);
         const uint8_t *ib = is + (size_t)r * nv;
