@@ -1313,10 +1313,10 @@ AVX512_FN static void vq_d2k64h_tile_avx512(const struct gq_vqrt *v, const struc
     else d2k64h_rows_avx512(v, X, ra, rb, tb, sv, tf, cr, K, y, accumulate, false);
 }
 
-// D4K256 (D2K256): four rows at a time, and for them per column tile its
-// group's 16 (8) table registers, loaded from L1, and the x loads shared:
-// per row the exact int32 sum of the tile (bit-identical to the scalar
-// reference), four sums reduced together.
+// D4K256 (D2K256): a group of rows at a time (4; normalised 8), and for
+// them per column tile its group's 16 (8) table registers, loaded from L1,
+// and the x loads shared: per row the exact int32 sum of the tile
+// (bit-identical to the scalar reference), four sums reduced together.
 AVX512_FN static GQ_INLINE __m128i hsum4_epi32(__m512i a0, __m512i a1, __m512i a2, __m512i a3) {
     const __m512i a = _mm512_add_epi32(_mm512_unpacklo_epi32(a0, a1), _mm512_unpackhi_epi32(a0, a1));
     const __m512i b = _mm512_add_epi32(_mm512_unpacklo_epi32(a2, a3), _mm512_unpackhi_epi32(a2, a3));
