@@ -586,13 +586,17 @@ enum gq_status gq_zs_eval(const struct gq_model *m, int task, const struct gq_zs
             else if (ntok[k] + ntok[k + 1] > longest) longest = ntok[k] + ntok[k + 1];
         }
     sc.max_len = m->hp.ctx_len;
+    // per document: its tree's rows (0: scored by score()) and prefix, then
+    // in its pass the tree's first row and each branch's
+    int *trows = calloc((size_t)ds.n * (3 + nreq_max) + 1, sizeof(int));
+    int *tpre = trows + ds.n, *ta = tpre + ds.n, *tb = ta + ds.n;
+    if (s == GQ_OK && !trows) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
     int n_ctx = longest - 1 < sc.max_len ? longest - 1 : sc.max_len, tree_rows = 0, tree_max = 0;
-    struct input in0[GQ_ZS_MAX_CHOICES];
-    for (int i = 0; i < ds.n && s == GQ_OK; i++) { // the passes' size
-        int C;
-        doc_inputs(toks, ntok, (size_t)i * nreq_max * 2, ds.d[i].n, in0);
-        const int nr = doc_tree(in0, ds.d[i].n, sc.max_len, &C);
-        tree_rows += nr, tree_max = nr > tree_max ? nr : tree_max;
+    struct input in[GQ_ZS_MAX_CHOICES];
+    for (int i = 0; i < ds.n && s == GQ_OK; i++) { // the trees, and the passes' size
+        doc_inputs(toks, ntok, (size_t)i * nreq_max * 2, ds.d[i].n, in);
+        trows[i] = doc_tree(in, ds.d[i].n, sc.max_len, &tpre[i]);
+        tree_rows += trows[i], tree_max = trows[i] > tree_max ? trows[i] : tree_max;
     }
     const int pass_cap = GQ_GEMV_MAX_N + 1 + (tree_max > BATCH_ROWS ? tree_max : tree_rows < BATCH_ROWS ? tree_rows : BATCH_ROWS);
     n_ctx = pass_cap > n_ctx ? pass_cap : n_ctx;
@@ -600,8 +604,7 @@ enum gq_status gq_zs_eval(const struct gq_model *m, int task, const struct gq_zs
     P.tok = malloc(sizeof(int32_t) * pass_cap);
     P.pos = malloc(sizeof(int) * 6 * (size_t)pass_cap);
     if (P.pos) P.lo0 = P.pos + pass_cap, P.hi0 = P.lo0 + pass_cap, P.lo1 = P.hi0 + pass_cap, P.out = P.lo1 + pass_cap, P.out_of = P.out + pass_cap;
-    int *ta = malloc(sizeof(int) * (size_t)(ds.n + 1) * (2 + nreq_max)), *tc = ta ? ta + ds.n + 1 : NULL, *tb = ta ? tc + ds.n + 1 : NULL;
-    if (s == GQ_OK && (!P.tok || !P.pos || !ta)) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
+    if (s == GQ_OK && (!P.tok || !P.pos)) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
     sc.cached = malloc(sizeof(int32_t) * (size_t)(longest + 1)), sc.seq = malloc(sizeof(int32_t) * (size_t)(longest + 1));
     if (s == GQ_OK && (!sc.cached || !sc.seq)) s = gq_fail(GQ_ERR_NOMEM, "out of memory");
     if (s == GQ_OK) s = gq_context_new(m, n_ctx > 0 ? n_ctx : 1, &sc.c);
@@ -612,21 +615,15 @@ enum gq_status gq_zs_eval(const struct gq_model *m, int task, const struct gq_zs
     int hits = 0, hits_norm = 0;
     double ll_sum = 0;
     const int V = m->hp.n_vocab;
-    struct input in[GQ_ZS_MAX_CHOICES]; // ta, tc, tb: per document of a pass its tree's row, prefix, branch rows
     for (int i = 0; i < ds.n && s == GQ_OK;) {
         // the documents of this pass: [i, e) as trees, or document i alone through score()
         int e = i, rows = 0;
-        for (; e < ds.n; e++) {
-            int C, nr;
-            doc_inputs(toks, ntok, (size_t)e * nreq_max * 2, ds.d[e].n, in);
-            if (!(nr = doc_tree(in, ds.d[e].n, sc.max_len, &C)) || (e > i && rows + nr > BATCH_ROWS)) break;
-            ta[e - i] = rows, tc[e - i] = C, rows += nr;
-        }
+        for (; e < ds.n && trows[e] && (e == i || rows + trows[e] <= BATCH_ROWS); e++) rows += trows[e];
         if (e > i) {
             P.n = P.n_out = 0;
             for (int k = i; k < e; k++) {
                 doc_inputs(toks, ntok, (size_t)k * nreq_max * 2, ds.d[k].n, in);
-                pass_add(&P, in, ds.d[k].n, tc[k - i], &ta[k - i], tb + (size_t)(k - i) * nreq_max);
+                pass_add(&P, in, ds.d[k].n, tpre[k], &ta[k], tb + (size_t)k * nreq_max);
             }
             // more rows and logit rows than run as decode GEMVs (their int8
             // activations): every document gets the prefill kernels,
@@ -650,12 +647,12 @@ enum gq_status gq_zs_eval(const struct gq_model *m, int task, const struct gq_zs
                 const struct zs_doc *d = &ds.d[k];
                 struct gq_zs_example *ex = &r->ex[k];
                 doc_inputs(toks, ntok, (size_t)k * nreq_max * 2, d->n, in);
-                const int *b = tb + (size_t)(k - i) * nreq_max;
+                const int *b = tb + (size_t)k * nreq_max;
                 for (int j = 0; j < d->n; j++) {
                     double sum = 0;
                     bool all = true;
                     for (int t = 0; t < in[j].len - in[j].nctx + 1; t++) {
-                        const int row = tree_row(ta[k - i], tc[k - i], b, j, in[j].nctx - 1 + t);
+                        const int row = tree_row(ta[k], tpre[k], b, j, in[j].nctx - 1 + t);
                         bool top;
                         sum += token_ll(sc.logits + (size_t)P.out_of[row] * V, V, in[j].cont[t], &top);
                         all = all && top;
@@ -694,7 +691,7 @@ enum gq_status gq_zs_eval(const struct gq_model *m, int task, const struct gq_zs
     }
     gq_progress_end(&pr);
     for (size_t k = 0; toks && k < (size_t)ds.n * nreq_max * 2; k++) free(toks[k]);
-    free(toks), free(ntok), free(sc.cached), free(sc.seq), free(sc.logits), free(P.tok), free(P.pos), free(ta);
+    free(toks), free(ntok), free(sc.cached), free(sc.seq), free(sc.logits), free(P.tok), free(P.pos), free(trows);
     gq_context_free(sc.c);
     docs_free(&ds);
     if (s != GQ_OK) {
