@@ -416,10 +416,27 @@ enum gq_status gq_forward_lockstep(struct gq_context *batch, struct gq_context *
     return GQ_OK;
 }
 
-enum gq_status gq_forward_rows(struct gq_context *c, const int32_t *tokens, int n, const struct gq_rows_layout *lay,
-                               const int *out, int n_out, float *logits) {
+// n tokens (checked by the caller) through the blocks, appended to the KV
+// cache, laid out by lay (NULL: consecutive); logits (n_out, n_vocab) of
+// rows out[0..n_out) (out NULL: the last n_out rows).
+static enum gq_status prefill(struct gq_context *c, const int32_t *tokens, int n, const struct gq_rows_layout *lay,
+                              const int *out, int n_out, float *logits) {
     const struct gq_model *m = c->m;
     const struct gq_hparams *hp = &m->hp;
+    GQ_TRY(ensure_scratch(c, n));
+    GQ_TRY(gq_embed(m, tokens, n, c->x));
+    for (int l = 0; l < hp->n_layers; l++) GQ_TRY(block_forward(c, NULL, l, &m->layers[l], c->x, n, c->pos, NULL, lay));
+    c->pos += n;
+    if (n_out == 0) return GQ_OK;
+    const int dim = hp->dim;
+    if (!out) rmsnorm(c->xb, c->x + (size_t)(n - n_out) * dim, m->output_norm, n_out, dim, hp->rms_eps);
+    else
+        for (int k = 0; k < n_out; k++) rmsnorm(c->xb + (size_t)k * dim, c->x + (size_t)out[k] * dim, m->output_norm, 1, dim, hp->rms_eps);
+    return matmul(logits, c->xb, m->output, m->q_output, n_out, dim, hp->n_vocab);
+}
+
+enum gq_status gq_forward_rows(struct gq_context *c, const int32_t *tokens, int n, const struct gq_rows_layout *lay,
+                               const int *out, int n_out, float *logits) {
     if (n <= 0) return gq_fail(GQ_ERR_ARG, "forward: no tokens");
     if (c->dev) return gq_fail(GQ_ERR_UNSUPPORTED, "forward with a row layout: not on a CUDA context");
     if (c->pos + n > c->n_ctx)
@@ -431,14 +448,7 @@ enum gq_status gq_forward_rows(struct gq_context *c, const int32_t *tokens, int 
                            lay->pos[i], lay->lo0[i], lay->hi0[i], lay->lo1[i], c->pos + i);
     for (int k = 0; k < n_out; k++)
         if (out[k] < 0 || out[k] >= n) return gq_fail(GQ_ERR_ARG, "forward: logits of row %d of %d", out[k], n);
-    GQ_TRY(ensure_scratch(c, n));
-    GQ_TRY(gq_embed(m, tokens, n, c->x));
-    for (int l = 0; l < hp->n_layers; l++) GQ_TRY(block_forward(c, NULL, l, &m->layers[l], c->x, n, c->pos, NULL, lay));
-    c->pos += n;
-    if (n_out == 0) return GQ_OK;
-    const int dim = hp->dim;
-    for (int k = 0; k < n_out; k++) rmsnorm(c->xb + (size_t)k * dim, c->x + (size_t)out[k] * dim, m->output_norm, 1, dim, hp->rms_eps);
-    return matmul(logits, c->xb, m->output, m->q_output, n_out, dim, hp->n_vocab);
+    return prefill(c, tokens, n, lay, out, n_out, logits);
 }
 
 // ---------------------------------------------------------------------------
@@ -614,8 +624,6 @@ static enum gq_status forward_decode(struct gq_context *c, int32_t token, float 
 
 enum gq_status gq_forward(struct gq_context *c, const int32_t *tokens, int n, float *logits,
                           bool all_logits) {
-    const struct gq_model *m = c->m;
-    const struct gq_hparams *hp = &m->hp;
     if (n <= 0) return gq_fail(GQ_ERR_ARG, "forward: no tokens");
     if (c->pos + n > c->n_ctx)
         return gq_fail(GQ_ERR_ARG, "forward: %d tokens at position %d exceed the context of %d", n, c->pos, c->n_ctx);
@@ -625,18 +633,5 @@ enum gq_status gq_forward(struct gq_context *c, const int32_t *tokens, int n, fl
         return GQ_OK;
     }
     if (n == 1) return forward_decode(c, tokens[0], logits);
-    GQ_TRY(ensure_scratch(c, n));
-    GQ_TRY(gq_embed(m, tokens, n, c->x));
-    for (int l = 0; l < hp->n_layers; l++) GQ_TRY(gq_block_forward(c, l, &m->layers[l], c->x, n, c->pos, NULL));
-    c->pos += n;
-    if (!logits) return GQ_OK;
-    int dim = hp->dim;
-    if (all_logits) {
-        rmsnorm(c->xb, c->x, m->output_norm, n, dim, hp->rms_eps);
-        GQ_TRY(matmul(logits, c->xb, m->output, m->q_output, n, dim, hp->n_vocab));
-    } else {
-        rmsnorm(c->xb, c->x + (size_t)(n - 1) * dim, m->output_norm, 1, dim, hp->rms_eps);
-        GQ_TRY(matmul(logits, c->xb, m->output, m->q_output, 1, dim, hp->n_vocab));
-    }
-    return GQ_OK;
+    return prefill(c, tokens, n, NULL, NULL, !logits ? 0 : all_logits ? n : 1, logits);
 }
