@@ -48,8 +48,7 @@ for t in llama-perplexity llama-quantize llama-imatrix; do
     [ -x "$LD/$t" ] || { echo "frontier: $LD/$t missing (bash bench/build_llamacpp.sh)" >&2; exit 1; }
 done
 # each program in the environment a user has (nothing steering OpenMP, OpenBLAS or gptvq)
-clean=(env -u OMP_WAIT_POLICY -u OMP_NUM_THREADS -u OMP_PROC_BIND -u OMP_PLACES -u OMP_DYNAMIC -u GOMP_SPINCOUNT
-       -u OPENBLAS_NUM_THREADS -u GPTVQ_ISA -u GPTVQ_CUDA_LIB)
+source bench/clean_env.sh
 R=$W/results.jsonl
 touch "$R"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

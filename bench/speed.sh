@@ -38,8 +38,7 @@ TXT=${GQ_DATA:-../shared/data}/wikitext-2-raw/wiki.test.raw
 LB=${LLAMA_BENCH:-$(bash bench/build_llamacpp.sh | tail -1)}
 LP=$(dirname "$LB")/llama-perplexity
 [ -x "$LB" ] && [ -x "$LP" ] || { echo "llama-bench / llama-perplexity not found beside '$LB'" >&2; exit 1; }
-clean=(env -u OMP_WAIT_POLICY -u OMP_NUM_THREADS -u OMP_PROC_BIND -u OMP_PLACES -u OMP_DYNAMIC -u GOMP_SPINCOUNT
-       -u OPENBLAS_NUM_THREADS -u GPTVQ_ISA -u GPTVQ_CUDA_LIB)
+source bench/clean_env.sh
 T=${THREADS:-$("${clean[@]}" build/bench/readbw -m 1 -r 1 | sed -n 's/.*threads=\([0-9]*\).*/\1/p')}
 
 for t in f16 q4_0; do

@@ -496,6 +496,10 @@ enum gq_status gq_model_export_gguf(const struct gq_model *m, const char *path, 
 
 // Threads for OpenMP and OpenBLAS (0: the default, gq_default_threads).
 void gq_set_threads(int n);
+// OpenBLAS's kernel set in use ("Cooperlake", "SkylakeX", "Haswell";
+// "unknown": another BLAS). OpenBLAS picks it from the CPU unless
+// OPENBLAS_CORETYPE names one.
+const char *gq_blas_kernels(void);
 // Physical cores this process may run on (SMT siblings counted once),
 // divided among the ranks on this machine when they all may run everywhere.
 int gq_default_threads(void);

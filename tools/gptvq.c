@@ -392,6 +392,11 @@ static int cmd_bench(int argc, char **argv) {
         snprintf(backend, sizeof backend, "CPU %s", gq_cpu_kernels());
     }
     const long tests[2][2] = {{np, 0}, {0, ng}};
+    // the prefill's float products and attention are OpenBLAS's sgemm
+    const char *coretype = getenv("OPENBLAS_CORETYPE");
+    if (coretype)
+        fprintf(stderr, "note: OPENBLAS_CORETYPE=%s in the environment: OpenBLAS uses its %s kernels, not the ones it "
+                        "would pick for this CPU\n", coretype, gq_blas_kernels());
     if (!strcmp(fmt, "md")) {
         printf("| %-30s | %10s | %10s | %-10s | %7s | %15s | %20s |\n", "model", "size", "params", "backend", "threads",
                "test", "t/s");
@@ -434,9 +439,9 @@ static int cmd_bench(int argc, char **argv) {
             else
                 printf("{\"model\": \"%s\", \"model_size\": %.0f, \"model_n_params\": %lld, \"backend\": \"%s\", "
                        "\"n_threads\": %d, \"n_prompt\": %ld, \"n_gen\": %ld, \"test\": \"%s\", \"avg_ts\": %.4f, "
-                       "\"stddev_ts\": %.4f, \"bytes_per_token\": %.0f, \"samples_ts\": [%s]}\n",
+                       "\"stddev_ts\": %.4f, \"bytes_per_token\": %.0f, \"blas_kernels\": \"%s\", \"samples_ts\": [%s]}\n",
                        desc, mi.bytes_held, (long long)mi.n_params, backend, nt, p, g, test, mean, sd, mi.bytes_per_token,
-                       samples);
+                       gq_blas_kernels(), samples);
         }
         fflush(stdout);
     }
@@ -1220,6 +1225,7 @@ int main(int argc, char **argv) {
         printf("gptvq %s\n", GQ_VERSION_STRING);
         const char *mpi = gq_dist_library();
         printf("mpi: %s\n", mpi ? mpi : "none (one process; install Open MPI and rebuild for mpirun -np N gptvq quantize)");
+        printf("cpu kernels: %s; OpenBLAS kernels: %s\n", gq_cpu_kernels(), gq_blas_kernels());
         return 0;
     }
     die("unknown command '%s' (see gptvq --help)", cmd);

@@ -7,6 +7,10 @@
 #include <omp.h>
 
 void openblas_set_num_threads(int num_threads);
+// OpenBLAS's kernel table (weak: another BLAS still links)
+char *openblas_get_corename(void) __attribute__((weak));
+
+const char *gq_blas_kernels(void) { return openblas_get_corename ? openblas_get_corename() : "unknown"; }
 
 void gq_set_threads(int n) {
     if (n <= 0) n = gq_default_threads();
