@@ -508,39 +508,75 @@ static void rows16_decode(const struct gq_qweight *w, const struct segs *S, int 
 
 #define REP8(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7)
 
-AVX512_FN static void mk_avx512(const int16_t *wr, int width, const float *sc, const float *mn, bool has_min,
-                                const struct segs *S, const int32_t *xt, const float *xs, const float *xm, float *tile) {
-    const int np = S->np, nseg = S->n;
-    const int16_t *w0 = wr, *w1 = wr + width, *w2 = wr + 2 * width, *w3 = wr + 3 * width;
-    const int16_t *w4 = wr + 4 * width, *w5 = wr + 5 * width, *w6 = wr + 6 * width, *w7 = wr + 7 * width;
-#define DECL(r) __m512 f##r = _mm512_setzero_ps();
-    REP8(DECL)
-#undef DECL
-    for (int k = 0; k < nseg; k++) {
-#define DECL(r) __m512i a##r = _mm512_setzero_si512();
-        REP8(DECL)
-#undef DECL
-        for (int q = S->p0[k] - np; q < S->p0[k + 1] - np; q += 2) {
-            const __m512i xv = _mm512_loadu_si512(xt + (size_t)(q / 2) * 16);
-#define DOT(r)                                                                   \
-    {                                                                            \
-        int32_t ww;                                                              \
-        memcpy(&ww, w##r + q, 4);                                                \
-        a##r = _mm512_dpwssd_epi32(a##r, xv, _mm512_set1_epi32(ww));             \
+// A 16-row panel (row l's codes at wr + l · width) to column-pair order: the
+// dword (pair p, row l) at wp[16 p + l], rows in lanes.
+AVX512_FN static void panel_pairs_avx512(const int16_t *wr, int width, int32_t *wp) {
+    const int npairs = width / 2;
+    int p = 0;
+    for (; p + 16 <= npairs; p += 16) {
+        __m512i r[16], t[16];
+        for (int l = 0; l < 16; l++) r[l] = _mm512_loadu_si512(wr + (size_t)l * width + 2 * p);
+        // 16 x 16 dwords: pairs of rows, then quads, then 128-bit lanes
+        for (int l = 0; l < 16; l += 2)
+            t[l] = _mm512_unpacklo_epi32(r[l], r[l + 1]), t[l + 1] = _mm512_unpackhi_epi32(r[l], r[l + 1]);
+        for (int l = 0; l < 16; l += 4) {
+            r[l] = _mm512_unpacklo_epi64(t[l], t[l + 2]), r[l + 1] = _mm512_unpackhi_epi64(t[l], t[l + 2]);
+            r[l + 2] = _mm512_unpacklo_epi64(t[l + 1], t[l + 3]), r[l + 3] = _mm512_unpackhi_epi64(t[l + 1], t[l + 3]);
+        }
+        // r[4g + j]: rows 4g .. 4g + 3 of pairs {j, 4 + j, 8 + j, 12 + j} (one per 128-bit lane)
+        const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), hi = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+        for (int j = 0; j < 4; j++) {
+            const __m512i a0 = _mm512_permutex2var_epi64(r[j], lo, r[4 + j]), a1 = _mm512_permutex2var_epi64(r[j], hi, r[4 + j]);
+            const __m512i b0 = _mm512_permutex2var_epi64(r[8 + j], lo, r[12 + j]), b1 = _mm512_permutex2var_epi64(r[8 + j], hi, r[12 + j]);
+            // a0: rows 0-7 of pairs j (lanes 0, 1), 4 + j (lanes 2, 3); b0: rows 8-15
+            t[j] = _mm512_shuffle_i64x2(a0, b0, 0x44), t[4 + j] = _mm512_shuffle_i64x2(a0, b0, 0xEE);
+            t[8 + j] = _mm512_shuffle_i64x2(a1, b1, 0x44), t[12 + j] = _mm512_shuffle_i64x2(a1, b1, 0xEE);
+        }
+        for (int j = 0; j < 16; j++) _mm512_storeu_si512(wp + (size_t)(p + j) * 16, t[j]);
     }
-            REP8(DOT)
+    for (; p < npairs; p++)
+        for (int l = 0; l < 16; l++) memcpy(wp + (size_t)p * 16 + l, wr + (size_t)l * width + 2 * p, 4);
+}
+
+// 16 rows (wp: column-pair order, rows in lanes) × one block of 16 tokens,
+// summed over the segments in tile (16 x 16 floats, 64-byte aligned), then
+// to y (nr rows of nt tokens, token t's at y + t · ld): per token an
+// accumulator, the token's code pair broadcast. The same roundings, in the
+// same order, as mk_avx2 per row and token.
+#define REP16(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7) M(8) M(9) M(10) M(11) M(12) M(13) M(14) M(15)
+
+AVX512_FN static void mk16_avx512(const int32_t *wp, const float *sc, const float *mn, bool has_min, const struct segs *S,
+                                  const int32_t *xt, const float *xs, const float *xm, float *tile, float *y, int ld, int nr,
+                                  int nt) {
+    const int np = S->np;
+    for (int k = 0; k < S->n; k++) {
+#define DECL(t) __m512i a##t = _mm512_setzero_si512();
+        REP16(DECL)
+#undef DECL
+        for (int q = (S->p0[k] - np) / 2; q < (S->p0[k + 1] - np) / 2; q++) {
+            const __m512i wv = _mm512_loadu_si512(wp + (size_t)q * 16);
+            const int32_t *xq = xt + (size_t)q * 16;
+// (asm: GCC 12 copies every _mm512_dpwssd_epi32 accumulator to another
+// register and back, and spills, at half the speed; here each accumulates in
+// place, the token's pair an embedded broadcast)
+#define DOT(t) __asm__("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(a##t) : "v"(wv), "m"(xq[t]));
+            REP16(DOT)
 #undef DOT
         }
-        const __m512 xs16 = _mm512_loadu_ps(xs + 16 * k), xm16 = _mm512_loadu_ps(xm + 16 * k);
-#define FLUSH(r)                                                                                                  \
-    f##r = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a##r), xs16), _mm512_set1_ps(sc[16 * k + r]), f##r); \
-    if (has_min) f##r = _mm512_fmadd_ps(xm16, _mm512_set1_ps(mn[16 * k + r]), f##r);
-        REP8(FLUSH)
+        const __m512 sc16 = _mm512_loadu_ps(sc + 16 * k), mn16 = _mm512_loadu_ps(mn + 16 * k);
+#define FLUSH(t)                                                                                              \
+    {                                                                                                         \
+        __m512 f = k ? _mm512_load_ps(tile + 16 * t) : _mm512_setzero_ps();                                   \
+        f = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(a##t), _mm512_set1_ps(xs[16 * k + t])), sc16, f); \
+        if (has_min) f = _mm512_fmadd_ps(_mm512_set1_ps(xm[16 * k + t]), mn16, f);                            \
+        _mm512_store_ps(tile + 16 * t, f);                                                                    \
+    }
+        REP16(FLUSH)
 #undef FLUSH
     }
-#define STORE(r) _mm512_storeu_ps(tile + 16 * r, f##r);
-    REP8(STORE)
-#undef STORE
+    // rows [0, nr) of tokens [0, nt) to y, once (its lines are shared with
+    // the neighbouring panels' threads)
+    for (int t = 0; t < nt; t++) _mm512_mask_storeu_ps(y + (size_t)t * ld, (__mmask16)((1u << nr) - 1), _mm512_load_ps(tile + 16 * t));
 }
 
 AVX2_FN static void mk_avx2(const int16_t *wr, int width, const float *sc, const float *mn, bool has_min,
@@ -598,31 +634,42 @@ static enum gq_status gemm_int(float *y, const float *x, const struct gq_qweight
     quantize_x16(w, &S, x, n, &X, xq, X.xm + ntok * S.n, X.xm + 2 * ntok * S.n, isa);
     free(xq);
     enum gq_status err = GQ_OK;
-    const size_t wr_b = sizeof(int16_t) * ((size_t)width * 16 + 32), sc_b = sizeof(float) * (size_t)S.n * 16;
+    const size_t wr_b = (sizeof(int16_t) * ((size_t)width * 16 + 32) + 63) & ~(size_t)63, sc_b = sizeof(float) * (size_t)S.n * 16;
 #pragma omp parallel
     {
-        int16_t *wr = gq_kscratch(GQ_SCR_GEMM_A, wr_b + 2 * sc_b + sizeof(float) * 16 * 16 + 256);
+        int16_t *wr = gq_kscratch(GQ_SCR_GEMM_A, 2 * wr_b + 2 * sc_b + sizeof(float) * 16 * 16 + 256);
         if (!wr) {
 #pragma omp critical(gq_gemm_err)
             err = GQ_ERR_NOMEM;
         } else {
-            float *sc = (float *)((char *)wr + ((wr_b + 63) & ~(size_t)63)), *mn = sc + (size_t)S.n * 16;
+            int32_t *wp = (int32_t *)((char *)wr + wr_b); // AVX-512: the panel in column-pair order
+            float *sc = (float *)((char *)wp + wr_b), *mn = sc + (size_t)S.n * 16;
             float *tile = (float *)(((uintptr_t)(mn + (size_t)S.n * 16) + 63) & ~(uintptr_t)63);
+
 #pragma omp for schedule(dynamic, 1)
             for (int bi = 0; bi < nblk; bi++) {
                 const int r0 = 16 * bi;
                 rows16_decode(w, &S, r0, wr, sc, mn);
-                for (int tb = 0; tb < X.ntb; tb++) {
+                if (isa == GQ_ISA_AVX512) {
+                    panel_pairs_avx512(wr, width, wp);
+                    for (int tb = 0; tb < X.ntb; tb++) {
+                        const int t0 = tb * X.tl;
+                        mk16_avx512(wp, sc, mn, has_min, &S, X.xt + (size_t)tb * X.npairs * X.tl, X.xs + (size_t)tb * S.n * X.tl,
+                                    X.xm + (size_t)tb * S.n * X.tl, tile, y + (size_t)t0 * rows + r0, rows,
+                                    rows - r0 < 16 ? rows - r0 : 16, n - t0 < X.tl ? n - t0 : X.tl);
+                    }
+                }
+                for (int tb = 0; tb < X.ntb && isa != GQ_ISA_AVX512; tb++) {
                     const int32_t *xt = X.xt + (size_t)tb * X.npairs * X.tl;
                     const float *xs = X.xs + (size_t)tb * S.n * X.tl, *xm = X.xm + (size_t)tb * S.n * X.tl;
                     const int t0 = tb * X.tl, nt = n - t0 < X.tl ? n - t0 : X.tl;
+
                     for (int half = 0; half < 2; half++) {
                         const int rh = r0 + 8 * half;
                         if (rh >= rows) break;
                         const int16_t *wh = wr + (size_t)8 * half * width;
                         const float *sh = sc + 8 * half, *mh = mn + 8 * half;
-                        if (isa == GQ_ISA_AVX512) mk_avx512(wh, width, sh, mh, has_min, &S, xt, xs, xm, tile);
-                        else mk_avx2(wh, width, sh, mh, has_min, &S, xt, xs, xm, tile);
+                        mk_avx2(wh, width, sh, mh, has_min, &S, xt, xs, xm, tile);
                         const int nr = rows - rh < 8 ? rows - rh : 8;
                         for (int t = 0; t < nt; t++)
                             for (int r = 0; r < nr; r++) y[(size_t)(t0 + t) * rows + rh + r] = tile[r * X.tl + t];
