@@ -46,7 +46,7 @@ static enum gq_status gemm_f32(float *y, const float *x, const struct gq_qweight
     int CH = (int)((2u << 20) / (sizeof(float) * (size_t)w->cols));
     CH = CH < 64 ? 64 : CH > 4096 ? 4096 : CH;
     const int nch = (w->rows + CH - 1) / CH, per = nch < nt ? nch : nt;
-    float *buf = malloc(sizeof(float) * (size_t)CH * w->cols * per);
+    float *buf = gq_kscratch(GQ_SCR_GEMM_XP, sizeof(float) * (size_t)CH * w->cols * per); // (kept: no page faults per call)
     if (!buf) return gq_fail(GQ_ERR_NOMEM, "qmatmul: decode buffer of %d x %d", CH, w->cols);
     for (int c0 = 0; c0 < nch; c0 += per) {
         const int c1 = c0 + per < nch ? c0 + per : nch;
@@ -59,7 +59,6 @@ static enum gq_status gemm_f32(float *y, const float *x, const struct gq_qweight
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, r1 - r0, w->cols, 1.0f, x, w->cols, buf, w->cols, 0.0f,
                     y + r0, w->rows);
     }
-    free(buf);
     return GQ_OK;
 }
 
@@ -623,16 +622,17 @@ static enum gq_status gemm_int(float *y, const float *x, const struct gq_qweight
     struct xblocks X = {.tl = isa == GQ_ISA_AVX512 ? 16 : 8, .npairs = width / 2};
     X.ntb = (n + X.tl - 1) / X.tl;
     const size_t ntok = (size_t)X.ntb * X.tl;
-    X.xp = malloc(sizeof(float) * (size_t)n * cols);
-    X.xt = malloc(sizeof(int32_t) * ntok * X.npairs + 64);
-    X.xs = malloc(sizeof(float) * ntok * S.n * 4), X.xm = X.xs + ntok * S.n;
-    int16_t *xq = malloc(sizeof(int16_t) * ntok * (size_t)width + 64);
+    // the calling thread's scratch, kept from call to call (fresh buffers of
+    // megabytes each call cost page faults and unmaps: 5 % of a prefill)
+    X.xp = gq_kscratch(GQ_SCR_GEMM_XP, sizeof(float) * (size_t)n * cols);
+    X.xt = gq_kscratch(GQ_SCR_GEMM_XT, sizeof(int32_t) * ntok * X.npairs + 64);
+    X.xs = gq_kscratch(GQ_SCR_GEMM_XS, sizeof(float) * ntok * S.n * 4), X.xm = X.xs ? X.xs + ntok * S.n : NULL;
+    int16_t *xq = gq_kscratch(GQ_SCR_GEMM_XQ, sizeof(int16_t) * ntok * (size_t)width + 64);
     if (!X.xp || !X.xt || !X.xs || !xq) {
-        free(X.xp), free(X.xt), free(X.xs), free(xq), segs_free(&S);
+        segs_free(&S);
         return gq_fail(GQ_ERR_NOMEM, "qmatmul: int16 activations of %d tokens", n);
     }
     quantize_x16(w, &S, x, n, &X, xq, X.xm + ntok * S.n, X.xm + 2 * ntok * S.n, isa);
-    free(xq);
     enum gq_status err = GQ_OK;
     const size_t wr_b = (sizeof(int16_t) * ((size_t)width * 16 + 32) + 63) & ~(size_t)63, sc_b = sizeof(float) * (size_t)S.n * 16;
 #pragma omp parallel
@@ -688,7 +688,7 @@ static enum gq_status gemm_int(float *y, const float *x, const struct gq_qweight
             }
         }
     }
-    free(X.xp), free(X.xt), free(X.xs), segs_free(&S);
+    segs_free(&S);
     return err == GQ_OK ? GQ_OK : gq_fail(err, "qmatmul: rows of %d columns", cols);
 }
 

@@ -26,7 +26,8 @@
 // Per-thread scratch: slot `slot` of the calling thread, at least `bytes`
 // bytes, 64-byte aligned, kept between calls (grown, never shrunk), so that
 // the hot paths allocate nothing once warm. NULL when memory is exhausted.
-enum { GQ_SCR_X = 0, GQ_SCR_XQ, GQ_SCR_TAB, GQ_SCR_TMP, GQ_SCR_GEMM_A, GQ_SCR_GEMM_B, GQ_SCR_COUNT };
+enum { GQ_SCR_X = 0, GQ_SCR_XQ, GQ_SCR_TAB, GQ_SCR_TMP, GQ_SCR_GEMM_A, GQ_SCR_GEMM_B,
+       GQ_SCR_GEMM_XP, GQ_SCR_GEMM_XT, GQ_SCR_GEMM_XS, GQ_SCR_GEMM_XQ, GQ_SCR_COUNT };
 void *gq_kscratch(int slot, size_t bytes);
 
 // int8 activations: x[0..n) rounded to codes with the scale max|x| / 127

@@ -28,6 +28,11 @@ struct gq_context {
     float *x, *xb, *q, *k, *v, *att_out, *hb, *hb2, *scores;
     float *xr; // a rotated input (matmul_in), xr_n floats
     size_t xr_n;
+    // RoPE cos / sin of scratch row i (rope_dim floats at rope_cs + i ·
+    // rope_dim) for position rope_pos[i] (−1: none yet): every layer's rows
+    // share them, and a row keeps them while its position stays
+    float *rope_cs;
+    int *rope_pos;
     // the decode step (forward_decode): per-thread rows of dec_w floats for
     // dec_nt threads, and the barrier of its parallel region
     float *dec;
@@ -83,17 +88,33 @@ void gq_final_norm(const struct gq_model *m, const float *x, int n, float *out) 
     rmsnorm(out, x, m->output_norm, n, m->hp.dim, m->hp.rms_eps);
 }
 
-// Rotates heads of x (n, n_heads*head_dim) at positions pos0..pos0+n-1
-// (pos: at positions pos[i]).
-static void rope(float *x, int n, int n_heads, int head_dim, int rope_dim, bool interleaved,
-                 const float *inv_freq, int pos0, const int *pos_of) {
+// The RoPE cos / sin of scratch rows 0..n-1 at positions pos0..pos0+n-1
+// (pos_of: at positions pos_of[i]), computed only for rows whose position
+// changed (c->rope_cs; cs[2j], cs[2j + 1] of frequency j).
+static void rope_table(struct gq_context *c, int n, int pos0, const int *pos_of) {
+    const int rd = c->m->hp.rope_dim, half = rd / 2;
+#pragma omp parallel for if (n > 1)
+    for (int i = 0; i < n; i++) {
+        const int pos = pos_of ? pos_of[i] : pos0 + i;
+        if (c->rope_pos[i] == pos) continue;
+        float *cs = c->rope_cs + (size_t)i * rd;
+        for (int j = 0; j < half; j++) {
+            const double a = (double)pos * c->inv_freq[j];
+            cs[2 * j] = (float)cos(a), cs[2 * j + 1] = (float)sin(a);
+        }
+        c->rope_pos[i] = pos;
+    }
+}
+
+// Rotates heads of x (n, n_heads*head_dim), row i by the cos / sin at
+// cs + i · rope_dim (rope_table).
+static void rope(float *x, int n, int n_heads, int head_dim, int rope_dim, bool interleaved, const float *cs) {
     int half = rope_dim / 2;
 #pragma omp parallel for if (n > 1)
     for (int i = 0; i < n; i++) {
-        int pos = pos_of ? pos_of[i] : pos0 + i;
+        const float *ci = cs + (size_t)i * rope_dim;
         for (int j = 0; j < half; j++) {
-            double a = (double)pos * inv_freq[j];
-            float c = (float)cos(a), s = (float)sin(a);
+            float c = ci[2 * j], s = ci[2 * j + 1];
             for (int h = 0; h < n_heads; h++) {
                 float *xh = x + ((size_t)i * n_heads + h) * head_dim;
                 // interleaved: pairs (2j, 2j+1); rotate-half: pairs (j, j + half)
@@ -181,8 +202,9 @@ int gq_context_device_f32(const struct gq_context *c) { return gq_cuda_lm_n_f32(
 
 static void free_scratch(struct gq_context *c) {
     free(c->x); free(c->xb); free(c->q); free(c->k); free(c->v);
-    free(c->att_out); free(c->hb); free(c->hb2); free(c->scores); free(c->xr);
-    c->x = c->xb = c->q = c->k = c->v = c->att_out = c->hb = c->hb2 = c->scores = c->xr = NULL;
+    free(c->att_out); free(c->hb); free(c->hb2); free(c->scores); free(c->xr); free(c->rope_cs); free(c->rope_pos);
+    c->x = c->xb = c->q = c->k = c->v = c->att_out = c->hb = c->hb2 = c->scores = c->xr = c->rope_cs = NULL;
+    c->rope_pos = NULL;
     c->xr_n = 0;
     c->n_cap = 0;
 }
@@ -220,10 +242,14 @@ static enum gq_status ensure_scratch(struct gq_context *c, int n) {
     c->hb2 = malloc(N * hp->hidden_dim * sizeof(float));
     c->n_att = omp_get_max_threads(); // one score block per thread
     c->scores = malloc((size_t)c->n_att * (N < ATT_TILE ? N : ATT_TILE) * (size_t)c->n_ctx * sizeof(float));
-    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att_out || !c->hb || !c->hb2 || !c->scores) {
+    c->rope_cs = malloc(N * (hp->rope_dim > 0 ? hp->rope_dim : 1) * sizeof(float));
+    c->rope_pos = malloc(N * sizeof(int));
+    if (!c->x || !c->xb || !c->q || !c->k || !c->v || !c->att_out || !c->hb || !c->hb2 || !c->scores || !c->rope_cs ||
+        !c->rope_pos) {
         free_scratch(c);
         return gq_fail(GQ_ERR_NOMEM, "cannot allocate scratch for a batch of %d tokens", n);
     }
+    for (int i = 0; i < n; i++) c->rope_pos[i] = -1;
     c->n_cap = n;
     return GQ_OK;
 }
@@ -342,17 +368,19 @@ static enum gq_status block_forward(struct gq_context *c, struct gq_context *con
     add_bias(c->k, L->bk, n, kv_dim);
     add_bias(c->v, L->bv, n, kv_dim);
     if (!seqs) {
-        rope(c->q, n, hp->n_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0, lay ? lay->pos : NULL);
-        rope(c->k, n, hp->n_kv_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0, lay ? lay->pos : NULL);
+        rope_table(c, n, pos0, lay ? lay->pos : NULL);
+        rope(c->q, n, hp->n_heads, hd, hp->rope_dim, hp->rope_interleaved, c->rope_cs);
+        rope(c->k, n, hp->n_kv_heads, hd, hp->rope_dim, hp->rope_interleaved, c->rope_cs);
         memcpy(c->k_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim, c->k, (size_t)n * kv_dim * sizeof(float));
         memcpy(c->v_cache + ((size_t)l * c->n_ctx + pos0) * kv_dim, c->v, (size_t)n * kv_dim * sizeof(float));
         attention(c, c->q, c->att_out, c->scores, l, n, pos0, lay);
     } else {
+        rope_table(c, 1, pos0, NULL); // every row at pos0
         for (int i = 0; i < n; i++) {
             struct gq_context *s = seqs[i];
             float *qi = c->q + (size_t)i * q_dim, *ki = c->k + (size_t)i * kv_dim, *vi = c->v + (size_t)i * kv_dim;
-            rope(qi, 1, hp->n_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0, NULL);
-            rope(ki, 1, hp->n_kv_heads, hd, hp->rope_dim, hp->rope_interleaved, c->inv_freq, pos0, NULL);
+            rope(qi, 1, hp->n_heads, hd, hp->rope_dim, hp->rope_interleaved, c->rope_cs);
+            rope(ki, 1, hp->n_kv_heads, hd, hp->rope_dim, hp->rope_interleaved, c->rope_cs);
             memcpy(s->k_cache + ((size_t)l * s->n_ctx + pos0) * kv_dim, ki, (size_t)kv_dim * sizeof(float));
             memcpy(s->v_cache + ((size_t)l * s->n_ctx + pos0) * kv_dim, vi, (size_t)kv_dim * sizeof(float));
             attention(s, qi, c->att_out + (size_t)i * q_dim, c->scores, l, 1, pos0, NULL);
@@ -369,11 +397,9 @@ ffn:
     const struct gq_rot *hf = NULL;
     GQ_TRY(matmul_in(c, &hf, c->hb, c->xb, L->w_gate, L->q_w_gate, n, dim, ffn));
     GQ_TRY(matmul_in(c, &hf, c->hb2, c->xb, L->w_up, L->q_w_up, n, dim, ffn));
+    // SwiGLU: silu(gate) * up, vectorised as in the decode path, a row per item
 #pragma omp parallel for if (n > 1)
-    for (size_t i = 0; i < (size_t)n * ffn; i++) {
-        float g = c->hb[i];
-        c->hb[i] = g / (1.0f + expf(-g)) * c->hb2[i]; // SwiGLU: silu(gate) * up
-    }
+    for (int i = 0; i < n; i++) gq_vswiglu(c->hb + (size_t)i * ffn, c->hb2 + (size_t)i * ffn, ffn);
 ffn_down:
     CAPTURE(GQ_IN_FFN_DOWN, down_in, ffn);
     GQ_TRY(matmul(c->xb, down_in, L->w_down, L->q_w_down, n, ffn, dim));
