@@ -21,6 +21,7 @@
 //      their tensors OR-ed bytewise (as the ranks merge them), is the one-call
 //      tensor and decode bit for bit; the slabs' objectives add up to the
 //      directly computed one; no slab keeps an update that raised its error.
+//  [8] tiling: 2D row tiles of at least 16 rows where the budget allows.
 #include "quant/vq.h"
 #include "test.h"
 #include "test_rand.h"
@@ -584,6 +585,29 @@ static void test_slabs(void) {
     free_problem(&p);
 }
 
+// Tiling: 2D row tiles get at least 16 rows where the budget allows it
+// (quant/gptvq.c tall_tiles), other dimensions keep the widest column tiles.
+// 64 x 512, k 16, l 1024: 32 groups; the widest tiles (2 x 256 columns)
+// would have 4 rows, 8 x 64 columns have 16 (2D); 1D keeps 2 x 16.
+static void test_tiling(void) {
+    struct problem p = make_problem(64, 512, -1);
+    float *Q = malloc(sizeof(float) * 64 * 512);
+    for (int d = 1; d <= 2; d++) {
+        struct gq_gptvq_params vp;
+        struct gq_quant_params qp;
+        default_vq(&vp, &qp, d);
+        vp.em_iters = 3;
+        struct gq_vq_tensor t;
+        struct gq_vq_result res;
+        CHECK_OK(run(&p, &qp, &vp, 16, 1024, Q, &t, &res));
+        const int want_ct = d == 2 ? 8 : 2, want_rt = d == 2 ? 4 : 16;
+        CHECKF(t.n_ct == want_ct && t.n_rt == want_rt, "d %d: %d x %d tiles, expected %d x %d", d, t.n_ct, t.n_rt, want_ct,
+               want_rt);
+        gq_vq_tensor_free(&t);
+    }
+    free(Q), free_problem(&p);
+}
+
 int main(void) {
     double t0 = gq_time_s();
     test_slabs();
@@ -592,6 +616,7 @@ int main(void) {
     test_quality();
     test_bad_input();
     test_codebook_svd();
+    test_tiling(); // (last: its random problem would change the others')
     fprintf(stderr, "%.2f s\n", gq_time_s() - t0);
     return test_done("test_gptvq");
 }
