@@ -115,18 +115,14 @@ static void budget_tiles(int rows, int n_vec, int d, int k, int64_t l, int *n_ct
     }
 }
 
-// 2D: row tiles of at least TILE_MIN_ROWS rows where the matrix has them.
-// The decode GEMVs build a row tile's lookup tables once for all its rows
-// and share each x load among 4 of them: 2D k 16 at 2.25 bpv on SmolLM2
-// (256-column tiles of 5-6 rows) ran its GEMVs at 13 GB/s against 19 GB/s
-// with 64-column tiles of 21-22 rows (bench_gemv, one thread, in cache),
-// decode 358-365 -> 427-447 t/s, LC-512 81.18 -> 79.93 (the quantizer's
-// defaults; the file's size the same). (1D k 16 at 4.125, 8-row tiles, got
-// slower with 16-row tiles of half the width: 391 -> 351 t/s; it keeps its
-// tiles.)
-// Where budget_tiles' row tiles are shorter, the aligned tiling with
-// narrower column tiles whose row tiles are that tall and whose group count
-// is closest to the budget (within a quarter) replaces it.
+// 2D: row tiles of at least TILE_MIN_ROWS rows where the matrix has them
+// (the decode GEMVs build a row tile's tables once for its rows and share x
+// loads among 4 rows: 2D k 16 at 2.25 bpv on SmolLM2 went from 256-column
+// tiles of 5-6 rows to 64-column ones of 21-22, GEMVs 13 -> 19 GB/s, decode
+// 358-365 -> 427-447 t/s, LC-512 81.18 -> 79.93; 1D k 16 at 4.125 got slower
+// so, 391 -> 351, and keeps its tiles): the aligned tiling with narrower
+// column tiles and row tiles that tall whose group count is closest to the
+// budget (within a quarter) replaces budget_tiles' shorter one.
 #define TILE_MIN_ROWS 16
 static void tall_tiles(int rows, int n_vec, int d, int k, int64_t l, int *n_ct, int *n_rt) {
     if (d != 2 || rows / *n_rt >= TILE_MIN_ROWS || rows < TILE_MIN_ROWS) return;
@@ -135,8 +131,7 @@ static void tall_tiles(int rows, int n_vec, int d, int k, int64_t l, int *n_ct, 
     for (int ct = *n_ct + 1; ct <= n_vec; ct++) {
         if (!tiles_aligned(n_vec, d, k, ct)) continue;
         for (int up = 0; up < 2; up++) {
-            int64_t rt = target / ct + up;
-            if (rt < 1) rt = 1;
+            const int64_t rt = target / ct + up > 1 ? target / ct + up : 1;
             if (rows / rt < TILE_MIN_ROWS) continue;
             const int64_t diff = ct * rt > target ? ct * rt - target : target - ct * rt;
             if (4 * diff <= target && (best_diff < 0 || diff < best_diff)) best_diff = diff, *n_ct = ct, *n_rt = (int)rt;
@@ -145,8 +140,7 @@ static void tall_tiles(int rows, int n_vec, int d, int k, int64_t l, int *n_ct, 
 }
 
 static void pick_tiles(int rows, int n_vec, int d, int k, int64_t l, int *n_ct, int *n_rt) {
-    budget_tiles(rows, n_vec, d, k, l, n_ct, n_rt);
-    tall_tiles(rows, n_vec, d, k, l, n_ct, n_rt);
+    budget_tiles(rows, n_vec, d, k, l, n_ct, n_rt), tall_tiles(rows, n_vec, d, k, l, n_ct, n_rt);
 }
 
 // ---------------------------------------------------------------------------
