@@ -343,6 +343,19 @@ static void test_vmath(void) {
             worst_s = fmax(worst_s, fabs(e[i] - r) / (fabs(r) + 1e-30));
         }
         CHECKF(worst_s < 1e-6, "%s: swiglu relative error %.3g", isa_label[isa], worst_s);
+        { // RMSNorm of a row of N − 3 (a ragged tail), against double
+            const int n = N - 3;
+            float o[N];
+            gq_vrmsnorm(o, g, u, n, 1e-5f);
+            double ss = 0, worst_r = 0;
+            for (int i = 0; i < n; i++) ss += (double)g[i] * g[i];
+            const double sr = 1 / sqrt(ss / n + 1e-5f);
+            for (int i = 0; i < n; i++) {
+                const double r = g[i] * sr * u[i];
+                worst_r = fmax(worst_r, fabs(o[i] - r) / (fabs(r) + 1e-30));
+            }
+            CHECKF(worst_r < 3e-7, "%s: rmsnorm relative error %.3g", isa_label[isa], worst_r);
+        }
         // one head's decode attention over T positions (rows 3 · HD apart): one partial
         float q[HD], out[HD], sc[T], *k = rand_matrix(T, 3 * HD, 1.0), *v = rand_matrix(T, 3 * HD, 1.0);
         for (int j = 0; j < HD; j++) q[j] = (float)rng_normal();

@@ -86,6 +86,29 @@ void gq_vscale(float *x, int n, float s) {
     for (int i = 0; i < n; i++) x[i] *= s;
 }
 
+AVX2_FN static double sumsq_avx2(const float *x, int n) {
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const __m256d lo = _mm256_cvtps_pd(_mm_loadu_ps(x + j)), hi = _mm256_cvtps_pd(_mm_loadu_ps(x + j + 4));
+        a0 = _mm256_fmadd_pd(lo, lo, a0), a1 = _mm256_fmadd_pd(hi, hi, a1);
+    }
+    double t[4];
+    _mm256_storeu_pd(t, _mm256_add_pd(a0, a1));
+    double ss = (t[0] + t[1]) + (t[2] + t[3]);
+    for (; j < n; j++) ss += (double)x[j] * x[j];
+    return ss;
+}
+
+void gq_vrmsnorm(float *out, const float *x, const float *w, int dim, float eps) {
+    double ss = 0;
+    if (gq_qmatmul_isa() >= GQ_ISA_AVX2) ss = sumsq_avx2(x, dim);
+    else
+        for (int j = 0; j < dim; j++) ss += (double)x[j] * x[j];
+    const float scale = (float)(1.0 / sqrt(ss / dim + eps));
+    for (int j = 0; j < dim; j++) out[j] = x[j] * scale * w[j];
+}
+
 AVX2_FN static void vswiglu_avx2(float *g, const float *u, int n) {
     const __m256 one = _mm256_set1_ps(1.0f), sgn = _mm256_set1_ps(-0.0f);
     int i = 0;

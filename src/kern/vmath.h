@@ -22,6 +22,10 @@ double gq_row_nll(const float *row, int n, int32_t target);
 void gq_vscale(float *x, int n, float s);
 // SwiGLU: g[i] = g[i] / (1 + exp(−g[i])) · u[i].
 void gq_vswiglu(float *g, const float *u, int n);
+// RMSNorm of one row: out[j] = x[j] · s · w[j], s = 1 / sqrt(Σ x² / dim +
+// eps) with Σ x² in double (exact products; SIMD: 8 partial sums, so the
+// last bits of Σ may differ from the scalar order's, s almost never).
+void gq_vrmsnorm(float *out, const float *x, const float *w, int dim, float eps);
 
 // The decode attention split over threads by positions (flash-decoding):
 // nq query heads (q: nq rows of hd) sharing one KV head, positions

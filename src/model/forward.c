@@ -74,14 +74,7 @@ static enum gq_status matmul_in(struct gq_context *c, const struct gq_rot **have
 
 static void rmsnorm(float *out, const float *x, const float *w, int n, int dim, float eps) {
 #pragma omp parallel for if (n > 1)
-    for (int i = 0; i < n; i++) {
-        const float *xi = x + (size_t)i * dim;
-        float *oi = out + (size_t)i * dim;
-        double ss = 0;
-        for (int j = 0; j < dim; j++) ss += (double)xi[j] * xi[j];
-        float scale = (float)(1.0 / sqrt(ss / dim + eps));
-        for (int j = 0; j < dim; j++) oi[j] = xi[j] * scale * w[j];
-    }
+    for (int i = 0; i < n; i++) gq_vrmsnorm(out + (size_t)i * dim, x + (size_t)i * dim, w, dim, eps);
 }
 
 void gq_final_norm(const struct gq_model *m, const float *x, int n, float *out) {
@@ -485,12 +478,6 @@ enum gq_status gq_forward_rows(struct gq_context *c, const int32_t *tokens, int 
 // in every thread into its own row, which saves a barrier. The o and down
 // projections add into the residual x directly.
 
-static void rmsnorm_row(float *out, const float *x, const float *w, int dim, float eps) {
-    double ss = 0;
-    for (int j = 0; j < dim; j++) ss += (double)x[j] * x[j];
-    const float scale = (float)(1.0 / sqrt(ss / dim + eps));
-    for (int j = 0; j < dim; j++) out[j] = x[j] * scale * w[j];
-}
 
 // y[r0, r1) of W x (+ y with accumulate): the compressed kernels, or f32
 // rows by OpenBLAS (serial inside a parallel region). A rotated matrix reads
@@ -576,7 +563,7 @@ static enum gq_status forward_decode(struct gq_context *c, int32_t token, float 
         for (int l = 0; l < hp->n_layers; l++) {
             const struct gq_layer_w *L = &m->layers[l];
             float *kc = c->k_cache + (size_t)l * c->n_ctx * kv_dim, *vc = c->v_cache + (size_t)l * c->n_ctx * kv_dim;
-            rmsnorm_row(xn, c->x, L->attn_norm, dim, hp->rms_eps);
+            gq_vrmsnorm(xn, c->x, L->attn_norm, dim, hp->rms_eps);
             hv = NULL;
             STEP(gemv_part(c->q, xn, L->wq, L->q_wq, q_dim, dim, ith, nth, false, xr, &hv));
             STEP(gemv_part(c->k, xn, L->wk, L->q_wk, kv_dim, dim, ith, nth, false, xr, &hv));
@@ -622,7 +609,7 @@ static enum gq_status forward_decode(struct gq_context *c, int32_t token, float 
             hv = NULL;
             STEP(gemv_part(c->x, c->att_out, L->wo, L->q_wo, dim, q_dim, ith, nth, true, xr, &hv));
             gq_barrier_wait(bar, nth);
-            rmsnorm_row(xn, c->x, L->ffn_norm, dim, hp->rms_eps);
+            gq_vrmsnorm(xn, c->x, L->ffn_norm, dim, hp->rms_eps);
             hv = NULL;
             STEP(gemv_part(c->hb, xn, L->w_gate, L->q_w_gate, ffn, dim, ith, nth, false, xr, &hv));
             STEP(gemv_part(c->hb2, xn, L->w_up, L->q_w_up, ffn, dim, ith, nth, false, xr, &hv));
@@ -637,7 +624,7 @@ static enum gq_status forward_decode(struct gq_context *c, int32_t token, float 
             gq_barrier_wait(bar, nth);
         }
         if (logits) {
-            rmsnorm_row(xn, c->x, m->output_norm, dim, hp->rms_eps);
+            gq_vrmsnorm(xn, c->x, m->output_norm, dim, hp->rms_eps);
             hv = NULL;
             STEP(gemv_part(logits, xn, m->output, m->q_output, hp->n_vocab, dim, ith, nth, false, xr, &hv));
         }
