@@ -21,6 +21,7 @@
 #include "util/common.h"
 
 static int n_q8 = 0, n_fast[GQ_VQF_COUNT], n_rp = 0, n_q8n = 0, n_nibn = 0; // n_q8n, n_nibn: with normalisation
+static int n_k64 = 0, n_k64n = 0; // the AVX2 K64 kernel (d 2, k 64), with normalisation
 static double worst = 0, worst_q8 = 0; // err / Σ|w x| (float kernels); err / bound (int8 x)
 
 // y (n, rows) against W (rows, cols) f32 and x (n, cols).
@@ -190,6 +191,7 @@ static void test_vq(void) {
         const float *Q = b.Q;
         const struct gq_qweight w = b.w;
         n_q8 += b.v.q8 != 0;
+        n_k64 += b.v.q8 == GQ_VQ_Q8_K64, n_k64n += b.v.q8 == GQ_VQ_Q8_K64 && b.v.bv;
         n_fast[b.v.fast]++;
         n_q8n += b.v.q8 && b.v.bv, n_nibn += (b.v.fast == GQ_VQF_NIB || b.v.fast == GQ_VQF_D2K64H || b.v.fast == GQ_VQF_D2K256 || b.v.fast == GQ_VQF_D4K256) && b.v.bv;
         if (c->norm)
@@ -439,6 +441,7 @@ int main(void) {
     test_vmath();
     // every AVX-512 VQ kernel and the repacked block types were exercised
     for (int f = 1; f < GQ_VQF_COUNT; f++) CHECKF(n_fast[f] >= 1, "only %d VQ cases take AVX-512 kernel %d", n_fast[f], f);
+    CHECKF(n_k64 >= 2 && n_k64n >= 1, "AVX2 K64 cases: %d, %d with normalisation", n_k64, n_k64n);
     CHECKF(n_q8n >= 7 && n_nibn >= 5, "normalised cases: %d through the int8 kernels, %d through AVX-512 NIB, D2K64H or D4K256", n_q8n, n_nibn);
     if (gq_qmatmul_isa_best() >= GQ_ISA_AVX2) CHECKF(n_rp == 5 * 2, "%d repacked block-type cases", n_rp);
     fprintf(stderr, "  VQ cases per AVX-512 kernel (none, nib, d2k64, d4k256, d2k64 halves, d2k256): %d %d %d %d %d %d\n",

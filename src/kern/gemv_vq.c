@@ -11,9 +11,9 @@
 //   int8 kernels (int8 codebooks, one stage, no normalisation, no SVD): x
 //     rounded to int8 per column tile (scale xs[ct]); per row and column
 //     tile the exact int32 Σ code · x code, then y[r] += sum · (codebook
-//     scale · xs[ct]). Scalar reference; AVX2: pshufb tables (d 2, k 16),
-//     4-byte gathers (d 4, k 256) or gathers of padded centroids (any other
-//     d, k); AVX-512 VNNI: codes + 128 as unsigned bytes (the 128 · Σ x
+//     scale · xs[ct]). Scalar reference; AVX2: pshufb tables (d 2, k 16;
+//     d 2, k 64: four per coordinate and two blends), 4-byte gathers (d 4,
+//     k 256) or gathers of padded centroids (any other d, k); AVX-512 VNNI: codes + 128 as unsigned bytes (the 128 · Σ x
 //     they add is taken off per tile), looked up planar, one coordinate per
 //     register, then dpbusd against x codes arranged the same way:
 //       NIB    d 1 or 2, k 16: the 4-bit indices of 64 vectors expanded by a
@@ -58,7 +58,12 @@ static void pick_kernels(struct gq_vqrt *v) {
     // column tiles' starts): NIB2's blocks and the AVX-512 NIB halves never
     // straddle two of them; the other AVX-512 kernels do not scale per block
     const bool nalign = !v->bv || v->bv % 32 == 0;
-    v->q8 = h->d == 2 && h->k == 16 && !m128 && nalign ? GQ_VQ_Q8_NIB2 : h->d == 4 && h->k == 256 && !m128 ? GQ_VQ_Q8_BYTE4 : GQ_VQ_Q8_GENERIC;
+    bool k64 = h->d == 2 && h->k == 64 && !m128 && nalign && v->nv % 4 == 0; // K64: blocks start a byte of indices
+    for (int c = 1; c < h->n_ct; c++) k64 &= v->vt_start[c] % 4 == 0;
+    v->q8 = h->d == 2 && h->k == 16 && !m128 && nalign ? GQ_VQ_Q8_NIB2
+          : k64                                       ? GQ_VQ_Q8_K64
+          : h->d == 4 && h->k == 256 && !m128         ? GQ_VQ_Q8_BYTE4
+                                                      : GQ_VQ_Q8_GENERIC;
     bool nib = (h->d == 1 || h->d == 2) && h->k == 16 && v->nv % 2 == 0 && nalign;
     bool d2k64 = h->d == 2 && h->k == 64 && v->nv % 4 == 0;
     bool halves = true; // every 64-vector step of a row meets at most two column tiles, 32 vectors each
@@ -331,17 +336,19 @@ static enum gq_status vq_prep_x(const struct gq_vqrt *v, const float *x, enum gq
             for (int vec = 0; vec < nv; vec++)
                 for (int j = 0; j < d; j++)
                     o[(j < 4 ? (size_t)vec * 4 : (size_t)nv * 4 + (size_t)vec * 4) + (j & 3)] = xc[vec * d + j];
-        } else { // NIB2: per block of 32 vectors from each tile start, byte 32H + 16L + 2i + j = coord j of vector 16H + 2i + L
+        } else { // NIB2: per block of 32 vectors from each tile start, byte 32H + 16L + 2i + j = coord j of vector 16H + 2i + L;
             X->xabs = o + n;
             memcpy(X->xa, xc, (size_t)nv * d);
-            if (v->q8 == GQ_VQ_Q8_NIB2)
+            // K64: byte 32H + 16L + 2i + j = coord j of vector 16L + 8H + i
+            if (v->q8 == GQ_VQ_Q8_NIB2 || v->q8 == GQ_VQ_Q8_K64)
                 for (int ct = 0; ct < nct; ct++)
                     for (int bb = v->vt_start[ct]; bb + 32 <= v->vt_start[ct + 1]; bb += 32)
                         for (int H = 0; H < 2; H++)
                             for (int L = 0; L < 2; L++)
                                 for (int i = 0; i < 8; i++)
                                     for (int j = 0; j < 2; j++)
-                                        X->xa[2 * bb + H * 32 + L * 16 + 2 * i + j] = xc[2 * (bb + 16 * H + 2 * i + L) + j];
+                                        X->xa[2 * bb + H * 32 + L * 16 + 2 * i + j] =
+                                            xc[2 * (v->q8 == GQ_VQ_Q8_NIB2 ? bb + 16 * H + 2 * i + L : bb + 16 * L + 8 * H + i) + j];
             for (int i = 0; i < nv * d; i++) X->xabs[i] = (int8_t)(X->xa[i] < 0 ? -X->xa[i] : X->xa[i]);
         }
         o += arr;
@@ -631,8 +638,65 @@ AVX2_FN static GQ_INLINE __m256i nib2_table(const struct gq_vqrt *v, int64_t g, 
     return _mm256_broadcastsi128_si256(t);
 }
 
-// NIB2, rows r and r + 1 of row tile rt across all column tiles.
-AVX2_FN static void vq_rows2_nib2(const struct gq_vqrt *v, const struct vqx *X, int r, int rt, float *o) {
+// K64 (d 2, k 64): the 32 6-bit indices of vectors e .. e + 31 (e a
+// multiple of 4: the group of 4 starts a byte), in order: each dword gets
+// the 3 bytes of its 4 indices (a cross-lane dword permute, then pshufb),
+// which then move apart to one byte each.
+AVX2_FN static GQ_INLINE __m256i k64_idx(const uint8_t *s, int64_t e) {
+    const __m256i raw = _mm256_loadu_si256((const __m256i *)(s + e / 4 * 3));
+    const __m256i w = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(raw, _mm256_setr_epi32(0, 1, 2, 0, 3, 4, 5, 0)),
+                                          _mm256_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1, 0, 1, 2, -1, 3,
+                                                           4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1));
+    const __m256i m = _mm256_set1_epi32(0x3F);
+    return _mm256_or_si256(
+        _mm256_or_si256(_mm256_and_si256(w, m), _mm256_and_si256(_mm256_slli_epi32(w, 2), _mm256_slli_epi32(m, 8))),
+        _mm256_or_si256(_mm256_and_si256(_mm256_slli_epi32(w, 4), _mm256_slli_epi32(m, 16)),
+                        _mm256_and_si256(_mm256_slli_epi32(w, 6), _mm256_slli_epi32(m, 24))));
+}
+
+// K64: coordinate j's 64 signed codes of group g as four pshufb tables of 16
+// (both lanes), T[4j .. 4j + 3].
+AVX2_FN static GQ_INLINE void k64_tables(const struct gq_vqrt *v, int64_t g, int j, __m256i *T) {
+    for (int q = 0; q < 4; q++)
+        T[4 * j + q] = _mm256_broadcastsi128_si256(
+            _mm_xor_si128(_mm_loadu_si128((const __m128i *)(v->tab + (size_t)g * 128 + 64 * j + 16 * q)), _mm_set1_epi8((char)0x80)));
+}
+
+// K64: 32 codes of one coordinate: the four tables' bytes, picked by index
+// bits 4 and 5 (moved to bit 7 for the blends).
+AVX2_FN static GQ_INLINE __m256i k64_look(const __m256i *T, __m256i ix) {
+    const __m256i b4 = _mm256_slli_epi16(ix, 3), b5 = _mm256_slli_epi16(ix, 2);
+    return _mm256_blendv_epi8(_mm256_blendv_epi8(_mm256_shuffle_epi8(T[0], ix), _mm256_shuffle_epi8(T[1], ix), b4),
+                              _mm256_blendv_epi8(_mm256_shuffle_epi8(T[2], ix), _mm256_shuffle_epi8(T[3], ix), b4), b5);
+}
+
+// K64: one block of 32 vectors from index element e (8 int32 partial sums);
+// x arranged so that byte 32H + 16L + 2i + j is coordinate j of vector
+// 16L + 8H + i (the byte order of unpacklo / unpackhi of the two coordinates).
+AVX2_FN static GQ_INLINE __m256i k64_block(const uint8_t *is, int64_t e, const __m256i *T, const int8_t *xb, const int8_t *ab) {
+    const __m256i ix = k64_idx(is, e), c0 = k64_look(T, ix), c1 = k64_look(T + 4, ix);
+    return _mm256_add_epi32(
+        dot_i8(_mm256_unpacklo_epi8(c0, c1), _mm256_loadu_si256((const __m256i *)xb), _mm256_loadu_si256((const __m256i *)ab)),
+        dot_i8(_mm256_unpackhi_epi8(c0, c1), _mm256_loadu_si256((const __m256i *)(xb + 32)),
+               _mm256_loadu_si256((const __m256i *)(ab + 32))));
+}
+
+// NIB2 (K 16) or K64 (K 64) tables of group g: T[0], T[1] (NIB2) or T[0..7].
+AVX2_FN static GQ_INLINE void lut_tables(const struct gq_vqrt *v, int64_t g, __m256i *T, const int K) {
+    if (K == 16) T[0] = nib2_table(v, g, 0), T[1] = nib2_table(v, g, 1);
+    else k64_tables(v, g, 0, T), k64_tables(v, g, 1, T);
+}
+// The 32 vectors from element e fit in the index stream.
+static inline bool lut_fits(int64_t e, size_t ibytes, const int K) {
+    return K == 16 ? (size_t)(e >> 1) + 17 <= ibytes : (size_t)(e / 4 * 3) + 32 <= ibytes;
+}
+AVX2_FN static GQ_INLINE __m256i lut_block(const uint8_t *is, int64_t e, const __m256i *T, const int8_t *xb, const int8_t *ab,
+                                           const int K) {
+    return K == 16 ? nib2_block(is, e, T[0], T[1], xb, ab) : k64_block(is, e, T, xb, ab);
+}
+
+// NIB2 / K64, rows r and r + 1 of row tile rt across all column tiles.
+AVX2_FN static GQ_INLINE void vq_rows2_lut(const struct gq_vqrt *v, const struct vqx *X, int r, int rt, float *o, const int K) {
     const uint8_t *is = v->p.part[GQ_VQP_IDX];
     const size_t ibytes = v->p.bytes[GQ_VQP_IDX];
     const int nct = v->p.h.n_ct;
@@ -642,21 +706,22 @@ AVX2_FN static void vq_rows2_nib2(const struct gq_vqrt *v, const struct vqx *X, 
     for (int ct = 0; ct < nct; ct++) {
         const int64_t g = (int64_t)rt * nct + ct;
         const int v0 = v->vt_start[ct], v1 = v->vt_start[ct + 1];
-        const __m256i t0 = nib2_table(v, g, 0), t1 = nib2_table(v, g, 1);
+        __m256i T[8];
+        lut_tables(v, g, T, K);
         const float sc = v->cbs[g] * X->xs[ct];
         for (int s0 = v0; s0 < v1;) { // the normalisation blocks (or the whole tile)
             const int s1 = seg_end(v, ct, s0), vend = s0 + ((s1 - s0) & ~31);
             __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
             int vec = s0;
-            for (; vec < vend && (size_t)((e1 + vec) >> 1) + 17 <= ibytes; vec += 32) {
-                a0 = _mm256_add_epi32(a0, nib2_block(is, e0 + vec, t0, t1, X->xa + 2 * vec, X->xabs + 2 * vec));
-                a1 = _mm256_add_epi32(a1, nib2_block(is, e1 + vec, t0, t1, X->xa + 2 * vec, X->xabs + 2 * vec));
+            for (; vec < vend && lut_fits(e1 + vec, ibytes, K); vec += 32) {
+                a0 = _mm256_add_epi32(a0, lut_block(is, e0 + vec, T, X->xa + 2 * vec, X->xabs + 2 * vec, K));
+                a1 = _mm256_add_epi32(a1, lut_block(is, e1 + vec, T, X->xa + 2 * vec, X->xabs + 2 * vec, K));
             }
             const float sc0 = sc * seg_scale(v, g, r, ct, s0), sc1 = sc * seg_scale(v, g, r + 1, ct, s0);
             f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a0), _mm256_set1_ps(sc0), f0);
             f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a1), _mm256_set1_ps(sc1), f1);
             if (vec < s1) {
-                const int8_t *cb = (const int8_t *)v->p.part[GQ_VQP_CB] + (size_t)g * 32;
+                const int8_t *cb = (const int8_t *)v->p.part[GQ_VQP_CB] + (size_t)g * 2 * K;
                 rest0 += (float)vq_q8_rest(v, r, vec, s1, cb, X->xq) * sc0;
                 rest1 += (float)vq_q8_rest(v, r + 1, vec, s1, cb, X->xq) * sc1;
             }
@@ -667,7 +732,6 @@ AVX2_FN static void vq_rows2_nib2(const struct gq_vqrt *v, const struct vqx *X, 
     o[1] += gq_hsum256(f1) + rest1;
 }
 
-// Rows [ra, rb) of row tile rt into tmp (holding their outlier parts).
 AVX2_FN static void vq_q8_tile_avx2(const struct gq_vqrt *v, const struct vqx *X, int rt, int ra, int rb, float *tmp) {
     const struct gq_vqpack_hdr *h = &v->p.h;
     const int d = h->d, nv = v->nv, nct = h->n_ct;
@@ -675,8 +739,11 @@ AVX2_FN static void vq_q8_tile_avx2(const struct gq_vqrt *v, const struct vqx *X
     const int8_t *cbs = (const int8_t *)v->p.part[GQ_VQP_CB];
     const size_t ibytes = v->p.bytes[GQ_VQP_IDX], kd = (size_t)h->k * d;
     int r = ra;
-    if (v->q8 == GQ_VQ_Q8_NIB2) // two rows at a time share the tables and x loads
-        for (; r + 2 <= rb; r += 2) vq_rows2_nib2(v, X, r, rt, tmp + (r - ra));
+    // two rows at a time share the tables and x loads
+    if (v->q8 == GQ_VQ_Q8_NIB2)
+        for (; r + 2 <= rb; r += 2) vq_rows2_lut(v, X, r, rt, tmp + (r - ra), 16);
+    if (v->q8 == GQ_VQ_Q8_K64)
+        for (; r + 2 <= rb; r += 2) vq_rows2_lut(v, X, r, rt, tmp + (r - ra), 64);
     for (; r < rb; r++) {
         const int64_t e0 = (int64_t)r * nv;
         __m256 accf = _mm256_setzero_ps();
@@ -689,11 +756,14 @@ AVX2_FN static void vq_q8_tile_avx2(const struct gq_vqrt *v, const struct vqx *X
                 const float sc = v->cbs[g] * X->xs[ct] * seg_scale(v, g, r, ct, s0);
                 __m256i acc = _mm256_setzero_si256();
                 int vec = s0;
-                if (v->q8 == GQ_VQ_Q8_NIB2) {
-                    const __m256i t0 = nib2_table(v, g, 0), t1 = nib2_table(v, g, 1);
-                    const int vend = s0 + ((v1 - s0) & ~31);
-                    for (; vec < vend && (size_t)((e0 + vec) >> 1) + 17 <= ibytes; vec += 32)
-                        acc = _mm256_add_epi32(acc, nib2_block(is, e0 + vec, t0, t1, X->xa + 2 * vec, X->xabs + 2 * vec));
+                if (v->q8 == GQ_VQ_Q8_NIB2 || v->q8 == GQ_VQ_Q8_K64) {
+                    const int K = v->q8 == GQ_VQ_Q8_NIB2 ? 16 : 64, vend = s0 + ((v1 - s0) & ~31);
+                    __m256i T[8];
+                    if (K == 16) lut_tables(v, g, T, 16);
+                    else lut_tables(v, g, T, 64);
+                    for (; vec < vend && lut_fits(e0 + vec, ibytes, K); vec += 32)
+                        acc = _mm256_add_epi32(acc, K == 16 ? lut_block(is, e0 + vec, T, X->xa + 2 * vec, X->xabs + 2 * vec, 16)
+                                                            : lut_block(is, e0 + vec, T, X->xa + 2 * vec, X->xabs + 2 * vec, 64));
                 } else if (v->q8 == GQ_VQ_Q8_BYTE4) {
                     for (; vec + 8 <= v1; vec += 8) {
                         const __m256i ix = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(is + e0 + vec)));

@@ -58,7 +58,8 @@ struct gq_vqrt {
 };
 enum { GQ_VQ_Q8_GENERIC = 1, // any d, k: gathers of 4-byte centroid words
        GQ_VQ_Q8_NIB2,        // d = 2, k = 16: 4-bit indices, table lookups by pshufb
-       GQ_VQ_Q8_BYTE4 };     // d = 4, k = 256: byte indices, a 4-byte centroid per gather lane
+       GQ_VQ_Q8_BYTE4,       // d = 4, k = 256: byte indices, a 4-byte centroid per gather lane
+       GQ_VQ_Q8_K64 };       // d = 2, k = 64: 6-bit indices, four pshufb and two blends per coordinate
 // Validates p completely (gq_vqpack_unpack's checks) and builds the view.
 enum gq_status gq_vqrt_init(struct gq_vqrt *v, const struct gq_vqpack *p, const char *what);
 void gq_vqrt_free(struct gq_vqrt *v);
