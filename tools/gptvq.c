@@ -341,7 +341,9 @@ static const char *BENCH_HELP =
     "Columns: model (architecture, parameters, format of the block linears), size (the\n"
     "weights as held in memory), params, backend (with the CPU kernels in use), threads,\n"
     "test, t/s. CSV and JSON add bytes_per_token (the weights one decoded token reads:\n"
-    "block linears, output head, norms) and every repetition's t/s.\n";
+    "block linears, output head, norms) and every repetition's t/s; JSON also\n"
+    "blas_kernels, OpenBLAS's kernel set (prompts use its sgemm). An OPENBLAS_CORETYPE in\n"
+    "the environment overrides OpenBLAS's own choice; bench says so on stderr.\n";
 
 static int cmd_bench(int argc, char **argv) {
     const char *model = NULL, *fmt = "md", *device = NULL;
