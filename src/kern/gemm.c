@@ -645,7 +645,6 @@ static enum gq_status gemm_int(float *y, const float *x, const struct gq_qweight
             int32_t *wp = (int32_t *)((char *)wr + wr_b); // AVX-512: the panel in column-pair order
             float *sc = (float *)((char *)wp + wr_b), *mn = sc + (size_t)S.n * 16;
             float *tile = (float *)(((uintptr_t)(mn + (size_t)S.n * 16) + 63) & ~(uintptr_t)63);
-
 #pragma omp for schedule(dynamic, 1)
             for (int bi = 0; bi < nblk; bi++) {
                 const int r0 = 16 * bi;
@@ -663,7 +662,6 @@ static enum gq_status gemm_int(float *y, const float *x, const struct gq_qweight
                     const int32_t *xt = X.xt + (size_t)tb * X.npairs * X.tl;
                     const float *xs = X.xs + (size_t)tb * S.n * X.tl, *xm = X.xm + (size_t)tb * S.n * X.tl;
                     const int t0 = tb * X.tl, nt = n - t0 < X.tl ? n - t0 : X.tl;
-
                     for (int half = 0; half < 2; half++) {
                         const int rh = r0 + 8 * half;
                         if (rh >= rows) break;
