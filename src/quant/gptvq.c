@@ -78,6 +78,25 @@ static bool tiles_aligned(int n_vec, int d, int k, int ct) {
     return n_vec % ct == 0 && (n_vec / ct) % unit == 0 && (n_vec / ct) * d <= TILE_MAX_COLS;
 }
 
+// The aligned tiling with ct >= ct0 column tiles and row tiles of at least
+// min_rows rows whose group count is closest to target, within a quarter of
+// it (ties: under it, then fewer column tiles); unchanged if there is none.
+static void closest_aligned(int rows, int n_vec, int d, int k, int64_t target, int ct0, int min_rows, int *n_ct,
+                            int *n_rt) {
+    int64_t best_diff = -1;
+    for (int ct = ct0; ct <= n_vec; ct++) {
+        if (!tiles_aligned(n_vec, d, k, ct)) continue;
+        for (int up = 0; up < 2; up++) {
+            int64_t rt = target / ct + up;
+            if (rt > rows) rt = rows;
+            if (rt < 1) rt = 1;
+            if (rows / rt < min_rows) continue;
+            const int64_t diff = ct * rt > target ? ct * rt - target : target - ct * rt;
+            if (4 * diff <= target && (best_diff < 0 || diff < best_diff)) best_diff = diff, *n_ct = ct, *n_rt = (int)rt;
+        }
+    }
+}
+
 static void budget_tiles(int rows, int n_vec, int d, int k, int64_t l, int *n_ct, int *n_rt) {
     const int64_t total = (int64_t)rows * n_vec * d;
     int64_t target = total / l;
@@ -100,19 +119,7 @@ static void budget_tiles(int rows, int n_vec, int d, int k, int64_t l, int *n_ct
         }
     }
     *n_ct = best_ct, *n_rt = best_rt;
-    if (tiles_aligned(n_vec, d, k, best_ct)) return;
-    int64_t best_diff = -1;
-    for (int ct = 1; ct <= n_vec; ct++) {
-        if (!tiles_aligned(n_vec, d, k, ct)) continue;
-        for (int up = 0; up < 2; up++) {
-            int64_t rt = target / ct + up;
-            if (rt > rows) rt = rows;
-            if (rt < 1) rt = 1;
-            const int64_t diff = ct * rt > target ? ct * rt - target : target - ct * rt;
-            // closest to the budget; ties: under it, then fewer column tiles
-            if (4 * diff <= target && (best_diff < 0 || diff < best_diff)) best_diff = diff, *n_ct = ct, *n_rt = (int)rt;
-        }
-    }
+    if (!tiles_aligned(n_vec, d, k, best_ct)) closest_aligned(rows, n_vec, d, k, target, 1, 1, n_ct, n_rt);
 }
 
 // 2D: row tiles of at least TILE_MIN_ROWS rows where the matrix has them
@@ -127,16 +134,7 @@ static void budget_tiles(int rows, int n_vec, int d, int k, int64_t l, int *n_ct
 static void tall_tiles(int rows, int n_vec, int d, int k, int64_t l, int *n_ct, int *n_rt) {
     if (d != 2 || rows / *n_rt >= TILE_MIN_ROWS || rows < TILE_MIN_ROWS) return;
     const int64_t total = (int64_t)rows * n_vec * d, target = total / l > 0 ? total / l : 1;
-    int64_t best_diff = -1;
-    for (int ct = *n_ct + 1; ct <= n_vec; ct++) {
-        if (!tiles_aligned(n_vec, d, k, ct)) continue;
-        for (int up = 0; up < 2; up++) {
-            const int64_t rt = target / ct + up > 1 ? target / ct + up : 1;
-            if (rows / rt < TILE_MIN_ROWS) continue;
-            const int64_t diff = ct * rt > target ? ct * rt - target : target - ct * rt;
-            if (4 * diff <= target && (best_diff < 0 || diff < best_diff)) best_diff = diff, *n_ct = ct, *n_rt = (int)rt;
-        }
-    }
+    closest_aligned(rows, n_vec, d, k, target, *n_ct + 1, TILE_MIN_ROWS, n_ct, n_rt);
 }
 
 static void pick_tiles(int rows, int n_vec, int d, int k, int64_t l, int *n_ct, int *n_rt) {
