@@ -478,7 +478,6 @@ enum gq_status gq_forward_rows(struct gq_context *c, const int32_t *tokens, int 
 // in every thread into its own row, which saves a barrier. The o and down
 // projections add into the residual x directly.
 
-
 // y[r0, r1) of W x (+ y with accumulate): the compressed kernels, or f32
 // rows by OpenBLAS (serial inside a parallel region). A rotated matrix reads
 // R x from the thread's xr, which holds the input rotated by *have (NULL:
@@ -504,8 +503,8 @@ static enum gq_status gemv_part(float *y, const float *x, const float *w, const 
     return GQ_OK;
 }
 
-// RoPE of one head with the token's cos / sin (cs[2j], cs[2j + 1]: the same
-// values as rope() computes).
+// RoPE of one head with the token's cos / sin (cs[2j], cs[2j + 1]: a row of
+// rope_table).
 static void rope_head(float *xh, int rope_dim, bool interleaved, const float *cs) {
     const int half = rope_dim / 2;
     for (int j = 0; j < half; j++) {
@@ -539,12 +538,8 @@ static enum gq_status forward_decode(struct gq_context *c, int32_t token, float 
     }
     GQ_TRY(gq_embed(m, &token, 1, c->x));
     const float scale = 1.0f / sqrtf((float)hd);
-    if (hp->rope_dim > 512) return gq_fail(GQ_ERR_UNSUPPORTED, "decode: RoPE over %d dimensions (at most 512)", hp->rope_dim);
-    float cs[512]; // the position's RoPE cos / sin, once for every head and layer
-    for (int j = 0; j < hp->rope_dim / 2 && j < 256; j++) {
-        const double a = (double)pos * c->inv_freq[j];
-        cs[2 * j] = (float)cos(a), cs[2 * j + 1] = (float)sin(a);
-    }
+    rope_table(c, 1, pos, NULL); // the position's RoPE cos / sin, once for every head and layer
+    const float *cs = c->rope_cs;
     enum gq_status err = GQ_OK;
     char msg[512] = "";
 #define STEP(call)                                                                             \
