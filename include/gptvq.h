@@ -292,7 +292,9 @@ enum gq_vq_init { GQ_VQ_INIT_MAHALANOBIS = 0, GQ_VQ_INIT_KMEANSPP = 1 };
 enum gq_cb_format { GQ_CB_INT8 = 0, GQ_CB_FP16 = 1, GQ_CB_F32 = 2 };
 enum gq_cb_update { GQ_CB_UPDATE_EXACT = 0, GQ_CB_UPDATE_GD = 1, GQ_CB_UPDATE_NONE = 2 };
 struct gq_gptvq_params {
-    int dim;              // d: 1, 2, 4 or 8 (2)
+    int dim;              // d: 1, 2, 4 or 8; 0 (default): chosen by gq_quantize_resolve
+    bool dim_auto;        // set by gq_quantize_resolve where dim was 0 (the head, --head-bpv,
+                          // then takes the same rule at its own budget)
     double bpv;           // target bits per value (2.125); k and l follow from it
     int k;                // centroids per codebook (0: from bpv)
     int64_t group;        // l, weights per codebook (0: from bpv)
@@ -362,12 +364,13 @@ struct gq_quantize_params {
     // fake_quant only).
     int rotate;
     // Packed GPTVQ: after each block, this many Adam steps on the codebooks
-    // of o, gate, up and down against the source block's output (quant.h:
-    // gq_finetune_block); 0 (default): off. ft_lr: step size relative to each
-    // codebook's largest entry.
+    // of its seven linears against the source block's output (quant.h:
+    // gq_finetune_block); 0: off; < 0 (default): chosen by
+    // gq_quantize_resolve. ft_lr: step size relative to each codebook's
+    // largest entry.
     int finetune_steps;
     double ft_lr;
-    int ft_batch; // windows per step (taken in turn; 0: all)
+    int ft_batch; // windows per step (taken in turn; 0: all; default 4)
     struct gq_gptvq_params vq; // method GPTVQ
     // GPTVQ output: false (default) keeps every matrix's packed form so that
     // gq_model_save_gguf writes the packed format (docs/format.md); true
@@ -472,6 +475,16 @@ void gq_quantize_params_default(struct gq_quantize_params *p);
 // Removes a checkpoint folder's files (run.ckpt, blk.*.ckpt) and the folder
 // when nothing else is in it; a missing folder is not an error.
 enum gq_status gq_quantize_checkpoint_remove(const char *dir);
+// The defaults that depend on the budget and the run, made explicit in p
+// (gq_quantize does it on its own copy; call it first to see or record
+// them): GPTVQ's vq.dim 0 becomes 4 where the budget leaves 2 index bits per
+// value (2 < bpv <= 3: k 256 over 4-D vectors) with the paper's plain
+// configuration (no k, group size, residual, outliers, codebook SVD or bit
+// allocation given) and every block linear holds at least half a 4-D
+// codebook group, else 2;
+// finetune_steps < 0 becomes 20 for packed GPTVQ at 2 index bits per value
+// with calibration passes on the CPU, else 0 (docs/results.md, issue 24).
+void gq_quantize_resolve(struct gq_quantize_params *p, const struct gq_model *m);
 enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep);
 // The GGUF block type (ggml type id) the linears of GPTQ / RTN settings are
 // written as (see fake_quant), or -1 (F32).

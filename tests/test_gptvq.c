@@ -22,6 +22,7 @@
 //      tensor and decode bit for bit; the slabs' objectives add up to the
 //      directly computed one; no slab keeps an update that raised its error.
 //  [8] tiling: 2D row tiles of at least 16 rows where the budget allows.
+#include "quant/group.h"
 #include "quant/vq.h"
 #include "test.h"
 #include "test_rand.h"
@@ -608,8 +609,35 @@ static void test_tiling(void) {
     free(Q), free_problem(&p);
 }
 
+// --vq-dim's default (gq_vq_auto_dim): 4 exactly where the budget leaves 2
+// index bits per value and the smallest matrix holds at least half a 4-D
+// group (l = 256·4·8 / overhead weights), with every width a multiple of 4;
+// else 2 (SmolLM2: k and v hold 110592 weights, l is 131072).
+static void test_auto_dim(void) {
+    struct gq_gptvq_params v = {.cb_format = GQ_CB_INT8, .norm_block = 64};
+    struct gq_vq_config c;
+    CHECK_OK(gq_vq_config_from_bpv(2.125, 4, 0, 0, v.cb_format, v.norm_block, 0, &c));
+    const int64_t l = c.l; // 2.125 with normalisation: 0.0625 bpv left for codebooks
+    CHECKF(l == 131072, "4D 2.125 norm 64: l %lld", (long long)l);
+    CHECK(gq_vq_auto_dim(&v, 2.125, l / 2, true) == 4);
+    CHECK(gq_vq_auto_dim(&v, 2.125, 110592, true) == 4);     // SmolLM2's k and v
+    CHECK(gq_vq_auto_dim(&v, 2.125, l / 2 - 1, true) == 2);  // less than half a group
+    CHECK(gq_vq_auto_dim(&v, 2.125, 4096, true) == 2);       // stories260K's 64 x 64
+    CHECK(gq_vq_auto_dim(&v, 2.125, l, false) == 2);         // a width not a multiple of 4
+    CHECK(gq_vq_auto_dim(&v, 3.0, 1 << 30, true) == 4);  // 3.0: still 2 index bits
+    CHECK(gq_vq_auto_dim(&v, 3.125, 1 << 30, true) == 2); // 3 index bits: 4D would be k 4096
+    CHECK(gq_vq_auto_dim(&v, 2.0, 1 << 30, true) == 2);  // 1 index bit
+    CHECK(gq_vq_auto_dim(&v, 4.125, 1 << 30, true) == 2);
+    v.norm_block = 0;
+    CHECK(gq_vq_auto_dim(&v, 2.125, 32768, true) == 4); // without normalisation l = 65536
+    CHECK(gq_vq_auto_dim(&v, 2.125, 32767, true) == 2);
+    v.norm_block = 2; // not a multiple of 4: no 4-D configuration
+    CHECK(gq_vq_auto_dim(&v, 2.125, 1 << 30, true) == 2);
+}
+
 int main(void) {
     double t0 = gq_time_s();
+    test_auto_dim();
     test_slabs();
     test_identity_and_decode();
     test_codebook_update();

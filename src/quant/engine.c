@@ -48,7 +48,7 @@ void gq_quantize_params_default(struct gq_quantize_params *p) {
     p->nsamples = 128;
     p->seqlen = 0;
     p->progress = true;
-    p->vq.dim = 2;
+    p->vq.dim = 0;    // auto (gq_quantize_resolve)
     p->vq.bpv = 2.125;
     p->vq.em_iters = 100;
     p->vq.em_init = GQ_VQ_INIT_MAHALANOBIS;
@@ -58,8 +58,9 @@ void gq_quantize_params_default(struct gq_quantize_params *p) {
     p->vq.stages = 1;
     p->vq.norm_block = 64; // wins at every budget on both texts (docs/results.md)
     p->vq.slab_rows = 256;
+    p->finetune_steps = -1; // auto (gq_quantize_resolve)
     p->ft_lr = 0.003;
-    p->ft_batch = 8;
+    p->ft_batch = 4;
     p->embed_type = -1;
     p->rotate = -1;
 }
@@ -480,7 +481,7 @@ static enum gq_status resume(struct gq_model *m, const struct gq_quantize_params
 // (f32 output without a checkpoint to read them back from).
 // fp_target / finetune: their buffers are counted too.
 static void print_memory_estimate(const struct gq_model *m, const struct gq_arch *A, size_t activations, int seqlen,
-                                  double keep, double vq_work, bool keeps_all, bool fp_target, bool finetune) {
+                                  double keep, double vq_work, bool keeps_all, bool fp_target, double ft_acts) {
     struct gq_model_info info;
     gq_model_get_info(m, &info);
     double work = 0, dev = 0, block = 0, widest = 0;
@@ -495,13 +496,17 @@ static void print_memory_estimate(const struct gq_model *m, const struct gq_arch
     }
     work = fmax(work, vq_work);
     // --fp-target: the source model's activations and a block's source
-    // weights; --finetune: the block inputs and the source block's outputs,
-    // the source weights, one window's forward and backward (the attention
-    // probabilities of every head, ~24 rows of the widest input)
+    // weights; --finetune (ft_acts: the bytes of the windows it runs on,
+    // every window under mpirun): the block inputs (and their gathered copy)
+    // and the source block's outputs, the source weights, one window's
+    // forward and backward (the attention probabilities of every head, ~24
+    // rows of the widest input)
     const double acts = activations / 2.0;
     double extra = 0;
     if (fp_target) extra += acts + block;
-    if (finetune) extra += 2 * acts + (fp_target ? 0 : block) + 4.0 * m->hp.n_heads * seqlen * seqlen + 4.0 * 24 * seqlen * widest;
+    if (ft_acts > 0)
+        extra += acts + (ft_acts > acts ? 2 : 1) * ft_acts + (fp_target ? 0 : block) + 4.0 * m->hp.n_heads * seqlen * seqlen +
+                 4.0 * 24 * seqlen * widest;
     // CUDA calibration: the windows' activations, one block's f32 weights, a
     // group's double Σ xᵀx and one window's scratch (about 12 rows of the
     // widest width in f32 and one in double per token)
@@ -884,8 +889,7 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         if (p->method != GQ_METHOD_GPTVQ || p->fake_quant)
             return gq_fail(GQ_ERR_ARG, "--finetune tunes packed GPTVQ codebooks (method gptvq)");
         if (p->load_hessians) return gq_fail(GQ_ERR_ARG, "--finetune needs calibration passes (not --load-hessians)");
-        if (gq_dist_size() > 1 || strcmp(gq_be()->name, "cpu") != 0)
-            return gq_fail(GQ_ERR_UNSUPPORTED, "--finetune: one process, --device cpu (not yet)");
+        if (strcmp(gq_be()->name, "cpu") != 0) return gq_fail(GQ_ERR_UNSUPPORTED, "--finetune: --device cpu only (not yet)");
         if (!(p->ft_lr > 0 && p->ft_lr < 1)) return gq_fail(GQ_ERR_ARG, "--ft-lr must be in (0, 1) (got %g)", p->ft_lr);
     }
     struct gq_vq_config cfg = {0};
@@ -991,7 +995,8 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     if (p->progress)
         print_memory_estimate(m, A, load ? 0 : (size_t)nloc * per * sizeof(float) * 2, seqlen,
                               keep_on ? keep_bytes : 0, vq_work, m->keep_quantized && !in_ckpt && !m->packs && !m->blocks,
-                              p->fp_target && !load, p->finetune_steps > 0 && !load);
+                              p->fp_target && !load,
+                              p->finetune_steps > 0 && !load ? (double)(gq_dist_size() > 1 ? p->nsamples : nloc) * per * sizeof(float) : 0);
     float *X = NULL, *tmp = NULL, *Hf = NULL;
     // --fp-target: the source model's activations (like X), a window's copy,
     // the wanted input of the source's pass, and C = Σ w² x̂ xᵀ.
@@ -1217,7 +1222,18 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         }
         if (Xin && s == GQ_OK) {
             struct gq_finetune_report fr;
-            s = gq_finetune_block(c, m, l, &fpw, Xin, nloc, seqlen, sink_w, p, &fr);
+            // Several ranks: each gathers every window's block input and runs the
+            // same steps on them as one process would, so the file does not
+            // depend on the number of ranks (nor does the fine-tuning's time).
+            float *Xft = Xin;
+            if (gq_dist_size() > 1) {
+                if (!(Xft = calloc((size_t)p->nsamples * per, sizeof(float))))
+                    s = gq_fail(GQ_ERR_NOMEM, "--finetune: out of memory for the %d windows' block inputs", p->nsamples);
+                else memcpy(Xft + (size_t)w_lo * per, Xin, rep->activation_bytes);
+                if (s == GQ_OK) s = gq_dist_or(Xft, sizeof(float) * (size_t)p->nsamples * per);
+            }
+            if (s == GQ_OK) s = gq_finetune_block(c, m, l, &fpw, Xft, Xft == Xin ? nloc : p->nsamples, seqlen, sink_w, p, &fr);
+            if (Xft != Xin) free(Xft);
             if (s == GQ_OK) {
                 rep->ft_blocks++, rep->ft_kept += fr.kept;
                 rep->ft_loss0 += fr.loss0, rep->ft_loss1 += fr.kept ? fr.loss1 : fr.loss0;
@@ -1275,7 +1291,36 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
     return s;
 }
 
-enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep) {
+void gq_quantize_resolve(struct gq_quantize_params *p, const struct gq_model *m) {
+    const struct gq_arch *A = gq_arch_find(m->arch);
+    const struct gq_gptvq_params *v = &p->vq;
+    if (v->dim == 0) {
+        int64_t minw = INT64_MAX;
+        bool cols4 = A != NULL;
+        for (int i = 0; A && i < A->n_tensors; i++) {
+            const struct gq_block_tensor *t = &A->tensors[i];
+            if (t->kind != GQ_T_LINEAR) continue;
+            const int64_t r = gq_dim_value(&m->hp, t->rows), c = gq_dim_value(&m->hp, t->cols);
+            minw = r * c < minw ? r * c : minw;
+            cols4 &= c % 4 == 0;
+        }
+        const bool plain = !v->k && !v->group && v->stages <= 1 && !(v->outlier_frac > 0) && !v->cb_svd_rank && !p->bit_alloc;
+        p->vq.dim = plain ? gq_vq_auto_dim(v, v->bpv, minw, cols4) : 2;
+        p->vq.dim_auto = true;
+    }
+    if (p->finetune_steps < 0) {
+        struct gq_vq_config c;
+        const bool two_bits = gq_vq_config_from_bpv(v->bpv, 1, 0, 0, v->cb_format, 0, 0, &c) == GQ_OK && c.log2k == 2;
+        p->finetune_steps = p->method == GQ_METHOD_GPTVQ && !p->fake_quant && !p->load_hessians && two_bits &&
+                                    !strcmp(gq_be()->name, "cpu")
+                                ? 20
+                                : 0;
+    }
+}
+
+enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *p_in, struct gq_quant_report *rep) {
+    struct gq_quantize_params rp = *p_in, *p = &rp;
+    gq_quantize_resolve(p, m);
     float *bpv_map = NULL;
     enum gq_status s = quantize_run(m, p, rep, &bpv_map);
     free(bpv_map);

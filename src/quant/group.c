@@ -77,6 +77,12 @@ enum gq_status gq_linear_config(const struct gq_quantize_params *p, double bpv, 
     return p->vq.stages == 2 ? residual_config(p, bpv, cfg) : GQ_OK;
 }
 
+int gq_vq_auto_dim(const struct gq_gptvq_params *v, double bpv, int64_t min_weights, bool cols4) {
+    struct gq_vq_config c;
+    if (!cols4 || gq_vq_config_from_bpv(bpv, 4, 0, 0, v->cb_format, v->norm_block, 0, &c) != GQ_OK) return 2;
+    return c.log2k == 8 && c.l <= 2 * min_weights ? 4 : 2;
+}
+
 // RTN of one linear in place; r->rel_error = ‖W − Q‖² / ‖W‖².
 static enum gq_status rtn_linear(float *W, int rows, int cols, const struct gq_quant_params *q, float *scales,
                                  float *zeros, struct gq_quant_layer_report *r) {

@@ -15,6 +15,12 @@ int gq_grid_gguf_type(const struct gq_quantize_params *p);
 void gq_quant_params_from(const struct gq_quantize_params *p, struct gq_quant_params *q);
 // The GPTVQ configuration of a budget of bpv bits per value (residual VQ included).
 enum gq_status gq_linear_config(const struct gq_quantize_params *p, double bpv, struct gq_vq_config *cfg);
+// The VQ dimension of --vq-dim 0 (auto) at budget bpv, for matrices whose
+// smallest holds min_weights weights (cols4: every width a multiple of 4):
+// 4 where bpv leaves 2 index bits per value (k 256 over 4-D vectors) and the
+// smallest matrix holds at least half a 4-D codebook group (its one codebook
+// then costs at most twice the planned overhead), else 2.
+int gq_vq_auto_dim(const struct gq_gptvq_params *v, double bpv, int64_t min_weights, bool cols4);
 
 // The ranks' parts of one GPTVQ matrix put together (each quantized its
 // slabs: gq_gptvq_quantize's slab_own): every array of T and res's slab

@@ -59,6 +59,7 @@ enum gq_status gq_quantize_head(struct gq_model *m, const struct gq_quantize_par
     struct gq_gptvq_params vp = p->vq;
     vp.bpv = p->head_bpv;
     vp.stages = 1, vp.outlier_frac = 0, vp.cb_svd_rank = 0; // the plain GPTVQ of the paper
+    if (vp.dim_auto) vp.dim = gq_vq_auto_dim(&vp, vp.bpv, (int64_t)V * dim, dim % 4 == 0); // --vq-dim's rule at its budget
     if (s == GQ_OK)
         s = gq_vq_config_from_bpv(vp.bpv, vp.dim, 0, 0, vp.cb_format, vp.norm_block, 0, &cfg);
     if (s == GQ_OK && dim % cfg.d)
