@@ -47,7 +47,8 @@ while IFS='|' read -r name opts; do
     if [ ! -f "$f" ]; then
         echo "ablation: quantizing $name: $opts" >&2
         # shellcheck disable=SC2086 # the options are words
-        "$G" quantize "$model" -o "$f" --method gptvq $opts --quiet --no-checkpoint >"$f.log" 2>&1 ||
+        # the settings these variants were measured against (2D, no fine-tuning) unless one says otherwise
+        "$G" quantize "$model" -o "$f" --method gptvq --vq-dim 2 --finetune 0 $opts --quiet --no-checkpoint >"$f.log" 2>&1 ||
             { echo "ablation: $name failed, see $f.log" >&2; exit 1; }
     fi
     names+=("$name") files+=("$f")

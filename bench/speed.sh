@@ -47,7 +47,7 @@ done
 vq() { # name, options
     local name=$1; shift
     [ -s "$W/$name.gguf" ] || "${clean[@]}" "$G" quantize "$M" -o "$W/$name.gguf" --quiet --method gptvq --em-iters 5 \
-        --cb-update none --nsamples 8 --seqlen 128 "$@" >"$W/$name.log" 2>&1
+        --cb-update none --finetune 0 --nsamples 8 --seqlen 128 "$@" >"$W/$name.log" 2>&1
 }
 vq vq2d-2.125 --vq-dim 2 --bpv 2.125
 vq vq2d-2.25 --vq-dim 2 --bpv 2.25
