@@ -92,7 +92,7 @@ F16=$W/f16.gguf
 score "F16 (llama-perplexity)" llama.cpp "$F16" llama - 16
 score "F16 (gptvq ppl)" gptvq "$F16" gptvq - 16 "wiki hs" # the two protocols' implementations agree
 IM=$W/imatrix.gguf
-if [ ! -s "$IM" ]; then
+if [ -n "${TYPES// }" ] && [ ! -s "$IM" ]; then
     log "llama-imatrix: $CN chunks of $CL tokens of wiki.valid.raw"
     s=$(timed "$W/imatrix.log" "${clean[@]}" "$LD/llama-imatrix" -m "$F16" -f "$D/wiki.valid.raw" -o "$IM" --chunks "$CN" \
         -c "$CL" -t "$T")
@@ -111,8 +111,9 @@ done
 
 # --- gptvq ----------------------------------------------------------------------
 CAL=(--calib "$D/wiki.valid.raw" --nsamples "$CN" --seqlen "$CL")
-ours() { # NAME FILE options...
+ours() { # NAME FILE options... (nothing to do for a name already in the results)
     local name=$1 f=$2; shift 2
+    have "$name" && return
     if [ ! -s "$f" ]; then
         log "gptvq quantize $name"
         s=$(timed "$f.log" "${clean[@]}" "$G" quantize "$M" -o "$f" --quiet --no-checkpoint --threads "$T" "${CAL[@]}" "$@")

@@ -16,8 +16,10 @@
 // with RoPE and GQA, SwiGLU, RMSNorm) as model/forward.c computes them; the
 // gradients are checked against central differences (test_gptq [11]).
 // The codebooks are then rounded to their stored format (int8 with a scale),
-// and the result is kept only if L over all windows is lower than before:
-// fine-tuning never raises the block objective.
+// and the result is kept only if L over the first FT_EVAL windows (all when
+// fewer) is lower than before: fine-tuning never raises the block objective
+// measured there. (Measured on every window, the two evaluations cost more
+// than the steps themselves with 128 windows.)
 #include "format/vqpack.h"
 #include "format/vqtensor.h"
 #include "model/arch.h"
@@ -31,6 +33,7 @@
 #include <stddef.h>
 
 enum { FT_Q, FT_K, FT_V, FT_O, FT_GATE, FT_UP, FT_DOWN, FT_N };
+enum { FT_EVAL = 32 }; // windows the keep-or-not decision is measured on
 
 struct ft_lin {
     const struct gq_block_tensor *t;
@@ -334,15 +337,22 @@ enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l
     }
     size_t gmax = 0;
     for (int k = 0; k < FT_N; k++) gmax = L[k].ncb > gmax ? L[k].ncb : gmax;
+    // The steps read p->ft_batch windows each, taken in turn from window 0;
+    // the keep-or-not decision is measured on the first FT_EVAL windows (all
+    // when fewer). Only the windows either reads need the source's outputs.
+    const int nb = p->ft_batch > 0 && p->ft_batch < n_win ? p->ft_batch : n_win;
+    const int n_eval = n_win < FT_EVAL ? n_win : FT_EVAL;
+    const int64_t n_train = (int64_t)p->finetune_steps * nb;
+    const int n_used = n_train >= n_win ? n_win : n_train > n_eval ? (int)n_train : n_eval;
     const bool buf_ok = buf_alloc(&B, &sh);
-    yref = malloc(sizeof(float) * (size_t)n_win * per);
-    w = malloc(sizeof(float) * (size_t)n_win * n), g = malloc(sizeof(float) * (gmax ? gmax : 1));
+    yref = malloc(sizeof(float) * (size_t)n_used * per);
+    w = malloc(sizeof(float) * (size_t)n_used * n), g = malloc(sizeof(float) * (gmax ? gmax : 1));
     if (s == GQ_OK && (!buf_ok || !yref || !w || !g))
-        s = gq_fail(GQ_ERR_NOMEM, "--finetune: out of memory for %d windows of %d tokens", n_win, n);
+        s = gq_fail(GQ_ERR_NOMEM, "--finetune: out of memory for %d windows of %d tokens", n_used, n);
     if (s != GQ_OK || !any) goto done;
 
     // The source block's outputs and the token weights, once.
-    for (int i = 0; i < n_win && s == GQ_OK; i++) {
+    for (int i = 0; i < n_used && s == GQ_OK; i++) {
         float *yr = yref + (size_t)i * per;
         memcpy(yr, X + i * per, sizeof(float) * per);
         s = gq_block_forward(c, l, src, yr, n, 0, NULL);
@@ -364,19 +374,18 @@ enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l
 #define FT_WIN(i, grad)                                                                                          \
     ft_window(&sh, Wk, (grad) ? dWk : NULL, X + (size_t)(i) * per, yref + (size_t)(i) * per, w + (size_t)(i) * n, &B)
 #define FT_ALL(acc)                                                                                              \
-    for (int i = 0; i < n_win; i++) acc += FT_WIN(i, false)
+    for (int i = 0; i < n_eval; i++) acc += FT_WIN(i, false)
     double loss0 = 0;
     FT_ALL(loss0);
     rep->loss0 = loss0;
     // Adam (β 0.9 / 0.999) on minibatches of p->ft_batch windows, taken in turn.
     const float b1 = 0.9f, b2 = 0.999f;
-    const int nb = p->ft_batch > 0 && p->ft_batch < n_win ? p->ft_batch : n_win;
     int next = 0;
     for (int step = 1; step <= p->finetune_steps; step++) {
         for (int k = 0; k < FT_N; k++) memset(L[k].dW, 0, sizeof(float) * (size_t)L[k].rows * L[k].cols);
         double loss = 0;
-        for (int b = 0; b < nb; b++, next = (next + 1) % n_win) loss += FT_WIN(next, true);
-        if (step == 1 || step == p->finetune_steps) rep->loss_steps[step == 1 ? 0 : 1] = loss * n_win / nb;
+        for (int b = 0; b < nb; b++, next = (next + 1) % n_used) loss += FT_WIN(next, true);
+        if (step == 1 || step == p->finetune_steps) rep->loss_steps[step == 1 ? 0 : 1] = loss * n_eval / nb;
         const float c1 = 1.0f - powf(b1, (float)step), c2 = 1.0f - powf(b2, (float)step);
         for (int k = 0; k < FT_N; k++) {
             struct ft_lin *f = &L[k];

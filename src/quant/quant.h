@@ -194,8 +194,10 @@ struct gq_finetune_report {
 // p->ft_lr times each codebook's largest |entry|) on the block output error
 // against the source block src (its linears unquantized) on the same inputs
 // X (n_win windows of seqlen tokens, the quantized model's block inputs),
-// with assignments fixed; kept (packs and the block's f32 slots) only if
-// the rounded result lowers the objective over all windows. sink_weight:
+// with assignments fixed (step j reads p->ft_batch windows in turn from
+// window 0); kept (packs and the block's f32 slots) only if the rounded
+// result lowers the objective over the first 32 windows (all when fewer;
+// the report's loss0 / loss1 are that objective). sink_weight:
 // the first token's weight in the objective (the Hessians' own).
 enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l, const struct gq_layer_w *src,
                                  const float *X, int n_win, int seqlen, float sink_weight,
