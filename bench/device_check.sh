@@ -122,7 +122,7 @@ run-smol)
     cat "$D/smol.a" build/smol-b/smol.b >$T/smol.gguf
     [ "$(sha256sum $T/smol.gguf | cut -d' ' -f1)" = "$(cat "$D/smol.sha256")" ] || { echo "run-smol: model damaged" >&2; exit 1; }
     W=$GQ_DATA/wikitext-2-raw
-    Q=(quantize $T/smol.gguf --method gptvq --vq-dim 2 --bpv 2.125 --calib $W/wiki.valid.raw --nsamples 32
+    Q=(quantize $T/smol.gguf --method gptvq --vq-dim 2 --bpv 2.125 --finetune 0 --calib $W/wiki.valid.raw --nsamples 32
        --seqlen 512 --device cuda --threads 16 --quiet)
     L=$O/smol.txt
     BUDGET=${BUDGET:-420}

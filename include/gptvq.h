@@ -482,8 +482,8 @@ enum gq_status gq_quantize_checkpoint_remove(const char *dir);
 // configuration (no k, group size, residual, outliers, codebook SVD or bit
 // allocation given) and every block linear holds at least half a 4-D
 // codebook group, else 2;
-// finetune_steps < 0 becomes 20 for packed GPTVQ at 2 or 3 index bits per
-// value (2 < bpv <= 4) with calibration passes on the CPU, else 0
+// finetune_steps < 0 becomes 20 for packed GPTVQ at 2 to 4 index bits per
+// value (2 < bpv <= 5) with calibration passes on the CPU, else 0
 // (docs/results.md, issue 24).
 void gq_quantize_resolve(struct gq_quantize_params *p, const struct gq_model *m);
 enum gq_status gq_quantize(struct gq_model *m, const struct gq_quantize_params *p, struct gq_quant_report *rep);

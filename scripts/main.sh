@@ -50,14 +50,15 @@ VQ2=models/smollm2-gptvq-2d-2.125.gguf
 VQ4=models/smollm2-gptvq-1d-4.125.gguf
 GQ4=models/smollm2-gptq-w4g32.gguf
 RT4=models/smollm2-rtn-w4g32.gguf
-# The 2-bit file keeps the main job's 2D settings of before (the fast decode
-# kernels, about 2 minutes to quantize). `--method gptvq --bpv 2.125` with its
-# defaults is 4D with --finetune 20: lower perplexity (docs/results.md, the
-# frontier), about 12 minutes here.
+# The GPTVQ files keep the main job's settings of before (2D and 1D without
+# fine-tuning: the fast decode kernels, a few minutes to quantize).
+# `--method gptvq --bpv B` with its defaults fine-tunes every block at these
+# budgets, and at 2.125 is 4D: lower perplexity (docs/results.md, the
+# frontier), about 9-11 minutes each here.
 quantize "$VQ2" "GPTVQ 2D, 2.125 bits per value (codebooks of 16 2-D points per 4096 weights, normalisation blocks of 64)" \
     --method gptvq --bpv 2.125 --vq-dim 2 --finetune 0 "${CALIB[@]}"
 quantize "$VQ4" "GPTVQ 1D, 4.125 bits per value (codebooks of 16 values per 2048 weights, normalisation blocks of 64)" \
-    --method gptvq --bpv 4.125 --vq-dim 1 "${CALIB[@]}"
+    --method gptvq --bpv 4.125 --vq-dim 1 --finetune 0 "${CALIB[@]}"
 quantize "$GQ4" "GPTQ 4 bits, groups of 32, symmetric (GGUF Q4_0, 4.5 bits per value), for comparison" \
     --method gptq --wbits 4 --group-size 32 --sym "${CALIB[@]}"
 quantize "$RT4" "RTN 4 bits, groups of 32, symmetric (GGUF Q4_0), for comparison" \

@@ -58,14 +58,17 @@ same() { # name, options...
 same rtn4 --method rtn --wbits 4 --group-size 32
 # GPTQ and GPTVQ: stories260K's matrices (64 to 172 rows) are one slab each
 # at the default --row-slab 256, so most cases take smaller slabs: the ranks
-# then split linears by rows (slabs() below checks that they do).
+# then split linears by rows (slabs() below checks that they do). vq2d (the
+# default --finetune 20 at 2 index bits per value) and vqres (residual
+# codebooks) fine-tune each block, every rank on all windows; the other GPTVQ
+# cases leave it out (--finetune 0) to keep the test short.
 same gptq4 --calib "$CAL" --method gptq --wbits 4 --group-size 32 --sym --row-slab 32
 same gptq3 --calib "$CAL" --method gptq --wbits 3 --group-size 64 --row-slab 16
 same vq2d --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.125
-same vq2dslab --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.5 --norm-block 0 --row-slab 16
-same vq4d --calib "$CAL" --method gptvq --vq-dim 4 --bpv 2.25 --group-size 2048 --row-slab 16
-same vqnorm --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.25 --norm-block 32 --row-slab 32
-same vqout --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.25 --outlier-frac 0.02 --row-slab 32
+same vq2dslab --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.5 --norm-block 0 --row-slab 16 --finetune 0
+same vq4d --calib "$CAL" --method gptvq --vq-dim 4 --bpv 2.25 --group-size 2048 --row-slab 16 --finetune 0
+same vqnorm --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.25 --norm-block 32 --row-slab 32 --finetune 0
+same vqout --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.25 --outlier-frac 0.02 --row-slab 32 --finetune 0
 same vqres --calib "$CAL" --method gptvq --vq-dim 2 --bpv 3.125 --residual 2 --row-slab 32
 # slabs of the 35 linears in a report, and the most of one linear
 slabs() { python3 -c 'import json,sys; L=json.load(open(sys.argv[1]))["layers"]; print(sum(l["slabs"] for l in L), max(l["slabs"] for l in L))' "$1"; }
@@ -73,8 +76,8 @@ for c in gptq4:60 gptq3:100 vq2dslab:150 vq4d:90 vqnorm:80 vqout:60 vqres:50; do
     read -r total most < <(slabs "$T/${c%%:*}.1.gguf.report.json")
     [ "$total" -ge "${c##*:}" ] && [ "$most" -ge 2 ] && ok "${c%%:*}: $total slabs (up to $most per linear)" || bad "${c%%:*}: only $total slabs ($most per linear)"
 done
-same vqsvd --calib "$CAL" --method gptvq --vq-dim 1 --bpv 3.125 --cb-svd 4
-same head --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.125 --head-bpv 3.125
+same vqsvd --calib "$CAL" --method gptvq --vq-dim 1 --bpv 3.125 --cb-svd 4 --finetune 0
+same head --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.125 --head-bpv 3.125 --finetune 0
 same datafree --method gptq --wbits 4 --group-size 32 --nsamples 8
 
 # saved Hessians: the same files from -np 3 as from one process (one thread
@@ -85,7 +88,7 @@ MPI 3 quantize "$S" -o "$T/h3.gguf" $base --threads 1 --calib "$CAL" --method gp
 if [ "$(ls "$T/h3" | wc -l)" -eq 20 ] && diff -r "$T/h1" "$T/h3" >/dev/null; then ok "-np 3 saves the same 20 Hessians"; else bad "saved Hessians differ"; fi
 
 # resume across rank counts
-R="$T/r.gguf"; ro="--calib $CAL --method gptvq --vq-dim 2 --bpv 2.25 --norm-block 32 --row-slab 32 --threads 1"
+R="$T/r.gguf"; ro="--calib $CAL --method gptvq --vq-dim 2 --bpv 2.25 --norm-block 32 --row-slab 32 --finetune 0 --threads 1"
 MPI 2 quantize "$S" -o "$R" $base $ro --stop-after 2 >"$T/r2.log" 2>&1; rc=$?
 [ $rc -ne 0 ] && [ -f "$R.ckpt/blk.1.ckpt" ] && [ ! -f "$R.ckpt/blk.2.ckpt" ] && [ ! -e "$R" ] && ok "-np 2 --stop-after 2: 2 blocks kept, no file (exit $rc)" || bad "-np 2 stop (exit $rc)"
 MPI 3 quantize "$S" -o "$R" $base $ro --stop-after 4 >"$T/r3.log" 2>&1
@@ -94,7 +97,7 @@ MPI 3 quantize "$S" -o "$R" $base $ro --stop-after 4 >"$T/r3.log" 2>&1
 cmp -s "$R" "$T/vqnorm.1.gguf" && [ ! -e "$R.ckpt" ] && ok "finished by one process: the uninterrupted file" || bad "resumed file differs"
 
 # a rank killed with SIGKILL once block 0 is checkpointed (4 of 5 blocks to go)
-K="$T/k.gguf"; ko="--calib $CAL --nsamples 32 --seqlen 512 --method gptvq --vq-dim 4 --bpv 2.25 --threads 1 --quiet"
+K="$T/k.gguf"; ko="--calib $CAL --nsamples 32 --seqlen 512 --method gptvq --vq-dim 4 --bpv 2.25 --finetune 0 --threads 1 --quiet"
 "$G" quantize "$S" -o "$T/k1.gguf" $ko >/dev/null 2>&1
 MPI 2 quantize "$S" -o "$K" $ko >"$T/k.log" 2>&1 &
 mp=$!

@@ -142,11 +142,12 @@ check "GPTVQ 2D 2.125 beats GPTQ W2 g32" "$p_vq2 < $p_g2"
 check "GPTVQ 2D 3.125 beats GPTQ W3 g64" "$p_vq3 < $p_g3"
 check "GPTVQ 2D 2.125 achieved bpv in [2.125, 2.3]" "$b_vq2 >= 2.125 && $b_vq2 <= 2.3"
 # The defaults that follow from the budget (gq_quantize_resolve): at 2.125
-# and 3.125 the run fine-tunes (--finetune 20) and, stories260K's matrices
-# being smaller than half a 4-D group, stays 2D; at 4.125 it does not
-# fine-tune. (The 4-D choice itself: test_gptvq's auto-dim checks.)
+# and 3.125 (2 to 4 index bits per value) the run fine-tunes (--finetune 20)
+# and, stories260K's matrices being smaller than half a 4-D group, stays 2D;
+# at 1.5 (1 index bit) it does not fine-tune. (The 4-D choice itself:
+# test_gptvq's auto-dim checks.)
 quant "$T/vqd.gguf" --method gptvq --bpv 2.125
-quant "$T/vqd4.gguf" --method gptvq --bpv 4.125
+quant "$T/vqd4.gguf" --method gptvq --bpv 1.5
 "$PY" - "$T/vqd.gguf.report.json" "$T/vq3.gguf.report.json" "$T/vqd4.gguf.report.json" <<'PY' || fail=1
 import json, sys
 d, t, q = (json.load(open(f)) for f in sys.argv[1:4])
@@ -154,7 +155,7 @@ ok = all(r["vq_dim"] == 2 and r.get("finetune", {}).get("steps") == 20 and r["fi
 ok4 = q["vq_dim"] == 2 and "finetune" not in q
 print(("ok" if ok else "FAIL") + ": defaults at 2.125 and 3.125: vq_dim %s / %s, finetune %s / %s"
       % (d["vq_dim"], t["vq_dim"], d.get("finetune"), t.get("finetune")))
-print(("ok" if ok4 else "FAIL") + ": defaults at 4.125: vq_dim %s, no finetune (%s)" % (q["vq_dim"], "finetune" not in q))
+print(("ok" if ok4 else "FAIL") + ": defaults at 1.5: vq_dim %s, no finetune (%s)" % (q["vq_dim"], "finetune" not in q))
 sys.exit(0 if ok and ok4 else 1)
 PY
 # --finetune (block-output fine-tuning of the seven linears' codebooks,

@@ -1311,7 +1311,7 @@ void gq_quantize_resolve(struct gq_quantize_params *p, const struct gq_model *m)
     if (p->finetune_steps < 0) {
         struct gq_vq_config c;
         const bool low_bits = gq_vq_config_from_bpv(v->bpv, 1, 0, 0, v->cb_format, 0, 0, &c) == GQ_OK && c.log2k >= 2 &&
-                              c.log2k <= 3;
+                              c.log2k <= 4;
         p->finetune_steps = p->method == GQ_METHOD_GPTVQ && !p->fake_quant && !p->load_hessians && low_bits &&
                                     !strcmp(gq_be()->name, "cpu")
                                 ? 20
