@@ -151,12 +151,22 @@ open(f"{out}/frontier.md", "w").write("\n".join(md) + "\n")
 print("\n".join(md))
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=False)
 for ax, key, title, ref in ((axes[0], "lc512_wiki", "WikiText-2 test", fw), (axes[1], "lc512_hs", "HellaSwag text", fh)):
-    for kind, label, mk in (("llama.cpp", "llama.cpp (imatrix)", "o"), ("gptvq", "gptvq (GPTQ, GPTVQ)", "s")):
-        pts = [(r["bytes"] / 1e6, num(r[key]), r["name"]) for r in rows if r["kind"] == kind and num(r[key]) and "F16 (gptvq" not in r["name"]]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], mk, label=label)
-        for x, y, n in pts:
-            ax.annotate(n.replace("llama.cpp ", "").replace(" (imatrix)", "").replace("gptvq ", ""), (x, y), fontsize=6,
-                        xytext=(3, 3), textcoords="offset points")
+    # gptvq rows whose name carries a note in parentheses (earlier defaults,
+    # controls, runs by hand) are drawn hollow and unlabelled
+    side = lambda r: "(" in r["name"].replace("(Q4_0)", "")
+    for kind, label, mk, sel in (("llama.cpp", "llama.cpp (imatrix)", "o", lambda r: True),
+                                 ("gptvq", "gptvq (GPTQ; GPTVQ --bpv B, defaults)", "s", lambda r: not side(r)),
+                                 ("gptvq", "gptvq, earlier defaults / by hand", "s", side)):
+        pts = [(r["bytes"] / 1e6, num(r[key]), r["name"]) for r in rows
+               if r["kind"] == kind and num(r[key]) and "F16 (gptvq" not in r["name"] and sel(r)]
+        if not pts:
+            continue
+        hollow = label.startswith("gptvq, earlier")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], mk, label=label, mfc="none" if hollow else None,
+                color="grey" if hollow else None)
+        for x, y, n in ([] if hollow else pts):
+            ax.annotate(n.replace("llama.cpp ", "").replace(" (imatrix)", "").replace("gptvq ", "").replace("GPTVQ --bpv ", "GPTVQ "),
+                        (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.axhline(ref, color="grey", lw=0.8, ls="--")
     ax.set_yscale("log")
     ax.set_xlabel("file size (MB)")
