@@ -70,6 +70,10 @@ same vq4d --calib "$CAL" --method gptvq --vq-dim 4 --bpv 2.25 --group-size 2048 
 same vqnorm --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.25 --norm-block 32 --row-slab 32 --finetune 0
 same vqout --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.25 --outlier-frac 0.02 --row-slab 32 --finetune 0
 same vqres --calib "$CAL" --method gptvq --vq-dim 2 --bpv 3.125 --residual 2 --row-slab 32
+# the fine-tuning reads only its first 32 of 48 windows (2 steps of 4, a keep
+# check on 32): the ranks gather just those (-np 2: rank 1 holds windows
+# 16-47 and gives 16-31; -np 3: rank 2 holds 32-47 and gives none)
+same ftpart --calib "$CAL" --method gptvq --vq-dim 2 --bpv 2.125 --nsamples 48 --seqlen 128 --finetune 2 --ft-batch 4
 # slabs of the 35 linears in a report, and the most of one linear
 slabs() { python3 -c 'import json,sys; L=json.load(open(sys.argv[1]))["layers"]; print(sum(l["slabs"] for l in L), max(l["slabs"] for l in L))' "$1"; }
 for c in gptq4:60 gptq3:100 vq2dslab:150 vq4d:90 vqnorm:80 vqout:60 vqres:50; do

@@ -496,16 +496,16 @@ static void print_memory_estimate(const struct gq_model *m, const struct gq_arch
     }
     work = fmax(work, vq_work);
     // --fp-target: the source model's activations and a block's source
-    // weights; --finetune (ft_acts: the bytes of the windows it runs on,
-    // every window under mpirun): the block inputs (and their gathered copy)
-    // and the source block's outputs, the source weights, one window's
+    // weights; --finetune (ft_acts: the bytes of the windows it runs on;
+    // under mpirun those it gathers): the block inputs (and the gathered
+    // ones) and the source block's outputs, the source weights, one window's
     // forward and backward (the attention probabilities of every head, ~24
     // rows of the widest input)
     const double acts = activations / 2.0;
     double extra = 0;
     if (fp_target) extra += acts + block;
     if (ft_acts > 0)
-        extra += acts + (ft_acts > acts ? 2 : 1) * ft_acts + (fp_target ? 0 : block) + 4.0 * m->hp.n_heads * seqlen * seqlen +
+        extra += acts + (gq_dist_size() > 1 ? 2 : 1) * ft_acts + (fp_target ? 0 : block) + 4.0 * m->hp.n_heads * seqlen * seqlen +
                  4.0 * 24 * seqlen * widest;
     // CUDA calibration: the windows' activations, one block's f32 weights, a
     // group's double Σ xᵀx and one window's scratch (about 12 rows of the
@@ -996,7 +996,9 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         print_memory_estimate(m, A, load ? 0 : (size_t)nloc * per * sizeof(float) * 2, seqlen,
                               keep_on ? keep_bytes : 0, vq_work, m->keep_quantized && !in_ckpt && !m->packs && !m->blocks,
                               p->fp_target && !load,
-                              p->finetune_steps > 0 && !load ? (double)(gq_dist_size() > 1 ? p->nsamples : nloc) * per * sizeof(float) : 0);
+                              p->finetune_steps > 0 && !load
+                                  ? (double)(gq_dist_size() > 1 ? gq_finetune_windows(p, p->nsamples) : nloc) * per * sizeof(float)
+                                  : 0);
     float *X = NULL, *tmp = NULL, *Hf = NULL;
     // --fp-target: the source model's activations (like X), a window's copy,
     // the wanted input of the source's pass, and C = Σ w² x̂ xᵀ.
@@ -1222,15 +1224,17 @@ static enum gq_status quantize_run(struct gq_model *m, const struct gq_quantize_
         }
         if (Xin && s == GQ_OK) {
             struct gq_finetune_report fr;
-            // Several ranks: each gathers every window's block input and runs the
-            // same steps on them as one process would, so the file does not
-            // depend on the number of ranks (nor does the fine-tuning's time).
+            // Several ranks: each gathers the block inputs of the windows the
+            // fine-tuning reads (the first nft) and runs the same steps on them
+            // as one process would, so the file does not depend on the number
+            // of ranks (nor does the fine-tuning's time).
             float *Xft = Xin;
             if (gq_dist_size() > 1) {
-                if (!(Xft = calloc((size_t)p->nsamples * per, sizeof(float))))
-                    s = gq_fail(GQ_ERR_NOMEM, "--finetune: out of memory for the %d windows' block inputs", p->nsamples);
-                else memcpy(Xft + (size_t)w_lo * per, Xin, rep->activation_bytes);
-                if (s == GQ_OK) s = gq_dist_or(Xft, sizeof(float) * (size_t)p->nsamples * per);
+                const int64_t nft = gq_finetune_windows(p, p->nsamples), mine = (w_hi < nft ? w_hi : nft) - w_lo;
+                if (!(Xft = calloc((size_t)nft * per, sizeof(float))))
+                    s = gq_fail(GQ_ERR_NOMEM, "--finetune: out of memory for %lld windows' block inputs", (long long)nft);
+                else if (mine > 0) memcpy(Xft + (size_t)w_lo * per, Xin, sizeof(float) * (size_t)mine * per);
+                if (s == GQ_OK) s = gq_dist_or(Xft, sizeof(float) * (size_t)nft * per);
             }
             if (s == GQ_OK) s = gq_finetune_block(c, m, l, &fpw, Xft, Xft == Xin ? nloc : p->nsamples, seqlen, sink_w, p, &fr);
             if (Xft != Xin) free(Xft);

@@ -272,6 +272,13 @@ static void ft_free(struct ft_lin *L, struct ft_buf *B) {
     buf_free(B);
 }
 
+int gq_finetune_windows(const struct gq_quantize_params *p, int n_win) {
+    const int nb = p->ft_batch > 0 && p->ft_batch < n_win ? p->ft_batch : n_win;
+    const int n_eval = n_win < FT_EVAL ? n_win : FT_EVAL;
+    const int64_t n_train = (int64_t)p->finetune_steps * nb;
+    return n_train >= n_win ? n_win : n_train > n_eval ? (int)n_train : n_eval;
+}
+
 enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l, const struct gq_layer_w *src,
                                  const float *X, int n_win, int seqlen, float sink_weight,
                                  const struct gq_quantize_params *p, struct gq_finetune_report *rep) {
@@ -342,8 +349,7 @@ enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l
     // when fewer). Only the windows either reads need the source's outputs.
     const int nb = p->ft_batch > 0 && p->ft_batch < n_win ? p->ft_batch : n_win;
     const int n_eval = n_win < FT_EVAL ? n_win : FT_EVAL;
-    const int64_t n_train = (int64_t)p->finetune_steps * nb;
-    const int n_used = n_train >= n_win ? n_win : n_train > n_eval ? (int)n_train : n_eval;
+    const int n_used = gq_finetune_windows(p, n_win);
     const bool buf_ok = buf_alloc(&B, &sh);
     yref = malloc(sizeof(float) * (size_t)n_used * per);
     w = malloc(sizeof(float) * (size_t)n_used * n), g = malloc(sizeof(float) * (gmax ? gmax : 1));

@@ -197,8 +197,10 @@ struct gq_finetune_report {
 // with assignments fixed (step j reads p->ft_batch windows in turn from
 // window 0); kept (packs and the block's f32 slots) only if the rounded
 // result lowers the objective over the first 32 windows (all when fewer;
-// the report's loss0 / loss1 are that objective). sink_weight:
-// the first token's weight in the objective (the Hessians' own).
+// the report's loss0 / loss1 are that objective). Only the first
+// gq_finetune_windows(p, n_win) windows of X are read. sink_weight: the
+// first token's weight in the objective (the Hessians' own).
+int gq_finetune_windows(const struct gq_quantize_params *p, int n_win);
 enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l, const struct gq_layer_w *src,
                                  const float *X, int n_win, int seqlen, float sink_weight,
                                  const struct gq_quantize_params *p, struct gq_finetune_report *r);
