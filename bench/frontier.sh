@@ -153,15 +153,14 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=False)
 for ax, key, title, ref in ((axes[0], "lc512_wiki", "WikiText-2 test", fw), (axes[1], "lc512_hs", "HellaSwag text", fh)):
     # gptvq rows whose name carries a note in parentheses (earlier defaults,
     # controls, runs by hand) are drawn hollow and unlabelled
-    side = lambda r: "(" in r["name"].replace("(Q4_0)", "")
-    for kind, label, mk, sel in (("llama.cpp", "llama.cpp (imatrix)", "o", lambda r: True),
-                                 ("gptvq", "gptvq (GPTQ; GPTVQ --bpv B, defaults)", "s", lambda r: not side(r)),
-                                 ("gptvq", "gptvq, earlier defaults / by hand", "s", side)):
+    side = lambda r: r["kind"] == "gptvq" and "(" in r["name"].replace("(Q4_0)", "")
+    for kind, label, mk, hollow in (("llama.cpp", "llama.cpp (imatrix)", "o", False),
+                                    ("gptvq", "gptvq (GPTQ; GPTVQ --bpv B, defaults)", "s", False),
+                                    ("gptvq", "gptvq, earlier defaults / by hand", "s", True)):
         pts = [(r["bytes"] / 1e6, num(r[key]), r["name"]) for r in rows
-               if r["kind"] == kind and num(r[key]) and "F16 (gptvq" not in r["name"] and sel(r)]
+               if r["kind"] == kind and num(r[key]) and "F16 (gptvq" not in r["name"] and side(r) == hollow]
         if not pts:
             continue
-        hollow = label.startswith("gptvq, earlier")
         ax.plot([p[0] for p in pts], [p[1] for p in pts], mk, label=label, mfc="none" if hollow else None,
                 color="grey" if hollow else None)
         for x, y, n in ([] if hollow else pts):

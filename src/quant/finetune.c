@@ -272,11 +272,19 @@ static void ft_free(struct ft_lin *L, struct ft_buf *B) {
     buf_free(B);
 }
 
+// The windows of n_win the fine-tuning reads: *nb per step, taken in turn
+// from window 0, and the first *n_eval for the keep-or-not decision; returns
+// how many leading windows that is.
+static int ft_windows(const struct gq_quantize_params *p, int n_win, int *nb, int *n_eval) {
+    *nb = p->ft_batch > 0 && p->ft_batch < n_win ? p->ft_batch : n_win;
+    *n_eval = n_win < FT_EVAL ? n_win : FT_EVAL;
+    const int64_t n_train = (int64_t)p->finetune_steps * *nb;
+    return n_train >= n_win ? n_win : n_train > *n_eval ? (int)n_train : *n_eval;
+}
+
 int gq_finetune_windows(const struct gq_quantize_params *p, int n_win) {
-    const int nb = p->ft_batch > 0 && p->ft_batch < n_win ? p->ft_batch : n_win;
-    const int n_eval = n_win < FT_EVAL ? n_win : FT_EVAL;
-    const int64_t n_train = (int64_t)p->finetune_steps * nb;
-    return n_train >= n_win ? n_win : n_train > n_eval ? (int)n_train : n_eval;
+    int nb, n_eval;
+    return ft_windows(p, n_win, &nb, &n_eval);
 }
 
 enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l, const struct gq_layer_w *src,
@@ -347,9 +355,8 @@ enum gq_status gq_finetune_block(struct gq_context *c, struct gq_model *m, int l
     // The steps read p->ft_batch windows each, taken in turn from window 0;
     // the keep-or-not decision is measured on the first FT_EVAL windows (all
     // when fewer). Only the windows either reads need the source's outputs.
-    const int nb = p->ft_batch > 0 && p->ft_batch < n_win ? p->ft_batch : n_win;
-    const int n_eval = n_win < FT_EVAL ? n_win : FT_EVAL;
-    const int n_used = gq_finetune_windows(p, n_win);
+    int nb, n_eval;
+    const int n_used = ft_windows(p, n_win, &nb, &n_eval);
     const bool buf_ok = buf_alloc(&B, &sh);
     yref = malloc(sizeof(float) * (size_t)n_used * per);
     w = malloc(sizeof(float) * (size_t)n_used * n), g = malloc(sizeof(float) * (gmax ? gmax : 1));
